@@ -1,0 +1,267 @@
+//! The durable store: partitions (live records, change log, checksum, compaction horizon),
+//! device cursors, users, devices and server secrets.
+//!
+//! One trait, [`Store`], with the embedded backend ([`embedded::EmbeddedStore`], redb, one
+//! file, fsync on commit) as the default. Every method is synchronous and may block on disk:
+//! async callers run them in `spawn_blocking`. Writes that change partitions go through
+//! [`Store::apply_batch`], which returns only after the batch is durable and calls the
+//! [`CommitListener`] in commit order (so live push sees changes in sequence order).
+//!
+//! No gRPC or WebSocket types are allowed here: records are the protocol's `Record` message
+//! because that is the stored format, not because of any transport.
+
+pub mod embedded;
+
+use std::sync::Arc;
+
+use syncline_proto::v1::Record;
+
+/// A partition's name: `(source, key)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionName {
+    /// Source name, e.g. `Account`.
+    pub source: String,
+    /// Partition key: user id, `*`, or a custom key.
+    pub key: String,
+}
+
+impl PartitionName {
+    /// Returns the partition `(source, key)`.
+    pub fn new(source: impl Into<String>, key: impl Into<String>) -> Self {
+        Self { source: source.into(), key: key.into() }
+    }
+}
+
+impl std::fmt::Display for PartitionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.source, self.key)
+    }
+}
+
+/// Longest record id accepted, in bytes.
+pub const MAX_RECORD_ID_BYTES: usize = 512;
+
+/// Most changes (upserts + deletes) accepted in one batch: bounds one write transaction.
+pub const MAX_BATCH_CHANGES: usize = 10_000;
+
+/// A partition's state at one sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Sequence of the last change (0: none yet).
+    pub head: u64,
+    /// Compaction horizon: a device whose cursor is below it cannot catch up from the log
+    /// and needs a snapshot. 0 when nothing was ever compacted away.
+    pub horizon: u64,
+    /// Live records.
+    pub total: u64,
+    /// Order-independent checksum of the live set (see `syncline_proto::checksum`).
+    pub checksum: u64,
+}
+
+/// One entry of a partition's change log.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// The record was created or replaced; `record.version` is the entry's sequence.
+    Upsert(Record),
+    /// The record was deleted at sequence `seq`.
+    Delete { id: String, seq: u64 },
+}
+
+impl Change {
+    /// Returns the sequence of this change.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Change::Upsert(record) => record.version,
+            Change::Delete { seq, .. } => *seq,
+        }
+    }
+
+    /// Returns the id of the record this change is about.
+    pub fn id(&self) -> &str {
+        match self {
+            Change::Upsert(record) => &record.id,
+            Change::Delete { id, .. } => id,
+        }
+    }
+}
+
+/// A batch committed to one partition, as handed to the [`CommitListener`] and returned by
+/// [`Store::apply_batch`].
+#[derive(Clone, Debug)]
+pub struct CommittedBatch {
+    pub partition: PartitionName,
+    /// First and last sequence assigned (both 0 when nothing changed).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The changes that took sequence numbers, in sequence order (gap-free from
+    /// `first_seq` to `last_seq`).
+    pub changes: Vec<Change>,
+    /// The partition's state after the batch.
+    pub state: PartitionState,
+}
+
+/// Called on the store's writer thread after each durable commit, in commit order, once per
+/// partition batch that changed something. Must not block (it queues frames, nothing more).
+pub trait CommitListener: Send + Sync + 'static {
+    fn committed(&self, batch: &CommittedBatch);
+}
+
+/// A page of a partition's change log.
+#[derive(Clone, Debug)]
+pub struct LogPage {
+    /// Changes with `after < seq`, in sequence order, at most `limit`. Superseded entries may
+    /// have been compacted away, so sequences can skip; the page still covers the range up
+    /// to `covered_to`.
+    pub changes: Vec<Change>,
+    /// The page covers sequences `after+1 ..= covered_to`: the cursor a device holds after
+    /// applying it. Equals `state.head` when the page reaches the end of the log.
+    pub covered_to: u64,
+    /// The partition's state when the page was read.
+    pub state: PartitionState,
+}
+
+/// A page of a partition's live records, by id.
+#[derive(Clone, Debug)]
+pub struct SnapshotPage {
+    /// Live records with `id > after_id`, ascending by id, at most `limit`.
+    pub records: Vec<Record>,
+    /// True when no live record follows the last one returned.
+    pub done: bool,
+    /// The partition's state when the page was read.
+    pub state: PartitionState,
+}
+
+/// What one compaction of a partition did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Log entries removed (superseded changes and purged tombstones).
+    pub removed: u64,
+    /// The horizon after compaction.
+    pub horizon: u64,
+}
+
+/// A stored user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredUser {
+    /// Login name; also the user id (the partition key of `user` sources).
+    pub name: String,
+    /// PHC-format argon2 hash of the password.
+    pub password_hash: String,
+}
+
+/// A registered device (one app install).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StoredDevice {
+    pub client_id: String,
+    pub user_id: String,
+    pub platform: String,
+    pub app_version: String,
+    pub model: String,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    pub last_seen_ms: i64,
+    /// "active", "locked" or "wiped".
+    pub state: String,
+}
+
+/// Why a store operation failed, in the caller's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory is held by another process (usually a running server).
+    #[error("the data store {path} is in use by another process (is a server running on it?)")]
+    Locked { path: String },
+    /// A record id is empty or longer than [`MAX_RECORD_ID_BYTES`].
+    #[error("invalid record id {id:?}: ids are 1 to {MAX_RECORD_ID_BYTES} bytes")]
+    InvalidRecordId { id: String },
+    /// The same id appears twice in one batch.
+    #[error("record id {id:?} appears more than once in the batch")]
+    DuplicateId { id: String },
+    /// A batch holds more than [`MAX_BATCH_CHANGES`] changes.
+    #[error("batch of {changes} changes exceeds the limit of {MAX_BATCH_CHANGES}")]
+    BatchTooLarge { changes: usize },
+    /// A user with that name already exists.
+    #[error("user {name:?} already exists")]
+    UserExists { name: String },
+    /// The store's files could not be read or written.
+    #[error("storage failure: {0}")]
+    Io(String),
+    /// Stored bytes could not be decoded (corruption or an incompatible version).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store is shutting down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The durable store. See the module docs.
+pub trait Store: Send + Sync + 'static {
+    /// Applies upserts and deletes to one partition as one atomic batch and returns after
+    /// it is durable. Upserts equal to the stored record (same encoded fields) and deletes
+    /// of absent records take no sequence number. Validates ids (non-empty, at most
+    /// [`MAX_RECORD_ID_BYTES`], unique within the batch) and the batch size before writing
+    /// anything. Concurrent callers are group-committed (one fsync for many batches).
+    fn apply_batch(
+        &self,
+        partition: &PartitionName,
+        upserts: Vec<Record>,
+        deletes: Vec<String>,
+    ) -> StoreResult<CommittedBatch>;
+
+    /// Returns the partition's current state (all zero for a partition never written).
+    fn partition_state(&self, partition: &PartitionName) -> StoreResult<PartitionState>;
+
+    /// Reads up to `limit` log changes after sequence `after`.
+    fn read_log(&self, partition: &PartitionName, after: u64, limit: usize) -> StoreResult<LogPage>;
+
+    /// Reads up to `limit` live records with ids greater than `after_id` (all from the
+    /// start when `None`).
+    fn read_snapshot(
+        &self,
+        partition: &PartitionName,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<SnapshotPage>;
+
+    /// Compacts a partition's log: removes every entry at or below `head - keep_recent` that
+    /// a later entry for the same id supersedes, purges delete tombstones at or below that
+    /// point, and raises the horizon to it. A no-op when the log is shorter.
+    fn compact(&self, partition: &PartitionName, keep_recent: u64) -> StoreResult<CompactionReport>;
+
+    /// Lists every partition that has been written.
+    fn partitions(&self) -> StoreResult<Vec<PartitionName>>;
+
+    /// Records device cursors (client id, partition, cursor) in one transaction. Cursors are
+    /// advisory (the device's own cursor is the truth), so this may use a cheaper durability
+    /// than `apply_batch`.
+    fn save_cursors(&self, cursors: &[(String, PartitionName, u64)]) -> StoreResult<()>;
+
+    /// Returns a device's recorded cursor for a partition.
+    fn cursor(&self, client_id: &str, partition: &PartitionName) -> StoreResult<Option<u64>>;
+
+    /// Adds a user; fails with [`StoreError::UserExists`] if the name is taken.
+    fn add_user(&self, user: &StoredUser) -> StoreResult<()>;
+
+    /// Replaces a user's password hash; returns false if there is no such user.
+    fn set_user_password(&self, name: &str, password_hash: &str) -> StoreResult<bool>;
+
+    /// Returns a user by name.
+    fn user(&self, name: &str) -> StoreResult<Option<StoredUser>>;
+
+    /// Counts users.
+    fn user_count(&self) -> StoreResult<u64>;
+
+    /// Inserts or replaces a device.
+    fn put_device(&self, device: &StoredDevice) -> StoreResult<()>;
+
+    /// Returns a device by client id.
+    fn device(&self, client_id: &str) -> StoreResult<Option<StoredDevice>>;
+
+    /// Returns the named secret, creating it from `generate` on first use (durably).
+    fn secret(&self, name: &str, generate: &dyn Fn() -> Vec<u8>) -> StoreResult<Vec<u8>>;
+
+    /// Installs the listener called after each commit; replaces any earlier one.
+    fn set_commit_listener(&self, listener: Arc<dyn CommitListener>);
+}
