@@ -1,0 +1,207 @@
+//! Frame codec: WebSocket messages to `ClientFrame`s and `ServerFrame`s to WebSocket
+//! messages. Pure functions and size limits; no I/O.
+//!
+//! Binary messages carry protobuf; text messages carry protobuf's canonical JSON mapping
+//! of the same messages. A server frame is encoded once into an [`EncodedFrame`] and the same
+//! buffer is shared by every connection it is queued to; the JSON form is produced at most
+//! once, the first time a text connection needs it.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use prost::Message as _;
+use syncline_proto::v1::{ClientFrame, ServerFrame};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// How a connection encodes its frames: fixed by the first data frame the device sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameFormat {
+    /// Binary WebSocket frames carrying protobuf.
+    Binary,
+    /// Text WebSocket frames carrying canonical protobuf JSON.
+    Json,
+}
+
+/// Why a device frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The binary frame is not a valid `ClientFrame`.
+    #[error("binary frame is not a valid ClientFrame: {0}")]
+    MalformedProtobuf(#[source] prost::DecodeError),
+    /// The text frame is not the JSON form of a `ClientFrame`.
+    #[error("text frame is not the JSON form of a ClientFrame: {0}")]
+    MalformedJson(#[source] serde_json::Error),
+    /// The frame decoded but names no message.
+    #[error("frame carries no message")]
+    Empty,
+}
+
+/// A decoded device frame and the format it came in.
+#[derive(Debug)]
+pub struct DecodedFrame {
+    pub frame: ClientFrame,
+    pub format: FrameFormat,
+}
+
+/// Decodes a data message (binary or text). Control messages (ping, pong, close) are the
+/// session's business and return `Ok(None)`.
+pub fn decode_client(message: &Message) -> Result<Option<DecodedFrame>, CodecError> {
+    let (frame, format) = match message {
+        Message::Binary(data) => (
+            ClientFrame::decode(data.as_ref()).map_err(CodecError::MalformedProtobuf)?,
+            FrameFormat::Binary,
+        ),
+        Message::Text(text) => (
+            serde_json::from_str::<ClientFrame>(text.as_str()).map_err(CodecError::MalformedJson)?,
+            FrameFormat::Json,
+        ),
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {
+            return Ok(None);
+        }
+    };
+    if frame.msg.is_none() {
+        return Err(CodecError::Empty);
+    }
+    Ok(Some(DecodedFrame { frame, format }))
+}
+
+/// A server frame encoded once and shared by every connection it is queued to.
+#[derive(Debug)]
+pub struct EncodedFrame {
+    frame: ServerFrame,
+    binary: Bytes,
+    json: OnceLock<Utf8Bytes>,
+}
+
+impl EncodedFrame {
+    /// Encodes `frame` to protobuf now; the JSON form is made on first use.
+    pub fn new(frame: ServerFrame) -> Arc<Self> {
+        let binary = Bytes::from(frame.encode_to_vec());
+        Arc::new(Self { frame, binary, json: OnceLock::new() })
+    }
+
+    /// Returns the frame.
+    pub fn frame(&self) -> &ServerFrame {
+        &self.frame
+    }
+
+    /// Returns the protobuf encoding.
+    pub fn binary(&self) -> &Bytes {
+        &self.binary
+    }
+
+    /// Returns the frame as a WebSocket message in `format`, sharing the encoded buffer.
+    pub fn message(&self, format: FrameFormat) -> Message {
+        match format {
+            FrameFormat::Binary => Message::Binary(self.binary.clone()),
+            FrameFormat::Json => Message::Text(
+                self.json
+                    .get_or_init(|| {
+                        // Serializing generated pbjson types cannot fail: every field is a
+                        // plain value with a defined JSON form.
+                        serde_json::to_string(&self.frame)
+                            .unwrap_or_else(|_| String::from("{}"))
+                            .into()
+                    })
+                    .clone(),
+            ),
+        }
+    }
+
+    /// Returns the size of the protobuf encoding in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.binary.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncline_proto::v1::{Ack, Hello, Login, client_frame, hello, server_frame};
+
+    fn hello_frame() -> ClientFrame {
+        ClientFrame {
+            msg: Some(client_frame::Msg::Hello(Hello {
+                protocol_version: 1,
+                credentials: Some(hello::Credentials::Login(Login {
+                    username: "ann".into(),
+                    password: "pw".into(),
+                })),
+                client_id: String::new(),
+                device: None,
+            })),
+        }
+    }
+
+    #[test]
+    fn binary_and_json_round_trip_to_the_same_frame() {
+        let frame = hello_frame();
+        let binary = Message::Binary(Bytes::from(frame.encode_to_vec()));
+        let text = Message::Text(serde_json::to_string(&frame).unwrap().into());
+        let a = decode_client(&binary).unwrap().unwrap();
+        let b = decode_client(&text).unwrap().unwrap();
+        assert_eq!(a.frame, frame);
+        assert_eq!(b.frame, frame);
+        assert_eq!(a.format, FrameFormat::Binary);
+        assert_eq!(b.format, FrameFormat::Json);
+    }
+
+    #[test]
+    fn canonical_json_uses_lower_camel_case_names() {
+        let text = r#"{"ack":{"source":"Account","key":"*","cursor":"42","page":"3"}}"#;
+        let decoded = decode_client(&Message::Text(text.into())).unwrap().unwrap();
+        let expected = ClientFrame {
+            msg: Some(client_frame::Msg::Ack(Ack {
+                source: "Account".into(),
+                key: "*".into(),
+                cursor: 42,
+                page: 3,
+            })),
+        };
+        assert_eq!(decoded.frame, expected);
+    }
+
+    #[test]
+    fn garbage_gets_typed_errors() {
+        let bad_proto = Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]));
+        assert!(matches!(decode_client(&bad_proto), Err(CodecError::MalformedProtobuf(_))));
+        let bad_json = Message::Text("hello there".into());
+        assert!(matches!(decode_client(&bad_json), Err(CodecError::MalformedJson(_))));
+        let empty = Message::Binary(Bytes::new());
+        assert!(matches!(decode_client(&empty), Err(CodecError::Empty)));
+        assert!(decode_client(&Message::Ping(Bytes::new())).unwrap().is_none());
+    }
+
+    #[test]
+    fn encoded_frame_shares_one_buffer() {
+        let frame = EncodedFrame::new(ServerFrame {
+            msg: Some(server_frame::Msg::Error(syncline_proto::v1::Error {
+                code: 1,
+                message: "x".into(),
+                fatal: false,
+                source: String::new(),
+                key: String::new(),
+            })),
+        });
+        let (Message::Binary(a), Message::Binary(b)) =
+            (frame.message(FrameFormat::Binary), frame.message(FrameFormat::Binary))
+        else {
+            panic!("binary format must give binary messages");
+        };
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the encoded buffer is shared, not copied");
+        let Message::Text(json) = frame.message(FrameFormat::Json) else {
+            panic!("json format must give text messages");
+        };
+        assert!(json.as_str().contains("\"error\""));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = decode_client(&Message::Binary(Bytes::from(data.clone())));
+            if let Ok(text) = String::from_utf8(data) {
+                let _ = decode_client(&Message::Text(text.into()));
+            }
+        }
+    }
+}

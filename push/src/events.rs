@@ -1,0 +1,51 @@
+//! Connection lifecycle events: each function logs and counts together.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::session::SessionEnd;
+
+/// Lifetime counters of the device listener.
+#[derive(Debug, Default)]
+pub struct ConnectionEvents {
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    pub accept_failures: AtomicU64,
+}
+
+/// The process-wide connection counters.
+pub static EVENTS: ConnectionEvents = ConnectionEvents {
+    opened: AtomicU64::new(0),
+    closed: AtomicU64::new(0),
+    handshake_failures: AtomicU64::new(0),
+    accept_failures: AtomicU64::new(0),
+};
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A connection completed its WebSocket upgrade; returns its id.
+pub(crate) fn connection_opened(peer: SocketAddr) -> u64 {
+    let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+    EVENTS.opened.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(conn_id, %peer, "connection opened");
+    conn_id
+}
+
+/// A connection ended.
+pub(crate) fn connection_closed(conn_id: u64, peer: SocketAddr, end: &SessionEnd) {
+    EVENTS.closed.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(conn_id, %peer, ?end, "connection closed");
+}
+
+/// A TLS or WebSocket handshake failed or timed out.
+pub(crate) fn handshake_failed(peer: SocketAddr, error: &str) {
+    EVENTS.handshake_failures.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, error, "handshake failed");
+}
+
+/// `accept` failed (e.g. out of file descriptors).
+pub(crate) fn accept_failed(error: &std::io::Error) {
+    EVENTS.accept_failures.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%error, "accept failed");
+}

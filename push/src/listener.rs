@@ -1,0 +1,204 @@
+//! Accepts device connections: TCP (optionally TLS), the WebSocket upgrade on
+//! [`SYNC_PATH`](syncline_proto::SYNC_PATH) with subprotocol `syncline.v1`, connection caps,
+//! then one session task per connection on the server's task tracker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events;
+use crate::session::{self, Outbox, SessionConfig, SessionHandler};
+
+/// WebSocket read buffer per connection. tungstenite's default (128 KiB, zero-filled on first
+/// read) costs ~135 KB of RSS per idle connection; device frames are small, and 4 KiB keeps
+/// an idle connection near 7 KB while reading larger frames in a few more calls.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Bytes buffered before tungstenite writes to the socket. The session flushes after each
+/// coalesced batch, so this only bounds one batch's write size.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Time allowed for the TLS and WebSocket handshakes of a new connection.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again, so the
+/// loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Configuration of the device listener.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    /// Largest device frame accepted, in bytes; larger frames close the connection (1009).
+    pub max_frame_bytes: usize,
+    /// Most simultaneous connections; more are refused at the upgrade with HTTP 503.
+    pub max_connections: usize,
+    /// Session limits and timers.
+    pub session: SessionConfig,
+}
+
+/// Creates the session handler of each new connection.
+pub trait SessionFactory: Send + Sync + 'static {
+    /// The handler type.
+    type Handler: SessionHandler;
+
+    /// Returns the handler for a connection from `peer`.
+    fn open(&self, peer: SocketAddr, outbox: Outbox) -> Self::Handler;
+}
+
+/// Counts live connections.
+#[derive(Debug, Default)]
+pub struct ConnectionCount(AtomicUsize);
+
+impl ConnectionCount {
+    /// Returns the number of open device connections.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct ConnectionSlot(Arc<ConnectionCount>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections until `shutdown` fires. Each session runs on `tracker`.
+pub async fn serve<F: SessionFactory>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    factory: Arc<F>,
+    config: Arc<ListenerConfig>,
+    connections: Arc<ConnectionCount>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                events::accept_failed(&error);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => continue,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let factory = factory.clone();
+        let config = config.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        let connections = connections.clone();
+        tracker.spawn(async move {
+            handle_connection(stream, peer, tls, factory, config, connections, shutdown).await;
+        });
+    }
+}
+
+async fn handle_connection<F: SessionFactory>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    factory: Arc<F>,
+    config: Arc<ListenerConfig>,
+    connections: Arc<ConnectionCount>,
+    shutdown: CancellationToken,
+) {
+    match tls {
+        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => upgrade_and_run(stream, peer, factory, config, connections, shutdown).await,
+            Ok(Err(error)) => events::handshake_failed(peer, &error.to_string()),
+            Err(_) => events::handshake_failed(peer, "tls handshake timed out"),
+        },
+        None => upgrade_and_run(stream, peer, factory, config, connections, shutdown).await,
+    }
+}
+
+async fn upgrade_and_run<S, F>(
+    stream: S,
+    peer: SocketAddr,
+    factory: Arc<F>,
+    config: Arc<ListenerConfig>,
+    connections: Arc<ConnectionCount>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    F: SessionFactory,
+{
+    // Take a connection slot before the upgrade so the cap holds under a connect storm.
+    let admitted = connections.0.fetch_add(1, Ordering::Relaxed) < config.max_connections;
+    let slot = ConnectionSlot(connections.clone());
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(WRITE_BUFFER_BYTES + config.max_frame_bytes.max(64 * 1024) * 2)
+        .max_message_size(Some(config.max_frame_bytes))
+        .max_frame_size(Some(config.max_frame_bytes));
+    let callback = |request: &Request, response: Response| negotiate(request, response, admitted);
+    let upgraded = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config)),
+    )
+    .await;
+    let socket = match upgraded {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(error)) => return events::handshake_failed(peer, &error.to_string()),
+        Err(_) => return events::handshake_failed(peer, "websocket handshake timed out"),
+    };
+    let conn_id = events::connection_opened(peer);
+    let (outbox, queue) = session::open_outbox(&config.session);
+    let handler = factory.open(peer, outbox.clone());
+    let end = session::run_session(socket, handler, outbox, queue, &config.session, &shutdown).await;
+    events::connection_closed(conn_id, peer, &end);
+    drop(slot);
+}
+
+/// Checks the upgrade request: the sync path, the subprotocol (when the client names any),
+/// and the connection cap.
+fn negotiate(request: &Request, mut response: Response, admitted: bool) -> Result<Response, ErrorResponse> {
+    if request.uri().path() != syncline_proto::SYNC_PATH {
+        return Err(refusal(StatusCode::NOT_FOUND, "no such endpoint: use /v1/sync"));
+    }
+    if !admitted {
+        return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "too many connections; retry later"));
+    }
+    let offered: Vec<&str> = request
+        .headers()
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(',').map(str::trim))
+        .collect();
+    if offered.is_empty() {
+        // Tolerated so that command-line WebSocket clients work without flags.
+        return Ok(response);
+    }
+    if !offered.contains(&syncline_proto::SUBPROTOCOL) {
+        return Err(refusal(StatusCode::BAD_REQUEST, "unsupported subprotocol: use syncline.v1"));
+    }
+    response
+        .headers_mut()
+        .insert(http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(syncline_proto::SUBPROTOCOL));
+    Ok(response)
+}
+
+fn refusal(status: StatusCode, message: &str) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(message.to_owned()));
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,337 @@
+//! One session per connection, written against `Sink`/`Stream` of WebSocket messages.
+//!
+//! A session runs two futures in one task: the *reader* decodes device frames and hands them
+//! to the [`SessionHandler`] (which the server implements), and the *writer* drains the
+//! connection's bounded outbound queue, coalescing everything already queued into one write
+//! per wakeup. Heartbeats (pings) and the idle timeout live here too. The handler talks back
+//! only through its [`Outbox`].
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use parking_lot::Mutex;
+use syncline_proto::close_code;
+use syncline_proto::v1::{ClientFrame, ServerFrame};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{self, CodecError, EncodedFrame, FrameFormat};
+
+/// Most frames written per wakeup before flushing: bounds the time one busy connection holds
+/// the writer between flushes.
+pub const MAX_COALESCED_FRAMES: usize = 256;
+
+/// Limits and timers of sessions.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Bound of each connection's outbound queue, in frames. A live subscriber whose queue
+    /// is full is demoted to catch-up from the log.
+    pub outbound_queue: usize,
+    /// Interval between server pings.
+    pub heartbeat: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed (4408).
+    pub idle_timeout: Duration,
+}
+
+/// An item of a connection's outbound queue.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A server frame, encoded once and possibly shared with other connections.
+    Frame(Arc<EncodedFrame>),
+}
+
+#[derive(Debug)]
+struct ConnectionShared {
+    wake: Notify,
+    /// Set by [`Outbox::close`]: the close frame to send after what is already queued.
+    close: Mutex<Option<(u16, String)>>,
+    cancel: CancellationToken,
+    format: OnceLock<FrameFormat>,
+}
+
+/// The sending side of one connection: bounded queue, wakeups and close requests.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    tx: mpsc::Sender<Outgoing>,
+    shared: Arc<ConnectionShared>,
+}
+
+/// The connection is closed; nothing more can be sent on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection is closed")]
+pub struct ConnectionClosed;
+
+impl Outbox {
+    fn new(capacity: usize, cancel: CancellationToken) -> (Self, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let shared = Arc::new(ConnectionShared {
+            wake: Notify::new(),
+            close: Mutex::new(None),
+            cancel,
+            format: OnceLock::new(),
+        });
+        (Self { tx, shared }, rx)
+    }
+
+    /// Returns an outbox and its queue's receiving end, for tests of code that sends.
+    pub fn for_test(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>) {
+        Self::new(capacity, CancellationToken::new())
+    }
+
+    /// Queues a frame, waiting for room: use for the session's own replies and pages, whose
+    /// number the session bounds (flow-control window).
+    pub async fn send(&self, frame: Arc<EncodedFrame>) -> Result<(), ConnectionClosed> {
+        if self.shared.cancel.is_cancelled() {
+            return Err(ConnectionClosed);
+        }
+        self.tx.send(Outgoing::Frame(frame)).await.map_err(|_| ConnectionClosed)
+    }
+
+    /// Encodes and queues a frame (see [`Outbox::send`]).
+    pub async fn send_frame(&self, frame: ServerFrame) -> Result<(), ConnectionClosed> {
+        self.send(EncodedFrame::new(frame)).await
+    }
+
+    /// Queues without waiting; fails when the queue is full or the connection closed.
+    pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), TrySendError<Outgoing>> {
+        self.tx.try_send(item)
+    }
+
+    /// Wakes the session's handler ([`SessionHandler::on_wake`]).
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Closes the connection with `code` after sending what is already queued.
+    pub fn close(&self, code: u16, reason: impl Into<String>) {
+        let mut slot = self.shared.close.lock();
+        if slot.is_none() {
+            *slot = Some((code, reason.into()));
+        }
+        drop(slot);
+        self.shared.cancel.cancel();
+    }
+
+    /// Returns true once the connection is closing or closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// Returns the frame format the device chose with its first frame (binary until then).
+    pub fn format(&self) -> FrameFormat {
+        self.shared.format.get().copied().unwrap_or(FrameFormat::Binary)
+    }
+
+    /// Returns frames queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// What the server does with a connection's frames. One value per connection; its methods
+/// are never called concurrently.
+pub trait SessionHandler: Send + 'static {
+    /// Handles one decoded device frame.
+    fn on_frame(&mut self, frame: ClientFrame, outbox: &Outbox) -> impl Future<Output = ()> + Send;
+
+    /// Handles a frame that could not be decoded.
+    fn on_bad_frame(&mut self, error: CodecError, outbox: &Outbox) -> impl Future<Output = ()> + Send;
+
+    /// Does pending work after [`Outbox::wake`] (e.g. a demoted subscription catching up).
+    fn on_wake(&mut self, outbox: &Outbox) -> impl Future<Output = ()> + Send;
+
+    /// Called once when the connection has ended, with why.
+    fn on_closed(&mut self, end: &SessionEnd);
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The server closed it with this close code.
+    ClosedByServer { code: u16, reason: String },
+    /// The device sent a close frame or the socket ended.
+    ClosedByPeer,
+    /// The socket failed.
+    TransportError(String),
+    /// The device sent a frame over the size limit (closed with 1009).
+    FrameTooLarge,
+    /// Nothing arrived for the idle timeout (closed with 4408).
+    IdleTimeout,
+    /// The server is shutting down (closed with 1012).
+    Shutdown,
+}
+
+/// Runs one connection's session to its end. `shutdown` is the server's; the session closes
+/// with "reconnect now" (1012) when it fires.
+pub async fn run_session<S, H>(
+    socket: S,
+    mut handler: H,
+    outbox: Outbox,
+    queue: mpsc::Receiver<Outgoing>,
+    config: &SessionConfig,
+    shutdown: &CancellationToken,
+) -> SessionEnd
+where
+    S: Sink<Message, Error = tungstenite::Error> + Stream<Item = Result<Message, tungstenite::Error>> + Send + Unpin,
+    H: SessionHandler,
+{
+    let (sink, mut stream) = socket.split();
+    let shared = outbox.shared.clone();
+    let ended: Mutex<Option<SessionEnd>> = Mutex::new(None);
+    let finish = |end: SessionEnd| {
+        let mut slot = ended.lock();
+        if slot.is_none() {
+            *slot = Some(end);
+        }
+    };
+
+    let reader = async {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    finish(SessionEnd::Shutdown);
+                    outbox.close(close_code::SERVICE_RESTART, "server restarting");
+                    break;
+                }
+                () = shared.cancel.cancelled() => break,
+                () = shared.wake.notified() => {
+                    handler.on_wake(&outbox).await;
+                    continue;
+                }
+                next = tokio::time::timeout(config.idle_timeout, stream.next()) => next,
+            };
+            let message = match next {
+                Err(_elapsed) => {
+                    finish(SessionEnd::IdleTimeout);
+                    outbox.close(close_code::IDLE_TIMEOUT, "idle timeout");
+                    break;
+                }
+                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
+                    finish(SessionEnd::ClosedByPeer);
+                    shared.cancel.cancel();
+                    break;
+                }
+                Ok(Some(Err(tungstenite::Error::Capacity(_)))) => {
+                    finish(SessionEnd::FrameTooLarge);
+                    outbox.close(close_code::MESSAGE_TOO_BIG, "frame too large");
+                    break;
+                }
+                Ok(Some(Err(error))) => {
+                    finish(SessionEnd::TransportError(error.to_string()));
+                    shared.cancel.cancel();
+                    break;
+                }
+                Ok(Some(Ok(message))) => message,
+            };
+            match codec::decode_client(&message) {
+                Ok(Some(decoded)) => {
+                    let _ = shared.format.set(decoded.format);
+                    handler.on_frame(decoded.frame, &outbox).await;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    if let Message::Text(_) = message {
+                        let _ = shared.format.set(FrameFormat::Json);
+                    }
+                    handler.on_bad_frame(error, &outbox).await;
+                }
+            }
+            if shared.cancel.is_cancelled() {
+                break;
+            }
+        }
+    };
+
+    let writer = write_loop(sink, queue, &shared, config.heartbeat);
+    let ((), write_error) = futures_util::future::join(reader, writer).await;
+    if let Some(error) = write_error {
+        finish(SessionEnd::TransportError(error));
+    }
+    let close = shared.close.lock().clone();
+    let end = ended.into_inner().unwrap_or(match close {
+        Some((code, reason)) => SessionEnd::ClosedByServer { code, reason },
+        None => SessionEnd::ClosedByPeer,
+    });
+    handler.on_closed(&end);
+    end
+}
+
+/// Writes queued frames, coalescing what is already queued into one flush, plus pings; on
+/// cancellation writes what is still queued, then the close frame. Returns a transport error
+/// if one ended it.
+async fn write_loop<W>(
+    mut sink: W,
+    mut queue: mpsc::Receiver<Outgoing>,
+    shared: &ConnectionShared,
+    heartbeat: Duration,
+) -> Option<String>
+where
+    W: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => break,
+            item = queue.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+            _ = ping.tick() => {
+                if let Err(error) = sink.send(Message::Ping(bytes::Bytes::new())).await {
+                    shared.cancel.cancel();
+                    return Some(error.to_string());
+                }
+                continue;
+            }
+        };
+        let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
+        let Outgoing::Frame(frame) = first;
+        if let Err(error) = sink.feed(frame.message(format)).await {
+            shared.cancel.cancel();
+            return Some(error.to_string());
+        }
+        let mut written = 1;
+        while written < MAX_COALESCED_FRAMES {
+            let Ok(Outgoing::Frame(frame)) = queue.try_recv() else { break };
+            if let Err(error) = sink.feed(frame.message(format)).await {
+                shared.cancel.cancel();
+                return Some(error.to_string());
+            }
+            written += 1;
+        }
+        if let Err(error) = sink.flush().await {
+            shared.cancel.cancel();
+            return Some(error.to_string());
+        }
+    }
+    // Closing: send what was queued before the close request (e.g. a fatal Error frame),
+    // then the close frame, if the server asked for one.
+    let close = shared.close.lock().clone();
+    if let Some((code, reason)) = close {
+        let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
+        while let Ok(Outgoing::Frame(frame)) = queue.try_recv() {
+            if sink.feed(frame.message(format)).await.is_err() {
+                return None;
+            }
+        }
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+    let _ = sink.close().await;
+    None
+}
+
+/// Creates a connection's outbox and queue. Server shutdown reaches the session through
+/// [`run_session`]'s `shutdown` token, which closes it with 1012.
+pub fn open_outbox(config: &SessionConfig) -> (Outbox, mpsc::Receiver<Outgoing>) {
+    Outbox::new(config.outbound_queue, CancellationToken::new())
+}
