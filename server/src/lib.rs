@@ -1,5 +1,22 @@
 //! The Syncline server: gateway, sessions, sync engine, store and the `syncline` binary.
 //!
+//! - [`app`]: the composition root; [`app::start`] runs a server and returns its addresses.
+//! - [`config`]: the configuration tree, env overrides, validation into [`config::Settings`].
+//! - [`auth`]: passwords (argon2), session tokens, device registration.
+//! - [`sync`]: the sync engine — subscriptions, snapshot and log paging, live push, cursors.
+//! - [`ingest`]: the `Ingest` gRPC service backends push changes through.
 //! - [`storage`]: the durable store trait and its embedded (redb) backend.
+//! - [`demo`]: the demo app seeded by `syncline serve` without configured sources.
+//! - [`tls`], [`telemetry`], [`shutdown`], [`cli`]: plumbing.
 
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod ingest;
+pub mod shutdown;
 pub mod storage;
+pub mod sync;
+pub mod telemetry;
+pub mod tls;

@@ -1,1 +1,127 @@
-//! placeholder
+//! Helpers for Syncline's end-to-end tests: real servers on 127.0.0.1 port 0, real
+//! WebSockets and gRPC, conditions waited on with deadlines instead of sleeps.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use syncline_proto::v1::ingest_client::IngestClient;
+use syncline_proto::v1::{PushRequest, PushResponse, Record, Value};
+use syncline_server::app::{self, RunningServer};
+use syncline_server::config::{Config, SourceSection};
+use tonic::transport::Channel;
+
+/// Default deadline for conditions in tests: generous for a loaded 2-core CI machine.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A server running in this process on ephemeral loopback ports, with its data directory.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Returns the test configuration: loopback port 0, sources `Account` (app) and `Contact`
+/// (user), no demo, short heartbeats.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.data_dir = data_dir.to_owned();
+    config.device.addr = "127.0.0.1:0".into();
+    config.grpc.addr = "127.0.0.1:0".into();
+    config.demo.enabled = false;
+    config.sources.insert("Account".into(), SourceSection { partitioning: "app".into() });
+    config.sources.insert("Contact".into(), SourceSection { partitioning: "user".into() });
+    config
+}
+
+impl TestServer {
+    /// Starts a server with the test configuration in a fresh temporary directory.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with the test configuration changed by `customize`.
+    pub async fn start_with(customize: impl FnOnce(&mut Config)) -> Self {
+        let temp = tempfile::tempdir().expect("temporary directory");
+        let mut server = Self::start_in(temp.path(), customize).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on an existing data directory (which the caller keeps).
+    pub async fn start_in(data_dir: &Path, customize: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config(data_dir);
+        customize(&mut config);
+        let settings = config.validate().expect("valid test config");
+        let server = app::start(settings).await.expect("server starts");
+        Self { server, data_dir: data_dir.to_owned(), _temp: None }
+    }
+
+    /// Returns the device endpoint URL.
+    pub fn url(&self) -> String {
+        self.server.device_url()
+    }
+
+    /// Adds a user directly in the store.
+    pub fn add_user(&self, name: &str, password: &str) {
+        syncline_server::auth::add_user(self.server.engine.store.as_ref(), name, password).expect("add user");
+    }
+
+    /// Returns an Ingest client connected to this server.
+    pub async fn ingest_client(&self) -> IngestClient<Channel> {
+        IngestClient::connect(self.server.grpc_url()).await.expect("gRPC connects")
+    }
+
+    /// Stops the server gracefully; returns the temporary directory (if it owns one) so the
+    /// caller can restart on it.
+    pub async fn stop(self) -> Option<tempfile::TempDir> {
+        self.server.stop().await.expect("server stops cleanly");
+        self._temp
+    }
+}
+
+/// Pushes a batch over gRPC and returns the response.
+pub async fn push(
+    client: &mut IngestClient<Channel>,
+    source: &str,
+    key: &str,
+    upserts: Vec<Record>,
+    deletes: Vec<String>,
+) -> Result<PushResponse, tonic::Status> {
+    client
+        .push(PushRequest { source: source.into(), key: key.into(), upserts, deletes })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Returns a record with a few typed fields.
+pub fn record(id: &str, n: i64) -> Record {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("name".to_owned(), Value::string(format!("record {id}")));
+    fields.insert("n".to_owned(), Value::int(n));
+    fields.insert("ratio".to_owned(), Value::double(n as f64 / 7.0));
+    fields.insert("even".to_owned(), Value::bool(n % 2 == 0));
+    Record { id: id.to_owned(), fields, version: 0 }
+}
+
+/// Waits until `probe` returns `Some`, checking after each `poll` interval, failing the test
+/// with `what` after `deadline`. For conditions with no event to wait on (e.g. an external
+/// process's state); prefer the device library's event-driven waits where they exist.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,264 @@
+//! The composition root: builds the store, the hub, the services and the listeners, runs
+//! them, and stops them in order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use syncline_push::{ConnectionCount, Hub, ListenerConfig, Outbox, SessionConfig, SessionFactory};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::ingest::IngestService;
+use crate::storage::Store;
+use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::sync::session::DeviceSession;
+use crate::sync::{DeviceLimits, LivePublisher, SyncEngine, cursors::CursorRecorder};
+use crate::tls::TlsMaterial;
+use crate::{demo, shutdown};
+
+/// Name of the embedded store's file inside the data directory.
+pub const STORE_FILE_NAME: &str = "syncline.redb";
+
+/// A running server: its bound addresses and a handle to stop it.
+pub struct RunningServer {
+    pub device_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    /// True when both listeners serve TLS.
+    pub tls: bool,
+    pub engine: Arc<SyncEngine>,
+    pub connections: Arc<ConnectionCount>,
+    shutdown: CancellationToken,
+    stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Returns the device endpoint's URL.
+    pub fn device_url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.device_addr, syncline_proto::SYNC_PATH)
+    }
+
+    /// Returns the gRPC endpoint's URL.
+    pub fn grpc_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.grpc_addr)
+    }
+
+    /// Stops the server gracefully and waits until it has.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.stopped.await.context("server task failed")?
+    }
+
+    /// Waits until the server stops (after its shutdown signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.stopped.await.context("server task failed")?
+    }
+}
+
+struct DeviceSessions {
+    engine: Arc<SyncEngine>,
+}
+
+impl SessionFactory for DeviceSessions {
+    type Handler = DeviceSession;
+
+    fn open(&self, peer: SocketAddr, _outbox: Outbox) -> DeviceSession {
+        DeviceSession::new(self.engine.clone(), peer)
+    }
+}
+
+/// Opens the store, seeds the demo when configured, binds both listeners and starts serving.
+/// Returns once the listeners are bound.
+pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    let store_path = settings.data_dir.join(STORE_FILE_NAME);
+    let options = EmbeddedOptions { cache_size_bytes: settings.store_cache_bytes };
+    let store: Arc<dyn Store> = {
+        let path = store_path.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options))
+                .await?
+                .with_context(|| format!("cannot open the store {}", store_path.display()))?,
+        )
+    };
+    if let Some(demo) = settings.demo.clone() {
+        let seed_store = store.clone();
+        let seeded = tokio::task::spawn_blocking(move || demo::seed(seed_store.as_ref(), &demo)).await??;
+        if seeded > 0 {
+            tracing::info!(records = seeded, "seeded the demo app (user demo, password demo)");
+        }
+    }
+    let hub = Hub::new();
+    store.set_commit_listener(Arc::new(LivePublisher { hub: hub.clone() }));
+    let auth = {
+        let store = store.clone();
+        let ttl = settings.token_ttl;
+        tokio::task::spawn_blocking(move || Authenticator::new(store, ttl)).await??
+    };
+    let engine = Arc::new(SyncEngine {
+        store: store.clone(),
+        hub,
+        auth,
+        sources: settings.sources.clone(),
+        limits: DeviceLimits::from_settings(&settings),
+        cursors: CursorRecorder::default(),
+    });
+
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(TlsMaterial::load(cert, key)?),
+        None => None,
+    };
+    let device_listener = TcpListener::bind(settings.device_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (device endpoint)", settings.device_addr))?;
+    let grpc_listener = TcpListener::bind(settings.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (gRPC endpoint)", settings.grpc_addr))?;
+    let device_addr = device_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let connections = Arc::new(ConnectionCount::default());
+    let listener_config = Arc::new(ListenerConfig {
+        max_frame_bytes: settings.max_frame_bytes,
+        max_connections: settings.max_connections,
+        session: SessionConfig {
+            outbound_queue: settings.outbound_queue,
+            heartbeat: settings.heartbeat,
+            idle_timeout: settings.idle_timeout,
+        },
+    });
+    let device_tls = tls.as_ref().map(TlsMaterial::device_acceptor).transpose()?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    tracing::info!(url = %format!("{scheme}://{device_addr}{}", syncline_proto::SYNC_PATH), "device endpoint listening");
+    let device_task = tokio::spawn(syncline_push::listener::serve(
+        device_listener,
+        device_tls,
+        Arc::new(DeviceSessions { engine: engine.clone() }),
+        listener_config,
+        connections.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        grpc = grpc.tls_config(tls.grpc_config()).context("gRPC TLS configuration")?;
+    }
+    let ingest = IngestService::server(store.clone(), settings.sources.clone(), settings.ingest_token.clone());
+    let grpc_shutdown = shutdown.clone();
+    let grpc_scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(url = %format!("{grpc_scheme}://{grpc_addr}"), "gRPC endpoint listening (Ingest)");
+    let grpc_task = tokio::spawn(
+        grpc.add_service(ingest).serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            async move { grpc_shutdown.cancelled().await },
+        ),
+    );
+
+    let background = spawn_background_jobs(&settings, &engine, &tracker, &shutdown);
+    let stopped = {
+        let shutdown = shutdown.clone();
+        let engine = engine.clone();
+        let grace = settings.shutdown_grace;
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            shutdown::stop_in_order(device_task, grpc_task, background, tracker, &engine, grace).await
+        })
+    };
+    Ok(RunningServer {
+        device_addr,
+        grpc_addr,
+        tls: tls.is_some(),
+        engine,
+        connections,
+        shutdown,
+        stopped,
+    })
+}
+
+/// Runs the server until `signal` completes, then stops it gracefully.
+pub async fn run(settings: Settings, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let server = start(settings).await?;
+    signal.await;
+    tracing::info!("shutting down");
+    server.stop().await
+}
+
+fn spawn_background_jobs(
+    settings: &Settings,
+    engine: &Arc<SyncEngine>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let cursor_job = {
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        let every = settings.cursor_flush;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = ticker.tick() => flush_cursors(&engine).await,
+                }
+            }
+        })
+    };
+    let compaction_job = {
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        let every = settings.compact_interval;
+        let keep_recent = settings.compact_keep_recent;
+        tracker.spawn(async move {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = ticker.tick() => compact_all(&engine, keep_recent).await,
+                }
+            }
+        })
+    };
+    vec![cursor_job, compaction_job]
+}
+
+/// Writes recorded device cursors to the store.
+pub async fn flush_cursors(engine: &Arc<SyncEngine>) {
+    let engine = engine.clone();
+    let outcome = tokio::task::spawn_blocking(move || engine.cursors.flush(&engine.store)).await;
+    match outcome {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not save device cursors; will retry"),
+        Err(error) => tracing::warn!(%error, "cursor flush task failed"),
+    }
+}
+
+/// Compacts every partition's log, keeping `keep_recent` entries behind each head.
+pub async fn compact_all(engine: &Arc<SyncEngine>, keep_recent: u64) {
+    let store = engine.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<u64, crate::storage::StoreError> {
+        let mut removed = 0;
+        for partition in store.partitions()? {
+            removed += store.compact(&partition, keep_recent)?.removed;
+        }
+        Ok(removed)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(removed, "compacted change logs"),
+        Ok(Err(error)) => tracing::warn!(%error, "compaction failed; will retry"),
+        Err(error) => tracing::warn!(%error, "compaction task failed"),
+    }
+}
+
+/// How long the stop sequence waits for the listeners' tasks at most, beyond the grace.
+pub const LISTENER_STOP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,530 @@
+//! Configuration: the only code that reads config files or the environment.
+//!
+//! Precedence: built-in defaults, then the TOML file, then `SYNCLINE_*` environment
+//! variables, then CLI flags. The environment is passed in as a map so tests never touch the
+//! process environment. [`Config::validate`] turns the raw tree into typed values once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default device (WebSocket) listener: loopback only until an operator opens it up.
+pub const DEFAULT_DEVICE_ADDR: &str = "127.0.0.1:7700";
+/// Default gRPC listener (Ingest, later Admin): loopback only.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7701";
+/// Largest device frame: a page of a few hundred records fits comfortably, and one device
+/// cannot make the server buffer more than this per read.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// Outbound frames queued per connection before a live subscriber is demoted to catch-up:
+/// absorbs bursts of about a second at 100 changes/s without demotion.
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 128;
+/// Server ping interval: below common NAT and load-balancer idle timeouts (60 s).
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 25;
+/// Idle timeout: more than two missed heartbeats.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Most simultaneous device connections per process (about the file-descriptor limit of a
+/// default Linux service).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default catch-up page size, in records or changes.
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// Largest page size a device may ask for: bounds one page's frame and read transaction.
+pub const DEFAULT_MAX_PAGE_SIZE: u32 = 2_000;
+/// Default and largest in-flight window of unacked catch-up pages.
+pub const DEFAULT_WINDOW: u32 = 4;
+pub const DEFAULT_MAX_WINDOW: u32 = 16;
+/// Most subscriptions one connection may hold.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 256;
+/// Session tokens last 30 days; a device that stays away longer logs in again.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Recent log entries kept uncompacted: devices less than this far behind catch up from the
+/// log instead of taking a snapshot.
+pub const DEFAULT_COMPACT_KEEP_RECENT: u64 = 100_000;
+/// How often partitions are checked for compaction.
+pub const DEFAULT_COMPACT_INTERVAL_SECS: u64 = 300;
+/// How often recorded device cursors are written to the store.
+pub const DEFAULT_CURSOR_FLUSH_MILLIS: u64 = 1_000;
+/// Time allowed for graceful shutdown before the process exits anyway.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// redb page cache.
+pub const DEFAULT_STORE_CACHE_MB: usize = 256;
+/// Records per source seeded into the demo app's partitions.
+pub const DEFAULT_DEMO_RECORDS: u32 = 2_000;
+
+/// The whole configuration tree, as written in TOML. See `syncline.example.toml`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Log output: "pretty" or "json".
+    pub log_format: String,
+    pub device: DeviceSection,
+    pub grpc: GrpcSection,
+    pub tls: TlsSection,
+    pub auth: AuthSection,
+    pub store: StoreSection,
+    pub demo: DemoSection,
+    /// Sources by name. Empty with the demo enabled: the demo's sources.
+    pub sources: BTreeMap<String, SourceSection>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceSection {
+    pub addr: String,
+    pub max_frame_bytes: usize,
+    pub outbound_queue: usize,
+    pub heartbeat_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: usize,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    pub default_window: u32,
+    pub max_window: u32,
+    pub max_subscriptions: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSection {
+    pub addr: String,
+    /// When set, Ingest calls must carry `authorization: Bearer <token>`.
+    pub ingest_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain; with `key`, both listeners serve TLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub cache_mb: usize,
+    pub compact_keep_recent: u64,
+    pub compact_interval_secs: u64,
+    pub cursor_flush_millis: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoSection {
+    /// Seeds the demo app (sources `Account` and `Contact`, user `demo`) into an empty store
+    /// when no sources are configured.
+    pub enabled: bool,
+    pub records: u32,
+    pub user: String,
+    pub password: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// "user" (one partition per user), "app" (one partition shared by all users) or
+    /// "custom" (keys assigned by the channel).
+    pub partitioning: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            log_format: "pretty".into(),
+            device: DeviceSection::default(),
+            grpc: GrpcSection::default(),
+            tls: TlsSection::default(),
+            auth: AuthSection::default(),
+            store: StoreSection::default(),
+            demo: DemoSection::default(),
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for DeviceSection {
+    fn default() -> Self {
+        Self {
+            addr: DEFAULT_DEVICE_ADDR.into(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            default_page_size: DEFAULT_PAGE_SIZE,
+            max_page_size: DEFAULT_MAX_PAGE_SIZE,
+            default_window: DEFAULT_WINDOW,
+            max_window: DEFAULT_MAX_WINDOW,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+        }
+    }
+}
+
+impl Default for GrpcSection {
+    fn default() -> Self {
+        Self { addr: DEFAULT_GRPC_ADDR.into(), ingest_token: None }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self { token_ttl_secs: DEFAULT_TOKEN_TTL_SECS }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            cache_mb: DEFAULT_STORE_CACHE_MB,
+            compact_keep_recent: DEFAULT_COMPACT_KEEP_RECENT,
+            compact_interval_secs: DEFAULT_COMPACT_INTERVAL_SECS,
+            cursor_flush_millis: DEFAULT_CURSOR_FLUSH_MILLIS,
+        }
+    }
+}
+
+impl Default for DemoSection {
+    fn default() -> Self {
+        Self { enabled: true, records: DEFAULT_DEMO_RECORDS, user: "demo".into(), password: "demo".into() }
+    }
+}
+
+/// What is wrong with a configuration, said so that an operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?} is not valid: {message}")]
+    Env { name: String, value: String, message: String },
+    #[error("{key} = {value:?} is not valid: {message}")]
+    Invalid { key: String, value: String, message: String },
+}
+
+/// How a source is partitioned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partitioning {
+    /// One partition per user, keyed by user id.
+    User,
+    /// One partition shared by every user, keyed `*`.
+    App,
+    /// Partitions keyed by the channel; users see the keys they are entitled to.
+    Custom,
+}
+
+impl Partitioning {
+    /// Returns the name used in config and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Partitioning::User => "user",
+            Partitioning::App => "app",
+            Partitioning::Custom => "custom",
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub json_logs: bool,
+    pub device_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub ingest_token: Option<String>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_frame_bytes: usize,
+    pub outbound_queue: usize,
+    pub heartbeat: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    pub default_window: u32,
+    pub max_window: u32,
+    pub max_subscriptions: usize,
+    pub token_ttl: Duration,
+    pub store_cache_bytes: usize,
+    pub compact_keep_recent: u64,
+    pub compact_interval: Duration,
+    pub cursor_flush: Duration,
+    pub shutdown_grace: Duration,
+    /// The demo app to seed, when enabled and no sources are configured.
+    pub demo: Option<DemoSection>,
+    pub sources: BTreeMap<String, Partitioning>,
+}
+
+/// Names of the demo app's sources and their partitioning.
+pub const DEMO_SOURCES: &[(&str, Partitioning)] = &[("Account", Partitioning::App), ("Contact", Partitioning::User)];
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if given), then `SYNCLINE_*` entries
+    /// of `env`.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text)
+                    .map_err(|error| ConfigError::Parse { path: path.to_owned(), message: error.to_string() })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// Applies `SYNCLINE_*` overrides. Unknown `SYNCLINE_*` names are an error, so a typo
+    /// does not silently do nothing.
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let mut names: Vec<&String> = env.keys().filter(|name| name.starts_with("SYNCLINE_")).collect();
+        names.sort();
+        for name in names {
+            let value = &env[name];
+            let bad = |message: &str| ConfigError::Env {
+                name: name.clone(),
+                value: value.clone(),
+                message: message.to_owned(),
+            };
+            let number = |value: &str| value.parse::<u64>().map_err(|_| bad("expected a whole number"));
+            match name.as_str() {
+                "SYNCLINE_DATA_DIR" => self.data_dir = PathBuf::from(value),
+                "SYNCLINE_DEVICE_ADDR" => self.device.addr = value.clone(),
+                "SYNCLINE_GRPC_ADDR" => self.grpc.addr = value.clone(),
+                "SYNCLINE_INGEST_TOKEN" => self.grpc.ingest_token = Some(value.clone()),
+                "SYNCLINE_TLS_CERT" => self.tls.cert = Some(PathBuf::from(value)),
+                "SYNCLINE_TLS_KEY" => self.tls.key = Some(PathBuf::from(value)),
+                "SYNCLINE_LOG_FORMAT" => self.log_format = value.clone(),
+                "SYNCLINE_MAX_CONNECTIONS" => self.device.max_connections = number(value)? as usize,
+                "SYNCLINE_MAX_FRAME_BYTES" => self.device.max_frame_bytes = number(value)? as usize,
+                "SYNCLINE_DEMO" => {
+                    self.demo.enabled = match value.as_str() {
+                        "1" | "true" | "on" => true,
+                        "0" | "false" | "off" => false,
+                        _ => return Err(bad("expected true or false")),
+                    }
+                }
+                "SYNCLINE_DEMO_RECORDS" => self.demo.records = number(value)? as u32,
+                "SYNCLINE_COMPACT_KEEP_RECENT" => self.store.compact_keep_recent = number(value)?,
+                "SYNCLINE_CONFIG" => {} // read by the CLI to find the file
+                _ => return Err(bad("unknown SYNCLINE_ variable")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every value and returns the typed settings.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let invalid = |key: &str, value: &dyn std::fmt::Display, message: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            message: message.to_owned(),
+        };
+        let addr = |key: &str, value: &str| {
+            value.parse::<SocketAddr>().map_err(|_| invalid(key, &value, "expected IP:PORT, e.g. 127.0.0.1:7700"))
+        };
+        let positive = |key: &str, value: u64| {
+            if value == 0 { Err(invalid(key, &value, "must be greater than 0")) } else { Ok(value) }
+        };
+        let device = &self.device;
+        let tls = match (&self.tls.cert, &self.tls.key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(cert), None) => {
+                return Err(invalid("tls.key", &"", &format!("tls.cert = {cert:?} is set; set tls.key too")));
+            }
+            (None, Some(key)) => {
+                return Err(invalid("tls.cert", &"", &format!("tls.key = {key:?} is set; set tls.cert too")));
+            }
+        };
+        let json_logs = match self.log_format.as_str() {
+            "pretty" => false,
+            "json" => true,
+            other => return Err(invalid("log_format", &other, "expected \"pretty\" or \"json\"")),
+        };
+        if device.max_frame_bytes < 1024 {
+            return Err(invalid("device.max_frame_bytes", &device.max_frame_bytes, "must be at least 1024"));
+        }
+        if device.default_page_size == 0 || device.default_page_size > device.max_page_size {
+            return Err(invalid(
+                "device.default_page_size",
+                &device.default_page_size,
+                "must be between 1 and device.max_page_size",
+            ));
+        }
+        if device.default_window == 0 || device.default_window > device.max_window {
+            return Err(invalid(
+                "device.default_window",
+                &device.default_window,
+                "must be between 1 and device.max_window",
+            ));
+        }
+        if device.idle_timeout_secs <= device.heartbeat_secs {
+            return Err(invalid(
+                "device.idle_timeout_secs",
+                &device.idle_timeout_secs,
+                "must be longer than device.heartbeat_secs",
+            ));
+        }
+        let mut sources = BTreeMap::new();
+        for (name, source) in &self.sources {
+            if !valid_source_name(name) {
+                return Err(invalid(
+                    &format!("sources.{name}"),
+                    name,
+                    "source names are 1-64 letters, digits, '_', '-' or '.'",
+                ));
+            }
+            let partitioning = match source.partitioning.as_str() {
+                "user" => Partitioning::User,
+                "app" => Partitioning::App,
+                "custom" => Partitioning::Custom,
+                other => {
+                    return Err(invalid(
+                        &format!("sources.{name}.partitioning"),
+                        &other,
+                        "expected \"user\", \"app\" or \"custom\"",
+                    ));
+                }
+            };
+            sources.insert(name.clone(), partitioning);
+        }
+        let demo = if self.demo.enabled && sources.is_empty() {
+            for (name, partitioning) in DEMO_SOURCES {
+                sources.insert((*name).to_owned(), *partitioning);
+            }
+            Some(self.demo.clone())
+        } else {
+            None
+        };
+        if sources.is_empty() {
+            return Err(invalid("sources", &"{}", "configure at least one source, or enable the demo"));
+        }
+        Ok(Settings {
+            data_dir: self.data_dir.clone(),
+            json_logs,
+            device_addr: addr("device.addr", &device.addr)?,
+            grpc_addr: addr("grpc.addr", &self.grpc.addr)?,
+            ingest_token: self.grpc.ingest_token.clone().filter(|token| !token.is_empty()),
+            tls,
+            max_frame_bytes: device.max_frame_bytes,
+            outbound_queue: positive("device.outbound_queue", device.outbound_queue as u64)? as usize,
+            heartbeat: Duration::from_secs(positive("device.heartbeat_secs", device.heartbeat_secs)?),
+            idle_timeout: Duration::from_secs(device.idle_timeout_secs),
+            max_connections: positive("device.max_connections", device.max_connections as u64)? as usize,
+            default_page_size: device.default_page_size,
+            max_page_size: device.max_page_size,
+            default_window: device.default_window,
+            max_window: device.max_window,
+            max_subscriptions: positive("device.max_subscriptions", device.max_subscriptions as u64)? as usize,
+            token_ttl: Duration::from_secs(positive("auth.token_ttl_secs", self.auth.token_ttl_secs)?),
+            store_cache_bytes: self.store.cache_mb * 1024 * 1024,
+            compact_keep_recent: self.store.compact_keep_recent,
+            compact_interval: Duration::from_secs(positive(
+                "store.compact_interval_secs",
+                self.store.compact_interval_secs,
+            )?),
+            cursor_flush: Duration::from_millis(positive("store.cursor_flush_millis", self.store.cursor_flush_millis)?),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            demo,
+            sources,
+        })
+    }
+
+    /// Returns the configuration as TOML with secrets redacted, for the startup log.
+    pub fn redacted(&self) -> String {
+        let mut copy = self.clone();
+        if copy.grpc.ingest_token.is_some() {
+            copy.grpc.ingest_token = Some("<redacted>".into());
+        }
+        copy.demo.password = "<redacted>".into();
+        toml::to_string(&copy).unwrap_or_default()
+    }
+}
+
+/// Returns true for source names that are safe in paths, URLs and log lines.
+pub fn valid_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_validate_to_the_demo_app_on_loopback() {
+        let settings = Config::default().validate().unwrap();
+        assert_eq!(settings.device_addr.to_string(), DEFAULT_DEVICE_ADDR);
+        assert_eq!(settings.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
+        assert_eq!(settings.sources.get("Account"), Some(&Partitioning::App));
+        assert_eq!(settings.sources.get("Contact"), Some(&Partitioning::User));
+        assert!(settings.demo.is_some());
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("syncline.toml");
+        std::fs::write(&path, "data_dir = \"/srv/a\"\n[device]\naddr = \"127.0.0.1:1\"\n").unwrap();
+        let config = Config::load(
+            Some(&path),
+            &env(&[("SYNCLINE_DATA_DIR", "/srv/b"), ("SYNCLINE_GRPC_ADDR", "127.0.0.1:2"), ("HOME", "x")]),
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/b"));
+        assert_eq!(config.device.addr, "127.0.0.1:1");
+        assert_eq!(config.grpc.addr, "127.0.0.1:2");
+    }
+
+    #[test]
+    fn mistakes_are_reported_by_name() {
+        let error = Config::load(None, &env(&[("SYNCLINE_DATADIR", "x")])).unwrap_err();
+        assert!(error.to_string().contains("SYNCLINE_DATADIR"), "{error}");
+        let mut config = Config::default();
+        config.device.addr = "localhost".into();
+        assert!(config.validate().unwrap_err().to_string().contains("device.addr"));
+        let mut config = Config::default();
+        config.sources.insert("Orders".into(), SourceSection { partitioning: "team".into() });
+        assert!(config.validate().unwrap_err().to_string().contains("sources.Orders.partitioning"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[device]\nadress = \"x\"\n").unwrap();
+        let error = Config::load(Some(&path), &HashMap::new()).unwrap_err();
+        assert!(error.to_string().contains("adress"), "{error}");
+    }
+
+    #[test]
+    fn the_example_file_covers_every_key_and_validates() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../syncline.example.toml");
+        let text = std::fs::read_to_string(example).unwrap();
+        let parsed: Config = toml::from_str(&text).unwrap();
+        parsed.validate().unwrap();
+        // Every key of the default tree appears in the example (commented or not).
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        for line in defaults.lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                assert!(text.contains(&format!("{} =", key.trim())), "example lacks key {key}");
+            }
+        }
+    }
+}

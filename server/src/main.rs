@@ -1,0 +1,5 @@
+//! The `syncline` binary.
+
+fn main() -> std::process::ExitCode {
+    syncline_server::cli::main()
+}

@@ -1,0 +1,145 @@
+//! The sync engine: partitions, catch-up paging (snapshot + log), live push of committed
+//! batches, device cursors.
+//!
+//! - [`session`]: the per-connection [`DeviceSession`](session::DeviceSession) that
+//!   implements push's `SessionHandler`.
+//! - [`pages`]: pure builders of `Changes` frames from store pages.
+//! - [`cursors`]: batches device cursors into the store.
+//!
+//! The engine knows nothing about sockets: it produces frames for sessions and publishes
+//! committed batches to the hub, encoded once.
+
+pub mod cursors;
+pub mod pages;
+pub mod session;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use syncline_proto::v1::{self, ErrorCode, ServerFrame, server_frame};
+use syncline_push::{EncodedFrame, Hub};
+
+use crate::auth::Authenticator;
+use crate::config::{Partitioning, Settings};
+use crate::storage::{CommitListener, CommittedBatch, PartitionName, Store};
+
+/// Limits applied to device subscriptions.
+#[derive(Clone, Debug)]
+pub struct DeviceLimits {
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    pub default_window: u32,
+    pub max_window: u32,
+    pub max_subscriptions: usize,
+    pub max_frame_bytes: usize,
+    pub heartbeat_ms: u32,
+    pub idle_timeout_ms: u32,
+}
+
+impl DeviceLimits {
+    /// Returns the limits of `settings`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            default_page_size: settings.default_page_size,
+            max_page_size: settings.max_page_size,
+            default_window: settings.default_window,
+            max_window: settings.max_window,
+            max_subscriptions: settings.max_subscriptions,
+            max_frame_bytes: settings.max_frame_bytes,
+            heartbeat_ms: settings.heartbeat.as_millis() as u32,
+            idle_timeout_ms: settings.idle_timeout.as_millis() as u32,
+        }
+    }
+}
+
+/// State shared by every device session.
+pub struct SyncEngine {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub<PartitionName>>,
+    pub auth: Authenticator,
+    pub sources: BTreeMap<String, Partitioning>,
+    pub limits: DeviceLimits,
+    pub cursors: cursors::CursorRecorder,
+}
+
+/// Why a device may not sync a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessError {
+    UnknownSource,
+    Forbidden(String),
+}
+
+impl SyncEngine {
+    /// Resolves a subscription's partition for `user_id`, checking access: `user` partitions
+    /// only for their owner, `app` partitions for everyone, `custom` ones only with an
+    /// entitlement (none yet: channels grant them).
+    pub fn resolve_partition(&self, user_id: &str, source: &str, key: &str) -> Result<PartitionName, AccessError> {
+        let partitioning = self.sources.get(source).ok_or(AccessError::UnknownSource)?;
+        match partitioning {
+            Partitioning::User => {
+                if key.is_empty() || key == user_id {
+                    Ok(PartitionName::new(source, user_id))
+                } else {
+                    Err(AccessError::Forbidden(format!("partition {source}/{key} belongs to another user")))
+                }
+            }
+            Partitioning::App => {
+                if key.is_empty() || key == syncline_proto::APP_PARTITION_KEY {
+                    Ok(PartitionName::new(source, syncline_proto::APP_PARTITION_KEY))
+                } else {
+                    Err(AccessError::Forbidden(format!(
+                        "{source} is an app source: its only partition key is \"*\""
+                    )))
+                }
+            }
+            Partitioning::Custom => {
+                Err(AccessError::Forbidden(format!("no entitlement to partition {source}/{key}")))
+            }
+        }
+    }
+
+    /// Returns the sources a user may sync, for Welcome.
+    pub fn source_infos(&self, user_id: &str) -> Vec<v1::SourceInfo> {
+        self.sources
+            .iter()
+            .map(|(name, partitioning)| v1::SourceInfo {
+                name: name.clone(),
+                partitioning: partitioning.as_str().to_owned(),
+                keys: match partitioning {
+                    Partitioning::User => vec![user_id.to_owned()],
+                    Partitioning::App => vec![syncline_proto::APP_PARTITION_KEY.to_owned()],
+                    Partitioning::Custom => Vec::new(),
+                },
+            })
+            .collect()
+    }
+}
+
+/// Publishes each committed batch to the hub as one live `Changes` frame, encoded once.
+pub struct LivePublisher {
+    pub hub: Arc<Hub<PartitionName>>,
+}
+
+impl CommitListener for LivePublisher {
+    fn committed(&self, batch: &CommittedBatch) {
+        if batch.changes.is_empty() {
+            return;
+        }
+        let changes = pages::live_changes(batch);
+        let frame = EncodedFrame::new(ServerFrame { msg: Some(server_frame::Msg::Changes(changes)) });
+        self.hub.publish(&batch.partition, batch.first_seq, batch.last_seq, &frame);
+    }
+}
+
+/// Returns an `Error` frame.
+pub fn error_frame(code: ErrorCode, message: impl Into<String>, fatal: bool) -> ServerFrame {
+    ServerFrame {
+        msg: Some(server_frame::Msg::Error(v1::Error {
+            code: code as i32,
+            message: message.into(),
+            fatal,
+            source: String::new(),
+            key: String::new(),
+        })),
+    }
+}

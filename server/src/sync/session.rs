@@ -1,0 +1,478 @@
+//! One device session: Hello, subscriptions with credit-based catch-up paging, acks, and the
+//! switch to live push.
+//!
+//! Per subscription the session is in one of three phases: *snapshot* (pages of live records
+//! by id at a fixed sequence S, then the log from S), *log* (pages of the change log after the
+//! device's cursor) or *live* (the hub queues each committed batch to the connection). A live
+//! subscription that the hub demotes (its queue was full) goes back to the log phase from the
+//! last sequence queued to it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use syncline_proto::close_code;
+use syncline_proto::v1::{
+    self, ClientFrame, ErrorCode, ServerFrame, SyncStatus, client_frame, hello, server_frame,
+};
+use syncline_push::{CodecError, Outbox, SessionEnd, SessionHandler, Subscription};
+
+use super::{AccessError, SyncEngine, error_frame, pages};
+use crate::auth::{AuthError, DeviceDetails, Identity};
+use crate::storage::{LogPage, PartitionName, PartitionState, SnapshotPage, StoreError};
+
+/// Where a subscription is in its sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Sending live records with ids after `after_id`, at sequence `at`.
+    Snapshot { at: u64, after_id: Option<String>, first: bool },
+    /// Sending the log after sequence `after`.
+    Log { after: u64 },
+    /// Caught up; the hub pushes new batches.
+    Live,
+}
+
+struct PartitionSync {
+    subscription: Subscription<PartitionName>,
+    page_size: usize,
+    /// Unacked pages allowed in flight; 0 = pull mode.
+    window: u64,
+    /// Pages requested with Pull and not yet sent (pull mode).
+    pulled: u64,
+    sent_page: u64,
+    acked_page: u64,
+    phase: Phase,
+}
+
+impl PartitionSync {
+    fn may_send(&self) -> bool {
+        match self.phase {
+            Phase::Live => false,
+            Phase::Snapshot { .. } | Phase::Log { .. } => {
+                if self.window == 0 {
+                    self.pulled > 0
+                } else {
+                    self.sent_page - self.acked_page < self.window
+                }
+            }
+        }
+    }
+
+    fn page_sent(&mut self) -> u64 {
+        self.sent_page += 1;
+        self.pulled = self.pulled.saturating_sub(1);
+        self.sent_page
+    }
+}
+
+/// The session handler of one device connection.
+pub struct DeviceSession {
+    engine: Arc<SyncEngine>,
+    peer: SocketAddr,
+    identity: Option<Identity>,
+    subscriptions: HashMap<PartitionName, PartitionSync>,
+}
+
+/// A failure that ends a step of the session.
+enum StepError {
+    /// The connection is gone; stop quietly.
+    Closed,
+    /// The store failed; the partition reports an error.
+    Store(StoreError),
+}
+
+impl From<syncline_push::ConnectionClosed> for StepError {
+    fn from(_: syncline_push::ConnectionClosed) -> Self {
+        StepError::Closed
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(error: StoreError) -> Self {
+        StepError::Store(error)
+    }
+}
+
+fn frame(msg: server_frame::Msg) -> ServerFrame {
+    ServerFrame { msg: Some(msg) }
+}
+
+fn sync_state(partition: &PartitionName, status: SyncStatus, cursor: u64, state: &PartitionState) -> ServerFrame {
+    frame(server_frame::Msg::SyncState(v1::SyncState {
+        source: partition.source.clone(),
+        key: partition.key.clone(),
+        status: status as i32,
+        cursor,
+        total: state.total,
+        checksum: state.checksum,
+        error: None,
+    }))
+}
+
+fn partition_error(source: &str, key: &str, code: ErrorCode, message: impl Into<String>) -> ServerFrame {
+    frame(server_frame::Msg::Error(v1::Error {
+        code: code as i32,
+        message: message.into(),
+        fatal: false,
+        source: source.to_owned(),
+        key: key.to_owned(),
+    }))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| StoreError::Io(format!("blocking task failed: {error}")))?
+}
+
+impl DeviceSession {
+    /// Returns the handler of a new connection from `peer`.
+    pub fn new(engine: Arc<SyncEngine>, peer: SocketAddr) -> Self {
+        Self { engine, peer, identity: None, subscriptions: HashMap::new() }
+    }
+
+    async fn fatal(&self, outbox: &Outbox, code: ErrorCode, message: &str, close: u16) {
+        let _ = outbox.send_frame(error_frame(code, message, true)).await;
+        outbox.close(close, message.to_owned());
+    }
+
+    async fn on_hello(&mut self, hello: v1::Hello, outbox: &Outbox) {
+        if hello.protocol_version != syncline_proto::PROTOCOL_VERSION {
+            let message = format!(
+                "protocol version {} is not supported; this server speaks {}",
+                hello.protocol_version,
+                syncline_proto::PROTOCOL_VERSION
+            );
+            return self.fatal(outbox, ErrorCode::UnsupportedVersion, &message, close_code::PROTOCOL_ERROR).await;
+        }
+        let details = hello
+            .device
+            .map(|device| DeviceDetails {
+                platform: device.platform,
+                app_version: device.app_version,
+                model: device.model,
+            })
+            .unwrap_or_default();
+        let outcome = match hello.credentials {
+            Some(hello::Credentials::Login(login)) => {
+                self.engine.auth.login(&login.username, &login.password, &hello.client_id, details).await
+            }
+            Some(hello::Credentials::SessionToken(token)) => self.engine.auth.resume(&token).await,
+            None => {
+                return self
+                    .fatal(
+                        outbox,
+                        ErrorCode::Unauthenticated,
+                        "Hello needs a login or a session token",
+                        close_code::UNAUTHENTICATED,
+                    )
+                    .await;
+            }
+        };
+        let (identity, token) = match outcome {
+            Ok(done) => done,
+            Err(error) => {
+                let (code, close) = match &error {
+                    AuthError::BadCredentials
+                    | AuthError::InvalidToken
+                    | AuthError::ExpiredToken
+                    | AuthError::InvalidUserName => (ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
+                    AuthError::DeviceDisabled { .. } => (ErrorCode::Forbidden, close_code::FORBIDDEN),
+                    AuthError::Store(store) => {
+                        tracing::error!(peer = %self.peer, error = %store, "login failed on the store");
+                        return self
+                            .fatal(outbox, ErrorCode::Unavailable, "the server cannot check logins right now", close_code::INTERNAL)
+                            .await;
+                    }
+                };
+                tracing::debug!(peer = %self.peer, %error, "login refused");
+                return self.fatal(outbox, code, &error.to_string(), close).await;
+            }
+        };
+        let limits = &self.engine.limits;
+        let welcome = v1::Welcome {
+            client_id: identity.client_id.clone(),
+            session_token: token.token,
+            user_id: identity.user_id.clone(),
+            token_expires_at_ms: token.expires_ms,
+            heartbeat_ms: limits.heartbeat_ms,
+            idle_timeout_ms: limits.idle_timeout_ms,
+            max_frame_bytes: limits.max_frame_bytes as u32,
+            max_page_size: limits.max_page_size,
+            max_window: limits.max_window,
+            sources: self.engine.source_infos(&identity.user_id),
+        };
+        tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
+        self.identity = Some(identity);
+        let _ = outbox.send_frame(frame(server_frame::Msg::Welcome(welcome))).await;
+    }
+
+    async fn on_subscribe(&mut self, subscribe: v1::Subscribe, outbox: &Outbox) -> Result<(), StepError> {
+        let user_id = self.identity.as_ref().map(|identity| identity.user_id.clone()).unwrap_or_default();
+        let partition = match self.engine.resolve_partition(&user_id, &subscribe.source, &subscribe.key) {
+            Ok(partition) => partition,
+            Err(AccessError::UnknownSource) => {
+                let message = format!("unknown source {:?}", subscribe.source);
+                outbox
+                    .send_frame(partition_error(&subscribe.source, &subscribe.key, ErrorCode::UnknownSource, message))
+                    .await?;
+                return Ok(());
+            }
+            Err(AccessError::Forbidden(message)) => {
+                outbox
+                    .send_frame(partition_error(&subscribe.source, &subscribe.key, ErrorCode::Forbidden, message))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let limits = &self.engine.limits;
+        if !self.subscriptions.contains_key(&partition) && self.subscriptions.len() >= limits.max_subscriptions {
+            let message = format!("at most {} subscriptions per connection", limits.max_subscriptions);
+            outbox
+                .send_frame(partition_error(&partition.source, &partition.key, ErrorCode::ResourceExhausted, message))
+                .await?;
+            return Ok(());
+        }
+        // A resubscription replaces the old one (and leaves the hub) first.
+        self.subscriptions.remove(&partition);
+        let page_size = match subscribe.page_size {
+            0 => limits.default_page_size,
+            asked => asked.min(limits.max_page_size),
+        } as usize;
+        let window = u64::from(subscribe.window.min(limits.max_window));
+        // Join the hub before reading, so nothing committed from now on can be missed.
+        let subscription = self.engine.hub.subscribe(partition.clone(), outbox.clone());
+        let store = self.engine.store.clone();
+        let name = partition.clone();
+        let state = blocking(move || store.partition_state(&name)).await?;
+        let cursor = subscribe.cursor;
+        let phase = if cursor == 0 {
+            Phase::Snapshot { at: state.head, after_id: None, first: true }
+        } else if cursor < state.horizon || cursor > state.head {
+            outbox.send_frame(sync_state(&partition, SyncStatus::Reset, cursor, &state)).await?;
+            Phase::Snapshot { at: state.head, after_id: None, first: true }
+        } else {
+            Phase::Log { after: cursor }
+        };
+        self.subscriptions.insert(
+            partition.clone(),
+            PartitionSync { subscription, page_size, window, pulled: 0, sent_page: 0, acked_page: 0, phase },
+        );
+        self.pump(&partition, outbox).await
+    }
+
+    /// Sends catch-up pages of `partition` while its window allows, and switches it to live
+    /// push when it has reached the head.
+    async fn pump(&mut self, partition: &PartitionName, outbox: &Outbox) -> Result<(), StepError> {
+        loop {
+            let Some(sync) = self.subscriptions.get_mut(partition) else {
+                return Ok(());
+            };
+            if !sync.may_send() {
+                return Ok(());
+            }
+            let store = self.engine.store.clone();
+            let name = partition.clone();
+            let page_size = sync.page_size;
+            match sync.phase.clone() {
+                Phase::Live => return Ok(()),
+                Phase::Snapshot { at, after_id, first } => {
+                    let page: SnapshotPage =
+                        blocking(move || store.read_snapshot(&name, after_id.as_deref(), page_size)).await?;
+                    let next_after = page.records.last().map(|record| record.id.clone());
+                    let done = page.done;
+                    let remaining = if done { 0 } else { pages::pages_remaining(page.state.total, page_size) };
+                    let number = sync.page_sent();
+                    sync.phase = if done {
+                        Phase::Log { after: at }
+                    } else {
+                        Phase::Snapshot { at, after_id: next_after, first: false }
+                    };
+                    let changes = pages::snapshot_changes(partition, at, page, number, first, remaining);
+                    outbox.send_frame(frame(server_frame::Msg::Changes(changes))).await?;
+                }
+                Phase::Log { after } => {
+                    let page: LogPage = blocking(move || store.read_log(&name, after, page_size)).await?;
+                    if after < page.state.horizon {
+                        // Compaction passed this cursor (a long snapshot, or a demoted device far
+                        // behind): start over with a snapshot.
+                        outbox.send_frame(sync_state(partition, SyncStatus::Reset, after, &page.state)).await?;
+                        sync.phase = Phase::Snapshot { at: page.state.head, after_id: None, first: true };
+                        continue;
+                    }
+                    if page.covered_to == after {
+                        // At the head: go live unless something was published meanwhile.
+                        if sync.subscription.go_live(after) {
+                            sync.phase = Phase::Live;
+                            outbox.send_frame(sync_state(partition, SyncStatus::CaughtUp, after, &page.state)).await?;
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    let remaining = pages::pages_remaining(page.state.head - page.covered_to, page_size);
+                    let number = sync.page_sent();
+                    sync.phase = Phase::Log { after: page.covered_to };
+                    let changes = pages::log_changes(partition, after, &page, number, remaining);
+                    outbox.send_frame(frame(server_frame::Msg::Changes(changes))).await?;
+                }
+            }
+        }
+    }
+
+    async fn pump_reporting(&mut self, partition: &PartitionName, outbox: &Outbox) {
+        match self.pump(partition, outbox).await {
+            Ok(()) | Err(StepError::Closed) => {}
+            Err(StepError::Store(error)) => {
+                tracing::error!(peer = %self.peer, %partition, %error, "catch-up read failed");
+                self.subscriptions.remove(partition);
+                let state = PartitionState::default();
+                let mut failed = sync_state(partition, SyncStatus::Error, 0, &state);
+                if let Some(server_frame::Msg::SyncState(sync)) = &mut failed.msg {
+                    sync.error = Some(v1::Error {
+                        code: ErrorCode::Unavailable as i32,
+                        message: "the server could not read this partition; resubscribe later".into(),
+                        fatal: false,
+                        source: partition.source.clone(),
+                        key: partition.key.clone(),
+                    });
+                }
+                let _ = outbox.send_frame(failed).await;
+            }
+        }
+    }
+
+    fn partition_of(&self, source: &str, key: &str) -> Option<PartitionName> {
+        let user_id = self.identity.as_ref()?.user_id.as_str();
+        self.engine.resolve_partition(user_id, source, key).ok()
+    }
+
+    async fn not_subscribed(&self, source: &str, key: &str, outbox: &Outbox) {
+        let message = format!("not subscribed to {source}/{key}");
+        let _ = outbox.send_frame(partition_error(source, key, ErrorCode::BadRequest, message)).await;
+    }
+
+    async fn unimplemented(&self, what: &str, outbox: &Outbox) {
+        let message = format!("{what} is not available on this server yet");
+        let _ = outbox.send_frame(error_frame(ErrorCode::Unimplemented, message, false)).await;
+    }
+}
+
+impl SessionHandler for DeviceSession {
+    async fn on_frame(&mut self, frame: ClientFrame, outbox: &Outbox) {
+        let Some(msg) = frame.msg else { return };
+        if self.identity.is_none() {
+            return match msg {
+                client_frame::Msg::Hello(hello) => self.on_hello(hello, outbox).await,
+                _ => {
+                    self.fatal(
+                        outbox,
+                        ErrorCode::Unauthenticated,
+                        "the first frame must be Hello",
+                        close_code::PROTOCOL_ERROR,
+                    )
+                    .await
+                }
+            };
+        }
+        match msg {
+            client_frame::Msg::Hello(_) => {
+                let _ = outbox
+                    .send_frame(error_frame(ErrorCode::BadRequest, "the session has already started", false))
+                    .await;
+            }
+            client_frame::Msg::Subscribe(subscribe) => {
+                let partition = self.partition_of(&subscribe.source, &subscribe.key);
+                match self.on_subscribe(subscribe, outbox).await {
+                    Ok(()) | Err(StepError::Closed) => {}
+                    Err(StepError::Store(error)) => {
+                        if let Some(partition) = partition {
+                            tracing::error!(peer = %self.peer, %partition, %error, "subscribe failed");
+                            self.subscriptions.remove(&partition);
+                            let _ = outbox
+                                .send_frame(partition_error(
+                                    &partition.source,
+                                    &partition.key,
+                                    ErrorCode::Unavailable,
+                                    "the server could not read this partition; resubscribe later",
+                                ))
+                                .await;
+                        }
+                    }
+                }
+            }
+            client_frame::Msg::Ack(ack) => {
+                let Some(partition) = self.partition_of(&ack.source, &ack.key) else {
+                    return self.not_subscribed(&ack.source, &ack.key, outbox).await;
+                };
+                let Some(sync) = self.subscriptions.get_mut(&partition) else {
+                    return self.not_subscribed(&ack.source, &ack.key, outbox).await;
+                };
+                sync.acked_page = sync.acked_page.max(ack.page.min(sync.sent_page));
+                if let Some(identity) = &self.identity {
+                    self.engine.cursors.record(&identity.client_id, &partition, ack.cursor);
+                }
+                self.pump_reporting(&partition, outbox).await;
+            }
+            client_frame::Msg::Pull(pull) => {
+                let Some(partition) = self.partition_of(&pull.source, &pull.key) else {
+                    return self.not_subscribed(&pull.source, &pull.key, outbox).await;
+                };
+                let Some(sync) = self.subscriptions.get_mut(&partition) else {
+                    return self.not_subscribed(&pull.source, &pull.key, outbox).await;
+                };
+                sync.pulled = sync.pulled.saturating_add(u64::from(pull.pages.max(1)));
+                self.pump_reporting(&partition, outbox).await;
+            }
+            client_frame::Msg::Unsubscribe(unsubscribe) => {
+                if let Some(partition) = self.partition_of(&unsubscribe.source, &unsubscribe.key) {
+                    self.subscriptions.remove(&partition);
+                }
+            }
+            client_frame::Msg::Logout(_) => {
+                self.subscriptions.clear();
+                outbox.close(close_code::NORMAL, "logged out");
+            }
+            client_frame::Msg::Mutate(mutate) => {
+                self.unimplemented(&format!("Mutate ({})", mutate.mutation_id), outbox).await;
+            }
+            client_frame::Msg::Search(search) => {
+                self.unimplemented(&format!("Search ({})", search.search_id), outbox).await;
+            }
+            client_frame::Msg::RpcCall(call) => {
+                self.unimplemented(&format!("RpcCall ({})", call.call_id), outbox).await;
+            }
+            client_frame::Msg::BulkRequest(request) => {
+                self.unimplemented(&format!("BulkRequest ({})", request.request_id), outbox).await;
+            }
+        }
+    }
+
+    async fn on_bad_frame(&mut self, error: CodecError, outbox: &Outbox) {
+        let message = error.to_string();
+        if self.identity.is_none() {
+            self.fatal(outbox, ErrorCode::BadRequest, &message, close_code::PROTOCOL_ERROR).await;
+        } else {
+            let _ = outbox.send_frame(error_frame(ErrorCode::BadRequest, message, false)).await;
+        }
+    }
+
+    async fn on_wake(&mut self, outbox: &Outbox) {
+        let mut demoted = Vec::new();
+        for (partition, sync) in &mut self.subscriptions {
+            if let Some(queued_to) = sync.subscription.take_demoted() {
+                sync.phase = Phase::Log { after: queued_to };
+                demoted.push(partition.clone());
+            }
+        }
+        for partition in demoted {
+            tracing::debug!(peer = %self.peer, %partition, "slow consumer switched to catch-up");
+            self.pump_reporting(&partition, outbox).await;
+        }
+    }
+
+    fn on_closed(&mut self, _end: &SessionEnd) {
+        self.subscriptions.clear();
+    }
+}

@@ -1,0 +1,273 @@
+//! Bad input from devices: each case gets a typed `Error` frame and/or a documented close
+//! code, nothing panics, and the server keeps serving a well-behaved device throughout.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+use syncline_client_sim::wire::{ConnectOptions, Connection, FrameFormat, Incoming};
+use syncline_proto::close_code;
+use syncline_proto::v1::{
+    ClientFrame, ErrorCode, Hello, Login, ServerFrame, Subscribe, SyncStatus, client_frame, hello, server_frame,
+};
+use syncline_tests::{TestServer, push, record};
+use tokio_tungstenite::tungstenite::Message;
+
+const STEP: Duration = Duration::from_secs(30);
+
+async fn connect(server: &TestServer, format: FrameFormat) -> Connection {
+    let options = ConnectOptions { format, ..ConnectOptions::default() };
+    Connection::connect(&server.url(), &options).await.expect("connects")
+}
+
+fn hello_login(user: &str, password: &str) -> ClientFrame {
+    ClientFrame {
+        msg: Some(client_frame::Msg::Hello(Hello {
+            protocol_version: syncline_proto::PROTOCOL_VERSION,
+            credentials: Some(hello::Credentials::Login(Login { username: user.into(), password: password.into() })),
+            client_id: String::new(),
+            device: None,
+        })),
+    }
+}
+
+fn hello_token(token: &str) -> ClientFrame {
+    ClientFrame {
+        msg: Some(client_frame::Msg::Hello(Hello {
+            protocol_version: syncline_proto::PROTOCOL_VERSION,
+            credentials: Some(hello::Credentials::SessionToken(token.into())),
+            client_id: String::new(),
+            device: None,
+        })),
+    }
+}
+
+fn subscribe(source: &str, key: &str, cursor: u64) -> ClientFrame {
+    ClientFrame {
+        msg: Some(client_frame::Msg::Subscribe(Subscribe {
+            source: source.into(),
+            key: key.into(),
+            cursor,
+            page_size: 100,
+            window: 4,
+        })),
+    }
+}
+
+async fn next(connection: &mut Connection) -> Incoming {
+    tokio::time::timeout(STEP, connection.recv()).await.expect("a reply in time").expect("a frame or a close")
+}
+
+async fn next_frame(connection: &mut Connection) -> server_frame::Msg {
+    match next(connection).await {
+        Incoming::Frame(ServerFrame { msg: Some(msg) }) => msg,
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+/// Expects an Error frame with `code` and `fatal`, and returns its message.
+async fn expect_error(connection: &mut Connection, code: ErrorCode, fatal: bool) -> String {
+    match next_frame(connection).await {
+        server_frame::Msg::Error(error) => {
+            assert_eq!(error.code, code as i32, "error code of {error:?}");
+            assert_eq!(error.fatal, fatal, "fatal flag of {error:?}");
+            error.message
+        }
+        other => panic!("expected Error {code:?}, got {other:?}"),
+    }
+}
+
+async fn expect_close(connection: &mut Connection, expected: u16) {
+    match next(connection).await {
+        Incoming::Closed { code, .. } => assert_eq!(code, expected),
+        other => panic!("expected close {expected}, got {other:?}"),
+    }
+}
+
+async fn welcome(connection: &mut Connection, user: &str, password: &str) -> syncline_proto::v1::Welcome {
+    connection.send(&hello_login(user, password)).await.unwrap();
+    match next_frame(connection).await {
+        server_frame::Msg::Welcome(welcome) => welcome,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+/// A device that stays subscribed to the app partition through all the abuse and must keep
+/// receiving live changes.
+async fn bystander(server: &TestServer) -> Connection {
+    let mut connection = connect(server, FrameFormat::Binary).await;
+    welcome(&mut connection, "ann", "ann-pw").await;
+    connection.send(&subscribe("Account", "", 0)).await.unwrap();
+    loop {
+        match next_frame(&mut connection).await {
+            server_frame::Msg::SyncState(state) if state.status == SyncStatus::CaughtUp as i32 => return connection,
+            server_frame::Msg::Changes(changes) => {
+                let ack = syncline_proto::v1::Ack {
+                    source: changes.source,
+                    key: changes.key,
+                    cursor: changes.to,
+                    page: changes.page,
+                };
+                connection.send(&ClientFrame { msg: Some(client_frame::Msg::Ack(ack)) }).await.unwrap();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_typed_errors_and_everyone_else_is_served() {
+    let server = TestServer::start_with(|config| config.device.max_frame_bytes = 64 * 1024).await;
+    server.add_user("ann", "ann-pw");
+    server.add_user("bob", "bob-pw");
+    let mut ingest = server.ingest_client().await;
+    push(&mut ingest, "Account", "", vec![record("a1", 1)], vec![]).await.unwrap();
+    let mut watcher = bystander(&server).await;
+
+    // A frame before Hello.
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    c.send(&subscribe("Account", "", 0)).await.unwrap();
+    expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
+    expect_close(&mut c, close_code::PROTOCOL_ERROR).await;
+
+    // Malformed protobuf before Hello.
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    c.send_raw(Message::Binary(Bytes::from_static(&[0x0a, 0xff, 0xff, 0xff]))).await.unwrap();
+    expect_error(&mut c, ErrorCode::BadRequest, true).await;
+    expect_close(&mut c, close_code::PROTOCOL_ERROR).await;
+
+    // Text garbage before Hello.
+    let mut c = connect(&server, FrameFormat::Json).await;
+    c.send_raw(Message::Text("{not json".into())).await.unwrap();
+    expect_error(&mut c, ErrorCode::BadRequest, true).await;
+    expect_close(&mut c, close_code::PROTOCOL_ERROR).await;
+
+    // Wrong password.
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    c.send(&hello_login("ann", "wrong")).await.unwrap();
+    expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
+    expect_close(&mut c, close_code::UNAUTHENTICATED).await;
+
+    // Unknown user looks the same as a wrong password.
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    c.send(&hello_login("nobody", "x")).await.unwrap();
+    let message = expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
+    assert_eq!(message, "wrong username or password");
+    expect_close(&mut c, close_code::UNAUTHENTICATED).await;
+
+    // Forged session tokens: garbage, and a real token with its signature altered.
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    let real = welcome(&mut c, "ann", "ann-pw").await;
+    let (claims, signature) = real.session_token.split_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    let forged = format!("{claims}.{flipped}{}", &signature[1..]);
+    for token in ["garbage", "a.b", forged.as_str()] {
+        let mut c = connect(&server, FrameFormat::Binary).await;
+        c.send(&hello_token(token)).await.unwrap();
+        expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
+        expect_close(&mut c, close_code::UNAUTHENTICATED).await;
+    }
+
+    // An expired token.
+    let identity = syncline_server::auth::Identity { user_id: "ann".into(), client_id: real.client_id.clone() };
+    let expired = server.server.engine.auth.expired_token_for_test(&identity, Duration::from_secs(60));
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    c.send(&hello_token(&expired)).await.unwrap();
+    let message = expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
+    assert!(message.contains("expired"), "{message}");
+    expect_close(&mut c, close_code::UNAUTHENTICATED).await;
+
+    // The real token still works, and names the same device.
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    c.send(&hello_token(&real.session_token)).await.unwrap();
+    match next_frame(&mut c).await {
+        server_frame::Msg::Welcome(again) => assert_eq!(again.client_id, real.client_id),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+
+    // Unsupported protocol version.
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    let mut hello = hello_login("ann", "ann-pw");
+    if let Some(client_frame::Msg::Hello(h)) = &mut hello.msg {
+        h.protocol_version = 99;
+    }
+    c.send(&hello).await.unwrap();
+    expect_error(&mut c, ErrorCode::UnsupportedVersion, true).await;
+    expect_close(&mut c, close_code::PROTOCOL_ERROR).await;
+
+    // After Hello: bad frames and bad subscriptions are non-fatal.
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    welcome(&mut c, "bob", "bob-pw").await;
+    c.send_raw(Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff]))).await.unwrap();
+    expect_error(&mut c, ErrorCode::BadRequest, false).await;
+    c.send_raw(Message::Text("hello?".into())).await.unwrap();
+    expect_error(&mut c, ErrorCode::BadRequest, false).await;
+    c.send(&subscribe("Contact", "ann", 0)).await.unwrap();
+    expect_error(&mut c, ErrorCode::Forbidden, false).await;
+    c.send(&subscribe("Nope", "", 0)).await.unwrap();
+    expect_error(&mut c, ErrorCode::UnknownSource, false).await;
+    c.send(&subscribe("Account", "not-star", 0)).await.unwrap();
+    expect_error(&mut c, ErrorCode::Forbidden, false).await;
+    c.send(&hello_login("bob", "bob-pw")).await.unwrap();
+    expect_error(&mut c, ErrorCode::BadRequest, false).await;
+    // ...and the same connection still syncs.
+    c.send(&subscribe("Contact", "", 0)).await.unwrap();
+    match next_frame(&mut c).await {
+        server_frame::Msg::Changes(changes) => {
+            assert!(changes.snapshot && changes.reset && changes.snapshot_done);
+            assert_eq!(changes.key, "bob");
+        }
+        other => panic!("expected a snapshot page, got {other:?}"),
+    }
+
+    // An oversize frame closes with 1009.
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    welcome(&mut c, "bob", "bob-pw").await;
+    let big = ClientFrame {
+        msg: Some(client_frame::Msg::Subscribe(Subscribe {
+            source: "x".repeat(100 * 1024),
+            ..Subscribe::default()
+        })),
+    };
+    c.send_raw(Message::Binary(Bytes::from(big.encode_to_vec()))).await.unwrap();
+    expect_close(&mut c, close_code::MESSAGE_TOO_BIG).await;
+
+    // Through all of it the bystander kept its subscription: a new change reaches it.
+    push(&mut ingest, "Account", "", vec![record("a2", 2)], vec![]).await.unwrap();
+    loop {
+        if let server_frame::Msg::Changes(changes) = next_frame(&mut watcher).await {
+            assert_eq!(changes.page, 0, "a live push");
+            assert_eq!(changes.upserts[0].id, "a2");
+            break;
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_text_frames_are_answered_in_json() {
+    let server = TestServer::start().await;
+    server.add_user("ann", "ann-pw");
+    let mut ingest = server.ingest_client().await;
+    push(&mut ingest, "Account", "*", vec![record("a1", 1), record("a2", 2)], vec![]).await.unwrap();
+
+    // Speak the protocol as a browser would: hand-written canonical JSON text frames.
+    let mut c = connect(&server, FrameFormat::Json).await;
+    let hello = r#"{"hello":{"protocolVersion":1,"login":{"username":"ann","password":"ann-pw"}}}"#;
+    c.send_raw(Message::Text(hello.into())).await.unwrap();
+    match next_frame(&mut c).await {
+        server_frame::Msg::Welcome(welcome) => assert_eq!(welcome.user_id, "ann"),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    assert_eq!(c.format(), FrameFormat::Json);
+    let subscribe = r#"{"subscribe":{"source":"Account","cursor":"0","pageSize":10,"window":2}}"#;
+    c.send_raw(Message::Text(subscribe.into())).await.unwrap();
+    match next_frame(&mut c).await {
+        server_frame::Msg::Changes(changes) => {
+            assert_eq!(changes.upserts.len(), 2);
+            assert!(changes.upserts[0].fields.contains_key("ratio"));
+        }
+        other => panic!("expected Changes, got {other:?}"),
+    }
+    server.stop().await;
+}
