@@ -445,14 +445,14 @@ impl Config {
         })
     }
 
-    /// Returns the configuration as TOML with secrets redacted, for the startup log.
+    /// Returns the configuration on one line with secrets redacted, for the startup log.
     pub fn redacted(&self) -> String {
         let mut copy = self.clone();
         if copy.grpc.ingest_token.is_some() {
             copy.grpc.ingest_token = Some("<redacted>".into());
         }
         copy.demo.password = "<redacted>".into();
-        toml::to_string(&copy).unwrap_or_default()
+        serde_json::to_string(&copy).unwrap_or_default()
     }
 }
 
