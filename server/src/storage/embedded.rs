@@ -122,7 +122,8 @@ pub struct WriteStats {
     pub commits: u64,
 }
 
-/// The embedded (redb) [`Store`]. See the module docs.
+/// The embedded (redb) [`Store`]. See the module docs. Dropping it stops the writer thread
+/// (joined) after it has answered every queued batch, then closes the file.
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     /// `None` only while dropping: closing it stops the writer thread.
