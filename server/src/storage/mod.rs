@@ -28,7 +28,10 @@ pub struct PartitionName {
 impl PartitionName {
     /// Returns the partition `(source, key)`.
     pub fn new(source: impl Into<String>, key: impl Into<String>) -> Self {
-        Self { source: source.into(), key: key.into() }
+        Self {
+            source: source.into(),
+            key: key.into(),
+        }
     }
 }
 
@@ -64,7 +67,12 @@ pub enum Change {
     /// The record was created or replaced; `record.version` is the entry's sequence.
     Upsert(Record),
     /// The record was deleted at sequence `seq`.
-    Delete { id: String, seq: u64 },
+    Delete {
+        /// Id of the deleted record.
+        id: String,
+        /// Sequence of the delete.
+        seq: u64,
+    },
 }
 
 impl Change {
@@ -89,9 +97,11 @@ impl Change {
 /// [`Store::apply_batch`].
 #[derive(Clone, Debug)]
 pub struct CommittedBatch {
+    /// The partition the batch was applied to.
     pub partition: PartitionName,
-    /// First and last sequence assigned (both 0 when nothing changed).
+    /// First sequence assigned (0 when nothing changed).
     pub first_seq: u64,
+    /// Last sequence assigned (0 when nothing changed).
     pub last_seq: u64,
     /// The changes that took sequence numbers, in sequence order (gap-free from
     /// `first_seq` to `last_seq`).
@@ -103,6 +113,7 @@ pub struct CommittedBatch {
 /// Called on the store's writer thread after each durable commit, in commit order, once per
 /// partition batch that changed something. Must not block (it queues frames, nothing more).
 pub trait CommitListener: Send + Sync + 'static {
+    /// Receives one committed batch that changed something.
     fn committed(&self, batch: &CommittedBatch);
 }
 
@@ -114,7 +125,8 @@ pub struct LogPage {
     /// to `covered_to`.
     pub changes: Vec<Change>,
     /// The page covers sequences `after+1 ..= covered_to`: the cursor a device holds after
-    /// applying it. Equals `state.head` when the page reaches the end of the log.
+    /// applying it. Equals `state.head` when the page reaches the end of the log (or `after`
+    /// when `after` is already at or past the head).
     pub covered_to: u64,
     /// The partition's state when the page was read.
     pub state: PartitionState,
@@ -152,13 +164,19 @@ pub struct StoredUser {
 /// A registered device (one app install).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct StoredDevice {
+    /// Server-assigned id of the install.
     pub client_id: String,
+    /// The user the device belongs to.
     pub user_id: String,
+    /// Platform name as the device reports it (e.g. `ios`).
     pub platform: String,
+    /// App version as the device reports it.
     pub app_version: String,
+    /// Device model as the device reports it.
     pub model: String,
-    /// Unix milliseconds.
+    /// When the device registered, in Unix milliseconds.
     pub created_ms: i64,
+    /// When the device was last seen, in Unix milliseconds.
     pub last_seen_ms: i64,
     /// "active", "locked" or "wiped".
     pub state: String,
@@ -202,7 +220,9 @@ pub trait Store: Send + Sync + 'static {
     /// it is durable. Upserts equal to the stored record (same encoded fields) and deletes
     /// of absent records take no sequence number. Validates ids (non-empty, at most
     /// [`MAX_RECORD_ID_BYTES`], unique within the batch) and the batch size before writing
-    /// anything. Concurrent callers are group-committed (one fsync for many batches).
+    /// anything. Within a batch, deletes take sequences first, then upserts, each in the
+    /// order given (ids are unique within a batch, so order only decides the numbering).
+    /// Concurrent callers are group-committed (one fsync for many batches).
     fn apply_batch(
         &self,
         partition: &PartitionName,
@@ -214,7 +234,8 @@ pub trait Store: Send + Sync + 'static {
     fn partition_state(&self, partition: &PartitionName) -> StoreResult<PartitionState>;
 
     /// Reads up to `limit` log changes after sequence `after`.
-    fn read_log(&self, partition: &PartitionName, after: u64, limit: usize) -> StoreResult<LogPage>;
+    fn read_log(&self, partition: &PartitionName, after: u64, limit: usize)
+    -> StoreResult<LogPage>;
 
     /// Reads up to `limit` live records with ids greater than `after_id` (all from the
     /// start when `None`).
@@ -227,8 +248,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Compacts a partition's log: removes every entry at or below `head - keep_recent` that
     /// a later entry for the same id supersedes, purges delete tombstones at or below that
-    /// point, and raises the horizon to it. A no-op when the log is shorter.
-    fn compact(&self, partition: &PartitionName, keep_recent: u64) -> StoreResult<CompactionReport>;
+    /// point, and raises the horizon to it (the horizon never goes down). A no-op when
+    /// `head <= keep_recent`.
+    fn compact(&self, partition: &PartitionName, keep_recent: u64)
+    -> StoreResult<CompactionReport>;
 
     /// Lists every partition that has been written.
     fn partitions(&self) -> StoreResult<Vec<PartitionName>>;
