@@ -1,1 +1,42 @@
-//! placeholder
+//! Syncline's device library: simulated app installs that speak the device protocol
+//! (`proto/syncline/v1/device.proto`) over a real WebSocket, for end-to-end tests, load runs
+//! and the `syncline-sim` CLI.
+//!
+//! - [`wire`]: [`Connection`], one WebSocket to `/v1/sync` sending `ClientFrame`s and
+//!   receiving `ServerFrame`s as protobuf binary or canonical-JSON text frames (`ws://`, or
+//!   `wss://` with a given CA certificate).
+//! - [`replica`]: [`PartitionReplica`], a device's copy of one partition and the page rules
+//!   (snapshot reset, duplicates, gaps, deletes before upserts, checksum at `to`) as a pure
+//!   `apply`.
+//! - `engine`: the rest of the protocol as a pure state machine (Hello and token fallback,
+//!   subscribes, acks and debounced live acks, resubscribe on gaps, resync on checksum
+//!   mismatch, what a close code means).
+//! - `backoff`: jittered exponential reconnect delays.
+//! - [`device`]: [`Device::start`] spawns the thin task around the engine and returns a
+//!   [`DeviceHandle`] to view records, wait for states, cut the network and stop.
+//! - [`config`]: [`DeviceConfig`] and its parts, with named defaults.
+//! - [`state`]: [`DeviceState`] and [`DeviceStats`], what a device publishes.
+//! - [`notification`]: [`Notification`]s to the app, modelled on RhoConnect's sync
+//!   callbacks, and their delivery policy.
+
+mod backoff;
+pub mod config;
+pub mod device;
+mod engine;
+pub mod notification;
+pub mod replica;
+pub mod state;
+pub mod wire;
+
+pub use config::{BackoffConfig, DeviceConfig, LiveAckPolicy, SubscriptionConfig};
+pub use device::{Device, DeviceHandle, WaitError};
+pub use notification::{
+    ChangedNotification, Notification, SyncNotification, SyncNotificationStatus,
+};
+pub use replica::{
+    ApplyOutcome, ChecksumMismatch, PartitionId, PartitionReplica, PartitionView, UnexpectedPage,
+};
+pub use state::{
+    ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopCommand, StopReason,
+};
+pub use wire::{ConnectOptions, Connection, FrameFormat, Incoming, WireError};

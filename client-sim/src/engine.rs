@@ -1,0 +1,814 @@
+//! The device's protocol logic as a pure state machine: frames in, frames and notifications
+//! out, no I/O and no clock of its own (callers pass `now`).
+//!
+//! [`SyncEngine`] owns the replicas and everything that outlives a connection (session token,
+//! client id, counters); per connection it tracks each partition's sync phase, the pages to
+//! ack and the live pushes whose ack is being debounced. The device task in `device.rs` is a
+//! thin loop around it.
+
+use std::collections::BTreeMap;
+
+use syncline_proto::{
+    APP_PARTITION_KEY, PROTOCOL_VERSION, close_code,
+    v1::{
+        Ack, Changes, ClientFrame, Command, CommandKind, DeviceInfo, Error as ErrorFrame,
+        ErrorCode, Hello, Login, Logout, Pull, ServerFrame, Subscribe, SyncState, SyncStatus,
+        Welcome, client_frame, hello, server_frame,
+    },
+};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::{
+    config::{DeviceConfig, LiveAckPolicy, SubscriptionConfig},
+    notification::{ChangedNotification, Notification, SyncNotification, SyncNotificationStatus},
+    replica::{ApplyOutcome, PartitionId, PartitionReplica, PartitionView},
+    state::{ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopCommand, StopReason},
+};
+
+/// What the engine wants done after a frame.
+#[derive(Debug, Default)]
+pub(crate) struct Reaction {
+    /// Frames to send, in order.
+    pub(crate) frames: Vec<ClientFrame>,
+    /// Notifications for the app, in order.
+    pub(crate) notifications: Vec<Notification>,
+    /// Set when the device must stop (after sending `frames`).
+    pub(crate) stop: Option<StopReason>,
+}
+
+/// How a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Disconnect {
+    /// The server sent a close frame.
+    Closed { code: u16, reason: String },
+    /// The connection broke (I/O error, undecodable frame, end of stream).
+    Lost,
+    /// The app cut the connection to simulate network loss.
+    Cut,
+}
+
+/// When to reconnect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReconnectDelay {
+    /// At once (the session token was refused; log in with the password).
+    Immediately,
+    /// After a short random delay (the server is restarting: "reconnect now", but not all
+    /// devices in the same millisecond).
+    Jitter,
+    /// After the next exponential backoff delay.
+    Backoff,
+}
+
+/// What to do after a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AfterDisconnect {
+    Reconnect(ReconnectDelay),
+    Stop(StopReason),
+}
+
+/// A partition's progress on the current connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Not subscribed on this connection (yet).
+    Idle,
+    /// Subscribed; catch-up pages are arriving.
+    CatchingUp,
+    /// The server reported it caught up and the checksum matched; live pushes follow.
+    CaughtUp,
+    /// The subscription failed (`SyncState` ERROR or an `Error` naming it).
+    Failed,
+}
+
+/// Live pushes applied but not acked yet.
+#[derive(Clone, Copy, Debug)]
+struct PendingLiveAck {
+    changes: u64,
+    since: Instant,
+}
+
+/// One partition: the replica plus its per-connection sync state.
+#[derive(Debug)]
+struct PartitionSync {
+    replica: PartitionReplica,
+    page_size: u32,
+    window: u32,
+    phase: Phase,
+    /// Set by each Subscribe until a frame shows the new subscription has started (page 1,
+    /// a snapshot reset, or a `SyncState` at the device's cursor). Frames still in flight from
+    /// the previous subscription may arrive meanwhile: gaps among them are counted but do not
+    /// trigger another resubscribe, and their page numbers are not acked (they belong to the
+    /// old subscription's window).
+    awaiting_restart: bool,
+    /// Changes applied in this sync run (since the last Subscribe).
+    cumulative: u64,
+    /// The partition's total as the server last reported it.
+    server_total: u64,
+    error: Option<(ErrorCode, String)>,
+    pending_live_ack: Option<PendingLiveAck>,
+}
+
+impl PartitionSync {
+    fn new(subscription: &SubscriptionConfig) -> Self {
+        Self {
+            replica: PartitionReplica::new(),
+            page_size: subscription.page_size,
+            window: subscription.window,
+            phase: Phase::Idle,
+            awaiting_restart: false,
+            cumulative: 0,
+            server_total: 0,
+            error: None,
+            pending_live_ack: None,
+        }
+    }
+
+    /// Starts a sync run from the replica's cursor and returns the frames that ask for it.
+    fn subscribe(&mut self, id: &PartitionId) -> Vec<ClientFrame> {
+        if self.replica.is_receiving_snapshot() {
+            // A half-received snapshot is useless: the server restarts it from cursor 0.
+            self.replica.clear();
+        }
+        self.phase = Phase::CatchingUp;
+        self.awaiting_restart = true;
+        self.cumulative = 0;
+        self.error = None;
+        self.pending_live_ack = None;
+        let mut frames = vec![frame(client_frame::Msg::Subscribe(Subscribe {
+            source: id.source.clone(),
+            key: id.key.clone(),
+            cursor: self.replica.cursor(),
+            page_size: self.page_size,
+            window: self.window,
+        }))];
+        if self.window == 0 {
+            frames.push(pull(id));
+        }
+        frames
+    }
+}
+
+/// The device's protocol state machine.
+#[derive(Debug)]
+pub(crate) struct SyncEngine {
+    username: String,
+    password: String,
+    session_token: Option<String>,
+    client_id: Option<String>,
+    user_id: Option<String>,
+    device_info: DeviceInfo,
+    subscriptions: Vec<SubscriptionConfig>,
+    partitions: BTreeMap<PartitionId, PartitionSync>,
+    live_ack: LiveAckPolicy,
+    notifications_enabled: bool,
+    /// Whether this connection's Hello carried the session token (else the password).
+    hello_used_token: bool,
+    /// The last fatal `Error` of this connection; explains a close that follows (or a
+    /// connection that drops before its close frame arrives).
+    fatal_error: Option<ErrorFrame>,
+    welcomed: bool,
+    /// `Complete` was reported and no partition has left its final phase since.
+    complete_reported: bool,
+    /// This connection reached `Complete` at least once (a healthy session).
+    reached_complete: bool,
+    stats: DeviceStats,
+}
+
+impl SyncEngine {
+    /// Returns an engine for a device that holds nothing yet.
+    pub(crate) fn new(config: &DeviceConfig) -> Self {
+        Self {
+            username: config.username.clone(),
+            password: config.password.clone(),
+            session_token: None,
+            client_id: config.client_id.clone(),
+            user_id: None,
+            device_info: config.device_info.clone(),
+            subscriptions: config.subscriptions.clone(),
+            partitions: BTreeMap::new(),
+            live_ack: config.live_ack,
+            notifications_enabled: config.notification_capacity.is_some(),
+            hello_used_token: false,
+            fatal_error: None,
+            welcomed: false,
+            complete_reported: false,
+            reached_complete: false,
+            stats: DeviceStats::default(),
+        }
+    }
+
+    /// Starts a connection: forgets the previous connection's state and returns the Hello.
+    pub(crate) fn hello(&mut self) -> ClientFrame {
+        self.welcomed = false;
+        self.fatal_error = None;
+        self.complete_reported = false;
+        self.reached_complete = false;
+        for partition in self.partitions.values_mut() {
+            partition.phase = Phase::Idle;
+            partition.awaiting_restart = false;
+            partition.pending_live_ack = None;
+        }
+        let credentials = match &self.session_token {
+            Some(token) => {
+                self.hello_used_token = true;
+                hello::Credentials::SessionToken(token.clone())
+            }
+            None => {
+                self.hello_used_token = false;
+                hello::Credentials::Login(Login {
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                })
+            }
+        };
+        frame(client_frame::Msg::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            credentials: Some(credentials),
+            client_id: self.client_id.clone().unwrap_or_default(),
+            device: Some(self.device_info.clone()),
+        }))
+    }
+
+    /// Handles one server frame.
+    pub(crate) fn on_frame(&mut self, frame: ServerFrame, now: Instant) -> Reaction {
+        self.stats.frames_received += 1;
+        let mut reaction = Reaction::default();
+        match frame.msg {
+            Some(server_frame::Msg::Welcome(welcome)) => self.on_welcome(welcome, &mut reaction),
+            Some(server_frame::Msg::Changes(changes)) => {
+                self.on_changes(changes, now, &mut reaction)
+            }
+            Some(server_frame::Msg::SyncState(state)) => self.on_sync_state(state, &mut reaction),
+            Some(server_frame::Msg::Error(error)) => self.on_error(error, &mut reaction),
+            Some(server_frame::Msg::Command(command)) => self.on_command(command, &mut reaction),
+            // Mutations, search, RPC and bulk are not simulated yet; their answers are only
+            // counted.
+            Some(
+                server_frame::Msg::MutationAck(_)
+                | server_frame::Msg::MutationResult(_)
+                | server_frame::Msg::SearchResult(_)
+                | server_frame::Msg::RpcReply(_)
+                | server_frame::Msg::BulkReady(_),
+            )
+            | None => {}
+        }
+        reaction
+    }
+
+    /// Returns when the earliest debounced live ack is due.
+    pub(crate) fn live_ack_deadline(&self) -> Option<Instant> {
+        self.partitions
+            .values()
+            .filter_map(|partition| partition.pending_live_ack)
+            .map(|pending| pending.since + self.live_ack.interval)
+            .min()
+    }
+
+    /// Returns the live acks due at `now`.
+    pub(crate) fn due_live_acks(&mut self, now: Instant) -> Vec<ClientFrame> {
+        let mut frames = Vec::new();
+        for (id, partition) in &mut self.partitions {
+            let due = partition
+                .pending_live_ack
+                .is_some_and(|pending| pending.since + self.live_ack.interval <= now);
+            if due {
+                partition.pending_live_ack = None;
+                self.stats.acks_sent += 1;
+                frames.push(ack(id, partition.replica.cursor(), 0));
+            }
+        }
+        frames
+    }
+
+    /// Decides what follows the end of a connection.
+    pub(crate) fn on_disconnect(&mut self, disconnect: &Disconnect) -> AfterDisconnect {
+        let fatal_code = self
+            .fatal_error
+            .as_ref()
+            .map(|error| error_code(error.code));
+        let fatal_message = self
+            .fatal_error
+            .as_ref()
+            .map(|error| error.message.clone())
+            .unwrap_or_default();
+        let (code, reason) = match disconnect {
+            Disconnect::Closed { code, reason } => (
+                Some(*code),
+                if reason.is_empty() {
+                    fatal_message
+                } else {
+                    reason.clone()
+                },
+            ),
+            Disconnect::Lost => (None, fatal_message),
+            // The app cut the connection: whatever the server said last does not matter.
+            Disconnect::Cut => return AfterDisconnect::Reconnect(ReconnectDelay::Backoff),
+        };
+        let unauthenticated = code == Some(close_code::UNAUTHENTICATED)
+            || (code.is_none() && fatal_code == Some(ErrorCode::Unauthenticated));
+        let forbidden = code == Some(close_code::FORBIDDEN)
+            || (code.is_none() && fatal_code == Some(ErrorCode::Forbidden));
+        if unauthenticated {
+            if self.hello_used_token {
+                debug!("session token refused; logging in with the password");
+                self.session_token = None;
+                return AfterDisconnect::Reconnect(ReconnectDelay::Immediately);
+            }
+            return AfterDisconnect::Stop(StopReason::Unauthenticated { reason });
+        }
+        if forbidden {
+            return AfterDisconnect::Stop(StopReason::Forbidden { reason });
+        }
+        match code {
+            Some(close_code::NORMAL) => {
+                AfterDisconnect::Stop(StopReason::ClosedByServer { reason })
+            }
+            Some(close_code::SERVICE_RESTART) => AfterDisconnect::Reconnect(ReconnectDelay::Jitter),
+            Some(_) | None => AfterDisconnect::Reconnect(ReconnectDelay::Backoff),
+        }
+    }
+
+    /// Returns true once this connection's session is open.
+    pub(crate) fn is_welcomed(&self) -> bool {
+        self.welcomed
+    }
+
+    /// Returns true when this connection caught up with every partition at least once.
+    pub(crate) fn reached_complete(&self) -> bool {
+        self.reached_complete
+    }
+
+    /// Returns a copy of a partition's records.
+    pub(crate) fn view(&self, id: &PartitionId) -> Option<PartitionView> {
+        self.partitions
+            .get(id)
+            .map(|partition| partition.replica.view())
+    }
+
+    /// Counts a connection attempt that failed before the WebSocket was open.
+    pub(crate) fn record_connect_failure(&mut self) {
+        self.stats.connect_failures += 1;
+    }
+
+    /// Counts a connection opened after the first.
+    pub(crate) fn record_reconnect(&mut self) {
+        self.stats.reconnects += 1;
+    }
+
+    /// Returns the counters.
+    pub(crate) fn stats(&self) -> &DeviceStats {
+        &self.stats
+    }
+
+    /// Copies the engine's part of the observable state into `state`.
+    pub(crate) fn publish(&self, state: &mut DeviceState) {
+        if self.client_id != state.client_id {
+            state.client_id.clone_from(&self.client_id);
+        }
+        if self.user_id != state.user_id {
+            state.user_id.clone_from(&self.user_id);
+        }
+        if self.welcomed && state.connection == ConnectionPhase::Handshaking {
+            state.connection = ConnectionPhase::Ready;
+        }
+        for (id, partition) in &self.partitions {
+            let status = PartitionStatus {
+                cursor: partition.replica.cursor(),
+                total: partition.replica.total(),
+                checksum: partition.replica.checksum(),
+                caught_up: partition.phase == Phase::CaughtUp,
+                error: partition.error.clone(),
+            };
+            match state.partitions.get_mut(id) {
+                Some(published) => *published = status,
+                None => {
+                    state.partitions.insert(id.clone(), status);
+                }
+            }
+        }
+        state.stats.clone_from(&self.stats);
+    }
+
+    fn on_welcome(&mut self, welcome: Welcome, reaction: &mut Reaction) {
+        self.welcomed = true;
+        if !welcome.session_token.is_empty() {
+            self.session_token = Some(welcome.session_token.clone());
+        }
+        if !welcome.client_id.is_empty() {
+            self.client_id = Some(welcome.client_id.clone());
+        }
+        self.user_id = Some(welcome.user_id.clone());
+        for subscription in &self.subscriptions {
+            let id = PartitionId::new(&subscription.source, natural_key(subscription, &welcome));
+            let partition = self
+                .partitions
+                .entry(id.clone())
+                .or_insert_with(|| PartitionSync::new(subscription));
+            reaction.frames.extend(partition.subscribe(&id));
+        }
+        self.complete_reported = false;
+    }
+
+    fn on_changes(&mut self, changes: Changes, now: Instant, reaction: &mut Reaction) {
+        let id = PartitionId::new(&changes.source, &changes.key);
+        self.stats.partitions_seen.insert(id.clone());
+        let Some(partition) = self
+            .partitions
+            .get_mut(&id)
+            .filter(|partition| partition.phase != Phase::Idle)
+        else {
+            warn!(partition = %id, "changes for a partition not subscribed");
+            self.stats.unexpected_frames += 1;
+            return;
+        };
+        if changes.page == 1 || changes.reset {
+            partition.awaiting_restart = false;
+        }
+        match partition.replica.apply(&changes) {
+            ApplyOutcome::Applied {
+                changes: applied,
+                verified: _,
+            } => {
+                partition.server_total = changes.total;
+                if changes.page > 0 {
+                    self.stats.pages += 1;
+                    if partition.phase == Phase::CaughtUp {
+                        // The server demoted the device to catch-up.
+                        self.complete_reported = false;
+                    }
+                    partition.phase = Phase::CatchingUp;
+                    partition.cumulative += applied;
+                    // Pages of a previous subscription are acked without a page number: they
+                    // hold no credit in the current one, but the cursor is worth recording.
+                    let page = if partition.awaiting_restart {
+                        0
+                    } else {
+                        changes.page
+                    };
+                    partition.pending_live_ack = None;
+                    self.stats.acks_sent += 1;
+                    reaction
+                        .frames
+                        .push(ack(&id, partition.replica.cursor(), page));
+                    if partition.window == 0 && changes.remaining > 0 {
+                        reaction.frames.push(pull(&id));
+                    }
+                    if self.notifications_enabled {
+                        reaction.notifications.push(sync_notification(
+                            &id,
+                            SyncNotificationStatus::InProgress,
+                            changes.total,
+                            applied,
+                            partition.cumulative,
+                        ));
+                    }
+                } else {
+                    self.stats.live_pushes += 1;
+                    let pending = partition.pending_live_ack.get_or_insert(PendingLiveAck {
+                        changes: 0,
+                        since: now,
+                    });
+                    pending.changes += applied;
+                    if pending.changes >= self.live_ack.max_changes {
+                        partition.pending_live_ack = None;
+                        self.stats.acks_sent += 1;
+                        reaction
+                            .frames
+                            .push(ack(&id, partition.replica.cursor(), 0));
+                    }
+                    if self.notifications_enabled {
+                        reaction
+                            .notifications
+                            .push(Notification::Changed(ChangedNotification {
+                                source: changes.source,
+                                key: changes.key,
+                                upserts: changes.upserts,
+                                deletes: changes.deletes,
+                            }));
+                    }
+                }
+            }
+            ApplyOutcome::Duplicate => {
+                self.stats.duplicates += 1;
+                debug!(partition = %id, from = changes.from, cursor = partition.replica.cursor(), "duplicate page skipped");
+                if changes.page > 0 && !partition.awaiting_restart {
+                    // Free the window credit: the device holds everything in the page.
+                    self.stats.acks_sent += 1;
+                    reaction
+                        .frames
+                        .push(ack(&id, partition.replica.cursor(), changes.page));
+                }
+            }
+            outcome @ (ApplyOutcome::Gap { .. } | ApplyOutcome::Unexpected(_)) => {
+                self.stats.gaps += 1;
+                if partition.awaiting_restart {
+                    debug!(partition = %id, ?outcome, "page of a previous subscription skipped");
+                } else {
+                    warn!(partition = %id, ?outcome, cursor = partition.replica.cursor(), "gap; resubscribing from the cursor");
+                    self.stats.resubscribes += 1;
+                    self.complete_reported = false;
+                    reaction.frames.extend(partition.subscribe(&id));
+                }
+            }
+            ApplyOutcome::ChecksumMismatch(mismatch) => {
+                warn!(partition = %id, ?mismatch, "checksum mismatch; resyncing from cursor 0");
+                self.stats.checksum_mismatches += 1;
+                self.stats.resyncs += 1;
+                self.complete_reported = false;
+                partition.replica.clear();
+                reaction.frames.extend(partition.subscribe(&id));
+            }
+        }
+    }
+
+    fn on_sync_state(&mut self, state: SyncState, reaction: &mut Reaction) {
+        let id = PartitionId::new(&state.source, &state.key);
+        self.stats.partitions_seen.insert(id.clone());
+        let Some(partition) = self
+            .partitions
+            .get_mut(&id)
+            .filter(|partition| partition.phase != Phase::Idle)
+        else {
+            warn!(partition = %id, "sync state for a partition not subscribed");
+            self.stats.unexpected_frames += 1;
+            return;
+        };
+        let Ok(status) = SyncStatus::try_from(state.status) else {
+            debug!(partition = %id, status = state.status, "unknown sync status ignored");
+            return;
+        };
+        match status {
+            SyncStatus::CaughtUp => {
+                if state.cursor != partition.replica.cursor()
+                    || partition.replica.is_receiving_snapshot()
+                {
+                    if partition.awaiting_restart {
+                        debug!(partition = %id, "sync state of a previous subscription skipped");
+                        return;
+                    }
+                    warn!(
+                        partition = %id,
+                        server_cursor = state.cursor,
+                        cursor = partition.replica.cursor(),
+                        "caught up at another cursor; resubscribing"
+                    );
+                    self.stats.gaps += 1;
+                    self.stats.resubscribes += 1;
+                    self.complete_reported = false;
+                    reaction.frames.extend(partition.subscribe(&id));
+                    return;
+                }
+                partition.awaiting_restart = false;
+                partition.server_total = state.total;
+                match partition.replica.verify(state.total, state.checksum) {
+                    Ok(()) => {
+                        if partition.phase != Phase::CaughtUp {
+                            partition.phase = Phase::CaughtUp;
+                            if self.notifications_enabled {
+                                reaction.notifications.push(sync_notification(
+                                    &id,
+                                    SyncNotificationStatus::Ok,
+                                    state.total,
+                                    0,
+                                    partition.cumulative,
+                                ));
+                            }
+                        }
+                        self.check_complete(reaction);
+                    }
+                    Err(mismatch) => {
+                        warn!(partition = %id, ?mismatch, "checksum mismatch; resyncing from cursor 0");
+                        self.stats.checksum_mismatches += 1;
+                        self.stats.resyncs += 1;
+                        self.complete_reported = false;
+                        partition.replica.clear();
+                        reaction.frames.extend(partition.subscribe(&id));
+                    }
+                }
+            }
+            SyncStatus::InProgress | SyncStatus::Reset => {
+                if partition.phase == Phase::CaughtUp {
+                    partition.phase = Phase::CatchingUp;
+                    self.complete_reported = false;
+                }
+            }
+            SyncStatus::Error => {
+                let error = state.error.unwrap_or_default();
+                let error = (error_code(error.code), error.message);
+                warn!(partition = %id, ?error, "subscription failed");
+                partition.phase = Phase::Failed;
+                partition.error = Some(error.clone());
+                if self.notifications_enabled {
+                    let mut notification = sync_notification(
+                        &id,
+                        SyncNotificationStatus::Error,
+                        partition.server_total,
+                        0,
+                        partition.cumulative,
+                    );
+                    if let Notification::Sync(sync) = &mut notification {
+                        sync.error = Some(error);
+                    }
+                    reaction.notifications.push(notification);
+                }
+                self.check_complete(reaction);
+            }
+            SyncStatus::Unspecified => {}
+        }
+    }
+
+    fn on_error(&mut self, error: ErrorFrame, reaction: &mut Reaction) {
+        let code = error_code(error.code);
+        warn!(?code, message = %error.message, fatal = error.fatal, source = %error.source, key = %error.key, "server error");
+        let mut failed = Vec::new();
+        if !error.source.is_empty() {
+            if !error.key.is_empty() {
+                self.stats
+                    .partitions_seen
+                    .insert(PartitionId::new(&error.source, &error.key));
+            }
+            // A subscription still catching up that the error names has failed; errors about
+            // a caught-up partition concern something else (e.g. a mutation).
+            for (id, partition) in &mut self.partitions {
+                let named =
+                    id.source == error.source && (error.key.is_empty() || id.key == error.key);
+                if named && partition.phase == Phase::CatchingUp {
+                    partition.phase = Phase::Failed;
+                    partition.error = Some((code, error.message.clone()));
+                    failed.push((id.clone(), partition.server_total, partition.cumulative));
+                }
+            }
+        }
+        if self.notifications_enabled {
+            if failed.is_empty() {
+                let id = PartitionId::new(&error.source, &error.key);
+                failed.push((id, 0, 0));
+            }
+            for (id, total, cumulative) in &failed {
+                let mut notification =
+                    sync_notification(id, SyncNotificationStatus::Error, *total, 0, *cumulative);
+                if let Notification::Sync(sync) = &mut notification {
+                    sync.error = Some((code, error.message.clone()));
+                }
+                reaction.notifications.push(notification);
+            }
+        }
+        if error.fatal {
+            self.fatal_error = Some(error);
+        }
+        self.check_complete(reaction);
+    }
+
+    fn on_command(&mut self, command: Command, reaction: &mut Reaction) {
+        let Ok(kind) = CommandKind::try_from(command.kind) else {
+            debug!(kind = command.kind, "unknown command ignored");
+            return;
+        };
+        warn!(?kind, reason = %command.reason, "operator command");
+        match kind {
+            CommandKind::Resync => {
+                for (id, partition) in &mut self.partitions {
+                    if partition.phase != Phase::Idle {
+                        self.stats.resyncs += 1;
+                        partition.replica.clear();
+                        reaction.frames.extend(partition.subscribe(id));
+                    }
+                }
+                self.complete_reported = false;
+            }
+            CommandKind::Wipe => {
+                for partition in self.partitions.values_mut() {
+                    partition.replica.clear();
+                }
+                self.session_token = None;
+                reaction.stop = Some(StopReason::Command {
+                    kind: StopCommand::Wipe,
+                    reason: command.reason,
+                });
+            }
+            CommandKind::Lock => {
+                reaction.stop = Some(StopReason::Command {
+                    kind: StopCommand::Lock,
+                    reason: command.reason,
+                });
+            }
+            CommandKind::Logout => {
+                self.session_token = None;
+                reaction
+                    .frames
+                    .push(frame(client_frame::Msg::Logout(Logout {})));
+                reaction.stop = Some(StopReason::Command {
+                    kind: StopCommand::Logout,
+                    reason: command.reason,
+                });
+            }
+            CommandKind::Unspecified => {}
+        }
+    }
+
+    /// Reports `Complete` when every subscribed partition is caught up or failed.
+    fn check_complete(&mut self, reaction: &mut Reaction) {
+        if self.complete_reported {
+            return;
+        }
+        let mut subscribed = self
+            .partitions
+            .values()
+            .filter(|partition| partition.phase != Phase::Idle)
+            .peekable();
+        if subscribed.peek().is_none() {
+            return;
+        }
+        let mut total = 0;
+        let mut cumulative = 0;
+        for partition in subscribed {
+            match partition.phase {
+                Phase::CaughtUp | Phase::Failed => {
+                    total += partition.server_total;
+                    cumulative += partition.cumulative;
+                }
+                Phase::CatchingUp | Phase::Idle => return,
+            }
+        }
+        self.complete_reported = true;
+        self.reached_complete = true;
+        if self.notifications_enabled {
+            reaction
+                .notifications
+                .push(Notification::Sync(SyncNotification {
+                    source: String::new(),
+                    key: String::new(),
+                    status: SyncNotificationStatus::Complete,
+                    total,
+                    processed: 0,
+                    cumulative,
+                    error: None,
+                }));
+        }
+    }
+}
+
+/// Returns the partition key a subscription means once the server named the user's
+/// partitions in `Welcome`.
+fn natural_key(subscription: &SubscriptionConfig, welcome: &Welcome) -> String {
+    if let Some(key) = &subscription.key {
+        return key.clone();
+    }
+    match welcome
+        .sources
+        .iter()
+        .find(|source| source.name == subscription.source)
+    {
+        Some(source) if source.keys.len() == 1 => source.keys[0].clone(),
+        Some(source) if source.partitioning == "app" => APP_PARTITION_KEY.to_owned(),
+        // `user` partitioning, or a source the server did not list (it will answer the
+        // Subscribe with an error naming the source).
+        Some(_) | None => welcome.user_id.clone(),
+    }
+}
+
+fn frame(msg: client_frame::Msg) -> ClientFrame {
+    ClientFrame { msg: Some(msg) }
+}
+
+fn ack(id: &PartitionId, cursor: u64, page: u64) -> ClientFrame {
+    frame(client_frame::Msg::Ack(Ack {
+        source: id.source.clone(),
+        key: id.key.clone(),
+        cursor,
+        page,
+    }))
+}
+
+fn pull(id: &PartitionId) -> ClientFrame {
+    frame(client_frame::Msg::Pull(Pull {
+        source: id.source.clone(),
+        key: id.key.clone(),
+        pages: 1,
+    }))
+}
+
+fn error_code(code: i32) -> ErrorCode {
+    ErrorCode::try_from(code).unwrap_or(ErrorCode::Unspecified)
+}
+
+fn sync_notification(
+    id: &PartitionId,
+    status: SyncNotificationStatus,
+    total: u64,
+    processed: u64,
+    cumulative: u64,
+) -> Notification {
+    Notification::Sync(SyncNotification {
+        source: id.source.clone(),
+        key: id.key.clone(),
+        status,
+        total,
+        processed,
+        cumulative,
+        error: None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

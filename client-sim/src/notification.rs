@@ -1,0 +1,70 @@
+//! What a device tells its app, modelled on the RhoConnect client's sync callbacks: per
+//! partition progress (`InProgress`, `Ok`, `Error`), `Complete` when a sync run is done, and
+//! object notifications for live changes.
+//!
+//! Delivery: when notifications are enabled ([`crate::DeviceConfig::notification_capacity`])
+//! they go through a bounded `tokio::sync::mpsc` channel and none is ever dropped while the
+//! receiver lives. When the channel is full the device waits: it stops reading its socket
+//! until the app takes a notification, exactly as a real app that is slow to handle callbacks
+//! slows its sync. The server's window and slow-consumer policy then apply (the device may be
+//! demoted to catch-up or time out and reconnect; the log makes that lossless). Dropping the
+//! receiver turns notifications off. When the device stops, notifications still queued inside
+//! it are handed over only as far as the channel has room.
+
+use syncline_proto::v1::{ErrorCode, Record};
+
+/// One notification to the app.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Notification {
+    /// Sync progress of a partition, or of the whole run (`Complete`).
+    Sync(SyncNotification),
+    /// Records that changed through a live push.
+    Changed(ChangedNotification),
+}
+
+/// Where a sync run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncNotificationStatus {
+    /// A catch-up page was applied.
+    InProgress,
+    /// The partition is caught up (and its checksum matched).
+    Ok,
+    /// The partition's subscription failed (or the server reported an error that names no
+    /// partition, then `source` and `key` are empty).
+    Error,
+    /// Every subscribed partition is caught up or failed. `source` and `key` are empty;
+    /// `total` and `cumulative` are sums over the partitions.
+    Complete,
+}
+
+/// Progress of a partition's sync run, as RhoConnect's sync notifications reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncNotification {
+    /// Source name (empty for `Complete`).
+    pub source: String,
+    /// Partition key (empty for `Complete`).
+    pub key: String,
+    /// Where the run stands.
+    pub status: SyncNotificationStatus,
+    /// Live records in the partition, as the server last reported.
+    pub total: u64,
+    /// Changes (upserts + deletes) in the page this notification is about (`InProgress`).
+    pub processed: u64,
+    /// Changes applied in this sync run so far (a run starts at each subscribe).
+    pub cumulative: u64,
+    /// For `Error`: the error code and message.
+    pub error: Option<(ErrorCode, String)>,
+}
+
+/// Records changed by a live push (an object notification).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangedNotification {
+    /// Source name.
+    pub source: String,
+    /// Partition key.
+    pub key: String,
+    /// Records created or replaced.
+    pub upserts: Vec<Record>,
+    /// Ids of deleted records.
+    pub deletes: Vec<String>,
+}

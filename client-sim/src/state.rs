@@ -1,0 +1,190 @@
+//! The observable state of a device: connection phase, partition summaries and counters,
+//! published through a `tokio::sync::watch` so tests and load runs can wait for conditions
+//! without polling.
+
+use std::{collections::BTreeMap, collections::BTreeSet, fmt};
+
+use syncline_proto::v1::ErrorCode;
+
+use crate::replica::PartitionId;
+
+/// Where a device's connection stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ConnectionPhase {
+    /// Opening a connection.
+    #[default]
+    Connecting,
+    /// Connected; `Hello` sent, waiting for `Welcome`.
+    Handshaking,
+    /// The session is open (`Welcome` received).
+    Ready,
+    /// Disconnected; waiting before the next attempt.
+    Reconnecting,
+    /// The device has stopped for good.
+    Stopped(StopReason),
+}
+
+/// Why a device stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The app asked ([`crate::DeviceHandle::stop`], or the handle was dropped).
+    Requested,
+    /// The server closed with 1000 (logout, or the server ended the session normally).
+    ClosedByServer {
+        /// The close reason text.
+        reason: String,
+    },
+    /// Credentials were refused (close 4001 after a password login).
+    Unauthenticated {
+        /// The server's message.
+        reason: String,
+    },
+    /// The device or user is locked (close 4003).
+    Forbidden {
+        /// The server's message.
+        reason: String,
+    },
+    /// An operator's command ended the session (lock, wipe or logout).
+    Command {
+        /// Which command.
+        kind: StopCommand,
+        /// The command's reason text.
+        reason: String,
+    },
+    /// The device's configuration cannot work (bad URL or TLS settings).
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The operator commands that stop a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopCommand {
+    /// `COMMAND_KIND_LOCK`: the app is locked until the user authenticates again.
+    Lock,
+    /// `COMMAND_KIND_WIPE`: local data was deleted.
+    Wipe,
+    /// `COMMAND_KIND_LOGOUT`: the session token was forgotten.
+    Logout,
+}
+
+impl StopReason {
+    /// Returns true for stops that are failures rather than requests.
+    pub fn is_error(&self) -> bool {
+        match self {
+            StopReason::Requested
+            | StopReason::ClosedByServer { .. }
+            | StopReason::Command { .. } => false,
+            StopReason::Unauthenticated { .. }
+            | StopReason::Forbidden { .. }
+            | StopReason::InvalidConfig { .. } => true,
+        }
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Requested => write!(f, "stopped by the app"),
+            StopReason::ClosedByServer { reason } => write!(f, "closed by the server: {reason}"),
+            StopReason::Unauthenticated { reason } => write!(f, "unauthenticated: {reason}"),
+            StopReason::Forbidden { reason } => write!(f, "forbidden: {reason}"),
+            StopReason::Command { kind, reason } => {
+                write!(f, "operator command {kind:?}: {reason}")
+            }
+            StopReason::InvalidConfig { reason } => write!(f, "invalid configuration: {reason}"),
+        }
+    }
+}
+
+/// A partition as the device currently holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStatus {
+    /// The sequence the device has applied.
+    pub cursor: u64,
+    /// Records the device holds.
+    pub total: u64,
+    /// Checksum over the device's records.
+    pub checksum: u64,
+    /// True once the server reported the partition caught up on this connection and the
+    /// checksum matched; false again while catching up after a gap or resync.
+    pub caught_up: bool,
+    /// The subscription's error, when it failed.
+    pub error: Option<(ErrorCode, String)>,
+}
+
+/// Counters of what a device saw and did, across reconnects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Server frames received and decoded.
+    pub frames_received: u64,
+    /// Catch-up pages (`Changes.page > 0`) applied.
+    pub pages: u64,
+    /// Live pushes (`Changes.page == 0`) applied.
+    pub live_pushes: u64,
+    /// Pages skipped because their range was already applied.
+    pub duplicates: u64,
+    /// Pages that did not follow the cursor (log gaps and out-of-order snapshot pages).
+    pub gaps: u64,
+    /// Times the device's total or checksum disagreed with the server's.
+    pub checksum_mismatches: u64,
+    /// Times a partition was dropped and synced again from cursor 0.
+    pub resyncs: u64,
+    /// Times a partition was resubscribed from its cursor after a gap.
+    pub resubscribes: u64,
+    /// Acks sent.
+    pub acks_sent: u64,
+    /// Connections opened after the first.
+    pub reconnects: u64,
+    /// Connection attempts that failed before the WebSocket was open.
+    pub connect_failures: u64,
+    /// Frames about partitions the device did not subscribe to on that connection.
+    pub unexpected_frames: u64,
+    /// Every partition any received frame was about (tests assert that no other user's
+    /// partition ever shows up here).
+    pub partitions_seen: BTreeSet<PartitionId>,
+}
+
+/// Everything observable about a device, published after every change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceState {
+    /// Where the connection stands.
+    pub connection: ConnectionPhase,
+    /// The client id from the last `Welcome`.
+    pub client_id: Option<String>,
+    /// The user id from the last `Welcome`.
+    pub user_id: Option<String>,
+    /// The subscribed partitions.
+    pub partitions: BTreeMap<PartitionId, PartitionStatus>,
+    /// Counters.
+    pub stats: DeviceStats,
+}
+
+impl DeviceState {
+    /// Returns the status of partition `key` of `source`.
+    pub fn partition(&self, source: &str, key: &str) -> Option<&PartitionStatus> {
+        self.partitions.get(&PartitionId::new(source, key))
+    }
+
+    /// Returns true when the session is open and every subscribed partition is caught up.
+    pub fn is_caught_up(&self) -> bool {
+        self.connection == ConnectionPhase::Ready
+            && !self.partitions.is_empty()
+            && self
+                .partitions
+                .values()
+                .all(|partition| partition.caught_up)
+    }
+
+    /// Returns why the device stopped, if it has.
+    pub fn stop_reason(&self) -> Option<&StopReason> {
+        match &self.connection {
+            ConnectionPhase::Stopped(reason) => Some(reason),
+            ConnectionPhase::Connecting
+            | ConnectionPhase::Handshaking
+            | ConnectionPhase::Ready
+            | ConnectionPhase::Reconnecting => None,
+        }
+    }
+}
