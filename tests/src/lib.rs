@@ -125,3 +125,43 @@ where
         pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
+
+/// Returns the server's live records and state of a partition, read from its store.
+pub fn server_view(
+    server: &TestServer,
+    source: &str,
+    key: &str,
+) -> (std::collections::BTreeMap<String, Record>, syncline_server::storage::PartitionState) {
+    let partition = syncline_server::storage::PartitionName::new(source, key);
+    let store = &server.server.engine.store;
+    let page = store.read_snapshot(&partition, None, usize::MAX).expect("snapshot read");
+    assert!(page.done);
+    let records = page.records.into_iter().map(|record| (record.id.clone(), record)).collect();
+    (records, page.state)
+}
+
+/// Waits until `device` holds partition `(source, key)` exactly as the server does (same
+/// cursor as the head, same records, same checksum and total), failing after `deadline`.
+pub async fn assert_converges(
+    device: &syncline_client_sim::DeviceHandle,
+    server: &TestServer,
+    source: &str,
+    key: &str,
+    deadline: Duration,
+) {
+    let (records, state) = server_view(server, source, key);
+    let until = tokio::time::Instant::now() + deadline;
+    let reached = device
+        .wait_for(until, |device_state| {
+            device_state.partition(source, key).is_some_and(|p| p.caught_up && p.cursor == state.head)
+        })
+        .await;
+    if let Err(error) = reached {
+        panic!("device did not reach {source}/{key} at {}: {error:?}", state.head);
+    }
+    let view = device.view(source, key).expect("the device holds the partition");
+    assert_eq!(view.cursor, state.head, "{source}/{key} cursor");
+    assert_eq!(view.total, state.total, "{source}/{key} total");
+    assert_eq!(view.checksum, state.checksum, "{source}/{key} checksum");
+    assert!(view.records == records, "{source}/{key}: the device's records differ from the server's");
+}

@@ -1,0 +1,164 @@
+//! The server process is killed with SIGKILL during ingest and restarted on the same data
+//! directory: every change whose Push returned OK is there, and devices resume from their
+//! cursors and converge.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
+use syncline_proto::v1::ingest_client::IngestClient;
+use syncline_proto::v1::{PushRequest, Record};
+use syncline_tests::{DEADLINE, eventually, record};
+
+/// A `syncline serve` child process on fixed loopback ports.
+struct ServerProcess {
+    child: Child,
+    device_url: String,
+    grpc_url: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl ServerProcess {
+    /// Starts the server and waits until both listeners are up (it logs them).
+    fn start(data_dir: &Path, device_port: u16, grpc_port: u16) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_syncline-under-test"))
+            .arg("serve")
+            .env("SYNCLINE_DATA_DIR", data_dir)
+            .env("SYNCLINE_DEVICE_ADDR", format!("127.0.0.1:{device_port}"))
+            .env("SYNCLINE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("SYNCLINE_DEMO_RECORDS", "100")
+            .env("SYNCLINE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the server binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut up = false;
+        for line in lines.by_ref() {
+            let line = line.expect("server log line");
+            if line.contains("gRPC endpoint listening") {
+                up = true;
+                break;
+            }
+        }
+        assert!(up, "the server exited before listening");
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            device_url: format!("ws://127.0.0.1:{device_port}/v1/sync"),
+            grpc_url: format!("http://127.0.0.1:{grpc_port}"),
+        }
+    }
+
+    fn kill(mut self) {
+        // SIGKILL: no shutdown sequence, no flush beyond what each commit did.
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reap");
+    }
+
+    fn stop(mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+async fn connect_ingest(url: &str) -> IngestClient<tonic::transport::Channel> {
+    let url = url.to_owned();
+    eventually(DEADLINE, "the gRPC endpoint accepts connections", || {
+        let url = url.clone();
+        async move { IngestClient::connect(url).await.ok() }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_changes_survive_sigkill_and_devices_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (device_port, grpc_port) = (free_port(), free_port());
+    let server = ServerProcess::start(dir.path(), device_port, grpc_port);
+
+    // A device syncs the demo's app partition and stays connected across the crash.
+    let config =
+        DeviceConfig::new(server.device_url.clone(), "demo", "demo").subscribe(SubscriptionConfig::new("Account"));
+    let phone = Device::start(config);
+    let deadline = || tokio::time::Instant::now() + DEADLINE;
+    phone
+        .wait_for(deadline(), |state| state.partition("Account", "*").is_some_and(|p| p.caught_up))
+        .await
+        .expect("initial sync");
+
+    // Ingest from a task; record every batch whose Push returned OK.
+    let mut ingest = connect_ingest(&server.grpc_url).await;
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Record>>();
+    let pusher = tokio::spawn(async move {
+        for batch in 0u32..100_000 {
+            let upserts: Vec<Record> =
+                (0..20).map(|i| record(&format!("crash-{batch:05}-{i:02}"), i64::from(batch))).collect();
+            let request = PushRequest { source: "Account".into(), key: "*".into(), upserts: upserts.clone(), deletes: vec![] };
+            match ingest.push(request).await {
+                Ok(_) => {
+                    if acked_tx.send(upserts).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return, // the server died mid-call: not acknowledged
+            }
+        }
+    });
+
+    // Kill the server once a good number of batches were acknowledged.
+    let mut acked: BTreeMap<String, Record> = BTreeMap::new();
+    while acked.len() < 2_000 {
+        let batch = tokio::time::timeout(DEADLINE, acked_rx.recv()).await.expect("pushes progress").expect("pusher alive");
+        acked.extend(batch.into_iter().map(|record| (record.id.clone(), record)));
+    }
+    server.kill();
+    pusher.await.unwrap();
+    while let Ok(batch) = acked_rx.try_recv() {
+        acked.extend(batch.into_iter().map(|record| (record.id.clone(), record)));
+    }
+    let cursor_before_restart = phone.view("Account", "*").map_or(0, |view| view.cursor);
+
+    // Restart on the same data directory and ports.
+    let server = ServerProcess::start(dir.path(), device_port, grpc_port);
+
+    // The connected device reconnects, resumes from its cursor and converges with a fresh one.
+    let fresh = Device::start(
+        DeviceConfig::new(server.device_url.clone(), "demo", "demo").subscribe(SubscriptionConfig::new("Account")),
+    );
+    let fresh_state = fresh
+        .wait_for(deadline(), |state| state.partition("Account", "*").is_some_and(|p| p.caught_up))
+        .await
+        .expect("a fresh device syncs after the restart");
+    let head = fresh_state.partition("Account", "*").unwrap().cursor;
+    phone
+        .wait_for(deadline(), |state| state.partition("Account", "*").is_some_and(|p| p.caught_up && p.cursor >= head))
+        .await
+        .expect("the old device catches up after the restart");
+    let old_view = phone.view("Account", "*").unwrap();
+    let new_view = fresh.view("Account", "*").unwrap();
+    assert!(old_view.cursor >= cursor_before_restart);
+    assert_eq!(old_view.checksum, new_view.checksum);
+    assert!(old_view.records == new_view.records);
+
+    // Every acknowledged record is there, with the fields it was pushed with.
+    for (id, pushed) in &acked {
+        let stored = new_view.records.get(id).unwrap_or_else(|| panic!("acknowledged record {id} was lost"));
+        assert_eq!(stored.fields, pushed.fields, "record {id}");
+    }
+    let stats = phone.stats();
+    assert_eq!(stats.duplicates + stats.gaps + stats.checksum_mismatches, 0, "{stats:?}");
+    assert!(stats.reconnects >= 1);
+    phone.stop().await;
+    fresh.stop().await;
+    server.stop();
+}

@@ -1,0 +1,221 @@
+//! Devices converge on the server's live set through snapshots, log catch-up and live push,
+//! across concurrent ingest, connection cuts and compaction.
+
+use std::collections::BTreeSet;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use syncline_client_sim::{Device, DeviceConfig, DeviceHandle, FrameFormat, PartitionId, SubscriptionConfig};
+use syncline_proto::v1::Record;
+use syncline_tests::{DEADLINE, TestServer, assert_converges, push, record};
+
+fn device(server: &TestServer, user: &str, password: &str, sources: &[(&str, &str)], format: FrameFormat) -> DeviceHandle {
+    let mut config = DeviceConfig::new(server.url(), user, password).with_format(format);
+    for (source, key) in sources {
+        config = config.subscribe(SubscriptionConfig::new(*source).with_key(*key).with_page_size(200).with_window(4));
+    }
+    Device::start(config)
+}
+
+/// Returns a random batch over `ids` existing ids: new records, updates and deletes.
+fn random_batch(rng: &mut StdRng, prefix: &str, next_id: &mut u64, live: &mut BTreeSet<String>, size: usize) -> (Vec<Record>, Vec<String>) {
+    let mut upserts = Vec::new();
+    let mut deletes = Vec::new();
+    let mut touched = BTreeSet::new();
+    for _ in 0..size {
+        let roll: f64 = rng.random();
+        if roll < 0.2 && !live.is_empty() {
+            let index = rng.random_range(0..live.len());
+            let id = live.iter().nth(index).cloned().expect("index in range");
+            if touched.insert(id.clone()) {
+                live.remove(&id);
+                deletes.push(id);
+            }
+        } else if roll < 0.5 && !live.is_empty() {
+            let index = rng.random_range(0..live.len());
+            let id = live.iter().nth(index).cloned().expect("index in range");
+            if touched.insert(id.clone()) {
+                upserts.push(record(&id, rng.random_range(0..1_000_000)));
+            }
+        } else {
+            *next_id += 1;
+            let id = format!("{prefix}-{next_id:06}");
+            touched.insert(id.clone());
+            live.insert(id.clone());
+            upserts.push(record(&id, rng.random_range(0..1_000_000)));
+        }
+    }
+    (upserts, deletes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_three_devices_converge_through_20k_changes() {
+    let server = TestServer::start().await;
+    server.add_user("ann", "ann-pw");
+    server.add_user("bob", "bob-pw");
+    let mut ingest = server.ingest_client().await;
+    let mut rng = StdRng::seed_from_u64(2);
+
+    // Some data before anyone connects, so the first sync starts with a snapshot.
+    let partitions = [("Account", "*"), ("Contact", "ann"), ("Contact", "bob")];
+    let mut live: Vec<BTreeSet<String>> = vec![BTreeSet::new(); 3];
+    let mut next_ids = [0u64; 3];
+    for (index, (source, key)) in partitions.iter().enumerate() {
+        let (upserts, deletes) = random_batch(&mut rng, &format!("{source}-{key}"), &mut next_ids[index], &mut live[index], 300);
+        push(&mut ingest, source, key, upserts, deletes).await.unwrap();
+    }
+
+    let ann_phone = device(&server, "ann", "ann-pw", &[("Account", "*"), ("Contact", "ann")], FrameFormat::Binary);
+    let ann_web = device(&server, "ann", "ann-pw", &[("Account", "*"), ("Contact", "ann")], FrameFormat::Json);
+    let bob_phone = device(&server, "bob", "bob-pw", &[("Account", "*"), ("Contact", "bob")], FrameFormat::Binary);
+
+    // 20,000 changes in batches of 1 to 200 over the three partitions while devices sync.
+    let mut sent = 0;
+    while sent < 20_000 {
+        let index = rng.random_range(0..partitions.len());
+        let (source, key) = partitions[index];
+        let size = rng.random_range(1..=200).min(20_000 - sent);
+        let (upserts, deletes) = random_batch(&mut rng, &format!("{source}-{key}"), &mut next_ids[index], &mut live[index], size);
+        sent += upserts.len() + deletes.len();
+        push(&mut ingest, source, key, upserts, deletes).await.unwrap();
+    }
+
+    for (device, user) in [(&ann_phone, "ann"), (&ann_web, "ann"), (&bob_phone, "bob")] {
+        assert_converges(device, &server, "Account", "*", DEADLINE).await;
+        assert_converges(device, &server, "Contact", user, DEADLINE).await;
+        let stats = device.stats();
+        assert_eq!(stats.duplicates, 0, "{user}: duplicated pages");
+        assert_eq!(stats.gaps, 0, "{user}: gaps");
+        assert_eq!(stats.checksum_mismatches, 0, "{user}: checksum mismatches");
+        let allowed: BTreeSet<PartitionId> =
+            [PartitionId::new("Account", "*"), PartitionId::new("Contact", user)].into_iter().collect();
+        assert!(
+            stats.partitions_seen.is_subset(&allowed),
+            "{user} received frames of {:?}",
+            stats.partitions_seen.difference(&allowed).collect::<Vec<_>>()
+        );
+    }
+    // The server's live sets are what the test intended.
+    for (index, (source, key)) in partitions.iter().enumerate() {
+        let (records, _) = syncline_tests::server_view(&server, source, key);
+        let ids: BTreeSet<String> = records.into_keys().collect();
+        assert_eq!(ids, live[index], "{source}/{key} live set");
+    }
+    for device in [ann_phone, ann_web, bob_phone] {
+        device.stop().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuts_during_snapshot_catch_up_and_live_push_lose_and_duplicate_nothing() {
+    let server = TestServer::start().await;
+    server.add_user("ann", "ann-pw");
+    let mut ingest = server.ingest_client().await;
+    let mut rng = StdRng::seed_from_u64(50);
+    let mut live = BTreeSet::new();
+    let mut next_id = 0;
+    for _ in 0..4 {
+        let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 1_000);
+        push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
+    }
+    let config = DeviceConfig::new(server.url(), "ann", "ann-pw")
+        .subscribe(SubscriptionConfig::new("Account").with_page_size(20).with_window(1));
+    let phone = Device::start(config);
+    let deadline = || tokio::time::Instant::now() + DEADLINE;
+    let mut cuts = 0;
+
+    // Snapshot: cut after a few snapshot pages, 15 times (each restarts the snapshot).
+    for _ in 0..15 {
+        let pages = phone.stats().pages + rng.random_range(1..4);
+        phone.wait_for(deadline(), |state| state.stats.pages >= pages).await.expect("snapshot pages arrive");
+        assert_eq!(phone.view("Account", "*").map_or(0, |view| view.cursor), 0, "still in the snapshot");
+        phone.cut();
+        cuts += 1;
+    }
+    assert_converges(&phone, &server, "Account", "*", DEADLINE).await;
+
+    // Log catch-up: a burst of changes, then cuts a few pages into the catch-up, 15 times.
+    for _ in 0..15 {
+        let head = phone.view("Account", "*").map_or(0, |view| view.cursor);
+        let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 400);
+        let pushed = push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
+        assert!(pushed.head > head);
+        let wanted = head + rng.random_range(1..40);
+        phone
+            .wait_for(deadline(), |state| state.partition("Account", "*").is_some_and(|p| p.cursor >= wanted))
+            .await
+            .expect("catch-up progresses");
+        phone.cut();
+        cuts += 1;
+    }
+    assert_converges(&phone, &server, "Account", "*", DEADLINE).await;
+
+    // Live push: small batches while caught up, cut at random points, 20 times.
+    for _ in 0..20 {
+        for _ in 0..rng.random_range(1..4) {
+            let size = rng.random_range(1..10);
+            let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, size);
+            push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
+        }
+        let lives = phone.stats().live_pushes + 1;
+        phone.wait_for(deadline(), |state| state.stats.live_pushes >= lives).await.expect("a live push arrives");
+        phone.cut();
+        cuts += 1;
+        let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 5);
+        push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
+    }
+    assert_eq!(cuts, 50);
+    assert_converges(&phone, &server, "Account", "*", DEADLINE).await;
+    let stats = phone.stats();
+    assert!(stats.reconnects >= 50, "the device reconnected after each cut: {stats:?}");
+    assert_eq!(stats.duplicates, 0, "duplicated pages: {stats:?}");
+    assert_eq!(stats.gaps, 0, "gaps: {stats:?}");
+    assert_eq!(stats.checksum_mismatches, 0, "checksum mismatches: {stats:?}");
+    let (records, _) = syncline_tests::server_view(&server, "Account", "*");
+    assert_eq!(records.into_keys().collect::<BTreeSet<_>>(), live);
+    phone.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_behind_the_compaction_horizon_gets_a_snapshot_and_converges() {
+    let server = TestServer::start_with(|config| config.store.compact_keep_recent = 10).await;
+    server.add_user("ann", "ann-pw");
+    let mut ingest = server.ingest_client().await;
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut live = BTreeSet::new();
+    let mut next_id = 0;
+    let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 500);
+    push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
+
+    let config = || {
+        DeviceConfig::new(server.url(), "ann", "ann-pw").subscribe(SubscriptionConfig::new("Account").with_page_size(50))
+    };
+    let first = Device::start(config());
+    assert_converges(&first, &server, "Account", "*", DEADLINE).await;
+    let old_view = first.view("Account", "*").unwrap();
+    let old_cursor = old_view.cursor;
+    first.stop().await;
+
+    // While the device is away: many changes (updates and deletes of what it holds), then
+    // compaction past its cursor.
+    for _ in 0..10 {
+        let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 200);
+        push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
+    }
+    syncline_server::app::compact_all(&server.server.engine, 10).await;
+    let (_, state) = syncline_tests::server_view(&server, "Account", "*");
+    assert!(state.horizon > old_cursor, "compaction passed the device's cursor");
+
+    // The device comes back with its old records and cursor: the server resets it to a
+    // snapshot, and it converges.
+    let restored = old_view.clone();
+    let second = Device::start(config().restore(PartitionId::new("Account", "*"), restored));
+    assert_converges(&second, &server, "Account", "*", DEADLINE).await;
+    let stats = second.stats();
+    assert!(stats.resyncs >= 1, "the device took a snapshot: {stats:?}");
+    assert_eq!(stats.checksum_mismatches, 0);
+    second.stop().await;
+    server.stop().await;
+}
