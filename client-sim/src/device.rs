@@ -1,7 +1,7 @@
 //! One simulated app install: a task that connects, logs in, subscribes, applies pages,
 //! acks, verifies checksums and reconnects, and a [`DeviceHandle`] to observe and steer it.
 //!
-//! The protocol decisions live in [`crate::engine`] (pure); this file only moves frames
+//! The protocol decisions live in the crate-private `engine` module (pure); this file only moves frames
 //! between the engine and a [`Connection`], runs the timers and publishes state.
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
@@ -136,11 +136,10 @@ impl DeviceHandle {
         let mut state = self.state.clone();
         let waited = tokio::time::timeout_at(deadline, async {
             // Clone at once: the borrow of the watch must not outlive this block.
-            let result = state
+            state
                 .wait_for(|current| predicate(current) || current.stop_reason().is_some())
                 .await
-                .map(|current| current.clone());
-            result
+                .map(|current| current.clone())
         })
         .await;
         let current = match waited {
