@@ -319,6 +319,7 @@ impl DeviceTask {
                 SessionEnd::Stopped(reason) => return reason,
                 SessionEnd::Disconnected(disconnect) => disconnect,
             };
+            self.set_phase(ConnectionPhase::Reconnecting);
             let (after, healthy) = {
                 let mut engine = self.engine.lock();
                 let healthy = engine.is_welcomed()
