@@ -13,7 +13,7 @@ use tokio::{
     task::JoinHandle,
     time::{Instant, sleep, sleep_until},
 };
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::{
     backoff::Backoff,
@@ -279,11 +279,9 @@ struct DeviceTask {
 impl DeviceTask {
     async fn run(mut self) {
         let reason = self.run_until_stopped().await;
-        if reason.is_error() {
-            warn!(%reason, "device stopped");
-        } else {
-            info!(%reason, "device stopped");
-        }
+        // Info, not warn, even for failures: the reason is returned through the state and
+        // `DeviceHandle::stop`, and the caller decides how loud it is.
+        info!(%reason, "device stopped");
         self.outbox.deliver_without_waiting();
         self.state
             .send_modify(|state| state.connection = ConnectionPhase::Stopped(reason));
