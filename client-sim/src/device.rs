@@ -68,6 +68,7 @@ impl Device {
                 queue: VecDeque::new(),
             },
             connections: 0,
+            published: DeviceState::default(),
         };
         let task = tokio::spawn(task.run().instrument(span));
         DeviceHandle {
@@ -127,7 +128,8 @@ impl DeviceHandle {
 
     /// Waits until `predicate` holds for the device's state, and returns that state. Wakes on
     /// each state change; fails at `deadline`, or as soon as the device has stopped and the
-    /// predicate does not hold for its final state.
+    /// predicate does not hold for its final state. The predicate runs while the state is
+    /// borrowed: keep it quick (calling [`DeviceHandle::view`] from it is fine).
     pub async fn wait_for(
         &self,
         deadline: Instant,
@@ -274,6 +276,8 @@ struct DeviceTask {
     control: mpsc::UnboundedReceiver<Control>,
     outbox: NotificationOutbox,
     connections: u64,
+    /// The state as last published; the watch holds a copy.
+    published: DeviceState,
 }
 
 impl DeviceTask {
@@ -283,8 +287,8 @@ impl DeviceTask {
         // `DeviceHandle::stop`, and the caller decides how loud it is.
         info!(%reason, "device stopped");
         self.outbox.deliver_without_waiting();
-        self.state
-            .send_modify(|state| state.connection = ConnectionPhase::Stopped(reason));
+        self.published.connection = ConnectionPhase::Stopped(reason);
+        self.send_state();
     }
 
     async fn run_until_stopped(&mut self) -> StopReason {
@@ -412,9 +416,10 @@ impl DeviceTask {
                         let reaction = {
                             let mut engine = self.engine.lock();
                             let reaction = engine.on_frame(frame, Instant::now());
-                            self.state.send_modify(|state| engine.publish(state));
+                            engine.publish(&mut self.published);
                             reaction
                         };
+                        self.send_state();
                         self.outbox.extend(reaction.notifications);
                         for frame in &reaction.frames {
                             if let Err(error) = connection.send(frame).await {
@@ -450,19 +455,25 @@ impl DeviceTask {
         }
     }
 
-    fn set_phase(&self, phase: ConnectionPhase) {
-        self.state.send_if_modified(|state| {
-            if state.connection == phase {
-                return false;
-            }
-            state.connection = phase;
-            true
-        });
+    fn set_phase(&mut self, phase: ConnectionPhase) {
+        if self.published.connection != phase {
+            self.published.connection = phase;
+            self.send_state();
+        }
     }
 
-    fn publish(&self) {
-        let engine = self.engine.lock();
-        self.state.send_modify(|state| engine.publish(state));
+    /// Copies the engine's state into the published state and sends it.
+    fn publish(&mut self) {
+        self.engine.lock().publish(&mut self.published);
+        self.send_state();
+    }
+
+    /// Sends the published state to watchers. Never called with the engine locked: a
+    /// watcher's predicate may lock the engine (e.g. through `DeviceHandle::view`) while it
+    /// holds the watch's read lock.
+    fn send_state(&self) {
+        self.state
+            .send_modify(|state| state.clone_from(&self.published));
     }
 }
 
