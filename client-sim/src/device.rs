@@ -1,7 +1,7 @@
 //! One simulated app install: a task that connects, logs in, subscribes, applies pages,
 //! acks, verifies checksums and reconnects, and a [`DeviceHandle`] to observe and steer it.
 //!
-//! The protocol decisions live in [`crate::engine`] (pure); this file only moves frames
+//! The protocol decisions live in the crate-private `engine` module (pure); this file only moves frames
 //! between the engine and a [`Connection`], runs the timers and publishes state.
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
@@ -13,7 +13,7 @@ use tokio::{
     task::JoinHandle,
     time::{Instant, sleep, sleep_until},
 };
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::{
     backoff::Backoff,
@@ -68,6 +68,7 @@ impl Device {
                 queue: VecDeque::new(),
             },
             connections: 0,
+            published: DeviceState::default(),
         };
         let task = tokio::spawn(task.run().instrument(span));
         DeviceHandle {
@@ -127,7 +128,8 @@ impl DeviceHandle {
 
     /// Waits until `predicate` holds for the device's state, and returns that state. Wakes on
     /// each state change; fails at `deadline`, or as soon as the device has stopped and the
-    /// predicate does not hold for its final state.
+    /// predicate does not hold for its final state. The predicate runs while the state is
+    /// borrowed: keep it quick (calling [`DeviceHandle::view`] from it is fine).
     pub async fn wait_for(
         &self,
         deadline: Instant,
@@ -136,11 +138,10 @@ impl DeviceHandle {
         let mut state = self.state.clone();
         let waited = tokio::time::timeout_at(deadline, async {
             // Clone at once: the borrow of the watch must not outlive this block.
-            let result = state
+            state
                 .wait_for(|current| predicate(current) || current.stop_reason().is_some())
                 .await
-                .map(|current| current.clone());
-            result
+                .map(|current| current.clone())
         })
         .await;
         let current = match waited {
@@ -275,19 +276,19 @@ struct DeviceTask {
     control: mpsc::UnboundedReceiver<Control>,
     outbox: NotificationOutbox,
     connections: u64,
+    /// The state as last published; the watch holds a copy.
+    published: DeviceState,
 }
 
 impl DeviceTask {
     async fn run(mut self) {
         let reason = self.run_until_stopped().await;
-        if reason.is_error() {
-            warn!(%reason, "device stopped");
-        } else {
-            info!(%reason, "device stopped");
-        }
+        // Info, not warn, even for failures: the reason is returned through the state and
+        // `DeviceHandle::stop`, and the caller decides how loud it is.
+        info!(%reason, "device stopped");
         self.outbox.deliver_without_waiting();
-        self.state
-            .send_modify(|state| state.connection = ConnectionPhase::Stopped(reason));
+        self.published.connection = ConnectionPhase::Stopped(reason);
+        self.send_state();
     }
 
     async fn run_until_stopped(&mut self) -> StopReason {
@@ -320,6 +321,7 @@ impl DeviceTask {
                 SessionEnd::Stopped(reason) => return reason,
                 SessionEnd::Disconnected(disconnect) => disconnect,
             };
+            self.set_phase(ConnectionPhase::Reconnecting);
             let (after, healthy) = {
                 let mut engine = self.engine.lock();
                 let healthy = engine.is_welcomed()
@@ -414,9 +416,10 @@ impl DeviceTask {
                         let reaction = {
                             let mut engine = self.engine.lock();
                             let reaction = engine.on_frame(frame, Instant::now());
-                            self.state.send_modify(|state| engine.publish(state));
+                            engine.publish(&mut self.published);
                             reaction
                         };
+                        self.send_state();
                         self.outbox.extend(reaction.notifications);
                         for frame in &reaction.frames {
                             if let Err(error) = connection.send(frame).await {
@@ -452,19 +455,25 @@ impl DeviceTask {
         }
     }
 
-    fn set_phase(&self, phase: ConnectionPhase) {
-        self.state.send_if_modified(|state| {
-            if state.connection == phase {
-                return false;
-            }
-            state.connection = phase;
-            true
-        });
+    fn set_phase(&mut self, phase: ConnectionPhase) {
+        if self.published.connection != phase {
+            self.published.connection = phase;
+            self.send_state();
+        }
     }
 
-    fn publish(&self) {
-        let engine = self.engine.lock();
-        self.state.send_modify(|state| engine.publish(state));
+    /// Copies the engine's state into the published state and sends it.
+    fn publish(&mut self) {
+        self.engine.lock().publish(&mut self.published);
+        self.send_state();
+    }
+
+    /// Sends the published state to watchers. Never called with the engine locked: a
+    /// watcher's predicate may lock the engine (e.g. through `DeviceHandle::view`) while it
+    /// holds the watch's read lock.
+    fn send_state(&self) {
+        self.state
+            .send_modify(|state| state.clone_from(&self.published));
     }
 }
 

@@ -280,8 +280,14 @@ impl SyncEngine {
         frames
     }
 
-    /// Decides what follows the end of a connection.
+    /// Ends the connection's state (no partition is caught up without a connection) and
+    /// decides what follows.
     pub(crate) fn on_disconnect(&mut self, disconnect: &Disconnect) -> AfterDisconnect {
+        self.welcomed = false;
+        for partition in self.partitions.values_mut() {
+            partition.phase = Phase::Idle;
+            partition.pending_live_ack = None;
+        }
         let fatal_code = self
             .fatal_error
             .as_ref()
@@ -542,6 +548,7 @@ impl SyncEngine {
                 if state.cursor != partition.replica.cursor()
                     || partition.replica.is_receiving_snapshot()
                 {
+                    self.stats.gaps += 1;
                     if partition.awaiting_restart {
                         debug!(partition = %id, "sync state of a previous subscription skipped");
                         return;
@@ -552,7 +559,6 @@ impl SyncEngine {
                         cursor = partition.replica.cursor(),
                         "caught up at another cursor; resubscribing"
                     );
-                    self.stats.gaps += 1;
                     self.stats.resubscribes += 1;
                     self.complete_reported = false;
                     reaction.frames.extend(partition.subscribe(&id));

@@ -18,6 +18,30 @@
 //! - [`state`]: [`DeviceState`] and [`DeviceStats`], what a device publishes.
 //! - [`notification`]: [`Notification`]s to the app, modelled on RhoConnect's sync
 //!   callbacks, and their delivery policy.
+//!
+//! Driving a device from a test:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = DeviceConfig::new("ws://127.0.0.1:7700/v1/sync", "alice", "secret")
+//!     .subscribe(SubscriptionConfig::new("Account").with_page_size(100));
+//! let device = Device::start(config);
+//! let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+//! let state = device.wait_for(deadline, |state| state.is_caught_up()).await?;
+//! let user = state.user_id.clone().unwrap_or_default();
+//! let accounts = device.view("Account", &user).expect("subscribed");
+//! assert_eq!(accounts.total, accounts.records.len() as u64);
+//! device.cut(); // network loss: the device reconnects and resumes from its cursor
+//! assert!(device.stats().partitions_seen.iter().all(|partition| partition.key == user));
+//! device.stop().await;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 mod backoff;
 pub mod config;

@@ -125,7 +125,8 @@ pub struct DeviceStats {
     pub live_pushes: u64,
     /// Pages skipped because their range was already applied.
     pub duplicates: u64,
-    /// Pages that did not follow the cursor (log gaps and out-of-order snapshot pages).
+    /// Frames that did not follow the cursor: log gaps, out-of-order snapshot pages, and
+    /// `SyncState`s at another cursor (including stale ones of a subscription just replaced).
     pub gaps: u64,
     /// Times the device's total or checksum disagreed with the server's.
     pub checksum_mismatches: u64,

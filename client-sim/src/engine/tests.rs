@@ -347,7 +347,7 @@ fn a_gap_resubscribes_from_the_cursor_once_until_the_new_subscription_starts() {
     // A stale SyncState of the old subscription is skipped too.
     assert!(engine.on_frame(caught_up(6, &[]), now).frames.is_empty());
     let stats = engine.stats();
-    assert_eq!((stats.gaps, stats.resubscribes), (2, 1));
+    assert_eq!((stats.gaps, stats.resubscribes), (3, 1));
 
     // The new subscription starts at page 1 and catches up.
     let reaction = engine.on_frame(
@@ -397,10 +397,13 @@ fn reconnects_resume_from_the_cursor() {
         engine.on_disconnect(&Disconnect::Cut),
         AfterDisconnect::Reconnect(ReconnectDelay::Backoff)
     );
-    engine.hello();
     let mut state = DeviceState::default();
     engine.publish(&mut state);
-    assert!(!state.partitions[&PartitionId::new(SOURCE, USER)].caught_up);
+    assert!(
+        !state.partitions[&PartitionId::new(SOURCE, USER)].caught_up,
+        "not caught up while disconnected"
+    );
+    engine.hello();
     let reaction = engine.on_frame(welcome(), Instant::now());
     assert_eq!(reaction.frames, [subscribe_frame(4, 2)]);
 }
