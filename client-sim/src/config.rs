@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use syncline_proto::v1::DeviceInfo;
 
+use crate::replica::{PartitionId, PartitionView};
 use crate::wire::{DEFAULT_CONNECT_TIMEOUT, FrameFormat};
 
 /// Default first reconnect delay: short, so a device is back quickly after a blip.
@@ -147,6 +148,9 @@ pub struct DeviceConfig {
     pub notification_capacity: Option<usize>,
     /// Seed of the reconnect jitter; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Partitions the device already holds from an earlier run (its persisted local store):
+    /// it resumes them from their cursors instead of starting from a snapshot.
+    pub restored: Vec<(PartitionId, PartitionView)>,
 }
 
 impl DeviceConfig {
@@ -174,6 +178,7 @@ impl DeviceConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             notification_capacity: None,
             seed: None,
+            restored: Vec::new(),
         }
     }
 
@@ -192,6 +197,13 @@ impl DeviceConfig {
     /// Returns this configuration trusting the CA certificate(s) in `pem` for `wss://`.
     pub fn with_ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_cert_pem = Some(pem.into());
+        self
+    }
+
+    /// Returns this configuration with `partition` restored from `view` (the device's
+    /// persisted copy): the device resumes it from `view.cursor`.
+    pub fn restore(mut self, partition: PartitionId, view: PartitionView) -> Self {
+        self.restored.push((partition, view));
         self
     }
 

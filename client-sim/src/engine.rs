@@ -158,6 +158,8 @@ pub(crate) struct SyncEngine {
     user_id: Option<String>,
     device_info: DeviceInfo,
     subscriptions: Vec<SubscriptionConfig>,
+    /// Persisted partitions to resume, taken when the partition is first subscribed.
+    restored: BTreeMap<PartitionId, PartitionView>,
     partitions: BTreeMap<PartitionId, PartitionSync>,
     live_ack: LiveAckPolicy,
     notifications_enabled: bool,
@@ -185,6 +187,7 @@ impl SyncEngine {
             user_id: None,
             device_info: config.device_info.clone(),
             subscriptions: config.subscriptions.clone(),
+            restored: config.restored.iter().cloned().collect(),
             partitions: BTreeMap::new(),
             live_ack: config.live_ack,
             notifications_enabled: config.notification_capacity.is_some(),
@@ -406,10 +409,14 @@ impl SyncEngine {
         self.user_id = Some(welcome.user_id.clone());
         for subscription in &self.subscriptions {
             let id = PartitionId::new(&subscription.source, natural_key(subscription, &welcome));
-            let partition = self
-                .partitions
-                .entry(id.clone())
-                .or_insert_with(|| PartitionSync::new(subscription));
+            let restored = &mut self.restored;
+            let partition = self.partitions.entry(id.clone()).or_insert_with(|| {
+                let mut partition = PartitionSync::new(subscription);
+                if let Some(view) = restored.remove(&id) {
+                    partition.replica = PartitionReplica::restore(view);
+                }
+                partition
+            });
             reaction.frames.extend(partition.subscribe(&id));
         }
         self.complete_reported = false;
@@ -545,8 +552,14 @@ impl SyncEngine {
         };
         match status {
             SyncStatus::CaughtUp => {
-                if state.cursor != partition.replica.cursor()
-                    || partition.replica.is_receiving_snapshot()
+                // Live pushes may be queued right behind the catch-up and applied before this
+                // arrives: the replica is then past the server's cursor, already verified by
+                // each push's own checksum.
+                let live_ahead = !partition.replica.is_receiving_snapshot()
+                    && state.cursor < partition.replica.cursor()
+                    && !partition.awaiting_restart;
+                if !live_ahead
+                    && (state.cursor != partition.replica.cursor() || partition.replica.is_receiving_snapshot())
                 {
                     self.stats.gaps += 1;
                     if partition.awaiting_restart {
@@ -566,7 +579,8 @@ impl SyncEngine {
                 }
                 partition.awaiting_restart = false;
                 partition.server_total = state.total;
-                match partition.replica.verify(state.total, state.checksum) {
+                let verified = if live_ahead { Ok(()) } else { partition.replica.verify(state.total, state.checksum) };
+                match verified {
                     Ok(()) => {
                         if partition.phase != Phase::CaughtUp {
                             partition.phase = Phase::CaughtUp;

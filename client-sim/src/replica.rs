@@ -2,8 +2,9 @@
 //!
 //! [`PartitionReplica::apply`] is a pure function of the replica and one `Changes` frame:
 //! snapshot pages (the first with `reset`, the cursor moving to `to` only after
-//! `snapshot_done`), log pages and live pushes (`from` must be `cursor + 1`; earlier is a
-//! duplicate, later a gap), deletes before upserts, and the checksum check at `to`.
+//! `snapshot_done`), log pages and live pushes (a page ending at or before the cursor is a
+//! duplicate; one starting after `cursor + 1` leaves a gap; one overlapping the cursor is
+//! applied), deletes before upserts, and the checksum check at `to`.
 
 use std::{collections::BTreeMap, fmt};
 
@@ -94,7 +95,9 @@ pub enum ApplyOutcome {
         /// Whether a checksum was checked (and matched).
         verified: bool,
     },
-    /// The page's range was already applied (`from <= cursor`); nothing changed.
+    /// The page's range was already applied (`to <= cursor`); nothing changed. A page that
+    /// overlaps the cursor (`from <= cursor < to`) is applied: its net effect is the state at
+    /// `to` of every record it touches.
     Duplicate,
     /// Sequences between the cursor and the page are missing; nothing changed.
     Gap {
@@ -125,6 +128,16 @@ impl PartitionReplica {
     /// Returns an empty replica at cursor 0.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Returns a replica holding `view` (e.g. the device's persisted copy from an earlier
+    /// run); the checksum and total are recomputed from the records.
+    pub fn restore(view: PartitionView) -> Self {
+        let mut checksum = Checksum::default();
+        for record in view.records.values() {
+            checksum.add(&record.id, record.version);
+        }
+        Self { records: view.records, cursor: view.cursor, checksum, snapshot: None }
     }
 
     /// Returns the sequence the replica has applied.
@@ -175,7 +188,10 @@ impl PartitionReplica {
         if changes.snapshot {
             return self.apply_snapshot_page(changes);
         }
-        if changes.from <= self.cursor {
+        if changes.to < changes.from {
+            return ApplyOutcome::Unexpected(UnexpectedPage::EmptyRange);
+        }
+        if changes.to <= self.cursor {
             return ApplyOutcome::Duplicate;
         }
         if self.snapshot.is_some() {
@@ -186,9 +202,6 @@ impl PartitionReplica {
                 expected_from: self.cursor + 1,
                 from: changes.from,
             };
-        }
-        if changes.to < changes.from {
-            return ApplyOutcome::Unexpected(UnexpectedPage::EmptyRange);
         }
         let applied = self.apply_records(changes);
         self.cursor = changes.to;

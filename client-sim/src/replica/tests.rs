@@ -144,11 +144,19 @@ fn duplicates_are_skipped_without_changes() {
         replica.apply(&log_page(5, 5, &[record("a", 99)], &[])),
         ApplyOutcome::Duplicate
     );
-    assert_eq!(
-        replica.apply(&log_page(3, 6, &[record("b", 6)], &["a"])),
-        ApplyOutcome::Duplicate
-    );
     assert_eq!(replica.view(), before);
+}
+
+#[test]
+fn pages_overlapping_the_cursor_bring_the_replica_to_their_end() {
+    // The page covers 3..=6; the replica has 3..=5 already. Its net effect is the state at 6.
+    let mut replica = replica_with(5, &[record("a", 5)]);
+    assert!(matches!(
+        replica.apply(&log_page(3, 6, &[record("b", 6)], &["a"])),
+        ApplyOutcome::Applied { .. }
+    ));
+    assert_eq!(replica.cursor(), 6);
+    assert_eq!(replica.records().keys().collect::<Vec<_>>(), ["b"]);
 }
 
 #[test]
