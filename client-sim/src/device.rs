@@ -321,7 +321,6 @@ impl DeviceTask {
                 SessionEnd::Stopped(reason) => return reason,
                 SessionEnd::Disconnected(disconnect) => disconnect,
             };
-            self.set_phase(ConnectionPhase::Reconnecting);
             let (after, healthy) = {
                 let mut engine = self.engine.lock();
                 let healthy = engine.is_welcomed()
@@ -329,6 +328,9 @@ impl DeviceTask {
                 (engine.on_disconnect(&disconnect), healthy)
             };
             debug!(?disconnect, ?after, healthy, "disconnected");
+            // One publication with the connection and every partition reset together, so no
+            // observer sees a partition "caught up" on a connection that is gone.
+            self.published.connection = ConnectionPhase::Reconnecting;
             self.publish();
             if healthy {
                 self.backoff.reset();

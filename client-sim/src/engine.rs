@@ -607,6 +607,11 @@ impl SyncEngine {
                 }
             }
             SyncStatus::InProgress | SyncStatus::Reset => {
+                if status == SyncStatus::Reset {
+                    // The server cannot continue from the cursor (compacted past it, or its
+                    // data was reset): a snapshot follows.
+                    self.stats.resyncs += 1;
+                }
                 if partition.phase == Phase::CaughtUp {
                     partition.phase = Phase::CatchingUp;
                     self.complete_reported = false;

@@ -50,6 +50,10 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (which the caller keeps).
     pub async fn start_in(data_dir: &Path, customize: impl FnOnce(&mut Config)) -> Self {
+        // Logs show with a failing test's output when RUST_LOG asks for them.
+        if std::env::var_os("RUST_LOG").is_some() {
+            syncline_server::telemetry::init(false);
+        }
         let mut config = test_config(data_dir);
         customize(&mut config);
         let settings = config.validate().expect("valid test config");
@@ -163,5 +167,12 @@ pub async fn assert_converges(
     assert_eq!(view.cursor, state.head, "{source}/{key} cursor");
     assert_eq!(view.total, state.total, "{source}/{key} total");
     assert_eq!(view.checksum, state.checksum, "{source}/{key} checksum");
-    assert!(view.records == records, "{source}/{key}: the device's records differ from the server's");
+    if view.records != records {
+        let differing = records.iter().find(|(id, record)| view.records.get(*id) != Some(*record));
+        panic!(
+            "{source}/{key}: the device's records differ from the server's: first difference {:?} vs device {:?}",
+            differing,
+            differing.and_then(|(id, _)| view.records.get(id)),
+        );
+    }
 }

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use std::time::Duration;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use syncline_client_sim::{Device, DeviceConfig, DeviceHandle, FrameFormat, PartitionId, SubscriptionConfig};
+use syncline_client_sim::{ConnectionPhase, Device, DeviceConfig, DeviceHandle, FrameFormat, PartitionId, SubscriptionConfig};
 use syncline_proto::v1::Record;
 use syncline_tests::{DEADLINE, TestServer, assert_converges, push, record};
 
@@ -107,6 +109,19 @@ async fn two_users_three_devices_converge_through_20k_changes() {
     server.stop().await;
 }
 
+/// Cuts the device's connection and waits until the cut has taken effect.
+async fn cut(phone: &DeviceHandle) {
+    let reconnects = phone.stats().reconnects;
+    assert_eq!(phone.state().connection, ConnectionPhase::Ready, "cutting a live connection");
+    phone.cut();
+    phone
+        .wait_for(tokio::time::Instant::now() + DEADLINE, |state| {
+            state.stats.reconnects > reconnects || state.connection != ConnectionPhase::Ready
+        })
+        .await
+        .expect("the cut takes effect");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cuts_during_snapshot_catch_up_and_live_push_lose_and_duplicate_nothing() {
     let server = TestServer::start().await;
@@ -119,8 +134,12 @@ async fn cuts_during_snapshot_catch_up_and_live_push_lose_and_duplicate_nothing(
         let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 1_000);
         push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
     }
-    let config = DeviceConfig::new(server.url(), "ann", "ann-pw")
+    let mut config = DeviceConfig::new(server.url(), "ann", "ann-pw")
         .subscribe(SubscriptionConfig::new("Account").with_page_size(20).with_window(1));
+    // Reconnect at once after each deliberate cut: the test is about what crosses the cut,
+    // not about backoff.
+    config.backoff.initial = Duration::from_millis(5);
+    config.backoff.max = Duration::from_millis(50);
     let phone = Device::start(config);
     let deadline = || tokio::time::Instant::now() + DEADLINE;
     let mut cuts = 0;
@@ -130,37 +149,54 @@ async fn cuts_during_snapshot_catch_up_and_live_push_lose_and_duplicate_nothing(
         let pages = phone.stats().pages + rng.random_range(1..4);
         phone.wait_for(deadline(), |state| state.stats.pages >= pages).await.expect("snapshot pages arrive");
         assert_eq!(phone.view("Account", "*").map_or(0, |view| view.cursor), 0, "still in the snapshot");
-        phone.cut();
+        cut(&phone).await;
         cuts += 1;
     }
     assert_converges(&phone, &server, "Account", "*", DEADLINE).await;
 
-    // Log catch-up: a burst of changes, then cuts a few pages into the catch-up, 15 times.
+    // Log catch-up: cut, push a burst while the device is away, then cut again a few pages
+    // into its catch-up, 15 times.
     for _ in 0..15 {
-        let head = phone.view("Account", "*").map_or(0, |view| view.cursor);
-        let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 400);
-        let pushed = push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
-        assert!(pushed.head > head);
-        let wanted = head + rng.random_range(1..40);
+        phone
+            .wait_for(deadline(), |state| state.connection == ConnectionPhase::Ready)
+            .await
+            .expect("connected before the cut");
+        cut(&phone).await;
+        cuts += 1;
+        let cursor = phone.view("Account", "*").map_or(0, |view| view.cursor);
+        for _ in 0..4 {
+            let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 100);
+            push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
+        }
+        let wanted = cursor + rng.random_range(1..60);
         phone
             .wait_for(deadline(), |state| state.partition("Account", "*").is_some_and(|p| p.cursor >= wanted))
             .await
             .expect("catch-up progresses");
-        phone.cut();
-        cuts += 1;
     }
     assert_converges(&phone, &server, "Account", "*", DEADLINE).await;
 
     // Live push: small batches while caught up, cut at random points, 20 times.
     for _ in 0..20 {
+        let (_, state) = syncline_tests::server_view(&server, "Account", "*");
+        phone
+            .wait_for(deadline(), |device| {
+                device.partition("Account", "*").is_some_and(|p| p.caught_up && p.cursor == state.head)
+            })
+            .await
+            .expect("caught up before the live pushes");
+        let lives = phone.stats().live_pushes + 1;
         for _ in 0..rng.random_range(1..4) {
             let size = rng.random_range(1..10);
             let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, size);
             push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
         }
-        let lives = phone.stats().live_pushes + 1;
-        phone.wait_for(deadline(), |state| state.stats.live_pushes >= lives).await.expect("a live push arrives");
-        phone.cut();
+        if let Err(error) = phone.wait_for(deadline(), |state| state.stats.live_pushes >= lives).await {
+            let (_, state) = syncline_tests::server_view(&server, "Account", "*");
+            let subscribers = server.server.engine.hub.subscriber_count(&syncline_server::storage::PartitionName::new("Account", "*"));
+            panic!("no live push: server {state:?}, hub subscribers {subscribers}, device {error:?}");
+        }
+        cut(&phone).await;
         cuts += 1;
         let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 5);
         push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
