@@ -22,11 +22,7 @@ impl Backoff {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        Self {
-            config,
-            attempt: 0,
-            rng,
-        }
+        Self { config, attempt: 0, rng }
     }
 
     /// Returns the next delay of the current failing streak.
@@ -79,11 +75,7 @@ mod tests {
         for ceiling in ceilings {
             let delay = backoff.next_delay();
             let ceiling = Duration::from_millis(ceiling);
-            assert!(
-                delay >= ceiling / 2 && delay <= ceiling,
-                "{delay:?} not in [{:?}, {ceiling:?}]",
-                ceiling / 2
-            );
+            assert!(delay >= ceiling / 2 && delay <= ceiling, "{delay:?} not in [{:?}, {ceiling:?}]", ceiling / 2);
         }
         for _ in 0..100 {
             assert!(backoff.next_delay() <= Duration::from_secs(2));

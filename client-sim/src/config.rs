@@ -51,12 +51,7 @@ pub struct SubscriptionConfig {
 impl SubscriptionConfig {
     /// Returns a subscription to the natural partition of `source` with default paging.
     pub fn new(source: impl Into<String>) -> Self {
-        Self {
-            source: source.into(),
-            key: None,
-            page_size: 0,
-            window: DEFAULT_WINDOW,
-        }
+        Self { source: source.into(), key: None, page_size: 0, window: DEFAULT_WINDOW }
     }
 
     /// Returns this subscription for partition `key`.
@@ -93,11 +88,7 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        Self {
-            initial: DEFAULT_BACKOFF_INITIAL,
-            max: DEFAULT_BACKOFF_MAX,
-            healthy_after: DEFAULT_HEALTHY_SESSION,
-        }
+        Self { initial: DEFAULT_BACKOFF_INITIAL, max: DEFAULT_BACKOFF_MAX, healthy_after: DEFAULT_HEALTHY_SESSION }
     }
 }
 
@@ -112,10 +103,7 @@ pub struct LiveAckPolicy {
 
 impl Default for LiveAckPolicy {
     fn default() -> Self {
-        Self {
-            interval: DEFAULT_LIVE_ACK_INTERVAL,
-            max_changes: DEFAULT_LIVE_ACK_MAX_CHANGES,
-        }
+        Self { interval: DEFAULT_LIVE_ACK_INTERVAL, max_changes: DEFAULT_LIVE_ACK_MAX_CHANGES }
     }
 }
 
@@ -155,11 +143,7 @@ pub struct DeviceConfig {
 
 impl DeviceConfig {
     /// Returns a configuration with defaults, no subscriptions and notifications off.
-    pub fn new(
-        url: impl Into<String>,
-        username: impl Into<String>,
-        password: impl Into<String>,
-    ) -> Self {
+    pub fn new(url: impl Into<String>, username: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             format: FrameFormat::Binary,

@@ -63,21 +63,12 @@ impl Device {
             engine: Arc::clone(&engine),
             state: state_tx,
             control: control_rx,
-            outbox: NotificationOutbox {
-                sender: notification_tx,
-                queue: VecDeque::new(),
-            },
+            outbox: NotificationOutbox { sender: notification_tx, queue: VecDeque::new() },
             connections: 0,
             published: DeviceState::default(),
         };
         let task = tokio::spawn(task.run().instrument(span));
-        DeviceHandle {
-            engine,
-            state: state_rx,
-            control: control_tx,
-            notifications: notification_rx,
-            task,
-        }
+        DeviceHandle { engine, state: state_rx, control: control_tx, notifications: notification_rx, task }
     }
 }
 
@@ -171,18 +162,12 @@ impl DeviceHandle {
     pub async fn stop(&self) -> StopReason {
         let _ = self.control.send(Control::Stop);
         let mut state = self.state.clone();
-        let stopped = state
-            .wait_for(|current| current.stop_reason().is_some())
-            .await
-            .map(|current| current.clone());
+        let stopped = state.wait_for(|current| current.stop_reason().is_some()).await.map(|current| current.clone());
         let final_state = match stopped {
             Ok(current) => current,
             Err(_) => self.state.borrow().clone(),
         };
-        final_state
-            .stop_reason()
-            .cloned()
-            .unwrap_or(StopReason::Requested)
+        final_state.stop_reason().cloned().unwrap_or(StopReason::Requested)
     }
 
     /// Returns the client id the server assigned, once welcomed.
@@ -323,8 +308,8 @@ impl DeviceTask {
             };
             let (after, healthy) = {
                 let mut engine = self.engine.lock();
-                let healthy = engine.is_welcomed()
-                    && (engine.reached_complete() || started.elapsed() >= self.healthy_after);
+                let healthy =
+                    engine.is_welcomed() && (engine.reached_complete() || started.elapsed() >= self.healthy_after);
                 (engine.on_disconnect(&disconnect), healthy)
             };
             debug!(?disconnect, ?after, healthy, "disconnected");
@@ -474,8 +459,7 @@ impl DeviceTask {
     /// watcher's predicate may lock the engine (e.g. through `DeviceHandle::view`) while it
     /// holds the watch's read lock.
     fn send_state(&self) {
-        self.state
-            .send_modify(|state| state.clone_from(&self.published));
+        self.state.send_modify(|state| state.clone_from(&self.published));
     }
 }
 

@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use syncline_proto::{
     APP_PARTITION_KEY, PROTOCOL_VERSION, close_code,
     v1::{
-        Ack, Changes, ClientFrame, Command, CommandKind, DeviceInfo, Error as ErrorFrame,
-        ErrorCode, Hello, Login, Logout, Pull, ServerFrame, Subscribe, SyncState, SyncStatus,
-        Welcome, client_frame, hello, server_frame,
+        Ack, Changes, ClientFrame, Command, CommandKind, DeviceInfo, Error as ErrorFrame, ErrorCode, Hello, Login,
+        Logout, Pull, ServerFrame, Subscribe, SyncState, SyncStatus, Welcome, client_frame, hello, server_frame,
     },
 };
 use tokio::time::Instant;
@@ -218,10 +217,7 @@ impl SyncEngine {
             }
             None => {
                 self.hello_used_token = false;
-                hello::Credentials::Login(Login {
-                    username: self.username.clone(),
-                    password: self.password.clone(),
-                })
+                hello::Credentials::Login(Login { username: self.username.clone(), password: self.password.clone() })
             }
         };
         frame(client_frame::Msg::Hello(Hello {
@@ -238,9 +234,7 @@ impl SyncEngine {
         let mut reaction = Reaction::default();
         match frame.msg {
             Some(server_frame::Msg::Welcome(welcome)) => self.on_welcome(welcome, &mut reaction),
-            Some(server_frame::Msg::Changes(changes)) => {
-                self.on_changes(changes, now, &mut reaction)
-            }
+            Some(server_frame::Msg::Changes(changes)) => self.on_changes(changes, now, &mut reaction),
             Some(server_frame::Msg::SyncState(state)) => self.on_sync_state(state, &mut reaction),
             Some(server_frame::Msg::Error(error)) => self.on_error(error, &mut reaction),
             Some(server_frame::Msg::Command(command)) => self.on_command(command, &mut reaction),
@@ -271,9 +265,7 @@ impl SyncEngine {
     pub(crate) fn due_live_acks(&mut self, now: Instant) -> Vec<ClientFrame> {
         let mut frames = Vec::new();
         for (id, partition) in &mut self.partitions {
-            let due = partition
-                .pending_live_ack
-                .is_some_and(|pending| pending.since + self.live_ack.interval <= now);
+            let due = partition.pending_live_ack.is_some_and(|pending| pending.since + self.live_ack.interval <= now);
             if due {
                 partition.pending_live_ack = None;
                 self.stats.acks_sent += 1;
@@ -291,32 +283,20 @@ impl SyncEngine {
             partition.phase = Phase::Idle;
             partition.pending_live_ack = None;
         }
-        let fatal_code = self
-            .fatal_error
-            .as_ref()
-            .map(|error| error_code(error.code));
-        let fatal_message = self
-            .fatal_error
-            .as_ref()
-            .map(|error| error.message.clone())
-            .unwrap_or_default();
+        let fatal_code = self.fatal_error.as_ref().map(|error| error_code(error.code));
+        let fatal_message = self.fatal_error.as_ref().map(|error| error.message.clone()).unwrap_or_default();
         let (code, reason) = match disconnect {
-            Disconnect::Closed { code, reason } => (
-                Some(*code),
-                if reason.is_empty() {
-                    fatal_message
-                } else {
-                    reason.clone()
-                },
-            ),
+            Disconnect::Closed { code, reason } => {
+                (Some(*code), if reason.is_empty() { fatal_message } else { reason.clone() })
+            }
             Disconnect::Lost => (None, fatal_message),
             // The app cut the connection: whatever the server said last does not matter.
             Disconnect::Cut => return AfterDisconnect::Reconnect(ReconnectDelay::Backoff),
         };
         let unauthenticated = code == Some(close_code::UNAUTHENTICATED)
             || (code.is_none() && fatal_code == Some(ErrorCode::Unauthenticated));
-        let forbidden = code == Some(close_code::FORBIDDEN)
-            || (code.is_none() && fatal_code == Some(ErrorCode::Forbidden));
+        let forbidden =
+            code == Some(close_code::FORBIDDEN) || (code.is_none() && fatal_code == Some(ErrorCode::Forbidden));
         if unauthenticated {
             if self.hello_used_token {
                 debug!("session token refused; logging in with the password");
@@ -329,9 +309,7 @@ impl SyncEngine {
             return AfterDisconnect::Stop(StopReason::Forbidden { reason });
         }
         match code {
-            Some(close_code::NORMAL) => {
-                AfterDisconnect::Stop(StopReason::ClosedByServer { reason })
-            }
+            Some(close_code::NORMAL) => AfterDisconnect::Stop(StopReason::ClosedByServer { reason }),
             Some(close_code::SERVICE_RESTART) => AfterDisconnect::Reconnect(ReconnectDelay::Jitter),
             Some(_) | None => AfterDisconnect::Reconnect(ReconnectDelay::Backoff),
         }
@@ -349,9 +327,7 @@ impl SyncEngine {
 
     /// Returns a copy of a partition's records.
     pub(crate) fn view(&self, id: &PartitionId) -> Option<PartitionView> {
-        self.partitions
-            .get(id)
-            .map(|partition| partition.replica.view())
+        self.partitions.get(id).map(|partition| partition.replica.view())
     }
 
     /// Counts a connection attempt that failed before the WebSocket was open.
@@ -425,11 +401,7 @@ impl SyncEngine {
     fn on_changes(&mut self, changes: Changes, now: Instant, reaction: &mut Reaction) {
         let id = PartitionId::new(&changes.source, &changes.key);
         self.stats.partitions_seen.insert(id.clone());
-        let Some(partition) = self
-            .partitions
-            .get_mut(&id)
-            .filter(|partition| partition.phase != Phase::Idle)
-        else {
+        let Some(partition) = self.partitions.get_mut(&id).filter(|partition| partition.phase != Phase::Idle) else {
             warn!(partition = %id, "changes for a partition not subscribed");
             self.stats.unexpected_frames += 1;
             return;
@@ -438,10 +410,7 @@ impl SyncEngine {
             partition.awaiting_restart = false;
         }
         match partition.replica.apply(&changes) {
-            ApplyOutcome::Applied {
-                changes: applied,
-                verified: _,
-            } => {
+            ApplyOutcome::Applied { changes: applied, verified: _ } => {
                 partition.server_total = changes.total;
                 if changes.page > 0 {
                     self.stats.pages += 1;
@@ -453,16 +422,10 @@ impl SyncEngine {
                     partition.cumulative += applied;
                     // Pages of a previous subscription are acked without a page number: they
                     // hold no credit in the current one, but the cursor is worth recording.
-                    let page = if partition.awaiting_restart {
-                        0
-                    } else {
-                        changes.page
-                    };
+                    let page = if partition.awaiting_restart { 0 } else { changes.page };
                     partition.pending_live_ack = None;
                     self.stats.acks_sent += 1;
-                    reaction
-                        .frames
-                        .push(ack(&id, partition.replica.cursor(), page));
+                    reaction.frames.push(ack(&id, partition.replica.cursor(), page));
                     if partition.window == 0 && changes.remaining > 0 {
                         reaction.frames.push(pull(&id));
                     }
@@ -477,27 +440,20 @@ impl SyncEngine {
                     }
                 } else {
                     self.stats.live_pushes += 1;
-                    let pending = partition.pending_live_ack.get_or_insert(PendingLiveAck {
-                        changes: 0,
-                        since: now,
-                    });
+                    let pending = partition.pending_live_ack.get_or_insert(PendingLiveAck { changes: 0, since: now });
                     pending.changes += applied;
                     if pending.changes >= self.live_ack.max_changes {
                         partition.pending_live_ack = None;
                         self.stats.acks_sent += 1;
-                        reaction
-                            .frames
-                            .push(ack(&id, partition.replica.cursor(), 0));
+                        reaction.frames.push(ack(&id, partition.replica.cursor(), 0));
                     }
                     if self.notifications_enabled {
-                        reaction
-                            .notifications
-                            .push(Notification::Changed(ChangedNotification {
-                                source: changes.source,
-                                key: changes.key,
-                                upserts: changes.upserts,
-                                deletes: changes.deletes,
-                            }));
+                        reaction.notifications.push(Notification::Changed(ChangedNotification {
+                            source: changes.source,
+                            key: changes.key,
+                            upserts: changes.upserts,
+                            deletes: changes.deletes,
+                        }));
                     }
                 }
             }
@@ -507,9 +463,7 @@ impl SyncEngine {
                 if changes.page > 0 && !partition.awaiting_restart {
                     // Free the window credit: the device holds everything in the page.
                     self.stats.acks_sent += 1;
-                    reaction
-                        .frames
-                        .push(ack(&id, partition.replica.cursor(), changes.page));
+                    reaction.frames.push(ack(&id, partition.replica.cursor(), changes.page));
                 }
             }
             outcome @ (ApplyOutcome::Gap { .. } | ApplyOutcome::Unexpected(_)) => {
@@ -537,11 +491,7 @@ impl SyncEngine {
     fn on_sync_state(&mut self, state: SyncState, reaction: &mut Reaction) {
         let id = PartitionId::new(&state.source, &state.key);
         self.stats.partitions_seen.insert(id.clone());
-        let Some(partition) = self
-            .partitions
-            .get_mut(&id)
-            .filter(|partition| partition.phase != Phase::Idle)
-        else {
+        let Some(partition) = self.partitions.get_mut(&id).filter(|partition| partition.phase != Phase::Idle) else {
             warn!(partition = %id, "sync state for a partition not subscribed");
             self.stats.unexpected_frames += 1;
             return;
@@ -648,15 +598,12 @@ impl SyncEngine {
         let mut failed = Vec::new();
         if !error.source.is_empty() {
             if !error.key.is_empty() {
-                self.stats
-                    .partitions_seen
-                    .insert(PartitionId::new(&error.source, &error.key));
+                self.stats.partitions_seen.insert(PartitionId::new(&error.source, &error.key));
             }
             // A subscription still catching up that the error names has failed; errors about
             // a caught-up partition concern something else (e.g. a mutation).
             for (id, partition) in &mut self.partitions {
-                let named =
-                    id.source == error.source && (error.key.is_empty() || id.key == error.key);
+                let named = id.source == error.source && (error.key.is_empty() || id.key == error.key);
                 if named && partition.phase == Phase::CatchingUp {
                     partition.phase = Phase::Failed;
                     partition.error = Some((code, error.message.clone()));
@@ -670,8 +617,7 @@ impl SyncEngine {
                 failed.push((id, 0, 0));
             }
             for (id, total, cumulative) in &failed {
-                let mut notification =
-                    sync_notification(id, SyncNotificationStatus::Error, *total, 0, *cumulative);
+                let mut notification = sync_notification(id, SyncNotificationStatus::Error, *total, 0, *cumulative);
                 if let Notification::Sync(sync) = &mut notification {
                     sync.error = Some((code, error.message.clone()));
                 }
@@ -706,26 +652,15 @@ impl SyncEngine {
                     partition.replica.clear();
                 }
                 self.session_token = None;
-                reaction.stop = Some(StopReason::Command {
-                    kind: StopCommand::Wipe,
-                    reason: command.reason,
-                });
+                reaction.stop = Some(StopReason::Command { kind: StopCommand::Wipe, reason: command.reason });
             }
             CommandKind::Lock => {
-                reaction.stop = Some(StopReason::Command {
-                    kind: StopCommand::Lock,
-                    reason: command.reason,
-                });
+                reaction.stop = Some(StopReason::Command { kind: StopCommand::Lock, reason: command.reason });
             }
             CommandKind::Logout => {
                 self.session_token = None;
-                reaction
-                    .frames
-                    .push(frame(client_frame::Msg::Logout(Logout {})));
-                reaction.stop = Some(StopReason::Command {
-                    kind: StopCommand::Logout,
-                    reason: command.reason,
-                });
+                reaction.frames.push(frame(client_frame::Msg::Logout(Logout {})));
+                reaction.stop = Some(StopReason::Command { kind: StopCommand::Logout, reason: command.reason });
             }
             CommandKind::Unspecified => {}
         }
@@ -736,11 +671,7 @@ impl SyncEngine {
         if self.complete_reported {
             return;
         }
-        let mut subscribed = self
-            .partitions
-            .values()
-            .filter(|partition| partition.phase != Phase::Idle)
-            .peekable();
+        let mut subscribed = self.partitions.values().filter(|partition| partition.phase != Phase::Idle).peekable();
         if subscribed.peek().is_none() {
             return;
         }
@@ -758,17 +689,15 @@ impl SyncEngine {
         self.complete_reported = true;
         self.reached_complete = true;
         if self.notifications_enabled {
-            reaction
-                .notifications
-                .push(Notification::Sync(SyncNotification {
-                    source: String::new(),
-                    key: String::new(),
-                    status: SyncNotificationStatus::Complete,
-                    total,
-                    processed: 0,
-                    cumulative,
-                    error: None,
-                }));
+            reaction.notifications.push(Notification::Sync(SyncNotification {
+                source: String::new(),
+                key: String::new(),
+                status: SyncNotificationStatus::Complete,
+                total,
+                processed: 0,
+                cumulative,
+                error: None,
+            }));
         }
     }
 }
@@ -779,11 +708,7 @@ fn natural_key(subscription: &SubscriptionConfig, welcome: &Welcome) -> String {
     if let Some(key) = &subscription.key {
         return key.clone();
     }
-    match welcome
-        .sources
-        .iter()
-        .find(|source| source.name == subscription.source)
-    {
+    match welcome.sources.iter().find(|source| source.name == subscription.source) {
         Some(source) if source.keys.len() == 1 => source.keys[0].clone(),
         Some(source) if source.partitioning == "app" => APP_PARTITION_KEY.to_owned(),
         // `user` partitioning, or a source the server did not list (it will answer the
@@ -797,20 +722,11 @@ fn frame(msg: client_frame::Msg) -> ClientFrame {
 }
 
 fn ack(id: &PartitionId, cursor: u64, page: u64) -> ClientFrame {
-    frame(client_frame::Msg::Ack(Ack {
-        source: id.source.clone(),
-        key: id.key.clone(),
-        cursor,
-        page,
-    }))
+    frame(client_frame::Msg::Ack(Ack { source: id.source.clone(), key: id.key.clone(), cursor, page }))
 }
 
 fn pull(id: &PartitionId) -> ClientFrame {
-    frame(client_frame::Msg::Pull(Pull {
-        source: id.source.clone(),
-        key: id.key.clone(),
-        pages: 1,
-    }))
+    frame(client_frame::Msg::Pull(Pull { source: id.source.clone(), key: id.key.clone(), pages: 1 }))
 }
 
 fn error_code(code: i32) -> ErrorCode {

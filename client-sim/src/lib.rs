@@ -54,13 +54,7 @@ pub mod wire;
 
 pub use config::{BackoffConfig, DeviceConfig, LiveAckPolicy, SubscriptionConfig};
 pub use device::{Device, DeviceHandle, WaitError};
-pub use notification::{
-    ChangedNotification, Notification, SyncNotification, SyncNotificationStatus,
-};
-pub use replica::{
-    ApplyOutcome, ChecksumMismatch, PartitionId, PartitionReplica, PartitionView, UnexpectedPage,
-};
-pub use state::{
-    ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopCommand, StopReason,
-};
+pub use notification::{ChangedNotification, Notification, SyncNotification, SyncNotificationStatus};
+pub use replica::{ApplyOutcome, ChecksumMismatch, PartitionId, PartitionReplica, PartitionView, UnexpectedPage};
+pub use state::{ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopCommand, StopReason};
 pub use wire::{ConnectOptions, Connection, FrameFormat, Incoming, WireError};

@@ -25,10 +25,7 @@ pub struct PartitionId {
 impl PartitionId {
     /// Returns the id of partition `key` of `source`.
     pub fn new(source: impl Into<String>, key: impl Into<String>) -> Self {
-        Self {
-            source: source.into(),
-            key: key.into(),
-        }
+        Self { source: source.into(), key: key.into() }
     }
 }
 
@@ -198,24 +195,15 @@ impl PartitionReplica {
             return ApplyOutcome::Unexpected(UnexpectedPage::LogDuringSnapshot);
         }
         if changes.from > self.cursor + 1 {
-            return ApplyOutcome::Gap {
-                expected_from: self.cursor + 1,
-                from: changes.from,
-            };
+            return ApplyOutcome::Gap { expected_from: self.cursor + 1, from: changes.from };
         }
         let applied = self.apply_records(changes);
         self.cursor = changes.to;
         if changes.checksum == 0 {
-            return ApplyOutcome::Applied {
-                changes: applied,
-                verified: false,
-            };
+            return ApplyOutcome::Applied { changes: applied, verified: false };
         }
         match self.verify(changes.total, changes.checksum) {
-            Ok(()) => ApplyOutcome::Applied {
-                changes: applied,
-                verified: true,
-            },
+            Ok(()) => ApplyOutcome::Applied { changes: applied, verified: true },
             Err(mismatch) => ApplyOutcome::ChecksumMismatch(mismatch),
         }
     }
@@ -244,10 +232,7 @@ impl PartitionReplica {
         match self.snapshot {
             None => return ApplyOutcome::Unexpected(UnexpectedPage::SnapshotWithoutReset),
             Some(expected) if expected != changes.to => {
-                return ApplyOutcome::Unexpected(UnexpectedPage::SnapshotSequenceChanged {
-                    expected,
-                    got: changes.to,
-                });
+                return ApplyOutcome::Unexpected(UnexpectedPage::SnapshotSequenceChanged { expected, got: changes.to });
             }
             Some(_) => {}
         }
@@ -256,10 +241,7 @@ impl PartitionReplica {
             self.snapshot = None;
             self.cursor = changes.to;
         }
-        ApplyOutcome::Applied {
-            changes: applied,
-            verified: false,
-        }
+        ApplyOutcome::Applied { changes: applied, verified: false }
     }
 
     /// Applies deletes, then upserts, keeping the checksum in step; returns how many there were.

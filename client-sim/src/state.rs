@@ -73,12 +73,10 @@ impl StopReason {
     /// Returns true for stops that are failures rather than requests.
     pub fn is_error(&self) -> bool {
         match self {
-            StopReason::Requested
-            | StopReason::ClosedByServer { .. }
-            | StopReason::Command { .. } => false,
-            StopReason::Unauthenticated { .. }
-            | StopReason::Forbidden { .. }
-            | StopReason::InvalidConfig { .. } => true,
+            StopReason::Requested | StopReason::ClosedByServer { .. } | StopReason::Command { .. } => false,
+            StopReason::Unauthenticated { .. } | StopReason::Forbidden { .. } | StopReason::InvalidConfig { .. } => {
+                true
+            }
         }
     }
 }
@@ -172,10 +170,7 @@ impl DeviceState {
     pub fn is_caught_up(&self) -> bool {
         self.connection == ConnectionPhase::Ready
             && !self.partitions.is_empty()
-            && self
-                .partitions
-                .values()
-                .all(|partition| partition.caught_up)
+            && self.partitions.values().all(|partition| partition.caught_up)
     }
 
     /// Returns why the device stopped, if it has.

@@ -71,11 +71,7 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self {
-            format: FrameFormat::Binary,
-            ca_cert_pem: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-        }
+        Self { format: FrameFormat::Binary, ca_cert_pem: None, connect_timeout: DEFAULT_CONNECT_TIMEOUT }
     }
 }
 
@@ -158,9 +154,9 @@ impl WireError {
     /// Returns true when retrying cannot help: the URL or TLS settings are wrong.
     pub fn is_permanent(&self) -> bool {
         match self {
-            WireError::InvalidUrl { .. }
-            | WireError::MissingCaCertificate
-            | WireError::InvalidCaCertificate { .. } => true,
+            WireError::InvalidUrl { .. } | WireError::MissingCaCertificate | WireError::InvalidCaCertificate { .. } => {
+                true
+            }
             WireError::Connect { .. }
             | WireError::Tls { .. }
             | WireError::Handshake(_)
@@ -210,17 +206,9 @@ impl Connection {
     }
 
     async fn connect_inner(url: &str, options: &ConnectOptions) -> Result<Self> {
-        let invalid = |reason: &str| WireError::InvalidUrl {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let mut request = url
-            .into_client_request()
-            .map_err(|error| invalid(&error.to_string()))?;
-        request.headers_mut().insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
+        let invalid = |reason: &str| WireError::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let mut request = url.into_client_request().map_err(|error| invalid(&error.to_string()))?;
+        request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
         let uri = request.uri();
         let secure = match uri.scheme_str() {
             Some("ws") => false,
@@ -229,18 +217,12 @@ impl Connection {
         };
         let host = uri.host().ok_or_else(|| invalid("no host"))?;
         // IPv6 literals come bracketed in URIs; sockets and server names want them bare.
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         // Build the TLS settings before dialling so that configuration errors are reported
         // as such, not as network failures.
         let tls = if secure {
-            let pem = options
-                .ca_cert_pem
-                .as_deref()
-                .ok_or(WireError::MissingCaCertificate)?;
+            let pem = options.ca_cert_pem.as_deref().ok_or(WireError::MissingCaCertificate)?;
             Some(tls_connector(pem)?)
         } else {
             None
@@ -249,13 +231,9 @@ impl Connection {
         let addr = format!("{host}:{port}");
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
-            .map_err(|source| WireError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
+            .map_err(|source| WireError::Connect { addr: addr.clone(), source })?;
         // Acks and subscribes are tiny; do not let Nagle delay them.
-        tcp.set_nodelay(true)
-            .map_err(|source| WireError::Connect { addr, source })?;
+        tcp.set_nodelay(true).map_err(|source| WireError::Connect { addr, source })?;
         let transport: Box<dyn Transport> = match tls {
             None => Box::new(tcp),
             Some(connector) => {
@@ -264,10 +242,7 @@ impl Connection {
                 let stream = connector
                     .connect(server_name, tcp)
                     .await
-                    .map_err(|source| WireError::Tls {
-                        host: host.clone(),
-                        source,
-                    })?;
+                    .map_err(|source| WireError::Tls { host: host.clone(), source })?;
                 Box::new(stream)
             }
         };
@@ -281,16 +256,9 @@ impl Connection {
         let (socket, response) = client_async_with_config(request, transport, Some(config))
             .await
             .map_err(|error| WireError::Handshake(Box::new(error)))?;
-        let subprotocol = response
-            .headers()
-            .get(SEC_WEBSOCKET_PROTOCOL)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        Ok(Self {
-            socket,
-            format: options.format,
-            subprotocol,
-        })
+        let subprotocol =
+            response.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        Ok(Self { socket, format: options.format, subprotocol })
     }
 
     /// Returns the frame format this side sends.
@@ -311,10 +279,7 @@ impl Connection {
 
     /// Sends any WebSocket message as given (tests use it to send garbage) and flushes it.
     pub async fn send_raw(&mut self, message: Message) -> Result<()> {
-        self.socket
-            .send(message)
-            .await
-            .map_err(|error| WireError::Send(Box::new(error)))
+        self.socket.send(message).await.map_err(|error| WireError::Send(Box::new(error)))
     }
 
     /// Receives the next server frame or the server's close.
@@ -331,14 +296,10 @@ impl Connection {
             };
             match message {
                 Message::Binary(bytes) => {
-                    return ServerFrame::decode(bytes)
-                        .map(Incoming::Frame)
-                        .map_err(WireError::DecodeBinary);
+                    return ServerFrame::decode(bytes).map(Incoming::Frame).map_err(WireError::DecodeBinary);
                 }
                 Message::Text(text) => {
-                    return serde_json::from_str(text.as_str())
-                        .map(Incoming::Frame)
-                        .map_err(WireError::DecodeJson);
+                    return serde_json::from_str(text.as_str()).map(Incoming::Frame).map_err(WireError::DecodeJson);
                 }
                 Message::Close(frame) => {
                     let (code, reason) = match frame {
@@ -355,14 +316,8 @@ impl Connection {
     /// Starts the closing handshake with `code` and `reason` and flushes the close frame.
     /// The server's answering close frame can still be read with [`Connection::recv`].
     pub async fn close(&mut self, code: u16, reason: &str) -> Result<()> {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        self.socket
-            .close(Some(frame))
-            .await
-            .map_err(|error| WireError::Send(Box::new(error)))
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        self.socket.close(Some(frame)).await.map_err(|error| WireError::Send(Box::new(error)))
     }
 
     /// Drops the socket without a close frame, as a lost network would.
@@ -375,9 +330,7 @@ impl Connection {
 pub fn encode_client_frame(frame: &ClientFrame, format: FrameFormat) -> Result<Message> {
     match format {
         FrameFormat::Binary => Ok(Message::Binary(frame.encode_to_vec().into())),
-        FrameFormat::Json => serde_json::to_string(frame)
-            .map(Message::text)
-            .map_err(WireError::EncodeJson),
+        FrameFormat::Json => serde_json::to_string(frame).map(Message::text).map_err(WireError::EncodeJson),
     }
 }
 
@@ -387,9 +340,7 @@ fn tls_connector(pem: &[u8]) -> Result<tokio_rustls::TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(pem) {
         let certificate = certificate.map_err(|error| invalid(error.to_string()))?;
-        roots
-            .add(certificate)
-            .map_err(|error| invalid(error.to_string()))?;
+        roots.add(certificate).map_err(|error| invalid(error.to_string()))?;
     }
     if roots.is_empty() {
         return Err(invalid("no certificate found".to_owned()));
@@ -412,14 +363,7 @@ mod tests {
     use super::*;
 
     fn ack() -> ClientFrame {
-        ClientFrame {
-            msg: Some(Msg::Ack(Ack {
-                source: "Account".into(),
-                key: "u1".into(),
-                cursor: 7,
-                page: 2,
-            })),
-        }
+        ClientFrame { msg: Some(Msg::Ack(Ack { source: "Account".into(), key: "u1".into(), cursor: 7, page: 2 })) }
     }
 
     #[test]
@@ -435,8 +379,7 @@ mod tests {
 
     #[test]
     fn binary_frames_are_protobuf() {
-        let Message::Binary(bytes) = encode_client_frame(&ack(), FrameFormat::Binary).unwrap()
-        else {
+        let Message::Binary(bytes) = encode_client_frame(&ack(), FrameFormat::Binary).unwrap() else {
             panic!("binary frames are binary");
         };
         assert_eq!(ClientFrame::decode(bytes).unwrap(), ack());
@@ -445,28 +388,13 @@ mod tests {
     #[tokio::test]
     async fn urls_and_tls_settings_are_checked_before_dialling() {
         let options = ConnectOptions::default();
-        let error = Connection::connect("http://127.0.0.1:1/v1/sync", &options)
-            .await
-            .unwrap_err();
+        let error = Connection::connect("http://127.0.0.1:1/v1/sync", &options).await.unwrap_err();
         assert!(matches!(error, WireError::InvalidUrl { .. }), "{error:?}");
-        let error = Connection::connect("wss://127.0.0.1:1/v1/sync", &options)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, WireError::MissingCaCertificate),
-            "{error:?}"
-        );
+        let error = Connection::connect("wss://127.0.0.1:1/v1/sync", &options).await.unwrap_err();
+        assert!(matches!(error, WireError::MissingCaCertificate), "{error:?}");
         assert!(error.is_permanent());
-        let options = ConnectOptions {
-            ca_cert_pem: Some(b"not a pem".to_vec()),
-            ..ConnectOptions::default()
-        };
-        let error = Connection::connect("wss://127.0.0.1:1/v1/sync", &options)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, WireError::InvalidCaCertificate { .. }),
-            "{error:?}"
-        );
+        let options = ConnectOptions { ca_cert_pem: Some(b"not a pem".to_vec()), ..ConnectOptions::default() };
+        let error = Connection::connect("wss://127.0.0.1:1/v1/sync", &options).await.unwrap_err();
+        assert!(matches!(error, WireError::InvalidCaCertificate { .. }), "{error:?}");
     }
 }

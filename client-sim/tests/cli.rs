@@ -16,17 +16,7 @@ use tokio::{
 async fn watch_prints_progress_records_and_live_changes_and_stops_on_ctrl_c() {
     let server = FakeServer::start().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_syncline-sim"))
-        .args([
-            "watch",
-            "--url",
-            &server.url(),
-            "--user",
-            "alice",
-            "--password",
-            "secret",
-            "--source",
-            "Account",
-        ])
+        .args(["watch", "--url", &server.url(), "--user", "alice", "--password", "secret", "--source", "Account"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -49,24 +39,15 @@ async fn watch_prints_progress_records_and_live_changes_and_stops_on_ctrl_c() {
         r#"+ c {"name":"c@3"}"#,
     ];
     for line in expected {
-        let printed = timeout(STEP, lines.next_line())
-            .await
-            .expect("output in time")
-            .unwrap();
+        let printed = timeout(STEP, lines.next_line()).await.expect("output in time").unwrap();
         assert_eq!(printed.as_deref(), Some(line));
     }
 
     let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
+    let status = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(status.success());
     let close = peer.recv_end().await.expect("Ctrl-C closes the connection");
     assert_eq!(u16::from(close.code), close_code::NORMAL);
-    let exit = timeout(STEP, child.wait())
-        .await
-        .expect("the CLI exits")
-        .unwrap();
+    let exit = timeout(STEP, child.wait()).await.expect("the CLI exits").unwrap();
     assert!(exit.success(), "{exit:?}");
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::{FakeServer, SOURCE, STEP, USER, catch_up, live, record};
 use futures_util::StreamExt;
 use syncline_client_sim::{
-    BackoffConfig, ConnectOptions, Connection, Device, DeviceConfig, FrameFormat, Incoming,
-    Notification, StopReason, SubscriptionConfig, SyncNotificationStatus, WaitError,
+    BackoffConfig, ConnectOptions, Connection, Device, DeviceConfig, FrameFormat, Incoming, Notification, StopReason,
+    SubscriptionConfig, SyncNotificationStatus, WaitError,
 };
 use syncline_proto::{
     SUBPROTOCOL, close_code,
@@ -36,18 +36,11 @@ fn deadline() -> Instant {
     Instant::now() + STEP
 }
 
-async fn next_notification(
-    receiver: &mut tokio::sync::mpsc::Receiver<Notification>,
-) -> Notification {
-    timeout(STEP, receiver.recv())
-        .await
-        .expect("a notification in time")
-        .expect("the device runs")
+async fn next_notification(receiver: &mut tokio::sync::mpsc::Receiver<Notification>) -> Notification {
+    timeout(STEP, receiver.recv()).await.expect("a notification in time").expect("the device runs")
 }
 
-async fn next_status(
-    receiver: &mut tokio::sync::mpsc::Receiver<Notification>,
-) -> (SyncNotificationStatus, u64, u64) {
+async fn next_status(receiver: &mut tokio::sync::mpsc::Receiver<Notification>) -> (SyncNotificationStatus, u64, u64) {
     match next_notification(receiver).await {
         Notification::Sync(sync) => (sync.status, sync.processed, sync.cumulative),
         other => panic!("expected a sync notification, got {other:?}"),
@@ -65,30 +58,15 @@ async fn a_device_syncs_takes_live_changes_and_resumes_after_a_cut() {
     assert!(matches!(credentials, hello::Credentials::Login(login) if login.username == "alice"));
     assert_eq!(client_id, "");
     let records = catch_up(&mut peer).await;
-    device
-        .wait_for(deadline(), |state| state.is_caught_up())
-        .await
-        .unwrap();
+    device.wait_for(deadline(), |state| state.is_caught_up()).await.unwrap();
     let view = device.view(SOURCE, USER).unwrap();
     assert_eq!(view.cursor, 2);
     assert_eq!(view.records.values().cloned().collect::<Vec<_>>(), records);
     assert_eq!(device.client_id().as_deref(), Some("c1"));
-    assert_eq!(
-        next_status(&mut notifications).await,
-        (SyncNotificationStatus::InProgress, 1, 1)
-    );
-    assert_eq!(
-        next_status(&mut notifications).await,
-        (SyncNotificationStatus::InProgress, 1, 2)
-    );
-    assert_eq!(
-        next_status(&mut notifications).await,
-        (SyncNotificationStatus::Ok, 0, 2)
-    );
-    assert_eq!(
-        next_status(&mut notifications).await,
-        (SyncNotificationStatus::Complete, 0, 2)
-    );
+    assert_eq!(next_status(&mut notifications).await, (SyncNotificationStatus::InProgress, 1, 1));
+    assert_eq!(next_status(&mut notifications).await, (SyncNotificationStatus::InProgress, 1, 2));
+    assert_eq!(next_status(&mut notifications).await, (SyncNotificationStatus::Ok, 0, 2));
+    assert_eq!(next_status(&mut notifications).await, (SyncNotificationStatus::Complete, 0, 2));
 
     // A live push: applied, notified, and acked after the debounce interval.
     peer.send(live(3, 3, &[record("c", 3)], &["a"])).await;
@@ -100,23 +78,12 @@ async fn a_device_syncs_takes_live_changes_and_resumes_after_a_cut() {
         other => panic!("expected a change notification, got {other:?}"),
     }
     assert_eq!(peer.recv_ack().await, (3, 0));
-    assert_eq!(
-        device
-            .view(SOURCE, USER)
-            .unwrap()
-            .records
-            .keys()
-            .collect::<Vec<_>>(),
-        ["b", "c"]
-    );
+    assert_eq!(device.view(SOURCE, USER).unwrap().records.keys().collect::<Vec<_>>(), ["b", "c"]);
 
     // Network loss: no close frame reaches the server; the device comes back with its token
     // and client id and resumes from its cursor.
     device.cut();
-    assert!(
-        peer.recv_end().await.is_none(),
-        "a cut sends no close frame"
-    );
+    assert!(peer.recv_end().await.is_none(), "a cut sends no close frame");
     let mut peer = server.accept().await;
     let (credentials, client_id) = peer.recv_hello().await;
     assert_eq!(credentials, hello::Credentials::SessionToken("t1".into()));
@@ -125,18 +92,9 @@ async fn a_device_syncs_takes_live_changes_and_resumes_after_a_cut() {
     assert_eq!(peer.recv_subscribe().await, 3);
     peer.send(live(4, 4, &[record("d", 4)], &[])).await;
     // Still catching up (no SyncState yet): the push applies all the same.
-    device
-        .wait_for(deadline(), |state| {
-            state.partition(SOURCE, USER).is_some_and(|p| p.cursor == 4)
-        })
-        .await
-        .unwrap();
-    peer.send_caught_up(4, &[record("b", 2), record("c", 3), record("d", 4)])
-        .await;
-    let state = device
-        .wait_for(deadline(), |state| state.is_caught_up())
-        .await
-        .unwrap();
+    device.wait_for(deadline(), |state| state.partition(SOURCE, USER).is_some_and(|p| p.cursor == 4)).await.unwrap();
+    peer.send_caught_up(4, &[record("b", 2), record("c", 3), record("d", 4)]).await;
+    let state = device.wait_for(deadline(), |state| state.is_caught_up()).await.unwrap();
     assert_eq!(state.stats.reconnects, 1);
     assert_eq!(state.stats.checksum_mismatches, 0);
     assert_eq!(state.stats.partitions_seen.len(), 1);
@@ -153,19 +111,13 @@ async fn a_refused_token_falls_back_to_the_password_and_a_refused_password_stops
     let device = Device::start(config(server.url()));
 
     let mut peer = server.accept().await;
-    assert!(matches!(
-        peer.recv_hello().await.0,
-        hello::Credentials::Login(_)
-    ));
+    assert!(matches!(peer.recv_hello().await.0, hello::Credentials::Login(_)));
     peer.welcome("t1").await;
     peer.recv_subscribe().await;
     peer.close(close_code::SERVICE_RESTART, "restarting").await;
 
     let mut peer = server.accept().await;
-    assert_eq!(
-        peer.recv_hello().await.0,
-        hello::Credentials::SessionToken("t1".into())
-    );
+    assert_eq!(peer.recv_hello().await.0, hello::Credentials::SessionToken("t1".into()));
     peer.send(server_frame::Msg::Error(ErrorFrame {
         code: ErrorCode::Unauthenticated as i32,
         message: "token expired".into(),
@@ -173,16 +125,11 @@ async fn a_refused_token_falls_back_to_the_password_and_a_refused_password_stops
         ..ErrorFrame::default()
     }))
     .await;
-    peer.close(close_code::UNAUTHENTICATED, "token expired")
-        .await;
+    peer.close(close_code::UNAUTHENTICATED, "token expired").await;
 
     let mut peer = server.accept().await;
-    assert!(matches!(
-        peer.recv_hello().await.0,
-        hello::Credentials::Login(_)
-    ));
-    peer.close(close_code::UNAUTHENTICATED, "bad password")
-        .await;
+    assert!(matches!(peer.recv_hello().await.0, hello::Credentials::Login(_)));
+    peer.close(close_code::UNAUTHENTICATED, "bad password").await;
 
     let error = device.wait_for(deadline(), |_| false).await.unwrap_err();
     assert!(
@@ -199,14 +146,8 @@ async fn a_locked_device_stops() {
     let mut peer = server.accept().await;
     peer.recv_hello().await;
     peer.close(close_code::FORBIDDEN, "locked").await;
-    let error = device
-        .wait_for(deadline(), |state| state.is_caught_up())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, WaitError::Stopped(StopReason::Forbidden { .. })),
-        "{error:?}"
-    );
+    let error = device.wait_for(deadline(), |state| state.is_caught_up()).await.unwrap_err();
+    assert!(matches!(error, WaitError::Stopped(StopReason::Forbidden { .. })), "{error:?}");
 }
 
 #[tokio::test]
@@ -217,14 +158,8 @@ async fn json_frames_work_both_ways() {
     peer.recv_hello().await;
     assert!(peer.json, "the device sent text frames");
     let records = catch_up(&mut peer).await;
-    let state = device
-        .wait_for(deadline(), |state| state.is_caught_up())
-        .await
-        .unwrap();
-    assert_eq!(
-        state.partition(SOURCE, USER).unwrap().total,
-        records.len() as u64
-    );
+    let state = device.wait_for(deadline(), |state| state.is_caught_up()).await.unwrap();
+    assert_eq!(state.partition(SOURCE, USER).unwrap().total, records.len() as u64);
 }
 
 #[tokio::test]
@@ -234,10 +169,7 @@ async fn wss_trusts_the_given_ca() {
     let mut peer = server.accept().await;
     peer.recv_hello().await;
     catch_up(&mut peer).await;
-    device
-        .wait_for(deadline(), |state| state.is_caught_up())
-        .await
-        .unwrap();
+    device.wait_for(deadline(), |state| state.is_caught_up()).await.unwrap();
 }
 
 #[tokio::test]
@@ -260,24 +192,8 @@ async fn a_slow_app_loses_no_notification() {
             Notification::Changed(changed) => format!("+{}", changed.upserts[0].id),
         });
     }
-    assert_eq!(
-        seen,
-        [
-            "InProgress",
-            "InProgress",
-            "Ok",
-            "Complete",
-            "+x",
-            "+y",
-            "+z"
-        ]
-    );
-    device
-        .wait_for(deadline(), |state| {
-            state.partition(SOURCE, USER).is_some_and(|p| p.cursor == 5)
-        })
-        .await
-        .unwrap();
+    assert_eq!(seen, ["InProgress", "InProgress", "Ok", "Complete", "+x", "+y", "+z"]);
+    device.wait_for(deadline(), |state| state.partition(SOURCE, USER).is_some_and(|p| p.cursor == 5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -285,31 +201,15 @@ async fn a_connection_reports_the_servers_close_code() {
     let server = FakeServer::start().await;
     let url = server.url();
     let client = tokio::spawn(async move {
-        let mut connection = Connection::connect(&url, &ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut connection = Connection::connect(&url, &ConnectOptions::default()).await.unwrap();
         assert_eq!(connection.subprotocol(), Some(SUBPROTOCOL));
-        connection
-            .send_raw(Message::binary(vec![0xff, 0x00, 0x13]))
-            .await
-            .unwrap();
+        connection.send_raw(Message::binary(vec![0xff, 0x00, 0x13])).await.unwrap();
         connection.recv().await.unwrap()
     });
     let mut peer = server.accept().await;
-    let garbage = timeout(STEP, peer.socket.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let garbage = timeout(STEP, peer.socket.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(garbage, Message::binary(vec![0xff, 0x00, 0x13]));
-    peer.close(close_code::PROTOCOL_ERROR, "undecodable frame")
-        .await;
+    peer.close(close_code::PROTOCOL_ERROR, "undecodable frame").await;
     let incoming = timeout(STEP, client).await.unwrap().unwrap();
-    assert_eq!(
-        incoming,
-        Incoming::Closed {
-            code: close_code::PROTOCOL_ERROR,
-            reason: "undecodable frame".into()
-        }
-    );
+    assert_eq!(incoming, Incoming::Closed { code: close_code::PROTOCOL_ERROR, reason: "undecodable frame".into() });
 }

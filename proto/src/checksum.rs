@@ -11,12 +11,7 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// Returns one record's contribution to its partition's checksum.
 pub fn record_hash(id: &str, version: u64) -> u64 {
     let mut hash = FNV_OFFSET;
-    for byte in id
-        .as_bytes()
-        .iter()
-        .chain(std::iter::once(&0u8))
-        .chain(version.to_le_bytes().iter())
-    {
+    for byte in id.as_bytes().iter().chain(std::iter::once(&0u8)).chain(version.to_le_bytes().iter()) {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(FNV_PRIME);
     }

@@ -18,8 +18,7 @@ pub mod v1 {
 
 /// The encoded `FileDescriptorSet` of every Syncline proto file (for gRPC reflection and
 /// tooling).
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/syncline_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/syncline_descriptor.bin"));
 
 /// The protocol version this crate speaks (`Hello.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;

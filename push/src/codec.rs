@@ -47,14 +47,12 @@ pub struct DecodedFrame {
 /// session's business and return `Ok(None)`.
 pub fn decode_client(message: &Message) -> Result<Option<DecodedFrame>, CodecError> {
     let (frame, format) = match message {
-        Message::Binary(data) => (
-            ClientFrame::decode(data.as_ref()).map_err(CodecError::MalformedProtobuf)?,
-            FrameFormat::Binary,
-        ),
-        Message::Text(text) => (
-            serde_json::from_str::<ClientFrame>(text.as_str()).map_err(CodecError::MalformedJson)?,
-            FrameFormat::Json,
-        ),
+        Message::Binary(data) => {
+            (ClientFrame::decode(data.as_ref()).map_err(CodecError::MalformedProtobuf)?, FrameFormat::Binary)
+        }
+        Message::Text(text) => {
+            (serde_json::from_str::<ClientFrame>(text.as_str()).map_err(CodecError::MalformedJson)?, FrameFormat::Json)
+        }
         Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {
             return Ok(None);
         }
@@ -99,9 +97,7 @@ impl EncodedFrame {
                     .get_or_init(|| {
                         // Serializing generated pbjson types cannot fail: every field is a
                         // plain value with a defined JSON form.
-                        serde_json::to_string(&self.frame)
-                            .unwrap_or_else(|_| String::from("{}"))
-                            .into()
+                        serde_json::to_string(&self.frame).unwrap_or_else(|_| String::from("{}")).into()
                     })
                     .clone(),
             ),
@@ -123,10 +119,7 @@ mod tests {
         ClientFrame {
             msg: Some(client_frame::Msg::Hello(Hello {
                 protocol_version: 1,
-                credentials: Some(hello::Credentials::Login(Login {
-                    username: "ann".into(),
-                    password: "pw".into(),
-                })),
+                credentials: Some(hello::Credentials::Login(Login { username: "ann".into(), password: "pw".into() })),
                 client_id: String::new(),
                 device: None,
             })),
@@ -151,12 +144,7 @@ mod tests {
         let text = r#"{"ack":{"source":"Account","key":"*","cursor":"42","page":"3"}}"#;
         let decoded = decode_client(&Message::Text(text.into())).unwrap().unwrap();
         let expected = ClientFrame {
-            msg: Some(client_frame::Msg::Ack(Ack {
-                source: "Account".into(),
-                key: "*".into(),
-                cursor: 42,
-                page: 3,
-            })),
+            msg: Some(client_frame::Msg::Ack(Ack { source: "Account".into(), key: "*".into(), cursor: 42, page: 3 })),
         };
         assert_eq!(decoded.frame, expected);
     }

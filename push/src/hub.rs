@@ -316,12 +316,10 @@ mod tests {
 
     fn range_of(outgoing: Outgoing) -> (u64, u64) {
         use syncline_proto::v1::server_frame;
-        match outgoing {
-            Outgoing::Frame(frame) => match &frame.frame().msg {
-                Some(server_frame::Msg::Changes(changes)) => (changes.from, changes.to),
-                other => panic!("unexpected frame {other:?}"),
-            },
-            other => panic!("unexpected outgoing {other:?}"),
+        let Outgoing::Frame(frame) = outgoing;
+        match &frame.frame().msg {
+            Some(server_frame::Msg::Changes(changes)) => (changes.from, changes.to),
+            other => panic!("unexpected frame {other:?}"),
         }
     }
 

@@ -149,6 +149,7 @@ async fn upgrade_and_run<S, F>(
         .max_write_buffer_size(WRITE_BUFFER_BYTES + config.max_frame_bytes.max(64 * 1024) * 2)
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes));
+    #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
     let callback = |request: &Request, response: Response| negotiate(request, response, admitted);
     let upgraded = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -170,6 +171,7 @@ async fn upgrade_and_run<S, F>(
 
 /// Checks the upgrade request: the sync path, the subprotocol (when the client names any),
 /// and the connection cap.
+#[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
 fn negotiate(request: &Request, mut response: Response, admitted: bool) -> Result<Response, ErrorResponse> {
     if request.uri().path() != syncline_proto::SYNC_PATH {
         return Err(refusal(StatusCode::NOT_FOUND, "no such endpoint: use /v1/sync"));

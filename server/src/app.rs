@@ -157,10 +157,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let grpc_scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(url = %format!("{grpc_scheme}://{grpc_addr}"), "gRPC endpoint listening (Ingest)");
     let grpc_task = tokio::spawn(
-        grpc.add_service(ingest).serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            async move { grpc_shutdown.cancelled().await },
-        ),
+        grpc.add_service(ingest)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
+                grpc_shutdown.cancelled().await
+            }),
     );
 
     let background = spawn_background_jobs(&settings, &engine, &tracker, &shutdown);
@@ -173,15 +173,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             shutdown::stop_in_order(device_task, grpc_task, background, tracker, &engine, grace).await
         })
     };
-    Ok(RunningServer {
-        device_addr,
-        grpc_addr,
-        tls: tls.is_some(),
-        engine,
-        connections,
-        shutdown,
-        stopped,
-    })
+    Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), engine, connections, shutdown, stopped })
 }
 
 /// Runs the server until `signal` completes, then stops it gracefully.

@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use syncline_proto::v1::{PushRequest, Record, Value, ingest_client::IngestClient};
 
 use crate::config::Config;
-use crate::{app, shutdown, telemetry};
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::{app, shutdown, telemetry};
 
 /// Syncline: a push-first realtime sync server.
 #[derive(Debug, Parser)]
@@ -111,7 +111,12 @@ pub fn load_config(
 }
 
 /// Runs `user add`.
-pub fn user_add(name: &str, password: Option<String>, store: &StoreArgs, env: &HashMap<String, String>) -> anyhow::Result<()> {
+pub fn user_add(
+    name: &str,
+    password: Option<String>,
+    store: &StoreArgs,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<()> {
     let config = load_config(store.config.as_deref(), store.data_dir.clone(), env)?;
     let password = match password {
         Some(password) => password,
@@ -216,12 +221,8 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let mut applied = 0;
     let mut last_head = 0;
     let push = |upserts: Vec<Record>, deletes: Vec<String>| {
-        let mut request = tonic::Request::new(PushRequest {
-            source: args.source.clone(),
-            key: args.key.clone(),
-            upserts,
-            deletes,
-        });
+        let mut request =
+            tonic::Request::new(PushRequest { source: args.source.clone(), key: args.key.clone(), upserts, deletes });
         if let Some(token) = &args.token
             && let Ok(value) = format!("Bearer {token}").parse()
         {
@@ -231,16 +232,22 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         async move { client.push(request).await }
     };
     for chunk in upserts.chunks(batch) {
-        let response = push(chunk.to_vec(), Vec::new()).await.map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+        let response =
+            push(chunk.to_vec(), Vec::new()).await.map_err(|status| anyhow::anyhow!("{}", status.message()))?;
         applied += response.get_ref().applied;
         last_head = response.get_ref().head;
     }
     for chunk in deletes.chunks(batch) {
-        let response = push(Vec::new(), chunk.to_vec()).await.map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+        let response =
+            push(Vec::new(), chunk.to_vec()).await.map_err(|status| anyhow::anyhow!("{}", status.message()))?;
         applied += response.get_ref().applied;
         last_head = response.get_ref().head;
     }
-    println!("{applied} changes applied to {}/{}; partition head is now {last_head}", args.source, if args.key.is_empty() { "*" } else { &args.key });
+    println!(
+        "{applied} changes applied to {}/{}; partition head is now {last_head}",
+        args.source,
+        if args.key.is_empty() { "*" } else { &args.key }
+    );
     Ok(())
 }
 
@@ -250,9 +257,10 @@ pub fn main() -> std::process::ExitCode {
 
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
-    let outcome = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
-        |runtime| {
-            runtime.block_on(async {
+    let outcome =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+            |runtime| {
+                runtime.block_on(async {
                 match cli.command {
                     Command::Serve(args) => {
                         let config = load_config(args.config.as_deref(), args.data_dir.clone(), &env)?;
@@ -274,8 +282,8 @@ pub fn main() -> std::process::ExitCode {
                     Command::Ingest(args) => ingest(args).await,
                 }
             })
-        },
-    );
+            },
+        );
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -291,9 +299,10 @@ mod tests {
 
     #[test]
     fn ingest_accepts_arrays_and_lines_with_typed_values() {
-        let (upserts, deletes) =
-            parse_ingest(r#"[{"id":"a","fields":{"n":3,"x":1.5,"ok":true,"s":"t","z":null}},{"id":"b","delete":true}]"#)
-                .unwrap();
+        let (upserts, deletes) = parse_ingest(
+            r#"[{"id":"a","fields":{"n":3,"x":1.5,"ok":true,"s":"t","z":null}},{"id":"b","delete":true}]"#,
+        )
+        .unwrap();
         assert_eq!(deletes, vec!["b".to_owned()]);
         assert_eq!(upserts[0].fields["n"], Value::int(3));
         assert_eq!(upserts[0].fields["x"], Value::double(1.5));

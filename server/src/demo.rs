@@ -22,7 +22,7 @@ pub fn account(n: u32) -> Record {
     fields.insert("city".to_owned(), Value::string(CITIES[n as usize % CITIES.len()]));
     fields.insert("employees".to_owned(), Value::int(i64::from(10 + (n * 37) % 5000)));
     fields.insert("revenue".to_owned(), Value::double(f64::from(n % 997) * 1234.5));
-    fields.insert("active".to_owned(), Value::bool(n % 5 != 0));
+    fields.insert("active".to_owned(), Value::bool(!n.is_multiple_of(5)));
     Record { id: format!("acc-{n:05}"), fields, version: 0 }
 }
 
@@ -32,9 +32,12 @@ pub fn contact(n: u32) -> Record {
     let first = FIRST_NAMES[n as usize % FIRST_NAMES.len()];
     let last = LAST_NAMES[(n as usize / FIRST_NAMES.len()) % LAST_NAMES.len()];
     fields.insert("name".to_owned(), Value::string(format!("{first} {last}")));
-    fields.insert("email".to_owned(), Value::string(format!("{}.{}{n}@example.com", first.to_lowercase(), last.to_lowercase())));
+    fields.insert(
+        "email".to_owned(),
+        Value::string(format!("{}.{}{n}@example.com", first.to_lowercase(), last.to_lowercase())),
+    );
     fields.insert("account_id".to_owned(), Value::string(format!("acc-{:05}", (n * 7) % 1000)));
-    fields.insert("vip".to_owned(), Value::bool(n % 11 == 0));
+    fields.insert("vip".to_owned(), Value::bool(n.is_multiple_of(11)));
     Record { id: format!("con-{n:05}"), fields, version: 0 }
 }
 

@@ -44,10 +44,8 @@ impl IngestService {
     }
 
     fn partition(&self, source: &str, key: &str) -> Result<PartitionName, Status> {
-        let partitioning = self
-            .sources
-            .get(source)
-            .ok_or_else(|| Status::invalid_argument(format!("unknown source {source:?}")))?;
+        let partitioning =
+            self.sources.get(source).ok_or_else(|| Status::invalid_argument(format!("unknown source {source:?}")))?;
         let key = match partitioning {
             Partitioning::App => {
                 if !(key.is_empty() || key == syncline_proto::APP_PARTITION_KEY) {

@@ -24,8 +24,7 @@ pub struct TestServer {
 /// Returns the test configuration: loopback port 0, sources `Account` (app) and `Contact`
 /// (user), no demo, short heartbeats.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = data_dir.to_owned();
+    let mut config = Config { data_dir: data_dir.to_owned(), ..Config::default() };
     config.device.addr = "127.0.0.1:0".into();
     config.grpc.addr = "127.0.0.1:0".into();
     config.demo.enabled = false;

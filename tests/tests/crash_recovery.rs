@@ -103,7 +103,8 @@ async fn acknowledged_changes_survive_sigkill_and_devices_resume() {
         for batch in 0u32..100_000 {
             let upserts: Vec<Record> =
                 (0..20).map(|i| record(&format!("crash-{batch:05}-{i:02}"), i64::from(batch))).collect();
-            let request = PushRequest { source: "Account".into(), key: "*".into(), upserts: upserts.clone(), deletes: vec![] };
+            let request =
+                PushRequest { source: "Account".into(), key: "*".into(), upserts: upserts.clone(), deletes: vec![] };
             match ingest.push(request).await {
                 Ok(_) => {
                     if acked_tx.send(upserts).is_err() {
@@ -118,7 +119,8 @@ async fn acknowledged_changes_survive_sigkill_and_devices_resume() {
     // Kill the server once a good number of batches were acknowledged.
     let mut acked: BTreeMap<String, Record> = BTreeMap::new();
     while acked.len() < 2_000 {
-        let batch = tokio::time::timeout(DEADLINE, acked_rx.recv()).await.expect("pushes progress").expect("pusher alive");
+        let batch =
+            tokio::time::timeout(DEADLINE, acked_rx.recv()).await.expect("pushes progress").expect("pusher alive");
         acked.extend(batch.into_iter().map(|record| (record.id.clone(), record)));
     }
     server.kill();

@@ -224,10 +224,7 @@ async fn bad_input_gets_typed_errors_and_everyone_else_is_served() {
     let mut c = connect(&server, FrameFormat::Binary).await;
     welcome(&mut c, "bob", "bob-pw").await;
     let big = ClientFrame {
-        msg: Some(client_frame::Msg::Subscribe(Subscribe {
-            source: "x".repeat(100 * 1024),
-            ..Subscribe::default()
-        })),
+        msg: Some(client_frame::Msg::Subscribe(Subscribe { source: "x".repeat(100 * 1024), ..Subscribe::default() })),
     };
     c.send_raw(Message::Binary(Bytes::from(big.encode_to_vec()))).await.unwrap();
     expect_close(&mut c, close_code::MESSAGE_TOO_BIG).await;

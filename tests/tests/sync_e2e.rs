@@ -7,11 +7,19 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use syncline_client_sim::{ConnectionPhase, Device, DeviceConfig, DeviceHandle, FrameFormat, PartitionId, SubscriptionConfig};
+use syncline_client_sim::{
+    ConnectionPhase, Device, DeviceConfig, DeviceHandle, FrameFormat, PartitionId, SubscriptionConfig,
+};
 use syncline_proto::v1::Record;
 use syncline_tests::{DEADLINE, TestServer, assert_converges, push, record};
 
-fn device(server: &TestServer, user: &str, password: &str, sources: &[(&str, &str)], format: FrameFormat) -> DeviceHandle {
+fn device(
+    server: &TestServer,
+    user: &str,
+    password: &str,
+    sources: &[(&str, &str)],
+    format: FrameFormat,
+) -> DeviceHandle {
     let mut config = DeviceConfig::new(server.url(), user, password).with_format(format);
     for (source, key) in sources {
         config = config.subscribe(SubscriptionConfig::new(*source).with_key(*key).with_page_size(200).with_window(4));
@@ -20,7 +28,13 @@ fn device(server: &TestServer, user: &str, password: &str, sources: &[(&str, &st
 }
 
 /// Returns a random batch over `ids` existing ids: new records, updates and deletes.
-fn random_batch(rng: &mut StdRng, prefix: &str, next_id: &mut u64, live: &mut BTreeSet<String>, size: usize) -> (Vec<Record>, Vec<String>) {
+fn random_batch(
+    rng: &mut StdRng,
+    prefix: &str,
+    next_id: &mut u64,
+    live: &mut BTreeSet<String>,
+    size: usize,
+) -> (Vec<Record>, Vec<String>) {
     let mut upserts = Vec::new();
     let mut deletes = Vec::new();
     let mut touched = BTreeSet::new();
@@ -63,7 +77,8 @@ async fn two_users_three_devices_converge_through_20k_changes() {
     let mut live: Vec<BTreeSet<String>> = vec![BTreeSet::new(); 3];
     let mut next_ids = [0u64; 3];
     for (index, (source, key)) in partitions.iter().enumerate() {
-        let (upserts, deletes) = random_batch(&mut rng, &format!("{source}-{key}"), &mut next_ids[index], &mut live[index], 300);
+        let (upserts, deletes) =
+            random_batch(&mut rng, &format!("{source}-{key}"), &mut next_ids[index], &mut live[index], 300);
         push(&mut ingest, source, key, upserts, deletes).await.unwrap();
     }
 
@@ -77,7 +92,8 @@ async fn two_users_three_devices_converge_through_20k_changes() {
         let index = rng.random_range(0..partitions.len());
         let (source, key) = partitions[index];
         let size = rng.random_range(1..=200).min(20_000 - sent);
-        let (upserts, deletes) = random_batch(&mut rng, &format!("{source}-{key}"), &mut next_ids[index], &mut live[index], size);
+        let (upserts, deletes) =
+            random_batch(&mut rng, &format!("{source}-{key}"), &mut next_ids[index], &mut live[index], size);
         sent += upserts.len() + deletes.len();
         push(&mut ingest, source, key, upserts, deletes).await.unwrap();
     }
@@ -193,7 +209,11 @@ async fn cuts_during_snapshot_catch_up_and_live_push_lose_and_duplicate_nothing(
         }
         if let Err(error) = phone.wait_for(deadline(), |state| state.stats.live_pushes >= lives).await {
             let (_, state) = syncline_tests::server_view(&server, "Account", "*");
-            let subscribers = server.server.engine.hub.subscriber_count(&syncline_server::storage::PartitionName::new("Account", "*"));
+            let subscribers = server
+                .server
+                .engine
+                .hub
+                .subscriber_count(&syncline_server::storage::PartitionName::new("Account", "*"));
             panic!("no live push: server {state:?}, hub subscribers {subscribers}, device {error:?}");
         }
         cut(&phone).await;
@@ -226,7 +246,8 @@ async fn a_device_behind_the_compaction_horizon_gets_a_snapshot_and_converges() 
     push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
 
     let config = || {
-        DeviceConfig::new(server.url(), "ann", "ann-pw").subscribe(SubscriptionConfig::new("Account").with_page_size(50))
+        DeviceConfig::new(server.url(), "ann", "ann-pw")
+            .subscribe(SubscriptionConfig::new("Account").with_page_size(50))
     };
     let first = Device::start(config());
     assert_converges(&first, &server, "Account", "*", DEADLINE).await;

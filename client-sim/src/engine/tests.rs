@@ -13,11 +13,7 @@ const USER: &str = "u1";
 
 fn config(window: u32) -> DeviceConfig {
     DeviceConfig::new("ws://127.0.0.1:1/v1/sync", "alice", "secret")
-        .subscribe(
-            SubscriptionConfig::new(SOURCE)
-                .with_page_size(2)
-                .with_window(window),
-        )
+        .subscribe(SubscriptionConfig::new(SOURCE).with_page_size(2).with_window(window))
         .with_notifications(64)
 }
 
@@ -30,21 +26,13 @@ fn welcome() -> ServerFrame {
         client_id: "c1".into(),
         session_token: "t1".into(),
         user_id: USER.into(),
-        sources: vec![SourceInfo {
-            name: SOURCE.into(),
-            partitioning: "user".into(),
-            keys: vec![USER.into()],
-        }],
+        sources: vec![SourceInfo { name: SOURCE.into(), partitioning: "user".into(), keys: vec![USER.into()] }],
         ..Welcome::default()
     }))
 }
 
 fn record(id: &str, version: u64) -> Record {
-    Record {
-        id: id.to_owned(),
-        fields: BTreeMap::from([("n".to_owned(), Value::int(1))]),
-        version,
-    }
+    Record { id: id.to_owned(), fields: BTreeMap::from([("n".to_owned(), Value::int(1))]), version }
 }
 
 fn checksum_of(records: &[Record]) -> u64 {
@@ -56,15 +44,7 @@ fn checksum_of(records: &[Record]) -> u64 {
 }
 
 fn changes(page: u64, from: u64, to: u64, upserts: &[Record]) -> Changes {
-    Changes {
-        source: SOURCE.into(),
-        key: USER.into(),
-        from,
-        to,
-        upserts: upserts.to_vec(),
-        page,
-        ..Changes::default()
-    }
+    Changes { source: SOURCE.into(), key: USER.into(), from, to, upserts: upserts.to_vec(), page, ..Changes::default() }
 }
 
 fn snapshot(page: u64, to: u64, upserts: &[Record], reset: bool, done: bool) -> ServerFrame {
@@ -111,9 +91,7 @@ fn statuses(reaction: &Reaction) -> Vec<(SyncNotificationStatus, u64, u64, u64)>
         .notifications
         .iter()
         .filter_map(|notification| match notification {
-            Notification::Sync(sync) => {
-                Some((sync.status, sync.total, sync.processed, sync.cumulative))
-            }
+            Notification::Sync(sync) => Some((sync.status, sync.total, sync.processed, sync.cumulative)),
             Notification::Changed(_) => None,
         })
         .collect()
@@ -134,10 +112,7 @@ fn caught_up_engine() -> SyncEngine {
     let records = [record("a", 1), record("b", 2), record("c", 3)];
     engine.on_frame(snapshot(1, 3, &records, true, true), now);
     let reaction = engine.on_frame(caught_up(3, &records), now);
-    assert!(
-        engine.partitions[&PartitionId::new(SOURCE, USER)].phase == Phase::CaughtUp,
-        "{reaction:?}"
-    );
+    assert!(engine.partitions[&PartitionId::new(SOURCE, USER)].phase == Phase::CaughtUp, "{reaction:?}");
     engine
 }
 
@@ -153,13 +128,7 @@ fn credentials(hello_frame: &ClientFrame) -> (hello::Credentials, String) {
 fn hello_logs_in_with_the_password_then_uses_the_session_token() {
     let mut engine = SyncEngine::new(&config(2));
     let (first, client_id) = credentials(&engine.hello());
-    assert_eq!(
-        first,
-        hello::Credentials::Login(Login {
-            username: "alice".into(),
-            password: "secret".into()
-        })
-    );
+    assert_eq!(first, hello::Credentials::Login(Login { username: "alice".into(), password: "secret".into() }));
     assert_eq!(client_id, "");
     engine.on_frame(welcome(), Instant::now());
     let (second, client_id) = credentials(&engine.hello());
@@ -177,22 +146,16 @@ fn welcome_subscribes_each_partition_at_its_natural_key() {
     engine.hello();
     let mut frame = welcome();
     if let Some(server_frame::Msg::Welcome(welcome)) = &mut frame.msg {
-        welcome.sources.push(SourceInfo {
-            name: "Product".into(),
-            partitioning: "app".into(),
-            keys: vec![],
-        });
+        welcome.sources.push(SourceInfo { name: "Product".into(), partitioning: "app".into(), keys: vec![] });
     }
     let reaction = engine.on_frame(frame, Instant::now());
     let keys: Vec<(String, String, u64)> = reaction
         .frames
         .iter()
         .map(|frame| match &frame.msg {
-            Some(client_frame::Msg::Subscribe(subscribe)) => (
-                subscribe.source.clone(),
-                subscribe.key.clone(),
-                subscribe.cursor,
-            ),
+            Some(client_frame::Msg::Subscribe(subscribe)) => {
+                (subscribe.source.clone(), subscribe.key.clone(), subscribe.cursor)
+            }
             other => panic!("expected subscribes only, got {other:?}"),
         })
         .collect();
@@ -220,48 +183,26 @@ fn catch_up_pages_are_acked_and_reported_then_ok_and_complete() {
         changes.total = 3;
     }
     let reaction = engine.on_frame(page, now);
-    assert_eq!(
-        reaction.frames,
-        [ack_frame(0, 1)],
-        "during a snapshot the cursor is still 0"
-    );
-    assert_eq!(
-        statuses(&reaction),
-        [(SyncNotificationStatus::InProgress, 3, 2, 2)]
-    );
+    assert_eq!(reaction.frames, [ack_frame(0, 1)], "during a snapshot the cursor is still 0");
+    assert_eq!(statuses(&reaction), [(SyncNotificationStatus::InProgress, 3, 2, 2)]);
 
     let reaction = engine.on_frame(snapshot(2, 3, &second, false, true), now);
     assert_eq!(reaction.frames, [ack_frame(3, 2)]);
 
     let reaction = engine.on_frame(log(3, 4, 4, &log_records), now);
     assert_eq!(reaction.frames, [ack_frame(4, 3)]);
-    assert_eq!(
-        statuses(&reaction)[0].3,
-        4,
-        "cumulative counts every change of the run"
-    );
+    assert_eq!(statuses(&reaction)[0].3, 4, "cumulative counts every change of the run");
 
-    let all: Vec<Record> = first
-        .iter()
-        .chain(&second)
-        .chain(&log_records)
-        .cloned()
-        .collect();
+    let all: Vec<Record> = first.iter().chain(&second).chain(&log_records).cloned().collect();
     let reaction = engine.on_frame(caught_up(4, &all), now);
     assert!(reaction.frames.is_empty());
     assert_eq!(
         statuses(&reaction),
-        [
-            (SyncNotificationStatus::Ok, 4, 0, 4),
-            (SyncNotificationStatus::Complete, 4, 0, 4)
-        ]
+        [(SyncNotificationStatus::Ok, 4, 0, 4), (SyncNotificationStatus::Complete, 4, 0, 4)]
     );
     assert!(engine.reached_complete());
     let stats = engine.stats();
-    assert_eq!(
-        (stats.pages, stats.acks_sent, stats.checksum_mismatches),
-        (3, 3, 0)
-    );
+    assert_eq!((stats.pages, stats.acks_sent, stats.checksum_mismatches), (3, 3, 0));
 }
 
 #[test]
@@ -269,29 +210,17 @@ fn live_pushes_are_applied_notified_and_acked_debounced() {
     let mut engine = caught_up_engine();
     let start = Instant::now();
     let reaction = engine.on_frame(log(0, 4, 4, &[record("d", 4)]), start);
-    assert!(
-        reaction.frames.is_empty(),
-        "live acks wait for the debounce interval"
-    );
+    assert!(reaction.frames.is_empty(), "live acks wait for the debounce interval");
     assert!(matches!(
         &reaction.notifications[..],
         [Notification::Changed(ChangedNotification { upserts, deletes, .. })] if upserts[0].id == "d" && deletes.is_empty()
     ));
     let later = start + Duration::from_millis(50);
-    assert!(
-        engine
-            .on_frame(log(0, 5, 5, &[record("e", 5)]), later)
-            .frames
-            .is_empty()
-    );
+    assert!(engine.on_frame(log(0, 5, 5, &[record("e", 5)]), later).frames.is_empty());
 
     let deadline = engine.live_ack_deadline().unwrap();
     assert_eq!(deadline, start + DEFAULT_LIVE_ACK_INTERVAL);
-    assert!(
-        engine
-            .due_live_acks(deadline - Duration::from_millis(1))
-            .is_empty()
-    );
+    assert!(engine.due_live_acks(deadline - Duration::from_millis(1)).is_empty());
     assert_eq!(engine.due_live_acks(deadline), [ack_frame(5, 0)]);
     assert_eq!(engine.live_ack_deadline(), None);
     assert_eq!(engine.stats().live_pushes, 2);
@@ -307,16 +236,8 @@ fn many_live_changes_are_acked_at_once() {
     engine.on_frame(welcome(), now);
     engine.on_frame(snapshot(1, 0, &[], true, true), now);
     engine.on_frame(caught_up(0, &[]), now);
-    assert!(
-        engine
-            .on_frame(log(0, 1, 1, &[record("a", 1)]), now)
-            .frames
-            .is_empty()
-    );
-    assert_eq!(
-        engine.on_frame(log(0, 2, 2, &[record("b", 2)]), now).frames,
-        [ack_frame(2, 0)]
-    );
+    assert!(engine.on_frame(log(0, 1, 1, &[record("a", 1)]), now).frames.is_empty());
+    assert_eq!(engine.on_frame(log(0, 2, 2, &[record("b", 2)]), now).frames, [ack_frame(2, 0)]);
 }
 
 #[test]
@@ -325,14 +246,7 @@ fn duplicates_are_counted_and_skipped() {
     let reaction = engine.on_frame(log(0, 3, 3, &[record("c", 99)]), Instant::now());
     assert!(reaction.frames.is_empty() && reaction.notifications.is_empty());
     assert_eq!(engine.stats().duplicates, 1);
-    assert_eq!(
-        engine
-            .view(&PartitionId::new(SOURCE, USER))
-            .unwrap()
-            .records["c"]
-            .version,
-        3
-    );
+    assert_eq!(engine.view(&PartitionId::new(SOURCE, USER)).unwrap().records["c"].version, 3);
 }
 
 #[test]
@@ -350,19 +264,9 @@ fn a_gap_resubscribes_from_the_cursor_once_until_the_new_subscription_starts() {
     assert_eq!((stats.gaps, stats.resubscribes), (3, 1));
 
     // The new subscription starts at page 1 and catches up.
-    let reaction = engine.on_frame(
-        log(1, 4, 6, &[record("d", 4), record("e", 5), record("f", 6)]),
-        now,
-    );
+    let reaction = engine.on_frame(log(1, 4, 6, &[record("d", 4), record("e", 5), record("f", 6)]), now);
     assert_eq!(reaction.frames, [ack_frame(6, 1)]);
-    let all = [
-        record("a", 1),
-        record("b", 2),
-        record("c", 3),
-        record("d", 4),
-        record("e", 5),
-        record("f", 6),
-    ];
+    let all = [record("a", 1), record("b", 2), record("c", 3), record("d", 4), record("e", 5), record("f", 6)];
     let reaction = engine.on_frame(caught_up(6, &all), now);
     assert_eq!(statuses(&reaction)[0].0, SyncNotificationStatus::Ok);
     assert_eq!(engine.stats().checksum_mismatches, 0);
@@ -393,16 +297,10 @@ fn a_checksum_mismatch_drops_the_partition_and_resyncs_from_zero() {
 fn reconnects_resume_from_the_cursor() {
     let mut engine = caught_up_engine();
     engine.on_frame(log(0, 4, 4, &[record("d", 4)]), Instant::now());
-    assert_eq!(
-        engine.on_disconnect(&Disconnect::Cut),
-        AfterDisconnect::Reconnect(ReconnectDelay::Backoff)
-    );
+    assert_eq!(engine.on_disconnect(&Disconnect::Cut), AfterDisconnect::Reconnect(ReconnectDelay::Backoff));
     let mut state = DeviceState::default();
     engine.publish(&mut state);
-    assert!(
-        !state.partitions[&PartitionId::new(SOURCE, USER)].caught_up,
-        "not caught up while disconnected"
-    );
+    assert!(!state.partitions[&PartitionId::new(SOURCE, USER)].caught_up, "not caught up while disconnected");
     engine.hello();
     let reaction = engine.on_frame(welcome(), Instant::now());
     assert_eq!(reaction.frames, [subscribe_frame(4, 2)]);
@@ -412,25 +310,14 @@ fn reconnects_resume_from_the_cursor() {
 fn a_refused_token_falls_back_to_the_password_once() {
     let mut engine = caught_up_engine();
     engine.hello();
-    let closed = Disconnect::Closed {
-        code: close_code::UNAUTHENTICATED,
-        reason: "token expired".into(),
-    };
-    assert_eq!(
-        engine.on_disconnect(&closed),
-        AfterDisconnect::Reconnect(ReconnectDelay::Immediately)
-    );
+    let closed = Disconnect::Closed { code: close_code::UNAUTHENTICATED, reason: "token expired".into() };
+    assert_eq!(engine.on_disconnect(&closed), AfterDisconnect::Reconnect(ReconnectDelay::Immediately));
     let (credentials, _) = credentials(&engine.hello());
     assert!(matches!(credentials, hello::Credentials::Login(_)));
-    let closed = Disconnect::Closed {
-        code: close_code::UNAUTHENTICATED,
-        reason: "bad password".into(),
-    };
+    let closed = Disconnect::Closed { code: close_code::UNAUTHENTICATED, reason: "bad password".into() };
     assert_eq!(
         engine.on_disconnect(&closed),
-        AfterDisconnect::Stop(StopReason::Unauthenticated {
-            reason: "bad password".into()
-        })
+        AfterDisconnect::Stop(StopReason::Unauthenticated { reason: "bad password".into() })
     );
 }
 
@@ -455,9 +342,7 @@ fn a_fatal_error_explains_a_connection_that_drops_without_close_frame() {
     ));
     assert_eq!(
         engine.on_disconnect(&Disconnect::Lost),
-        AfterDisconnect::Stop(StopReason::Unauthenticated {
-            reason: "wrong password".into()
-        })
+        AfterDisconnect::Stop(StopReason::Unauthenticated { reason: "wrong password".into() })
     );
 }
 
@@ -465,10 +350,7 @@ fn a_fatal_error_explains_a_connection_that_drops_without_close_frame() {
 fn close_codes_decide_between_stopping_and_reconnecting() {
     let mut engine = SyncEngine::new(&config(2));
     engine.hello();
-    let closed = |code: u16| Disconnect::Closed {
-        code,
-        reason: "r".into(),
-    };
+    let closed = |code: u16| Disconnect::Closed { code, reason: "r".into() };
     assert_eq!(
         engine.on_disconnect(&closed(4003)),
         AfterDisconnect::Stop(StopReason::Forbidden { reason: "r".into() })
@@ -477,20 +359,11 @@ fn close_codes_decide_between_stopping_and_reconnecting() {
         engine.on_disconnect(&closed(1000)),
         AfterDisconnect::Stop(StopReason::ClosedByServer { reason: "r".into() })
     );
-    assert_eq!(
-        engine.on_disconnect(&closed(1012)),
-        AfterDisconnect::Reconnect(ReconnectDelay::Jitter)
-    );
+    assert_eq!(engine.on_disconnect(&closed(1012)), AfterDisconnect::Reconnect(ReconnectDelay::Jitter));
     for code in [1009, 4400, 4408, 4429, 4500] {
-        assert_eq!(
-            engine.on_disconnect(&closed(code)),
-            AfterDisconnect::Reconnect(ReconnectDelay::Backoff)
-        );
+        assert_eq!(engine.on_disconnect(&closed(code)), AfterDisconnect::Reconnect(ReconnectDelay::Backoff));
     }
-    assert_eq!(
-        engine.on_disconnect(&Disconnect::Lost),
-        AfterDisconnect::Reconnect(ReconnectDelay::Backoff)
-    );
+    assert_eq!(engine.on_disconnect(&Disconnect::Lost), AfterDisconnect::Reconnect(ReconnectDelay::Backoff));
 }
 
 #[test]
@@ -502,19 +375,13 @@ fn frames_about_other_partitions_are_recorded_and_ignored() {
     assert!(reaction.frames.is_empty() && reaction.notifications.is_empty());
     let stats = engine.stats();
     assert_eq!(stats.unexpected_frames, 1);
-    assert!(
-        stats
-            .partitions_seen
-            .contains(&PartitionId::new(SOURCE, "u2"))
-    );
+    assert!(stats.partitions_seen.contains(&PartitionId::new(SOURCE, "u2")));
     assert!(engine.view(&PartitionId::new(SOURCE, "u2")).is_none());
 }
 
 #[test]
 fn a_failed_subscription_is_reported_and_still_completes_the_run() {
-    let mut engine = SyncEngine::new(
-        &config(2).subscribe(SubscriptionConfig::new("Secret").with_key("someone-else")),
-    );
+    let mut engine = SyncEngine::new(&config(2).subscribe(SubscriptionConfig::new("Secret").with_key("someone-else")));
     engine.hello();
     let now = Instant::now();
     engine.on_frame(welcome(), now);
@@ -526,31 +393,16 @@ fn a_failed_subscription_is_reported_and_still_completes_the_run() {
         ..ErrorFrame::default()
     };
     let reaction = engine.on_frame(server(server_frame::Msg::Error(error)), now);
-    assert_eq!(
-        statuses(&reaction),
-        [(SyncNotificationStatus::Error, 0, 0, 0)]
-    );
+    assert_eq!(statuses(&reaction), [(SyncNotificationStatus::Error, 0, 0, 0)]);
     engine.on_frame(snapshot(1, 0, &[], true, true), now);
     let reaction = engine.on_frame(caught_up(0, &[]), now);
     assert_eq!(
         statuses(&reaction),
-        [
-            (SyncNotificationStatus::Ok, 0, 0, 0),
-            (SyncNotificationStatus::Complete, 0, 0, 0)
-        ]
+        [(SyncNotificationStatus::Ok, 0, 0, 0), (SyncNotificationStatus::Complete, 0, 0, 0)]
     );
     let mut state = DeviceState::default();
     engine.publish(&mut state);
-    assert_eq!(
-        state
-            .partition("Secret", "someone-else")
-            .unwrap()
-            .error
-            .as_ref()
-            .unwrap()
-            .0,
-        ErrorCode::Forbidden
-    );
+    assert_eq!(state.partition("Secret", "someone-else").unwrap().error.as_ref().unwrap().0, ErrorCode::Forbidden);
 }
 
 #[test]
@@ -564,47 +416,25 @@ fn pull_mode_asks_for_each_page() {
     }
     let reaction = engine.on_frame(page, Instant::now());
     assert_eq!(reaction.frames, [ack_frame(0, 1), pull_frame]);
-    let reaction = engine.on_frame(
-        snapshot(2, 2, &[record("b", 2)], false, true),
-        Instant::now(),
-    );
-    assert_eq!(
-        reaction.frames,
-        [ack_frame(2, 2)],
-        "no pull after the last page"
-    );
+    let reaction = engine.on_frame(snapshot(2, 2, &[record("b", 2)], false, true), Instant::now());
+    assert_eq!(reaction.frames, [ack_frame(2, 2)], "no pull after the last page");
 }
 
 #[test]
 fn commands_resync_or_stop() {
     let mut engine = caught_up_engine();
     let command = |kind: CommandKind| {
-        server(server_frame::Msg::Command(Command {
-            kind: kind as i32,
-            reason: "operator".into(),
-        }))
+        server(server_frame::Msg::Command(Command { kind: kind as i32, reason: "operator".into() }))
     };
     let reaction = engine.on_frame(command(CommandKind::Resync), Instant::now());
     assert_eq!(reaction.frames, [subscribe_frame(0, 2)]);
     assert!(reaction.stop.is_none());
 
     let reaction = engine.on_frame(command(CommandKind::Logout), Instant::now());
-    assert_eq!(
-        reaction.frames,
-        [frame(client_frame::Msg::Logout(Logout {}))]
-    );
-    assert!(matches!(
-        reaction.stop,
-        Some(StopReason::Command {
-            kind: StopCommand::Logout,
-            ..
-        })
-    ));
+    assert_eq!(reaction.frames, [frame(client_frame::Msg::Logout(Logout {}))]);
+    assert!(matches!(reaction.stop, Some(StopReason::Command { kind: StopCommand::Logout, .. })));
     let (credentials, _) = credentials(&engine.hello());
-    assert!(
-        matches!(credentials, hello::Credentials::Login(_)),
-        "logout forgets the token"
-    );
+    assert!(matches!(credentials, hello::Credentials::Login(_)), "logout forgets the token");
 }
 
 #[test]

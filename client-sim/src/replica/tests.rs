@@ -6,11 +6,7 @@ use syncline_proto::v1::Value;
 use super::*;
 
 fn record(id: &str, version: u64) -> Record {
-    Record {
-        id: id.to_owned(),
-        fields: BTreeMap::from([("n".to_owned(), Value::int(version as i64))]),
-        version,
-    }
+    Record { id: id.to_owned(), fields: BTreeMap::from([("n".to_owned(), Value::int(version as i64))]), version }
 }
 
 fn checksum_of<'a>(records: impl IntoIterator<Item = &'a Record>) -> u64 {
@@ -63,33 +59,13 @@ fn snapshot_pages_reset_first_and_move_the_cursor_only_when_done() {
     let second = [record("c", 9)];
 
     let outcome = replica.apply(&snapshot_page(10, &first, true, false, 1));
-    assert_eq!(
-        outcome,
-        ApplyOutcome::Applied {
-            changes: 2,
-            verified: false
-        }
-    );
-    assert_eq!(
-        replica.cursor(),
-        0,
-        "the cursor stays at 0 until snapshot_done"
-    );
+    assert_eq!(outcome, ApplyOutcome::Applied { changes: 2, verified: false });
+    assert_eq!(replica.cursor(), 0, "the cursor stays at 0 until snapshot_done");
     assert!(replica.is_receiving_snapshot());
-    assert_eq!(
-        replica.records().keys().collect::<Vec<_>>(),
-        ["a", "b"],
-        "reset dropped the stale record"
-    );
+    assert_eq!(replica.records().keys().collect::<Vec<_>>(), ["a", "b"], "reset dropped the stale record");
 
     let outcome = replica.apply(&snapshot_page(10, &second, false, true, 2));
-    assert_eq!(
-        outcome,
-        ApplyOutcome::Applied {
-            changes: 1,
-            verified: false
-        }
-    );
+    assert_eq!(outcome, ApplyOutcome::Applied { changes: 1, verified: false });
     assert_eq!(replica.cursor(), 10);
     assert!(!replica.is_receiving_snapshot());
     assert_eq!(replica.total(), 3);
@@ -100,17 +76,8 @@ fn snapshot_pages_reset_first_and_move_the_cursor_only_when_done() {
 fn an_empty_snapshot_leaves_an_empty_replica_at_its_sequence() {
     let mut replica = replica_with(3, &[record("stale", 2)]);
     let outcome = replica.apply(&snapshot_page(4, &[], true, true, 1));
-    assert_eq!(
-        outcome,
-        ApplyOutcome::Applied {
-            changes: 0,
-            verified: false
-        }
-    );
-    assert_eq!(
-        (replica.cursor(), replica.total(), replica.checksum()),
-        (4, 0, 0)
-    );
+    assert_eq!(outcome, ApplyOutcome::Applied { changes: 0, verified: false });
+    assert_eq!((replica.cursor(), replica.total(), replica.checksum()), (4, 0, 0));
 }
 
 #[test]
@@ -123,10 +90,7 @@ fn snapshot_pages_out_of_order_are_refused_without_changes() {
     replica.apply(&snapshot_page(10, &[record("a", 1)], true, false, 1));
     assert_eq!(
         replica.apply(&snapshot_page(11, &[record("b", 1)], false, true, 2)),
-        ApplyOutcome::Unexpected(UnexpectedPage::SnapshotSequenceChanged {
-            expected: 10,
-            got: 11
-        })
+        ApplyOutcome::Unexpected(UnexpectedPage::SnapshotSequenceChanged { expected: 10, got: 11 })
     );
     assert_eq!(
         replica.apply(&log_page(11, 11, &[record("c", 11)], &[])),
@@ -140,10 +104,7 @@ fn snapshot_pages_out_of_order_are_refused_without_changes() {
 fn duplicates_are_skipped_without_changes() {
     let mut replica = replica_with(5, &[record("a", 5)]);
     let before = replica.view();
-    assert_eq!(
-        replica.apply(&log_page(5, 5, &[record("a", 99)], &[])),
-        ApplyOutcome::Duplicate
-    );
+    assert_eq!(replica.apply(&log_page(5, 5, &[record("a", 99)], &[])), ApplyOutcome::Duplicate);
     assert_eq!(replica.view(), before);
 }
 
@@ -151,10 +112,7 @@ fn duplicates_are_skipped_without_changes() {
 fn pages_overlapping_the_cursor_bring_the_replica_to_their_end() {
     // The page covers 3..=6; the replica has 3..=5 already. Its net effect is the state at 6.
     let mut replica = replica_with(5, &[record("a", 5)]);
-    assert!(matches!(
-        replica.apply(&log_page(3, 6, &[record("b", 6)], &["a"])),
-        ApplyOutcome::Applied { .. }
-    ));
+    assert!(matches!(replica.apply(&log_page(3, 6, &[record("b", 6)], &["a"])), ApplyOutcome::Applied { .. }));
     assert_eq!(replica.cursor(), 6);
     assert_eq!(replica.records().keys().collect::<Vec<_>>(), ["b"]);
 }
@@ -163,18 +121,9 @@ fn pages_overlapping_the_cursor_bring_the_replica_to_their_end() {
 fn gaps_are_reported_without_changes() {
     let mut replica = replica_with(5, &[record("a", 5)]);
     let before = replica.view();
-    assert_eq!(
-        replica.apply(&log_page(7, 8, &[record("b", 8)], &[])),
-        ApplyOutcome::Gap {
-            expected_from: 6,
-            from: 7
-        }
-    );
+    assert_eq!(replica.apply(&log_page(7, 8, &[record("b", 8)], &[])), ApplyOutcome::Gap { expected_from: 6, from: 7 });
     assert_eq!(replica.view(), before);
-    assert_eq!(
-        replica.apply(&log_page(6, 5, &[], &[])),
-        ApplyOutcome::Unexpected(UnexpectedPage::EmptyRange)
-    );
+    assert_eq!(replica.apply(&log_page(6, 5, &[], &[])), ApplyOutcome::Unexpected(UnexpectedPage::EmptyRange));
 }
 
 #[test]
@@ -184,18 +133,9 @@ fn log_pages_apply_deletes_before_upserts() {
     let mut page = log_page(6, 7, &[record("a", 7)], &["a", "b"]);
     page.total = 1;
     page.checksum = checksum_of([&record("a", 7)]);
-    assert_eq!(
-        replica.apply(&page),
-        ApplyOutcome::Applied {
-            changes: 3,
-            verified: true
-        }
-    );
+    assert_eq!(replica.apply(&page), ApplyOutcome::Applied { changes: 3, verified: true });
     assert_eq!(replica.cursor(), 7);
-    assert_eq!(
-        replica.records().values().cloned().collect::<Vec<_>>(),
-        [record("a", 7)]
-    );
+    assert_eq!(replica.records().values().cloned().collect::<Vec<_>>(), [record("a", 7)]);
 }
 
 #[test]
@@ -209,17 +149,12 @@ fn checksum_and_total_mismatches_are_detected() {
     };
     assert_eq!(mismatch.cursor, 6);
     assert_eq!(mismatch.local_total, 2);
-    assert_eq!(
-        mismatch.local_checksum,
-        checksum_of([&record("a", 5), &record("b", 6)])
-    );
+    assert_eq!(mismatch.local_checksum, checksum_of([&record("a", 5), &record("b", 6)]));
 
     let mut page = log_page(7, 7, &[record("c", 7)], &[]);
     page.total = 4;
     page.checksum = checksum_of([&record("a", 5), &record("b", 6), &record("c", 7)]);
-    assert!(
-        matches!(replica.apply(&page), ApplyOutcome::ChecksumMismatch(m) if m.expected_total == 4)
-    );
+    assert!(matches!(replica.apply(&page), ApplyOutcome::ChecksumMismatch(m) if m.expected_total == 4));
     assert!(replica.verify(3, page.checksum).is_ok());
 }
 
@@ -267,13 +202,7 @@ fn states(ops: &[Op]) -> Vec<BTreeMap<String, Record>> {
 /// Builds the page for sequences `from..=to`. Compacted pages keep only each id's last change;
 /// full pages also delete ids that were deleted and then created again, which is only right
 /// because deletes are applied before upserts.
-fn page_of(
-    ops: &[Op],
-    states: &[BTreeMap<String, Record>],
-    from: u64,
-    to: u64,
-    compacted: bool,
-) -> Changes {
+fn page_of(ops: &[Op], states: &[BTreeMap<String, Record>], from: u64, to: u64, compacted: bool) -> Changes {
     let mut last: BTreeMap<String, Option<Record>> = BTreeMap::new();
     let mut deleted = Vec::new();
     for seq in from..=to {
@@ -289,10 +218,7 @@ fn page_of(
     }
     let upserts: Vec<Record> = last.values().flatten().cloned().collect();
     let deletes: Vec<String> = if compacted {
-        last.iter()
-            .filter(|(_, record)| record.is_none())
-            .map(|(id, _)| id.clone())
-            .collect()
+        last.iter().filter(|(_, record)| record.is_none()).map(|(id, _)| id.clone()).collect()
     } else {
         deleted.sort();
         deleted.dedup();

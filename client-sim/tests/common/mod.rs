@@ -11,8 +11,8 @@ use syncline_proto::{
     SUBPROTOCOL,
     checksum::Checksum,
     v1::{
-        Changes, ClientFrame, Record, ServerFrame, SourceInfo, SyncState, SyncStatus, Value,
-        Welcome, client_frame, hello, server_frame,
+        Changes, ClientFrame, Record, ServerFrame, SourceInfo, SyncState, SyncStatus, Value, Welcome, client_frame,
+        hello, server_frame,
     },
 };
 use tokio::{
@@ -46,26 +46,20 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub async fn start() -> Self {
-        Self {
-            listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tls: None,
-        }
+        Self { listener: TcpListener::bind("127.0.0.1:0").await.unwrap(), tls: None }
     }
 
     /// Starts a TLS server for `localhost`; returns it and the PEM of its self-signed
     /// certificate.
     pub async fn start_tls() -> (Self, String) {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let key =
-            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
         let mut server = Self::start().await;
         server.tls = Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)));
         (server, certified.cert.pem())
@@ -83,32 +77,20 @@ impl FakeServer {
     // The callback's error type is tungstenite's `ErrorResponse`, not ours to shrink.
     #[allow(clippy::result_large_err)]
     pub async fn accept(&self) -> Peer {
-        let (tcp, _) = timeout(STEP, self.listener.accept())
-            .await
-            .expect("a device connects")
-            .unwrap();
+        let (tcp, _) = timeout(STEP, self.listener.accept()).await.expect("a device connects").unwrap();
         let stream: Box<dyn Io> = match &self.tls {
             Some(acceptor) => Box::new(acceptor.accept(tcp).await.unwrap()),
             None => Box::new(tcp),
         };
         let socket = accept_hdr_async(stream, |request: &Request, mut response: Response| {
-            let asked = request
-                .headers()
-                .get("sec-websocket-protocol")
-                .and_then(|value| value.to_str().ok());
+            let asked = request.headers().get("sec-websocket-protocol").and_then(|value| value.to_str().ok());
             assert_eq!(asked, Some(SUBPROTOCOL));
-            response.headers_mut().insert(
-                "sec-websocket-protocol",
-                HeaderValue::from_static(SUBPROTOCOL),
-            );
+            response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
             Ok(response)
         })
         .await
         .unwrap();
-        Peer {
-            socket,
-            json: false,
-        }
+        Peer { socket, json: false }
     }
 }
 
@@ -122,9 +104,7 @@ pub struct Peer {
 impl Peer {
     pub async fn recv(&mut self) -> ClientFrame {
         loop {
-            let message = timeout(STEP, self.socket.next())
-                .await
-                .expect("a client frame in time");
+            let message = timeout(STEP, self.socket.next()).await.expect("a client frame in time");
             match message {
                 Some(Ok(Message::Binary(bytes))) => return ClientFrame::decode(bytes).unwrap(),
                 Some(Ok(Message::Text(text))) => {
@@ -169,14 +149,9 @@ impl Peer {
     /// Returns the close frame the device sent, or `None` when the connection just ended.
     pub async fn recv_end(&mut self) -> Option<CloseFrame> {
         loop {
-            match timeout(STEP, self.socket.next())
-                .await
-                .expect("the connection ends in time")
-            {
+            match timeout(STEP, self.socket.next()).await.expect("the connection ends in time") {
                 Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(
-                    Message::Binary(_) | Message::Text(_) | Message::Ping(_) | Message::Pong(_),
-                )) => {}
+                Some(Ok(Message::Binary(_) | Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Frame(_))) | Some(Err(_)) | None => return None,
             }
         }
@@ -193,10 +168,7 @@ impl Peer {
     }
 
     pub async fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
         let _ = self.socket.close(Some(frame)).await;
     }
 
@@ -205,11 +177,7 @@ impl Peer {
             client_id: "c1".into(),
             session_token: token.into(),
             user_id: USER.into(),
-            sources: vec![SourceInfo {
-                name: SOURCE.into(),
-                partitioning: "user".into(),
-                keys: vec![USER.into()],
-            }],
+            sources: vec![SourceInfo { name: SOURCE.into(), partitioning: "user".into(), keys: vec![USER.into()] }],
             ..Welcome::default()
         }))
         .await;
@@ -219,10 +187,7 @@ impl Peer {
     pub async fn recv_subscribe(&mut self) -> u64 {
         match self.recv_non_ack().await {
             client_frame::Msg::Subscribe(subscribe) => {
-                assert_eq!(
-                    (subscribe.source.as_str(), subscribe.key.as_str()),
-                    (SOURCE, USER)
-                );
+                assert_eq!((subscribe.source.as_str(), subscribe.key.as_str()), (SOURCE, USER));
                 subscribe.cursor
             }
             other => panic!("expected subscribe, got {other:?}"),
@@ -255,13 +220,7 @@ pub fn record(id: &str, version: u64) -> Record {
     }
 }
 
-pub fn snapshot(
-    page: u64,
-    to: u64,
-    upserts: &[Record],
-    reset: bool,
-    done: bool,
-) -> server_frame::Msg {
+pub fn snapshot(page: u64, to: u64, upserts: &[Record], reset: bool, done: bool) -> server_frame::Msg {
     server_frame::Msg::Changes(Changes {
         source: SOURCE.into(),
         key: USER.into(),

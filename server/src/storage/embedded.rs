@@ -40,17 +40,16 @@ use std::thread::JoinHandle;
 use parking_lot::RwLock;
 use prost::Message;
 use redb::{
-    Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+    Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    Table, TableDefinition, WriteTransaction,
 };
 use syncline_proto::checksum::Checksum;
 use syncline_proto::v1::Record;
 use tracing::error;
 
 use super::{
-    Change, CommitListener, CommittedBatch, CompactionReport, LogPage, MAX_BATCH_CHANGES,
-    MAX_RECORD_ID_BYTES, PartitionName, PartitionState, SnapshotPage, Store, StoreError,
-    StoreResult, StoredDevice, StoredUser,
+    Change, CommitListener, CommittedBatch, CompactionReport, LogPage, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES,
+    PartitionName, PartitionState, SnapshotPage, Store, StoreError, StoreResult, StoredDevice, StoredUser,
 };
 
 /// Default redb page cache: 64 MiB keeps the hot part of a small or medium deployment's
@@ -81,8 +80,7 @@ const FORMAT_VERSION: u64 = 1;
 
 const STORE_META: TableDefinition<&str, u64> = TableDefinition::new("store_meta");
 const PARTITION_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("partition_ids");
-const PARTITION_META: TableDefinition<u64, (u64, u64, u64, u64)> =
-    TableDefinition::new("partition_meta");
+const PARTITION_META: TableDefinition<u64, (u64, u64, u64, u64)> = TableDefinition::new("partition_meta");
 const RECORDS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("records");
 const LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("log");
 const CURSORS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("cursors");
@@ -105,9 +103,7 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self {
-            cache_size_bytes: DEFAULT_CACHE_SIZE_BYTES,
-        }
+        Self { cache_size_bytes: DEFAULT_CACHE_SIZE_BYTES }
     }
 }
 
@@ -159,16 +155,9 @@ impl EmbeddedStore {
     /// starts the writer thread. Fails with [`StoreError::Locked`] when another process (or
     /// another store in this process) has the file open.
     pub fn open(path: &Path, options: EmbeddedOptions) -> StoreResult<Self> {
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).map_err(|source| {
-                StoreError::Io(format!(
-                    "cannot create directory {}: {source}",
-                    parent.display()
-                ))
-            })?;
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|source| StoreError::Io(format!("cannot create directory {}: {source}", parent.display())))?;
         }
         let db = Database::builder()
             .set_cache_size(options.cache_size_bytes)
@@ -188,14 +177,8 @@ impl EmbeddedStore {
         let writer = std::thread::Builder::new()
             .name("syncline-store-writer".to_owned())
             .spawn(move || run_writer(&writer_shared, &queue))
-            .map_err(|source| {
-                StoreError::Io(format!("cannot start the writer thread: {source}"))
-            })?;
-        Ok(Self {
-            shared,
-            requests: Some(requests),
-            writer: Some(writer),
-        })
+            .map_err(|source| StoreError::Io(format!("cannot start the writer thread: {source}")))?;
+        Ok(Self { shared, requests: Some(requests), writer: Some(writer) })
     }
 
     /// Returns the writer thread's counters.
@@ -238,12 +221,7 @@ impl Store for EmbeddedStore {
         validate_batch(&upserts, &deletes)?;
         let requests = self.requests.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = sync_channel(1);
-        let request = WriteRequest {
-            partition: partition.clone(),
-            upserts,
-            deletes,
-            reply,
-        };
+        let request = WriteRequest { partition: partition.clone(), upserts, deletes, reply };
         requests.send(request).map_err(|_| StoreError::Closed)?;
         self.shared.submitted_batches.fetch_add(1, Ordering::AcqRel);
         // The writer drops the reply sender without answering only if it died.
@@ -255,26 +233,14 @@ impl Store for EmbeddedStore {
         Ok(read_partition(&txn, partition)?.map_or_else(PartitionState::default, |(_, s)| s))
     }
 
-    fn read_log(
-        &self,
-        partition: &PartitionName,
-        after: u64,
-        limit: usize,
-    ) -> StoreResult<LogPage> {
+    fn read_log(&self, partition: &PartitionName, after: u64, limit: usize) -> StoreResult<LogPage> {
         let txn = self.begin_read()?;
         let Some((id, state)) = read_partition(&txn, partition)? else {
-            return Ok(LogPage {
-                changes: Vec::new(),
-                covered_to: after,
-                state: Default::default(),
-            });
+            return Ok(LogPage { changes: Vec::new(), covered_to: after, state: Default::default() });
         };
         let log = txn.open_table(LOG).map_err(store_error)?;
         let range = log
-            .range::<(u64, u64)>((
-                Bound::Excluded((id, after)),
-                Bound::Included((id, u64::MAX)),
-            ))
+            .range::<(u64, u64)>((Bound::Excluded((id, after)), Bound::Included((id, u64::MAX))))
             .map_err(store_error)?;
         let mut changes = Vec::new();
         let mut reached_end = true;
@@ -286,16 +252,8 @@ impl Store for EmbeddedStore {
             }
             changes.push(decode_log_entry(key.value().1, value.value())?);
         }
-        let covered_to = if reached_end {
-            after.max(state.head)
-        } else {
-            changes.last().map_or(after, Change::seq)
-        };
-        Ok(LogPage {
-            changes,
-            covered_to,
-            state,
-        })
+        let covered_to = if reached_end { after.max(state.head) } else { changes.last().map_or(after, Change::seq) };
+        Ok(LogPage { changes, covered_to, state })
     }
 
     fn read_snapshot(
@@ -306,20 +264,14 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<SnapshotPage> {
         let txn = self.begin_read()?;
         let Some((id, state)) = read_partition(&txn, partition)? else {
-            return Ok(SnapshotPage {
-                records: Vec::new(),
-                done: true,
-                state: Default::default(),
-            });
+            return Ok(SnapshotPage { records: Vec::new(), done: true, state: Default::default() });
         };
         let records = txn.open_table(RECORDS).map_err(store_error)?;
         let lower = match after_id {
             Some(after_id) => Bound::Excluded((id, after_id)),
             None => Bound::Included((id, "")),
         };
-        let range = records
-            .range::<(u64, &str)>((lower, Bound::Excluded((id + 1, ""))))
-            .map_err(store_error)?;
+        let range = records.range::<(u64, &str)>((lower, Bound::Excluded((id + 1, "")))).map_err(store_error)?;
         let mut page = Vec::new();
         let mut done = true;
         for entry in range {
@@ -330,27 +282,16 @@ impl Store for EmbeddedStore {
             }
             page.push(decode_record(key.value().1, value.value())?);
         }
-        Ok(SnapshotPage {
-            records: page,
-            done,
-            state,
-        })
+        Ok(SnapshotPage { records: page, done, state })
     }
 
-    fn compact(
-        &self,
-        partition: &PartitionName,
-        keep_recent: u64,
-    ) -> StoreResult<CompactionReport> {
+    fn compact(&self, partition: &PartitionName, keep_recent: u64) -> StoreResult<CompactionReport> {
         let mut txn = self.begin_write()?;
         let Some((id, mut state)) = read_partition(&txn, partition)? else {
             return Ok(CompactionReport::default());
         };
         if state.head <= keep_recent {
-            return Ok(CompactionReport {
-                removed: 0,
-                horizon: state.horizon,
-            });
+            return Ok(CompactionReport { removed: 0, horizon: state.horizon });
         }
         let point = state.head - keep_recent;
         if point > state.horizon {
@@ -377,10 +318,7 @@ impl Store for EmbeddedStore {
             scanned_to = step.scanned_to;
             txn = self.begin_write()?;
         }
-        Ok(CompactionReport {
-            removed,
-            horizon: state.horizon,
-        })
+        Ok(CompactionReport { removed, horizon: state.horizon })
     }
 
     fn partitions(&self) -> StoreResult<Vec<PartitionName>> {
@@ -403,11 +341,7 @@ impl Store for EmbeddedStore {
         {
             let mut table = txn.open_table(CURSORS).map_err(store_error)?;
             for (client_id, partition, cursor) in cursors {
-                let key = (
-                    client_id.as_str(),
-                    partition.source.as_str(),
-                    partition.key.as_str(),
-                );
+                let key = (client_id.as_str(), partition.source.as_str(), partition.key.as_str());
                 table.insert(key, *cursor).map_err(store_error)?;
             }
         }
@@ -418,32 +352,18 @@ impl Store for EmbeddedStore {
         let txn = self.begin_read()?;
         let table = txn.open_table(CURSORS).map_err(store_error)?;
         let key = (client_id, partition.source.as_str(), partition.key.as_str());
-        Ok(table
-            .get(key)
-            .map_err(store_error)?
-            .map(|cursor| cursor.value()))
+        Ok(table.get(key).map_err(store_error)?.map(|cursor| cursor.value()))
     }
 
     fn add_user(&self, user: &StoredUser) -> StoreResult<()> {
         let txn = self.begin_write()?;
         {
             let mut users = txn.open_table(USERS).map_err(store_error)?;
-            if users
-                .get(user.name.as_str())
-                .map_err(store_error)?
-                .is_some()
-            {
-                return Err(StoreError::UserExists {
-                    name: user.name.clone(),
-                });
+            if users.get(user.name.as_str()).map_err(store_error)?.is_some() {
+                return Err(StoreError::UserExists { name: user.name.clone() });
             }
-            let value = UserValue {
-                password_hash: user.password_hash.clone(),
-            }
-            .encode_to_vec();
-            users
-                .insert(user.name.as_str(), value.as_slice())
-                .map_err(store_error)?;
+            let value = UserValue { password_hash: user.password_hash.clone() }.encode_to_vec();
+            users.insert(user.name.as_str(), value.as_slice()).map_err(store_error)?;
         }
         txn.commit().map_err(store_error)
     }
@@ -455,10 +375,7 @@ impl Store for EmbeddedStore {
             if users.get(name).map_err(store_error)?.is_none() {
                 return Ok(false);
             }
-            let value = UserValue {
-                password_hash: password_hash.to_owned(),
-            }
-            .encode_to_vec();
+            let value = UserValue { password_hash: password_hash.to_owned() }.encode_to_vec();
             users.insert(name, value.as_slice()).map_err(store_error)?;
         }
         txn.commit().map_err(store_error)?;
@@ -472,10 +389,7 @@ impl Store for EmbeddedStore {
             return Ok(None);
         };
         let value = UserValue::decode(value.value()).map_err(|e| corrupt("user", &e))?;
-        Ok(Some(StoredUser {
-            name: name.to_owned(),
-            password_hash: value.password_hash,
-        }))
+        Ok(Some(StoredUser { name: name.to_owned(), password_hash: value.password_hash }))
     }
 
     fn user_count(&self) -> StoreResult<u64> {
@@ -498,9 +412,7 @@ impl Store for EmbeddedStore {
         let txn = self.begin_write()?;
         {
             let mut devices = txn.open_table(DEVICES).map_err(store_error)?;
-            devices
-                .insert(device.client_id.as_str(), value.as_slice())
-                .map_err(store_error)?;
+            devices.insert(device.client_id.as_str(), value.as_slice()).map_err(store_error)?;
         }
         txn.commit().map_err(store_error)
     }
@@ -540,9 +452,7 @@ impl Store for EmbeddedStore {
                 return Ok(value.value().to_vec());
             }
             let secret = generate();
-            secrets
-                .insert(name, secret.as_slice())
-                .map_err(store_error)?;
+            secrets.insert(name, secret.as_slice()).map_err(store_error)?;
             secret
         };
         txn.commit().map_err(store_error)?;
@@ -586,10 +496,7 @@ fn initialise(db: &Database) -> StoreResult<()> {
     let txn = db.begin_write().map_err(store_error)?;
     {
         let mut meta = txn.open_table(STORE_META).map_err(store_error)?;
-        let stored = meta
-            .get(FORMAT_VERSION_KEY)
-            .map_err(store_error)?
-            .map(|v| v.value());
+        let stored = meta.get(FORMAT_VERSION_KEY).map_err(store_error)?.map(|v| v.value());
         match stored {
             Some(FORMAT_VERSION) => {}
             Some(other) => {
@@ -599,8 +506,7 @@ fn initialise(db: &Database) -> StoreResult<()> {
                 )));
             }
             None => {
-                meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION)
-                    .map_err(store_error)?;
+                meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION).map_err(store_error)?;
             }
         }
         txn.open_table(PARTITION_IDS).map_err(store_error)?;
@@ -622,10 +528,7 @@ fn validate_batch(upserts: &[Record], deletes: &[String]) -> StoreResult<()> {
         return Err(StoreError::BatchTooLarge { changes });
     }
     let mut seen = HashSet::with_capacity(changes);
-    let ids = deletes
-        .iter()
-        .map(String::as_str)
-        .chain(upserts.iter().map(|r| r.id.as_str()));
+    let ids = deletes.iter().map(String::as_str).chain(upserts.iter().map(|r| r.id.as_str()));
     for id in ids {
         if id.is_empty() || id.len() > MAX_RECORD_ID_BYTES {
             return Err(StoreError::InvalidRecordId { id: id.to_owned() });
@@ -699,12 +602,7 @@ fn commit_group(shared: &Shared, mut group: Vec<WriteRequest>) {
             Ok(outcomes) => {
                 let listener = shared.listener.read().clone();
                 for (request, outcome) in group.into_iter().zip(outcomes) {
-                    let batch = committed_batch(
-                        request.partition,
-                        request.upserts,
-                        request.deletes,
-                        outcome,
-                    );
+                    let batch = committed_batch(request.partition, request.upserts, request.deletes, outcome);
                     if let Some(listener) = &listener
                         && !batch.changes.is_empty()
                     {
@@ -733,31 +631,22 @@ fn commit_group(shared: &Shared, mut group: Vec<WriteRequest>) {
 
 /// Applies every batch of the group in one write transaction and commits it (only if
 /// something changed: a group of unchanged batches needs no fsync).
-fn apply_group(
-    shared: &Shared,
-    group: &mut [WriteRequest],
-) -> Result<Vec<BatchOutcome>, GroupFailure> {
-    let txn = shared
-        .db
-        .begin_write()
-        .map_err(|e| GroupFailure::Transaction(store_error(e)))?;
+fn apply_group(shared: &Shared, group: &mut [WriteRequest]) -> Result<Vec<BatchOutcome>, GroupFailure> {
+    let txn = shared.db.begin_write().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
     let mut outcomes = Vec::with_capacity(group.len());
     {
         let mut tables = PartitionTables::open(&txn).map_err(GroupFailure::Transaction)?;
         for (index, request) in group.iter_mut().enumerate() {
             // A failed batch leaves partial writes in the transaction, which is therefore
             // dropped (aborted) and the group retried without it.
-            let outcome = apply_batch_in(&mut tables, request)
-                .map_err(|error| GroupFailure::Batch { index, error })?;
+            let outcome = apply_batch_in(&mut tables, request).map_err(|error| GroupFailure::Batch { index, error })?;
             outcomes.push(outcome);
         }
     }
     if outcomes.iter().all(|outcome| outcome.assigned.is_empty()) {
-        txn.abort()
-            .map_err(|e| GroupFailure::Transaction(store_error(e)))?;
+        txn.abort().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
     } else {
-        txn.commit()
-            .map_err(|e| GroupFailure::Transaction(store_error(e)))?;
+        txn.commit().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
         shared.commits.fetch_add(1, Ordering::AcqRel);
     }
     Ok(outcomes)
@@ -792,14 +681,9 @@ impl<'txn> PartitionTables<'txn> {
         if !create {
             return Ok(None);
         }
-        let next = self
-            .store_meta
-            .get(NEXT_PARTITION_ID_KEY)
-            .map_err(store_error)?;
+        let next = self.store_meta.get(NEXT_PARTITION_ID_KEY).map_err(store_error)?;
         let id = next.map_or(1, |next| next.value());
-        self.store_meta
-            .insert(NEXT_PARTITION_ID_KEY, id + 1)
-            .map_err(store_error)?;
+        self.store_meta.insert(NEXT_PARTITION_ID_KEY, id + 1).map_err(store_error)?;
         self.ids.insert(key, id).map_err(store_error)?;
         Ok(Some(id))
     }
@@ -807,51 +691,31 @@ impl<'txn> PartitionTables<'txn> {
 
 /// Applies one validated batch inside the group's transaction: deletes first, then upserts,
 /// each in input order; unchanged upserts and deletes of absent ids take no sequence.
-fn apply_batch_in(
-    tables: &mut PartitionTables<'_>,
-    request: &mut WriteRequest,
-) -> StoreResult<BatchOutcome> {
+fn apply_batch_in(tables: &mut PartitionTables<'_>, request: &mut WriteRequest) -> StoreResult<BatchOutcome> {
     // A batch of deletes cannot change a partition that does not exist yet.
     let create = !request.upserts.is_empty();
     let Some(id) = tables.partition_id(&request.partition, create)? else {
-        return Ok(BatchOutcome {
-            assigned: Vec::new(),
-            first_seq: 0,
-            state: Default::default(),
-        });
+        return Ok(BatchOutcome { assigned: Vec::new(), first_seq: 0, state: Default::default() });
     };
-    let mut state = tables
-        .meta
-        .get(id)
-        .map_err(store_error)?
-        .map_or_else(PartitionState::default, |v| state_from(v.value()));
+    let mut state =
+        tables.meta.get(id).map_err(store_error)?.map_or_else(PartitionState::default, |v| state_from(v.value()));
     let first_seq = state.head + 1;
     let mut checksum = Checksum(state.checksum);
     let mut assigned = Vec::new();
 
     for (index, record_id) in request.deletes.iter().enumerate() {
-        let Some(old) = tables
-            .records
-            .remove((id, record_id.as_str()))
-            .map_err(store_error)?
-        else {
+        let Some(old) = tables.records.remove((id, record_id.as_str())).map_err(store_error)? else {
             continue;
         };
         let (old_version, _) = split_record_value(old.value())?;
         drop(old);
         state.head += 1;
         state.total = state.total.checked_sub(1).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "partition {} counts fewer records than it holds",
-                request.partition
-            ))
+            StoreError::Corrupt(format!("partition {} counts fewer records than it holds", request.partition))
         })?;
         checksum.remove(record_id, old_version);
         let entry = delete_log_value(record_id);
-        tables
-            .log
-            .insert((id, state.head), entry.as_slice())
-            .map_err(store_error)?;
+        tables.log.insert((id, state.head), entry.as_slice()).map_err(store_error)?;
         assigned.push(Assigned::Delete(index));
     }
 
@@ -875,30 +739,17 @@ fn apply_batch_in(
         }
         checksum.add(&record.id, state.head);
         let value = record_value(state.head, &fields);
-        tables
-            .records
-            .insert(key, value.as_slice())
-            .map_err(store_error)?;
+        tables.records.insert(key, value.as_slice()).map_err(store_error)?;
         let entry = upsert_log_value(&record.id, &fields);
-        tables
-            .log
-            .insert((id, state.head), entry.as_slice())
-            .map_err(store_error)?;
+        tables.log.insert((id, state.head), entry.as_slice()).map_err(store_error)?;
         assigned.push(Assigned::Upsert(index));
     }
 
     state.checksum = checksum.0;
     if !assigned.is_empty() {
-        tables
-            .meta
-            .insert(id, state_value(&state))
-            .map_err(store_error)?;
+        tables.meta.insert(id, state_value(&state)).map_err(store_error)?;
     }
-    Ok(BatchOutcome {
-        assigned,
-        first_seq,
-        state,
-    })
+    Ok(BatchOutcome { assigned, first_seq, state })
 }
 
 /// Builds what the caller and the listener get from a committed batch, moving the records
@@ -912,10 +763,7 @@ fn committed_batch(
     let mut changes = Vec::with_capacity(outcome.assigned.len());
     for (seq, source) in (outcome.first_seq..).zip(&outcome.assigned) {
         changes.push(match *source {
-            Assigned::Delete(index) => Change::Delete {
-                id: std::mem::take(&mut deletes[index]),
-                seq,
-            },
+            Assigned::Delete(index) => Change::Delete { id: std::mem::take(&mut deletes[index]), seq },
             Assigned::Upsert(index) => {
                 let mut record = std::mem::take(&mut upserts[index]);
                 record.version = seq;
@@ -927,13 +775,7 @@ fn committed_batch(
         Some(last) => (outcome.first_seq, last.seq()),
         None => (0, 0),
     };
-    CommittedBatch {
-        partition,
-        first_seq,
-        last_seq,
-        changes,
-        state: outcome.state,
-    }
+    CommittedBatch { partition, first_seq, last_seq, changes, state: outcome.state }
 }
 
 /// Calls the listener; a panicking listener is logged and does not take the writer down.
@@ -943,11 +785,7 @@ fn notify(listener: &dyn CommitListener, batch: &CommittedBatch) {
     }
 }
 
-fn answer(
-    shared: &Shared,
-    reply: &SyncSender<StoreResult<CommittedBatch>>,
-    result: StoreResult<CommittedBatch>,
-) {
+fn answer(shared: &Shared, reply: &SyncSender<StoreResult<CommittedBatch>>, result: StoreResult<CommittedBatch>) {
     shared.answered_batches.fetch_add(1, Ordering::AcqRel);
     // A caller that went away no longer needs its answer.
     let _ = reply.send(result);
@@ -964,22 +802,14 @@ struct CompactionStep {
 
 /// Examines up to [`COMPACTION_STEP_ENTRIES`] log entries in `(scanned_to, point]` and
 /// removes tombstones and upserts that a later change of the same id supersedes.
-fn compact_step(
-    txn: &WriteTransaction,
-    id: u64,
-    scanned_to: u64,
-    point: u64,
-) -> StoreResult<CompactionStep> {
+fn compact_step(txn: &WriteTransaction, id: u64, scanned_to: u64, point: u64) -> StoreResult<CompactionStep> {
     let mut log = txn.open_table(LOG).map_err(store_error)?;
     let records = txn.open_table(RECORDS).map_err(store_error)?;
     let mut doomed = Vec::new();
     let mut last = scanned_to;
     let mut finished = true;
     let range = log
-        .range::<(u64, u64)>((
-            Bound::Excluded((id, scanned_to)),
-            Bound::Included((id, point)),
-        ))
+        .range::<(u64, u64)>((Bound::Excluded((id, scanned_to)), Bound::Included((id, point))))
         .map_err(store_error)?;
     for (examined, entry) in range.enumerate() {
         let (key, value) = entry.map_err(store_error)?;
@@ -993,12 +823,10 @@ fn compact_step(
             LogValue::Delete { .. } => true,
             // The latest change of a live id is the upsert at its version; an absent id's
             // latest change is a later delete.
-            LogValue::Upsert { id: record_id, .. } => {
-                match records.get((id, record_id)).map_err(store_error)? {
-                    Some(record) => split_record_value(record.value())?.0 != seq,
-                    None => true,
-                }
-            }
+            LogValue::Upsert { id: record_id, .. } => match records.get((id, record_id)).map_err(store_error)? {
+                Some(record) => split_record_value(record.value())?.0 != seq,
+                None => true,
+            },
         };
         if superseded {
             doomed.push(seq);
@@ -1007,32 +835,18 @@ fn compact_step(
     for seq in &doomed {
         log.remove((id, *seq)).map_err(store_error)?;
     }
-    Ok(CompactionStep {
-        removed: doomed.len() as u64,
-        scanned_to: last,
-        finished,
-    })
+    Ok(CompactionStep { removed: doomed.len() as u64, scanned_to: last, finished })
 }
 
 /// Reads a partition's id and state in a (read or write) transaction.
-fn read_partition(
-    txn: &impl OpenTables,
-    name: &PartitionName,
-) -> StoreResult<Option<(u64, PartitionState)>> {
+fn read_partition(txn: &impl OpenTables, name: &PartitionName) -> StoreResult<Option<(u64, PartitionState)>> {
     let ids = txn.partition_ids()?;
-    let Some(id) = ids
-        .get((name.source.as_str(), name.key.as_str()))
-        .map_err(store_error)?
-        .map(|id| id.value())
-    else {
+    let Some(id) = ids.get((name.source.as_str(), name.key.as_str())).map_err(store_error)?.map(|id| id.value()) else {
         return Ok(None);
     };
     let meta = txn.partition_meta()?;
     let state = meta.get(id).map_err(store_error)?;
-    Ok(Some((
-        id,
-        state.map_or_else(PartitionState::default, |v| state_from(v.value())),
-    )))
+    Ok(Some((id, state.map_or_else(PartitionState::default, |v| state_from(v.value())))))
 }
 
 /// Opens the tables [`read_partition`] needs in either kind of transaction (redb's two
@@ -1063,12 +877,7 @@ impl OpenTables for WriteTransaction {
 }
 
 fn state_from((head, horizon, total, checksum): (u64, u64, u64, u64)) -> PartitionState {
-    PartitionState {
-        head,
-        horizon,
-        total,
-        checksum,
-    }
+    PartitionState { head, horizon, total, checksum }
 }
 
 fn state_value(state: &PartitionState) -> (u64, u64, u64, u64) {
@@ -1095,9 +904,9 @@ fn record_value(version: u64, fields: &[u8]) -> Vec<u8> {
 
 /// Splits a `records` value into its version and encoded fields.
 fn split_record_value(value: &[u8]) -> StoreResult<(u64, &[u8])> {
-    let (version, fields) = value.split_first_chunk::<8>().ok_or_else(|| {
-        StoreError::Corrupt("a stored record is shorter than its version".to_owned())
-    })?;
+    let (version, fields) = value
+        .split_first_chunk::<8>()
+        .ok_or_else(|| StoreError::Corrupt("a stored record is shorter than its version".to_owned()))?;
     Ok((u64::from_le_bytes(*version), fields))
 }
 
@@ -1146,9 +955,7 @@ fn split_log_value(value: &[u8]) -> StoreResult<LogValue<'_>> {
             let id = std::str::from_utf8(id).map_err(|_| bad())?;
             Ok(LogValue::Upsert { id, fields })
         }
-        LOG_KIND_DELETE => Ok(LogValue::Delete {
-            id: std::str::from_utf8(rest).map_err(|_| bad())?,
-        }),
+        LOG_KIND_DELETE => Ok(LogValue::Delete { id: std::str::from_utf8(rest).map_err(|_| bad())? }),
         _ => Err(bad()),
     }
 }
@@ -1161,10 +968,7 @@ fn decode_log_entry(seq: u64, value: &[u8]) -> StoreResult<Change> {
             record.version = seq;
             Ok(Change::Upsert(record))
         }
-        LogValue::Delete { id } => Ok(Change::Delete {
-            id: id.to_owned(),
-            seq,
-        }),
+        LogValue::Delete { id } => Ok(Change::Delete { id: id.to_owned(), seq }),
     }
 }
 
@@ -1174,9 +978,7 @@ fn corrupt(what: &str, error: &prost::DecodeError) -> StoreError {
 
 fn open_error(path: &Path, error: DatabaseError) -> StoreError {
     match error {
-        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-            path: path.display().to_string(),
-        },
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.display().to_string() },
         other => store_error(other),
     }
 }

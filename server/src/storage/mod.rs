@@ -28,10 +28,7 @@ pub struct PartitionName {
 impl PartitionName {
     /// Returns the partition `(source, key)`.
     pub fn new(source: impl Into<String>, key: impl Into<String>) -> Self {
-        Self {
-            source: source.into(),
-            key: key.into(),
-        }
+        Self { source: source.into(), key: key.into() }
     }
 }
 
@@ -234,8 +231,7 @@ pub trait Store: Send + Sync + 'static {
     fn partition_state(&self, partition: &PartitionName) -> StoreResult<PartitionState>;
 
     /// Reads up to `limit` log changes after sequence `after`.
-    fn read_log(&self, partition: &PartitionName, after: u64, limit: usize)
-    -> StoreResult<LogPage>;
+    fn read_log(&self, partition: &PartitionName, after: u64, limit: usize) -> StoreResult<LogPage>;
 
     /// Reads up to `limit` live records with ids greater than `after_id` (all from the
     /// start when `None`).
@@ -250,8 +246,7 @@ pub trait Store: Send + Sync + 'static {
     /// a later entry for the same id supersedes, purges delete tombstones at or below that
     /// point, and raises the horizon to it (the horizon never goes down). A no-op when
     /// `head <= keep_recent`.
-    fn compact(&self, partition: &PartitionName, keep_recent: u64)
-    -> StoreResult<CompactionReport>;
+    fn compact(&self, partition: &PartitionName, keep_recent: u64) -> StoreResult<CompactionReport>;
 
     /// Lists every partition that has been written.
     fn partitions(&self) -> StoreResult<Vec<PartitionName>>;

@@ -87,14 +87,10 @@ impl SyncEngine {
                 if key.is_empty() || key == syncline_proto::APP_PARTITION_KEY {
                     Ok(PartitionName::new(source, syncline_proto::APP_PARTITION_KEY))
                 } else {
-                    Err(AccessError::Forbidden(format!(
-                        "{source} is an app source: its only partition key is \"*\""
-                    )))
+                    Err(AccessError::Forbidden(format!("{source} is an app source: its only partition key is \"*\"")))
                 }
             }
-            Partitioning::Custom => {
-                Err(AccessError::Forbidden(format!("no entitlement to partition {source}/{key}")))
-            }
+            Partitioning::Custom => Err(AccessError::Forbidden(format!("no entitlement to partition {source}/{key}"))),
         }
     }
 

@@ -12,9 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use syncline_proto::close_code;
-use syncline_proto::v1::{
-    self, ClientFrame, ErrorCode, ServerFrame, SyncStatus, client_frame, hello, server_frame,
-};
+use syncline_proto::v1::{self, ClientFrame, ErrorCode, ServerFrame, SyncStatus, client_frame, hello, server_frame};
 use syncline_push::{CodecError, Outbox, SessionEnd, SessionHandler, Subscription};
 
 use super::{AccessError, SyncEngine, error_frame, pages};
@@ -122,9 +120,7 @@ fn partition_error(source: &str, key: &str, code: ErrorCode, message: impl Into<
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| StoreError::Io(format!("blocking task failed: {error}")))?
+    tokio::task::spawn_blocking(work).await.map_err(|error| StoreError::Io(format!("blocking task failed: {error}")))?
 }
 
 impl DeviceSession {
@@ -183,7 +179,12 @@ impl DeviceSession {
                     AuthError::Store(store) => {
                         tracing::error!(peer = %self.peer, error = %store, "login failed on the store");
                         return self
-                            .fatal(outbox, ErrorCode::Unavailable, "the server cannot check logins right now", close_code::INTERNAL)
+                            .fatal(
+                                outbox,
+                                ErrorCode::Unavailable,
+                                "the server cannot check logins right now",
+                                close_code::INTERNAL,
+                            )
                             .await;
                     }
                 };

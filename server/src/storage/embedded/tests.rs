@@ -23,24 +23,16 @@ fn partition(key: &str) -> PartitionName {
 }
 
 fn record(id: &str, value: i64) -> Record {
-    Record {
-        id: id.to_owned(),
-        fields: BTreeMap::from([("n".to_owned(), Value::int(value))]),
-        version: 0,
-    }
+    Record { id: id.to_owned(), fields: BTreeMap::from([("n".to_owned(), Value::int(value))]), version: 0 }
 }
 
 fn upsert(store: &EmbeddedStore, name: &PartitionName, records: Vec<Record>) -> CommittedBatch {
-    store
-        .apply_batch(name, records, Vec::new())
-        .expect("apply upserts")
+    store.apply_batch(name, records, Vec::new()).expect("apply upserts")
 }
 
 fn delete(store: &EmbeddedStore, name: &PartitionName, ids: &[&str]) -> CommittedBatch {
     let ids = ids.iter().map(|id| (*id).to_owned()).collect();
-    store
-        .apply_batch(name, Vec::new(), ids)
-        .expect("apply deletes")
+    store.apply_batch(name, Vec::new(), ids).expect("apply deletes")
 }
 
 fn seqs(batch: &CommittedBatch) -> Vec<u64> {
@@ -52,9 +44,7 @@ fn snapshot(store: &EmbeddedStore, name: &PartitionName, page: usize) -> Vec<Rec
     let mut records: Vec<Record> = Vec::new();
     loop {
         let after = records.last().map(|r| r.id.clone());
-        let page = store
-            .read_snapshot(name, after.as_deref(), page)
-            .expect("snapshot page");
+        let page = store.read_snapshot(name, after.as_deref(), page).expect("snapshot page");
         records.extend(page.records);
         if page.done {
             return records;
@@ -84,10 +74,7 @@ fn replay(
         let log = store.read_log(name, cursor, page).expect("log page");
         assert!(log.changes.len() <= page);
         for change in log.changes {
-            assert!(
-                cursor < change.seq() && change.seq() <= log.covered_to,
-                "{change:?} outside the page"
-            );
+            assert!(cursor < change.seq() && change.seq() <= log.covered_to, "{change:?} outside the page");
             match change {
                 Change::Upsert(record) => {
                     device.insert(record.id.clone(), record);
@@ -112,13 +99,8 @@ fn sequences_are_gap_free_across_batches() {
     let first = upsert(&store, &name, vec![record("a", 1), record("b", 1)]);
     assert_eq!((first.first_seq, first.last_seq), (1, 2));
     assert_eq!(seqs(&first), [1, 2]);
-    let second = store
-        .apply_batch(
-            &name,
-            vec![record("a", 2), record("c", 1)],
-            vec!["b".to_owned()],
-        )
-        .expect("mixed batch");
+    let second =
+        store.apply_batch(&name, vec![record("a", 2), record("c", 1)], vec!["b".to_owned()]).expect("mixed batch");
     // Deletes come first, then upserts in input order.
     assert_eq!((second.first_seq, second.last_seq), (3, 5));
     assert_eq!(seqs(&second), [3, 4, 5]);
@@ -130,13 +112,7 @@ fn sequences_are_gap_free_across_batches() {
     assert_eq!((state.head, state.horizon, state.total), (5, 0, 2));
     let records = snapshot(&store, &name, 10);
     assert_eq!(recomputed(&records), (state.total, state.checksum));
-    assert_eq!(
-        records
-            .iter()
-            .map(|r| (r.id.as_str(), r.version))
-            .collect::<Vec<_>>(),
-        [("a", 4), ("c", 5)]
-    );
+    assert_eq!(records.iter().map(|r| (r.id.as_str(), r.version)).collect::<Vec<_>>(), [("a", 4), ("c", 5)]);
 }
 
 #[test]
@@ -148,11 +124,7 @@ fn unchanged_upsert_takes_no_sequence() {
         fields: BTreeMap::from([("f".to_owned(), Value::double(f64::from_bits(bits)))]),
         version: 0,
     };
-    upsert(
-        &store,
-        &name,
-        vec![record("a", 1), nan(0x7ff8_0000_0000_0001)],
-    );
+    upsert(&store, &name, vec![record("a", 1), nan(0x7ff8_0000_0000_0001)]);
     // Same fields (the caller's version is ignored, NaN compares by bit pattern): no-op.
     let mut same = record("a", 1);
     same.version = 99;
@@ -161,18 +133,10 @@ fn unchanged_upsert_takes_no_sequence() {
     assert!(unchanged.changes.is_empty());
     assert_eq!(unchanged.state.head, 2);
     // Another NaN payload is a change.
-    let changed = upsert(
-        &store,
-        &name,
-        vec![record("a", 1), nan(0x7ff8_0000_0000_0002)],
-    );
+    let changed = upsert(&store, &name, vec![record("a", 1), nan(0x7ff8_0000_0000_0002)]);
     assert_eq!(seqs(&changed), [3]);
     assert_eq!(changed.changes[0].id(), "x");
-    assert_eq!(
-        store.write_stats().commits,
-        2,
-        "a group that changes nothing is not committed"
-    );
+    assert_eq!(store.write_stats().commits, 2, "a group that changes nothing is not committed");
 }
 
 #[test]
@@ -180,14 +144,8 @@ fn delete_of_absent_id_is_a_no_op() {
     let (_dir, store) = open_temp();
     let name = partition("u1");
     let nothing = delete(&store, &name, &["ghost"]);
-    assert_eq!(
-        (nothing.first_seq, nothing.last_seq, nothing.state),
-        (0, 0, PartitionState::default())
-    );
-    assert!(
-        store.partitions().expect("partitions").is_empty(),
-        "deletes alone do not create a partition"
-    );
+    assert_eq!((nothing.first_seq, nothing.last_seq, nothing.state), (0, 0, PartitionState::default()));
+    assert!(store.partitions().expect("partitions").is_empty(), "deletes alone do not create a partition");
     upsert(&store, &name, vec![record("a", 1)]);
     let batch = delete(&store, &name, &["ghost", "a"]);
     assert_eq!(seqs(&batch), [2]);
@@ -203,42 +161,23 @@ fn invalid_batches_write_nothing() {
     let (_dir, store) = open_temp();
     let name = partition("u1");
     let long = "x".repeat(MAX_RECORD_ID_BYTES + 1);
-    let err = store
-        .apply_batch(&name, vec![record("ok", 1), record("", 1)], Vec::new())
-        .unwrap_err();
+    let err = store.apply_batch(&name, vec![record("ok", 1), record("", 1)], Vec::new()).unwrap_err();
     assert!(matches!(err, StoreError::InvalidRecordId { id } if id.is_empty()));
-    let err = store
-        .apply_batch(&name, vec![record("ok", 1)], vec![long.clone()])
-        .unwrap_err();
+    let err = store.apply_batch(&name, vec![record("ok", 1)], vec![long.clone()]).unwrap_err();
     assert!(matches!(err, StoreError::InvalidRecordId { id } if id == long));
-    let err = store
-        .apply_batch(&name, vec![record("a", 1), record("a", 2)], Vec::new())
-        .unwrap_err();
+    let err = store.apply_batch(&name, vec![record("a", 1), record("a", 2)], Vec::new()).unwrap_err();
     assert!(matches!(err, StoreError::DuplicateId { id } if id == "a"));
-    let err = store
-        .apply_batch(&name, vec![record("a", 1)], vec!["a".to_owned()])
-        .unwrap_err();
+    let err = store.apply_batch(&name, vec![record("a", 1)], vec!["a".to_owned()]).unwrap_err();
     assert!(matches!(err, StoreError::DuplicateId { id } if id == "a"));
-    let too_many = (0..=MAX_BATCH_CHANGES)
-        .map(|i| record(&format!("r{i}"), 1))
-        .collect();
+    let too_many = (0..=MAX_BATCH_CHANGES).map(|i| record(&format!("r{i}"), 1)).collect();
     let err = store.apply_batch(&name, too_many, Vec::new()).unwrap_err();
-    assert!(
-        matches!(err, StoreError::BatchTooLarge { changes } if changes == MAX_BATCH_CHANGES + 1)
-    );
+    assert!(matches!(err, StoreError::BatchTooLarge { changes } if changes == MAX_BATCH_CHANGES + 1));
     // An id of exactly the limit is fine.
     let longest = "y".repeat(MAX_RECORD_ID_BYTES);
 
     assert!(store.partitions().expect("partitions").is_empty());
-    assert_eq!(
-        store.partition_state(&name).expect("state"),
-        PartitionState::default()
-    );
-    assert_eq!(
-        store.write_stats().submitted_batches,
-        0,
-        "nothing reached the writer"
-    );
+    assert_eq!(store.partition_state(&name).expect("state"), PartitionState::default());
+    assert_eq!(store.write_stats().submitted_batches, 0, "nothing reached the writer");
     let batch = upsert(&store, &name, vec![record(&longest, 1)]);
     assert_eq!(seqs(&batch), [1]);
 }
@@ -256,28 +195,15 @@ fn committed_data_survives_reopen() {
         delete(&store, &name, &["a"]);
         upsert(&store, &other, vec![record("p", 1)]);
         store.compact(&name, 0).expect("compact");
-        store
-            .save_cursors(&[("c1".to_owned(), name.clone(), 3)])
-            .expect("cursors");
-        store
-            .add_user(&StoredUser {
-                name: "ann".to_owned(),
-                password_hash: "h1".to_owned(),
-            })
-            .expect("user");
-        let device = StoredDevice {
-            client_id: "c1".to_owned(),
-            user_id: "ann".to_owned(),
-            ..Default::default()
-        };
+        store.save_cursors(&[("c1".to_owned(), name.clone(), 3)]).expect("cursors");
+        store.add_user(&StoredUser { name: "ann".to_owned(), password_hash: "h1".to_owned() }).expect("user");
+        let device = StoredDevice { client_id: "c1".to_owned(), user_id: "ann".to_owned(), ..Default::default() };
         store.put_device(&device).expect("device");
         secret = store.secret("token-key", &|| vec![7; 32]).expect("secret");
         // Cursors commit without fsync; the next durable commit carries them.
         upsert(&store, &other, vec![record("q", 1)]);
         // A clean close makes a pending non-durable commit durable too.
-        store
-            .save_cursors(&[("c2".to_owned(), other.clone(), 2)])
-            .expect("cursors");
+        store.save_cursors(&[("c2".to_owned(), other.clone(), 2)]).expect("cursors");
     }
     let store = EmbeddedStore::open(&path, EmbeddedOptions::default()).expect("reopen");
     let mut names = store.partitions().expect("partitions");
@@ -286,29 +212,14 @@ fn committed_data_survives_reopen() {
     let state = store.partition_state(&name).expect("state");
     assert_eq!((state.head, state.horizon, state.total), (3, 3, 1));
     let records = snapshot(&store, &name, 10);
-    assert_eq!(
-        records,
-        [Record {
-            version: 2,
-            ..record("b", 2)
-        }]
-    );
+    assert_eq!(records, [Record { version: 2, ..record("b", 2) }]);
     assert_eq!(recomputed(&records), (state.total, state.checksum));
     assert_eq!(store.partition_state(&other).expect("state").head, 2);
     assert_eq!(store.cursor("c1", &name).expect("cursor"), Some(3));
     assert_eq!(store.cursor("c2", &other).expect("cursor"), Some(2));
-    assert_eq!(
-        store.user("ann").expect("user").map(|u| u.password_hash),
-        Some("h1".to_owned())
-    );
-    assert_eq!(
-        store.device("c1").expect("device").map(|d| d.user_id),
-        Some("ann".to_owned())
-    );
-    assert_eq!(
-        store.secret("token-key", &|| vec![0; 32]).expect("secret"),
-        secret
-    );
+    assert_eq!(store.user("ann").expect("user").map(|u| u.password_hash), Some("h1".to_owned()));
+    assert_eq!(store.device("c1").expect("device").map(|d| d.user_id), Some("ann".to_owned()));
+    assert_eq!(store.secret("token-key", &|| vec![0; 32]).expect("secret"), secret);
     // Sequences continue where they stopped.
     assert_eq!(seqs(&upsert(&store, &name, vec![record("c", 1)])), [4]);
 }
@@ -316,13 +227,8 @@ fn committed_data_survives_reopen() {
 #[test]
 fn opening_an_open_store_reports_locked() {
     let (dir, _store) = open_temp();
-    let err = EmbeddedStore::open(&store_path(&dir), EmbeddedOptions::default())
-        .err()
-        .expect("second open fails");
-    assert!(
-        matches!(&err, StoreError::Locked { path } if path.ends_with("syncline.redb")),
-        "{err:?}"
-    );
+    let err = EmbeddedStore::open(&store_path(&dir), EmbeddedOptions::default()).err().expect("second open fails");
+    assert!(matches!(&err, StoreError::Locked { path } if path.ends_with("syncline.redb")), "{err:?}");
 }
 
 /// Records what the listener saw.
@@ -333,12 +239,7 @@ struct RecordingListener {
 
 impl CommitListener for RecordingListener {
     fn committed(&self, batch: &CommittedBatch) {
-        let entry = (
-            batch.partition.clone(),
-            batch.first_seq,
-            batch.last_seq,
-            batch.changes.len(),
-        );
+        let entry = (batch.partition.clone(), batch.first_seq, batch.last_seq, batch.changes.len());
         self.batches.lock().expect("listener lock").push(entry);
     }
 }
@@ -360,10 +261,8 @@ fn concurrent_batches_are_gap_free_and_notified_in_order() {
             std::thread::spawn(move || {
                 (0..BATCHES_PER_THREAD)
                     .map(|i| {
-                        let records = vec![
-                            record(&format!("t{thread}-{i}-a"), 1),
-                            record(&format!("t{thread}-{i}-b"), 1),
-                        ];
+                        let records =
+                            vec![record(&format!("t{thread}-{i}-a"), 1), record(&format!("t{thread}-{i}-b"), 1)];
                         upsert(&store, &name, records)
                     })
                     .collect::<Vec<_>>()
@@ -375,10 +274,7 @@ fn concurrent_batches_are_gap_free_and_notified_in_order() {
         for batch in handle.join().expect("thread") {
             assert_eq!(batch.last_seq - batch.first_seq + 1, 2);
             assert_eq!(seqs(&batch), [batch.first_seq, batch.last_seq]);
-            returned
-                .entry(batch.partition.clone())
-                .or_default()
-                .push((batch.first_seq, batch.last_seq));
+            returned.entry(batch.partition.clone()).or_default().push((batch.first_seq, batch.last_seq));
         }
     }
 
@@ -409,10 +305,7 @@ fn concurrent_batches_are_gap_free_and_notified_in_order() {
     }
     let stats = store.write_stats();
     let batches = (THREADS * BATCHES_PER_THREAD) as u64;
-    assert_eq!(
-        (stats.submitted_batches, stats.answered_batches),
-        (batches, batches)
-    );
+    assert_eq!((stats.submitted_batches, stats.answered_batches), (batches, batches));
     assert!(stats.commits >= 1 && stats.commits <= batches);
 }
 
@@ -436,16 +329,9 @@ fn submit_while_writer_blocked(
     while store.write_stats().submitted_batches < before + count {
         std::thread::yield_now();
     }
-    assert_eq!(
-        store.write_stats().answered_batches,
-        before,
-        "the writer is blocked"
-    );
+    assert_eq!(store.write_stats().answered_batches, before, "the writer is blocked");
     drop(lock);
-    handles
-        .into_iter()
-        .map(|handle| handle.join().expect("thread"))
-        .collect()
+    handles.into_iter().map(|handle| handle.join().expect("thread")).collect()
 }
 
 #[test]
@@ -454,13 +340,7 @@ fn queued_batches_share_one_commit() {
     let (_dir, store) = open_temp();
     let store = Arc::new(store);
     let batches = (0..BATCHES)
-        .map(|i| {
-            (
-                partition(&format!("p{}", i % 4)),
-                vec![record(&format!("r{i}"), 1)],
-                Vec::new(),
-            )
-        })
+        .map(|i| (partition(&format!("p{}", i % 4)), vec![record(&format!("r{i}"), 1)], Vec::new()))
         .collect();
     for result in submit_while_writer_blocked(&store, batches) {
         assert_eq!(result.expect("batch").changes.len(), 1);
@@ -468,19 +348,8 @@ fn queued_batches_share_one_commit() {
     let stats = store.write_stats();
     // The writer may have taken the first batch(es) before blocking on the lock; everything
     // queued behind it commits together.
-    assert!(
-        stats.commits <= 2,
-        "{BATCHES} batches took {} commits",
-        stats.commits
-    );
-    let heads: u64 = (0..4)
-        .map(|p| {
-            store
-                .partition_state(&partition(&format!("p{p}")))
-                .expect("state")
-                .head
-        })
-        .sum();
+    assert!(stats.commits <= 2, "{BATCHES} batches took {} commits", stats.commits);
+    let heads: u64 = (0..4).map(|p| store.partition_state(&partition(&format!("p{p}"))).expect("state").head).sum();
     assert_eq!(heads, BATCHES as u64);
 }
 
@@ -496,9 +365,7 @@ fn a_failing_batch_does_not_fail_its_group() {
         let txn = store.shared.db.begin_write().expect("write");
         {
             let mut records = txn.open_table(RECORDS).expect("records");
-            records
-                .insert((1, "a"), [1u8, 2].as_slice())
-                .expect("insert");
+            records.insert((1, "a"), [1u8, 2].as_slice()).expect("insert");
         }
         txn.commit().expect("commit");
     }
@@ -510,11 +377,7 @@ fn a_failing_batch_does_not_fail_its_group() {
             (healthy.clone(), vec![record("i", 1)], Vec::new()),
         ],
     );
-    assert!(
-        matches!(&results[0], Err(StoreError::Corrupt(_))),
-        "{:?}",
-        results[0]
-    );
+    assert!(matches!(&results[0], Err(StoreError::Corrupt(_))), "{:?}", results[0]);
     assert_eq!(results[1].as_ref().expect("healthy batch").changes.len(), 1);
     assert_eq!(results[2].as_ref().expect("healthy batch").changes.len(), 1);
     assert_eq!(store.partition_state(&healthy).expect("state").head, 2);
@@ -536,10 +399,7 @@ fn a_panicking_listener_does_not_stop_the_writer() {
     let listener = Arc::new(RecordingListener::default());
     store.set_commit_listener(listener.clone());
     assert_eq!(seqs(&upsert(&store, &name, vec![record("b", 1)])), [2]);
-    assert_eq!(
-        listener.batches.lock().expect("lock").as_slice(),
-        [(name, 2, 2, 1)]
-    );
+    assert_eq!(listener.batches.lock().expect("lock").as_slice(), [(name, 2, 2, 1)]);
 }
 
 #[test]
@@ -549,45 +409,25 @@ fn snapshot_pages_cover_live_records_once_in_id_order() {
     let neighbour = partition("u2");
     upsert(&store, &neighbour, vec![record("a", 1), record("zz", 1)]);
     // Ids of several lengths and a non-ASCII one: order is byte order, not length first.
-    let ids: Vec<String> = (0..23)
-        .map(|i| format!("{}{i}", ["b", "ab", "a", "ba", "\u{e9}"][i % 5]))
-        .collect();
+    let ids: Vec<String> = (0..23).map(|i| format!("{}{i}", ["b", "ab", "a", "ba", "\u{e9}"][i % 5])).collect();
     upsert(&store, &name, ids.iter().map(|id| record(id, 1)).collect());
     delete(&store, &name, &[&ids[3], &ids[17]]);
-    let mut expected: Vec<&str> = ids
-        .iter()
-        .map(String::as_str)
-        .filter(|id| *id != ids[3] && *id != ids[17])
-        .collect();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).filter(|id| *id != ids[3] && *id != ids[17]).collect();
     expected.sort_unstable();
     for page in [1, 4, 21, 100] {
         let records = snapshot(&store, &name, page);
-        assert_eq!(
-            records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            expected,
-            "page size {page}"
-        );
+        assert_eq!(records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), expected, "page size {page}");
     }
     // A page ending exactly at the last record is done.
-    let all = store
-        .read_snapshot(&name, None, expected.len())
-        .expect("page");
+    let all = store.read_snapshot(&name, None, expected.len()).expect("page");
     assert!(all.done);
-    let short = store
-        .read_snapshot(&name, None, expected.len() - 1)
-        .expect("page");
+    let short = store.read_snapshot(&name, None, expected.len() - 1).expect("page");
     assert!(!short.done);
-    let empty = store
-        .read_snapshot(&name, expected.last().copied(), 5)
-        .expect("page");
+    let empty = store.read_snapshot(&name, expected.last().copied(), 5).expect("page");
     assert!(empty.records.is_empty() && empty.done);
-    let zero = store
-        .read_snapshot(&name, Some(expected[expected.len() - 2]), 0)
-        .expect("page");
+    let zero = store.read_snapshot(&name, Some(expected[expected.len() - 2]), 0).expect("page");
     assert!(zero.records.is_empty() && !zero.done);
-    let unknown = store
-        .read_snapshot(&partition("nobody"), None, 5)
-        .expect("page");
+    let unknown = store.read_snapshot(&partition("nobody"), None, 5).expect("page");
     assert!(unknown.records.is_empty() && unknown.done);
 }
 
@@ -595,26 +435,13 @@ fn snapshot_pages_cover_live_records_once_in_id_order() {
 fn log_pages_report_what_they_cover() {
     let (_dir, store) = open_temp();
     let name = partition("u1");
-    upsert(
-        &store,
-        &name,
-        vec![record("a", 1), record("b", 1), record("c", 1)],
-    ); // 1..=3
+    upsert(&store, &name, vec![record("a", 1), record("b", 1), record("c", 1)]); // 1..=3
     upsert(&store, &name, vec![record("a", 2)]); // 4
     delete(&store, &name, &["b"]); // 5
     let page = store.read_log(&name, 0, 2).expect("log");
-    assert_eq!(
-        (
-            page.changes.iter().map(Change::seq).collect::<Vec<_>>(),
-            page.covered_to
-        ),
-        (vec![1, 2], 2)
-    );
+    assert_eq!((page.changes.iter().map(Change::seq).collect::<Vec<_>>(), page.covered_to), (vec![1, 2], 2));
     let page = store.read_log(&name, 2, 3).expect("log");
-    assert_eq!(
-        (page.changes.len(), page.covered_to, page.state.head),
-        (3, 5, 5)
-    );
+    assert_eq!((page.changes.len(), page.covered_to, page.state.head), (3, 5, 5));
     let page = store.read_log(&name, 5, 3).expect("log");
     assert_eq!((page.changes.len(), page.covered_to), (0, 5));
     let page = store.read_log(&name, 1, 0).expect("log");
@@ -622,37 +449,13 @@ fn log_pages_report_what_they_cover() {
 
     // Compaction leaves gaps: a@1 superseded by a@4, b@2 deleted at 5 (tombstone purged).
     let report = store.compact(&name, 0).expect("compact");
-    assert_eq!(
-        report,
-        CompactionReport {
-            removed: 3,
-            horizon: 5
-        }
-    );
+    assert_eq!(report, CompactionReport { removed: 3, horizon: 5 });
     let page = store.read_log(&name, 0, 2).expect("log");
-    assert_eq!(
-        (
-            page.changes.iter().map(Change::seq).collect::<Vec<_>>(),
-            page.covered_to
-        ),
-        (vec![3, 4], 5)
-    );
+    assert_eq!((page.changes.iter().map(Change::seq).collect::<Vec<_>>(), page.covered_to), (vec![3, 4], 5));
     let page = store.read_log(&name, 0, 1).expect("log");
-    assert_eq!(
-        (
-            page.changes.iter().map(Change::seq).collect::<Vec<_>>(),
-            page.covered_to
-        ),
-        (vec![3], 3)
-    );
+    assert_eq!((page.changes.iter().map(Change::seq).collect::<Vec<_>>(), page.covered_to), (vec![3], 3));
     let page = store.read_log(&name, 3, 1).expect("log");
-    assert_eq!(
-        (
-            page.changes.iter().map(Change::seq).collect::<Vec<_>>(),
-            page.covered_to
-        ),
-        (vec![4], 5)
-    );
+    assert_eq!((page.changes.iter().map(Change::seq).collect::<Vec<_>>(), page.covered_to), (vec![4], 5));
     let unknown = store.read_log(&partition("nobody"), 0, 5).expect("log");
     assert_eq!((unknown.changes.len(), unknown.covered_to), (0, 0));
 }
@@ -665,48 +468,18 @@ fn compaction_keeps_recent_entries_and_the_latest_per_id() {
     upsert(&store, &name, vec![record("a", 2)]); // 3
     delete(&store, &name, &["b"]); // 4
     upsert(&store, &name, vec![record("a", 3)]); // 5
-    assert_eq!(
-        store.compact(&name, 5).expect("compact"),
-        CompactionReport {
-            removed: 0,
-            horizon: 0
-        }
-    );
+    assert_eq!(store.compact(&name, 5).expect("compact"), CompactionReport { removed: 0, horizon: 0 });
     // Point 2: only a@1 (superseded) and b@2 (deleted later) go; the tombstone at 4 stays.
-    assert_eq!(
-        store.compact(&name, 3).expect("compact"),
-        CompactionReport {
-            removed: 2,
-            horizon: 2
-        }
-    );
+    assert_eq!(store.compact(&name, 3).expect("compact"), CompactionReport { removed: 2, horizon: 2 });
     let log = store.read_log(&name, 0, 100).expect("log");
-    assert_eq!(
-        log.changes.iter().map(Change::seq).collect::<Vec<_>>(),
-        [3, 4, 5]
-    );
+    assert_eq!(log.changes.iter().map(Change::seq).collect::<Vec<_>>(), [3, 4, 5]);
     // A larger keep_recent never lowers the horizon.
-    assert_eq!(
-        store.compact(&name, 4).expect("compact"),
-        CompactionReport {
-            removed: 0,
-            horizon: 2
-        }
-    );
+    assert_eq!(store.compact(&name, 4).expect("compact"), CompactionReport { removed: 0, horizon: 2 });
     // Point 4: a@3 superseded by a@5, tombstone at 4 purged.
-    assert_eq!(
-        store.compact(&name, 1).expect("compact"),
-        CompactionReport {
-            removed: 2,
-            horizon: 4
-        }
-    );
+    assert_eq!(store.compact(&name, 1).expect("compact"), CompactionReport { removed: 2, horizon: 4 });
     let log = store.read_log(&name, 0, 100).expect("log");
     assert_eq!(log.changes.iter().map(Change::seq).collect::<Vec<_>>(), [5]);
-    assert_eq!(
-        store.compact(&partition("nobody"), 0).expect("compact"),
-        CompactionReport::default()
-    );
+    assert_eq!(store.compact(&partition("nobody"), 0).expect("compact"), CompactionReport::default());
 }
 
 #[test]
@@ -716,23 +489,11 @@ fn compaction_spanning_several_steps_removes_everything_superseded() {
     let rounds = COMPACTION_STEP_ENTRIES / 1000 + 2;
     for round in 0..rounds {
         let round = i64::try_from(round).expect("small");
-        upsert(
-            &store,
-            &name,
-            (0..1000)
-                .map(|i| record(&format!("r{i:04}"), round))
-                .collect(),
-        );
+        upsert(&store, &name, (0..1000).map(|i| record(&format!("r{i:04}"), round)).collect());
     }
     let head = store.partition_state(&name).expect("state").head;
     let report = store.compact(&name, 0).expect("compact");
-    assert_eq!(
-        report,
-        CompactionReport {
-            removed: head - 1000,
-            horizon: head
-        }
-    );
+    assert_eq!(report, CompactionReport { removed: head - 1000, horizon: head });
     let log = store.read_log(&name, 0, 5000).expect("log");
     assert_eq!(log.changes.len(), 1000);
     assert!(log.changes.iter().all(|change| change.seq() > head - 1000));
@@ -741,21 +502,12 @@ fn compaction_spanning_several_steps_removes_everything_superseded() {
 #[test]
 fn users_devices_and_secrets() {
     let (_dir, store) = open_temp();
-    let ann = StoredUser {
-        name: "ann".to_owned(),
-        password_hash: "h1".to_owned(),
-    };
+    let ann = StoredUser { name: "ann".to_owned(), password_hash: "h1".to_owned() };
     store.add_user(&ann).expect("add");
     assert!(matches!(store.add_user(&ann), Err(StoreError::UserExists { name }) if name == "ann"));
     assert!(store.set_user_password("ann", "h2").expect("set"));
     assert!(!store.set_user_password("bob", "h2").expect("set"));
-    assert_eq!(
-        store.user("ann").expect("user"),
-        Some(StoredUser {
-            password_hash: "h2".to_owned(),
-            ..ann
-        })
-    );
+    assert_eq!(store.user("ann").expect("user"), Some(StoredUser { password_hash: "h2".to_owned(), ..ann }));
     assert_eq!(store.user("bob").expect("user"), None);
     assert_eq!(store.user_count().expect("count"), 1);
 
@@ -787,20 +539,10 @@ fn users_devices_and_secrets() {
 
     let name = partition("u1");
     assert_eq!(store.cursor("c1", &name).expect("cursor"), None);
-    store
-        .save_cursors(&[
-            ("c1".to_owned(), name.clone(), 4),
-            ("c1".to_owned(), partition("u2"), 9),
-        ])
-        .expect("save");
-    store
-        .save_cursors(&[("c1".to_owned(), name.clone(), 6)])
-        .expect("save");
+    store.save_cursors(&[("c1".to_owned(), name.clone(), 4), ("c1".to_owned(), partition("u2"), 9)]).expect("save");
+    store.save_cursors(&[("c1".to_owned(), name.clone(), 6)]).expect("save");
     assert_eq!(store.cursor("c1", &name).expect("cursor"), Some(6));
-    assert_eq!(
-        store.cursor("c1", &partition("u2")).expect("cursor"),
-        Some(9)
-    );
+    assert_eq!(store.cursor("c1", &partition("u2")).expect("cursor"), Some(9));
     assert_eq!(store.cursor("c2", &name).expect("cursor"), None);
 }
 
