@@ -1,0 +1,67 @@
+//! Subscription hub: encode-once fan-out of one published frame to many live subscribers.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use syncline_proto::v1::{Changes, ServerFrame, server_frame};
+use syncline_push::codec::EncodedFrame;
+use syncline_push::hub::Hub;
+use syncline_push::session::Outbox;
+use syncline_server::config::DEFAULT_OUTBOUND_QUEUE;
+use syncline_server::storage::PartitionName;
+
+use crate::fixtures;
+
+/// Live subscribers of the one partition published to: a busy shared (`app`) partition.
+const SUBSCRIBERS: [u64; 2] = [1_000, 10_000];
+
+fn publish(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hub/publish");
+    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let key: PartitionName = fixtures::partition();
+    let frame = EncodedFrame::new(ServerFrame {
+        msg: Some(server_frame::Msg::Changes(Changes {
+            source: key.source.clone(),
+            key: key.key.clone(),
+            upserts: vec![fixtures::record(1)],
+            ..Changes::default()
+        })),
+    });
+    for subscribers in SUBSCRIBERS {
+        let hub = Hub::<PartitionName>::new();
+        let mut queues = Vec::new();
+        let mut subscriptions = Vec::new();
+        for _ in 0..subscribers {
+            let (outbox, queue) = Outbox::for_test(DEFAULT_OUTBOUND_QUEUE);
+            let subscription = hub.subscribe(key.clone(), outbox);
+            assert!(subscription.go_live(0));
+            subscriptions.push(subscription);
+            queues.push(queue);
+        }
+        // Each publish covers the next sequence, as committed batches do.
+        let mut seq = 0u64;
+        group.throughput(Throughput::Elements(subscribers));
+        group.bench_function(BenchmarkId::from_parameter(subscribers), |b| {
+            b.iter_custom(|iters| {
+                let mut measured = Duration::ZERO;
+                for _ in 0..iters {
+                    seq += 1;
+                    let start = Instant::now();
+                    let outcome = hub.publish(black_box(&key), seq, seq, &frame);
+                    measured += start.elapsed();
+                    assert_eq!(outcome.delivered as u64, subscribers, "every subscriber stays live");
+                    // Sessions drain their queues between publishes; not measured.
+                    for queue in &mut queues {
+                        while queue.try_recv().is_ok() {}
+                    }
+                }
+                measured
+            });
+        });
+        drop(subscriptions);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, publish);
