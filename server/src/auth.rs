@@ -204,6 +204,7 @@ impl Authenticator {
                     created_ms: now,
                     last_seen_ms: now,
                     state: "active".into(),
+                    token_generation: 0,
                 },
             };
             store.put_device(&device)?;
@@ -211,7 +212,7 @@ impl Authenticator {
         })
         .await??;
         let identity = Identity { user_id: device.user_id.clone(), client_id: device.client_id.clone() };
-        let token = self.issue(&identity, 0);
+        let token = self.issue(&identity, device.token_generation);
         Ok((identity, token))
     }
 
@@ -230,12 +231,29 @@ impl Authenticator {
         if device.user_id != claims.user_id {
             return Err(AuthError::InvalidToken);
         }
+        if claims.generation != device.token_generation {
+            return Err(AuthError::ExpiredToken);
+        }
         if device.state != "active" {
             return Err(AuthError::DeviceDisabled { state: device.state });
         }
         let identity = Identity { user_id: claims.user_id, client_id: claims.client_id };
         let token = self.issue(&identity, claims.generation);
         Ok((identity, token))
+    }
+
+    /// Revokes every session token issued to `client_id` so far (logout).
+    pub async fn revoke_tokens(&self, client_id: &str) -> Result<(), AuthError> {
+        let store = self.store.clone();
+        let client_id = client_id.to_owned();
+        blocking(move || -> Result<(), AuthError> {
+            if let Some(mut device) = store.device(&client_id)? {
+                device.token_generation += 1;
+                store.put_device(&device)?;
+            }
+            Ok(())
+        })
+        .await?
     }
 
     fn issue(&self, identity: &Identity, generation: u64) -> IssuedToken {

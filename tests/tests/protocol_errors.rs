@@ -185,6 +185,15 @@ async fn bad_input_gets_typed_errors_and_everyone_else_is_served() {
         other => panic!("expected Welcome, got {other:?}"),
     }
 
+    // Logout revokes the device's tokens: the token that worked a moment ago is refused.
+    c.send(&ClientFrame { msg: Some(client_frame::Msg::Logout(syncline_proto::v1::Logout {})) }).await.unwrap();
+    expect_close(&mut c, close_code::NORMAL).await;
+    let mut c = connect(&server, FrameFormat::Binary).await;
+    c.send(&hello_token(&real.session_token)).await.unwrap();
+    let message = expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
+    assert!(message.contains("revoked"), "{message}");
+    expect_close(&mut c, close_code::UNAUTHENTICATED).await;
+
     // Unsupported protocol version.
     let mut c = connect(&server, FrameFormat::Binary).await;
     let mut hello = hello_login("ann", "ann-pw");

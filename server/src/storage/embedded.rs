@@ -407,6 +407,7 @@ impl Store for EmbeddedStore {
             created_ms: device.created_ms,
             last_seen_ms: device.last_seen_ms,
             state: device.state.clone(),
+            token_generation: device.token_generation,
         }
         .encode_to_vec();
         let txn = self.begin_write()?;
@@ -433,6 +434,7 @@ impl Store for EmbeddedStore {
             created_ms: value.created_ms,
             last_seen_ms: value.last_seen_ms,
             state: value.state,
+            token_generation: value.token_generation,
         }))
     }
 
@@ -488,6 +490,8 @@ struct DeviceValue {
     last_seen_ms: i64,
     #[prost(string, tag = "7")]
     state: String,
+    #[prost(uint64, tag = "8")]
+    token_generation: u64,
 }
 
 /// Creates every table and checks (or records) the format version, so that read

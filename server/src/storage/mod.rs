@@ -177,6 +177,9 @@ pub struct StoredDevice {
     pub last_seen_ms: i64,
     /// "active", "locked" or "wiped".
     pub state: String,
+    /// Session tokens carry the generation they were issued in; logging out raises it, which
+    /// revokes every earlier token of the device.
+    pub token_generation: u64,
 }
 
 /// Why a store operation failed, in the caller's terms.

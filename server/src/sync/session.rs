@@ -433,6 +433,11 @@ impl SessionHandler for DeviceSession {
             }
             client_frame::Msg::Logout(_) => {
                 self.subscriptions.clear();
+                if let Some(identity) = &self.identity
+                    && let Err(error) = self.engine.auth.revoke_tokens(&identity.client_id).await
+                {
+                    tracing::error!(peer = %self.peer, %error, "could not revoke session tokens at logout");
+                }
                 outbox.close(close_code::NORMAL, "logged out");
             }
             client_frame::Msg::Mutate(mutate) => {

@@ -520,6 +520,7 @@ fn users_devices_and_secrets() {
         created_ms: -5,
         last_seen_ms: 10,
         state: "active".to_owned(),
+        token_generation: 3,
     };
     store.put_device(&device).expect("put");
     assert_eq!(store.device("c1").expect("device"), Some(device.clone()));
