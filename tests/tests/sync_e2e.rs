@@ -276,3 +276,45 @@ async fn a_device_behind_the_compaction_horizon_gets_a_snapshot_and_converges() 
     second.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_stops_reading_is_switched_to_catch_up_and_converges() {
+    // A tiny outbound queue so that the stalled device overflows it quickly.
+    let server = TestServer::start_with(|config| config.device.outbound_queue = 4).await;
+    server.add_user("ann", "ann-pw");
+    let mut ingest = server.ingest_client().await;
+
+    // The device's app does not read its notifications: with a one-slot channel the device
+    // stops reading its socket, as a frozen app would.
+    let config = DeviceConfig::new(server.url(), "ann", "ann-pw")
+        .subscribe(SubscriptionConfig::new("Account"))
+        .with_notifications(1);
+    let mut phone = Device::start(config);
+    let mut notifications = phone.take_notifications().expect("notifications are on");
+    let first = notifications.recv().await.expect("a first notification");
+    drop(first);
+
+    // Large records, many batches: far more than the queue and the socket buffers hold.
+    let big = "x".repeat(16 * 1024);
+    for batch in 0..300 {
+        let mut upsert = record(&format!("big-{batch:04}"), batch);
+        upsert.fields.insert("blob".into(), syncline_proto::v1::Value::string(big.clone()));
+        push(&mut ingest, "Account", "*", vec![upsert], vec![]).await.unwrap();
+    }
+    let hub = &server.server.engine.hub;
+    syncline_tests::eventually(DEADLINE, "the stalled device to be demoted", || async {
+        (hub.stats().demoted.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
+
+    // The app wakes up: the device drains, catches up from the log and converges.
+    let pages_before = phone.stats().pages;
+    let drain = tokio::spawn(async move { while notifications.recv().await.is_some() {} });
+    assert_converges(&phone, &server, "Account", "*", DEADLINE).await;
+    let stats = phone.stats();
+    assert_eq!(stats.duplicates + stats.gaps + stats.checksum_mismatches, 0, "{stats:?}");
+    assert!(stats.pages > pages_before, "the device caught up with log pages after the demotion: {stats:?}");
+    phone.stop().await;
+    drain.abort();
+    server.stop().await;
+}
