@@ -48,8 +48,9 @@ use syncline_proto::v1::Record;
 use tracing::error;
 
 use super::{
-    Change, CommitListener, CommittedBatch, CompactionReport, LogPage, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES,
-    PartitionName, PartitionState, SnapshotPage, Store, StoreError, StoreResult, StoredDevice, StoredUser,
+    CapturePosition, Change, CommitListener, CommittedBatch, CompactionReport, LogPage, MAX_BATCH_CHANGES,
+    MAX_RECORD_ID_BYTES, PartitionName, PartitionState, PartitionWrite, SnapshotPage, Store, StoreError, StoreResult,
+    StoredDevice, StoredUser,
 };
 
 /// Default redb page cache: 64 MiB keeps the hot part of a small or medium deployment's
@@ -87,6 +88,7 @@ const CURSORS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+const CAPTURE_POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("capture_positions");
 
 const FORMAT_VERSION_KEY: &str = "format_version";
 const NEXT_PARTITION_ID_KEY: &str = "next_partition_id";
@@ -136,17 +138,17 @@ struct Shared {
     commits: AtomicU64,
 }
 
-/// One `apply_batch` call waiting for the writer thread.
+/// One `apply_batch` or `apply_capture` call waiting for the writer thread: its partition
+/// writes (and capture position) commit together or not at all.
 struct WriteRequest {
-    partition: PartitionName,
-    upserts: Vec<Record>,
-    deletes: Vec<String>,
-    reply: SyncSender<StoreResult<CommittedBatch>>,
+    writes: Vec<PartitionWrite>,
+    position: Option<CapturePosition>,
+    reply: SyncSender<StoreResult<Vec<CommittedBatch>>>,
 }
 
 impl WriteRequest {
     fn changes(&self) -> usize {
-        self.upserts.len() + self.deletes.len()
+        self.writes.iter().map(|write| write.upserts.len() + write.deletes.len()).sum()
     }
 }
 
@@ -190,6 +192,24 @@ impl EmbeddedStore {
         }
     }
 
+    /// Validates the writes, hands them to the writer thread and waits for the durable
+    /// outcome.
+    fn submit(
+        &self,
+        writes: Vec<PartitionWrite>,
+        position: Option<CapturePosition>,
+    ) -> StoreResult<Vec<CommittedBatch>> {
+        for write in &writes {
+            validate_batch(&write.upserts, &write.deletes)?;
+        }
+        let requests = self.requests.as_ref().ok_or(StoreError::Closed)?;
+        let (reply, answer) = sync_channel(1);
+        requests.send(WriteRequest { writes, position, reply }).map_err(|_| StoreError::Closed)?;
+        self.shared.submitted_batches.fetch_add(1, Ordering::AcqRel);
+        // The writer drops the reply sender without answering only if it died.
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
     fn begin_read(&self) -> StoreResult<ReadTransaction> {
         self.shared.db.begin_read().map_err(store_error)
     }
@@ -218,14 +238,23 @@ impl Store for EmbeddedStore {
         upserts: Vec<Record>,
         deletes: Vec<String>,
     ) -> StoreResult<CommittedBatch> {
-        validate_batch(&upserts, &deletes)?;
-        let requests = self.requests.as_ref().ok_or(StoreError::Closed)?;
-        let (reply, answer) = sync_channel(1);
-        let request = WriteRequest { partition: partition.clone(), upserts, deletes, reply };
-        requests.send(request).map_err(|_| StoreError::Closed)?;
-        self.shared.submitted_batches.fetch_add(1, Ordering::AcqRel);
-        // The writer drops the reply sender without answering only if it died.
-        answer.recv().map_err(|_| StoreError::Closed)?
+        let write = PartitionWrite { partition: partition.clone(), upserts, deletes };
+        let mut batches = self.submit(vec![write], None)?;
+        batches.pop().ok_or_else(|| StoreError::Io("the writer answered without a batch".into()))
+    }
+
+    fn apply_capture(
+        &self,
+        writes: Vec<PartitionWrite>,
+        position: CapturePosition,
+    ) -> StoreResult<Vec<CommittedBatch>> {
+        self.submit(writes, Some(position))
+    }
+
+    fn capture_position(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        let txn = self.begin_read()?;
+        let positions = txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
+        Ok(positions.get(name).map_err(store_error)?.map(|value| value.value().to_vec()))
     }
 
     fn partition_state(&self, partition: &PartitionName) -> StoreResult<PartitionState> {
@@ -521,6 +550,7 @@ fn initialise(db: &Database) -> StoreResult<()> {
         txn.open_table(USERS).map_err(store_error)?;
         txn.open_table(DEVICES).map_err(store_error)?;
         txn.open_table(SECRETS).map_err(store_error)?;
+        txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
     }
     txn.commit().map_err(store_error)
 }
@@ -605,14 +635,18 @@ fn commit_group(shared: &Shared, mut group: Vec<WriteRequest>) {
         match apply_group(shared, &mut group) {
             Ok(outcomes) => {
                 let listener = shared.listener.read().clone();
-                for (request, outcome) in group.into_iter().zip(outcomes) {
-                    let batch = committed_batch(request.partition, request.upserts, request.deletes, outcome);
-                    if let Some(listener) = &listener
-                        && !batch.changes.is_empty()
-                    {
-                        notify(listener.as_ref(), &batch);
+                for (request, outcomes) in group.into_iter().zip(outcomes) {
+                    let mut batches = Vec::with_capacity(outcomes.len());
+                    for (write, outcome) in request.writes.into_iter().zip(outcomes) {
+                        let batch = committed_batch(write.partition, write.upserts, write.deletes, outcome);
+                        if let Some(listener) = &listener
+                            && !batch.changes.is_empty()
+                        {
+                            notify(listener.as_ref(), &batch);
+                        }
+                        batches.push(batch);
                     }
-                    answer(shared, &request.reply, Ok(batch));
+                    answer(shared, &request.reply, Ok(batches));
                 }
                 return;
             }
@@ -635,19 +669,32 @@ fn commit_group(shared: &Shared, mut group: Vec<WriteRequest>) {
 
 /// Applies every batch of the group in one write transaction and commits it (only if
 /// something changed: a group of unchanged batches needs no fsync).
-fn apply_group(shared: &Shared, group: &mut [WriteRequest]) -> Result<Vec<BatchOutcome>, GroupFailure> {
+fn apply_group(shared: &Shared, group: &mut [WriteRequest]) -> Result<Vec<Vec<BatchOutcome>>, GroupFailure> {
     let txn = shared.db.begin_write().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
     let mut outcomes = Vec::with_capacity(group.len());
+    let mut positions_written = false;
     {
         let mut tables = PartitionTables::open(&txn).map_err(GroupFailure::Transaction)?;
+        let mut positions = txn.open_table(CAPTURE_POSITIONS).map_err(|e| GroupFailure::Transaction(store_error(e)))?;
         for (index, request) in group.iter_mut().enumerate() {
-            // A failed batch leaves partial writes in the transaction, which is therefore
+            // A failed request leaves partial writes in the transaction, which is therefore
             // dropped (aborted) and the group retried without it.
-            let outcome = apply_batch_in(&mut tables, request).map_err(|error| GroupFailure::Batch { index, error })?;
-            outcomes.push(outcome);
+            let mut request_outcomes = Vec::with_capacity(request.writes.len());
+            for write in &mut request.writes {
+                let outcome =
+                    apply_batch_in(&mut tables, write).map_err(|error| GroupFailure::Batch { index, error })?;
+                request_outcomes.push(outcome);
+            }
+            if let Some(position) = &request.position {
+                positions
+                    .insert(position.name.as_str(), position.token.as_slice())
+                    .map_err(|error| GroupFailure::Batch { index, error: store_error(error) })?;
+                positions_written = true;
+            }
+            outcomes.push(request_outcomes);
         }
     }
-    if outcomes.iter().all(|outcome| outcome.assigned.is_empty()) {
+    if !positions_written && outcomes.iter().flatten().all(|outcome| outcome.assigned.is_empty()) {
         txn.abort().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
     } else {
         txn.commit().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
@@ -695,7 +742,7 @@ impl<'txn> PartitionTables<'txn> {
 
 /// Applies one validated batch inside the group's transaction: deletes first, then upserts,
 /// each in input order; unchanged upserts and deletes of absent ids take no sequence.
-fn apply_batch_in(tables: &mut PartitionTables<'_>, request: &mut WriteRequest) -> StoreResult<BatchOutcome> {
+fn apply_batch_in(tables: &mut PartitionTables<'_>, request: &mut PartitionWrite) -> StoreResult<BatchOutcome> {
     // A batch of deletes cannot change a partition that does not exist yet.
     let create = !request.upserts.is_empty();
     let Some(id) = tables.partition_id(&request.partition, create)? else {
@@ -789,7 +836,11 @@ fn notify(listener: &dyn CommitListener, batch: &CommittedBatch) {
     }
 }
 
-fn answer(shared: &Shared, reply: &SyncSender<StoreResult<CommittedBatch>>, result: StoreResult<CommittedBatch>) {
+fn answer(
+    shared: &Shared,
+    reply: &SyncSender<StoreResult<Vec<CommittedBatch>>>,
+    result: StoreResult<Vec<CommittedBatch>>,
+) {
     shared.answered_batches.fetch_add(1, Ordering::AcqRel);
     // A caller that went away no longer needs its answer.
     let _ = reply.send(result);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use syncline_proto::v1::Record;
 
 /// A partition's name: `(source, key)`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionName {
     /// Source name, e.g. `Account`.
     pub source: String,
@@ -43,6 +43,24 @@ pub const MAX_RECORD_ID_BYTES: usize = 512;
 
 /// Most changes (upserts + deletes) accepted in one batch: bounds one write transaction.
 pub const MAX_BATCH_CHANGES: usize = 10_000;
+
+/// Changes to apply to one partition.
+#[derive(Clone, Debug, Default)]
+pub struct PartitionWrite {
+    pub partition: PartitionName,
+    pub upserts: Vec<Record>,
+    pub deletes: Vec<String>,
+}
+
+/// A change-capture position (e.g. a channel's Watch resume token) stored with the changes
+/// it covers, so that after a crash capture resumes exactly after what was committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturePosition {
+    /// Which capture this is (e.g. `watch:<channel endpoint>`).
+    pub name: String,
+    /// The opaque position.
+    pub token: Vec<u8>,
+}
 
 /// A partition's state at one sequence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -229,6 +247,15 @@ pub trait Store: Send + Sync + 'static {
         upserts: Vec<Record>,
         deletes: Vec<String>,
     ) -> StoreResult<CommittedBatch>;
+
+    /// Applies writes to several partitions and records a capture position, all in one
+    /// atomic, durable commit (the same validation and no-op rules as [`Store::apply_batch`]).
+    /// Returns one committed batch per write, in order.
+    fn apply_capture(&self, writes: Vec<PartitionWrite>, position: CapturePosition)
+    -> StoreResult<Vec<CommittedBatch>>;
+
+    /// Returns the last capture position stored under `name`.
+    fn capture_position(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
 
     /// Returns the partition's current state (all zero for a partition never written).
     fn partition_state(&self, partition: &PartitionName) -> StoreResult<PartitionState>;

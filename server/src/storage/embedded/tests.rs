@@ -670,3 +670,32 @@ proptest! {
         check_against_model(&store, &name, &history, horizon, horizon..=head)?;
     }
 }
+
+#[test]
+fn capture_writes_commit_atomically_with_their_position() {
+    let (dir, store) = open_temp();
+    let (a, b) = (partition("a"), partition("b"));
+    let position = |token: &[u8]| CapturePosition { name: "watch:crm".into(), token: token.to_vec() };
+    assert_eq!(store.capture_position("watch:crm").expect("read"), None);
+    let writes = vec![
+        PartitionWrite { partition: a.clone(), upserts: vec![record("x", 1)], deletes: vec![] },
+        PartitionWrite { partition: b.clone(), upserts: vec![record("y", 2), record("z", 3)], deletes: vec![] },
+    ];
+    let batches = store.apply_capture(writes, position(b"t1")).expect("capture");
+    assert_eq!(batches.iter().map(seqs).collect::<Vec<_>>(), vec![vec![1], vec![1, 2]]);
+    // Nothing changes, but the position still moves (the channel's feed moved past no-ops).
+    let same = vec![PartitionWrite { partition: a.clone(), upserts: vec![record("x", 1)], deletes: vec![] }];
+    let batches = store.apply_capture(same, position(b"t2")).expect("capture");
+    assert!(batches[0].changes.is_empty());
+    // An invalid write refuses the whole request: neither the other write nor the position.
+    let invalid = vec![
+        PartitionWrite { partition: a.clone(), upserts: vec![record("w", 9)], deletes: vec![] },
+        PartitionWrite { partition: b.clone(), upserts: vec![record("", 1)], deletes: vec![] },
+    ];
+    assert!(matches!(store.apply_capture(invalid, position(b"t3")), Err(StoreError::InvalidRecordId { .. })));
+    drop(store);
+    let store = EmbeddedStore::open(&store_path(&dir), EmbeddedOptions::default()).expect("reopen");
+    assert_eq!(store.capture_position("watch:crm").expect("read"), Some(b"t2".to_vec()));
+    assert_eq!(store.partition_state(&a).expect("state").head, 1);
+    assert_eq!(store.partition_state(&b).expect("state").head, 2);
+}
