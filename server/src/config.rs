@@ -110,6 +110,10 @@ pub struct TlsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     pub token_ttl_secs: u64,
+    /// When set, device logins are checked by this channel's Authenticate (which also says
+    /// which custom partitions the user may sync) instead of local users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -138,6 +142,53 @@ pub struct SourceSection {
     /// "user" (one partition per user), "app" (one partition shared by all users) or
     /// "custom" (keys assigned by the channel).
     pub partitioning: String,
+    /// gRPC endpoint of the channel that owns the source's data, e.g.
+    /// "http://127.0.0.1:7801". Without one the source is fed by Ingest only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// How changes are captured: "ingest" (the backend pushes), "watch" (follow the
+    /// channel's change stream) or "poll" (re-query partitions with subscribers).
+    #[serde(default = "default_capture")]
+    pub capture: String,
+    /// Interval of "poll" capture.
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    /// What happens when a device's update is based on an old version: "reject",
+    /// "last_write_wins" or "channel" (the channel decides).
+    #[serde(default = "default_conflict")]
+    pub conflict: String,
+    /// Catch-up page size for this source (default: device.default_page_size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+}
+
+/// Default poll interval: frequent enough for interactive data, rare enough for a backend.
+pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 30;
+
+fn default_capture() -> String {
+    "ingest".into()
+}
+
+fn default_poll_interval_secs() -> u64 {
+    DEFAULT_POLL_INTERVAL_SECS
+}
+
+fn default_conflict() -> String {
+    "reject".into()
+}
+
+impl SourceSection {
+    /// Returns an ingest-fed source with `partitioning`.
+    pub fn new(partitioning: &str) -> Self {
+        Self {
+            partitioning: partitioning.into(),
+            channel: None,
+            capture: default_capture(),
+            poll_interval_secs: DEFAULT_POLL_INTERVAL_SECS,
+            conflict: default_conflict(),
+            page_size: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -182,7 +233,7 @@ impl Default for GrpcSection {
 
 impl Default for AuthSection {
     fn default() -> Self {
-        Self { token_ttl_secs: DEFAULT_TOKEN_TTL_SECS }
+        Self { token_ttl_secs: DEFAULT_TOKEN_TTL_SECS, channel: None }
     }
 }
 
@@ -238,6 +289,52 @@ impl Partitioning {
     }
 }
 
+/// How a source's changes reach Syncline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capture {
+    /// The backend pushes through Ingest.
+    Ingest,
+    /// Syncline follows the channel's Watch stream.
+    Watch,
+    /// Syncline re-queries partitions with subscribers every interval.
+    Poll { interval: Duration },
+}
+
+/// What happens to a device update based on an old version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// The update fails with a conflict carrying the current record.
+    Reject,
+    /// The update wins.
+    LastWriteWins,
+    /// The channel decides.
+    Channel,
+}
+
+/// A validated source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceSettings {
+    pub partitioning: Partitioning,
+    /// The channel endpoint, when the source has one.
+    pub channel: Option<String>,
+    pub capture: Capture,
+    pub conflict: ConflictPolicy,
+    pub page_size: Option<u32>,
+}
+
+impl SourceSettings {
+    /// Returns an ingest-fed source without a channel.
+    pub fn ingest(partitioning: Partitioning) -> Self {
+        Self {
+            partitioning,
+            channel: None,
+            capture: Capture::Ingest,
+            conflict: ConflictPolicy::Reject,
+            page_size: None,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -265,7 +362,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The demo app to seed, when enabled and no sources are configured.
     pub demo: Option<DemoSection>,
-    pub sources: BTreeMap<String, Partitioning>,
+    pub sources: BTreeMap<String, SourceSettings>,
+    /// Channel endpoint that checks device logins (instead of local users).
+    pub auth_channel: Option<String>,
 }
 
 /// Names of the demo app's sources and their partitioning.
@@ -401,11 +500,51 @@ impl Config {
                     ));
                 }
             };
-            sources.insert(name.clone(), partitioning);
+            let key = |field: &str| format!("sources.{name}.{field}");
+            let channel = match &source.channel {
+                Some(url) => Some(endpoint_url(&key("channel"), url)?),
+                None => None,
+            };
+            let capture = match source.capture.as_str() {
+                "ingest" => Capture::Ingest,
+                "watch" => Capture::Watch,
+                "poll" => Capture::Poll {
+                    interval: Duration::from_secs(positive(&key("poll_interval_secs"), source.poll_interval_secs)?),
+                },
+                other => return Err(invalid(&key("capture"), &other, "expected \"ingest\", \"watch\" or \"poll\"")),
+            };
+            if capture != Capture::Ingest && channel.is_none() {
+                return Err(invalid(
+                    &key("capture"),
+                    &source.capture,
+                    &format!("{} capture needs sources.{name}.channel", source.capture),
+                ));
+            }
+            let conflict = match source.conflict.as_str() {
+                "reject" => ConflictPolicy::Reject,
+                "last_write_wins" => ConflictPolicy::LastWriteWins,
+                "channel" => ConflictPolicy::Channel,
+                other => {
+                    return Err(invalid(
+                        &key("conflict"),
+                        &other,
+                        "expected \"reject\", \"last_write_wins\" or \"channel\"",
+                    ));
+                }
+            };
+            if let Some(page_size) = source.page_size
+                && (page_size == 0 || page_size > device.max_page_size)
+            {
+                return Err(invalid(&key("page_size"), &page_size, "must be between 1 and device.max_page_size"));
+            }
+            sources.insert(
+                name.clone(),
+                SourceSettings { partitioning, channel, capture, conflict, page_size: source.page_size },
+            );
         }
         let demo = if self.demo.enabled && sources.is_empty() {
             for (name, partitioning) in DEMO_SOURCES {
-                sources.insert((*name).to_owned(), *partitioning);
+                sources.insert((*name).to_owned(), SourceSettings::ingest(*partitioning));
             }
             Some(self.demo.clone())
         } else {
@@ -442,6 +581,10 @@ impl Config {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             demo,
             sources,
+            auth_channel: match &self.auth.channel {
+                Some(url) => Some(endpoint_url("auth.channel", url)?),
+                None => None,
+            },
         })
     }
 
@@ -453,6 +596,26 @@ impl Config {
         }
         copy.demo.password = "<redacted>".into();
         serde_json::to_string(&copy).unwrap_or_default()
+    }
+}
+
+/// Checks a channel endpoint URL (http:// or https://, host and port).
+fn endpoint_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let invalid = |message: &str| ConfigError::Invalid {
+        key: key.to_owned(),
+        value: url.to_owned(),
+        message: message.to_owned(),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| invalid("expected http://HOST:PORT or https://HOST:PORT"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(url.trim_end_matches('/').to_owned())
+        }
+        _ => Err(invalid("expected http://HOST:PORT or https://HOST:PORT")),
     }
 }
 
@@ -476,8 +639,8 @@ mod tests {
         let settings = Config::default().validate().unwrap();
         assert_eq!(settings.device_addr.to_string(), DEFAULT_DEVICE_ADDR);
         assert_eq!(settings.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
-        assert_eq!(settings.sources.get("Account"), Some(&Partitioning::App));
-        assert_eq!(settings.sources.get("Contact"), Some(&Partitioning::User));
+        assert_eq!(settings.sources["Account"].partitioning, Partitioning::App);
+        assert_eq!(settings.sources["Contact"].partitioning, Partitioning::User);
         assert!(settings.demo.is_some());
     }
 
@@ -504,8 +667,26 @@ mod tests {
         config.device.addr = "localhost".into();
         assert!(config.validate().unwrap_err().to_string().contains("device.addr"));
         let mut config = Config::default();
-        config.sources.insert("Orders".into(), SourceSection { partitioning: "team".into() });
+        config.sources.insert("Orders".into(), SourceSection::new("team"));
         assert!(config.validate().unwrap_err().to_string().contains("sources.Orders.partitioning"));
+        let mut config = Config::default();
+        let mut watched = SourceSection::new("app");
+        watched.capture = "watch".into();
+        config.sources.insert("Orders".into(), watched.clone());
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("needs sources.Orders.channel"), "{error}");
+        watched.channel = Some("localhost:7801".into());
+        config.sources.insert("Orders".into(), watched.clone());
+        assert!(config.validate().unwrap_err().to_string().contains("sources.Orders.channel"));
+        watched.channel = Some("http://127.0.0.1:7801".into());
+        watched.conflict = "newest".into();
+        config.sources.insert("Orders".into(), watched.clone());
+        assert!(config.validate().unwrap_err().to_string().contains("sources.Orders.conflict"));
+        watched.conflict = "last_write_wins".into();
+        config.sources.insert("Orders".into(), watched);
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.sources["Orders"].capture, Capture::Watch);
+        assert_eq!(settings.sources["Orders"].conflict, ConflictPolicy::LastWriteWins);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[device]\nadress = \"x\"\n").unwrap();

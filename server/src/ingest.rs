@@ -8,13 +8,13 @@ use syncline_proto::v1::ingest_server::{Ingest, IngestServer};
 use syncline_proto::v1::{PushRequest, PushResponse};
 use tonic::{Request, Response, Status};
 
-use crate::config::Partitioning;
+use crate::config::{Partitioning, SourceSettings};
 use crate::storage::{PartitionName, Store, StoreError};
 
 /// The Ingest service.
 pub struct IngestService {
     store: Arc<dyn Store>,
-    sources: BTreeMap<String, Partitioning>,
+    sources: BTreeMap<String, SourceSettings>,
     token: Option<String>,
 }
 
@@ -23,7 +23,7 @@ impl IngestService {
     /// `authorization: Bearer <token>`.
     pub fn server(
         store: Arc<dyn Store>,
-        sources: BTreeMap<String, Partitioning>,
+        sources: BTreeMap<String, SourceSettings>,
         token: Option<String>,
     ) -> IngestServer<Self> {
         IngestServer::new(Self { store, sources, token })
@@ -44,8 +44,11 @@ impl IngestService {
     }
 
     fn partition(&self, source: &str, key: &str) -> Result<PartitionName, Status> {
-        let partitioning =
-            self.sources.get(source).ok_or_else(|| Status::invalid_argument(format!("unknown source {source:?}")))?;
+        let partitioning = self
+            .sources
+            .get(source)
+            .map(|source| source.partitioning)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown source {source:?}")))?;
         let key = match partitioning {
             Partitioning::App => {
                 if !(key.is_empty() || key == syncline_proto::APP_PARTITION_KEY) {

@@ -28,8 +28,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.device.addr = "127.0.0.1:0".into();
     config.grpc.addr = "127.0.0.1:0".into();
     config.demo.enabled = false;
-    config.sources.insert("Account".into(), SourceSection { partitioning: "app".into() });
-    config.sources.insert("Contact".into(), SourceSection { partitioning: "user".into() });
+    config.sources.insert("Account".into(), SourceSection::new("app"));
+    config.sources.insert("Contact".into(), SourceSection::new("user"));
     config
 }
 

@@ -20,7 +20,7 @@ use syncline_proto::v1::{self, ErrorCode, ServerFrame, server_frame};
 use syncline_push::{EncodedFrame, Hub};
 
 use crate::auth::Authenticator;
-use crate::config::{Partitioning, Settings};
+use crate::config::{Partitioning, Settings, SourceSettings};
 use crate::storage::{CommitListener, CommittedBatch, PartitionName, Store};
 
 /// Limits applied to device subscriptions.
@@ -57,7 +57,7 @@ pub struct SyncEngine {
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub<PartitionName>>,
     pub auth: Authenticator,
-    pub sources: BTreeMap<String, Partitioning>,
+    pub sources: BTreeMap<String, SourceSettings>,
     pub limits: DeviceLimits,
     pub cursors: cursors::CursorRecorder,
 }
@@ -74,7 +74,7 @@ impl SyncEngine {
     /// only for their owner, `app` partitions for everyone, `custom` ones only with an
     /// entitlement (none yet: channels grant them).
     pub fn resolve_partition(&self, user_id: &str, source: &str, key: &str) -> Result<PartitionName, AccessError> {
-        let partitioning = self.sources.get(source).ok_or(AccessError::UnknownSource)?;
+        let partitioning = &self.sources.get(source).ok_or(AccessError::UnknownSource)?.partitioning;
         match partitioning {
             Partitioning::User => {
                 if key.is_empty() || key == user_id {
@@ -98,6 +98,7 @@ impl SyncEngine {
     pub fn source_infos(&self, user_id: &str) -> Vec<v1::SourceInfo> {
         self.sources
             .iter()
+            .map(|(name, source)| (name, &source.partitioning))
             .map(|(name, partitioning)| v1::SourceInfo {
                 name: name.clone(),
                 partitioning: partitioning.as_str().to_owned(),
