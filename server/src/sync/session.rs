@@ -238,8 +238,9 @@ impl DeviceSession {
         }
         // A resubscription replaces the old one (and leaves the hub) first.
         self.subscriptions.remove(&partition);
+        let source_page_size = self.engine.sources.get(&partition.source).and_then(|source| source.page_size);
         let page_size = match subscribe.page_size {
-            0 => limits.default_page_size,
+            0 => source_page_size.unwrap_or(limits.default_page_size),
             asked => asked.min(limits.max_page_size),
         } as usize;
         let window = u64::from(subscribe.window.min(limits.max_window));
