@@ -215,6 +215,11 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
         outcome
     }
 
+    /// Returns the keys that have at least one subscriber.
+    pub fn keys(&self) -> Vec<K> {
+        self.partitions.iter().filter(|entry| !entry.subscribers.is_empty()).map(|entry| entry.key().clone()).collect()
+    }
+
     /// Returns the number of subscribers of `key`.
     pub fn subscriber_count(&self, key: &K) -> usize {
         self.partitions.get(key).map_or(0, |entry| entry.subscribers.len())

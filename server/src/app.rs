@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::config::Settings;
+use crate::channel::capture;
+use crate::channel::grpc::ChannelConnection;
+use crate::config::{Capture, Partitioning, Settings};
 use crate::ingest::IngestService;
 use crate::storage::Store;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -101,6 +103,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         let ttl = settings.token_ttl;
         tokio::task::spawn_blocking(move || Authenticator::new(store, ttl)).await??
     };
+    let (poll_requests, pollers) = poll_queues(&settings);
     let engine = Arc::new(SyncEngine {
         store: store.clone(),
         hub,
@@ -108,6 +111,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         sources: settings.sources.clone(),
         limits: DeviceLimits::from_settings(&settings),
         cursors: CursorRecorder::default(),
+        poll_requests,
     });
 
     let tls = match &settings.tls {
@@ -163,7 +167,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             }),
     );
 
-    let background = spawn_background_jobs(&settings, &engine, &tracker, &shutdown);
+    let mut background = spawn_background_jobs(&settings, &engine, &tracker, &shutdown);
+    background.extend(spawn_capture(&settings, &engine, pollers, &shutdown)?);
     let stopped = {
         let shutdown = shutdown.clone();
         let engine = engine.clone();
@@ -220,6 +225,64 @@ fn spawn_background_jobs(
         })
     };
     vec![cursor_job, compaction_job]
+}
+
+type PollQueues = (
+    std::collections::BTreeMap<String, tokio::sync::mpsc::Sender<crate::storage::PartitionName>>,
+    Vec<(String, tokio::sync::mpsc::Receiver<crate::storage::PartitionName>)>,
+);
+
+/// Creates the request queue of each polled source.
+fn poll_queues(settings: &Settings) -> PollQueues {
+    let mut senders = std::collections::BTreeMap::new();
+    let mut receivers = Vec::new();
+    for (name, source) in &settings.sources {
+        if let Capture::Poll { .. } = source.capture {
+            let (sender, receiver) = tokio::sync::mpsc::channel(capture::POLL_REQUEST_QUEUE);
+            senders.insert(name.clone(), sender);
+            receivers.push((name.clone(), receiver));
+        }
+    }
+    (senders, receivers)
+}
+
+/// Starts change capture: one watcher per channel endpoint with watched sources, one poller
+/// per polled source.
+fn spawn_capture(
+    settings: &Settings,
+    engine: &Arc<SyncEngine>,
+    pollers: Vec<(String, tokio::sync::mpsc::Receiver<crate::storage::PartitionName>)>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    let mut watched: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Partitioning>> =
+        std::collections::BTreeMap::new();
+    for (name, source) in &settings.sources {
+        if let (Capture::Watch, Some(endpoint)) = (source.capture, &source.channel) {
+            watched.entry(endpoint.clone()).or_default().insert(name.clone(), source.partitioning);
+        }
+    }
+    for (endpoint, sources) in watched {
+        let connection = ChannelConnection::lazy(&endpoint)?;
+        tasks.push(tokio::spawn(capture::run_watch(engine.store.clone(), connection, sources, shutdown.clone())));
+    }
+    for (name, requests) in pollers {
+        let source = &settings.sources[&name];
+        let (Capture::Poll { interval }, Some(endpoint)) = (source.capture, &source.channel) else {
+            continue;
+        };
+        let connection = ChannelConnection::lazy(endpoint)?;
+        tasks.push(tokio::spawn(capture::run_poll(
+            engine.store.clone(),
+            engine.hub.clone(),
+            connection,
+            name,
+            interval,
+            requests,
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
 }
 
 /// Writes recorded device cursors to the store.

@@ -5,12 +5,14 @@
 //! - [`auth`]: passwords (argon2), session tokens, device registration.
 //! - [`sync`]: the sync engine — subscriptions, snapshot and log paging, live push, cursors.
 //! - [`ingest`]: the `Ingest` gRPC service backends push changes through.
+//! - [`channel`]: the gRPC client of backend channels and change capture (watch, poll).
 //! - [`storage`]: the durable store trait and its embedded (redb) backend.
 //! - [`demo`]: the demo app seeded by `syncline serve` without configured sources.
 //! - [`tls`], [`telemetry`], [`shutdown`], [`cli`]: plumbing.
 
 pub mod app;
 pub mod auth;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -60,6 +60,8 @@ pub struct SyncEngine {
     pub sources: BTreeMap<String, SourceSettings>,
     pub limits: DeviceLimits,
     pub cursors: cursors::CursorRecorder,
+    /// Per polled source: asks its poller to poll a partition now (a device subscribed).
+    pub poll_requests: BTreeMap<String, tokio::sync::mpsc::Sender<PartitionName>>,
 }
 
 /// Why a device may not sync a partition.

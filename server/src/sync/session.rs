@@ -244,6 +244,11 @@ impl DeviceSession {
             asked => asked.min(limits.max_page_size),
         } as usize;
         let window = u64::from(subscribe.window.min(limits.max_window));
+        // A polled source refreshes the partition now rather than at the next interval; a
+        // full queue only means a poll is already due.
+        if let Some(requests) = self.engine.poll_requests.get(&partition.source) {
+            let _ = requests.try_send(partition.clone());
+        }
         // Join the hub before reading, so nothing committed from now on can be missed.
         let subscription = self.engine.hub.subscribe(partition.clone(), outbox.clone());
         let store = self.engine.store.clone();

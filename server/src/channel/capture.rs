@@ -1,0 +1,307 @@
+//! Change capture from channels.
+//!
+//! - **watch**: one task per channel endpoint follows `Watch` for the endpoint's watched
+//!   sources. Each `ChangeBatch` is committed with [`Store::apply_capture`] together with its
+//!   resume token, so after a crash or a channel restart capture resumes exactly after the
+//!   last committed batch: no batch is applied twice and none is skipped.
+//! - **poll**: one task per polled source re-queries the partitions that have subscribers
+//!   every interval (and at once when a device subscribes), diffs against the stored
+//!   partition and logs only real upserts and deletes (unchanged records are no-ops in the
+//!   store).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use syncline_proto::v1::{ChangeBatch, Record};
+use syncline_push::Hub;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::ChannelError;
+use super::grpc::ChannelConnection;
+use crate::config::Partitioning;
+use crate::storage::{
+    CapturePosition, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES, PartitionName, PartitionWrite, Store, StoreError,
+};
+
+/// First pause after a failed channel call; doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause between attempts to reach a channel.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// Poll requests queued by subscribing devices; more are dropped (the next tick polls anyway).
+pub const POLL_REQUEST_QUEUE: usize = 1024;
+
+/// Returns the name under which a watch's resume token is stored.
+pub fn watch_position_name(endpoint: &str) -> String {
+    format!("watch:{endpoint}")
+}
+
+/// Exponential backoff for reconnecting to a channel.
+struct Retry {
+    pause: Duration,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self { pause: FIRST_RETRY_PAUSE }
+    }
+
+    fn reset(&mut self) {
+        self.pause = FIRST_RETRY_PAUSE;
+    }
+
+    /// Waits before the next attempt; returns false when shutting down.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let pause = self.pause;
+        self.pause = (self.pause * 2).min(MAX_RETRY_PAUSE);
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(pause) => true,
+        }
+    }
+}
+
+/// Turns a channel's change batch into validated partition writes for the watched
+/// `sources`. Changes to unknown sources or invalid keys or ids are dropped with a warning
+/// (they can never be applied); a record that appears twice in a partition keeps its last
+/// version; writes larger than one store batch are split.
+pub fn batch_writes(batch: ChangeBatch, sources: &BTreeMap<String, Partitioning>, endpoint: &str) -> Vec<PartitionWrite> {
+    let mut writes = Vec::new();
+    for changes in batch.partitions {
+        let Some(partition) = changes.partition else {
+            tracing::warn!(endpoint, "watch batch names no partition; skipped");
+            continue;
+        };
+        let Some(partitioning) = sources.get(&partition.source) else {
+            tracing::warn!(endpoint, source = %partition.source, "watch batch for a source not watched here; skipped");
+            continue;
+        };
+        let key = match partitioning {
+            Partitioning::App => syncline_proto::APP_PARTITION_KEY.to_owned(),
+            Partitioning::User | Partitioning::Custom => {
+                if partition.key.is_empty() || partition.key == syncline_proto::APP_PARTITION_KEY {
+                    tracing::warn!(endpoint, source = %partition.source, "watch batch without a partition key; skipped");
+                    continue;
+                }
+                partition.key
+            }
+        };
+        let valid_id = |id: &str| !id.is_empty() && id.len() <= MAX_RECORD_ID_BYTES;
+        // Last change of each id wins; deletes and upserts of one id cannot both stay.
+        let mut upserts: BTreeMap<String, Record> = BTreeMap::new();
+        let mut deletes: BTreeSet<String> = BTreeSet::new();
+        for id in changes.deletes {
+            if valid_id(&id) {
+                upserts.remove(&id);
+                deletes.insert(id);
+            }
+        }
+        for record in changes.upserts {
+            if valid_id(&record.id) {
+                deletes.remove(&record.id);
+                upserts.insert(record.id.clone(), record);
+            } else {
+                tracing::warn!(endpoint, source = %partition.source, "watch batch record with an invalid id; skipped");
+            }
+        }
+        let name = PartitionName::new(partition.source, key);
+        let deletes: Vec<String> = deletes.into_iter().collect();
+        let upserts: Vec<Record> = upserts.into_values().collect();
+        for chunk in deletes.chunks(MAX_BATCH_CHANGES) {
+            writes.push(PartitionWrite { partition: name.clone(), upserts: Vec::new(), deletes: chunk.to_vec() });
+        }
+        for chunk in upserts.chunks(MAX_BATCH_CHANGES) {
+            writes.push(PartitionWrite { partition: name.clone(), upserts: chunk.to_vec(), deletes: Vec::new() });
+        }
+    }
+    writes
+}
+
+/// Follows a channel's Watch stream for `sources` until shutdown, reconnecting with backoff.
+pub async fn run_watch(
+    store: Arc<dyn Store>,
+    connection: ChannelConnection,
+    sources: BTreeMap<String, Partitioning>,
+    shutdown: CancellationToken,
+) {
+    let endpoint = connection.endpoint().to_owned();
+    let position_name = watch_position_name(&endpoint);
+    let mut retry = Retry::new();
+    tracing::info!(endpoint, sources = ?sources.keys().collect::<Vec<_>>(), "watching channel");
+    loop {
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = follow_once(&store, &connection, &sources, &position_name, &mut retry) => outcome,
+        };
+        match outcome {
+            Ok(()) => tracing::info!(endpoint, "channel ended its watch stream; resuming"),
+            Err(WatchFailure::Channel(error)) => tracing::warn!(endpoint, %error, "watch interrupted; retrying"),
+            Err(WatchFailure::Store(error)) => tracing::error!(endpoint, %error, "cannot store watched changes; retrying"),
+        }
+        if !retry.wait(&shutdown).await {
+            return;
+        }
+    }
+}
+
+enum WatchFailure {
+    Channel(ChannelError),
+    Store(StoreError),
+}
+
+async fn follow_once(
+    store: &Arc<dyn Store>,
+    connection: &ChannelConnection,
+    sources: &BTreeMap<String, Partitioning>,
+    position_name: &str,
+    retry: &mut Retry,
+) -> Result<(), WatchFailure> {
+    let token = {
+        let store = store.clone();
+        let name = position_name.to_owned();
+        blocking(move || store.capture_position(&name)).await.map_err(WatchFailure::Store)?.unwrap_or_default()
+    };
+    let names: Vec<String> = sources.keys().cloned().collect();
+    let mut stream = connection.watch(names, token).await.map_err(WatchFailure::Channel)?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(WatchFailure::Channel)?;
+        retry.reset();
+        let position = CapturePosition { name: position_name.to_owned(), token: batch.resume_token.clone() };
+        let writes = batch_writes(batch, sources, connection.endpoint());
+        let store = store.clone();
+        blocking(move || store.apply_capture(writes, position)).await.map_err(WatchFailure::Store)?;
+    }
+    Ok(())
+}
+
+/// Polls one source's partitions that have subscribers every `interval`, and any partition
+/// named on `requests` at once, until shutdown.
+pub async fn run_poll(
+    store: Arc<dyn Store>,
+    hub: Arc<Hub<PartitionName>>,
+    connection: ChannelConnection,
+    source: String,
+    interval: Duration,
+    mut requests: mpsc::Receiver<PartitionName>,
+    shutdown: CancellationToken,
+) {
+    let endpoint = connection.endpoint().to_owned();
+    tracing::info!(endpoint, source, interval_ms = interval.as_millis() as u64, "polling channel");
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let partitions: Vec<PartitionName> = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => hub.keys().into_iter().filter(|partition| partition.source == source).collect(),
+            Some(partition) = requests.recv() => vec![partition],
+        };
+        for partition in partitions {
+            match poll_partition(&store, &connection, &partition).await {
+                Ok(0) => {}
+                Ok(changes) => tracing::debug!(endpoint, %partition, changes, "poll found changes"),
+                Err(error) => tracing::warn!(endpoint, %partition, %error, "poll failed; will retry next interval"),
+            }
+        }
+    }
+}
+
+/// Why one poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Queries one partition from the channel and applies the difference to the store; returns
+/// the number of changes logged.
+pub async fn poll_partition(
+    store: &Arc<dyn Store>,
+    connection: &ChannelConnection,
+    partition: &PartitionName,
+) -> Result<u64, PollError> {
+    let records = connection.query(&partition.source, &partition.key).await?;
+    let store = store.clone();
+    let partition = partition.clone();
+    let changes = blocking(move || -> Result<u64, StoreError> {
+        let stored = store.read_snapshot(&partition, None, usize::MAX)?;
+        let mut upserts: BTreeMap<String, Record> = BTreeMap::new();
+        for record in records {
+            if !record.id.is_empty() && record.id.len() <= MAX_RECORD_ID_BYTES {
+                upserts.insert(record.id.clone(), record);
+            }
+        }
+        let deletes: Vec<String> =
+            stored.records.iter().map(|record| &record.id).filter(|id| !upserts.contains_key(*id)).cloned().collect();
+        // Only records that differ from the stored copy are sent to the store (which would
+        // also treat unchanged ones as no-ops, but after encoding each).
+        let stored: BTreeMap<&str, &Record> = stored.records.iter().map(|record| (record.id.as_str(), record)).collect();
+        let upserts: Vec<Record> = upserts
+            .into_values()
+            .filter(|record| stored.get(record.id.as_str()).is_none_or(|old| old.fields != record.fields))
+            .collect();
+        let mut logged = 0;
+        for chunk in deletes.chunks(MAX_BATCH_CHANGES) {
+            logged += store.apply_batch(&partition, Vec::new(), chunk.to_vec())?.changes.len() as u64;
+        }
+        for chunk in upserts.chunks(MAX_BATCH_CHANGES) {
+            logged += store.apply_batch(&partition, chunk.to_vec(), Vec::new())?.changes.len() as u64;
+        }
+        Ok(logged)
+    })
+    .await?;
+    Ok(changes)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| StoreError::Io(format!("blocking task failed: {error}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncline_proto::v1::{PartitionChanges, PartitionKey};
+
+    fn changes(source: &str, key: &str, upserts: &[&str], deletes: &[&str]) -> PartitionChanges {
+        PartitionChanges {
+            partition: Some(PartitionKey { source: source.into(), key: key.into() }),
+            upserts: upserts.iter().map(|id| Record { id: (*id).into(), ..Record::default() }).collect(),
+            deletes: deletes.iter().map(|id| (*id).to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn batches_are_validated_and_normalised() {
+        let sources: BTreeMap<String, Partitioning> =
+            [("Account".to_owned(), Partitioning::App), ("Contact".to_owned(), Partitioning::User)].into();
+        let batch = ChangeBatch {
+            partitions: vec![
+                changes("Account", "ignored", &["a", "b", ""], &["b", "c"]),
+                changes("Contact", "", &["x"], &[]),
+                changes("Contact", "ann", &["x"], &["x"]),
+                changes("Unknown", "*", &["u"], &[]),
+            ],
+            resume_token: vec![1],
+        };
+        let writes = batch_writes(batch, &sources, "test");
+        let summary: Vec<(String, Vec<String>, Vec<String>)> = writes
+            .into_iter()
+            .map(|w| (w.partition.to_string(), w.upserts.into_iter().map(|r| r.id).collect(), w.deletes))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("Account/*".into(), vec![], vec!["c".into()]),
+                ("Account/*".into(), vec!["a".into(), "b".into()], vec![]),
+                ("Contact/ann".into(), vec!["x".into()], vec![]),
+            ]
+        );
+    }
+}
