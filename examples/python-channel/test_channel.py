@@ -39,10 +39,10 @@ _users = itertools.count(1)
 class ChannelProcess:
     """channel.py in a subprocess, ready once it printed its `listening on` line."""
 
-    def __init__(self, db_path: str):
+    def __init__(self, db_path: str, *extra_args: str):
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "channel.py"), "--db", db_path,
-             "--listen", "127.0.0.1:0"],
+             "--listen", "127.0.0.1:0", *extra_args],
             stdout=subprocess.PIPE,
             stderr=None,  # inherited: shows up in pytest's output on failure
             text=True,
@@ -506,3 +506,22 @@ def test_feed_and_data_survive_restart(tmp_path):
         r.close()
     finally:
         assert second.stop() == 0
+
+
+def test_cancelled_watches_end_and_free_their_worker(tmp_path):
+    # With 3 worker threads, a Watch loop that outlived its cancelled RPC would hold a
+    # worker for good: the fourth watch would never start.
+    proc = ChannelProcess(str(tmp_path / "cancel.db"), "--workers", "3")
+    try:
+        for _ in range(8):
+            w = watch(proc.stub)
+            w.next()
+            w.close()
+        # Each cancelled loop gives its worker back within one poll; gRPC queues a new
+        # RPC until a worker is free, so no sleep is needed (next() is bounded by a timeout).
+        w = watch(proc.stub)
+        assert list(w.next().partitions) == []
+        w.close()
+        proc.stub.Describe(channel_pb2.DescribeRequest(), timeout=RPC_TIMEOUT)
+    finally:
+        assert proc.stop() == 0
