@@ -13,6 +13,9 @@ fi
 # machine allows.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# The Python example channel: its own venv, generated stubs and pytest suite.
+examples/python-channel/run-tests.sh -q
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
