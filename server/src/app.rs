@@ -101,7 +101,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let auth = {
         let store = store.clone();
         let ttl = settings.token_ttl;
-        tokio::task::spawn_blocking(move || Authenticator::new(store, ttl)).await??
+        let channel = settings.auth_channel.as_deref().map(ChannelConnection::lazy).transpose()?;
+        tokio::task::spawn_blocking(move || Authenticator::new(store, ttl, channel)).await??
     };
     let (poll_requests, pollers) = poll_queues(&settings);
     let engine = Arc::new(SyncEngine {

@@ -19,14 +19,19 @@ use rand::RngCore;
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 
+use crate::channel::ChannelError;
+use crate::channel::grpc::ChannelConnection;
 use crate::storage::{Store, StoreError, StoredDevice, StoredUser};
 
 /// Name of the token-signing secret in the store.
 const TOKEN_SECRET_NAME: &str = "session-token-hmac";
 /// Bytes of the token-signing secret.
 const TOKEN_SECRET_BYTES: usize = 32;
-/// Longest accepted token: anything longer is not ours, and is refused before decoding.
-const MAX_TOKEN_BYTES: usize = 1024;
+/// Longest accepted token (entitlements make tokens grow): anything longer is not ours, and
+/// is refused before decoding.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Most custom-partition entitlements kept per session.
+pub const MAX_ENTITLEMENTS: usize = 256;
 /// Longest user name.
 pub const MAX_USER_NAME_BYTES: usize = 128;
 
@@ -51,6 +56,9 @@ pub enum AuthError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The channel that checks logins could not be reached.
+    #[error("logins cannot be checked right now; try again later")]
+    Unavailable(#[source] ChannelError),
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -63,13 +71,19 @@ struct TokenClaims {
     expires_ms: i64,
     #[prost(uint64, tag = "4")]
     generation: u64,
+    /// Custom partitions granted by the channel at login, as "source\0key".
+    #[prost(string, repeated, tag = "5")]
+    entitlements: Vec<String>,
 }
 
 /// An authenticated device session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identity {
     pub user_id: String,
     pub client_id: String,
+    /// Custom partitions the user may sync, as (source, key), granted by the channel that
+    /// checked the login.
+    pub entitlements: std::collections::BTreeSet<(String, String)>,
 }
 
 /// A session token and when it expires.
@@ -95,6 +109,8 @@ pub struct Authenticator {
     /// Bounds concurrent argon2 verifications (each takes tens of milliseconds of CPU and
     /// ~19 MiB), so a login storm cannot starve the server.
     hashing: Semaphore,
+    /// When set, logins are checked by this channel instead of local users.
+    channel: Option<ChannelConnection>,
 }
 
 /// Returns the current Unix time in milliseconds.
@@ -137,14 +153,18 @@ pub fn new_client_id() -> String {
 
 impl Authenticator {
     /// Loads (or creates) the token secret from the store.
-    pub fn new(store: Arc<dyn Store>, token_ttl: Duration) -> Result<Self, AuthError> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        token_ttl: Duration,
+        channel: Option<ChannelConnection>,
+    ) -> Result<Self, AuthError> {
         let secret = store.secret(TOKEN_SECRET_NAME, &|| {
             let mut secret = vec![0u8; TOKEN_SECRET_BYTES];
             rand::rng().fill_bytes(&mut secret);
             secret
         })?;
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self { store, secret, token_ttl, hashing: Semaphore::new(permits) })
+        Ok(Self { store, secret, token_ttl, hashing: Semaphore::new(permits), channel })
     }
 
     /// Checks a username and password and registers (or refreshes) the device. `client_id`
@@ -159,6 +179,82 @@ impl Authenticator {
         if !valid_user_name(username) {
             return Err(AuthError::BadCredentials);
         }
+        let (user_id, entitlements) = match &self.channel {
+            Some(channel) => self.login_with_channel(channel, username, password).await?,
+            None => (self.login_locally(username, password).await?, Default::default()),
+        };
+        let store = self.store.clone();
+        let wanted = client_id.to_owned();
+        let owner = user_id.clone();
+        let device = blocking(move || -> Result<StoredDevice, AuthError> {
+            let now = now_ms();
+            let existing = if wanted.is_empty() { None } else { store.device(&wanted)? };
+            let device = match existing {
+                Some(mut device) if device.user_id == owner => {
+                    if device.state != "active" {
+                        return Err(AuthError::DeviceDisabled { state: device.state });
+                    }
+                    device.last_seen_ms = now;
+                    device.platform = details.platform;
+                    device.app_version = details.app_version;
+                    device.model = details.model;
+                    device
+                }
+                _ => StoredDevice {
+                    client_id: new_client_id(),
+                    user_id: owner,
+                    platform: details.platform,
+                    app_version: details.app_version,
+                    model: details.model,
+                    created_ms: now,
+                    last_seen_ms: now,
+                    state: "active".into(),
+                    token_generation: 0,
+                },
+            };
+            store.put_device(&device)?;
+            Ok(device)
+        })
+        .await??;
+        let identity = Identity { user_id: device.user_id.clone(), client_id: device.client_id.clone(), entitlements };
+        let token = self.issue(&identity, device.token_generation);
+        Ok((identity, token))
+    }
+
+    /// Asks the channel; returns the user id and entitlements it grants.
+    async fn login_with_channel(
+        &self,
+        channel: &ChannelConnection,
+        username: &str,
+        password: &str,
+    ) -> Result<(String, std::collections::BTreeSet<(String, String)>), AuthError> {
+        let answer = match channel.authenticate(username, password).await {
+            Ok(answer) => answer,
+            Err(error) if error.is_transient() => return Err(AuthError::Unavailable(error)),
+            Err(error) => {
+                tracing::warn!(%error, "the login channel refused an Authenticate call");
+                return Err(AuthError::BadCredentials);
+            }
+        };
+        if !answer.ok {
+            return Err(AuthError::BadCredentials);
+        }
+        let user_id = if answer.user_id.is_empty() { username.to_owned() } else { answer.user_id };
+        if !valid_user_name(&user_id) {
+            return Err(AuthError::InvalidUserName);
+        }
+        let entitlements = answer
+            .entitlements
+            .into_iter()
+            .flat_map(|(source, keys)| keys.keys.into_iter().map(move |key| (source.clone(), key)))
+            .filter(|(_, key)| !key.is_empty() && key != syncline_proto::APP_PARTITION_KEY)
+            .take(MAX_ENTITLEMENTS)
+            .collect();
+        Ok((user_id, entitlements))
+    }
+
+    /// Checks a local user's password; returns the user id.
+    async fn login_locally(&self, username: &str, password: &str) -> Result<String, AuthError> {
         let store = self.store.clone();
         let name = username.to_owned();
         let user = blocking(move || store.user(&name)).await??;
@@ -178,42 +274,7 @@ impl Authenticator {
         if !verified {
             return Err(AuthError::BadCredentials);
         }
-        let store = self.store.clone();
-        let user_id = username.to_owned();
-        let wanted = client_id.to_owned();
-        let device = blocking(move || -> Result<StoredDevice, AuthError> {
-            let now = now_ms();
-            let existing = if wanted.is_empty() { None } else { store.device(&wanted)? };
-            let device = match existing {
-                Some(mut device) if device.user_id == user_id => {
-                    if device.state != "active" {
-                        return Err(AuthError::DeviceDisabled { state: device.state });
-                    }
-                    device.last_seen_ms = now;
-                    device.platform = details.platform;
-                    device.app_version = details.app_version;
-                    device.model = details.model;
-                    device
-                }
-                _ => StoredDevice {
-                    client_id: new_client_id(),
-                    user_id,
-                    platform: details.platform,
-                    app_version: details.app_version,
-                    model: details.model,
-                    created_ms: now,
-                    last_seen_ms: now,
-                    state: "active".into(),
-                    token_generation: 0,
-                },
-            };
-            store.put_device(&device)?;
-            Ok(device)
-        })
-        .await??;
-        let identity = Identity { user_id: device.user_id.clone(), client_id: device.client_id.clone() };
-        let token = self.issue(&identity, device.token_generation);
-        Ok((identity, token))
+        Ok(username.to_owned())
     }
 
     /// Checks a session token; returns the identity and a fresh token.
@@ -237,7 +298,13 @@ impl Authenticator {
         if device.state != "active" {
             return Err(AuthError::DeviceDisabled { state: device.state });
         }
-        let identity = Identity { user_id: claims.user_id, client_id: claims.client_id };
+        let entitlements = claims
+            .entitlements
+            .iter()
+            .filter_map(|entry| entry.split_once('\0'))
+            .map(|(source, key)| (source.to_owned(), key.to_owned()))
+            .collect();
+        let identity = Identity { user_id: claims.user_id, client_id: claims.client_id, entitlements };
         let token = self.issue(&identity, claims.generation);
         Ok((identity, token))
     }
@@ -263,6 +330,7 @@ impl Authenticator {
             user_id: identity.user_id.clone(),
             expires_ms,
             generation,
+            entitlements: identity.entitlements.iter().map(|(source, key)| format!("{source}\0{key}")).collect(),
         }
         .encode_to_vec();
         let signature = self.sign(&claims);
@@ -299,6 +367,7 @@ impl Authenticator {
             user_id: identity.user_id.clone(),
             expires_ms: now_ms() - ago.as_millis() as i64,
             generation: 0,
+            entitlements: Vec::new(),
         }
         .encode_to_vec();
         let signature = self.sign(&claims);

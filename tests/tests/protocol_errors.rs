@@ -169,7 +169,11 @@ async fn bad_input_gets_typed_errors_and_everyone_else_is_served() {
     }
 
     // An expired token.
-    let identity = syncline_server::auth::Identity { user_id: "ann".into(), client_id: real.client_id.clone() };
+    let identity = syncline_server::auth::Identity {
+        user_id: "ann".into(),
+        client_id: real.client_id.clone(),
+        ..Default::default()
+    };
     let expired = server.server.engine.auth.expired_token_for_test(&identity, Duration::from_secs(60));
     let mut c = connect(&server, FrameFormat::Binary).await;
     c.send(&hello_token(&expired)).await.unwrap();

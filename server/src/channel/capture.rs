@@ -67,7 +67,11 @@ impl Retry {
 /// `sources`. Changes to unknown sources or invalid keys or ids are dropped with a warning
 /// (they can never be applied); a record that appears twice in a partition keeps its last
 /// version; writes larger than one store batch are split.
-pub fn batch_writes(batch: ChangeBatch, sources: &BTreeMap<String, Partitioning>, endpoint: &str) -> Vec<PartitionWrite> {
+pub fn batch_writes(
+    batch: ChangeBatch,
+    sources: &BTreeMap<String, Partitioning>,
+    endpoint: &str,
+) -> Vec<PartitionWrite> {
     let mut writes = Vec::new();
     for changes in batch.partitions {
         let Some(partition) = changes.partition else {
@@ -138,7 +142,9 @@ pub async fn run_watch(
         match outcome {
             Ok(()) => tracing::info!(endpoint, "channel ended its watch stream; resuming"),
             Err(WatchFailure::Channel(error)) => tracing::warn!(endpoint, %error, "watch interrupted; retrying"),
-            Err(WatchFailure::Store(error)) => tracing::error!(endpoint, %error, "cannot store watched changes; retrying"),
+            Err(WatchFailure::Store(error)) => {
+                tracing::error!(endpoint, %error, "cannot store watched changes; retrying")
+            }
         }
         if !retry.wait(&shutdown).await {
             return;
@@ -238,7 +244,8 @@ pub async fn poll_partition(
             stored.records.iter().map(|record| &record.id).filter(|id| !upserts.contains_key(*id)).cloned().collect();
         // Only records that differ from the stored copy are sent to the store (which would
         // also treat unchanged ones as no-ops, but after encoding each).
-        let stored: BTreeMap<&str, &Record> = stored.records.iter().map(|record| (record.id.as_str(), record)).collect();
+        let stored: BTreeMap<&str, &Record> =
+            stored.records.iter().map(|record| (record.id.as_str(), record)).collect();
         let upserts: Vec<Record> = upserts
             .into_values()
             .filter(|record| stored.get(record.id.as_str()).is_none_or(|old| old.fields != record.fields))
@@ -259,9 +266,7 @@ pub async fn poll_partition(
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| StoreError::Io(format!("blocking task failed: {error}")))?
+    tokio::task::spawn_blocking(work).await.map_err(|error| StoreError::Io(format!("blocking task failed: {error}")))?
 }
 
 #[cfg(test)]

@@ -30,7 +30,10 @@ impl ChannelConnection {
     /// Returns a client that connects on first use (and reconnects after failures).
     pub fn lazy(endpoint: &str) -> Result<Self, ChannelError> {
         let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|error| ChannelError::InvalidEndpoint { endpoint: endpoint.to_owned(), message: error.to_string() })?
+            .map_err(|error| ChannelError::InvalidEndpoint {
+                endpoint: endpoint.to_owned(),
+                message: error.to_string(),
+            })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();
@@ -49,7 +52,9 @@ impl ChannelConnection {
             Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Unknown => {
                 ChannelError::Unavailable { endpoint, message: status.message().to_owned() }
             }
-            code => ChannelError::Rejected { endpoint, code: format!("{code:?}"), message: status.message().to_owned() },
+            code => {
+                ChannelError::Rejected { endpoint, code: format!("{code:?}"), message: status.message().to_owned() }
+            }
         }
     }
 

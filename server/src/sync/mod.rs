@@ -19,7 +19,7 @@ use std::sync::Arc;
 use syncline_proto::v1::{self, ErrorCode, ServerFrame, server_frame};
 use syncline_push::{EncodedFrame, Hub};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Identity};
 use crate::config::{Partitioning, Settings, SourceSettings};
 use crate::storage::{CommitListener, CommittedBatch, PartitionName, Store};
 
@@ -75,7 +75,13 @@ impl SyncEngine {
     /// Resolves a subscription's partition for `user_id`, checking access: `user` partitions
     /// only for their owner, `app` partitions for everyone, `custom` ones only with an
     /// entitlement (none yet: channels grant them).
-    pub fn resolve_partition(&self, user_id: &str, source: &str, key: &str) -> Result<PartitionName, AccessError> {
+    pub fn resolve_partition(
+        &self,
+        identity: &Identity,
+        source: &str,
+        key: &str,
+    ) -> Result<PartitionName, AccessError> {
+        let user_id = identity.user_id.as_str();
         let partitioning = &self.sources.get(source).ok_or(AccessError::UnknownSource)?.partitioning;
         match partitioning {
             Partitioning::User => {
@@ -92,12 +98,19 @@ impl SyncEngine {
                     Err(AccessError::Forbidden(format!("{source} is an app source: its only partition key is \"*\"")))
                 }
             }
-            Partitioning::Custom => Err(AccessError::Forbidden(format!("no entitlement to partition {source}/{key}"))),
+            Partitioning::Custom => {
+                if identity.entitlements.contains(&(source.to_owned(), key.to_owned())) {
+                    Ok(PartitionName::new(source, key))
+                } else {
+                    Err(AccessError::Forbidden(format!("no entitlement to partition {source}/{key}")))
+                }
+            }
         }
     }
 
     /// Returns the sources a user may sync, for Welcome.
-    pub fn source_infos(&self, user_id: &str) -> Vec<v1::SourceInfo> {
+    pub fn source_infos(&self, identity: &Identity) -> Vec<v1::SourceInfo> {
+        let user_id = identity.user_id.as_str();
         self.sources
             .iter()
             .map(|(name, source)| (name, &source.partitioning))
@@ -107,7 +120,12 @@ impl SyncEngine {
                 keys: match partitioning {
                     Partitioning::User => vec![user_id.to_owned()],
                     Partitioning::App => vec![syncline_proto::APP_PARTITION_KEY.to_owned()],
-                    Partitioning::Custom => Vec::new(),
+                    Partitioning::Custom => identity
+                        .entitlements
+                        .iter()
+                        .filter(|(source, _)| source == name)
+                        .map(|(_, key)| key.clone())
+                        .collect(),
                 },
             })
             .collect()

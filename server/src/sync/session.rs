@@ -176,6 +176,10 @@ impl DeviceSession {
                     | AuthError::ExpiredToken
                     | AuthError::InvalidUserName => (ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
                     AuthError::DeviceDisabled { .. } => (ErrorCode::Forbidden, close_code::FORBIDDEN),
+                    AuthError::Unavailable(channel) => {
+                        tracing::warn!(peer = %self.peer, error = %channel, "login channel unavailable");
+                        (ErrorCode::Unavailable, close_code::INTERNAL)
+                    }
                     AuthError::Store(store) => {
                         tracing::error!(peer = %self.peer, error = %store, "login failed on the store");
                         return self
@@ -203,7 +207,7 @@ impl DeviceSession {
             max_frame_bytes: limits.max_frame_bytes as u32,
             max_page_size: limits.max_page_size,
             max_window: limits.max_window,
-            sources: self.engine.source_infos(&identity.user_id),
+            sources: self.engine.source_infos(&identity),
         };
         tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
         self.identity = Some(identity);
@@ -211,8 +215,8 @@ impl DeviceSession {
     }
 
     async fn on_subscribe(&mut self, subscribe: v1::Subscribe, outbox: &Outbox) -> Result<(), StepError> {
-        let user_id = self.identity.as_ref().map(|identity| identity.user_id.clone()).unwrap_or_default();
-        let partition = match self.engine.resolve_partition(&user_id, &subscribe.source, &subscribe.key) {
+        let identity = self.identity.clone().unwrap_or_default();
+        let partition = match self.engine.resolve_partition(&identity, &subscribe.source, &subscribe.key) {
             Ok(partition) => partition,
             Err(AccessError::UnknownSource) => {
                 let message = format!("unknown source {:?}", subscribe.source);
@@ -351,8 +355,7 @@ impl DeviceSession {
     }
 
     fn partition_of(&self, source: &str, key: &str) -> Option<PartitionName> {
-        let user_id = self.identity.as_ref()?.user_id.as_str();
-        self.engine.resolve_partition(user_id, source, key).ok()
+        self.engine.resolve_partition(self.identity.as_ref()?, source, key).ok()
     }
 
     async fn not_subscribed(&self, source: &str, key: &str, outbox: &Outbox) {
