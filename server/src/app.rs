@@ -233,15 +233,28 @@ type PollQueues = (
     Vec<(String, tokio::sync::mpsc::Receiver<crate::storage::PartitionName>)>,
 );
 
-/// Creates the request queue of each polled source.
+/// Creates the request queues of change capture: one per polled source (poll now) and one
+/// per watched channel endpoint (load a partition), keyed by the source and by the endpoint.
 fn poll_queues(settings: &Settings) -> PollQueues {
     let mut senders = std::collections::BTreeMap::new();
     let mut receivers = Vec::new();
+    let mut endpoints: std::collections::BTreeMap<String, tokio::sync::mpsc::Sender<_>> = Default::default();
     for (name, source) in &settings.sources {
-        if let Capture::Poll { .. } = source.capture {
-            let (sender, receiver) = tokio::sync::mpsc::channel(capture::POLL_REQUEST_QUEUE);
-            senders.insert(name.clone(), sender);
-            receivers.push((name.clone(), receiver));
+        match (source.capture, &source.channel) {
+            (Capture::Poll { .. }, _) => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(capture::POLL_REQUEST_QUEUE);
+                senders.insert(name.clone(), sender);
+                receivers.push((name.clone(), receiver));
+            }
+            (Capture::Watch, Some(endpoint)) => {
+                let sender = endpoints.entry(endpoint.clone()).or_insert_with(|| {
+                    let (sender, receiver) = tokio::sync::mpsc::channel(capture::POLL_REQUEST_QUEUE);
+                    receivers.push((endpoint.clone(), receiver));
+                    sender
+                });
+                senders.insert(name.clone(), sender.clone());
+            }
+            (Capture::Watch | Capture::Ingest, _) => {}
         }
     }
     (senders, receivers)
@@ -263,12 +276,20 @@ fn spawn_capture(
             watched.entry(endpoint.clone()).or_default().insert(name.clone(), source.partitioning);
         }
     }
+    let mut queues: std::collections::BTreeMap<String, _> = pollers.into_iter().collect();
     for (endpoint, sources) in watched {
         let connection = ChannelConnection::lazy(&endpoint)?;
-        tasks.push(tokio::spawn(capture::run_watch(engine.store.clone(), connection, sources, shutdown.clone())));
+        let Some(loads) = queues.remove(&endpoint) else { continue };
+        tasks.push(tokio::spawn(capture::run_watch(
+            engine.store.clone(),
+            connection,
+            sources,
+            loads,
+            shutdown.clone(),
+        )));
     }
-    for (name, requests) in pollers {
-        let source = &settings.sources[&name];
+    for (name, requests) in queues {
+        let Some(source) = settings.sources.get(&name) else { continue };
         let (Capture::Poll { interval }, Some(endpoint)) = (source.capture, &source.channel) else {
             continue;
         };

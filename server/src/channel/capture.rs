@@ -3,7 +3,10 @@
 //! - **watch**: one task per channel endpoint follows `Watch` for the endpoint's watched
 //!   sources. Each `ChangeBatch` is committed with [`Store::apply_capture`] together with its
 //!   resume token, so after a crash or a channel restart capture resumes exactly after the
-//!   last committed batch: no batch is applied twice and none is skipped.
+//!   last committed batch: no batch is applied twice and none is skipped. A partition's data
+//!   from before the watch began is loaded once with `Query`, by the same task between two
+//!   batches, when a device first subscribes to it: the stream then carries every later
+//!   change in order, so the partition converges on the backend's state.
 //! - **poll**: one task per polled source re-queries the partitions that have subscribers
 //!   every interval (and at once when a device subscribes), diffs against the stored
 //!   partition and logs only real upserts and deletes (unchanged records are no-ops in the
@@ -123,11 +126,18 @@ pub fn batch_writes(
     writes
 }
 
-/// Follows a channel's Watch stream for `sources` until shutdown, reconnecting with backoff.
+/// Returns the name of the marker that says a partition's initial Query load is done.
+pub fn loaded_marker_name(partition: &PartitionName) -> String {
+    format!("loaded:{}\0{}", partition.source, partition.key)
+}
+
+/// Follows a channel's Watch stream for `sources` until shutdown, reconnecting with backoff;
+/// loads partitions named on `loads` once with Query.
 pub async fn run_watch(
     store: Arc<dyn Store>,
     connection: ChannelConnection,
     sources: BTreeMap<String, Partitioning>,
+    mut loads: mpsc::Receiver<PartitionName>,
     shutdown: CancellationToken,
 ) {
     let endpoint = connection.endpoint().to_owned();
@@ -137,7 +147,7 @@ pub async fn run_watch(
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = follow_once(&store, &connection, &sources, &position_name, &mut retry) => outcome,
+            outcome = follow_once(&store, &connection, &sources, &position_name, &mut retry, &mut loads) => outcome,
         };
         match outcome {
             Ok(()) => tracing::info!(endpoint, "channel ended its watch stream; resuming"),
@@ -163,6 +173,7 @@ async fn follow_once(
     sources: &BTreeMap<String, Partitioning>,
     position_name: &str,
     retry: &mut Retry,
+    loads: &mut mpsc::Receiver<PartitionName>,
 ) -> Result<(), WatchFailure> {
     let token = {
         let store = store.clone();
@@ -170,8 +181,17 @@ async fn follow_once(
         blocking(move || store.capture_position(&name)).await.map_err(WatchFailure::Store)?.unwrap_or_default()
     };
     let names: Vec<String> = sources.keys().cloned().collect();
-    let mut stream = connection.watch(names, token).await.map_err(WatchFailure::Channel)?;
-    while let Some(batch) = stream.next().await {
+    let stream = connection.watch(names, token).await.map_err(WatchFailure::Channel)?;
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        let batch = tokio::select! {
+            batch = stream.next() => batch,
+            Some(partition) = loads.recv() => {
+                load_once(store, connection, &partition).await?;
+                continue;
+            }
+        };
+        let Some(batch) = batch else { break };
         let batch = batch.map_err(WatchFailure::Channel)?;
         retry.reset();
         let position = CapturePosition { name: position_name.to_owned(), token: batch.resume_token.clone() };
@@ -179,6 +199,33 @@ async fn follow_once(
         let store = store.clone();
         blocking(move || store.apply_capture(writes, position)).await.map_err(WatchFailure::Store)?;
     }
+    Ok(())
+}
+
+/// Loads a partition with Query unless that was done before (the marker says so).
+async fn load_once(
+    store: &Arc<dyn Store>,
+    connection: &ChannelConnection,
+    partition: &PartitionName,
+) -> Result<(), WatchFailure> {
+    let marker = loaded_marker_name(partition);
+    let loaded = {
+        let store = store.clone();
+        let marker = marker.clone();
+        blocking(move || store.capture_position(&marker)).await.map_err(WatchFailure::Store)?
+    };
+    if loaded.is_some() {
+        return Ok(());
+    }
+    let logged = poll_partition(store, connection, partition).await.map_err(|error| match error {
+        PollError::Channel(error) => WatchFailure::Channel(error),
+        PollError::Store(error) => WatchFailure::Store(error),
+    })?;
+    let store = store.clone();
+    blocking(move || store.apply_capture(Vec::new(), CapturePosition { name: marker, token: vec![1] }))
+        .await
+        .map_err(WatchFailure::Store)?;
+    tracing::debug!(endpoint = connection.endpoint(), %partition, logged, "partition loaded from the channel");
     Ok(())
 }
 

@@ -248,8 +248,9 @@ impl DeviceSession {
             asked => asked.min(limits.max_page_size),
         } as usize;
         let window = u64::from(subscribe.window.min(limits.max_window));
-        // A polled source refreshes the partition now rather than at the next interval; a
-        // full queue only means a poll is already due.
+        // A polled source refreshes the partition now rather than at the next interval, and
+        // a watched one loads it from the channel if it never did; a full queue only means
+        // such a request is already pending.
         if let Some(requests) = self.engine.poll_requests.get(&partition.source) {
             let _ = requests.try_send(partition.clone());
         }

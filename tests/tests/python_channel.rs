@@ -1,0 +1,203 @@
+//! Syncline against the Python example channel (grpcio): logins checked by the channel's
+//! Authenticate, `Task` changes captured with `watch` (across a channel restart) and with
+//! `poll`, devices converging. Needs the channel's venv and stubs, which `scripts/test.sh`
+//! prepares (examples/python-channel/run-tests.sh).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
+use syncline_proto::v1::channel_client::ChannelClient;
+use syncline_proto::v1::{Caller, PartitionKey, Record, Value, WriteRequest};
+use syncline_server::config::SourceSection;
+use syncline_tests::{DEADLINE, TestServer, assert_converges};
+
+/// The Python channel as a child process, stopped (by PID) when dropped.
+struct PythonChannel {
+    child: Child,
+    url: String,
+}
+
+fn channel_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-channel")
+}
+
+impl PythonChannel {
+    /// Starts `channel.py` on `port` (0: any) and waits for its "listening on" line.
+    fn start(db: &Path, port: u16) -> Self {
+        let dir = channel_dir();
+        let python = dir.join(".venv/bin/python");
+        assert!(
+            python.exists() && dir.join("gen").exists(),
+            "the Python channel's venv and stubs are missing: run examples/python-channel/run-tests.sh \
+             (scripts/test.sh does)"
+        );
+        let mut child = Command::new(python)
+            .arg(dir.join("channel.py"))
+            .arg("--db")
+            .arg(db)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python channel starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines.next().expect("the channel printed its address").expect("a line");
+            if let Some(address) = line.strip_prefix("listening on ") {
+                break address.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, url: format!("http://{address}") }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|port| port.parse().ok()).expect("port in url")
+    }
+}
+
+impl Drop for PythonChannel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn task(title: &str, priority: i64) -> Record {
+    let mut record = Record { id: format!("tmp-{title}"), ..Record::default() };
+    record.fields.insert("title".into(), Value::string(title));
+    record.fields.insert("priority".into(), Value::int(priority));
+    record.fields.insert("done".into(), Value::bool(false));
+    record
+}
+
+async fn create_task(channel_url: &str, title: &str, priority: i64) {
+    let mut client = ChannelClient::connect(channel_url.to_owned()).await.expect("channel reachable");
+    client
+        .create(WriteRequest {
+            partition: Some(PartitionKey { source: "Task".into(), key: "demo".into() }),
+            record: Some(task(title, priority)),
+            base_version: 0,
+            mutation_id: String::new(),
+            caller: Some(Caller { user_id: "demo".into(), client_id: "backend-test".into() }),
+        })
+        .await
+        .expect("create in the backend");
+}
+
+async fn server_with_task_source(channel_url: &str, capture: &str) -> TestServer {
+    let channel_url = channel_url.to_owned();
+    let capture = capture.to_owned();
+    TestServer::start_with(move |config| {
+        let mut task = SourceSection::new("user");
+        task.channel = Some(channel_url.clone());
+        task.capture = capture;
+        task.poll_interval_secs = 1;
+        config.sources.insert("Task".into(), task);
+        config.auth.channel = Some(channel_url);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_channel_logins_and_watch_capture_survive_a_channel_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tasks.db");
+    let channel = PythonChannel::start(&db, 0);
+    let port = channel.port();
+    create_task(&channel.url, "before anyone syncs", 1).await;
+    let server = server_with_task_source(&channel.url, "watch").await;
+
+    // "demo" exists only in the Python backend: the login is checked there.
+    let phone =
+        Device::start(DeviceConfig::new(server.url(), "demo", "demo").subscribe(SubscriptionConfig::new("Task")));
+    let deadline = || tokio::time::Instant::now() + DEADLINE;
+    phone
+        .wait_for(deadline(), |state| state.partition("Task", "demo").is_some_and(|p| p.caught_up && p.total >= 1))
+        .await
+        .expect("the watched record reaches the device");
+    for n in 0..5 {
+        create_task(&channel.url, &format!("live {n}"), n).await;
+    }
+    phone
+        .wait_for(deadline(), |state| state.partition("Task", "demo").is_some_and(|p| p.total == 6))
+        .await
+        .expect("live changes reach the device");
+
+    // The channel restarts (same database, same port): Syncline resumes its watch from the
+    // stored token; nothing is lost or applied twice.
+    drop(channel);
+    let channel = PythonChannel::start(&db, port);
+    for n in 5..8 {
+        create_task(&channel.url, &format!("after restart {n}"), n).await;
+    }
+    phone
+        .wait_for(deadline(), |state| state.partition("Task", "demo").is_some_and(|p| p.total == 9))
+        .await
+        .expect("changes made after the channel restart arrive");
+    assert_converges(&phone, &server, "Task", "demo", DEADLINE).await;
+    let (_, state) = syncline_tests::server_view(&server, "Task", "demo");
+    assert_eq!(state.head, 9, "each backend change was logged exactly once");
+    let stats = phone.stats();
+    assert_eq!(stats.duplicates + stats.gaps + stats.checksum_mismatches, 0, "{stats:?}");
+
+    // A wrong password is refused by the channel.
+    let wrong =
+        Device::start(DeviceConfig::new(server.url(), "demo", "nope").subscribe(SubscriptionConfig::new("Task")));
+    let stopped = wrong.wait_for(deadline(), |state| state.stop_reason().is_some()).await;
+    let reason = match stopped {
+        Ok(state) => state.stop_reason().cloned(),
+        Err(syncline_client_sim::WaitError::Stopped(reason)) => Some(reason),
+        Err(other) => panic!("the device with a wrong password did not stop: {other:?}"),
+    };
+    assert!(matches!(reason, Some(syncline_client_sim::StopReason::Unauthenticated { .. })), "{reason:?}");
+    phone.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_channel_poll_capture_logs_only_real_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
+    create_task(&channel.url, "first", 1).await;
+    create_task(&channel.url, "second", 2).await;
+    let server = server_with_task_source(&channel.url, "poll").await;
+
+    // Subscribing triggers a poll at once.
+    let phone =
+        Device::start(DeviceConfig::new(server.url(), "demo", "demo").subscribe(SubscriptionConfig::new("Task")));
+    let deadline = || tokio::time::Instant::now() + DEADLINE;
+    phone
+        .wait_for(deadline(), |state| state.partition("Task", "demo").is_some_and(|p| p.total == 2))
+        .await
+        .expect("the first poll brings the backend's records");
+    let head = syncline_tests::server_view(&server, "Task", "demo").1.head;
+    assert_eq!(head, 2);
+
+    // A change in the backend arrives within an interval (1 s), and polls that find nothing
+    // new log nothing.
+    create_task(&channel.url, "third", 3).await;
+    phone
+        .wait_for(deadline(), |state| state.partition("Task", "demo").is_some_and(|p| p.total == 3))
+        .await
+        .expect("the next poll brings the new record");
+    assert_converges(&phone, &server, "Task", "demo", DEADLINE).await;
+    // Polling again finds nothing new and logs nothing.
+    let connection = syncline_server::channel::grpc::ChannelConnection::lazy(&channel.url).unwrap();
+    let partition = syncline_server::storage::PartitionName::new("Task", "demo");
+    for _ in 0..2 {
+        let logged =
+            syncline_server::channel::capture::poll_partition(&server.server.engine.store, &connection, &partition)
+                .await
+                .expect("poll");
+        assert_eq!(logged, 0, "an unchanged backend logs nothing");
+    }
+    assert_eq!(syncline_tests::server_view(&server, "Task", "demo").1.head, 3);
+    phone.stop().await;
+    server.stop().await;
+    drop(channel);
+}
