@@ -118,6 +118,11 @@ impl Outbox {
         self.shared.cancel.cancel();
     }
 
+    /// Returns true when `other` is an outbox of the same connection.
+    pub fn same_connection(&self, other: &Outbox) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Returns true once the connection is closing or closed.
     pub fn is_closed(&self) -> bool {
         self.shared.cancel.is_cancelled()

@@ -17,6 +17,7 @@ use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::config::{Capture, Partitioning, Settings};
 use crate::ingest::IngestService;
+use crate::mutations::MutationDispatcher;
 use crate::storage::Store;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::sync::session::DeviceSession;
@@ -71,8 +72,8 @@ struct DeviceSessions {
 impl SessionFactory for DeviceSessions {
     type Handler = DeviceSession;
 
-    fn open(&self, peer: SocketAddr, _outbox: Outbox) -> DeviceSession {
-        DeviceSession::new(self.engine.clone(), peer)
+    fn open(&self, peer: SocketAddr, outbox: Outbox) -> DeviceSession {
+        DeviceSession::new(self.engine.clone(), peer, outbox)
     }
 }
 
@@ -105,6 +106,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         tokio::task::spawn_blocking(move || Authenticator::new(store, ttl, channel)).await??
     };
     let (poll_requests, pollers) = poll_queues(&settings);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mutations = MutationDispatcher::new(store.clone(), &settings.sources, tracker.clone(), shutdown.clone())?;
     let engine = Arc::new(SyncEngine {
         store: store.clone(),
         hub,
@@ -113,7 +117,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         limits: DeviceLimits::from_settings(&settings),
         cursors: CursorRecorder::default(),
         poll_requests,
+        mutations: mutations.clone(),
     });
+    let resumed = mutations.resume_pending().await?;
+    if resumed > 0 {
+        tracing::info!(mutations = resumed, "resuming queued device mutations");
+    }
 
     let tls = match &settings.tls {
         Some((cert, key)) => Some(TlsMaterial::load(cert, key)?),
@@ -128,8 +137,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let device_addr = device_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
 
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let connections = Arc::new(ConnectionCount::default());
     let listener_config = Arc::new(ListenerConfig {
         max_frame_bytes: settings.max_frame_bytes,

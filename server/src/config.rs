@@ -39,6 +39,8 @@ pub const DEFAULT_WINDOW: u32 = 4;
 pub const DEFAULT_MAX_WINDOW: u32 = 16;
 /// Most subscriptions one connection may hold.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 256;
+/// Unfinished mutations per device: a week offline at a few hundred edits a day.
+pub const DEFAULT_MAX_PENDING_MUTATIONS: u64 = 10_000;
 /// Session tokens last 30 days; a device that stays away longer logs in again.
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Recent log entries kept uncompacted: devices less than this far behind catch up from the
@@ -87,6 +89,8 @@ pub struct DeviceSection {
     pub default_window: u32,
     pub max_window: u32,
     pub max_subscriptions: usize,
+    /// Unfinished mutations a device may have queued; more are refused (RESOURCE_EXHAUSTED).
+    pub max_pending_mutations: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -221,6 +225,7 @@ impl Default for DeviceSection {
             default_window: DEFAULT_WINDOW,
             max_window: DEFAULT_MAX_WINDOW,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_pending_mutations: DEFAULT_MAX_PENDING_MUTATIONS,
         }
     }
 }
@@ -354,6 +359,7 @@ pub struct Settings {
     pub default_window: u32,
     pub max_window: u32,
     pub max_subscriptions: usize,
+    pub max_pending_mutations: u64,
     pub token_ttl: Duration,
     pub store_cache_bytes: usize,
     pub compact_keep_recent: u64,
@@ -570,6 +576,7 @@ impl Config {
             default_window: device.default_window,
             max_window: device.max_window,
             max_subscriptions: positive("device.max_subscriptions", device.max_subscriptions as u64)? as usize,
+            max_pending_mutations: positive("device.max_pending_mutations", device.max_pending_mutations)?,
             token_ttl: Duration::from_secs(positive("auth.token_ttl_secs", self.auth.token_ttl_secs)?),
             store_cache_bytes: self.store.cache_mb * 1024 * 1024,
             compact_keep_recent: self.store.compact_keep_recent,

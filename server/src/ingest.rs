@@ -83,6 +83,7 @@ pub fn store_status(error: StoreError) -> Status {
             Status::invalid_argument(error.to_string())
         }
         StoreError::UserExists { .. } => Status::already_exists(error.to_string()),
+        StoreError::QueueFull { .. } => Status::resource_exhausted(error.to_string()),
         StoreError::Locked { .. } | StoreError::Io(_) | StoreError::Closed => {
             tracing::error!(%error, "store unavailable");
             Status::unavailable("the store is unavailable; the batch was not applied")

@@ -5,6 +5,7 @@
 //! - [`auth`]: passwords (argon2), session tokens, device registration.
 //! - [`sync`]: the sync engine — subscriptions, snapshot and log paging, live push, cursors.
 //! - [`ingest`]: the `Ingest` gRPC service backends push changes through.
+//! - [`mutations`]: dispatch of the durable per-device mutation queue to channels.
 //! - [`channel`]: the gRPC client of backend channels and change capture (watch, poll).
 //! - [`storage`]: the durable store trait and its embedded (redb) backend.
 //! - [`demo`]: the demo app seeded by `syncline serve` without configured sources.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod ingest;
+pub mod mutations;
 pub mod shutdown;
 pub mod storage;
 pub mod sync;

@@ -201,3 +201,149 @@ async fn python_channel_poll_capture_logs_only_real_changes() {
     server.stop().await;
     drop(channel);
 }
+
+mod mutations {
+    use super::*;
+    use syncline_client_sim::{ConnectOptions, Connection, Incoming};
+    use syncline_proto::v1::{
+        ClientFrame, ErrorCode, Hello, Login, Mutate, MutationOp, MutationResult, QueryRequest, client_frame, hello,
+        server_frame,
+    };
+
+    async fn session(server: &TestServer) -> Connection {
+        let mut connection = Connection::connect(&server.url(), &ConnectOptions::default()).await.unwrap();
+        let hello = Hello {
+            protocol_version: 1,
+            credentials: Some(hello::Credentials::Login(Login { username: "demo".into(), password: "demo".into() })),
+            ..Hello::default()
+        };
+        connection.send(&ClientFrame { msg: Some(client_frame::Msg::Hello(hello)) }).await.unwrap();
+        match connection.recv().await.unwrap() {
+            Incoming::Frame(frame) => assert!(matches!(frame.msg, Some(server_frame::Msg::Welcome(_)))),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        connection
+    }
+
+    fn mutate(mutation_id: &str, op: MutationOp, id: &str, title: Option<&str>, base_version: u64) -> ClientFrame {
+        let mut fields = std::collections::BTreeMap::new();
+        if let Some(title) = title {
+            fields.insert("title".to_owned(), Value::string(title));
+        }
+        ClientFrame {
+            msg: Some(client_frame::Msg::Mutate(Mutate {
+                mutation_id: mutation_id.into(),
+                source: "Task".into(),
+                key: String::new(),
+                op: op as i32,
+                id: id.into(),
+                fields,
+                base_version,
+            })),
+        }
+    }
+
+    /// Sends a mutation and returns its result, skipping acks and other frames.
+    async fn outcome(connection: &mut Connection, frame: ClientFrame) -> MutationResult {
+        let Some(client_frame::Msg::Mutate(sent)) = &frame.msg else { unreachable!("a Mutate frame") };
+        let mutation_id = sent.mutation_id.clone();
+        connection.send(&frame).await.unwrap();
+        loop {
+            let incoming = tokio::time::timeout(DEADLINE, connection.recv()).await.expect("a result in time").unwrap();
+            if let Incoming::Frame(frame) = incoming
+                && let Some(server_frame::Msg::MutationResult(result)) = frame.msg
+                && result.mutation_id == mutation_id
+            {
+                return result;
+            }
+        }
+    }
+
+    async fn backend_titles(channel_url: &str) -> Vec<String> {
+        let mut client = ChannelClient::connect(channel_url.to_owned()).await.unwrap();
+        let request = QueryRequest { partition: Some(PartitionKey { source: "Task".into(), key: "demo".into() }) };
+        let mut stream = client.query(request).await.unwrap().into_inner();
+        let mut titles = Vec::new();
+        while let Some(record) = stream.message().await.unwrap() {
+            if let Some(syncline_proto::v1::value::Kind::StringValue(title)) =
+                record.fields.get("title").and_then(|value| value.kind.clone())
+            {
+                titles.push(title);
+            }
+        }
+        titles.sort();
+        titles
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn device_writes_reach_the_backend_once_with_links_conflicts_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tasks.db");
+        let channel = PythonChannel::start(&db, 0);
+        let port = channel.port();
+        let server = server_with_task_source(&channel.url, "watch").await;
+        let watcher =
+            Device::start(DeviceConfig::new(server.url(), "demo", "demo").subscribe(SubscriptionConfig::new("Task")));
+        let mut phone = session(&server).await;
+
+        // A create with a temporary id: ok, linked to the backend's id.
+        let created = outcome(&mut phone, mutate("m1", MutationOp::Create, "tmp-1", Some("buy milk"), 0)).await;
+        assert!(created.ok, "{created:?}");
+        let link = created.link.clone().expect("a create links its temporary id");
+        assert_eq!(link.temp_id, "tmp-1");
+        assert!(link.id.starts_with("task-"), "{link:?}");
+        // The same mutation id again (a resend after a lost connection): the stored outcome,
+        // and no second record in the backend.
+        let again = outcome(&mut phone, mutate("m1", MutationOp::Create, "tmp-1", Some("buy milk"), 0)).await;
+        assert_eq!(again, created);
+        assert_eq!(backend_titles(&channel.url).await, vec!["buy milk".to_owned()]);
+        // The change flows through the channel's feed and the partition log to every device.
+        syncline_tests::eventually(DEADLINE, "the created task to come back through the watch", || async {
+            syncline_tests::server_view(&server, "Task", "demo").0.contains_key(&link.id).then_some(())
+        })
+        .await;
+        assert_converges(&watcher, &server, "Task", "demo", DEADLINE).await;
+        let version = watcher.view("Task", "demo").unwrap().records[&link.id].version;
+
+        // Two updates from the same base version: one wins, the other conflicts with the current record.
+        let first =
+            outcome(&mut phone, mutate("m2", MutationOp::Update, &link.id, Some("buy oat milk"), version)).await;
+        assert!(first.ok, "{first:?}");
+        syncline_tests::eventually(DEADLINE, "the update to come back through the watch", || async {
+            let (records, _) = syncline_tests::server_view(&server, "Task", "demo");
+            (records[&link.id].fields["title"] == Value::string("buy oat milk")).then_some(())
+        })
+        .await;
+        let second =
+            outcome(&mut phone, mutate("m3", MutationOp::Update, &link.id, Some("buy soy milk"), version)).await;
+        assert!(!second.ok);
+        let error = second.error.expect("a conflict error");
+        assert_eq!(error.code, ErrorCode::Conflict as i32);
+        assert_eq!(error.op, MutationOp::Update as i32);
+        let current = error.current.expect("the conflict carries the current record");
+        assert_eq!(current.fields["title"], Value::string("buy oat milk"));
+
+        // A permanent error from the backend (a task needs a title) reaches the device typed,
+        // with the backend's message.
+        let invalid = outcome(&mut phone, mutate("m4", MutationOp::Create, "tmp-2", None, 0)).await;
+        let error = invalid.error.expect("a create error");
+        assert_eq!((error.op, error.code), (MutationOp::Create as i32, ErrorCode::BadRequest as i32));
+        assert!(error.message.contains("title"), "{}", error.message);
+
+        // The backend goes down: a mutation is acked (queued) and waits; it succeeds once the
+        // backend is back.
+        drop(channel);
+        phone.send(&mutate("m5", MutationOp::Create, "tmp-3", Some("call mom"), 0)).await.unwrap();
+        let channel = PythonChannel::start(&db, port);
+        let later = outcome(&mut phone, mutate("m5", MutationOp::Create, "tmp-3", Some("call mom"), 0)).await;
+        assert!(later.ok, "{later:?}");
+        assert_eq!(backend_titles(&channel.url).await, vec!["buy oat milk".to_owned(), "call mom".to_owned()]);
+        syncline_tests::eventually(DEADLINE, "both tasks in the log", || async {
+            (syncline_tests::server_view(&server, "Task", "demo").0.len() == 2).then_some(())
+        })
+        .await;
+        assert_converges(&watcher, &server, "Task", "demo", DEADLINE).await;
+        watcher.stop().await;
+        server.stop().await;
+    }
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use syncline_proto::v1::channel_client::ChannelClient;
 use syncline_proto::v1::{
-    AuthenticateRequest, AuthenticateResponse, ChangeBatch, PartitionKey, QueryRequest, Record, WatchRequest,
+    AuthenticateRequest, AuthenticateResponse, ChangeBatch, MutationOp, PartitionKey, QueryRequest, Record,
+    WatchRequest, WriteRequest, write_response,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -16,8 +17,22 @@ use super::ChannelError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of unary calls (Authenticate, Describe).
 const UNARY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deadline of a write (Create, Update, Delete) to a channel; a write that takes longer is
+/// retried (with the same mutation id).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most records accepted from one Query: bounds the memory of one poll.
 pub const MAX_QUERY_RECORDS: usize = 1_000_000;
+
+/// What a channel did with a write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOutcome {
+    /// The record as stored.
+    Stored(Record),
+    /// The write conflicts with this current record.
+    Conflict(Record),
+    /// Done, with no record to return (deletes).
+    Done,
+}
 
 /// A lazily connected client of one channel endpoint; cheap to clone.
 #[derive(Clone, Debug)]
@@ -64,6 +79,30 @@ impl ChannelConnection {
             tonic::Request::new(AuthenticateRequest { username: username.to_owned(), password: password.to_owned() });
         request.set_timeout(UNARY_TIMEOUT);
         self.client.clone().authenticate(request).await.map(tonic::Response::into_inner).map_err(|s| self.error(s))
+    }
+
+    /// Sends a device's write to the channel.
+    pub async fn write(&self, op: MutationOp, write: WriteRequest) -> Result<WriteOutcome, ChannelError> {
+        let mut request = tonic::Request::new(write);
+        request.set_timeout(WRITE_TIMEOUT);
+        let mut client = self.client.clone();
+        let response = match op {
+            MutationOp::Create => client.create(request).await,
+            MutationOp::Update => client.update(request).await,
+            MutationOp::Delete => client.delete(request).await,
+            MutationOp::Unspecified => {
+                return Err(ChannelError::Rejected {
+                    endpoint: self.endpoint.clone(),
+                    code: "InvalidArgument".into(),
+                    message: "mutation without an operation".into(),
+                });
+            }
+        };
+        match response.map_err(|s| self.error(s))?.into_inner().result {
+            Some(write_response::Result::Record(record)) => Ok(WriteOutcome::Stored(record)),
+            Some(write_response::Result::Conflict(current)) => Ok(WriteOutcome::Conflict(current)),
+            None => Ok(WriteOutcome::Done),
+        }
     }
 
     /// Reads every record of a partition (at most [`MAX_QUERY_RECORDS`]).

@@ -28,6 +28,7 @@
 //! fields map; maps are `BTreeMap`s, so equal fields encode to equal bytes, which is how an
 //! unchanged upsert is detected (NaN payloads compare by bit pattern).
 
+use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -48,9 +49,9 @@ use syncline_proto::v1::Record;
 use tracing::error;
 
 use super::{
-    CapturePosition, Change, CommitListener, CommittedBatch, CompactionReport, LogPage, MAX_BATCH_CHANGES,
-    MAX_RECORD_ID_BYTES, PartitionName, PartitionState, PartitionWrite, SnapshotPage, Store, StoreError, StoreResult,
-    StoredDevice, StoredUser,
+    CapturePosition, Change, CommitListener, CommittedBatch, CompactionReport, Enqueued, LogPage, MAX_BATCH_CHANGES,
+    MAX_RECORD_ID_BYTES, PartitionName, PartitionState, PartitionWrite, QueuedMutation, SnapshotPage, Store,
+    StoreError, StoreResult, StoredDevice, StoredUser,
 };
 
 /// Default redb page cache: 64 MiB keeps the hot part of a small or medium deployment's
@@ -89,6 +90,10 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const CAPTURE_POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("capture_positions");
+/// Device mutation queue: (client id, position) → encoded [`MutationValue`].
+const MUTATIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mutations");
+/// Known mutation ids: (client id, mutation id) → position.
+const MUTATION_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("mutation_ids");
 
 const FORMAT_VERSION_KEY: &str = "format_version";
 const NEXT_PARTITION_ID_KEY: &str = "next_partition_id";
@@ -249,6 +254,73 @@ impl Store for EmbeddedStore {
         position: CapturePosition,
     ) -> StoreResult<Vec<CommittedBatch>> {
         self.submit(writes, Some(position))
+    }
+
+    fn enqueue_mutation(&self, mutation: &QueuedMutation, max_pending: u64) -> StoreResult<Enqueued> {
+        let client = mutation.client_id.as_str();
+        let result_name = super::mutation_result_name(client, &mutation.mutation_id);
+        let txn = self.begin_write()?;
+        let outcome = {
+            let positions = txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
+            if let Some(result) = positions.get(result_name.as_str()).map_err(store_error)? {
+                return Ok(Enqueued::Done { result: result.value().to_vec() });
+            }
+            let mut ids = txn.open_table(MUTATION_IDS).map_err(store_error)?;
+            if let Some(seq) = ids.get((client, mutation.mutation_id.as_str())).map_err(store_error)? {
+                return Ok(Enqueued::Pending { seq: seq.value() });
+            }
+            let mut queue = txn.open_table(MUTATIONS).map_err(store_error)?;
+            let mut last = 0;
+            let mut pending = 0;
+            for entry in queue.range((client, 0)..=(client, u64::MAX)).map_err(store_error)? {
+                let (key, value) = entry.map_err(store_error)?;
+                last = key.value().1;
+                let stored = MutationValue::decode(value.value()).map_err(|e| corrupt("mutation", &e))?;
+                let name = super::mutation_result_name(client, &stored.mutation_id);
+                if positions.get(name.as_str()).map_err(store_error)?.is_none() {
+                    pending += 1;
+                }
+            }
+            if pending >= max_pending {
+                return Err(StoreError::QueueFull { pending });
+            }
+            let seq = last + 1;
+            let value = MutationValue::from_queued(mutation).encode_to_vec();
+            queue.insert((client, seq), value.as_slice()).map_err(store_error)?;
+            ids.insert((client, mutation.mutation_id.as_str()), seq).map_err(store_error)?;
+            Enqueued::Queued { seq }
+        };
+        txn.commit().map_err(store_error)?;
+        Ok(outcome)
+    }
+
+    fn record(&self, partition: &PartitionName, id: &str) -> StoreResult<Option<Record>> {
+        let txn = self.begin_read()?;
+        let Some((partition_id, _)) = read_partition(&txn, partition)? else {
+            return Ok(None);
+        };
+        let records = txn.open_table(RECORDS).map_err(store_error)?;
+        let Some(value) = records.get((partition_id, id)).map_err(store_error)? else {
+            return Ok(None);
+        };
+        decode_record(id, value.value()).map(Some)
+    }
+
+    fn pending_mutations(&self) -> StoreResult<Vec<QueuedMutation>> {
+        let txn = self.begin_read()?;
+        let queue = txn.open_table(MUTATIONS).map_err(store_error)?;
+        let positions = txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
+        let mut pending = Vec::new();
+        for entry in queue.iter().map_err(store_error)? {
+            let (key, value) = entry.map_err(store_error)?;
+            let (client, seq) = key.value();
+            let stored = MutationValue::decode(value.value()).map_err(|e| corrupt("mutation", &e))?;
+            let name = super::mutation_result_name(client, &stored.mutation_id);
+            if positions.get(name.as_str()).map_err(store_error)?.is_none() {
+                pending.push(stored.into_queued(client, seq));
+            }
+        }
+        Ok(pending)
     }
 
     fn capture_position(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -523,6 +595,56 @@ struct DeviceValue {
     token_generation: u64,
 }
 
+/// A queued device mutation as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MutationValue {
+    #[prost(string, tag = "1")]
+    user_id: String,
+    #[prost(string, tag = "2")]
+    mutation_id: String,
+    #[prost(string, tag = "3")]
+    source: String,
+    #[prost(string, tag = "4")]
+    key: String,
+    #[prost(int32, tag = "5")]
+    op: i32,
+    #[prost(string, tag = "6")]
+    id: String,
+    #[prost(btree_map = "string, message", tag = "7")]
+    fields: BTreeMap<String, syncline_proto::v1::Value>,
+    #[prost(uint64, tag = "8")]
+    base_version: u64,
+}
+
+impl MutationValue {
+    fn from_queued(mutation: &QueuedMutation) -> Self {
+        Self {
+            user_id: mutation.user_id.clone(),
+            mutation_id: mutation.mutation_id.clone(),
+            source: mutation.partition.source.clone(),
+            key: mutation.partition.key.clone(),
+            op: mutation.op,
+            id: mutation.id.clone(),
+            fields: mutation.fields.clone(),
+            base_version: mutation.base_version,
+        }
+    }
+
+    fn into_queued(self, client_id: &str, seq: u64) -> QueuedMutation {
+        QueuedMutation {
+            client_id: client_id.to_owned(),
+            user_id: self.user_id,
+            seq,
+            mutation_id: self.mutation_id,
+            partition: PartitionName::new(self.source, self.key),
+            op: self.op,
+            id: self.id,
+            fields: self.fields,
+            base_version: self.base_version,
+        }
+    }
+}
+
 /// Creates every table and checks (or records) the format version, so that read
 /// transactions never meet a missing table.
 fn initialise(db: &Database) -> StoreResult<()> {
@@ -551,6 +673,8 @@ fn initialise(db: &Database) -> StoreResult<()> {
         txn.open_table(DEVICES).map_err(store_error)?;
         txn.open_table(SECRETS).map_err(store_error)?;
         txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
+        txn.open_table(MUTATIONS).map_err(store_error)?;
+        txn.open_table(MUTATION_IDS).map_err(store_error)?;
     }
     txn.commit().map_err(store_error)
 }
@@ -1064,6 +1188,7 @@ fn same_error(error: &StoreError) -> StoreError {
         StoreError::Io(detail) => StoreError::Io(detail.clone()),
         StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
         StoreError::Closed => StoreError::Closed,
+        StoreError::QueueFull { pending } => StoreError::QueueFull { pending: *pending },
     }
 }
 

@@ -62,6 +62,40 @@ pub struct CapturePosition {
     pub token: Vec<u8>,
 }
 
+/// A device mutation waiting in (or taken from) the durable per-device queue.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueuedMutation {
+    pub client_id: String,
+    pub user_id: String,
+    /// Position in the device's queue (assigned by the store, from 1).
+    pub seq: u64,
+    pub mutation_id: String,
+    pub partition: PartitionName,
+    /// `syncline.v1.MutationOp` as a number.
+    pub op: i32,
+    /// The record id (for creates, the device's temporary id).
+    pub id: String,
+    pub fields: std::collections::BTreeMap<String, syncline_proto::v1::Value>,
+    pub base_version: u64,
+}
+
+/// What [`Store::enqueue_mutation`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Enqueued {
+    /// Newly queued at this position.
+    Queued { seq: u64 },
+    /// Already queued and not finished.
+    Pending { seq: u64 },
+    /// Already finished; the stored outcome (an encoded `MutationResult`).
+    Done { result: Vec<u8> },
+}
+
+/// Returns the capture-position name under which a mutation's outcome is stored (committed
+/// with the record change it caused, see [`Store::apply_capture`]).
+pub fn mutation_result_name(client_id: &str, mutation_id: &str) -> String {
+    format!("mutation:{client_id}\0{mutation_id}")
+}
+
 /// A partition's state at one sequence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PartitionState {
@@ -227,6 +261,9 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
+    /// A device has too many unfinished mutations.
+    #[error("the device has {pending} unfinished mutations, the most allowed")]
+    QueueFull { pending: u64 },
 }
 
 /// Result of store operations.
@@ -256,6 +293,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns the last capture position stored under `name`.
     fn capture_position(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Queues a device mutation durably unless its `mutation_id` is known for that client;
+    /// fails with [`StoreError::QueueFull`] when the device already has `max_pending`
+    /// unfinished mutations.
+    fn enqueue_mutation(&self, mutation: &QueuedMutation, max_pending: u64) -> StoreResult<Enqueued>;
+
+    /// Returns every queued mutation without an outcome, by client and queue position.
+    fn pending_mutations(&self) -> StoreResult<Vec<QueuedMutation>>;
+
+    /// Returns one live record of a partition.
+    fn record(&self, partition: &PartitionName, id: &str) -> StoreResult<Option<Record>>;
 
     /// Returns the partition's current state (all zero for a partition never written).
     fn partition_state(&self, partition: &PartitionName) -> StoreResult<PartitionState>;

@@ -34,6 +34,7 @@ pub struct DeviceLimits {
     pub max_frame_bytes: usize,
     pub heartbeat_ms: u32,
     pub idle_timeout_ms: u32,
+    pub max_pending_mutations: u64,
 }
 
 impl DeviceLimits {
@@ -48,6 +49,7 @@ impl DeviceLimits {
             max_frame_bytes: settings.max_frame_bytes,
             heartbeat_ms: settings.heartbeat.as_millis() as u32,
             idle_timeout_ms: settings.idle_timeout.as_millis() as u32,
+            max_pending_mutations: settings.max_pending_mutations,
         }
     }
 }
@@ -62,6 +64,8 @@ pub struct SyncEngine {
     pub cursors: cursors::CursorRecorder,
     /// Per polled source: asks its poller to poll a partition now (a device subscribed).
     pub poll_requests: BTreeMap<String, tokio::sync::mpsc::Sender<PartitionName>>,
+    /// Dispatches device mutations to channels.
+    pub mutations: Arc<crate::mutations::MutationDispatcher>,
 }
 
 /// Why a device may not sync a partition.

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use prost::Message as _;
 use syncline_proto::close_code;
 use syncline_proto::v1::{self, ClientFrame, ErrorCode, ServerFrame, SyncStatus, client_frame, hello, server_frame};
 use syncline_push::{CodecError, Outbox, SessionEnd, SessionHandler, Subscription};
@@ -18,6 +19,9 @@ use syncline_push::{CodecError, Outbox, SessionEnd, SessionHandler, Subscription
 use super::{AccessError, SyncEngine, error_frame, pages};
 use crate::auth::{AuthError, DeviceDetails, Identity};
 use crate::storage::{LogPage, PartitionName, PartitionState, SnapshotPage, StoreError};
+
+/// Longest mutation id accepted.
+const MAX_MUTATION_ID_BYTES: usize = 128;
 
 /// Where a subscription is in its sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,7 @@ impl PartitionSync {
 pub struct DeviceSession {
     engine: Arc<SyncEngine>,
     peer: SocketAddr,
+    outbox: Outbox,
     identity: Option<Identity>,
     subscriptions: HashMap<PartitionName, PartitionSync>,
 }
@@ -125,8 +130,87 @@ async fn blocking<T: Send + 'static>(
 
 impl DeviceSession {
     /// Returns the handler of a new connection from `peer`.
-    pub fn new(engine: Arc<SyncEngine>, peer: SocketAddr) -> Self {
-        Self { engine, peer, identity: None, subscriptions: HashMap::new() }
+    pub fn new(engine: Arc<SyncEngine>, peer: SocketAddr, outbox: Outbox) -> Self {
+        Self { engine, peer, outbox, identity: None, subscriptions: HashMap::new() }
+    }
+
+    async fn on_mutate(&mut self, mutate: v1::Mutate, outbox: &Outbox) {
+        let Some(identity) = self.identity.clone() else { return };
+        let refuse = |code: ErrorCode, message: String| {
+            frame(server_frame::Msg::MutationResult(crate::mutations::refused(
+                &mutate.mutation_id,
+                mutate.op,
+                code,
+                message,
+            )))
+        };
+        let op = v1::MutationOp::try_from(mutate.op).unwrap_or(v1::MutationOp::Unspecified);
+        let invalid = if mutate.mutation_id.is_empty() || mutate.mutation_id.len() > MAX_MUTATION_ID_BYTES {
+            Some(format!("mutation_id must be 1 to {MAX_MUTATION_ID_BYTES} bytes"))
+        } else if op == v1::MutationOp::Unspecified {
+            Some("op must be create, update or delete".to_owned())
+        } else if mutate.id.is_empty() || mutate.id.len() > crate::storage::MAX_RECORD_ID_BYTES {
+            Some(format!("id must be 1 to {} bytes", crate::storage::MAX_RECORD_ID_BYTES))
+        } else {
+            None
+        };
+        if let Some(message) = invalid {
+            let _ = outbox.send_frame(refuse(ErrorCode::BadRequest, message)).await;
+            return;
+        }
+        let partition = match self.engine.resolve_partition(&identity, &mutate.source, &mutate.key) {
+            Ok(partition) => partition,
+            Err(AccessError::UnknownSource) => {
+                let message = format!("unknown source {:?}", mutate.source);
+                let _ = outbox.send_frame(refuse(ErrorCode::UnknownSource, message)).await;
+                return;
+            }
+            Err(AccessError::Forbidden(message)) => {
+                let _ = outbox.send_frame(refuse(ErrorCode::Forbidden, message)).await;
+                return;
+            }
+        };
+        if !self.engine.mutations.accepts(&partition.source) {
+            let message = format!("{} has no channel: it is read-only for devices", partition.source);
+            let _ = outbox.send_frame(refuse(ErrorCode::Forbidden, message)).await;
+            return;
+        }
+        let mutation = crate::storage::QueuedMutation {
+            client_id: identity.client_id.clone(),
+            user_id: identity.user_id.clone(),
+            seq: 0,
+            mutation_id: mutate.mutation_id.clone(),
+            partition,
+            op: mutate.op,
+            id: mutate.id,
+            fields: mutate.fields,
+            base_version: mutate.base_version,
+        };
+        let store = self.engine.store.clone();
+        let max_pending = self.engine.limits.max_pending_mutations;
+        let queued = mutation.clone();
+        let outcome = blocking(move || store.enqueue_mutation(&queued, max_pending)).await;
+        let reply = match outcome {
+            Ok(crate::storage::Enqueued::Queued { seq }) => {
+                self.engine.mutations.submit(crate::storage::QueuedMutation { seq, ..mutation });
+                frame(server_frame::Msg::MutationAck(v1::MutationAck { mutation_id: mutate.mutation_id, queued: seq }))
+            }
+            Ok(crate::storage::Enqueued::Pending { seq }) => {
+                frame(server_frame::Msg::MutationAck(v1::MutationAck { mutation_id: mutate.mutation_id, queued: seq }))
+            }
+            Ok(crate::storage::Enqueued::Done { result }) => match v1::MutationResult::decode(result.as_slice()) {
+                Ok(result) => frame(server_frame::Msg::MutationResult(result)),
+                Err(_) => refuse(ErrorCode::Internal, "the stored outcome is unreadable".into()),
+            },
+            Err(StoreError::QueueFull { pending }) => {
+                refuse(ErrorCode::ResourceExhausted, format!("{pending} mutations are already waiting; retry later"))
+            }
+            Err(error) => {
+                tracing::error!(peer = %self.peer, %error, "cannot queue a mutation");
+                refuse(ErrorCode::Unavailable, "the server cannot queue mutations right now; retry later".into())
+            }
+        };
+        let _ = outbox.send_frame(reply).await;
     }
 
     async fn fatal(&self, outbox: &Outbox, code: ErrorCode, message: &str, close: u16) {
@@ -210,6 +294,7 @@ impl DeviceSession {
             sources: self.engine.source_infos(&identity),
         };
         tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
+        self.engine.mutations.attach(&identity.client_id, outbox);
         self.identity = Some(identity);
         let _ = outbox.send_frame(frame(server_frame::Msg::Welcome(welcome))).await;
     }
@@ -450,9 +535,7 @@ impl SessionHandler for DeviceSession {
                 }
                 outbox.close(close_code::NORMAL, "logged out");
             }
-            client_frame::Msg::Mutate(mutate) => {
-                self.unimplemented(&format!("Mutate ({})", mutate.mutation_id), outbox).await;
-            }
+            client_frame::Msg::Mutate(mutate) => self.on_mutate(mutate, outbox).await,
             client_frame::Msg::Search(search) => {
                 self.unimplemented(&format!("Search ({})", search.search_id), outbox).await;
             }
@@ -490,5 +573,8 @@ impl SessionHandler for DeviceSession {
 
     fn on_closed(&mut self, _end: &SessionEnd) {
         self.subscriptions.clear();
+        if let Some(identity) = &self.identity {
+            self.engine.mutations.detach(&identity.client_id, &self.outbox);
+        }
     }
 }

@@ -1,0 +1,349 @@
+//! Device mutations: dispatch of the durable per-device queue to backend channels.
+//!
+//! A `Mutate` is written to the device's queue in the store before `MutationAck` (see
+//! `sync::session`). The dispatcher runs one *lane* per (device, source): mutations of a
+//! lane reach the channel strictly in queue order, one at a time, while lanes run
+//! independently, so a failing or slow source never holds up another. Transient channel
+//! failures (unavailable, deadline) are retried with backoff, forever and across restarts
+//! (the queue is durable; pending mutations are resubmitted at start). Permanent failures
+//! and conflicts become the mutation's outcome.
+//!
+//! The outcome (an encoded `MutationResult`) is committed in one transaction with the record
+//! change it causes in the partition log (for `watch` sources the change arrives through the
+//! channel's feed instead, which keeps the log in the backend's order), keyed by (client id,
+//! mutation id): a mutation id
+//! whose outcome is stored is answered from it and never dispatched again. A crash between
+//! the channel's answer and that commit leaves the mutation pending, so it is sent again with
+//! the same `mutation_id`; channels deduplicate writes by mutation id (channel.proto).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use prost::Message as _;
+use syncline_proto::v1::{
+    self, Caller, ErrorCode, Link, MutationError, MutationOp, MutationResult, PartitionKey, Record, ServerFrame,
+    WriteRequest, server_frame,
+};
+use syncline_push::Outbox;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::channel::ChannelError;
+use crate::channel::grpc::{ChannelConnection, WriteOutcome};
+use crate::config::{Capture, ConflictPolicy, SourceSettings};
+use crate::storage::{CapturePosition, PartitionWrite, QueuedMutation, Store, StoreError, mutation_result_name};
+
+/// First pause before retrying a channel that was unavailable; doubles up to
+/// [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause between retries of an unavailable channel.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
+
+type LaneKey = (String, String);
+
+/// Dispatches queued mutations to channels and reports outcomes to devices.
+pub struct MutationDispatcher {
+    store: Arc<dyn Store>,
+    sources: BTreeMap<String, SourceSettings>,
+    channels: BTreeMap<String, ChannelConnection>,
+    lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<QueuedMutation>>>,
+    /// Connected devices by client id, to deliver outcomes to.
+    devices: DashMap<String, Outbox>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl MutationDispatcher {
+    /// Returns a dispatcher for the sources that have a channel.
+    pub fn new(
+        store: Arc<dyn Store>,
+        sources: &BTreeMap<String, SourceSettings>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, ChannelError> {
+        let mut channels = BTreeMap::new();
+        for (name, source) in sources {
+            if let Some(endpoint) = &source.channel {
+                channels.insert(name.clone(), ChannelConnection::lazy(endpoint)?);
+            }
+        }
+        Ok(Arc::new(Self {
+            store,
+            sources: sources.clone(),
+            channels,
+            lanes: Mutex::new(HashMap::new()),
+            devices: DashMap::new(),
+            tracker,
+            shutdown,
+        }))
+    }
+
+    /// Returns true when devices may write to `source` (it has a channel).
+    pub fn accepts(&self, source: &str) -> bool {
+        self.channels.contains_key(source)
+    }
+
+    /// Resubmits every mutation the store holds without an outcome (after a restart).
+    pub async fn resume_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let store = self.store.clone();
+        let pending = tokio::task::spawn_blocking(move || store.pending_mutations())
+            .await
+            .map_err(|error| StoreError::Io(error.to_string()))??;
+        let count = pending.len();
+        for mutation in pending {
+            self.submit(mutation);
+        }
+        Ok(count)
+    }
+
+    /// Hands a durably queued mutation to its lane.
+    pub fn submit(self: &Arc<Self>, mutation: QueuedMutation) {
+        let key = (mutation.client_id.clone(), mutation.partition.source.clone());
+        let mut lanes = self.lanes.lock();
+        if let Some(lane) = lanes.get(&key)
+            && lane.send(mutation.clone()).is_ok()
+        {
+            return;
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let _ = sender.send(mutation);
+        lanes.insert(key.clone(), sender);
+        drop(lanes);
+        let this = self.clone();
+        self.tracker.spawn(async move { this.run_lane(key, receiver).await });
+    }
+
+    /// Registers a connected device so outcomes reach it.
+    pub fn attach(&self, client_id: &str, outbox: &Outbox) {
+        self.devices.insert(client_id.to_owned(), outbox.clone());
+    }
+
+    /// Forgets a device's connection (only if it is still the registered one).
+    pub fn detach(&self, client_id: &str, outbox: &Outbox) {
+        self.devices.remove_if(client_id, |_, registered| registered.same_connection(outbox));
+    }
+
+    async fn run_lane(self: Arc<Self>, key: LaneKey, mut receiver: mpsc::UnboundedReceiver<QueuedMutation>) {
+        loop {
+            let mutation = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                mutation = receiver.recv() => match mutation {
+                    Some(mutation) => mutation,
+                    None => return,
+                },
+            };
+            let Some(result) = self.dispatch(&mutation).await else {
+                return; // shutting down; the mutation stays queued for the next start
+            };
+            if let Some(outbox) = self.devices.get(&mutation.client_id).map(|entry| entry.value().clone()) {
+                let frame = ServerFrame { msg: Some(server_frame::Msg::MutationResult(result)) };
+                let _ = outbox.send_frame(frame).await;
+            }
+            // An idle lane ends; submit starts a new one. Checked under the lanes lock so
+            // that no mutation can be sent to a lane that is ending.
+            let mut lanes = self.lanes.lock();
+            if receiver.is_empty() {
+                lanes.remove(&key);
+                return;
+            }
+        }
+    }
+
+    /// Runs one mutation to its outcome and commits it; `None` when shutting down first.
+    async fn dispatch(&self, mutation: &QueuedMutation) -> Option<MutationResult> {
+        let op = MutationOp::try_from(mutation.op).unwrap_or(MutationOp::Unspecified);
+        let (result, writes) = match self.decide(mutation, op).await? {
+            Ok(decided) => decided,
+            Err(error) => (failure(mutation, op, error.0, error.1, None), Vec::new()),
+        };
+        // A watched source's change feed is the one ordered writer of its partitions: the
+        // change comes back through it. Writing the result here too would let a feed batch
+        // from before this write land after it and briefly undo it.
+        let watched =
+            self.sources.get(&mutation.partition.source).is_some_and(|source| source.capture == Capture::Watch);
+        let writes = if watched { Vec::new() } else { writes };
+        let position = CapturePosition {
+            name: mutation_result_name(&mutation.client_id, &mutation.mutation_id),
+            token: result.encode_to_vec(),
+        };
+        let store = self.store.clone();
+        let committed = {
+            let position = position.clone();
+            tokio::task::spawn_blocking(move || store.apply_capture(writes, position)).await
+        };
+        match committed {
+            Ok(Ok(_)) => Some(result),
+            Ok(Err(StoreError::InvalidRecordId { .. } | StoreError::DuplicateId { .. })) => {
+                // The channel answered with a record the log cannot hold: report it, keep the
+                // mutation finished.
+                let result = failure(
+                    mutation,
+                    op,
+                    ErrorCode::Internal,
+                    "the backend returned a record with an invalid id".into(),
+                    None,
+                );
+                let position = CapturePosition { name: position.name, token: result.encode_to_vec() };
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || store.apply_capture(Vec::new(), position)).await {
+                    Ok(Ok(_)) => Some(result),
+                    _ => None,
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::error!(client_id = %mutation.client_id, mutation_id = %mutation.mutation_id, %error,
+                    "cannot record a mutation's outcome; it stays queued");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Applies the conflict policy and calls the channel, retrying while it is unavailable.
+    /// Returns the outcome and the log writes it causes, or a typed failure; `None` when
+    /// shutting down.
+    #[allow(clippy::type_complexity)]
+    async fn decide(
+        &self,
+        mutation: &QueuedMutation,
+        op: MutationOp,
+    ) -> Option<Result<(MutationResult, Vec<PartitionWrite>), (ErrorCode, String)>> {
+        let Some(source) = self.sources.get(&mutation.partition.source) else {
+            return Some(Err((ErrorCode::UnknownSource, format!("unknown source {}", mutation.partition.source))));
+        };
+        let Some(channel) = self.channels.get(&mutation.partition.source) else {
+            return Some(Err((ErrorCode::Forbidden, "this source is read-only for devices".into())));
+        };
+        // `reject`: Syncline compares the device's base version with its own copy.
+        if source.conflict == ConflictPolicy::Reject
+            && matches!(op, MutationOp::Update | MutationOp::Delete)
+            && mutation.base_version != 0
+        {
+            let store = self.store.clone();
+            let partition = mutation.partition.clone();
+            let id = mutation.id.clone();
+            let current = tokio::task::spawn_blocking(move || store.record(&partition, &id)).await.ok()?;
+            match current {
+                Ok(Some(current)) if current.version != mutation.base_version => {
+                    let result = failure(
+                        mutation,
+                        op,
+                        ErrorCode::Conflict,
+                        format!("the record changed since version {} (now {})", mutation.base_version, current.version),
+                        Some(current),
+                    );
+                    return Some(Ok((result, Vec::new())));
+                }
+                Ok(_) => {}
+                Err(error) => return Some(Err((ErrorCode::Unavailable, error.to_string()))),
+            }
+        }
+        let base_version = match source.conflict {
+            ConflictPolicy::Channel => mutation.base_version,
+            ConflictPolicy::Reject | ConflictPolicy::LastWriteWins => 0,
+        };
+        let request = WriteRequest {
+            partition: Some(PartitionKey {
+                source: mutation.partition.source.clone(),
+                key: mutation.partition.key.clone(),
+            }),
+            record: Some(Record { id: mutation.id.clone(), fields: mutation.fields.clone(), version: 0 }),
+            base_version,
+            mutation_id: mutation.mutation_id.clone(),
+            caller: Some(Caller { user_id: mutation.user_id.clone(), client_id: mutation.client_id.clone() }),
+        };
+        let mut pause = FIRST_RETRY_PAUSE;
+        let outcome = loop {
+            match channel.write(op, request.clone()).await {
+                Ok(outcome) => break outcome,
+                Err(error @ ChannelError::Unavailable { .. }) => {
+                    tracing::warn!(mutation_id = %mutation.mutation_id, %error, "channel unavailable; will retry");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+                Err(ChannelError::Rejected { code, message, .. }) => {
+                    return Some(Err((error_code_of(&code), message)));
+                }
+                Err(error @ ChannelError::InvalidEndpoint { .. }) => {
+                    return Some(Err((ErrorCode::Unavailable, error.to_string())));
+                }
+            }
+        };
+        let partition = mutation.partition.clone();
+        Some(Ok(match (op, outcome) {
+            (_, WriteOutcome::Conflict(current)) => {
+                let writes = vec![PartitionWrite { partition, upserts: vec![current.clone()], deletes: Vec::new() }];
+                let message = "the backend's record changed; see current".to_owned();
+                (failure(mutation, op, ErrorCode::Conflict, message, Some(current)), writes)
+            }
+            (MutationOp::Delete, _) => {
+                let writes =
+                    vec![PartitionWrite { partition, upserts: Vec::new(), deletes: vec![mutation.id.clone()] }];
+                (success(mutation, None, None), writes)
+            }
+            (_, WriteOutcome::Stored(record)) => {
+                let link = (op == MutationOp::Create && record.id != mutation.id)
+                    .then(|| Link { temp_id: mutation.id.clone(), id: record.id.clone() });
+                let writes = vec![PartitionWrite { partition, upserts: vec![record.clone()], deletes: Vec::new() }];
+                (success(mutation, Some(record), link), writes)
+            }
+            (_, WriteOutcome::Done) => {
+                let record = Record { id: mutation.id.clone(), fields: mutation.fields.clone(), version: 0 };
+                (success(mutation, Some(record), None), Vec::new())
+            }
+        }))
+    }
+}
+
+fn success(mutation: &QueuedMutation, record: Option<Record>, link: Option<Link>) -> MutationResult {
+    MutationResult { mutation_id: mutation.mutation_id.clone(), ok: true, record, link, error: None }
+}
+
+fn failure(
+    mutation: &QueuedMutation,
+    op: MutationOp,
+    code: ErrorCode,
+    message: String,
+    current: Option<Record>,
+) -> MutationResult {
+    MutationResult {
+        mutation_id: mutation.mutation_id.clone(),
+        ok: false,
+        record: None,
+        link: None,
+        error: Some(MutationError { op: op as i32, code: code as i32, message, current }),
+    }
+}
+
+/// Maps a channel's gRPC status code name to the device's error code.
+fn error_code_of(code: &str) -> ErrorCode {
+    match code {
+        "InvalidArgument" | "OutOfRange" => ErrorCode::BadRequest,
+        "NotFound" => ErrorCode::NotFound,
+        "AlreadyExists" | "FailedPrecondition" => ErrorCode::Conflict,
+        "PermissionDenied" => ErrorCode::Forbidden,
+        "Unauthenticated" => ErrorCode::Unauthenticated,
+        "Unimplemented" => ErrorCode::Unimplemented,
+        "DeadlineExceeded" => ErrorCode::Timeout,
+        "ResourceExhausted" => ErrorCode::ResourceExhausted,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// Returns a `MutationResult` refusing a mutation before it was queued.
+pub fn refused(mutation_id: &str, op: i32, code: ErrorCode, message: impl Into<String>) -> v1::MutationResult {
+    MutationResult {
+        mutation_id: mutation_id.to_owned(),
+        ok: false,
+        record: None,
+        link: None,
+        error: Some(MutationError { op, code: code as i32, message: message.into(), current: None }),
+    }
+}
