@@ -87,6 +87,16 @@ impl MutationDispatcher {
         self.channels.contains_key(source)
     }
 
+    /// Returns the channel of `source`, if it has one.
+    pub fn channel(&self, source: &str) -> Option<&ChannelConnection> {
+        self.channels.get(source)
+    }
+
+    /// Returns the tracker that background work of sessions (e.g. searches) runs on.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
     /// Resubmits every mutation the store holds without an outcome (after a restart).
     pub async fn resume_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
         let store = self.store.clone();
@@ -323,7 +333,7 @@ fn failure(
 }
 
 /// Maps a channel's gRPC status code name to the device's error code.
-fn error_code_of(code: &str) -> ErrorCode {
+pub fn error_code_of(code: &str) -> ErrorCode {
     match code {
         "InvalidArgument" | "OutOfRange" => ErrorCode::BadRequest,
         "NotFound" => ErrorCode::NotFound,

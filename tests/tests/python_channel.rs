@@ -259,7 +259,7 @@ mod mutations {
         }
     }
 
-    async fn backend_titles(channel_url: &str) -> Vec<String> {
+    pub(super) async fn backend_titles(channel_url: &str) -> Vec<String> {
         let mut client = ChannelClient::connect(channel_url.to_owned()).await.unwrap();
         let request = QueryRequest { partition: Some(PartitionKey { source: "Task".into(), key: "demo".into() }) };
         let mut stream = client.query(request).await.unwrap().into_inner();
@@ -323,6 +323,30 @@ mod mutations {
         let current = error.current.expect("the conflict carries the current record");
         assert_eq!(current.fields["title"], Value::string("buy oat milk"));
 
+        // Search goes to the channel and comes back on the same socket.
+        let search = ClientFrame {
+            msg: Some(client_frame::Msg::Search(syncline_proto::v1::Search {
+                search_id: "s1".into(),
+                source: "Task".into(),
+                params: [("title".to_owned(), Value::string("oat"))].into(),
+                offset: 0,
+                limit: 10,
+            })),
+        };
+        phone.send(&search).await.unwrap();
+        let found = loop {
+            let incoming = tokio::time::timeout(DEADLINE, phone.recv()).await.expect("search result in time").unwrap();
+            if let Incoming::Frame(frame) = incoming
+                && let Some(server_frame::Msg::SearchResult(result)) = frame.msg
+            {
+                break result;
+            }
+        };
+        assert_eq!(found.search_id, "s1");
+        assert!(found.error.is_none(), "{found:?}");
+        assert_eq!(found.records.len(), 1);
+        assert_eq!(found.records[0].id, link.id);
+
         // A permanent error from the backend (a task needs a title) reaches the device typed,
         // with the backend's message.
         let invalid = outcome(&mut phone, mutate("m4", MutationOp::Create, "tmp-2", None, 0)).await;
@@ -346,4 +370,57 @@ mod mutations {
         watcher.stop().await;
         server.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_right_after_a_mutation_never_duplicate_it_in_the_backend() {
+    use syncline_client_sim::{ConnectOptions, Connection, Incoming};
+    use syncline_proto::v1::{ClientFrame, Hello, Login, Mutate, MutationOp, client_frame, hello, server_frame};
+
+    let dir = tempfile::tempdir().unwrap();
+    let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
+    let server = server_with_task_source(&channel.url, "watch").await;
+    let connect = || async {
+        let mut connection = Connection::connect(&server.url(), &ConnectOptions::default()).await.unwrap();
+        let hello = Hello {
+            protocol_version: 1,
+            credentials: Some(hello::Credentials::Login(Login { username: "demo".into(), password: "demo".into() })),
+            ..Hello::default()
+        };
+        connection.send(&ClientFrame { msg: Some(client_frame::Msg::Hello(hello)) }).await.unwrap();
+        connection
+    };
+    let create = |n: u32| ClientFrame {
+        msg: Some(client_frame::Msg::Mutate(Mutate {
+            mutation_id: format!("cut-{n}"),
+            source: "Task".into(),
+            op: MutationOp::Create as i32,
+            id: format!("tmp-{n}"),
+            fields: [("title".to_owned(), Value::string(format!("task {n:02}")))].into(),
+            ..Mutate::default()
+        })),
+    };
+    for n in 0..50 {
+        // Send, then drop the connection before reading anything: the device cannot know
+        // whether the server got it.
+        let mut connection = connect().await;
+        connection.send(&create(n)).await.unwrap();
+        connection.cut();
+        // Reconnect and resend with the same mutation id until the outcome comes back.
+        let mut connection = connect().await;
+        connection.send(&create(n)).await.unwrap();
+        let result = loop {
+            let incoming = tokio::time::timeout(DEADLINE, connection.recv()).await.expect("in time").unwrap();
+            if let Incoming::Frame(frame) = incoming
+                && let Some(server_frame::Msg::MutationResult(result)) = frame.msg
+            {
+                break result;
+            }
+        };
+        assert!(result.ok, "{result:?}");
+    }
+    let titles = mutations::backend_titles(&channel.url).await;
+    let expected: Vec<String> = (0..50).map(|n| format!("task {n:02}")).collect();
+    assert_eq!(titles, expected, "each mutation reached the backend exactly once");
+    server.stop().await;
 }

@@ -7,7 +7,7 @@ use futures_util::{Stream, StreamExt};
 use syncline_proto::v1::channel_client::ChannelClient;
 use syncline_proto::v1::{
     AuthenticateRequest, AuthenticateResponse, ChangeBatch, MutationOp, PartitionKey, QueryRequest, Record,
-    WatchRequest, WriteRequest, write_response,
+    SearchRequest, SearchResponse, WatchRequest, WriteRequest, write_response,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -20,6 +20,8 @@ const UNARY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deadline of a write (Create, Update, Delete) to a channel; a write that takes longer is
 /// retried (with the same mutation id).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of a search.
+pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most records accepted from one Query: bounds the memory of one poll.
 pub const MAX_QUERY_RECORDS: usize = 1_000_000;
 
@@ -103,6 +105,13 @@ impl ChannelConnection {
             Some(write_response::Result::Conflict(current)) => Ok(WriteOutcome::Conflict(current)),
             None => Ok(WriteOutcome::Done),
         }
+    }
+
+    /// Runs a search.
+    pub async fn search(&self, search: SearchRequest) -> Result<SearchResponse, ChannelError> {
+        let mut request = tonic::Request::new(search);
+        request.set_timeout(SEARCH_TIMEOUT);
+        self.client.clone().search(request).await.map(tonic::Response::into_inner).map_err(|s| self.error(s))
     }
 
     /// Reads every record of a partition (at most [`MAX_QUERY_RECORDS`]).
