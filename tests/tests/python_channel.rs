@@ -90,12 +90,18 @@ async fn create_task(channel_url: &str, title: &str, priority: i64) {
 }
 
 async fn server_with_task_source(channel_url: &str, capture: &str) -> TestServer {
+    server_with_task_policy(channel_url, capture, "reject").await
+}
+
+async fn server_with_task_policy(channel_url: &str, capture: &str, conflict: &str) -> TestServer {
     let channel_url = channel_url.to_owned();
     let capture = capture.to_owned();
+    let conflict = conflict.to_owned();
     TestServer::start_with(move |config| {
         let mut task = SourceSection::new("user");
         task.channel = Some(channel_url.clone());
         task.capture = capture;
+        task.conflict = conflict;
         task.poll_interval_secs = 1;
         config.sources.insert("Task".into(), task);
         config.auth.channel = Some(channel_url);
@@ -210,7 +216,7 @@ mod mutations {
         server_frame,
     };
 
-    async fn session(server: &TestServer) -> Connection {
+    pub(super) async fn session(server: &TestServer) -> Connection {
         let mut connection = Connection::connect(&server.url(), &ConnectOptions::default()).await.unwrap();
         let hello = Hello {
             protocol_version: 1,
@@ -225,7 +231,13 @@ mod mutations {
         connection
     }
 
-    fn mutate(mutation_id: &str, op: MutationOp, id: &str, title: Option<&str>, base_version: u64) -> ClientFrame {
+    pub(super) fn mutate(
+        mutation_id: &str,
+        op: MutationOp,
+        id: &str,
+        title: Option<&str>,
+        base_version: u64,
+    ) -> ClientFrame {
         let mut fields = std::collections::BTreeMap::new();
         if let Some(title) = title {
             fields.insert("title".to_owned(), Value::string(title));
@@ -244,7 +256,7 @@ mod mutations {
     }
 
     /// Sends a mutation and returns its result, skipping acks and other frames.
-    async fn outcome(connection: &mut Connection, frame: ClientFrame) -> MutationResult {
+    pub(super) async fn outcome(connection: &mut Connection, frame: ClientFrame) -> MutationResult {
         let Some(client_frame::Msg::Mutate(sent)) = &frame.msg else { unreachable!("a Mutate frame") };
         let mutation_id = sent.mutation_id.clone();
         connection.send(&frame).await.unwrap();
@@ -423,4 +435,46 @@ async fn connections_cut_right_after_a_mutation_never_duplicate_it_in_the_backen
     let expected: Vec<String> = (0..50).map(|n| format!("task {n:02}")).collect();
     assert_eq!(titles, expected, "each mutation reached the backend exactly once");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_write_wins_converges_every_device_to_the_later_write() {
+    use syncline_proto::v1::MutationOp;
+    let dir = tempfile::tempdir().unwrap();
+    let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
+    let server = server_with_task_policy(&channel.url, "watch", "last_write_wins").await;
+    let mut phone = mutations::session(&server).await;
+    let mut tablet = mutations::session(&server).await;
+    let created =
+        mutations::outcome(&mut phone, mutations::mutate("c", MutationOp::Create, "tmp", Some("draft"), 0)).await;
+    let id = created.link.expect("linked").id;
+    let watcher =
+        Device::start(DeviceConfig::new(server.url(), "demo", "demo").subscribe(SubscriptionConfig::new("Task")));
+    let deadline = || tokio::time::Instant::now() + DEADLINE;
+    let state = watcher
+        .wait_for(deadline(), |state| state.partition("Task", "demo").is_some_and(|p| p.caught_up && p.total == 1))
+        .await
+        .expect("the created task syncs");
+    let base = state.partition("Task", "demo").unwrap().cursor;
+    // Both devices edit from the same base version; both writes are accepted, the later wins.
+    let first =
+        mutations::outcome(&mut phone, mutations::mutate("u1", MutationOp::Update, &id, Some("phone's"), base)).await;
+    let second =
+        mutations::outcome(&mut tablet, mutations::mutate("u2", MutationOp::Update, &id, Some("tablet's"), base)).await;
+    assert!(first.ok && second.ok, "{first:?} {second:?}");
+    watcher
+        .wait_for(deadline(), |_| watcher_title(&watcher, &id).as_deref() == Some("tablet's"))
+        .await
+        .expect("the later write reaches the device");
+    assert_converges(&watcher, &server, "Task", "demo", DEADLINE).await;
+    watcher.stop().await;
+    server.stop().await;
+}
+
+fn watcher_title(device: &syncline_client_sim::DeviceHandle, id: &str) -> Option<String> {
+    let view = device.view("Task", "demo")?;
+    match view.records.get(id)?.fields.get("title")?.kind.clone()? {
+        syncline_proto::v1::value::Kind::StringValue(title) => Some(title),
+        _ => None,
+    }
 }
