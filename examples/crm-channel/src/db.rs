@@ -61,8 +61,9 @@ fn open_connection(path: &Path) -> Result<Connection> {
 
 /// A handle on the CRM database; clones share the connections.
 ///
-/// Every method runs its SQLite work on a blocking thread. Writes made through any handle
-/// wake this process's watchers at once; writes by other processes are picked up by polling.
+/// Every method runs its SQLite work on a blocking thread. Writes made through this handle or
+/// its clones wake the watchers of a channel serving it at once; writes by anything else (a
+/// separately opened handle, another process) are picked up by polling the change feed.
 #[derive(Clone)]
 pub struct CrmDb {
     inner: Arc<Inner>,

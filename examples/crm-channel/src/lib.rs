@@ -11,7 +11,8 @@
 //! - [`CrmDb`] (`db`): the database handle: CRUD with version checks, search, users, the feed.
 //! - `feed`: the `Query` and `Watch` streams.
 //! - [`CrmChannel`] (`channel`): the `ChannelBackend` that checks requests and calls `CrmDb`.
-//! - [`start`]: serves the channel in-process (what the `crm-channel` binary and tests use).
+//! - [`start`] / [`serve_db`]: serve the channel in-process (what the `crm-channel` binary and
+//!   the tests use).
 
 mod channel;
 mod convert;
@@ -81,6 +82,16 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningCrmChannel, CrmError> {
     let db = CrmDb::open(db_path).await.map_err(CrmError::Open)?;
+    serve_db(db, listener, shutdown)
+}
+
+/// Serves the CRM channel over an open database on `listener` until `shutdown` completes.
+/// Writes through `db` (or its clones) wake the channel's watchers at once.
+pub fn serve_db(
+    db: CrmDb,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningCrmChannel, CrmError> {
     let local_addr = listener.local_addr().map_err(CrmError::Listener)?;
     let server = tokio::spawn(sdk::serve(CrmChannel::new(db.clone()), listener, shutdown));
     tracing::info!(%local_addr, db = %db.path().display(), "crm channel listening");

@@ -31,14 +31,14 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    let db = CrmDb::open(&cli.db).await.context("opening the database")?;
     if let Some(accounts) = cli.seed {
-        let db = CrmDb::open(&cli.db).await.context("opening the database")?;
         db.seed(accounts).await.context("seeding the database")?;
         tracing::info!(accounts, "seeded");
     }
     let listener =
         tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
-    let channel = syncline_example_crm::start(&cli.db, listener, shutdown_signal()).await?;
+    let channel = syncline_example_crm::serve_db(db, listener, shutdown_signal())?;
     channel.stopped().await?;
     tracing::info!("stopped");
     Ok(())

@@ -478,3 +478,17 @@ async fn stopping_ends_open_watches_and_the_server() {
 async fn next_changes_or_checkpoint(batches: &mut tonic::Streaming<ChangeBatch>) -> ChangeBatch {
     tokio::time::timeout(TIMEOUT, batches.message()).await.expect("in time").expect("ok").expect("open")
 }
+
+#[tokio::test]
+async fn writes_through_the_db_handle_reach_watchers() {
+    let mut crm = TestCrm::start().await;
+    let mut batches = crm.client.watch(WatchRequest::default()).await.expect("watch").into_inner();
+    let db = crm.channel.db().clone();
+    let created = db.create("Contact", "alice", fields([("name", Value::string("Direct"))]), "").await.expect("create");
+    assert_eq!(summary(&next_changes(&mut batches).await), upserted("Contact", "alice", &[&created.id]));
+    let outcome = db.update("Contact", "alice", &created.id, fields([("vip", Value::bool(true))]), created.version);
+    assert!(matches!(outcome.await, Ok(WriteOutcome::Written(record)) if record.version == 2));
+    let batch = next_changes(&mut batches).await;
+    assert_eq!(batch.partitions[0].upserts[0].fields["vip"], Value::bool(true));
+    assert_eq!(db.get("Contact", "alice", &created.id).await.expect("get").map(|record| record.version), Some(2));
+}
