@@ -4,9 +4,12 @@
 //!   canonical-JSON serde impls (pbjson) from `syncline/v1/*.proto`, which are the
 //!   specification of the protocol.
 //! - [`checksum`]: the order-independent checksum of a partition's live set.
+//! - [`sdk`]: the Rust Channel SDK (a [`sdk::ChannelBackend`] trait and [`sdk::serve`]); the only
+//!   module of this crate that does I/O.
 //! - [`value`]: conveniences for building typed field values.
 
 pub mod checksum;
+pub mod sdk;
 pub mod value;
 
 /// The generated `syncline.v1` package.
