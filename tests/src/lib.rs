@@ -2,6 +2,7 @@
 //! WebSockets and gRPC, conditions waited on with deadlines instead of sleeps.
 
 use std::future::Future;
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -173,5 +174,61 @@ pub async fn assert_converges(
             differing,
             differing.and_then(|(id, _)| view.records.get(id)),
         );
+    }
+}
+
+/// The Python channel as a child process, stopped (by PID) when dropped.
+pub struct PythonChannel {
+    child: std::process::Child,
+    /// The channel's gRPC URL.
+    pub url: String,
+}
+
+fn python_channel_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-channel")
+}
+
+impl PythonChannel {
+    /// Starts `channel.py` on `port` (0: any) and waits for its "listening on" line.
+    pub fn start(db: &Path, port: u16) -> Self {
+        let dir = python_channel_dir();
+        let python = dir.join(".venv/bin/python");
+        assert!(
+            python.exists() && dir.join("gen").exists(),
+            "the Python channel's venv and stubs are missing: run examples/python-channel/run-tests.sh \
+             (scripts/test.sh does)"
+        );
+        let mut child = std::process::Command::new(python)
+            .arg(dir.join("channel.py"))
+            .arg("--db")
+            .arg(db)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("python channel starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines.next().expect("the channel printed its address").expect("a line");
+            if let Some(address) = line.strip_prefix("listening on ") {
+                break address.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, url: format!("http://{address}") }
+    }
+
+    /// Returns the port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|port| port.parse().ok()).expect("port in url")
+    }
+}
+
+impl Drop for PythonChannel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -27,8 +27,17 @@ fn free_port() -> u16 {
 impl ServerProcess {
     /// Starts the server and waits until both listeners are up (it logs them).
     fn start(data_dir: &Path, device_port: u16, grpc_port: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_syncline-under-test"))
-            .arg("serve")
+        Self::start_with(data_dir, device_port, grpc_port, None)
+    }
+
+    /// Starts the server, with a config file when given.
+    fn start_with(data_dir: &Path, device_port: u16, grpc_port: u16, config: Option<&Path>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_syncline-under-test"));
+        command.arg("serve");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .env("SYNCLINE_DATA_DIR", data_dir)
             .env("SYNCLINE_DEVICE_ADDR", format!("127.0.0.1:{device_port}"))
             .env("SYNCLINE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
@@ -162,5 +171,104 @@ async fn acknowledged_changes_survive_sigkill_and_devices_resume() {
     assert!(stats.reconnects >= 1);
     phone.stop().await;
     fresh.stop().await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_queued_before_a_sigkill_reaches_the_backend_once_after_restart() {
+    use syncline_client_sim::{ConnectOptions, Connection, Incoming};
+    use syncline_proto::v1::channel_client::ChannelClient;
+    use syncline_proto::v1::{
+        ClientFrame, Hello, Login, Mutate, MutationOp, PartitionKey, QueryRequest, Value, client_frame, hello,
+        server_frame,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tasks.db");
+    // The backend is down while the device writes: the mutation is queued, not dispatched.
+    let channel = syncline_tests::PythonChannel::start(&db, 0);
+    let channel_port = channel.port();
+    drop(channel);
+    let data_dir = dir.path().join("data");
+    let config = dir.path().join("syncline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.Task]\npartitioning = \"user\"\nchannel = \"http://127.0.0.1:{channel_port}\"\ncapture = \"watch\"\n"
+        ),
+    )
+    .unwrap();
+    let added = Command::new(env!("CARGO_BIN_EXE_syncline-under-test"))
+        .args(["user", "add", "demo", "--password", "demo", "--data-dir"])
+        .arg(&data_dir)
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let (device_port, grpc_port) = (free_port(), free_port());
+    let server = ServerProcess::start_with(&data_dir, device_port, grpc_port, Some(&config));
+
+    let connect = || async {
+        let url = format!("ws://127.0.0.1:{device_port}/v1/sync");
+        let mut connection = Connection::connect(&url, &ConnectOptions::default()).await.unwrap();
+        let hello = Hello {
+            protocol_version: 1,
+            credentials: Some(hello::Credentials::Login(Login { username: "demo".into(), password: "demo".into() })),
+            ..Hello::default()
+        };
+        connection.send(&ClientFrame { msg: Some(client_frame::Msg::Hello(hello)) }).await.unwrap();
+        connection
+    };
+    let create = ClientFrame {
+        msg: Some(client_frame::Msg::Mutate(Mutate {
+            mutation_id: "before-the-crash".into(),
+            source: "Task".into(),
+            op: MutationOp::Create as i32,
+            id: "tmp-1".into(),
+            fields: [("title".to_owned(), Value::string("survive"))].into(),
+            ..Mutate::default()
+        })),
+    };
+    let mut phone = connect().await;
+    phone.send(&create).await.unwrap();
+    loop {
+        let incoming = tokio::time::timeout(DEADLINE, phone.recv()).await.expect("in time").unwrap();
+        if let Incoming::Frame(frame) = incoming
+            && let Some(server_frame::Msg::MutationAck(ack)) = frame.msg
+        {
+            assert_eq!(ack.mutation_id, "before-the-crash");
+            break;
+        }
+    }
+    server.kill();
+
+    // Backend and server come back; the queued mutation is dispatched from the store.
+    let channel = syncline_tests::PythonChannel::start(&db, channel_port);
+    let server = ServerProcess::start_with(&data_dir, device_port, grpc_port, Some(&config));
+    let query = || async {
+        let mut client = ChannelClient::connect(channel.url.clone()).await.ok()?;
+        let request = QueryRequest { partition: Some(PartitionKey { source: "Task".into(), key: "demo".into() }) };
+        let mut stream = client.query(request).await.ok()?.into_inner();
+        let mut count = 0;
+        while let Some(_record) = stream.message().await.ok()? {
+            count += 1;
+        }
+        Some(count)
+    };
+    eventually(DEADLINE, "the queued task to reach the backend", || async { query().await.filter(|count| *count > 0) })
+        .await;
+    // The device resends its unanswered mutation: it gets the outcome, and the backend still
+    // holds exactly one task.
+    let mut phone = connect().await;
+    phone.send(&create).await.unwrap();
+    let result = loop {
+        let incoming = tokio::time::timeout(DEADLINE, phone.recv()).await.expect("in time").unwrap();
+        if let Incoming::Frame(frame) = incoming
+            && let Some(server_frame::Msg::MutationResult(result)) = frame.msg
+        {
+            break result;
+        }
+    };
+    assert!(result.ok, "{result:?}");
+    assert_eq!(query().await, Some(1));
     server.stop();
 }

@@ -3,69 +3,11 @@
 //! `poll`, devices converging. Needs the channel's venv and stubs, which `scripts/test.sh`
 //! prepares (examples/python-channel/run-tests.sh).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
 use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
 use syncline_proto::v1::channel_client::ChannelClient;
 use syncline_proto::v1::{Caller, PartitionKey, Record, Value, WriteRequest};
 use syncline_server::config::SourceSection;
-use syncline_tests::{DEADLINE, TestServer, assert_converges};
-
-/// The Python channel as a child process, stopped (by PID) when dropped.
-struct PythonChannel {
-    child: Child,
-    url: String,
-}
-
-fn channel_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-channel")
-}
-
-impl PythonChannel {
-    /// Starts `channel.py` on `port` (0: any) and waits for its "listening on" line.
-    fn start(db: &Path, port: u16) -> Self {
-        let dir = channel_dir();
-        let python = dir.join(".venv/bin/python");
-        assert!(
-            python.exists() && dir.join("gen").exists(),
-            "the Python channel's venv and stubs are missing: run examples/python-channel/run-tests.sh \
-             (scripts/test.sh does)"
-        );
-        let mut child = Command::new(python)
-            .arg(dir.join("channel.py"))
-            .arg("--db")
-            .arg(db)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python channel starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = lines.next().expect("the channel printed its address").expect("a line");
-            if let Some(address) = line.strip_prefix("listening on ") {
-                break address.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, url: format!("http://{address}") }
-    }
-
-    fn port(&self) -> u16 {
-        self.url.rsplit(':').next().and_then(|port| port.parse().ok()).expect("port in url")
-    }
-}
-
-impl Drop for PythonChannel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use syncline_tests::{DEADLINE, PythonChannel, TestServer, assert_converges};
 
 fn task(title: &str, priority: i64) -> Record {
     let mut record = Record { id: format!("tmp-{title}"), ..Record::default() };
