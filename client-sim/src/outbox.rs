@@ -1,7 +1,7 @@
 //! The device's offline mutation queue: creates, updates and deletes the app made, persisted
 //! in SQLite in the order they were made, until the server reports their outcome.
 //!
-//! [`MutationQueue`] keeps one row per mutation (auto-increment `position`, unique
+//! `MutationQueue` keeps one row per mutation (auto-increment `position`, unique
 //! `mutation_id`, source, partition key, op, record id, fields encoded with prost, base
 //! version, state `pending` / `acked` / `failed`) and an in-memory copy of the rows for
 //! reads. Every change is written to SQLite first and mirrored only once committed, so a
