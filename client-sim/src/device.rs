@@ -147,8 +147,9 @@ impl DeviceHandle {
 
     /// Creates a record with `fields` in partition `key` of `source` (`None`: the source's
     /// natural key) and returns its temporary id (`tmp-<hex>`). Works offline: the create
-    /// is queued durably and shows in [`DeviceHandle::view`] at once; it is sent as soon as
-    /// the device is connected. When the backend has created it, a
+    /// is queued durably and shows in [`DeviceHandle::view`] at once (made with the natural
+    /// key before this run's first `Welcome`, it shows once the server named the key); it is
+    /// sent as soon as the device is connected. When the backend has created it, a
     /// [`crate::MutationOutcome::Ok`] notification carries the link to its real id, and the
     /// device renames the record and the temporary id wherever its queue uses it.
     pub fn create(

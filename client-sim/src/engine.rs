@@ -443,12 +443,15 @@ impl SyncEngine {
 
     fn on_changes(&mut self, changes: Changes, now: Instant, reaction: &mut Reaction) {
         let id = PartitionId::new(&changes.source, &changes.key);
-        self.apply_change_links(&changes);
+        let linked = self.apply_change_links(&changes);
         self.apply_changes(changes, now, reaction);
         if let Some(partition) = self.partitions.get(&id) {
             self.confirmed.prune(&id, &partition.replica);
         }
-        reaction.frames.extend(self.mutation_frames());
+        if linked {
+            // Mutations that waited for these links may go.
+            reaction.frames.extend(self.mutation_frames());
+        }
     }
 
     fn apply_changes(&mut self, changes: Changes, now: Instant, reaction: &mut Reaction) {

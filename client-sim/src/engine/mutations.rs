@@ -129,7 +129,7 @@ impl ConfirmedRecords {
 impl SyncEngine {
     /// Queues a create of a record with `fields` in partition `key` of `source` (`None`: the
     /// natural key) under a new temporary id, which it returns; the record shows in
-    /// [`SyncEngine::view`] at once.
+    /// [`SyncEngine::view`] at once (with the natural key, once a `Welcome` named it).
     pub(crate) fn create(
         &mut self,
         source: &str,
@@ -366,16 +366,21 @@ impl SyncEngine {
     }
 
     /// Applies the links a `Changes` frame carries for the device's own creates (they may
-    /// come before the creates' results).
-    pub(super) fn apply_change_links(&mut self, changes: &Changes) {
+    /// come before the creates' results); returns true when one linked a queued create.
+    pub(super) fn apply_change_links(&mut self, changes: &Changes) -> bool {
+        let mut linked = false;
         for link in &changes.links {
             let version = changes.upserts.iter().find(|record| record.id == link.id).map(|record| record.version);
             match self.mutations.apply_link(link, version) {
-                Ok(true) => debug!(temp_id = %link.temp_id, id = %link.id, "create linked by a page"),
+                Ok(true) => {
+                    debug!(temp_id = %link.temp_id, id = %link.id, "create linked by a page");
+                    linked = true;
+                }
                 Ok(false) => {}
                 Err(error) => warn!(%error, temp_id = %link.temp_id, "recording a link failed"),
             }
         }
+        linked
     }
 
     fn queue_mutation(
