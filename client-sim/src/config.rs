@@ -1,10 +1,11 @@
 //! What a simulated device is told: where to connect, who it is, what it syncs, and how it
 //! retries and acks. Plain structs; nothing here reads files or the environment.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use syncline_proto::v1::DeviceInfo;
 
+use crate::outbox::DEFAULT_MAX_QUEUED_MUTATIONS;
 use crate::replica::{PartitionId, PartitionView};
 use crate::wire::{DEFAULT_CONNECT_TIMEOUT, FrameFormat};
 
@@ -139,6 +140,12 @@ pub struct DeviceConfig {
     /// Partitions the device already holds from an earlier run (its persisted local store):
     /// it resumes them from their cursors instead of starting from a snapshot.
     pub restored: Vec<(PartitionId, PartitionView)>,
+    /// The SQLite file of the device's mutation queue; `None` keeps the queue in memory (it
+    /// then dies with the device). A device started on the file of an earlier run sends what
+    /// that run had not finished.
+    pub mutation_store: Option<PathBuf>,
+    /// Most mutations the queue holds; creating, updating or deleting beyond it fails.
+    pub max_queued_mutations: usize,
 }
 
 impl DeviceConfig {
@@ -163,6 +170,8 @@ impl DeviceConfig {
             notification_capacity: None,
             seed: None,
             restored: Vec::new(),
+            mutation_store: None,
+            max_queued_mutations: DEFAULT_MAX_QUEUED_MUTATIONS,
         }
     }
 
@@ -188,6 +197,12 @@ impl DeviceConfig {
     /// persisted copy): the device resumes it from `view.cursor`.
     pub fn restore(mut self, partition: PartitionId, view: PartitionView) -> Self {
         self.restored.push((partition, view));
+        self
+    }
+
+    /// Returns this configuration keeping its mutation queue in the SQLite file at `path`.
+    pub fn with_mutation_store(mut self, path: impl Into<PathBuf>) -> Self {
+        self.mutation_store = Some(path.into());
         self
     }
 

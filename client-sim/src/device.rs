@@ -3,11 +3,20 @@
 //!
 //! The protocol decisions live in the crate-private `engine` module (pure); this file only moves frames
 //! between the engine and a [`Connection`], runs the timers and publishes state.
+//!
+//! Device-side writes ([`DeviceHandle::create`], [`DeviceHandle::update`],
+//! [`DeviceHandle::delete`]) work offline: they are written to the mutation queue and shown
+//! in [`DeviceHandle::view`] before the call returns, and the task is nudged to send them if
+//! the device is connected. See [`crate::outbox`] for ordering and failure handling.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use parking_lot::Mutex;
-use syncline_proto::close_code;
+use syncline_proto::{close_code, v1::Value};
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -20,6 +29,7 @@ use crate::{
     config::DeviceConfig,
     engine::{AfterDisconnect, Disconnect, ReconnectDelay, SyncEngine},
     notification::Notification,
+    outbox::{MutationQueue, OutboxError, QueuedMutation, Resolution, Resolved},
     replica::{PartitionId, PartitionView},
     state::{ConnectionPhase, DeviceState, DeviceStats, StopReason},
     wire::{ConnectOptions, Connection, Incoming},
@@ -39,8 +49,25 @@ impl Device {
     /// Spawns a device task on the current tokio runtime and returns its handle. The device
     /// runs until [`DeviceHandle::stop`], until the handle is dropped, or until the server
     /// stops it (bad credentials, lock, logout).
+    ///
+    /// # Panics
+    ///
+    /// When [`DeviceConfig::mutation_store`] names a file that cannot be opened as a
+    /// mutation queue; [`Device::try_start`] returns that error instead.
     pub fn start(config: DeviceConfig) -> DeviceHandle {
-        let engine = Arc::new(Mutex::new(SyncEngine::new(&config)));
+        match Self::try_start(config) {
+            Ok(handle) => handle,
+            Err(error) => panic!("cannot start the device: {error}"),
+        }
+    }
+
+    /// Opens the device's mutation queue, then spawns the device as [`Device::start`] does.
+    pub fn try_start(config: DeviceConfig) -> Result<DeviceHandle, OutboxError> {
+        let queue = MutationQueue::open(config.mutation_store.as_deref(), config.max_queued_mutations)?;
+        if !queue.mutations().is_empty() {
+            info!(path = %queue.path().display(), queued = queue.mutations().len(), "resuming queued mutations");
+        }
+        let engine = Arc::new(Mutex::new(SyncEngine::with_queue(&config, queue)));
         let (state_tx, state_rx) = watch::channel(DeviceState::default());
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (notification_tx, notification_rx) = match config.notification_capacity {
@@ -68,7 +95,7 @@ impl Device {
             published: DeviceState::default(),
         };
         let task = tokio::spawn(task.run().instrument(span));
-        DeviceHandle { engine, state: state_rx, control: control_tx, notifications: notification_rx, task }
+        Ok(DeviceHandle { engine, state: state_rx, control: control_tx, notifications: notification_rx, task })
     }
 }
 
@@ -88,6 +115,8 @@ pub enum WaitError {
 enum Control {
     Cut,
     Stop,
+    /// The mutation queue changed: send what can go and publish the state.
+    Flush,
 }
 
 /// Observes and steers a running device. Dropping it stops the device.
@@ -101,9 +130,76 @@ pub struct DeviceHandle {
 }
 
 impl DeviceHandle {
-    /// Returns a copy of partition `key` of `source` as the device holds it.
+    /// Returns a copy of partition `key` of `source` as the app sees it: the records synced
+    /// from the server with the device's unfinished mutations applied (a create shows under
+    /// its temporary id until linked). `total` and `checksum` are those of these records.
+    /// Also returns the partition when the device holds only mutations of it.
     pub fn view(&self, source: &str, key: &str) -> Option<PartitionView> {
         self.engine.lock().view(&PartitionId::new(source, key))
+    }
+
+    /// Returns a copy of partition `key` of `source` exactly as the server's log gave it,
+    /// without the device's unfinished mutations: what to persist and pass to
+    /// [`DeviceConfig::restore`] (the mutation queue persists on its own).
+    pub fn synced_view(&self, source: &str, key: &str) -> Option<PartitionView> {
+        self.engine.lock().synced_view(&PartitionId::new(source, key))
+    }
+
+    /// Creates a record with `fields` in partition `key` of `source` (`None`: the source's
+    /// natural key) and returns its temporary id (`tmp-<hex>`). Works offline: the create
+    /// is queued durably and shows in [`DeviceHandle::view`] at once (made with the natural
+    /// key before this run's first `Welcome`, it shows once the server named the key); it is
+    /// sent as soon as the device is connected. When the backend has created it, a
+    /// [`crate::MutationOutcome::Ok`] notification carries the link to its real id, and the
+    /// device renames the record and the temporary id wherever its queue uses it.
+    pub fn create(
+        &self,
+        source: &str,
+        key: Option<&str>,
+        fields: BTreeMap<String, Value>,
+    ) -> Result<String, OutboxError> {
+        let temp_id = self.engine.lock().create(source, key, fields)?;
+        self.flush();
+        Ok(temp_id)
+    }
+
+    /// Sets `fields` of record `id` (a temporary id of a create is fine) and returns the
+    /// mutation id. `base_version` is the record version the change is based on; `None`
+    /// takes the version of the record the device last got from the server. Works offline,
+    /// like [`DeviceHandle::create`].
+    pub fn update(
+        &self,
+        source: &str,
+        key: Option<&str>,
+        id: &str,
+        fields: BTreeMap<String, Value>,
+        base_version: Option<u64>,
+    ) -> Result<String, OutboxError> {
+        let mutation_id = self.engine.lock().update(source, key, id, fields, base_version)?;
+        self.flush();
+        Ok(mutation_id)
+    }
+
+    /// Deletes record `id` and returns the mutation id. Works offline, like
+    /// [`DeviceHandle::create`].
+    pub fn delete(&self, source: &str, key: Option<&str>, id: &str) -> Result<String, OutboxError> {
+        let mutation_id = self.engine.lock().delete(source, key, id)?;
+        self.flush();
+        Ok(mutation_id)
+    }
+
+    /// Answers a failed mutation: [`Resolution::Retry`] sends it again under a new mutation
+    /// id; [`Resolution::Discard`] drops it and rolls its local change back to the server's
+    /// version. Later mutations of the same source wait until then.
+    pub fn resolve(&self, mutation_id: &str, resolution: Resolution) -> Result<Resolved, OutboxError> {
+        let resolved = self.engine.lock().resolve(mutation_id, resolution)?;
+        self.flush();
+        Ok(resolved)
+    }
+
+    /// Returns the unfinished mutations (pending, acked or failed) in queue order.
+    pub fn mutations(&self) -> Vec<QueuedMutation> {
+        self.engine.lock().queued_mutations()
     }
 
     /// Returns the current state.
@@ -189,6 +285,11 @@ impl DeviceHandle {
     /// Returns true once the device task has ended.
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
+    }
+
+    fn flush(&self) {
+        // A stopped device keeps the queue for the next start on the same store.
+        let _ = self.control.send(Control::Flush);
     }
 }
 
@@ -348,8 +449,13 @@ impl DeviceTask {
                     };
                 }
                 control = self.control.recv() => match control {
-                    // Not connected yet: nothing to cut.
+                    // Not connected yet: nothing to cut, and mutations wait for the session.
                     Some(Control::Cut) => {}
+                    Some(Control::Flush) => {
+                        // Field by field: the connect future borrows the URL.
+                        self.engine.lock().publish(&mut self.published);
+                        self.send_state();
+                    }
                     Some(Control::Stop) | None => return Err(StopReason::Requested),
                 },
                 () = self.outbox.deliver_one(), if self.outbox.has_pending() => {}
@@ -366,6 +472,7 @@ impl DeviceTask {
                 () = &mut until => return None,
                 control = self.control.recv() => match control {
                     Some(Control::Cut) => {}
+                    Some(Control::Flush) => self.publish(),
                     Some(Control::Stop) | None => return Some(StopReason::Requested),
                 },
                 () = self.outbox.deliver_one(), if self.outbox.has_pending() => {}
@@ -393,6 +500,22 @@ impl DeviceTask {
                     Some(Control::Stop) | None => {
                         close_quietly(&mut connection).await;
                         return SessionEnd::Stopped(StopReason::Requested);
+                    }
+                    Some(Control::Flush) => {
+                        // Empty until `Welcome`, which sends the queue itself.
+                        let frames = {
+                            let mut engine = self.engine.lock();
+                            let frames = engine.mutation_frames();
+                            engine.publish(&mut self.published);
+                            frames
+                        };
+                        self.send_state();
+                        for frame in &frames {
+                            if let Err(error) = connection.send(frame).await {
+                                debug!(error = %error, "send failed");
+                                return SessionEnd::Disconnected(Disconnect::Lost);
+                            }
+                        }
                     }
                 },
                 () = self.outbox.deliver_one(), if self.outbox.has_pending() => {}

@@ -5,8 +5,17 @@
 //! client id, counters); per connection it tracks each partition's sync phase, the pages to
 //! ack and the live pushes whose ack is being debounced. The device task in `device.rs` is a
 //! thin loop around it.
+//!
+//! The device's own creates, updates and deletes live in `mutations.rs` (the flow of
+//! `Mutate`, `MutationAck` and `MutationResult`) over the queue of `crate::outbox`. Their
+//! optimistic effect is never written into a [`PartitionReplica`]: a replica holds exactly
+//! what the server's log says, so its checksum keeps verifying. What the app sees
+//! ([`SyncEngine::view`]) is layered: the replica, then records the device learned from
+//! mutation results ahead of the log (until the log catches up with them), then the queued
+//! mutations replayed in order. Dropping a mutation from the queue therefore rolls its change
+//! back to the server's version.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use syncline_proto::{
     APP_PARTITION_KEY, PROTOCOL_VERSION, close_code,
@@ -20,7 +29,9 @@ use tracing::{debug, warn};
 
 use crate::{
     config::{DeviceConfig, LiveAckPolicy, SubscriptionConfig},
+    engine::mutations::ConfirmedRecords,
     notification::{ChangedNotification, Notification, SyncNotification, SyncNotificationStatus},
+    outbox::MutationQueue,
     replica::{ApplyOutcome, PartitionId, PartitionReplica, PartitionView},
     state::{ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopCommand, StopReason},
 };
@@ -173,11 +184,20 @@ pub(crate) struct SyncEngine {
     /// This connection reached `Complete` at least once (a healthy session).
     reached_complete: bool,
     stats: DeviceStats,
+    /// The device's unfinished mutations, persisted.
+    mutations: MutationQueue,
+    /// Mutations sent on this connection and not answered with a result yet.
+    mutations_in_flight: BTreeSet<String>,
+    /// Records learned from mutation results that the partitions' logs have not brought yet.
+    confirmed: ConfirmedRecords,
+    /// Each source's natural partition key from the last `Welcome` (for mutations made with
+    /// an empty key).
+    natural_keys: BTreeMap<String, String>,
 }
 
 impl SyncEngine {
-    /// Returns an engine for a device that holds nothing yet.
-    pub(crate) fn new(config: &DeviceConfig) -> Self {
+    /// Returns an engine for a device that holds nothing yet but what `mutations` holds.
+    pub(crate) fn with_queue(config: &DeviceConfig, mutations: MutationQueue) -> Self {
         Self {
             username: config.username.clone(),
             password: config.password.clone(),
@@ -196,7 +216,18 @@ impl SyncEngine {
             complete_reported: false,
             reached_complete: false,
             stats: DeviceStats::default(),
+            mutations,
+            mutations_in_flight: BTreeSet::new(),
+            confirmed: ConfirmedRecords::default(),
+            natural_keys: BTreeMap::new(),
         }
+    }
+
+    /// Returns an engine with an in-memory mutation queue.
+    #[cfg(test)]
+    pub(crate) fn new(config: &DeviceConfig) -> Self {
+        let queue = MutationQueue::open(None, config.max_queued_mutations).expect("an in-memory store opens");
+        Self::with_queue(config, queue)
     }
 
     /// Starts a connection: forgets the previous connection's state and returns the Hello.
@@ -205,6 +236,7 @@ impl SyncEngine {
         self.fatal_error = None;
         self.complete_reported = false;
         self.reached_complete = false;
+        self.mutations_in_flight.clear();
         for partition in self.partitions.values_mut() {
             partition.phase = Phase::Idle;
             partition.awaiting_restart = false;
@@ -238,14 +270,11 @@ impl SyncEngine {
             Some(server_frame::Msg::SyncState(state)) => self.on_sync_state(state, &mut reaction),
             Some(server_frame::Msg::Error(error)) => self.on_error(error, &mut reaction),
             Some(server_frame::Msg::Command(command)) => self.on_command(command, &mut reaction),
-            // Mutations, search, RPC and bulk are not simulated yet; their answers are only
-            // counted.
+            Some(server_frame::Msg::MutationAck(ack)) => self.on_mutation_ack(&ack, &mut reaction),
+            Some(server_frame::Msg::MutationResult(result)) => self.on_mutation_result(result, &mut reaction),
+            // Search, RPC and bulk are not simulated yet; their answers are only counted.
             Some(
-                server_frame::Msg::MutationAck(_)
-                | server_frame::Msg::MutationResult(_)
-                | server_frame::Msg::SearchResult(_)
-                | server_frame::Msg::RpcReply(_)
-                | server_frame::Msg::BulkReady(_),
+                server_frame::Msg::SearchResult(_) | server_frame::Msg::RpcReply(_) | server_frame::Msg::BulkReady(_),
             )
             | None => {}
         }
@@ -279,6 +308,7 @@ impl SyncEngine {
     /// decides what follows.
     pub(crate) fn on_disconnect(&mut self, disconnect: &Disconnect) -> AfterDisconnect {
         self.welcomed = false;
+        self.mutations_in_flight.clear();
         for partition in self.partitions.values_mut() {
             partition.phase = Phase::Idle;
             partition.pending_live_ack = None;
@@ -325,8 +355,9 @@ impl SyncEngine {
         self.reached_complete
     }
 
-    /// Returns a copy of a partition's records.
-    pub(crate) fn view(&self, id: &PartitionId) -> Option<PartitionView> {
+    /// Returns a copy of a partition's records as the server's log has them (no pending
+    /// mutations applied).
+    pub(crate) fn synced_view(&self, id: &PartitionId) -> Option<PartitionView> {
         self.partitions.get(id).map(|partition| partition.replica.view())
     }
 
@@ -356,6 +387,8 @@ impl SyncEngine {
         if self.welcomed && state.connection == ConnectionPhase::Handshaking {
             state.connection = ConnectionPhase::Ready;
         }
+        state.pending_mutations = self.mutations.unresolved_count();
+        state.failed_mutations = self.mutations.failed_count();
         for (id, partition) in &self.partitions {
             let status = PartitionStatus {
                 cursor: partition.replica.cursor(),
@@ -383,6 +416,16 @@ impl SyncEngine {
             self.client_id = Some(welcome.client_id.clone());
         }
         self.user_id = Some(welcome.user_id.clone());
+        self.natural_keys = welcome
+            .sources
+            .iter()
+            .map(|source| (source.name.clone(), natural_key_of_source(&source.name, &welcome)))
+            .collect();
+        // Mutations before Subscribes: the server answers the ones it knows from its records,
+        // so the links of the device's own creates arrive before catch-up pages bring the
+        // created records (no temporary record shown beside its real copy), and writes made
+        // offline reach the server's durable queue before a long catch-up fills the socket.
+        reaction.frames.extend(self.mutation_frames());
         for subscription in &self.subscriptions {
             let id = PartitionId::new(&subscription.source, natural_key(subscription, &welcome));
             let restored = &mut self.restored;
@@ -399,6 +442,19 @@ impl SyncEngine {
     }
 
     fn on_changes(&mut self, changes: Changes, now: Instant, reaction: &mut Reaction) {
+        let id = PartitionId::new(&changes.source, &changes.key);
+        let linked = self.apply_change_links(&changes);
+        self.apply_changes(changes, now, reaction);
+        if let Some(partition) = self.partitions.get(&id) {
+            self.confirmed.prune(&id, &partition.replica);
+        }
+        if linked {
+            // Mutations that waited for these links may go.
+            reaction.frames.extend(self.mutation_frames());
+        }
+    }
+
+    fn apply_changes(&mut self, changes: Changes, now: Instant, reaction: &mut Reaction) {
         let id = PartitionId::new(&changes.source, &changes.key);
         self.stats.partitions_seen.insert(id.clone());
         let Some(partition) = self.partitions.get_mut(&id).filter(|partition| partition.phase != Phase::Idle) else {
@@ -651,6 +707,10 @@ impl SyncEngine {
                 for partition in self.partitions.values_mut() {
                     partition.replica.clear();
                 }
+                self.confirmed.clear();
+                if let Err(error) = self.mutations.clear() {
+                    warn!(%error, "wiping the mutation queue failed");
+                }
                 self.session_token = None;
                 reaction.stop = Some(StopReason::Command { kind: StopCommand::Wipe, reason: command.reason });
             }
@@ -705,10 +765,15 @@ impl SyncEngine {
 /// Returns the partition key a subscription means once the server named the user's
 /// partitions in `Welcome`.
 fn natural_key(subscription: &SubscriptionConfig, welcome: &Welcome) -> String {
-    if let Some(key) = &subscription.key {
-        return key.clone();
+    match &subscription.key {
+        Some(key) => key.clone(),
+        None => natural_key_of_source(&subscription.source, welcome),
     }
-    match welcome.sources.iter().find(|source| source.name == subscription.source) {
+}
+
+/// Returns the partition key the server means by an empty key for `source`.
+fn natural_key_of_source(source: &str, welcome: &Welcome) -> String {
+    match welcome.sources.iter().find(|info| info.name == source) {
         Some(source) if source.keys.len() == 1 => source.keys[0].clone(),
         Some(source) if source.partitioning == "app" => APP_PARTITION_KEY.to_owned(),
         // `user` partitioning, or a source the server did not list (it will answer the
@@ -750,6 +815,8 @@ fn sync_notification(
         error: None,
     })
 }
+
+mod mutations;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,10 @@
 //! - [`state`]: [`DeviceState`] and [`DeviceStats`], what a device publishes.
 //! - [`notification`]: [`Notification`]s to the app, modelled on RhoConnect's sync
 //!   callbacks, and their delivery policy.
+//! - [`outbox`]: the offline mutation queue in SQLite ([`DeviceConfig::mutation_store`]) and
+//!   its policy: ordering, temporary ids and links, failures the app retries or discards.
+//!   The engine sends it as `Mutate` and shows its changes optimistically in
+//!   [`DeviceHandle::view`].
 //!
 //! Driving a device from a test:
 //!
@@ -48,13 +52,17 @@ pub mod config;
 pub mod device;
 mod engine;
 pub mod notification;
+pub mod outbox;
 pub mod replica;
 pub mod state;
 pub mod wire;
 
 pub use config::{BackoffConfig, DeviceConfig, LiveAckPolicy, SubscriptionConfig};
 pub use device::{Device, DeviceHandle, WaitError};
-pub use notification::{ChangedNotification, Notification, SyncNotification, SyncNotificationStatus};
+pub use notification::{
+    ChangedNotification, MutationNotification, MutationOutcome, Notification, SyncNotification, SyncNotificationStatus,
+};
+pub use outbox::{MutationFailure, MutationState, OutboxError, QueuedMutation, Resolution, Resolved};
 pub use replica::{ApplyOutcome, ChecksumMismatch, PartitionId, PartitionReplica, PartitionView, UnexpectedPage};
 pub use state::{ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopCommand, StopReason};
 pub use wire::{ConnectOptions, Connection, FrameFormat, Incoming, WireError};

@@ -1,6 +1,8 @@
 //! What a device tells its app, modelled on the RhoConnect client's sync callbacks: per
-//! partition progress (`InProgress`, `Ok`, `Error`), `Complete` when a sync run is done, and
-//! object notifications for live changes.
+//! partition progress (`InProgress`, `Ok`, `Error`), `Complete` when a sync run is done,
+//! object notifications for live changes, and the outcomes of the device's own mutations
+//! (RhoConnect's create / update / delete errors, which the app answers with
+//! [`crate::DeviceHandle::resolve`]).
 //!
 //! Delivery: when notifications are enabled ([`crate::DeviceConfig::notification_capacity`])
 //! they go through a bounded `tokio::sync::mpsc` channel and none is ever dropped while the
@@ -11,7 +13,7 @@
 //! receiver turns notifications off. When the device stops, notifications still queued inside
 //! it are handed over only as far as the channel has room.
 
-use syncline_proto::v1::{ErrorCode, Record};
+use syncline_proto::v1::{ErrorCode, Link, MutationOp, Record};
 
 /// One notification to the app.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +22,8 @@ pub enum Notification {
     Sync(SyncNotification),
     /// Records that changed through a live push.
     Changed(ChangedNotification),
+    /// News about one of the device's mutations.
+    Mutation(MutationNotification),
 }
 
 /// Where a sync run stands.
@@ -67,4 +71,44 @@ pub struct ChangedNotification {
     pub upserts: Vec<Record>,
     /// Ids of deleted records.
     pub deletes: Vec<String>,
+}
+
+/// News about one of the device's creates, updates or deletes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MutationNotification {
+    /// The mutation's id (what [`crate::DeviceHandle::resolve`] takes).
+    pub mutation_id: String,
+    /// Source name.
+    pub source: String,
+    /// Partition key as the mutation was made (empty: the source's natural key).
+    pub key: String,
+    /// Create, update or delete.
+    pub op: MutationOp,
+    /// What happened.
+    pub outcome: MutationOutcome,
+}
+
+/// What happened to a mutation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MutationOutcome {
+    /// The server queued it durably (its first `MutationAck`); the result follows.
+    Queued,
+    /// The backend applied it. The record arrives through the partition's log as well.
+    Ok {
+        /// The record as the backend stored it (creates and updates).
+        record: Option<Record>,
+        /// For a create: its temporary id and the backend's id. The device has renamed its
+        /// record and rewritten the temporary id in its queued mutations.
+        link: Option<Link>,
+    },
+    /// The backend refused it. The mutation stays queued, and later mutations of its source
+    /// wait, until the app resolves it (retry or discard).
+    Error {
+        /// Why (`CONFLICT`, `NOT_FOUND`, ...).
+        code: ErrorCode,
+        /// The backend's message.
+        message: String,
+        /// On `CONFLICT`: the backend's current record.
+        current: Option<Record>,
+    },
 }

@@ -138,8 +138,19 @@ pub struct DeviceStats {
     pub reconnects: u64,
     /// Connection attempts that failed before the WebSocket was open.
     pub connect_failures: u64,
-    /// Frames about partitions the device did not subscribe to on that connection.
+    /// Frames about partitions the device did not subscribe to on that connection, and
+    /// mutation answers about mutations it does not hold.
     pub unexpected_frames: u64,
+    /// `Mutate` frames sent, resends included.
+    pub mutations_sent: u64,
+    /// `Mutate` frames of mutations sent before (on an earlier connection or run).
+    pub mutations_resent: u64,
+    /// Mutations the server acknowledged as durably queued (once per mutation).
+    pub mutations_acked: u64,
+    /// Mutations whose result was ok.
+    pub mutations_succeeded: u64,
+    /// Mutation results that were errors.
+    pub mutations_failed: u64,
     /// Every partition any received frame was about (tests assert that no other user's
     /// partition ever shows up here).
     pub partitions_seen: BTreeSet<PartitionId>,
@@ -156,6 +167,10 @@ pub struct DeviceState {
     pub user_id: Option<String>,
     /// The subscribed partitions.
     pub partitions: BTreeMap<PartitionId, PartitionStatus>,
+    /// Mutations waiting for their result (queued locally or by the server).
+    pub pending_mutations: usize,
+    /// Mutations that failed and wait for the app to retry or discard them.
+    pub failed_mutations: usize,
     /// Counters.
     pub stats: DeviceStats,
 }

@@ -190,6 +190,7 @@ async fn a_slow_app_loses_no_notification() {
         seen.push(match next_notification(&mut notifications).await {
             Notification::Sync(sync) => format!("{:?}", sync.status),
             Notification::Changed(changed) => format!("+{}", changed.upserts[0].id),
+            Notification::Mutation(mutation) => panic!("no mutation was made: {mutation:?}"),
         });
     }
     assert_eq!(seen, ["InProgress", "InProgress", "Ok", "Complete", "+x", "+y", "+z"]);

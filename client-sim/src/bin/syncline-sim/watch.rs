@@ -80,6 +80,10 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
             notification = notifications.recv() => match notification {
                 Some(Notification::Sync(sync)) => print_sync(&sync, &device, &mut printed_records)?,
                 Some(Notification::Changed(changed)) => print_changed(&changed)?,
+                // `watch` only reads; a mutation queued by an earlier run would still report.
+                Some(Notification::Mutation(mutation)) => {
+                    println!("[mutation {} {}] {:?}", mutation.source, mutation.mutation_id, mutation.outcome)
+                }
                 None => {
                     // The device stopped on its own (e.g. refused credentials).
                     let reason = device.stop().await;
