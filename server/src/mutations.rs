@@ -290,6 +290,7 @@ impl MutationDispatcher {
         Some(Ok(match (op, outcome) {
             (_, WriteOutcome::Conflict(current)) => {
                 let writes = vec![PartitionWrite { partition, upserts: vec![current.clone()], deletes: Vec::new() }];
+                let current = Record { version: 0, ..current };
                 let message = "the backend's record changed; see current".to_owned();
                 (failure(mutation, op, ErrorCode::Conflict, message, Some(current)), writes)
             }
@@ -302,6 +303,10 @@ impl MutationDispatcher {
                 let link = (op == MutationOp::Create && record.id != mutation.id)
                     .then(|| Link { temp_id: mutation.id.clone(), id: record.id.clone() });
                 let writes = vec![PartitionWrite { partition, upserts: vec![record.clone()], deletes: Vec::new() }];
+                // The backend's own version means nothing to devices, and the Syncline
+                // sequence is assigned when the change is logged (for watched sources, later,
+                // from the feed): devices learn it from Changes.
+                let record = Record { version: 0, ..record };
                 (success(mutation, Some(record), link), writes)
             }
             (_, WriteOutcome::Done) => {

@@ -420,3 +420,77 @@ fn watcher_title(device: &syncline_client_sim::DeviceHandle, id: &str) -> Option
         _ => None,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_offline_writes_reach_the_backend_in_order_with_links_applied() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
+    // The device works offline first: its server is not up yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}/v1/sync");
+    let mut config = DeviceConfig::new(url, "demo", "demo")
+        .subscribe(SubscriptionConfig::new("Task").with_key("demo"))
+        .with_mutation_store(dir.path().join("phone-queue.db"));
+    config.backoff.initial = std::time::Duration::from_millis(20);
+    config.backoff.max = std::time::Duration::from_millis(200);
+    let phone = Device::start(config);
+
+    let mut rng = StdRng::seed_from_u64(100);
+    let mut model: BTreeMap<String, String> = BTreeMap::new(); // local id -> title
+    let title =
+        |n: usize| -> BTreeMap<String, Value> { [("title".to_owned(), Value::string(format!("t{n:03}")))].into() };
+    for n in 0..100 {
+        let roll: f64 = rng.random();
+        if model.is_empty() || roll < 0.4 {
+            let id = phone.create("Task", Some("demo"), title(n)).expect("queued offline");
+            model.insert(id, format!("t{n:03}"));
+        } else if roll < 0.8 {
+            let id = model.keys().nth(rng.random_range(0..model.len())).cloned().unwrap();
+            phone.update("Task", Some("demo"), &id, title(n), None).expect("queued offline");
+            model.insert(id, format!("t{n:03}"));
+        } else {
+            let id = model.keys().nth(rng.random_range(0..model.len())).cloned().unwrap();
+            phone.delete("Task", Some("demo"), &id).expect("queued offline");
+            model.remove(&id);
+        }
+    }
+    assert_eq!(phone.mutations().len(), 100, "all hundred writes wait in the offline queue");
+
+    // The server comes up: the device connects, sends its queue in order and converges.
+    let channel_url = channel.url.clone();
+    let server = TestServer::start_with(move |config| {
+        config.device.addr = format!("127.0.0.1:{port}");
+        let mut task = SourceSection::new("user");
+        task.channel = Some(channel_url.clone());
+        task.capture = "watch".into();
+        config.sources.insert("Task".into(), task);
+        config.auth.channel = Some(channel_url);
+    })
+    .await;
+    let deadline = || tokio::time::Instant::now() + DEADLINE;
+    phone
+        .wait_for(deadline(), |state| state.pending_mutations == 0 && state.failed_mutations == 0)
+        .await
+        .expect("every offline write is resolved");
+    let mut expected: Vec<String> = model.values().cloned().collect();
+    expected.sort();
+    assert_eq!(mutations::backend_titles(&channel.url).await, expected, "the backend has exactly those effects");
+    syncline_tests::eventually(DEADLINE, "the log to hold the backend's tasks", || async {
+        (syncline_tests::server_view(&server, "Task", "demo").0.len() == expected.len()).then_some(())
+    })
+    .await;
+    assert_converges(&phone, &server, "Task", "demo", DEADLINE).await;
+    let view = phone.view("Task", "demo").unwrap();
+    assert!(view.records.keys().all(|id| id.starts_with("task-")), "links replaced every temporary id");
+    // A second device of the same user sees the same.
+    let tablet =
+        Device::start(DeviceConfig::new(server.url(), "demo", "demo").subscribe(SubscriptionConfig::new("Task")));
+    assert_converges(&tablet, &server, "Task", "demo", DEADLINE).await;
+    phone.stop().await;
+    tablet.stop().await;
+    server.stop().await;
+}
