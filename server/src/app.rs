@@ -90,13 +90,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
                 .with_context(|| format!("cannot open the store {}", store_path.display()))?,
         )
     };
-    if let Some(demo) = settings.demo.clone() {
-        let seed_store = store.clone();
-        let seeded = tokio::task::spawn_blocking(move || demo::seed(seed_store.as_ref(), &demo)).await??;
-        if seeded > 0 {
-            tracing::info!(records = seeded, "seeded the demo app (user demo, password demo)");
-        }
-    }
+    let shutdown = CancellationToken::new();
+    let mut settings = settings;
+    let demo_channel = match settings.demo.clone() {
+        Some(demo) => Some(demo::start_channel(&mut settings, &demo, &shutdown).await?),
+        None => None,
+    };
     let hub = Hub::new();
     store.set_commit_listener(Arc::new(LivePublisher { hub: hub.clone() }));
     let auth = {
@@ -106,7 +105,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         tokio::task::spawn_blocking(move || Authenticator::new(store, ttl, channel)).await??
     };
     let (poll_requests, pollers) = poll_queues(&settings);
-    let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mutations = MutationDispatcher::new(store.clone(), &settings.sources, tracker.clone(), shutdown.clone())?;
     let engine = Arc::new(SyncEngine {
@@ -183,7 +181,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         let grace = settings.shutdown_grace;
         tokio::spawn(async move {
             shutdown.cancelled().await;
-            shutdown::stop_in_order(device_task, grpc_task, background, tracker, &engine, grace).await
+            let stopped = shutdown::stop_in_order(device_task, grpc_task, background, tracker, &engine, grace).await;
+            drop(demo_channel);
+            stopped
         })
     };
     Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), engine, connections, shutdown, stopped })

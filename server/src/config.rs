@@ -132,12 +132,11 @@ pub struct StoreSection {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoSection {
-    /// Seeds the demo app (sources `Account` and `Contact`, user `demo`) into an empty store
-    /// when no sources are configured.
+    /// Serves the demo app (sources `Account` and `Contact` from the built-in CRM example
+    /// channel, user `demo` with password `demo`) when no sources are configured.
     pub enabled: bool,
+    /// Accounts seeded into the demo channel's database on first start.
     pub records: u32,
-    pub user: String,
-    pub password: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -255,7 +254,7 @@ impl Default for StoreSection {
 
 impl Default for DemoSection {
     fn default() -> Self {
-        Self { enabled: true, records: DEFAULT_DEMO_RECORDS, user: "demo".into(), password: "demo".into() }
+        Self { enabled: true, records: DEFAULT_DEMO_RECORDS }
     }
 }
 
@@ -601,7 +600,6 @@ impl Config {
         if copy.grpc.ingest_token.is_some() {
             copy.grpc.ingest_token = Some("<redacted>".into());
         }
-        copy.demo.password = "<redacted>".into();
         serde_json::to_string(&copy).unwrap_or_default()
     }
 }

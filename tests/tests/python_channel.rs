@@ -138,10 +138,14 @@ async fn python_channel_poll_capture_logs_only_real_changes() {
     let connection = syncline_server::channel::grpc::ChannelConnection::lazy(&channel.url).unwrap();
     let partition = syncline_server::storage::PartitionName::new("Task", "demo");
     for _ in 0..2 {
-        let logged =
-            syncline_server::channel::capture::poll_partition(&server.server.engine.store, &connection, &partition)
-                .await
-                .expect("poll");
+        let logged = syncline_server::channel::capture::poll_partition(
+            &server.server.engine.store,
+            &connection,
+            &partition,
+            syncline_server::channel::capture::Missing::Delete,
+        )
+        .await
+        .expect("poll");
         assert_eq!(logged, 0, "an unchanged backend logs nothing");
     }
     assert_eq!(syncline_tests::server_view(&server, "Task", "demo").1.head, 3);

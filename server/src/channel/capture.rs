@@ -36,9 +36,12 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// Poll requests queued by subscribing devices; more are dropped (the next tick polls anyway).
 pub const POLL_REQUEST_QUEUE: usize = 1024;
 
-/// Returns the name under which a watch's resume token is stored.
-pub fn watch_position_name(endpoint: &str) -> String {
-    format!("watch:{endpoint}")
+/// Returns the name under which a watch's resume token is stored: named by the watched
+/// sources, not the endpoint URL, so that moving a channel to another address keeps its
+/// position.
+pub fn watch_position_name(sources: &BTreeMap<String, Partitioning>) -> String {
+    let names: Vec<&str> = sources.keys().map(String::as_str).collect();
+    format!("watch:{}", names.join(","))
 }
 
 /// Exponential backoff for reconnecting to a channel.
@@ -141,7 +144,7 @@ pub async fn run_watch(
     shutdown: CancellationToken,
 ) {
     let endpoint = connection.endpoint().to_owned();
-    let position_name = watch_position_name(&endpoint);
+    let position_name = watch_position_name(&sources);
     let mut retry = Retry::new();
     tracing::info!(endpoint, sources = ?sources.keys().collect::<Vec<_>>(), "watching channel");
     loop {
@@ -183,6 +186,13 @@ async fn follow_once(
     let names: Vec<String> = sources.keys().cloned().collect();
     let stream = connection.watch(names, token).await.map_err(WatchFailure::Channel)?;
     let mut stream = std::pin::pin!(stream);
+    // App partitions are known up front: load them now rather than at the first subscribe.
+    for (source, partitioning) in sources {
+        if *partitioning == Partitioning::App {
+            load_once(store, connection, &PartitionName::new(source.clone(), syncline_proto::APP_PARTITION_KEY))
+                .await?;
+        }
+    }
     loop {
         let batch = tokio::select! {
             batch = stream.next() => batch,
@@ -217,7 +227,7 @@ async fn load_once(
     if loaded.is_some() {
         return Ok(());
     }
-    let logged = poll_partition(store, connection, partition).await.map_err(|error| match error {
+    let logged = poll_partition(store, connection, partition, Missing::Keep).await.map_err(|error| match error {
         PollError::Channel(error) => WatchFailure::Channel(error),
         PollError::Store(error) => WatchFailure::Store(error),
     })?;
@@ -251,7 +261,7 @@ pub async fn run_poll(
             Some(partition) = requests.recv() => vec![partition],
         };
         for partition in partitions {
-            match poll_partition(&store, &connection, &partition).await {
+            match poll_partition(&store, &connection, &partition, Missing::Delete).await {
                 Ok(0) => {}
                 Ok(changes) => tracing::debug!(endpoint, %partition, changes, "poll found changes"),
                 Err(error) => tracing::warn!(endpoint, %partition, %error, "poll failed; will retry next interval"),
@@ -269,12 +279,23 @@ pub enum PollError {
     Store(#[from] StoreError),
 }
 
+/// Whether a partition query also deletes stored records the channel no longer has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Poll: the channel's answer is the whole partition; what it lacks was deleted.
+    Delete,
+    /// A watched partition's first load: import what the channel has; deletions come through
+    /// the feed (and records ingested into the source stay).
+    Keep,
+}
+
 /// Queries one partition from the channel and applies the difference to the store; returns
 /// the number of changes logged.
 pub async fn poll_partition(
     store: &Arc<dyn Store>,
     connection: &ChannelConnection,
     partition: &PartitionName,
+    missing: Missing,
 ) -> Result<u64, PollError> {
     let records = connection.query(&partition.source, &partition.key).await?;
     let store = store.clone();
@@ -287,8 +308,16 @@ pub async fn poll_partition(
                 upserts.insert(record.id.clone(), record);
             }
         }
-        let deletes: Vec<String> =
-            stored.records.iter().map(|record| &record.id).filter(|id| !upserts.contains_key(*id)).cloned().collect();
+        let deletes: Vec<String> = match missing {
+            Missing::Delete => stored
+                .records
+                .iter()
+                .map(|record| &record.id)
+                .filter(|id| !upserts.contains_key(*id))
+                .cloned()
+                .collect(),
+            Missing::Keep => Vec::new(),
+        };
         // Only records that differ from the stored copy are sent to the store (which would
         // also treat unchanged ones as no-ops, but after encoding each).
         let stored: BTreeMap<&str, &Record> =
