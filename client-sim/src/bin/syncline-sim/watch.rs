@@ -14,9 +14,8 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::Args;
 use syncline_client_sim::{
-    ChangedNotification, Device, DeviceConfig, DeviceHandle, FrameFormat, Notification,
-    SubscriptionConfig, SyncNotification, SyncNotificationStatus,
-    config::DEFAULT_NOTIFICATION_CAPACITY,
+    ChangedNotification, Device, DeviceConfig, DeviceHandle, FrameFormat, Notification, SubscriptionConfig,
+    SyncNotification, SyncNotificationStatus, config::DEFAULT_NOTIFICATION_CAPACITY,
 };
 use syncline_proto::v1::{Record, Value, value::Kind};
 
@@ -67,9 +66,7 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
 
     let mut device = Device::start(config);
-    let mut notifications = device
-        .take_notifications()
-        .context("notifications are on")?;
+    let mut notifications = device.take_notifications().context("notifications are on")?;
     let mut printed_records = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -97,11 +94,7 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
 }
 
-fn print_sync(
-    sync: &SyncNotification,
-    device: &DeviceHandle,
-    printed_records: &mut bool,
-) -> anyhow::Result<()> {
+fn print_sync(sync: &SyncNotification, device: &DeviceHandle, printed_records: &mut bool) -> anyhow::Result<()> {
     let partition = format!("[{}/{}]", sync.source, sync.key);
     match sync.status {
         SyncNotificationStatus::InProgress => println!(
@@ -112,9 +105,7 @@ fn print_sync(
             println!("{partition} caught up: {} records", sync.total);
             if !*printed_records {
                 *printed_records = true;
-                let view = device
-                    .view(&sync.source, &sync.key)
-                    .context("the caught-up partition is held")?;
+                let view = device.view(&sync.source, &sync.key).context("the caught-up partition is held")?;
                 for record in view.records.values() {
                     println!("  {} {}", record.id, fields_json(record)?);
                 }
@@ -124,10 +115,9 @@ fn print_sync(
             let (code, message) = sync.error.clone().unwrap_or_default();
             println!("{partition} error {}: {message}", code.as_str_name());
         }
-        SyncNotificationStatus::Complete => println!(
-            "[complete] {} records, {} changes this run",
-            sync.total, sync.cumulative
-        ),
+        SyncNotificationStatus::Complete => {
+            println!("[complete] {} records, {} changes this run", sync.total, sync.cumulative)
+        }
     }
     Ok(())
 }
@@ -145,11 +135,8 @@ fn print_changed(changed: &ChangedNotification) -> anyhow::Result<()> {
 /// Returns a record's fields as compact JSON with plain values (bytes in base64, non-finite
 /// doubles as strings).
 fn fields_json(record: &Record) -> anyhow::Result<String> {
-    let fields: BTreeMap<&str, serde_json::Value> = record
-        .fields
-        .iter()
-        .map(|(name, value)| (name.as_str(), plain_json(value)))
-        .collect();
+    let fields: BTreeMap<&str, serde_json::Value> =
+        record.fields.iter().map(|(name, value)| (name.as_str(), plain_json(value))).collect();
     Ok(serde_json::to_string(&fields)?)
 }
 
@@ -157,14 +144,10 @@ fn plain_json(value: &Value) -> serde_json::Value {
     match &value.kind {
         Some(Kind::StringValue(text)) => serde_json::Value::from(text.as_str()),
         Some(Kind::IntValue(number)) => serde_json::Value::from(*number),
-        Some(Kind::DoubleValue(number)) => serde_json::Number::from_f64(*number).map_or_else(
-            || serde_json::Value::from(number.to_string()),
-            serde_json::Value::Number,
-        ),
+        Some(Kind::DoubleValue(number)) => serde_json::Number::from_f64(*number)
+            .map_or_else(|| serde_json::Value::from(number.to_string()), serde_json::Value::Number),
         Some(Kind::BoolValue(flag)) => serde_json::Value::from(*flag),
-        Some(Kind::BytesValue(data)) => {
-            serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(data))
-        }
+        Some(Kind::BytesValue(data)) => serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(data)),
         Some(Kind::NullValue(_)) | None => serde_json::Value::Null,
     }
 }

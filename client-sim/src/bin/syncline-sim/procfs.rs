@@ -1,0 +1,99 @@
+//! A process's CPU time and memory, read from `/proc` (Linux).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+/// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, fixed at 100 in the Linux
+/// user-space ABI on every common architecture).
+const USER_HZ: u64 = 100;
+
+/// Which process to read: a PID, or this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Process {
+    /// Another process, e.g. the server.
+    Pid(u32),
+    /// The simulator itself.
+    Current,
+}
+
+impl Process {
+    fn path(self, file: &str) -> String {
+        match self {
+            Process::Pid(pid) => format!("/proc/{pid}/{file}"),
+            Process::Current => format!("/proc/self/{file}"),
+        }
+    }
+
+    /// Returns user + system CPU time so far (10 ms resolution).
+    pub(crate) fn cpu_time(self) -> anyhow::Result<Duration> {
+        let path = self.path("stat");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let ticks = parse_stat_cpu_ticks(&text).with_context(|| format!("parsing {path}"))?;
+        Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
+    }
+
+    /// Returns the resident set size and its peak.
+    pub(crate) fn memory(self) -> anyhow::Result<Memory> {
+        let path = self.path("status");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        parse_status_memory(&text).with_context(|| format!("parsing {path}"))
+    }
+}
+
+/// Resident memory of a process, in KiB as `/proc/PID/status` reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Memory {
+    /// `VmRSS`: resident now.
+    pub(crate) rss_kb: u64,
+    /// `VmHWM`: peak resident.
+    pub(crate) peak_rss_kb: u64,
+}
+
+/// Returns utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name
+/// (field 2) is in parentheses and may hold spaces, so fields are counted after the last `)`.
+fn parse_stat_cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+    let (_, after_name) = stat.rsplit_once(')').context("no command name")?;
+    // after_name starts with field 3 (state): utime and stime are the 12th and 13th after it.
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else {
+        bail!("too few fields");
+    };
+    Ok(utime.parse::<u64>()? + stime.parse::<u64>()?)
+}
+
+fn parse_status_memory(status: &str) -> anyhow::Result<Memory> {
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(':')))
+            .with_context(|| format!("no {name}"))?;
+        let kb = line.split_whitespace().next().with_context(|| format!("empty {name}"))?;
+        Ok(kb.parse()?)
+    };
+    Ok(Memory { rss_kb: field("VmRSS")?, peak_rss_kb: field("VmHWM")? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_times_are_counted_after_the_command_name() {
+        let stat = "4242 (sync line) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 31 0 0 20 0 3 0 1 2 3";
+        assert_eq!(parse_stat_cpu_ticks(stat).unwrap(), 281);
+    }
+
+    #[test]
+    fn status_memory_is_read_in_kib() {
+        let status = "Name:\tsyncline\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t3\n";
+        assert_eq!(parse_status_memory(status).unwrap(), Memory { rss_kb: 10240, peak_rss_kb: 20480 });
+    }
+
+    #[test]
+    fn this_process_can_be_read() {
+        assert!(Process::Current.memory().unwrap().rss_kb > 0);
+        Process::Current.cpu_time().unwrap();
+    }
+}
