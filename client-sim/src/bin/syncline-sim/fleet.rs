@@ -37,8 +37,9 @@ use tokio::{
 use crate::report::latency_histogram;
 
 /// Connections being opened (and caught up) at once: well under the server's listen
-/// backlog, so a ramp of thousands never overflows it and waits on SYN retries.
-pub(crate) const DEFAULT_CONNECT_CONCURRENCY: usize = 256;
+/// backlog (128 on this machine), so a ramp of thousands never overflows it and waits on SYN
+/// retries.
+pub(crate) const DEFAULT_CONNECT_CONCURRENCY: usize = 64;
 /// Loopback source addresses connections are spread over (127.0.0.2 ..): each address
 /// has ~28k ephemeral ports towards one server port, so 16 leave ample room.
 pub(crate) const DEFAULT_SOURCE_ADDRS: u8 = 16;

@@ -8,14 +8,18 @@
 //! live `Changes` frame, so a latency covers the gRPC call, the durable commit, fan-out,
 //! the socket and this process's own queueing.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use syncline_proto::v1::{PushRequest, Record, Value, ingest_client::IngestClient};
-use tokio::time::Instant;
-use tonic::{metadata::MetadataValue, transport::Endpoint};
+use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    transport::{Channel, Endpoint},
+};
 
 use crate::{
     fleet::{FleetArgs, FleetTotals, RUN_FIELD, RampUp, SENT_NS_FIELD, STOP_GRACE, Shared, ramp_up},
@@ -27,6 +31,9 @@ use crate::{
 const DEFAULT_MAX_SECS: u64 = 300;
 /// Default time deliveries may trail the last push before the rest count as lost.
 const DEFAULT_DRAIN_SECS: u64 = 30;
+/// Default bound on pending Push calls: at 100 pushes/s, 64 pending means the server is more
+/// than half a second behind.
+const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// Limit on opening the gRPC connection.
 const GRPC_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,6 +60,11 @@ pub(crate) struct LatencyArgs {
     /// Hard limit on the whole run, in seconds.
     #[arg(long, default_value_t = DEFAULT_MAX_SECS)]
     max_secs: u64,
+    /// Push calls pending at once. Pushes are sent on schedule whether or not earlier ones have
+    /// returned (open loop), so a slow server shows as latency, not as a lower push rate;
+    /// only when this many are pending does a push wait.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
     /// Seconds deliveries may trail the last push.
     #[arg(long, default_value_t = DEFAULT_DRAIN_SECS)]
     drain_secs: u64,
@@ -73,6 +85,7 @@ struct Params {
     from_zero: bool,
     ack_every: u64,
     server_pid: Option<u32>,
+    max_in_flight: usize,
     max_secs: u64,
     drain_secs: u64,
 }
@@ -83,6 +96,8 @@ struct ServerUsage {
     /// utime + stime from /proc/PID/stat between the first push and the end of the drain
     /// (10 ms resolution).
     cpu_secs: f64,
+    /// Share of `cpu_secs` spent in the kernel (stime).
+    cpu_system_share: f64,
     cpu_us_per_delivered: f64,
     /// Before the first push (devices connected and caught up).
     memory_before: Memory,
@@ -100,9 +115,11 @@ struct LatencyReport {
     pushed: u64,
     push_errors: u64,
     first_push_error: Option<String>,
-    /// First push call to the return of the last one.
+    /// First push due to the return of the last call.
     push_secs: f64,
     push_rate: f64,
+    /// Most a push was sent after its due time (when `--max-in-flight` calls were pending).
+    max_send_lag_ms: f64,
     /// Duration of the Push calls themselves (commit included).
     push_call: LatencySummary,
     /// Devices caught up × pushed.
@@ -158,43 +175,14 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
         Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).context("the ingest token")?),
         None => None,
     };
-    let mut ingest = IngestClient::new(channel);
+    let ingest = IngestClient::new(channel);
 
     let server_before =
-        server.map(|server| Ok::<_, anyhow::Error>((server.cpu_time()?, server.memory()?))).transpose()?;
+        server.map(|server| Ok::<_, anyhow::Error>((server.cpu_times()?, server.memory()?))).transpose()?;
     let sim_cpu_before = Process::Current.cpu_time()?;
-    let mut push_call = latency_histogram();
-    let mut pushed = 0;
-    let mut push_errors = 0;
-    let mut first_push_error = None;
     let first_sent_ns = shared.now_ns();
-    let push_started = Instant::now();
-    for index in 0..args.changes {
-        if args.rate > 0.0 {
-            // Pacing, not synchronisation: push number `index` is due at index / rate.
-            let due = push_started + Duration::from_secs_f64(index as f64 / args.rate);
-            if due >= deadline {
-                break;
-            }
-            tokio::time::sleep_until(due).await;
-        } else if Instant::now() >= deadline {
-            break;
-        }
-        let mut request = tonic::Request::new(push_request(&args.fleet, &shared, index));
-        if let Some(authorization) = &authorization {
-            request.metadata_mut().insert("authorization", authorization.clone());
-        }
-        let call_started = Instant::now();
-        match ingest.push(request).await {
-            Ok(_) => pushed += 1,
-            Err(status) => {
-                push_errors += 1;
-                first_push_error.get_or_insert_with(|| format!("{}: {}", status.code(), status.message()));
-            }
-        }
-        push_call.saturating_record(u64::try_from(call_started.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    }
-    let push_secs = push_started.elapsed();
+    let pushes = push_open_loop(&args, &shared, ingest, authorization, deadline).await;
+    let pushed = pushes.pushed;
 
     let expected = ramp_up.caught_up as u64 * pushed;
     let drain_deadline = (Instant::now() + Duration::from_secs(args.drain_secs)).min(deadline);
@@ -202,10 +190,11 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
     let delivered_at_end = shared.delivered.get();
     let server_usage = match (server, server_before) {
         (Some(server), Some((cpu_before, memory_before))) => {
-            let cpu = server.cpu_time()?.saturating_sub(cpu_before);
+            let cpu = server.cpu_times()?.since(cpu_before);
             Some(ServerUsage {
-                cpu_secs: secs(cpu),
-                cpu_us_per_delivered: per_delivered_us(cpu, delivered_at_end),
+                cpu_secs: secs(cpu.total()),
+                cpu_system_share: round(cpu.system.as_secs_f64() / cpu.total().as_secs_f64().max(f64::EPSILON), 3),
+                cpu_us_per_delivered: per_delivered_us(cpu.total(), delivered_at_end),
                 memory_before,
                 memory_after: server.memory()?,
             })
@@ -232,16 +221,18 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
             from_zero: args.fleet.from_zero,
             ack_every: args.fleet.ack_every,
             server_pid: args.server_pid,
+            max_in_flight: args.max_in_flight,
             max_secs: args.max_secs,
             drain_secs: args.drain_secs,
         },
         ramp_up,
         pushed,
-        push_errors,
-        first_push_error,
-        push_secs: secs(push_secs),
-        push_rate: round(pushed as f64 / push_secs.as_secs_f64().max(f64::EPSILON), 1),
-        push_call: LatencySummary::of(&push_call),
+        push_errors: pushes.errors,
+        first_push_error: pushes.first_error,
+        push_secs: secs(pushes.elapsed),
+        push_rate: round(pushed as f64 / pushes.elapsed.as_secs_f64().max(f64::EPSILON), 1),
+        max_send_lag_ms: round(pushes.max_send_lag.as_secs_f64() * 1e3, 2),
+        push_call: LatencySummary::of(&pushes.calls),
         expected,
         delivered_live: totals.live_records,
         delivered_catchup: totals.catchup_records,
@@ -263,10 +254,105 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
     Ok(())
 }
 
+/// What the pusher did.
+struct Pushes {
+    pushed: u64,
+    errors: u64,
+    first_error: Option<String>,
+    /// Durations of the Push calls.
+    calls: Histogram<u64>,
+    /// First due time to the return of the last call.
+    elapsed: Duration,
+    max_send_lag: Duration,
+}
+
+impl Pushes {
+    fn account(&mut self, (call, result): (Duration, Result<(), String>)) {
+        self.calls.saturating_record(u64::try_from(call.as_nanos()).unwrap_or(u64::MAX));
+        match result {
+            Ok(()) => self.pushed += 1,
+            Err(error) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(error);
+            }
+        }
+    }
+}
+
+/// Sends `--changes` pushes, push `index` due at `index / rate` after the first, each on its
+/// own task so that a slow call does not delay the next push (at most `--max-in-flight`
+/// pending).
+async fn push_open_loop(
+    args: &LatencyArgs,
+    shared: &Arc<Shared>,
+    ingest: IngestClient<Channel>,
+    authorization: Option<MetadataValue<Ascii>>,
+    deadline: Instant,
+) -> Pushes {
+    let mut pushes = Pushes {
+        pushed: 0,
+        errors: 0,
+        first_error: None,
+        calls: latency_histogram(),
+        elapsed: Duration::ZERO,
+        max_send_lag: Duration::ZERO,
+    };
+    let pending = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
+    let mut calls = JoinSet::new();
+    let started = Instant::now();
+    for index in 0..args.changes {
+        // Pacing, not synchronisation: push number `index` is due at index / rate.
+        let due =
+            if args.rate > 0.0 { started + Duration::from_secs_f64(index as f64 / args.rate) } else { Instant::now() };
+        if due >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let Ok(permit) = tokio::time::timeout_at(deadline, Arc::clone(&pending).acquire_owned()).await else {
+            break;
+        };
+        let permit = permit.expect("the semaphore is never closed");
+        pushes.max_send_lag = pushes.max_send_lag.max(Instant::now().saturating_duration_since(due));
+        let mut client = ingest.clone();
+        let shared = Arc::clone(shared);
+        let (source, key) = (args.fleet.source.clone(), args.fleet.key.clone());
+        let authorization = authorization.clone();
+        calls.spawn(async move {
+            let mut request = tonic::Request::new(push_request(source, key, &shared, index));
+            if let Some(authorization) = authorization {
+                request.metadata_mut().insert("authorization", authorization);
+            }
+            let call_started = Instant::now();
+            let result = client.push(request).await;
+            drop(permit);
+            let result = result.map(drop).map_err(|status| format!("{}: {}", status.code(), status.message()));
+            (call_started.elapsed(), result)
+        });
+        while let Some(done) = calls.try_join_next() {
+            if let Ok(done) = done {
+                pushes.account(done);
+            }
+        }
+    }
+    loop {
+        match tokio::time::timeout_at(deadline, calls.join_next()).await {
+            Ok(Some(Ok(done))) => pushes.account(done),
+            Ok(Some(Err(_))) => {}
+            Ok(None) => break,
+            Err(_) => {
+                calls.abort_all();
+                break;
+            }
+        }
+    }
+    pushes.elapsed = started.elapsed();
+    pushes
+}
+
 /// Returns push number `index`: record `sim-latency-NNNNNN` (the same ids every run, so
 /// reruns update rather than grow the partition, and each push of a run is a distinct id
 /// that catch-up pages cannot merge).
-fn push_request(fleet: &FleetArgs, shared: &Shared, index: u64) -> PushRequest {
+fn push_request(source: String, key: String, shared: &Shared, index: u64) -> PushRequest {
     let mut fields = BTreeMap::new();
     fields.insert("name".to_owned(), Value::string(format!("latency probe {index}")));
     fields.insert("seq".to_owned(), Value::int(i64::try_from(index).unwrap_or(i64::MAX)));
@@ -274,7 +360,7 @@ fn push_request(fleet: &FleetArgs, shared: &Shared, index: u64) -> PushRequest {
     // Taken last, just before the call.
     fields.insert(SENT_NS_FIELD.to_owned(), Value::int(i64::try_from(shared.now_ns()).unwrap_or(i64::MAX)));
     let record = Record { id: format!("sim-latency-{index:06}"), fields, version: 0 };
-    PushRequest { source: fleet.source.clone(), key: fleet.key.clone(), upserts: vec![record], deletes: Vec::new() }
+    PushRequest { source, key, upserts: vec![record], deletes: Vec::new() }
 }
 
 fn per_delivered_us(cpu: Duration, delivered: u64) -> f64 {
@@ -304,8 +390,8 @@ fn print_table(report: &LatencyReport) {
         .row(
             "pushed",
             format!(
-                "{} ok, {} failed, {:.1}/s over {:.2} s",
-                report.pushed, report.push_errors, report.push_rate, report.push_secs
+                "{} ok, {} failed, {:.1}/s over {:.2} s (sent at most {:.1} ms late)",
+                report.pushed, report.push_errors, report.push_rate, report.push_secs, report.max_send_lag_ms
             ),
         )
         .row("push call p50/p90/p99/max", report.push_call.line())
@@ -325,7 +411,12 @@ fn print_table(report: &LatencyReport) {
         table
             .row(
                 "server CPU",
-                format!("{:.2} s, {:.2} µs per delivered record", server.cpu_secs, server.cpu_us_per_delivered),
+                format!(
+                    "{:.2} s ({:.0}% system), {:.2} µs per delivered record",
+                    server.cpu_secs,
+                    server.cpu_system_share * 100.0,
+                    server.cpu_us_per_delivered
+                ),
             )
             .row(
                 "server RSS",

@@ -28,10 +28,16 @@ impl Process {
 
     /// Returns user + system CPU time so far (10 ms resolution).
     pub(crate) fn cpu_time(self) -> anyhow::Result<Duration> {
+        Ok(self.cpu_times()?.total())
+    }
+
+    /// Returns user and system CPU time so far, apart (10 ms resolution).
+    pub(crate) fn cpu_times(self) -> anyhow::Result<CpuTimes> {
         let path = self.path("stat");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        let ticks = parse_stat_cpu_ticks(&text).with_context(|| format!("parsing {path}"))?;
-        Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
+        let (user, system) = parse_stat_cpu_ticks(&text).with_context(|| format!("parsing {path}"))?;
+        let time = |ticks: u64| Duration::from_millis(ticks * 1000 / USER_HZ);
+        Ok(CpuTimes { user: time(user), system: time(system) })
     }
 
     /// Returns the resident set size and its peak.
@@ -39,6 +45,24 @@ impl Process {
         let path = self.path("status");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         parse_status_memory(&text).with_context(|| format!("parsing {path}"))
+    }
+}
+
+/// CPU time of a process: `utime` and `stime`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CpuTimes {
+    pub(crate) user: Duration,
+    pub(crate) system: Duration,
+}
+
+impl CpuTimes {
+    pub(crate) fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// Returns the time spent between `earlier` and `self`.
+    pub(crate) fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
     }
 }
 
@@ -51,16 +75,17 @@ pub(crate) struct Memory {
     pub(crate) peak_rss_kb: u64,
 }
 
-/// Returns utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name
-/// (field 2) is in parentheses and may hold spaces, so fields are counted after the last `)`.
-fn parse_stat_cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+/// Returns utime and stime (fields 14 and 15) of a `/proc/PID/stat` line, in ticks. The
+/// command name (field 2) is in parentheses and may hold spaces, so fields are counted after
+/// the last `)`.
+fn parse_stat_cpu_ticks(stat: &str) -> anyhow::Result<(u64, u64)> {
     let (_, after_name) = stat.rsplit_once(')').context("no command name")?;
     // after_name starts with field 3 (state): utime and stime are the 12th and 13th after it.
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else {
         bail!("too few fields");
     };
-    Ok(utime.parse::<u64>()? + stime.parse::<u64>()?)
+    Ok((utime.parse()?, stime.parse()?))
 }
 
 fn parse_status_memory(status: &str) -> anyhow::Result<Memory> {
@@ -82,7 +107,7 @@ mod tests {
     #[test]
     fn stat_times_are_counted_after_the_command_name() {
         let stat = "4242 (sync line) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 31 0 0 20 0 3 0 1 2 3";
-        assert_eq!(parse_stat_cpu_ticks(stat).unwrap(), 281);
+        assert_eq!(parse_stat_cpu_ticks(stat).unwrap(), (250, 31));
     }
 
     #[test]
