@@ -5,10 +5,20 @@
 # data directory with the demo app. JSON results go to $OUT; every process started here is
 # bounded by `timeout` and the server is stopped by its PID.
 #
+# Scenarios: initial-sync (one device, whole partition, repeated); latency with 1 device at
+# 10/s (the commit-and-push floor), 1,000 devices at 10/s, and 1,000 devices x 1,000 changes
+# at 100/s (LATENCY_RUNS times: it sits at one core's saturation point, where runs vary);
+# idle with 10,000 devices.
+#
+# The numbers are only meaningful on an otherwise idle machine: before each scenario the
+# script waits (bounded) until both pinned cores are quiet, and records what it saw in
+# $OUT/run.txt.
+#
 # usage: benches/scenarios.sh
 # env: OUT (benches/results), SRV_CPU (0), SIM_CPU (1), DEVICE_PORT (7700), GRPC_PORT (7701),
 #      RECORDS (10000 demo Account records), LATENCY_DEVICES (1000), LATENCY_CHANGES (1000),
-#      LATENCY_RATE (100), SYNC_REPEAT (5), IDLE_DEVICES (10000), SETTLE_SECS (5)
+#      LATENCY_RATE (100), LATENCY_RUNS (3), SYNC_REPEAT (10), IDLE_DEVICES (10000),
+#      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +31,12 @@ RECORDS=${RECORDS:-10000}
 LATENCY_DEVICES=${LATENCY_DEVICES:-1000}
 LATENCY_CHANGES=${LATENCY_CHANGES:-1000}
 LATENCY_RATE=${LATENCY_RATE:-100}
-SYNC_REPEAT=${SYNC_REPEAT:-5}
+LATENCY_RUNS=${LATENCY_RUNS:-3}
+SYNC_REPEAT=${SYNC_REPEAT:-10}
 IDLE_DEVICES=${IDLE_DEVICES:-10000}
 SETTLE_SECS=${SETTLE_SECS:-5}
+QUIET_MAX_PCT=${QUIET_MAX_PCT:-10}
+QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-900}
 # Hard limits (seconds): a server process lives at most SERVER_MAX_SECS; each scenario stops
 # itself after its --max-secs, and `timeout` kills it SIM_GRACE_SECS later if it has not.
 SERVER_MAX_SECS=900
@@ -89,6 +102,39 @@ start_server() {
   echo "server pid $SERVER_PID on core $SRV_CPU ($(taskset -pc "$SERVER_PID" | sed 's/.*: //'))"
 }
 
+# Prints the busiest of the two pinned cores' busy share (%) over 2 s, from /proc/stat
+# (user+nice+system+irq+softirq+steal over everything).
+pinned_cores_busy_pct() {
+  local before after
+  before=$(grep -E "^cpu($SRV_CPU|$SIM_CPU) " /proc/stat)
+  sleep 2
+  after=$(grep -E "^cpu($SRV_CPU|$SIM_CPU) " /proc/stat)
+  paste <(echo "$before") <(echo "$after") | awk '
+    { busy = ($13+$14+$15+$18+$19+$20) - ($2+$3+$4+$7+$8+$9)
+      total = busy + ($16+$17) - ($5+$6)
+      pct = total > 0 ? 100 * busy / total : 0
+      if (pct > max) max = pct }
+    END { printf "%.0f\n", max }'
+}
+
+# Waits (at most QUIET_WAIT_SECS) until nothing else keeps the pinned cores busy; notes the
+# outcome in run.txt.
+wait_quiet() {
+  local label=$1 waited=0 busy
+  while :; do
+    busy=$(pinned_cores_busy_pct)
+    if (( busy <= QUIET_MAX_PCT )); then break; fi
+    if (( waited >= QUIET_WAIT_SECS )); then
+      echo "WARNING: $label: pinned cores still ${busy}% busy after ${waited} s; running anyway" | tee -a "$OUT/run.txt" >&2
+      return
+    fi
+    echo "$label: pinned cores ${busy}% busy with other work; waiting" >&2
+    sleep 10
+    waited=$((waited + 12))
+  done
+  echo "$label: pinned cores ${busy}% busy before the start (waited ${waited} s)" >>"$OUT/run.txt"
+}
+
 sim() {
   timeout $((SCENARIO_MAX_SECS + SIM_GRACE_SECS)) taskset -c "$SIM_CPU" "$SIM_BIN" "$@" --max-secs "$SCENARIO_MAX_SECS"
 }
@@ -104,18 +150,29 @@ sim() {
 cat "$OUT/run.txt"
 
 echo "== initial-sync"
+wait_quiet initial-sync
 start_server "$OUT/server-initial-sync.log"
 sim initial-sync --url "$URL" --source Account --page-size 500 --window 4 --repeat "$SYNC_REPEAT" \
   --server-pid "$SERVER_PID" --json-out "$OUT/initial-sync.json"
 stop_server
 
-echo "== latency"
-start_server "$OUT/server-latency.log"
-sim latency --url "$URL" --grpc "$GRPC" --devices "$LATENCY_DEVICES" --changes "$LATENCY_CHANGES" \
-  --rate "$LATENCY_RATE" --server-pid "$SERVER_PID" --json-out "$OUT/latency.json"
-stop_server
+# latency NAME DEVICES CHANGES RATE
+latency() {
+  echo "== latency $1: $2 devices x $3 changes at $4/s"
+  wait_quiet "latency $1"
+  start_server "$OUT/server-latency-$1.log"
+  sim latency --url "$URL" --grpc "$GRPC" --devices "$2" --changes "$3" --rate "$4" \
+    --server-pid "$SERVER_PID" --json-out "$OUT/latency-$1.json"
+  stop_server
+}
+latency floor 1 100 10
+latency "${LATENCY_DEVICES}x10" "$LATENCY_DEVICES" 100 10
+for run in $(seq 1 "$LATENCY_RUNS"); do
+  latency "${LATENCY_DEVICES}x${LATENCY_RATE}-$run" "$LATENCY_DEVICES" "$LATENCY_CHANGES" "$LATENCY_RATE"
+done
 
 echo "== idle"
+wait_quiet idle
 start_server "$OUT/server-idle.log"
 sim idle --url "$URL" --devices "$IDLE_DEVICES" --settle-secs "$SETTLE_SECS" --server-pid "$SERVER_PID" \
   --json-out "$OUT/idle.json"

@@ -106,6 +106,8 @@ struct InitialSyncReport {
     runs: Vec<SyncRun>,
     median_secs: f64,
     median_records_per_sec: f64,
+    min_records_per_sec: f64,
+    max_records_per_sec: f64,
 }
 
 /// Runs `initial-sync`.
@@ -134,6 +136,8 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
         unix_time: unix_time_secs(),
         median_secs: median(runs.iter().map(|run| run.secs)),
         median_records_per_sec: round(median(runs.iter().map(|run| run.records_per_sec)), 0),
+        min_records_per_sec: runs.iter().map(|run| run.records_per_sec).fold(f64::INFINITY, f64::min),
+        max_records_per_sec: runs.iter().map(|run| run.records_per_sec).fold(0.0, f64::max),
         params: Params {
             url: args.url.clone(),
             source: args.source.clone(),
@@ -278,7 +282,13 @@ fn print_table(report: &InitialSyncReport) {
             ),
         );
     }
-    table.row("median", format!("{:.3} s, {:.0} records/s", report.median_secs, report.median_records_per_sec));
+    table.row(
+        "median",
+        format!(
+            "{:.3} s, {:.0} records/s (min {:.0}, max {:.0})",
+            report.median_secs, report.median_records_per_sec, report.min_records_per_sec, report.max_records_per_sec
+        ),
+    );
     table.print();
 }
 

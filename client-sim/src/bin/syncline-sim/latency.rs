@@ -23,7 +23,7 @@ use tonic::{
 
 use crate::{
     fleet::{FleetArgs, FleetTotals, RUN_FIELD, RampUp, SENT_NS_FIELD, STOP_GRACE, Shared, ramp_up},
-    procfs::{Memory, Process},
+    procfs::{CoreBusy, Memory, Process, core_busy, core_ticks},
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
 };
 
@@ -142,6 +142,9 @@ struct LatencyReport {
     delivery_secs: f64,
     delivered_per_sec: f64,
     server: Option<ServerUsage>,
+    /// Every core's busy time over the same window (from /proc/stat; the scenario script
+    /// pins the server to core 0 and this process to core 1).
+    cores: Vec<CoreBusy>,
     /// This process's CPU time over the same window per delivered record.
     sim_cpu_us_per_delivered: f64,
     fleet: FleetTotals,
@@ -180,6 +183,7 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
     let server_before =
         server.map(|server| Ok::<_, anyhow::Error>((server.cpu_times()?, server.memory()?))).transpose()?;
     let sim_cpu_before = Process::Current.cpu_time()?;
+    let cores_before = core_ticks()?;
     let first_sent_ns = shared.now_ns();
     let pushes = push_open_loop(&args, &shared, ingest, authorization, deadline).await;
     let pushed = pushes.pushed;
@@ -202,6 +206,7 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
         _ => None,
     };
     let sim_cpu = Process::Current.cpu_time()?.saturating_sub(sim_cpu_before);
+    let cores = core_busy(&cores_before, &core_ticks()?);
     let last_receive_ns = shared.last_receive_ns.load(std::sync::atomic::Ordering::SeqCst);
     let delivery = Duration::from_nanos(last_receive_ns.saturating_sub(first_sent_ns));
 
@@ -244,6 +249,7 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
         delivery_secs: secs(delivery),
         delivered_per_sec: round(delivered_at_end as f64 / delivery.as_secs_f64().max(f64::EPSILON), 0),
         server: server_usage,
+        cores,
         sim_cpu_us_per_delivered: per_delivered_us(sim_cpu, delivered_at_end),
         fleet: totals,
     };
@@ -429,6 +435,12 @@ fn print_table(report: &LatencyReport) {
             );
     }
     table.row("sim CPU", format!("{:.2} µs per delivered record", report.sim_cpu_us_per_delivered));
+    for core in &report.cores {
+        table.row(
+            format!("core {} busy", core.core),
+            format!("{:.0}% ({:.0}% softirq)", core.busy_share * 100.0, core.softirq_share * 100.0),
+        );
+    }
     if !report.fleet.errors.is_empty() {
         table.row("device errors", report.fleet.errors.join("; "));
     }

@@ -36,8 +36,18 @@ struct Cli {
     /// generator off the server's core.
     #[arg(long, global = true)]
     cpu: Option<usize>,
+    /// The async runtime: `multi` (tokio's work-stealing scheduler, one worker per core this
+    /// process may use) or `current` (everything on the main thread).
+    #[arg(long, global = true, value_enum, default_value_t = RuntimeKind::Multi)]
+    runtime: RuntimeKind,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeKind {
+    Multi,
+    Current,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,13 +74,9 @@ fn main() -> anyhow::Result<()> {
             "cannot pin this process to CPU {cpu}"
         );
     }
-    // On one core (pinned here or by taskset) a current-thread runtime does the same work
-    // with less cross-thread bookkeeping per wakeup, which the load scenarios pay per frame.
-    let one_core = std::thread::available_parallelism().is_ok_and(|cores| cores.get() == 1);
-    let mut builder = if one_core {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match cli.runtime {
+        RuntimeKind::Multi => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeKind::Current => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = builder.enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
