@@ -712,3 +712,100 @@ pub(crate) async fn ramp_up(
 
 /// Time devices get to close politely when the fleet stops.
 pub(crate) const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use syncline_proto::v1::Value;
+
+    use super::*;
+
+    fn shared(cursor: u64, ack_every: u64) -> Shared {
+        let args = FleetArgs {
+            url: "ws://127.0.0.1:1/v1/sync".into(),
+            devices: 1,
+            user: "demo".into(),
+            password: "demo".into(),
+            source: "Account".into(),
+            key: String::new(),
+            from_zero: false,
+            source_addrs: 0,
+            connect_concurrency: 1,
+            ack_every,
+            page_size: 0,
+            window: 4,
+        };
+        Shared::new(&args, cursor, Instant::now())
+    }
+
+    fn probe(id: &str, run: i64, sent_ns: i64) -> Record {
+        let mut fields = BTreeMap::new();
+        fields.insert(RUN_FIELD.to_owned(), Value::int(run));
+        fields.insert(SENT_NS_FIELD.to_owned(), Value::int(sent_ns));
+        Record { id: id.to_owned(), fields, version: 0 }
+    }
+
+    fn live(from: u64, to: u64, upserts: Vec<Record>) -> Changes {
+        Changes { source: "Account".into(), key: "*".into(), from, to, upserts, ..Changes::default() }
+    }
+
+    fn state(cursor: u64) -> DeviceState {
+        DeviceState { outcome: DeviceOutcome { caught_up: true, ..DeviceOutcome::default() }, cursor, unacked_live: 0 }
+    }
+
+    #[test]
+    fn live_pushes_count_this_runs_records_and_ack_every_n_changes() {
+        let shared = shared(10, 3);
+        let mut state = state(10);
+        let tag = shared.run_tag;
+        let earlier_run = probe("old", tag.wrapping_add(1), 0);
+        assert!(on_changes(&live(11, 11, vec![probe("a", tag, 0)]), &shared, &mut state).is_empty());
+        assert!(on_changes(&live(12, 12, vec![earlier_run]), &shared, &mut state).is_empty());
+        let acks = on_changes(&live(13, 13, vec![probe("b", tag, 0)]), &shared, &mut state);
+        assert_eq!(acks, [ack_frame("Account", "", 13, 0)]);
+        assert_eq!(state.outcome.live_frames, 3);
+        assert_eq!(state.outcome.live_records, 2);
+        assert_eq!(state.outcome.gaps, 0);
+        assert_eq!(shared.delivered.get(), 2);
+        assert_eq!(shared.live_latency.lock().len(), 2);
+        // A push that does not follow the cursor is a gap.
+        on_changes(&live(20, 20, Vec::new()), &shared, &mut state);
+        assert_eq!(state.outcome.gaps, 1);
+        assert_eq!(state.cursor, 20);
+    }
+
+    #[test]
+    fn catch_up_pages_are_acked_at_once_and_counted_apart_after_the_first_catch_up() {
+        let shared = shared(0, 100);
+        let mut state = state(0);
+        state.outcome.caught_up = false;
+        let snapshot = Changes { page: 1, snapshot: true, to: 50, ..live(0, 50, Vec::new()) };
+        assert_eq!(on_changes(&snapshot, &shared, &mut state), [ack_frame("Account", "", 0, 1)]);
+        let done = Changes { page: 2, snapshot: true, snapshot_done: true, ..live(0, 50, Vec::new()) };
+        assert_eq!(on_changes(&done, &shared, &mut state), [ack_frame("Account", "", 50, 2)]);
+        assert_eq!(state.outcome.catchup_pages, 0, "the first catch-up is not a demotion");
+        state.outcome.caught_up = true;
+        let page = Changes { page: 3, ..live(51, 52, vec![probe("a", shared.run_tag, 0)]) };
+        assert_eq!(on_changes(&page, &shared, &mut state), [ack_frame("Account", "", 52, 3)]);
+        assert_eq!((state.outcome.catchup_pages, state.outcome.catchup_records), (1, 1));
+        assert_eq!(shared.catchup_latency.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn milestones_wake_waiters_when_the_target_is_reached() {
+        let milestone = Arc::new(Milestone::default());
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let counter = Arc::clone(&milestone);
+        let adder = tokio::spawn(async move {
+            for _ in 0..5 {
+                counter.add(1);
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(milestone.wait_for(5, deadline).await);
+        adder.await.unwrap();
+        let soon = Instant::now() + std::time::Duration::from_millis(10);
+        assert!(!milestone.wait_for(6, soon).await, "the deadline ends the wait");
+    }
+}
