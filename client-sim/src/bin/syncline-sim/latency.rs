@@ -145,6 +145,11 @@ struct LatencyReport {
     /// Every core's busy time over the same window (from /proc/stat; the scenario script
     /// pins the server to core 0 and this process to core 1).
     cores: Vec<CoreBusy>,
+    /// Busy core time over the window not charged to the server or this process: softirq
+    /// work charged to neither, kernel threads, and any other program. Well above a few
+    /// percent of the window means something else competed for the cores and the run is
+    /// suspect (`None` without `--server-pid`).
+    other_busy_secs: Option<f64>,
     /// This process's CPU time over the same window per delivered record.
     sim_cpu_us_per_delivered: f64,
     fleet: FleetTotals,
@@ -207,6 +212,10 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
     };
     let sim_cpu = Process::Current.cpu_time()?.saturating_sub(sim_cpu_before);
     let cores = core_busy(&cores_before, &core_ticks()?);
+    let other_busy_secs = server_usage.as_ref().map(|server| {
+        let busy: f64 = cores.iter().map(|core| core.busy_secs).sum();
+        round(busy - server.cpu_secs - sim_cpu.as_secs_f64(), 2)
+    });
     let last_receive_ns = shared.last_receive_ns.load(std::sync::atomic::Ordering::SeqCst);
     let delivery = Duration::from_nanos(last_receive_ns.saturating_sub(first_sent_ns));
 
@@ -249,6 +258,7 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
         delivery_secs: secs(delivery),
         delivered_per_sec: round(delivered_at_end as f64 / delivery.as_secs_f64().max(f64::EPSILON), 0),
         server: server_usage,
+        other_busy_secs,
         cores,
         sim_cpu_us_per_delivered: per_delivered_us(sim_cpu, delivered_at_end),
         fleet: totals,
@@ -435,6 +445,9 @@ fn print_table(report: &LatencyReport) {
             );
     }
     table.row("sim CPU", format!("{:.2} µs per delivered record", report.sim_cpu_us_per_delivered));
+    if let Some(other) = report.other_busy_secs {
+        table.row("other busy core time", format!("{other:.2} s (neither server nor sim)"));
+    }
     for core in &report.cores {
         table.row(
             format!("core {} busy", core.core),
