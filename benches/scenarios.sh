@@ -18,7 +18,8 @@
 # env: OUT (benches/results), SRV_CPU (0), SIM_CPU (1), DEVICE_PORT (7700), GRPC_PORT (7701),
 #      RECORDS (10000 demo Account records), LATENCY_DEVICES (1000), LATENCY_CHANGES (1000),
 #      LATENCY_RATE (100), LATENCY_RUNS (3), SYNC_REPEAT (10), IDLE_DEVICES (10000),
-#      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900)
+#      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900),
+#      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 idle": which to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,7 @@ IDLE_DEVICES=${IDLE_DEVICES:-10000}
 SETTLE_SECS=${SETTLE_SECS:-5}
 QUIET_MAX_PCT=${QUIET_MAX_PCT:-10}
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-900}
+SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 idle}
 # Hard limits (seconds): a server process lives at most SERVER_MAX_SECS; each scenario stops
 # itself after its --max-secs, and `timeout` kills it SIM_GRACE_SECS later if it has not.
 SERVER_MAX_SECS=900
@@ -135,6 +137,10 @@ wait_quiet() {
   echo "$label: pinned cores ${busy}% busy before the start (waited ${waited} s)" >>"$OUT/run.txt"
 }
 
+selected() {
+  [[ " $SCENARIOS " == *" $1 "* ]]
+}
+
 sim() {
   timeout $((SCENARIO_MAX_SECS + SIM_GRACE_SECS)) taskset -c "$SIM_CPU" "$SIM_BIN" "$@" --max-secs "$SCENARIO_MAX_SECS"
 }
@@ -149,12 +155,14 @@ sim() {
 } >"$OUT/run.txt"
 cat "$OUT/run.txt"
 
-echo "== initial-sync"
-wait_quiet initial-sync
-start_server "$OUT/server-initial-sync.log"
-sim initial-sync --url "$URL" --source Account --page-size 500 --window 4 --repeat "$SYNC_REPEAT" \
-  --server-pid "$SERVER_PID" --json-out "$OUT/initial-sync.json"
-stop_server
+if selected initial-sync; then
+  echo "== initial-sync"
+  wait_quiet initial-sync
+  start_server "$OUT/server-initial-sync.log"
+  sim initial-sync --url "$URL" --source Account --page-size 500 --window 4 --repeat "$SYNC_REPEAT" \
+    --server-pid "$SERVER_PID" --json-out "$OUT/initial-sync.json"
+  stop_server
+fi
 
 # latency NAME DEVICES CHANGES RATE
 latency() {
@@ -165,17 +173,25 @@ latency() {
     --server-pid "$SERVER_PID" --json-out "$OUT/latency-$1.json"
   stop_server
 }
-latency floor 1 100 10
-latency "${LATENCY_DEVICES}x10" "$LATENCY_DEVICES" 100 10
-for run in $(seq 1 "$LATENCY_RUNS"); do
-  latency "${LATENCY_DEVICES}x${LATENCY_RATE}-$run" "$LATENCY_DEVICES" "$LATENCY_CHANGES" "$LATENCY_RATE"
-done
+if selected latency-floor; then
+  latency floor 1 100 10
+fi
+if selected latency-1000x10; then
+  latency "${LATENCY_DEVICES}x10" "$LATENCY_DEVICES" 100 10
+fi
+if selected latency-1000x100; then
+  for run in $(seq 1 "$LATENCY_RUNS"); do
+    latency "${LATENCY_DEVICES}x${LATENCY_RATE}-$run" "$LATENCY_DEVICES" "$LATENCY_CHANGES" "$LATENCY_RATE"
+  done
+fi
 
-echo "== idle"
-wait_quiet idle
-start_server "$OUT/server-idle.log"
-sim idle --url "$URL" --devices "$IDLE_DEVICES" --settle-secs "$SETTLE_SECS" --server-pid "$SERVER_PID" \
-  --json-out "$OUT/idle.json"
-stop_server
+if selected idle; then
+  echo "== idle"
+  wait_quiet idle
+  start_server "$OUT/server-idle.log"
+  sim idle --url "$URL" --devices "$IDLE_DEVICES" --settle-secs "$SETTLE_SECS" --server-pid "$SERVER_PID" \
+    --json-out "$OUT/idle.json"
+  stop_server
+fi
 
 echo "results in $OUT"
