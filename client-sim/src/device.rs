@@ -83,6 +83,7 @@ impl Device {
                 format: config.format,
                 ca_cert_pem: config.ca_cert_pem.clone(),
                 connect_timeout: config.connect_timeout,
+                local_addr: None,
             },
             healthy_after: config.backoff.healthy_after,
             backoff: Backoff::new(config.backoff, config.seed),

@@ -5,7 +5,7 @@
 //! those on top, and end-to-end tests drive it directly (including sending garbage with
 //! [`Connection::send_raw`]).
 
-use std::{fmt, io, sync::Arc, time::Duration};
+use std::{fmt, io, net::IpAddr, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
@@ -16,7 +16,7 @@ use syncline_proto::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 use tokio_tungstenite::{
     WebSocketStream, client_async_with_config,
@@ -67,11 +67,24 @@ pub struct ConnectOptions {
     pub ca_cert_pem: Option<Vec<u8>>,
     /// Limit on TCP connect + TLS + WebSocket handshakes.
     pub connect_timeout: Duration,
+    /// Local address to bind the socket to before connecting (the port is chosen by the
+    /// kernel); `None` lets the kernel choose. Load runs spread thousands of connections over
+    /// several loopback source addresses this way.
+    pub local_addr: Option<IpAddr>,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
+<<<<<<< HEAD
         Self { format: FrameFormat::Binary, ca_cert_pem: None, connect_timeout: DEFAULT_CONNECT_TIMEOUT }
+=======
+        Self {
+            format: FrameFormat::Binary,
+            ca_cert_pem: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            local_addr: None,
+        }
+>>>>>>> sim
     }
 }
 
@@ -229,9 +242,17 @@ impl Connection {
         };
 
         let addr = format!("{host}:{port}");
+<<<<<<< HEAD
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|source| WireError::Connect { addr: addr.clone(), source })?;
+=======
+        let tcp = match options.local_addr {
+            None => TcpStream::connect((host.as_str(), port)).await,
+            Some(local) => connect_from(local, &host, port).await,
+        }
+        .map_err(|source| WireError::Connect { addr: addr.clone(), source })?;
+>>>>>>> sim
         // Acks and subscribes are tiny; do not let Nagle delay them.
         tcp.set_nodelay(true).map_err(|source| WireError::Connect { addr, source })?;
         let transport: Box<dyn Transport> = match tls {
@@ -324,6 +345,20 @@ impl Connection {
     pub fn cut(self) {
         drop(self);
     }
+}
+
+/// Opens a TCP connection to `host:port` from `local` (port chosen by the kernel), dialling
+/// the first resolved address of `local`'s family.
+async fn connect_from(local: IpAddr, host: &str, port: u16) -> io::Result<TcpStream> {
+    let remote = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|remote| remote.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::AddrNotAvailable, format!("{host} has no address of the family of {local}"))
+        })?;
+    let socket = if local.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind((local, 0).into())?;
+    socket.connect(remote).await
 }
 
 /// Encodes a client frame as one WebSocket message of the given format.

@@ -51,3 +51,23 @@ async fn watch_prints_progress_records_and_live_changes_and_stops_on_ctrl_c() {
     let exit = timeout(STEP, child.wait()).await.expect("the CLI exits").unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// The load scenarios refuse any address that is not this machine's loopback, before
+/// opening a single connection.
+#[tokio::test]
+async fn load_scenarios_refuse_non_loopback_addresses() {
+    let own_pid = std::process::id().to_string();
+    let cases: [&[&str]; 4] = [
+        &["latency", "--url", "ws://10.1.2.3:7700/v1/sync", "--devices", "1", "--changes", "1"],
+        &["latency", "--grpc", "http://192.168.0.1:7701", "--devices", "1", "--changes", "1"],
+        &["initial-sync", "--url", "ws://example.com/v1/sync"],
+        &["idle", "--url", "ws://8.8.8.8:7700/v1/sync", "--devices", "1", "--server-pid", &own_pid],
+    ];
+    for args in cases {
+        let run = Command::new(env!("CARGO_BIN_EXE_syncline-sim")).args(args).args(["--max-secs", "5"]).output();
+        let output = timeout(STEP, run).await.expect("refused at once").unwrap();
+        assert!(!output.status.success(), "{args:?} ran");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("loopback"), "{args:?}: {stderr}");
+    }
+}

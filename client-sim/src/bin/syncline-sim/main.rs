@@ -2,9 +2,27 @@
 //!
 //! - `watch` (`watch.rs`): one device syncing one partition, printing its progress, its
 //!   records once caught up, and each live change, until Ctrl-C.
+//! - `latency` (`latency.rs`): N devices caught up on a partition, M single-record upserts
+//!   pushed over gRPC at a fixed rate; push latency, losses and server CPU per delivery.
+//! - `initial-sync` (`initial_sync.rs`): one device syncing a whole partition from cursor 0,
+//!   repeated; records per second.
+//! - `idle` (`idle.rs`): N devices caught up and idle; server memory per device.
+//!
+//! Shared by the load scenarios: `fleet.rs` (token login and lightweight raw subscribers
+//! over `wire::Connection`), `loopback.rs` (the loopback-only URL check and source
+//! addresses), `procfs.rs` (server CPU and memory from `/proc`) and `report.rs` (the printed
+//! table and the JSON file).
 
+mod fleet;
+mod idle;
+mod initial_sync;
+mod latency;
+mod loopback;
+mod procfs;
+mod report;
 mod watch;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -14,21 +32,68 @@ const DEFAULT_LOG_FILTER: &str = "warn";
 #[derive(Debug, Parser)]
 #[command(name = "syncline-sim", version, about = "Simulated Syncline devices")]
 struct Cli {
+    /// Pins the whole process (every runtime thread) to this CPU core, e.g. to keep the load
+    /// generator off the server's core.
+    #[arg(long, global = true)]
+    cpu: Option<usize>,
+    /// The async runtime: `multi` (tokio's work-stealing scheduler, one worker per core this
+    /// process may use) or `current` (everything on the main thread).
+    #[arg(long, global = true, value_enum, default_value_t = RuntimeKind::Multi)]
+    runtime: RuntimeKind,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeKind {
+    Multi,
+    Current,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Syncs one partition and prints its records and live changes until Ctrl-C.
     Watch(watch::WatchArgs),
+    /// Measures push latency: N caught-up devices, M upserts pushed over gRPC at a fixed rate.
+    Latency(latency::LatencyArgs),
+    /// Measures initial sync: one device syncs a whole partition from cursor 0, repeatedly.
+    InitialSync(initial_sync::InitialSyncArgs),
+    /// Measures server memory per idle device: N devices connected, subscribed and caught up.
+    Idle(idle::IdleArgs),
 }
 
+<<<<<<< HEAD
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match Cli::parse().command {
         Command::Watch(args) => watch::run(args).await,
+=======
+fn main() -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    if let Some(cpu) = cli.cpu {
+        // Before the runtime starts: its threads inherit the affinity, and tokio sizes its
+        // worker pool from the cores this process may use.
+        anyhow::ensure!(
+            core_affinity::set_for_current(core_affinity::CoreId { id: cpu }),
+            "cannot pin this process to CPU {cpu}"
+        );
+>>>>>>> sim
     }
+    let mut builder = match cli.runtime {
+        RuntimeKind::Multi => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeKind::Current => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = builder.enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Watch(args) => watch::run(args).await,
+            Command::Latency(args) => latency::run(args).await,
+            Command::InitialSync(args) => initial_sync::run(args).await,
+            Command::Idle(args) => idle::run(args).await,
+        }
+    })
 }

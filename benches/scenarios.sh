@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Runs the syncline-sim load scenarios against release builds on this machine (loopback only):
+# the server pinned to one core, the simulator to another, a fresh server process per scenario
+# (so one scenario's memory does not show in the next one's readings) on one fresh temporary
+# data directory with the demo app. JSON results go to $OUT; every process started here is
+# bounded by `timeout` and the server is stopped by its PID.
+#
+# Scenarios: initial-sync (one device, whole partition, repeated); latency with 1 device at
+# 10/s (the commit-and-push floor), 1,000 devices at 10/s, and 1,000 devices x 1,000 changes
+# at 100/s (LATENCY_RUNS times: it sits at one core's saturation point, where runs vary);
+# idle with 10,000 devices.
+#
+# The numbers are only meaningful on an otherwise idle machine: before each scenario the
+# script waits (bounded) until both pinned cores are quiet, and records what it saw in
+# $OUT/run.txt.
+#
+# usage: benches/scenarios.sh
+# env: OUT (benches/results), SRV_CPU (0), SIM_CPU (1), DEVICE_PORT (7700), GRPC_PORT (7701),
+#      RECORDS (10000 demo Account records), LATENCY_DEVICES (1000), LATENCY_CHANGES (1000),
+#      LATENCY_RATE (100), LATENCY_RUNS (3), SYNC_REPEAT (10), IDLE_DEVICES (10000),
+#      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900),
+#      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 idle": which to run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-benches/results}
+SRV_CPU=${SRV_CPU:-0}
+SIM_CPU=${SIM_CPU:-1}
+DEVICE_PORT=${DEVICE_PORT:-7700}
+GRPC_PORT=${GRPC_PORT:-7701}
+RECORDS=${RECORDS:-10000}
+LATENCY_DEVICES=${LATENCY_DEVICES:-1000}
+LATENCY_CHANGES=${LATENCY_CHANGES:-1000}
+LATENCY_RATE=${LATENCY_RATE:-100}
+LATENCY_RUNS=${LATENCY_RUNS:-3}
+SYNC_REPEAT=${SYNC_REPEAT:-10}
+IDLE_DEVICES=${IDLE_DEVICES:-10000}
+SETTLE_SECS=${SETTLE_SECS:-5}
+QUIET_MAX_PCT=${QUIET_MAX_PCT:-10}
+QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-900}
+SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 idle}
+# Hard limits (seconds): a server process lives at most SERVER_MAX_SECS; each scenario stops
+# itself after its --max-secs, and `timeout` kills it SIM_GRACE_SECS later if it has not.
+SERVER_MAX_SECS=900
+SCENARIO_MAX_SECS=300
+SIM_GRACE_SECS=30
+
+URL=ws://127.0.0.1:$DEVICE_PORT/v1/sync
+GRPC=http://127.0.0.1:$GRPC_PORT
+SERVER_BIN=target/release/syncline
+SIM_BIN=target/release/syncline-sim
+
+cargo build --release --locked -p syncline-server -p syncline-client-sim
+mkdir -p "$OUT"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+DATA=$(mktemp -d /tmp/syncline-scenarios.XXXXXX)
+
+TIMEOUT_PID=
+SERVER_PID=
+stop_server() {
+  if [[ -n $SERVER_PID ]]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ -n $TIMEOUT_PID ]]; then
+    wait "$TIMEOUT_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=
+  TIMEOUT_PID=
+}
+cleanup() {
+  stop_server
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+port_listening() {
+  ss -ltnH "sport = :$1" | grep -q LISTEN
+}
+
+# Starts the server on $DATA pinned to $SRV_CPU; sets SERVER_PID once both ports listen.
+start_server() {
+  local log=$1
+  if port_listening "$DEVICE_PORT" || port_listening "$GRPC_PORT"; then
+    echo "port $DEVICE_PORT or $GRPC_PORT is already in use" >&2
+    exit 1
+  fi
+  SYNCLINE_DATA_DIR=$DATA SYNCLINE_DEVICE_ADDR=127.0.0.1:$DEVICE_PORT SYNCLINE_GRPC_ADDR=127.0.0.1:$GRPC_PORT \
+    SYNCLINE_DEMO_RECORDS=$RECORDS \
+    timeout "$SERVER_MAX_SECS" taskset -c "$SRV_CPU" "$SERVER_BIN" serve >"$log" 2>&1 &
+  TIMEOUT_PID=$!
+  # Readiness probe, bounded (the first start seeds the demo app): at most 120 s.
+  for _ in $(seq 1 1200); do
+    if port_listening "$DEVICE_PORT" && port_listening "$GRPC_PORT"; then break; fi
+    if ! kill -0 "$TIMEOUT_PID" 2>/dev/null; then
+      echo "the server exited; see $log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  port_listening "$DEVICE_PORT" && port_listening "$GRPC_PORT" || { echo "the server did not start; see $log" >&2; exit 1; }
+  # `timeout` runs the server as its child (taskset execs it): measure the server itself.
+  SERVER_PID=$(pgrep -P "$TIMEOUT_PID" | head -1)
+  [[ $(cat "/proc/$SERVER_PID/comm") == syncline ]] || { echo "pid $SERVER_PID is not the server" >&2; exit 1; }
+  echo "server pid $SERVER_PID on core $SRV_CPU ($(taskset -pc "$SERVER_PID" | sed 's/.*: //'))"
+}
+
+# Prints the busiest of the two pinned cores' busy share (%) over 2 s, from /proc/stat
+# (user+nice+system+irq+softirq+steal over everything).
+pinned_cores_busy_pct() {
+  local before after
+  before=$(grep -E "^cpu($SRV_CPU|$SIM_CPU) " /proc/stat)
+  sleep 2
+  after=$(grep -E "^cpu($SRV_CPU|$SIM_CPU) " /proc/stat)
+  paste <(echo "$before") <(echo "$after") | awk '
+    { busy = ($13+$14+$15+$18+$19+$20) - ($2+$3+$4+$7+$8+$9)
+      total = busy + ($16+$17) - ($5+$6)
+      pct = total > 0 ? 100 * busy / total : 0
+      if (pct > max) max = pct }
+    END { printf "%.0f\n", max }'
+}
+
+# Waits (at most QUIET_WAIT_SECS) until nothing else keeps the pinned cores busy; notes the
+# outcome in run.txt.
+wait_quiet() {
+  local label=$1 waited=0 busy
+  while :; do
+    busy=$(pinned_cores_busy_pct)
+    if (( busy <= QUIET_MAX_PCT )); then break; fi
+    if (( waited >= QUIET_WAIT_SECS )); then
+      echo "WARNING: $label: pinned cores still ${busy}% busy after ${waited} s; running anyway" | tee -a "$OUT/run.txt" >&2
+      return
+    fi
+    echo "$label: pinned cores ${busy}% busy with other work; waiting" >&2
+    sleep 10
+    waited=$((waited + 12))
+  done
+  echo "$label: pinned cores ${busy}% busy before the start (waited ${waited} s)" >>"$OUT/run.txt"
+}
+
+selected() {
+  [[ " $SCENARIOS " == *" $1 "* ]]
+}
+
+sim() {
+  timeout $((SCENARIO_MAX_SECS + SIM_GRACE_SECS)) taskset -c "$SIM_CPU" "$SIM_BIN" "$@" --max-secs "$SCENARIO_MAX_SECS"
+}
+
+{
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benches/results' || echo ' (dirty)')"
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "kernel: $(uname -sr)"
+  echo "cpus: $(nproc), server on core $SRV_CPU, simulator on core $SIM_CPU"
+  echo "rustc: $(rustc --version)"
+  echo "demo records: $RECORDS"
+} >"$OUT/run.txt"
+cat "$OUT/run.txt"
+
+if selected initial-sync; then
+  echo "== initial-sync"
+  wait_quiet initial-sync
+  start_server "$OUT/server-initial-sync.log"
+  sim initial-sync --url "$URL" --source Account --page-size 500 --window 4 --repeat "$SYNC_REPEAT" \
+    --server-pid "$SERVER_PID" --json-out "$OUT/initial-sync.json"
+  stop_server
+fi
+
+# latency NAME DEVICES CHANGES RATE
+latency() {
+  echo "== latency $1: $2 devices x $3 changes at $4/s"
+  wait_quiet "latency $1"
+  start_server "$OUT/server-latency-$1.log"
+  sim latency --url "$URL" --grpc "$GRPC" --devices "$2" --changes "$3" --rate "$4" \
+    --server-pid "$SERVER_PID" --json-out "$OUT/latency-$1.json"
+  stop_server
+}
+if selected latency-floor; then
+  latency floor 1 100 10
+fi
+if selected latency-1000x10; then
+  latency "${LATENCY_DEVICES}x10" "$LATENCY_DEVICES" 100 10
+fi
+if selected latency-1000x100; then
+  for run in $(seq 1 "$LATENCY_RUNS"); do
+    latency "${LATENCY_DEVICES}x${LATENCY_RATE}-$run" "$LATENCY_DEVICES" "$LATENCY_CHANGES" "$LATENCY_RATE"
+  done
+fi
+
+if selected idle; then
+  echo "== idle"
+  wait_quiet idle
+  start_server "$OUT/server-idle.log"
+  sim idle --url "$URL" --devices "$IDLE_DEVICES" --settle-secs "$SETTLE_SECS" --server-pid "$SERVER_PID" \
+    --json-out "$OUT/idle.json"
+  stop_server
+fi
+
+echo "results in $OUT"

@@ -1,0 +1,811 @@
+//! Many lightweight devices on one process: one password login, then token logins, each
+//! device a raw subscriber over [`Connection`] rather than a full [`syncline_client_sim::Device`]
+//! (no replica, no engine), so ten thousand of them stay cheap.
+//!
+//! A subscriber keeps what a real device keeps for flow control and acks (its cursor), acks
+//! catch-up pages as they arrive and live pushes every `ack_every` changes, and counts the
+//! records of the current run (those whose `run` field carries the run's tag): their
+//! latency is receive time − `sent_ns`, both on the run's one monotonic clock.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde::Serialize;
+use syncline_client_sim::{ConnectOptions, Connection, Incoming};
+use syncline_proto::{
+    PROTOCOL_VERSION,
+    v1::{
+        Ack, Changes, ClientFrame, DeviceInfo, ErrorCode, Hello, Login, Record, ServerFrame, Subscribe, SyncState,
+        SyncStatus, Unsubscribe, Welcome, client_frame, hello, server_frame, value::Kind,
+    },
+};
+use tokio::{
+    sync::{Notify, Semaphore, watch},
+    task::JoinSet,
+    time::Instant,
+};
+
+use crate::report::latency_histogram;
+
+/// Connections being opened (and caught up) at once: well under the server's listen
+/// backlog (128 on this machine), so a ramp of thousands never overflows it and waits on SYN
+/// retries.
+pub(crate) const DEFAULT_CONNECT_CONCURRENCY: usize = 64;
+/// Loopback source addresses connections are spread over (127.0.0.2 ..): each address
+/// has ~28k ephemeral ports towards one server port, so 16 leave ample room.
+pub(crate) const DEFAULT_SOURCE_ADDRS: u8 = 16;
+/// Live changes a device applies before acking its cursor, like a real device's debounced
+/// live ack.
+pub(crate) const DEFAULT_ACK_EVERY: u64 = 100;
+/// Distinct device errors kept for the report.
+const MAX_REPORTED_ERRORS: usize = 5;
+/// Record field carrying the push time, in ns since the run's start.
+pub(crate) const SENT_NS_FIELD: &str = "sent_ns";
+/// Record field carrying the run's tag, so records of earlier runs are not counted.
+pub(crate) const RUN_FIELD: &str = "run";
+
+/// Who the devices are and what they sync (shared by the fleet scenarios).
+#[derive(Clone, Debug, Args)]
+pub(crate) struct FleetArgs {
+    /// The device endpoint; loopback addresses only.
+    #[arg(long, default_value = "ws://127.0.0.1:7700/v1/sync")]
+    pub(crate) url: String,
+    /// Simulated devices (each one WebSocket).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) devices: usize,
+    /// Login name shared by every device (one password login, then session tokens).
+    #[arg(long, default_value = "demo")]
+    pub(crate) user: String,
+    /// Password of `--user`.
+    #[arg(long, env = "SYNCLINE_PASSWORD", hide_env_values = true, default_value = "demo")]
+    pub(crate) password: String,
+    /// Source every device subscribes to.
+    #[arg(long, default_value = "Account")]
+    pub(crate) source: String,
+    /// Partition key (default: the natural key, `*` for app sources).
+    #[arg(long, default_value = "")]
+    pub(crate) key: String,
+    /// Subscribe every device from cursor 0 (a full initial sync each) instead of from the
+    /// partition's current head (a device that already holds the partition).
+    #[arg(long)]
+    pub(crate) from_zero: bool,
+    /// Loopback source addresses to spread connections over (127.0.0.2 ..); 0 uses the
+    /// kernel's choice.
+    #[arg(long, default_value_t = DEFAULT_SOURCE_ADDRS)]
+    pub(crate) source_addrs: u8,
+    /// Connections opened (and caught up) at once.
+    #[arg(long, default_value_t = DEFAULT_CONNECT_CONCURRENCY)]
+    pub(crate) connect_concurrency: usize,
+    /// Live changes a device applies before acking its cursor.
+    #[arg(long, default_value_t = DEFAULT_ACK_EVERY)]
+    pub(crate) ack_every: u64,
+    /// Records or changes per catch-up page (0: the server's default).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) page_size: u32,
+    /// Catch-up pages in flight before an ack (at least 1: these devices never pull).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) window: u32,
+}
+
+/// Returns the frame of a Hello with `credentials`.
+fn hello_frame(credentials: hello::Credentials) -> ClientFrame {
+    ClientFrame {
+        msg: Some(client_frame::Msg::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            credentials: Some(credentials),
+            client_id: String::new(),
+            device: Some(DeviceInfo {
+                platform: "syncline-sim".into(),
+                app_version: env!("CARGO_PKG_VERSION").into(),
+                model: "load scenario".into(),
+            }),
+        })),
+    }
+}
+
+fn subscribe_frame(source: &str, key: &str, cursor: u64, page_size: u32, window: u32) -> ClientFrame {
+    ClientFrame {
+        msg: Some(client_frame::Msg::Subscribe(Subscribe {
+            source: source.to_owned(),
+            key: key.to_owned(),
+            cursor,
+            page_size,
+            window,
+        })),
+    }
+}
+
+pub(crate) fn ack_frame(source: &str, key: &str, cursor: u64, page: u64) -> ClientFrame {
+    ClientFrame {
+        msg: Some(client_frame::Msg::Ack(Ack { source: source.to_owned(), key: key.to_owned(), cursor, page })),
+    }
+}
+
+/// Describes a fatal server frame or close for error messages.
+fn describe_error(error: &syncline_proto::v1::Error) -> String {
+    let code =
+        ErrorCode::try_from(error.code).map_or_else(|_| error.code.to_string(), |code| code.as_str_name().into());
+    format!("{code}: {}", error.message)
+}
+
+/// Opens a connection (from `local`, if given) and starts a session with `credentials`;
+/// returns the connection and the Welcome.
+async fn open_session(
+    url: &str,
+    local: Option<IpAddr>,
+    credentials: hello::Credentials,
+) -> anyhow::Result<(Connection, Welcome)> {
+    let options = ConnectOptions { local_addr: local, ..ConnectOptions::default() };
+    let mut connection = Connection::connect(url, &options).await?;
+    connection.send(&hello_frame(credentials)).await?;
+    loop {
+        match connection.recv().await? {
+            Incoming::Frame(ServerFrame { msg: Some(server_frame::Msg::Welcome(welcome)) }) => {
+                return Ok((connection, welcome));
+            }
+            Incoming::Frame(ServerFrame { msg: Some(server_frame::Msg::Error(error)) }) => {
+                bail!("Hello refused: {}", describe_error(&error))
+            }
+            Incoming::Frame(_) => {}
+            Incoming::Closed { code, reason } => bail!("closed by the server before Welcome: {code} {reason}"),
+        }
+    }
+}
+
+/// Logs in with a password (argon2 on the server: slow, so once per run).
+pub(crate) async fn login(url: &str, user: &str, password: &str) -> anyhow::Result<(Connection, Welcome)> {
+    let credentials = hello::Credentials::Login(Login { username: user.to_owned(), password: password.to_owned() });
+    open_session(url, None, credentials).await.context("logging in")
+}
+
+/// Starts a session with a session token from an earlier Welcome.
+pub(crate) async fn resume(url: &str, local: Option<IpAddr>, token: &str) -> anyhow::Result<(Connection, Welcome)> {
+    open_session(url, local, hello::Credentials::SessionToken(token.to_owned())).await
+}
+
+/// Returns the partition's current head sequence: subscribes from cursor 0 with one-record
+/// pages and a window of one, reads the first snapshot page (which is at the head), and
+/// unsubscribes. Costs the server one page, not a full sync.
+pub(crate) async fn partition_head(connection: &mut Connection, source: &str, key: &str) -> anyhow::Result<u64> {
+    connection.send(&subscribe_frame(source, key, 0, 1, 1)).await?;
+    let head = loop {
+        match connection.recv().await? {
+            Incoming::Frame(ServerFrame { msg: Some(server_frame::Msg::Changes(changes)) }) => break changes.to,
+            Incoming::Frame(ServerFrame { msg: Some(server_frame::Msg::Error(error)) }) => {
+                bail!("subscribing to {source} refused: {}", describe_error(&error))
+            }
+            Incoming::Frame(ServerFrame { msg: Some(server_frame::Msg::SyncState(state)) })
+                if state.status == SyncStatus::Error as i32 =>
+            {
+                bail!("subscribing to {source} failed: {:?}", state.error)
+            }
+            Incoming::Frame(_) => {}
+            Incoming::Closed { code, reason } => bail!("closed by the server: {code} {reason}"),
+        }
+    };
+    let unsubscribe = Unsubscribe { source: source.to_owned(), key: key.to_owned() };
+    connection.send(&ClientFrame { msg: Some(client_frame::Msg::Unsubscribe(unsubscribe)) }).await?;
+    Ok(head)
+}
+
+/// A count that a coordinator can wait on reaching a target, without polling.
+#[derive(Debug)]
+pub(crate) struct Milestone {
+    count: AtomicU64,
+    target: AtomicU64,
+    reached: Notify,
+}
+
+impl Default for Milestone {
+    fn default() -> Self {
+        Self { count: AtomicU64::new(0), target: AtomicU64::new(u64::MAX), reached: Notify::new() }
+    }
+}
+
+impl Milestone {
+    pub(crate) fn add(&self, amount: u64) {
+        let count = self.count.fetch_add(amount, Ordering::SeqCst) + amount;
+        if count >= self.target.load(Ordering::SeqCst) {
+            self.reached.notify_waiters();
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the count reaches `target`; returns false if `deadline` came first.
+    pub(crate) async fn wait_for(&self, target: u64, deadline: Instant) -> bool {
+        self.target.store(target, Ordering::SeqCst);
+        loop {
+            let notified = self.reached.notified();
+            tokio::pin!(notified);
+            // Registered before the check: an `add` after the check wakes this waiter.
+            notified.as_mut().enable();
+            if self.get() >= target {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.get() >= target;
+            }
+        }
+    }
+}
+
+/// What every subscriber does, and what they count together.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) source: String,
+    pub(crate) key: String,
+    pub(crate) cursor: u64,
+    pub(crate) page_size: u32,
+    pub(crate) window: u32,
+    pub(crate) ack_every: u64,
+    /// The run's tag: only records carrying it are counted.
+    pub(crate) run_tag: i64,
+    /// The clock of `sent_ns`.
+    pub(crate) run_start: Instant,
+    /// Devices caught up for the first time, or failed.
+    pub(crate) settled: Milestone,
+    pub(crate) caught_up: AtomicUsize,
+    pub(crate) failed: AtomicUsize,
+    /// Records of this run received (live pushes and catch-up pages).
+    pub(crate) delivered: Milestone,
+    /// Receive time of the last record of this run, ns since `run_start`.
+    pub(crate) last_receive_ns: AtomicU64,
+    /// Latency of records in live pushes.
+    pub(crate) live_latency: Mutex<Histogram<u64>>,
+    /// Latency of records that came in catch-up pages after a demotion (not live pushes).
+    pub(crate) catchup_latency: Mutex<Histogram<u64>>,
+    /// Set once the fleet is stopping; a device that ends after it is not a failure.
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(args: &FleetArgs, cursor: u64, run_start: Instant) -> Self {
+        Self {
+            source: args.source.clone(),
+            key: args.key.clone(),
+            cursor,
+            page_size: args.page_size,
+            window: args.window,
+            ack_every: args.ack_every.max(1),
+            run_tag: i64::from(rand::random::<u32>()),
+            run_start,
+            settled: Milestone::default(),
+            caught_up: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            delivered: Milestone::default(),
+            last_receive_ns: AtomicU64::new(0),
+            live_latency: Mutex::new(latency_histogram()),
+            catchup_latency: Mutex::new(latency_histogram()),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Returns ns since the run's start.
+    pub(crate) fn now_ns(&self) -> u64 {
+        u64::try_from(self.run_start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts the records of this run in `records`, received at `received_ns`, into `histogram`.
+    fn count_records(&self, records: &[Record], received_ns: u64, histogram: &Mutex<Histogram<u64>>) -> u64 {
+        let mut counted = 0;
+        let mut histogram = histogram.lock();
+        for record in records {
+            let int_field = |name: &str| match record.fields.get(name).and_then(|value| value.kind.as_ref()) {
+                Some(Kind::IntValue(number)) => Some(*number),
+                _ => None,
+            };
+            if int_field(RUN_FIELD) != Some(self.run_tag) {
+                continue;
+            }
+            let Some(sent_ns) = int_field(SENT_NS_FIELD) else { continue };
+            let sent_ns = u64::try_from(sent_ns).unwrap_or(0);
+            histogram.saturating_record(received_ns.saturating_sub(sent_ns));
+            counted += 1;
+        }
+        drop(histogram);
+        if counted > 0 {
+            self.last_receive_ns.fetch_max(received_ns, Ordering::Relaxed);
+            self.delivered.add(counted);
+        }
+        counted
+    }
+}
+
+/// What one device did, reported when the fleet stops.
+#[derive(Debug, Default)]
+struct DeviceOutcome {
+    caught_up: bool,
+    error: Option<String>,
+    live_frames: u64,
+    live_records: u64,
+    catchup_pages: u64,
+    catchup_records: u64,
+    recatchups: u64,
+    gaps: u64,
+    acks_sent: u64,
+    error_frames: u64,
+}
+
+/// What the fleet did, summed over devices.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct FleetTotals {
+    pub(crate) devices: usize,
+    pub(crate) caught_up: usize,
+    pub(crate) failed: usize,
+    /// Live `Changes` frames (page 0) received.
+    pub(crate) live_frames: u64,
+    /// Records of this run received in live pushes.
+    pub(crate) live_records: u64,
+    /// Catch-up pages received after the first catch-up (the server demoted the device).
+    pub(crate) catchup_pages: u64,
+    /// Records of this run received in those catch-up pages.
+    pub(crate) catchup_records: u64,
+    /// Caught-up states after the first (each ends a demotion).
+    pub(crate) recatchups: u64,
+    /// Live pushes whose `from` did not follow the device's cursor.
+    pub(crate) gaps: u64,
+    pub(crate) acks_sent: u64,
+    /// Non-fatal Error frames received.
+    pub(crate) error_frames: u64,
+    /// Devices whose connection ended before the fleet stopped.
+    pub(crate) ended_early: usize,
+    /// Up to five distinct device errors.
+    pub(crate) errors: Vec<String>,
+}
+
+/// How a device gets its session.
+enum Session {
+    /// Already open (the password login).
+    Open(Box<Connection>),
+    /// Token login from this source address.
+    Token { url: String, token: String, local: Option<IpAddr> },
+}
+
+/// A running fleet of subscribers.
+pub(crate) struct Fleet {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<DeviceOutcome>,
+    devices: usize,
+}
+
+impl Fleet {
+    /// Starts `devices` subscribers: the first on `first` (an open session), the others with
+    /// token logins spread over `local_addrs`, at most `concurrency` connecting at once.
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        first: Connection,
+        url: &str,
+        token: &str,
+        devices: usize,
+        local_addrs: &[IpAddr],
+        concurrency: usize,
+    ) -> Self {
+        let (stop, _) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let mut first = Some(first);
+        for index in 0..devices {
+            let session = match first.take() {
+                Some(connection) => Session::Open(Box::new(connection)),
+                None => Session::Token {
+                    url: url.to_owned(),
+                    token: token.to_owned(),
+                    local: (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]),
+                },
+            };
+            tasks.spawn(run_device(session, Arc::clone(&shared), stop.subscribe(), Arc::clone(&permits)));
+        }
+        Self { shared, stop, tasks, devices }
+    }
+
+    /// Waits until every device is caught up or has failed; returns false if `deadline`
+    /// came first.
+    pub(crate) async fn wait_settled(&self, deadline: Instant) -> bool {
+        self.shared.settled.wait_for(self.devices as u64, deadline).await
+    }
+
+    /// Stops every device (each sends a close frame) and sums what they did. Devices still
+    /// running at `deadline` are aborted.
+    pub(crate) async fn stop(mut self, deadline: Instant) -> FleetTotals {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        let mut totals = FleetTotals {
+            devices: self.devices,
+            caught_up: self.shared.caught_up.load(Ordering::SeqCst),
+            failed: self.shared.failed.load(Ordering::SeqCst),
+            ..FleetTotals::default()
+        };
+        loop {
+            let joined = match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(joined)) => joined,
+                Ok(None) => break,
+                Err(_) => {
+                    self.tasks.abort_all();
+                    continue;
+                }
+            };
+            let outcome = match joined {
+                Ok(outcome) => outcome,
+                Err(error) if error.is_cancelled() => continue,
+                Err(error) => {
+                    DeviceOutcome { error: Some(format!("device task failed: {error}")), ..DeviceOutcome::default() }
+                }
+            };
+            totals.live_frames += outcome.live_frames;
+            totals.live_records += outcome.live_records;
+            totals.catchup_pages += outcome.catchup_pages;
+            totals.catchup_records += outcome.catchup_records;
+            totals.recatchups += outcome.recatchups;
+            totals.gaps += outcome.gaps;
+            totals.acks_sent += outcome.acks_sent;
+            totals.error_frames += outcome.error_frames;
+            if let Some(error) = outcome.error {
+                if outcome.caught_up {
+                    totals.ended_early += 1;
+                }
+                if totals.errors.len() < MAX_REPORTED_ERRORS && !totals.errors.contains(&error) {
+                    totals.errors.push(error);
+                }
+            }
+        }
+        totals
+    }
+}
+
+/// Per-device protocol state.
+struct DeviceState {
+    outcome: DeviceOutcome,
+    cursor: u64,
+    unacked_live: u64,
+}
+
+/// One subscriber, from connecting to the fleet's stop.
+async fn run_device(
+    session: Session,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    permits: Arc<Semaphore>,
+) -> DeviceOutcome {
+    let mut state = DeviceState { outcome: DeviceOutcome::default(), cursor: shared.cursor, unacked_live: 0 };
+    // Held until caught up: bounds connects and catch-ups in flight.
+    let mut permit = Some(permits.acquire_owned().await.expect("the semaphore is never closed"));
+    let opened = async {
+        let mut connection = match session {
+            Session::Open(connection) => *connection,
+            Session::Token { url, token, local } => resume(&url, local, &token).await?.0,
+        };
+        let subscribe = subscribe_frame(&shared.source, &shared.key, shared.cursor, shared.page_size, shared.window);
+        connection.send(&subscribe).await?;
+        anyhow::Ok(connection)
+    };
+    let opened = tokio::select! {
+        opened = opened => opened,
+        _ = stop.wait_for(|stop| *stop) => {
+            settle_failed(&shared, &mut state.outcome, "stopped while connecting".into());
+            return state.outcome;
+        }
+    };
+    let mut connection = match opened {
+        Ok(connection) => connection,
+        Err(error) => {
+            settle_failed(&shared, &mut state.outcome, format!("{error:#}"));
+            return state.outcome;
+        }
+    };
+    let ended = loop {
+        let incoming = tokio::select! {
+            incoming = connection.recv() => incoming,
+            _ = stop.wait_for(|stop| *stop) => break None,
+        };
+        let frame = match incoming {
+            Ok(Incoming::Frame(ServerFrame { msg: Some(frame) })) => frame,
+            Ok(Incoming::Frame(ServerFrame { msg: None })) => continue,
+            Ok(Incoming::Closed { code, reason }) => break Some(format!("closed by the server: {code} {reason}")),
+            Err(error) => break Some(format!("{error:#}")),
+        };
+        match on_frame(frame, &shared, &mut state, &mut permit) {
+            Ok(replies) => {
+                let mut sent = Ok(());
+                for reply in replies {
+                    sent = connection.send(&reply).await;
+                    if sent.is_err() {
+                        break;
+                    }
+                    state.outcome.acks_sent += 1;
+                }
+                if let Err(error) = sent {
+                    break Some(format!("{error:#}"));
+                }
+            }
+            Err(error) => break Some(error),
+        }
+    };
+    match ended {
+        None => {
+            // A polite goodbye; the server's answering close is not waited for.
+            let _ = connection.close(1000, "load scenario done").await;
+        }
+        Some(error) if !state.outcome.caught_up => settle_failed(&shared, &mut state.outcome, error),
+        Some(error) => {
+            if !shared.stopping.load(Ordering::SeqCst) {
+                state.outcome.error = Some(error);
+            }
+        }
+    }
+    state.outcome
+}
+
+fn settle_failed(shared: &Shared, outcome: &mut DeviceOutcome, error: String) {
+    outcome.error = Some(error);
+    shared.failed.fetch_add(1, Ordering::SeqCst);
+    shared.settled.add(1);
+}
+
+/// Handles one server frame; returns the acks to send, or why the device gives up.
+fn on_frame(
+    frame: server_frame::Msg,
+    shared: &Shared,
+    state: &mut DeviceState,
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Vec<ClientFrame>, String> {
+    match frame {
+        server_frame::Msg::Changes(changes) => Ok(on_changes(&changes, shared, state)),
+        server_frame::Msg::SyncState(sync) => on_sync_state(&sync, shared, state, permit).map(|()| Vec::new()),
+        server_frame::Msg::Error(error) => {
+            if error.fatal || !state.outcome.caught_up {
+                return Err(describe_error(&error));
+            }
+            state.outcome.error_frames += 1;
+            Ok(Vec::new())
+        }
+        server_frame::Msg::Welcome(_)
+        | server_frame::Msg::MutationAck(_)
+        | server_frame::Msg::MutationResult(_)
+        | server_frame::Msg::SearchResult(_)
+        | server_frame::Msg::RpcReply(_)
+        | server_frame::Msg::BulkReady(_)
+        | server_frame::Msg::Command(_) => Ok(Vec::new()),
+    }
+}
+
+fn on_changes(changes: &Changes, shared: &Shared, state: &mut DeviceState) -> Vec<ClientFrame> {
+    let received_ns = shared.now_ns();
+    if changes.page > 0 {
+        // Catch-up: after a snapshot's last page the cursor is the snapshot's sequence;
+        // log pages move it to `to`.
+        if !changes.snapshot || changes.snapshot_done {
+            state.cursor = changes.to;
+        }
+        if state.outcome.caught_up {
+            state.outcome.catchup_pages += 1;
+            state.outcome.catchup_records +=
+                shared.count_records(&changes.upserts, received_ns, &shared.catchup_latency);
+        }
+        return vec![ack_frame(&shared.source, &shared.key, state.cursor, changes.page)];
+    }
+    state.outcome.live_frames += 1;
+    if changes.from != state.cursor + 1 {
+        state.outcome.gaps += 1;
+    }
+    state.cursor = state.cursor.max(changes.to);
+    state.outcome.live_records += shared.count_records(&changes.upserts, received_ns, &shared.live_latency);
+    state.unacked_live += changes.to.saturating_sub(changes.from) + 1;
+    if state.unacked_live >= shared.ack_every {
+        state.unacked_live = 0;
+        return vec![ack_frame(&shared.source, &shared.key, state.cursor, 0)];
+    }
+    Vec::new()
+}
+
+fn on_sync_state(
+    sync: &SyncState,
+    shared: &Shared,
+    state: &mut DeviceState,
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<(), String> {
+    match SyncStatus::try_from(sync.status) {
+        Ok(SyncStatus::CaughtUp) => {
+            state.cursor = state.cursor.max(sync.cursor);
+            if state.outcome.caught_up {
+                state.outcome.recatchups += 1;
+            } else {
+                state.outcome.caught_up = true;
+                permit.take();
+                shared.caught_up.fetch_add(1, Ordering::SeqCst);
+                shared.settled.add(1);
+            }
+            Ok(())
+        }
+        Ok(SyncStatus::Error) => Err(sync.error.as_ref().map_or_else(|| "partition error".to_owned(), describe_error)),
+        Ok(SyncStatus::InProgress | SyncStatus::Reset | SyncStatus::Unspecified) | Err(_) => Ok(()),
+    }
+}
+
+/// How the fleet's ramp-up went.
+#[derive(Debug, Serialize)]
+pub(crate) struct RampUp {
+    /// The cursor devices subscribed with (the partition's head, or 0 with `--from-zero`).
+    pub(crate) cursor: u64,
+    pub(crate) devices: usize,
+    pub(crate) caught_up: usize,
+    pub(crate) failed: usize,
+    /// Password login (argon2 on the server).
+    pub(crate) login_secs: f64,
+    /// First token login to the last device caught up.
+    pub(crate) connect_secs: f64,
+    pub(crate) source_addrs: Vec<IpAddr>,
+    pub(crate) open_files_limit: u64,
+}
+
+/// Open files kept for everything but device sockets (gRPC, /proc reads, the runtime).
+const RESERVED_FILES: u64 = 64;
+
+/// Logs in once, finds the cursor to subscribe with, starts the fleet and waits until every
+/// device is caught up or failed. `run_start` is the clock of the run's `sent_ns` fields.
+pub(crate) async fn ramp_up(
+    args: &FleetArgs,
+    run_start: Instant,
+    deadline: Instant,
+) -> anyhow::Result<(Fleet, Arc<Shared>, RampUp)> {
+    let server = crate::loopback::check_url(&args.url, &["ws"]).await?;
+    let open_files_limit = crate::loopback::raise_open_files_limit()?;
+    if args.devices == 0 {
+        bail!("--devices must be at least 1");
+    }
+    if args.devices as u64 + RESERVED_FILES > open_files_limit {
+        bail!("{} devices need more open files than this process may hold ({open_files_limit})", args.devices);
+    }
+    let source_addrs = crate::loopback::source_addrs(server, args.source_addrs)?;
+    let login_started = Instant::now();
+    let (mut first, welcome) = tokio::time::timeout_at(deadline, login(&args.url, &args.user, &args.password))
+        .await
+        .context("timed out logging in")??;
+    let login_secs = login_started.elapsed();
+    let cursor = if args.from_zero { 0 } else { partition_head(&mut first, &args.source, &args.key).await? };
+    let shared = Arc::new(Shared::new(args, cursor, run_start));
+    let connect_started = Instant::now();
+    let fleet = Fleet::start(
+        Arc::clone(&shared),
+        first,
+        &args.url,
+        &welcome.session_token,
+        args.devices,
+        &source_addrs,
+        args.connect_concurrency,
+    );
+    let settled = fleet.wait_settled(deadline).await;
+    let ramp_up = RampUp {
+        cursor,
+        devices: args.devices,
+        caught_up: shared.caught_up.load(Ordering::SeqCst),
+        failed: shared.failed.load(Ordering::SeqCst),
+        login_secs: crate::report::secs(login_secs),
+        connect_secs: crate::report::secs(connect_started.elapsed()),
+        source_addrs,
+        open_files_limit,
+    };
+    if !settled || ramp_up.caught_up == 0 {
+        let totals = fleet.stop(Instant::now() + STOP_GRACE).await;
+        bail!(
+            "ramp-up incomplete before the deadline: {} of {} devices caught up, {} failed; errors: {:?}",
+            ramp_up.caught_up,
+            ramp_up.devices,
+            ramp_up.failed,
+            totals.errors
+        );
+    }
+    Ok((fleet, shared, ramp_up))
+}
+
+/// Time devices get to close politely when the fleet stops.
+pub(crate) const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use syncline_proto::v1::Value;
+
+    use super::*;
+
+    fn shared(cursor: u64, ack_every: u64) -> Shared {
+        let args = FleetArgs {
+            url: "ws://127.0.0.1:1/v1/sync".into(),
+            devices: 1,
+            user: "demo".into(),
+            password: "demo".into(),
+            source: "Account".into(),
+            key: String::new(),
+            from_zero: false,
+            source_addrs: 0,
+            connect_concurrency: 1,
+            ack_every,
+            page_size: 0,
+            window: 4,
+        };
+        Shared::new(&args, cursor, Instant::now())
+    }
+
+    fn probe(id: &str, run: i64, sent_ns: i64) -> Record {
+        let mut fields = BTreeMap::new();
+        fields.insert(RUN_FIELD.to_owned(), Value::int(run));
+        fields.insert(SENT_NS_FIELD.to_owned(), Value::int(sent_ns));
+        Record { id: id.to_owned(), fields, version: 0 }
+    }
+
+    fn live(from: u64, to: u64, upserts: Vec<Record>) -> Changes {
+        Changes { source: "Account".into(), key: "*".into(), from, to, upserts, ..Changes::default() }
+    }
+
+    fn state(cursor: u64) -> DeviceState {
+        DeviceState { outcome: DeviceOutcome { caught_up: true, ..DeviceOutcome::default() }, cursor, unacked_live: 0 }
+    }
+
+    #[test]
+    fn live_pushes_count_this_runs_records_and_ack_every_n_changes() {
+        let shared = shared(10, 3);
+        let mut state = state(10);
+        let tag = shared.run_tag;
+        let earlier_run = probe("old", tag.wrapping_add(1), 0);
+        assert!(on_changes(&live(11, 11, vec![probe("a", tag, 0)]), &shared, &mut state).is_empty());
+        assert!(on_changes(&live(12, 12, vec![earlier_run]), &shared, &mut state).is_empty());
+        let acks = on_changes(&live(13, 13, vec![probe("b", tag, 0)]), &shared, &mut state);
+        assert_eq!(acks, [ack_frame("Account", "", 13, 0)]);
+        assert_eq!(state.outcome.live_frames, 3);
+        assert_eq!(state.outcome.live_records, 2);
+        assert_eq!(state.outcome.gaps, 0);
+        assert_eq!(shared.delivered.get(), 2);
+        assert_eq!(shared.live_latency.lock().len(), 2);
+        // A push that does not follow the cursor is a gap.
+        on_changes(&live(20, 20, Vec::new()), &shared, &mut state);
+        assert_eq!(state.outcome.gaps, 1);
+        assert_eq!(state.cursor, 20);
+    }
+
+    #[test]
+    fn catch_up_pages_are_acked_at_once_and_counted_apart_after_the_first_catch_up() {
+        let shared = shared(0, 100);
+        let mut state = state(0);
+        state.outcome.caught_up = false;
+        let snapshot = Changes { page: 1, snapshot: true, to: 50, ..live(0, 50, Vec::new()) };
+        assert_eq!(on_changes(&snapshot, &shared, &mut state), [ack_frame("Account", "", 0, 1)]);
+        let done = Changes { page: 2, snapshot: true, snapshot_done: true, ..live(0, 50, Vec::new()) };
+        assert_eq!(on_changes(&done, &shared, &mut state), [ack_frame("Account", "", 50, 2)]);
+        assert_eq!(state.outcome.catchup_pages, 0, "the first catch-up is not a demotion");
+        state.outcome.caught_up = true;
+        let page = Changes { page: 3, ..live(51, 52, vec![probe("a", shared.run_tag, 0)]) };
+        assert_eq!(on_changes(&page, &shared, &mut state), [ack_frame("Account", "", 52, 3)]);
+        assert_eq!((state.outcome.catchup_pages, state.outcome.catchup_records), (1, 1));
+        assert_eq!(shared.catchup_latency.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn milestones_wake_waiters_when_the_target_is_reached() {
+        let milestone = Arc::new(Milestone::default());
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let counter = Arc::clone(&milestone);
+        let adder = tokio::spawn(async move {
+            for _ in 0..5 {
+                counter.add(1);
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(milestone.wait_for(5, deadline).await);
+        adder.await.unwrap();
+        let soon = Instant::now() + std::time::Duration::from_millis(10);
+        assert!(!milestone.wait_for(6, soon).await, "the deadline ends the wait");
+    }
+}
