@@ -75,16 +75,12 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-<<<<<<< HEAD
-        Self { format: FrameFormat::Binary, ca_cert_pem: None, connect_timeout: DEFAULT_CONNECT_TIMEOUT }
-=======
         Self {
             format: FrameFormat::Binary,
             ca_cert_pem: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             local_addr: None,
         }
->>>>>>> sim
     }
 }
 
@@ -242,17 +238,11 @@ impl Connection {
         };
 
         let addr = format!("{host}:{port}");
-<<<<<<< HEAD
-        let tcp = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|source| WireError::Connect { addr: addr.clone(), source })?;
-=======
         let tcp = match options.local_addr {
             None => TcpStream::connect((host.as_str(), port)).await,
             Some(local) => connect_from(local, &host, port).await,
         }
         .map_err(|source| WireError::Connect { addr: addr.clone(), source })?;
->>>>>>> sim
         // Acks and subscribes are tiny; do not let Nagle delay them.
         tcp.set_nodelay(true).map_err(|source| WireError::Connect { addr, source })?;
         let transport: Box<dyn Transport> = match tls {

@@ -62,14 +62,6 @@ enum Command {
     Idle(idle::IdleArgs),
 }
 
-<<<<<<< HEAD
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    match Cli::parse().command {
-        Command::Watch(args) => watch::run(args).await,
-=======
 fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -81,7 +73,6 @@ fn main() -> anyhow::Result<()> {
             core_affinity::set_for_current(core_affinity::CoreId { id: cpu }),
             "cannot pin this process to CPU {cpu}"
         );
->>>>>>> sim
     }
     let mut builder = match cli.runtime {
         RuntimeKind::Multi => tokio::runtime::Builder::new_multi_thread(),
