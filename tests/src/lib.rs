@@ -233,3 +233,40 @@ impl Drop for PythonChannel {
         let _ = self.child.wait();
     }
 }
+
+/// Opens a raw device connection to `url` and sends a password Hello (the Welcome is left
+/// for the caller to read or skip).
+pub async fn raw_login(url: &str, user: &str, password: &str) -> syncline_client_sim::Connection {
+    use syncline_proto::v1::{ClientFrame, Hello, Login, client_frame, hello};
+    let options = syncline_client_sim::ConnectOptions::default();
+    let mut connection = syncline_client_sim::Connection::connect(url, &options).await.expect("connects");
+    let hello = Hello {
+        protocol_version: syncline_proto::PROTOCOL_VERSION,
+        credentials: Some(hello::Credentials::Login(Login { username: user.into(), password: password.into() })),
+        ..Hello::default()
+    };
+    connection.send(&ClientFrame { msg: Some(client_frame::Msg::Hello(hello)) }).await.expect("sends Hello");
+    connection
+}
+
+/// Sends a `Mutate` frame and returns the `MutationResult` for its mutation id, skipping
+/// acks and other frames.
+pub async fn mutation_outcome(
+    connection: &mut syncline_client_sim::Connection,
+    frame: syncline_proto::v1::ClientFrame,
+) -> syncline_proto::v1::MutationResult {
+    use syncline_proto::v1::{client_frame, server_frame};
+    let Some(client_frame::Msg::Mutate(sent)) = &frame.msg else { panic!("mutation_outcome needs a Mutate frame") };
+    let mutation_id = sent.mutation_id.clone();
+    connection.send(&frame).await.expect("sends Mutate");
+    loop {
+        let incoming =
+            tokio::time::timeout(DEADLINE, connection.recv()).await.expect("a result in time").expect("a frame");
+        if let syncline_client_sim::Incoming::Frame(frame) = incoming
+            && let Some(server_frame::Msg::MutationResult(result)) = frame.msg
+            && result.mutation_id == mutation_id
+        {
+            return result;
+        }
+    }
+}

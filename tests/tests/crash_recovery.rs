@@ -176,11 +176,10 @@ async fn acknowledged_changes_survive_sigkill_and_devices_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mutation_queued_before_a_sigkill_reaches_the_backend_once_after_restart() {
-    use syncline_client_sim::{ConnectOptions, Connection, Incoming};
+    use syncline_client_sim::Incoming;
     use syncline_proto::v1::channel_client::ChannelClient;
     use syncline_proto::v1::{
-        ClientFrame, Hello, Login, Mutate, MutationOp, PartitionKey, QueryRequest, Value, client_frame, hello,
-        server_frame,
+        ClientFrame, Mutate, MutationOp, PartitionKey, QueryRequest, Value, client_frame, server_frame,
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -207,17 +206,8 @@ async fn a_mutation_queued_before_a_sigkill_reaches_the_backend_once_after_resta
     let (device_port, grpc_port) = (free_port(), free_port());
     let server = ServerProcess::start_with(&data_dir, device_port, grpc_port, Some(&config));
 
-    let connect = || async {
-        let url = format!("ws://127.0.0.1:{device_port}/v1/sync");
-        let mut connection = Connection::connect(&url, &ConnectOptions::default()).await.unwrap();
-        let hello = Hello {
-            protocol_version: 1,
-            credentials: Some(hello::Credentials::Login(Login { username: "demo".into(), password: "demo".into() })),
-            ..Hello::default()
-        };
-        connection.send(&ClientFrame { msg: Some(client_frame::Msg::Hello(hello)) }).await.unwrap();
-        connection
-    };
+    let url = format!("ws://127.0.0.1:{device_port}/v1/sync");
+    let connect = || syncline_tests::raw_login(&url, "demo", "demo");
     let create = ClientFrame {
         msg: Some(client_frame::Msg::Mutate(Mutate {
             mutation_id: "before-the-crash".into(),
@@ -259,15 +249,7 @@ async fn a_mutation_queued_before_a_sigkill_reaches_the_backend_once_after_resta
     // The device resends its unanswered mutation: it gets the outcome, and the backend still
     // holds exactly one task.
     let mut phone = connect().await;
-    phone.send(&create).await.unwrap();
-    let result = loop {
-        let incoming = tokio::time::timeout(DEADLINE, phone.recv()).await.expect("in time").unwrap();
-        if let Incoming::Frame(frame) = incoming
-            && let Some(server_frame::Msg::MutationResult(result)) = frame.msg
-        {
-            break result;
-        }
-    };
+    let result = syncline_tests::mutation_outcome(&mut phone, create.clone()).await;
     assert!(result.ok, "{result:?}");
     assert_eq!(query().await, Some(1));
     server.stop();

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use syncline_client_sim::{ConnectOptions, Connection, Device, DeviceConfig, Incoming, SubscriptionConfig};
-use syncline_proto::v1::{
-    ClientFrame, ErrorCode, Hello, Login, Mutate, MutationOp, MutationResult, Value, client_frame, hello, server_frame,
-};
+use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
+use syncline_proto::v1::{ClientFrame, ErrorCode, Mutate, MutationOp, MutationResult, Value, client_frame};
 use syncline_server::config::SourceSection;
 use syncline_tests::{DEADLINE, TestServer, assert_converges};
 use tokio_util::sync::CancellationToken;
@@ -106,31 +104,15 @@ async fn a_row_written_straight_into_the_backend_database_reaches_devices() {
     crm.stop.cancel();
 }
 
-async fn outcome(connection: &mut Connection, mutate: Mutate) -> MutationResult {
-    let mutation_id = mutate.mutation_id.clone();
-    connection.send(&ClientFrame { msg: Some(client_frame::Msg::Mutate(mutate)) }).await.unwrap();
-    loop {
-        let incoming = tokio::time::timeout(DEADLINE, connection.recv()).await.expect("in time").unwrap();
-        if let Incoming::Frame(frame) = incoming
-            && let Some(server_frame::Msg::MutationResult(result)) = frame.msg
-            && result.mutation_id == mutation_id
-        {
-            return result;
-        }
-    }
+async fn outcome(connection: &mut syncline_client_sim::Connection, mutate: Mutate) -> MutationResult {
+    syncline_tests::mutation_outcome(connection, ClientFrame { msg: Some(client_frame::Msg::Mutate(mutate)) }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_create_error_is_reported_and_blocks_no_other_source() {
     let crm = crm().await;
     let server = server(&crm).await;
-    let mut phone = Connection::connect(&server.url(), &ConnectOptions::default()).await.unwrap();
-    let hello = Hello {
-        protocol_version: 1,
-        credentials: Some(hello::Credentials::Login(Login { username: "demo".into(), password: "demo".into() })),
-        ..Hello::default()
-    };
-    phone.send(&ClientFrame { msg: Some(client_frame::Msg::Hello(hello)) }).await.unwrap();
+    let mut phone = syncline_tests::raw_login(&server.url(), "demo", "demo").await;
     let create = |mutation_id: &str, source: &str, name: Option<&str>| Mutate {
         mutation_id: mutation_id.into(),
         source: source.into(),

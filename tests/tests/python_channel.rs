@@ -156,20 +156,13 @@ async fn python_channel_poll_capture_logs_only_real_changes() {
 
 mod mutations {
     use super::*;
-    use syncline_client_sim::{ConnectOptions, Connection, Incoming};
+    use syncline_client_sim::{Connection, Incoming};
     use syncline_proto::v1::{
-        ClientFrame, ErrorCode, Hello, Login, Mutate, MutationOp, MutationResult, QueryRequest, client_frame, hello,
-        server_frame,
+        ClientFrame, ErrorCode, Mutate, MutationOp, MutationResult, QueryRequest, client_frame, server_frame,
     };
 
     pub(super) async fn session(server: &TestServer) -> Connection {
-        let mut connection = Connection::connect(&server.url(), &ConnectOptions::default()).await.unwrap();
-        let hello = Hello {
-            protocol_version: 1,
-            credentials: Some(hello::Credentials::Login(Login { username: "demo".into(), password: "demo".into() })),
-            ..Hello::default()
-        };
-        connection.send(&ClientFrame { msg: Some(client_frame::Msg::Hello(hello)) }).await.unwrap();
+        let mut connection = syncline_tests::raw_login(&server.url(), "demo", "demo").await;
         match connection.recv().await.unwrap() {
             Incoming::Frame(frame) => assert!(matches!(frame.msg, Some(server_frame::Msg::Welcome(_)))),
             other => panic!("expected Welcome, got {other:?}"),
@@ -201,20 +194,8 @@ mod mutations {
         }
     }
 
-    /// Sends a mutation and returns its result, skipping acks and other frames.
     pub(super) async fn outcome(connection: &mut Connection, frame: ClientFrame) -> MutationResult {
-        let Some(client_frame::Msg::Mutate(sent)) = &frame.msg else { unreachable!("a Mutate frame") };
-        let mutation_id = sent.mutation_id.clone();
-        connection.send(&frame).await.unwrap();
-        loop {
-            let incoming = tokio::time::timeout(DEADLINE, connection.recv()).await.expect("a result in time").unwrap();
-            if let Incoming::Frame(frame) = incoming
-                && let Some(server_frame::Msg::MutationResult(result)) = frame.msg
-                && result.mutation_id == mutation_id
-            {
-                return result;
-            }
-        }
+        syncline_tests::mutation_outcome(connection, frame).await
     }
 
     pub(super) async fn backend_titles(channel_url: &str) -> Vec<String> {
@@ -332,22 +313,13 @@ mod mutations {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_cut_right_after_a_mutation_never_duplicate_it_in_the_backend() {
-    use syncline_client_sim::{ConnectOptions, Connection, Incoming};
-    use syncline_proto::v1::{ClientFrame, Hello, Login, Mutate, MutationOp, client_frame, hello, server_frame};
+    use syncline_proto::v1::{ClientFrame, Mutate, MutationOp, client_frame};
 
     let dir = tempfile::tempdir().unwrap();
     let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
     let server = server_with_task_source(&channel.url, "watch").await;
-    let connect = || async {
-        let mut connection = Connection::connect(&server.url(), &ConnectOptions::default()).await.unwrap();
-        let hello = Hello {
-            protocol_version: 1,
-            credentials: Some(hello::Credentials::Login(Login { username: "demo".into(), password: "demo".into() })),
-            ..Hello::default()
-        };
-        connection.send(&ClientFrame { msg: Some(client_frame::Msg::Hello(hello)) }).await.unwrap();
-        connection
-    };
+    let url = server.url();
+    let connect = || syncline_tests::raw_login(&url, "demo", "demo");
     let create = |n: u32| ClientFrame {
         msg: Some(client_frame::Msg::Mutate(Mutate {
             mutation_id: format!("cut-{n}"),
@@ -366,15 +338,7 @@ async fn connections_cut_right_after_a_mutation_never_duplicate_it_in_the_backen
         connection.cut();
         // Reconnect and resend with the same mutation id until the outcome comes back.
         let mut connection = connect().await;
-        connection.send(&create(n)).await.unwrap();
-        let result = loop {
-            let incoming = tokio::time::timeout(DEADLINE, connection.recv()).await.expect("in time").unwrap();
-            if let Incoming::Frame(frame) = incoming
-                && let Some(server_frame::Msg::MutationResult(result)) = frame.msg
-            {
-                break result;
-            }
-        };
+        let result = syncline_tests::mutation_outcome(&mut connection, create(n)).await;
         assert!(result.ok, "{result:?}");
     }
     let titles = mutations::backend_titles(&channel.url).await;
