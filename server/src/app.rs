@@ -116,6 +116,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         cursors: CursorRecorder::default(),
         poll_requests,
         mutations: mutations.clone(),
+        user_sessions: Default::default(),
     });
     let resumed = mutations.resume_pending().await?;
     if resumed > 0 {
@@ -126,8 +127,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         Some((cert, key)) => Some(TlsMaterial::load(cert, key)?),
         None => None,
     };
-    let device_listener = TcpListener::bind(settings.device_addr)
-        .await
+    let device_listener = syncline_push::listener::bind(settings.device_addr)
         .with_context(|| format!("cannot listen on {} (device endpoint)", settings.device_addr))?;
     let grpc_listener = TcpListener::bind(settings.grpc_addr)
         .await

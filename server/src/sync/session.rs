@@ -73,6 +73,8 @@ pub struct DeviceSession {
     peer: SocketAddr,
     outbox: Outbox,
     identity: Option<Identity>,
+    /// This session's place in its user's connection count (set at Welcome).
+    user_slot: Option<super::UserSlot>,
     subscriptions: HashMap<PartitionName, PartitionSync>,
 }
 
@@ -131,7 +133,7 @@ async fn blocking<T: Send + 'static>(
 impl DeviceSession {
     /// Returns the handler of a new connection from `peer`.
     pub fn new(engine: Arc<SyncEngine>, peer: SocketAddr, outbox: Outbox) -> Self {
-        Self { engine, peer, outbox, identity: None, subscriptions: HashMap::new() }
+        Self { engine, peer, outbox, identity: None, user_slot: None, subscriptions: HashMap::new() }
     }
 
     /// Forwards a search to the source's channel on a task of its own, so a slow backend
@@ -348,6 +350,21 @@ impl DeviceSession {
             }
         };
         let limits = &self.engine.limits;
+        // A second Hello on this connection replaces the first session's slot.
+        self.user_slot = None;
+        match self.engine.user_sessions.acquire(&identity.user_id, limits.max_connections_per_user) {
+            Ok(slot) => self.user_slot = Some(slot),
+            Err(open) => {
+                let message = format!(
+                    "user {:?} already has {open} connections (limit {}); close one or retry later",
+                    identity.user_id, limits.max_connections_per_user
+                );
+                tracing::debug!(peer = %self.peer, user_id = %identity.user_id, open, "per-user connection cap");
+                return self
+                    .fatal(outbox, ErrorCode::ResourceExhausted, &message, close_code::TOO_MANY_CONNECTIONS)
+                    .await;
+            }
+        }
         let welcome = v1::Welcome {
             client_id: identity.client_id.clone(),
             session_token: token.token,
@@ -638,6 +655,7 @@ impl SessionHandler for DeviceSession {
 
     fn on_closed(&mut self, _end: &SessionEnd) {
         self.subscriptions.clear();
+        self.user_slot = None;
         if let Some(identity) = &self.identity {
             self.engine.mutations.detach(&identity.client_id, &self.outbox);
         }
