@@ -10,7 +10,7 @@
 //! the device is connected. See [`crate::outbox`] for ordering and failure handling.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -18,7 +18,7 @@ use std::{
 use parking_lot::Mutex;
 use syncline_proto::{close_code, v1::Value};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
     time::{Instant, sleep, sleep_until},
 };
@@ -27,7 +27,7 @@ use tracing::{Instrument, debug, info, info_span};
 use crate::{
     backoff::Backoff,
     config::DeviceConfig,
-    engine::{AfterDisconnect, Disconnect, ReconnectDelay, SyncEngine},
+    engine::{AfterDisconnect, Disconnect, ReconnectDelay, SearchError, SearchQuery, SearchResults, SyncEngine},
     notification::Notification,
     outbox::{MutationQueue, OutboxError, QueuedMutation, Resolution, Resolved},
     replica::{PartitionId, PartitionView},
@@ -94,6 +94,7 @@ impl Device {
             outbox: NotificationOutbox { sender: notification_tx, queue: VecDeque::new() },
             connections: 0,
             published: DeviceState::default(),
+            searches: HashMap::new(),
         };
         let task = tokio::spawn(task.run().instrument(span));
         Ok(DeviceHandle { engine, state: state_rx, control: control_tx, notifications: notification_rx, task })
@@ -111,6 +112,9 @@ pub enum WaitError {
     Stopped(StopReason),
 }
 
+/// Answers a search.
+type SearchReply = oneshot::Sender<Result<SearchResults, SearchError>>;
+
 /// Requests from the handle to the task.
 #[derive(Debug)]
 enum Control {
@@ -118,6 +122,8 @@ enum Control {
     Stop,
     /// The mutation queue changed: send what can go and publish the state.
     Flush,
+    /// Send a search on the current connection and answer with its result.
+    Search(SearchQuery, SearchReply),
 }
 
 /// Observes and steers a running device. Dropping it stops the device.
@@ -196,6 +202,23 @@ impl DeviceHandle {
         let resolved = self.engine.lock().resolve(mutation_id, resolution)?;
         self.flush();
         Ok(resolved)
+    }
+
+    /// Searches `query.source` through its channel and returns the matches. When the channel
+    /// says so, the matches are also merged into [`DeviceHandle::view`] of their partition
+    /// (until the device has that partition caught up, whose replica then holds the whole
+    /// partition). Needs a connection: fails at once with [`SearchError::Offline`] when there
+    /// is none, and with [`SearchError::Timeout`] when no answer came within `timeout`.
+    pub async fn search(&self, query: SearchQuery, timeout: Duration) -> Result<SearchResults, SearchError> {
+        let (reply, answer) = oneshot::channel();
+        if self.control.send(Control::Search(query, reply)).is_err() {
+            return Err(SearchError::Stopped);
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(SearchError::Stopped),
+            Err(_) => Err(SearchError::Timeout),
+        }
     }
 
     /// Returns the unfinished mutations (pending, acked or failed) in queue order.
@@ -365,6 +388,8 @@ struct DeviceTask {
     connections: u64,
     /// The state as last published; the watch holds a copy.
     published: DeviceState,
+    /// Searches sent on the current connection, by search id.
+    searches: HashMap<String, SearchReply>,
 }
 
 impl DeviceTask {
@@ -404,6 +429,10 @@ impl DeviceTask {
             }
             let started = Instant::now();
             let end = self.run_session(connection).await;
+            self.engine.lock().abandon_searches();
+            for (_, reply) in self.searches.drain() {
+                let _ = reply.send(Err(SearchError::Disconnected));
+            }
             let disconnect = match end {
                 SessionEnd::Stopped(reason) => return reason,
                 SessionEnd::Disconnected(disconnect) => disconnect,
@@ -452,6 +481,9 @@ impl DeviceTask {
                 control = self.control.recv() => match control {
                     // Not connected yet: nothing to cut, and mutations wait for the session.
                     Some(Control::Cut) => {}
+                    Some(Control::Search(_, reply)) => {
+                        let _ = reply.send(Err(SearchError::Offline));
+                    }
                     Some(Control::Flush) => {
                         // Field by field: the connect future borrows the URL.
                         self.engine.lock().publish(&mut self.published);
@@ -473,6 +505,9 @@ impl DeviceTask {
                 () = &mut until => return None,
                 control = self.control.recv() => match control {
                     Some(Control::Cut) => {}
+                    Some(Control::Search(_, reply)) => {
+                        let _ = reply.send(Err(SearchError::Offline));
+                    }
                     Some(Control::Flush) => self.publish(),
                     Some(Control::Stop) | None => return Some(StopReason::Requested),
                 },
@@ -501,6 +536,14 @@ impl DeviceTask {
                     Some(Control::Stop) | None => {
                         close_quietly(&mut connection).await;
                         return SessionEnd::Stopped(StopReason::Requested);
+                    }
+                    Some(Control::Search(query, reply)) => {
+                        let (search_id, frame) = self.engine.lock().start_search(query);
+                        self.searches.insert(search_id, reply);
+                        if let Err(error) = connection.send(&frame).await {
+                            debug!(error = %error, "send failed");
+                            return SessionEnd::Disconnected(Disconnect::Lost);
+                        }
                     }
                     Some(Control::Flush) => {
                         // Empty until `Welcome`, which sends the queue itself.
@@ -532,6 +575,11 @@ impl DeviceTask {
                         };
                         self.send_state();
                         self.outbox.extend(reaction.notifications);
+                        for (search_id, outcome) in reaction.search_results {
+                            if let Some(reply) = self.searches.remove(&search_id) {
+                                let _ = reply.send(outcome);
+                            }
+                        }
                         for frame in &reaction.frames {
                             if let Err(error) = connection.send(frame).await {
                                 debug!(error = %error, "send failed");
