@@ -12,6 +12,8 @@ pub struct ConnectionEvents {
     pub closed: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub accept_failures: AtomicU64,
+    /// Connections closed because the device stayed silent (4408).
+    pub idle_timeouts: AtomicU64,
 }
 
 /// The process-wide connection counters.
@@ -20,6 +22,7 @@ pub static EVENTS: ConnectionEvents = ConnectionEvents {
     closed: AtomicU64::new(0),
     handshake_failures: AtomicU64::new(0),
     accept_failures: AtomicU64::new(0),
+    idle_timeouts: AtomicU64::new(0),
 };
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -35,6 +38,9 @@ pub(crate) fn connection_opened(peer: SocketAddr) -> u64 {
 /// A connection ended.
 pub(crate) fn connection_closed(conn_id: u64, peer: SocketAddr, end: &SessionEnd) {
     EVENTS.closed.fetch_add(1, Ordering::Relaxed);
+    if *end == SessionEnd::IdleTimeout {
+        EVENTS.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
     tracing::debug!(conn_id, %peer, ?end, "connection closed");
 }
 

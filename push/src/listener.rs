@@ -147,12 +147,12 @@ async fn handle_connection<F: SessionFactory>(
     context: ConnectionContext<F>,
 ) {
     match tls {
-        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => upgrade_and_run(stream, context).await,
+        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await {
+            Ok(Ok(stream)) => Box::pin(upgrade_and_run(stream, context)).await,
             Ok(Err(error)) => events::handshake_failed(context.peer, &error.to_string()),
             Err(_) => events::handshake_failed(context.peer, "tls handshake timed out"),
         },
-        None => upgrade_and_run(stream, context).await,
+        None => Box::pin(upgrade_and_run(stream, context)).await,
     }
 }
 
@@ -175,7 +175,7 @@ where
     let callback = |request: &Request, response: Response| negotiate(request, response, admitted);
     let upgraded = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config)),
+        Box::pin(tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config))),
     )
     .await;
     let socket = match upgraded {
@@ -186,7 +186,10 @@ where
     let conn_id = events::connection_opened(peer);
     let (outbox, queue) = session::open_outbox(&config.session);
     let handler = factory.open(peer, outbox.clone());
-    let end = session::run_session(socket, handler, outbox, queue, &heartbeats, &shutdown).await;
+    // Boxed, like the handshakes: a task is allocated for its largest state, so the
+    // handshakes' and the session's futures each get their own allocation, and an idle
+    // connection holds only the session's.
+    let end = Box::pin(session::run_session(socket, handler, outbox, queue, &heartbeats, &shutdown)).await;
     events::connection_closed(conn_id, peer, &end);
     drop(slot);
 }

@@ -227,7 +227,7 @@ where
                 }
                 () = shared.cancel.cancelled() => break,
                 () = shared.wake.notified() => {
-                    handler.on_wake(&outbox).await;
+                    Box::pin(handler.on_wake(&outbox)).await;
                     continue;
                 }
                 next = stream.next() => next,
@@ -254,14 +254,16 @@ where
             match codec::decode_client(&message) {
                 Ok(Some(decoded)) => {
                     let _ = shared.format.set(decoded.format);
-                    handler.on_frame(decoded.frame, &outbox).await;
+                    // Boxed: the handler's futures are large and short-lived; inline, every
+                    // idle connection would carry room for them.
+                    Box::pin(handler.on_frame(decoded.frame, &outbox)).await;
                 }
                 Ok(None) => {}
                 Err(error) => {
                     if let Message::Text(_) = message {
                         let _ = shared.format.set(FrameFormat::Json);
                     }
-                    handler.on_bad_frame(error, &outbox).await;
+                    Box::pin(handler.on_bad_frame(error, &outbox)).await;
                 }
             }
             if shared.cancel.is_cancelled() {

@@ -131,9 +131,8 @@ impl MutationDispatcher {
 
     /// Registers a connected device so outcomes reach it.
     pub fn attach(&self, client_id: &str, outbox: &Outbox) {
-        let mut connections = self.devices.entry(client_id.to_owned()).or_default();
-        connections.retain(|registered| !registered.is_closed() && !registered.same_connection(outbox));
-        connections.push(outbox.clone());
+        // Each connection detaches itself when it ends.
+        self.devices.entry(client_id.to_owned()).or_default().push(outbox.clone());
     }
 
     /// Forgets one of a device's connections.
