@@ -66,6 +66,8 @@ pub struct SyncEngine {
     pub poll_requests: BTreeMap<String, tokio::sync::mpsc::Sender<PartitionName>>,
     /// Dispatches device mutations to channels.
     pub mutations: Arc<crate::mutations::MutationDispatcher>,
+    /// Routes device RPC calls to backend services.
+    pub rpc: Arc<crate::rpc::RpcRouter>,
 }
 
 /// Why a device may not sync a partition.

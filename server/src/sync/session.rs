@@ -74,6 +74,8 @@ pub struct DeviceSession {
     outbox: Outbox,
     identity: Option<Identity>,
     subscriptions: HashMap<PartitionName, PartitionSync>,
+    /// Mobile RPC calls in flight on this connection (cancelled when it closes).
+    rpc: crate::rpc::RpcCalls,
 }
 
 /// A failure that ends a step of the session.
@@ -131,7 +133,8 @@ async fn blocking<T: Send + 'static>(
 impl DeviceSession {
     /// Returns the handler of a new connection from `peer`.
     pub fn new(engine: Arc<SyncEngine>, peer: SocketAddr, outbox: Outbox) -> Self {
-        Self { engine, peer, outbox, identity: None, subscriptions: HashMap::new() }
+        let rpc = engine.rpc.connection_calls();
+        Self { engine, peer, outbox, identity: None, subscriptions: HashMap::new(), rpc }
     }
 
     /// Forwards a search to the source's channel on a task of its own, so a slow backend
@@ -605,7 +608,10 @@ impl SessionHandler for DeviceSession {
             client_frame::Msg::Mutate(mutate) => self.on_mutate(mutate, outbox).await,
             client_frame::Msg::Search(search) => self.on_search(search, outbox).await,
             client_frame::Msg::RpcCall(call) => {
-                self.unimplemented(&format!("RpcCall ({})", call.call_id), outbox).await;
+                // Runs off the session loop; the reply comes later as RpcReply.
+                if let Some(identity) = &self.identity {
+                    self.rpc.start(call, identity, outbox).await;
+                }
             }
             client_frame::Msg::BulkRequest(request) => {
                 self.unimplemented(&format!("BulkRequest ({})", request.request_id), outbox).await;
@@ -638,6 +644,7 @@ impl SessionHandler for DeviceSession {
 
     fn on_closed(&mut self, _end: &SessionEnd) {
         self.subscriptions.clear();
+        self.rpc.cancel_all();
         if let Some(identity) = &self.identity {
             self.engine.mutations.detach(&identity.client_id, &self.outbox);
         }
