@@ -141,15 +141,22 @@ async fn next_frame(connection: &mut Connection) -> syncline_proto::v1::ServerFr
     }
 }
 
-/// Reads frames until the reply to `call_id`.
+/// Reads frames until the reply to `call_id` (skipping other frames and replies).
 async fn reply_to(connection: &mut Connection, call_id: &str) -> RpcReply {
-    loop {
+    replies_to(connection, &[call_id]).await.remove(call_id).expect("the reply")
+}
+
+/// Reads frames until the replies to all of `call_ids`, in whatever order they come.
+async fn replies_to(connection: &mut Connection, call_ids: &[&str]) -> std::collections::HashMap<String, RpcReply> {
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < call_ids.len() {
         if let Some(server_frame::Msg::RpcReply(reply)) = next_frame(connection).await.msg
-            && reply.call_id == call_id
+            && call_ids.contains(&reply.call_id.as_str())
         {
-            return reply;
+            replies.insert(reply.call_id.clone(), reply);
         }
     }
+    replies
 }
 
 fn code_of(result: &Result<Vec<u8>, CallError>) -> Option<ErrorCode> {
@@ -214,7 +221,11 @@ async fn a_backend_that_is_down_answers_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_is_capped_by_config_and_cancels_the_backend_call_when_it_passes() {
     let mut backend = Backend::start().await;
-    let server = server_for(&backend.url, |config| config.rpc.max_deadline_ms = 300).await;
+    let server = server_for(&backend.url, |config| {
+        config.rpc.max_deadline_ms = 300;
+        config.rpc.default_deadline_ms = 300;
+    })
+    .await;
     let mut connection = raw_session(&server, "alice").await;
     // The device asks for an hour; the server allows 300 ms.
     connection.send(&call_frame("slow", "test", "Wait", b"slow".to_vec(), Duration::from_secs(3600))).await.unwrap();
@@ -272,8 +283,8 @@ async fn concurrency_limits_per_device_and_per_service_answer_resource_exhausted
     assert!(refused.to_string().contains("service"), "{refused}");
 
     backend.release_all();
-    for id in ["a1", "a2"] {
-        assert_eq!(reply_result(reply_to(&mut alice, id).await).unwrap(), b"released");
+    for (_, reply) in replies_to(&mut alice, &["a1", "a2"]).await {
+        assert_eq!(reply_result(reply).unwrap(), b"released");
     }
     assert_eq!(reply_result(reply_to(&mut bob, "b1").await).unwrap(), b"released");
     // The slots are free again.
