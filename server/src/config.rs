@@ -100,6 +100,7 @@ pub struct RpcSection {
     /// Cap on a call's deadline.
     pub max_deadline_ms: u64,
     /// Largest request payload (larger: BAD_REQUEST) and reply payload (larger: INTERNAL).
+    /// A request must also fit in one device frame (`device.max_frame_bytes`).
     pub max_payload_bytes: usize,
     /// Calls one device connection may have in flight (more: RESOURCE_EXHAUSTED).
     pub max_in_flight_per_device: usize,
@@ -658,7 +659,7 @@ impl Config {
         if sources.is_empty() {
             return Err(invalid("sources", &"{}", "configure at least one source, or enable the demo"));
         }
-        let rpc = self.rpc.validate(device.max_frame_bytes)?;
+        let rpc = self.rpc.validate()?;
         Ok(Settings {
             data_dir: self.data_dir.clone(),
             json_logs,
@@ -707,9 +708,8 @@ impl Config {
 }
 
 impl RpcSection {
-    /// Checks the RPC limits and services; a payload must fit in a device frame of
-    /// `max_frame_bytes`.
-    fn validate(&self, max_frame_bytes: usize) -> Result<RpcSettings, ConfigError> {
+    /// Checks the RPC limits and services.
+    fn validate(&self) -> Result<RpcSettings, ConfigError> {
         let invalid = |key: &str, value: &dyn std::fmt::Display, message: &str| ConfigError::Invalid {
             key: key.to_owned(),
             value: value.to_string(),
@@ -725,14 +725,8 @@ impl RpcSection {
                 "must be between 1 and rpc.max_deadline_ms",
             ));
         }
-        if self.max_payload_bytes == 0 || self.max_payload_bytes >= max_frame_bytes {
-            return Err(invalid(
-                "rpc.max_payload_bytes",
-                &self.max_payload_bytes,
-                &format!(
-                    "must be between 1 and device.max_frame_bytes ({max_frame_bytes}) minus the frame's own bytes"
-                ),
-            ));
+        if self.max_payload_bytes == 0 {
+            return Err(invalid("rpc.max_payload_bytes", &self.max_payload_bytes, "must be greater than 0"));
         }
         if self.max_in_flight_per_device == 0 {
             return Err(invalid(
@@ -874,7 +868,7 @@ mod tests {
         };
         let error = error_of(&|config| config.rpc.default_deadline_ms = 120_000);
         assert!(error.contains("rpc.default_deadline_ms"), "{error}");
-        let error = error_of(&|config| config.rpc.max_payload_bytes = 2 * DEFAULT_MAX_FRAME_BYTES);
+        let error = error_of(&|config| config.rpc.max_payload_bytes = 0);
         assert!(error.contains("rpc.max_payload_bytes"), "{error}");
         let error = error_of(&|config| config.rpc.max_in_flight_per_device = 0);
         assert!(error.contains("rpc.max_in_flight_per_device"), "{error}");

@@ -436,6 +436,43 @@ mod crm {
         crm.stopped().await.expect("crm stops");
     }
 
+    /// The demo app (no sources configured) routes service `crm` to its CRM channel.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_demo_app_serves_close_deal() {
+        let server = TestServer::start_with(|config| {
+            config.sources.clear();
+            config.demo.enabled = true;
+            config.demo.records = 5;
+        })
+        .await;
+        let device = Device::start(
+            DeviceConfig::new(server.url(), "demo", "demo").subscribe(SubscriptionConfig::new("Account")),
+        );
+        let deadline = || tokio::time::Instant::now() + DEADLINE;
+        device
+            .wait_for(deadline(), |state| state.partition("Account", "*").is_some_and(|p| p.caught_up && p.total == 5))
+            .await
+            .expect("caught up on the demo accounts");
+        let before = revenue(&device, "acc-2");
+        let reply = device
+            .call("crm", "CloseDeal", br#"{"account_id": "acc-2", "amount": 250.0}"#.to_vec())
+            .await
+            .expect("the demo closes the deal");
+        let reply: serde_json::Value = serde_json::from_slice(&reply).expect("a JSON reply");
+        assert_eq!(reply["annual_revenue"], before + 250.0);
+        device
+            .wait_for(deadline(), |_| {
+                device.view("Account", "*").is_some_and(|view| {
+                    view.records["acc-2"].fields.get("annual_revenue")
+                        == Some(&syncline_proto::v1::Value::double(before + 250.0))
+                })
+            })
+            .await
+            .expect("the change reaches the device");
+        device.stop().await;
+        server.stop().await;
+    }
+
     fn revenue(device: &syncline_client_sim::DeviceHandle, id: &str) -> f64 {
         let view = device.view("Account", "*").expect("accounts");
         match view.records[id].fields.get("annual_revenue").and_then(|value| value.kind.clone()) {

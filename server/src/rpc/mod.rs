@@ -249,6 +249,9 @@ impl RpcCalls {
                     () = cancel.cancelled() => None,
                     outcome = tokio::time::timeout(deadline, invoke) => Some(match outcome {
                         Err(_elapsed) => Err(RpcError::DeadlineExceeded { deadline }),
+                        // The gRPC client enforces the same deadline and may fail the call
+                        // (as cancelled) a moment before the timer here fires.
+                        Ok(Err(_)) if started.elapsed() >= deadline => Err(RpcError::DeadlineExceeded { deadline }),
                         Ok(Err(error)) => Err(RpcError::Backend(error)),
                         Ok(Ok(payload)) if payload.len() > max_reply => {
                             Err(RpcError::ReplyTooLarge { bytes: payload.len(), max: max_reply })
@@ -405,8 +408,8 @@ mod tests {
         assert!(calls.admit(&call("1", "crm", "M"), &caller()).is_ok());
     }
 
-    #[test]
-    fn deadlines_default_and_are_capped() {
+    #[tokio::test]
+    async fn deadlines_default_and_are_capped() {
         let router = router(1, 1);
         assert_eq!(router.deadline(0), router.settings.default_deadline);
         assert_eq!(router.deadline(5), Duration::from_millis(5));
