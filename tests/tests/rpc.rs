@@ -38,7 +38,8 @@ impl Drop for CallGuard {
 }
 
 /// The test service `test`: `Whoami` answers the caller's identity, `Echo` the payload,
-/// `Deny` PERMISSION_DENIED, and `Wait` blocks until the test releases it.
+/// `Deny` PERMISSION_DENIED, `Big` as many bytes as the payload says, and `Wait` blocks
+/// until the test releases it.
 struct TestBackend {
     events: mpsc::UnboundedSender<Event>,
     release: watch::Receiver<bool>,
@@ -51,6 +52,10 @@ impl MobileBackend for TestBackend {
             "Whoami" => Ok(format!("{}/{}/{}", call.service, call.caller.user_id, call.caller.client_id).into_bytes()),
             "Echo" => Ok(call.payload),
             "Deny" => Err(MobileError::PermissionDenied("not for you".into())),
+            "Big" => {
+                let bytes = std::str::from_utf8(&call.payload).ok().and_then(|text| text.parse().ok());
+                Ok(vec![1; bytes.ok_or_else(|| MobileError::InvalidArgument("a size".into()))?])
+            }
             "Wait" => {
                 let label = String::from_utf8_lossy(&call.payload).into_owned();
                 let mut guard = CallGuard { label: label.clone(), events: self.events.clone(), finished: false };
@@ -240,7 +245,7 @@ async fn a_deadline_is_capped_by_config_and_cancels_the_backend_call_when_it_pas
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversize_payload_is_a_bad_request_that_never_reaches_the_backend() {
+async fn oversize_payloads_are_refused_and_never_relayed() {
     let backend = Backend::start().await;
     let server = server_for(&backend.url, |config| config.rpc.max_payload_bytes = 1024).await;
     let device = connected_device(&server, "alice").await;
@@ -249,6 +254,13 @@ async fn an_oversize_payload_is_a_bad_request_that_never_reaches_the_backend() {
     assert_eq!(device.call("test", "Echo", vec![7; 1024]).await.expect("at the limit").len(), 1024);
     let echo = server.server.engine.rpc.metrics().snapshot("test", "Echo").expect("counted");
     assert_eq!((echo.count(Outcome::BadRequest), echo.count(Outcome::Ok)), (1, 1));
+    // Replies are held to the same limit: a little over it, and far over it (beyond what
+    // the gRPC client decodes at all), are the backend's fault.
+    for size in ["1025", "100000"] {
+        let result = device.call("test", "Big", size.as_bytes().to_vec()).await;
+        assert_eq!(code_of(&result), Some(ErrorCode::Internal), "{size}: {result:?}");
+    }
+    assert_eq!(device.call("test", "Big", b"1024".to_vec()).await.expect("at the limit").len(), 1024);
     device.stop().await;
     server.stop().await;
 }

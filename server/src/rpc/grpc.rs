@@ -15,12 +15,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// client refuses to decode it.
 const REPLY_ENVELOPE_BYTES: usize = 1024;
 
+/// How tonic's message starts when a reply is above the decoding limit (it sends it as
+/// OUT_OF_RANGE, which from a backend would mean a bad request).
+const DECODE_LIMIT_MESSAGE: &str = "Error, decoded message length too large";
+
 /// A lazily connected client of one backend endpoint; cheap to clone. Calls to it share one
 /// HTTP/2 connection, opened on first use and reopened after failures.
 #[derive(Clone, Debug)]
 pub struct MobileConnection {
     endpoint: String,
     client: MobileServiceClient<Channel>,
+    max_reply_bytes: usize,
 }
 
 impl MobileConnection {
@@ -34,7 +39,7 @@ impl MobileConnection {
             .connect_lazy();
         let client = MobileServiceClient::new(channel)
             .max_decoding_message_size(max_reply_bytes.saturating_add(REPLY_ENVELOPE_BYTES));
-        Ok(Self { endpoint: endpoint.to_owned(), client })
+        Ok(Self { endpoint: endpoint.to_owned(), client, max_reply_bytes })
     }
 
     /// Returns the endpoint URL.
@@ -49,6 +54,14 @@ impl MobileConnection {
         request.set_timeout(timeout);
         match self.client.clone().invoke(request).await {
             Ok(response) => Ok(response.into_inner().payload),
+            Err(status)
+                if status.code() == tonic::Code::OutOfRange && status.message().starts_with(DECODE_LIMIT_MESSAGE) =>
+            {
+                Err(MobileError::Internal(format!(
+                    "the reply of {} is larger than {} bytes",
+                    self.endpoint, self.max_reply_bytes
+                )))
+            }
             Err(status) => Err(MobileError::from_status(&status)),
         }
     }
