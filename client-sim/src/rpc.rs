@@ -174,6 +174,31 @@ mod tests {
     }
 
     #[test]
+    fn calls_and_replies_travel_as_binary_and_canonical_json_frames() {
+        use prost::Message as _;
+        use tokio_tungstenite::tungstenite::Message;
+
+        use crate::wire::{FrameFormat, encode_client_frame};
+
+        let frame = call_frame("c1", "crm", "CloseDeal", vec![0, 1, 254, 255], Duration::from_secs(2));
+        let Message::Binary(bytes) = encode_client_frame(&frame, FrameFormat::Binary).unwrap() else {
+            panic!("binary frames are binary");
+        };
+        assert_eq!(ClientFrame::decode(bytes).unwrap(), frame);
+        let Message::Text(text) = encode_client_frame(&frame, FrameFormat::Json).unwrap() else {
+            panic!("json frames are text");
+        };
+        let json: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+        // Canonical JSON: bytes as base64.
+        assert_eq!(json["rpcCall"]["payload"], "AAH+/w==", "{json}");
+        assert_eq!(json["rpcCall"]["deadlineMs"], 2000, "{json}");
+        let reply: syncline_proto::v1::ServerFrame =
+            serde_json::from_str(r#"{"rpcReply": {"callId": "c1", "payload": "b2s="}}"#).unwrap();
+        let Some(syncline_proto::v1::server_frame::Msg::RpcReply(reply)) = reply.msg else { panic!("a reply") };
+        assert_eq!(reply_result(reply), Ok(b"ok".to_vec()));
+    }
+
+    #[test]
     fn a_lost_connection_fails_every_waiting_call() {
         let mut calls = PendingCalls::default();
         let (call, mut reply) = outgoing();
