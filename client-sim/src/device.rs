@@ -12,7 +12,7 @@
 //! Business calls ([`DeviceHandle::call`]) are online-only: see [`crate::rpc`].
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -32,7 +32,7 @@ use tracing::{Instrument, debug, info, info_span};
 use crate::{
     backoff::Backoff,
     config::DeviceConfig,
-    engine::{AfterDisconnect, Disconnect, ReconnectDelay, SyncEngine},
+    engine::{AfterDisconnect, Disconnect, ReconnectDelay, SearchError, SearchQuery, SearchResults, SyncEngine},
     notification::Notification,
     outbox::{MutationQueue, OutboxError, QueuedMutation, Resolution, Resolved},
     replica::{PartitionId, PartitionView},
@@ -101,6 +101,7 @@ impl Device {
             connections: 0,
             published: DeviceState::default(),
             calls: PendingCalls::default(),
+            searches: HashMap::new(),
         };
         let task = tokio::spawn(task.run().instrument(span));
         Ok(DeviceHandle { engine, state: state_rx, control: control_tx, notifications: notification_rx, task })
@@ -118,6 +119,9 @@ pub enum WaitError {
     Stopped(StopReason),
 }
 
+/// Answers a search.
+type SearchReply = oneshot::Sender<Result<SearchResults, SearchError>>;
+
 /// Requests from the handle to the task.
 #[derive(Debug)]
 enum Control {
@@ -127,6 +131,8 @@ enum Control {
     Flush,
     /// Send a business call (when connected) and hand its reply over.
     Call(OutgoingCall),
+    /// Send a search on the current connection and answer with its result.
+    Search(SearchQuery, SearchReply),
 }
 
 /// Observes and steers a running device. Dropping it stops the device.
@@ -231,6 +237,23 @@ impl DeviceHandle {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(CallError::Stopped),
             Err(_) => Err(CallError::Timeout(timeout)),
+        }
+    }
+
+    /// Searches `query.source` through its channel and returns the matches. When the channel
+    /// says so, the matches are also merged into [`DeviceHandle::view`] of their partition
+    /// (until the device has that partition caught up, whose replica then holds the whole
+    /// partition). Needs a connection: fails at once with [`SearchError::Offline`] when there
+    /// is none, and with [`SearchError::Timeout`] when no answer came within `timeout`.
+    pub async fn search(&self, query: SearchQuery, timeout: Duration) -> Result<SearchResults, SearchError> {
+        let (reply, answer) = oneshot::channel();
+        if self.control.send(Control::Search(query, reply)).is_err() {
+            return Err(SearchError::Stopped);
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(SearchError::Stopped),
+            Err(_) => Err(SearchError::Timeout),
         }
     }
 
@@ -403,6 +426,8 @@ struct DeviceTask {
     published: DeviceState,
     /// Business calls waiting for their replies on the current connection.
     calls: PendingCalls,
+    /// Searches sent on the current connection, by search id.
+    searches: HashMap<String, SearchReply>,
 }
 
 impl DeviceTask {
@@ -443,6 +468,10 @@ impl DeviceTask {
             let started = Instant::now();
             let end = self.run_session(connection).await;
             self.calls.fail_all(&CallError::ConnectionLost);
+            self.engine.lock().abandon_searches();
+            for (_, reply) in self.searches.drain() {
+                let _ = reply.send(Err(SearchError::Disconnected));
+            }
             let disconnect = match end {
                 SessionEnd::Stopped(reason) => return reason,
                 SessionEnd::Disconnected(disconnect) => disconnect,
@@ -492,6 +521,9 @@ impl DeviceTask {
                     // Not connected yet: nothing to cut, and mutations wait for the session.
                     Some(Control::Cut) => {}
                     Some(Control::Call(call)) => refuse_offline(call),
+                    Some(Control::Search(_, reply)) => {
+                        let _ = reply.send(Err(SearchError::Offline));
+                    }
                     Some(Control::Flush) => {
                         // Field by field: the connect future borrows the URL.
                         self.engine.lock().publish(&mut self.published);
@@ -514,6 +546,9 @@ impl DeviceTask {
                 control = self.control.recv() => match control {
                     Some(Control::Cut) => {}
                     Some(Control::Call(call)) => refuse_offline(call),
+                    Some(Control::Search(_, reply)) => {
+                        let _ = reply.send(Err(SearchError::Offline));
+                    }
                     Some(Control::Flush) => self.publish(),
                     Some(Control::Stop) | None => return Some(StopReason::Requested),
                 },
@@ -549,6 +584,14 @@ impl DeviceTask {
                             continue;
                         }
                         let frame = self.calls.register(call);
+                        if let Err(error) = connection.send(&frame).await {
+                            debug!(error = %error, "send failed");
+                            return SessionEnd::Disconnected(Disconnect::Lost);
+                        }
+                    }
+                    Some(Control::Search(query, reply)) => {
+                        let (search_id, frame) = self.engine.lock().start_search(query);
+                        self.searches.insert(search_id, reply);
                         if let Err(error) = connection.send(&frame).await {
                             debug!(error = %error, "send failed");
                             return SessionEnd::Disconnected(Disconnect::Lost);
@@ -592,6 +635,11 @@ impl DeviceTask {
                         };
                         self.send_state();
                         self.outbox.extend(reaction.notifications);
+                        for (search_id, outcome) in reaction.search_results {
+                            if let Some(reply) = self.searches.remove(&search_id) {
+                                let _ = reply.send(outcome);
+                            }
+                        }
                         for frame in &reaction.frames {
                             if let Err(error) = connection.send(frame).await {
                                 debug!(error = %error, "send failed");

@@ -45,6 +45,8 @@ pub(crate) struct Reaction {
     pub(crate) notifications: Vec<Notification>,
     /// Set when the device must stop (after sending `frames`).
     pub(crate) stop: Option<StopReason>,
+    /// Answers to searches, by search id.
+    pub(crate) search_results: Vec<(String, Result<SearchResults, SearchError>)>,
 }
 
 /// How a connection ended.
@@ -190,6 +192,8 @@ pub(crate) struct SyncEngine {
     mutations_in_flight: BTreeSet<String>,
     /// Records learned from mutation results that the partitions' logs have not brought yet.
     confirmed: ConfirmedRecords,
+    /// Searches in flight and records merged from search results.
+    searches: Searches,
     /// Each source's natural partition key from the last `Welcome` (for mutations made with
     /// an empty key).
     natural_keys: BTreeMap<String, String>,
@@ -219,6 +223,7 @@ impl SyncEngine {
             mutations,
             mutations_in_flight: BTreeSet::new(),
             confirmed: ConfirmedRecords::default(),
+            searches: Searches::default(),
             natural_keys: BTreeMap::new(),
         }
     }
@@ -272,11 +277,9 @@ impl SyncEngine {
             Some(server_frame::Msg::Command(command)) => self.on_command(command, &mut reaction),
             Some(server_frame::Msg::MutationAck(ack)) => self.on_mutation_ack(&ack, &mut reaction),
             Some(server_frame::Msg::MutationResult(result)) => self.on_mutation_result(result, &mut reaction),
-            // Search, RPC and bulk are not simulated yet; their answers are only counted.
-            Some(
-                server_frame::Msg::SearchResult(_) | server_frame::Msg::RpcReply(_) | server_frame::Msg::BulkReady(_),
-            )
-            | None => {}
+            Some(server_frame::Msg::SearchResult(result)) => self.on_search_result(result, &mut reaction),
+            // RPC and bulk are not simulated yet; their answers are only counted.
+            Some(server_frame::Msg::RpcReply(_) | server_frame::Msg::BulkReady(_)) | None => {}
         }
         reaction
     }
@@ -590,6 +593,7 @@ impl SyncEngine {
                     Ok(()) => {
                         if partition.phase != Phase::CaughtUp {
                             partition.phase = Phase::CaughtUp;
+                            self.searches.forget(&id);
                             if self.notifications_enabled {
                                 reaction.notifications.push(sync_notification(
                                     &id,
@@ -708,6 +712,7 @@ impl SyncEngine {
                     partition.replica.clear();
                 }
                 self.confirmed.clear();
+                self.searches = Searches::default();
                 if let Err(error) = self.mutations.clear() {
                     warn!(%error, "wiping the mutation queue failed");
                 }
@@ -817,6 +822,10 @@ fn sync_notification(
 }
 
 mod mutations;
+mod search;
+
+use search::Searches;
+pub use search::{SearchError, SearchQuery, SearchResults};
 
 #[cfg(test)]
 mod tests;

@@ -62,6 +62,7 @@ pub mod wire;
 
 pub use config::{BackoffConfig, DeviceConfig, LiveAckPolicy, SubscriptionConfig};
 pub use device::{Device, DeviceHandle, WaitError};
+pub use engine::{SearchError, SearchQuery, SearchResults};
 pub use notification::{
     ChangedNotification, MutationNotification, MutationOutcome, Notification, SyncNotification, SyncNotificationStatus,
 };

@@ -116,6 +116,14 @@ CREATE TABLE IF NOT EXISTS create_mutations (
     mutation_id TEXT PRIMARY KEY,
     task_id     TEXT NOT NULL
 );
+-- Every Create, Update and Delete call received, in order, whatever its outcome: how often
+-- each device mutation id reached this backend (Syncline sends each at most once unless it
+-- crashed mid-call; the create_mutations dedupe covers that case).
+CREATE TABLE IF NOT EXISTS write_calls (
+    n           INTEGER PRIMARY KEY AUTOINCREMENT,
+    op          TEXT NOT NULL,
+    mutation_id TEXT NOT NULL
+);
 -- The change feed Watch streams. record is the serialized Record after an upsert (a
 -- snapshot, so replays show each change as it was), NULL for a delete.
 CREATE TABLE IF NOT EXISTS changes (
@@ -436,6 +444,13 @@ class Store:
             ]
             return [self._record(i) for i in ids], total
 
+    def record_write_call(self, op: str, mutation_id: str) -> None:
+        """Counts a Create, Update or Delete call (see the write_calls table)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO write_calls (op, mutation_id) VALUES (?, ?)", (op, mutation_id)
+            )
+
     def head(self) -> int:
         """The id of the last change in the feed (0 if none)."""
         with self._lock:
@@ -548,6 +563,7 @@ class TaskChannel(channel_pb2_grpc.ChannelServicer):
 
     @rpc
     def Create(self, request, context):
+        self.store.record_write_call("create", request.mutation_id)
         user_key = check_partition(request.partition)
         check_caller(request.caller, user_key)
         validate_fields(request.record.fields, creating=True)
@@ -556,6 +572,7 @@ class TaskChannel(channel_pb2_grpc.ChannelServicer):
 
     @rpc
     def Update(self, request, context):
+        self.store.record_write_call("update", request.mutation_id)
         user_key = check_partition(request.partition)
         check_caller(request.caller, user_key)
         task_id = check_id(request.record.id)
@@ -569,6 +586,7 @@ class TaskChannel(channel_pb2_grpc.ChannelServicer):
 
     @rpc
     def Delete(self, request, context):
+        self.store.record_write_call("delete", request.mutation_id)
         user_key = check_partition(request.partition)
         check_caller(request.caller, user_key)
         task_id = check_id(request.record.id)

@@ -11,6 +11,7 @@ import os
 import queue
 import selectors
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -49,6 +50,7 @@ class ChannelProcess:
             stderr=None,  # inherited: shows up in pytest's output on failure
             text=True,
         )
+        self.db_path = db_path
         self.address = self._wait_listening()
         self.grpc_channel = grpc.insecure_channel(self.address)
         grpc.channel_ready_future(self.grpc_channel).result(timeout=STARTUP_TIMEOUT)
@@ -306,11 +308,25 @@ def test_create_ids_are_generated_and_query_streams_in_order(stub, user):
     assert query(stub, f"{user}-other") == []
 
 
-def test_create_with_same_mutation_id_is_applied_once(stub, user):
+def write_calls(server, mutation_id):
+    """The ops of the write calls the channel received with this mutation id, in order."""
+    db = sqlite3.connect(server.db_path)
+    try:
+        rows = db.execute(
+            "SELECT op FROM write_calls WHERE mutation_id = ? ORDER BY n", (mutation_id,)
+        ).fetchall()
+    finally:
+        db.close()
+    return [row[0] for row in rows]
+
+
+def test_create_with_same_mutation_id_is_applied_once(server, stub, user):
     first = create(stub, user, {"title": s("once")}, mutation_id=f"m-{user}")
     again = create(stub, user, {"title": s("once")}, mutation_id=f"m-{user}")
     assert again == first
     assert [r.id for r in query(stub, user)] == [first.id]
+    # Both calls are counted, whatever their effect.
+    assert write_calls(server, f"m-{user}") == ["create", "create"]
 
 
 def test_update_conflict_returns_current_record(stub, user):

@@ -321,7 +321,7 @@ mod tests {
 
     fn range_of(outgoing: Outgoing) -> (u64, u64) {
         use syncline_proto::v1::server_frame;
-        let Outgoing::Frame(frame) = outgoing;
+        let Outgoing::Frame(frame) = outgoing else { panic!("only frames are published") };
         match &frame.frame().msg {
             Some(server_frame::Msg::Changes(changes)) => (changes.from, changes.to),
             other => panic!("unexpected frame {other:?}"),

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::events;
+use crate::heartbeat::Heartbeats;
 use crate::session::{self, Outbox, SessionConfig, SessionHandler};
 
 /// WebSocket read buffer per connection. tungstenite's default (128 KiB, zero-filled on first
@@ -29,6 +30,21 @@ pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Time allowed for the TLS and WebSocket handshakes of a new connection.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`):
+/// the default of 128 overflows when thousands of devices reconnect at once after a restart,
+/// and each overflowed SYN costs its device a retransmission delay of a second or more.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the device endpoint with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's and tokio's own `bind` do: a restarted server can take its port back at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again, so the
 /// loop does not spin.
@@ -73,7 +89,8 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Accepts connections until `shutdown` fires. Each session runs on `tracker`.
+/// Accepts connections until `shutdown` fires. Each session runs on `tracker`; one
+/// [`Heartbeats`] sweeper pings them all and closes the silent ones.
 pub async fn serve<F: SessionFactory>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -83,6 +100,8 @@ pub async fn serve<F: SessionFactory>(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let heartbeats = Heartbeats::new(config.session.heartbeat, config.session.idle_timeout);
+    tracker.spawn(heartbeats.clone().run(shutdown.clone()));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -104,42 +123,45 @@ pub async fn serve<F: SessionFactory>(
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         let connections = connections.clone();
+        let heartbeats = heartbeats.clone();
         tracker.spawn(async move {
-            handle_connection(stream, peer, tls, factory, config, connections, shutdown).await;
+            let context = ConnectionContext { peer, factory, config, connections, heartbeats, shutdown };
+            handle_connection(stream, tls, context).await;
         });
     }
 }
 
-async fn handle_connection<F: SessionFactory>(
-    stream: TcpStream,
+/// What a connection's task needs besides its stream.
+struct ConnectionContext<F> {
     peer: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     factory: Arc<F>,
     config: Arc<ListenerConfig>,
     connections: Arc<ConnectionCount>,
+    heartbeats: Heartbeats,
     shutdown: CancellationToken,
+}
+
+async fn handle_connection<F: SessionFactory>(
+    stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    context: ConnectionContext<F>,
 ) {
     match tls {
         Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => upgrade_and_run(stream, peer, factory, config, connections, shutdown).await,
-            Ok(Err(error)) => events::handshake_failed(peer, &error.to_string()),
-            Err(_) => events::handshake_failed(peer, "tls handshake timed out"),
+            Ok(Ok(stream)) => upgrade_and_run(stream, context).await,
+            Ok(Err(error)) => events::handshake_failed(context.peer, &error.to_string()),
+            Err(_) => events::handshake_failed(context.peer, "tls handshake timed out"),
         },
-        None => upgrade_and_run(stream, peer, factory, config, connections, shutdown).await,
+        None => upgrade_and_run(stream, context).await,
     }
 }
 
-async fn upgrade_and_run<S, F>(
-    stream: S,
-    peer: SocketAddr,
-    factory: Arc<F>,
-    config: Arc<ListenerConfig>,
-    connections: Arc<ConnectionCount>,
-    shutdown: CancellationToken,
-) where
+async fn upgrade_and_run<S, F>(stream: S, context: ConnectionContext<F>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     F: SessionFactory,
 {
+    let ConnectionContext { peer, factory, config, connections, heartbeats, shutdown } = context;
     // Take a connection slot before the upgrade so the cap holds under a connect storm.
     let admitted = connections.0.fetch_add(1, Ordering::Relaxed) < config.max_connections;
     let slot = ConnectionSlot(connections.clone());
@@ -164,7 +186,7 @@ async fn upgrade_and_run<S, F>(
     let conn_id = events::connection_opened(peer);
     let (outbox, queue) = session::open_outbox(&config.session);
     let handler = factory.open(peer, outbox.clone());
-    let end = session::run_session(socket, handler, outbox, queue, &config.session, &shutdown).await;
+    let end = session::run_session(socket, handler, outbox, queue, &heartbeats, &shutdown).await;
     events::connection_closed(conn_id, peer, &end);
     drop(slot);
 }

@@ -3,10 +3,12 @@
 //! A session runs two futures in one task: the *reader* decodes device frames and hands them
 //! to the [`SessionHandler`] (which the server implements), and the *writer* drains the
 //! connection's bounded outbound queue, coalescing everything already queued into one write
-//! per wakeup. Heartbeats (pings) and the idle timeout live here too. The handler talks back
-//! only through its [`Outbox`].
+//! per wakeup. Pings and the idle timeout come from the listener's shared sweeper
+//! ([`crate::heartbeat`]): the reader stamps the connection when anything arrives, and pings
+//! are queued like frames. The handler talks back only through its [`Outbox`].
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, CodecError, EncodedFrame, FrameFormat};
+use crate::heartbeat::Heartbeats;
 
 /// Most frames written per wakeup before flushing: bounds the time one busy connection holds
 /// the writer between flushes.
@@ -33,7 +36,7 @@ pub struct SessionConfig {
     /// Bound of each connection's outbound queue, in frames. A live subscriber whose queue
     /// is full is demoted to catch-up from the log.
     pub outbound_queue: usize,
-    /// Interval between server pings.
+    /// Interval between server pings (sent by the listener's [`Heartbeats`] sweeper).
     pub heartbeat: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed (4408).
     pub idle_timeout: Duration,
@@ -44,6 +47,8 @@ pub struct SessionConfig {
 pub enum Outgoing {
     /// A server frame, encoded once and possibly shared with other connections.
     Frame(Arc<EncodedFrame>),
+    /// A heartbeat ping (queued by the sweeper).
+    Ping,
 }
 
 #[derive(Debug)]
@@ -53,6 +58,8 @@ struct ConnectionShared {
     close: Mutex<Option<(u16, String)>>,
     cancel: CancellationToken,
     format: OnceLock<FrameFormat>,
+    /// When something last arrived from the device, on the heartbeat sweeper's clock.
+    last_seen_ms: AtomicU64,
 }
 
 /// The sending side of one connection: bounded queue, wakeups and close requests.
@@ -75,6 +82,7 @@ impl Outbox {
             close: Mutex::new(None),
             cancel,
             format: OnceLock::new(),
+            last_seen_ms: AtomicU64::new(0),
         });
         (Self { tx, shared }, rx)
     }
@@ -121,6 +129,16 @@ impl Outbox {
     /// Returns true when `other` is an outbox of the same connection.
     pub fn same_connection(&self, other: &Outbox) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Records that something arrived from the device at `now_ms` (the sweeper's clock).
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.shared.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Returns when something last arrived from the device (the sweeper's clock).
+    pub(crate) fn last_seen_ms(&self) -> u64 {
+        self.shared.last_seen_ms.load(Ordering::Relaxed)
     }
 
     /// Returns true once the connection is closing or closed.
@@ -173,13 +191,14 @@ pub enum SessionEnd {
 }
 
 /// Runs one connection's session to its end. `shutdown` is the server's; the session closes
-/// with "reconnect now" (1012) when it fires.
+/// with "reconnect now" (1012) when it fires. `heartbeats` pings the connection and closes it
+/// (4408) when the device stays silent.
 pub async fn run_session<S, H>(
     socket: S,
     mut handler: H,
     outbox: Outbox,
     queue: mpsc::Receiver<Outgoing>,
-    config: &SessionConfig,
+    heartbeats: &Heartbeats,
     shutdown: &CancellationToken,
 ) -> SessionEnd
 where
@@ -188,6 +207,7 @@ where
 {
     let (sink, mut stream) = socket.split();
     let shared = outbox.shared.clone();
+    let _registration = heartbeats.register(&outbox);
     let ended: Mutex<Option<SessionEnd>> = Mutex::new(None);
     let finish = |end: SessionEnd| {
         let mut slot = ended.lock();
@@ -210,31 +230,27 @@ where
                     handler.on_wake(&outbox).await;
                     continue;
                 }
-                next = tokio::time::timeout(config.idle_timeout, stream.next()) => next,
+                next = stream.next() => next,
             };
             let message = match next {
-                Err(_elapsed) => {
-                    finish(SessionEnd::IdleTimeout);
-                    outbox.close(close_code::IDLE_TIMEOUT, "idle timeout");
-                    break;
-                }
-                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
+                None | Some(Ok(Message::Close(_))) => {
                     finish(SessionEnd::ClosedByPeer);
                     shared.cancel.cancel();
                     break;
                 }
-                Ok(Some(Err(tungstenite::Error::Capacity(_)))) => {
+                Some(Err(tungstenite::Error::Capacity(_))) => {
                     finish(SessionEnd::FrameTooLarge);
                     outbox.close(close_code::MESSAGE_TOO_BIG, "frame too large");
                     break;
                 }
-                Ok(Some(Err(error))) => {
+                Some(Err(error)) => {
                     finish(SessionEnd::TransportError(error.to_string()));
                     shared.cancel.cancel();
                     break;
                 }
-                Ok(Some(Ok(message))) => message,
+                Some(Ok(message)) => message,
             };
+            outbox.touch(heartbeats.now_ms());
             match codec::decode_client(&message) {
                 Ok(Some(decoded)) => {
                     let _ = shared.format.set(decoded.format);
@@ -254,13 +270,14 @@ where
         }
     };
 
-    let writer = write_loop(sink, queue, &shared, config.heartbeat);
+    let writer = write_loop(sink, queue, &shared);
     let ((), write_error) = futures_util::future::join(reader, writer).await;
     if let Some(error) = write_error {
         finish(SessionEnd::TransportError(error));
     }
     let close = shared.close.lock().clone();
     let end = ended.into_inner().unwrap_or(match close {
+        Some((close_code::IDLE_TIMEOUT, _)) => SessionEnd::IdleTimeout,
         Some((code, reason)) => SessionEnd::ClosedByServer { code, reason },
         None => SessionEnd::ClosedByPeer,
     });
@@ -268,20 +285,13 @@ where
     end
 }
 
-/// Writes queued frames, coalescing what is already queued into one flush, plus pings; on
+/// Writes queued frames and pings, coalescing what is already queued into one flush; on
 /// cancellation writes what is still queued, then the close frame. Returns a transport error
 /// if one ended it.
-async fn write_loop<W>(
-    mut sink: W,
-    mut queue: mpsc::Receiver<Outgoing>,
-    shared: &ConnectionShared,
-    heartbeat: Duration,
-) -> Option<String>
+async fn write_loop<W>(mut sink: W, mut queue: mpsc::Receiver<Outgoing>, shared: &ConnectionShared) -> Option<String>
 where
     W: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
             biased;
@@ -290,24 +300,16 @@ where
                 Some(item) => item,
                 None => break,
             },
-            _ = ping.tick() => {
-                if let Err(error) = sink.send(Message::Ping(bytes::Bytes::new())).await {
-                    shared.cancel.cancel();
-                    return Some(error.to_string());
-                }
-                continue;
-            }
         };
         let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
-        let Outgoing::Frame(frame) = first;
-        if let Err(error) = sink.feed(frame.message(format)).await {
+        if let Err(error) = sink.feed(message_of(first, format)).await {
             shared.cancel.cancel();
             return Some(error.to_string());
         }
         let mut written = 1;
         while written < MAX_COALESCED_FRAMES {
-            let Ok(Outgoing::Frame(frame)) = queue.try_recv() else { break };
-            if let Err(error) = sink.feed(frame.message(format)).await {
+            let Ok(next) = queue.try_recv() else { break };
+            if let Err(error) = sink.feed(message_of(next, format)).await {
                 shared.cancel.cancel();
                 return Some(error.to_string());
             }
@@ -323,8 +325,10 @@ where
     let close = shared.close.lock().clone();
     if let Some((code, reason)) = close {
         let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
-        while let Ok(Outgoing::Frame(frame)) = queue.try_recv() {
-            if sink.feed(frame.message(format)).await.is_err() {
+        while let Ok(item) = queue.try_recv() {
+            if let Outgoing::Frame(frame) = item
+                && sink.feed(frame.message(format)).await.is_err()
+            {
                 return None;
             }
         }
@@ -333,6 +337,14 @@ where
     }
     let _ = sink.close().await;
     None
+}
+
+/// Returns the WebSocket message of a queued item.
+fn message_of(item: Outgoing, format: FrameFormat) -> Message {
+    match item {
+        Outgoing::Frame(frame) => frame.message(format),
+        Outgoing::Ping => Message::Ping(bytes::Bytes::new()),
+    }
 }
 
 /// Creates a connection's outbox and queue. Server shutdown reaches the session through

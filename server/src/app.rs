@@ -117,6 +117,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         cursors: CursorRecorder::default(),
         poll_requests,
         mutations: mutations.clone(),
+        user_sessions: Default::default(),
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
     });
     let resumed = mutations.resume_pending().await?;
@@ -128,8 +129,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         Some((cert, key)) => Some(TlsMaterial::load(cert, key)?),
         None => None,
     };
-    let device_listener = TcpListener::bind(settings.device_addr)
-        .await
+    let device_listener = syncline_push::listener::bind(settings.device_addr)
         .with_context(|| format!("cannot listen on {} (device endpoint)", settings.device_addr))?;
     let grpc_listener = TcpListener::bind(settings.grpc_addr)
         .await

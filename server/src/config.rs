@@ -151,6 +151,9 @@ pub struct DeviceSection {
     pub heartbeat_secs: u64,
     pub idle_timeout_secs: u64,
     pub max_connections: usize,
+    /// Most simultaneous sessions of one user (0: no limit); more are refused at Hello
+    /// (RESOURCE_EXHAUSTED, close 4429).
+    pub max_connections_per_user: usize,
     pub default_page_size: u32,
     pub max_page_size: u32,
     pub default_window: u32,
@@ -287,6 +290,7 @@ impl Default for DeviceSection {
             heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_user: 0,
             default_page_size: DEFAULT_PAGE_SIZE,
             max_page_size: DEFAULT_MAX_PAGE_SIZE,
             default_window: DEFAULT_WINDOW,
@@ -452,6 +456,8 @@ pub struct Settings {
     pub heartbeat: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// 0: no limit.
+    pub max_connections_per_user: usize,
     pub default_page_size: u32,
     pub max_page_size: u32,
     pub default_window: u32,
@@ -515,6 +521,9 @@ impl Config {
                 "SYNCLINE_TLS_KEY" => self.tls.key = Some(PathBuf::from(value)),
                 "SYNCLINE_LOG_FORMAT" => self.log_format = value.clone(),
                 "SYNCLINE_MAX_CONNECTIONS" => self.device.max_connections = number(value)? as usize,
+                "SYNCLINE_MAX_CONNECTIONS_PER_USER" => {
+                    self.device.max_connections_per_user = number(value)? as usize;
+                }
                 "SYNCLINE_MAX_FRAME_BYTES" => self.device.max_frame_bytes = number(value)? as usize,
                 "SYNCLINE_DEMO" => {
                     self.demo.enabled = match value.as_str() {
@@ -672,6 +681,7 @@ impl Config {
             heartbeat: Duration::from_secs(positive("device.heartbeat_secs", device.heartbeat_secs)?),
             idle_timeout: Duration::from_secs(device.idle_timeout_secs),
             max_connections: positive("device.max_connections", device.max_connections as u64)? as usize,
+            max_connections_per_user: device.max_connections_per_user,
             default_page_size: device.default_page_size,
             max_page_size: device.max_page_size,
             default_window: device.default_window,

@@ -51,8 +51,10 @@ pub struct MutationDispatcher {
     sources: BTreeMap<String, SourceSettings>,
     channels: BTreeMap<String, ChannelConnection>,
     lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<QueuedMutation>>>,
-    /// Connected devices by client id, to deliver outcomes to.
-    devices: DashMap<String, Outbox>,
+    /// Connected devices by client id, to deliver outcomes to. A device may briefly have
+    /// several connections (a new one before the server noticed the old one is gone, in any
+    /// order): outcomes go to each, so the live one always gets them.
+    devices: DashMap<String, Vec<Outbox>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -129,12 +131,17 @@ impl MutationDispatcher {
 
     /// Registers a connected device so outcomes reach it.
     pub fn attach(&self, client_id: &str, outbox: &Outbox) {
-        self.devices.insert(client_id.to_owned(), outbox.clone());
+        let mut connections = self.devices.entry(client_id.to_owned()).or_default();
+        connections.retain(|registered| !registered.is_closed() && !registered.same_connection(outbox));
+        connections.push(outbox.clone());
     }
 
-    /// Forgets a device's connection (only if it is still the registered one).
+    /// Forgets one of a device's connections.
     pub fn detach(&self, client_id: &str, outbox: &Outbox) {
-        self.devices.remove_if(client_id, |_, registered| registered.same_connection(outbox));
+        if let Some(mut connections) = self.devices.get_mut(client_id) {
+            connections.retain(|registered| !registered.same_connection(outbox));
+        }
+        self.devices.remove_if(client_id, |_, connections| connections.is_empty());
     }
 
     async fn run_lane(self: Arc<Self>, key: LaneKey, mut receiver: mpsc::UnboundedReceiver<QueuedMutation>) {
@@ -149,9 +156,14 @@ impl MutationDispatcher {
             let Some(result) = self.dispatch(&mutation).await else {
                 return; // shutting down; the mutation stays queued for the next start
             };
-            if let Some(outbox) = self.devices.get(&mutation.client_id).map(|entry| entry.value().clone()) {
-                let frame = ServerFrame { msg: Some(server_frame::Msg::MutationResult(result)) };
-                let _ = outbox.send_frame(frame).await;
+            let connections = self.devices.get(&mutation.client_id).map(|entry| entry.value().clone());
+            if let Some(connections) = connections {
+                let frame = syncline_push::EncodedFrame::new(ServerFrame {
+                    msg: Some(server_frame::Msg::MutationResult(result)),
+                });
+                for outbox in connections {
+                    let _ = outbox.send(frame.clone()).await;
+                }
             }
             // An idle lane ends; submit starts a new one. Checked under the lanes lock so
             // that no mutation can be sent to a lane that is ending.

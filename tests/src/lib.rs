@@ -181,6 +181,7 @@ pub async fn assert_converges(
 /// The Python channel as a child process, stopped (by PID) when dropped.
 pub struct PythonChannel {
     child: std::process::Child,
+    db: PathBuf,
     /// The channel's gRPC URL.
     pub url: String,
 }
@@ -218,13 +219,33 @@ impl PythonChannel {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Self { child, url: format!("http://{address}") }
+        Self { child, db: db.to_owned(), url: format!("http://{address}") }
+    }
+
+    /// Returns the ops (`create`, `update`, `delete`) of the write calls the channel has
+    /// received with `mutation_id`, in order, whatever their outcome: the channel counts every
+    /// call in its `write_calls` table.
+    pub fn write_calls(&self, mutation_id: &str) -> Vec<String> {
+        write_calls(&self.db, mutation_id)
     }
 
     /// Returns the port it listens on.
     pub fn port(&self) -> u16 {
         self.url.rsplit(':').next().and_then(|port| port.parse().ok()).expect("port in url")
     }
+}
+
+/// Returns the write calls a Python channel whose database is `db` received with
+/// `mutation_id` (see [`PythonChannel::write_calls`]); works while the channel is stopped too.
+pub fn write_calls(db: &Path, mutation_id: &str) -> Vec<String> {
+    let connection = rusqlite::Connection::open(db).expect("the channel's database opens");
+    let mut statement =
+        connection.prepare("SELECT op FROM write_calls WHERE mutation_id = ?1 ORDER BY n").expect("write_calls exists");
+    statement
+        .query_map([mutation_id], |row| row.get::<_, String>(0))
+        .expect("write_calls reads")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("write_calls rows")
 }
 
 impl Drop for PythonChannel {
@@ -237,16 +258,40 @@ impl Drop for PythonChannel {
 /// Opens a raw device connection to `url` and sends a password Hello (the Welcome is left
 /// for the caller to read or skip).
 pub async fn raw_login(url: &str, user: &str, password: &str) -> syncline_client_sim::Connection {
+    raw_login_as(url, user, password, "").await
+}
+
+/// Like [`raw_login`], as the device `client_id` (from an earlier `Welcome`), so that the
+/// server knows it again: its mutation ids, its queue.
+pub async fn raw_login_as(url: &str, user: &str, password: &str, client_id: &str) -> syncline_client_sim::Connection {
     use syncline_proto::v1::{ClientFrame, Hello, Login, client_frame, hello};
     let options = syncline_client_sim::ConnectOptions::default();
     let mut connection = syncline_client_sim::Connection::connect(url, &options).await.expect("connects");
     let hello = Hello {
         protocol_version: syncline_proto::PROTOCOL_VERSION,
         credentials: Some(hello::Credentials::Login(Login { username: user.into(), password: password.into() })),
+        client_id: client_id.to_owned(),
         ..Hello::default()
     };
     connection.send(&ClientFrame { msg: Some(client_frame::Msg::Hello(hello)) }).await.expect("sends Hello");
     connection
+}
+
+/// Reads frames until the `Welcome` and returns the client id it assigns.
+pub async fn welcome_client_id(connection: &mut syncline_client_sim::Connection) -> String {
+    use syncline_proto::v1::server_frame;
+    loop {
+        let incoming =
+            tokio::time::timeout(DEADLINE, connection.recv()).await.expect("a Welcome in time").expect("a frame");
+        match incoming {
+            syncline_client_sim::Incoming::Frame(frame) => {
+                if let Some(server_frame::Msg::Welcome(welcome)) = frame.msg {
+                    return welcome.client_id;
+                }
+            }
+            syncline_client_sim::Incoming::Closed { code, reason } => panic!("closed before Welcome: {code} {reason}"),
+        }
+    }
 }
 
 /// Sends a `Mutate` frame and returns the `MutationResult` for its mutation id, skipping

@@ -207,7 +207,11 @@ async fn a_mutation_queued_before_a_sigkill_reaches_the_backend_once_after_resta
     let server = ServerProcess::start_with(&data_dir, device_port, grpc_port, Some(&config));
 
     let url = format!("ws://127.0.0.1:{device_port}/v1/sync");
-    let connect = || syncline_tests::raw_login(&url, "demo", "demo");
+    let mut first = syncline_tests::raw_login(&url, "demo", "demo").await;
+    let client_id = syncline_tests::welcome_client_id(&mut first).await;
+    drop(first);
+    // The device reconnects as itself (mutation ids are unique per device).
+    let connect = || syncline_tests::raw_login_as(&url, "demo", "demo", &client_id);
     let create = ClientFrame {
         msg: Some(client_frame::Msg::Mutate(Mutate {
             mutation_id: "before-the-crash".into(),
@@ -252,5 +256,7 @@ async fn a_mutation_queued_before_a_sigkill_reaches_the_backend_once_after_resta
     let result = syncline_tests::mutation_outcome(&mut phone, create.clone()).await;
     assert!(result.ok, "{result:?}");
     assert_eq!(query().await, Some(1));
+    // The server was killed before it dispatched the mutation: the channel got one call.
+    assert_eq!(channel.write_calls("before-the-crash"), ["create"]);
     server.stop();
 }

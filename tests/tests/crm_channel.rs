@@ -135,3 +135,57 @@ async fn a_permanent_create_error_is_reported_and_blocks_no_other_source() {
     server.stop().await;
     crm.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_results_reach_the_device_and_merge_into_its_view_when_the_channel_asks() {
+    use syncline_client_sim::{ConnectionPhase, SearchError, SearchQuery};
+
+    let crm = crm().await;
+    let server = server(&crm).await;
+    // The device syncs nothing: what it knows of accounts comes from searching.
+    let phone = Device::start(DeviceConfig::new(server.url(), "demo", "demo"));
+    let deadline = || tokio::time::Instant::now() + DEADLINE;
+    phone.wait_for(deadline(), |state| state.connection == ConnectionPhase::Ready).await.expect("connects");
+
+    let acme = SearchQuery::new("Account").param("name", Value::string("Acme")).page(0, 5);
+    let results = phone.search(acme, DEADLINE).await.expect("the search is answered");
+    // Seeded accounts 6, 12, ..., 48 are called "Acme <n>": 8 matches, the first 5 returned.
+    assert_eq!(results.total, 8);
+    let names: Vec<String> = results
+        .records
+        .iter()
+        .map(|record| match record.fields.get("name").and_then(|value| value.kind.clone()) {
+            Some(syncline_proto::v1::value::Kind::StringValue(name)) => name,
+            other => panic!("a name, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(names.len(), 5);
+    assert!(names.iter().all(|name| name.starts_with("Acme ")), "{names:?}");
+    // The CRM asks for a merge: the matches are in the device's view of the partition.
+    let partition = results.merged_into.clone().expect("merged");
+    assert_eq!((partition.source.as_str(), partition.key.as_str()), ("Account", "*"));
+    let view = phone.view("Account", "*").expect("a view of the merged records");
+    let merged: Vec<&String> = view.records.keys().collect();
+    let returned: Vec<&String> = results.records.iter().map(|record| &record.id).collect();
+    assert_eq!(merged, returned);
+
+    // A parameter the channel does not know is the channel's typed error, merged nowhere.
+    let bad = SearchQuery::new("Account").param("colour", Value::string("red"));
+    match phone.search(bad, DEADLINE).await {
+        Err(SearchError::Failed { code, message }) => {
+            assert_eq!(code, ErrorCode::BadRequest, "{message}");
+            assert!(message.contains("colour"), "{message}");
+        }
+        other => panic!("expected BAD_REQUEST, got {other:?}"),
+    }
+    assert_eq!(phone.view("Account", "*").expect("still there").records.len(), 5);
+    phone.stop().await;
+
+    // Without a connection a search fails at once instead of waiting.
+    let offline = Device::start(DeviceConfig::new("ws://127.0.0.1:9/v1/sync", "demo", "demo"));
+    let query = SearchQuery::new("Account");
+    assert_eq!(offline.search(query, DEADLINE).await, Err(SearchError::Offline));
+    offline.stop().await;
+    server.stop().await;
+    crm.stop.cancel();
+}

@@ -319,7 +319,11 @@ async fn connections_cut_right_after_a_mutation_never_duplicate_it_in_the_backen
     let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
     let server = server_with_task_source(&channel.url, "watch").await;
     let url = server.url();
-    let connect = || syncline_tests::raw_login(&url, "demo", "demo");
+    // One device throughout: mutation ids are unique per device, which reconnects as itself.
+    let mut first = syncline_tests::raw_login(&url, "demo", "demo").await;
+    let client_id = syncline_tests::welcome_client_id(&mut first).await;
+    drop(first);
+    let connect = || syncline_tests::raw_login_as(&url, "demo", "demo", &client_id);
     let create = |n: u32| ClientFrame {
         msg: Some(client_frame::Msg::Mutate(Mutate {
             mutation_id: format!("cut-{n}"),
@@ -343,7 +347,11 @@ async fn connections_cut_right_after_a_mutation_never_duplicate_it_in_the_backen
     }
     let titles = mutations::backend_titles(&channel.url).await;
     let expected: Vec<String> = (0..50).map(|n| format!("task {n:02}")).collect();
-    assert_eq!(titles, expected, "each mutation reached the backend exactly once");
+    assert_eq!(titles, expected, "each mutation took effect in the backend exactly once");
+    // Not just the channel's own dedupe: Syncline called it once per mutation id.
+    for n in 0..50 {
+        assert_eq!(channel.write_calls(&format!("cut-{n}")), ["create"], "calls for cut-{n}");
+    }
     server.stop().await;
 }
 

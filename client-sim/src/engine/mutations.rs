@@ -211,8 +211,9 @@ impl SyncEngine {
         next
     }
 
-    /// Returns a partition's records as the app sees them: the replica, the records learned
-    /// from mutation results, and the queued mutations in order.
+    /// Returns a partition's records as the app sees them: the replica, records merged from
+    /// searches, the records learned from mutation results, and the queued mutations in
+    /// order.
     pub(crate) fn view(&self, id: &PartitionId) -> Option<PartitionView> {
         let replica = self.partitions.get(id).map(|partition| &partition.replica);
         let mutations: Vec<&QueuedMutation> = self
@@ -221,10 +222,11 @@ impl SyncEngine {
             .iter()
             .filter(|mutation| self.partition_of(mutation).as_ref() == Some(id))
             .collect();
-        if mutations.is_empty() && self.confirmed.is_empty_for(id) {
+        if mutations.is_empty() && self.confirmed.is_empty_for(id) && self.searches.is_empty_for(id) {
             return replica.map(PartitionReplica::view);
         }
         let mut records = replica.map(|replica| replica.records().clone()).unwrap_or_default();
+        self.searches.apply(id, replica, &mut records);
         self.confirmed.apply(id, replica, &mut records);
         for mutation in mutations {
             apply_optimistically(&mut records, mutation);

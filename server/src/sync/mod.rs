@@ -31,6 +31,8 @@ pub struct DeviceLimits {
     pub default_window: u32,
     pub max_window: u32,
     pub max_subscriptions: usize,
+    /// 0: no limit.
+    pub max_connections_per_user: usize,
     pub max_frame_bytes: usize,
     pub heartbeat_ms: u32,
     pub idle_timeout_ms: u32,
@@ -46,6 +48,7 @@ impl DeviceLimits {
             default_window: settings.default_window,
             max_window: settings.max_window,
             max_subscriptions: settings.max_subscriptions,
+            max_connections_per_user: settings.max_connections_per_user,
             max_frame_bytes: settings.max_frame_bytes,
             heartbeat_ms: settings.heartbeat.as_millis() as u32,
             idle_timeout_ms: settings.idle_timeout.as_millis() as u32,
@@ -66,8 +69,51 @@ pub struct SyncEngine {
     pub poll_requests: BTreeMap<String, tokio::sync::mpsc::Sender<PartitionName>>,
     /// Dispatches device mutations to channels.
     pub mutations: Arc<crate::mutations::MutationDispatcher>,
+    /// Open sessions per user, for the per-user connection cap.
+    pub user_sessions: UserSessions,
     /// Routes device RPC calls to backend services.
     pub rpc: Arc<crate::rpc::RpcRouter>,
+}
+
+/// Counts each user's open sessions against a cap.
+#[derive(Debug, Default)]
+pub struct UserSessions {
+    counts: Arc<dashmap::DashMap<String, usize>>,
+}
+
+/// One counted session of a user; released when dropped.
+#[derive(Debug)]
+pub struct UserSlot {
+    counts: Arc<dashmap::DashMap<String, usize>>,
+    user_id: String,
+}
+
+impl UserSessions {
+    /// Counts a session of `user_id` unless the user already has `max` (0: no limit); returns
+    /// the count it has otherwise.
+    pub fn acquire(&self, user_id: &str, max: usize) -> Result<UserSlot, usize> {
+        let mut count = self.counts.entry(user_id.to_owned()).or_insert(0);
+        if max > 0 && *count >= max {
+            return Err(*count);
+        }
+        *count += 1;
+        drop(count);
+        Ok(UserSlot { counts: self.counts.clone(), user_id: user_id.to_owned() })
+    }
+
+    /// Returns the sessions `user_id` has open.
+    pub fn count(&self, user_id: &str) -> usize {
+        self.counts.get(user_id).map_or(0, |count| *count)
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        if let Some(mut count) = self.counts.get_mut(&self.user_id) {
+            *count = count.saturating_sub(1);
+        }
+        self.counts.remove_if(&self.user_id, |_, count| *count == 0);
+    }
 }
 
 /// Why a device may not sync a partition.

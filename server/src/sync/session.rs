@@ -73,6 +73,8 @@ pub struct DeviceSession {
     peer: SocketAddr,
     outbox: Outbox,
     identity: Option<Identity>,
+    /// This session's place in its user's connection count (set at Welcome).
+    user_slot: Option<super::UserSlot>,
     subscriptions: HashMap<PartitionName, PartitionSync>,
     /// Mobile RPC calls in flight on this connection (cancelled when it closes).
     rpc: crate::rpc::RpcCalls,
@@ -134,7 +136,7 @@ impl DeviceSession {
     /// Returns the handler of a new connection from `peer`.
     pub fn new(engine: Arc<SyncEngine>, peer: SocketAddr, outbox: Outbox) -> Self {
         let rpc = engine.rpc.connection_calls();
-        Self { engine, peer, outbox, identity: None, subscriptions: HashMap::new(), rpc }
+        Self { engine, peer, outbox, identity: None, user_slot: None, subscriptions: HashMap::new(), rpc }
     }
 
     /// Forwards a search to the source's channel on a task of its own, so a slow backend
@@ -351,6 +353,21 @@ impl DeviceSession {
             }
         };
         let limits = &self.engine.limits;
+        // A second Hello on this connection replaces the first session's slot.
+        self.user_slot = None;
+        match self.engine.user_sessions.acquire(&identity.user_id, limits.max_connections_per_user) {
+            Ok(slot) => self.user_slot = Some(slot),
+            Err(open) => {
+                let message = format!(
+                    "user {:?} already has {open} connections (limit {}); close one or retry later",
+                    identity.user_id, limits.max_connections_per_user
+                );
+                tracing::debug!(peer = %self.peer, user_id = %identity.user_id, open, "per-user connection cap");
+                return self
+                    .fatal(outbox, ErrorCode::ResourceExhausted, &message, close_code::TOO_MANY_CONNECTIONS)
+                    .await;
+            }
+        }
         let welcome = v1::Welcome {
             client_id: identity.client_id.clone(),
             session_token: token.token,
@@ -644,6 +661,7 @@ impl SessionHandler for DeviceSession {
 
     fn on_closed(&mut self, _end: &SessionEnd) {
         self.subscriptions.clear();
+        self.user_slot = None;
         self.rpc.cancel_all();
         if let Some(identity) = &self.identity {
             self.engine.mutations.detach(&identity.client_id, &self.outbox);

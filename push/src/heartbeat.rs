@@ -1,0 +1,183 @@
+//! Heartbeats and idle timeouts for every connection from one shared sweeper, instead of two
+//! timers per connection.
+//!
+//! Each session registers its [`Outbox`] here and stamps the connection whenever something
+//! arrives from the device (any frame, pongs included) with the sweeper's coarse clock. A
+//! single task wakes every [`Heartbeats::tick`] and walks the registry once: a connection
+//! silent for longer than the idle timeout is closed with 4408; one whose last ping is a
+//! heartbeat old gets a ping queued behind its frames. An idle connection therefore costs one
+//! registry slot and two words, not two timer entries, and a frame arriving costs one relaxed
+//! atomic store rather than re-arming a timer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use slab::Slab;
+use syncline_proto::close_code;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::{Outbox, Outgoing};
+
+/// Finest sweep interval, whatever the configured heartbeat.
+const MIN_TICK: Duration = Duration::from_millis(50);
+/// Coarsest sweep interval: pings and idle closes are at most this late.
+const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// The shared heartbeat sweeper of a listener. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Heartbeats {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    epoch: Instant,
+    /// Milliseconds since `epoch`, advanced by the sweeper at each tick.
+    now_ms: AtomicU64,
+    heartbeat_ms: u64,
+    idle_timeout_ms: u64,
+    tick: Duration,
+    connections: Mutex<Slab<Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    outbox: Outbox,
+    /// Coarse time of the last ping queued (or of the registration).
+    last_ping_ms: u64,
+}
+
+/// A connection's place in the registry; leaves it when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    inner: Arc<Inner>,
+    key: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.inner.connections.lock().try_remove(self.key);
+    }
+}
+
+impl Heartbeats {
+    /// Returns a registry pinging every `heartbeat` and closing connections silent for
+    /// `idle_timeout`. Nothing happens until [`Heartbeats::run`] runs.
+    pub fn new(heartbeat: Duration, idle_timeout: Duration) -> Self {
+        let tick = (heartbeat.min(idle_timeout) / 4).clamp(MIN_TICK, MAX_TICK);
+        Self {
+            inner: Arc::new(Inner {
+                epoch: Instant::now(),
+                now_ms: AtomicU64::new(0),
+                heartbeat_ms: millis(heartbeat).max(1),
+                idle_timeout_ms: millis(idle_timeout).max(1),
+                tick,
+                connections: Mutex::new(Slab::new()),
+            }),
+        }
+    }
+
+    /// Returns the sweep interval.
+    pub fn tick(&self) -> Duration {
+        self.inner.tick
+    }
+
+    /// Returns the coarse clock: milliseconds since the registry was created, as of the last
+    /// sweep.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.now_ms.load(Ordering::Relaxed)
+    }
+
+    /// Registers a connection: it gets pings and its idle time is watched from now on.
+    pub fn register(&self, outbox: &Outbox) -> Registration {
+        let now = self.now_ms();
+        outbox.touch(now);
+        let key = self.inner.connections.lock().insert(Entry { outbox: outbox.clone(), last_ping_ms: now });
+        Registration { inner: self.inner.clone(), key }
+    }
+
+    /// Returns the number of registered connections.
+    pub fn len(&self) -> usize {
+        self.inner.connections.lock().len()
+    }
+
+    /// Returns true when no connection is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sweeps every tick until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.inner.tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => self.sweep(),
+            }
+        }
+    }
+
+    /// Advances the coarse clock, closes idle connections and queues due pings.
+    fn sweep(&self) {
+        let inner = &*self.inner;
+        let now = millis(inner.epoch.elapsed());
+        inner.now_ms.store(now, Ordering::Relaxed);
+        let mut connections = inner.connections.lock();
+        for (_, entry) in connections.iter_mut() {
+            if entry.outbox.is_closed() {
+                continue;
+            }
+            if now.saturating_sub(entry.outbox.last_seen_ms()) > inner.idle_timeout_ms {
+                entry.outbox.close(close_code::IDLE_TIMEOUT, "idle timeout");
+                continue;
+            }
+            if now.saturating_sub(entry.last_ping_ms) >= inner.heartbeat_ms {
+                entry.last_ping_ms = now;
+                // A full queue means frames are flowing anyway; the ping waits a heartbeat.
+                let _ = entry.outbox.try_push(Outgoing::Ping);
+            }
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_connections_are_closed_and_live_ones_pinged() {
+        let heartbeats = Heartbeats::new(Duration::from_secs(1), Duration::from_secs(3));
+        let (silent, _silent_rx) = Outbox::for_test(8);
+        let (chatty, mut chatty_rx) = Outbox::for_test(8);
+        let _silent_registration = heartbeats.register(&silent);
+        let chatty_registration = heartbeats.register(&chatty);
+        let shutdown = CancellationToken::new();
+        let sweeper = tokio::spawn(heartbeats.clone().run(shutdown.clone()));
+        let mut pings = 0;
+        // The paused clock advances only when every task waits: each step is one sweep.
+        for _ in 0..20 {
+            tokio::time::sleep(heartbeats.tick()).await;
+            chatty.touch(heartbeats.now_ms());
+            while let Ok(outgoing) = chatty_rx.try_recv() {
+                assert!(matches!(outgoing, Outgoing::Ping));
+                pings += 1;
+            }
+        }
+        assert!(silent.is_closed(), "silent for 5 s with a 3 s idle timeout");
+        assert!(!chatty.is_closed(), "a connection that keeps talking stays open");
+        assert!((3..=6).contains(&pings), "about one ping a second over 5 s, got {pings}");
+        assert_eq!(heartbeats.len(), 2);
+        drop(chatty_registration);
+        assert_eq!(heartbeats.len(), 1, "a dropped registration leaves the registry");
+        shutdown.cancel();
+        sweeper.await.unwrap();
+    }
+}
