@@ -8,6 +8,8 @@
 //! [`DeviceHandle::delete`]) work offline: they are written to the mutation queue and shown
 //! in [`DeviceHandle::view`] before the call returns, and the task is nudged to send them if
 //! the device is connected. See [`crate::outbox`] for ordering and failure handling.
+//!
+//! Business calls ([`DeviceHandle::call`]) are online-only: see [`crate::rpc`].
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -16,7 +18,10 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use syncline_proto::{close_code, v1::Value};
+use syncline_proto::{
+    close_code,
+    v1::{Value, server_frame},
+};
 use tokio::{
     sync::{mpsc, oneshot, watch},
     task::JoinHandle,
@@ -31,6 +36,7 @@ use crate::{
     notification::Notification,
     outbox::{MutationQueue, OutboxError, QueuedMutation, Resolution, Resolved},
     replica::{PartitionId, PartitionView},
+    rpc::{CallError, CallResult, DEFAULT_CALL_TIMEOUT, OutgoingCall, PendingCalls},
     state::{ConnectionPhase, DeviceState, DeviceStats, StopReason},
     wire::{ConnectOptions, Connection, Incoming},
 };
@@ -94,6 +100,7 @@ impl Device {
             outbox: NotificationOutbox { sender: notification_tx, queue: VecDeque::new() },
             connections: 0,
             published: DeviceState::default(),
+            calls: PendingCalls::default(),
             searches: HashMap::new(),
         };
         let task = tokio::spawn(task.run().instrument(span));
@@ -122,6 +129,8 @@ enum Control {
     Stop,
     /// The mutation queue changed: send what can go and publish the state.
     Flush,
+    /// Send a business call (when connected) and hand its reply over.
+    Call(OutgoingCall),
     /// Send a search on the current connection and answer with its result.
     Search(SearchQuery, SearchReply),
 }
@@ -202,6 +211,33 @@ impl DeviceHandle {
         let resolved = self.engine.lock().resolve(mutation_id, resolution)?;
         self.flush();
         Ok(resolved)
+    }
+
+    /// Calls `method` of the backend service `service` with `payload` over the device's
+    /// socket and returns the reply payload, waiting at most [`DEFAULT_CALL_TIMEOUT`]. See
+    /// [`DeviceHandle::call_with_timeout`].
+    pub async fn call(&self, service: &str, method: &str, payload: Vec<u8>) -> CallResult {
+        self.call_with_timeout(service, method, payload, DEFAULT_CALL_TIMEOUT).await
+    }
+
+    /// Calls `method` of `service` and waits at most `timeout` for the reply (which is also
+    /// the deadline the server gives the backend). Fails at once when the device is not
+    /// connected; see [`crate::rpc`] for the errors.
+    pub async fn call_with_timeout(
+        &self,
+        service: &str,
+        method: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> CallResult {
+        let (reply, receiver) = oneshot::channel();
+        let call = OutgoingCall { service: service.to_owned(), method: method.to_owned(), payload, timeout, reply };
+        self.control.send(Control::Call(call)).map_err(|_| CallError::Stopped)?;
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CallError::Stopped),
+            Err(_) => Err(CallError::Timeout(timeout)),
+        }
     }
 
     /// Searches `query.source` through its channel and returns the matches. When the channel
@@ -388,6 +424,8 @@ struct DeviceTask {
     connections: u64,
     /// The state as last published; the watch holds a copy.
     published: DeviceState,
+    /// Business calls waiting for their replies on the current connection.
+    calls: PendingCalls,
     /// Searches sent on the current connection, by search id.
     searches: HashMap<String, SearchReply>,
 }
@@ -429,6 +467,7 @@ impl DeviceTask {
             }
             let started = Instant::now();
             let end = self.run_session(connection).await;
+            self.calls.fail_all(&CallError::ConnectionLost);
             self.engine.lock().abandon_searches();
             for (_, reply) in self.searches.drain() {
                 let _ = reply.send(Err(SearchError::Disconnected));
@@ -481,6 +520,7 @@ impl DeviceTask {
                 control = self.control.recv() => match control {
                     // Not connected yet: nothing to cut, and mutations wait for the session.
                     Some(Control::Cut) => {}
+                    Some(Control::Call(call)) => refuse_offline(call),
                     Some(Control::Search(_, reply)) => {
                         let _ = reply.send(Err(SearchError::Offline));
                     }
@@ -505,6 +545,7 @@ impl DeviceTask {
                 () = &mut until => return None,
                 control = self.control.recv() => match control {
                     Some(Control::Cut) => {}
+                    Some(Control::Call(call)) => refuse_offline(call),
                     Some(Control::Search(_, reply)) => {
                         let _ = reply.send(Err(SearchError::Offline));
                     }
@@ -537,6 +578,17 @@ impl DeviceTask {
                         close_quietly(&mut connection).await;
                         return SessionEnd::Stopped(StopReason::Requested);
                     }
+                    Some(Control::Call(call)) => {
+                        if !self.engine.lock().is_welcomed() {
+                            refuse_offline(call);
+                            continue;
+                        }
+                        let frame = self.calls.register(call);
+                        if let Err(error) = connection.send(&frame).await {
+                            debug!(error = %error, "send failed");
+                            return SessionEnd::Disconnected(Disconnect::Lost);
+                        }
+                    }
                     Some(Control::Search(query, reply)) => {
                         let (search_id, frame) = self.engine.lock().start_search(query);
                         self.searches.insert(search_id, reply);
@@ -567,6 +619,14 @@ impl DeviceTask {
                 // pace becomes the device's pace (see `crate::notification`).
                 incoming = connection.recv(), if !self.outbox.has_pending() => match incoming {
                     Ok(Incoming::Frame(frame)) => {
+                        // Replies go to their callers; the sync engine never sees them.
+                        let frame = match frame.msg {
+                            Some(server_frame::Msg::RpcReply(reply)) => {
+                                self.calls.complete(reply);
+                                continue;
+                            }
+                            msg => syncline_proto::v1::ServerFrame { msg },
+                        };
                         let reaction = {
                             let mut engine = self.engine.lock();
                             let reaction = engine.on_frame(frame, Instant::now());
@@ -633,6 +693,11 @@ impl DeviceTask {
     fn send_state(&self) {
         self.state.send_modify(|state| state.clone_from(&self.published));
     }
+}
+
+/// Fails a call made while the device is not connected.
+fn refuse_offline(call: OutgoingCall) {
+    let _ = call.reply.send(Err(CallError::NotConnected));
 }
 
 /// Sends a normal close frame, giving up after [`CLOSE_GRACE`].

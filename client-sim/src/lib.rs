@@ -18,6 +18,8 @@
 //! - [`state`]: [`DeviceState`] and [`DeviceStats`], what a device publishes.
 //! - [`notification`]: [`Notification`]s to the app, modelled on RhoConnect's sync
 //!   callbacks, and their delivery policy.
+//! - [`rpc`]: business calls ([`DeviceHandle::call`]) over the device's socket, their errors
+//!   ([`CallError`]) and the `RpcCall` frame builder for raw connections.
 //! - [`outbox`]: the offline mutation queue in SQLite ([`DeviceConfig::mutation_store`]) and
 //!   its policy: ordering, temporary ids and links, failures the app retries or discards.
 //!   The engine sends it as `Mutate` and shows its changes optimistically in
@@ -54,6 +56,7 @@ mod engine;
 pub mod notification;
 pub mod outbox;
 pub mod replica;
+pub mod rpc;
 pub mod state;
 pub mod wire;
 
@@ -65,5 +68,6 @@ pub use notification::{
 };
 pub use outbox::{MutationFailure, MutationState, OutboxError, QueuedMutation, Resolution, Resolved};
 pub use replica::{ApplyOutcome, ChecksumMismatch, PartitionId, PartitionReplica, PartitionView, UnexpectedPage};
+pub use rpc::{CallError, CallResult};
 pub use state::{ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopCommand, StopReason};
 pub use wire::{ConnectOptions, Connection, FrameFormat, Incoming, WireError};

@@ -16,6 +16,11 @@ read, watch and write a backend's data. This example serves:
   transaction as every write. Watch's resume token is the 8-byte big-endian id of the last
   change a batch covers; Watch replays the changes after the token, then follows new ones.
 - users for Authenticate (`demo`/`demo` seeded; the user id is the username).
+- on the same port, the mobile RPC service `tasks` (syncline.v1.MobileService,
+  proto/syncline/v1/rpc.proto) with one method, `AddTasks`: payload
+  `{"titles": ["buy milk", ...]}` (1 to 100 non-empty titles) creates those tasks for the
+  calling user in one transaction and answers `{"created": ["task-7", ...]}`. The new tasks
+  reach devices through the change feed like any other write.
 
 Run:  python channel.py --db tasks.db --listen 127.0.0.1:7802
 It prints `listening on HOST:PORT` once ready (port 0 picks a free port and prints it) and
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import json
 import math
 import os
 import signal
@@ -43,9 +49,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen
 
 import grpc  # noqa: E402
 
-from syncline.v1 import channel_pb2, channel_pb2_grpc, common_pb2  # noqa: E402
+from syncline.v1 import channel_pb2, channel_pb2_grpc, common_pb2, rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
 SOURCE = "Task"
+# The mobile RPC service name this backend answers to, and its one method.
+RPC_SERVICE = "tasks"
+RPC_ADD_TASKS = "AddTasks"
+MAX_TITLES_PER_CALL = 100
 
 # name -> (type, required). Types are the ones FieldSchema names.
 TASK_FIELDS: dict[str, tuple[str, bool]] = {
@@ -323,21 +333,46 @@ class Store:
                                 "gone or in another partition",
                             )
                         return rec
-                cur = self._db.execute(
-                    "INSERT INTO tasks (user_key, version) VALUES (?, 1)", (user_key,)
-                )
-                task_id = f"task-{cur.lastrowid}"
-                self._db.execute("UPDATE tasks SET id = ? WHERE n = ?", (task_id, cur.lastrowid))
-                self._put_fields(task_id, fields)
+                rec = self._insert(user_key, fields)
                 if mutation_id:
                     self._db.execute(
                         "INSERT INTO create_mutations (mutation_id, task_id) VALUES (?, ?)",
-                        (mutation_id, task_id),
+                        (mutation_id, rec.id),
                     )
-                rec = self._record(task_id)
-                self._append_change(user_key, rec, "upsert")
                 self._db.execute("COMMIT")
                 return rec
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _insert(self, user_key: str, fields) -> common_pb2.Record:
+        """Inserts a task with a generated id and logs it (call in a transaction)."""
+        cur = self._db.execute("INSERT INTO tasks (user_key, version) VALUES (?, 1)", (user_key,))
+        task_id = f"task-{cur.lastrowid}"
+        self._db.execute("UPDATE tasks SET id = ? WHERE n = ?", (task_id, cur.lastrowid))
+        self._put_fields(task_id, fields)
+        rec = self._record(task_id)
+        self._append_change(user_key, rec, "upsert")
+        return rec
+
+    def add_tasks(self, user_key: str, titles: list[str]) -> list[str]:
+        """Creates one open task per title in one transaction; returns their ids."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                created = [
+                    self._insert(
+                        user_key,
+                        {
+                            "title": common_pb2.Value(string_value=title),
+                            "done": common_pb2.Value(bool_value=False),
+                        },
+                    ).id
+                    for title in titles
+                ]
+                self._db.execute("COMMIT")
+                return created
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -623,6 +658,39 @@ class TaskChannel(channel_pb2_grpc.ChannelServicer):
                 done.wait(WATCH_POLL_SECONDS)
 
 
+class TaskService(rpc_pb2_grpc.MobileServiceServicer):
+    """The mobile RPC service `tasks`: business operations devices call through Syncline,
+    which passes the authenticated caller along."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    @rpc
+    def Invoke(self, request, context):
+        if request.service != RPC_SERVICE or request.method != RPC_ADD_TASKS:
+            raise ChannelError(
+                grpc.StatusCode.NOT_FOUND,
+                f"service {request.service!r} has no method {request.method!r}",
+            )
+        user_key = request.caller.user_id
+        if not user_key:
+            raise invalid("AddTasks needs the caller's user id")
+        usage = f'AddTasks takes {{"titles": [1 to {MAX_TITLES_PER_CALL} non-empty strings]}}'
+        try:
+            body = json.loads(request.payload)
+        except ValueError as e:  # includes bad UTF-8
+            raise invalid(f"{usage}: {e}") from None
+        titles = body.get("titles") if isinstance(body, dict) else None
+        if (
+            not isinstance(titles, list)
+            or not 1 <= len(titles) <= MAX_TITLES_PER_CALL
+            or not all(isinstance(t, str) and t for t in titles)
+        ):
+            raise invalid(usage)
+        created = self.store.add_tasks(user_key, titles)
+        return rpc_pb2.InvokeResponse(payload=json.dumps({"created": created}).encode())
+
+
 # ---------------------------------------------------------------------------------------
 # CLI
 
@@ -648,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(args.db)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers))
     channel_pb2_grpc.add_ChannelServicer_to_server(TaskChannel(store, stopping), server)
+    rpc_pb2_grpc.add_MobileServiceServicer_to_server(TaskService(store), server)
     try:
         bound = server.add_insecure_port(args.listen)
     except RuntimeError as e:

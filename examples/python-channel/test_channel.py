@@ -24,7 +24,9 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "gen"))
 
-from syncline.v1 import channel_pb2, channel_pb2_grpc, common_pb2  # noqa: E402
+import json  # noqa: E402
+
+from syncline.v1 import channel_pb2, channel_pb2_grpc, common_pb2, rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
 STARTUP_TIMEOUT = 30.0
 STREAM_TIMEOUT = 10.0
@@ -53,6 +55,7 @@ class ChannelProcess:
         self.grpc_channel = grpc.insecure_channel(self.address)
         grpc.channel_ready_future(self.grpc_channel).result(timeout=STARTUP_TIMEOUT)
         self.stub = channel_pb2_grpc.ChannelStub(self.grpc_channel)
+        self.mobile = rpc_pb2_grpc.MobileServiceStub(self.grpc_channel)
 
     def _wait_listening(self) -> str:
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -541,3 +544,45 @@ def test_cancelled_watches_end_and_free_their_worker(tmp_path):
         proc.stub.Describe(channel_pb2.DescribeRequest(), timeout=RPC_TIMEOUT)
     finally:
         assert proc.stop() == 0
+
+
+def invoke(server, method, payload: bytes, user_key: str, service="tasks"):
+    return server.mobile.Invoke(
+        rpc_pb2.InvokeRequest(
+            service=service,
+            method=method,
+            payload=payload,
+            caller=rpc_pb2.RpcCaller(user_id=user_key, client_id="c1"),
+            call_id="call-1",
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+
+
+def test_add_tasks_creates_them_in_one_transaction_and_feeds_watch(server, stub, user):
+    w = watch(stub)
+    try:
+        w.next()  # the current position
+        reply = invoke(server, "AddTasks", json.dumps({"titles": ["a", "b"]}).encode(), user)
+        created = json.loads(reply.payload)["created"]
+        assert len(created) == 2
+        assert [rec.id for rec in query(stub, user)] == created
+        assert [rec.fields["title"].string_value for rec in query(stub, user)] == ["a", "b"]
+        seen = []
+        while len(seen) < 2:
+            for pc in w.next().partitions:
+                assert pc.partition.key == user
+                seen.extend(rec.id for rec in pc.upserts)
+        assert seen == created
+    finally:
+        w.close()
+
+
+def test_add_tasks_refuses_bad_calls_with_typed_statuses(server, stub, user):
+    assert_status(grpc.StatusCode.NOT_FOUND, invoke, server, "Teleport", b"{}", user)
+    assert_status(grpc.StatusCode.NOT_FOUND, invoke, server, "AddTasks", b"{}", user, service="billing")
+    for payload in [b"not json", b"{}", b'{"titles": []}', b'{"titles": [""]}', b"\xff",
+                    json.dumps({"titles": ["x"] * 101}).encode()]:
+        assert_status(grpc.StatusCode.INVALID_ARGUMENT, invoke, server, "AddTasks", payload, user)
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, invoke, server, "AddTasks", b'{"titles": ["x"]}', "")
+    assert query(stub, user) == []

@@ -1,9 +1,9 @@
 //! The Rust Channel SDK: implement [`ChannelBackend`] and call [`serve`] to expose a source of
 //! backend data to Syncline as a `syncline.v1.Channel` gRPC service.
 //!
-//! This module is the one place in `syncline-proto` that does I/O: [`serve`] binds a tonic
-//! server to a listener and runs it until a shutdown future completes. Everything else in the
-//! crate stays pure. It lives here (rather than in a crate of its own) so that a backend team
+//! This module (with its sibling `mobile_sdk`) is the one place in `syncline-proto` that does
+//! I/O: [`serve`] binds a tonic server to a listener and runs it until a shutdown future
+//! completes. Everything else in the crate stays pure. It lives here (rather than in a crate of its own) so that a backend team
 //! depends on one crate for the wire types and the server glue.
 //!
 //! The pieces:
@@ -493,25 +493,34 @@ pub async fn serve_shared<B: ChannelBackend + ?Sized>(
 ) -> Result<(), tonic::transport::Error> {
     let stop_streams = CancellationToken::new();
     let service = ChannelGrpcService::with_shutdown(backend, stop_streams.clone()).into_server();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|connection| {
-        // Change batches are small and latency-sensitive; do not let Nagle hold them back.
-        connection.inspect(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        })
-    });
     let signal = async move {
         shutdown.await;
         tracing::info!("channel shutting down");
         stop_streams.cancel();
     };
+    server_builder().add_service(service).serve_with_incoming_shutdown(incoming(listener), signal).await
+}
+
+/// Returns a gRPC server builder with the SDK's HTTP/2 keepalive settings.
+pub(crate) fn server_builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await
+}
+
+/// Returns the accepted connections of `listener`, with Nagle's algorithm off.
+pub(crate) fn incoming(
+    listener: TcpListener,
+) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|connection| {
+        // Change batches and replies are small and latency-sensitive; do not let Nagle hold
+        // them back.
+        connection.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        })
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::channel::grpc::ChannelConnection;
 use crate::config::{Capture, Partitioning, Settings};
 use crate::ingest::IngestService;
 use crate::mutations::MutationDispatcher;
+use crate::rpc::RpcRouter;
 use crate::storage::Store;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::sync::session::DeviceSession;
@@ -117,6 +118,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         poll_requests,
         mutations: mutations.clone(),
         user_sessions: Default::default(),
+        rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
     });
     let resumed = mutations.resume_pending().await?;
     if resumed > 0 {

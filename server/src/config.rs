@@ -56,6 +56,21 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_STORE_CACHE_MB: usize = 256;
 /// Records per source seeded into the demo app's partitions.
 pub const DEFAULT_DEMO_RECORDS: u32 = 2_000;
+/// Deadline of a device's RPC call that names none: long enough for a business operation
+/// over a slow backend, short enough that a device is not left waiting on a hung one.
+pub const DEFAULT_RPC_DEADLINE_MS: u64 = 10_000;
+/// Longest deadline a device may ask for: bounds how long one call holds its concurrency
+/// slots and backend resources.
+pub const DEFAULT_RPC_MAX_DEADLINE_MS: u64 = 60_000;
+/// Largest RPC request or reply payload: a form or a small document, well inside one
+/// device frame (`device.max_frame_bytes`).
+pub const DEFAULT_RPC_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// RPC calls one device may have in flight: enough for an app's parallel screens, few enough
+/// that one device cannot take a service's whole capacity.
+pub const DEFAULT_RPC_MAX_IN_FLIGHT_PER_DEVICE: usize = 8;
+/// RPC calls in flight to one service, from all devices: protects the backend; calls beyond
+/// it are refused (RESOURCE_EXHAUSTED) rather than queued.
+pub const DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE: usize = 1_000;
 
 /// The whole configuration tree, as written in TOML. See `syncline.example.toml`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -71,8 +86,60 @@ pub struct Config {
     pub auth: AuthSection,
     pub store: StoreSection,
     pub demo: DemoSection,
+    pub rpc: RpcSection,
     /// Sources by name. Empty with the demo enabled: the demo's sources.
     pub sources: BTreeMap<String, SourceSection>,
+}
+
+/// Mobile RPC: device `RpcCall`s routed to backend `MobileService`s by service name.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcSection {
+    /// Deadline of a call whose `deadline_ms` is 0.
+    pub default_deadline_ms: u64,
+    /// Cap on a call's deadline.
+    pub max_deadline_ms: u64,
+    /// Largest request payload (larger: BAD_REQUEST) and reply payload (larger: INTERNAL).
+    /// A request must also fit in one device frame (`device.max_frame_bytes`).
+    pub max_payload_bytes: usize,
+    /// Calls one device connection may have in flight (more: RESOURCE_EXHAUSTED).
+    pub max_in_flight_per_device: usize,
+    /// Backend services by the name devices call.
+    pub services: BTreeMap<String, RpcServiceSection>,
+}
+
+/// One backend service devices may call.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RpcServiceSection {
+    /// gRPC endpoint serving `syncline.v1.MobileService`, e.g. "http://127.0.0.1:7801".
+    pub endpoint: String,
+    /// Calls in flight to this service from all devices (more: RESOURCE_EXHAUSTED).
+    #[serde(default = "default_rpc_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_rpc_max_in_flight() -> usize {
+    DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE
+}
+
+impl RpcServiceSection {
+    /// Returns a service at `endpoint` with the default limit.
+    pub fn new(endpoint: &str) -> Self {
+        Self { endpoint: endpoint.to_owned(), max_in_flight: DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE }
+    }
+}
+
+impl Default for RpcSection {
+    fn default() -> Self {
+        Self {
+            default_deadline_ms: DEFAULT_RPC_DEADLINE_MS,
+            max_deadline_ms: DEFAULT_RPC_MAX_DEADLINE_MS,
+            max_payload_bytes: DEFAULT_RPC_MAX_PAYLOAD_BYTES,
+            max_in_flight_per_device: DEFAULT_RPC_MAX_IN_FLIGHT_PER_DEVICE,
+            services: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -208,6 +275,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             store: StoreSection::default(),
             demo: DemoSection::default(),
+            rpc: RpcSection::default(),
             sources: BTreeMap::new(),
         }
     }
@@ -343,6 +411,37 @@ impl SourceSettings {
     }
 }
 
+/// The validated mobile RPC configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcSettings {
+    pub default_deadline: Duration,
+    pub max_deadline: Duration,
+    pub max_payload_bytes: usize,
+    pub max_in_flight_per_device: usize,
+    /// Backend services by name.
+    pub services: BTreeMap<String, RpcServiceSettings>,
+}
+
+/// A validated RPC service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcServiceSettings {
+    /// The checked endpoint URL.
+    pub endpoint: String,
+    pub max_in_flight: usize,
+}
+
+impl Default for RpcSettings {
+    fn default() -> Self {
+        Self {
+            default_deadline: Duration::from_millis(DEFAULT_RPC_DEADLINE_MS),
+            max_deadline: Duration::from_millis(DEFAULT_RPC_MAX_DEADLINE_MS),
+            max_payload_bytes: DEFAULT_RPC_MAX_PAYLOAD_BYTES,
+            max_in_flight_per_device: DEFAULT_RPC_MAX_IN_FLIGHT_PER_DEVICE,
+            services: BTreeMap::new(),
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -376,6 +475,8 @@ pub struct Settings {
     pub sources: BTreeMap<String, SourceSettings>,
     /// Channel endpoint that checks device logins (instead of local users).
     pub auth_channel: Option<String>,
+    /// Mobile RPC routing and limits.
+    pub rpc: RpcSettings,
 }
 
 /// Names of the demo app's sources and their partitioning.
@@ -567,6 +668,7 @@ impl Config {
         if sources.is_empty() {
             return Err(invalid("sources", &"{}", "configure at least one source, or enable the demo"));
         }
+        let rpc = self.rpc.validate()?;
         Ok(Settings {
             data_dir: self.data_dir.clone(),
             json_logs,
@@ -601,6 +703,7 @@ impl Config {
                 Some(url) => Some(endpoint_url("auth.channel", url)?),
                 None => None,
             },
+            rpc,
         })
     }
 
@@ -611,6 +714,63 @@ impl Config {
             copy.grpc.ingest_token = Some("<redacted>".into());
         }
         serde_json::to_string(&copy).unwrap_or_default()
+    }
+}
+
+impl RpcSection {
+    /// Checks the RPC limits and services.
+    fn validate(&self) -> Result<RpcSettings, ConfigError> {
+        let invalid = |key: &str, value: &dyn std::fmt::Display, message: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            message: message.to_owned(),
+        };
+        if self.max_deadline_ms == 0 {
+            return Err(invalid("rpc.max_deadline_ms", &self.max_deadline_ms, "must be greater than 0"));
+        }
+        if self.default_deadline_ms == 0 || self.default_deadline_ms > self.max_deadline_ms {
+            return Err(invalid(
+                "rpc.default_deadline_ms",
+                &self.default_deadline_ms,
+                "must be between 1 and rpc.max_deadline_ms",
+            ));
+        }
+        if self.max_payload_bytes == 0 {
+            return Err(invalid("rpc.max_payload_bytes", &self.max_payload_bytes, "must be greater than 0"));
+        }
+        if self.max_in_flight_per_device == 0 {
+            return Err(invalid(
+                "rpc.max_in_flight_per_device",
+                &self.max_in_flight_per_device,
+                "must be greater than 0",
+            ));
+        }
+        let mut services = BTreeMap::new();
+        for (name, service) in &self.services {
+            if !valid_source_name(name) {
+                return Err(invalid(
+                    &format!("rpc.services.{name}"),
+                    name,
+                    "service names are 1-64 letters, digits, '_', '-' or '.'",
+                ));
+            }
+            let endpoint = endpoint_url(&format!("rpc.services.{name}.endpoint"), &service.endpoint)?;
+            if service.max_in_flight == 0 {
+                return Err(invalid(
+                    &format!("rpc.services.{name}.max_in_flight"),
+                    &service.max_in_flight,
+                    "must be greater than 0",
+                ));
+            }
+            services.insert(name.clone(), RpcServiceSettings { endpoint, max_in_flight: service.max_in_flight });
+        }
+        Ok(RpcSettings {
+            default_deadline: Duration::from_millis(self.default_deadline_ms),
+            max_deadline: Duration::from_millis(self.max_deadline_ms),
+            max_payload_bytes: self.max_payload_bytes,
+            max_in_flight_per_device: self.max_in_flight_per_device,
+            services,
+        })
     }
 }
 
@@ -707,6 +867,40 @@ mod tests {
         std::fs::write(&path, "[device]\nadress = \"x\"\n").unwrap();
         let error = Config::load(Some(&path), &HashMap::new()).unwrap_err();
         assert!(error.to_string().contains("adress"), "{error}");
+    }
+
+    #[test]
+    fn rpc_mistakes_are_reported_by_name() {
+        let error_of = |change: &dyn Fn(&mut Config)| {
+            let mut config = Config::default();
+            change(&mut config);
+            config.validate().unwrap_err().to_string()
+        };
+        let error = error_of(&|config| config.rpc.default_deadline_ms = 120_000);
+        assert!(error.contains("rpc.default_deadline_ms"), "{error}");
+        let error = error_of(&|config| config.rpc.max_payload_bytes = 0);
+        assert!(error.contains("rpc.max_payload_bytes"), "{error}");
+        let error = error_of(&|config| config.rpc.max_in_flight_per_device = 0);
+        assert!(error.contains("rpc.max_in_flight_per_device"), "{error}");
+        let error = error_of(&|config| {
+            config.rpc.services.insert("crm".into(), RpcServiceSection::new("127.0.0.1:7801"));
+        });
+        assert!(error.contains("rpc.services.crm.endpoint"), "{error}");
+        let error = error_of(&|config| {
+            config.rpc.services.insert("bad name".into(), RpcServiceSection::new("http://127.0.0.1:7801"));
+        });
+        assert!(error.contains("rpc.services.bad name"), "{error}");
+        let error = error_of(&|config| {
+            let mut service = RpcServiceSection::new("http://127.0.0.1:7801");
+            service.max_in_flight = 0;
+            config.rpc.services.insert("crm".into(), service);
+        });
+        assert!(error.contains("rpc.services.crm.max_in_flight"), "{error}");
+        let mut config = Config::default();
+        config.rpc.services.insert("crm".into(), RpcServiceSection::new("http://127.0.0.1:7801/"));
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.rpc.services["crm"].endpoint, "http://127.0.0.1:7801");
+        assert_eq!(settings.rpc.default_deadline, Duration::from_millis(DEFAULT_RPC_DEADLINE_MS));
     }
 
     #[test]

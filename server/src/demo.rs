@@ -2,18 +2,26 @@
 //! channel (`examples/crm-channel`, SQLite in the data directory) runs in-process on a
 //! loopback port and Syncline talks to it over gRPC like to any backend: sources `Account`
 //! (app partition) and `Contact` (user partition) captured with `watch`, logins checked by
-//! the channel (user `demo`, password `demo`).
+//! the channel (user `demo`, password `demo`). The same endpoint serves the mobile RPC
+//! service `crm` (e.g. `CloseDeal`), whose record changes reach devices through the watch
+//! feed.
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Capture, ConflictPolicy, DemoSection, Partitioning, Settings, SourceSettings};
+use crate::config::{
+    Capture, ConflictPolicy, DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE, DemoSection, Partitioning, RpcServiceSettings,
+    Settings, SourceSettings,
+};
 
 /// Name of the demo channel's database file in the data directory.
 pub const DEMO_DB_FILE: &str = "demo-crm.db";
 
-/// Starts the demo channel (seeding it on first start) and points the demo sources and
-/// logins at it. The channel stops when `shutdown` fires or the handle is dropped.
+/// The RPC service name devices call the demo channel's business operations by.
+pub const DEMO_RPC_SERVICE: &str = "crm";
+
+/// Starts the demo channel (seeding it on first start) and points the demo sources, logins
+/// and the RPC service `crm` (unless configured otherwise) at it. The channel stops when `shutdown` fires or the handle is dropped.
 pub async fn start_channel(
     settings: &mut Settings,
     demo: &DemoSection,
@@ -43,6 +51,10 @@ pub async fn start_channel(
         );
     }
     settings.auth_channel = Some(url.clone());
+    settings.rpc.services.entry(DEMO_RPC_SERVICE.to_owned()).or_insert_with(|| RpcServiceSettings {
+        endpoint: url.clone(),
+        max_in_flight: DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE,
+    });
     tracing::info!(%url, "demo app: CRM channel (user demo, password demo)");
     Ok(channel)
 }

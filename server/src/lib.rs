@@ -7,6 +7,8 @@
 //! - [`ingest`]: the `Ingest` gRPC service backends push changes through.
 //! - [`mutations`]: dispatch of the durable per-device mutation queue to channels.
 //! - [`channel`]: the gRPC client of backend channels and change capture (watch, poll).
+//! - [`rpc`]: mobile RPC — device calls routed to backend `MobileService`s, with limits and
+//!   metrics.
 //! - [`storage`]: the durable store trait and its embedded (redb) backend.
 //! - [`demo`]: the demo app seeded by `syncline serve` without configured sources.
 //! - [`tls`], [`telemetry`], [`shutdown`], [`cli`]: plumbing.
@@ -19,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod ingest;
 pub mod mutations;
+pub mod rpc;
 pub mod shutdown;
 pub mod storage;
 pub mod sync;

@@ -56,6 +56,7 @@ pub(crate) async fn stop_in_order(
             let _ = job.await;
         }
         flush_cursors(engine).await;
+        engine.rpc.metrics().log_summary();
     };
     if tokio::time::timeout(grace, sequence).await.is_err() {
         tracing::warn!(grace_secs = grace.as_secs(), "graceful shutdown timed out; stopping anyway");

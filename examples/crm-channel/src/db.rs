@@ -77,6 +77,15 @@ struct Inner {
     written: Notify,
 }
 
+/// What [`CrmDb::close_deal`] changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedDeal {
+    /// The account as it is now.
+    pub account: Record,
+    /// How many of the caller's contacts became VIPs.
+    pub contacts_updated: usize,
+}
+
 /// The changes after a feed position, as one batch.
 pub(crate) struct ChangeRead {
     /// The id of the last change row read (also the batch's resume token).
@@ -241,6 +250,45 @@ impl CrmDb {
                 let sql = format!("DELETE FROM {} WHERE id = ?1 AND {}", source.table, source.partition_condition(2));
                 transaction.execute(&sql, [&id, &key]).map_err(sqlite_error)?;
                 Ok(WriteOutcome::Written(current))
+            })
+        })
+        .await
+    }
+
+    /// Closes a deal of `amount` with account `account_id` for `user_id`, in one transaction:
+    /// the account's `annual_revenue` grows by `amount` and it becomes `active`, and every
+    /// contact of that user at the account becomes `vip`. Each changed row reaches the change
+    /// feed like any other write.
+    pub async fn close_deal(&self, user_id: &str, account_id: &str, amount: f64) -> Result<ClosedDeal> {
+        if !amount.is_finite() || amount <= 0.0 {
+            return Err(ChannelError::InvalidArgument(format!("amount must be a positive number, got {amount}")));
+        }
+        if user_id.is_empty() {
+            return Err(ChannelError::InvalidArgument("closing a deal needs the caller's user id".into()));
+        }
+        let (user_id, account_id) = (user_id.to_owned(), account_id.to_owned());
+        self.blocking(move |inner| {
+            inner.write(|transaction| {
+                let updated = transaction
+                    .execute(
+                        "UPDATE accounts SET annual_revenue = coalesce(annual_revenue, 0) + ?2, active = 1,
+                         version = version + 1 WHERE id = ?1",
+                        (&account_id, amount),
+                    )
+                    .map_err(sqlite_error)?;
+                if updated == 0 {
+                    return Err(ChannelError::NotFound(format!("no account {account_id:?}")));
+                }
+                let contacts_updated = transaction
+                    .execute(
+                        "UPDATE contacts SET vip = 1, version = version + 1
+                         WHERE owner_id = ?1 AND account_id = ?2 AND vip IS NOT 1",
+                        (&user_id, &account_id),
+                    )
+                    .map_err(sqlite_error)?;
+                let account = read_record(transaction, &ACCOUNT, APP_PARTITION_KEY, &account_id)?
+                    .ok_or_else(|| ChannelError::Internal(format!("updated account {account_id} vanished")))?;
+                Ok(ClosedDeal { account, contacts_updated })
             })
         })
         .await

@@ -11,9 +11,12 @@
 //! - [`CrmDb`] (`db`): the database handle: CRUD with version checks, search, users, the feed.
 //! - `feed`: the `Query` and `Watch` streams.
 //! - [`CrmChannel`] (`channel`): the `ChannelBackend` that checks requests and calls `CrmDb`.
-//! - [`start`] / [`serve_db`]: serve the channel in-process (what the `crm-channel` binary and
-//!   the tests use).
+//! - [`CrmBusiness`] (`business`): the mobile RPC service `crm` (`CloseDeal`), written with the
+//!   Mobile RPC SDK (`syncline_proto::mobile_sdk`).
+//! - [`start`] / [`serve_db`]: serve the channel and the RPC service in-process, on one port
+//!   (what the `crm-channel` binary and the tests use).
 
+mod business;
 mod channel;
 mod convert;
 mod db;
@@ -24,12 +27,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use syncline_proto::sdk::{self, ChannelError};
+use std::sync::Arc;
+
+use syncline_proto::mobile_sdk;
+use syncline_proto::sdk::ChannelError;
 use tokio::net::TcpListener;
 use tokio_util::task::AbortOnDropHandle;
 
+pub use business::{CRM_SERVICE, CrmBusiness};
 pub use channel::CrmChannel;
-pub use db::{CrmDb, DEMO_USER};
+pub use db::{ClosedDeal, CrmDb, DEMO_USER};
 pub use feed::EXTERNAL_WRITE_POLL_INTERVAL;
 
 /// Errors starting or running the CRM channel.
@@ -85,15 +92,18 @@ pub async fn start(
     serve_db(db, listener, shutdown)
 }
 
-/// Serves the CRM channel over an open database on `listener` until `shutdown` completes.
-/// Writes through `db` (or its clones) wake the channel's watchers at once.
+/// Serves the CRM channel and its RPC service `crm` over an open database on `listener`
+/// until `shutdown` completes. Writes through `db` (or its clones) wake the channel's
+/// watchers at once.
 pub fn serve_db(
     db: CrmDb,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningCrmChannel, CrmError> {
     let local_addr = listener.local_addr().map_err(CrmError::Listener)?;
-    let server = tokio::spawn(sdk::serve(CrmChannel::new(db.clone()), listener, shutdown));
+    let channel = Arc::new(CrmChannel::new(db.clone()));
+    let business = Arc::new(CrmBusiness::new(db.clone()));
+    let server = tokio::spawn(mobile_sdk::serve_with_channel(channel, business, listener, shutdown));
     tracing::info!(%local_addr, db = %db.path().display(), "crm channel listening");
     Ok(RunningCrmChannel { db, local_addr, server: AbortOnDropHandle::new(server) })
 }

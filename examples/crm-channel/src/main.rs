@@ -1,4 +1,5 @@
-//! `crm-channel`: serves the example CRM channel over a SQLite file.
+//! `crm-channel`: serves the example CRM channel, and its mobile RPC service `crm`, over a
+//! SQLite file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use syncline_example_crm::CrmDb;
 
-/// Serves the example CRM channel (sources Account and Contact) over a SQLite file.
+/// Serves the example CRM channel (sources Account and Contact) and its mobile RPC service
+/// `crm` (CloseDeal) over a SQLite file, on one port.
 #[derive(Parser)]
 #[command(name = "crm-channel", version)]
 struct Cli {

@@ -71,6 +71,8 @@ pub struct SyncEngine {
     pub mutations: Arc<crate::mutations::MutationDispatcher>,
     /// Open sessions per user, for the per-user connection cap.
     pub user_sessions: UserSessions,
+    /// Routes device RPC calls to backend services.
+    pub rpc: Arc<crate::rpc::RpcRouter>,
 }
 
 /// Counts each user's open sessions against a cap.

@@ -76,6 +76,8 @@ pub struct DeviceSession {
     /// This session's place in its user's connection count (set at Welcome).
     user_slot: Option<super::UserSlot>,
     subscriptions: HashMap<PartitionName, PartitionSync>,
+    /// Mobile RPC calls in flight on this connection (cancelled when it closes).
+    rpc: crate::rpc::RpcCalls,
 }
 
 /// A failure that ends a step of the session.
@@ -133,7 +135,8 @@ async fn blocking<T: Send + 'static>(
 impl DeviceSession {
     /// Returns the handler of a new connection from `peer`.
     pub fn new(engine: Arc<SyncEngine>, peer: SocketAddr, outbox: Outbox) -> Self {
-        Self { engine, peer, outbox, identity: None, user_slot: None, subscriptions: HashMap::new() }
+        let rpc = engine.rpc.connection_calls();
+        Self { engine, peer, outbox, identity: None, user_slot: None, subscriptions: HashMap::new(), rpc }
     }
 
     /// Forwards a search to the source's channel on a task of its own, so a slow backend
@@ -622,7 +625,10 @@ impl SessionHandler for DeviceSession {
             client_frame::Msg::Mutate(mutate) => self.on_mutate(mutate, outbox).await,
             client_frame::Msg::Search(search) => self.on_search(search, outbox).await,
             client_frame::Msg::RpcCall(call) => {
-                self.unimplemented(&format!("RpcCall ({})", call.call_id), outbox).await;
+                // Runs off the session loop; the reply comes later as RpcReply.
+                if let Some(identity) = &self.identity {
+                    self.rpc.start(call, identity, outbox).await;
+                }
             }
             client_frame::Msg::BulkRequest(request) => {
                 self.unimplemented(&format!("BulkRequest ({})", request.request_id), outbox).await;
@@ -656,6 +662,7 @@ impl SessionHandler for DeviceSession {
     fn on_closed(&mut self, _end: &SessionEnd) {
         self.subscriptions.clear();
         self.user_slot = None;
+        self.rpc.cancel_all();
         if let Some(identity) = &self.identity {
             self.engine.mutations.detach(&identity.client_id, &self.outbox);
         }

@@ -20,6 +20,7 @@ mod latency;
 mod loopback;
 mod procfs;
 mod report;
+mod rpc;
 mod watch;
 
 use anyhow::Context;
@@ -60,6 +61,7 @@ enum Command {
     InitialSync(initial_sync::InitialSyncArgs),
     /// Measures server memory per idle device: N devices connected, subscribed and caught up.
     Idle(idle::IdleArgs),
+    Rpc(rpc::RpcArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             Command::Latency(args) => latency::run(args).await,
             Command::InitialSync(args) => initial_sync::run(args).await,
             Command::Idle(args) => idle::run(args).await,
+            Command::Rpc(args) => rpc::run(args).await,
         }
     })
 }
