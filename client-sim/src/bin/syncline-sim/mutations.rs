@@ -114,7 +114,8 @@ struct MutationsReport {
     first_failure: Option<String>,
     /// Sent without any MutationResult by the end of the drain.
     lost: u64,
-    /// Most a mutation was sent after its due time (open loop, writer at `--in-flight`).
+    /// Most a mutation was sent after its due time (open loop, writer at `--in-flight`;
+    /// 0 in a closed loop).
     max_send_lag_ms: f64,
     /// Mutate sent → MutationAck.
     ack: LatencySummary,
@@ -504,7 +505,9 @@ async fn send_due(
         if due > now || now >= plan.deadline {
             break;
         }
-        outcome.max_send_lag = outcome.max_send_lag.max(now - due);
+        if plan.rate > 0.0 {
+            outcome.max_send_lag = outcome.max_send_lag.max(now - due);
+        }
         let (mutation_id, sent_ns, frame) = mutate_frame(plan, shared, *next);
         connection.send(&frame).await.map_err(|error| format!("sending a mutation: {error:#}"))?;
         pending.insert(mutation_id, Pending { sent_ns, acked: false });
