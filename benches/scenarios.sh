@@ -8,7 +8,14 @@
 # Scenarios: initial-sync (one device, whole partition, repeated); latency with 1 device at
 # 10/s (the commit-and-push floor), 1,000 devices at 10/s, and 1,000 devices x 1,000 changes
 # at 100/s (LATENCY_RUNS times: it sits at one core's saturation point, where runs vary);
-# idle with 10,000 devices.
+# idle with 10,000 devices. Through the demo app's CRM channel (which runs inside the server
+# process on a loopback port the server logs at start; sources captured with `watch`):
+# latency-channel runs 1,000 devices x 1,000 changes at 100/s written with the channel's
+# Create (the backend commit) and, as the baseline of the same script run, the same load
+# pushed with Ingest, alternating, CHANNEL_RUNS times each; mutations-open sends device
+# mutations (creates) from MUT_WRITERS writers at MUT_RATE/s with MUT_DEVICES subscribers
+# receiving them back; mutations-max does the same in a closed loop (MUT_IN_FLIGHT
+# outstanding per writer) for the most mutations per second sustained.
 #
 # The numbers are only meaningful on an otherwise idle machine: before each scenario the
 # script waits (bounded) until both pinned cores are quiet, and records what it saw in
@@ -18,8 +25,11 @@
 # env: OUT (benches/results), SRV_CPU (0), SIM_CPU (1), DEVICE_PORT (7700), GRPC_PORT (7701),
 #      RECORDS (10000 demo Account records), LATENCY_DEVICES (1000), LATENCY_CHANGES (1000),
 #      LATENCY_RATE (100), LATENCY_RUNS (3), SYNC_REPEAT (10), IDLE_DEVICES (10000),
-#      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900),
-#      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 idle": which to run)
+#      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900), CHANNEL_RUNS (2),
+#      MUT_DEVICES (100), MUT_WRITERS (10), MUT_RATE (50), MUT_COUNT (1000), MUT_IN_FLIGHT (8),
+#      MUT_MAX_COUNT (3000),
+#      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 idle
+#                 latency-channel mutations-open mutations-max": which to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,10 +45,17 @@ LATENCY_RATE=${LATENCY_RATE:-100}
 LATENCY_RUNS=${LATENCY_RUNS:-3}
 SYNC_REPEAT=${SYNC_REPEAT:-10}
 IDLE_DEVICES=${IDLE_DEVICES:-10000}
+CHANNEL_RUNS=${CHANNEL_RUNS:-2}
+MUT_DEVICES=${MUT_DEVICES:-100}
+MUT_WRITERS=${MUT_WRITERS:-10}
+MUT_RATE=${MUT_RATE:-50}
+MUT_COUNT=${MUT_COUNT:-1000}
+MUT_IN_FLIGHT=${MUT_IN_FLIGHT:-8}
+MUT_MAX_COUNT=${MUT_MAX_COUNT:-3000}
 SETTLE_SECS=${SETTLE_SECS:-5}
 QUIET_MAX_PCT=${QUIET_MAX_PCT:-10}
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-900}
-SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 idle}
+SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 idle latency-channel mutations-open mutations-max}
 # Hard limits (seconds): a server process lives at most SERVER_MAX_SECS; each scenario stops
 # itself after its --max-secs, and `timeout` kills it SIM_GRACE_SECS later if it has not.
 SERVER_MAX_SECS=900
@@ -104,6 +121,22 @@ start_server() {
   echo "server pid $SERVER_PID on core $SRV_CPU ($(taskset -pc "$SERVER_PID" | sed 's/.*: //'))"
 }
 
+# Prints the demo CRM channel's gRPC URL, which the server logs at start (on a port of its
+# choosing), from the server log $1.
+demo_channel_url() {
+  local log=$1 url
+  for _ in $(seq 1 100); do
+    url=$(grep -a 'demo app' "$log" | grep -aoE 'http://127\.0\.0\.1:[0-9]+' | head -1 || true)
+    if [[ -n $url ]]; then
+      echo "$url"
+      return
+    fi
+    sleep 0.1
+  done
+  echo "no demo channel address in $log" >&2
+  return 1
+}
+
 # Prints the busiest of the two pinned cores' busy share (%) over 2 s, from /proc/stat
 # (user+nice+system+irq+softirq+steal over everything).
 pinned_cores_busy_pct() {
@@ -164,12 +197,17 @@ if selected initial-sync; then
   stop_server
 fi
 
-# latency NAME DEVICES CHANGES RATE
+# latency NAME DEVICES CHANGES RATE [VIA]: VIA ingest (default) pushes with Ingest; channel
+# creates the records through the demo CRM channel.
 latency() {
-  echo "== latency $1: $2 devices x $3 changes at $4/s"
+  local via=${5:-ingest} log="$OUT/server-latency-$1.log" channel_args=()
+  echo "== latency $1: $2 devices x $3 changes at $4/s via $via"
   wait_quiet "latency $1"
-  start_server "$OUT/server-latency-$1.log"
-  sim latency --url "$URL" --grpc "$GRPC" --devices "$2" --changes "$3" --rate "$4" \
+  start_server "$log"
+  if [[ $via == channel ]]; then
+    channel_args=(--via channel --channel "$(demo_channel_url "$log")")
+  fi
+  sim latency --url "$URL" --grpc "$GRPC" "${channel_args[@]}" --devices "$2" --changes "$3" --rate "$4" \
     --server-pid "$SERVER_PID" --json-out "$OUT/latency-$1.json"
   stop_server
 }
@@ -183,6 +221,31 @@ if selected latency-1000x100; then
   for run in $(seq 1 "$LATENCY_RUNS"); do
     latency "${LATENCY_DEVICES}x${LATENCY_RATE}-$run" "$LATENCY_DEVICES" "$LATENCY_CHANGES" "$LATENCY_RATE"
   done
+fi
+
+if selected latency-channel; then
+  for run in $(seq 1 "$CHANNEL_RUNS"); do
+    for via in ingest channel; do
+      latency "$via-${LATENCY_DEVICES}x${LATENCY_RATE}-$run" "$LATENCY_DEVICES" "$LATENCY_CHANGES" "$LATENCY_RATE" "$via"
+    done
+  done
+fi
+
+# mutations NAME COUNT RATE IN_FLIGHT: MUT_WRITERS writers, MUT_DEVICES subscribers.
+mutations() {
+  echo "== mutations $1: $2 creates from $MUT_WRITERS writers at rate $3 (0: closed loop), $4 in flight per writer"
+  wait_quiet "mutations $1"
+  start_server "$OUT/server-mutations-$1.log"
+  sim mutations --url "$URL" --devices "$MUT_DEVICES" --writers "$MUT_WRITERS" --mutations "$2" --rate "$3" \
+    --in-flight "$4" --server-pid "$SERVER_PID" --json-out "$OUT/mutations-$1.json"
+  stop_server
+}
+if selected mutations-open; then
+  # In flight: enough that a writer never waits at this rate unless the server falls behind.
+  mutations "open-${MUT_RATE}" "$MUT_COUNT" "$MUT_RATE" 64
+fi
+if selected mutations-max; then
+  mutations "max-${MUT_WRITERS}x${MUT_IN_FLIGHT}" "$MUT_MAX_COUNT" 0 "$MUT_IN_FLIGHT"
 fi
 
 if selected idle; then

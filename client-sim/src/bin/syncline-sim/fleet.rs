@@ -4,8 +4,8 @@
 //!
 //! A subscriber keeps what a real device keeps for flow control and acks (its cursor), acks
 //! catch-up pages as they arrive and live pushes every `ack_every` changes, and counts the
-//! records of the current run (those whose `run` field carries the run's tag): their
-//! latency is receive time − `sent_ns`, both on the run's one monotonic clock.
+//! records of the current run (the *probes* carrying the run's tag, see [`parse_probe`]):
+//! their latency is receive time − `sent_ns`, both on the run's one monotonic clock.
 
 use std::{
     net::IpAddr,
@@ -52,6 +52,51 @@ const MAX_REPORTED_ERRORS: usize = 5;
 pub(crate) const SENT_NS_FIELD: &str = "sent_ns";
 /// Record field carrying the run's tag, so records of earlier runs are not counted.
 pub(crate) const RUN_FIELD: &str = "run";
+/// String field that carries a probe in sources with a fixed schema (no `run` or `sent_ns`
+/// fields), as [`probe_name`] writes it.
+pub(crate) const PROBE_NAME_FIELD: &str = "name";
+/// How a probe carried in [`PROBE_NAME_FIELD`] starts.
+const PROBE_NAME_PREFIX: &str = "syncline-sim probe";
+
+/// What a probe record says: the run it belongs to and when it was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Probe {
+    pub(crate) run: i64,
+    /// ns since the run's start, on the run's monotonic clock.
+    pub(crate) sent_ns: u64,
+}
+
+/// Returns the `name` text of a probe: `syncline-sim probe run=<tag> sent_ns=<ns> seq=<i>`
+/// (`seq` tells probes of one run apart for a reader; [`parse_probe`] ignores it).
+pub(crate) fn probe_name(run: i64, sent_ns: u64, seq: u64) -> String {
+    format!("{PROBE_NAME_PREFIX} run={run} sent_ns={sent_ns} seq={seq}")
+}
+
+/// Recognises a probe record: either int fields `run` and `sent_ns`, or a string `name`
+/// field as [`probe_name`] writes it. Anything else (ordinary records, malformed probes) is
+/// `None`. A negative `sent_ns` field reads as 0.
+pub(crate) fn parse_probe(record: &Record) -> Option<Probe> {
+    let field = |name: &str| record.fields.get(name).and_then(|value| value.kind.as_ref());
+    let int_field = |name: &str| match field(name) {
+        Some(Kind::IntValue(number)) => Some(*number),
+        _ => None,
+    };
+    if let (Some(run), Some(sent_ns)) = (int_field(RUN_FIELD), int_field(SENT_NS_FIELD)) {
+        return Some(Probe { run, sent_ns: u64::try_from(sent_ns).unwrap_or(0) });
+    }
+    let Some(Kind::StringValue(name)) = field(PROBE_NAME_FIELD) else { return None };
+    let rest = name.strip_prefix(PROBE_NAME_PREFIX)?;
+    let (mut run, mut sent_ns) = (None, None);
+    for word in rest.split_whitespace() {
+        let (key, value) = word.split_once('=')?;
+        match key {
+            "run" => run = Some(value.parse().ok()?),
+            "sent_ns" => sent_ns = Some(value.parse().ok()?),
+            _ => {}
+        }
+    }
+    Some(Probe { run: run?, sent_ns: sent_ns? })
+}
 
 /// Who the devices are and what they sync (shared by the fleet scenarios).
 #[derive(Clone, Debug, Args)]
@@ -96,6 +141,28 @@ pub(crate) struct FleetArgs {
     pub(crate) window: u32,
 }
 
+/// Default hard limit on a measured run (`--max-secs`).
+const DEFAULT_MAX_SECS: u64 = 300;
+/// Default time deliveries may trail the last write before the rest count as lost.
+const DEFAULT_DRAIN_SECS: u64 = 30;
+
+/// How a measured run is bounded and reported (shared by the write scenarios).
+#[derive(Clone, Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The server's PID, for its CPU time and memory from /proc.
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Hard limit on the whole run, in seconds.
+    #[arg(long, default_value_t = DEFAULT_MAX_SECS)]
+    pub(crate) max_secs: u64,
+    /// Seconds deliveries (and outcomes) may trail the last write.
+    #[arg(long, default_value_t = DEFAULT_DRAIN_SECS)]
+    pub(crate) drain_secs: u64,
+    /// Writes the report as JSON to this file.
+    #[arg(long)]
+    pub(crate) json_out: Option<std::path::PathBuf>,
+}
+
 /// Returns the frame of a Hello with `credentials`.
 fn hello_frame(credentials: hello::Credentials) -> ClientFrame {
     ClientFrame {
@@ -131,10 +198,14 @@ pub(crate) fn ack_frame(source: &str, key: &str, cursor: u64, page: u64) -> Clie
 }
 
 /// Describes a fatal server frame or close for error messages.
-fn describe_error(error: &syncline_proto::v1::Error) -> String {
-    let code =
-        ErrorCode::try_from(error.code).map_or_else(|_| error.code.to_string(), |code| code.as_str_name().into());
-    format!("{code}: {}", error.message)
+pub(crate) fn describe_error(error: &syncline_proto::v1::Error) -> String {
+    describe_code(error.code, &error.message)
+}
+
+/// Returns "CODE_NAME: message" for an `ErrorCode` value (its number if unknown).
+pub(crate) fn describe_code(code: i32, message: &str) -> String {
+    let code = ErrorCode::try_from(code).map_or_else(|_| code.to_string(), |code| code.as_str_name().into());
+    format!("{code}: {message}")
 }
 
 /// Opens a connection (from `local`, if given) and starts a session with `credentials`;
@@ -302,16 +373,8 @@ impl Shared {
         let mut counted = 0;
         let mut histogram = histogram.lock();
         for record in records {
-            let int_field = |name: &str| match record.fields.get(name).and_then(|value| value.kind.as_ref()) {
-                Some(Kind::IntValue(number)) => Some(*number),
-                _ => None,
-            };
-            if int_field(RUN_FIELD) != Some(self.run_tag) {
-                continue;
-            }
-            let Some(sent_ns) = int_field(SENT_NS_FIELD) else { continue };
-            let sent_ns = u64::try_from(sent_ns).unwrap_or(0);
-            histogram.saturating_record(received_ns.saturating_sub(sent_ns));
+            let Some(probe) = parse_probe(record).filter(|probe| probe.run == self.run_tag) else { continue };
+            histogram.saturating_record(received_ns.saturating_sub(probe.sent_ns));
             counted += 1;
         }
         drop(histogram);
@@ -713,16 +776,31 @@ pub(crate) async fn ramp_up(
 /// Time devices get to close politely when the fleet stops.
 pub(crate) const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Runs a scenario bounded in time: `scenario` gets the run's start (the clock of `sent_ns`)
+/// and its deadline, `max_secs` from now; whatever hangs, the run ends `STOP_GRACE` after
+/// the deadline.
+pub(crate) async fn run_bounded<F, Fut>(max_secs: u64, scenario: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Instant, Instant) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let run_start = Instant::now();
+    let deadline = run_start + std::time::Duration::from_secs(max_secs);
+    tokio::time::timeout_at(deadline + STOP_GRACE, scenario(run_start, deadline))
+        .await
+        .context("the run overran --max-secs")?
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use syncline_proto::v1::Value;
 
     use super::*;
 
-    fn shared(cursor: u64, ack_every: u64) -> Shared {
-        let args = FleetArgs {
+    pub(crate) fn fleet_args() -> FleetArgs {
+        FleetArgs {
             url: "ws://127.0.0.1:1/v1/sync".into(),
             devices: 1,
             user: "demo".into(),
@@ -732,10 +810,14 @@ mod tests {
             from_zero: false,
             source_addrs: 0,
             connect_concurrency: 1,
-            ack_every,
+            ack_every: DEFAULT_ACK_EVERY,
             page_size: 0,
             window: 4,
-        };
+        }
+    }
+
+    fn shared(cursor: u64, ack_every: u64) -> Shared {
+        let args = FleetArgs { ack_every, ..fleet_args() };
         Shared::new(&args, cursor, Instant::now())
     }
 
@@ -790,6 +872,63 @@ mod tests {
         assert_eq!(on_changes(&page, &shared, &mut state), [ack_frame("Account", "", 52, 3)]);
         assert_eq!((state.outcome.catchup_pages, state.outcome.catchup_records), (1, 1));
         assert_eq!(shared.catchup_latency.lock().len(), 1);
+    }
+
+    fn named(name: &str) -> Record {
+        let mut fields = BTreeMap::new();
+        fields.insert(PROBE_NAME_FIELD.to_owned(), Value::string(name));
+        fields.insert("industry".to_owned(), Value::string("probes"));
+        Record { id: "n".to_owned(), fields, version: 0 }
+    }
+
+    #[test]
+    fn probes_are_read_from_int_fields_or_from_the_name() {
+        assert_eq!(parse_probe(&probe("a", 7, 1_500)), Some(Probe { run: 7, sent_ns: 1_500 }));
+        assert_eq!(parse_probe(&probe("a", -3, -1)), Some(Probe { run: -3, sent_ns: 0 }));
+        let name = probe_name(42, 123_456_789, 9);
+        assert_eq!(name, "syncline-sim probe run=42 sent_ns=123456789 seq=9");
+        assert_eq!(parse_probe(&named(&name)), Some(Probe { run: 42, sent_ns: 123_456_789 }));
+        // Order and unknown words do not matter; missing or malformed numbers do.
+        let reordered = named("syncline-sim probe seq=1 extra=x sent_ns=5 run=-2");
+        assert_eq!(parse_probe(&reordered), Some(Probe { run: -2, sent_ns: 5 }));
+        for name in [
+            "Acme Corp",
+            "",
+            "syncline-sim probe",
+            "syncline-sim probe run=1",
+            "syncline-sim probe sent_ns=1",
+            "syncline-sim probe run=x sent_ns=1",
+            "syncline-sim probe run=1 sent_ns=-1",
+            "syncline-sim probe run=1 sent_ns=99999999999999999999",
+            "syncline-sim probe run=1 sent_ns",
+            "probe run=1 sent_ns=1",
+        ] {
+            assert_eq!(parse_probe(&named(name)), None, "{name:?}");
+        }
+        let mut not_a_string = named("");
+        not_a_string.fields.insert(PROBE_NAME_FIELD.to_owned(), Value::int(1));
+        assert_eq!(parse_probe(&not_a_string), None);
+        // One int field alone is not a probe, nor does it hide a probe name.
+        let mut half = named(&probe_name(1, 2, 3));
+        half.fields.insert(RUN_FIELD.to_owned(), Value::int(1));
+        assert_eq!(parse_probe(&half), Some(Probe { run: 1, sent_ns: 2 }));
+        assert_eq!(parse_probe(&Record::default()), None);
+    }
+
+    #[test]
+    fn probes_in_names_are_counted_like_int_probes() {
+        let shared = shared(0, 100);
+        let mut state = state(0);
+        let tag = shared.run_tag;
+        let records = vec![
+            named(&probe_name(tag, 0, 1)),
+            named(&probe_name(tag.wrapping_add(1), 0, 2)),
+            named("Acme Corp"),
+            probe("b", tag, 0),
+        ];
+        on_changes(&live(1, 4, records), &shared, &mut state);
+        assert_eq!(state.outcome.live_records, 2);
+        assert_eq!(shared.delivered.get(), 2);
     }
 
     #[tokio::test]

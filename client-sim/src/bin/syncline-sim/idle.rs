@@ -8,14 +8,13 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
     fleet::{FleetArgs, FleetTotals, RampUp, STOP_GRACE, ramp_up},
-    procfs::{Memory, Process},
+    procfs::{Memory, server_process},
     report::{Table, round, unix_time_secs, write_json},
 };
 
@@ -76,16 +75,12 @@ struct IdleReport {
 
 /// Runs `idle`.
 pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<()> {
-    let run_start = Instant::now();
-    let deadline = run_start + Duration::from_secs(args.max_secs);
-    tokio::time::timeout_at(deadline + STOP_GRACE, run_bounded(args, run_start, deadline))
-        .await
-        .context("the run overran --max-secs")?
+    crate::fleet::run_bounded(args.max_secs, |run_start, deadline| run_scenario(args, run_start, deadline)).await
 }
 
-async fn run_bounded(args: IdleArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
-    let server = Process::Pid(args.server_pid);
-    let memory_before = server.memory().context("reading the server's /proc entry (is --server-pid right?)")?;
+async fn run_scenario(args: IdleArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+    let server = server_process(args.server_pid)?;
+    let memory_before = server.memory()?;
     let cpu_before = server.cpu_time()?;
     let (fleet, _shared, ramp_up) = ramp_up(&args.fleet, run_start, deadline).await?;
     let connect_cpu = server.cpu_time()?.saturating_sub(cpu_before);

@@ -1,20 +1,34 @@
 //! `syncline-sim latency`: push latency through the whole server.
 //!
 //! N devices (one password login, then session tokens) subscribe to a partition and are
-//! caught up; then M single-record upserts are pushed over gRPC (`Ingest/Push`) at a fixed
-//! rate, one at a time. Each record carries `sent_ns` (taken just before its Push call, on
-//! the run's monotonic clock, which the devices share since they live in this process) and
-//! the run's tag. Every device records receive time − `sent_ns` for each record of every
-//! live `Changes` frame, so a latency covers the gRPC call, the durable commit, fan-out,
-//! the socket and this process's own queueing.
+//! caught up; then M single-record writes are made at a fixed rate, one at a time, in one
+//! of two ways (`--via`):
+//!
+//! - `ingest` (default): upserts pushed to Syncline over gRPC (`Ingest/Push`); each record
+//!   carries the run's tag and `sent_ns` as int fields.
+//! - `channel`: records created in the backend through the source's channel
+//!   (`syncline.v1.Channel/Create`, no caller), the "backend commit"; Syncline sees them
+//!   through its `watch` capture. The backend's schema is fixed, so the probe travels in
+//!   the `name` field (`fleet::probe_name`).
+//!
+//! `sent_ns` is taken just before the call, on the run's monotonic clock, which the devices
+//! share since they live in this process. Every device records receive time − `sent_ns` for
+//! each probe of every live `Changes` frame, so a latency covers the gRPC call, the durable
+//! commit(s), fan-out, the socket and this process's own queueing.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use syncline_proto::v1::{PushRequest, Record, Value, ingest_client::IngestClient};
+use syncline_proto::{
+    APP_PARTITION_KEY,
+    v1::{
+        PartitionKey, PushRequest, Record, Value, WriteRequest, channel_client::ChannelClient,
+        ingest_client::IngestClient,
+    },
+};
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -22,61 +36,71 @@ use tonic::{
 };
 
 use crate::{
-    fleet::{FleetArgs, FleetTotals, RUN_FIELD, RampUp, SENT_NS_FIELD, STOP_GRACE, Shared, ramp_up},
-    procfs::{CoreBusy, Memory, Process, core_busy, core_ticks},
+    fleet::{
+        FleetArgs, FleetTotals, PROBE_NAME_FIELD, RUN_FIELD, RampUp, RunArgs, SENT_NS_FIELD, STOP_GRACE, Shared,
+        probe_name, ramp_up,
+    },
+    procfs::{CoreBusy, ServerWindow, UsageWindow, WindowUsage, cpu_us_per, server_process},
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
 };
 
-/// Default time for the whole run: ramp-up, pushes and drain.
-const DEFAULT_MAX_SECS: u64 = 300;
-/// Default time deliveries may trail the last push before the rest count as lost.
-const DEFAULT_DRAIN_SECS: u64 = 30;
 /// Default bound on pending Push calls: at 100 pushes/s, 64 pending means the server is more
 /// than half a second behind.
 const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// Limit on opening the gRPC connection.
 const GRPC_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where the writes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Via {
+    /// Upserts pushed to Syncline with `Ingest/Push` (`--grpc`).
+    Ingest,
+    /// Records created in the backend with the channel's `Create` (`--channel`); Syncline
+    /// must capture the source with `watch` (or `poll`).
+    Channel,
+}
+
 /// Arguments of `latency`.
 #[derive(Debug, Args)]
 pub(crate) struct LatencyArgs {
     #[command(flatten)]
     fleet: FleetArgs,
-    /// The gRPC endpoint (Ingest); loopback addresses only.
+    /// How records are written: pushed to Syncline (`ingest`) or created in the backend
+    /// through its channel (`channel`).
+    #[arg(long, value_enum, default_value_t = Via::Ingest)]
+    via: Via,
+    /// The gRPC endpoint (Ingest) for `--via ingest`; loopback addresses only.
     #[arg(long, default_value = "http://127.0.0.1:7701")]
     grpc: String,
+    /// The source's channel (gRPC `syncline.v1.Channel`) for `--via channel`; loopback
+    /// addresses only.
+    #[arg(long)]
+    channel: Option<String>,
     /// Bearer token for Ingest, when the server requires one.
     #[arg(long, env = "SYNCLINE_INGEST_TOKEN", hide_env_values = true)]
     ingest_token: Option<String>,
-    /// Single-record upserts to push.
+    /// Single-record writes to make.
     #[arg(long, default_value_t = 1000)]
     changes: u64,
-    /// Pushes per second (0: back to back).
+    /// Writes per second (0: back to back).
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
-    /// The server's PID, for its CPU time and memory from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
-    /// Hard limit on the whole run, in seconds.
-    #[arg(long, default_value_t = DEFAULT_MAX_SECS)]
-    max_secs: u64,
-    /// Push calls pending at once. Pushes are sent on schedule whether or not earlier ones have
-    /// returned (open loop), so a slow server shows as latency, not as a lower push rate;
-    /// only when this many are pending does a push wait.
+    /// Write calls pending at once. Writes are sent on schedule whether or not earlier ones
+    /// have returned (open loop), so a slow server shows as latency, not as a lower write
+    /// rate; only when this many are pending does a write wait.
     #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
-    /// Seconds deliveries may trail the last push.
-    #[arg(long, default_value_t = DEFAULT_DRAIN_SECS)]
-    drain_secs: u64,
-    /// Writes the report as JSON to this file.
-    #[arg(long)]
-    json_out: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
 struct Params {
     url: String,
+    via: Via,
     grpc: String,
+    channel: Option<String>,
     devices: usize,
     changes: u64,
     rate: f64,
@@ -90,19 +114,13 @@ struct Params {
     drain_secs: u64,
 }
 
-/// The server's CPU and memory over the push phase.
+/// The server's CPU and memory over the push phase: from the first push (devices connected
+/// and caught up) to the end of the drain.
 #[derive(Debug, Serialize)]
 struct ServerUsage {
-    /// utime + stime from /proc/PID/stat between the first push and the end of the drain
-    /// (10 ms resolution).
-    cpu_secs: f64,
-    /// Share of `cpu_secs` spent in the kernel (stime).
-    cpu_system_share: f64,
+    #[serde(flatten)]
+    window: ServerWindow,
     cpu_us_per_delivered: f64,
-    /// Before the first push (devices connected and caught up).
-    memory_before: Memory,
-    /// After the drain.
-    memory_after: Memory,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,7 +129,7 @@ struct LatencyReport {
     unix_time: u64,
     params: Params,
     ramp_up: RampUp,
-    /// Push calls that returned OK.
+    /// Write calls (Push or Create) that returned OK.
     pushed: u64,
     push_errors: u64,
     first_push_error: Option<String>,
@@ -120,7 +138,7 @@ struct LatencyReport {
     push_rate: f64,
     /// Most a push was sent after its due time (when `--max-in-flight` calls were pending).
     max_send_lag_ms: f64,
-    /// Duration of the Push calls themselves (commit included).
+    /// Duration of the write calls themselves (commit included).
     push_call: LatencySummary,
     /// Devices caught up × pushed.
     expected: u64,
@@ -157,65 +175,41 @@ struct LatencyReport {
 
 /// Runs `latency`: ramp-up, paced pushes, drain, report.
 pub(crate) async fn run(args: LatencyArgs) -> anyhow::Result<()> {
-    let run_start = Instant::now();
-    let deadline = run_start + Duration::from_secs(args.max_secs);
-    // The whole run is bounded, whatever hangs.
-    tokio::time::timeout_at(deadline + STOP_GRACE, run_bounded(args, run_start, deadline))
-        .await
-        .context("the run overran --max-secs")?
+    crate::fleet::run_bounded(args.run.max_secs, |run_start, deadline| run_scenario(args, run_start, deadline)).await
 }
 
-async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
-    crate::loopback::check_url(&args.grpc, &["http"]).await?;
+async fn run_scenario(args: LatencyArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+    let endpoint = match args.via {
+        Via::Ingest => args.grpc.clone(),
+        Via::Channel => args.channel.clone().context("--via channel needs --channel http://127.0.0.1:PORT")?,
+    };
+    crate::loopback::check_url(&endpoint, &["http"]).await?;
     anyhow::ensure!(args.rate >= 0.0 && args.rate.is_finite(), "--rate must be a finite number ≥ 0");
-    let server = args.server_pid.map(Process::Pid);
-    if let Some(server) = server {
-        server.memory().context("reading the server's /proc entry (is --server-pid right?)")?;
-    }
+    let server = args.run.server_pid.map(server_process).transpose()?;
     let (fleet, shared, ramp_up) = ramp_up(&args.fleet, run_start, deadline).await?;
 
-    let channel = Endpoint::from_shared(args.grpc.clone())?
-        .connect_timeout(GRPC_CONNECT_TIMEOUT)
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", args.grpc))?;
-    let authorization = match &args.ingest_token {
-        Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).context("the ingest token")?),
-        None => None,
+    let grpc = connect_grpc(&endpoint).await?;
+    let writer = match args.via {
+        Via::Ingest => {
+            let authorization = match &args.ingest_token {
+                Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).context("the ingest token")?),
+                None => None,
+            };
+            Writer::Ingest { client: IngestClient::new(grpc), authorization }
+        }
+        Via::Channel => Writer::Channel(ChannelClient::new(grpc)),
     };
-    let ingest = IngestClient::new(channel);
 
-    let server_before =
-        server.map(|server| Ok::<_, anyhow::Error>((server.cpu_times()?, server.memory()?))).transpose()?;
-    let sim_cpu_before = Process::Current.cpu_time()?;
-    let cores_before = core_ticks()?;
+    let usage = UsageWindow::start(server)?;
     let first_sent_ns = shared.now_ns();
-    let pushes = push_open_loop(&args, &shared, ingest, authorization, deadline).await;
+    let pushes = push_open_loop(&args, &shared, writer, deadline).await;
     let pushed = pushes.pushed;
 
     let expected = ramp_up.caught_up as u64 * pushed;
-    let drain_deadline = (Instant::now() + Duration::from_secs(args.drain_secs)).min(deadline);
+    let drain_deadline = (Instant::now() + Duration::from_secs(args.run.drain_secs)).min(deadline);
     let drained = shared.delivered.wait_for(expected, drain_deadline).await;
     let delivered_at_end = shared.delivered.get();
-    let server_usage = match (server, server_before) {
-        (Some(server), Some((cpu_before, memory_before))) => {
-            let cpu = server.cpu_times()?.since(cpu_before);
-            Some(ServerUsage {
-                cpu_secs: secs(cpu.total()),
-                cpu_system_share: round(cpu.system.as_secs_f64() / cpu.total().as_secs_f64().max(f64::EPSILON), 3),
-                cpu_us_per_delivered: per_delivered_us(cpu.total(), delivered_at_end),
-                memory_before,
-                memory_after: server.memory()?,
-            })
-        }
-        _ => None,
-    };
-    let sim_cpu = Process::Current.cpu_time()?.saturating_sub(sim_cpu_before);
-    let cores = core_busy(&cores_before, &core_ticks()?);
-    let other_busy_secs = server_usage.as_ref().map(|server| {
-        let busy: f64 = cores.iter().map(|core| core.busy_secs).sum();
-        round(busy - server.cpu_secs - sim_cpu.as_secs_f64(), 2)
-    });
+    let usage = usage.finish()?;
     let last_receive_ns = shared.last_receive_ns.load(std::sync::atomic::Ordering::SeqCst);
     let delivery = Duration::from_nanos(last_receive_ns.saturating_sub(first_sent_ns));
 
@@ -226,7 +220,9 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
         unix_time: unix_time_secs(),
         params: Params {
             url: args.fleet.url.clone(),
+            via: args.via,
             grpc: args.grpc.clone(),
+            channel: args.channel.clone(),
             devices: args.fleet.devices,
             changes: args.changes,
             rate: args.rate,
@@ -234,10 +230,10 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
             key: args.fleet.key.clone(),
             from_zero: args.fleet.from_zero,
             ack_every: args.fleet.ack_every,
-            server_pid: args.server_pid,
+            server_pid: args.run.server_pid,
             max_in_flight: args.max_in_flight,
-            max_secs: args.max_secs,
-            drain_secs: args.drain_secs,
+            max_secs: args.run.max_secs,
+            drain_secs: args.run.drain_secs,
         },
         ramp_up,
         pushed,
@@ -257,14 +253,16 @@ async fn run_bounded(args: LatencyArgs, run_start: Instant, deadline: Instant) -
         catchup_latency: LatencySummary::of(&shared.catchup_latency.lock()),
         delivery_secs: secs(delivery),
         delivered_per_sec: round(delivered_at_end as f64 / delivery.as_secs_f64().max(f64::EPSILON), 0),
-        server: server_usage,
-        other_busy_secs,
-        cores,
-        sim_cpu_us_per_delivered: per_delivered_us(sim_cpu, delivered_at_end),
+        server: usage
+            .server
+            .map(|window| ServerUsage { window, cpu_us_per_delivered: cpu_us_per(window.cpu, delivered_at_end) }),
+        other_busy_secs: usage.other_busy_secs,
+        cores: usage.cores.clone(),
+        sim_cpu_us_per_delivered: cpu_us_per(usage.sim_cpu, delivered_at_end),
         fleet: totals,
     };
-    print_table(&report);
-    if let Some(path) = &args.json_out {
+    print_table(&report, &usage, delivered_at_end);
+    if let Some(path) = &args.run.json_out {
         write_json(path, &report)?;
     }
     Ok(())
@@ -295,16 +293,42 @@ impl Pushes {
     }
 }
 
-/// Sends `--changes` pushes, push `index` due at `index / rate` after the first, each on its
-/// own task so that a slow call does not delay the next push (at most `--max-in-flight`
+/// Opens the gRPC connection to `endpoint`.
+async fn connect_grpc(endpoint: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(endpoint.to_owned())?
+        .connect_timeout(GRPC_CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))
+}
+
+/// Makes the writes: one gRPC client per way of writing (clones share the connection).
+#[derive(Clone)]
+enum Writer {
+    Ingest { client: IngestClient<Channel>, authorization: Option<MetadataValue<Ascii>> },
+    Channel(ChannelClient<Channel>),
+}
+
+impl Writer {
+    /// Makes write number `index` of the run; its `sent_ns` is taken just before the call.
+    async fn write(self, source: String, key: String, shared: Arc<Shared>, index: u64) -> Result<(), tonic::Status> {
+        match self {
+            Writer::Ingest { mut client, authorization } => {
+                let mut request = tonic::Request::new(push_request(source, key, &shared, index));
+                if let Some(authorization) = authorization {
+                    request.metadata_mut().insert("authorization", authorization);
+                }
+                client.push(request).await.map(drop)
+            }
+            Writer::Channel(mut client) => client.create(create_request(source, key, &shared, index)).await.map(drop),
+        }
+    }
+}
+
+/// Sends `--changes` writes, write `index` due at `index / rate` after the first, each on its
+/// own task so that a slow call does not delay the next write (at most `--max-in-flight`
 /// pending).
-async fn push_open_loop(
-    args: &LatencyArgs,
-    shared: &Arc<Shared>,
-    ingest: IngestClient<Channel>,
-    authorization: Option<MetadataValue<Ascii>>,
-    deadline: Instant,
-) -> Pushes {
+async fn push_open_loop(args: &LatencyArgs, shared: &Arc<Shared>, writer: Writer, deadline: Instant) -> Pushes {
     let mut pushes = Pushes {
         pushed: 0,
         errors: 0,
@@ -329,17 +353,10 @@ async fn push_open_loop(
         };
         let permit = permit.expect("the semaphore is never closed");
         pushes.max_send_lag = pushes.max_send_lag.max(Instant::now().saturating_duration_since(due));
-        let mut client = ingest.clone();
-        let shared = Arc::clone(shared);
-        let (source, key) = (args.fleet.source.clone(), args.fleet.key.clone());
-        let authorization = authorization.clone();
+        let write = writer.clone().write(args.fleet.source.clone(), args.fleet.key.clone(), Arc::clone(shared), index);
         calls.spawn(async move {
-            let mut request = tonic::Request::new(push_request(source, key, &shared, index));
-            if let Some(authorization) = authorization {
-                request.metadata_mut().insert("authorization", authorization);
-            }
             let call_started = Instant::now();
-            let result = client.push(request).await;
+            let result = write.await;
             drop(permit);
             let result = result.map(drop).map_err(|status| format!("{}: {}", status.code(), status.message()));
             (call_started.elapsed(), result)
@@ -379,16 +396,33 @@ fn push_request(source: String, key: String, shared: &Shared, index: u64) -> Pus
     PushRequest { source, key, upserts: vec![record], deletes: Vec::new() }
 }
 
-fn per_delivered_us(cpu: Duration, delivered: u64) -> f64 {
-    if delivered == 0 {
-        return 0.0;
+/// Returns write number `index` for `--via channel`: a new record (the backend chooses its
+/// id) whose `name` is a probe, with a mutation id unique to the run.
+fn create_request(source: String, key: String, shared: &Shared, index: u64) -> WriteRequest {
+    let key = if key.is_empty() { APP_PARTITION_KEY.to_owned() } else { key };
+    // Taken last, just before the call.
+    let name = probe_name(shared.run_tag, shared.now_ns(), index);
+    let record = Record {
+        id: String::new(),
+        fields: BTreeMap::from([(PROBE_NAME_FIELD.to_owned(), Value::string(name))]),
+        version: 0,
+    };
+    WriteRequest {
+        partition: Some(PartitionKey { source, key }),
+        record: Some(record),
+        base_version: 0,
+        mutation_id: format!("sim-latency-{}-{index}", shared.run_tag),
+        caller: None,
     }
-    round(cpu.as_secs_f64() * 1e6 / delivered as f64, 2)
 }
 
-fn print_table(report: &LatencyReport) {
+fn print_table(report: &LatencyReport, usage: &WindowUsage, delivered: u64) {
+    let via = match report.params.via {
+        Via::Ingest => "Ingest/Push",
+        Via::Channel => "Channel/Create",
+    };
     let mut table = Table::new(format!(
-        "latency: {} devices x {} changes at {}/s",
+        "latency: {} devices x {} changes at {}/s via {via}",
         report.params.devices, report.params.changes, report.params.rate
     ));
     table
@@ -404,13 +438,13 @@ fn print_table(report: &LatencyReport) {
             ),
         )
         .row(
-            "pushed",
+            "written",
             format!(
                 "{} ok, {} failed, {:.1}/s over {:.2} s (sent at most {:.1} ms late)",
                 report.pushed, report.push_errors, report.push_rate, report.push_secs, report.max_send_lag_ms
             ),
         )
-        .row("push call p50/p90/p99/max", report.push_call.line())
+        .row("write call p50/p90/p99/max", report.push_call.line())
         .row("expected", report.expected)
         .row("delivered", format!("{} live + {} catch-up", report.delivered_live, report.delivered_catchup))
         .row("lost / extra", format!("{} / {}", report.lost, report.extra))
@@ -423,42 +457,12 @@ fn print_table(report: &LatencyReport) {
         .row("demotions (re-catch-ups)", report.fleet.recatchups)
         .row("gaps", report.fleet.gaps)
         .row("acks sent", report.fleet.acks_sent);
-    if let Some(server) = &report.server {
-        table
-            .row(
-                "server CPU",
-                format!(
-                    "{:.2} s ({:.0}% system), {:.2} µs per delivered record",
-                    server.cpu_secs,
-                    server.cpu_system_share * 100.0,
-                    server.cpu_us_per_delivered
-                ),
-            )
-            .row(
-                "server RSS",
-                format!(
-                    "{:.1} MB before pushes, {:.1} MB after (peak {:.1} MB)",
-                    server.memory_before.rss_kb as f64 / 1024.0,
-                    server.memory_after.rss_kb as f64 / 1024.0,
-                    server.memory_after.peak_rss_kb as f64 / 1024.0
-                ),
-            );
-    }
-    table.row("sim CPU", format!("{:.2} µs per delivered record", report.sim_cpu_us_per_delivered));
-    if let Some(other) = report.other_busy_secs {
-        table.row("other busy core time", format!("{other:.2} s (neither server nor sim)"));
-    }
-    for core in &report.cores {
-        table.row(
-            format!("core {} busy", core.core),
-            format!("{:.0}% ({:.0}% softirq)", core.busy_share * 100.0, core.softirq_share * 100.0),
-        );
-    }
+    usage.table_rows(&mut table, delivered, "delivered record");
     if !report.fleet.errors.is_empty() {
         table.row("device errors", report.fleet.errors.join("; "));
     }
     if let Some(error) = &report.first_push_error {
-        table.row("first push error", error);
+        table.row("first write error", error);
     }
     table.print();
 }

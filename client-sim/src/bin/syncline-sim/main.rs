@@ -2,11 +2,14 @@
 //!
 //! - `watch` (`watch.rs`): one device syncing one partition, printing its progress, its
 //!   records once caught up, and each live change, until Ctrl-C.
-//! - `latency` (`latency.rs`): N devices caught up on a partition, M single-record upserts
-//!   pushed over gRPC at a fixed rate; push latency, losses and server CPU per delivery.
+//! - `latency` (`latency.rs`): N devices caught up on a partition, M single-record writes at
+//!   a fixed rate (pushed over gRPC Ingest, or created in the backend through its channel);
+//!   push latency, losses and server CPU per delivery.
 //! - `initial-sync` (`initial_sync.rs`): one device syncing a whole partition from cursor 0,
 //!   repeated; records per second.
 //! - `idle` (`idle.rs`): N devices caught up and idle; server memory per device.
+//! - `mutations` (`mutations.rs`): N devices caught up, W writers sending creates; ack,
+//!   result and echo latency, mutations per second sustained.
 //!
 //! Shared by the load scenarios: `fleet.rs` (token login and lightweight raw subscribers
 //! over `wire::Connection`), `loopback.rs` (the loopback-only URL check and source
@@ -18,6 +21,7 @@ mod idle;
 mod initial_sync;
 mod latency;
 mod loopback;
+mod mutations;
 mod procfs;
 mod report;
 mod rpc;
@@ -55,13 +59,17 @@ enum RuntimeKind {
 enum Command {
     /// Syncs one partition and prints its records and live changes until Ctrl-C.
     Watch(watch::WatchArgs),
-    /// Measures push latency: N caught-up devices, M upserts pushed over gRPC at a fixed rate.
+    /// Measures push latency: N caught-up devices, M writes (Ingest pushes or channel creates) at a
+    /// fixed rate.
     Latency(latency::LatencyArgs),
     /// Measures initial sync: one device syncs a whole partition from cursor 0, repeatedly.
     InitialSync(initial_sync::InitialSyncArgs),
     /// Measures server memory per idle device: N devices connected, subscribed and caught up.
     Idle(idle::IdleArgs),
+    /// Measures mobile RPC: round trips through Syncline against direct gRPC calls.
     Rpc(rpc::RpcArgs),
+    /// Measures mutations: W writers send creates, N caught-up devices receive them back.
+    Mutations(mutations::MutationsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +96,7 @@ fn main() -> anyhow::Result<()> {
             Command::InitialSync(args) => initial_sync::run(args).await,
             Command::Idle(args) => idle::run(args).await,
             Command::Rpc(args) => rpc::run(args).await,
+            Command::Mutations(args) => mutations::run(args).await,
         }
     })
 }

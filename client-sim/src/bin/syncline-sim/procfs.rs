@@ -18,6 +18,13 @@ pub(crate) enum Process {
     Current,
 }
 
+/// Returns the server process of `--server-pid`, checking that /proc can be read for it.
+pub(crate) fn server_process(pid: u32) -> anyhow::Result<Process> {
+    let server = Process::Pid(pid);
+    server.memory().context("reading the server's /proc entry (is --server-pid right?)")?;
+    Ok(server)
+}
+
 impl Process {
     fn path(self, file: &str) -> String {
         match self {
@@ -170,6 +177,128 @@ fn parse_core_ticks(stat: &str) -> anyhow::Result<Vec<CoreTicks>> {
         });
     }
     Ok(cores)
+}
+
+/// Readings at the start of a measured window: the server's CPU time and memory (when its
+/// PID is known), this process's CPU time and every core's ticks.
+pub(crate) struct UsageWindow {
+    server: Option<(Process, CpuTimes, Memory)>,
+    sim_cpu_before: Duration,
+    cores_before: Vec<CoreTicks>,
+}
+
+/// The server's CPU and memory over a window.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct ServerWindow {
+    /// utime + stime from /proc/PID/stat over the window (10 ms resolution).
+    pub(crate) cpu_secs: f64,
+    /// Share of `cpu_secs` spent in the kernel (stime).
+    pub(crate) cpu_system_share: f64,
+    /// At the window's start.
+    pub(crate) memory_before: Memory,
+    /// At the window's end.
+    pub(crate) memory_after: Memory,
+    #[serde(skip)]
+    pub(crate) cpu: Duration,
+}
+
+/// What a window cost: see [`UsageWindow::finish`].
+#[derive(Clone, Debug)]
+pub(crate) struct WindowUsage {
+    pub(crate) server: Option<ServerWindow>,
+    /// This process's CPU time over the window.
+    pub(crate) sim_cpu: Duration,
+    /// Every core's busy time over the window (from /proc/stat).
+    pub(crate) cores: Vec<CoreBusy>,
+    /// Busy core time over the window charged to neither the server nor this process
+    /// (`None` without the server's PID).
+    pub(crate) other_busy_secs: Option<f64>,
+}
+
+impl UsageWindow {
+    /// Takes the start readings; fails if the server's /proc entry cannot be read.
+    pub(crate) fn start(server: Option<Process>) -> anyhow::Result<Self> {
+        let server = server.map(|server| Ok::<_, anyhow::Error>((server, server.cpu_times()?, server.memory()?)));
+        Ok(Self {
+            server: server.transpose()?,
+            sim_cpu_before: Process::Current.cpu_time()?,
+            cores_before: core_ticks()?,
+        })
+    }
+
+    /// Takes the end readings and returns the differences.
+    pub(crate) fn finish(self) -> anyhow::Result<WindowUsage> {
+        let server = match self.server {
+            Some((server, cpu_before, memory_before)) => {
+                let cpu = server.cpu_times()?.since(cpu_before);
+                let total = cpu.total();
+                Some(ServerWindow {
+                    cpu_secs: crate::report::secs(total),
+                    cpu_system_share: crate::report::round(
+                        cpu.system.as_secs_f64() / total.as_secs_f64().max(f64::EPSILON),
+                        3,
+                    ),
+                    memory_before,
+                    memory_after: server.memory()?,
+                    cpu: total,
+                })
+            }
+            None => None,
+        };
+        let sim_cpu = Process::Current.cpu_time()?.saturating_sub(self.sim_cpu_before);
+        let cores = core_busy(&self.cores_before, &core_ticks()?);
+        let other_busy_secs = server.as_ref().map(|server| {
+            let busy: f64 = cores.iter().map(|core| core.busy_secs).sum();
+            crate::report::round(busy - server.cpu_secs - sim_cpu.as_secs_f64(), 2)
+        });
+        Ok(WindowUsage { server, sim_cpu, cores, other_busy_secs })
+    }
+}
+
+/// Returns microseconds of `cpu` per item (0 without items), for reports.
+pub(crate) fn cpu_us_per(cpu: Duration, items: u64) -> f64 {
+    if items == 0 {
+        return 0.0;
+    }
+    crate::report::round(cpu.as_secs_f64() * 1e6 / items as f64, 2)
+}
+
+impl WindowUsage {
+    /// Adds the server CPU and RSS, simulator CPU, other busy time and per-core rows to
+    /// `table`, CPU per item named `per` (e.g. "delivered record").
+    pub(crate) fn table_rows(&self, table: &mut crate::report::Table, items: u64, per: &str) {
+        if let Some(server) = &self.server {
+            table
+                .row(
+                    "server CPU",
+                    format!(
+                        "{:.2} s ({:.0}% system), {:.2} µs per {per}",
+                        server.cpu_secs,
+                        server.cpu_system_share * 100.0,
+                        cpu_us_per(server.cpu, items)
+                    ),
+                )
+                .row(
+                    "server RSS",
+                    format!(
+                        "{:.1} MB before, {:.1} MB after (peak {:.1} MB)",
+                        server.memory_before.rss_kb as f64 / 1024.0,
+                        server.memory_after.rss_kb as f64 / 1024.0,
+                        server.memory_after.peak_rss_kb as f64 / 1024.0
+                    ),
+                );
+        }
+        table.row("sim CPU", format!("{:.2} µs per {per}", cpu_us_per(self.sim_cpu, items)));
+        if let Some(other) = self.other_busy_secs {
+            table.row("other busy core time", format!("{other:.2} s (neither server nor sim)"));
+        }
+        for core in &self.cores {
+            table.row(
+                format!("core {} busy", core.core),
+                format!("{:.0}% ({:.0}% softirq)", core.busy_share * 100.0, core.softirq_share * 100.0),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
