@@ -5,7 +5,7 @@
 //! frames of one partition are published in order. A subscription is either *live* (the
 //! hub queues every new frame to it, expecting `next == from`) or *catching up* (its session
 //! reads the partition's log and the hub skips it). A catching-up session becomes live with
-//! [`Hub::go_live`], which succeeds only if nothing was published past what the session has
+//! [`Subscription::go_live`], which succeeds only if nothing was published past what the session has
 //! read, so no change falls between catch-up and live push.
 //!
 //! Slow consumers: when a live subscriber's outbound queue is full (or a frame does not
@@ -97,7 +97,7 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Subscription<K> {
     }
 
     /// Tries to make this subscription live, having delivered everything up to
-    /// `caught_up_to`. See [`Hub::go_live`].
+    /// `caught_up_to`. See the module docs.
     pub fn go_live(&self, caught_up_to: u64) -> bool {
         self.hub.go_live(&self.key, self.id, caught_up_to)
     }
