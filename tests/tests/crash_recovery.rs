@@ -80,6 +80,14 @@ impl ServerProcess {
     }
 }
 
+impl Drop for ServerProcess {
+    /// A failing test unwinds past `stop`: the server process must not outlive it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn connect_ingest(url: &str) -> IngestClient<tonic::transport::Channel> {
     let url = url.to_owned();
     eventually(DEADLINE, "the gRPC endpoint accepts connections", || {
