@@ -713,6 +713,15 @@ pub(crate) struct RampUp {
     pub(crate) open_files_limit: u64,
 }
 
+impl RampUp {
+    /// Adds the ramp-up's rows (devices caught up, login and connect times) to a report table.
+    pub(crate) fn add_rows(&self, table: &mut crate::report::Table) {
+        table
+            .row("devices caught up", format!("{} of {} ({} failed)", self.caught_up, self.devices, self.failed))
+            .row("ramp-up", format!("login {:.2} s, connect + catch up {:.2} s", self.login_secs, self.connect_secs));
+    }
+}
+
 /// Open files kept for everything but device sockets (gRPC, /proc reads, the runtime).
 const RESERVED_FILES: u64 = 64;
 

@@ -122,18 +122,8 @@ fn print_table(report: &IdleReport) {
     let mb = |kb: u64| kb as f64 / 1024.0;
     let mut table =
         Table::new(format!("idle: {} devices, {} s settle", report.params.devices, report.params.settle_secs));
+    report.ramp_up.add_rows(&mut table);
     table
-        .row(
-            "devices caught up",
-            format!("{} of {} ({} failed)", report.ramp_up.caught_up, report.ramp_up.devices, report.ramp_up.failed),
-        )
-        .row(
-            "ramp-up",
-            format!(
-                "login {:.2} s, connect + catch up {:.2} s",
-                report.ramp_up.login_secs, report.ramp_up.connect_secs
-            ),
-        )
         .row("source addresses", report.ramp_up.source_addrs.len())
         .row("server RSS before", format!("{:.1} MB", mb(report.memory_before.rss_kb)))
         .row(

@@ -425,18 +425,8 @@ fn print_table(report: &LatencyReport, usage: &WindowUsage, delivered: u64) {
         "latency: {} devices x {} changes at {}/s via {via}",
         report.params.devices, report.params.changes, report.params.rate
     ));
+    report.ramp_up.add_rows(&mut table);
     table
-        .row(
-            "devices caught up",
-            format!("{} of {} ({} failed)", report.ramp_up.caught_up, report.ramp_up.devices, report.ramp_up.failed),
-        )
-        .row(
-            "ramp-up",
-            format!(
-                "login {:.2} s, connect + catch up {:.2} s",
-                report.ramp_up.login_secs, report.ramp_up.connect_secs
-            ),
-        )
         .row(
             "written",
             format!(
