@@ -8,6 +8,10 @@
 //! heartbeat old gets a ping queued behind its frames. An idle connection therefore costs one
 //! registry slot and two words, not two timer entries, and a frame arriving costs one relaxed
 //! atomic store rather than re-arming a timer.
+//!
+//! Server shutdown goes through the registry too: when it fires, the sweeper closes every
+//! registered connection with "reconnect now" (1012), and a connection registered after that
+//! is closed at once. Sessions therefore wait on nothing shared.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +44,14 @@ struct Inner {
     heartbeat_ms: u64,
     idle_timeout_ms: u64,
     tick: Duration,
-    connections: Mutex<Slab<Entry>>,
+    connections: Mutex<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    entries: Slab<Entry>,
+    /// Set at shutdown: every connection is closed, and so is any registered later.
+    shutting_down: bool,
 }
 
 #[derive(Debug)]
@@ -59,7 +70,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.inner.connections.lock().try_remove(self.key);
+        self.inner.connections.lock().entries.try_remove(self.key);
     }
 }
 
@@ -75,7 +86,7 @@ impl Heartbeats {
                 heartbeat_ms: millis(heartbeat).max(1),
                 idle_timeout_ms: millis(idle_timeout).max(1),
                 tick,
-                connections: Mutex::new(Slab::new()),
+                connections: Mutex::new(Registry::default()),
             }),
         }
     }
@@ -91,17 +102,22 @@ impl Heartbeats {
         self.inner.now_ms.load(Ordering::Relaxed)
     }
 
-    /// Registers a connection: it gets pings and its idle time is watched from now on.
+    /// Registers a connection: it gets pings and its idle time is watched from now on. After
+    /// shutdown it is closed at once (1012).
     pub fn register(&self, outbox: &Outbox) -> Registration {
         let now = self.now_ms();
         outbox.touch(now);
-        let key = self.inner.connections.lock().insert(Entry { outbox: outbox.clone(), last_ping_ms: now });
+        let mut registry = self.inner.connections.lock();
+        if registry.shutting_down {
+            close_for_restart(outbox);
+        }
+        let key = registry.entries.insert(Entry { outbox: outbox.clone(), last_ping_ms: now });
         Registration { inner: self.inner.clone(), key }
     }
 
     /// Returns the number of registered connections.
     pub fn len(&self) -> usize {
-        self.inner.connections.lock().len()
+        self.inner.connections.lock().entries.len()
     }
 
     /// Returns true when no connection is registered.
@@ -109,15 +125,21 @@ impl Heartbeats {
         self.len() == 0
     }
 
-    /// Sweeps every tick until `shutdown` fires.
+    /// Sweeps every tick until `shutdown` fires, then closes every connection with 1012
+    /// ("reconnect now"): the sessions send what is queued, then the close frame.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(self.inner.tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 _ = ticks.tick() => self.sweep(),
             }
+        }
+        let mut registry = self.inner.connections.lock();
+        registry.shutting_down = true;
+        for (_, entry) in registry.entries.iter() {
+            close_for_restart(&entry.outbox);
         }
     }
 
@@ -126,8 +148,8 @@ impl Heartbeats {
         let inner = &*self.inner;
         let now = millis(inner.epoch.elapsed());
         inner.now_ms.store(now, Ordering::Relaxed);
-        let mut connections = inner.connections.lock();
-        for (_, entry) in connections.iter_mut() {
+        let mut registry = inner.connections.lock();
+        for (_, entry) in registry.entries.iter_mut() {
             if entry.outbox.is_closed() {
                 continue;
             }
@@ -142,6 +164,10 @@ impl Heartbeats {
             }
         }
     }
+}
+
+fn close_for_restart(outbox: &Outbox) {
+    outbox.close(close_code::SERVICE_RESTART, "server restarting");
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -179,5 +205,21 @@ mod tests {
         assert_eq!(heartbeats.len(), 1, "a dropped registration leaves the registry");
         shutdown.cancel();
         sweeper.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_every_connection_and_any_registered_later() {
+        let heartbeats = Heartbeats::new(Duration::from_secs(25), Duration::from_secs(60));
+        let (before, _before_rx) = Outbox::for_test(8);
+        let _before_registration = heartbeats.register(&before);
+        let shutdown = CancellationToken::new();
+        let sweeper = tokio::spawn(heartbeats.clone().run(shutdown.clone()));
+        shutdown.cancel();
+        sweeper.await.unwrap();
+        assert!(before.is_closed());
+        assert_eq!(before.close_request(), Some((close_code::SERVICE_RESTART, "server restarting".to_owned())));
+        let (late, _late_rx) = Outbox::for_test(8);
+        let _late_registration = heartbeats.register(&late);
+        assert!(late.is_closed(), "a connection that finished its handshake after shutdown is closed too");
     }
 }

@@ -8,6 +8,15 @@
 //! [`Subscription::go_live`], which succeeds only if nothing was published past what the session has
 //! read, so no change falls between catch-up and live push.
 //!
+//! Fan-out across cores: a partition's subscribers are split into shards (by subscription),
+//! each behind its own lock. [`Hub::new`] sweeps every shard on the publishing thread;
+//! [`Hub::with_sweepers`] gives each shard a sweeper task on the async runtime, so a publish
+//! only records the partition's head and hands the frame to the sweepers of the shards that
+//! have subscribers: the sweep over thousands of queues runs on every core at once, off the
+//! store's writer thread, and the wakeups it causes land on the runtime's own run queues. A
+//! shard's sweeper handles its frames in publish order, and a subscription lives in one
+//! shard, so each subscriber still gets its partition's frames in order.
+//!
 //! Slow consumers: when a live subscriber's outbound queue is full (or a frame does not
 //! follow on from what it has), it is *demoted*: the hub stops queueing to it, sets its
 //! demoted flag and wakes its session, which then catches up from the log. Memory per
@@ -15,10 +24,11 @@
 
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
-use tokio::sync::mpsc::error::TrySendError;
+use parking_lot::Mutex;
+use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::codec::EncodedFrame;
 use crate::session::{Outbox, Outgoing};
@@ -26,10 +36,13 @@ use crate::session::{Outbox, Outgoing};
 /// What happened to one published frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PublishOutcome {
-    /// Subscribers the frame was queued to.
+    /// Subscribers the frame was queued to (by the time `publish` returned: with sweeper
+    /// tasks the sweep happens after, and only [`HubStats`] counts it).
     pub delivered: usize,
-    /// Subscribers demoted to catch-up by this publish.
+    /// Subscribers demoted to catch-up by this publish (likewise).
     pub demoted: usize,
+    /// Shards whose sweeper tasks were handed the frame (0 when swept inline).
+    pub dispatched: usize,
 }
 
 /// Counters of the hub, for metrics.
@@ -52,140 +65,38 @@ struct Subscriber {
 /// Value of a subscription's demotion slot while it is not demoted.
 const NOT_DEMOTED: u64 = u64::MAX;
 
-#[derive(Default)]
-struct PartitionEntry {
+/// One partition's subscribers, split into shards that are swept independently.
+struct Partition {
     /// The `to` of the last frame published for the partition.
-    last_published: u64,
-    subscribers: Vec<Subscriber>,
+    last_published: AtomicU64,
+    /// Subscribers in all shards.
+    subscribers: AtomicUsize,
+    shards: Box<[Shard]>,
 }
 
-/// The subscription registry, keyed by partition.
-pub struct Hub<K: Eq + Hash + Clone + Send + Sync + 'static> {
-    partitions: DashMap<K, PartitionEntry>,
-    next_id: AtomicU64,
-    stats: HubStats,
+#[derive(Default)]
+struct Shard {
+    /// Subscribers of this shard (a copy of the length, readable without the lock).
+    len: AtomicUsize,
+    subscribers: Mutex<Vec<Subscriber>>,
 }
 
-impl<K: Eq + Hash + Clone + Send + Sync + 'static> Default for Hub<K> {
-    fn default() -> Self {
-        Self { partitions: DashMap::new(), next_id: AtomicU64::new(1), stats: HubStats::default() }
-    }
-}
-
-/// A session's subscription to one partition. Unsubscribes when dropped.
-pub struct Subscription<K: Eq + Hash + Clone + Send + Sync + 'static> {
-    hub: Arc<Hub<K>>,
-    key: K,
-    id: u64,
-    demoted: Arc<AtomicU64>,
-}
-
-impl<K: Eq + Hash + Clone + Send + Sync + 'static> Subscription<K> {
-    /// Returns the partition key.
-    pub fn key(&self) -> &K {
-        &self.key
-    }
-
-    /// Returns (once) the sequence up to which frames were queued if the hub demoted this
-    /// subscription since the last call: the session must catch up from the log after it and
-    /// go live again.
-    pub fn take_demoted(&self) -> Option<u64> {
-        match self.demoted.swap(NOT_DEMOTED, Ordering::AcqRel) {
-            NOT_DEMOTED => None,
-            queued_to => Some(queued_to),
+impl Partition {
+    fn new(shards: usize) -> Self {
+        Self {
+            last_published: AtomicU64::new(0),
+            subscribers: AtomicUsize::new(0),
+            shards: (0..shards).map(|_| Shard::default()).collect(),
         }
     }
 
-    /// Tries to make this subscription live, having delivered everything up to
-    /// `caught_up_to`. See the module docs.
-    pub fn go_live(&self, caught_up_to: u64) -> bool {
-        self.hub.go_live(&self.key, self.id, caught_up_to)
-    }
-
-    /// Stops live delivery (the session will page from the log instead).
-    pub fn pause(&self) {
-        if let Some(mut entry) = self.hub.partitions.get_mut(&self.key)
-            && let Some(subscriber) = entry.subscribers.iter_mut().find(|s| s.id == self.id)
-        {
-            subscriber.live = false;
-        }
-    }
-}
-
-impl<K: Eq + Hash + Clone + Send + Sync + 'static> Drop for Subscription<K> {
-    fn drop(&mut self) {
-        self.hub.remove(&self.key, self.id);
-    }
-}
-
-impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
-    /// Returns an empty hub.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    /// Registers a catching-up subscription of `outbox`'s connection to `key`.
-    pub fn subscribe(self: &Arc<Self>, key: K, outbox: Outbox) -> Subscription<K> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let demoted = Arc::new(AtomicU64::new(NOT_DEMOTED));
-        self.partitions.entry(key.clone()).or_default().subscribers.push(Subscriber {
-            id,
-            outbox,
-            live: false,
-            next: 0,
-            demoted: demoted.clone(),
-        });
-        Subscription { hub: self.clone(), key, id, demoted }
-    }
-
-    /// Makes subscription `id` live if nothing past `caught_up_to` was published for `key`;
-    /// from then on frames starting at `caught_up_to + 1` are queued to it. Returns false when
-    /// the session must read more of the log first.
-    fn go_live(&self, key: &K, id: u64, caught_up_to: u64) -> bool {
-        let Some(mut entry) = self.partitions.get_mut(key) else {
-            return false;
-        };
-        if entry.last_published > caught_up_to {
-            return false;
-        }
-        match entry.subscribers.iter_mut().find(|s| s.id == id) {
-            Some(subscriber) => {
-                subscriber.live = true;
-                subscriber.next = caught_up_to + 1;
-                subscriber.demoted.store(NOT_DEMOTED, Ordering::Release);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn remove(&self, key: &K, id: u64) {
-        let now_empty = match self.partitions.get_mut(key) {
-            Some(mut entry) => {
-                entry.subscribers.retain(|s| s.id != id);
-                entry.subscribers.is_empty()
-            }
-            None => false,
-        };
-        if now_empty {
-            // Keep the entry if a subscriber arrived meanwhile; an entry without subscribers
-            // only needs `last_published`, which the next publish re-creates.
-            self.partitions.remove_if(key, |_, entry| entry.subscribers.is_empty());
-        }
-    }
-
-    /// Queues `frame`, covering sequences `from..=to` of `key`, to every live subscriber
-    /// that expects it. Never blocks: a full queue demotes its subscriber.
-    pub fn publish(&self, key: &K, from: u64, to: u64, frame: &Arc<EncodedFrame>) -> PublishOutcome {
+    /// Queues the frame to the shard's live subscribers that expect it.
+    fn sweep(&self, shard: usize, from: u64, to: u64, frame: &Arc<EncodedFrame>) -> PublishOutcome {
         let mut outcome = PublishOutcome::default();
-        let Some(mut entry) = self.partitions.get_mut(key) else {
-            // No subscribers: nobody can be live, and go_live reads the store, which already
-            // holds this commit.
-            self.stats.published.fetch_add(1, Ordering::Relaxed);
-            return outcome;
-        };
-        entry.last_published = entry.last_published.max(to);
-        entry.subscribers.retain_mut(|subscriber| {
+        let shard = &self.shards[shard];
+        let mut subscribers = shard.subscribers.lock();
+        let before = subscribers.len();
+        subscribers.retain_mut(|subscriber| {
             if !subscriber.live || to < subscriber.next {
                 return true;
             }
@@ -209,7 +120,212 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
                 Err(TrySendError::Closed(_)) => false,
             }
         });
+        let removed = before - subscribers.len();
+        if removed > 0 {
+            shard.len.store(subscribers.len(), Ordering::Relaxed);
+            self.subscribers.fetch_sub(removed, Ordering::Relaxed);
+        }
+        outcome
+    }
+}
+
+/// A frame handed to one shard's sweeper.
+struct SweepJob {
+    partition: Arc<Partition>,
+    shard: usize,
+    from: u64,
+    to: u64,
+    frame: Arc<EncodedFrame>,
+}
+
+/// The subscription registry, keyed by partition.
+pub struct Hub<K: Eq + Hash + Clone + Send + Sync + 'static> {
+    partitions: DashMap<K, Arc<Partition>>,
+    /// Shards per partition.
+    shards: usize,
+    /// One sweeper task per shard, when sweeping off the publishing thread.
+    sweepers: Option<Box<[mpsc::UnboundedSender<SweepJob>]>>,
+    next_id: AtomicU64,
+    stats: Arc<HubStats>,
+}
+
+impl<K: Eq + Hash + Clone + Send + Sync + 'static> Default for Hub<K> {
+    fn default() -> Self {
+        Self {
+            partitions: DashMap::new(),
+            shards: 1,
+            sweepers: None,
+            next_id: AtomicU64::new(1),
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// A session's subscription to one partition. Unsubscribes when dropped.
+pub struct Subscription<K: Eq + Hash + Clone + Send + Sync + 'static> {
+    hub: Arc<Hub<K>>,
+    key: K,
+    id: u64,
+    partition: Arc<Partition>,
+    shard: usize,
+    demoted: Arc<AtomicU64>,
+}
+
+impl<K: Eq + Hash + Clone + Send + Sync + 'static> Subscription<K> {
+    /// Returns the partition key.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// Returns (once) the sequence up to which frames were queued if the hub demoted this
+    /// subscription since the last call: the session must catch up from the log after it and
+    /// go live again.
+    pub fn take_demoted(&self) -> Option<u64> {
+        match self.demoted.swap(NOT_DEMOTED, Ordering::AcqRel) {
+            NOT_DEMOTED => None,
+            queued_to => Some(queued_to),
+        }
+    }
+
+    /// Tries to make this subscription live, having delivered everything up to
+    /// `caught_up_to`: succeeds if nothing past `caught_up_to` was published, and from then
+    /// on frames starting at `caught_up_to + 1` are queued to it. Returns false when the
+    /// session must read more of the log first.
+    pub fn go_live(&self, caught_up_to: u64) -> bool {
+        let mut subscribers = self.partition.shards[self.shard].subscribers.lock();
+        // Under the shard's lock, which the sweep of every frame takes: a frame whose head
+        // this load does not see is swept after this, and finds the subscriber live.
+        if self.partition.last_published.load(Ordering::Acquire) > caught_up_to {
+            return false;
+        }
+        match subscribers.iter_mut().find(|s| s.id == self.id) {
+            Some(subscriber) => {
+                subscriber.live = true;
+                subscriber.next = caught_up_to + 1;
+                subscriber.demoted.store(NOT_DEMOTED, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops live delivery (the session will page from the log instead).
+    pub fn pause(&self) {
+        let mut subscribers = self.partition.shards[self.shard].subscribers.lock();
+        if let Some(subscriber) = subscribers.iter_mut().find(|s| s.id == self.id) {
+            subscriber.live = false;
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone + Send + Sync + 'static> Drop for Subscription<K> {
+    fn drop(&mut self) {
+        self.hub.remove(self);
+    }
+}
+
+impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
+    /// Returns an empty hub that sweeps on the publishing thread.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Returns an empty hub with `shards` sweeper tasks (at least one) spawned on the current
+    /// tokio runtime; they end when the hub is dropped. Use one per runtime worker thread.
+    pub fn with_sweepers(shards: usize) -> Arc<Self> {
+        let shards = shards.max(1);
+        let stats = Arc::new(HubStats::default());
+        let sweepers = (0..shards)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run_sweeper(rx, stats.clone()));
+                tx
+            })
+            .collect();
+        Arc::new(Self {
+            partitions: DashMap::new(),
+            shards,
+            sweepers: Some(sweepers),
+            next_id: AtomicU64::new(1),
+            stats,
+        })
+    }
+
+    /// Registers a catching-up subscription of `outbox`'s connection to `key`.
+    pub fn subscribe(self: &Arc<Self>, key: K, outbox: Outbox) -> Subscription<K> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shard = (id % self.shards as u64) as usize;
+        let demoted = Arc::new(AtomicU64::new(NOT_DEMOTED));
+        // Registered while holding the map's entry, so that `remove` cannot drop the
+        // partition between this lookup and the push.
+        let entry = self.partitions.entry(key.clone()).or_insert_with(|| Arc::new(Partition::new(self.shards)));
+        let partition = entry.value().clone();
+        {
+            let mut subscribers = partition.shards[shard].subscribers.lock();
+            subscribers.push(Subscriber { id, outbox, live: false, next: 0, demoted: demoted.clone() });
+            partition.shards[shard].len.store(subscribers.len(), Ordering::Relaxed);
+        }
+        partition.subscribers.fetch_add(1, Ordering::Relaxed);
+        drop(entry);
+        Subscription { hub: self.clone(), key, id, partition, shard, demoted }
+    }
+
+    fn remove(&self, subscription: &Subscription<K>) {
+        let partition = &subscription.partition;
+        let shard = &partition.shards[subscription.shard];
+        {
+            let mut subscribers = shard.subscribers.lock();
+            let before = subscribers.len();
+            subscribers.retain(|s| s.id != subscription.id);
+            if subscribers.len() < before {
+                shard.len.store(subscribers.len(), Ordering::Relaxed);
+                partition.subscribers.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if partition.subscribers.load(Ordering::Relaxed) == 0 {
+            // Keep the entry if a subscriber arrived meanwhile (subscribe registers under the
+            // map's lock, which this takes); an entry without subscribers only needs
+            // `last_published`, and go_live of a later subscriber reads the store, which
+            // already holds every published commit.
+            self.partitions.remove_if(&subscription.key, |_, entry| {
+                Arc::ptr_eq(entry, partition) && entry.subscribers.load(Ordering::Relaxed) == 0
+            });
+        }
+    }
+
+    /// Queues `frame`, covering sequences `from..=to` of `key`, to every live subscriber
+    /// that expects it: here, or (with sweepers) by handing it to the sweepers of the shards
+    /// that have subscribers. Never blocks: a full queue demotes its subscriber.
+    pub fn publish(&self, key: &K, from: u64, to: u64, frame: &Arc<EncodedFrame>) -> PublishOutcome {
+        let mut outcome = PublishOutcome::default();
         self.stats.published.fetch_add(1, Ordering::Relaxed);
+        let Some(partition) = self.partitions.get(key).map(|entry| entry.value().clone()) else {
+            // No subscribers: nobody can be live, and go_live reads the store, which already
+            // holds this commit.
+            return outcome;
+        };
+        // Before any sweep: a go_live that does not see this head is ordered before the
+        // sweep by the shard's lock (see `Subscription::go_live`).
+        partition.last_published.fetch_max(to, Ordering::AcqRel);
+        for (index, shard) in partition.shards.iter().enumerate() {
+            if shard.len.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            match &self.sweepers {
+                Some(sweepers) => {
+                    let job = SweepJob { partition: partition.clone(), shard: index, from, to, frame: frame.clone() };
+                    // Fails only when the runtime is gone (shutdown): nothing is delivered then.
+                    if sweepers[index].send(job).is_ok() {
+                        outcome.dispatched += 1;
+                    }
+                }
+                None => {
+                    let swept = partition.sweep(index, from, to, frame);
+                    outcome.delivered += swept.delivered;
+                    outcome.demoted += swept.demoted;
+                }
+            }
+        }
         self.stats.delivered.fetch_add(outcome.delivered as u64, Ordering::Relaxed);
         self.stats.demoted.fetch_add(outcome.demoted as u64, Ordering::Relaxed);
         outcome
@@ -217,12 +333,16 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
 
     /// Returns the keys that have at least one subscriber.
     pub fn keys(&self) -> Vec<K> {
-        self.partitions.iter().filter(|entry| !entry.subscribers.is_empty()).map(|entry| entry.key().clone()).collect()
+        self.partitions
+            .iter()
+            .filter(|entry| entry.value().subscribers.load(Ordering::Relaxed) > 0)
+            .map(|entry| entry.key().clone())
+            .collect()
     }
 
     /// Returns the number of subscribers of `key`.
     pub fn subscriber_count(&self, key: &K) -> usize {
-        self.partitions.get(key).map_or(0, |entry| entry.subscribers.len())
+        self.partitions.get(key).map_or(0, |entry| entry.value().subscribers.load(Ordering::Relaxed))
     }
 
     /// Returns the hub's counters.
@@ -231,12 +351,25 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
     }
 }
 
+/// Sweeps the frames handed to one shard, in order, until the hub is dropped.
+async fn run_sweeper(mut jobs: mpsc::UnboundedReceiver<SweepJob>, stats: Arc<HubStats>) {
+    /// Jobs taken per wakeup.
+    const BATCH: usize = 64;
+    let mut batch = Vec::with_capacity(BATCH);
+    while jobs.recv_many(&mut batch, BATCH).await > 0 {
+        for job in batch.drain(..) {
+            let outcome = job.partition.sweep(job.shard, job.from, job.to, &job.frame);
+            stats.delivered.fetch_add(outcome.delivered as u64, Ordering::Relaxed);
+            stats.demoted.fetch_add(outcome.demoted as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 fn demote(subscriber: &mut Subscriber) {
     subscriber.live = false;
     subscriber.demoted.store(subscriber.next - 1, Ordering::Release);
     subscriber.outbox.wake();
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +459,67 @@ mod tests {
             Some(server_frame::Msg::Changes(changes)) => (changes.from, changes.to),
             other => panic!("unexpected frame {other:?}"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sweepers_deliver_every_frame_in_order_to_every_shard() {
+        const SUBSCRIBERS: usize = 50;
+        const FRAMES: u64 = 40;
+        let hub = Hub::<u64>::with_sweepers(2);
+        let mut queues = Vec::new();
+        let mut subscriptions = Vec::new();
+        for _ in 0..SUBSCRIBERS {
+            let (outbox, rx) = Outbox::for_test(FRAMES as usize);
+            let subscription = hub.subscribe(1, outbox);
+            assert!(subscription.go_live(0));
+            subscriptions.push(subscription);
+            queues.push(rx);
+        }
+        for seq in 1..=FRAMES {
+            let outcome = hub.publish(&1, seq, seq, &changes_frame(seq, seq));
+            assert_eq!(outcome.dispatched, 2, "both shards have subscribers");
+        }
+        for rx in &mut queues {
+            for expected in 1..=FRAMES {
+                let received = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+                    .await
+                    .expect("every frame is swept")
+                    .expect("the queue stays open");
+                assert_eq!(range_of(received), (expected, expected));
+            }
+        }
+        let delivered = hub.stats().delivered.load(Ordering::Relaxed);
+        assert_eq!(delivered, SUBSCRIBERS as u64 * FRAMES);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn go_live_is_refused_after_a_publish_that_sweepers_have_not_handled_yet() {
+        let hub = Hub::<u64>::with_sweepers(2);
+        let (outbox, mut rx) = Outbox::for_test(8);
+        let sub = hub.subscribe(3, outbox);
+        // The head is recorded at publish, before any sweeper runs.
+        hub.publish(&3, 1, 4, &changes_frame(1, 4));
+        assert!(!sub.go_live(3), "sequence 4 was published but not read");
+        assert!(sub.go_live(4));
+        hub.publish(&3, 5, 5, &changes_frame(5, 5));
+        let received = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+        assert_eq!(range_of(received), (5, 5), "the catching-up subscriber got nothing of 1..=4");
+    }
+
+    #[test]
+    fn an_emptied_partition_is_forgotten_and_a_new_subscriber_starts_afresh() {
+        let hub = Hub::<u64>::new();
+        let (outbox, _rx) = Outbox::for_test(8);
+        let sub = hub.subscribe(9, outbox);
+        hub.publish(&9, 1, 3, &frame());
+        drop(sub);
+        assert!(hub.keys().is_empty());
+        let (outbox, _rx) = Outbox::for_test(8);
+        let sub = hub.subscribe(9, outbox);
+        assert_eq!(hub.keys(), vec![9]);
+        // It read the store (up to 3) before going live.
+        assert!(sub.go_live(3));
+        assert_eq!(hub.publish(&9, 4, 4, &frame()).delivered, 1);
     }
 
     proptest::proptest! {

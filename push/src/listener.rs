@@ -19,10 +19,14 @@ use crate::events;
 use crate::heartbeat::Heartbeats;
 use crate::session::{self, Outbox, SessionConfig, SessionHandler};
 
-/// WebSocket read buffer per connection. tungstenite's default (128 KiB, zero-filled on first
-/// read) costs ~135 KB of RSS per idle connection; device frames are small, and 4 KiB keeps
-/// an idle connection near 7 KB while reading larger frames in a few more calls.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// WebSocket read buffer per connection, and the most read from the socket per call.
+/// tungstenite zero-fills the whole buffer on the first read and keeps it for the
+/// connection's life, so every idle connection pays for all of it: its default (128 KiB)
+/// costs ~135 KB of RSS. Device frames are small (acks, subscribes, a Hello with its token
+/// are well under 1 KiB); a larger frame (a big mutation) gets its full length reserved and
+/// is read in 1 KiB calls, a few hundred syscalls for the largest frames allowed, which
+/// are rare, against 3 KB saved on each of tens of thousands of idle connections.
+pub const READ_BUFFER_BYTES: usize = 1024;
 
 /// Bytes buffered before tungstenite writes to the socket. The session flushes after each
 /// coalesced batch, so this only bounds one batch's write size.
@@ -121,11 +125,11 @@ pub async fn serve<F: SessionFactory>(
         let factory = factory.clone();
         let config = config.clone();
         let tls = tls.clone();
-        let shutdown = shutdown.clone();
         let connections = connections.clone();
         let heartbeats = heartbeats.clone();
+        let sessions = tracker.clone();
         tracker.spawn(async move {
-            let context = ConnectionContext { peer, factory, config, connections, heartbeats, shutdown };
+            let context = ConnectionContext { peer, factory, config, connections, heartbeats, sessions };
             handle_connection(stream, tls, context).await;
         });
     }
@@ -138,7 +142,8 @@ struct ConnectionContext<F> {
     config: Arc<ListenerConfig>,
     connections: Arc<ConnectionCount>,
     heartbeats: Heartbeats,
-    shutdown: CancellationToken,
+    /// Where the session task is spawned once the handshakes are done.
+    sessions: TaskTracker,
 }
 
 async fn handle_connection<F: SessionFactory>(
@@ -158,10 +163,10 @@ async fn handle_connection<F: SessionFactory>(
 
 async fn upgrade_and_run<S, F>(stream: S, context: ConnectionContext<F>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: SessionFactory,
 {
-    let ConnectionContext { peer, factory, config, connections, heartbeats, shutdown } = context;
+    let ConnectionContext { peer, factory, config, connections, heartbeats, sessions } = context;
     // Take a connection slot before the upgrade so the cap holds under a connect storm.
     let admitted = connections.0.fetch_add(1, Ordering::Relaxed) < config.max_connections;
     let slot = ConnectionSlot(connections.clone());
@@ -186,12 +191,14 @@ where
     let conn_id = events::connection_opened(peer);
     let (outbox, queue) = session::open_outbox(&config.session);
     let handler = factory.open(peer, outbox.clone());
-    // Boxed, like the handshakes: a task is allocated for its largest state, so the
-    // handshakes' and the session's futures each get their own allocation, and an idle
-    // connection holds only the session's.
-    let end = Box::pin(session::run_session(socket, handler, outbox, queue, &heartbeats, &shutdown)).await;
-    events::connection_closed(conn_id, peer, &end);
-    drop(slot);
+    // A task of its own: a task is allocated for its largest state, so the handshakes'
+    // task ends here and an idle connection holds only the session's (the session's own
+    // handler calls are boxed for the same reason).
+    sessions.spawn(async move {
+        let end = session::run_session(socket, handler, outbox, queue, &heartbeats).await;
+        events::connection_closed(conn_id, peer, &end);
+        drop(slot);
+    });
 }
 
 /// Checks the upgrade request: the sync path, the subprotocol (when the client names any),

@@ -3,12 +3,16 @@
 //! A session runs two futures in one task: the *reader* decodes device frames and hands them
 //! to the [`SessionHandler`] (which the server implements), and the *writer* drains the
 //! connection's bounded outbound queue, coalescing everything already queued into one write
-//! per wakeup. Pings and the idle timeout come from the listener's shared sweeper
-//! ([`crate::heartbeat`]): the reader stamps the connection when anything arrives, and pings
-//! are queued like frames. The handler talks back only through its [`Outbox`].
+//! per wakeup. Pings, the idle timeout and the close at server shutdown come from the
+//! listener's shared sweeper ([`crate::heartbeat`]): the reader stamps the connection when
+//! anything arrives, and pings are queued like frames. The handler talks back only through
+//! its [`Outbox`].
+//!
+//! A connection's shared state is one allocation with no timers and nothing shared with other
+//! connections, so that a wakeup of one session touches only its own memory.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,7 +25,6 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, CodecError, EncodedFrame, FrameFormat};
 use crate::heartbeat::Heartbeats;
@@ -53,13 +56,31 @@ pub enum Outgoing {
 
 #[derive(Debug)]
 struct ConnectionShared {
-    wake: Notify,
+    /// Wakes the reader: for [`Outbox::wake`] and when the connection is closing.
+    reader_wake: Notify,
+    /// Wakes the writer when the connection is closing.
+    writer_wake: Notify,
+    /// Set once the connection is closing or closed.
+    closed: AtomicBool,
     /// Set by [`Outbox::close`]: the close frame to send after what is already queued.
     close: Mutex<Option<(u16, String)>>,
-    cancel: CancellationToken,
     format: OnceLock<FrameFormat>,
     /// When something last arrived from the device, on the heartbeat sweeper's clock.
     last_seen_ms: AtomicU64,
+}
+
+impl ConnectionShared {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection closing and wakes both halves of its session.
+    fn shut(&self) {
+        self.closed.store(true, Ordering::Release);
+        // notify_one keeps a permit when the half is not waiting yet, so neither misses it.
+        self.reader_wake.notify_one();
+        self.writer_wake.notify_one();
+    }
 }
 
 /// The sending side of one connection: bounded queue, wakeups and close requests.
@@ -75,12 +96,13 @@ pub struct Outbox {
 pub struct ConnectionClosed;
 
 impl Outbox {
-    fn new(capacity: usize, cancel: CancellationToken) -> (Self, mpsc::Receiver<Outgoing>) {
+    fn new(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let shared = Arc::new(ConnectionShared {
-            wake: Notify::new(),
+            reader_wake: Notify::new(),
+            writer_wake: Notify::new(),
+            closed: AtomicBool::new(false),
             close: Mutex::new(None),
-            cancel,
             format: OnceLock::new(),
             last_seen_ms: AtomicU64::new(0),
         });
@@ -89,13 +111,13 @@ impl Outbox {
 
     /// Returns an outbox and its queue's receiving end, for tests of code that sends.
     pub fn for_test(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>) {
-        Self::new(capacity, CancellationToken::new())
+        Self::new(capacity)
     }
 
     /// Queues a frame, waiting for room: use for the session's own replies and pages, whose
     /// number the session bounds (flow-control window).
     pub async fn send(&self, frame: Arc<EncodedFrame>) -> Result<(), ConnectionClosed> {
-        if self.shared.cancel.is_cancelled() {
+        if self.is_closed() {
             return Err(ConnectionClosed);
         }
         self.tx.send(Outgoing::Frame(frame)).await.map_err(|_| ConnectionClosed)
@@ -113,7 +135,7 @@ impl Outbox {
 
     /// Wakes the session's handler ([`SessionHandler::on_wake`]).
     pub fn wake(&self) {
-        self.shared.wake.notify_one();
+        self.shared.reader_wake.notify_one();
     }
 
     /// Closes the connection with `code` after sending what is already queued.
@@ -123,7 +145,12 @@ impl Outbox {
             *slot = Some((code, reason.into()));
         }
         drop(slot);
-        self.shared.cancel.cancel();
+        self.shared.shut();
+    }
+
+    /// Returns the close code and reason requested with [`Outbox::close`], if any.
+    pub fn close_request(&self) -> Option<(u16, String)> {
+        self.shared.close.lock().clone()
     }
 
     /// Returns true when `other` is an outbox of the same connection.
@@ -143,7 +170,7 @@ impl Outbox {
 
     /// Returns true once the connection is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.cancel.is_cancelled()
+        self.shared.is_closed()
     }
 
     /// Returns the frame format the device chose with its first frame (binary until then).
@@ -190,16 +217,15 @@ pub enum SessionEnd {
     Shutdown,
 }
 
-/// Runs one connection's session to its end. `shutdown` is the server's; the session closes
-/// with "reconnect now" (1012) when it fires. `heartbeats` pings the connection and closes it
-/// (4408) when the device stays silent.
+/// Runs one connection's session to its end. `heartbeats` pings the connection, closes it
+/// (4408) when the device stays silent, and closes it with "reconnect now" (1012) when the
+/// server shuts down.
 pub async fn run_session<S, H>(
     socket: S,
     mut handler: H,
     outbox: Outbox,
     queue: mpsc::Receiver<Outgoing>,
     heartbeats: &Heartbeats,
-    shutdown: &CancellationToken,
 ) -> SessionEnd
 where
     S: Sink<Message, Error = tungstenite::Error> + Stream<Item = Result<Message, tungstenite::Error>> + Send + Unpin,
@@ -217,17 +243,13 @@ where
     };
 
     let reader = async {
-        loop {
+        while !shared.is_closed() {
             let next = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
-                    finish(SessionEnd::Shutdown);
-                    outbox.close(close_code::SERVICE_RESTART, "server restarting");
-                    break;
-                }
-                () = shared.cancel.cancelled() => break,
-                () = shared.wake.notified() => {
-                    Box::pin(handler.on_wake(&outbox)).await;
+                () = shared.reader_wake.notified() => {
+                    if !shared.is_closed() {
+                        Box::pin(handler.on_wake(&outbox)).await;
+                    }
                     continue;
                 }
                 next = stream.next() => next,
@@ -235,7 +257,7 @@ where
             let message = match next {
                 None | Some(Ok(Message::Close(_))) => {
                     finish(SessionEnd::ClosedByPeer);
-                    shared.cancel.cancel();
+                    shared.shut();
                     break;
                 }
                 Some(Err(tungstenite::Error::Capacity(_))) => {
@@ -245,7 +267,7 @@ where
                 }
                 Some(Err(error)) => {
                     finish(SessionEnd::TransportError(error.to_string()));
-                    shared.cancel.cancel();
+                    shared.shut();
                     break;
                 }
                 Some(Ok(message)) => message,
@@ -266,9 +288,6 @@ where
                     Box::pin(handler.on_bad_frame(error, &outbox)).await;
                 }
             }
-            if shared.cancel.is_cancelled() {
-                break;
-            }
         }
     };
 
@@ -280,6 +299,7 @@ where
     let close = shared.close.lock().clone();
     let end = ended.into_inner().unwrap_or(match close {
         Some((close_code::IDLE_TIMEOUT, _)) => SessionEnd::IdleTimeout,
+        Some((close_code::SERVICE_RESTART, _)) => SessionEnd::Shutdown,
         Some((code, reason)) => SessionEnd::ClosedByServer { code, reason },
         None => SessionEnd::ClosedByPeer,
     });
@@ -287,17 +307,17 @@ where
     end
 }
 
-/// Writes queued frames and pings, coalescing what is already queued into one flush; on
-/// cancellation writes what is still queued, then the close frame. Returns a transport error
-/// if one ended it.
+/// Writes queued frames and pings, coalescing what is already queued into one flush; once
+/// the connection is closing writes what is still queued, then the close frame. Returns a
+/// transport error if one ended it.
 async fn write_loop<W>(mut sink: W, mut queue: mpsc::Receiver<Outgoing>, shared: &ConnectionShared) -> Option<String>
 where
     W: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
-    loop {
+    while !shared.is_closed() {
         let first = tokio::select! {
             biased;
-            () = shared.cancel.cancelled() => break,
+            () = shared.writer_wake.notified() => continue,
             item = queue.recv() => match item {
                 Some(item) => item,
                 None => break,
@@ -305,20 +325,20 @@ where
         };
         let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
         if let Err(error) = sink.feed(message_of(first, format)).await {
-            shared.cancel.cancel();
+            shared.shut();
             return Some(error.to_string());
         }
         let mut written = 1;
         while written < MAX_COALESCED_FRAMES {
             let Ok(next) = queue.try_recv() else { break };
             if let Err(error) = sink.feed(message_of(next, format)).await {
-                shared.cancel.cancel();
+                shared.shut();
                 return Some(error.to_string());
             }
             written += 1;
         }
         if let Err(error) = sink.flush().await {
-            shared.cancel.cancel();
+            shared.shut();
             return Some(error.to_string());
         }
     }
@@ -349,8 +369,8 @@ fn message_of(item: Outgoing, format: FrameFormat) -> Message {
     }
 }
 
-/// Creates a connection's outbox and queue. Server shutdown reaches the session through
-/// [`run_session`]'s `shutdown` token, which closes it with 1012.
+/// Creates a connection's outbox and queue. Server shutdown reaches the session through the
+/// [`Heartbeats`] registry, which closes it with 1012.
 pub fn open_outbox(config: &SessionConfig) -> (Outbox, mpsc::Receiver<Outgoing>) {
-    Outbox::new(config.outbound_queue, CancellationToken::new())
+    Outbox::new(config.outbound_queue)
 }

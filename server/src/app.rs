@@ -97,7 +97,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         Some(demo) => Some(demo::start_channel(&mut settings, &demo, &shutdown).await?),
         None => None,
     };
-    let hub = Hub::new();
+    // One sweeper per runtime worker: live fan-out runs on every core, off the store's
+    // writer thread.
+    let hub = Hub::with_sweepers(tokio::runtime::Handle::current().metrics().num_workers());
     store.set_commit_listener(Arc::new(LivePublisher { hub: hub.clone() }));
     let auth = {
         let store = store.clone();

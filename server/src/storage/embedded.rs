@@ -758,19 +758,35 @@ fn commit_group(shared: &Shared, mut group: Vec<WriteRequest>) {
     loop {
         match apply_group(shared, &mut group) {
             Ok(outcomes) => {
-                let listener = shared.listener.read().clone();
-                for (request, outcomes) in group.into_iter().zip(outcomes) {
-                    let mut batches = Vec::with_capacity(outcomes.len());
-                    for (write, outcome) in request.writes.into_iter().zip(outcomes) {
-                        let batch = committed_batch(write.partition, write.upserts, write.deletes, outcome);
-                        if let Some(listener) = &listener
-                            && !batch.changes.is_empty()
-                        {
-                            notify(listener.as_ref(), &batch);
-                        }
-                        batches.push(batch);
+                let answers: Vec<_> = group
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(request, outcomes)| {
+                        let batches: Vec<CommittedBatch> = request
+                            .writes
+                            .into_iter()
+                            .zip(outcomes)
+                            .map(|(write, outcome)| {
+                                committed_batch(write.partition, write.upserts, write.deletes, outcome)
+                            })
+                            .collect();
+                        (request.reply, batches)
+                    })
+                    .collect();
+                // The whole group at once, so that live push can send one frame per
+                // partition for it; before the answers, as each caller is promised.
+                if let Some(listener) = shared.listener.read().clone() {
+                    let changed: Vec<&CommittedBatch> = answers
+                        .iter()
+                        .flat_map(|(_, batches)| batches)
+                        .filter(|batch| !batch.changes.is_empty())
+                        .collect();
+                    if !changed.is_empty() {
+                        notify(listener.as_ref(), &changed);
                     }
-                    answer(shared, &request.reply, Ok(batches));
+                }
+                for (reply, batches) in answers {
+                    answer(shared, &reply, Ok(batches));
                 }
                 return;
             }
@@ -954,9 +970,9 @@ fn committed_batch(
 }
 
 /// Calls the listener; a panicking listener is logged and does not take the writer down.
-fn notify(listener: &dyn CommitListener, batch: &CommittedBatch) {
-    if catch_unwind(AssertUnwindSafe(|| listener.committed(batch))).is_err() {
-        error!(partition = %batch.partition, last_seq = batch.last_seq, "commit listener panicked");
+fn notify(listener: &dyn CommitListener, batches: &[&CommittedBatch]) {
+    if catch_unwind(AssertUnwindSafe(|| listener.committed(batches))).is_err() {
+        error!(batches = batches.len(), "commit listener panicked");
     }
 }
 

@@ -159,11 +159,14 @@ pub struct CommittedBatch {
     pub state: PartitionState,
 }
 
-/// Called on the store's writer thread after each durable commit, in commit order, once per
-/// partition batch that changed something. Must not block (it queues frames, nothing more).
+/// Called on the store's writer thread after each durable commit, in commit order, with the
+/// partition batches of that commit that changed something. Must not block (it queues
+/// frames, nothing more).
 pub trait CommitListener: Send + Sync + 'static {
-    /// Receives one committed batch that changed something.
-    fn committed(&self, batch: &CommittedBatch);
+    /// Receives the batches of one commit that changed something, in sequence order within
+    /// each partition (one commit may hold several batches of one partition: they follow on
+    /// from each other without a gap).
+    fn committed(&self, batches: &[&CommittedBatch]);
 }
 
 /// A page of a partition's change log.

@@ -184,20 +184,45 @@ impl SyncEngine {
     }
 }
 
-/// Publishes each committed batch to the hub as one live `Changes` frame, encoded once.
+/// Publishes committed changes to the hub as live `Changes` frames, encoded once: one frame
+/// per partition per commit (a group commit of many small batches to one partition, e.g. a
+/// burst of single-record pushes, goes out as one frame), split at
+/// [`MAX_BATCH_CHANGES`](crate::storage::MAX_BATCH_CHANGES) changes.
 pub struct LivePublisher {
     pub hub: Arc<Hub<PartitionName>>,
 }
 
 impl CommitListener for LivePublisher {
-    fn committed(&self, batch: &CommittedBatch) {
-        if batch.changes.is_empty() {
-            return;
+    fn committed(&self, batches: &[&CommittedBatch]) {
+        for run in partition_runs(batches) {
+            let (Some(first), Some(last)) = (run.first(), run.last()) else { continue };
+            let changes = pages::live_changes(&run);
+            let frame = EncodedFrame::new(ServerFrame { msg: Some(server_frame::Msg::Changes(changes)) });
+            self.hub.publish(&first.partition, first.first_seq, last.last_seq, &frame);
         }
-        let changes = pages::live_changes(batch);
-        let frame = EncodedFrame::new(ServerFrame { msg: Some(server_frame::Msg::Changes(changes)) });
-        self.hub.publish(&batch.partition, batch.first_seq, batch.last_seq, &frame);
     }
+}
+
+/// Splits one commit's batches into runs of one partition each (in the order partitions
+/// first appear, each run in commit order), of at most `MAX_BATCH_CHANGES` changes unless a
+/// single batch is larger.
+fn partition_runs<'a>(batches: &[&'a CommittedBatch]) -> Vec<Vec<&'a CommittedBatch>> {
+    use crate::storage::MAX_BATCH_CHANGES;
+    let mut runs: Vec<(Vec<&CommittedBatch>, usize)> = Vec::new();
+    let mut open: std::collections::HashMap<&PartitionName, usize> = std::collections::HashMap::new();
+    for &batch in batches.iter().filter(|batch| !batch.changes.is_empty()) {
+        match open.get(&batch.partition).copied() {
+            Some(index) if runs[index].1 + batch.changes.len() <= MAX_BATCH_CHANGES => {
+                runs[index].0.push(batch);
+                runs[index].1 += batch.changes.len();
+            }
+            _ => {
+                open.insert(&batch.partition, runs.len());
+                runs.push((vec![batch], batch.changes.len()));
+            }
+        }
+    }
+    runs.into_iter().map(|(run, _)| run).collect()
 }
 
 /// Returns an `Error` frame.
@@ -210,5 +235,61 @@ pub fn error_frame(code: ErrorCode, message: impl Into<String>, fatal: bool) -> 
             source: String::new(),
             key: String::new(),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Change, PartitionState};
+
+    fn batch(partition: &str, first_seq: u64, ids: &[&str]) -> CommittedBatch {
+        let changes: Vec<Change> = ids
+            .iter()
+            .zip(first_seq..)
+            .map(|(id, seq)| Change::Upsert(v1::Record { id: (*id).to_owned(), version: seq, ..Default::default() }))
+            .collect();
+        let last_seq = first_seq + ids.len() as u64 - 1;
+        CommittedBatch {
+            partition: PartitionName::new("Source", partition),
+            first_seq,
+            last_seq,
+            changes,
+            state: PartitionState { head: last_seq, total: last_seq, ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn a_commit_becomes_one_run_per_partition_in_order() {
+        let (a1, b1, a2, a3) =
+            (batch("a", 1, &["x"]), batch("b", 1, &["y", "z"]), batch("a", 2, &["x"]), batch("a", 3, &["w"]));
+        let runs = partition_runs(&[&a1, &b1, &a2, &a3]);
+        let shape: Vec<Vec<(String, u64, u64)>> = runs
+            .iter()
+            .map(|run| run.iter().map(|b| (b.partition.key.clone(), b.first_seq, b.last_seq)).collect())
+            .collect();
+        assert_eq!(
+            shape,
+            vec![vec![("a".into(), 1, 1), ("a".into(), 2, 2), ("a".into(), 3, 3)], vec![("b".into(), 1, 2)]]
+        );
+        // One frame for partition a: 1..=3, the net effect (x once), the state after the last.
+        let changes = pages::live_changes(&runs[0]);
+        assert_eq!((changes.from, changes.to, changes.total), (1, 3, 3));
+        let ids: Vec<&str> = changes.upserts.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["w", "x"]);
+        assert_eq!(changes.upserts[1].version, 2, "the last change of x wins");
+    }
+
+    #[test]
+    fn runs_are_split_at_the_batch_change_limit() {
+        use crate::storage::MAX_BATCH_CHANGES;
+        let ids: Vec<String> = (0..MAX_BATCH_CHANGES / 2 + 1).map(|i| format!("r{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let first = batch("a", 1, &ids);
+        let second = batch("a", first.last_seq + 1, &ids);
+        let third = batch("a", second.last_seq + 1, &["x"]);
+        let runs = partition_runs(&[&first, &second, &third]);
+        let sizes: Vec<usize> = runs.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 2], "the second batch would pass the limit: a new run, which the third joins");
     }
 }

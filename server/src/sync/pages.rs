@@ -8,7 +8,7 @@ use crate::storage::{Change, CommittedBatch, LogPage, PartitionName, SnapshotPag
 
 /// Collapses a run of log changes to its net effect: the last change of each id wins, so a
 /// device can apply all deletes and then all upserts of the page in any order.
-pub fn net_effect(changes: &[crate::storage::Change]) -> (Vec<Record>, Vec<String>) {
+pub fn net_effect<'a>(changes: impl IntoIterator<Item = &'a Change>) -> (Vec<Record>, Vec<String>) {
     let mut last: BTreeMap<&str, &Change> = BTreeMap::new();
     for change in changes {
         last.insert(change.id(), change);
@@ -24,18 +24,26 @@ pub fn net_effect(changes: &[crate::storage::Change]) -> (Vec<Record>, Vec<Strin
     (upserts, deletes)
 }
 
-/// Returns the live push of a committed batch.
-pub fn live_changes(batch: &CommittedBatch) -> Changes {
-    let (upserts, deletes) = net_effect(&batch.changes);
+/// Returns the live push of consecutive committed batches of one partition (`batches` is
+/// not empty, each starts where the one before ended): one frame for the whole run, with
+/// the partition's state after the last.
+pub fn live_changes(batches: &[&CommittedBatch]) -> Changes {
+    let (first, last) = match batches {
+        [first, .., last] => (first, last),
+        [only] => (only, only),
+        [] => return Changes::default(),
+    };
+    debug_assert!(batches.windows(2).all(|pair| pair[1].first_seq == pair[0].last_seq + 1));
+    let (upserts, deletes) = net_effect(batches.iter().flat_map(|batch| &batch.changes));
     Changes {
-        source: batch.partition.source.clone(),
-        key: batch.partition.key.clone(),
-        from: batch.first_seq,
-        to: batch.last_seq,
+        source: first.partition.source.clone(),
+        key: first.partition.key.clone(),
+        from: first.first_seq,
+        to: last.last_seq,
         upserts,
         deletes,
-        total: batch.state.total,
-        checksum: batch.state.checksum,
+        total: last.state.total,
+        checksum: last.state.checksum,
         ..Changes::default()
     }
 }

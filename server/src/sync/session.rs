@@ -7,7 +7,6 @@
 //! subscription that the hub demotes (its queue was full) goes back to the log phase from the
 //! last sequence queued to it.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -75,9 +74,53 @@ pub struct DeviceSession {
     identity: Option<Identity>,
     /// This session's place in its user's connection count (set at Welcome).
     user_slot: Option<super::UserSlot>,
-    subscriptions: HashMap<PartitionName, PartitionSync>,
-    /// Mobile RPC calls in flight on this connection (cancelled when it closes).
-    rpc: crate::rpc::RpcCalls,
+    subscriptions: Subscriptions,
+    /// Mobile RPC calls in flight on this connection (cancelled when it closes); made at the
+    /// first call, so that connections that never call cost nothing for it.
+    rpc: Option<crate::rpc::RpcCalls>,
+}
+
+/// A session's subscriptions by partition: a few at most (see `max_subscriptions`), so a
+/// vector searched in order, sized exactly (a hash map's smallest table holds four entries,
+/// which every idle connection would carry).
+#[derive(Default)]
+struct Subscriptions(Vec<(PartitionName, PartitionSync)>);
+
+impl Subscriptions {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn contains_key(&self, partition: &PartitionName) -> bool {
+        self.0.iter().any(|(name, _)| name == partition)
+    }
+
+    fn get_mut(&mut self, partition: &PartitionName) -> Option<&mut PartitionSync> {
+        self.0.iter_mut().find(|(name, _)| name == partition).map(|(_, sync)| sync)
+    }
+
+    fn insert(&mut self, partition: PartitionName, sync: PartitionSync) {
+        match self.get_mut(&partition) {
+            Some(existing) => *existing = sync,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((partition, sync));
+            }
+        }
+    }
+
+    fn remove(&mut self, partition: &PartitionName) -> Option<PartitionSync> {
+        let index = self.0.iter().position(|(name, _)| name == partition)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&PartitionName, &mut PartitionSync)> {
+        self.0.iter_mut().map(|(name, sync)| (&*name, sync))
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// A failure that ends a step of the session.
@@ -135,8 +178,15 @@ async fn blocking<T: Send + 'static>(
 impl DeviceSession {
     /// Returns the handler of a new connection from `peer`.
     pub fn new(engine: Arc<SyncEngine>, peer: SocketAddr, outbox: Outbox) -> Self {
-        let rpc = engine.rpc.connection_calls();
-        Self { engine, peer, outbox, identity: None, user_slot: None, subscriptions: HashMap::new(), rpc }
+        Self {
+            engine,
+            peer,
+            outbox,
+            identity: None,
+            user_slot: None,
+            subscriptions: Subscriptions::default(),
+            rpc: None,
+        }
     }
 
     /// Forwards a search to the source's channel on a task of its own, so a slow backend
@@ -627,7 +677,9 @@ impl SessionHandler for DeviceSession {
             client_frame::Msg::RpcCall(call) => {
                 // Runs off the session loop; the reply comes later as RpcReply.
                 if let Some(identity) = &self.identity {
-                    self.rpc.start(call, identity, outbox).await;
+                    let router = &self.engine.rpc;
+                    let calls = self.rpc.get_or_insert_with(|| router.connection_calls());
+                    calls.start(call, identity, outbox).await;
                 }
             }
             client_frame::Msg::BulkRequest(request) => {
@@ -647,7 +699,7 @@ impl SessionHandler for DeviceSession {
 
     async fn on_wake(&mut self, outbox: &Outbox) {
         let mut demoted = Vec::new();
-        for (partition, sync) in &mut self.subscriptions {
+        for (partition, sync) in self.subscriptions.iter_mut() {
             if let Some(queued_to) = sync.subscription.take_demoted() {
                 sync.phase = Phase::Log { after: queued_to };
                 demoted.push(partition.clone());
@@ -662,7 +714,9 @@ impl SessionHandler for DeviceSession {
     fn on_closed(&mut self, _end: &SessionEnd) {
         self.subscriptions.clear();
         self.user_slot = None;
-        self.rpc.cancel_all();
+        if let Some(calls) = &self.rpc {
+            calls.cancel_all();
+        }
         if let Some(identity) = &self.identity {
             self.engine.mutations.detach(&identity.client_id, &self.outbox);
         }

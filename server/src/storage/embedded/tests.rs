@@ -238,9 +238,11 @@ struct RecordingListener {
 }
 
 impl CommitListener for RecordingListener {
-    fn committed(&self, batch: &CommittedBatch) {
-        let entry = (batch.partition.clone(), batch.first_seq, batch.last_seq, batch.changes.len());
-        self.batches.lock().expect("listener lock").push(entry);
+    fn committed(&self, batches: &[&CommittedBatch]) {
+        let mut seen = self.batches.lock().expect("listener lock");
+        for batch in batches {
+            seen.push((batch.partition.clone(), batch.first_seq, batch.last_seq, batch.changes.len()));
+        }
     }
 }
 
@@ -388,7 +390,7 @@ fn a_failing_batch_does_not_fail_its_group() {
 fn a_panicking_listener_does_not_stop_the_writer() {
     struct PanickingListener;
     impl CommitListener for PanickingListener {
-        fn committed(&self, _batch: &CommittedBatch) {
+        fn committed(&self, _batches: &[&CommittedBatch]) {
             panic!("listener bug");
         }
     }
