@@ -64,4 +64,59 @@ fn publish(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, publish);
+/// The same fan-out with the server's setup: one sweeper task per runtime worker (two
+/// here), measured from `publish` until every subscriber's queue holds the frame.
+fn publish_with_sweepers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hub/publish_sweepers");
+    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime");
+    let key: PartitionName = fixtures::partition();
+    let frame = EncodedFrame::new(ServerFrame {
+        msg: Some(server_frame::Msg::Changes(Changes {
+            source: key.source.clone(),
+            key: key.key.clone(),
+            upserts: vec![fixtures::record(1)],
+            ..Changes::default()
+        })),
+    });
+    for subscribers in SUBSCRIBERS {
+        let hub = runtime.block_on(async { Hub::<PartitionName>::with_sweepers(2) });
+        let mut queues = Vec::new();
+        let mut subscriptions = Vec::new();
+        for _ in 0..subscribers {
+            let (outbox, queue) = Outbox::for_test(DEFAULT_OUTBOUND_QUEUE);
+            let subscription = hub.subscribe(key.clone(), outbox);
+            assert!(subscription.go_live(0));
+            subscriptions.push(subscription);
+            queues.push(queue);
+        }
+        let mut seq = 0u64;
+        group.throughput(Throughput::Elements(subscribers));
+        group.bench_function(BenchmarkId::from_parameter(subscribers), |b| {
+            b.iter_custom(|iters| {
+                let mut measured = Duration::ZERO;
+                for _ in 0..iters {
+                    seq += 1;
+                    let target = hub.stats().delivered.load(std::sync::atomic::Ordering::Acquire) + subscribers;
+                    let start = Instant::now();
+                    hub.publish(black_box(&key), seq, seq, &frame);
+                    // Bounded: the sweepers queue to every subscriber or the run is broken.
+                    let deadline = start + Duration::from_secs(10);
+                    while hub.stats().delivered.load(std::sync::atomic::Ordering::Acquire) < target {
+                        assert!(Instant::now() < deadline, "the sweepers did not deliver within 10 s");
+                        std::thread::yield_now();
+                    }
+                    measured += start.elapsed();
+                    for queue in &mut queues {
+                        while queue.try_recv().is_ok() {}
+                    }
+                }
+                measured
+            });
+        });
+        drop(subscriptions);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, publish, publish_with_sweepers);

@@ -307,13 +307,18 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
         // Before any sweep: a go_live that does not see this head is ordered before the
         // sweep by the shard's lock (see `Subscription::go_live`).
         partition.last_published.fetch_max(to, Ordering::AcqRel);
+        let mut frame_taken = false;
         for (index, shard) in partition.shards.iter().enumerate() {
             if shard.len.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             match &self.sweepers {
                 Some(sweepers) => {
-                    let job = SweepJob { partition: partition.clone(), shard: index, from, to, frame: frame.clone() };
+                    // The first shard shares the caller's frame, the others get copies: see
+                    // `EncodedFrame::duplicate`.
+                    let frame =
+                        if std::mem::replace(&mut frame_taken, true) { frame.duplicate() } else { frame.clone() };
+                    let job = SweepJob { partition: partition.clone(), shard: index, from, to, frame };
                     // Fails only when the runtime is gone (shutdown): nothing is delivered then.
                     if sweepers[index].send(job).is_ok() {
                         outcome.dispatched += 1;
