@@ -15,7 +15,12 @@
 # pushed with Ingest, alternating, CHANNEL_RUNS times each; mutations-open sends device
 # mutations (creates) from MUT_WRITERS writers at MUT_RATE/s with MUT_DEVICES subscribers
 # receiving them back; mutations-max does the same in a closed loop (MUT_IN_FLIGHT
-# outstanding per writer) for the most mutations per second sustained.
+# outstanding per writer) for the most mutations per second sustained. personal runs one
+# device per user, each logged in with a backend token the simulator mints and synced to its
+# own partition of a user-partitioned ingest source, with changes pushed round-robin over the
+# users' partitions: PERSONAL_USERS users at PERSONAL_RATE/s, then PERSONAL_MANY_USERS at
+# PERSONAL_MANY_RATE/s, each for PERSONAL_SECS seconds (its server runs with its own config
+# and data directory: the secret and the source, no demo app).
 #
 # The numbers are only meaningful on an otherwise idle machine: before each scenario the
 # script waits (bounded) until both pinned cores are quiet, and records what it saw in
@@ -27,9 +32,10 @@
 #      LATENCY_RATE (100), LATENCY_RUNS (3), SYNC_REPEAT (10), IDLE_DEVICES (10000),
 #      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900), CHANNEL_RUNS (2),
 #      MUT_DEVICES (100), MUT_WRITERS (10), MUT_RATE (50), MUT_COUNT (1000), MUT_IN_FLIGHT (8),
-#      MUT_MAX_COUNT (3000),
+#      MUT_MAX_COUNT (3000), PERSONAL_USERS (1000), PERSONAL_RATE (100),
+#      PERSONAL_MANY_USERS (10000), PERSONAL_MANY_RATE (10), PERSONAL_SECS (30),
 #      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 idle
-#                 latency-channel mutations-open mutations-max": which to run)
+#                 latency-channel mutations-open mutations-max personal": which to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,10 +58,15 @@ MUT_RATE=${MUT_RATE:-50}
 MUT_COUNT=${MUT_COUNT:-1000}
 MUT_IN_FLIGHT=${MUT_IN_FLIGHT:-8}
 MUT_MAX_COUNT=${MUT_MAX_COUNT:-3000}
+PERSONAL_USERS=${PERSONAL_USERS:-1000}
+PERSONAL_RATE=${PERSONAL_RATE:-100}
+PERSONAL_MANY_USERS=${PERSONAL_MANY_USERS:-10000}
+PERSONAL_MANY_RATE=${PERSONAL_MANY_RATE:-10}
+PERSONAL_SECS=${PERSONAL_SECS:-30}
 SETTLE_SECS=${SETTLE_SECS:-5}
 QUIET_MAX_PCT=${QUIET_MAX_PCT:-10}
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-900}
-SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 idle latency-channel mutations-open mutations-max}
+SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 idle latency-channel mutations-open mutations-max personal}
 # Hard limits (seconds): a server process lives at most SERVER_MAX_SECS; each scenario stops
 # itself after its --max-secs, and `timeout` kills it SIM_GRACE_SECS later if it has not.
 SERVER_MAX_SECS=900
@@ -94,7 +105,8 @@ port_listening() {
   ss -ltnH "sport = :$1" | grep -q LISTEN
 }
 
-# Starts the server on $DATA pinned to $SRV_CPU; sets SERVER_PID once both ports listen.
+# Starts the server on $DATA pinned to $SRV_CPU, with any further arguments passed to
+# `syncline serve` (e.g. --config FILE --data-dir DIR); sets SERVER_PID once both ports listen.
 start_server() {
   local log=$1
   if port_listening "$DEVICE_PORT" || port_listening "$GRPC_PORT"; then
@@ -103,7 +115,7 @@ start_server() {
   fi
   SYNCLINE_DATA_DIR=$DATA SYNCLINE_DEVICE_ADDR=127.0.0.1:$DEVICE_PORT SYNCLINE_GRPC_ADDR=127.0.0.1:$GRPC_PORT \
     SYNCLINE_DEMO_RECORDS=$RECORDS \
-    timeout "$SERVER_MAX_SECS" taskset -c "$SRV_CPU" "$SERVER_BIN" serve >"$log" 2>&1 &
+    timeout "$SERVER_MAX_SECS" taskset -c "$SRV_CPU" "$SERVER_BIN" serve "${@:2}" >"$log" 2>&1 &
   TIMEOUT_PID=$!
   # Readiness probe, bounded (the first start seeds the demo app): at most 120 s.
   for _ in $(seq 1 1200); do
@@ -255,6 +267,32 @@ if selected idle; then
   sim idle --url "$URL" --devices "$IDLE_DEVICES" --settle-secs "$SETTLE_SECS" --server-pid "$SERVER_PID" \
     --json-out "$OUT/idle.json"
   stop_server
+fi
+
+# personal NAME USERS RATE: USERS devices, one per user (backend-token logins), RATE changes/s
+# for PERSONAL_SECS seconds over their partitions.
+personal() {
+  local dir="$DATA/personal-$1" secret
+  echo "== personal $1: $2 users x $3 changes/s for $PERSONAL_SECS s"
+  wait_quiet "personal $1"
+  mkdir -p "$dir"
+  secret=$(head -c 48 /dev/urandom | base64 -w0)
+  cat >"$dir/syncline.toml" <<TOML
+[auth]
+backend_token_secret = "$secret"
+[sources.Personal]
+partitioning = "user"
+capture = "ingest"
+TOML
+  start_server "$OUT/server-personal-$1.log" --config "$dir/syncline.toml" --data-dir "$dir"
+  SYNCLINE_BACKEND_TOKEN_SECRET=$secret sim personal --url "$URL" --grpc "$GRPC" --source Personal \
+    --users "$2" --rate "$3" --changes $(($3 * PERSONAL_SECS)) --server-pid "$SERVER_PID" \
+    --json-out "$OUT/personal-$1.json"
+  stop_server
+}
+if selected personal; then
+  personal "${PERSONAL_USERS}x${PERSONAL_RATE}" "$PERSONAL_USERS" "$PERSONAL_RATE"
+  personal "${PERSONAL_MANY_USERS}x${PERSONAL_MANY_RATE}" "$PERSONAL_MANY_USERS" "$PERSONAL_MANY_RATE"
 fi
 
 echo "results in $OUT"

@@ -121,6 +121,10 @@ pub struct DeviceConfig {
     pub username: String,
     /// Password, used for the first login and when a session token is refused.
     pub password: String,
+    /// A backend token (see [`crate::backend_token`]); when set, the device logs in with it
+    /// instead of `username` and `password` (first login, and when a session token is
+    /// refused), and `username` only names the device in logs.
+    pub backend_token: Option<String>,
     /// A client id from an earlier run, sent in the first `Hello`.
     pub client_id: Option<String>,
     /// What the device says about itself.
@@ -157,6 +161,7 @@ impl DeviceConfig {
             ca_cert_pem: None,
             username: username.into(),
             password: password.into(),
+            backend_token: None,
             client_id: None,
             device_info: DeviceInfo {
                 platform: "sim".to_owned(),
@@ -178,6 +183,13 @@ impl DeviceConfig {
     /// Returns this configuration with one more subscription.
     pub fn subscribe(mut self, subscription: SubscriptionConfig) -> Self {
         self.subscriptions.push(subscription);
+        self
+    }
+
+    /// Returns this configuration logging in with backend token `token` instead of the
+    /// password.
+    pub fn with_backend_token(mut self, token: impl Into<String>) -> Self {
+        self.backend_token = Some(token.into());
         self
     }
 

@@ -165,6 +165,8 @@ impl PartitionSync {
 pub(crate) struct SyncEngine {
     username: String,
     password: String,
+    /// Logs in with this instead of the password, when set.
+    backend_token: Option<String>,
     session_token: Option<String>,
     client_id: Option<String>,
     user_id: Option<String>,
@@ -175,7 +177,8 @@ pub(crate) struct SyncEngine {
     partitions: BTreeMap<PartitionId, PartitionSync>,
     live_ack: LiveAckPolicy,
     notifications_enabled: bool,
-    /// Whether this connection's Hello carried the session token (else the password).
+    /// Whether this connection's Hello carried the session token (else the password or the
+    /// backend token).
     hello_used_token: bool,
     /// The last fatal `Error` of this connection; explains a close that follows (or a
     /// connection that drops before its close frame arrives).
@@ -205,6 +208,7 @@ impl SyncEngine {
         Self {
             username: config.username.clone(),
             password: config.password.clone(),
+            backend_token: config.backend_token.clone(),
             session_token: None,
             client_id: config.client_id.clone(),
             user_id: None,
@@ -254,7 +258,13 @@ impl SyncEngine {
             }
             None => {
                 self.hello_used_token = false;
-                hello::Credentials::Login(Login { username: self.username.clone(), password: self.password.clone() })
+                match &self.backend_token {
+                    Some(token) => hello::Credentials::BackendToken(token.clone()),
+                    None => hello::Credentials::Login(Login {
+                        username: self.username.clone(),
+                        password: self.password.clone(),
+                    }),
+                }
             }
         };
         frame(client_frame::Msg::Hello(Hello {
@@ -332,7 +342,7 @@ impl SyncEngine {
             code == Some(close_code::FORBIDDEN) || (code.is_none() && fatal_code == Some(ErrorCode::Forbidden));
         if unauthenticated {
             if self.hello_used_token {
-                debug!("session token refused; logging in with the password");
+                debug!("session token refused; logging in again");
                 self.session_token = None;
                 return AfterDisconnect::Reconnect(ReconnectDelay::Immediately);
             }

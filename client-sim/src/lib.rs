@@ -15,6 +15,8 @@
 //! - [`device`]: [`Device::start`] spawns the thin task around the engine and returns a
 //!   [`DeviceHandle`] to view records, wait for states, cut the network and stop.
 //! - [`config`]: [`DeviceConfig`] and its parts, with named defaults.
+//! - [`backend_token`]: [`BackendTokenClaims`], backend-issued login tokens (HS256 JWTs) as
+//!   an app's backend mints them, for devices that log in without a Syncline password.
 //! - [`state`]: [`DeviceState`] and [`DeviceStats`], what a device publishes.
 //! - [`notification`]: [`Notification`]s to the app, modelled on RhoConnect's sync
 //!   callbacks, and their delivery policy.
@@ -49,6 +51,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backend_token;
 mod backoff;
 pub mod config;
 pub mod device;
@@ -60,6 +63,7 @@ pub mod rpc;
 pub mod state;
 pub mod wire;
 
+pub use backend_token::BackendTokenClaims;
 pub use config::{BackoffConfig, DeviceConfig, LiveAckPolicy, SubscriptionConfig};
 pub use device::{Device, DeviceHandle, WaitError};
 pub use engine::{SearchError, SearchQuery, SearchResults};

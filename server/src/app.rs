@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, BackendTokenVerifier};
 use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::config::{Capture, Partitioning, Settings};
@@ -105,7 +105,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         let store = store.clone();
         let ttl = settings.token_ttl;
         let channel = settings.auth_channel.as_deref().map(ChannelConnection::lazy).transpose()?;
-        tokio::task::spawn_blocking(move || Authenticator::new(store, ttl, channel)).await??
+        let auth = tokio::task::spawn_blocking(move || Authenticator::new(store, ttl, channel)).await??;
+        match &settings.backend_tokens {
+            Some(tokens) => {
+                auth.with_backend_tokens(BackendTokenVerifier::new(&tokens.secret, tokens.audience.as_deref()))
+            }
+            None => auth,
+        }
     };
     let (poll_requests, pollers) = poll_queues(&settings);
     let tracker = TaskTracker::new();

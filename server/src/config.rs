@@ -188,6 +188,14 @@ pub struct AuthSection {
     /// which custom partitions the user may sync) instead of local users.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// When set, devices may log in with a backend token: a JWT the app's backend signs with
+    /// HS256 and this secret (at least 32 bytes; empty means not set). See
+    /// `Hello.backend_token` in `proto/syncline/v1/device.proto`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_token_secret: Option<String>,
+    /// When set, backend tokens must carry this `aud` claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_token_audience: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -309,7 +317,12 @@ impl Default for GrpcSection {
 
 impl Default for AuthSection {
     fn default() -> Self {
-        Self { token_ttl_secs: DEFAULT_TOKEN_TTL_SECS, channel: None }
+        Self {
+            token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            channel: None,
+            backend_token_secret: None,
+            backend_token_audience: None,
+        }
     }
 }
 
@@ -385,6 +398,25 @@ pub enum ConflictPolicy {
     LastWriteWins,
     /// The channel decides.
     Channel,
+}
+
+/// Validated backend token settings (see [`AuthSection::backend_token_secret`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackendTokenSettings {
+    /// The HS256 secret, at least [`crate::auth::MIN_BACKEND_TOKEN_SECRET_BYTES`].
+    pub secret: Vec<u8>,
+    /// The `aud` backend tokens must carry, when set.
+    pub audience: Option<String>,
+}
+
+impl std::fmt::Debug for BackendTokenSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BackendTokenSettings")
+            .field("secret", &"<redacted>")
+            .field("audience", &self.audience)
+            .finish()
+    }
 }
 
 /// A validated source.
@@ -475,6 +507,8 @@ pub struct Settings {
     pub sources: BTreeMap<String, SourceSettings>,
     /// Channel endpoint that checks device logins (instead of local users).
     pub auth_channel: Option<String>,
+    /// Backend token logins, when enabled.
+    pub backend_tokens: Option<BackendTokenSettings>,
     /// Mobile RPC routing and limits.
     pub rpc: RpcSettings,
 }
@@ -517,6 +551,8 @@ impl Config {
                 "SYNCLINE_DEVICE_ADDR" => self.device.addr = value.clone(),
                 "SYNCLINE_GRPC_ADDR" => self.grpc.addr = value.clone(),
                 "SYNCLINE_INGEST_TOKEN" => self.grpc.ingest_token = Some(value.clone()),
+                "SYNCLINE_BACKEND_TOKEN_SECRET" => self.auth.backend_token_secret = Some(value.clone()),
+                "SYNCLINE_BACKEND_TOKEN_AUDIENCE" => self.auth.backend_token_audience = Some(value.clone()),
                 "SYNCLINE_TLS_CERT" => self.tls.cert = Some(PathBuf::from(value)),
                 "SYNCLINE_TLS_KEY" => self.tls.key = Some(PathBuf::from(value)),
                 "SYNCLINE_LOG_FORMAT" => self.log_format = value.clone(),
@@ -669,6 +705,7 @@ impl Config {
             return Err(invalid("sources", &"{}", "configure at least one source, or enable the demo"));
         }
         let rpc = self.rpc.validate()?;
+        let backend_tokens = self.auth.validate_backend_tokens()?;
         Ok(Settings {
             data_dir: self.data_dir.clone(),
             json_logs,
@@ -703,6 +740,7 @@ impl Config {
                 Some(url) => Some(endpoint_url("auth.channel", url)?),
                 None => None,
             },
+            backend_tokens,
             rpc,
         })
     }
@@ -713,7 +751,40 @@ impl Config {
         if copy.grpc.ingest_token.is_some() {
             copy.grpc.ingest_token = Some("<redacted>".into());
         }
+        if copy.auth.backend_token_secret.is_some() {
+            copy.auth.backend_token_secret = Some("<redacted>".into());
+        }
         serde_json::to_string(&copy).unwrap_or_default()
+    }
+}
+
+impl AuthSection {
+    /// Checks the backend token settings; `None` when backend tokens are off.
+    fn validate_backend_tokens(&self) -> Result<Option<BackendTokenSettings>, ConfigError> {
+        let secret = self.backend_token_secret.as_deref().filter(|secret| !secret.is_empty());
+        let audience = self.backend_token_audience.clone().filter(|audience| !audience.is_empty());
+        let Some(secret) = secret else {
+            return match audience {
+                Some(audience) => Err(ConfigError::Invalid {
+                    key: "auth.backend_token_audience".into(),
+                    value: audience,
+                    message: "needs auth.backend_token_secret (backend tokens are off without it)".into(),
+                }),
+                None => Ok(None),
+            };
+        };
+        if secret.len() < crate::auth::MIN_BACKEND_TOKEN_SECRET_BYTES {
+            return Err(ConfigError::Invalid {
+                key: "auth.backend_token_secret".into(),
+                // Never echo a secret, even a bad one.
+                value: format!("<redacted, {} bytes>", secret.len()),
+                message: format!(
+                    "must be at least {} bytes (an HS256 key as long as its hash); generate one with `openssl rand -base64 48`",
+                    crate::auth::MIN_BACKEND_TOKEN_SECRET_BYTES
+                ),
+            });
+        }
+        Ok(Some(BackendTokenSettings { secret: secret.as_bytes().to_vec(), audience }))
     }
 }
 
@@ -867,6 +938,36 @@ mod tests {
         std::fs::write(&path, "[device]\nadress = \"x\"\n").unwrap();
         let error = Config::load(Some(&path), &HashMap::new()).unwrap_err();
         assert!(error.to_string().contains("adress"), "{error}");
+    }
+
+    #[test]
+    fn backend_token_secrets_are_checked_and_never_shown() {
+        let short = "s3cret-but-short";
+        let config = Config::load(None, &env(&[("SYNCLINE_BACKEND_TOKEN_SECRET", short)])).unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("auth.backend_token_secret"), "{error}");
+        assert!(error.contains("at least 32 bytes"), "{error}");
+        assert!(!error.contains(short), "the secret leaked into {error}");
+
+        let secret = "a-backend-token-secret-of-more-than-32-bytes";
+        let config = Config::load(
+            None,
+            &env(&[("SYNCLINE_BACKEND_TOKEN_SECRET", secret), ("SYNCLINE_BACKEND_TOKEN_AUDIENCE", "syncline")]),
+        )
+        .unwrap();
+        let tokens = config.validate().unwrap().backend_tokens.expect("backend tokens are on");
+        assert_eq!(tokens.secret, secret.as_bytes());
+        assert_eq!(tokens.audience.as_deref(), Some("syncline"));
+        assert!(!format!("{tokens:?}").contains(secret));
+        assert!(!config.redacted().contains(secret));
+
+        let mut config = Config::default();
+        assert!(config.validate().unwrap().backend_tokens.is_none());
+        config.auth.backend_token_secret = Some(String::new());
+        assert!(config.validate().unwrap().backend_tokens.is_none(), "empty means not set");
+        config.auth.backend_token_audience = Some("syncline".into());
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("auth.backend_token_audience"), "{error}");
     }
 
     #[test]

@@ -137,6 +137,25 @@ fn hello_logs_in_with_the_password_then_uses_the_session_token() {
 }
 
 #[test]
+fn a_backend_token_replaces_the_password_and_comes_back_when_the_session_token_is_refused() {
+    let mut engine = SyncEngine::new(&config(2).with_backend_token("jwt"));
+    let (first, _) = credentials(&engine.hello());
+    assert_eq!(first, hello::Credentials::BackendToken("jwt".into()));
+    engine.on_frame(welcome(), Instant::now());
+    let (second, _) = credentials(&engine.hello());
+    assert_eq!(second, hello::Credentials::SessionToken("t1".into()));
+    let closed = Disconnect::Closed { code: close_code::UNAUTHENTICATED, reason: "token expired".into() };
+    assert_eq!(engine.on_disconnect(&closed), AfterDisconnect::Reconnect(ReconnectDelay::Immediately));
+    let (third, _) = credentials(&engine.hello());
+    assert_eq!(third, hello::Credentials::BackendToken("jwt".into()));
+    let closed = Disconnect::Closed { code: close_code::UNAUTHENTICATED, reason: "it has expired".into() };
+    assert_eq!(
+        engine.on_disconnect(&closed),
+        AfterDisconnect::Stop(StopReason::Unauthenticated { reason: "it has expired".into() })
+    );
+}
+
+#[test]
 fn welcome_subscribes_each_partition_at_its_natural_key() {
     let mut engine = SyncEngine::new(
         &config(2)

@@ -362,12 +362,15 @@ impl DeviceSession {
                 self.engine.auth.login(&login.username, &login.password, &hello.client_id, details).await
             }
             Some(hello::Credentials::SessionToken(token)) => self.engine.auth.resume(&token).await,
+            Some(hello::Credentials::BackendToken(token)) => {
+                self.engine.auth.login_with_backend_token(&token, &hello.client_id, details).await
+            }
             None => {
                 return self
                     .fatal(
                         outbox,
                         ErrorCode::Unauthenticated,
-                        "Hello needs a login or a session token",
+                        "Hello needs a login, a backend token or a session token",
                         close_code::UNAUTHENTICATED,
                     )
                     .await;
@@ -380,7 +383,9 @@ impl DeviceSession {
                     AuthError::BadCredentials
                     | AuthError::InvalidToken
                     | AuthError::ExpiredToken
-                    | AuthError::InvalidUserName => (ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
+                    | AuthError::InvalidUserName
+                    | AuthError::BackendTokensDisabled
+                    | AuthError::InvalidBackendToken(_) => (ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
                     AuthError::DeviceDisabled { .. } => (ErrorCode::Forbidden, close_code::FORBIDDEN),
                     AuthError::Unavailable(channel) => {
                         tracing::warn!(peer = %self.peer, error = %channel, "login channel unavailable");

@@ -339,6 +339,10 @@ pub(crate) struct Shared {
     pub(crate) catchup_latency: Mutex<Histogram<u64>>,
     /// Set once the fleet is stopping; a device that ends after it is not a failure.
     stopping: AtomicBool,
+    /// Records of this run received per partition key, for scenarios whose devices sync
+    /// different partitions (`personal`): keys are fixed before the fleet starts; records
+    /// of other keys are not counted here. Empty: not counted per key.
+    pub(crate) delivered_by_key: std::collections::HashMap<String, AtomicU64>,
 }
 
 impl Shared {
@@ -360,12 +364,22 @@ impl Shared {
             live_latency: Mutex::new(latency_histogram()),
             catchup_latency: Mutex::new(latency_histogram()),
             stopping: AtomicBool::new(false),
+            delivered_by_key: std::collections::HashMap::new(),
         }
     }
 
     /// Returns ns since the run's start.
     pub(crate) fn now_ns(&self) -> u64 {
         u64::try_from(self.run_start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Adds `counted` records of this run to partition `key`'s count, when counted per key.
+    fn count_for_key(&self, key: &str, counted: u64) {
+        if counted > 0
+            && let Some(count) = self.delivered_by_key.get(key)
+        {
+            count.fetch_add(counted, Ordering::Relaxed);
+        }
     }
 
     /// Counts the records of this run in `records`, received at `received_ns`, into `histogram`.
@@ -434,6 +448,8 @@ enum Session {
     Open(Box<Connection>),
     /// Token login from this source address.
     Token { url: String, token: String, local: Option<IpAddr> },
+    /// A Hello with these credentials (e.g. a backend token per user) from this source address.
+    Credentials { url: String, credentials: hello::Credentials, local: Option<IpAddr> },
 }
 
 /// A running fleet of subscribers.
@@ -469,6 +485,28 @@ impl Fleet {
                     local: (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]),
                 },
             };
+            tasks.spawn(run_device(session, Arc::clone(&shared), stop.subscribe(), Arc::clone(&permits)));
+        }
+        Self { shared, stop, tasks, devices }
+    }
+
+    /// Starts one subscriber per entry of `credentials`, each with its own Hello (e.g. its
+    /// own user's backend token), spread over `local_addrs`, at most `concurrency`
+    /// connecting at once.
+    pub(crate) fn start_with_credentials(
+        shared: Arc<Shared>,
+        url: &str,
+        credentials: Vec<hello::Credentials>,
+        local_addrs: &[IpAddr],
+        concurrency: usize,
+    ) -> Self {
+        let (stop, _) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let devices = credentials.len();
+        for (index, credentials) in credentials.into_iter().enumerate() {
+            let local = (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]);
+            let session = Session::Credentials { url: url.to_owned(), credentials, local };
             tasks.spawn(run_device(session, Arc::clone(&shared), stop.subscribe(), Arc::clone(&permits)));
         }
         Self { shared, stop, tasks, devices }
@@ -549,6 +587,7 @@ async fn run_device(
         let mut connection = match session {
             Session::Open(connection) => *connection,
             Session::Token { url, token, local } => resume(&url, local, &token).await?.0,
+            Session::Credentials { url, credentials, local } => open_session(&url, local, credentials).await?.0,
         };
         let subscribe = subscribe_frame(&shared.source, &shared.key, shared.cursor, shared.page_size, shared.window);
         connection.send(&subscribe).await?;
@@ -654,8 +693,9 @@ fn on_changes(changes: &Changes, shared: &Shared, state: &mut DeviceState) -> Ve
         }
         if state.outcome.caught_up {
             state.outcome.catchup_pages += 1;
-            state.outcome.catchup_records +=
-                shared.count_records(&changes.upserts, received_ns, &shared.catchup_latency);
+            let counted = shared.count_records(&changes.upserts, received_ns, &shared.catchup_latency);
+            shared.count_for_key(&changes.key, counted);
+            state.outcome.catchup_records += counted;
         }
         return vec![ack_frame(&shared.source, &shared.key, state.cursor, changes.page)];
     }
@@ -664,7 +704,9 @@ fn on_changes(changes: &Changes, shared: &Shared, state: &mut DeviceState) -> Ve
         state.outcome.gaps += 1;
     }
     state.cursor = state.cursor.max(changes.to);
-    state.outcome.live_records += shared.count_records(&changes.upserts, received_ns, &shared.live_latency);
+    let counted = shared.count_records(&changes.upserts, received_ns, &shared.live_latency);
+    shared.count_for_key(&changes.key, counted);
+    state.outcome.live_records += counted;
     state.unacked_live += changes.to.saturating_sub(changes.from) + 1;
     if state.unacked_live >= shared.ack_every {
         state.unacked_live = 0;

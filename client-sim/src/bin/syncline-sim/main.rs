@@ -10,6 +10,9 @@
 //! - `idle` (`idle.rs`): N devices caught up and idle; server memory per device.
 //! - `mutations` (`mutations.rs`): N devices caught up, W writers sending creates; ack,
 //!   result and echo latency, mutations per second sustained.
+//! - `personal` (`personal.rs`): N users, each with one device logged in with a backend
+//!   token this process mints, each synced to its own user partition; M changes/s pushed
+//!   over Ingest across those partitions; latency, losses per partition, server CPU.
 //!
 //! Shared by the load scenarios: `fleet.rs` (token login and lightweight raw subscribers
 //! over `wire::Connection`), `loopback.rs` (the loopback-only URL check and source
@@ -22,6 +25,7 @@ mod initial_sync;
 mod latency;
 mod loopback;
 mod mutations;
+mod personal;
 mod procfs;
 mod report;
 mod rpc;
@@ -70,6 +74,9 @@ enum Command {
     Rpc(rpc::RpcArgs),
     /// Measures mutations: W writers send creates, N caught-up devices receive them back.
     Mutations(mutations::MutationsArgs),
+    /// Measures per-user push: N users with one device each (backend-token logins), M
+    /// changes/s over their own partitions.
+    Personal(personal::PersonalArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             Command::Idle(args) => idle::run(args).await,
             Command::Rpc(args) => rpc::run(args).await,
             Command::Mutations(args) => mutations::run(args).await,
+            Command::Personal(args) => personal::run(args).await,
         }
     })
 }
