@@ -69,7 +69,9 @@ pub(crate) struct SlowArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
     /// Bytes of filler in each record (a `pad` string field), so that stalled connections
-    /// fill their socket buffers and the server's queue within the phase.
+    /// fill their socket buffers and the server's queue within the phase. Large pads need a
+    /// smaller `--page-size`: catch-up pages are bounded in records, not bytes, and a device
+    /// refuses messages over 16 MiB.
     #[arg(long, default_value_t = DEFAULT_PAD_BYTES)]
     pad_bytes: usize,
     /// Milliseconds between two readings of the server's memory (with `--server-pid`).
