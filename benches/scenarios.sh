@@ -5,10 +5,16 @@
 # data directory with the demo app. JSON results go to $OUT; every process started here is
 # bounded by `timeout` and the server is stopped by its PID.
 #
-# Scenarios: initial-sync (one device, whole partition, repeated); latency with 1 device at
-# 10/s (the commit-and-push floor), 1,000 devices at 10/s, and 1,000 devices x 1,000 changes
-# at 100/s (LATENCY_RUNS times: it sits at one core's saturation point, where runs vary);
-# idle with 10,000 devices. Through the demo app's CRM channel (which runs inside the server
+# Scenarios: initial-sync (one device, whole partition, repeated); fanout (`syncline-sim
+# fanout`, formerly `latency`, which still works as an alias; the result files keep their
+# latency-* names) with 1 device at 10/s (the commit-and-push floor), 1,000 devices at 10/s,
+# and 1,000 devices x 1,000 changes at 100/s (LATENCY_RUNS times: it sits at one core's
+# saturation point, where runs vary); fanout-burst: FANOUT_DEVICES devices x FANOUT_CHANGES
+# changes pushed back to back (--rate 0), for deliveries per second; idle with 10,000
+# devices; storm: STORM_DEVICES devices caught up all disconnect and resume at once, with
+# STORM_CHANGES changes ingested during the outage; slow: SLOW_DEVICES devices at SLOW_RATE
+# changes/s for two phases of SLOW_PHASE_SECS, SLOW_STALLED_PERCENT of them not reading in
+# the second. Through the demo app's CRM channel (which runs inside the server
 # process on a loopback port the server logs at start; sources captured with `watch`):
 # latency-channel runs 1,000 devices x 1,000 changes at 100/s written with the channel's
 # Create (the backend commit) and, as the baseline of the same script run, the same load
@@ -32,10 +38,12 @@
 #      LATENCY_RATE (100), LATENCY_RUNS (3), SYNC_REPEAT (10), IDLE_DEVICES (10000),
 #      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900), CHANNEL_RUNS (2),
 #      MUT_DEVICES (100), MUT_WRITERS (10), MUT_RATE (50), MUT_COUNT (1000), MUT_IN_FLIGHT (8),
-#      MUT_MAX_COUNT (3000), PERSONAL_USERS (1000), PERSONAL_RATE (100),
+#      MUT_MAX_COUNT (3000), FANOUT_DEVICES (1000), FANOUT_CHANGES (2000), STORM_DEVICES (10000),
+#      STORM_CHANGES (0), SLOW_DEVICES (1000), SLOW_RATE (100), SLOW_PHASE_SECS (10),
+#      SLOW_STALLED_PERCENT (10), PERSONAL_USERS (1000), PERSONAL_RATE (100),
 #      PERSONAL_MANY_USERS (10000), PERSONAL_MANY_RATE (10), PERSONAL_SECS (30),
-#      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 idle
-#                 latency-channel mutations-open mutations-max personal": which to run)
+#      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-burst idle
+#                 storm slow personal latency-channel mutations-open mutations-max": which to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +66,14 @@ MUT_RATE=${MUT_RATE:-50}
 MUT_COUNT=${MUT_COUNT:-1000}
 MUT_IN_FLIGHT=${MUT_IN_FLIGHT:-8}
 MUT_MAX_COUNT=${MUT_MAX_COUNT:-3000}
+FANOUT_DEVICES=${FANOUT_DEVICES:-1000}
+FANOUT_CHANGES=${FANOUT_CHANGES:-2000}
+STORM_DEVICES=${STORM_DEVICES:-10000}
+STORM_CHANGES=${STORM_CHANGES:-0}
+SLOW_DEVICES=${SLOW_DEVICES:-1000}
+SLOW_RATE=${SLOW_RATE:-100}
+SLOW_PHASE_SECS=${SLOW_PHASE_SECS:-10}
+SLOW_STALLED_PERCENT=${SLOW_STALLED_PERCENT:-10}
 PERSONAL_USERS=${PERSONAL_USERS:-1000}
 PERSONAL_RATE=${PERSONAL_RATE:-100}
 PERSONAL_MANY_USERS=${PERSONAL_MANY_USERS:-10000}
@@ -66,7 +82,7 @@ PERSONAL_SECS=${PERSONAL_SECS:-30}
 SETTLE_SECS=${SETTLE_SECS:-5}
 QUIET_MAX_PCT=${QUIET_MAX_PCT:-10}
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-900}
-SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 idle latency-channel mutations-open mutations-max personal}
+SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-burst idle storm slow personal latency-channel mutations-open mutations-max}
 # Hard limits (seconds): a server process lives at most SERVER_MAX_SECS; each scenario stops
 # itself after its --max-secs, and `timeout` kills it SIM_GRACE_SECS later if it has not.
 SERVER_MAX_SECS=900
@@ -209,17 +225,17 @@ if selected initial-sync; then
   stop_server
 fi
 
-# latency NAME DEVICES CHANGES RATE [VIA]: VIA ingest (default) pushes with Ingest; channel
-# creates the records through the demo CRM channel.
+# latency NAME DEVICES CHANGES RATE [VIA]: the fanout scenario; VIA ingest (default) pushes
+# with Ingest; channel creates the records through the demo CRM channel.
 latency() {
   local via=${5:-ingest} log="$OUT/server-latency-$1.log" channel_args=()
-  echo "== latency $1: $2 devices x $3 changes at $4/s via $via"
+  echo "== fanout $1: $2 devices x $3 changes at $4/s via $via"
   wait_quiet "latency $1"
   start_server "$log"
   if [[ $via == channel ]]; then
     channel_args=(--via channel --channel "$(demo_channel_url "$log")")
   fi
-  sim latency --url "$URL" --grpc "$GRPC" "${channel_args[@]}" --devices "$2" --changes "$3" --rate "$4" \
+  sim fanout --url "$URL" --grpc "$GRPC" "${channel_args[@]}" --devices "$2" --changes "$3" --rate "$4" \
     --server-pid "$SERVER_PID" --json-out "$OUT/latency-$1.json"
   stop_server
 }
@@ -233,6 +249,15 @@ if selected latency-1000x100; then
   for run in $(seq 1 "$LATENCY_RUNS"); do
     latency "${LATENCY_DEVICES}x${LATENCY_RATE}-$run" "$LATENCY_DEVICES" "$LATENCY_CHANGES" "$LATENCY_RATE"
   done
+fi
+
+if selected fanout-burst; then
+  echo "== fanout-burst: $FANOUT_DEVICES devices x $FANOUT_CHANGES changes back to back"
+  wait_quiet fanout-burst
+  start_server "$OUT/server-fanout-burst.log"
+  sim fanout --url "$URL" --grpc "$GRPC" --devices "$FANOUT_DEVICES" --changes "$FANOUT_CHANGES" --rate 0 \
+    --server-pid "$SERVER_PID" --json-out "$OUT/fanout-burst-${FANOUT_DEVICES}x${FANOUT_CHANGES}.json"
+  stop_server
 fi
 
 if selected latency-channel; then
@@ -266,6 +291,25 @@ if selected idle; then
   start_server "$OUT/server-idle.log"
   sim idle --url "$URL" --devices "$IDLE_DEVICES" --settle-secs "$SETTLE_SECS" --server-pid "$SERVER_PID" \
     --json-out "$OUT/idle.json"
+  stop_server
+fi
+
+if selected storm; then
+  echo "== storm: $STORM_DEVICES devices disconnect and resume at once, $STORM_CHANGES changes during"
+  wait_quiet storm
+  start_server "$OUT/server-storm.log"
+  sim storm --url "$URL" --grpc "$GRPC" --devices "$STORM_DEVICES" --changes-during "$STORM_CHANGES" \
+    --server-pid "$SERVER_PID" --json-out "$OUT/storm-$STORM_DEVICES.json"
+  stop_server
+fi
+
+if selected slow; then
+  echo "== slow: $SLOW_DEVICES devices at $SLOW_RATE/s, $SLOW_STALLED_PERCENT% stalled in the second phase"
+  wait_quiet slow
+  start_server "$OUT/server-slow.log"
+  sim slow --url "$URL" --grpc "$GRPC" --devices "$SLOW_DEVICES" --rate "$SLOW_RATE" \
+    --phase-secs "$SLOW_PHASE_SECS" --stalled-percent "$SLOW_STALLED_PERCENT" \
+    --server-pid "$SERVER_PID" --json-out "$OUT/slow-$SLOW_DEVICES.json"
   stop_server
 fi
 

@@ -335,8 +335,22 @@ pub(crate) struct Shared {
     pub(crate) last_receive_ns: AtomicU64,
     /// Latency of records in live pushes.
     pub(crate) live_latency: Mutex<Histogram<u64>>,
-    /// Latency of records that came in catch-up pages after a demotion (not live pushes).
+    /// Latency of records that came in catch-up pages after a demotion or a reconnect (not
+    /// live pushes).
     pub(crate) catchup_latency: Mutex<Histogram<u64>>,
+    /// Devices that reached the coordinator's target cursor (see [`Control::target`]) on a
+    /// connection of the current generation, caught up: each counts once per target.
+    pub(crate) at_target: Milestone,
+    /// When the last reconnect was ordered ([`Fleet::reconnect_all`]), ns since `run_start`.
+    reconnect_ordered_ns: AtomicU64,
+    /// Per device, the reconnect order to caught up again on the new connection.
+    pub(crate) resume_latency: Mutex<Histogram<u64>>,
+    /// Probes sent from this time on (ns since `run_start`) count as the second phase in
+    /// `others_latency`; `u64::MAX`: one phase.
+    pub(crate) phase_split_ns: AtomicU64,
+    /// Live-push latency of devices outside the stall set (when there is one), by phase:
+    /// probes sent before and after `phase_split_ns`.
+    pub(crate) others_latency: [Mutex<Histogram<u64>>; 2],
     /// Set once the fleet is stopping; a device that ends after it is not a failure.
     stopping: AtomicBool,
     /// Records of this run received per partition key, for scenarios whose devices sync
@@ -363,16 +377,17 @@ impl Shared {
             last_receive_ns: AtomicU64::new(0),
             live_latency: Mutex::new(latency_histogram()),
             catchup_latency: Mutex::new(latency_histogram()),
+            at_target: Milestone::default(),
+            reconnect_ordered_ns: AtomicU64::new(0),
+            resume_latency: Mutex::new(latency_histogram()),
+            phase_split_ns: AtomicU64::new(u64::MAX),
+            others_latency: [Mutex::new(latency_histogram()), Mutex::new(latency_histogram())],
             stopping: AtomicBool::new(false),
             delivered_by_key: std::collections::HashMap::new(),
         }
     }
 
     /// Returns ns since the run's start.
-    pub(crate) fn now_ns(&self) -> u64 {
-        u64::try_from(self.run_start.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
     /// Adds `counted` records of this run to partition `key`'s count, when counted per key.
     fn count_for_key(&self, key: &str, counted: u64) {
         if counted > 0
@@ -382,13 +397,29 @@ impl Shared {
         }
     }
 
-    /// Counts the records of this run in `records`, received at `received_ns`, into `histogram`.
-    fn count_records(&self, records: &[Record], received_ns: u64, histogram: &Mutex<Histogram<u64>>) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
+        u64::try_from(self.run_start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts the records of this run in `records`, received at `received_ns`, into `histogram`
+    /// (and, for a device outside the stall set, into `others_latency` by phase).
+    fn count_records(
+        &self,
+        records: &[Record],
+        received_ns: u64,
+        histogram: &Mutex<Histogram<u64>>,
+        outside_stall_set: bool,
+    ) -> u64 {
         let mut counted = 0;
+        let split_ns = self.phase_split_ns.load(Ordering::Relaxed);
         let mut histogram = histogram.lock();
         for record in records {
             let Some(probe) = parse_probe(record).filter(|probe| probe.run == self.run_tag) else { continue };
-            histogram.saturating_record(received_ns.saturating_sub(probe.sent_ns));
+            let latency = received_ns.saturating_sub(probe.sent_ns);
+            histogram.saturating_record(latency);
+            if outside_stall_set {
+                self.others_latency[usize::from(probe.sent_ns >= split_ns)].lock().saturating_record(latency);
+            }
             counted += 1;
         }
         drop(histogram);
@@ -411,6 +442,21 @@ struct DeviceOutcome {
     catchup_records: u64,
     recatchups: u64,
     gaps: u64,
+    /// Sequences received again, at or below the cursor.
+    duplicate_seqs: u64,
+    /// Sequences skipped: a frame's `from` beyond cursor + 1.
+    missing_seqs: u64,
+    /// Sessions resumed after a reconnect order (token login and subscribe sent).
+    reconnects: u64,
+    /// Reconnect attempts that failed (connect, Hello or catch-up) and were retried.
+    reconnect_failures: u64,
+    /// Catch-up pages received while resuming after a reconnect.
+    resume_pages: u64,
+    /// Records of this run in those pages.
+    resume_records: u64,
+    /// The cursor when the fleet stopped.
+    cursor: u64,
+    in_stall_set: bool,
     acks_sent: u64,
     error_frames: u64,
 }
@@ -431,8 +477,29 @@ pub(crate) struct FleetTotals {
     pub(crate) catchup_records: u64,
     /// Caught-up states after the first (each ends a demotion).
     pub(crate) recatchups: u64,
-    /// Live pushes whose `from` did not follow the device's cursor.
+    /// Live pushes and log pages that skipped sequences (`from` beyond cursor + 1).
     pub(crate) gaps: u64,
+    /// Sequences skipped by those frames, summed over devices.
+    pub(crate) missing_seqs: u64,
+    /// Sequences received again (at or below the device's cursor), summed over devices.
+    pub(crate) duplicate_seqs: u64,
+    /// The last target cursor the devices were given (`None`: none).
+    pub(crate) target: Option<u64>,
+    /// Devices whose cursor was below `target` when the fleet stopped.
+    pub(crate) short_of_target: usize,
+    /// Sequences those devices were short of `target`, summed: with `missing_seqs`, the changes
+    /// never received.
+    pub(crate) short_of_target_seqs: u64,
+    /// Sessions resumed after reconnect orders.
+    pub(crate) reconnects: u64,
+    /// Reconnect attempts that failed and were retried (with backoff).
+    pub(crate) reconnect_failures: u64,
+    /// Catch-up pages received while resuming after a reconnect.
+    pub(crate) resume_pages: u64,
+    /// Records of this run received in those pages.
+    pub(crate) resume_records: u64,
+    /// The same accounting for the stall set alone (when there was one).
+    pub(crate) stall_set: Option<StallSetTotals>,
     pub(crate) acks_sent: u64,
     /// Non-fatal Error frames received.
     pub(crate) error_frames: u64,
@@ -442,20 +509,97 @@ pub(crate) struct FleetTotals {
     pub(crate) errors: Vec<String>,
 }
 
-/// How a device gets its session.
-enum Session {
-    /// Already open (the password login).
-    Open(Box<Connection>),
-    /// Token login from this source address.
-    Token { url: String, token: String, local: Option<IpAddr> },
-    /// A Hello with these credentials (e.g. a backend token per user) from this source address.
-    Credentials { url: String, credentials: hello::Credentials, local: Option<IpAddr> },
+/// What the devices of the stall set did (see [`Control::stall_set`]).
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct StallSetTotals {
+    pub(crate) devices: usize,
+    /// Catch-up pages after the first catch-up (demotions).
+    pub(crate) catchup_pages: u64,
+    pub(crate) recatchups: u64,
+    pub(crate) missing_seqs: u64,
+    pub(crate) duplicate_seqs: u64,
+    pub(crate) short_of_target: usize,
+    pub(crate) short_of_target_seqs: u64,
+    /// Devices whose connection ended before the fleet stopped.
+    pub(crate) ended_early: usize,
+}
+
+/// Cursor of [`Control::target`] meaning "no target".
+const NO_TARGET: u64 = u64::MAX;
+
+/// What the coordinator tells every device, through one watch channel: a change wakes every
+/// device task once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Control {
+    /// Close politely and end.
+    stop: bool,
+    /// The reconnect generation: when it changes, every device drops its connection without
+    /// a close frame (as a lost network would) and resumes: token login, then subscribe from
+    /// its cursor.
+    generation: u64,
+    /// Devices `0..stall_set` form the stall set: they stop reading while `stalled`, and
+    /// the others' latency is also recorded apart (`Shared::others_latency`).
+    stall_set: usize,
+    /// The stall set keeps its connections open but stops reading them.
+    stalled: bool,
+    /// Devices count in `Shared::at_target` once caught up at or beyond this cursor on a
+    /// connection of the current generation ([`NO_TARGET`]: no target).
+    target: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self { stop: false, generation: 0, stall_set: 0, stalled: false, target: NO_TARGET }
+    }
+}
+
+/// How a device opens (and reopens) its session from this source address: a session token
+/// shared by the fleet (from one password login), or a Hello of its own (e.g. its own user's
+/// backend token).
+#[derive(Clone)]
+struct Dial {
+    url: Arc<str>,
+    credentials: DialCredentials,
+    local: Option<IpAddr>,
+}
+
+#[derive(Clone)]
+enum DialCredentials {
+    SessionToken(Arc<str>),
+    Hello(hello::Credentials),
+}
+
+impl Dial {
+    async fn open(&self) -> anyhow::Result<Connection> {
+        let (connection, _welcome) = match &self.credentials {
+            DialCredentials::SessionToken(token) => resume(&self.url, self.local, token).await?,
+            DialCredentials::Hello(credentials) => open_session(&self.url, self.local, credentials.clone()).await?,
+        };
+        Ok(connection)
+    }
+}
+
+/// First delay before retrying a failed reconnect.
+const RECONNECT_BACKOFF_INITIAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Longest delay between reconnect attempts: a device that could not get in retries at
+/// least this often, so one refusal costs it at most about this much.
+const RECONNECT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Returns the delay before reconnect attempt `failures + 1`: `min(max, initial × 2^failures)`
+/// scaled by `jitter` (clamped to 0.5 ..= 1), so a herd that failed together does not retry
+/// together.
+fn reconnect_delay(failures: u32, jitter: f64) -> std::time::Duration {
+    let ceiling = RECONNECT_BACKOFF_INITIAL
+        .checked_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX))
+        .unwrap_or(RECONNECT_BACKOFF_MAX)
+        .min(RECONNECT_BACKOFF_MAX);
+    ceiling.mul_f64(jitter.clamp(0.5, 1.0))
 }
 
 /// A running fleet of subscribers.
 pub(crate) struct Fleet {
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
+    control: watch::Sender<Control>,
     tasks: JoinSet<DeviceOutcome>,
     devices: usize,
 }
@@ -472,27 +616,27 @@ impl Fleet {
         local_addrs: &[IpAddr],
         concurrency: usize,
     ) -> Self {
-        let (stop, _) = watch::channel(false);
+        let (control, _) = watch::channel(Control::default());
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut tasks = JoinSet::new();
         let mut first = Some(first);
+        let (url, token): (Arc<str>, Arc<str>) = (url.into(), token.into());
         for index in 0..devices {
-            let session = match first.take() {
-                Some(connection) => Session::Open(Box::new(connection)),
-                None => Session::Token {
-                    url: url.to_owned(),
-                    token: token.to_owned(),
-                    local: (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]),
-                },
+            let dial = Dial {
+                url: Arc::clone(&url),
+                credentials: DialCredentials::SessionToken(Arc::clone(&token)),
+                local: (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]),
             };
-            tasks.spawn(run_device(session, Arc::clone(&shared), stop.subscribe(), Arc::clone(&permits)));
+            let device =
+                run_device(index, first.take(), dial, Arc::clone(&shared), control.subscribe(), Arc::clone(&permits));
+            tasks.spawn(device);
         }
-        Self { shared, stop, tasks, devices }
+        Self { shared, control, tasks, devices }
     }
 
     /// Starts one subscriber per entry of `credentials`, each with its own Hello (e.g. its
-    /// own user's backend token), spread over `local_addrs`, at most `concurrency`
-    /// connecting at once.
+    /// own user's backend token, used again to reconnect), spread over `local_addrs`, at most
+    /// `concurrency` connecting at once.
     pub(crate) fn start_with_credentials(
         shared: Arc<Shared>,
         url: &str,
@@ -500,16 +644,21 @@ impl Fleet {
         local_addrs: &[IpAddr],
         concurrency: usize,
     ) -> Self {
-        let (stop, _) = watch::channel(false);
+        let (control, _) = watch::channel(Control::default());
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut tasks = JoinSet::new();
         let devices = credentials.len();
+        let url: Arc<str> = url.into();
         for (index, credentials) in credentials.into_iter().enumerate() {
-            let local = (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]);
-            let session = Session::Credentials { url: url.to_owned(), credentials, local };
-            tasks.spawn(run_device(session, Arc::clone(&shared), stop.subscribe(), Arc::clone(&permits)));
+            let dial = Dial {
+                url: Arc::clone(&url),
+                credentials: DialCredentials::Hello(credentials),
+                local: (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]),
+            };
+            let device = run_device(index, None, dial, Arc::clone(&shared), control.subscribe(), Arc::clone(&permits));
+            tasks.spawn(device);
         }
-        Self { shared, stop, tasks, devices }
+        Self { shared, control, tasks, devices }
     }
 
     /// Waits until every device is caught up or has failed; returns false if `deadline`
@@ -518,15 +667,49 @@ impl Fleet {
         self.shared.settled.wait_for(self.devices as u64, deadline).await
     }
 
+    /// Orders every device to drop its connection at once and resume (token login, subscribe
+    /// from its cursor); returns when the order was given, ns since the run's start.
+    pub(crate) fn reconnect_all(&self) -> u64 {
+        let ordered_ns = self.shared.now_ns();
+        self.shared.reconnect_ordered_ns.store(ordered_ns, Ordering::SeqCst);
+        self.control.send_modify(|control| control.generation += 1);
+        ordered_ns
+    }
+
+    /// Makes devices `0..devices` the stall set (before they stall, so that the others'
+    /// latency is recorded apart from the start).
+    pub(crate) fn set_stall_set(&self, devices: usize) {
+        self.control.send_modify(|control| control.stall_set = devices);
+    }
+
+    /// Makes the stall set stop (`true`) or resume (`false`) reading its connections.
+    pub(crate) fn stall(&self, stalled: bool) {
+        self.control.send_modify(|control| control.stalled = stalled);
+    }
+
+    /// Gives the devices a target cursor; each counts once in `Shared::at_target` when
+    /// caught up at or beyond it on a connection of the current generation. Returns the
+    /// count before, so the caller waits for it plus the devices it expects.
+    pub(crate) fn set_target(&self, cursor: u64) -> u64 {
+        let before = self.shared.at_target.get();
+        self.control.send_modify(|control| control.target = cursor);
+        before
+    }
+
     /// Stops every device (each sends a close frame) and sums what they did. Devices still
     /// running at `deadline` are aborted.
     pub(crate) async fn stop(mut self, deadline: Instant) -> FleetTotals {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let _ = self.stop.send(true);
+        let control = *self.control.borrow();
+        self.control.send_modify(|control| control.stop = true);
+        let target = (control.target != NO_TARGET).then_some(control.target);
         let mut totals = FleetTotals {
             devices: self.devices,
             caught_up: self.shared.caught_up.load(Ordering::SeqCst),
             failed: self.shared.failed.load(Ordering::SeqCst),
+            target,
+            stall_set: (control.stall_set > 0)
+                .then(|| StallSetTotals { devices: control.stall_set.min(self.devices), ..StallSetTotals::default() }),
             ..FleetTotals::default()
         };
         loop {
@@ -545,109 +728,304 @@ impl Fleet {
                     DeviceOutcome { error: Some(format!("device task failed: {error}")), ..DeviceOutcome::default() }
                 }
             };
-            totals.live_frames += outcome.live_frames;
-            totals.live_records += outcome.live_records;
-            totals.catchup_pages += outcome.catchup_pages;
-            totals.catchup_records += outcome.catchup_records;
-            totals.recatchups += outcome.recatchups;
-            totals.gaps += outcome.gaps;
-            totals.acks_sent += outcome.acks_sent;
-            totals.error_frames += outcome.error_frames;
-            if let Some(error) = outcome.error {
-                if outcome.caught_up {
-                    totals.ended_early += 1;
-                }
-                if totals.errors.len() < MAX_REPORTED_ERRORS && !totals.errors.contains(&error) {
-                    totals.errors.push(error);
-                }
-            }
+            totals.add(outcome);
         }
         totals
     }
 }
 
+impl FleetTotals {
+    /// Adds one device's outcome.
+    fn add(&mut self, outcome: DeviceOutcome) {
+        let short_of_target = self.target.map_or(0, |target| target.saturating_sub(outcome.cursor));
+        self.live_frames += outcome.live_frames;
+        self.live_records += outcome.live_records;
+        self.catchup_pages += outcome.catchup_pages;
+        self.catchup_records += outcome.catchup_records;
+        self.recatchups += outcome.recatchups;
+        self.gaps += outcome.gaps;
+        self.missing_seqs += outcome.missing_seqs;
+        self.duplicate_seqs += outcome.duplicate_seqs;
+        self.short_of_target += usize::from(short_of_target > 0);
+        self.short_of_target_seqs += short_of_target;
+        self.reconnects += outcome.reconnects;
+        self.reconnect_failures += outcome.reconnect_failures;
+        self.resume_pages += outcome.resume_pages;
+        self.resume_records += outcome.resume_records;
+        self.acks_sent += outcome.acks_sent;
+        self.error_frames += outcome.error_frames;
+        let ended_early = outcome.error.is_some() && outcome.caught_up;
+        if let Some(stall_set) = self.stall_set.as_mut().filter(|_| outcome.in_stall_set) {
+            stall_set.catchup_pages += outcome.catchup_pages;
+            stall_set.recatchups += outcome.recatchups;
+            stall_set.missing_seqs += outcome.missing_seqs;
+            stall_set.duplicate_seqs += outcome.duplicate_seqs;
+            stall_set.short_of_target += usize::from(short_of_target > 0);
+            stall_set.short_of_target_seqs += short_of_target;
+            stall_set.ended_early += usize::from(ended_early);
+        }
+        if let Some(error) = outcome.error {
+            self.ended_early += usize::from(ended_early);
+            if self.errors.len() < MAX_REPORTED_ERRORS && !self.errors.contains(&error) {
+                self.errors.push(error);
+            }
+        }
+    }
+}
+
 /// Per-device protocol state.
 struct DeviceState {
+    index: usize,
     outcome: DeviceOutcome,
     cursor: u64,
     unacked_live: u64,
+    /// The coordinator's orders as last seen.
+    control: Control,
+    /// The reconnect generation of the current connection.
+    generation: u64,
+    /// Caught up on the current connection (the first catch-up of a resumed session is not
+    /// a demotion).
+    connection_caught_up: bool,
+    /// The target this device last counted in `Shared::at_target` for.
+    counted_target: Option<u64>,
 }
 
-/// One subscriber, from connecting to the fleet's stop.
+impl DeviceState {
+    fn new(index: usize, cursor: u64, control: Control) -> Self {
+        Self {
+            index,
+            outcome: DeviceOutcome::default(),
+            cursor,
+            unacked_live: 0,
+            control,
+            generation: control.generation,
+            connection_caught_up: false,
+            counted_target: None,
+        }
+    }
+
+    fn in_stall_set(&self) -> bool {
+        self.index < self.control.stall_set
+    }
+
+    /// Whether the device stops reading its connection now.
+    fn stalled(&self) -> bool {
+        self.control.stalled && self.in_stall_set()
+    }
+
+    /// True for a device outside the stall set while there is one.
+    fn outside_stall_set(&self) -> bool {
+        self.control.stall_set > 0 && !self.in_stall_set()
+    }
+
+    /// Forgets the connection: the next one starts unsynced, in the current generation.
+    fn start_connection(&mut self) {
+        self.generation = self.control.generation;
+        self.connection_caught_up = false;
+        self.unacked_live = 0;
+    }
+
+    /// True while resuming after a reconnect order: caught up once, not yet on this
+    /// connection.
+    fn resuming(&self) -> bool {
+        self.outcome.caught_up && !self.connection_caught_up
+    }
+}
+
+/// How one connection of a device ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The fleet stops.
+    Stop,
+    /// A reconnect order: drop the connection and resume.
+    Reconnect,
+    /// The connection failed, or the device gave up on it.
+    Failed(String),
+}
+
+/// One subscriber, from connecting to the fleet's stop: its first connection (`first`, or a
+/// token login), then a new one after each reconnect order.
 async fn run_device(
-    session: Session,
+    index: usize,
+    first: Option<Connection>,
+    dial: Dial,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    mut control: watch::Receiver<Control>,
     permits: Arc<Semaphore>,
 ) -> DeviceOutcome {
-    let mut state = DeviceState { outcome: DeviceOutcome::default(), cursor: shared.cursor, unacked_live: 0 };
+    let mut state = DeviceState::new(index, shared.cursor, *control.borrow_and_update());
     // Held until caught up: bounds connects and catch-ups in flight.
     let mut permit = Some(permits.acquire_owned().await.expect("the semaphore is never closed"));
     let opened = async {
-        let mut connection = match session {
-            Session::Open(connection) => *connection,
-            Session::Token { url, token, local } => resume(&url, local, &token).await?.0,
-            Session::Credentials { url, credentials, local } => open_session(&url, local, credentials).await?.0,
+        let mut connection = match first {
+            Some(connection) => connection,
+            None => dial.open().await?,
         };
-        let subscribe = subscribe_frame(&shared.source, &shared.key, shared.cursor, shared.page_size, shared.window);
-        connection.send(&subscribe).await?;
+        connection
+            .send(&subscribe_frame(&shared.source, &shared.key, state.cursor, shared.page_size, shared.window))
+            .await?;
         anyhow::Ok(connection)
     };
     let opened = tokio::select! {
         opened = opened => opened,
-        _ = stop.wait_for(|stop| *stop) => {
-            settle_failed(&shared, &mut state.outcome, "stopped while connecting".into());
-            return state.outcome;
-        }
+        _ = control.wait_for(|control| control.stop) => Err(anyhow::anyhow!("stopped while connecting")),
     };
     let mut connection = match opened {
         Ok(connection) => connection,
         Err(error) => {
             settle_failed(&shared, &mut state.outcome, format!("{error:#}"));
+            state.outcome.cursor = state.cursor;
             return state.outcome;
         }
     };
-    let ended = loop {
+    // `wait_for` marks what it saw as seen: take it in.
+    state.control = *control.borrow();
+    loop {
+        let ended = drive_connection(&mut connection, &shared, &mut control, &mut state, &mut permit).await;
+        match ended {
+            Ended::Stop => {
+                // A polite goodbye; the server's answering close is not waited for.
+                let _ = connection.close(1000, "load scenario done").await;
+                break;
+            }
+            Ended::Reconnect => connection.cut(),
+            Ended::Failed(error) if state.resuming() => {
+                // A resumed session that broke before catching up: retried like a refused
+                // connect.
+                connection.cut();
+                state.outcome.reconnect_failures += 1;
+                state.outcome.error = Some(error);
+            }
+            Ended::Failed(error) if !state.outcome.caught_up => {
+                settle_failed(&shared, &mut state.outcome, error);
+                break;
+            }
+            Ended::Failed(error) => {
+                if !shared.stopping.load(Ordering::SeqCst) {
+                    state.outcome.error = Some(error);
+                }
+                break;
+            }
+        }
+        match reconnect(&dial, &shared, &mut control, &mut state).await {
+            Some(reopened) => connection = reopened,
+            None => break,
+        }
+    }
+    state.outcome.cursor = state.cursor;
+    state.outcome.in_stall_set = state.in_stall_set();
+    state.outcome
+}
+
+/// Opens a new session after a reconnect order, retrying failures with a bounded, jittered
+/// backoff until it succeeds or the fleet stops (`None`).
+async fn reconnect(
+    dial: &Dial,
+    shared: &Shared,
+    control: &mut watch::Receiver<Control>,
+    state: &mut DeviceState,
+) -> Option<Connection> {
+    let mut failures: u32 = 0;
+    loop {
+        state.start_connection();
+        let attempt = async {
+            let mut connection = dial.open().await?;
+            let subscribe = subscribe_frame(&shared.source, &shared.key, state.cursor, shared.page_size, shared.window);
+            connection.send(&subscribe).await?;
+            anyhow::Ok(connection)
+        };
+        let attempt = tokio::select! {
+            attempt = attempt => attempt,
+            _ = control.wait_for(|control| control.stop) => return None,
+        };
+        state.control = *control.borrow();
+        match attempt {
+            Ok(connection) => {
+                state.outcome.reconnects += 1;
+                // A failure earlier in this streak was recovered from.
+                state.outcome.error = None;
+                return Some(connection);
+            }
+            Err(error) => {
+                state.outcome.reconnect_failures += 1;
+                state.outcome.error = Some(format!("reconnecting: {error:#}"));
+            }
+        }
+        let delay = reconnect_delay(failures, rand::random_range(0.5..=1.0));
+        failures = failures.saturating_add(1);
+        // Backoff, not synchronisation: the retry waits out its delay unless the fleet stops.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = control.wait_for(|control| control.stop) => return None,
+        }
+    }
+}
+
+/// Reads one connection until the fleet stops, a reconnect order comes, or the connection
+/// fails. A stalled device keeps the connection but does not read it.
+async fn drive_connection(
+    connection: &mut Connection,
+    shared: &Shared,
+    control: &mut watch::Receiver<Control>,
+    state: &mut DeviceState,
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Ended {
+    loop {
+        if state.control.stop {
+            return Ended::Stop;
+        }
+        if state.control.generation != state.generation {
+            return Ended::Reconnect;
+        }
+        let stalled = state.stalled();
         let incoming = tokio::select! {
-            incoming = connection.recv() => incoming,
-            _ = stop.wait_for(|stop| *stop) => break None,
+            incoming = connection.recv(), if !stalled => incoming,
+            changed = control.changed() => {
+                if changed.is_err() {
+                    return Ended::Stop;
+                }
+                state.control = *control.borrow_and_update();
+                check_target(shared, state);
+                continue;
+            }
         };
         let frame = match incoming {
             Ok(Incoming::Frame(ServerFrame { msg: Some(frame) })) => frame,
             Ok(Incoming::Frame(ServerFrame { msg: None })) => continue,
-            Ok(Incoming::Closed { code, reason }) => break Some(format!("closed by the server: {code} {reason}")),
-            Err(error) => break Some(format!("{error:#}")),
+            Ok(Incoming::Closed { code, reason }) => {
+                return Ended::Failed(format!("closed by the server: {code} {reason}"));
+            }
+            Err(error) => return Ended::Failed(format!("{error:#}")),
         };
-        match on_frame(frame, &shared, &mut state, &mut permit) {
+        match on_frame(frame, shared, state, permit) {
             Ok(replies) => {
-                let mut sent = Ok(());
                 for reply in replies {
-                    sent = connection.send(&reply).await;
-                    if sent.is_err() {
-                        break;
+                    if let Err(error) = connection.send(&reply).await {
+                        return Ended::Failed(format!("{error:#}"));
                     }
                     state.outcome.acks_sent += 1;
                 }
-                if let Err(error) = sent {
-                    break Some(format!("{error:#}"));
-                }
             }
-            Err(error) => break Some(error),
+            Err(error) => return Ended::Failed(error),
         }
-    };
-    match ended {
-        None => {
-            // A polite goodbye; the server's answering close is not waited for.
-            let _ = connection.close(1000, "load scenario done").await;
-        }
-        Some(error) if !state.outcome.caught_up => settle_failed(&shared, &mut state.outcome, error),
-        Some(error) => {
-            if !shared.stopping.load(Ordering::SeqCst) {
-                state.outcome.error = Some(error);
-            }
-        }
+        check_target(shared, state);
     }
-    state.outcome
+}
+
+/// Counts the device in `Shared::at_target` (once per target) when it is caught up on a
+/// connection of the current generation at or beyond the target cursor.
+fn check_target(shared: &Shared, state: &mut DeviceState) {
+    let target = state.control.target;
+    if target == NO_TARGET
+        || !state.connection_caught_up
+        || state.generation != state.control.generation
+        || state.cursor < target
+        || state.counted_target == Some(target)
+    {
+        return;
+    }
+    state.counted_target = Some(target);
+    shared.at_target.add(1);
 }
 
 fn settle_failed(shared: &Shared, outcome: &mut DeviceOutcome, error: String) {
@@ -667,7 +1045,7 @@ fn on_frame(
         server_frame::Msg::Changes(changes) => Ok(on_changes(&changes, shared, state)),
         server_frame::Msg::SyncState(sync) => on_sync_state(&sync, shared, state, permit).map(|()| Vec::new()),
         server_frame::Msg::Error(error) => {
-            if error.fatal || !state.outcome.caught_up {
+            if error.fatal || !state.connection_caught_up {
                 return Err(describe_error(&error));
             }
             state.outcome.error_frames += 1;
@@ -683,28 +1061,47 @@ fn on_frame(
     }
 }
 
+/// Accounts changes `from..=to` against a device's `cursor`: returns the sequences received
+/// again (at or below the cursor) and the sequences skipped (between the cursor and `from`).
+fn account_range(cursor: u64, from: u64, to: u64) -> (u64, u64) {
+    let duplicates = if from <= cursor { (cursor.min(to) + 1).saturating_sub(from) } else { 0 };
+    let missing = from.saturating_sub(cursor.saturating_add(1));
+    (duplicates, missing)
+}
+
 fn on_changes(changes: &Changes, shared: &Shared, state: &mut DeviceState) -> Vec<ClientFrame> {
     let received_ns = shared.now_ns();
+    if !changes.snapshot {
+        let (duplicates, missing) = account_range(state.cursor, changes.from, changes.to);
+        state.outcome.duplicate_seqs += duplicates;
+        state.outcome.missing_seqs += missing;
+        state.outcome.gaps += u64::from(missing > 0);
+    }
     if changes.page > 0 {
         // Catch-up: after a snapshot's last page the cursor is the snapshot's sequence;
         // log pages move it to `to`.
         if !changes.snapshot || changes.snapshot_done {
-            state.cursor = changes.to;
+            state.cursor = state.cursor.max(changes.to);
         }
-        if state.outcome.caught_up {
+        if state.connection_caught_up {
+            // Demoted: the server pages from the log instead of pushing.
             state.outcome.catchup_pages += 1;
-            let counted = shared.count_records(&changes.upserts, received_ns, &shared.catchup_latency);
+            let counted = shared.count_records(&changes.upserts, received_ns, &shared.catchup_latency, false);
             shared.count_for_key(&changes.key, counted);
             state.outcome.catchup_records += counted;
+        } else if state.outcome.caught_up {
+            // Resuming after a reconnect: what was missed while away.
+            state.outcome.resume_pages += 1;
+            let counted = shared.count_records(&changes.upserts, received_ns, &shared.catchup_latency, false);
+            shared.count_for_key(&changes.key, counted);
+            state.outcome.resume_records += counted;
         }
         return vec![ack_frame(&shared.source, &shared.key, state.cursor, changes.page)];
     }
     state.outcome.live_frames += 1;
-    if changes.from != state.cursor + 1 {
-        state.outcome.gaps += 1;
-    }
     state.cursor = state.cursor.max(changes.to);
-    let counted = shared.count_records(&changes.upserts, received_ns, &shared.live_latency);
+    let outside_stall_set = state.outside_stall_set();
+    let counted = shared.count_records(&changes.upserts, received_ns, &shared.live_latency, outside_stall_set);
     shared.count_for_key(&changes.key, counted);
     state.outcome.live_records += counted;
     state.unacked_live += changes.to.saturating_sub(changes.from) + 1;
@@ -724,14 +1121,18 @@ fn on_sync_state(
     match SyncStatus::try_from(sync.status) {
         Ok(SyncStatus::CaughtUp) => {
             state.cursor = state.cursor.max(sync.cursor);
-            if state.outcome.caught_up {
-                state.outcome.recatchups += 1;
-            } else {
+            if !state.outcome.caught_up {
                 state.outcome.caught_up = true;
                 permit.take();
                 shared.caught_up.fetch_add(1, Ordering::SeqCst);
                 shared.settled.add(1);
+            } else if state.connection_caught_up {
+                state.outcome.recatchups += 1;
+            } else {
+                let ordered_ns = shared.reconnect_ordered_ns.load(Ordering::SeqCst);
+                shared.resume_latency.lock().saturating_record(shared.now_ns().saturating_sub(ordered_ns));
             }
+            state.connection_caught_up = true;
             Ok(())
         }
         Ok(SyncStatus::Error) => Err(sync.error.as_ref().map_or_else(|| "partition error".to_owned(), describe_error)),
@@ -884,7 +1285,10 @@ pub(crate) mod tests {
     }
 
     fn state(cursor: u64) -> DeviceState {
-        DeviceState { outcome: DeviceOutcome { caught_up: true, ..DeviceOutcome::default() }, cursor, unacked_live: 0 }
+        let mut state = DeviceState::new(0, cursor, Control::default());
+        state.outcome.caught_up = true;
+        state.connection_caught_up = true;
+        state
     }
 
     #[test]
@@ -913,16 +1317,150 @@ pub(crate) mod tests {
         let shared = shared(0, 100);
         let mut state = state(0);
         state.outcome.caught_up = false;
+        state.connection_caught_up = false;
         let snapshot = Changes { page: 1, snapshot: true, to: 50, ..live(0, 50, Vec::new()) };
         assert_eq!(on_changes(&snapshot, &shared, &mut state), [ack_frame("Account", "", 0, 1)]);
         let done = Changes { page: 2, snapshot: true, snapshot_done: true, ..live(0, 50, Vec::new()) };
         assert_eq!(on_changes(&done, &shared, &mut state), [ack_frame("Account", "", 50, 2)]);
         assert_eq!(state.outcome.catchup_pages, 0, "the first catch-up is not a demotion");
         state.outcome.caught_up = true;
+        state.connection_caught_up = true;
         let page = Changes { page: 3, ..live(51, 52, vec![probe("a", shared.run_tag, 0)]) };
         assert_eq!(on_changes(&page, &shared, &mut state), [ack_frame("Account", "", 52, 3)]);
         assert_eq!((state.outcome.catchup_pages, state.outcome.catchup_records), (1, 1));
         assert_eq!(shared.catchup_latency.lock().len(), 1);
+    }
+
+    #[test]
+    fn ranges_are_accounted_against_the_cursor() {
+        assert_eq!(account_range(10, 11, 15), (0, 0), "follows on");
+        assert_eq!(account_range(10, 8, 12), (3, 0), "8..=10 again");
+        assert_eq!(account_range(10, 5, 9), (5, 0), "all of it again");
+        assert_eq!(account_range(10, 14, 15), (0, 3), "11..=13 skipped");
+        assert_eq!(account_range(0, 1, 1), (0, 0));
+        assert_eq!(account_range(u64::MAX, 1, 2), (2, 0));
+    }
+
+    #[test]
+    fn duplicates_and_gaps_are_counted_in_sequences() {
+        let shared = shared(10, 100);
+        let mut state = state(10);
+        on_changes(&live(11, 12, Vec::new()), &shared, &mut state);
+        on_changes(&live(12, 13, Vec::new()), &shared, &mut state);
+        on_changes(&live(16, 16, Vec::new()), &shared, &mut state);
+        assert_eq!((state.outcome.duplicate_seqs, state.outcome.missing_seqs, state.outcome.gaps), (1, 2, 1));
+        assert_eq!(state.cursor, 16);
+    }
+
+    #[test]
+    fn a_resumed_session_counts_its_catch_up_apart_from_demotions_and_loses_nothing() {
+        let shared = shared(10, 100);
+        let mut state = state(10);
+        let tag = shared.run_tag;
+        let mut permit = None;
+        on_changes(&live(11, 11, vec![probe("a", tag, 0)]), &shared, &mut state);
+        // The reconnect order: a new connection in generation 1, subscribed from cursor 11.
+        state.control.generation = 1;
+        state.start_connection();
+        assert!(state.resuming());
+        let missed = Changes { page: 1, ..live(12, 13, vec![probe("b", tag, 0), probe("c", tag, 0)]) };
+        assert_eq!(on_changes(&missed, &shared, &mut state), [ack_frame("Account", "", 13, 1)]);
+        let caught_up = SyncState { status: SyncStatus::CaughtUp as i32, cursor: 13, ..SyncState::default() };
+        on_sync_state(&caught_up, &shared, &mut state, &mut permit).unwrap();
+        assert!(!state.resuming());
+        on_changes(&live(14, 14, vec![probe("d", tag, 0)]), &shared, &mut state);
+        let outcome = &state.outcome;
+        assert_eq!((outcome.resume_pages, outcome.resume_records), (1, 2));
+        assert_eq!((outcome.catchup_pages, outcome.recatchups), (0, 0), "a resume is not a demotion");
+        assert_eq!((outcome.live_records, outcome.missing_seqs, outcome.duplicate_seqs), (2, 0, 0));
+        assert_eq!(shared.delivered.get(), 4);
+        assert_eq!(shared.resume_latency.lock().len(), 1);
+        // A server that resent what the device had would show as duplicates.
+        let resent = Changes { page: 2, ..live(13, 14, Vec::new()) };
+        on_changes(&resent, &shared, &mut state);
+        assert_eq!(state.outcome.duplicate_seqs, 2);
+    }
+
+    #[test]
+    fn devices_count_at_the_target_once_caught_up_on_a_connection_of_the_current_generation() {
+        let shared = shared(10, 100);
+        let mut state = state(12);
+        check_target(&shared, &mut state);
+        assert_eq!(shared.at_target.get(), 0, "no target yet");
+        state.control.target = 12;
+        state.control.generation = 1;
+        check_target(&shared, &mut state);
+        assert_eq!(shared.at_target.get(), 0, "still on the connection of generation 0");
+        state.start_connection();
+        check_target(&shared, &mut state);
+        assert_eq!(shared.at_target.get(), 0, "not caught up on the new connection");
+        state.connection_caught_up = true;
+        check_target(&shared, &mut state);
+        check_target(&shared, &mut state);
+        assert_eq!(shared.at_target.get(), 1, "once per target");
+        state.control.target = 13;
+        check_target(&shared, &mut state);
+        assert_eq!(shared.at_target.get(), 1, "below the new target");
+        state.cursor = 14;
+        check_target(&shared, &mut state);
+        assert_eq!(shared.at_target.get(), 2);
+    }
+
+    #[test]
+    fn the_stall_set_stalls_only_when_told_and_its_latency_is_kept_apart() {
+        let shared = shared(0, 100);
+        let mut stalled = state(0);
+        let mut other = state(0);
+        other.index = 5;
+        for state in [&mut stalled, &mut other] {
+            state.control.stall_set = 2;
+        }
+        assert!(!stalled.stalled() && stalled.in_stall_set() && !stalled.outside_stall_set());
+        assert!(other.outside_stall_set());
+        stalled.control.stalled = true;
+        other.control.stalled = true;
+        assert!(stalled.stalled() && !other.stalled());
+        let tag = shared.run_tag;
+        shared.phase_split_ns.store(1_000, Ordering::SeqCst);
+        on_changes(&live(1, 2, vec![probe("a", tag, 10), probe("b", tag, 2_000)]), &shared, &mut other);
+        on_changes(&live(1, 1, vec![probe("a", tag, 10)]), &shared, &mut stalled);
+        assert_eq!(shared.others_latency[0].lock().len(), 1);
+        assert_eq!(shared.others_latency[1].lock().len(), 1);
+        assert_eq!(shared.live_latency.lock().len(), 3);
+    }
+
+    #[test]
+    fn totals_count_what_devices_missed_short_of_the_target_and_split_out_the_stall_set() {
+        let mut totals = FleetTotals {
+            target: Some(100),
+            stall_set: Some(StallSetTotals { devices: 1, ..StallSetTotals::default() }),
+            ..FleetTotals::default()
+        };
+        totals.add(DeviceOutcome { caught_up: true, cursor: 100, duplicate_seqs: 1, ..DeviceOutcome::default() });
+        totals.add(DeviceOutcome {
+            caught_up: true,
+            cursor: 90,
+            missing_seqs: 2,
+            in_stall_set: true,
+            error: Some("closed by the server: 4408 idle".into()),
+            ..DeviceOutcome::default()
+        });
+        assert_eq!((totals.short_of_target, totals.short_of_target_seqs), (1, 10));
+        assert_eq!((totals.missing_seqs, totals.duplicate_seqs, totals.ended_early), (2, 1, 1));
+        let stall_set = totals.stall_set.unwrap();
+        assert_eq!((stall_set.short_of_target_seqs, stall_set.missing_seqs, stall_set.duplicate_seqs), (10, 2, 0));
+        assert_eq!(stall_set.ended_early, 1);
+    }
+
+    #[test]
+    fn reconnect_delays_grow_to_a_bound_with_jitter() {
+        assert_eq!(reconnect_delay(0, 1.0), RECONNECT_BACKOFF_INITIAL);
+        assert_eq!(reconnect_delay(0, 0.5), RECONNECT_BACKOFF_INITIAL / 2);
+        assert_eq!(reconnect_delay(1, 1.0), RECONNECT_BACKOFF_INITIAL * 2);
+        assert_eq!(reconnect_delay(0, 7.0), RECONNECT_BACKOFF_INITIAL, "jitter is clamped");
+        for failures in [5, 31, 32, 1_000, u32::MAX] {
+            assert_eq!(reconnect_delay(failures, 1.0), RECONNECT_BACKOFF_MAX, "{failures}");
+        }
     }
 
     fn named(name: &str) -> Record {

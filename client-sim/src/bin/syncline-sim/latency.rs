@@ -1,8 +1,10 @@
-//! `syncline-sim latency`: push latency through the whole server.
+//! `syncline-sim fanout` (alias `latency`): push latency and fan-out throughput through the
+//! whole server.
 //!
 //! N devices (one password login, then session tokens) subscribe to a partition and are
-//! caught up; then M single-record writes are made at a fixed rate, one at a time, in one
-//! of two ways (`--via`):
+//! caught up; then M single-record writes are made at a fixed rate (`--rate 0`: a burst, as
+//! fast as the server takes them, `--max-in-flight` calls pipelined), each write its own call
+//! and its own commit, in one of two ways (`--via`):
 //!
 //! - `ingest` (default): upserts pushed to Syncline over gRPC (`Ingest/Push`); each record
 //!   carries the run's tag and `sent_ns` as int fields.
@@ -15,6 +17,10 @@
 //! share since they live in this process. Every device records receive time − `sent_ns` for
 //! each probe of every live `Changes` frame, so a latency covers the gRPC call, the durable
 //! commit(s), fan-out, the socket and this process's own queueing.
+//!
+//! Delivered/s is every delivery of the run over the time from the first write's send to
+//! the last delivery (not to the last write's return), so a server that acknowledges writes
+//! fast but fans out late does not look faster than it is.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -61,7 +67,7 @@ pub(crate) enum Via {
     Channel,
 }
 
-/// Arguments of `latency`.
+/// Arguments of `fanout`.
 #[derive(Debug, Args)]
 pub(crate) struct LatencyArgs {
     #[command(flatten)]
@@ -156,8 +162,10 @@ struct LatencyReport {
     latency: LatencySummary,
     /// The same for records that came in catch-up pages.
     catchup_latency: LatencySummary,
-    /// First push to last delivery.
+    /// First write sent to last delivery.
     delivery_secs: f64,
+    /// Deliveries (records of this run received, live and catch-up, every device) per
+    /// second over `delivery_secs`: the headline of a `--rate 0` burst.
     delivered_per_sec: f64,
     server: Option<ServerUsage>,
     /// Every core's busy time over the same window (from /proc/stat; the scenario script
@@ -173,7 +181,7 @@ struct LatencyReport {
     fleet: FleetTotals,
 }
 
-/// Runs `latency`: ramp-up, paced pushes, drain, report.
+/// Runs `fanout`: ramp-up, paced pushes, drain, report.
 pub(crate) async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     crate::fleet::run_bounded(args.run.max_secs, |run_start, deadline| run_scenario(args, run_start, deadline)).await
 }
@@ -190,19 +198,22 @@ async fn run_scenario(args: LatencyArgs, run_start: Instant, deadline: Instant) 
 
     let grpc = connect_grpc(&endpoint).await?;
     let writer = match args.via {
-        Via::Ingest => {
-            let authorization = match &args.ingest_token {
-                Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).context("the ingest token")?),
-                None => None,
-            };
-            Writer::Ingest { client: IngestClient::new(grpc), authorization }
-        }
+        Via::Ingest => Writer::ingest(grpc, args.ingest_token.as_deref())?,
         Via::Channel => Writer::Channel(ChannelClient::new(grpc)),
+    };
+    let plan = WritePlan {
+        source: args.fleet.source.clone(),
+        key: args.fleet.key.clone(),
+        changes: args.changes,
+        first_index: 0,
+        rate: args.rate,
+        max_in_flight: args.max_in_flight,
+        pad_bytes: 0,
     };
 
     let usage = UsageWindow::start(server)?;
     let first_sent_ns = shared.now_ns();
-    let pushes = push_open_loop(&args, &shared, writer, deadline).await;
+    let pushes = push_open_loop(&plan, &shared, writer, deadline).await;
     let pushed = pushes.pushed;
 
     let expected = ramp_up.caught_up as u64 * pushed;
@@ -216,7 +227,7 @@ async fn run_scenario(args: LatencyArgs, run_start: Instant, deadline: Instant) 
     let totals = fleet.stop(Instant::now() + STOP_GRACE).await;
     let delivered = totals.live_records + totals.catchup_records;
     let report = LatencyReport {
-        scenario: "latency",
+        scenario: "fanout",
         unix_time: unix_time_secs(),
         params: Params {
             url: args.fleet.url.clone(),
@@ -269,22 +280,27 @@ async fn run_scenario(args: LatencyArgs, run_start: Instant, deadline: Instant) 
 }
 
 /// What the pusher did.
-struct Pushes {
-    pushed: u64,
-    errors: u64,
-    first_error: Option<String>,
+pub(crate) struct Pushes {
+    pub(crate) pushed: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
     /// Durations of the Push calls.
-    calls: Histogram<u64>,
+    pub(crate) calls: Histogram<u64>,
     /// First due time to the return of the last call.
-    elapsed: Duration,
-    max_send_lag: Duration,
+    pub(crate) elapsed: Duration,
+    pub(crate) max_send_lag: Duration,
+    /// The highest partition head a Push returned (0 for channel creates, which do not say).
+    pub(crate) max_head: u64,
 }
 
 impl Pushes {
-    fn account(&mut self, (call, result): (Duration, Result<(), String>)) {
+    fn account(&mut self, (call, result): (Duration, Result<u64, String>)) {
         self.calls.saturating_record(u64::try_from(call.as_nanos()).unwrap_or(u64::MAX));
         match result {
-            Ok(()) => self.pushed += 1,
+            Ok(head) => {
+                self.pushed += 1;
+                self.max_head = self.max_head.max(head);
+            }
             Err(error) => {
                 self.errors += 1;
                 self.first_error.get_or_insert(error);
@@ -294,7 +310,7 @@ impl Pushes {
 }
 
 /// Opens the gRPC connection to `endpoint`.
-async fn connect_grpc(endpoint: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn connect_grpc(endpoint: &str) -> anyhow::Result<Channel> {
     Endpoint::from_shared(endpoint.to_owned())?
         .connect_timeout(GRPC_CONNECT_TIMEOUT)
         .connect()
@@ -304,31 +320,71 @@ async fn connect_grpc(endpoint: &str) -> anyhow::Result<Channel> {
 
 /// Makes the writes: one gRPC client per way of writing (clones share the connection).
 #[derive(Clone)]
-enum Writer {
+pub(crate) enum Writer {
     Ingest { client: IngestClient<Channel>, authorization: Option<MetadataValue<Ascii>> },
     Channel(ChannelClient<Channel>),
 }
 
 impl Writer {
+    /// Returns an Ingest writer on `grpc`, with the bearer `token` if given.
+    pub(crate) fn ingest(grpc: Channel, token: Option<&str>) -> anyhow::Result<Self> {
+        let authorization = match token {
+            Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).context("the ingest token")?),
+            None => None,
+        };
+        Ok(Writer::Ingest { client: IngestClient::new(grpc), authorization })
+    }
+
     /// Makes write number `index` of the run; its `sent_ns` is taken just before the call.
-    async fn write(self, source: String, key: String, shared: Arc<Shared>, index: u64) -> Result<(), tonic::Status> {
+    /// Returns the partition's head after an Ingest push (0 for a channel create).
+    async fn write(
+        self,
+        source: String,
+        key: String,
+        shared: Arc<Shared>,
+        index: u64,
+        pad_bytes: usize,
+    ) -> Result<u64, tonic::Status> {
         match self {
             Writer::Ingest { mut client, authorization } => {
-                let mut request = tonic::Request::new(push_request(source, key, &shared, index));
+                let mut request = tonic::Request::new(push_request(source, key, &shared, index, pad_bytes));
                 if let Some(authorization) = authorization {
                     request.metadata_mut().insert("authorization", authorization);
                 }
-                client.push(request).await.map(drop)
+                client.push(request).await.map(|response| response.into_inner().head)
             }
-            Writer::Channel(mut client) => client.create(create_request(source, key, &shared, index)).await.map(drop),
+            Writer::Channel(mut client) => client.create(create_request(source, key, &shared, index)).await.map(|_| 0),
         }
     }
 }
 
-/// Sends `--changes` writes, write `index` due at `index / rate` after the first, each on its
-/// own task so that a slow call does not delay the next write (at most `--max-in-flight`
-/// pending).
-async fn push_open_loop(args: &LatencyArgs, shared: &Arc<Shared>, writer: Writer, deadline: Instant) -> Pushes {
+/// What an open-loop writer sends.
+#[derive(Clone, Debug)]
+pub(crate) struct WritePlan {
+    pub(crate) source: String,
+    pub(crate) key: String,
+    /// Writes to make, numbered `first_index..first_index + changes`.
+    pub(crate) changes: u64,
+    pub(crate) first_index: u64,
+    /// Writes per second (0: back to back, as fast as the pending bound lets them go).
+    pub(crate) rate: f64,
+    /// Write calls pending at once.
+    pub(crate) max_in_flight: usize,
+    /// Bytes of filler in each pushed record's `pad` field (Ingest only).
+    pub(crate) pad_bytes: usize,
+}
+
+/// Sends the plan's writes, write `i` due at `i / rate` after the first, each on its own
+/// task so that a slow call does not delay the next write (at most `max_in_flight` pending).
+/// With rate 0 every write is due at once: calls are pipelined `max_in_flight` deep on one
+/// HTTP/2 connection, each one record in its own Push (its own commit; the store may group
+/// concurrent commits into one fsync).
+pub(crate) async fn push_open_loop(
+    plan: &WritePlan,
+    shared: &Arc<Shared>,
+    writer: Writer,
+    deadline: Instant,
+) -> Pushes {
     let mut pushes = Pushes {
         pushed: 0,
         errors: 0,
@@ -336,14 +392,16 @@ async fn push_open_loop(args: &LatencyArgs, shared: &Arc<Shared>, writer: Writer
         calls: latency_histogram(),
         elapsed: Duration::ZERO,
         max_send_lag: Duration::ZERO,
+        max_head: 0,
     };
-    let pending = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
+    let pending = Arc::new(Semaphore::new(plan.max_in_flight.max(1)));
     let mut calls = JoinSet::new();
     let started = Instant::now();
-    for index in 0..args.changes {
-        // Pacing, not synchronisation: push number `index` is due at index / rate.
+    for offset in 0..plan.changes {
+        let index = plan.first_index + offset;
+        // Pacing, not synchronisation: push number `offset` is due at offset / rate.
         let due =
-            if args.rate > 0.0 { started + Duration::from_secs_f64(index as f64 / args.rate) } else { Instant::now() };
+            if plan.rate > 0.0 { started + Duration::from_secs_f64(offset as f64 / plan.rate) } else { Instant::now() };
         if due >= deadline {
             break;
         }
@@ -353,12 +411,13 @@ async fn push_open_loop(args: &LatencyArgs, shared: &Arc<Shared>, writer: Writer
         };
         let permit = permit.expect("the semaphore is never closed");
         pushes.max_send_lag = pushes.max_send_lag.max(Instant::now().saturating_duration_since(due));
-        let write = writer.clone().write(args.fleet.source.clone(), args.fleet.key.clone(), Arc::clone(shared), index);
+        let write =
+            writer.clone().write(plan.source.clone(), plan.key.clone(), Arc::clone(shared), index, plan.pad_bytes);
         calls.spawn(async move {
             let call_started = Instant::now();
             let result = write.await;
             drop(permit);
-            let result = result.map(drop).map_err(|status| format!("{}: {}", status.code(), status.message()));
+            let result = result.map_err(|status| format!("{}: {}", status.code(), status.message()));
             (call_started.elapsed(), result)
         });
         while let Some(done) = calls.try_join_next() {
@@ -385,8 +444,11 @@ async fn push_open_loop(args: &LatencyArgs, shared: &Arc<Shared>, writer: Writer
 /// Returns push number `index`: record `sim-latency-NNNNNN` (the same ids every run, so
 /// reruns update rather than grow the partition, and each push of a run is a distinct id
 /// that catch-up pages cannot merge).
-fn push_request(source: String, key: String, shared: &Shared, index: u64) -> PushRequest {
+fn push_request(source: String, key: String, shared: &Shared, index: u64, pad_bytes: usize) -> PushRequest {
     let mut fields = BTreeMap::new();
+    if pad_bytes > 0 {
+        fields.insert("pad".to_owned(), Value::string("x".repeat(pad_bytes)));
+    }
     fields.insert("name".to_owned(), Value::string(format!("latency probe {index}")));
     fields.insert("seq".to_owned(), Value::int(i64::try_from(index).unwrap_or(i64::MAX)));
     fields.insert(RUN_FIELD.to_owned(), Value::int(shared.run_tag));
@@ -422,7 +484,7 @@ fn print_table(report: &LatencyReport, usage: &WindowUsage, delivered: u64) {
         Via::Channel => "Channel/Create",
     };
     let mut table = Table::new(format!(
-        "latency: {} devices x {} changes at {}/s via {via}",
+        "fanout: {} devices x {} changes at {}/s via {via}",
         report.params.devices, report.params.changes, report.params.rate
     ));
     report.ramp_up.add_rows(&mut table);
@@ -439,7 +501,10 @@ fn print_table(report: &LatencyReport, usage: &WindowUsage, delivered: u64) {
         .row("delivered", format!("{} live + {} catch-up", report.delivered_live, report.delivered_catchup))
         .row("lost / extra", format!("{} / {}", report.lost, report.extra))
         .row("latency p50/p90/p99/max", report.latency.line())
-        .row("delivery", format!("{:.2} s, {:.0} records/s", report.delivery_secs, report.delivered_per_sec));
+        .row(
+            "delivered/s",
+            format!("{:.0} (first send to last delivery: {:.3} s)", report.delivered_per_sec, report.delivery_secs),
+        );
     if report.delivered_catchup > 0 {
         table.row("catch-up latency p50/p90/p99/max", report.catchup_latency.line());
     }

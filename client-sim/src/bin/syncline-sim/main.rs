@@ -2,9 +2,16 @@
 //!
 //! - `watch` (`watch.rs`): one device syncing one partition, printing its progress, its
 //!   records once caught up, and each live change, until Ctrl-C.
-//! - `latency` (`latency.rs`): N devices caught up on a partition, M single-record writes at
-//!   a fixed rate (pushed over gRPC Ingest, or created in the backend through its channel);
-//!   push latency, losses and server CPU per delivery.
+//! - `fanout` (`latency.rs`; alias `latency`): N devices caught up on a partition, M
+//!   single-record writes at a fixed rate or in a burst (pushed over gRPC Ingest, or created in
+//!   the backend through its channel); deliveries per second, push latency, losses and server
+//!   CPU per delivery.
+//! - `storm` (`storm.rs`): N devices caught up, then all disconnected at once and resumed at
+//!   once (token login, subscribe from their cursors), optionally with changes ingested during
+//!   the outage; time until every device is back and caught up, losses, duplicates, retries.
+//! - `slow` (`slow.rs`): N devices caught up, changes at a fixed rate; then k% stop reading
+//!   their sockets; the others' latency against the phase before, the server's memory over
+//!   time, and whether the stalled devices catch up without loss once they read again.
 //! - `initial-sync` (`initial_sync.rs`): one device syncing a whole partition from cursor 0,
 //!   repeated; records per second.
 //! - `idle` (`idle.rs`): N devices caught up and idle; server memory per device.
@@ -29,6 +36,8 @@ mod personal;
 mod procfs;
 mod report;
 mod rpc;
+mod slow;
+mod storm;
 mod watch;
 
 use anyhow::Context;
@@ -63,9 +72,15 @@ enum RuntimeKind {
 enum Command {
     /// Syncs one partition and prints its records and live changes until Ctrl-C.
     Watch(watch::WatchArgs),
-    /// Measures push latency: N caught-up devices, M writes (Ingest pushes or channel creates) at a
-    /// fixed rate.
-    Latency(latency::LatencyArgs),
+    /// Measures fan-out: N caught-up devices, M writes (Ingest pushes or channel creates) at a
+    /// fixed rate or in a burst; deliveries per second and push latency.
+    #[command(alias = "latency")]
+    Fanout(latency::LatencyArgs),
+    /// Measures a reconnect storm: N caught-up devices all disconnect and resume at once.
+    Storm(storm::StormArgs),
+    /// Measures slow consumers: k% of N caught-up devices stop reading; the others' latency and
+    /// the server's memory.
+    Slow(slow::SlowArgs),
     /// Measures initial sync: one device syncs a whole partition from cursor 0, repeatedly.
     InitialSync(initial_sync::InitialSyncArgs),
     /// Measures server memory per idle device: N devices connected, subscribed and caught up.
@@ -99,7 +114,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Watch(args) => watch::run(args).await,
-            Command::Latency(args) => latency::run(args).await,
+            Command::Fanout(args) => latency::run(args).await,
+            Command::Storm(args) => storm::run(args).await,
+            Command::Slow(args) => slow::run(args).await,
             Command::InitialSync(args) => initial_sync::run(args).await,
             Command::Idle(args) => idle::run(args).await,
             Command::Rpc(args) => rpc::run(args).await,
