@@ -9,7 +9,8 @@
 # fanout`, formerly `latency`, which still works as an alias; the result files keep their
 # latency-* names) with 1 device at 10/s (the commit-and-push floor), 1,000 devices at 10/s,
 # and 1,000 devices x 1,000 changes at 100/s (LATENCY_RUNS times: it sits at one core's
-# saturation point, where runs vary); fanout-burst: FANOUT_DEVICES devices x FANOUT_CHANGES
+# saturation point, where runs vary); fanout-wide: WIDE_DEVICES (10,000) devices x WIDE_CHANGES
+# changes at WIDE_RATE (10)/s; fanout-burst: FANOUT_DEVICES devices x FANOUT_CHANGES
 # changes pushed back to back (--rate 0), for deliveries per second; idle with 10,000
 # devices; storm: STORM_DEVICES devices caught up all disconnect and resume at once, with
 # STORM_CHANGES changes ingested during the outage; slow: SLOW_DEVICES devices at SLOW_RATE
@@ -38,12 +39,16 @@
 #      LATENCY_RATE (100), LATENCY_RUNS (3), SYNC_REPEAT (10), IDLE_DEVICES (10000),
 #      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900), CHANNEL_RUNS (2),
 #      MUT_DEVICES (100), MUT_WRITERS (10), MUT_RATE (50), MUT_COUNT (1000), MUT_IN_FLIGHT (8),
-#      MUT_MAX_COUNT (3000), FANOUT_DEVICES (1000), FANOUT_CHANGES (2000), STORM_DEVICES (10000),
+#      MUT_MAX_COUNT (3000), WIDE_DEVICES (10000), WIDE_CHANGES (100), WIDE_RATE (10),
+#      FANOUT_DEVICES (1000), FANOUT_CHANGES (2000), FANOUT_IN_FLIGHT (2000: every push of
+#      the burst pending at once, one record each, so the store groups them as it can),
+#      STORM_DEVICES (10000),
 #      STORM_CHANGES (0), SLOW_DEVICES (1000), SLOW_RATE (100), SLOW_PHASE_SECS (10),
 #      SLOW_STALLED_PERCENT (10), PERSONAL_USERS (1000), PERSONAL_RATE (100),
 #      PERSONAL_MANY_USERS (10000), PERSONAL_MANY_RATE (10), PERSONAL_SECS (30),
-#      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-burst idle
-#                 storm slow personal latency-channel mutations-open mutations-max": which to run)
+#      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-wide
+#                 fanout-burst idle storm slow personal latency-channel mutations-open
+#                 mutations-max": which to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,8 +71,12 @@ MUT_RATE=${MUT_RATE:-50}
 MUT_COUNT=${MUT_COUNT:-1000}
 MUT_IN_FLIGHT=${MUT_IN_FLIGHT:-8}
 MUT_MAX_COUNT=${MUT_MAX_COUNT:-3000}
+WIDE_DEVICES=${WIDE_DEVICES:-10000}
+WIDE_CHANGES=${WIDE_CHANGES:-100}
+WIDE_RATE=${WIDE_RATE:-10}
 FANOUT_DEVICES=${FANOUT_DEVICES:-1000}
 FANOUT_CHANGES=${FANOUT_CHANGES:-2000}
+FANOUT_IN_FLIGHT=${FANOUT_IN_FLIGHT:-2000}
 STORM_DEVICES=${STORM_DEVICES:-10000}
 STORM_CHANGES=${STORM_CHANGES:-0}
 SLOW_DEVICES=${SLOW_DEVICES:-1000}
@@ -82,7 +91,7 @@ PERSONAL_SECS=${PERSONAL_SECS:-30}
 SETTLE_SECS=${SETTLE_SECS:-5}
 QUIET_MAX_PCT=${QUIET_MAX_PCT:-10}
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-900}
-SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-burst idle storm slow personal latency-channel mutations-open mutations-max}
+SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-wide fanout-burst idle storm slow personal latency-channel mutations-open mutations-max}
 # Hard limits (seconds): a server process lives at most SERVER_MAX_SECS; each scenario stops
 # itself after its --max-secs, and `timeout` kills it SIM_GRACE_SECS later if it has not.
 SERVER_MAX_SECS=900
@@ -245,6 +254,9 @@ fi
 if selected latency-1000x10; then
   latency "${LATENCY_DEVICES}x10" "$LATENCY_DEVICES" 100 10
 fi
+if selected fanout-wide; then
+  latency "${WIDE_DEVICES}x${WIDE_RATE}" "$WIDE_DEVICES" "$WIDE_CHANGES" "$WIDE_RATE"
+fi
 if selected latency-1000x100; then
   for run in $(seq 1 "$LATENCY_RUNS"); do
     latency "${LATENCY_DEVICES}x${LATENCY_RATE}-$run" "$LATENCY_DEVICES" "$LATENCY_CHANGES" "$LATENCY_RATE"
@@ -256,7 +268,7 @@ if selected fanout-burst; then
   wait_quiet fanout-burst
   start_server "$OUT/server-fanout-burst.log"
   sim fanout --url "$URL" --grpc "$GRPC" --devices "$FANOUT_DEVICES" --changes "$FANOUT_CHANGES" --rate 0 \
-    --server-pid "$SERVER_PID" --json-out "$OUT/fanout-burst-${FANOUT_DEVICES}x${FANOUT_CHANGES}.json"
+    --max-in-flight "$FANOUT_IN_FLIGHT" --server-pid "$SERVER_PID" --json-out "$OUT/fanout-burst-${FANOUT_DEVICES}x${FANOUT_CHANGES}.json"
   stop_server
 fi
 

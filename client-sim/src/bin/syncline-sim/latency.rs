@@ -196,11 +196,12 @@ async fn run_scenario(args: LatencyArgs, run_start: Instant, deadline: Instant) 
     let server = args.run.server_pid.map(server_process).transpose()?;
     let (fleet, shared, ramp_up) = ramp_up(&args.fleet, run_start, deadline).await?;
 
-    let grpc = connect_grpc(&endpoint).await?;
-    let writer = match args.via {
-        Via::Ingest => Writer::ingest(grpc, args.ingest_token.as_deref())?,
-        Via::Channel => Writer::Channel(ChannelClient::new(grpc)),
-    };
+    let (via, token) = (args.via, args.ingest_token.clone());
+    let mut writes = WriterThread::start(endpoint, move |grpc| match via {
+        Via::Ingest => Writer::ingest(grpc, token.as_deref()),
+        Via::Channel => Ok(Writer::Channel(ChannelClient::new(grpc))),
+    })
+    .await?;
     let plan = WritePlan {
         source: args.fleet.source.clone(),
         key: args.fleet.key.clone(),
@@ -213,7 +214,7 @@ async fn run_scenario(args: LatencyArgs, run_start: Instant, deadline: Instant) 
 
     let usage = UsageWindow::start(server)?;
     let first_sent_ns = shared.now_ns();
-    let pushes = push_open_loop(&plan, &shared, writer, deadline).await;
+    let pushes = writes.run(plan, Arc::clone(&shared), deadline).await?;
     let pushed = pushes.pushed;
 
     let expected = ramp_up.caught_up as u64 * pushed;
@@ -355,6 +356,66 @@ impl Writer {
             }
             Writer::Channel(mut client) => client.create(create_request(source, key, &shared, index)).await.map(|_| 0),
         }
+    }
+}
+
+/// The writes of a run on a thread of their own, with its own single-threaded runtime and
+/// gRPC connection. On the simulator's runtime the writer would be one task among thousands
+/// of device tasks, so a burst would go out only as fast as the devices leave it time: the
+/// push rate would measure the simulator's receiving, not what the server takes.
+pub(crate) struct WriterThread {
+    plans: std::sync::mpsc::Sender<(WritePlan, Arc<Shared>, Instant)>,
+    results: tokio::sync::mpsc::UnboundedReceiver<Pushes>,
+}
+
+impl WriterThread {
+    /// Starts the thread and connects to `endpoint`; returns once connected.
+    pub(crate) async fn start(
+        endpoint: String,
+        make_writer: impl FnOnce(Channel) -> anyhow::Result<Writer> + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        let (plans, plan_rx) = std::sync::mpsc::channel::<(WritePlan, Arc<Shared>, Instant)>();
+        let (result_tx, results) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        std::thread::Builder::new().name("sim-writer".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error.into()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let writer = match connect_grpc(&endpoint).await.and_then(make_writer) {
+                    Ok(writer) => writer,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                // Ends when the WriterThread is dropped (the plan channel closes).
+                while let Ok((plan, shared, deadline)) = plan_rx.recv() {
+                    let pushes = push_open_loop(&plan, &shared, writer.clone(), deadline).await;
+                    if result_tx.send(pushes).is_err() {
+                        return;
+                    }
+                }
+            });
+        })?;
+        ready_rx.await.context("the writer thread ended while connecting")??;
+        Ok(Self { plans, results })
+    }
+
+    /// Makes the plan's writes on the thread (see [`push_open_loop`]) and returns how they went.
+    pub(crate) async fn run(
+        &mut self,
+        plan: WritePlan,
+        shared: Arc<Shared>,
+        deadline: Instant,
+    ) -> anyhow::Result<Pushes> {
+        self.plans.send((plan, shared, deadline)).map_err(|_| anyhow::anyhow!("the writer thread has ended"))?;
+        self.results.recv().await.context("the writer thread ended without a result")
     }
 }
 
