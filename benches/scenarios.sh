@@ -44,7 +44,8 @@
 #      the burst pending at once, one record each, so the store groups them as it can),
 #      STORM_DEVICES (10000),
 #      STORM_CHANGES (0), SLOW_DEVICES (1000), SLOW_RATE (100), SLOW_PHASE_SECS (10),
-#      SLOW_STALLED_PERCENT (10), PERSONAL_USERS (1000), PERSONAL_RATE (100),
+#      SLOW_STALLED_PERCENT (10), SLOW_PAD_BYTES (1024: filler per record, so stalled
+#      sockets fill), SLOW_PAGE_SIZE (0: the server's default; large pads need smaller pages), PERSONAL_USERS (1000), PERSONAL_RATE (100),
 #      PERSONAL_MANY_USERS (10000), PERSONAL_MANY_RATE (10), PERSONAL_SECS (30),
 #      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-wide
 #                 fanout-burst idle storm slow personal latency-channel mutations-open
@@ -83,6 +84,8 @@ SLOW_DEVICES=${SLOW_DEVICES:-1000}
 SLOW_RATE=${SLOW_RATE:-100}
 SLOW_PHASE_SECS=${SLOW_PHASE_SECS:-10}
 SLOW_STALLED_PERCENT=${SLOW_STALLED_PERCENT:-10}
+SLOW_PAD_BYTES=${SLOW_PAD_BYTES:-1024}
+SLOW_PAGE_SIZE=${SLOW_PAGE_SIZE:-0}
 PERSONAL_USERS=${PERSONAL_USERS:-1000}
 PERSONAL_RATE=${PERSONAL_RATE:-100}
 PERSONAL_MANY_USERS=${PERSONAL_MANY_USERS:-10000}
@@ -321,7 +324,8 @@ if selected slow; then
   start_server "$OUT/server-slow.log"
   sim slow --url "$URL" --grpc "$GRPC" --devices "$SLOW_DEVICES" --rate "$SLOW_RATE" \
     --phase-secs "$SLOW_PHASE_SECS" --stalled-percent "$SLOW_STALLED_PERCENT" \
-    --server-pid "$SERVER_PID" --json-out "$OUT/slow-$SLOW_DEVICES.json"
+    --pad-bytes "$SLOW_PAD_BYTES" --page-size "$SLOW_PAGE_SIZE" \
+    --server-pid "$SERVER_PID" --json-out "$OUT/slow-$SLOW_DEVICES-pad$SLOW_PAD_BYTES.json"
   stop_server
 fi
 
