@@ -430,6 +430,45 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_past_its_byte_bound_demotes() {
+        use syncline_proto::v1::{Changes, Record, server_frame};
+        let large = |seq: u64| {
+            EncodedFrame::new(ServerFrame {
+                msg: Some(server_frame::Msg::Changes(Changes {
+                    from: seq,
+                    to: seq,
+                    upserts: vec![Record { id: "x".repeat(1000), ..Default::default() }],
+                    ..Default::default()
+                })),
+            })
+        };
+        let frame_bytes = large(1).encoded_len();
+        let hub = Hub::<u64>::new();
+        // Room for two of them by bytes, far more by count.
+        let (outbox, rx) = Outbox::for_test_with_bytes(64, frame_bytes * 2 + frame_bytes / 2);
+        let sub = hub.subscribe(1, outbox.clone());
+        assert!(sub.go_live(0));
+        assert_eq!(hub.publish(&1, 1, 1, &large(1)).delivered, 1);
+        assert_eq!(hub.publish(&1, 2, 2, &large(2)).delivered, 1);
+        assert_eq!(outbox.queued_bytes(), frame_bytes * 2);
+        assert_eq!(hub.publish(&1, 3, 3, &large(3)).demoted, 1, "a third would pass the byte bound");
+        assert_eq!(sub.take_demoted(), Some(2));
+        assert_eq!(rx.len(), 2);
+        assert_eq!(outbox.queued_bytes(), frame_bytes * 2, "the refused frame is not counted");
+    }
+
+    #[test]
+    fn one_frame_larger_than_the_byte_bound_is_queued_when_nothing_else_is() {
+        let hub = Hub::<u64>::new();
+        let (outbox, rx) = Outbox::for_test_with_bytes(8, 1);
+        let sub = hub.subscribe(1, outbox);
+        assert!(sub.go_live(0));
+        assert_eq!(hub.publish(&1, 1, 1, &changes_frame(1, 1)).delivered, 1);
+        assert_eq!(hub.publish(&1, 2, 2, &changes_frame(2, 2)).demoted, 1);
+        assert_eq!(rx.len(), 1);
+    }
+
+    #[test]
     fn a_gap_demotes_instead_of_delivering_out_of_order() {
         let hub = Hub::<u64>::new();
         let (outbox, rx) = Outbox::for_test(8);

@@ -12,7 +12,7 @@
 //! connections, so that a wakeup of one session touches only its own memory.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -39,6 +39,11 @@ pub struct SessionConfig {
     /// Bound of each connection's outbound queue, in frames. A live subscriber whose queue
     /// is full is demoted to catch-up from the log.
     pub outbound_queue: usize,
+    /// Bound of the encoded bytes queued on each connection for live push: a live frame
+    /// that would take the queue past it demotes its subscriber, like a full queue, so a
+    /// stalled device holds at most about this much (the frame count alone would let 128
+    /// large frames pile up). A frame is always queued when nothing else is.
+    pub outbound_queue_bytes: usize,
     /// Interval between server pings (sent by the listener's [`Heartbeats`] sweeper).
     pub heartbeat: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed (4408).
@@ -62,6 +67,9 @@ struct ConnectionShared {
     writer_wake: Notify,
     /// Set once the connection is closing or closed.
     closed: AtomicBool,
+    /// Encoded bytes of the frames in the queue (see [`SessionConfig::outbound_queue_bytes`]).
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
     /// Set by [`Outbox::close`]: the close frame to send after what is already queued.
     close: Mutex<Option<(u16, String)>>,
     format: OnceLock<FrameFormat>,
@@ -96,12 +104,14 @@ pub struct Outbox {
 pub struct ConnectionClosed;
 
 impl Outbox {
-    fn new(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>) {
+    fn new(capacity: usize, max_queued_bytes: usize) -> (Self, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let shared = Arc::new(ConnectionShared {
             reader_wake: Notify::new(),
             writer_wake: Notify::new(),
             closed: AtomicBool::new(false),
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
             close: Mutex::new(None),
             format: OnceLock::new(),
             last_seen_ms: AtomicU64::new(0),
@@ -111,7 +121,12 @@ impl Outbox {
 
     /// Returns an outbox and its queue's receiving end, for tests of code that sends.
     pub fn for_test(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>) {
-        Self::new(capacity)
+        Self::new(capacity, usize::MAX)
+    }
+
+    /// Like [`Outbox::for_test`], with a bound on queued bytes too.
+    pub fn for_test_with_bytes(capacity: usize, max_queued_bytes: usize) -> (Self, mpsc::Receiver<Outgoing>) {
+        Self::new(capacity, max_queued_bytes)
     }
 
     /// Queues a frame, waiting for room: use for the session's own replies and pages, whose
@@ -120,7 +135,12 @@ impl Outbox {
         if self.is_closed() {
             return Err(ConnectionClosed);
         }
-        self.tx.send(Outgoing::Frame(frame)).await.map_err(|_| ConnectionClosed)
+        let bytes = frame.encoded_len();
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        self.tx.send(Outgoing::Frame(frame)).await.map_err(|_| {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            ConnectionClosed
+        })
     }
 
     /// Encodes and queues a frame (see [`Outbox::send`]).
@@ -129,8 +149,25 @@ impl Outbox {
     }
 
     /// Queues without waiting; fails when the queue is full or the connection closed.
+    /// Queues without waiting; fails (`Full`) when the queue holds its bound of frames, or
+    /// when a frame would take it past its bound of bytes while it holds something already.
     pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), TrySendError<Outgoing>> {
-        self.tx.try_send(item)
+        let bytes = match &item {
+            Outgoing::Frame(frame) => frame.encoded_len(),
+            Outgoing::Ping => 0,
+        };
+        let queued = self.shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let over = queued > 0 && queued.saturating_add(bytes) > self.shared.max_queued_bytes;
+        let result = if over { Err(TrySendError::Full(item)) } else { self.tx.try_send(item) };
+        if result.is_err() {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
+        result
+    }
+
+    /// Returns the encoded bytes of the frames queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Acquire)
     }
 
     /// Wakes the session's handler ([`SessionHandler::on_wake`]).
@@ -324,14 +361,14 @@ where
             },
         };
         let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
-        if let Err(error) = sink.feed(message_of(first, format)).await {
+        if let Err(error) = sink.feed(message_of(first, format, shared)).await {
             shared.shut();
             return Some(error.to_string());
         }
         let mut written = 1;
         while written < MAX_COALESCED_FRAMES {
             let Ok(next) = queue.try_recv() else { break };
-            if let Err(error) = sink.feed(message_of(next, format)).await {
+            if let Err(error) = sink.feed(message_of(next, format, shared)).await {
                 shared.shut();
                 return Some(error.to_string());
             }
@@ -361,10 +398,14 @@ where
     None
 }
 
-/// Returns the WebSocket message of a queued item.
-fn message_of(item: Outgoing, format: FrameFormat) -> Message {
+/// Returns the WebSocket message of an item taken from the queue, and takes its bytes off
+/// the queue's count.
+fn message_of(item: Outgoing, format: FrameFormat, shared: &ConnectionShared) -> Message {
     match item {
-        Outgoing::Frame(frame) => frame.message(format),
+        Outgoing::Frame(frame) => {
+            shared.queued_bytes.fetch_sub(frame.encoded_len(), Ordering::AcqRel);
+            frame.message(format)
+        }
         Outgoing::Ping => Message::Ping(bytes::Bytes::new()),
     }
 }
@@ -372,5 +413,5 @@ fn message_of(item: Outgoing, format: FrameFormat) -> Message {
 /// Creates a connection's outbox and queue. Server shutdown reaches the session through the
 /// [`Heartbeats`] registry, which closes it with 1012.
 pub fn open_outbox(config: &SessionConfig) -> (Outbox, mpsc::Receiver<Outgoing>) {
-    Outbox::new(config.outbound_queue)
+    Outbox::new(config.outbound_queue, config.outbound_queue_bytes)
 }

@@ -151,6 +151,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         max_connections: settings.max_connections,
         session: SessionConfig {
             outbound_queue: settings.outbound_queue,
+            outbound_queue_bytes: settings.outbound_queue_bytes,
             heartbeat: settings.heartbeat,
             idle_timeout: settings.idle_timeout,
         },

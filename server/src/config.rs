@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Outbound frames queued per connection before a live subscriber is demoted to catch-up:
 /// absorbs bursts of about a second at 100 changes/s without demotion.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 128;
+/// Default bound of the encoded bytes queued for live push per connection (1 MiB, as
+/// Centrifugo's client queue).
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024;
 /// Server ping interval: below common NAT and load-balancer idle timeouts (60 s).
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 25;
 /// Idle timeout: more than two missed heartbeats.
@@ -148,6 +151,9 @@ pub struct DeviceSection {
     pub addr: String,
     pub max_frame_bytes: usize,
     pub outbound_queue: usize,
+    /// Bytes of live frames queued per connection before a slow device is switched to
+    /// catch-up from the log.
+    pub outbound_queue_bytes: usize,
     pub heartbeat_secs: u64,
     pub idle_timeout_secs: u64,
     pub max_connections: usize,
@@ -295,6 +301,7 @@ impl Default for DeviceSection {
             addr: DEFAULT_DEVICE_ADDR.into(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -485,6 +492,7 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_frame_bytes: usize,
     pub outbound_queue: usize,
+    pub outbound_queue_bytes: usize,
     pub heartbeat: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
@@ -715,6 +723,7 @@ impl Config {
             tls,
             max_frame_bytes: device.max_frame_bytes,
             outbound_queue: positive("device.outbound_queue", device.outbound_queue as u64)? as usize,
+            outbound_queue_bytes: positive("device.outbound_queue_bytes", device.outbound_queue_bytes as u64)? as usize,
             heartbeat: Duration::from_secs(positive("device.heartbeat_secs", device.heartbeat_secs)?),
             idle_timeout: Duration::from_secs(device.idle_timeout_secs),
             max_connections: positive("device.max_connections", device.max_connections as u64)? as usize,
