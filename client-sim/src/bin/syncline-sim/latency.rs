@@ -466,7 +466,11 @@ pub(crate) async fn push_open_loop(
         if due >= deadline {
             break;
         }
-        tokio::time::sleep_until(due).await;
+        // Only when not yet due: the timer rounds up to its next millisecond tick, so
+        // sleeping until a past instant would pace a burst at one push per millisecond.
+        if due > Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
         let Ok(permit) = tokio::time::timeout_at(deadline, Arc::clone(&pending).acquire_owned()).await else {
             break;
         };
