@@ -1,44 +1,61 @@
 //! Subscription hub: encode-once fan-out of one published frame to many live subscribers.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use syncline_proto::v1::{Changes, ServerFrame, server_frame};
 use syncline_push::codec::EncodedFrame;
-use syncline_push::hub::Hub;
-use syncline_push::session::Outbox;
+use syncline_push::hub::{Hub, Subscription};
+use syncline_push::session::{Outbox, Outgoing};
 use syncline_server::config::DEFAULT_OUTBOUND_QUEUE;
 use syncline_server::storage::PartitionName;
+use tokio::sync::mpsc;
 
 use crate::fixtures;
 
 /// Live subscribers of the one partition published to: a busy shared (`app`) partition.
 const SUBSCRIBERS: [u64; 2] = [1_000, 10_000];
 
-fn publish(c: &mut Criterion) {
-    let mut group = c.benchmark_group("hub/publish");
-    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    let key: PartitionName = fixtures::partition();
-    let frame = EncodedFrame::new(ServerFrame {
+/// A live `Changes` frame of one record in `key`.
+fn one_record_frame(key: &PartitionName) -> Arc<EncodedFrame> {
+    EncodedFrame::new(ServerFrame {
         msg: Some(server_frame::Msg::Changes(Changes {
             source: key.source.clone(),
             key: key.key.clone(),
             upserts: vec![fixtures::record(1)],
             ..Changes::default()
         })),
-    });
+    })
+}
+
+/// Subscribes `count` live subscribers to `key`; returns their subscriptions and queues.
+fn live_subscribers(
+    hub: &Arc<Hub<PartitionName>>,
+    key: &PartitionName,
+    count: u64,
+) -> (Vec<Subscription<PartitionName>>, Vec<mpsc::Receiver<Outgoing>>) {
+    let mut subscriptions = Vec::new();
+    let mut queues = Vec::new();
+    for _ in 0..count {
+        let (outbox, queue) = Outbox::for_test(DEFAULT_OUTBOUND_QUEUE);
+        let subscription = hub.subscribe(key.clone(), outbox);
+        assert!(subscription.go_live(0));
+        subscriptions.push(subscription);
+        queues.push(queue);
+    }
+    (subscriptions, queues)
+}
+
+fn publish(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hub/publish");
+    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let key: PartitionName = fixtures::partition();
+    let frame = one_record_frame(&key);
     for subscribers in SUBSCRIBERS {
         let hub = Hub::<PartitionName>::new();
-        let mut queues = Vec::new();
-        let mut subscriptions = Vec::new();
-        for _ in 0..subscribers {
-            let (outbox, queue) = Outbox::for_test(DEFAULT_OUTBOUND_QUEUE);
-            let subscription = hub.subscribe(key.clone(), outbox);
-            assert!(subscription.go_live(0));
-            subscriptions.push(subscription);
-            queues.push(queue);
-        }
+        let (subscriptions, mut queues) = live_subscribers(&hub, &key, subscribers);
         // Each publish covers the next sequence, as committed batches do.
         let mut seq = 0u64;
         group.throughput(Throughput::Elements(subscribers));
@@ -71,25 +88,10 @@ fn publish_with_sweepers(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime");
     let key: PartitionName = fixtures::partition();
-    let frame = EncodedFrame::new(ServerFrame {
-        msg: Some(server_frame::Msg::Changes(Changes {
-            source: key.source.clone(),
-            key: key.key.clone(),
-            upserts: vec![fixtures::record(1)],
-            ..Changes::default()
-        })),
-    });
+    let frame = one_record_frame(&key);
     for subscribers in SUBSCRIBERS {
         let hub = runtime.block_on(async { Hub::<PartitionName>::with_sweepers(2) });
-        let mut queues = Vec::new();
-        let mut subscriptions = Vec::new();
-        for _ in 0..subscribers {
-            let (outbox, queue) = Outbox::for_test(DEFAULT_OUTBOUND_QUEUE);
-            let subscription = hub.subscribe(key.clone(), outbox);
-            assert!(subscription.go_live(0));
-            subscriptions.push(subscription);
-            queues.push(queue);
-        }
+        let (subscriptions, mut queues) = live_subscribers(&hub, &key, subscribers);
         let mut seq = 0u64;
         group.throughput(Throughput::Elements(subscribers));
         group.bench_function(BenchmarkId::from_parameter(subscribers), |b| {

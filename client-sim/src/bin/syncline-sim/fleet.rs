@@ -616,22 +616,9 @@ impl Fleet {
         local_addrs: &[IpAddr],
         concurrency: usize,
     ) -> Self {
-        let (control, _) = watch::channel(Control::default());
-        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-        let mut tasks = JoinSet::new();
-        let mut first = Some(first);
-        let (url, token): (Arc<str>, Arc<str>) = (url.into(), token.into());
-        for index in 0..devices {
-            let dial = Dial {
-                url: Arc::clone(&url),
-                credentials: DialCredentials::SessionToken(Arc::clone(&token)),
-                local: (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]),
-            };
-            let device =
-                run_device(index, first.take(), dial, Arc::clone(&shared), control.subscribe(), Arc::clone(&permits));
-            tasks.spawn(device);
-        }
-        Self { shared, control, tasks, devices }
+        let token: Arc<str> = token.into();
+        let credentials = (0..devices).map(|_| DialCredentials::SessionToken(Arc::clone(&token)));
+        Self::spawn(shared, Some(first), url, credentials, local_addrs, concurrency)
     }
 
     /// Starts one subscriber per entry of `credentials`, each with its own Hello (e.g. its
@@ -644,19 +631,34 @@ impl Fleet {
         local_addrs: &[IpAddr],
         concurrency: usize,
     ) -> Self {
+        let credentials = credentials.into_iter().map(DialCredentials::Hello);
+        Self::spawn(shared, None, url, credentials, local_addrs, concurrency)
+    }
+
+    /// Spawns one device per entry of `credentials` (the first on `first` when given).
+    fn spawn(
+        shared: Arc<Shared>,
+        mut first: Option<Connection>,
+        url: &str,
+        credentials: impl Iterator<Item = DialCredentials>,
+        local_addrs: &[IpAddr],
+        concurrency: usize,
+    ) -> Self {
         let (control, _) = watch::channel(Control::default());
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        let devices = credentials.len();
         let url: Arc<str> = url.into();
-        for (index, credentials) in credentials.into_iter().enumerate() {
+        let mut devices = 0;
+        for (index, credentials) in credentials.enumerate() {
             let dial = Dial {
                 url: Arc::clone(&url),
-                credentials: DialCredentials::Hello(credentials),
+                credentials,
                 local: (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]),
             };
-            let device = run_device(index, None, dial, Arc::clone(&shared), control.subscribe(), Arc::clone(&permits));
+            let device =
+                run_device(index, first.take(), dial, Arc::clone(&shared), control.subscribe(), Arc::clone(&permits));
             tasks.spawn(device);
+            devices += 1;
         }
         Self { shared, control, tasks, devices }
     }
