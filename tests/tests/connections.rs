@@ -59,9 +59,10 @@ async fn a_device_that_never_answers_pings_is_closed_for_idleness() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_that_answers_pings_outlives_the_idle_timeout() {
-    let server = server_with_short_heartbeats().await;
+/// A plain WebSocket (no device library) that has sent ann's Hello.
+async fn plain_socket_logged_in_as_ann(
+    server: &TestServer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let (mut socket, _) = tokio_tungstenite::connect_async(server.url()).await.expect("connects");
     let hello = ClientFrame {
         msg: Some(client_frame::Msg::Hello(Hello {
@@ -72,6 +73,13 @@ async fn a_device_that_answers_pings_outlives_the_idle_timeout() {
     };
     let hello = Message::Binary(prost::Message::encode_to_vec(&hello).into());
     futures_util::SinkExt::send(&mut socket, hello).await.expect("sends Hello");
+    socket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_answers_pings_outlives_the_idle_timeout() {
+    let server = server_with_short_heartbeats().await;
+    let mut socket = plain_socket_logged_in_as_ann(&server).await;
     // Reading answers each ping with a pong (tungstenite does it); nothing else is sent. Three
     // pings a second apart span more than the 2 s idle timeout.
     let mut pings = 0;
@@ -125,5 +133,62 @@ async fn the_per_user_connection_cap_refuses_the_extra_session_and_frees_slots()
     expect_welcome(&mut again).await;
     assert_eq!(user_sessions(&server, "ann"), 2);
     drop(second);
+    server.stop().await;
+}
+
+/// Reads until a message `want` accepts, failing on the connection's end or the deadline.
+async fn read_until<S>(socket: &mut S, mut want: impl FnMut(&Message) -> bool) -> Message
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(DEADLINE, socket.next()).await.expect("a message in time") {
+            Some(Ok(message)) if want(&message) => return message,
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_answers_a_devices_ping_and_close_between_its_frames() {
+    let server = TestServer::start().await;
+    server.add_user("ann", "ann-pw");
+    let mut socket = plain_socket_logged_in_as_ann(&server).await;
+    let welcome = read_until(&mut socket, |message| matches!(message, Message::Binary(_))).await;
+    let Message::Binary(welcome) = welcome else { unreachable!() };
+    let welcome: ServerFrame = prost::Message::decode(welcome).expect("a protobuf frame");
+    assert!(matches!(welcome.msg, Some(server_frame::Msg::Welcome(_))), "{welcome:?}");
+
+    // Pongs are written by the WebSocket layer into the same ordered output as frames.
+    for round in 0..3u8 {
+        let payload = bytes::Bytes::from(vec![round; 16]);
+        futures_util::SinkExt::send(&mut socket, Message::Ping(payload.clone())).await.expect("sends a ping");
+        let pong = read_until(&mut socket, |message| matches!(message, Message::Pong(_))).await;
+        assert_eq!(pong, Message::Pong(payload), "the pong echoes its ping");
+    }
+    // A close from the device is answered with the server's close, and the session ends.
+    futures_util::SinkExt::send(&mut socket, Message::Close(None)).await.expect("sends a close");
+    let reply = tokio::time::timeout(DEADLINE, socket.next()).await.expect("an answer in time");
+    assert!(matches!(reply, Some(Ok(Message::Close(_))) | None), "expected the close reply, got {reply:?}");
+    eventually(DEADLINE, "the session to end", || async { (user_sessions(&server, "ann") == 0).then_some(()) }).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_upgrades_get_their_http_status() {
+    let server = TestServer::start_with(|config| config.device.max_connections = 1).await;
+    server.add_user("ann", "ann-pw");
+    let status = |result: Result<_, tokio_tungstenite::tungstenite::Error>| match result {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("expected an HTTP refusal, got {other:?}"),
+        Ok(_) => panic!("expected an HTTP refusal, got a WebSocket"),
+    };
+    let wrong_path = server.url().replace("/v1/sync", "/v1/elsewhere");
+    assert_eq!(status(tokio_tungstenite::connect_async(wrong_path).await), 404);
+    let mut first = raw_login(&server.url(), "ann", "ann-pw").await;
+    expect_welcome(&mut first).await;
+    assert_eq!(status(tokio_tungstenite::connect_async(server.url()).await), 503, "over the connection cap");
+    drop(first);
     server.stop().await;
 }
