@@ -9,7 +9,7 @@ use criterion::{
     BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, measurement::WallTime,
 };
 use syncline_server::storage::embedded::{EmbeddedOptions, EmbeddedStore};
-use syncline_server::storage::{PartitionName, Store};
+use syncline_server::storage::{PageLimit, PartitionName, Store};
 use tempfile::TempDir;
 
 use crate::fixtures;
@@ -122,14 +122,17 @@ fn reads(c: &mut Criterion) {
     group.throughput(Throughput::Elements(PAGE_ITEMS as u64));
     group.bench_function(BenchmarkId::new("read_log", PAGE_ITEMS), |b| {
         b.iter_with_large_drop(|| {
-            let page = store.read_log(&partition, black_box(after_seq), PAGE_ITEMS).expect("log page");
+            let page =
+                store.read_log(&partition, black_box(after_seq), PageLimit::items(PAGE_ITEMS)).expect("log page");
             assert_eq!(page.changes.len(), PAGE_ITEMS);
             page
         });
     });
     group.bench_function(BenchmarkId::new("read_snapshot", PAGE_ITEMS), |b| {
         b.iter_with_large_drop(|| {
-            let page = store.read_snapshot(&partition, Some(black_box(&after_id)), PAGE_ITEMS).expect("snapshot page");
+            let page = store
+                .read_snapshot(&partition, Some(black_box(&after_id)), PageLimit::items(PAGE_ITEMS))
+                .expect("snapshot page");
             assert_eq!(page.records.len(), PAGE_ITEMS);
             page
         });

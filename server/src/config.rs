@@ -37,6 +37,18 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
 /// Largest page size a device may ask for: bounds one page's frame and read transaction.
 pub const DEFAULT_MAX_PAGE_SIZE: u32 = 2_000;
+/// Most encoded bytes of one catch-up page or live frame (256 KiB): pages of typical records
+/// (a few hundred bytes) stay bounded by `DEFAULT_PAGE_SIZE`, while pages of large ones stop
+/// at a quarter of the live queue's byte bound (`DEFAULT_OUTBOUND_QUEUE_BYTES`), so a page
+/// never holds up a connection's live frames for long, and a full window of
+/// `DEFAULT_WINDOW` pages is one queue's worth. Far below common WebSocket message limits
+/// (the device library's 16 MiB, browsers' and proxies' few MiB). A single record larger than
+/// the bound goes alone in its frame; one larger than a device's message limit cannot reach it,
+/// which tonic's default 4 MiB message limit on Ingest and channel streams rules out today.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 256 * 1024;
+/// Smallest `device.max_page_bytes` accepted: room for a page's own fields and a few small
+/// records.
+pub const MIN_MAX_PAGE_BYTES: usize = 1024;
 /// Default and largest in-flight window of unacked catch-up pages.
 pub const DEFAULT_WINDOW: u32 = 4;
 pub const DEFAULT_MAX_WINDOW: u32 = 16;
@@ -162,6 +174,9 @@ pub struct DeviceSection {
     pub max_connections_per_user: usize,
     pub default_page_size: u32,
     pub max_page_size: u32,
+    /// Most encoded bytes of one catch-up page or live push: a page ends before the record
+    /// or change that would take it past this (one larger than it goes alone).
+    pub max_page_bytes: usize,
     pub default_window: u32,
     pub max_window: u32,
     pub max_subscriptions: usize,
@@ -308,6 +323,7 @@ impl Default for DeviceSection {
             max_connections_per_user: 0,
             default_page_size: DEFAULT_PAGE_SIZE,
             max_page_size: DEFAULT_MAX_PAGE_SIZE,
+            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             default_window: DEFAULT_WINDOW,
             max_window: DEFAULT_MAX_WINDOW,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
@@ -500,6 +516,8 @@ pub struct Settings {
     pub max_connections_per_user: usize,
     pub default_page_size: u32,
     pub max_page_size: u32,
+    /// Most encoded bytes of one catch-up page or live frame.
+    pub max_page_bytes: usize,
     pub default_window: u32,
     pub max_window: u32,
     pub max_subscriptions: usize,
@@ -569,6 +587,7 @@ impl Config {
                     self.device.max_connections_per_user = number(value)? as usize;
                 }
                 "SYNCLINE_MAX_FRAME_BYTES" => self.device.max_frame_bytes = number(value)? as usize,
+                "SYNCLINE_MAX_PAGE_BYTES" => self.device.max_page_bytes = number(value)? as usize,
                 "SYNCLINE_DEMO" => {
                     self.demo.enabled = match value.as_str() {
                         "1" | "true" | "on" => true,
@@ -622,6 +641,13 @@ impl Config {
                 "device.default_page_size",
                 &device.default_page_size,
                 "must be between 1 and device.max_page_size",
+            ));
+        }
+        if device.max_page_bytes < MIN_MAX_PAGE_BYTES {
+            return Err(invalid(
+                "device.max_page_bytes",
+                &device.max_page_bytes,
+                &format!("must be at least {MIN_MAX_PAGE_BYTES}"),
             ));
         }
         if device.default_window == 0 || device.default_window > device.max_window {
@@ -730,6 +756,7 @@ impl Config {
             max_connections_per_user: device.max_connections_per_user,
             default_page_size: device.default_page_size,
             max_page_size: device.max_page_size,
+            max_page_bytes: device.max_page_bytes,
             default_window: device.default_window,
             max_window: device.max_window,
             max_subscriptions: positive("device.max_subscriptions", device.max_subscriptions as u64)? as usize,
@@ -947,6 +974,19 @@ mod tests {
         std::fs::write(&path, "[device]\nadress = \"x\"\n").unwrap();
         let error = Config::load(Some(&path), &HashMap::new()).unwrap_err();
         assert!(error.to_string().contains("adress"), "{error}");
+    }
+
+    #[test]
+    fn page_bytes_come_from_the_environment_and_have_a_floor() {
+        assert_eq!(Config::default().validate().unwrap().max_page_bytes, DEFAULT_MAX_PAGE_BYTES);
+        let config = Config::load(None, &env(&[("SYNCLINE_MAX_PAGE_BYTES", "65536")])).unwrap();
+        assert_eq!(config.validate().unwrap().max_page_bytes, 65536);
+        let error = Config::load(None, &env(&[("SYNCLINE_MAX_PAGE_BYTES", "lots")])).unwrap_err();
+        assert!(error.to_string().contains("SYNCLINE_MAX_PAGE_BYTES"), "{error}");
+        let mut config = Config::default();
+        config.device.max_page_bytes = MIN_MAX_PAGE_BYTES - 1;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("device.max_page_bytes") && error.contains("at least 1024"), "{error}");
     }
 
     #[test]

@@ -138,7 +138,8 @@ pub fn server_view(
 ) -> (std::collections::BTreeMap<String, Record>, syncline_server::storage::PartitionState) {
     let partition = syncline_server::storage::PartitionName::new(source, key);
     let store = &server.server.engine.store;
-    let page = store.read_snapshot(&partition, None, usize::MAX).expect("snapshot read");
+    let page =
+        store.read_snapshot(&partition, None, syncline_server::storage::PageLimit::unbounded()).expect("snapshot read");
     assert!(page.done);
     let records = page.records.into_iter().map(|record| (record.id.clone(), record)).collect();
     (records, page.state)

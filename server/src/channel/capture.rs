@@ -26,7 +26,8 @@ use super::ChannelError;
 use super::grpc::ChannelConnection;
 use crate::config::Partitioning;
 use crate::storage::{
-    CapturePosition, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES, PartitionName, PartitionWrite, Store, StoreError,
+    CapturePosition, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES, PageLimit, PartitionName, PartitionWrite, Store,
+    StoreError,
 };
 
 /// First pause after a failed channel call; doubles up to [`MAX_RETRY_PAUSE`].
@@ -301,7 +302,7 @@ pub async fn poll_partition(
     let store = store.clone();
     let partition = partition.clone();
     let changes = blocking(move || -> Result<u64, StoreError> {
-        let stored = store.read_snapshot(&partition, None, usize::MAX)?;
+        let stored = store.read_snapshot(&partition, None, PageLimit::unbounded())?;
         let mut upserts: BTreeMap<String, Record> = BTreeMap::new();
         for record in records {
             if !record.id.is_empty() && record.id.len() <= MAX_RECORD_ID_BYTES {

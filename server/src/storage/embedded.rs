@@ -50,8 +50,8 @@ use tracing::error;
 
 use super::{
     CapturePosition, Change, CommitListener, CommittedBatch, CompactionReport, Enqueued, LogPage, MAX_BATCH_CHANGES,
-    MAX_RECORD_ID_BYTES, PartitionName, PartitionState, PartitionWrite, QueuedMutation, SnapshotPage, Store,
-    StoreError, StoreResult, StoredDevice, StoredUser,
+    MAX_RECORD_ID_BYTES, PageFill, PageLimit, PartitionName, PartitionState, PartitionWrite, QueuedMutation,
+    SnapshotPage, Store, StoreError, StoreResult, StoredDevice, StoredUser, record_item_bytes,
 };
 
 /// Default redb page cache: 64 MiB keeps the hot part of a small or medium deployment's
@@ -334,7 +334,7 @@ impl Store for EmbeddedStore {
         Ok(read_partition(&txn, partition)?.map_or_else(PartitionState::default, |(_, s)| s))
     }
 
-    fn read_log(&self, partition: &PartitionName, after: u64, limit: usize) -> StoreResult<LogPage> {
+    fn read_log(&self, partition: &PartitionName, after: u64, limit: PageLimit) -> StoreResult<LogPage> {
         let txn = self.begin_read()?;
         let Some((id, state)) = read_partition(&txn, partition)? else {
             return Ok(LogPage { changes: Vec::new(), covered_to: after, state: Default::default() });
@@ -344,14 +344,18 @@ impl Store for EmbeddedStore {
             .range::<(u64, u64)>((Bound::Excluded((id, after)), Bound::Included((id, u64::MAX))))
             .map_err(store_error)?;
         let mut changes = Vec::new();
+        let mut fill = PageFill::new(limit);
         let mut reached_end = true;
         for entry in range {
             let (key, value) = entry.map_err(store_error)?;
-            if changes.len() == limit {
-                reached_end = false;
-                break;
+            let change = if fill.is_full() { None } else { Some(decode_log_entry(key.value().1, value.value())?) };
+            match change {
+                Some(change) if fill.admit(change.item_bytes()) => changes.push(change),
+                _ => {
+                    reached_end = false;
+                    break;
+                }
             }
-            changes.push(decode_log_entry(key.value().1, value.value())?);
         }
         let covered_to = if reached_end { after.max(state.head) } else { changes.last().map_or(after, Change::seq) };
         Ok(LogPage { changes, covered_to, state })
@@ -361,7 +365,7 @@ impl Store for EmbeddedStore {
         &self,
         partition: &PartitionName,
         after_id: Option<&str>,
-        limit: usize,
+        limit: PageLimit,
     ) -> StoreResult<SnapshotPage> {
         let txn = self.begin_read()?;
         let Some((id, state)) = read_partition(&txn, partition)? else {
@@ -374,14 +378,18 @@ impl Store for EmbeddedStore {
         };
         let range = records.range::<(u64, &str)>((lower, Bound::Excluded((id + 1, "")))).map_err(store_error)?;
         let mut page = Vec::new();
+        let mut fill = PageFill::new(limit);
         let mut done = true;
         for entry in range {
             let (key, value) = entry.map_err(store_error)?;
-            if page.len() == limit {
-                done = false;
-                break;
+            let record = if fill.is_full() { None } else { Some(decode_record(key.value().1, value.value())?) };
+            match record {
+                Some(record) if fill.admit(record_item_bytes(&record)) => page.push(record),
+                _ => {
+                    done = false;
+                    break;
+                }
             }
-            page.push(decode_record(key.value().1, value.value())?);
         }
         Ok(SnapshotPage { records: page, done, state })
     }

@@ -1,10 +1,100 @@
-//! Builds `Changes` frames from store pages. Pure functions.
+//! Builds `Changes` frames from store pages and committed batches, and bounds them in
+//! items and encoded bytes. Pure functions.
+//!
+//! A frame's bytes are its upserts and deletes (each counted by
+//! [`record_item_bytes`](crate::storage::record_item_bytes) and
+//! [`Change::item_bytes`]) plus its [`frame_overhead_bytes`]; [`page_limit`] leaves the
+//! overhead out of the items' budget, so a frame built within it encodes to at most the
+//! bound it was given (unless its only item is larger on its own).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
+use prost::Message as _;
 use syncline_proto::v1::{Changes, Record};
 
-use crate::storage::{Change, CommittedBatch, LogPage, PartitionName, SnapshotPage};
+use crate::storage::{Change, CommittedBatch, LogPage, PageFill, PageLimit, PartitionName, SnapshotPage};
+
+/// Returns the most bytes a `Changes` frame of `partition` (in its `ServerFrame`) takes
+/// besides its upserts and deletes, for a frame of up to `max_bytes`: every number
+/// at its longest, every flag set, no links (catch-up pages and live pushes carry none),
+/// and the `ServerFrame` key and length prefix.
+pub fn frame_overhead_bytes(partition: &PartitionName, max_bytes: usize) -> usize {
+    let longest = Changes {
+        source: partition.source.clone(),
+        key: partition.key.clone(),
+        from: u64::MAX,
+        to: u64::MAX,
+        total: u64::MAX,
+        remaining: u64::MAX,
+        page: u64::MAX,
+        checksum: u64::MAX,
+        snapshot: true,
+        reset: true,
+        snapshot_done: true,
+        ..Changes::default()
+    };
+    // `ServerFrame.changes` is field 2: a one-byte key.
+    1 + prost::encoding::encoded_len_varint(max_bytes as u64) + longest.encoded_len()
+}
+
+/// Returns the limit of one frame of `partition`: at most `items` records or changes, whose
+/// encoding fits `max_bytes` with the frame's overhead.
+pub fn page_limit(partition: &PartitionName, items: usize, max_bytes: usize) -> PageLimit {
+    PageLimit { items, bytes: max_bytes.saturating_sub(frame_overhead_bytes(partition, max_bytes)) }
+}
+
+/// Consecutive changes of one committed batch, `batch.changes[range]`: a live frame holds
+/// whole batches, or part of one that is too large for a frame on its own.
+#[derive(Clone, Debug)]
+pub struct BatchSlice<'a> {
+    pub batch: &'a CommittedBatch,
+    pub range: Range<usize>,
+}
+
+impl<'a> BatchSlice<'a> {
+    /// Returns the whole of `batch`.
+    pub fn whole(batch: &'a CommittedBatch) -> Self {
+        Self { batch, range: 0..batch.changes.len() }
+    }
+
+    /// Returns the changes of the slice.
+    pub fn changes(&self) -> &'a [Change] {
+        &self.batch.changes[self.range.clone()]
+    }
+
+    /// Returns the sequence of the slice's first change.
+    pub fn first_seq(&self) -> u64 {
+        self.changes().first().map_or(self.batch.first_seq, Change::seq)
+    }
+
+    /// Returns the sequence of the slice's last change.
+    pub fn last_seq(&self) -> u64 {
+        self.changes().last().map_or(self.batch.last_seq, Change::seq)
+    }
+
+    /// Returns true when the slice ends where its batch does (so the batch's state is the
+    /// partition's state after the slice).
+    pub fn ends_batch(&self) -> bool {
+        self.range.end == self.batch.changes.len()
+    }
+}
+
+/// Splits the changes of `batch` into consecutive slices that each fit `limit` (a change
+/// larger than the limit on its own stands alone), each with its fill.
+pub fn split_batch<'a>(batch: &'a CommittedBatch, limit: PageLimit) -> Vec<(BatchSlice<'a>, PageFill)> {
+    let mut slices = Vec::new();
+    let mut start = 0;
+    while start < batch.changes.len() {
+        let mut fill = PageFill::new(limit);
+        let taken = batch.changes[start..].iter().take_while(|change| fill.admit(change.item_bytes())).count();
+        // A page takes at least one item unless its item limit is 0: never loop on that.
+        let end = start + taken.max(1);
+        slices.push((BatchSlice { batch, range: start..end }, fill));
+        start = end;
+    }
+    slices
+}
 
 /// Collapses a run of log changes to its net effect: the last change of each id wins, so a
 /// device can apply all deletes and then all upserts of the page in any order.
@@ -24,26 +114,26 @@ pub fn net_effect<'a>(changes: impl IntoIterator<Item = &'a Change>) -> (Vec<Rec
     (upserts, deletes)
 }
 
-/// Returns the live push of consecutive committed batches of one partition (`batches` is
-/// not empty, each starts where the one before ended): one frame for the whole run, with
-/// the partition's state after the last.
-pub fn live_changes(batches: &[&CommittedBatch]) -> Changes {
-    let (first, last) = match batches {
-        [first, .., last] => (first, last),
-        [only] => (only, only),
-        [] => return Changes::default(),
+/// Returns the live push of consecutive slices of committed batches of one partition
+/// (`slices` is not empty, each starts where the one before ended): one frame for the whole
+/// run, with the partition's state after the last. When the run ends inside a batch that
+/// state is not known: the frame carries no checksum (0) and the total after the batch.
+pub fn live_changes(slices: &[BatchSlice<'_>]) -> Changes {
+    let (Some(first), Some(last)) = (slices.first(), slices.last()) else {
+        return Changes::default();
     };
-    debug_assert!(batches.windows(2).all(|pair| pair[1].first_seq == pair[0].last_seq + 1));
-    let (upserts, deletes) = net_effect(batches.iter().flat_map(|batch| &batch.changes));
+    debug_assert!(slices.windows(2).all(|pair| pair[1].first_seq() == pair[0].last_seq() + 1));
+    let (upserts, deletes) = net_effect(slices.iter().flat_map(BatchSlice::changes));
+    let state = &last.batch.state;
     Changes {
-        source: first.partition.source.clone(),
-        key: first.partition.key.clone(),
-        from: first.first_seq,
-        to: last.last_seq,
+        source: first.batch.partition.source.clone(),
+        key: first.batch.partition.key.clone(),
+        from: first.first_seq(),
+        to: last.last_seq(),
         upserts,
         deletes,
-        total: last.state.total,
-        checksum: last.state.checksum,
+        total: state.total,
+        checksum: if last.ends_batch() { state.checksum } else { 0 },
         ..Changes::default()
     }
 }
@@ -93,9 +183,12 @@ pub fn snapshot_changes(
     }
 }
 
-/// Estimates the pages still to come after one of `page_size` items, given the items left.
-pub fn pages_remaining(items_left: u64, page_size: usize) -> u64 {
-    items_left.div_ceil(page_size.max(1) as u64)
+/// Estimates the pages still to come after a page of `page_items` items (pages are bounded
+/// in bytes too, so the last page's count is the best guess of the next ones'), given the
+/// items left: at least 1, since the caller knows more follow (a pull-mode device pulls
+/// again only while `remaining` is above 0).
+pub fn pages_remaining(items_left: u64, page_items: usize) -> u64 {
+    items_left.div_ceil(page_items.max(1) as u64).max(1)
 }
 
 #[cfg(test)]
@@ -104,6 +197,70 @@ mod tests {
 
     fn upsert(id: &str, version: u64) -> Change {
         Change::Upsert(Record { id: id.into(), version, ..Record::default() })
+    }
+
+    /// A record with a `pad` field of `pad` bytes.
+    fn padded(id: &str, version: u64, pad: usize) -> Record {
+        let fields = BTreeMap::from([("pad".to_owned(), syncline_proto::v1::Value::string("x".repeat(pad)))]);
+        Record { id: id.into(), version, fields }
+    }
+
+    fn encoded(changes: Changes) -> usize {
+        use syncline_proto::v1::{ServerFrame, server_frame};
+        ServerFrame { msg: Some(server_frame::Msg::Changes(changes)) }.encoded_len()
+    }
+
+    #[test]
+    fn item_bytes_add_up_to_the_encoded_upserts_and_deletes() {
+        // Guards the assumption of `record_item_bytes` and `delete_item_bytes`: both fields
+        // are numbered below 16 and hold their items length-delimited.
+        let records: Vec<Record> = (0..50).map(|i| padded(&format!("r{i}"), i, (i as usize * 37) % 300)).collect();
+        let deletes: Vec<String> = (0..50).map(|i| format!("deleted-{i}")).collect();
+        let upsert_bytes: usize = records.iter().map(crate::storage::record_item_bytes).sum();
+        let delete_bytes: usize = deletes.iter().map(|id| crate::storage::delete_item_bytes(id)).sum();
+        assert_eq!(Changes { upserts: records, ..Changes::default() }.encoded_len(), upsert_bytes);
+        assert_eq!(Changes { deletes, ..Changes::default() }.encoded_len(), delete_bytes);
+    }
+
+    #[test]
+    fn a_page_filled_to_its_limit_encodes_within_the_bound() {
+        let partition = PartitionName::new("Account", "a-rather-long-partition-key");
+        for max_bytes in [1024, 4096, 64 * 1024, 256 * 1024] {
+            let limit = page_limit(&partition, usize::MAX, max_bytes);
+            let mut fill = PageFill::new(limit);
+            let mut records = Vec::new();
+            for i in 0u64.. {
+                let record = padded(&format!("r{i:06}"), u64::MAX - i, (i as usize * 53) % 700);
+                if !fill.admit(crate::storage::record_item_bytes(&record)) {
+                    break;
+                }
+                records.push(record);
+            }
+            assert!(records.len() > 1, "{max_bytes}: room for more than one record");
+            // Every header field at its longest.
+            let state = crate::storage::PartitionState { head: u64::MAX, horizon: 0, total: u64::MAX, checksum: 1 };
+            let page = SnapshotPage { records, done: true, state };
+            let size = encoded(snapshot_changes(&partition, u64::MAX, page, u64::MAX, true, u64::MAX));
+            assert!(size <= max_bytes, "{max_bytes}: the page encodes to {size} bytes");
+            assert!(size + 800 > max_bytes, "{max_bytes}: the page ends within one record of the bound ({size})");
+        }
+    }
+
+    #[test]
+    fn a_record_larger_than_the_bound_fills_a_page_alone() {
+        let partition = PartitionName::new("Account", "*");
+        let limit = page_limit(&partition, 500, 1024);
+        let mut fill = PageFill::new(limit);
+        assert!(fill.admit(crate::storage::record_item_bytes(&padded("big", 1, 4096))));
+        assert!(!fill.admit(crate::storage::record_item_bytes(&padded("small", 2, 0))));
+        assert_eq!(fill.items(), 1);
+    }
+
+    #[test]
+    fn pages_remaining_is_never_0_before_the_last_page() {
+        assert_eq!(pages_remaining(0, 10), 1, "more follow even when the estimate says none");
+        assert_eq!(pages_remaining(25, 10), 3);
+        assert_eq!(pages_remaining(25, 0), 25, "an empty page counts as one item a page");
     }
 
     #[test]

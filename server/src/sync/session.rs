@@ -17,7 +17,7 @@ use syncline_push::{CodecError, Outbox, SessionEnd, SessionHandler, Subscription
 
 use super::{AccessError, SyncEngine, error_frame, pages};
 use crate::auth::{AuthError, DeviceDetails, Identity};
-use crate::storage::{LogPage, PartitionName, PartitionState, SnapshotPage, StoreError};
+use crate::storage::{LogPage, PageLimit, PartitionName, PartitionState, SnapshotPage, StoreError};
 
 /// Longest mutation id accepted.
 const MAX_MUTATION_ID_BYTES: usize = 128;
@@ -25,8 +25,9 @@ const MAX_MUTATION_ID_BYTES: usize = 128;
 /// Where a subscription is in its sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
-    /// Sending live records with ids after `after_id`, at sequence `at`.
-    Snapshot { at: u64, after_id: Option<String>, first: bool },
+    /// Sending live records with ids after `after_id`, at sequence `at`, `sent` of them
+    /// already.
+    Snapshot { at: u64, after_id: Option<String>, first: bool, sent: u64 },
     /// Sending the log after sequence `after`.
     Log { after: u64 },
     /// Caught up; the hub pushes new batches.
@@ -35,7 +36,8 @@ enum Phase {
 
 struct PartitionSync {
     subscription: Subscription<PartitionName>,
-    page_size: usize,
+    /// Bounds each catch-up page in records or changes and in encoded bytes.
+    page_limit: PageLimit,
     /// Unacked pages allowed in flight; 0 = pull mode.
     window: u64,
     /// Pages requested with Pull and not yet sent (pull mode).
@@ -59,10 +61,25 @@ impl PartitionSync {
         }
     }
 
-    fn page_sent(&mut self) -> u64 {
+    /// Counts a page sent that told the device `remaining` pages follow; returns its number.
+    fn page_sent(&mut self, remaining: u64) -> u64 {
         self.sent_page += 1;
         self.pulled = self.pulled.saturating_sub(1);
+        if remaining == 0 {
+            // A pull-mode device does not pull after a page that says nothing remains: the
+            // next step (going live, or what committed since the page was read) is sent
+            // unasked, or the subscription would never reach the live phase.
+            self.grant_unasked_page();
+        }
         self.sent_page
+    }
+
+    /// In pull mode, lets the server send one page the device did not ask for: when the
+    /// device cannot know that it should (see `page_sent` and demotion).
+    fn grant_unasked_page(&mut self) {
+        if self.window == 0 {
+            self.pulled = self.pulled.max(1);
+        }
     }
 }
 
@@ -434,6 +451,7 @@ impl DeviceSession {
             max_page_size: limits.max_page_size,
             max_window: limits.max_window,
             sources: self.engine.source_infos(&identity),
+            max_page_bytes: u32::try_from(limits.max_page_bytes).unwrap_or(u32::MAX),
         };
         tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
         self.engine.mutations.attach(&identity.client_id, outbox);
@@ -474,6 +492,7 @@ impl DeviceSession {
             0 => source_page_size.unwrap_or(limits.default_page_size),
             asked => asked.min(limits.max_page_size),
         } as usize;
+        let page_limit = pages::page_limit(&partition, page_size, limits.max_page_bytes);
         let window = u64::from(subscribe.window.min(limits.max_window));
         // A polled source refreshes the partition now rather than at the next interval, and
         // a watched one loads it from the channel if it never did; a full queue only means
@@ -488,16 +507,16 @@ impl DeviceSession {
         let state = blocking(move || store.partition_state(&name)).await?;
         let cursor = subscribe.cursor;
         let phase = if cursor == 0 {
-            Phase::Snapshot { at: state.head, after_id: None, first: true }
+            Phase::Snapshot { at: state.head, after_id: None, first: true, sent: 0 }
         } else if cursor < state.horizon || cursor > state.head {
             outbox.send_frame(sync_state(&partition, SyncStatus::Reset, cursor, &state)).await?;
-            Phase::Snapshot { at: state.head, after_id: None, first: true }
+            Phase::Snapshot { at: state.head, after_id: None, first: true, sent: 0 }
         } else {
             Phase::Log { after: cursor }
         };
         self.subscriptions.insert(
             partition.clone(),
-            PartitionSync { subscription, page_size, window, pulled: 0, sent_page: 0, acked_page: 0, phase },
+            PartitionSync { subscription, page_limit, window, pulled: 0, sent_page: 0, acked_page: 0, phase },
         );
         self.pump(&partition, outbox).await
     }
@@ -514,31 +533,36 @@ impl DeviceSession {
             }
             let store = self.engine.store.clone();
             let name = partition.clone();
-            let page_size = sync.page_size;
+            let limit = sync.page_limit;
             match sync.phase.clone() {
                 Phase::Live => return Ok(()),
-                Phase::Snapshot { at, after_id, first } => {
+                Phase::Snapshot { at, after_id, first, sent } => {
                     let page: SnapshotPage =
-                        blocking(move || store.read_snapshot(&name, after_id.as_deref(), page_size)).await?;
+                        blocking(move || store.read_snapshot(&name, after_id.as_deref(), limit)).await?;
                     let next_after = page.records.last().map(|record| record.id.clone());
                     let done = page.done;
-                    let remaining = if done { 0 } else { pages::pages_remaining(page.state.total, page_size) };
-                    let number = sync.page_sent();
+                    let sent = sent + page.records.len() as u64;
+                    let remaining = if done {
+                        0
+                    } else {
+                        pages::pages_remaining(page.state.total.saturating_sub(sent), page.records.len())
+                    };
+                    let number = sync.page_sent(remaining);
                     sync.phase = if done {
                         Phase::Log { after: at }
                     } else {
-                        Phase::Snapshot { at, after_id: next_after, first: false }
+                        Phase::Snapshot { at, after_id: next_after, first: false, sent }
                     };
                     let changes = pages::snapshot_changes(partition, at, page, number, first, remaining);
                     outbox.send_frame(frame(server_frame::Msg::Changes(changes))).await?;
                 }
                 Phase::Log { after } => {
-                    let page: LogPage = blocking(move || store.read_log(&name, after, page_size)).await?;
+                    let page: LogPage = blocking(move || store.read_log(&name, after, limit)).await?;
                     if after < page.state.horizon {
                         // Compaction passed this cursor (a long snapshot, or a demoted device far
                         // behind): start over with a snapshot.
                         outbox.send_frame(sync_state(partition, SyncStatus::Reset, after, &page.state)).await?;
-                        sync.phase = Phase::Snapshot { at: page.state.head, after_id: None, first: true };
+                        sync.phase = Phase::Snapshot { at: page.state.head, after_id: None, first: true, sent: 0 };
                         continue;
                     }
                     if page.covered_to == after {
@@ -550,8 +574,12 @@ impl DeviceSession {
                         }
                         continue;
                     }
-                    let remaining = pages::pages_remaining(page.state.head - page.covered_to, page_size);
-                    let number = sync.page_sent();
+                    let remaining = if page.covered_to == page.state.head {
+                        0
+                    } else {
+                        pages::pages_remaining(page.state.head - page.covered_to, page.changes.len())
+                    };
+                    let number = sync.page_sent(remaining);
                     sync.phase = Phase::Log { after: page.covered_to };
                     let changes = pages::log_changes(partition, after, &page, number, remaining);
                     outbox.send_frame(frame(server_frame::Msg::Changes(changes))).await?;
@@ -707,6 +735,8 @@ impl SessionHandler for DeviceSession {
         for (partition, sync) in self.subscriptions.iter_mut() {
             if let Some(queued_to) = sync.subscription.take_demoted() {
                 sync.phase = Phase::Log { after: queued_to };
+                // A pull-mode device learns of the demotion only from a page.
+                sync.grant_unasked_page();
                 demoted.push(partition.clone());
             }
         }
