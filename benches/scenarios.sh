@@ -47,6 +47,7 @@
 #      SLOW_STALLED_PERCENT (10), SLOW_PAD_BYTES (1024: filler per record, so stalled
 #      sockets fill), SLOW_PAGE_SIZE (0: the server's default; large pads need smaller pages), PERSONAL_USERS (1000), PERSONAL_RATE (100),
 #      PERSONAL_MANY_USERS (10000), PERSONAL_MANY_RATE (10), PERSONAL_SECS (30),
+#      SERVER_BIN (target/release/syncline), SIM_BIN (target/release/syncline-sim),
 #      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-wide
 #                 fanout-burst idle storm slow personal latency-channel mutations-open
 #                 mutations-max": which to run)
@@ -103,8 +104,10 @@ SIM_GRACE_SECS=30
 
 URL=ws://127.0.0.1:$DEVICE_PORT/v1/sync
 GRPC=http://127.0.0.1:$GRPC_PORT
-SERVER_BIN=target/release/syncline
-SIM_BIN=target/release/syncline-sim
+# Binaries as built below; either may be overridden (e.g. to compare a simulator built from
+# another commit against the same server).
+SERVER_BIN=${SERVER_BIN:-target/release/syncline}
+SIM_BIN=${SIM_BIN:-target/release/syncline-sim}
 
 cargo build --release --locked -p syncline-server -p syncline-client-sim
 mkdir -p "$OUT"

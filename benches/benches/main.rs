@@ -7,6 +7,7 @@ mod codec;
 mod fixtures;
 mod hub;
 mod pages;
+mod sim_receive;
 mod store;
 
-criterion::criterion_main!(codec::benches, hub::benches, pages::benches, store::benches);
+criterion::criterion_main!(codec::benches, hub::benches, pages::benches, sim_receive::benches, store::benches);

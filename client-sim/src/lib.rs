@@ -5,6 +5,11 @@
 //! - [`wire`]: [`Connection`], one WebSocket to `/v1/sync` sending `ClientFrame`s and
 //!   receiving `ServerFrame`s as protobuf binary or canonical-JSON text frames (`ws://`, or
 //!   `wss://` with a given CA certificate).
+//! - [`lean_frame`]: [`LeanFrame`], the load simulator's receive path
+//!   ([`Connection::recv_lean`]): of a `Changes` frame only its range, flags and probes,
+//!   read straight from the bytes.
+//! - [`probe`]: [`Probe`], the records a load run writes to time deliveries, and how they
+//!   are recognised.
 //! - [`replica`]: [`PartitionReplica`], a device's copy of one partition and the page rules
 //!   (snapshot reset, duplicates, gaps, deletes before upserts, checksum at `to`) as a pure
 //!   `apply`.
@@ -56,8 +61,10 @@ mod backoff;
 pub mod config;
 pub mod device;
 mod engine;
+pub mod lean_frame;
 pub mod notification;
 pub mod outbox;
+pub mod probe;
 pub mod replica;
 pub mod rpc;
 pub mod state;
@@ -67,10 +74,12 @@ pub use backend_token::BackendTokenClaims;
 pub use config::{BackoffConfig, DeviceConfig, LiveAckPolicy, SubscriptionConfig};
 pub use device::{Device, DeviceHandle, WaitError};
 pub use engine::{SearchError, SearchQuery, SearchResults};
+pub use lean_frame::{LeanChanges, LeanFrame};
 pub use notification::{
     ChangedNotification, MutationNotification, MutationOutcome, Notification, SyncNotification, SyncNotificationStatus,
 };
 pub use outbox::{MutationFailure, MutationState, OutboxError, QueuedMutation, Resolution, Resolved};
+pub use probe::Probe;
 pub use replica::{ApplyOutcome, ChecksumMismatch, PartitionId, PartitionReplica, PartitionView, UnexpectedPage};
 pub use rpc::{CallError, CallResult};
 pub use state::{ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopCommand, StopReason};

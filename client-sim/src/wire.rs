@@ -7,6 +7,7 @@
 
 use std::{fmt, io, net::IpAddr, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -27,6 +28,8 @@ use tokio_tungstenite::{
         protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode},
     },
 };
+
+use crate::lean_frame::LeanFrame;
 
 /// Read buffer per connection: 8 KiB holds a typical page frame's worth of socket reads and
 /// keeps thousands of simulated devices in a load run cheap (tungstenite's default is 128 KiB).
@@ -84,11 +87,11 @@ impl Default for ConnectOptions {
     }
 }
 
-/// What [`Connection::recv`] returns.
+/// What [`Connection::recv`] returns (and [`Connection::recv_lean`], with `F` a [`LeanFrame`]).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Incoming {
+pub enum Incoming<F = ServerFrame> {
     /// A decoded server frame.
-    Frame(ServerFrame),
+    Frame(F),
     /// The server sent a close frame (`code` is [`CLOSE_NO_STATUS`] when it carried none).
     Closed {
         /// The close code, e.g. `syncline_proto::close_code::UNAUTHENTICATED`.
@@ -299,6 +302,22 @@ impl Connection {
     /// Cancel-safe: dropping the future before it completes loses no frame, so it can be a
     /// `tokio::select!` branch.
     pub async fn recv(&mut self) -> Result<Incoming> {
+        self.recv_with(ServerFrame::decode, |frame| frame).await
+    }
+
+    /// Receives the next server frame, reduced to what a load run accounts for (see
+    /// [`LeanFrame::decode`]), or the server's close. Like [`Connection::recv`] otherwise; text
+    /// frames are decoded in full, then reduced.
+    pub async fn recv_lean(&mut self) -> Result<Incoming<LeanFrame>> {
+        self.recv_with(|bytes| LeanFrame::decode(&bytes), LeanFrame::from_frame).await
+    }
+
+    /// Receives the next frame and decodes it with `binary` or, from JSON, with `text`.
+    async fn recv_with<F>(
+        &mut self,
+        binary: impl FnOnce(Bytes) -> std::result::Result<F, prost::DecodeError>,
+        text: impl FnOnce(ServerFrame) -> F,
+    ) -> Result<Incoming<F>> {
         loop {
             let message = match self.socket.next().await {
                 Some(Ok(message)) => message,
@@ -307,10 +326,12 @@ impl Connection {
             };
             match message {
                 Message::Binary(bytes) => {
-                    return ServerFrame::decode(bytes).map(Incoming::Frame).map_err(WireError::DecodeBinary);
+                    return binary(bytes).map(Incoming::Frame).map_err(WireError::DecodeBinary);
                 }
-                Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).map(Incoming::Frame).map_err(WireError::DecodeJson);
+                Message::Text(json) => {
+                    return serde_json::from_str(json.as_str())
+                        .map(|frame| Incoming::Frame(text(frame)))
+                        .map_err(WireError::DecodeJson);
                 }
                 Message::Close(frame) => {
                     let (code, reason) = match frame {

@@ -4,7 +4,7 @@
 //!
 //! A subscriber keeps what a real device keeps for flow control and acks (its cursor), acks
 //! catch-up pages as they arrive and live pushes every `ack_every` changes, and counts the
-//! records of the current run (the *probes* carrying the run's tag, see [`parse_probe`]):
+//! records of the current run (the *probes* carrying the run's tag, see [`syncline_client_sim::probe`]):
 //! their latency is receive time − `sent_ns`, both on the run's one monotonic clock.
 
 use std::{
@@ -20,12 +20,13 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::Serialize;
-use syncline_client_sim::{ConnectOptions, Connection, Incoming};
+pub(crate) use syncline_client_sim::probe::{PROBE_NAME_FIELD, RUN_FIELD, SENT_NS_FIELD, probe_name};
+use syncline_client_sim::{ConnectOptions, Connection, Incoming, LeanChanges, LeanFrame, Probe};
 use syncline_proto::{
     PROTOCOL_VERSION,
     v1::{
-        Ack, Changes, ClientFrame, DeviceInfo, ErrorCode, Hello, Login, Record, ServerFrame, Subscribe, SyncState,
-        SyncStatus, Unsubscribe, Welcome, client_frame, hello, server_frame, value::Kind,
+        Ack, ClientFrame, DeviceInfo, ErrorCode, Hello, Login, ServerFrame, Subscribe, SyncState, SyncStatus,
+        Unsubscribe, Welcome, client_frame, hello, server_frame,
     },
 };
 use tokio::{
@@ -48,56 +49,6 @@ pub(crate) const DEFAULT_SOURCE_ADDRS: u8 = 16;
 pub(crate) const DEFAULT_ACK_EVERY: u64 = 100;
 /// Distinct device errors kept for the report.
 const MAX_REPORTED_ERRORS: usize = 5;
-/// Record field carrying the push time, in ns since the run's start.
-pub(crate) const SENT_NS_FIELD: &str = "sent_ns";
-/// Record field carrying the run's tag, so records of earlier runs are not counted.
-pub(crate) const RUN_FIELD: &str = "run";
-/// String field that carries a probe in sources with a fixed schema (no `run` or `sent_ns`
-/// fields), as [`probe_name`] writes it.
-pub(crate) const PROBE_NAME_FIELD: &str = "name";
-/// How a probe carried in [`PROBE_NAME_FIELD`] starts.
-const PROBE_NAME_PREFIX: &str = "syncline-sim probe";
-
-/// What a probe record says: the run it belongs to and when it was sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Probe {
-    pub(crate) run: i64,
-    /// ns since the run's start, on the run's monotonic clock.
-    pub(crate) sent_ns: u64,
-}
-
-/// Returns the `name` text of a probe: `syncline-sim probe run=<tag> sent_ns=<ns> seq=<i>`
-/// (`seq` tells probes of one run apart for a reader; [`parse_probe`] ignores it).
-pub(crate) fn probe_name(run: i64, sent_ns: u64, seq: u64) -> String {
-    format!("{PROBE_NAME_PREFIX} run={run} sent_ns={sent_ns} seq={seq}")
-}
-
-/// Recognises a probe record: either int fields `run` and `sent_ns`, or a string `name`
-/// field as [`probe_name`] writes it. Anything else (ordinary records, malformed probes) is
-/// `None`. A negative `sent_ns` field reads as 0.
-pub(crate) fn parse_probe(record: &Record) -> Option<Probe> {
-    let field = |name: &str| record.fields.get(name).and_then(|value| value.kind.as_ref());
-    let int_field = |name: &str| match field(name) {
-        Some(Kind::IntValue(number)) => Some(*number),
-        _ => None,
-    };
-    if let (Some(run), Some(sent_ns)) = (int_field(RUN_FIELD), int_field(SENT_NS_FIELD)) {
-        return Some(Probe { run, sent_ns: u64::try_from(sent_ns).unwrap_or(0) });
-    }
-    let Some(Kind::StringValue(name)) = field(PROBE_NAME_FIELD) else { return None };
-    let rest = name.strip_prefix(PROBE_NAME_PREFIX)?;
-    let (mut run, mut sent_ns) = (None, None);
-    for word in rest.split_whitespace() {
-        let (key, value) = word.split_once('=')?;
-        match key {
-            "run" => run = Some(value.parse().ok()?),
-            "sent_ns" => sent_ns = Some(value.parse().ok()?),
-            _ => {}
-        }
-    }
-    Some(Probe { run: run?, sent_ns: sent_ns? })
-}
-
 /// Who the devices are and what they sync (shared by the fleet scenarios).
 #[derive(Clone, Debug, Args)]
 pub(crate) struct FleetArgs {
@@ -401,11 +352,11 @@ impl Shared {
         u64::try_from(self.run_start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Counts the records of this run in `records`, received at `received_ns`, into `histogram`
+    /// Counts the probes of this run in `probes`, received at `received_ns`, into `histogram`
     /// (and, for a device outside the stall set, into `others_latency` by phase).
-    fn count_records(
+    fn count_probes(
         &self,
-        records: &[Record],
+        probes: &[Probe],
         received_ns: u64,
         histogram: &Mutex<Histogram<u64>>,
         outside_stall_set: bool,
@@ -413,8 +364,7 @@ impl Shared {
         let mut counted = 0;
         let split_ns = self.phase_split_ns.load(Ordering::Relaxed);
         let mut histogram = histogram.lock();
-        for record in records {
-            let Some(probe) = parse_probe(record).filter(|probe| probe.run == self.run_tag) else { continue };
+        for probe in probes.iter().filter(|probe| probe.run == self.run_tag) {
             let latency = received_ns.saturating_sub(probe.sent_ns);
             histogram.saturating_record(latency);
             if outside_stall_set {
@@ -981,7 +931,7 @@ async fn drive_connection(
         }
         let stalled = state.stalled();
         let incoming = tokio::select! {
-            incoming = connection.recv(), if !stalled => incoming,
+            incoming = connection.recv_lean(), if !stalled => incoming,
             changed = control.changed() => {
                 if changed.is_err() {
                     return Ended::Stop;
@@ -992,8 +942,8 @@ async fn drive_connection(
             }
         };
         let frame = match incoming {
-            Ok(Incoming::Frame(ServerFrame { msg: Some(frame) })) => frame,
-            Ok(Incoming::Frame(ServerFrame { msg: None })) => continue,
+            Ok(Incoming::Frame(LeanFrame::Empty)) => continue,
+            Ok(Incoming::Frame(frame)) => frame,
             Ok(Incoming::Closed { code, reason }) => {
                 return Ended::Failed(format!("closed by the server: {code} {reason}"));
             }
@@ -1038,13 +988,18 @@ fn settle_failed(shared: &Shared, outcome: &mut DeviceOutcome, error: String) {
 
 /// Handles one server frame; returns the acks to send, or why the device gives up.
 fn on_frame(
-    frame: server_frame::Msg,
+    frame: LeanFrame,
     shared: &Shared,
     state: &mut DeviceState,
     permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Vec<ClientFrame>, String> {
+    let frame = match frame {
+        LeanFrame::Changes(changes) => return Ok(on_changes(&changes, shared, state)),
+        LeanFrame::Other(frame) => frame,
+        LeanFrame::Empty => return Ok(Vec::new()),
+    };
     match frame {
-        server_frame::Msg::Changes(changes) => Ok(on_changes(&changes, shared, state)),
+        server_frame::Msg::Changes(changes) => Ok(on_changes(&LeanChanges::of(&changes), shared, state)),
         server_frame::Msg::SyncState(sync) => on_sync_state(&sync, shared, state, permit).map(|()| Vec::new()),
         server_frame::Msg::Error(error) => {
             if error.fatal || !state.connection_caught_up {
@@ -1071,7 +1026,7 @@ fn account_range(cursor: u64, from: u64, to: u64) -> (u64, u64) {
     (duplicates, missing)
 }
 
-fn on_changes(changes: &Changes, shared: &Shared, state: &mut DeviceState) -> Vec<ClientFrame> {
+fn on_changes(changes: &LeanChanges, shared: &Shared, state: &mut DeviceState) -> Vec<ClientFrame> {
     let received_ns = shared.now_ns();
     if !changes.snapshot {
         let (duplicates, missing) = account_range(state.cursor, changes.from, changes.to);
@@ -1088,13 +1043,13 @@ fn on_changes(changes: &Changes, shared: &Shared, state: &mut DeviceState) -> Ve
         if state.connection_caught_up {
             // Demoted: the server pages from the log instead of pushing.
             state.outcome.catchup_pages += 1;
-            let counted = shared.count_records(&changes.upserts, received_ns, &shared.catchup_latency, false);
+            let counted = shared.count_probes(&changes.probes, received_ns, &shared.catchup_latency, false);
             shared.count_for_key(&changes.key, counted);
             state.outcome.catchup_records += counted;
         } else if state.outcome.caught_up {
             // Resuming after a reconnect: what was missed while away.
             state.outcome.resume_pages += 1;
-            let counted = shared.count_records(&changes.upserts, received_ns, &shared.catchup_latency, false);
+            let counted = shared.count_probes(&changes.probes, received_ns, &shared.catchup_latency, false);
             shared.count_for_key(&changes.key, counted);
             state.outcome.resume_records += counted;
         }
@@ -1103,7 +1058,7 @@ fn on_changes(changes: &Changes, shared: &Shared, state: &mut DeviceState) -> Ve
     state.outcome.live_frames += 1;
     state.cursor = state.cursor.max(changes.to);
     let outside_stall_set = state.outside_stall_set();
-    let counted = shared.count_records(&changes.upserts, received_ns, &shared.live_latency, outside_stall_set);
+    let counted = shared.count_probes(&changes.probes, received_ns, &shared.live_latency, outside_stall_set);
     shared.count_for_key(&changes.key, counted);
     state.outcome.live_records += counted;
     state.unacked_live += changes.to.saturating_sub(changes.from) + 1;
@@ -1249,7 +1204,7 @@ where
 pub(crate) mod tests {
     use std::collections::BTreeMap;
 
-    use syncline_proto::v1::Value;
+    use syncline_proto::v1::{Changes, Record, Value};
 
     use super::*;
 
@@ -1284,6 +1239,11 @@ pub(crate) mod tests {
 
     fn live(from: u64, to: u64, upserts: Vec<Record>) -> Changes {
         Changes { source: "Account".into(), key: "*".into(), from, to, upserts, ..Changes::default() }
+    }
+
+    /// Handles a decoded `Changes` frame as the lean receive path hands it over.
+    fn on_changes(changes: &Changes, shared: &Shared, state: &mut DeviceState) -> Vec<ClientFrame> {
+        super::on_changes(&LeanChanges::of(changes), shared, state)
     }
 
     fn state(cursor: u64) -> DeviceState {
@@ -1465,45 +1425,13 @@ pub(crate) mod tests {
         }
     }
 
+    /// A record of a fixed-schema source whose name may carry a probe.
     fn named(name: &str) -> Record {
-        let mut fields = BTreeMap::new();
-        fields.insert(PROBE_NAME_FIELD.to_owned(), Value::string(name));
-        fields.insert("industry".to_owned(), Value::string("probes"));
-        Record { id: "n".to_owned(), fields, version: 0 }
-    }
-
-    #[test]
-    fn probes_are_read_from_int_fields_or_from_the_name() {
-        assert_eq!(parse_probe(&probe("a", 7, 1_500)), Some(Probe { run: 7, sent_ns: 1_500 }));
-        assert_eq!(parse_probe(&probe("a", -3, -1)), Some(Probe { run: -3, sent_ns: 0 }));
-        let name = probe_name(42, 123_456_789, 9);
-        assert_eq!(name, "syncline-sim probe run=42 sent_ns=123456789 seq=9");
-        assert_eq!(parse_probe(&named(&name)), Some(Probe { run: 42, sent_ns: 123_456_789 }));
-        // Order and unknown words do not matter; missing or malformed numbers do.
-        let reordered = named("syncline-sim probe seq=1 extra=x sent_ns=5 run=-2");
-        assert_eq!(parse_probe(&reordered), Some(Probe { run: -2, sent_ns: 5 }));
-        for name in [
-            "Acme Corp",
-            "",
-            "syncline-sim probe",
-            "syncline-sim probe run=1",
-            "syncline-sim probe sent_ns=1",
-            "syncline-sim probe run=x sent_ns=1",
-            "syncline-sim probe run=1 sent_ns=-1",
-            "syncline-sim probe run=1 sent_ns=99999999999999999999",
-            "syncline-sim probe run=1 sent_ns",
-            "probe run=1 sent_ns=1",
-        ] {
-            assert_eq!(parse_probe(&named(name)), None, "{name:?}");
+        Record {
+            id: "n".to_owned(),
+            fields: BTreeMap::from([(PROBE_NAME_FIELD.to_owned(), Value::string(name))]),
+            version: 0,
         }
-        let mut not_a_string = named("");
-        not_a_string.fields.insert(PROBE_NAME_FIELD.to_owned(), Value::int(1));
-        assert_eq!(parse_probe(&not_a_string), None);
-        // One int field alone is not a probe, nor does it hide a probe name.
-        let mut half = named(&probe_name(1, 2, 3));
-        half.fields.insert(RUN_FIELD.to_owned(), Value::int(1));
-        assert_eq!(parse_probe(&half), Some(Probe { run: 1, sent_ns: 2 }));
-        assert_eq!(parse_probe(&Record::default()), None);
     }
 
     #[test]

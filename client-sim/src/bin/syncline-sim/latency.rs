@@ -11,7 +11,7 @@
 //! - `channel`: records created in the backend through the source's channel
 //!   (`syncline.v1.Channel/Create`, no caller), the "backend commit"; Syncline sees them
 //!   through its `watch` capture. The backend's schema is fixed, so the probe travels in
-//!   the `name` field (`fleet::probe_name`).
+//!   the `name` field (`syncline_client_sim::probe::probe_name`).
 //!
 //! `sent_ns` is taken just before the call, on the run's monotonic clock, which the devices
 //! share since they live in this process. Every device records receive time − `sent_ns` for

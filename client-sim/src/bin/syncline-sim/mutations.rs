@@ -4,7 +4,7 @@
 //! devices sending `Mutate` creates on the same source. Each writer logs in with the
 //! password, so each is its own client: the server dispatches one client's mutations of a
 //! source to its channel one at a time, in queue order, and delivers outcomes to that
-//! client's connection. Every created record's `name` is a probe (`fleet::probe_name`) whose
+//! client's connection. Every created record's `name` is a probe (`syncline_client_sim::probe::probe_name`) whose
 //! `sent_ns` is taken just before the `Mutate` is sent, on the run's clock. Per mutation:
 //!
 //! - **ack**: `Mutate` sent → `MutationAck` (the mutation is durably queued);
@@ -579,7 +579,7 @@ mod tests {
     use syncline_proto::v1::{ErrorCode, MutationAck, MutationError};
 
     use super::*;
-    use crate::fleet::parse_probe;
+    use syncline_client_sim::probe::parse_probe;
 
     fn plan(rate: f64) -> Plan {
         Plan {

@@ -515,7 +515,7 @@ fn print_table(report: &PersonalReport, usage: &WindowUsage, delivered: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::parse_probe;
+    use syncline_client_sim::probe::parse_probe;
 
     #[test]
     fn pushes_carry_a_probe_for_the_users_partition() {
