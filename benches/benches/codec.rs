@@ -89,7 +89,7 @@ fn encode(c: &mut Criterion) {
             // By reference, so dropping the frame is not measured.
             b.iter_batched_ref(
                 || EncodedFrame::new(frame.clone()),
-                |encoded| encoded.wire_bytes(FrameFormat::Json),
+                |encoded| encoded.message(FrameFormat::Json),
                 BatchSize::SmallInput,
             );
         });

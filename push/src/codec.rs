@@ -11,9 +11,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use prost::Message as _;
 use syncline_proto::v1::{ClientFrame, ServerFrame};
-use tokio_tungstenite::tungstenite::Message;
-
-use crate::wire;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// How a connection encodes its frames: fixed by the first data frame the device sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,31 +63,19 @@ pub fn decode_client(message: &Message) -> Result<Option<DecodedFrame>, CodecErr
     Ok(Some(DecodedFrame { frame, format }))
 }
 
-/// A server frame encoded once and shared by every connection it is queued to: as a whole
-/// WebSocket frame (header and payload in one buffer), so that a connection writes it to its
-/// socket as it is.
+/// A server frame encoded once and shared by every connection it is queued to.
 #[derive(Debug)]
 pub struct EncodedFrame {
     frame: ServerFrame,
-    /// The binary WebSocket frame.
-    framed: Bytes,
-    /// Its protobuf payload (a view of `framed`).
     binary: Bytes,
-    /// The text WebSocket frame carrying the JSON form, made on first use.
-    json: OnceLock<Bytes>,
+    json: OnceLock<Utf8Bytes>,
 }
 
 impl EncodedFrame {
     /// Encodes `frame` to protobuf now; the JSON form is made on first use.
     pub fn new(frame: ServerFrame) -> Arc<Self> {
-        let len = frame.encoded_len();
-        let mut buf = Vec::with_capacity(wire::MAX_HEADER_BYTES + len);
-        wire::put_header(&mut buf, wire::OPCODE_BINARY, len);
-        let header = buf.len();
-        frame.encode_raw(&mut buf);
-        let framed = Bytes::from(buf);
-        let binary = framed.slice(header..);
-        Arc::new(Self { frame, framed, binary, json: OnceLock::new() })
+        let binary = Bytes::from(frame.encode_to_vec());
+        Arc::new(Self { frame, binary, json: OnceLock::new() })
     }
 
     /// Returns a copy that shares nothing with `self` (its own buffer and reference counts),
@@ -98,11 +84,9 @@ impl EncodedFrame {
     pub fn duplicate(&self) -> Arc<Self> {
         let json = OnceLock::new();
         if let Some(text) = self.json.get() {
-            let _ = json.set(Bytes::copy_from_slice(text));
+            let _ = json.set(Utf8Bytes::from(text.as_str().to_owned()));
         }
-        let framed = Bytes::copy_from_slice(&self.framed);
-        let binary = framed.slice(self.framed.len() - self.binary.len()..);
-        Arc::new(Self { frame: self.frame.clone(), framed, binary, json })
+        Arc::new(Self { frame: self.frame.clone(), binary: Bytes::copy_from_slice(&self.binary), json })
     }
 
     /// Returns the frame.
@@ -115,20 +99,19 @@ impl EncodedFrame {
         &self.binary
     }
 
-    /// Returns the whole WebSocket frame in `format` (binary: protobuf; text: canonical
-    /// JSON), sharing the encoded buffer.
-    pub fn wire_bytes(&self, format: FrameFormat) -> Bytes {
+    /// Returns the frame as a WebSocket message in `format`, sharing the encoded buffer.
+    pub fn message(&self, format: FrameFormat) -> Message {
         match format {
-            FrameFormat::Binary => self.framed.clone(),
-            FrameFormat::Json => self
-                .json
-                .get_or_init(|| {
-                    // Serializing generated pbjson types cannot fail: every field is a plain
-                    // value with a defined JSON form.
-                    let text = serde_json::to_string(&self.frame).unwrap_or_else(|_| String::from("{}"));
-                    wire::framed(wire::OPCODE_TEXT, text.as_bytes())
-                })
-                .clone(),
+            FrameFormat::Binary => Message::Binary(self.binary.clone()),
+            FrameFormat::Json => Message::Text(
+                self.json
+                    .get_or_init(|| {
+                        // Serializing generated pbjson types cannot fail: every field is a
+                        // plain value with a defined JSON form.
+                        serde_json::to_string(&self.frame).unwrap_or_else(|_| String::from("{}")).into()
+                    })
+                    .clone(),
+            ),
         }
     }
 
@@ -189,31 +172,26 @@ mod tests {
     }
 
     #[test]
-    fn encoded_frames_are_whole_websocket_frames_sharing_one_buffer() {
+    fn encoded_frame_shares_one_buffer() {
         let frame = EncodedFrame::new(ServerFrame {
             msg: Some(server_frame::Msg::Error(syncline_proto::v1::Error {
                 code: 1,
-                message: "x".repeat(300),
+                message: "x".into(),
                 fatal: false,
                 source: String::new(),
                 key: String::new(),
             })),
         });
-        let (a, b) = (frame.wire_bytes(FrameFormat::Binary), frame.wire_bytes(FrameFormat::Binary));
+        let (Message::Binary(a), Message::Binary(b)) =
+            (frame.message(FrameFormat::Binary), frame.message(FrameFormat::Binary))
+        else {
+            panic!("binary format must give binary messages");
+        };
         assert_eq!(a.as_ptr(), b.as_ptr(), "the encoded buffer is shared, not copied");
-        let payload = frame.binary().len();
-        assert!(payload > 125, "the 16-bit length form is exercised");
-        assert_eq!(&a[..4], &[0x82, 126, (payload >> 8) as u8, payload as u8]);
-        assert_eq!(&a[4..], &frame.binary()[..]);
-        assert_eq!(ServerFrame::decode(&a[4..]).unwrap(), *frame.frame());
-        let text = frame.wire_bytes(FrameFormat::Json);
-        assert_eq!(text[0], 0x81, "a final text frame");
-        let json: ServerFrame = serde_json::from_slice(&text[4..]).unwrap();
-        assert_eq!(json, *frame.frame());
-        let copy = frame.duplicate();
-        assert_eq!(copy.wire_bytes(FrameFormat::Binary), a);
-        assert_ne!(copy.wire_bytes(FrameFormat::Binary).as_ptr(), a.as_ptr());
-        assert_eq!(copy.binary(), frame.binary());
+        let Message::Text(json) = frame.message(FrameFormat::Json) else {
+            panic!("json format must give text messages");
+        };
+        assert!(json.as_str().contains("\"error\""));
     }
 
     proptest::proptest! {

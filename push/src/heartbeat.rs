@@ -23,7 +23,7 @@ use syncline_proto::close_code;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::session::{Outbox, Outgoing, ScheduledFlush};
+use crate::session::{Outbox, Outgoing};
 
 /// Finest sweep interval, whatever the configured heartbeat.
 const MIN_TICK: Duration = Duration::from_millis(50);
@@ -148,7 +148,6 @@ impl Heartbeats {
         let inner = &*self.inner;
         let now = millis(inner.epoch.elapsed());
         inner.now_ms.store(now, Ordering::Relaxed);
-        let mut pings = Vec::new();
         let mut registry = inner.connections.lock();
         for (_, entry) in registry.entries.iter_mut() {
             if entry.outbox.is_closed() {
@@ -161,14 +160,9 @@ impl Heartbeats {
             if now.saturating_sub(entry.last_ping_ms) >= inner.heartbeat_ms {
                 entry.last_ping_ms = now;
                 // A full queue means frames are flowing anyway; the ping waits a heartbeat.
-                if entry.outbox.try_push(Outgoing::Ping).is_ok() {
-                    entry.outbox.schedule_flush(&mut pings);
-                }
+                let _ = entry.outbox.try_push(Outgoing::Ping);
             }
         }
-        drop(registry);
-        // Written outside the registry's lock, which sessions take to come and go.
-        pings.into_iter().for_each(ScheduledFlush::run);
     }
 }
 

@@ -31,12 +31,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::codec::EncodedFrame;
-use crate::session::{Outbox, Outgoing, ScheduledFlush};
-
-/// Connections a sweeper writes to before yielding to the runtime's other tasks: a sweep over
-/// thousands of sockets does not hold a worker thread for all of it (256 writes are about
-/// 1.5 ms of a core; fewer yields let acks and calls cut into every sweep).
-const FLUSHES_PER_YIELD: usize = 256;
+use crate::session::{Outbox, Outgoing};
 
 /// What happened to one published frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,16 +90,8 @@ impl Partition {
         }
     }
 
-    /// Queues the frame to the shard's live subscribers that expect it, and schedules their
-    /// connections in `flushes` (written after the shard's lock is released).
-    fn sweep(
-        &self,
-        shard: usize,
-        from: u64,
-        to: u64,
-        frame: &Arc<EncodedFrame>,
-        flushes: &mut Vec<ScheduledFlush>,
-    ) -> PublishOutcome {
+    /// Queues the frame to the shard's live subscribers that expect it.
+    fn sweep(&self, shard: usize, from: u64, to: u64, frame: &Arc<EncodedFrame>) -> PublishOutcome {
         let mut outcome = PublishOutcome::default();
         let shard = &self.shards[shard];
         let mut subscribers = shard.subscribers.lock();
@@ -122,7 +109,6 @@ impl Partition {
                 Ok(()) => {
                     subscriber.next = to + 1;
                     outcome.delivered += 1;
-                    subscriber.outbox.schedule_flush(flushes);
                     true
                 }
                 Err(TrySendError::Full(_)) => {
@@ -322,7 +308,6 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
         // sweep by the shard's lock (see `Subscription::go_live`).
         partition.last_published.fetch_max(to, Ordering::AcqRel);
         let mut frame_taken = false;
-        let mut flushes = Vec::new();
         for (index, shard) in partition.shards.iter().enumerate() {
             if shard.len.load(Ordering::Relaxed) == 0 {
                 continue;
@@ -340,13 +325,12 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
                     }
                 }
                 None => {
-                    let swept = partition.sweep(index, from, to, frame, &mut flushes);
+                    let swept = partition.sweep(index, from, to, frame);
                     outcome.delivered += swept.delivered;
                     outcome.demoted += swept.demoted;
                 }
             }
         }
-        flushes.into_iter().for_each(ScheduledFlush::run);
         self.stats.delivered.fetch_add(outcome.delivered as u64, Ordering::Relaxed);
         self.stats.demoted.fetch_add(outcome.demoted as u64, Ordering::Relaxed);
         outcome
@@ -372,28 +356,16 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
     }
 }
 
-/// Sweeps the frames handed to one shard, in order, until the hub is dropped: queues every
-/// frame of a batch first, then writes to each connection once, outside the shard's lock.
+/// Sweeps the frames handed to one shard, in order, until the hub is dropped.
 async fn run_sweeper(mut jobs: mpsc::UnboundedReceiver<SweepJob>, stats: Arc<HubStats>) {
     /// Jobs taken per wakeup.
     const BATCH: usize = 64;
     let mut batch = Vec::with_capacity(BATCH);
-    let mut flushes = Vec::new();
     while jobs.recv_many(&mut batch, BATCH).await > 0 {
         for job in batch.drain(..) {
-            let outcome = job.partition.sweep(job.shard, job.from, job.to, &job.frame, &mut flushes);
+            let outcome = job.partition.sweep(job.shard, job.from, job.to, &job.frame);
             stats.delivered.fetch_add(outcome.delivered as u64, Ordering::Relaxed);
             stats.demoted.fetch_add(outcome.demoted as u64, Ordering::Relaxed);
-        }
-        // In the order swept: popped from the back of the reversed list.
-        flushes.reverse();
-        let mut written = 0;
-        while let Some(flush) = flushes.pop() {
-            flush.run();
-            written += 1;
-            if written % FLUSHES_PER_YIELD == 0 && !flushes.is_empty() {
-                tokio::task::yield_now().await;
-            }
         }
     }
 }

@@ -3,10 +3,8 @@
 //!
 //! - [`codec`]: WebSocket messages ⇄ `ClientFrame`/`ServerFrame` (protobuf or canonical
 //!   JSON), encode-once shared frames.
-//! - [`session`]: one session per connection (reader + writer of what could not be written
-//!   at once), heartbeats, idle timeout, the [`SessionHandler`] trait the server implements
-//!   and its [`Outbox`].
-//! - `wire`: a connection's ordered output, written by whichever thread queues it.
+//! - [`session`]: one session per connection (reader + coalescing writer), heartbeats, idle
+//!   timeout, the [`SessionHandler`] trait the server implements and its [`Outbox`].
 //! - [`heartbeat`]: one shared sweeper for every connection's pings and idle timeout.
 //! - [`hub`]: partition → subscribers, encode-once fan-out into bounded queues, demotion
 //!   of slow consumers to catch-up.
@@ -19,7 +17,6 @@ pub mod heartbeat;
 pub mod hub;
 pub mod listener;
 pub mod session;
-pub(crate) mod wire;
 
 pub use codec::{CodecError, EncodedFrame, FrameFormat};
 pub use heartbeat::Heartbeats;

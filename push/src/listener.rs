@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -18,7 +18,6 @@ use tokio_util::task::TaskTracker;
 use crate::events;
 use crate::heartbeat::Heartbeats;
 use crate::session::{self, Outbox, SessionConfig, SessionHandler};
-use crate::wire::{DeviceStream, Wire};
 
 /// WebSocket read buffer per connection, and the most read from the socket per call.
 /// tungstenite zero-fills the whole buffer on the first read and keeps it for the
@@ -29,15 +28,12 @@ use crate::wire::{DeviceStream, Wire};
 /// are rare, against 3 KB saved on each of tens of thousands of idle connections.
 pub const READ_BUFFER_BYTES: usize = 1024;
 
-/// Bytes tungstenite buffers before writing: it writes only the handshake response, pongs
-/// and close replies (frames go out through the connection's [`Wire`]), each at once.
-pub const WRITE_BUFFER_BYTES: usize = 0;
+/// Bytes buffered before tungstenite writes to the socket. The session flushes after each
+/// coalesced batch, so this only bounds one batch's write size.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Time allowed for the TLS and WebSocket handshakes of a new connection.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Time allowed for writing a refused upgrade's response.
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`):
 /// the default of 128 overflows when thousands of devices reconnect at once after a restart,
@@ -155,27 +151,19 @@ async fn handle_connection<F: SessionFactory>(
     tls: Option<tokio_rustls::TlsAcceptor>,
     context: ConnectionContext<F>,
 ) {
-    // The socket is split: the WebSocket layer reads one half, the connection's wire writes
-    // the other, from whichever thread queues a frame (see `crate::wire`).
     match tls {
         Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await {
-            Ok(Ok(stream)) => {
-                let (read, write) = tokio::io::split(stream);
-                Box::pin(upgrade_and_run(read, Box::pin(write), context)).await;
-            }
+            Ok(Ok(stream)) => Box::pin(upgrade_and_run(stream, context)).await,
             Ok(Err(error)) => events::handshake_failed(context.peer, &error.to_string()),
             Err(_) => events::handshake_failed(context.peer, "tls handshake timed out"),
         },
-        None => {
-            let (read, write) = stream.into_split();
-            Box::pin(upgrade_and_run(read, Box::pin(write), context)).await;
-        }
+        None => Box::pin(upgrade_and_run(stream, context)).await,
     }
 }
 
-async fn upgrade_and_run<R, F>(read: R, write: crate::wire::BoxedWrite, context: ConnectionContext<F>)
+async fn upgrade_and_run<S, F>(stream: S, context: ConnectionContext<F>)
 where
-    R: AsyncRead + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: SessionFactory,
 {
     let ConnectionContext { peer, factory, config, connections, heartbeats, sessions } = context;
@@ -190,8 +178,6 @@ where
         .max_frame_size(Some(config.max_frame_bytes));
     #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
     let callback = |request: &Request, response: Response| negotiate(request, response, admitted);
-    let wire = Arc::new(Wire::new(write));
-    let stream = DeviceStream::new(read, wire.clone());
     let upgraded = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         Box::pin(tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config))),
@@ -199,22 +185,17 @@ where
     .await;
     let socket = match upgraded {
         Ok(Ok(socket)) => socket,
-        Ok(Err(error)) => {
-            // A refusal (404, 503, ...) is a response tungstenite wrote: see it out.
-            let _ =
-                tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, std::future::poll_fn(|cx| wire.poll_drain(None, cx))).await;
-            return events::handshake_failed(peer, &error.to_string());
-        }
+        Ok(Err(error)) => return events::handshake_failed(peer, &error.to_string()),
         Err(_) => return events::handshake_failed(peer, "websocket handshake timed out"),
     };
     let conn_id = events::connection_opened(peer);
-    let outbox = session::open_outbox(&config.session, wire.clone());
+    let (outbox, queue) = session::open_outbox(&config.session);
     let handler = factory.open(peer, outbox.clone());
     // A task of its own: a task is allocated for its largest state, so the handshakes'
     // task ends here and an idle connection holds only the session's (the session's own
     // handler calls are boxed for the same reason).
     sessions.spawn(async move {
-        let end = session::run_session(socket, handler, outbox, wire, &heartbeats).await;
+        let end = session::run_session(socket, handler, outbox, queue, &heartbeats).await;
         events::connection_closed(conn_id, peer, &end);
         drop(slot);
     });

@@ -1,14 +1,12 @@
-//! One session per connection.
+//! One session per connection, written against `Sink`/`Stream` of WebSocket messages.
 //!
-//! A session runs two futures in one task: the *reader* decodes device frames (a `Stream` of
-//! WebSocket messages) and hands them to the [`SessionHandler`] (which the server
-//! implements), and the *writer* finishes the output that could not be written at once.
-//! Output goes into the connection's bounded outbound queue and is written by whoever queued
-//! it, straight from the frame's shared buffer, everything already queued in one write (see
-//! [`crate::wire`]); the writer task only takes over when the socket would block. Pings, the
-//! idle timeout and the close at server shutdown come from the listener's shared sweeper
-//! ([`crate::heartbeat`]): the reader stamps the connection when anything arrives, and pings
-//! are queued like frames. The handler talks back only through its [`Outbox`].
+//! A session runs two futures in one task: the *reader* decodes device frames and hands them
+//! to the [`SessionHandler`] (which the server implements), and the *writer* drains the
+//! connection's bounded outbound queue, coalescing everything already queued into one write
+//! per wakeup. Pings, the idle timeout and the close at server shutdown come from the
+//! listener's shared sweeper ([`crate::heartbeat`]): the reader stamps the connection when
+//! anything arrives, and pings are queued like frames. The handler talks back only through
+//! its [`Outbox`].
 //!
 //! A connection's shared state is one allocation with no timers and nothing shared with other
 //! connections, so that a wakeup of one session touches only its own memory.
@@ -18,22 +16,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use parking_lot::Mutex;
 use syncline_proto::close_code;
 use syncline_proto::v1::{ClientFrame, ServerFrame};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::codec::{self, CodecError, EncodedFrame, FrameFormat};
 use crate::heartbeat::Heartbeats;
-use crate::wire::{self, Refill, Wire};
 
-/// Longest a closing connection may take to write what it still has queued and its close
-/// frame: a device that stopped reading does not hold its session (or a server shutdown)
-/// any longer than this.
-pub const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most frames written per wakeup before flushing: bounds the time one busy connection holds
+/// the writer between flushes.
+pub const MAX_COALESCED_FRAMES: usize = 256;
 
 /// Limits and timers of sessions.
 #[derive(Clone, Debug)]
@@ -65,8 +63,8 @@ pub enum Outgoing {
 struct ConnectionShared {
     /// Wakes the reader: for [`Outbox::wake`] and when the connection is closing.
     reader_wake: Notify,
-    /// The connection's write side (`None` for the test outboxes, which have no socket).
-    wire: Option<Arc<Wire>>,
+    /// Wakes the writer when the connection is closing.
+    writer_wake: Notify,
     /// Set once the connection is closing or closed.
     closed: AtomicBool,
     /// Encoded bytes of the frames in the queue (see [`SessionConfig::outbound_queue_bytes`]).
@@ -77,8 +75,6 @@ struct ConnectionShared {
     format: OnceLock<FrameFormat>,
     /// When something last arrived from the device, on the heartbeat sweeper's clock.
     last_seen_ms: AtomicU64,
-    /// Set while a [`ScheduledFlush`] of this connection is pending.
-    flush_scheduled: AtomicBool,
 }
 
 impl ConnectionShared {
@@ -91,24 +87,7 @@ impl ConnectionShared {
         self.closed.store(true, Ordering::Release);
         // notify_one keeps a permit when the half is not waiting yet, so neither misses it.
         self.reader_wake.notify_one();
-        if let Some(wire) = &self.wire {
-            wire.writer_wake.notify_one();
-        }
-    }
-
-    fn format(&self) -> FrameFormat {
-        self.format.get().copied().unwrap_or(FrameFormat::Binary)
-    }
-
-    fn refill(&self) -> Refill<'_> {
-        Refill { format: self.format(), queued_bytes: &self.queued_bytes }
-    }
-
-    /// Writes what is queued, now if the socket takes it (see [`crate::wire`]).
-    fn flush(&self) {
-        if let Some(wire) = &self.wire {
-            wire.flush(Some(self.refill()));
-        }
+        self.writer_wake.notify_one();
     }
 }
 
@@ -125,35 +104,33 @@ pub struct Outbox {
 pub struct ConnectionClosed;
 
 impl Outbox {
-    fn new(capacity: usize, max_queued_bytes: usize, wire: Option<Arc<Wire>>) -> (Self, mpsc::Receiver<Outgoing>) {
+    fn new(capacity: usize, max_queued_bytes: usize) -> (Self, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let shared = Arc::new(ConnectionShared {
             reader_wake: Notify::new(),
-            wire,
+            writer_wake: Notify::new(),
             closed: AtomicBool::new(false),
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
             close: Mutex::new(None),
             format: OnceLock::new(),
             last_seen_ms: AtomicU64::new(0),
-            flush_scheduled: AtomicBool::new(false),
         });
         (Self { tx, shared }, rx)
     }
 
     /// Returns an outbox and its queue's receiving end, for tests of code that sends.
     pub fn for_test(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>) {
-        Self::new(capacity, usize::MAX, None)
+        Self::new(capacity, usize::MAX)
     }
 
     /// Like [`Outbox::for_test`], with a bound on queued bytes too.
     pub fn for_test_with_bytes(capacity: usize, max_queued_bytes: usize) -> (Self, mpsc::Receiver<Outgoing>) {
-        Self::new(capacity, max_queued_bytes, None)
+        Self::new(capacity, max_queued_bytes)
     }
 
-    /// Queues a frame, waiting for room, and writes it if the socket takes it now: use for
-    /// the session's own replies and pages, whose number the session bounds (flow-control
-    /// window).
+    /// Queues a frame, waiting for room: use for the session's own replies and pages, whose
+    /// number the session bounds (flow-control window).
     pub async fn send(&self, frame: Arc<EncodedFrame>) -> Result<(), ConnectionClosed> {
         if self.is_closed() {
             return Err(ConnectionClosed);
@@ -163,9 +140,7 @@ impl Outbox {
         self.tx.send(Outgoing::Frame(frame)).await.map_err(|_| {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             ConnectionClosed
-        })?;
-        self.shared.flush();
-        Ok(())
+        })
     }
 
     /// Encodes and queues a frame (see [`Outbox::send`]).
@@ -173,10 +148,9 @@ impl Outbox {
         self.send(EncodedFrame::new(frame)).await
     }
 
+    /// Queues without waiting; fails when the queue is full or the connection closed.
     /// Queues without waiting; fails (`Full`) when the queue holds its bound of frames, or
     /// when a frame would take it past its bound of bytes while it holds something already.
-    /// Writes nothing: the caller schedules a flush after (a sweep queues to every
-    /// subscriber first, then writes outside its lock).
     pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), TrySendError<Outgoing>> {
         let bytes = match &item {
             Outgoing::Frame(frame) => frame.encoded_len(),
@@ -189,13 +163,6 @@ impl Outbox {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         }
         result
-    }
-
-    /// Adds this connection to `flushes` unless it is there already (see [`ScheduledFlush`]).
-    pub(crate) fn schedule_flush(&self, flushes: &mut Vec<ScheduledFlush>) {
-        if self.shared.wire.is_some() && !self.shared.flush_scheduled.swap(true, Ordering::AcqRel) {
-            flushes.push(ScheduledFlush(self.shared.clone()));
-        }
     }
 
     /// Returns the encoded bytes of the frames queued and not yet written.
@@ -245,27 +212,12 @@ impl Outbox {
 
     /// Returns the frame format the device chose with its first frame (binary until then).
     pub fn format(&self) -> FrameFormat {
-        self.shared.format()
+        self.shared.format.get().copied().unwrap_or(FrameFormat::Binary)
     }
 
     /// Returns frames queued and not yet written.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
-    }
-}
-
-/// A connection to flush once a sweep has queued to all its subscribers: a sweep over a batch
-/// of frames schedules each connection once, so everything it queued to one connection goes
-/// out in one write.
-#[derive(Debug)]
-pub(crate) struct ScheduledFlush(Arc<ConnectionShared>);
-
-impl ScheduledFlush {
-    /// Writes what the connection has queued, now if the socket takes it (see [`crate::wire`]).
-    pub(crate) fn run(self) {
-        // Cleared first: a frame queued after this drain's last look schedules another.
-        self.0.flush_scheduled.store(false, Ordering::Release);
-        self.0.flush();
     }
 }
 
@@ -305,17 +257,18 @@ pub enum SessionEnd {
 /// Runs one connection's session to its end. `heartbeats` pings the connection, closes it
 /// (4408) when the device stays silent, and closes it with "reconnect now" (1012) when the
 /// server shuts down.
-pub(crate) async fn run_session<S, H>(
-    mut stream: S,
+pub async fn run_session<S, H>(
+    socket: S,
     mut handler: H,
     outbox: Outbox,
-    wire: Arc<Wire>,
+    queue: mpsc::Receiver<Outgoing>,
     heartbeats: &Heartbeats,
 ) -> SessionEnd
 where
-    S: Stream<Item = Result<Message, tungstenite::Error>> + Send + Unpin,
+    S: Sink<Message, Error = tungstenite::Error> + Stream<Item = Result<Message, tungstenite::Error>> + Send + Unpin,
     H: SessionHandler,
 {
+    let (sink, mut stream) = socket.split();
     let shared = outbox.shared.clone();
     let _registration = heartbeats.register(&outbox);
     let ended: Mutex<Option<SessionEnd>> = Mutex::new(None);
@@ -339,15 +292,7 @@ where
                 next = stream.next() => next,
             };
             let message = match next {
-                Some(Ok(Message::Close(frame))) => {
-                    finish(SessionEnd::ClosedByPeer);
-                    // Answered with a close echoing the device's code, after what is queued
-                    // (tungstenite would answer only if its own sink were flushed).
-                    let code = frame.map_or(close_code::NORMAL, |frame| u16::from(frame.code));
-                    outbox.close(code, "");
-                    break;
-                }
-                None => {
+                None | Some(Ok(Message::Close(_))) => {
                     finish(SessionEnd::ClosedByPeer);
                     shared.shut();
                     break;
@@ -383,7 +328,7 @@ where
         }
     };
 
-    let writer = write_loop(&wire, &shared);
+    let writer = write_loop(sink, queue, &shared);
     let ((), write_error) = futures_util::future::join(reader, writer).await;
     if let Some(error) = write_error {
         finish(SessionEnd::TransportError(error));
@@ -399,50 +344,74 @@ where
     end
 }
 
-/// Finishes the output that could not be written where it was queued: waits for the socket
-/// when it would block (see [`crate::wire`]). Once the connection is closing, writes what is
-/// still queued and then the close frame, if the server asked for one, within
-/// [`CLOSE_WRITE_TIMEOUT`], and shuts the socket's write half down. Returns a transport error
-/// if one ended it.
-async fn write_loop(wire: &Wire, shared: &ConnectionShared) -> Option<String> {
+/// Writes queued frames and pings, coalescing what is already queued into one flush; once
+/// the connection is closing writes what is still queued, then the close frame. Returns a
+/// transport error if one ended it.
+async fn write_loop<W>(mut sink: W, mut queue: mpsc::Receiver<Outgoing>, shared: &ConnectionShared) -> Option<String>
+where
+    W: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
     while !shared.is_closed() {
-        let drained = tokio::select! {
+        let first = tokio::select! {
             biased;
-            drained = std::future::poll_fn(|cx| wire.poll_drain(Some(shared.refill()), cx)) => Some(drained),
-            // Closing (or more output): look again.
-            () = wire.writer_wake.notified() => None,
+            () = shared.writer_wake.notified() => continue,
+            item = queue.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
         };
-        match drained {
-            Some(Ok(())) => wire.writer_wake.notified().await,
-            Some(Err(error)) => {
+        let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
+        if let Err(error) = sink.feed(message_of(first, format, shared)).await {
+            shared.shut();
+            return Some(error.to_string());
+        }
+        let mut written = 1;
+        while written < MAX_COALESCED_FRAMES {
+            let Ok(next) = queue.try_recv() else { break };
+            if let Err(error) = sink.feed(message_of(next, format, shared)).await {
                 shared.shut();
-                wire.release();
-                return Some(error);
+                return Some(error.to_string());
             }
-            None => {}
+            written += 1;
+        }
+        if let Err(error) = sink.flush().await {
+            shared.shut();
+            return Some(error.to_string());
         }
     }
     // Closing: send what was queued before the close request (e.g. a fatal Error frame),
-    // then the close frame.
-    wire.close_queue();
+    // then the close frame, if the server asked for one.
     let close = shared.close.lock().clone();
-    let closing = async {
-        std::future::poll_fn(|cx| wire.poll_drain(Some(shared.refill()), cx)).await?;
-        if let Some((code, reason)) = close {
-            wire.push_control(wire::close_frame(code, &reason));
-            std::future::poll_fn(|cx| wire.poll_drain(None, cx)).await?;
+    if let Some((code, reason)) = close {
+        let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
+        while let Ok(item) = queue.try_recv() {
+            if let Outgoing::Frame(frame) = item
+                && sink.feed(frame.message(format)).await.is_err()
+            {
+                return None;
+            }
         }
-        std::future::poll_fn(|cx| wire.poll_shutdown(cx)).await.map_err(|error| error.to_string())
-    };
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, closing).await;
-    wire.release();
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+    let _ = sink.close().await;
     None
 }
 
-/// Creates a connection's outbox, whose queue `wire` drains. Server shutdown reaches the
-/// session through the [`Heartbeats`] registry, which closes it with 1012.
-pub(crate) fn open_outbox(config: &SessionConfig, wire: Arc<Wire>) -> Outbox {
-    let (outbox, queue) = Outbox::new(config.outbound_queue, config.outbound_queue_bytes, Some(wire.clone()));
-    wire.attach(queue);
-    outbox
+/// Returns the WebSocket message of an item taken from the queue, and takes its bytes off
+/// the queue's count.
+fn message_of(item: Outgoing, format: FrameFormat, shared: &ConnectionShared) -> Message {
+    match item {
+        Outgoing::Frame(frame) => {
+            shared.queued_bytes.fetch_sub(frame.encoded_len(), Ordering::AcqRel);
+            frame.message(format)
+        }
+        Outgoing::Ping => Message::Ping(bytes::Bytes::new()),
+    }
+}
+
+/// Creates a connection's outbox and queue. Server shutdown reaches the session through the
+/// [`Heartbeats`] registry, which closes it with 1012.
+pub fn open_outbox(config: &SessionConfig) -> (Outbox, mpsc::Receiver<Outgoing>) {
+    Outbox::new(config.outbound_queue, config.outbound_queue_bytes)
 }
