@@ -139,9 +139,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     };
     let device_listener = syncline_push::listener::bind(settings.device_addr)
         .with_context(|| format!("cannot listen on {} (device endpoint)", settings.device_addr))?;
-    let grpc_listener = TcpListener::bind(settings.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (gRPC endpoint)", settings.grpc_addr))?;
+    let ingest_runtime = IngestRuntime::start(settings.grpc_threads)?;
+    let grpc_listener = {
+        let listener = std::net::TcpListener::bind(settings.grpc_addr)
+            .with_context(|| format!("cannot listen on {} (gRPC endpoint)", settings.grpc_addr))?;
+        listener.set_nonblocking(true)?;
+        // Registered with the ingest runtime's I/O driver, where it is served.
+        let _entered = ingest_runtime.handle().enter();
+        TcpListener::from_std(listener)?
+    };
     let device_addr = device_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
 
@@ -177,7 +183,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let grpc_shutdown = shutdown.clone();
     let grpc_scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(url = %format!("{grpc_scheme}://{grpc_addr}"), "gRPC endpoint listening (Ingest)");
-    let grpc_task = tokio::spawn(
+    let grpc_task = ingest_runtime.handle().spawn(
         grpc.add_service(ingest)
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
                 grpc_shutdown.cancelled().await
@@ -194,10 +200,45 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             shutdown.cancelled().await;
             let stopped = shutdown::stop_in_order(device_task, grpc_task, background, tracker, &engine, grace).await;
             drop(demo_channel);
+            drop(ingest_runtime);
             stopped
         })
     };
     Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), engine, connections, shutdown, stopped })
+}
+
+/// The runtime the gRPC endpoint (Ingest) runs on: one thread of its own, so that a backend's
+/// write is read, handed to the store and answered without queueing behind the device
+/// connections' tasks. When devices keep the main runtime's workers busy (a sweep writes to
+/// thousands of sockets), a task woken there waits for every task queued before it; this
+/// thread is woken by the kernel instead, which runs it at once. Its spawned tasks (one per
+/// gRPC connection and request) stay on it. `grpc.threads` sizes it (one by default).
+struct IngestRuntime(Option<tokio::runtime::Runtime>);
+
+impl IngestRuntime {
+    fn start(threads: usize) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("syncline-ingest")
+            .enable_all()
+            .build()
+            .context("cannot start the ingest runtime")?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("present until dropped").handle()
+    }
+}
+
+impl Drop for IngestRuntime {
+    fn drop(&mut self) {
+        // Dropped from inside the main runtime: shutting down without blocking is the only
+        // way allowed there. Its server has stopped by then (or the process is ending).
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Runs the server until `signal` completes, then stops it gracefully.

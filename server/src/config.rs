@@ -65,6 +65,10 @@ pub const DEFAULT_COMPACT_KEEP_RECENT: u64 = 100_000;
 pub const DEFAULT_COMPACT_INTERVAL_SECS: u64 = 300;
 /// How often recorded device cursors are written to the store.
 pub const DEFAULT_CURSOR_FLUSH_MILLIS: u64 = 1_000;
+/// Threads serving the gRPC endpoint (Ingest), by default.
+pub const DEFAULT_GRPC_THREADS: usize = 1;
+/// At most this many gRPC threads.
+pub const MAX_GRPC_THREADS: usize = 256;
 /// Time allowed for graceful shutdown before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// redb page cache.
@@ -190,6 +194,9 @@ pub struct GrpcSection {
     pub addr: String,
     /// When set, Ingest calls must carry `authorization: Bearer <token>`.
     pub ingest_token: Option<String>,
+    /// Threads of the gRPC endpoint's own runtime (apart from the device connections', so a
+    /// backend's write never queues behind device I/O).
+    pub threads: usize,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -334,7 +341,7 @@ impl Default for DeviceSection {
 
 impl Default for GrpcSection {
     fn default() -> Self {
-        Self { addr: DEFAULT_GRPC_ADDR.into(), ingest_token: None }
+        Self { addr: DEFAULT_GRPC_ADDR.into(), ingest_token: None, threads: DEFAULT_GRPC_THREADS }
     }
 }
 
@@ -505,6 +512,7 @@ pub struct Settings {
     pub device_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub ingest_token: Option<String>,
+    pub grpc_threads: usize,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_frame_bytes: usize,
     pub outbound_queue: usize,
@@ -577,6 +585,7 @@ impl Config {
                 "SYNCLINE_DEVICE_ADDR" => self.device.addr = value.clone(),
                 "SYNCLINE_GRPC_ADDR" => self.grpc.addr = value.clone(),
                 "SYNCLINE_INGEST_TOKEN" => self.grpc.ingest_token = Some(value.clone()),
+                "SYNCLINE_GRPC_THREADS" => self.grpc.threads = number(value)? as usize,
                 "SYNCLINE_BACKEND_TOKEN_SECRET" => self.auth.backend_token_secret = Some(value.clone()),
                 "SYNCLINE_BACKEND_TOKEN_AUDIENCE" => self.auth.backend_token_audience = Some(value.clone()),
                 "SYNCLINE_TLS_CERT" => self.tls.cert = Some(PathBuf::from(value)),
@@ -746,6 +755,10 @@ impl Config {
             device_addr: addr("device.addr", &device.addr)?,
             grpc_addr: addr("grpc.addr", &self.grpc.addr)?,
             ingest_token: self.grpc.ingest_token.clone().filter(|token| !token.is_empty()),
+            grpc_threads: match self.grpc.threads {
+                threads @ 1..=MAX_GRPC_THREADS => threads,
+                threads => return Err(invalid("grpc.threads", &threads, &format!("must be 1 to {MAX_GRPC_THREADS}"))),
+            },
             tls,
             max_frame_bytes: device.max_frame_bytes,
             outbound_queue: positive("device.outbound_queue", device.outbound_queue as u64)? as usize,
@@ -987,6 +1000,19 @@ mod tests {
         config.device.max_page_bytes = MIN_MAX_PAGE_BYTES - 1;
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("device.max_page_bytes") && error.contains("at least 1024"), "{error}");
+    }
+
+    #[test]
+    fn grpc_threads_come_from_the_environment_and_are_bounded() {
+        assert_eq!(Config::default().validate().unwrap().grpc_threads, DEFAULT_GRPC_THREADS);
+        let config = Config::load(None, &env(&[("SYNCLINE_GRPC_THREADS", "4")])).unwrap();
+        assert_eq!(config.validate().unwrap().grpc_threads, 4);
+        for threads in [0, MAX_GRPC_THREADS + 1] {
+            let mut config = Config::default();
+            config.grpc.threads = threads;
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("grpc.threads") && error.contains("must be 1 to 256"), "{error}");
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! (no replica, no engine), so ten thousand of them stay cheap.
 //!
 //! A subscriber keeps what a real device keeps for flow control and acks (its cursor), acks
-//! catch-up pages as they arrive and live pushes every `ack_every` changes, and counts the
+//! catch-up pages as they arrive and live pushes every `ack_every` changes (each device at its
+//! own phase, `index % ack_every`, as a fleet that joined at different times would: not every
+//! device acking the same change), and counts the
 //! records of the current run (the *probes* carrying the run's tag, see [`syncline_client_sim::probe`]):
 //! their latency is receive time − `sent_ns`, both on the run's one monotonic clock.
 
@@ -731,6 +733,8 @@ struct DeviceState {
     outcome: DeviceOutcome,
     cursor: u64,
     unacked_live: u64,
+    /// Where `unacked_live` starts on each connection: the device's phase in the fleet's acks.
+    ack_phase: u64,
     /// The coordinator's orders as last seen.
     control: Control,
     /// The reconnect generation of the current connection.
@@ -743,12 +747,14 @@ struct DeviceState {
 }
 
 impl DeviceState {
-    fn new(index: usize, cursor: u64, control: Control) -> Self {
+    fn new(index: usize, cursor: u64, control: Control, ack_every: u64) -> Self {
+        let ack_phase = index as u64 % ack_every.max(1);
         Self {
             index,
             outcome: DeviceOutcome::default(),
             cursor,
-            unacked_live: 0,
+            unacked_live: ack_phase,
+            ack_phase,
             control,
             generation: control.generation,
             connection_caught_up: false,
@@ -774,7 +780,7 @@ impl DeviceState {
     fn start_connection(&mut self) {
         self.generation = self.control.generation;
         self.connection_caught_up = false;
-        self.unacked_live = 0;
+        self.unacked_live = self.ack_phase;
     }
 
     /// True while resuming after a reconnect order: caught up once, not yet on this
@@ -805,7 +811,7 @@ async fn run_device(
     mut control: watch::Receiver<Control>,
     permits: Arc<Semaphore>,
 ) -> DeviceOutcome {
-    let mut state = DeviceState::new(index, shared.cursor, *control.borrow_and_update());
+    let mut state = DeviceState::new(index, shared.cursor, *control.borrow_and_update(), shared.ack_every);
     // Held until caught up: bounds connects and catch-ups in flight.
     let mut permit = Some(permits.acquire_owned().await.expect("the semaphore is never closed"));
     let opened = async {
@@ -1247,7 +1253,7 @@ pub(crate) mod tests {
     }
 
     fn state(cursor: u64) -> DeviceState {
-        let mut state = DeviceState::new(0, cursor, Control::default());
+        let mut state = DeviceState::new(0, cursor, Control::default(), DEFAULT_ACK_EVERY);
         state.outcome.caught_up = true;
         state.connection_caught_up = true;
         state
@@ -1272,6 +1278,30 @@ pub(crate) mod tests {
         on_changes(&live(20, 20, Vec::new()), &shared, &mut state);
         assert_eq!(state.outcome.gaps, 1);
         assert_eq!(state.cursor, 20);
+    }
+
+    #[test]
+    fn devices_ack_at_their_own_phase_so_the_fleet_does_not_ack_in_lockstep() {
+        let shared = shared(0, 10);
+        let mut state = DeviceState::new(3, 0, Control::default(), 10);
+        state.outcome.caught_up = true;
+        state.connection_caught_up = true;
+        let acked_at = |state: &mut DeviceState, from: u64, to: u64| -> Vec<u64> {
+            (from..=to)
+                .filter(|&cursor| !on_changes(&live(cursor, cursor, Vec::new()), &shared, state).is_empty())
+                .collect()
+        };
+        // Device 3 of a fleet acking every 10 changes: first after 7, then every 10.
+        assert_eq!(acked_at(&mut state, 1, 30), [7, 17, 27]);
+        // A new connection starts at the same phase again.
+        state.start_connection();
+        state.connection_caught_up = true;
+        assert_eq!(acked_at(&mut state, 31, 50), [37, 47]);
+        // Device 0 acks on the tenth change, as before.
+        let mut first = DeviceState::new(0, 0, Control::default(), 10);
+        first.outcome.caught_up = true;
+        first.connection_caught_up = true;
+        assert_eq!(acked_at(&mut first, 1, 20), [10, 20]);
     }
 
     #[test]
