@@ -191,7 +191,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     );
 
     let mut background = spawn_background_jobs(&settings, &engine, &tracker, &shutdown);
-    background.extend(spawn_capture(&settings, &engine, pollers, &shutdown)?);
+    background.extend({
+        // Change capture is backend-facing too: its channel clients and the tasks that read
+        // the feeds and poll run on the ingest runtime, so a backend's change is read and
+        // committed without queueing behind device tasks, as an Ingest push is.
+        let _entered = ingest_runtime.handle().enter();
+        spawn_capture(&settings, &engine, pollers, &shutdown)?
+    });
     let stopped = {
         let shutdown = shutdown.clone();
         let engine = engine.clone();
@@ -207,12 +213,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), engine, connections, shutdown, stopped })
 }
 
-/// The runtime the gRPC endpoint (Ingest) runs on: one thread of its own, so that a backend's
-/// write is read, handed to the store and answered without queueing behind the device
-/// connections' tasks. When devices keep the main runtime's workers busy (a sweep writes to
-/// thousands of sockets), a task woken there waits for every task queued before it; this
-/// thread is woken by the kernel instead, which runs it at once. Its spawned tasks (one per
-/// gRPC connection and request) stay on it. `grpc.threads` sizes it (one by default).
+/// The runtime the gRPC endpoint (Ingest) and change capture from channels run on, apart from
+/// the device connections'. When devices keep the device runtime's workers busy (a sweep
+/// writes to thousands of sockets), a task woken there waits for every task queued before it;
+/// this runtime's thread is woken by the kernel instead, which runs it at once, so a backend's
+/// write is read, committed and answered without queueing behind device tasks. The tasks it
+/// spawns (one per gRPC connection and request) stay on it. `grpc.threads` sizes it (one
+/// thread by default).
 struct IngestRuntime(Option<tokio::runtime::Runtime>);
 
 impl IngestRuntime {

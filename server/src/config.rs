@@ -194,8 +194,9 @@ pub struct GrpcSection {
     pub addr: String,
     /// When set, Ingest calls must carry `authorization: Bearer <token>`.
     pub ingest_token: Option<String>,
-    /// Threads of the gRPC endpoint's own runtime (apart from the device connections', so a
-    /// backend's write never queues behind device I/O).
+    /// Threads of the runtime that serves the gRPC endpoint and runs change capture from
+    /// channels, apart from the device connections' runtime, so a backend's write never
+    /// queues behind device I/O.
     pub threads: usize,
 }
 
