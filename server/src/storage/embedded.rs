@@ -123,7 +123,15 @@ pub struct WriteStats {
     pub answered_batches: u64,
     /// Write transactions the writer has committed (one fsync each).
     pub commits: u64,
+    /// Commits that took at least [`SLOW_COMMIT`] (each also logged as a warning).
+    pub slow_commits: u64,
+    /// The longest commit so far, in microseconds.
+    pub slowest_commit_micros: u64,
 }
+
+/// A commit (making a group durable: mostly the fsync) that takes this long holds back every
+/// write queued behind it and every live push of them, so it is counted and logged.
+pub const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The embedded (redb) [`Store`]. See the module docs. Dropping it stops the writer thread
 /// (joined) after it has answered every queued batch, then closes the file.
@@ -141,6 +149,8 @@ struct Shared {
     submitted_batches: AtomicU64,
     answered_batches: AtomicU64,
     commits: AtomicU64,
+    slow_commits: AtomicU64,
+    slowest_commit_micros: AtomicU64,
 }
 
 /// One `apply_batch` or `apply_capture` call waiting for the writer thread: its partition
@@ -178,6 +188,8 @@ impl EmbeddedStore {
             submitted_batches: AtomicU64::new(0),
             answered_batches: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            slow_commits: AtomicU64::new(0),
+            slowest_commit_micros: AtomicU64::new(0),
         });
         let (requests, queue) = sync_channel(WRITE_QUEUE_CAPACITY);
         let writer_shared = Arc::clone(&shared);
@@ -194,6 +206,8 @@ impl EmbeddedStore {
             submitted_batches: self.shared.submitted_batches.load(Ordering::Acquire),
             answered_batches: self.shared.answered_batches.load(Ordering::Acquire),
             commits: self.shared.commits.load(Ordering::Acquire),
+            slow_commits: self.shared.slow_commits.load(Ordering::Acquire),
+            slowest_commit_micros: self.shared.slowest_commit_micros.load(Ordering::Acquire),
         }
     }
 
@@ -845,8 +859,19 @@ fn apply_group(shared: &Shared, group: &mut [WriteRequest]) -> Result<Vec<Vec<Ba
     if !positions_written && outcomes.iter().flatten().all(|outcome| outcome.assigned.is_empty()) {
         txn.abort().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
     } else {
+        let started = std::time::Instant::now();
         txn.commit().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
+        let took = started.elapsed();
         shared.commits.fetch_add(1, Ordering::AcqRel);
+        shared.slowest_commit_micros.fetch_max(took.as_micros() as u64, Ordering::AcqRel);
+        if took >= SLOW_COMMIT {
+            shared.slow_commits.fetch_add(1, Ordering::AcqRel);
+            tracing::warn!(
+                commit_ms = took.as_millis() as u64,
+                requests = group.len(),
+                "slow commit: the disk took this long to make a group of writes durable; they and their live pushes waited"
+            );
+        }
     }
     Ok(outcomes)
 }

@@ -137,6 +137,10 @@ fn unchanged_upsert_takes_no_sequence() {
     assert_eq!(seqs(&changed), [3]);
     assert_eq!(changed.changes[0].id(), "x");
     assert_eq!(store.write_stats().commits, 2, "a group that changes nothing is not committed");
+    // Commits are timed: the longest one is recorded (slow ones are counted apart).
+    let stats = store.write_stats();
+    assert!(stats.slowest_commit_micros > 0, "{stats:?}");
+    assert!(stats.slow_commits <= stats.commits, "{stats:?}");
 }
 
 #[test]
