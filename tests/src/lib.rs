@@ -154,18 +154,31 @@ pub async fn assert_converges(
     key: &str,
     deadline: Duration,
 ) {
-    let (records, state) = server_view(server, source, key);
     let until = tokio::time::Instant::now() + deadline;
-    let reached = device
-        .wait_for(until, |device_state| {
-            device_state.partition(source, key).is_some_and(|p| p.caught_up && p.cursor == state.head)
-        })
-        .await;
-    if let Err(error) = reached {
-        panic!("device did not reach {source}/{key} at {}: {error:?}", state.head);
-    }
-    // What the log gave the device, without any of its own unfinished mutations.
-    let view = device.synced_view(source, key).expect("the device holds the partition");
+    // The server's log may still move (a backend's feed can follow the changes the caller
+    // waited for): the device and the server must meet at one head, whichever it is.
+    let (records, state, view) = loop {
+        let (records, state) = server_view(server, source, key);
+        let reached = device
+            .wait_for(until, |device_state| {
+                device_state.partition(source, key).is_some_and(|p| p.caught_up && p.cursor >= state.head)
+            })
+            .await;
+        if let Err(error) = reached {
+            panic!("device did not reach {source}/{key} at {}: {error:?}", state.head);
+        }
+        // What the log gave the device, without any of its own unfinished mutations.
+        let view = device.synced_view(source, key).expect("the device holds the partition");
+        if view.cursor == state.head {
+            break (records, state, view);
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{source}/{key}: the server's head kept moving past the device ({} then {})",
+            state.head,
+            view.cursor
+        );
+    };
     assert_eq!(view.cursor, state.head, "{source}/{key} cursor");
     assert_eq!(view.total, state.total, "{source}/{key} total");
     assert_eq!(view.checksum, state.checksum, "{source}/{key} checksum");
