@@ -3,6 +3,9 @@
 //! except a single record larger than it, which comes alone; every record arrives exactly
 //! once, and the device ends at the server's head with its checksum.
 //!
+//! A pull-mode device whose cursor compaction passes mid-catch-up gets Reset and a snapshot on
+//! its next pull and pulls on to the head.
+//!
 //! Regression for pages bounded only by count: 500 records of 32 KB made a ~16 MB frame,
 //! past the device library's 16 MiB message limit.
 
@@ -13,8 +16,8 @@ use prost::Message as _;
 use syncline_client_sim::wire::{ConnectOptions, Connection, FrameFormat, Incoming};
 use syncline_client_sim::{ApplyOutcome, Device, DeviceConfig, PartitionId, PartitionReplica, SubscriptionConfig};
 use syncline_proto::v1::{
-    Ack, Changes, ClientFrame, Hello, Login, Record, ServerFrame, Subscribe, SyncState, SyncStatus, Value, Welcome,
-    client_frame, hello, server_frame,
+    Ack, Changes, ClientFrame, Hello, Login, Pull, Record, ServerFrame, Subscribe, SyncState, SyncStatus, Value,
+    Welcome, client_frame, hello, server_frame,
 };
 use syncline_tests::{DEADLINE, TestServer, assert_converges, push, record, server_view};
 
@@ -283,4 +286,79 @@ async fn a_pull_mode_device_gets_every_byte_bounded_page() {
     assert_converges(&resumed, &server, "Account", "*", DEADLINE).await;
     assert_eq!(resumed.stats().pages, 14, "40 records at three a page from the cursor (a snapshot would be 27)");
     server.stop().await;
+}
+
+/// A pull-mode device in the middle of its catch-up from the log, whose cursor compaction then
+/// passes: its next pull gets Reset and a snapshot, and pulling on from there it reaches the
+/// head and goes live (it is never left waiting for a page it does not know to ask for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_mode_device_passed_by_compaction_mid_catch_up_resets_and_catches_up() {
+    let server = start().await;
+    let mut ingest = server.ingest_client().await;
+    let first: Vec<Record> = (0..40).map(|i| padded(&format!("p{i:03}"), i, LARGE)).collect();
+    push(&mut ingest, "Account", "*", first, Vec::new()).await.expect("push");
+
+    let pull = ClientFrame {
+        msg: Some(client_frame::Msg::Pull(Pull { source: "Account".into(), key: "*".into(), pages: 1 })),
+    };
+    // The device syncs the first 40 in pull mode and goes away.
+    let (mut first_session, _) = RawDevice::connect(&server).await;
+    first_session.subscribe(0, 0).await;
+    first_session.connection.send(&pull).await.expect("Pull sent");
+    first_session.catch_up_pulling(&pull).await;
+    assert_eq!(first_session.replica.cursor(), 40);
+    let replica = first_session.replica;
+    drop(first_session.connection);
+
+    // 40 more while it is away; back, it pulls one page of the log and holds back the next.
+    let second: Vec<Record> = (0..40).map(|i| padded(&format!("q{i:03}"), i, LARGE)).collect();
+    push(&mut ingest, "Account", "*", second, Vec::new()).await.expect("push");
+    let (mut device, _) = RawDevice::connect(&server).await;
+    device.replica = replica;
+    device.subscribe(40, 0).await;
+    device.connection.send(&pull).await.expect("Pull sent");
+    match device.next().await {
+        server_frame::Msg::Changes(changes) => {
+            assert!(changes.page > 0 && !changes.snapshot && changes.remaining > 0, "a log page, more to come");
+            device.apply(changes).await;
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let cursor = device.replica.cursor();
+    assert!(cursor > 40 && cursor < 80, "mid-way through the log: {cursor}");
+
+    // Compaction passes the cursor while the device holds back its next pull.
+    syncline_server::app::compact_all(&server.server.engine, 0).await;
+    let (_, state) = server_view(&server, "Account", "*");
+    assert!(state.horizon > cursor, "compacted past the device's cursor {cursor}: {state:?}");
+
+    device.connection.send(&pull).await.expect("Pull sent");
+    match device.next().await {
+        server_frame::Msg::SyncState(state) => assert_eq!(state.status, SyncStatus::Reset as i32, "{state:?}"),
+        other => panic!("expected Reset, got {other:?}"),
+    }
+    device.catch_up_pulling(&pull).await;
+    device.assert_holds_server_view(&server);
+    server.stop().await;
+}
+
+impl RawDevice {
+    /// In pull mode: applies pages, pulling after each one that says more remain, until the
+    /// subscription is caught up (a step without a frame fails the test after [`STEP`]).
+    async fn catch_up_pulling(&mut self, pull: &ClientFrame) {
+        loop {
+            match self.next().await {
+                server_frame::Msg::Changes(changes) => {
+                    let more = changes.remaining > 0;
+                    self.apply(changes).await;
+                    if more {
+                        self.connection.send(pull).await.expect("Pull sent");
+                    }
+                }
+                server_frame::Msg::SyncState(state) if state.status == SyncStatus::CaughtUp as i32 => return,
+                server_frame::Msg::SyncState(state) => panic!("unexpected {state:?}"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
 }
