@@ -65,9 +65,9 @@ pub const DEFAULT_COMPACT_KEEP_RECENT: u64 = 100_000;
 pub const DEFAULT_COMPACT_INTERVAL_SECS: u64 = 300;
 /// How often recorded device cursors are written to the store.
 pub const DEFAULT_CURSOR_FLUSH_MILLIS: u64 = 1_000;
-/// Threads serving the gRPC endpoint (Ingest), by default.
+/// Threads of the runtime serving the gRPC endpoint (Ingest) and change capture, by default.
 pub const DEFAULT_GRPC_THREADS: usize = 1;
-/// At most this many gRPC threads.
+/// At most this many of those threads.
 pub const MAX_GRPC_THREADS: usize = 256;
 /// Time allowed for graceful shutdown before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;

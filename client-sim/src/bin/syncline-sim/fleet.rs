@@ -5,9 +5,9 @@
 //! A subscriber keeps what a real device keeps for flow control and acks (its cursor), acks
 //! catch-up pages as they arrive and live pushes every `ack_every` changes (each device at its
 //! own phase, `index % ack_every`, as a fleet that joined at different times would: not every
-//! device acking the same change), and counts the
-//! records of the current run (the *probes* carrying the run's tag, see [`syncline_client_sim::probe`]):
-//! their latency is receive time − `sent_ns`, both on the run's one monotonic clock.
+//! device acking the same change), and counts the records of the current run (the *probes*
+//! carrying the run's tag, see [`syncline_client_sim::probe`]): their latency is receive time
+//! − `sent_ns`, both on the run's one monotonic clock.
 
 use std::{
     net::IpAddr,
@@ -22,7 +22,6 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::Serialize;
-pub(crate) use syncline_client_sim::probe::{PROBE_NAME_FIELD, RUN_FIELD, SENT_NS_FIELD, probe_name};
 use syncline_client_sim::{ConnectOptions, Connection, Incoming, LeanChanges, LeanFrame, Probe};
 use syncline_proto::{
     PROTOCOL_VERSION,
@@ -1210,6 +1209,7 @@ where
 pub(crate) mod tests {
     use std::collections::BTreeMap;
 
+    use syncline_client_sim::probe::{PROBE_NAME_FIELD, RUN_FIELD, SENT_NS_FIELD, probe_name};
     use syncline_proto::v1::{Changes, Record, Value};
 
     use super::*;

@@ -28,6 +28,7 @@ use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use syncline_client_sim::probe::{PROBE_NAME_FIELD, RUN_FIELD, SENT_NS_FIELD, probe_name};
 use syncline_proto::{
     APP_PARTITION_KEY,
     v1::{
@@ -42,10 +43,7 @@ use tonic::{
 };
 
 use crate::{
-    fleet::{
-        FleetArgs, FleetTotals, PROBE_NAME_FIELD, RUN_FIELD, RampUp, RunArgs, SENT_NS_FIELD, STOP_GRACE, Shared,
-        probe_name, ramp_up,
-    },
+    fleet::{FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, Shared, ramp_up},
     procfs::{CoreBusy, ServerWindow, UsageWindow, WindowUsage, cpu_us_per, server_process},
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
 };

@@ -4,8 +4,9 @@
 //! devices sending `Mutate` creates on the same source. Each writer logs in with the
 //! password, so each is its own client: the server dispatches one client's mutations of a
 //! source to its channel one at a time, in queue order, and delivers outcomes to that
-//! client's connection. Every created record's `name` is a probe (`syncline_client_sim::probe::probe_name`) whose
-//! `sent_ns` is taken just before the `Mutate` is sent, on the run's clock. Per mutation:
+//! client's connection. Every created record's `name` is a probe
+//! (`syncline_client_sim::probe::probe_name`) whose `sent_ns` is taken just before the `Mutate`
+//! is sent, on the run's clock. Per mutation:
 //!
 //! - **ack**: `Mutate` sent → `MutationAck` (the mutation is durably queued);
 //! - **result**: `Mutate` sent → `MutationResult` ok (the backend wrote it and the outcome
@@ -24,6 +25,7 @@ use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use syncline_client_sim::probe::{PROBE_NAME_FIELD, probe_name};
 use syncline_client_sim::{Connection, Incoming};
 use syncline_proto::v1::{
     ClientFrame, Mutate, MutationOp, MutationResult, ServerFrame, Value, client_frame, server_frame,
@@ -32,8 +34,7 @@ use tokio::{task::JoinSet, time::Instant};
 
 use crate::{
     fleet::{
-        FleetArgs, FleetTotals, PROBE_NAME_FIELD, RampUp, RunArgs, STOP_GRACE, Shared, describe_code, describe_error,
-        login, probe_name, ramp_up,
+        FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, Shared, describe_code, describe_error, login, ramp_up,
     },
     procfs::{CoreBusy, ServerWindow, UsageWindow, cpu_us_per, server_process},
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},

@@ -26,6 +26,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use syncline_client_sim::BackendTokenClaims;
+use syncline_client_sim::probe::{RUN_FIELD, SENT_NS_FIELD, probe_name};
 use syncline_proto::v1::{PushRequest, Record, Value, hello, ingest_client::IngestClient};
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tonic::{
@@ -35,8 +36,8 @@ use tonic::{
 
 use crate::{
     fleet::{
-        DEFAULT_ACK_EVERY, DEFAULT_CONNECT_CONCURRENCY, DEFAULT_SOURCE_ADDRS, Fleet, FleetArgs, FleetTotals, RUN_FIELD,
-        RampUp, RunArgs, SENT_NS_FIELD, STOP_GRACE, Shared, probe_name,
+        DEFAULT_ACK_EVERY, DEFAULT_CONNECT_CONCURRENCY, DEFAULT_SOURCE_ADDRS, Fleet, FleetArgs, FleetTotals, RampUp,
+        RunArgs, STOP_GRACE, Shared,
     },
     procfs::{CoreBusy, ServerWindow, UsageWindow, WindowUsage, cpu_us_per, server_process},
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
