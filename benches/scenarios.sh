@@ -47,7 +47,8 @@
 #      SLOW_STALLED_PERCENT (10), SLOW_PAD_BYTES (1024: filler per record, so stalled
 #      sockets fill), SLOW_PAGE_SIZE (0: the server's default; large pads need smaller pages), PERSONAL_USERS (1000), PERSONAL_RATE (100),
 #      PERSONAL_MANY_USERS (10000), PERSONAL_MANY_RATE (10), PERSONAL_SECS (30),
-#      SERVER_BIN (target/release/syncline), SIM_BIN (target/release/syncline-sim),
+#      SERVER_BIN (target/release/syncline), SIM_BIN (target/release/syncline-sim): when both
+#      are given nothing is built,
 #      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-wide
 #                 fanout-burst idle storm slow personal latency-channel mutations-open
 #                 mutations-max": which to run)
@@ -104,12 +105,13 @@ SIM_GRACE_SECS=30
 
 URL=ws://127.0.0.1:$DEVICE_PORT/v1/sync
 GRPC=http://127.0.0.1:$GRPC_PORT
-# Binaries as built below; either may be overridden (e.g. to compare a simulator built from
-# another commit against the same server).
+# The tree's own binaries, built here, unless both are given (e.g. to compare a simulator
+# built from another commit against the same server, or to edit the tree during a run).
+if [[ -z ${SERVER_BIN:-} || -z ${SIM_BIN:-} ]]; then
+  cargo build --release --locked -p syncline-server -p syncline-client-sim
+fi
 SERVER_BIN=${SERVER_BIN:-target/release/syncline}
 SIM_BIN=${SIM_BIN:-target/release/syncline-sim}
-
-cargo build --release --locked -p syncline-server -p syncline-client-sim
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 DATA=$(mktemp -d /tmp/syncline-scenarios.XXXXXX)

@@ -90,7 +90,7 @@ fn publish_with_sweepers(c: &mut Criterion) {
     let key: PartitionName = fixtures::partition();
     let frame = one_record_frame(&key);
     for subscribers in SUBSCRIBERS {
-        let hub = runtime.block_on(async { Hub::<PartitionName>::with_sweepers(2) });
+        let hub = runtime.block_on(async { Hub::<PartitionName>::with_sweepers(2, std::time::Duration::ZERO) });
         let (subscriptions, mut queues) = live_subscribers(&hub, &key, subscribers);
         let mut seq = 0u64;
         group.throughput(Throughput::Elements(subscribers));

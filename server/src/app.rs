@@ -99,7 +99,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     };
     // One sweeper per runtime worker: live fan-out runs on every core, off the store's
     // writer thread.
-    let hub = Hub::with_sweepers(tokio::runtime::Handle::current().metrics().num_workers());
+    let hub = Hub::with_sweepers(tokio::runtime::Handle::current().metrics().num_workers(), settings.push_interval);
     store.set_commit_listener(Arc::new(LivePublisher { hub: hub.clone(), max_page_bytes: settings.max_page_bytes }));
     let auth = {
         let store = store.clone();

@@ -69,6 +69,8 @@ pub const DEFAULT_CURSOR_FLUSH_MILLIS: u64 = 1_000;
 pub const DEFAULT_GRPC_THREADS: usize = 1;
 /// At most this many of those threads.
 pub const MAX_GRPC_THREADS: usize = 256;
+/// Longest push interval (`device.push_interval_ms`).
+pub const MAX_PUSH_INTERVAL_MS: u64 = 1_000;
 /// Time allowed for graceful shutdown before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// redb page cache.
@@ -186,6 +188,10 @@ pub struct DeviceSection {
     pub max_subscriptions: usize,
     /// Unfinished mutations a device may have queued; more are refused (RESOURCE_EXHAUSTED).
     pub max_pending_mutations: u64,
+    /// Shortest time between two live pushes of one partition to its devices, in
+    /// milliseconds: changes that follow a push within it are held and go out together, in
+    /// one socket write per device (0: each commit is pushed at once).
+    pub push_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -336,6 +342,7 @@ impl Default for DeviceSection {
             max_window: DEFAULT_MAX_WINDOW,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_pending_mutations: DEFAULT_MAX_PENDING_MUTATIONS,
+            push_interval_ms: 0,
         }
     }
 }
@@ -531,6 +538,8 @@ pub struct Settings {
     pub max_window: u32,
     pub max_subscriptions: usize,
     pub max_pending_mutations: u64,
+    /// Shortest time between two live pushes of a partition (zero: each commit at once).
+    pub push_interval: Duration,
     pub token_ttl: Duration,
     pub store_cache_bytes: usize,
     pub compact_keep_recent: u64,
@@ -587,6 +596,7 @@ impl Config {
                 "SYNCLINE_GRPC_ADDR" => self.grpc.addr = value.clone(),
                 "SYNCLINE_INGEST_TOKEN" => self.grpc.ingest_token = Some(value.clone()),
                 "SYNCLINE_GRPC_THREADS" => self.grpc.threads = number(value)? as usize,
+                "SYNCLINE_PUSH_INTERVAL_MS" => self.device.push_interval_ms = number(value)?,
                 "SYNCLINE_BACKEND_TOKEN_SECRET" => self.auth.backend_token_secret = Some(value.clone()),
                 "SYNCLINE_BACKEND_TOKEN_AUDIENCE" => self.auth.backend_token_audience = Some(value.clone()),
                 "SYNCLINE_TLS_CERT" => self.tls.cert = Some(PathBuf::from(value)),
@@ -775,6 +785,16 @@ impl Config {
             max_window: device.max_window,
             max_subscriptions: positive("device.max_subscriptions", device.max_subscriptions as u64)? as usize,
             max_pending_mutations: positive("device.max_pending_mutations", device.max_pending_mutations)?,
+            push_interval: match device.push_interval_ms {
+                interval @ 0..=MAX_PUSH_INTERVAL_MS => Duration::from_millis(interval),
+                interval => {
+                    return Err(invalid(
+                        "device.push_interval_ms",
+                        &interval,
+                        &format!("must be 0 to {MAX_PUSH_INTERVAL_MS}"),
+                    ));
+                }
+            },
             token_ttl: Duration::from_secs(positive("auth.token_ttl_secs", self.auth.token_ttl_secs)?),
             store_cache_bytes: self.store.cache_mb * 1024 * 1024,
             compact_keep_recent: self.store.compact_keep_recent,
@@ -1014,6 +1034,19 @@ mod tests {
             let error = config.validate().unwrap_err().to_string();
             assert!(error.contains("grpc.threads") && error.contains("must be 1 to 256"), "{error}");
         }
+    }
+
+    #[test]
+    fn push_interval_comes_from_the_environment_and_is_bounded() {
+        assert_eq!(Config::default().validate().unwrap().push_interval, Duration::ZERO);
+        let config = Config::load(None, &env(&[("SYNCLINE_PUSH_INTERVAL_MS", "20")])).unwrap();
+        assert_eq!(config.validate().unwrap().push_interval, Duration::from_millis(20));
+        let mut config = Config::default();
+        config.device.push_interval_ms = MAX_PUSH_INTERVAL_MS + 1;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("device.push_interval_ms") && error.contains("must be 0 to 1000"), "{error}");
+        let error = Config::load(None, &env(&[("SYNCLINE_PUSH_INTERVAL_MS", "soon")])).unwrap_err().to_string();
+        assert!(error.contains("SYNCLINE_PUSH_INTERVAL_MS"), "{error}");
     }
 
     #[test]

@@ -318,3 +318,48 @@ async fn a_device_that_stops_reading_is_switched_to_catch_up_and_converges() {
     drain.abort();
     server.stop().await;
 }
+
+/// With `device.push_interval_ms`, a lone live change goes out at once, what follows it within
+/// the interval is held until the interval has passed, and nothing is lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_interval_holds_what_follows_a_push_and_loses_nothing() {
+    // The longest allowed, so that "at once" is far inside it even on a loaded machine.
+    const INTERVAL: Duration = Duration::from_secs(1);
+    let server = TestServer::start_with(|config| config.device.push_interval_ms = INTERVAL.as_millis() as u64).await;
+    server.add_user("ann", "ann-pw");
+    let mut ingest = server.ingest_client().await;
+    let phone = device(&server, "ann", "ann-pw", &[("Account", "*")], FrameFormat::Binary);
+    phone
+        .wait_for(tokio::time::Instant::now() + DEADLINE, |state| state.is_caught_up())
+        .await
+        .expect("the device catches up on the empty partition");
+    let pages_before = phone.stats().pages;
+    let cursor_at = |at: u64| {
+        move |state: &syncline_client_sim::DeviceState| {
+            state.partition("Account", "*").is_some_and(|partition| partition.cursor >= at)
+        }
+    };
+
+    let first_pushed = tokio::time::Instant::now();
+    push(&mut ingest, "Account", "*", vec![record("r0", 0)], vec![]).await.unwrap();
+    phone.wait_for(first_pushed + DEADLINE, cursor_at(1)).await.expect("the first change arrives");
+    let first_took = first_pushed.elapsed();
+    assert!(first_took < INTERVAL, "a lone change goes at once, this one took {first_took:?}");
+
+    // Pushed after the first arrived, so after its push: held until the interval has passed.
+    let mut head = 0;
+    for n in 1..5 {
+        head = push(&mut ingest, "Account", "*", vec![record(&format!("r{n}"), n)], vec![]).await.unwrap().head;
+    }
+    phone.wait_for(first_pushed + DEADLINE, cursor_at(2)).await.expect("the held changes arrive");
+    let held_took = first_pushed.elapsed();
+    assert!(held_took >= INTERVAL, "the second change came {held_took:?} after the first was pushed");
+
+    assert_converges(&phone, &server, "Account", "*", DEADLINE).await;
+    let stats = phone.stats();
+    assert_eq!(stats.duplicates + stats.gaps + stats.checksum_mismatches, 0, "{stats:?}");
+    assert_eq!(stats.pages, pages_before, "the changes came as live pushes, not catch-up pages: {stats:?}");
+    assert_eq!(head, 5);
+    phone.stop().await;
+    server.stop().await;
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Syncline at several `device.push_interval_ms` settings beside the fan-out baselines, in one
+# run: each round runs the baselines (`tt`, Node `ws`) once, then Syncline at each interval
+# (the order reversed on even rounds, so no setting always runs first), each a fresh server
+# pinned to one core with its load generator on the other (see benches/compare.sh). Every
+# process is bounded by `timeout` in the scripts called; servers are stopped by their PIDs.
+#
+#   fanout       1,000 devices x 1,000 changes at 100/s  (baselines: fanout; Syncline: latency-1000x100)
+#   fanout-wide  10,000 devices x 100 changes at 10/s    (baselines: fanout-wide; Syncline: fanout-wide)
+#
+# Results: $OUT/r<round>/i<interval>/ (baselines.jsonl, syncline/*.json, compare.md made by
+# benches/compare.py), and one line per round and interval in $OUT/summary.md.
+#
+# usage: benches/push-interval.sh
+# env: OUT (benches/results/push-interval), PAIR (fanout), INTERVALS ("0 10 15 20"),
+#      ROUNDS (2), QUIET_WAIT_SECS (passed on)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-benches/results/push-interval}
+PAIR=${PAIR:-fanout}
+INTERVALS=${INTERVALS:-0 10 15 20}
+ROUNDS=${ROUNDS:-2}
+case $PAIR in
+  fanout) syncline_scenario=latency-1000x100 ;;
+  fanout-wide) syncline_scenario=fanout-wide ;;
+  *) echo "unknown pair $PAIR (known: fanout fanout-wide)" >&2; exit 2 ;;
+esac
+
+# Built once: the tree may change while the rounds run.
+cargo build --release --locked -p syncline-server -p syncline-client-sim
+export SERVER_BIN=target/release/syncline-push-interval SIM_BIN=target/release/syncline-sim-push-interval
+cp target/release/syncline "$SERVER_BIN"
+cp target/release/syncline-sim "$SIM_BIN"
+
+mkdir -p "$OUT"
+: >"$OUT/summary.md"
+for round in $(seq 1 "$ROUNDS"); do
+  dir=$OUT/r$round
+  mkdir -p "$dir"
+  OUT="$dir/baselines.jsonl" SCENARIOS=$PAIR benches/baselines/run.sh
+  intervals=$INTERVALS
+  if ((round % 2 == 0)); then intervals=$(tr ' ' '\n' <<<"$INTERVALS" | tac | tr '\n' ' '); fi
+  for interval in $intervals; do
+    run=$dir/i$interval
+    mkdir -p "$run/syncline"
+    cp "$dir/baselines.jsonl" "$run/"
+    SYNCLINE_PUSH_INTERVAL_MS=$interval OUT="$run/syncline" SCENARIOS=$syncline_scenario LATENCY_RUNS=1 \
+      benches/scenarios.sh
+    python3 benches/compare.py "$run" >"$run/compare.md"
+    {
+      echo "round $round, push_interval_ms $interval:"
+      grep -E "CPU µs per delivery|latency p50|latency p99" "$run/compare.md"
+    } >>"$OUT/summary.md"
+  done
+done
+cat "$OUT/summary.md"
