@@ -88,23 +88,15 @@ struct Shard {
     /// Subscribers of this shard (a copy of the length, readable without the lock).
     len: AtomicUsize,
     subscribers: Mutex<Vec<Subscriber>>,
-    /// With a push interval: when this shard's sweeper last swept it, in nanoseconds since
-    /// the sweeper's start plus one (0: never). Only that sweeper reads and writes it.
-    swept_at: AtomicU64,
+    /// With a push interval: when this shard's sweeper last swept it (only that sweeper
+    /// reads and writes it).
+    swept_at: Mutex<Option<Instant>>,
 }
 
 impl Shard {
-    /// When the shard may be swept again, given the sweeper's start and the push interval.
-    fn next_sweep(&self, epoch: Instant, interval: Duration) -> Instant {
-        match self.swept_at.load(Ordering::Relaxed) {
-            0 => epoch,
-            at => epoch + Duration::from_nanos(at - 1) + interval,
-        }
-    }
-
-    fn mark_swept(&self, epoch: Instant, now: Instant) {
-        let since = u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX - 1);
-        self.swept_at.store(since + 1, Ordering::Relaxed);
+    /// When the shard may be swept again, given the push interval (`None`: at once).
+    fn next_sweep(&self, interval: Duration) -> Option<Instant> {
+        self.swept_at.lock().map(|at| at + interval)
     }
 }
 
@@ -415,10 +407,10 @@ async fn run_sweeper(mut jobs: mpsc::UnboundedReceiver<SweepJob>, stats: Arc<Hub
         }
         return;
     }
-    let epoch = Instant::now();
     let mut held: Vec<SweepJob> = Vec::new();
     loop {
-        let next_due = held.iter().map(|job| job.shard().next_sweep(epoch, push_interval)).min();
+        // Held frames are always of partitions swept before, so each has a time.
+        let next_due = held.iter().filter_map(|job| job.shard().next_sweep(push_interval)).min();
         tokio::select! {
             taken = jobs.recv_many(&mut batch, BATCH) => {
                 if taken == 0 {
@@ -428,18 +420,18 @@ async fn run_sweeper(mut jobs: mpsc::UnboundedReceiver<SweepJob>, stats: Arc<Hub
                 }
                 held.append(&mut batch);
             }
-            () = tokio::time::sleep_until(next_due.unwrap_or(epoch)), if next_due.is_some() => {}
+            () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
         }
         let now = Instant::now();
         // Due or not is decided for every held frame before any is swept, so a partition's
         // frames stay together, in order.
         let (mut due, still_held): (Vec<SweepJob>, Vec<SweepJob>) =
-            held.drain(..).partition(|job| job.shard().next_sweep(epoch, push_interval) <= now);
+            held.drain(..).partition(|job| job.shard().next_sweep(push_interval).is_none_or(|due| due <= now));
         held = still_held;
         // Stable: each partition's frames keep their publish order, and become one run.
         due.sort_by_key(|job| (Arc::as_ptr(&job.partition) as usize, job.shard));
         for job in &due {
-            job.shard().mark_swept(epoch, now);
+            *job.shard().swept_at.lock() = Some(now);
         }
         sweep_jobs(&mut due, &mut run, &stats);
     }
