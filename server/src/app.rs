@@ -281,12 +281,16 @@ fn spawn_background_jobs(
         let shutdown = shutdown.clone();
         let every = settings.compact_interval;
         let keep_recent = settings.compact_keep_recent;
+        let retention = settings.mutation_outcome_retention;
         tracker.spawn(async move {
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    _ = ticker.tick() => compact_all(&engine, keep_recent).await,
+                    _ = ticker.tick() => {
+                        compact_all(&engine, keep_recent).await;
+                        prune_mutation_outcomes(&engine, retention).await;
+                    }
                 }
             }
         })
@@ -400,6 +404,18 @@ pub async fn compact_all(engine: &Arc<SyncEngine>, keep_recent: u64) {
         Ok(Ok(removed)) => tracing::info!(removed, "compacted change logs"),
         Ok(Err(error)) => tracing::warn!(%error, "compaction failed; will retry"),
         Err(error) => tracing::warn!(%error, "compaction task failed"),
+    }
+}
+
+/// Removes the outcomes of mutations that finished more than `retention` ago.
+pub async fn prune_mutation_outcomes(engine: &Arc<SyncEngine>, retention: Duration) {
+    let store = engine.store.clone();
+    let cutoff = u64::try_from(crate::auth::now_ms()).unwrap_or(0).saturating_sub(retention.as_millis() as u64);
+    match tokio::task::spawn_blocking(move || store.prune_mutation_outcomes(cutoff)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(removed, "removed mutation outcomes past their retention"),
+        Ok(Err(error)) => tracing::warn!(%error, "pruning mutation outcomes failed; will retry"),
+        Err(error) => tracing::warn!(%error, "mutation outcome pruning task failed"),
     }
 }
 

@@ -24,7 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Runs the server (embedded store in ./data and the demo app unless configured).
     Serve(ServeArgs),
-    /// Manages users of the embedded store (the server must not be running on it).
+    /// Manages users: of the demo app (its channel checks logins) when `serve` would run the
+    /// demo, else of the embedded store (no server may be running on it).
     User {
         #[command(subcommand)]
         command: UserCommand,
@@ -110,8 +111,10 @@ pub fn load_config(
     Ok(config)
 }
 
-/// Runs `user add`.
-pub fn user_add(
+/// Runs `user add`: into the demo app's channel database when the demo is what `serve` would
+/// run, into the embedded store otherwise (refused when a channel checks logins: its
+/// backend owns the users).
+pub async fn user_add(
     name: &str,
     password: Option<String>,
     store: &StoreArgs,
@@ -129,7 +132,27 @@ pub fn user_add(
     if password.is_empty() {
         bail!("the password is empty: pass --password or pipe it on stdin");
     }
-    let path = config.data_dir.join(crate::app::STORE_FILE_NAME);
+    let settings = config.validate()?;
+    if settings.demo.is_some() {
+        // The demo checks logins through its CRM channel: the user goes into the channel's
+        // database, which SQLite lets this process write while a server runs on it.
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
+        let path = settings.data_dir.join(crate::demo::DEMO_DB_FILE);
+        let db = syncline_example_crm::CrmDb::open(&path)
+            .await
+            .with_context(|| format!("cannot open the demo app's database {}", path.display()))?;
+        db.add_user(name, &password).await.with_context(|| format!("cannot add user {name:?} to the demo app"))?;
+        println!("added user {name} to the demo app (logins are checked by its CRM channel)");
+        return Ok(());
+    }
+    if let Some(channel) = &settings.auth_channel {
+        bail!(
+            "logins on this server are checked by the channel at {channel} (auth.channel): \
+             add the user in that backend"
+        );
+    }
+    let path = settings.data_dir.join(crate::app::STORE_FILE_NAME);
     let store = EmbeddedStore::open(&path, EmbeddedOptions::default())?;
     crate::auth::add_user(&store, name, &password)?;
     println!("added user {name}");
@@ -277,7 +300,7 @@ pub fn main() -> std::process::ExitCode {
                         app::run(settings, shutdown::signal()).await
                     }
                     Command::User { command: UserCommand::Add { name, password, store } } => {
-                        user_add(&name, password, &store, &env)
+                        user_add(&name, password, &store, &env).await
                     }
                     Command::Ingest(args) => ingest(args).await,
                 }

@@ -63,6 +63,10 @@ pub const DEFAULT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 pub const DEFAULT_COMPACT_KEEP_RECENT: u64 = 100_000;
 /// How often partitions are checked for compaction.
 pub const DEFAULT_COMPACT_INTERVAL_SECS: u64 = 300;
+/// How long a finished mutation's outcome is kept (30 days, as long as a session token
+/// lives): a device that resends a mutation id within it gets the outcome back instead of a
+/// second dispatch. A device offline longer logs in again anyway.
+pub const DEFAULT_MUTATION_OUTCOME_RETENTION_HOURS: u64 = 30 * 24;
 /// How often recorded device cursors are written to the store.
 pub const DEFAULT_CURSOR_FLUSH_MILLIS: u64 = 1_000;
 /// Threads of the runtime serving the gRPC endpoint (Ingest) and change capture, by default.
@@ -240,6 +244,7 @@ pub struct StoreSection {
     pub compact_keep_recent: u64,
     pub compact_interval_secs: u64,
     pub cursor_flush_millis: u64,
+    pub mutation_outcome_retention_hours: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -371,6 +376,7 @@ impl Default for StoreSection {
             compact_keep_recent: DEFAULT_COMPACT_KEEP_RECENT,
             compact_interval_secs: DEFAULT_COMPACT_INTERVAL_SECS,
             cursor_flush_millis: DEFAULT_CURSOR_FLUSH_MILLIS,
+            mutation_outcome_retention_hours: DEFAULT_MUTATION_OUTCOME_RETENTION_HOURS,
         }
     }
 }
@@ -544,6 +550,8 @@ pub struct Settings {
     pub store_cache_bytes: usize,
     pub compact_keep_recent: u64,
     pub compact_interval: Duration,
+    /// How long finished mutations' outcomes are kept (pruned with compaction).
+    pub mutation_outcome_retention: Duration,
     pub cursor_flush: Duration,
     pub shutdown_grace: Duration,
     /// The demo app to seed, when enabled and no sources are configured.
@@ -617,6 +625,9 @@ impl Config {
                 }
                 "SYNCLINE_DEMO_RECORDS" => self.demo.records = number(value)? as u32,
                 "SYNCLINE_COMPACT_KEEP_RECENT" => self.store.compact_keep_recent = number(value)?,
+                "SYNCLINE_MUTATION_OUTCOME_RETENTION_HOURS" => {
+                    self.store.mutation_outcome_retention_hours = number(value)?
+                }
                 "SYNCLINE_CONFIG" => {} // read by the CLI to find the file
                 _ => return Err(bad("unknown SYNCLINE_ variable")),
             }
@@ -802,6 +813,10 @@ impl Config {
                 "store.compact_interval_secs",
                 self.store.compact_interval_secs,
             )?),
+            mutation_outcome_retention: Duration::from_secs(
+                positive("store.mutation_outcome_retention_hours", self.store.mutation_outcome_retention_hours)?
+                    .saturating_mul(3600),
+            ),
             cursor_flush: Duration::from_millis(positive("store.cursor_flush_millis", self.store.cursor_flush_millis)?),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             demo,
@@ -1047,6 +1062,18 @@ mod tests {
         assert!(error.contains("device.push_interval_ms") && error.contains("must be 0 to 1000"), "{error}");
         let error = Config::load(None, &env(&[("SYNCLINE_PUSH_INTERVAL_MS", "soon")])).unwrap_err().to_string();
         assert!(error.contains("SYNCLINE_PUSH_INTERVAL_MS"), "{error}");
+    }
+
+    #[test]
+    fn mutation_outcome_retention_is_in_hours_and_positive() {
+        let default = Config::default().validate().unwrap().mutation_outcome_retention;
+        assert_eq!(default, Duration::from_secs(DEFAULT_MUTATION_OUTCOME_RETENTION_HOURS * 3600));
+        let config = Config::load(None, &env(&[("SYNCLINE_MUTATION_OUTCOME_RETENTION_HOURS", "2")])).unwrap();
+        assert_eq!(config.validate().unwrap().mutation_outcome_retention, Duration::from_secs(7200));
+        let mut config = Config::default();
+        config.store.mutation_outcome_retention_hours = 0;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("store.mutation_outcome_retention_hours"), "{error}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use crate::channel::ChannelError;
 use crate::channel::grpc::{ChannelConnection, WriteOutcome};
 use crate::config::{Capture, ConflictPolicy, SourceSettings};
-use crate::storage::{CapturePosition, PartitionWrite, QueuedMutation, Store, StoreError, mutation_result_name};
+use crate::storage::{MutationOutcome, PartitionWrite, QueuedMutation, Store, StoreError};
 
 /// First pause before retrying a channel that was unavailable; doubles up to
 /// [`MAX_RETRY_PAUSE`].
@@ -187,14 +187,15 @@ impl MutationDispatcher {
         let watched =
             self.sources.get(&mutation.partition.source).is_some_and(|source| source.capture == Capture::Watch);
         let writes = if watched { Vec::new() } else { writes };
-        let position = CapturePosition {
-            name: mutation_result_name(&mutation.client_id, &mutation.mutation_id),
-            token: result.encode_to_vec(),
+        let outcome = MutationOutcome {
+            client_id: mutation.client_id.clone(),
+            mutation_id: mutation.mutation_id.clone(),
+            result: result.encode_to_vec(),
         };
         let store = self.store.clone();
         let committed = {
-            let position = position.clone();
-            tokio::task::spawn_blocking(move || store.apply_capture(writes, position)).await
+            let outcome = outcome.clone();
+            tokio::task::spawn_blocking(move || store.finish_mutation(writes, outcome)).await
         };
         match committed {
             Ok(Ok(_)) => Some(result),
@@ -208,9 +209,9 @@ impl MutationDispatcher {
                     "the backend returned a record with an invalid id".into(),
                     None,
                 );
-                let position = CapturePosition { name: position.name, token: result.encode_to_vec() };
+                let outcome = MutationOutcome { result: result.encode_to_vec(), ..outcome };
                 let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || store.apply_capture(Vec::new(), position)).await {
+                match tokio::task::spawn_blocking(move || store.finish_mutation(Vec::new(), outcome)).await {
                     Ok(Ok(_)) => Some(result),
                     _ => None,
                 }

@@ -1,6 +1,8 @@
 //! Helpers for Syncline's end-to-end tests: real servers on 127.0.0.1 port 0, real
 //! WebSockets and gRPC, conditions waited on with deadlines instead of sleeps.
 
+pub mod process;
+
 use std::future::Future;
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};

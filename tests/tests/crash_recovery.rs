@@ -3,90 +3,16 @@
 //! cursors and converge.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
 use syncline_proto::v1::ingest_client::IngestClient;
 use syncline_proto::v1::{PushRequest, Record};
+use syncline_tests::process::{ServerProcess, free_port};
 use syncline_tests::{DEADLINE, eventually, record};
 
-/// A `syncline serve` child process on fixed loopback ports.
-struct ServerProcess {
-    child: Child,
-    device_url: String,
-    grpc_url: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl ServerProcess {
-    /// Starts the server and waits until both listeners are up (it logs them).
-    fn start(data_dir: &Path, device_port: u16, grpc_port: u16) -> Self {
-        Self::start_with(data_dir, device_port, grpc_port, None)
-    }
-
-    /// Starts the server, with a config file when given.
-    fn start_with(data_dir: &Path, device_port: u16, grpc_port: u16, config: Option<&Path>) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_syncline-under-test"));
-        command.arg("serve");
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        let mut child = command
-            .env("SYNCLINE_DATA_DIR", data_dir)
-            .env("SYNCLINE_DEVICE_ADDR", format!("127.0.0.1:{device_port}"))
-            .env("SYNCLINE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-            .env("SYNCLINE_DEMO_RECORDS", "100")
-            .env("SYNCLINE_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the server binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut up = false;
-        for line in lines.by_ref() {
-            let line = line.expect("server log line");
-            if line.contains("gRPC endpoint listening") {
-                up = true;
-                break;
-            }
-        }
-        assert!(up, "the server exited before listening");
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            device_url: format!("ws://127.0.0.1:{device_port}/v1/sync"),
-            grpc_url: format!("http://127.0.0.1:{grpc_port}"),
-        }
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no shutdown sequence, no flush beyond what each commit did.
-        self.child.kill().expect("kill");
-        self.child.wait().expect("reap");
-    }
-
-    fn stop(mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-impl Drop for ServerProcess {
-    /// A failing test unwinds past `stop`: the server process must not outlive it.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The server binary under test.
+const SERVER: &str = env!("CARGO_BIN_EXE_syncline-under-test");
 
 async fn connect_ingest(url: &str) -> IngestClient<tonic::transport::Channel> {
     let url = url.to_owned();
@@ -101,7 +27,7 @@ async fn connect_ingest(url: &str) -> IngestClient<tonic::transport::Channel> {
 async fn acknowledged_changes_survive_sigkill_and_devices_resume() {
     let dir = tempfile::tempdir().unwrap();
     let (device_port, grpc_port) = (free_port(), free_port());
-    let server = ServerProcess::start(dir.path(), device_port, grpc_port);
+    let server = ServerProcess::start(SERVER, dir.path(), device_port, grpc_port);
 
     // A device syncs the demo's app partition and stays connected across the crash.
     let config =
@@ -148,7 +74,7 @@ async fn acknowledged_changes_survive_sigkill_and_devices_resume() {
     let cursor_before_restart = phone.view("Account", "*").map_or(0, |view| view.cursor);
 
     // Restart on the same data directory and ports.
-    let server = ServerProcess::start(dir.path(), device_port, grpc_port);
+    let server = ServerProcess::start(SERVER, dir.path(), device_port, grpc_port);
 
     // The connected device reconnects, resumes from its cursor and converges with a fresh one.
     let fresh = Device::start(
@@ -205,14 +131,16 @@ async fn a_mutation_queued_before_a_sigkill_reaches_the_backend_once_after_resta
         ),
     )
     .unwrap();
-    let added = Command::new(env!("CARGO_BIN_EXE_syncline-under-test"))
-        .args(["user", "add", "demo", "--password", "demo", "--data-dir"])
+    let added = Command::new(SERVER)
+        .args(["user", "add", "demo", "--password", "demo", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
         .arg(&data_dir)
         .status()
         .unwrap();
     assert!(added.success());
     let (device_port, grpc_port) = (free_port(), free_port());
-    let server = ServerProcess::start_with(&data_dir, device_port, grpc_port, Some(&config));
+    let server = ServerProcess::start_with(SERVER, &data_dir, device_port, grpc_port, Some(&config));
 
     let url = format!("ws://127.0.0.1:{device_port}/v1/sync");
     let mut first = syncline_tests::raw_login(&url, "demo", "demo").await;
@@ -245,7 +173,7 @@ async fn a_mutation_queued_before_a_sigkill_reaches_the_backend_once_after_resta
 
     // Backend and server come back; the queued mutation is dispatched from the store.
     let channel = syncline_tests::PythonChannel::start(&db, channel_port);
-    let server = ServerProcess::start_with(&data_dir, device_port, grpc_port, Some(&config));
+    let server = ServerProcess::start_with(SERVER, &data_dir, device_port, grpc_port, Some(&config));
     let query = || async {
         let mut client = ChannelClient::connect(channel.url.clone()).await.ok()?;
         let request = QueryRequest { partition: Some(PartitionKey { source: "Task".into(), key: "demo".into() }) };

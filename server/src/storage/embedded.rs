@@ -9,8 +9,8 @@
 //! changes inside its own transaction, so the two never race. Reads are redb read
 //! transactions, each a consistent snapshot, and never wait for writers.
 //!
-//! Stored layout (format version 1); every table is keyed so that one partition's
-//! entries are contiguous:
+//! Stored layout (format version 2); every table is keyed so that one partition's (or one
+//! device's) entries are contiguous:
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
@@ -23,12 +23,19 @@
 //! | `users` | name | prost `UserValue` |
 //! | `devices` | client id | prost `DeviceValue` |
 //! | `secrets` | name | bytes |
+//! | `capture_positions` | capture name | opaque position (e.g. a Watch resume token) |
+//! | `mutations` | (client id, queue position) | prost `MutationValue` (unfinished mutations only) |
+//! | `mutation_ids` | (client id, mutation id) | queue position |
+//! | `mutation_results` | (client id, mutation id) | finished at (Unix ms, 8 bytes LE) ++ prost `MutationResult` |
+//! | `mutation_result_ages` | (finished at, client id, mutation id) | () |
+//!
+//! Format 1 (before mutation outcomes had tables of their own) is migrated when opened: see
+//! [`mutation_queue`].
 //!
 //! "Prost fields" is the encoding of a `Record` whose id is empty and version 0, i.e. only its
 //! fields map; maps are `BTreeMap`s, so equal fields encode to equal bytes, which is how an
 //! unchanged upsert is detected (NaN payloads compare by bit pattern).
 
-use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -48,11 +55,14 @@ use syncline_proto::checksum::Checksum;
 use syncline_proto::v1::Record;
 use tracing::error;
 
+use self::mutation_queue::{MUTATION_IDS, MUTATION_RESULT_AGES, MUTATION_RESULTS, MUTATIONS, MutationTables};
 use super::{
     CapturePosition, Change, CommitListener, CommittedBatch, CompactionReport, Enqueued, LogPage, MAX_BATCH_CHANGES,
-    MAX_RECORD_ID_BYTES, PageFill, PageLimit, PartitionName, PartitionState, PartitionWrite, QueuedMutation,
-    SnapshotPage, Store, StoreError, StoreResult, StoredDevice, StoredUser, record_item_bytes,
+    MAX_RECORD_ID_BYTES, MutationOutcome, PageFill, PageLimit, PartitionName, PartitionState, PartitionWrite,
+    QueuedMutation, SnapshotPage, Store, StoreError, StoreResult, StoredDevice, StoredUser, record_item_bytes,
 };
+
+mod mutation_queue;
 
 /// Default redb page cache: 64 MiB keeps the hot part of a small or medium deployment's
 /// records and logs in memory without making a single binary on a small VM memory-hungry
@@ -76,9 +86,9 @@ const MAX_GROUP_CHANGES: usize = 4 * MAX_BATCH_CHANGES;
 /// this long at a time, so batches from the writer thread interleave with a long compaction.
 const COMPACTION_STEP_ENTRIES: usize = 10_000;
 
-/// Version of the stored layout described in the module docs; a file with another version
-/// is refused rather than misread.
-const FORMAT_VERSION: u64 = 1;
+/// Version of the stored layout described in the module docs; an older file is migrated, a
+/// newer one is refused rather than misread.
+const FORMAT_VERSION: u64 = 2;
 
 const STORE_META: TableDefinition<&str, u64> = TableDefinition::new("store_meta");
 const PARTITION_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("partition_ids");
@@ -90,10 +100,6 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const CAPTURE_POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("capture_positions");
-/// Device mutation queue: (client id, position) → encoded [`MutationValue`].
-const MUTATIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mutations");
-/// Known mutation ids: (client id, mutation id) → position.
-const MUTATION_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("mutation_ids");
 
 const FORMAT_VERSION_KEY: &str = "format_version";
 const NEXT_PARTITION_ID_KEY: &str = "next_partition_id";
@@ -153,11 +159,19 @@ struct Shared {
     slowest_commit_micros: AtomicU64,
 }
 
-/// One `apply_batch` or `apply_capture` call waiting for the writer thread: its partition
-/// writes (and capture position) commit together or not at all.
+/// What a write request records beside its partition writes, in the same commit.
+enum CommitMarker {
+    /// How far change capture has read ([`Store::apply_capture`]).
+    Capture(CapturePosition),
+    /// A mutation finished with this outcome ([`Store::finish_mutation`]).
+    MutationFinished(MutationOutcome),
+}
+
+/// One `apply_batch`, `apply_capture` or `finish_mutation` call waiting for the writer
+/// thread: its partition writes (and marker) commit together or not at all.
 struct WriteRequest {
     writes: Vec<PartitionWrite>,
-    position: Option<CapturePosition>,
+    marker: Option<CommitMarker>,
     reply: SyncSender<StoreResult<Vec<CommittedBatch>>>,
 }
 
@@ -213,17 +227,13 @@ impl EmbeddedStore {
 
     /// Validates the writes, hands them to the writer thread and waits for the durable
     /// outcome.
-    fn submit(
-        &self,
-        writes: Vec<PartitionWrite>,
-        position: Option<CapturePosition>,
-    ) -> StoreResult<Vec<CommittedBatch>> {
+    fn submit(&self, writes: Vec<PartitionWrite>, marker: Option<CommitMarker>) -> StoreResult<Vec<CommittedBatch>> {
         for write in &writes {
             validate_batch(&write.upserts, &write.deletes)?;
         }
         let requests = self.requests.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = sync_channel(1);
-        requests.send(WriteRequest { writes, position, reply }).map_err(|_| StoreError::Closed)?;
+        requests.send(WriteRequest { writes, marker, reply }).map_err(|_| StoreError::Closed)?;
         self.shared.submitted_batches.fetch_add(1, Ordering::AcqRel);
         // The writer drops the reply sender without answering only if it died.
         answer.recv().map_err(|_| StoreError::Closed)?
@@ -267,44 +277,36 @@ impl Store for EmbeddedStore {
         writes: Vec<PartitionWrite>,
         position: CapturePosition,
     ) -> StoreResult<Vec<CommittedBatch>> {
-        self.submit(writes, Some(position))
+        self.submit(writes, Some(CommitMarker::Capture(position)))
+    }
+
+    fn finish_mutation(
+        &self,
+        writes: Vec<PartitionWrite>,
+        outcome: MutationOutcome,
+    ) -> StoreResult<Vec<CommittedBatch>> {
+        self.submit(writes, Some(CommitMarker::MutationFinished(outcome)))
+    }
+
+    fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64> {
+        let mut removed = 0;
+        loop {
+            let txn = self.begin_write()?;
+            let (step, more) = mutation_queue::prune_step(&txn, finished_before_ms)?;
+            txn.commit().map_err(store_error)?;
+            removed += step;
+            if !more {
+                return Ok(removed);
+            }
+        }
     }
 
     fn enqueue_mutation(&self, mutation: &QueuedMutation, max_pending: u64) -> StoreResult<Enqueued> {
-        let client = mutation.client_id.as_str();
-        let result_name = super::mutation_result_name(client, &mutation.mutation_id);
         let txn = self.begin_write()?;
-        let outcome = {
-            let positions = txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
-            if let Some(result) = positions.get(result_name.as_str()).map_err(store_error)? {
-                return Ok(Enqueued::Done { result: result.value().to_vec() });
-            }
-            let mut ids = txn.open_table(MUTATION_IDS).map_err(store_error)?;
-            if let Some(seq) = ids.get((client, mutation.mutation_id.as_str())).map_err(store_error)? {
-                return Ok(Enqueued::Pending { seq: seq.value() });
-            }
-            let mut queue = txn.open_table(MUTATIONS).map_err(store_error)?;
-            let mut last = 0;
-            let mut pending = 0;
-            for entry in queue.range((client, 0)..=(client, u64::MAX)).map_err(store_error)? {
-                let (key, value) = entry.map_err(store_error)?;
-                last = key.value().1;
-                let stored = MutationValue::decode(value.value()).map_err(|e| corrupt("mutation", &e))?;
-                let name = super::mutation_result_name(client, &stored.mutation_id);
-                if positions.get(name.as_str()).map_err(store_error)?.is_none() {
-                    pending += 1;
-                }
-            }
-            if pending >= max_pending {
-                return Err(StoreError::QueueFull { pending });
-            }
-            let seq = last + 1;
-            let value = MutationValue::from_queued(mutation).encode_to_vec();
-            queue.insert((client, seq), value.as_slice()).map_err(store_error)?;
-            ids.insert((client, mutation.mutation_id.as_str()), seq).map_err(store_error)?;
-            Enqueued::Queued { seq }
-        };
-        txn.commit().map_err(store_error)?;
+        let outcome = mutation_queue::enqueue(&txn, mutation, max_pending)?;
+        if matches!(outcome, Enqueued::Queued { .. }) {
+            txn.commit().map_err(store_error)?;
+        }
         Ok(outcome)
     }
 
@@ -322,19 +324,7 @@ impl Store for EmbeddedStore {
 
     fn pending_mutations(&self) -> StoreResult<Vec<QueuedMutation>> {
         let txn = self.begin_read()?;
-        let queue = txn.open_table(MUTATIONS).map_err(store_error)?;
-        let positions = txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
-        let mut pending = Vec::new();
-        for entry in queue.iter().map_err(store_error)? {
-            let (key, value) = entry.map_err(store_error)?;
-            let (client, seq) = key.value();
-            let stored = MutationValue::decode(value.value()).map_err(|e| corrupt("mutation", &e))?;
-            let name = super::mutation_result_name(client, &stored.mutation_id);
-            if positions.get(name.as_str()).map_err(store_error)?.is_none() {
-                pending.push(stored.into_queued(client, seq));
-            }
-        }
-        Ok(pending)
+        mutation_queue::pending(&txn.open_table(MUTATIONS).map_err(store_error)?)
     }
 
     fn capture_position(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -617,68 +607,24 @@ struct DeviceValue {
     token_generation: u64,
 }
 
-/// A queued device mutation as stored.
-#[derive(Clone, PartialEq, prost::Message)]
-struct MutationValue {
-    #[prost(string, tag = "1")]
-    user_id: String,
-    #[prost(string, tag = "2")]
-    mutation_id: String,
-    #[prost(string, tag = "3")]
-    source: String,
-    #[prost(string, tag = "4")]
-    key: String,
-    #[prost(int32, tag = "5")]
-    op: i32,
-    #[prost(string, tag = "6")]
-    id: String,
-    #[prost(btree_map = "string, message", tag = "7")]
-    fields: BTreeMap<String, syncline_proto::v1::Value>,
-    #[prost(uint64, tag = "8")]
-    base_version: u64,
-}
-
-impl MutationValue {
-    fn from_queued(mutation: &QueuedMutation) -> Self {
-        Self {
-            user_id: mutation.user_id.clone(),
-            mutation_id: mutation.mutation_id.clone(),
-            source: mutation.partition.source.clone(),
-            key: mutation.partition.key.clone(),
-            op: mutation.op,
-            id: mutation.id.clone(),
-            fields: mutation.fields.clone(),
-            base_version: mutation.base_version,
-        }
-    }
-
-    fn into_queued(self, client_id: &str, seq: u64) -> QueuedMutation {
-        QueuedMutation {
-            client_id: client_id.to_owned(),
-            user_id: self.user_id,
-            seq,
-            mutation_id: self.mutation_id,
-            partition: PartitionName::new(self.source, self.key),
-            op: self.op,
-            id: self.id,
-            fields: self.fields,
-            base_version: self.base_version,
-        }
-    }
-}
-
-/// Creates every table and checks (or records) the format version, so that read
-/// transactions never meet a missing table.
+/// Creates every table and checks (or records) the format version, migrating an older
+/// file, so that read transactions never meet a missing table.
 fn initialise(db: &Database) -> StoreResult<()> {
     let txn = db.begin_write().map_err(store_error)?;
     {
         let mut meta = txn.open_table(STORE_META).map_err(store_error)?;
         let stored = meta.get(FORMAT_VERSION_KEY).map_err(store_error)?.map(|v| v.value());
+        open_every_table(&txn)?;
         match stored {
             Some(FORMAT_VERSION) => {}
+            Some(1) => {
+                let moved = mutation_queue::migrate_from_format_1(&txn, CAPTURE_POSITIONS, now_ms())?;
+                meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION).map_err(store_error)?;
+                tracing::info!(moved, "store migrated from format 1 to 2: mutation outcomes have tables of their own");
+            }
             Some(other) => {
                 return Err(StoreError::Corrupt(format!(
-                    "the store file has format version {other}; this build reads version \
+                    "the store file has format version {other}; this build reads versions 1 to \
                      {FORMAT_VERSION}"
                 )));
             }
@@ -686,19 +632,31 @@ fn initialise(db: &Database) -> StoreResult<()> {
                 meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION).map_err(store_error)?;
             }
         }
-        txn.open_table(PARTITION_IDS).map_err(store_error)?;
-        txn.open_table(PARTITION_META).map_err(store_error)?;
-        txn.open_table(RECORDS).map_err(store_error)?;
-        txn.open_table(LOG).map_err(store_error)?;
-        txn.open_table(CURSORS).map_err(store_error)?;
-        txn.open_table(USERS).map_err(store_error)?;
-        txn.open_table(DEVICES).map_err(store_error)?;
-        txn.open_table(SECRETS).map_err(store_error)?;
-        txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
-        txn.open_table(MUTATIONS).map_err(store_error)?;
-        txn.open_table(MUTATION_IDS).map_err(store_error)?;
     }
     txn.commit().map_err(store_error)
+}
+
+/// Opens (creating where missing) every table of the layout.
+fn open_every_table(txn: &WriteTransaction) -> StoreResult<()> {
+    txn.open_table(PARTITION_IDS).map_err(store_error)?;
+    txn.open_table(PARTITION_META).map_err(store_error)?;
+    txn.open_table(RECORDS).map_err(store_error)?;
+    txn.open_table(LOG).map_err(store_error)?;
+    txn.open_table(CURSORS).map_err(store_error)?;
+    txn.open_table(USERS).map_err(store_error)?;
+    txn.open_table(DEVICES).map_err(store_error)?;
+    txn.open_table(SECRETS).map_err(store_error)?;
+    txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
+    txn.open_table(MUTATIONS).map_err(store_error)?;
+    txn.open_table(MUTATION_IDS).map_err(store_error)?;
+    txn.open_table(MUTATION_RESULTS).map_err(store_error)?;
+    txn.open_table(MUTATION_RESULT_AGES).map_err(store_error)?;
+    Ok(())
+}
+
+/// Returns the current Unix time in milliseconds (the finish time of mutation outcomes).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// Checks a batch against the limits of [`Store::apply_batch`] without touching the store.
@@ -834,10 +792,12 @@ fn commit_group(shared: &Shared, mut group: Vec<WriteRequest>) {
 fn apply_group(shared: &Shared, group: &mut [WriteRequest]) -> Result<Vec<Vec<BatchOutcome>>, GroupFailure> {
     let txn = shared.db.begin_write().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
     let mut outcomes = Vec::with_capacity(group.len());
-    let mut positions_written = false;
+    let mut markers_written = false;
     {
         let mut tables = PartitionTables::open(&txn).map_err(GroupFailure::Transaction)?;
         let mut positions = txn.open_table(CAPTURE_POSITIONS).map_err(|e| GroupFailure::Transaction(store_error(e)))?;
+        let mut mutations = MutationTables::open(&txn).map_err(GroupFailure::Transaction)?;
+        let finished_ms = now_ms();
         for (index, request) in group.iter_mut().enumerate() {
             // A failed request leaves partial writes in the transaction, which is therefore
             // dropped (aborted) and the group retried without it.
@@ -847,16 +807,19 @@ fn apply_group(shared: &Shared, group: &mut [WriteRequest]) -> Result<Vec<Vec<Ba
                     apply_batch_in(&mut tables, write).map_err(|error| GroupFailure::Batch { index, error })?;
                 request_outcomes.push(outcome);
             }
-            if let Some(position) = &request.position {
-                positions
-                    .insert(position.name.as_str(), position.token.as_slice())
-                    .map_err(|error| GroupFailure::Batch { index, error: store_error(error) })?;
-                positions_written = true;
-            }
+            let marked = match &request.marker {
+                None => Ok(()),
+                Some(CommitMarker::Capture(position)) => {
+                    positions.insert(position.name.as_str(), position.token.as_slice()).map(drop).map_err(store_error)
+                }
+                Some(CommitMarker::MutationFinished(outcome)) => mutations.finish(outcome, finished_ms),
+            };
+            marked.map_err(|error| GroupFailure::Batch { index, error })?;
+            markers_written |= request.marker.is_some();
             outcomes.push(request_outcomes);
         }
     }
-    if !positions_written && outcomes.iter().flatten().all(|outcome| outcome.assigned.is_empty()) {
+    if !markers_written && outcomes.iter().flatten().all(|outcome| outcome.assigned.is_empty()) {
         txn.abort().map_err(|e| GroupFailure::Transaction(store_error(e)))?;
     } else {
         let started = std::time::Instant::now();

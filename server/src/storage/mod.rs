@@ -90,10 +90,14 @@ pub enum Enqueued {
     Done { result: Vec<u8> },
 }
 
-/// Returns the capture-position name under which a mutation's outcome is stored (committed
-/// with the record change it caused, see [`Store::apply_capture`]).
-pub fn mutation_result_name(client_id: &str, mutation_id: &str) -> String {
-    format!("mutation:{client_id}\0{mutation_id}")
+/// The outcome of a finished mutation, committed with the record change it caused (see
+/// [`Store::finish_mutation`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MutationOutcome {
+    pub client_id: String,
+    pub mutation_id: String,
+    /// The encoded `MutationResult` a device that sends the mutation id again gets back.
+    pub result: Vec<u8>,
 }
 
 /// A partition's state at one sequence.
@@ -395,15 +399,29 @@ pub trait Store: Send + Sync + 'static {
     fn apply_capture(&self, writes: Vec<PartitionWrite>, position: CapturePosition)
     -> StoreResult<Vec<CommittedBatch>>;
 
+    /// Applies writes like [`Store::apply_capture`] and, in the same atomic, durable commit,
+    /// takes a mutation off its device's queue and stores its outcome (which then answers the
+    /// mutation id until [`Store::prune_mutation_outcomes`] removes it).
+    fn finish_mutation(
+        &self,
+        writes: Vec<PartitionWrite>,
+        outcome: MutationOutcome,
+    ) -> StoreResult<Vec<CommittedBatch>>;
+
+    /// Removes the outcomes of mutations that finished before `finished_before_ms` (Unix
+    /// milliseconds); returns how many. A device that sends one of those mutation ids again
+    /// has it queued and dispatched anew.
+    fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64>;
+
     /// Returns the last capture position stored under `name`.
     fn capture_position(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
 
-    /// Queues a device mutation durably unless its `mutation_id` is known for that client;
-    /// fails with [`StoreError::QueueFull`] when the device already has `max_pending`
-    /// unfinished mutations.
+    /// Queues a device mutation durably unless its `mutation_id` is known for that client
+    /// (queued, or finished with a stored outcome); fails with [`StoreError::QueueFull`] when
+    /// the device already has `max_pending` unfinished mutations.
     fn enqueue_mutation(&self, mutation: &QueuedMutation, max_pending: u64) -> StoreResult<Enqueued>;
 
-    /// Returns every queued mutation without an outcome, by client and queue position.
+    /// Returns every unfinished mutation, by client and queue position.
     fn pending_mutations(&self) -> StoreResult<Vec<QueuedMutation>>;
 
     /// Returns one live record of a partition.

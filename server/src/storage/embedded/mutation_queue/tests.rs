@@ -1,0 +1,168 @@
+use std::collections::BTreeMap;
+
+use redb::{Database, ReadableDatabase};
+use syncline_proto::v1::{Record, Value};
+
+use super::super::{CAPTURE_POSITIONS, EmbeddedOptions, EmbeddedStore, FORMAT_VERSION, FORMAT_VERSION_KEY, STORE_META};
+use super::*;
+use crate::storage::{PartitionWrite, Store};
+
+fn open(dir: &tempfile::TempDir) -> EmbeddedStore {
+    EmbeddedStore::open(&dir.path().join("syncline.redb"), EmbeddedOptions::default()).expect("open")
+}
+
+fn mutation(client: &str, mutation_id: &str) -> QueuedMutation {
+    QueuedMutation {
+        client_id: client.to_owned(),
+        user_id: "ann".to_owned(),
+        seq: 0,
+        mutation_id: mutation_id.to_owned(),
+        partition: PartitionName::new("Task", "ann"),
+        op: 1,
+        id: format!("tmp-{mutation_id}"),
+        fields: BTreeMap::from([("title".to_owned(), Value::string("t"))]),
+        base_version: 0,
+    }
+}
+
+fn outcome(client: &str, mutation_id: &str, result: &[u8]) -> MutationOutcome {
+    MutationOutcome { client_id: client.to_owned(), mutation_id: mutation_id.to_owned(), result: result.to_vec() }
+}
+
+fn now() -> u64 {
+    super::super::now_ms()
+}
+
+#[test]
+fn a_finished_mutation_leaves_the_queue_and_answers_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(), Enqueued::Queued { seq: 1 });
+    assert_eq!(store.enqueue_mutation(&mutation("c1", "m2"), 10).unwrap(), Enqueued::Queued { seq: 2 });
+    assert_eq!(store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(), Enqueued::Pending { seq: 1 });
+    let write = PartitionWrite {
+        partition: PartitionName::new("Task", "ann"),
+        upserts: vec![Record { id: "t1".into(), ..Record::default() }],
+        deletes: vec![],
+    };
+    let batches = store.finish_mutation(vec![write], outcome("c1", "m1", b"done-1")).unwrap();
+    assert_eq!(batches[0].last_seq, 1, "the change commits with the outcome");
+    assert_eq!(
+        store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(),
+        Enqueued::Done { result: b"done-1".to_vec() }
+    );
+    let pending: Vec<_> = store.pending_mutations().unwrap().into_iter().map(|m| m.mutation_id).collect();
+    assert_eq!(pending, vec!["m2".to_owned()], "only the unfinished one is pending");
+    // Another device's ids are its own.
+    assert_eq!(store.enqueue_mutation(&mutation("c2", "m1"), 10).unwrap(), Enqueued::Queued { seq: 1 });
+}
+
+#[test]
+fn only_unfinished_mutations_count_against_the_queue_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for n in 0..3 {
+        store.enqueue_mutation(&mutation("c1", &format!("m{n}")), 3).unwrap();
+    }
+    assert!(matches!(store.enqueue_mutation(&mutation("c1", "m3"), 3), Err(StoreError::QueueFull { pending: 3 })));
+    store.finish_mutation(Vec::new(), outcome("c1", "m0", b"r")).unwrap();
+    assert_eq!(store.enqueue_mutation(&mutation("c1", "m3"), 3).unwrap(), Enqueued::Queued { seq: 4 });
+}
+
+#[test]
+fn outcomes_are_pruned_after_their_retention_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.enqueue_mutation(&mutation("c1", "old"), 10).unwrap();
+    store.finish_mutation(Vec::new(), outcome("c1", "old", b"r-old")).unwrap();
+    let cutoff = now() + 1;
+    assert_eq!(store.prune_mutation_outcomes(0).unwrap(), 0, "nothing finished before the epoch");
+    // A mutation finished after the cutoff stays.
+    while now() <= cutoff {
+        std::hint::spin_loop();
+    }
+    store.finish_mutation(Vec::new(), outcome("c1", "new", b"r-new")).unwrap();
+    assert_eq!(store.prune_mutation_outcomes(cutoff).unwrap(), 1);
+    assert_eq!(
+        store.enqueue_mutation(&mutation("c1", "new"), 10).unwrap(),
+        Enqueued::Done { result: b"r-new".to_vec() }
+    );
+    // After its retention a mutation id is unknown again: queued anew.
+    assert_eq!(store.enqueue_mutation(&mutation("c1", "old"), 10).unwrap(), Enqueued::Queued { seq: 1 });
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.prune_mutation_outcomes(cutoff).unwrap(), 0, "pruning is durable");
+}
+
+#[test]
+fn pruning_a_large_backlog_takes_several_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let count = PRUNE_STEP + 5;
+    let txn = store.begin_write().unwrap();
+    {
+        let mut tables = MutationTables::open(&txn).unwrap();
+        for n in 0..count {
+            tables.finish(&outcome("c1", &format!("m{n}"), b"r"), 1_000 + n as u64).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    assert_eq!(store.prune_mutation_outcomes(1_000 + count as u64).unwrap(), count as u64);
+}
+
+/// Writes a store file in format 1: a finished mutation (outcome in `capture_positions`,
+/// still in the queue), an unfinished one, and a real capture position.
+fn write_format_1(path: &std::path::Path) {
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(STORE_META).unwrap();
+        meta.insert(FORMAT_VERSION_KEY, 1).unwrap();
+        let mut positions = txn.open_table(CAPTURE_POSITIONS).unwrap();
+        positions.insert("mutation:c1\0m1", b"legacy-result".as_slice()).unwrap();
+        positions.insert("watch:http://crm", b"resume".as_slice()).unwrap();
+        let mut queue = txn.open_table(MUTATIONS).unwrap();
+        let mut ids = txn.open_table(MUTATION_IDS).unwrap();
+        for (seq, id) in [(1, "m1"), (2, "m2")] {
+            let value = MutationValue::from_queued(&mutation("c1", id)).encode_to_vec();
+            queue.insert(("c1", seq), value.as_slice()).unwrap();
+            ids.insert(("c1", id), seq).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_format_1_store_is_migrated_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("syncline.redb");
+    write_format_1(&path);
+    let store = EmbeddedStore::open(&path, EmbeddedOptions::default()).expect("migrates");
+    assert_eq!(
+        store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(),
+        Enqueued::Done { result: b"legacy-result".to_vec() }
+    );
+    assert_eq!(store.enqueue_mutation(&mutation("c1", "m2"), 10).unwrap(), Enqueued::Pending { seq: 2 });
+    let pending: Vec<_> = store.pending_mutations().unwrap().into_iter().map(|m| m.mutation_id).collect();
+    assert_eq!(pending, vec!["m2".to_owned()]);
+    assert_eq!(store.capture_position("watch:http://crm").unwrap(), Some(b"resume".to_vec()));
+    assert_eq!(store.capture_position("mutation:c1\0m1").unwrap(), None, "moved out of capture positions");
+    drop(store);
+    let db = Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let version = txn.open_table(STORE_META).unwrap().get(FORMAT_VERSION_KEY).unwrap().map(|v| v.value());
+    assert_eq!(version, Some(FORMAT_VERSION));
+}
+
+#[test]
+fn a_store_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("syncline.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(STORE_META).unwrap().insert(FORMAT_VERSION_KEY, FORMAT_VERSION + 1).unwrap();
+        txn.commit().unwrap();
+    }
+    assert!(matches!(EmbeddedStore::open(&path, EmbeddedOptions::default()), Err(StoreError::Corrupt(_))));
+}
