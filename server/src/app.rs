@@ -19,6 +19,7 @@ use crate::config::{Capture, Partitioning, Settings};
 use crate::ingest::IngestService;
 use crate::mutations::MutationDispatcher;
 use crate::rpc::RpcRouter;
+use crate::storage::CommitListener;
 use crate::storage::Store;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::sync::session::DeviceSession;
@@ -81,12 +82,17 @@ impl SessionFactory for DeviceSessions {
 /// Opens the store, seeds the demo when configured, binds both listeners and starts serving.
 /// Returns once the listeners are bound.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    // One sweeper per runtime worker: live fan-out runs on every core, off the store's
+    // writer thread.
+    let hub = Hub::with_sweepers(tokio::runtime::Handle::current().metrics().num_workers(), settings.push_interval);
     let store_path = settings.data_dir.join(STORE_FILE_NAME);
     let options = EmbeddedOptions { cache_size_bytes: settings.store_cache_bytes };
     let store: Arc<dyn Store> = {
         let path = store_path.clone();
+        let live: Arc<dyn CommitListener> =
+            Arc::new(LivePublisher { hub: hub.clone(), max_page_bytes: settings.max_page_bytes });
         Arc::new(
-            tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options))
+            tokio::task::spawn_blocking(move || EmbeddedStore::open_with_listener(&path, options, Some(live)))
                 .await?
                 .with_context(|| format!("cannot open the store {}", store_path.display()))?,
         )
@@ -97,10 +103,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         Some(demo) => Some(demo::start_channel(&mut settings, &demo, &shutdown).await?),
         None => None,
     };
-    // One sweeper per runtime worker: live fan-out runs on every core, off the store's
-    // writer thread.
-    let hub = Hub::with_sweepers(tokio::runtime::Handle::current().metrics().num_workers(), settings.push_interval);
-    store.set_commit_listener(Arc::new(LivePublisher { hub: hub.clone(), max_page_bytes: settings.max_page_bytes }));
     let auth = {
         let store = store.clone();
         let ttl = settings.token_ttl;

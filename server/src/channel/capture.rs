@@ -1,7 +1,7 @@
 //! Change capture from channels.
 //!
 //! - **watch**: one task per channel endpoint follows `Watch` for the endpoint's watched
-//!   sources. Each `ChangeBatch` is committed with [`Store::apply_capture`] together with its
+//!   sources. Each `ChangeBatch` is committed with [`PartitionStore::apply_capture`](crate::storage::PartitionStore::apply_capture) together with its
 //!   resume token, so after a crash or a channel restart capture resumes exactly after the
 //!   last committed batch: no batch is applied twice and none is skipped. A partition's data
 //!   from before the watch began is loaded once with `Query`, by the same task between two

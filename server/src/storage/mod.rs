@@ -1,18 +1,25 @@
 //! The durable store: partitions (live records, change log, checksum, compaction horizon),
 //! device cursors, users, devices and server secrets.
 //!
-//! One trait, [`Store`], with the embedded backend ([`embedded::EmbeddedStore`], redb, one
-//! file, fsync on commit) as the default. Every method is synchronous and may block on disk:
-//! async callers run them in `spawn_blocking`. Writes that change partitions go through
-//! [`Store::apply_batch`], which returns only after the batch is durable and calls the
-//! [`CommitListener`] in commit order (so live push sees changes in sequence order).
+//! One contract, [`Store`], made of four narrow traits — [`PartitionStore`] (records, logs,
+//! checksums, compaction, capture positions), [`MutationQueue`] (device mutation queues and
+//! outcomes), [`AccountStore`] (users, devices, secrets) and [`CursorStore`] (device cursors)
+//! — with the embedded backend ([`embedded::EmbeddedStore`], redb, one file, fsync on commit)
+//! as the default. Every method is synchronous and may block on disk: async callers run them
+//! in `spawn_blocking`. Writes that change partitions go through
+//! [`PartitionStore::apply_batch`] (or `apply_capture`, `finish_mutation`), which return only
+//! after the batch is durable and call the backend's [`CommitListener`], given when it is
+//! opened, in commit order (so live push sees changes in sequence order).
 //!
 //! No gRPC or WebSocket types are allowed here: records are the protocol's `Record` message
 //! because that is the stored format, not because of any transport.
 
 pub mod embedded;
+mod error;
+mod page;
 
-use std::sync::Arc;
+pub use self::error::{StoreError, StoreResult};
+pub use self::page::{PageFill, PageLimit, delete_item_bytes, record_item_bytes};
 
 use syncline_proto::v1::Record;
 
@@ -79,7 +86,7 @@ pub struct QueuedMutation {
     pub base_version: u64,
 }
 
-/// What [`Store::enqueue_mutation`] found.
+/// What [`MutationQueue::enqueue_mutation`] found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Enqueued {
     /// Newly queued at this position.
@@ -91,7 +98,7 @@ pub enum Enqueued {
 }
 
 /// The outcome of a finished mutation, committed with the record change it caused (see
-/// [`Store::finish_mutation`]).
+/// [`MutationQueue::finish_mutation`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MutationOutcome {
     pub client_id: String,
@@ -155,100 +162,8 @@ impl Change {
     }
 }
 
-/// Returns the bytes a record adds to an encoded page, which holds it as one element of a
-/// repeated message field numbered below 16 (`Changes.upserts`): one key byte, the length
-/// prefix, and the record's encoding.
-pub fn record_item_bytes(record: &Record) -> usize {
-    length_delimited_item_bytes(prost::Message::encoded_len(record))
-}
-
-/// Returns the bytes a deleted id adds to an encoded page, which holds it as one element of
-/// a repeated string field numbered below 16 (`Changes.deletes`).
-pub fn delete_item_bytes(id: &str) -> usize {
-    length_delimited_item_bytes(id.len())
-}
-
-fn length_delimited_item_bytes(len: usize) -> usize {
-    1 + prost::encoding::encoded_len_varint(len as u64) + len
-}
-
-/// Bounds one page read from a partition ([`Store::read_log`], [`Store::read_snapshot`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PageLimit {
-    /// Most records (snapshot pages) or log changes (log pages).
-    pub items: usize,
-    /// Most bytes of items, each counted as [`record_item_bytes`] or [`Change::item_bytes`]:
-    /// the page ends before the item that would take it past this, except that a page holds
-    /// at least one item whatever its size, so paging always makes progress.
-    pub bytes: usize,
-}
-
-impl PageLimit {
-    /// Returns a limit of `items` and no bound in bytes.
-    pub const fn items(items: usize) -> Self {
-        Self { items, bytes: usize::MAX }
-    }
-
-    /// Returns no limit at all: everything in one page.
-    pub const fn unbounded() -> Self {
-        Self::items(usize::MAX)
-    }
-}
-
-/// Counts the items of a page as it fills, against its [`PageLimit`].
-#[derive(Clone, Copy, Debug)]
-pub struct PageFill {
-    limit: PageLimit,
-    items: usize,
-    bytes: usize,
-}
-
-impl PageFill {
-    /// Returns an empty page under `limit`.
-    pub fn new(limit: PageLimit) -> Self {
-        Self { limit, items: 0, bytes: 0 }
-    }
-
-    /// Returns true when the page holds its most items: nothing more can join it.
-    pub fn is_full(&self) -> bool {
-        self.items >= self.limit.items
-    }
-
-    /// Takes an item of `bytes` into the page and returns true if it fits: the page is not
-    /// full, and it is empty or stays within its bytes with the item. Returns false and
-    /// takes nothing otherwise: the page ends before the item.
-    pub fn admit(&mut self, bytes: usize) -> bool {
-        self.admit_group(1, bytes)
-    }
-
-    /// Takes `items` items of `bytes` in all, which must stay together, into the page and
-    /// returns true if they fit: the page has room for as many items, and stays within its
-    /// bytes with them (or they are one item and the page is empty). Returns false and takes
-    /// nothing otherwise.
-    pub fn admit_group(&mut self, items: usize, bytes: usize) -> bool {
-        let (count, filled) = (self.items.saturating_add(items), self.bytes.saturating_add(bytes));
-        let alone = self.items == 0 && items == 1;
-        if count > self.limit.items || (filled > self.limit.bytes && !alone) {
-            return false;
-        }
-        self.items = count;
-        self.bytes = filled;
-        true
-    }
-
-    /// Returns the items taken.
-    pub fn items(&self) -> usize {
-        self.items
-    }
-
-    /// Returns the bytes of the items taken.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
 /// A batch committed to one partition, as handed to the [`CommitListener`] and returned by
-/// [`Store::apply_batch`].
+/// [`PartitionStore::apply_batch`].
 #[derive(Clone, Debug)]
 pub struct CommittedBatch {
     /// The partition the batch was applied to.
@@ -342,43 +257,9 @@ pub struct StoredDevice {
     pub token_generation: u64,
 }
 
-/// Why a store operation failed, in the caller's terms.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The data directory is held by another process (usually a running server).
-    #[error("the data store {path} is in use by another process (is a server running on it?)")]
-    Locked { path: String },
-    /// A record id is empty or longer than [`MAX_RECORD_ID_BYTES`].
-    #[error("invalid record id {id:?}: ids are 1 to {MAX_RECORD_ID_BYTES} bytes")]
-    InvalidRecordId { id: String },
-    /// The same id appears twice in one batch.
-    #[error("record id {id:?} appears more than once in the batch")]
-    DuplicateId { id: String },
-    /// A batch holds more than [`MAX_BATCH_CHANGES`] changes.
-    #[error("batch of {changes} changes exceeds the limit of {MAX_BATCH_CHANGES}")]
-    BatchTooLarge { changes: usize },
-    /// A user with that name already exists.
-    #[error("user {name:?} already exists")]
-    UserExists { name: String },
-    /// The store's files could not be read or written.
-    #[error("storage failure: {0}")]
-    Io(String),
-    /// Stored bytes could not be decoded (corruption or an incompatible version).
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    /// The store is shutting down.
-    #[error("the store is closed")]
-    Closed,
-    /// A device has too many unfinished mutations.
-    #[error("the device has {pending} unfinished mutations, the most allowed")]
-    QueueFull { pending: u64 },
-}
-
-/// Result of store operations.
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// The durable store. See the module docs.
-pub trait Store: Send + Sync + 'static {
+/// Partitions: their records, change logs, checksums and compaction, and the positions of
+/// change capture committed with them.
+pub trait PartitionStore: Send + Sync + 'static {
     /// Applies upserts and deletes to one partition as one atomic batch and returns after
     /// it is durable. Upserts equal to the stored record (same encoded fields) and deletes
     /// of absent records take no sequence number. Validates ids (non-empty, at most
@@ -394,35 +275,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<CommittedBatch>;
 
     /// Applies writes to several partitions and records a capture position, all in one
-    /// atomic, durable commit (the same validation and no-op rules as [`Store::apply_batch`]).
+    /// atomic, durable commit (the same validation and no-op rules as [`PartitionStore::apply_batch`]).
     /// Returns one committed batch per write, in order.
     fn apply_capture(&self, writes: Vec<PartitionWrite>, position: CapturePosition)
     -> StoreResult<Vec<CommittedBatch>>;
 
-    /// Applies writes like [`Store::apply_capture`] and, in the same atomic, durable commit,
-    /// takes a mutation off its device's queue and stores its outcome (which then answers the
-    /// mutation id until [`Store::prune_mutation_outcomes`] removes it).
-    fn finish_mutation(
-        &self,
-        writes: Vec<PartitionWrite>,
-        outcome: MutationOutcome,
-    ) -> StoreResult<Vec<CommittedBatch>>;
-
-    /// Removes the outcomes of mutations that finished before `finished_before_ms` (Unix
-    /// milliseconds); returns how many. A device that sends one of those mutation ids again
-    /// has it queued and dispatched anew.
-    fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64>;
-
     /// Returns the last capture position stored under `name`.
     fn capture_position(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
-
-    /// Queues a device mutation durably unless its `mutation_id` is known for that client
-    /// (queued, or finished with a stored outcome); fails with [`StoreError::QueueFull`] when
-    /// the device already has `max_pending` unfinished mutations.
-    fn enqueue_mutation(&self, mutation: &QueuedMutation, max_pending: u64) -> StoreResult<Enqueued>;
-
-    /// Returns every unfinished mutation, by client and queue position.
-    fn pending_mutations(&self) -> StoreResult<Vec<QueuedMutation>>;
 
     /// Returns one live record of a partition.
     fn record(&self, partition: &PartitionName, id: &str) -> StoreResult<Option<Record>>;
@@ -451,15 +310,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Lists every partition that has been written.
     fn partitions(&self) -> StoreResult<Vec<PartitionName>>;
+}
 
-    /// Records device cursors (client id, partition, cursor) in one transaction. Cursors are
-    /// advisory (the device's own cursor is the truth), so this may use a cheaper durability
-    /// than `apply_batch`.
-    fn save_cursors(&self, cursors: &[(String, PartitionName, u64)]) -> StoreResult<()>;
+/// Devices' durable mutation queues and the outcomes of finished mutations.
+pub trait MutationQueue: Send + Sync + 'static {
+    /// Queues a device mutation durably unless its `mutation_id` is known for that client
+    /// (queued, or finished with a stored outcome); fails with [`StoreError::QueueFull`] when
+    /// the device already has `max_pending` unfinished mutations.
+    fn enqueue_mutation(&self, mutation: &QueuedMutation, max_pending: u64) -> StoreResult<Enqueued>;
 
-    /// Returns a device's recorded cursor for a partition.
-    fn cursor(&self, client_id: &str, partition: &PartitionName) -> StoreResult<Option<u64>>;
+    /// Returns every unfinished mutation, by client and queue position.
+    fn pending_mutations(&self) -> StoreResult<Vec<QueuedMutation>>;
 
+    /// Applies writes like [`PartitionStore::apply_capture`] and, in the same atomic, durable commit,
+    /// takes a mutation off its device's queue and stores its outcome (which then answers the
+    /// mutation id until [`MutationQueue::prune_mutation_outcomes`] removes it).
+    fn finish_mutation(
+        &self,
+        writes: Vec<PartitionWrite>,
+        outcome: MutationOutcome,
+    ) -> StoreResult<Vec<CommittedBatch>>;
+
+    /// Removes the outcomes of mutations that finished before `finished_before_ms` (Unix
+    /// milliseconds); returns how many. A device that sends one of those mutation ids again
+    /// has it queued and dispatched anew.
+    fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64>;
+}
+
+/// Users, devices and server secrets.
+pub trait AccountStore: Send + Sync + 'static {
     /// Adds a user; fails with [`StoreError::UserExists`] if the name is taken.
     fn add_user(&self, user: &StoredUser) -> StoreResult<()>;
 
@@ -480,74 +359,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns the named secret, creating it from `generate` on first use (durably).
     fn secret(&self, name: &str, generate: &dyn Fn() -> Vec<u8>) -> StoreResult<Vec<u8>>;
-
-    /// Installs the listener called after each commit; replaces any earlier one.
-    fn set_commit_listener(&self, listener: Arc<dyn CommitListener>);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Devices' recorded cursors (advisory: a device's own cursor is the truth).
+pub trait CursorStore: Send + Sync + 'static {
+    /// Records device cursors (client id, partition, cursor) in one transaction. Cursors are
+    /// advisory (the device's own cursor is the truth), so this may use a cheaper durability
+    /// than `apply_batch`.
+    fn save_cursors(&self, cursors: &[(String, PartitionName, u64)]) -> StoreResult<()>;
 
-    fn fill(items: usize, bytes: usize) -> PageFill {
-        PageFill::new(PageLimit { items, bytes })
-    }
-
-    #[test]
-    fn a_page_may_end_exactly_at_its_bytes() {
-        let mut page = fill(10, 30);
-        assert!(page.admit(10) && page.admit(10) && page.admit(10), "30 of 30 bytes fit");
-        assert!(!page.admit(1), "one byte more does not");
-        assert!(page.admit(0), "an item of no bytes still fits at the bound");
-        assert_eq!((page.items(), page.bytes()), (4, 30));
-    }
-
-    #[test]
-    fn the_item_that_would_pass_the_bound_ends_the_page() {
-        let mut page = fill(10, 30);
-        assert!(page.admit(20));
-        assert!(!page.admit(11), "20 + 11 is past 30");
-        assert_eq!((page.items(), page.bytes()), (1, 20), "a refused item takes nothing");
-        assert!(page.admit(10), "a smaller one still fits");
-    }
-
-    #[test]
-    fn a_first_item_over_the_bound_goes_alone() {
-        let mut page = fill(10, 30);
-        assert!(page.admit(100), "an empty page takes any one item");
-        assert!(!page.admit(0), "and nothing after it");
-        let mut zero = fill(10, 0);
-        assert!(zero.admit(5) && !zero.admit(0), "even with no bytes at all: one item a page");
-    }
-
-    #[test]
-    fn the_item_count_bounds_a_page_too() {
-        let mut page = fill(2, usize::MAX);
-        assert!(page.admit(1) && page.admit(1));
-        assert!(page.is_full() && !page.admit(0));
-        let mut none = fill(0, usize::MAX);
-        assert!(none.is_full() && !none.admit(0), "a limit of 0 items takes nothing");
-    }
-
-    #[test]
-    fn a_group_fits_whole_or_not_at_all() {
-        let mut page = fill(5, 30);
-        assert!(!page.admit_group(2, 31), "two items over the bound do not go alone");
-        assert!(page.admit_group(1, 31), "one item does");
-        let mut page = fill(5, 30);
-        assert!(page.admit_group(3, 30));
-        assert!(!page.admit_group(3, 0), "six items are past five");
-        assert!(!page.admit_group(1, 1), "31 bytes are past 30");
-        assert_eq!((page.items(), page.bytes()), (3, 30));
-    }
-
-    #[test]
-    fn item_bytes_are_the_length_delimited_encoding() {
-        let record = Record { id: "r".repeat(200), version: 7, ..Record::default() };
-        let len = prost::Message::encoded_len(&record);
-        assert_eq!(record_item_bytes(&record), 1 + 2 + len, "a two-byte length prefix above 127 bytes");
-        assert_eq!(delete_item_bytes("abc"), 5);
-        assert_eq!(Change::Delete { id: "abc".into(), seq: 1 }.item_bytes(), 5);
-        assert_eq!(Change::Upsert(record.clone()).item_bytes(), record_item_bytes(&record));
-    }
+    /// Returns a device's recorded cursor for a partition.
+    fn cursor(&self, client_id: &str, partition: &PartitionName) -> StoreResult<Option<u64>>;
 }
+
+/// The durable store: every part of the contract, which each backend implements. Code that
+/// needs one part names that trait (`&dyn AccountStore`, ...); code that needs several takes
+/// a `Store`.
+pub trait Store: PartitionStore + MutationQueue + AccountStore + CursorStore {}
+
+impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore> Store for T {}

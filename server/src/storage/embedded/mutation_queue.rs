@@ -14,8 +14,13 @@ use std::collections::BTreeMap;
 use prost::Message as _;
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{corrupt, store_error};
-use crate::storage::{Enqueued, MutationOutcome, PartitionName, QueuedMutation, StoreError, StoreResult};
+use super::EmbeddedStore;
+use super::tables::{corrupt, store_error};
+use super::writer::CommitMarker;
+use crate::storage::{
+    CommittedBatch, Enqueued, MutationOutcome, MutationQueue, PartitionName, PartitionWrite, QueuedMutation,
+    StoreError, StoreResult,
+};
 
 /// Device mutation queue: (client id, position) → encoded [`MutationValue`]. Holds only
 /// unfinished mutations.
@@ -225,6 +230,43 @@ pub(super) fn migrate_from_format_1(
         tables.finish(&outcome, now_ms)?;
     }
     Ok(moved.len() as u64)
+}
+
+impl MutationQueue for EmbeddedStore {
+    fn enqueue_mutation(&self, mutation: &QueuedMutation, max_pending: u64) -> StoreResult<Enqueued> {
+        let txn = self.begin_write()?;
+        let outcome = enqueue(&txn, mutation, max_pending)?;
+        if matches!(outcome, Enqueued::Queued { .. }) {
+            txn.commit().map_err(store_error)?;
+        }
+        Ok(outcome)
+    }
+
+    fn pending_mutations(&self) -> StoreResult<Vec<QueuedMutation>> {
+        let txn = self.begin_read()?;
+        pending(&txn.open_table(MUTATIONS).map_err(store_error)?)
+    }
+
+    fn finish_mutation(
+        &self,
+        writes: Vec<PartitionWrite>,
+        outcome: MutationOutcome,
+    ) -> StoreResult<Vec<CommittedBatch>> {
+        self.submit(writes, Some(CommitMarker::MutationFinished(outcome)))
+    }
+
+    fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64> {
+        let mut removed = 0;
+        loop {
+            let txn = self.begin_write()?;
+            let (step, more) = prune_step(&txn, finished_before_ms)?;
+            txn.commit().map_err(store_error)?;
+            removed += step;
+            if !more {
+                return Ok(removed);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use syncline_proto::v1::{Record, Value};
 
 use super::super::{CAPTURE_POSITIONS, EmbeddedOptions, EmbeddedStore, FORMAT_VERSION, FORMAT_VERSION_KEY, STORE_META};
 use super::*;
-use crate::storage::{PartitionWrite, Store};
+use crate::storage::{PartitionStore, PartitionWrite};
 
 fn open(dir: &tempfile::TempDir) -> EmbeddedStore {
     EmbeddedStore::open(&dir.path().join("syncline.redb"), EmbeddedOptions::default()).expect("open")

@@ -1,0 +1,38 @@
+//! Why a store operation failed.
+
+use super::{MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES};
+
+/// Why a store operation failed, in the caller's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory is held by another process (usually a running server).
+    #[error("the data store {path} is in use by another process (is a server running on it?)")]
+    Locked { path: String },
+    /// A record id is empty or longer than [`MAX_RECORD_ID_BYTES`].
+    #[error("invalid record id {id:?}: ids are 1 to {MAX_RECORD_ID_BYTES} bytes")]
+    InvalidRecordId { id: String },
+    /// The same id appears twice in one batch.
+    #[error("record id {id:?} appears more than once in the batch")]
+    DuplicateId { id: String },
+    /// A batch holds more than [`MAX_BATCH_CHANGES`] changes.
+    #[error("batch of {changes} changes exceeds the limit of {MAX_BATCH_CHANGES}")]
+    BatchTooLarge { changes: usize },
+    /// A user with that name already exists.
+    #[error("user {name:?} already exists")]
+    UserExists { name: String },
+    /// The store's files could not be read or written.
+    #[error("storage failure: {0}")]
+    Io(String),
+    /// Stored bytes could not be decoded (corruption or an incompatible version).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store is shutting down.
+    #[error("the store is closed")]
+    Closed,
+    /// A device has too many unfinished mutations.
+    #[error("the device has {pending} unfinished mutations, the most allowed")]
+    QueueFull { pending: u64 },
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
