@@ -19,13 +19,13 @@ use crate::config::{Capture, Partitioning, Settings};
 use crate::ingest::IngestService;
 use crate::mutations::MutationDispatcher;
 use crate::rpc::RpcRouter;
+use crate::shutdown;
 use crate::storage::CommitListener;
 use crate::storage::Store;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::sync::session::DeviceSession;
 use crate::sync::{DeviceLimits, LivePublisher, SyncEngine, cursors::CursorRecorder};
 use crate::tls::TlsMaterial;
-use crate::{demo, shutdown};
 
 /// Name of the embedded store's file inside the data directory.
 pub const STORE_FILE_NAME: &str = "syncline.redb";
@@ -99,10 +99,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     };
     let shutdown = CancellationToken::new();
     let mut settings = settings;
-    let demo_channel = match settings.demo.clone() {
-        Some(demo) => Some(demo::start_channel(&mut settings, &demo, &shutdown).await?),
-        None => None,
-    };
+    let demo_channel = start_demo(&mut settings, &shutdown).await?;
     let auth = {
         let store = store.clone();
         let ttl = settings.token_ttl;
@@ -247,6 +244,32 @@ impl Drop for IngestRuntime {
         if let Some(runtime) = self.0.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+/// Starts the demo app's channel when the settings ask for the demo; returns what keeps it
+/// running.
+#[cfg(feature = "demo")]
+async fn start_demo(
+    settings: &mut Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<syncline_example_crm::RunningCrmChannel>> {
+    match settings.demo.clone() {
+        Some(demo) => Ok(Some(crate::demo::start_channel(settings, &demo, shutdown).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Stands for the demo channel in a build without it (never made).
+#[cfg(not(feature = "demo"))]
+struct NoDemo;
+
+/// Refuses to start the demo app in a build without it.
+#[cfg(not(feature = "demo"))]
+async fn start_demo(settings: &mut Settings, _shutdown: &CancellationToken) -> anyhow::Result<Option<NoDemo>> {
+    match settings.demo {
+        Some(_) => anyhow::bail!("this build has no demo app (cargo feature `demo`): configure [sources]"),
+        None => Ok(None),
     }
 }
 

@@ -134,17 +134,7 @@ pub async fn user_add(
     }
     let settings = config.validate()?;
     if settings.demo.is_some() {
-        // The demo checks logins through its CRM channel: the user goes into the channel's
-        // database, which SQLite lets this process write while a server runs on it.
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
-        let path = settings.data_dir.join(crate::demo::DEMO_DB_FILE);
-        let db = syncline_example_crm::CrmDb::open(&path)
-            .await
-            .with_context(|| format!("cannot open the demo app's database {}", path.display()))?;
-        db.add_user(name, &password).await.with_context(|| format!("cannot add user {name:?} to the demo app"))?;
-        println!("added user {name} to the demo app (logins are checked by its CRM channel)");
-        return Ok(());
+        return demo_user_add(&settings, name, &password).await;
     }
     if let Some(channel) = &settings.auth_channel {
         bail!(
@@ -157,6 +147,28 @@ pub async fn user_add(
     crate::auth::add_user(&store, name, &password)?;
     println!("added user {name}");
     Ok(())
+}
+
+/// Adds a user to the demo app: the demo checks logins through its CRM channel, so the user
+/// goes into the channel's database, which SQLite lets this process write while a server
+/// runs on it.
+#[cfg(feature = "demo")]
+async fn demo_user_add(settings: &crate::config::Settings, name: &str, password: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
+    let path = settings.data_dir.join(crate::demo::DEMO_DB_FILE);
+    let db = syncline_example_crm::CrmDb::open(&path)
+        .await
+        .with_context(|| format!("cannot open the demo app's database {}", path.display()))?;
+    db.add_user(name, password).await.with_context(|| format!("cannot add user {name:?} to the demo app"))?;
+    println!("added user {name} to the demo app (logins are checked by its CRM channel)");
+    Ok(())
+}
+
+/// Refuses: this build has no demo app.
+#[cfg(not(feature = "demo"))]
+async fn demo_user_add(_settings: &crate::config::Settings, _name: &str, _password: &str) -> anyhow::Result<()> {
+    bail!("this build has no demo app (cargo feature `demo`): configure [sources] and add users to the embedded store")
 }
 
 /// One line of an ingest file.

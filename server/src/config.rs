@@ -565,9 +565,6 @@ pub struct Settings {
     pub rpc: RpcSettings,
 }
 
-/// Names of the demo app's sources and their partitioning.
-pub const DEMO_SOURCES: &[(&str, Partitioning)] = &[("Account", Partitioning::App), ("Contact", Partitioning::User)];
-
 impl Config {
     /// Loads the configuration: defaults, then `file` (if given), then `SYNCLINE_*` entries
     /// of `env`.
@@ -758,15 +755,10 @@ impl Config {
                 SourceSettings { partitioning, channel, capture, conflict, page_size: source.page_size },
             );
         }
-        let demo = if self.demo.enabled && sources.is_empty() {
-            for (name, partitioning) in DEMO_SOURCES {
-                sources.insert((*name).to_owned(), SourceSettings::ingest(*partitioning));
-            }
-            Some(self.demo.clone())
-        } else {
-            None
-        };
-        if sources.is_empty() {
+        // The demo's sources (and login and RPC channels) are the demo channel's to declare
+        // when it starts (`demo::start_channel`).
+        let demo = (self.demo.enabled && sources.is_empty()).then(|| self.demo.clone());
+        if sources.is_empty() && demo.is_none() {
             return Err(invalid("sources", &"{}", "configure at least one source, or enable the demo"));
         }
         let rpc = self.rpc.validate()?;
@@ -970,8 +962,7 @@ mod tests {
         let settings = Config::default().validate().unwrap();
         assert_eq!(settings.device_addr.to_string(), DEFAULT_DEVICE_ADDR);
         assert_eq!(settings.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
-        assert_eq!(settings.sources["Account"].partitioning, Partitioning::App);
-        assert_eq!(settings.sources["Contact"].partitioning, Partitioning::User);
+        assert!(settings.sources.is_empty(), "the demo declares its sources when it starts");
         assert!(settings.demo.is_some());
     }
 

@@ -17,6 +17,10 @@ use crate::config::{
 /// Name of the demo channel's database file in the data directory.
 pub const DEMO_DB_FILE: &str = "demo-crm.db";
 
+/// The demo app's sources and their partitioning (both captured with `watch` from the
+/// channel).
+pub const DEMO_SOURCES: &[(&str, Partitioning)] = &[("Account", Partitioning::App), ("Contact", Partitioning::User)];
+
 /// The RPC service name devices call the demo channel's business operations by.
 pub const DEMO_RPC_SERVICE: &str = "crm";
 
@@ -38,7 +42,7 @@ pub async fn start_channel(
     .context("cannot start the demo channel")?;
     channel.db().seed(demo.records).await.context("cannot seed the demo channel")?;
     let url = format!("http://{}", channel.local_addr());
-    for (name, partitioning) in [("Account", Partitioning::App), ("Contact", Partitioning::User)] {
+    for &(name, partitioning) in DEMO_SOURCES {
         settings.sources.insert(
             name.to_owned(),
             SourceSettings {

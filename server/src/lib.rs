@@ -18,6 +18,7 @@ pub mod auth;
 pub mod channel;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod ingest;
 pub mod mutations;
