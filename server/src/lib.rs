@@ -11,6 +11,8 @@
 //!   metrics.
 //! - [`storage`]: the durable store trait and its embedded (redb) backend.
 //! - [`demo`]: the demo app seeded by `syncline serve` without configured sources.
+//! - `jobs`: background jobs (cursor flushes, compaction, mutation outcome pruning).
+//! - `runtime`: the backend runtime the gRPC endpoint and change capture run on.
 //! - [`tls`], [`telemetry`], [`shutdown`], [`cli`]: plumbing.
 
 pub mod app;
@@ -21,8 +23,10 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod ingest;
+mod jobs;
 pub mod mutations;
 pub mod rpc;
+mod runtime;
 pub mod shutdown;
 pub mod storage;
 pub mod sync;

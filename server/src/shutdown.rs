@@ -1,13 +1,15 @@
 //! Signal handling and the ordered stop sequence.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{LISTENER_STOP_TIMEOUT, flush_cursors};
-use crate::sync::SyncEngine;
+use crate::jobs::Jobs;
+use crate::rpc::RpcRouter;
+
+/// How long the stop sequence waits for each listener's task at most (within the grace).
+pub const LISTENER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {
@@ -39,9 +41,9 @@ pub async fn signal() {
 pub(crate) async fn stop_in_order(
     device_task: JoinHandle<()>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
-    background: Vec<JoinHandle<()>>,
     tracker: TaskTracker,
-    engine: &Arc<SyncEngine>,
+    jobs: &Jobs,
+    rpc: &RpcRouter,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let sequence = async {
@@ -50,13 +52,11 @@ pub(crate) async fn stop_in_order(
         if let Ok(Ok(Err(error))) = grpc {
             tracing::warn!(%error, "gRPC server ended with an error");
         }
+        // Sessions, background jobs and change capture all run on the tracker.
         tracker.close();
         tracker.wait().await;
-        for job in background {
-            let _ = job.await;
-        }
-        flush_cursors(engine).await;
-        engine.rpc.metrics().log_summary();
+        jobs.flush_cursors().await;
+        rpc.metrics().log_summary();
     };
     if tokio::time::timeout(grace, sequence).await.is_err() {
         tracing::warn!(grace_secs = grace.as_secs(), "graceful shutdown timed out; stopping anyway");

@@ -147,6 +147,16 @@ pub fn server_view(
     (records, page.state)
 }
 
+/// Compacts partition `(source, key)` of `server` now, keeping `keep_recent` log entries.
+pub async fn compact(server: &TestServer, source: &str, key: &str, keep_recent: u64) {
+    let partition = syncline_server::storage::PartitionName::new(source, key);
+    let store = server.server.engine.store.clone();
+    tokio::task::spawn_blocking(move || store.compact(&partition, keep_recent))
+        .await
+        .expect("compaction task")
+        .expect("compaction");
+}
+
 /// Waits until `device` holds partition `(source, key)` exactly as the server does (same
 /// cursor as the head, same records, same checksum and total), failing after `deadline`.
 pub async fn assert_converges(

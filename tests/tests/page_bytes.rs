@@ -328,7 +328,7 @@ async fn a_pull_mode_device_passed_by_compaction_mid_catch_up_resets_and_catches
     assert!(cursor > 40 && cursor < 80, "mid-way through the log: {cursor}");
 
     // Compaction passes the cursor while the device holds back its next pull.
-    syncline_server::app::compact_all(&server.server.engine, 0).await;
+    syncline_tests::compact(&server, "Account", "*", 0).await;
     let (_, state) = server_view(&server, "Account", "*");
     assert!(state.horizon > cursor, "compacted past the device's cursor {cursor}: {state:?}");
 

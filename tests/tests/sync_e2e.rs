@@ -261,7 +261,7 @@ async fn a_device_behind_the_compaction_horizon_gets_a_snapshot_and_converges() 
         let (upserts, deletes) = random_batch(&mut rng, "acc", &mut next_id, &mut live, 200);
         push(&mut ingest, "Account", "*", upserts, deletes).await.unwrap();
     }
-    syncline_server::app::compact_all(&server.server.engine, 10).await;
+    syncline_tests::compact(&server, "Account", "*", 10).await;
     let (_, state) = syncline_tests::server_view(&server, "Account", "*");
     assert!(state.horizon > old_cursor, "compaction passed the device's cursor");
 

@@ -37,6 +37,18 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// Poll requests queued by subscribing devices; more are dropped (the next tick polls anyway).
 pub const POLL_REQUEST_QUEUE: usize = 1024;
 
+/// Tells change capture which partitions devices follow: a poller polls only those.
+pub trait SubscribedPartitions: Send + Sync + 'static {
+    /// Returns the partitions of `source` with at least one subscriber.
+    fn subscribed(&self, source: &str) -> Vec<PartitionName>;
+}
+
+impl SubscribedPartitions for Hub<PartitionName> {
+    fn subscribed(&self, source: &str) -> Vec<PartitionName> {
+        self.keys().into_iter().filter(|partition| partition.source == source).collect()
+    }
+}
+
 /// Returns the name under which a watch's resume token is stored: named by the watched
 /// sources, not the endpoint URL, so that moving a channel to another address keeps its
 /// position.
@@ -244,7 +256,7 @@ async fn load_once(
 /// named on `requests` at once, until shutdown.
 pub async fn run_poll(
     store: Arc<dyn Store>,
-    hub: Arc<Hub<PartitionName>>,
+    subscribed: Arc<dyn SubscribedPartitions>,
     connection: ChannelConnection,
     source: String,
     interval: Duration,
@@ -258,7 +270,7 @@ pub async fn run_poll(
     loop {
         let partitions: Vec<PartitionName> = tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticker.tick() => hub.keys().into_iter().filter(|partition| partition.source == source).collect(),
+            _ = ticker.tick() => subscribed.subscribed(&source),
             Some(partition) = requests.recv() => vec![partition],
         };
         for partition in partitions {

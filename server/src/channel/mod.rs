@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod grpc;
+pub mod wiring;
 
 /// Why a call to a channel failed, in the caller's terms.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -68,9 +68,9 @@ pub struct SyncEngine {
     pub auth: Authenticator,
     pub sources: BTreeMap<String, SourceSettings>,
     pub limits: DeviceLimits,
-    pub cursors: cursors::CursorRecorder,
-    /// Per polled source: asks its poller to poll a partition now (a device subscribed).
-    pub poll_requests: BTreeMap<String, tokio::sync::mpsc::Sender<PartitionName>>,
+    pub cursors: Arc<cursors::CursorRecorder>,
+    /// Asks change capture to poll or load a partition now (a device subscribed).
+    pub capture_requests: crate::channel::wiring::CaptureRequests,
     /// Dispatches device mutations to channels.
     pub mutations: Arc<crate::mutations::MutationDispatcher>,
     /// Open sessions per user, for the per-user connection cap.

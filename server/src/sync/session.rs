@@ -497,9 +497,7 @@ impl DeviceSession {
         // A polled source refreshes the partition now rather than at the next interval, and
         // a watched one loads it from the channel if it never did; a full queue only means
         // such a request is already pending.
-        if let Some(requests) = self.engine.poll_requests.get(&partition.source) {
-            let _ = requests.try_send(partition.clone());
-        }
+        self.engine.capture_requests.request(&partition);
         // Join the hub before reading, so nothing committed from now on can be missed.
         let subscription = self.engine.hub.subscribe(partition.clone(), outbox.clone());
         let store = self.engine.store.clone();

@@ -1,0 +1,104 @@
+//! Background jobs: flushing device cursors, compacting change logs and pruning finished
+//! mutations' outcomes. Each runs as a task on the server's tracker until the shutdown token
+//! fires; the stop sequence flushes cursors once more after they end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::storage::{Store, StoreError};
+use crate::sync::cursors::CursorRecorder;
+
+/// What the background jobs work on.
+#[derive(Clone)]
+pub(crate) struct Jobs {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cursors: Arc<CursorRecorder>,
+}
+
+impl Jobs {
+    /// Starts every job on `tracker`; they stop when `shutdown` fires.
+    pub(crate) fn spawn(&self, settings: &Settings, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        let jobs = self.clone();
+        every(tracker, shutdown, settings.cursor_flush, false, move || {
+            let jobs = jobs.clone();
+            async move { jobs.flush_cursors().await }
+        });
+        let jobs = self.clone();
+        let (keep_recent, retention) = (settings.compact_keep_recent, settings.mutation_outcome_retention);
+        // The first compaction waits a whole interval: a server that just started has
+        // nothing new to compact.
+        every(tracker, shutdown, settings.compact_interval, true, move || {
+            let jobs = jobs.clone();
+            async move {
+                jobs.compact_all(keep_recent).await;
+                jobs.prune_mutation_outcomes(retention).await;
+            }
+        });
+    }
+
+    /// Writes recorded device cursors to the store.
+    pub(crate) async fn flush_cursors(&self) {
+        let (store, cursors) = (self.store.clone(), self.cursors.clone());
+        match tokio::task::spawn_blocking(move || cursors.flush(&store)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not save device cursors; will retry"),
+            Err(error) => tracing::warn!(%error, "cursor flush task failed"),
+        }
+    }
+
+    /// Compacts every partition's log, keeping `keep_recent` entries behind each head.
+    pub(crate) async fn compact_all(&self, keep_recent: u64) {
+        let store = self.store.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+            let mut removed = 0;
+            for partition in store.partitions()? {
+                removed += store.compact(&partition, keep_recent)?.removed;
+            }
+            Ok(removed)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "compacted change logs"),
+            Ok(Err(error)) => tracing::warn!(%error, "compaction failed; will retry"),
+            Err(error) => tracing::warn!(%error, "compaction task failed"),
+        }
+    }
+
+    /// Removes the outcomes of mutations that finished more than `retention` ago.
+    pub(crate) async fn prune_mutation_outcomes(&self, retention: Duration) {
+        let store = self.store.clone();
+        let now = u64::try_from(crate::auth::now_ms()).unwrap_or(0);
+        let cutoff = now.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+        match tokio::task::spawn_blocking(move || store.prune_mutation_outcomes(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "removed mutation outcomes past their retention"),
+            Ok(Err(error)) => tracing::warn!(%error, "pruning mutation outcomes failed; will retry"),
+            Err(error) => tracing::warn!(%error, "mutation outcome pruning task failed"),
+        }
+    }
+}
+
+/// Runs `job` every `period` on `tracker` until `shutdown` fires (the first run at once, or
+/// after one period when `delay_first`).
+fn every<F, Fut>(tracker: &TaskTracker, shutdown: &CancellationToken, period: Duration, delay_first: bool, mut job: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let start = tokio::time::Instant::now() + if delay_first { period } else { Duration::ZERO };
+        let mut ticker = tokio::time::interval_at(start, period);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => job().await,
+            }
+        }
+    });
+}
