@@ -1,17 +1,24 @@
 //! Syncline's wire protocol.
 //!
 //! - [`v1`]: the generated `syncline.v1` types (prost), gRPC clients and servers (tonic) and
-//!   canonical-JSON serde impls (pbjson) from `syncline/v1/*.proto`, which are the
-//!   specification of the protocol.
+//!   canonical-JSON serde impls (pbjson; `Value`'s are in [`value`]) from
+//!   `syncline/v1/*.proto`, which are the specification of the protocol.
 //! - [`checksum`]: the order-independent checksum of a partition's live set.
+//! - [`record`]: the limits of a record and [`v1::Record::validate`], the one check of a
+//!   record against them.
+//! - [`grpc_codec`]: the codec of the generated gRPC servers (an undecodable request is
+//!   INVALID_ARGUMENT).
 //! - [`sdk`]: the Rust Channel SDK (a [`sdk::ChannelBackend`] trait and [`sdk::serve`]); the only
 //!   module of this crate that does I/O, with `mobile_sdk`.
 //! - [`mobile_sdk`]: the Rust Mobile RPC SDK (a [`mobile_sdk::MobileBackend`] trait and
 //!   [`mobile_sdk::serve`]) for business operations devices call over their socket.
-//! - [`value`]: conveniences for building typed field values.
+//! - [`value`]: conveniences for building typed field values, and the canonical JSON mapping
+//!   of `Value` (non-finite doubles as `"NaN"`, `"Infinity"`, `"-Infinity"`).
 
 pub mod checksum;
+pub mod grpc_codec;
 pub mod mobile_sdk;
+pub mod record;
 pub mod sdk;
 pub mod value;
 
