@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, BackendTokenVerifier};
+use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
 use crate::config::Settings;
@@ -39,6 +40,8 @@ pub struct RunningServer {
     pub tls: bool,
     pub engine: Arc<SyncEngine>,
     pub connections: Arc<ConnectionCount>,
+    /// Counters of change capture from channels (e.g. records refused).
+    pub capture: Arc<capture::CaptureCounters>,
     shutdown: CancellationToken,
     stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -192,12 +195,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
 
     let jobs = Jobs { store: store.clone(), cursors: engine.cursors.clone() };
     jobs.spawn(&settings, &tracker, &shutdown);
+    let capture = Arc::new(capture::CaptureCounters::default());
     {
         // Change capture is backend-facing too: its channel clients and the tasks that read
         // the feeds and poll run on the backend runtime, so a backend's change is read and
         // committed without queueing behind device tasks, as an Ingest push is.
         let _entered = backend_runtime.handle().enter();
-        wiring::spawn_capture(&settings.sources, &store, engine.hub.clone(), capture_queues, &tracker, &shutdown)?;
+        let sink = capture::CaptureSink { store: store.clone(), counters: capture.clone() };
+        wiring::spawn_capture(&settings.sources, &sink, engine.hub.clone(), capture_queues, &tracker, &shutdown)?;
     }
     let stopped = {
         let shutdown = shutdown.clone();
@@ -211,7 +216,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             stopped
         })
     };
-    Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), engine, connections, shutdown, stopped })
+    Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), engine, connections, capture, shutdown, stopped })
 }
 
 /// Starts the demo app's channel when the settings ask for the demo; returns what keeps it

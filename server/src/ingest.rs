@@ -79,7 +79,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Maps a store error to a gRPC status, once.
 pub fn store_status(error: StoreError) -> Status {
     match error {
-        StoreError::InvalidRecordId { .. } | StoreError::DuplicateId { .. } | StoreError::BatchTooLarge { .. } => {
+        StoreError::InvalidRecord(_) | StoreError::DuplicateId { .. } | StoreError::BatchTooLarge { .. } => {
             Status::invalid_argument(error.to_string())
         }
         StoreError::UserExists { .. } => Status::already_exists(error.to_string()),
@@ -97,6 +97,9 @@ pub fn store_status(error: StoreError) -> Status {
 
 #[tonic::async_trait]
 impl Ingest for IngestService {
+    /// Records are checked by the store ([`Store::apply_batch`] validates every upsert and
+    /// deleted id before writing anything), so a record outside the limits fails the batch
+    /// with INVALID_ARGUMENT naming the record and its field.
     #[tracing::instrument(skip_all, fields(source = %request.get_ref().source, key = %request.get_ref().key))]
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
         self.check_token(&request)?;

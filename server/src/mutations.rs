@@ -23,6 +23,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use prost::Message as _;
+use syncline_proto::record::RecordError;
 use syncline_proto::v1::{
     self, Caller, ErrorCode, Link, MutationError, MutationOp, MutationResult, PartitionKey, Record, ServerFrame,
     WriteRequest, server_frame,
@@ -178,7 +179,15 @@ impl MutationDispatcher {
     async fn dispatch(&self, mutation: &QueuedMutation) -> Option<MutationResult> {
         let op = MutationOp::try_from(mutation.op).unwrap_or(MutationOp::Unspecified);
         let (result, writes) = match self.decide(mutation, op).await? {
-            Ok(decided) => decided,
+            Ok((result, writes)) => match check_backend_records(&writes) {
+                Ok(()) => (result, writes),
+                Err(error) => {
+                    tracing::warn!(client_id = %mutation.client_id, mutation_id = %mutation.mutation_id,
+                        partition = %mutation.partition, id = error.id(), %error,
+                        "the channel answered a write with a record outside the record limits");
+                    (backend_record_refused(mutation, op), Vec::new())
+                }
+            },
             Err(error) => (failure(mutation, op, error.0, error.1, None), Vec::new()),
         };
         // A watched source's change feed is the one ordered writer of its partitions: the
@@ -199,16 +208,10 @@ impl MutationDispatcher {
         };
         match committed {
             Ok(Ok(_)) => Some(result),
-            Ok(Err(StoreError::InvalidRecordId { .. } | StoreError::DuplicateId { .. })) => {
+            Ok(Err(StoreError::InvalidRecord(_) | StoreError::DuplicateId { .. })) => {
                 // The channel answered with a record the log cannot hold: report it, keep the
                 // mutation finished.
-                let result = failure(
-                    mutation,
-                    op,
-                    ErrorCode::Internal,
-                    "the backend returned a record with an invalid id".into(),
-                    None,
-                );
+                let result = backend_record_refused(mutation, op);
                 let outcome = MutationOutcome { result: result.encode_to_vec(), ..outcome };
                 let store = self.store.clone();
                 match tokio::task::spawn_blocking(move || store.finish_mutation(Vec::new(), outcome)).await {
@@ -327,6 +330,18 @@ impl MutationDispatcher {
             }
         }))
     }
+}
+
+/// Checks the records a channel answered a write with (the upserts of the log writes they
+/// cause: the stored record, or the current one of a conflict) against the record limits.
+fn check_backend_records(writes: &[PartitionWrite]) -> Result<(), RecordError> {
+    writes.iter().flat_map(|write| &write.upserts).try_for_each(Record::validate)
+}
+
+/// The outcome of a mutation whose channel answered with a record that breaks the record
+/// limits: a backend bug, so INTERNAL with a generic message (the details are logged).
+fn backend_record_refused(mutation: &QueuedMutation, op: MutationOp) -> MutationResult {
+    failure(mutation, op, ErrorCode::Internal, "the backend returned an invalid record".into(), None)
 }
 
 fn success(mutation: &QueuedMutation, record: Option<Record>, link: Option<Link>) -> MutationResult {

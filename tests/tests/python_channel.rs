@@ -137,9 +137,13 @@ async fn python_channel_poll_capture_logs_only_real_changes() {
     // Polling again finds nothing new and logs nothing.
     let connection = syncline_server::channel::grpc::ChannelConnection::lazy(&channel.url).unwrap();
     let partition = syncline_server::storage::PartitionName::new("Task", "demo");
+    let sink = syncline_server::channel::capture::CaptureSink {
+        store: server.server.engine.store.clone(),
+        counters: server.server.capture.clone(),
+    };
     for _ in 0..2 {
         let logged = syncline_server::channel::capture::poll_partition(
-            &server.server.engine.store,
+            &sink,
             &connection,
             &partition,
             syncline_server::channel::capture::Missing::Delete,

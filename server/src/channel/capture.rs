@@ -11,12 +11,20 @@
 //!   every interval (and at once when a device subscribes), diffs against the stored
 //!   partition and logs only real upserts and deletes (unchanged records are no-ops in the
 //!   store).
+//!
+//! Records from a channel are checked like every written record ([`Record::validate`]): one
+//! outside the record limits is skipped with a warning and counted in [`CaptureCounters`],
+//! and the rest of its batch or partition is applied (there is no caller to answer). Its
+//! stored copy, if any, stays as it was: a poll does not take a refused record for a deleted
+//! one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use syncline_proto::record::{RecordError, validate_record_id};
 use syncline_proto::v1::{ChangeBatch, Record};
 use syncline_push::Hub;
 use tokio::sync::mpsc;
@@ -25,10 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::ChannelError;
 use super::grpc::ChannelConnection;
 use crate::config::Partitioning;
-use crate::storage::{
-    CapturePosition, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES, PageLimit, PartitionName, PartitionWrite, Store,
-    StoreError,
-};
+use crate::storage::{CapturePosition, MAX_BATCH_CHANGES, PageLimit, PartitionName, PartitionWrite, Store, StoreError};
 
 /// First pause after a failed channel call; doubles up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -47,6 +52,33 @@ impl SubscribedPartitions for Hub<PartitionName> {
     fn subscribed(&self, source: &str) -> Vec<PartitionName> {
         self.keys().into_iter().filter(|partition| partition.source == source).collect()
     }
+}
+
+/// Counters of change capture, shared by its tasks (one set per server).
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    refused_records: AtomicU64,
+}
+
+impl CaptureCounters {
+    /// Logs and counts a record (or deleted id) from a channel that is outside the record
+    /// limits and is skipped.
+    pub fn record_refused(&self, endpoint: &str, partition: &PartitionName, error: &RecordError) {
+        self.refused_records.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(endpoint, %partition, id = error.id(), %error, "channel record outside the record limits; skipped");
+    }
+
+    /// Returns the records (and deleted ids) from channels refused since the server started.
+    pub fn refused_records(&self) -> u64 {
+        self.refused_records.load(Ordering::Relaxed)
+    }
+}
+
+/// Where captured changes go: the store, and the counters of what was refused on the way.
+#[derive(Clone)]
+pub struct CaptureSink {
+    pub store: Arc<dyn Store>,
+    pub counters: Arc<CaptureCounters>,
 }
 
 /// Returns the name under which a watch's resume token is stored: named by the watched
@@ -83,13 +115,15 @@ impl Retry {
 }
 
 /// Turns a channel's change batch into validated partition writes for the watched
-/// `sources`. Changes to unknown sources or invalid keys or ids are dropped with a warning
-/// (they can never be applied); a record that appears twice in a partition keeps its last
-/// version; writes larger than one store batch are split.
+/// `sources`. Changes to unknown sources or invalid keys are dropped with a warning, and
+/// records outside the record limits (or deleted ids that are no record id) are refused
+/// through `counters` (they can never be applied); a record that appears twice in a partition
+/// keeps its last version; writes larger than one store batch are split.
 pub fn batch_writes(
     batch: ChangeBatch,
     sources: &BTreeMap<String, Partitioning>,
     endpoint: &str,
+    counters: &CaptureCounters,
 ) -> Vec<PartitionWrite> {
     let mut writes = Vec::new();
     for changes in batch.partitions {
@@ -111,25 +145,28 @@ pub fn batch_writes(
                 partition.key
             }
         };
-        let valid_id = |id: &str| !id.is_empty() && id.len() <= MAX_RECORD_ID_BYTES;
+        let name = PartitionName::new(partition.source, key);
         // Last change of each id wins; deletes and upserts of one id cannot both stay.
         let mut upserts: BTreeMap<String, Record> = BTreeMap::new();
         let mut deletes: BTreeSet<String> = BTreeSet::new();
         for id in changes.deletes {
-            if valid_id(&id) {
-                upserts.remove(&id);
-                deletes.insert(id);
+            match validate_record_id(&id) {
+                Ok(()) => {
+                    upserts.remove(&id);
+                    deletes.insert(id);
+                }
+                Err(error) => counters.record_refused(endpoint, &name, &error),
             }
         }
         for record in changes.upserts {
-            if valid_id(&record.id) {
-                deletes.remove(&record.id);
-                upserts.insert(record.id.clone(), record);
-            } else {
-                tracing::warn!(endpoint, source = %partition.source, "watch batch record with an invalid id; skipped");
+            match record.validate() {
+                Ok(()) => {
+                    deletes.remove(&record.id);
+                    upserts.insert(record.id.clone(), record);
+                }
+                Err(error) => counters.record_refused(endpoint, &name, &error),
             }
         }
-        let name = PartitionName::new(partition.source, key);
         let deletes: Vec<String> = deletes.into_iter().collect();
         let upserts: Vec<Record> = upserts.into_values().collect();
         for chunk in deletes.chunks(MAX_BATCH_CHANGES) {
@@ -150,7 +187,7 @@ pub fn loaded_marker_name(partition: &PartitionName) -> String {
 /// Follows a channel's Watch stream for `sources` until shutdown, reconnecting with backoff;
 /// loads partitions named on `loads` once with Query.
 pub async fn run_watch(
-    store: Arc<dyn Store>,
+    sink: CaptureSink,
     connection: ChannelConnection,
     sources: BTreeMap<String, Partitioning>,
     mut loads: mpsc::Receiver<PartitionName>,
@@ -163,7 +200,7 @@ pub async fn run_watch(
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = follow_once(&store, &connection, &sources, &position_name, &mut retry, &mut loads) => outcome,
+            outcome = follow_once(&sink, &connection, &sources, &position_name, &mut retry, &mut loads) => outcome,
         };
         match outcome {
             Ok(()) => tracing::info!(endpoint, "channel ended its watch stream; resuming"),
@@ -184,7 +221,7 @@ enum WatchFailure {
 }
 
 async fn follow_once(
-    store: &Arc<dyn Store>,
+    sink: &CaptureSink,
     connection: &ChannelConnection,
     sources: &BTreeMap<String, Partitioning>,
     position_name: &str,
@@ -192,7 +229,7 @@ async fn follow_once(
     loads: &mut mpsc::Receiver<PartitionName>,
 ) -> Result<(), WatchFailure> {
     let token = {
-        let store = store.clone();
+        let store = sink.store.clone();
         let name = position_name.to_owned();
         blocking(move || store.capture_position(&name)).await.map_err(WatchFailure::Store)?.unwrap_or_default()
     };
@@ -202,15 +239,14 @@ async fn follow_once(
     // App partitions are known up front: load them now rather than at the first subscribe.
     for (source, partitioning) in sources {
         if *partitioning == Partitioning::App {
-            load_once(store, connection, &PartitionName::new(source.clone(), syncline_proto::APP_PARTITION_KEY))
-                .await?;
+            load_once(sink, connection, &PartitionName::new(source.clone(), syncline_proto::APP_PARTITION_KEY)).await?;
         }
     }
     loop {
         let batch = tokio::select! {
             batch = stream.next() => batch,
             Some(partition) = loads.recv() => {
-                load_once(store, connection, &partition).await?;
+                load_once(sink, connection, &partition).await?;
                 continue;
             }
         };
@@ -218,8 +254,8 @@ async fn follow_once(
         let batch = batch.map_err(WatchFailure::Channel)?;
         retry.reset();
         let position = CapturePosition { name: position_name.to_owned(), token: batch.resume_token.clone() };
-        let writes = batch_writes(batch, sources, connection.endpoint());
-        let store = store.clone();
+        let writes = batch_writes(batch, sources, connection.endpoint(), &sink.counters);
+        let store = sink.store.clone();
         blocking(move || store.apply_capture(writes, position)).await.map_err(WatchFailure::Store)?;
     }
     Ok(())
@@ -227,24 +263,24 @@ async fn follow_once(
 
 /// Loads a partition with Query unless that was done before (the marker says so).
 async fn load_once(
-    store: &Arc<dyn Store>,
+    sink: &CaptureSink,
     connection: &ChannelConnection,
     partition: &PartitionName,
 ) -> Result<(), WatchFailure> {
     let marker = loaded_marker_name(partition);
     let loaded = {
-        let store = store.clone();
+        let store = sink.store.clone();
         let marker = marker.clone();
         blocking(move || store.capture_position(&marker)).await.map_err(WatchFailure::Store)?
     };
     if loaded.is_some() {
         return Ok(());
     }
-    let logged = poll_partition(store, connection, partition, Missing::Keep).await.map_err(|error| match error {
+    let logged = poll_partition(sink, connection, partition, Missing::Keep).await.map_err(|error| match error {
         PollError::Channel(error) => WatchFailure::Channel(error),
         PollError::Store(error) => WatchFailure::Store(error),
     })?;
-    let store = store.clone();
+    let store = sink.store.clone();
     blocking(move || store.apply_capture(Vec::new(), CapturePosition { name: marker, token: vec![1] }))
         .await
         .map_err(WatchFailure::Store)?;
@@ -255,7 +291,7 @@ async fn load_once(
 /// Polls one source's partitions that have subscribers every `interval`, and any partition
 /// named on `requests` at once, until shutdown.
 pub async fn run_poll(
-    store: Arc<dyn Store>,
+    sink: CaptureSink,
     subscribed: Arc<dyn SubscribedPartitions>,
     connection: ChannelConnection,
     source: String,
@@ -274,7 +310,7 @@ pub async fn run_poll(
             Some(partition) = requests.recv() => vec![partition],
         };
         for partition in partitions {
-            match poll_partition(&store, &connection, &partition, Missing::Delete).await {
+            match poll_partition(&sink, &connection, &partition, Missing::Delete).await {
                 Ok(0) => {}
                 Ok(changes) => tracing::debug!(endpoint, %partition, changes, "poll found changes"),
                 Err(error) => tracing::warn!(endpoint, %partition, %error, "poll failed; will retry next interval"),
@@ -305,28 +341,24 @@ pub enum Missing {
 /// Queries one partition from the channel and applies the difference to the store; returns
 /// the number of changes logged.
 pub async fn poll_partition(
-    store: &Arc<dyn Store>,
+    sink: &CaptureSink,
     connection: &ChannelConnection,
     partition: &PartitionName,
     missing: Missing,
 ) -> Result<u64, PollError> {
     let records = connection.query(&partition.source, &partition.key).await?;
-    let store = store.clone();
+    let CaptureSink { store, counters } = sink.clone();
+    let endpoint = connection.endpoint().to_owned();
     let partition = partition.clone();
     let changes = blocking(move || -> Result<u64, StoreError> {
         let stored = store.read_snapshot(&partition, None, PageLimit::unbounded())?;
-        let mut upserts: BTreeMap<String, Record> = BTreeMap::new();
-        for record in records {
-            if !record.id.is_empty() && record.id.len() <= MAX_RECORD_ID_BYTES {
-                upserts.insert(record.id.clone(), record);
-            }
-        }
+        let (upserts, refused) = checked_records(records, &endpoint, &partition, &counters);
         let deletes: Vec<String> = match missing {
             Missing::Delete => stored
                 .records
                 .iter()
                 .map(|record| &record.id)
-                .filter(|id| !upserts.contains_key(*id))
+                .filter(|id| !upserts.contains_key(*id) && !refused.contains(*id))
                 .cloned()
                 .collect(),
             Missing::Keep => Vec::new(),
@@ -352,6 +384,32 @@ pub async fn poll_partition(
     Ok(changes)
 }
 
+/// Returns a partition's records from a channel that are within the record limits, by id (the
+/// last of an id wins), and the ids of those refused through `counters`.
+fn checked_records(
+    records: Vec<Record>,
+    endpoint: &str,
+    partition: &PartitionName,
+    counters: &CaptureCounters,
+) -> (BTreeMap<String, Record>, BTreeSet<String>) {
+    let mut valid = BTreeMap::new();
+    let mut refused = BTreeSet::new();
+    for record in records {
+        match record.validate() {
+            Ok(()) => {
+                refused.remove(&record.id);
+                valid.insert(record.id.clone(), record);
+            }
+            Err(error) => {
+                counters.record_refused(endpoint, partition, &error);
+                valid.remove(&record.id);
+                refused.insert(record.id);
+            }
+        }
+    }
+    (valid, refused)
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -361,7 +419,7 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncline_proto::v1::{PartitionChanges, PartitionKey};
+    use syncline_proto::v1::{PartitionChanges, PartitionKey, Value};
 
     fn changes(source: &str, key: &str, upserts: &[&str], deletes: &[&str]) -> PartitionChanges {
         PartitionChanges {
@@ -384,7 +442,9 @@ mod tests {
             ],
             resume_token: vec![1],
         };
-        let writes = batch_writes(batch, &sources, "test");
+        let counters = CaptureCounters::default();
+        let writes = batch_writes(batch, &sources, "test", &counters);
+        assert_eq!(counters.refused_records(), 1, "the empty id");
         let summary: Vec<(String, Vec<String>, Vec<String>)> = writes
             .into_iter()
             .map(|w| (w.partition.to_string(), w.upserts.into_iter().map(|r| r.id).collect(), w.deletes))
@@ -397,5 +457,45 @@ mod tests {
                 ("Contact/ann".into(), vec!["x".into()], vec![]),
             ]
         );
+    }
+
+    fn with_field(id: &str, name: &str, value: Value) -> Record {
+        Record { id: id.into(), fields: [(name.to_owned(), value)].into(), version: 0 }
+    }
+
+    /// Issue 13: a channel's record outside the record limits is refused and counted; the
+    /// rest of its batch is applied.
+    #[test]
+    fn records_outside_the_limits_are_refused_and_counted() {
+        let sources: BTreeMap<String, Partitioning> = [("Account".to_owned(), Partitioning::App)].into();
+        let mut account = changes("Account", "*", &["ok"], &["gone", ""]);
+        account.upserts.push(with_field("unnamed", "", Value::int(1)));
+        account.upserts.push(with_field("hollow", "n", Value { kind: None }));
+        account.upserts.push(with_field("ok2", "n", Value::int(2)));
+        let batch = ChangeBatch { partitions: vec![account], resume_token: vec![1] };
+        let counters = CaptureCounters::default();
+        let writes = batch_writes(batch, &sources, "test", &counters);
+        let upserts: Vec<&str> = writes.iter().flat_map(|w| &w.upserts).map(|r| r.id.as_str()).collect();
+        let deletes: Vec<&str> = writes.iter().flat_map(|w| &w.deletes).map(String::as_str).collect();
+        assert_eq!((upserts, deletes), (vec!["ok", "ok2"], vec!["gone"]));
+        assert_eq!(counters.refused_records(), 3, "the unnamed field, the value without a kind, the empty id");
+    }
+
+    #[test]
+    fn a_polled_record_outside_the_limits_is_refused_not_deleted() {
+        let partition = PartitionName::new("Account", "*");
+        let counters = CaptureCounters::default();
+        let records = vec![
+            with_field("a", "n", Value::int(1)),
+            with_field("b", "", Value::int(1)),
+            with_field("c", "n", Value::int(1)),
+            with_field("c", "n", Value { kind: None }),
+            with_field("d", "n", Value { kind: None }),
+            with_field("d", "n", Value::int(4)),
+        ];
+        let (valid, refused) = checked_records(records, "test", &partition, &counters);
+        assert_eq!(valid.keys().collect::<Vec<_>>(), ["a", "d"], "the last record of an id wins");
+        assert_eq!(refused.iter().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(counters.refused_records(), 3);
     }
 }

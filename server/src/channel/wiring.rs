@@ -9,10 +9,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::capture::{self, POLL_REQUEST_QUEUE, SubscribedPartitions};
+use super::capture::{self, CaptureSink, POLL_REQUEST_QUEUE, SubscribedPartitions};
 use super::grpc::ChannelConnection;
 use crate::config::{Capture, Partitioning, SourceSettings};
-use crate::storage::{PartitionName, Store};
+use crate::storage::PartitionName;
 
 /// Where device sessions ask change capture for a partition: by source, the queue of its
 /// poller (poll it now) or of its channel's watcher (load it from the channel if it was never
@@ -64,7 +64,7 @@ pub fn capture_queues(sources: &BTreeMap<String, SourceSettings>) -> (CaptureReq
 /// endpoint with watched sources, a poller per polled source.
 pub fn spawn_capture(
     sources: &BTreeMap<String, SourceSettings>,
-    store: &Arc<dyn Store>,
+    sink: &CaptureSink,
     subscribed: Arc<dyn SubscribedPartitions>,
     queues: CaptureQueues,
     tracker: &TaskTracker,
@@ -80,7 +80,7 @@ pub fn spawn_capture(
     for (endpoint, sources) in watched {
         let connection = ChannelConnection::lazy(&endpoint)?;
         let Some(loads) = queues.remove(&endpoint) else { continue };
-        tracker.spawn(capture::run_watch(store.clone(), connection, sources, loads, shutdown.clone()));
+        tracker.spawn(capture::run_watch(sink.clone(), connection, sources, loads, shutdown.clone()));
     }
     for (name, requests) in queues {
         let Some(source) = sources.get(&name) else { continue };
@@ -89,7 +89,7 @@ pub fn spawn_capture(
         };
         let connection = ChannelConnection::lazy(endpoint)?;
         tracker.spawn(capture::run_poll(
-            store.clone(),
+            sink.clone(),
             subscribed.clone(),
             connection,
             name,

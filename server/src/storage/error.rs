@@ -1,6 +1,8 @@
 //! Why a store operation failed.
 
-use super::{MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES};
+use syncline_proto::record::RecordError;
+
+use super::MAX_BATCH_CHANGES;
 
 /// Why a store operation failed, in the caller's terms.
 #[derive(Debug, thiserror::Error)]
@@ -8,9 +10,9 @@ pub enum StoreError {
     /// The data directory is held by another process (usually a running server).
     #[error("the data store {path} is in use by another process (is a server running on it?)")]
     Locked { path: String },
-    /// A record id is empty or longer than [`MAX_RECORD_ID_BYTES`].
-    #[error("invalid record id {id:?}: ids are 1 to {MAX_RECORD_ID_BYTES} bytes")]
-    InvalidRecordId { id: String },
+    /// A record (or a deleted id) is outside the record limits of the protocol.
+    #[error(transparent)]
+    InvalidRecord(#[from] RecordError),
     /// The same id appears twice in one batch.
     #[error("record id {id:?} appears more than once in the batch")]
     DuplicateId { id: String },

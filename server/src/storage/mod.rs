@@ -45,8 +45,8 @@ impl std::fmt::Display for PartitionName {
     }
 }
 
-/// Longest record id accepted, in bytes.
-pub const MAX_RECORD_ID_BYTES: usize = 512;
+/// Longest record id accepted, in bytes (a protocol limit, see `syncline_proto::record`).
+pub use syncline_proto::record::MAX_RECORD_ID_BYTES;
 
 /// Most changes (upserts + deletes) accepted in one batch: bounds one write transaction.
 pub const MAX_BATCH_CHANGES: usize = 10_000;
@@ -262,10 +262,11 @@ pub struct StoredDevice {
 pub trait PartitionStore: Send + Sync + 'static {
     /// Applies upserts and deletes to one partition as one atomic batch and returns after
     /// it is durable. Upserts equal to the stored record (same encoded fields) and deletes
-    /// of absent records take no sequence number. Validates ids (non-empty, at most
-    /// [`MAX_RECORD_ID_BYTES`], unique within the batch) and the batch size before writing
-    /// anything. Within a batch, deletes take sequences first, then upserts, each in the
-    /// order given (ids are unique within a batch, so order only decides the numbering).
+    /// of absent records take no sequence number. Validates the upserts ([`Record::validate`]),
+    /// the deleted ids (non-empty, at most [`MAX_RECORD_ID_BYTES`]), that ids are unique within
+    /// the batch, and the batch size before writing anything. Within a batch, deletes take
+    /// sequences first, then upserts, each in the order given (ids are unique within a batch,
+    /// so order only decides the numbering).
     /// Concurrent callers are group-committed (one fsync for many batches).
     fn apply_batch(
         &self,

@@ -256,6 +256,53 @@ mod tests {
         assert_eq!(fill.items(), 1);
     }
 
+    /// Issue 13: the record limits fit the default device frame, so a valid record can always
+    /// be written in one `Mutate` and delivered in one `Changes` frame (or `MutationResult`).
+    #[test]
+    fn a_record_at_every_limit_fits_one_default_device_frame() {
+        use syncline_proto::record::{MAX_RECORD_BYTES, MAX_RECORD_ID_BYTES};
+        use syncline_proto::v1::{ClientFrame, Link, Mutate, MutationResult, ServerFrame, client_frame, server_frame};
+
+        use crate::config::DEFAULT_MAX_FRAME_BYTES;
+
+        // The longest names the server accepts: 64-byte sources, 256-byte keys, 128-byte
+        // mutation ids.
+        let partition = PartitionName::new("s".repeat(64), "k".repeat(256));
+        let mut record = padded(&"i".repeat(MAX_RECORD_ID_BYTES), u64::MAX, 0);
+        // Three length prefixes (the string, its Value, the map entry) grow from one byte to
+        // three around 1 MB.
+        let pad = MAX_RECORD_BYTES - record.content_bytes() - 6;
+        record = padded(&record.id, u64::MAX, pad);
+        assert_eq!(record.content_bytes(), MAX_RECORD_BYTES);
+        assert_eq!(record.validate(), Ok(()));
+
+        let delivered =
+            frame_overhead_bytes(&partition, DEFAULT_MAX_FRAME_BYTES) + crate::storage::record_item_bytes(&record);
+        assert!(delivered <= DEFAULT_MAX_FRAME_BYTES, "a Changes frame of {delivered} bytes");
+        let mutate = ClientFrame {
+            msg: Some(client_frame::Msg::Mutate(Mutate {
+                mutation_id: "m".repeat(128),
+                source: partition.source.clone(),
+                key: partition.key.clone(),
+                op: i32::MAX,
+                id: record.id.clone(),
+                fields: record.fields.clone(),
+                base_version: u64::MAX,
+            })),
+        };
+        assert!(mutate.encoded_len() <= DEFAULT_MAX_FRAME_BYTES, "a Mutate frame of {} bytes", mutate.encoded_len());
+        let result = ServerFrame {
+            msg: Some(server_frame::Msg::MutationResult(MutationResult {
+                mutation_id: "m".repeat(128),
+                ok: true,
+                link: Some(Link { temp_id: record.id.clone(), id: record.id.clone() }),
+                record: Some(record),
+                error: None,
+            })),
+        };
+        assert!(result.encoded_len() <= DEFAULT_MAX_FRAME_BYTES, "a MutationResult of {} bytes", result.encoded_len());
+    }
+
     #[test]
     fn pages_remaining_is_never_0_before_the_last_page() {
         assert_eq!(pages_remaining(0, 10), 1, "more follow even when the estimate says none");

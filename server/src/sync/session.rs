@@ -284,14 +284,19 @@ impl DeviceSession {
             )))
         };
         let op = v1::MutationOp::try_from(mutate.op).unwrap_or(v1::MutationOp::Unspecified);
+        // The fields a create or update sends are checked as a record: an update's fields
+        // alone must be within the limits too.
+        let record = v1::Record { id: mutate.id, fields: mutate.fields, version: 0 };
+        let checked = match op {
+            v1::MutationOp::Delete => syncline_proto::record::validate_record_id(&record.id),
+            v1::MutationOp::Create | v1::MutationOp::Update | v1::MutationOp::Unspecified => record.validate(),
+        };
         let invalid = if mutate.mutation_id.is_empty() || mutate.mutation_id.len() > MAX_MUTATION_ID_BYTES {
             Some(format!("mutation_id must be 1 to {MAX_MUTATION_ID_BYTES} bytes"))
         } else if op == v1::MutationOp::Unspecified {
             Some("op must be create, update or delete".to_owned())
-        } else if mutate.id.is_empty() || mutate.id.len() > crate::storage::MAX_RECORD_ID_BYTES {
-            Some(format!("id must be 1 to {} bytes", crate::storage::MAX_RECORD_ID_BYTES))
         } else {
-            None
+            checked.err().map(|error| error.to_string())
         };
         if let Some(message) = invalid {
             let _ = outbox.send_frame(refuse(ErrorCode::BadRequest, message)).await;
@@ -321,8 +326,8 @@ impl DeviceSession {
             mutation_id: mutate.mutation_id.clone(),
             partition,
             op: mutate.op,
-            id: mutate.id,
-            fields: mutate.fields,
+            id: record.id,
+            fields: record.fields,
             base_version: mutate.base_version,
         };
         let store = self.engine.store.clone();

@@ -197,7 +197,7 @@ pub(super) fn store_error(error: impl Into<redb::Error>) -> StoreError {
 pub(super) fn same_error(error: &StoreError) -> StoreError {
     match error {
         StoreError::Locked { path } => StoreError::Locked { path: path.clone() },
-        StoreError::InvalidRecordId { id } => StoreError::InvalidRecordId { id: id.clone() },
+        StoreError::InvalidRecord(error) => StoreError::InvalidRecord(error.clone()),
         StoreError::DuplicateId { id } => StoreError::DuplicateId { id: id.clone() },
         StoreError::BatchTooLarge { changes } => StoreError::BatchTooLarge { changes: *changes },
         StoreError::UserExists { name } => StoreError::UserExists { name: name.clone() },

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use proptest::prelude::*;
+use syncline_proto::record::RecordError;
 use syncline_proto::v1::Value;
 use tempfile::TempDir;
 
@@ -179,9 +180,14 @@ fn invalid_batches_write_nothing() {
     let name = partition("u1");
     let long = "x".repeat(MAX_RECORD_ID_BYTES + 1);
     let err = store.apply_batch(&name, vec![record("ok", 1), record("", 1)], Vec::new()).unwrap_err();
-    assert!(matches!(err, StoreError::InvalidRecordId { id } if id.is_empty()));
+    assert!(matches!(err, StoreError::InvalidRecord(RecordError::InvalidId { id, .. }) if id.is_empty()));
     let err = store.apply_batch(&name, vec![record("ok", 1)], vec![long.clone()]).unwrap_err();
-    assert!(matches!(err, StoreError::InvalidRecordId { id } if id == long));
+    assert!(matches!(err, StoreError::InvalidRecord(RecordError::InvalidId { bytes, .. }) if bytes == long.len()));
+    // Issue 13: every record is checked, not only its id.
+    let mut unnamed = record("bad", 1);
+    unnamed.fields.insert(String::new(), Value::int(1));
+    let err = store.apply_batch(&name, vec![record("ok", 1), unnamed], Vec::new()).unwrap_err();
+    assert!(matches!(err, StoreError::InvalidRecord(RecordError::EmptyFieldName { id }) if id == "bad"));
     let err = store.apply_batch(&name, vec![record("a", 1), record("a", 2)], Vec::new()).unwrap_err();
     assert!(matches!(err, StoreError::DuplicateId { id } if id == "a"));
     let err = store.apply_batch(&name, vec![record("a", 1)], vec!["a".to_owned()]).unwrap_err();
@@ -717,7 +723,7 @@ fn capture_writes_commit_atomically_with_their_position() {
         PartitionWrite { partition: a.clone(), upserts: vec![record("w", 9)], deletes: vec![] },
         PartitionWrite { partition: b.clone(), upserts: vec![record("", 1)], deletes: vec![] },
     ];
-    assert!(matches!(store.apply_capture(invalid, position(b"t3")), Err(StoreError::InvalidRecordId { .. })));
+    assert!(matches!(store.apply_capture(invalid, position(b"t3")), Err(StoreError::InvalidRecord(_))));
     drop(store);
     let store = EmbeddedStore::open(&store_path(&dir), EmbeddedOptions::default()).expect("reopen");
     assert_eq!(store.capture_position("watch:crm").expect("read"), Some(b"t2".to_vec()));

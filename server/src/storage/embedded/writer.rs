@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use redb::{ReadableTable, Table, WriteTransaction};
 use syncline_proto::checksum::Checksum;
+use syncline_proto::record::validate_record_id;
 use syncline_proto::v1::Record;
 use tracing::error;
 
@@ -17,8 +18,8 @@ use super::Shared;
 use super::mutation_queue::MutationTables;
 use super::tables::*;
 use crate::storage::{
-    CapturePosition, Change, CommitListener, CommittedBatch, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES, MutationOutcome,
-    PartitionName, PartitionState, PartitionWrite, StoreError, StoreResult,
+    CapturePosition, Change, CommitListener, CommittedBatch, MAX_BATCH_CHANGES, MutationOutcome, PartitionName,
+    PartitionState, PartitionWrite, StoreError, StoreResult,
 };
 
 /// Batches that may wait for the writer thread: past this, `apply_batch` callers block on
@@ -66,12 +67,15 @@ pub(super) fn validate_batch(upserts: &[Record], deletes: &[String]) -> StoreRes
     if changes > MAX_BATCH_CHANGES {
         return Err(StoreError::BatchTooLarge { changes });
     }
+    for id in deletes {
+        validate_record_id(id)?;
+    }
+    for record in upserts {
+        record.validate()?;
+    }
     let mut seen = HashSet::with_capacity(changes);
     let ids = deletes.iter().map(String::as_str).chain(upserts.iter().map(|r| r.id.as_str()));
     for id in ids {
-        if id.is_empty() || id.len() > MAX_RECORD_ID_BYTES {
-            return Err(StoreError::InvalidRecordId { id: id.to_owned() });
-        }
         if !seen.insert(id) {
             return Err(StoreError::DuplicateId { id: id.to_owned() });
         }
