@@ -5,8 +5,8 @@
 //! `ingest_validation.rs`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt as _;
 use futures_util::stream;
@@ -129,7 +129,9 @@ async fn capture_skips_and_counts_channel_records_outside_the_limits() {
         phone.view(source, "*").is_some_and(|view| ids.iter().all(|id| view.records.contains_key(*id)))
     };
     phone
-        .wait_for(tokio::time::Instant::now() + DEADLINE, |_| has("Polled", &["p1", "p2"]) && has("Watched", &["w0", "w1", "w2"]))
+        .wait_for(tokio::time::Instant::now() + DEADLINE, |_| {
+            has("Polled", &["p1", "p2"]) && has("Watched", &["w0", "w1", "w2"])
+        })
         .await
         .expect("the valid records of the poll and of the watch batch arrive");
     // Each refused record was refused in the same store write as the valid ones beside it.
@@ -171,7 +173,10 @@ async fn device_writes_outside_the_limits_are_bad_requests_that_never_reach_the_
     let cases = [
         (mutate("m1", MutationOp::Create, "t1", one_field("", Value::int(1))), "empty name"),
         (mutate("m2", MutationOp::Update, "t2", one_field("score", Value { kind: None })), "\"score\""),
-        (mutate("m3", MutationOp::Create, "t3", one_field(&"n".repeat(MAX_FIELD_NAME_BYTES + 1), Value::null())), "257 bytes"),
+        (
+            mutate("m3", MutationOp::Create, "t3", one_field(&"n".repeat(MAX_FIELD_NAME_BYTES + 1), Value::null())),
+            "257 bytes",
+        ),
         (mutate("m4", MutationOp::Create, "t4", many), "1001 fields"),
         (mutate("m6", MutationOp::Create, "", BTreeMap::new()), "invalid record id"),
         (mutate("m7", MutationOp::Delete, &"x".repeat(MAX_RECORD_ID_BYTES + 1), BTreeMap::new()), "513 bytes"),
@@ -192,7 +197,8 @@ async fn device_writes_outside_the_limits_are_bad_requests_that_never_reach_the_
 async fn a_write_answered_with_a_record_outside_the_limits_fails_with_internal() {
     let Setup { server, channel, _stop } = setup().await;
     let mut phone = raw_login(&server.url(), "ann", "ann-pw").await;
-    let result = outcome(&mut phone, mutate("m1", MutationOp::Create, "tmp-1", one_field("name", Value::string("x")))).await;
+    let result =
+        outcome(&mut phone, mutate("m1", MutationOp::Create, "tmp-1", one_field("name", Value::string("x")))).await;
     assert_eq!(channel.writes.load(Ordering::SeqCst), 1, "the valid create reached the channel");
     assert!(!result.ok && result.record.is_none(), "{result:?}");
     let error = result.error.expect("an error");
