@@ -97,9 +97,11 @@ pub fn store_status(error: StoreError) -> Status {
 
 #[tonic::async_trait]
 impl Ingest for IngestService {
-    /// Records are checked by the store ([`Store::apply_batch`] validates every upsert and
-    /// deleted id before writing anything), so a record outside the limits fails the batch
-    /// with INVALID_ARGUMENT naming the record and its field.
+    /// Records are checked by the store ([`PartitionStore::apply_batch`] validates every
+    /// upsert and deleted id before writing anything), so a record outside the limits fails
+    /// the batch with INVALID_ARGUMENT naming the record and its field.
+    ///
+    /// [`PartitionStore::apply_batch`]: crate::storage::PartitionStore::apply_batch
     #[tracing::instrument(skip_all, fields(source = %request.get_ref().source, key = %request.get_ref().key))]
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
         self.check_token(&request)?;
