@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Ratio table of one benches/compare.sh run: Syncline against the fan-out baselines.
+"""Ratio table of one benches/load/compare.sh run: Syncline against the fan-out baselines.
 
-usage: python3 benches/compare.py DIR
+usage: python3 benches/load/compare.py DIR
   DIR holds baselines.jsonl (baseline-loadgen lines) and syncline/*.json (syncline-sim
   reports). For each scenario: server CPU per delivered message, latency p50/p99/max,
   deliveries per second, lost, and idle RSS per connection, with Syncline's ratio to

@@ -33,7 +33,7 @@
 # script waits (bounded) until both pinned cores are quiet, and records what it saw in
 # $OUT/run.txt.
 #
-# usage: benches/scenarios.sh
+# usage: benches/load/scenarios.sh
 # env: OUT (benches/results), SRV_CPU (0), SIM_CPU (1), DEVICE_PORT (7700), GRPC_PORT (7701),
 #      RECORDS (10000 demo Account records), LATENCY_DEVICES (1000), LATENCY_CHANGES (1000),
 #      LATENCY_RATE (100), LATENCY_RUNS (3), SYNC_REPEAT (10), IDLE_DEVICES (10000),
@@ -53,7 +53,7 @@
 #                 fanout-burst idle storm slow personal latency-channel mutations-open
 #                 mutations-max": which to run)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-benches/results}
 SRV_CPU=${SRV_CPU:-0}

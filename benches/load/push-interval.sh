@@ -2,20 +2,20 @@
 # Syncline at several `device.push_interval_ms` settings beside the fan-out baselines, in one
 # run: each round runs the baselines (`tt`, Node `ws`) once, then Syncline at each interval
 # (the order reversed on even rounds, so no setting always runs first), each a fresh server
-# pinned to one core with its load generator on the other (see benches/compare.sh). Every
+# pinned to one core with its load generator on the other (see benches/load/compare.sh). Every
 # process is bounded by `timeout` in the scripts called; servers are stopped by their PIDs.
 #
 #   fanout       1,000 devices x 1,000 changes at 100/s  (baselines: fanout; Syncline: latency-1000x100)
 #   fanout-wide  10,000 devices x 100 changes at 10/s    (baselines: fanout-wide; Syncline: fanout-wide)
 #
 # Results: $OUT/r<round>/i<interval>/ (baselines.jsonl, syncline/*.json, compare.md made by
-# benches/compare.py), and one line per round and interval in $OUT/summary.md.
+# benches/load/compare.py), and one line per round and interval in $OUT/summary.md.
 #
-# usage: benches/push-interval.sh
+# usage: benches/load/push-interval.sh
 # env: OUT (benches/results/push-interval), PAIR (fanout), INTERVALS ("0 10 15 20"),
 #      ROUNDS (2), QUIET_WAIT_SECS (passed on)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-benches/results/push-interval}
 PAIR=${PAIR:-fanout}
@@ -46,8 +46,8 @@ for round in $(seq 1 "$ROUNDS"); do
     mkdir -p "$run/syncline"
     cp "$dir/baselines.jsonl" "$run/"
     SYNCLINE_PUSH_INTERVAL_MS=$interval OUT="$run/syncline" SCENARIOS=$syncline_scenario LATENCY_RUNS=1 \
-      benches/scenarios.sh
-    python3 benches/compare.py "$run" >"$run/compare.md"
+      benches/load/scenarios.sh
+    python3 benches/load/compare.py "$run" >"$run/compare.md"
     {
       echo "round $round, push_interval_ms $interval:"
       grep -E "CPU µs per delivery|latency p50|latency p99" "$run/compare.md"

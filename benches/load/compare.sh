@@ -11,15 +11,15 @@
 #   idle         15,000 idle subscribers                       (baselines: idle;    Syncline: idle)
 #
 # Results go to $OUT (benches/results/compare): baselines.jsonl, syncline/*.json, and the
-# ratio table compare.md made by benches/compare.py. Every process is bounded by `timeout`
+# ratio table compare.md made by benches/load/compare.py. Every process is bounded by `timeout`
 # in the scripts it calls; servers are stopped by their PIDs.
 #
-# usage: benches/compare.sh
+# usage: benches/load/compare.sh
 # env: OUT (benches/results/compare), PAIRS ("fanout fanout-wide burst idle"),
 #      EXTRA ("storm slow personal": Syncline-only scenarios run after the pairs; "" for none),
 #      QUIET_WAIT_SECS (passed on)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-benches/results/compare}
 PAIRS=${PAIRS:-fanout fanout-wide burst idle}
@@ -30,7 +30,7 @@ baselines() {
   OUT="$OUT/baselines.jsonl" SCENARIOS=$1 IDLE_CONNS=15000 benches/baselines/run.sh
 }
 syncline() {
-  OUT="$OUT/syncline" SCENARIOS=$1 LATENCY_RUNS=1 IDLE_DEVICES=15000 benches/scenarios.sh
+  OUT="$OUT/syncline" SCENARIOS=$1 LATENCY_RUNS=1 IDLE_DEVICES=15000 benches/load/scenarios.sh
 }
 
 for pair in $PAIRS; do
@@ -45,4 +45,4 @@ done
 if [[ -n $EXTRA ]]; then
   syncline "$EXTRA"
 fi
-python3 benches/compare.py "$OUT" | tee "$OUT/compare.md"
+python3 benches/load/compare.py "$OUT" | tee "$OUT/compare.md"
