@@ -11,38 +11,31 @@
 #   idle         15,000 idle subscribers                       (baselines: idle;    Syncline: idle)
 #
 # Results go to $OUT (benches/results/compare): baselines.jsonl, syncline/*.json, and the
-# ratio table compare.md made by benches/load/compare.py. Every process is bounded by `timeout`
-# in the scripts it calls; servers are stopped by their PIDs.
+# ratio table compare.md made by benches/load/compare.py. The server and simulator are built
+# (or taken from SERVER_BIN and SIM_BIN) once, so every Syncline scenario of the run uses the
+# same binaries. Every process is bounded by `timeout` in the scripts it calls; servers are
+# stopped by their PIDs.
 #
 # usage: benches/load/compare.sh
 # env: OUT (benches/results/compare), PAIRS ("fanout fanout-wide burst idle"),
 #      EXTRA ("storm slow personal": Syncline-only scenarios run after the pairs; "" for none),
-#      QUIET_WAIT_SECS (passed on)
+#      SERVER_BIN, SIM_BIN (see scenarios.sh), and the sizes and QUIET_WAIT_SECS of
+#      benches/baselines/run.sh and benches/load/scenarios.sh (passed on)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/lib.sh"
 
 OUT=${OUT:-benches/results/compare}
 PAIRS=${PAIRS:-fanout fanout-wide burst idle}
 EXTRA=${EXTRA-storm slow personal}
+for pair in $PAIRS; do syncline_scenario_of "$pair" >/dev/null; done
+frozen_release_binaries
 mkdir -p "$OUT/syncline"
 
-baselines() {
-  OUT="$OUT/baselines.jsonl" SCENARIOS=$1 IDLE_CONNS=15000 benches/baselines/run.sh
-}
-syncline() {
-  OUT="$OUT/syncline" SCENARIOS=$1 LATENCY_RUNS=1 IDLE_DEVICES=15000 benches/load/scenarios.sh
-}
-
 for pair in $PAIRS; do
-  case $pair in
-    fanout) baselines fanout; syncline latency-1000x100 ;;
-    fanout-wide) baselines fanout-wide; syncline fanout-wide ;;
-    burst) baselines burst; syncline fanout-burst ;;
-    idle) baselines idle; syncline idle ;;
-    *) echo "unknown pair $pair (known: fanout fanout-wide burst idle)" >&2; exit 2 ;;
-  esac
+  run_baselines "$OUT/baselines.jsonl" "$pair"
+  run_syncline "$OUT/syncline" "$(syncline_scenario_of "$pair")"
 done
 if [[ -n $EXTRA ]]; then
-  syncline "$EXTRA"
+  run_syncline "$OUT/syncline" "$EXTRA"
 fi
-python3 benches/load/compare.py "$OUT" | tee "$OUT/compare.md"
+compare_table "$OUT" | tee "$OUT/compare.md"

@@ -13,41 +13,36 @@
 #
 # usage: benches/load/push-interval.sh
 # env: OUT (benches/results/push-interval), PAIR (fanout), INTERVALS ("0 10 15 20"),
-#      ROUNDS (2), QUIET_WAIT_SECS (passed on)
+#      ROUNDS (2), SERVER_BIN, SIM_BIN (see scenarios.sh), and the sizes and QUIET_WAIT_SECS
+#      of benches/baselines/run.sh and benches/load/scenarios.sh (passed on)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/lib.sh"
 
 OUT=${OUT:-benches/results/push-interval}
 PAIR=${PAIR:-fanout}
 INTERVALS=${INTERVALS:-0 10 15 20}
 ROUNDS=${ROUNDS:-2}
 case $PAIR in
-  fanout) syncline_scenario=latency-1000x100 ;;
-  fanout-wide) syncline_scenario=fanout-wide ;;
-  *) echo "unknown pair $PAIR (known: fanout fanout-wide)" >&2; exit 2 ;;
+  fanout | fanout-wide) syncline_scenario=$(syncline_scenario_of "$PAIR") ;;
+  *) die "unknown pair $PAIR (known: fanout fanout-wide)" ;;
 esac
-
 # Built once: the tree may change while the rounds run.
-cargo build --release --locked -p syncline-server -p syncline-client-sim
-export SERVER_BIN=target/release/syncline-push-interval SIM_BIN=target/release/syncline-sim-push-interval
-cp target/release/syncline "$SERVER_BIN"
-cp target/release/syncline-sim "$SIM_BIN"
+frozen_release_binaries
 
 mkdir -p "$OUT"
 : >"$OUT/summary.md"
 for round in $(seq 1 "$ROUNDS"); do
   dir=$OUT/r$round
   mkdir -p "$dir"
-  OUT="$dir/baselines.jsonl" SCENARIOS=$PAIR benches/baselines/run.sh
+  run_baselines "$dir/baselines.jsonl" "$PAIR"
   intervals=$INTERVALS
   if ((round % 2 == 0)); then intervals=$(tr ' ' '\n' <<<"$INTERVALS" | tac | tr '\n' ' '); fi
   for interval in $intervals; do
     run=$dir/i$interval
     mkdir -p "$run/syncline"
     cp "$dir/baselines.jsonl" "$run/"
-    SYNCLINE_PUSH_INTERVAL_MS=$interval OUT="$run/syncline" SCENARIOS=$syncline_scenario LATENCY_RUNS=1 \
-      benches/load/scenarios.sh
-    python3 benches/load/compare.py "$run" >"$run/compare.md"
+    SYNCLINE_PUSH_INTERVAL_MS=$interval run_syncline "$run/syncline" "$syncline_scenario"
+    compare_table "$run" >"$run/compare.md"
     {
       echo "round $round, push_interval_ms $interval:"
       grep -E "CPU µs per delivery|latency p50|latency p99" "$run/compare.md"

@@ -31,10 +31,11 @@
 #
 # The numbers are only meaningful on an otherwise idle machine: before each scenario the
 # script waits (bounded) until both pinned cores are quiet, and records what it saw in
-# $OUT/run.txt.
+# $OUT/run.txt. Building, pinning, the quiet check and starting and stopping servers are
+# benches/load/lib.sh's.
 #
 # usage: benches/load/scenarios.sh
-# env: OUT (benches/results), SRV_CPU (0), SIM_CPU (1), DEVICE_PORT (7700), GRPC_PORT (7701),
+# env: OUT (benches/results/scenarios), SRV_CPU (0), SIM_CPU (1), DEVICE_PORT (7700), GRPC_PORT (7701),
 #      RECORDS (10000 demo Account records), LATENCY_DEVICES (1000), LATENCY_CHANGES (1000),
 #      LATENCY_RATE (100), LATENCY_RUNS (3), SYNC_REPEAT (10), IDLE_DEVICES (10000),
 #      SETTLE_SECS (5), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (900), CHANNEL_RUNS (2),
@@ -48,16 +49,16 @@
 #      sockets fill), SLOW_PAGE_SIZE (0: the server's default; large pads need smaller pages), PERSONAL_USERS (1000), PERSONAL_RATE (100),
 #      PERSONAL_MANY_USERS (10000), PERSONAL_MANY_RATE (10), PERSONAL_SECS (30),
 #      SERVER_BIN (target/release/syncline), SIM_BIN (target/release/syncline-sim): when both
-#      are given nothing is built,
+#      are given nothing is built (e.g. a simulator of another commit against the same server),
 #      SCENARIOS ("initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-wide
 #                 fanout-burst idle storm slow personal latency-channel mutations-open
 #                 mutations-max": which to run)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/lib.sh"
 
-OUT=${OUT:-benches/results}
-SRV_CPU=${SRV_CPU:-0}
+OUT=${OUT:-benches/results/scenarios}
 SIM_CPU=${SIM_CPU:-1}
+LOAD_CPU=$SIM_CPU
 DEVICE_PORT=${DEVICE_PORT:-7700}
 GRPC_PORT=${GRPC_PORT:-7701}
 RECORDS=${RECORDS:-10000}
@@ -94,7 +95,6 @@ PERSONAL_MANY_USERS=${PERSONAL_MANY_USERS:-10000}
 PERSONAL_MANY_RATE=${PERSONAL_MANY_RATE:-10}
 PERSONAL_SECS=${PERSONAL_SECS:-30}
 SETTLE_SECS=${SETTLE_SECS:-5}
-QUIET_MAX_PCT=${QUIET_MAX_PCT:-10}
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-900}
 SCENARIOS=${SCENARIOS:-initial-sync latency-floor latency-1000x10 latency-1000x100 fanout-wide fanout-burst idle storm slow personal latency-channel mutations-open mutations-max}
 # Hard limits (seconds): a server process lives at most SERVER_MAX_SECS; each scenario stops
@@ -105,138 +105,50 @@ SIM_GRACE_SECS=30
 
 URL=ws://127.0.0.1:$DEVICE_PORT/v1/sync
 GRPC=http://127.0.0.1:$GRPC_PORT
-# The tree's own binaries, built here, unless both are given (e.g. to compare a simulator
-# built from another commit against the same server, or to edit the tree during a run).
-if [[ -z ${SERVER_BIN:-} || -z ${SIM_BIN:-} ]]; then
-  cargo build --release --locked -p syncline-server -p syncline-client-sim
-fi
-SERVER_BIN=${SERVER_BIN:-target/release/syncline}
-SIM_BIN=${SIM_BIN:-target/release/syncline-sim}
+RUN_LOG=$OUT/run.txt
+release_binaries
+SERVER_COMM=${SERVER_BIN##*/}
+SERVER_COMM=${SERVER_COMM:0:15}
 mkdir -p "$OUT"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 DATA=$(mktemp -d /tmp/syncline-scenarios.XXXXXX)
+on_exit "rm -rf '$DATA'"
 
-TIMEOUT_PID=
-SERVER_PID=
-stop_server() {
-  if [[ -n $SERVER_PID ]]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ -n $TIMEOUT_PID ]]; then
-    wait "$TIMEOUT_PID" 2>/dev/null || true
-  fi
-  SERVER_PID=
-  TIMEOUT_PID=
-}
-cleanup() {
-  stop_server
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-
-port_listening() {
-  ss -ltnH "sport = :$1" | grep -q LISTEN
-}
-
-# Starts the server on $DATA pinned to $SRV_CPU, with any further arguments passed to
-# `syncline serve` (e.g. --config FILE --data-dir DIR); sets SERVER_PID once both ports listen.
-start_server() {
+# start_syncline LOG [SERVE_ARGS...]: a fresh server process on $DATA (the demo app with
+# $RECORDS records) pinned to core $SRV_CPU; further arguments go to `syncline serve` (e.g.
+# --config FILE --data-dir DIR). Sets SERVER_PID once both ports listen (the first start
+# seeds the demo app, so it may take a while).
+start_syncline() {
   local log=$1
-  if port_listening "$DEVICE_PORT" || port_listening "$GRPC_PORT"; then
-    echo "port $DEVICE_PORT or $GRPC_PORT is already in use" >&2
-    exit 1
-  fi
+  shift
   SYNCLINE_DATA_DIR=$DATA SYNCLINE_DEVICE_ADDR=127.0.0.1:$DEVICE_PORT SYNCLINE_GRPC_ADDR=127.0.0.1:$GRPC_PORT \
-    SYNCLINE_DEMO_RECORDS=$RECORDS \
-    timeout "$SERVER_MAX_SECS" taskset -c "$SRV_CPU" "$SERVER_BIN" serve "${@:2}" >"$log" 2>&1 &
-  TIMEOUT_PID=$!
-  # Readiness probe, bounded (the first start seeds the demo app): at most 120 s.
-  for _ in $(seq 1 1200); do
-    if port_listening "$DEVICE_PORT" && port_listening "$GRPC_PORT"; then break; fi
-    if ! kill -0 "$TIMEOUT_PID" 2>/dev/null; then
-      echo "the server exited; see $log" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-  port_listening "$DEVICE_PORT" && port_listening "$GRPC_PORT" || { echo "the server did not start; see $log" >&2; exit 1; }
-  # `timeout` runs the server as its child (taskset execs it): measure the server itself.
-  SERVER_PID=$(pgrep -P "$TIMEOUT_PID" | head -1)
-  [[ $(cat "/proc/$SERVER_PID/comm") == syncline ]] || { echo "pid $SERVER_PID is not the server" >&2; exit 1; }
-  echo "server pid $SERVER_PID on core $SRV_CPU ($(taskset -pc "$SERVER_PID" | sed 's/.*: //'))"
+    SYNCLINE_DEMO_RECORDS=$RECORDS start_server "$log" "$SERVER_COMM" "$DEVICE_PORT $GRPC_PORT" "$SERVER_BIN" serve "$@"
 }
 
 # Prints the demo CRM channel's gRPC URL, which the server logs at start (on a port of its
 # choosing), from the server log $1.
 demo_channel_url() {
-  local log=$1 url
-  for _ in $(seq 1 100); do
-    url=$(grep -a 'demo app' "$log" | grep -aoE 'http://127\.0\.0\.1:[0-9]+' | head -1 || true)
-    if [[ -n $url ]]; then
-      echo "$url"
-      return
-    fi
-    sleep 0.1
-  done
-  echo "no demo channel address in $log" >&2
-  return 1
-}
-
-# Prints the busiest of the two pinned cores' busy share (%) over 2 s, from /proc/stat
-# (user+nice+system+irq+softirq+steal over everything).
-pinned_cores_busy_pct() {
-  local before after
-  before=$(grep -E "^cpu($SRV_CPU|$SIM_CPU) " /proc/stat)
-  sleep 2
-  after=$(grep -E "^cpu($SRV_CPU|$SIM_CPU) " /proc/stat)
-  paste <(echo "$before") <(echo "$after") | awk '
-    { busy = ($13+$14+$15+$18+$19+$20) - ($2+$3+$4+$7+$8+$9)
-      total = busy + ($16+$17) - ($5+$6)
-      pct = total > 0 ? 100 * busy / total : 0
-      if (pct > max) max = pct }
-    END { printf "%.0f\n", max }'
-}
-
-# Waits (at most QUIET_WAIT_SECS) until nothing else keeps the pinned cores busy; notes the
-# outcome in run.txt.
-wait_quiet() {
-  local label=$1 waited=0 busy
-  while :; do
-    busy=$(pinned_cores_busy_pct)
-    if (( busy <= QUIET_MAX_PCT )); then break; fi
-    if (( waited >= QUIET_WAIT_SECS )); then
-      echo "WARNING: $label: pinned cores still ${busy}% busy after ${waited} s; running anyway" | tee -a "$OUT/run.txt" >&2
-      return
-    fi
-    echo "$label: pinned cores ${busy}% busy with other work; waiting" >&2
-    sleep 10
-    waited=$((waited + 12))
-  done
-  echo "$label: pinned cores ${busy}% busy before the start (waited ${waited} s)" >>"$OUT/run.txt"
+  wait_for_log "$1" 'demo app.*http://127\.0\.0\.1:[0-9]+' 10 | grep -oE 'http://127\.0\.0\.1:[0-9]+' | head -1
 }
 
 selected() {
-  [[ " $SCENARIOS " == *" $1 "* ]]
+  in_list "$SCENARIOS" "$1"
 }
 
 sim() {
-  timeout $((SCENARIO_MAX_SECS + SIM_GRACE_SECS)) taskset -c "$SIM_CPU" "$SIM_BIN" "$@" --max-secs "$SCENARIO_MAX_SECS"
+  pinned "$SIM_CPU" $((SCENARIO_MAX_SECS + SIM_GRACE_SECS)) "$SIM_BIN" "$@" --max-secs "$SCENARIO_MAX_SECS"
 }
 
 {
-  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benches/results' || echo ' (dirty)')"
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "kernel: $(uname -sr)"
-  echo "cpus: $(nproc), server on core $SRV_CPU, simulator on core $SIM_CPU"
-  echo "rustc: $(rustc --version)"
+  run_header simulator
+  echo "binaries: $SERVER_BIN, $SIM_BIN"
   echo "demo records: $RECORDS"
-} >"$OUT/run.txt"
-cat "$OUT/run.txt"
+} >"$RUN_LOG"
+cat "$RUN_LOG"
 
 if selected initial-sync; then
   echo "== initial-sync"
   wait_quiet initial-sync
-  start_server "$OUT/server-initial-sync.log"
+  start_syncline "$OUT/server-initial-sync.log"
   sim initial-sync --url "$URL" --source Account --page-size 500 --window 4 --repeat "$SYNC_REPEAT" \
     --server-pid "$SERVER_PID" --json-out "$OUT/initial-sync.json"
   stop_server
@@ -248,7 +160,7 @@ latency() {
   local via=${5:-ingest} log="$OUT/server-latency-$1.log" channel_args=()
   echo "== fanout $1: $2 devices x $3 changes at $4/s via $via"
   wait_quiet "latency $1"
-  start_server "$log"
+  start_syncline "$log"
   if [[ $via == channel ]]; then
     channel_args=(--via channel --channel "$(demo_channel_url "$log")")
   fi
@@ -274,7 +186,7 @@ fi
 if selected fanout-burst; then
   echo "== fanout-burst: $FANOUT_DEVICES devices x $FANOUT_CHANGES changes back to back"
   wait_quiet fanout-burst
-  start_server "$OUT/server-fanout-burst.log"
+  start_syncline "$OUT/server-fanout-burst.log"
   sim fanout --url "$URL" --grpc "$GRPC" --devices "$FANOUT_DEVICES" --changes "$FANOUT_CHANGES" --rate 0 \
     --max-in-flight "$FANOUT_IN_FLIGHT" --server-pid "$SERVER_PID" --json-out "$OUT/fanout-burst-${FANOUT_DEVICES}x${FANOUT_CHANGES}.json"
   stop_server
@@ -292,7 +204,7 @@ fi
 mutations() {
   echo "== mutations $1: $2 creates from $MUT_WRITERS writers at rate $3 (0: closed loop), $4 in flight per writer"
   wait_quiet "mutations $1"
-  start_server "$OUT/server-mutations-$1.log"
+  start_syncline "$OUT/server-mutations-$1.log"
   sim mutations --url "$URL" --devices "$MUT_DEVICES" --writers "$MUT_WRITERS" --mutations "$2" --rate "$3" \
     --in-flight "$4" --server-pid "$SERVER_PID" --json-out "$OUT/mutations-$1.json"
   stop_server
@@ -308,7 +220,7 @@ fi
 if selected idle; then
   echo "== idle"
   wait_quiet idle
-  start_server "$OUT/server-idle.log"
+  start_syncline "$OUT/server-idle.log"
   sim idle --url "$URL" --devices "$IDLE_DEVICES" --settle-secs "$SETTLE_SECS" --server-pid "$SERVER_PID" \
     --json-out "$OUT/idle.json"
   stop_server
@@ -317,7 +229,7 @@ fi
 if selected storm; then
   echo "== storm: $STORM_DEVICES devices disconnect and resume at once, $STORM_CHANGES changes during"
   wait_quiet storm
-  start_server "$OUT/server-storm.log"
+  start_syncline "$OUT/server-storm.log"
   sim storm --url "$URL" --grpc "$GRPC" --devices "$STORM_DEVICES" --changes-during "$STORM_CHANGES" \
     --server-pid "$SERVER_PID" --json-out "$OUT/storm-$STORM_DEVICES.json"
   stop_server
@@ -326,7 +238,7 @@ fi
 if selected slow; then
   echo "== slow: $SLOW_DEVICES devices at $SLOW_RATE/s, $SLOW_STALLED_PERCENT% stalled in the second phase"
   wait_quiet slow
-  start_server "$OUT/server-slow.log"
+  start_syncline "$OUT/server-slow.log"
   sim slow --url "$URL" --grpc "$GRPC" --devices "$SLOW_DEVICES" --rate "$SLOW_RATE" \
     --phase-secs "$SLOW_PHASE_SECS" --stalled-percent "$SLOW_STALLED_PERCENT" \
     --pad-bytes "$SLOW_PAD_BYTES" --page-size "$SLOW_PAGE_SIZE" \
@@ -349,7 +261,7 @@ backend_token_secret = "$secret"
 partitioning = "user"
 capture = "ingest"
 TOML
-  start_server "$OUT/server-personal-$1.log" --config "$dir/syncline.toml" --data-dir "$dir"
+  start_syncline "$OUT/server-personal-$1.log" --config "$dir/syncline.toml" --data-dir "$dir"
   SYNCLINE_BACKEND_TOKEN_SECRET=$secret sim personal --url "$URL" --grpc "$GRPC" --source Personal \
     --users "$2" --rate "$3" --changes $(($3 * PERSONAL_SECS)) --server-pid "$SERVER_PID" \
     --json-out "$OUT/personal-$1.json"
