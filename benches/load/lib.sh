@@ -156,7 +156,7 @@ stop_server() {
 wait_for_log() {
   local log=$1 regex=$2 tries=$(($3 * 10)) line
   while ((tries-- > 0)); do
-    line=$(grep -aE -m1 "$regex" "$log" || true)
+    line=$(grep -aE -m1 "$regex" "$log" 2>/dev/null || true)
     if [[ -n $line ]]; then
       echo "$line"
       return
