@@ -5,7 +5,7 @@ usage: python3 benches/baselines/table.py [--all] [FILE.jsonl ...]
   default: one row per server with the headline figures (the latest line of each
            server and scenario counts)
   --all  : one row per JSON line
-FILE defaults to benches/results/baselines.jsonl."""
+FILE defaults to benches/results/baselines/baselines.jsonl."""
 import json
 import signal
 import sys
@@ -16,7 +16,7 @@ if "-h" in args or "--help" in args:
     print(__doc__)
     sys.exit(0)
 show_all = "--all" in args
-files = [a for a in args if not a.startswith("--")] or ["benches/results/baselines.jsonl"]
+files = [a for a in args if not a.startswith("--")] or ["benches/results/baselines/baselines.jsonl"]
 rows = []
 for name in files:
     with open(name) as fh:
