@@ -353,6 +353,7 @@ impl SyncEngine {
         }
         match code {
             Some(close_code::NORMAL) => AfterDisconnect::Stop(StopReason::ClosedByServer { reason }),
+            Some(close_code::UPGRADE_REQUIRED) => AfterDisconnect::Stop(StopReason::UpgradeRequired { reason }),
             Some(close_code::SERVICE_RESTART) => AfterDisconnect::Reconnect(ReconnectDelay::Jitter),
             Some(_) | None => AfterDisconnect::Reconnect(ReconnectDelay::Backoff),
         }

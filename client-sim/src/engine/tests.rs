@@ -378,6 +378,10 @@ fn close_codes_decide_between_stopping_and_reconnecting() {
         engine.on_disconnect(&closed(1000)),
         AfterDisconnect::Stop(StopReason::ClosedByServer { reason: "r".into() })
     );
+    assert_eq!(
+        engine.on_disconnect(&closed(4426)),
+        AfterDisconnect::Stop(StopReason::UpgradeRequired { reason: "r".into() })
+    );
     assert_eq!(engine.on_disconnect(&closed(1012)), AfterDisconnect::Reconnect(ReconnectDelay::Jitter));
     for code in [1009, 4400, 4408, 4429, 4500] {
         assert_eq!(engine.on_disconnect(&closed(code)), AfterDisconnect::Reconnect(ReconnectDelay::Backoff));
