@@ -3,10 +3,12 @@
 //! A session runs two futures in one task: the *reader* decodes device frames and hands them
 //! to the [`SessionHandler`] (which the server implements), and the *writer* drains the
 //! connection's bounded outbound queue, coalescing everything already queued into one write
-//! per wakeup. Pings, the idle timeout and the close at server shutdown come from the
-//! listener's shared sweeper ([`crate::heartbeat`]): the reader stamps the connection when
-//! anything arrives, and pings are queued like frames. The handler talks back only through
-//! its [`Outbox`].
+//! per wakeup. Pings, the idle timeout, the handshake deadline and the close at server
+//! shutdown come from the listener's shared sweeper ([`crate::heartbeat`]): the reader stamps
+//! the connection when anything arrives, and pings are queued like frames. A handler that has
+//! not marked its handshake done ([`Outbox::handshake_done`]) by the deadline gets
+//! [`SessionHandler::on_handshake_timeout`] to say why, and the session closes. The handler
+//! talks back only through its [`Outbox`].
 //!
 //! A connection's shared state is one allocation with no timers and nothing shared with other
 //! connections, so that a wakeup of one session touches only its own memory.
@@ -209,8 +211,8 @@ impl Outbox {
         self.shared.close.lock().clone()
     }
 
-    /// Marks the connection's handshake done (the server's Hello succeeded): the handshake
-    /// deadline ([`SessionConfig::handshake_timeout`]) no longer applies to it.
+    /// Marks the connection's handshake done (for the server: a Hello succeeded): the
+    /// handshake deadline ([`SessionConfig::handshake_timeout`]) no longer applies to it.
     pub fn handshake_done(&self) {
         self.shared.handshake_done.store(true, Ordering::Release);
     }
