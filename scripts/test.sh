@@ -21,3 +21,23 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
+
+# The fuzz targets of push/fuzz, briefly, over their committed corpora: a change that makes the
+# frame decoder or the session loop panic on a known input fails here, and a little new ground
+# is covered each run. Long runs are separate (push/fuzz/README.md). cargo-fuzz needs nightly
+# flags, which RUSTC_BOOTSTRAP unlocks on the stable toolchain. Without a sanitizer (safe code:
+# panics and overflow checks are what count) and with 16 codegen units, the instrumented build
+# takes about 2.5 minutes from cold on 2 cores; it is kept in target/fuzz for later runs, and
+# installing cargo-fuzz where it is missing adds about 2 minutes once.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+fuzz_scratch="$(mktemp -d)"
+trap 'rm -rf "$fuzz_scratch"' EXIT
+for target_runs in decode_client:300000 session_frames:60000; do
+  target="${target_runs%%:*}"
+  mkdir -p "$fuzz_scratch/$target"
+  # New inputs go to the scratch directory; the committed corpus is only read.
+  (cd push && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --codegen-units 16 --target-dir ../target/fuzz "$target" \
+    "$fuzz_scratch/$target" "fuzz/corpus/$target" -- -runs="${target_runs##*:}" -max_total_time=60)
+done

@@ -340,6 +340,8 @@ impl SyncEngine {
             || (code.is_none() && fatal_code == Some(ErrorCode::Unauthenticated));
         let forbidden =
             code == Some(close_code::FORBIDDEN) || (code.is_none() && fatal_code == Some(ErrorCode::Forbidden));
+        let upgrade_required = code == Some(close_code::UPGRADE_REQUIRED)
+            || (code.is_none() && fatal_code == Some(ErrorCode::UnsupportedVersion));
         if unauthenticated {
             if self.hello_used_token {
                 debug!("session token refused; logging in again");
@@ -350,6 +352,9 @@ impl SyncEngine {
         }
         if forbidden {
             return AfterDisconnect::Stop(StopReason::Forbidden { reason });
+        }
+        if upgrade_required {
+            return AfterDisconnect::Stop(StopReason::UpgradeRequired { reason });
         }
         match code {
             Some(close_code::NORMAL) => AfterDisconnect::Stop(StopReason::ClosedByServer { reason }),

@@ -44,6 +44,12 @@ pub enum StopReason {
         /// The server's message.
         reason: String,
     },
+    /// The server does not speak this device's protocol version (close 4426): the app must
+    /// be updated before it connects again.
+    UpgradeRequired {
+        /// The server's message (which names the version it speaks).
+        reason: String,
+    },
     /// An operator's command ended the session (lock, wipe or logout).
     Command {
         /// Which command.
@@ -74,9 +80,10 @@ impl StopReason {
     pub fn is_error(&self) -> bool {
         match self {
             StopReason::Requested | StopReason::ClosedByServer { .. } | StopReason::Command { .. } => false,
-            StopReason::Unauthenticated { .. } | StopReason::Forbidden { .. } | StopReason::InvalidConfig { .. } => {
-                true
-            }
+            StopReason::Unauthenticated { .. }
+            | StopReason::Forbidden { .. }
+            | StopReason::UpgradeRequired { .. }
+            | StopReason::InvalidConfig { .. } => true,
         }
     }
 }
@@ -88,6 +95,7 @@ impl fmt::Display for StopReason {
             StopReason::ClosedByServer { reason } => write!(f, "closed by the server: {reason}"),
             StopReason::Unauthenticated { reason } => write!(f, "unauthenticated: {reason}"),
             StopReason::Forbidden { reason } => write!(f, "forbidden: {reason}"),
+            StopReason::UpgradeRequired { reason } => write!(f, "upgrade required: {reason}"),
             StopReason::Command { kind, reason } => {
                 write!(f, "operator command {kind:?}: {reason}")
             }

@@ -347,7 +347,10 @@ impl Connection {
 
     /// Starts the closing handshake with `code` and `reason` and flushes the close frame.
     /// The server's answering close frame can still be read with [`Connection::recv`].
+    /// A reason longer than a close frame carries is cut to fit
+    /// ([`syncline_proto::close_code::truncate_reason`]).
     pub async fn close(&mut self, code: u16, reason: &str) -> Result<()> {
+        let reason = syncline_proto::close_code::truncate_reason(reason);
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
         self.socket.close(Some(frame)).await.map_err(|error| WireError::Send(Box::new(error)))
     }

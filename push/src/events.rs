@@ -14,6 +14,8 @@ pub struct ConnectionEvents {
     pub accept_failures: AtomicU64,
     /// Connections closed because the device stayed silent (4408).
     pub idle_timeouts: AtomicU64,
+    /// Connections closed because their handshake (the device's Hello) was not done in time.
+    pub handshake_timeouts: AtomicU64,
 }
 
 /// The process-wide connection counters.
@@ -23,6 +25,7 @@ pub static EVENTS: ConnectionEvents = ConnectionEvents {
     handshake_failures: AtomicU64::new(0),
     accept_failures: AtomicU64::new(0),
     idle_timeouts: AtomicU64::new(0),
+    handshake_timeouts: AtomicU64::new(0),
 };
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -38,8 +41,18 @@ pub(crate) fn connection_opened(peer: SocketAddr) -> u64 {
 /// A connection ended.
 pub(crate) fn connection_closed(conn_id: u64, peer: SocketAddr, end: &SessionEnd) {
     EVENTS.closed.fetch_add(1, Ordering::Relaxed);
-    if *end == SessionEnd::IdleTimeout {
-        EVENTS.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+    match end {
+        SessionEnd::IdleTimeout => {
+            EVENTS.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        SessionEnd::HandshakeTimeout => {
+            EVENTS.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        SessionEnd::ClosedByServer { .. }
+        | SessionEnd::ClosedByPeer
+        | SessionEnd::TransportError(_)
+        | SessionEnd::FrameTooLarge
+        | SessionEnd::Shutdown => {}
     }
     tracing::debug!(conn_id, %peer, ?end, "connection closed");
 }

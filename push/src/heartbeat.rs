@@ -9,6 +9,10 @@
 //! registry slot and two words, not two timer entries, and a frame arriving costs one relaxed
 //! atomic store rather than re-arming a timer.
 //!
+//! The handshake deadline too: a connection whose handler has not marked its handshake done
+//! ([`Outbox::handshake_done`]) by [`SessionConfig::handshake_timeout`] after it registered
+//! has its session told, which closes it (4408) after the handler has had its say.
+//!
 //! Server shutdown goes through the registry too: when it fires, the sweeper closes every
 //! registered connection with "reconnect now" (1012), and a connection registered after that
 //! is closed at once. Sessions therefore wait on nothing shared.
@@ -23,7 +27,7 @@ use syncline_proto::close_code;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::session::{Outbox, Outgoing};
+use crate::session::{Outbox, Outgoing, SessionConfig};
 
 /// Finest sweep interval, whatever the configured heartbeat.
 const MIN_TICK: Duration = Duration::from_millis(50);
@@ -43,6 +47,7 @@ struct Inner {
     now_ms: AtomicU64,
     heartbeat_ms: u64,
     idle_timeout_ms: u64,
+    handshake_timeout_ms: u64,
     tick: Duration,
     connections: Mutex<Registry>,
 }
@@ -59,6 +64,8 @@ struct Entry {
     outbox: Outbox,
     /// Coarse time of the last ping queued (or of the registration).
     last_ping_ms: u64,
+    /// When the handshake must be done by, until it is done or the deadline has fired.
+    handshake_deadline_ms: Option<u64>,
 }
 
 /// A connection's place in the registry; leaves it when dropped.
@@ -75,16 +82,19 @@ impl Drop for Registration {
 }
 
 impl Heartbeats {
-    /// Returns a registry pinging every `heartbeat` and closing connections silent for
-    /// `idle_timeout`. Nothing happens until [`Heartbeats::run`] runs.
-    pub fn new(heartbeat: Duration, idle_timeout: Duration) -> Self {
-        let tick = (heartbeat.min(idle_timeout) / 4).clamp(MIN_TICK, MAX_TICK);
+    /// Returns a registry pinging every `config.heartbeat`, closing connections silent for
+    /// `config.idle_timeout` and expiring handshakes not done within
+    /// `config.handshake_timeout`. Nothing happens until [`Heartbeats::run`] runs.
+    pub fn new(config: &SessionConfig) -> Self {
+        let shortest = config.heartbeat.min(config.idle_timeout).min(config.handshake_timeout);
+        let tick = (shortest / 4).clamp(MIN_TICK, MAX_TICK);
         Self {
             inner: Arc::new(Inner {
                 epoch: Instant::now(),
                 now_ms: AtomicU64::new(0),
-                heartbeat_ms: millis(heartbeat).max(1),
-                idle_timeout_ms: millis(idle_timeout).max(1),
+                heartbeat_ms: millis(config.heartbeat).max(1),
+                idle_timeout_ms: millis(config.idle_timeout).max(1),
+                handshake_timeout_ms: millis(config.handshake_timeout).max(1),
                 tick,
                 connections: Mutex::new(Registry::default()),
             }),
@@ -102,16 +112,21 @@ impl Heartbeats {
         self.inner.now_ms.load(Ordering::Relaxed)
     }
 
-    /// Registers a connection: it gets pings and its idle time is watched from now on. After
-    /// shutdown it is closed at once (1012).
+    /// Registers a connection: it gets pings, and its idle time and handshake deadline are
+    /// watched from now on. After shutdown it is closed at once (1012).
     pub fn register(&self, outbox: &Outbox) -> Registration {
         let now = self.now_ms();
         outbox.touch(now);
+        // From the precise clock, not the coarse one (up to a tick behind): the deadline may
+        // fire up to a tick late, never early.
+        let handshake_deadline_ms = millis(self.inner.epoch.elapsed()).saturating_add(self.inner.handshake_timeout_ms);
         let mut registry = self.inner.connections.lock();
         if registry.shutting_down {
             close_for_restart(outbox);
         }
-        let key = registry.entries.insert(Entry { outbox: outbox.clone(), last_ping_ms: now });
+        let entry =
+            Entry { outbox: outbox.clone(), last_ping_ms: now, handshake_deadline_ms: Some(handshake_deadline_ms) };
+        let key = registry.entries.insert(entry);
         Registration { inner: self.inner.clone(), key }
     }
 
@@ -143,7 +158,8 @@ impl Heartbeats {
         }
     }
 
-    /// Advances the coarse clock, closes idle connections and queues due pings.
+    /// Advances the coarse clock, closes idle connections, expires late handshakes and queues
+    /// due pings.
     fn sweep(&self) {
         let inner = &*self.inner;
         let now = millis(inner.epoch.elapsed());
@@ -156,6 +172,15 @@ impl Heartbeats {
             if now.saturating_sub(entry.outbox.last_seen_ms()) > inner.idle_timeout_ms {
                 entry.outbox.close(close_code::IDLE_TIMEOUT, "idle timeout");
                 continue;
+            }
+            if let Some(deadline) = entry.handshake_deadline_ms {
+                if entry.outbox.is_handshake_done() {
+                    entry.handshake_deadline_ms = None;
+                } else if now >= deadline {
+                    entry.handshake_deadline_ms = None;
+                    entry.outbox.expire_handshake();
+                    continue;
+                }
             }
             if now.saturating_sub(entry.last_ping_ms) >= inner.heartbeat_ms {
                 entry.last_ping_ms = now;
@@ -178,9 +203,20 @@ fn millis(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    /// Session timers with a handshake deadline far beyond the test's span.
+    fn timers(heartbeat: Duration, idle_timeout: Duration) -> SessionConfig {
+        SessionConfig {
+            outbound_queue: 8,
+            outbound_queue_bytes: usize::MAX,
+            heartbeat,
+            idle_timeout,
+            handshake_timeout: Duration::from_secs(3600),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silent_connections_are_closed_and_live_ones_pinged() {
-        let heartbeats = Heartbeats::new(Duration::from_secs(1), Duration::from_secs(3));
+        let heartbeats = Heartbeats::new(&timers(Duration::from_secs(1), Duration::from_secs(3)));
         let (silent, _silent_rx) = Outbox::for_test(8);
         let (chatty, mut chatty_rx) = Outbox::for_test(8);
         let _silent_registration = heartbeats.register(&silent);
@@ -209,7 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_closes_every_connection_and_any_registered_later() {
-        let heartbeats = Heartbeats::new(Duration::from_secs(25), Duration::from_secs(60));
+        let heartbeats = Heartbeats::new(&timers(Duration::from_secs(25), Duration::from_secs(60)));
         let (before, _before_rx) = Outbox::for_test(8);
         let _before_registration = heartbeats.register(&before);
         let shutdown = CancellationToken::new();

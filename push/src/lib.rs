@@ -4,8 +4,10 @@
 //! - [`codec`]: WebSocket messages ⇄ `ClientFrame`/`ServerFrame` (protobuf or canonical
 //!   JSON), encode-once shared frames.
 //! - [`session`]: one session per connection (reader + coalescing writer), heartbeats, idle
-//!   timeout, the [`SessionHandler`] trait the server implements and its [`Outbox`].
-//! - [`heartbeat`]: one shared sweeper for every connection's pings and idle timeout.
+//!   timeout, handshake deadline, the [`SessionHandler`] trait the server implements and its
+//!   [`Outbox`].
+//! - [`heartbeat`]: one shared sweeper for every connection's pings, idle timeout and
+//!   handshake deadline.
 //! - [`hub`]: partition → subscribers, encode-once fan-out into bounded queues, demotion
 //!   of slow consumers to catch-up.
 //! - [`listener`]: TCP/TLS accept, WebSocket upgrade with tuned buffers, connection caps.

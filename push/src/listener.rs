@@ -104,7 +104,7 @@ pub async fn serve<F: SessionFactory>(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let heartbeats = Heartbeats::new(config.session.heartbeat, config.session.idle_timeout);
+    let heartbeats = Heartbeats::new(&config.session);
     tracker.spawn(heartbeats.clone().run(shutdown.clone()));
     loop {
         let accepted = tokio::select! {

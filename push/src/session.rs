@@ -3,10 +3,12 @@
 //! A session runs two futures in one task: the *reader* decodes device frames and hands them
 //! to the [`SessionHandler`] (which the server implements), and the *writer* drains the
 //! connection's bounded outbound queue, coalescing everything already queued into one write
-//! per wakeup. Pings, the idle timeout and the close at server shutdown come from the
-//! listener's shared sweeper ([`crate::heartbeat`]): the reader stamps the connection when
-//! anything arrives, and pings are queued like frames. The handler talks back only through
-//! its [`Outbox`].
+//! per wakeup. Pings, the idle timeout, the handshake deadline and the close at server
+//! shutdown come from the listener's shared sweeper ([`crate::heartbeat`]): the reader stamps
+//! the connection when anything arrives, and pings are queued like frames. A handler that has
+//! not marked its handshake done ([`Outbox::handshake_done`]) by the deadline gets
+//! [`SessionHandler::on_handshake_timeout`] to say why, and the session closes. The handler
+//! talks back only through its [`Outbox`].
 //!
 //! A connection's shared state is one allocation with no timers and nothing shared with other
 //! connections, so that a wakeup of one session touches only its own memory.
@@ -48,6 +50,10 @@ pub struct SessionConfig {
     pub heartbeat: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed (4408).
     pub idle_timeout: Duration,
+    /// A connection whose handler has not called [`Outbox::handshake_done`] this long after
+    /// it opened is told ([`SessionHandler::on_handshake_timeout`]) and closed (4408), so a
+    /// socket that answers pings but never starts a session does not stay open.
+    pub handshake_timeout: Duration,
 }
 
 /// An item of a connection's outbound queue.
@@ -75,6 +81,10 @@ struct ConnectionShared {
     format: OnceLock<FrameFormat>,
     /// When something last arrived from the device, on the heartbeat sweeper's clock.
     last_seen_ms: AtomicU64,
+    /// Set by [`Outbox::handshake_done`]: the handshake deadline no longer applies.
+    handshake_done: AtomicBool,
+    /// Set by the sweeper when the handshake deadline passed first; taken by the reader.
+    handshake_expired: AtomicBool,
 }
 
 impl ConnectionShared {
@@ -88,6 +98,11 @@ impl ConnectionShared {
         // notify_one keeps a permit when the half is not waiting yet, so neither misses it.
         self.reader_wake.notify_one();
         self.writer_wake.notify_one();
+    }
+
+    /// Returns true (once) when the handshake deadline passed before the handshake was done.
+    fn take_handshake_expired(&self) -> bool {
+        self.handshake_expired.swap(false, Ordering::AcqRel) && !self.handshake_done.load(Ordering::Acquire)
     }
 }
 
@@ -115,6 +130,8 @@ impl Outbox {
             close: Mutex::new(None),
             format: OnceLock::new(),
             last_seen_ms: AtomicU64::new(0),
+            handshake_done: AtomicBool::new(false),
+            handshake_expired: AtomicBool::new(false),
         });
         (Self { tx, shared }, rx)
     }
@@ -175,11 +192,15 @@ impl Outbox {
         self.shared.reader_wake.notify_one();
     }
 
-    /// Closes the connection with `code` after sending what is already queued.
+    /// Closes the connection with `code` after sending what is already queued. The first
+    /// request wins. `reason` is cut to what a close frame can carry
+    /// ([`close_code::truncate_reason`]): send a longer explanation in a frame before.
     pub fn close(&self, code: u16, reason: impl Into<String>) {
         let mut slot = self.shared.close.lock();
         if slot.is_none() {
-            *slot = Some((code, reason.into()));
+            let mut reason = reason.into();
+            reason.truncate(close_code::truncate_reason(&reason).len());
+            *slot = Some((code, reason));
         }
         drop(slot);
         self.shared.shut();
@@ -188,6 +209,25 @@ impl Outbox {
     /// Returns the close code and reason requested with [`Outbox::close`], if any.
     pub fn close_request(&self) -> Option<(u16, String)> {
         self.shared.close.lock().clone()
+    }
+
+    /// Marks the connection's handshake done (for the server: a Hello succeeded): the
+    /// handshake deadline ([`SessionConfig::handshake_timeout`]) no longer applies to it.
+    pub fn handshake_done(&self) {
+        self.shared.handshake_done.store(true, Ordering::Release);
+    }
+
+    /// Returns true once [`Outbox::handshake_done`] was called.
+    pub fn is_handshake_done(&self) -> bool {
+        self.shared.handshake_done.load(Ordering::Acquire)
+    }
+
+    /// Tells the session that the handshake deadline passed (the sweeper calls it when the
+    /// handshake is not done by then): the reader calls
+    /// [`SessionHandler::on_handshake_timeout`] and closes the connection.
+    pub(crate) fn expire_handshake(&self) {
+        self.shared.handshake_expired.store(true, Ordering::Release);
+        self.shared.reader_wake.notify_one();
     }
 
     /// Returns true when `other` is an outbox of the same connection.
@@ -233,6 +273,12 @@ pub trait SessionHandler: Send + 'static {
     /// Does pending work after [`Outbox::wake`] (e.g. a demoted subscription catching up).
     fn on_wake(&mut self, outbox: &Outbox) -> impl Future<Output = ()> + Send;
 
+    /// Called once when [`SessionConfig::handshake_timeout`] passed before the handler called
+    /// [`Outbox::handshake_done`]. Queues what the device should read before the close (e.g.
+    /// a fatal error) and may close with a code and reason of its own; the session then closes
+    /// with 4408 ([`close_code::HELLO_TIMEOUT`]) if the handler did not.
+    fn on_handshake_timeout(&mut self, outbox: &Outbox) -> impl Future<Output = ()> + Send;
+
     /// Called once when the connection has ended, with why.
     fn on_closed(&mut self, end: &SessionEnd);
 }
@@ -250,6 +296,9 @@ pub enum SessionEnd {
     FrameTooLarge,
     /// Nothing arrived for the idle timeout (closed with 4408).
     IdleTimeout,
+    /// The handshake was not done within the handshake timeout (closed with 4408 unless the
+    /// handler chose another code).
+    HandshakeTimeout,
     /// The server is shutting down (closed with 1012).
     Shutdown,
 }
@@ -284,9 +333,16 @@ where
             let next = tokio::select! {
                 biased;
                 () = shared.reader_wake.notified() => {
-                    if !shared.is_closed() {
-                        Box::pin(handler.on_wake(&outbox)).await;
+                    if shared.is_closed() {
+                        continue;
                     }
+                    if shared.take_handshake_expired() {
+                        finish(SessionEnd::HandshakeTimeout);
+                        Box::pin(handler.on_handshake_timeout(&outbox)).await;
+                        outbox.close(close_code::HELLO_TIMEOUT, "handshake timeout");
+                        break;
+                    }
+                    Box::pin(handler.on_wake(&outbox)).await;
                     continue;
                 }
                 next = stream.next() => next,
@@ -415,3 +471,6 @@ fn message_of(item: Outgoing, format: FrameFormat, shared: &ConnectionShared) ->
 pub fn open_outbox(config: &SessionConfig) -> (Outbox, mpsc::Receiver<Outgoing>) {
     Outbox::new(config.outbound_queue, config.outbound_queue_bytes)
 }
+
+#[cfg(test)]
+mod tests;

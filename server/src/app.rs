@@ -163,6 +163,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             outbound_queue_bytes: settings.outbound_queue_bytes,
             heartbeat: settings.heartbeat,
             idle_timeout: settings.idle_timeout,
+            handshake_timeout: settings.hello_timeout,
         },
     });
     let device_tls = tls.as_ref().map(TlsMaterial::device_acceptor).transpose()?;

@@ -30,6 +30,11 @@ pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 25;
 /// Idle timeout: more than two missed heartbeats.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Time a new connection has to complete a Hello before it is closed (Error TIMEOUT, close
+/// 4408): a device sends Hello right after connecting, and a password check or a channel's
+/// login takes well under a second, so 10 s covers slow mobile networks while a socket that
+/// only answers pings holds its resources for no longer than this.
+pub const DEFAULT_HELLO_TIMEOUT_MS: u64 = 10_000;
 /// Most simultaneous device connections per process (about the file-descriptor limit of a
 /// default Linux service).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
@@ -178,6 +183,9 @@ pub struct DeviceSection {
     pub outbound_queue_bytes: usize,
     pub heartbeat_secs: u64,
     pub idle_timeout_secs: u64,
+    /// Milliseconds a new connection has to complete a Hello; then it gets Error TIMEOUT and
+    /// close 4408.
+    pub hello_timeout_ms: u64,
     pub max_connections: usize,
     /// Most simultaneous sessions of one user (0: no limit); more are refused at Hello
     /// (RESOURCE_EXHAUSTED, close 4429).
@@ -338,6 +346,7 @@ impl Default for DeviceSection {
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_user: 0,
             default_page_size: DEFAULT_PAGE_SIZE,
@@ -533,6 +542,8 @@ pub struct Settings {
     pub outbound_queue_bytes: usize,
     pub heartbeat: Duration,
     pub idle_timeout: Duration,
+    /// Time a new connection has to complete a Hello.
+    pub hello_timeout: Duration,
     pub max_connections: usize,
     /// 0: no limit.
     pub max_connections_per_user: usize,
@@ -602,6 +613,7 @@ impl Config {
                 "SYNCLINE_INGEST_TOKEN" => self.grpc.ingest_token = Some(value.clone()),
                 "SYNCLINE_GRPC_THREADS" => self.grpc.threads = number(value)? as usize,
                 "SYNCLINE_PUSH_INTERVAL_MS" => self.device.push_interval_ms = number(value)?,
+                "SYNCLINE_HELLO_TIMEOUT_MS" => self.device.hello_timeout_ms = number(value)?,
                 "SYNCLINE_BACKEND_TOKEN_SECRET" => self.auth.backend_token_secret = Some(value.clone()),
                 "SYNCLINE_BACKEND_TOKEN_AUDIENCE" => self.auth.backend_token_audience = Some(value.clone()),
                 "SYNCLINE_TLS_CERT" => self.tls.cert = Some(PathBuf::from(value)),
@@ -779,6 +791,7 @@ impl Config {
             outbound_queue_bytes: positive("device.outbound_queue_bytes", device.outbound_queue_bytes as u64)? as usize,
             heartbeat: Duration::from_secs(positive("device.heartbeat_secs", device.heartbeat_secs)?),
             idle_timeout: Duration::from_secs(device.idle_timeout_secs),
+            hello_timeout: Duration::from_millis(positive("device.hello_timeout_ms", device.hello_timeout_ms)?),
             max_connections: positive("device.max_connections", device.max_connections as u64)? as usize,
             max_connections_per_user: device.max_connections_per_user,
             default_page_size: device.default_page_size,
@@ -1040,6 +1053,18 @@ mod tests {
             let error = config.validate().unwrap_err().to_string();
             assert!(error.contains("grpc.threads") && error.contains("must be 1 to 256"), "{error}");
         }
+    }
+
+    #[test]
+    fn hello_timeout_comes_from_the_environment_and_is_positive() {
+        let default = Config::default().validate().unwrap().hello_timeout;
+        assert_eq!(default, Duration::from_millis(DEFAULT_HELLO_TIMEOUT_MS));
+        let config = Config::load(None, &env(&[("SYNCLINE_HELLO_TIMEOUT_MS", "250")])).unwrap();
+        assert_eq!(config.validate().unwrap().hello_timeout, Duration::from_millis(250));
+        let mut config = Config::default();
+        config.device.hello_timeout_ms = 0;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("device.hello_timeout_ms") && error.contains("greater than 0"), "{error}");
     }
 
     #[test]

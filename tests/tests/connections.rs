@@ -1,6 +1,7 @@
 //! Connection lifecycle limits: the shared heartbeat sweeper closes silent devices (4408) and
-//! keeps answering ones open, and the per-user connection cap refuses the extra session with a
-//! typed error (RESOURCE_EXHAUSTED, close 4429) and frees its slot when a session ends.
+//! keeps answering ones open, closes sockets that never complete a Hello (TIMEOUT, 4408), and
+//! the per-user connection cap refuses the extra session with a typed error
+//! (RESOURCE_EXHAUSTED, close 4429) and frees its slot when a session ends.
 
 use futures_util::StreamExt;
 use syncline_client_sim::{Connection, Incoming};
@@ -29,6 +30,8 @@ async fn server_with_short_heartbeats() -> TestServer {
     let server = TestServer::start_with(|config| {
         config.device.heartbeat_secs = 1;
         config.device.idle_timeout_secs = 2;
+        // Far shorter than the tests' spans: a session that said Hello must outlive it.
+        config.device.hello_timeout_ms = 500;
     })
     .await;
     server.add_user("ann", "ann-pw");
@@ -96,6 +99,40 @@ async fn a_device_that_answers_pings_outlives_the_idle_timeout() {
     server.stop().await;
 }
 
+/// Issue 13: a socket that answers pings but never says Hello is closed at the hello
+/// deadline, after a fatal TIMEOUT error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_answers_pings_but_never_says_hello_is_closed_at_the_hello_deadline() {
+    const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
+    let server = TestServer::start_with(|config| {
+        config.device.heartbeat_secs = 1;
+        config.device.idle_timeout_secs = 30;
+        config.device.hello_timeout_ms = HELLO_TIMEOUT.as_millis() as u64;
+    })
+    .await;
+    let timeouts = || syncline_push::events::EVENTS.handshake_timeouts.load(std::sync::atomic::Ordering::Relaxed);
+    let before = timeouts();
+    let opened = tokio::time::Instant::now();
+    let (mut socket, _) = tokio_tungstenite::connect_async(server.url()).await.expect("connects");
+    // Reading answers pings; the socket sends nothing else.
+    let error = read_until(&mut socket, |message| matches!(message, Message::Binary(_))).await;
+    let Message::Binary(error) = error else { unreachable!() };
+    match prost::Message::decode(error).map(|frame: ServerFrame| frame.msg) {
+        Ok(Some(server_frame::Msg::Error(error))) => {
+            assert_eq!(error.code, ErrorCode::Timeout as i32, "{error:?}");
+            assert!(error.fatal);
+            assert!(error.message.contains("300 ms"), "{}", error.message);
+        }
+        other => panic!("expected a TIMEOUT error, got {other:?}"),
+    }
+    let close = read_until(&mut socket, |message| matches!(message, Message::Close(_))).await;
+    let Message::Close(Some(close)) = close else { panic!("expected a close code, got {close:?}") };
+    assert_eq!(u16::from(close.code), close_code::HELLO_TIMEOUT);
+    assert!(opened.elapsed() >= HELLO_TIMEOUT, "closed after {:?}, before the deadline", opened.elapsed());
+    eventually(DEADLINE, "the handshake timeout to be counted", || async { (timeouts() > before).then_some(()) }).await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_user_connection_cap_refuses_the_extra_session_and_frees_slots() {
     let server = TestServer::start_with(|config| config.device.max_connections_per_user = 2).await;
@@ -141,13 +178,15 @@ async fn read_until<S>(socket: &mut S, mut want: impl FnMut(&Message) -> bool) -
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    loop {
+    // Bounded: the messages tests wait for come among the first few (pings aside).
+    for _ in 0..1000 {
         match tokio::time::timeout(DEADLINE, socket.next()).await.expect("a message in time") {
             Some(Ok(message)) if want(&message) => return message,
             Some(Ok(_)) => {}
             other => panic!("the connection ended: {other:?}"),
         }
     }
+    panic!("no wanted message among 1000");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

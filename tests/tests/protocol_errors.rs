@@ -206,7 +206,7 @@ async fn bad_input_gets_typed_errors_and_everyone_else_is_served() {
     }
     c.send(&hello).await.unwrap();
     expect_error(&mut c, ErrorCode::UnsupportedVersion, true).await;
-    expect_close(&mut c, close_code::PROTOCOL_ERROR).await;
+    expect_close(&mut c, close_code::UPGRADE_REQUIRED).await;
 
     // After Hello: bad frames and bad subscriptions are non-fatal.
     let mut c = connect(&server, FrameFormat::Binary).await;
@@ -278,6 +278,98 @@ async fn json_text_frames_are_answered_in_json() {
             assert!(changes.upserts[0].fields.contains_key("ratio"));
         }
         other => panic!("expected Changes, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+/// Opens a plain tokio-tungstenite client (no device library), which, as every compliant
+/// client, fails the connection on a close frame longer than RFC 6455 allows.
+async fn plain_socket(
+    server: &TestServer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    tokio_tungstenite::connect_async(server.url()).await.expect("connects").0
+}
+
+/// Reads a plain socket until the server's close frame, within the step deadline; returns
+/// the data messages before it and the close code. A transport error (1006 for the app)
+/// fails the test.
+async fn plain_read_to_close(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> (Vec<Message>, u16) {
+    use futures_util::StreamExt as _;
+    let mut data = Vec::new();
+    // Bounded: a fatal error and the close, plus a few pings at most.
+    for _ in 0..32 {
+        match tokio::time::timeout(STEP, socket.next()).await.expect("the server answers in time") {
+            Some(Ok(Message::Close(Some(frame)))) => return (data, u16::from(frame.code)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(message)) => data.push(message),
+            other => panic!("expected a close frame, the connection failed instead: {other:?}"),
+        }
+    }
+    panic!("no close frame among 32 messages");
+}
+
+/// Issue 13: a Hello whose username is not UTF-8 gets an error text longer than a close frame
+/// can carry; the close reason is cut to fit, so a compliant client sees 4400, not 1006.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_with_a_username_that_is_not_utf8_gets_the_full_error_and_a_valid_close() {
+    let server = TestServer::start().await;
+    let mut bytes = hello_login("@@@@", "pw").encode_to_vec();
+    let at = bytes.windows(4).position(|window| window == b"@@@@").expect("the username is in the frame");
+    bytes[at..at + 4].copy_from_slice(&[0xff, 0xfe, 0xc3, 0x28]);
+    let mut socket = plain_socket(&server).await;
+    futures_util::SinkExt::send(&mut socket, Message::Binary(bytes.into())).await.expect("sends the Hello");
+    let (data, code) = plain_read_to_close(&mut socket).await;
+    assert_eq!(code, close_code::PROTOCOL_ERROR);
+    let [Message::Binary(error)] = &data[..] else { panic!("expected one Error frame before the close: {data:?}") };
+    match ServerFrame::decode(error.as_ref()).expect("a ServerFrame").msg {
+        Some(server_frame::Msg::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::BadRequest as i32);
+            assert!(error.fatal);
+            assert!(error.message.contains("UTF-8"), "{}", error.message);
+            assert!(error.message.len() > close_code::MAX_REASON_BYTES, "the full text: {}", error.message);
+        }
+        other => panic!("expected Error, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+/// Issue 13: each way a session fails to start has its documented close code (see the table
+/// in device.proto), after a fatal Error frame with its ErrorCode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_start_failures_close_with_their_documented_codes() {
+    let server = TestServer::start().await;
+    server.add_user("ann", "ann-pw");
+    let with_version = |version: u32| {
+        let mut hello = hello_login("ann", "ann-pw");
+        if let Some(client_frame::Msg::Hello(h)) = &mut hello.msg {
+            h.protocol_version = version;
+        }
+        hello
+    };
+    let cases = [
+        ("a Subscribe first", subscribe("Account", "", 0), ErrorCode::Unauthenticated, close_code::PROTOCOL_ERROR),
+        (
+            "a Logout first",
+            ClientFrame { msg: Some(client_frame::Msg::Logout(syncline_proto::v1::Logout {})) },
+            ErrorCode::Unauthenticated,
+            close_code::PROTOCOL_ERROR,
+        ),
+        ("protocol version 0", with_version(0), ErrorCode::UnsupportedVersion, close_code::UPGRADE_REQUIRED),
+        ("protocol version 2", with_version(2), ErrorCode::UnsupportedVersion, close_code::UPGRADE_REQUIRED),
+        ("a wrong password", hello_login("ann", "wrong"), ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
+    ];
+    for (what, first, error_code, close) in cases {
+        for format in [FrameFormat::Binary, FrameFormat::Json] {
+            let mut c = connect(&server, format).await;
+            c.send(&first).await.unwrap();
+            let message = expect_error(&mut c, error_code, true).await;
+            match next(&mut c).await {
+                Incoming::Closed { code, .. } => assert_eq!(code, close, "{what} ({format:?}): {message}"),
+                other => panic!("{what} ({format:?}): expected close {close}, got {other:?}"),
+            }
+        }
     }
     server.stop().await;
 }

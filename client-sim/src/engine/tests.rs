@@ -365,6 +365,27 @@ fn a_fatal_error_explains_a_connection_that_drops_without_close_frame() {
     );
 }
 
+/// Issue 13: an app too old or too new for the server stops until it is updated, whether the
+/// close frame (4426) arrives or only the fatal UNSUPPORTED_VERSION error does.
+#[test]
+fn an_unsupported_protocol_version_stops_the_device() {
+    let mut engine = SyncEngine::new(&config(2));
+    engine.hello();
+    let error = ErrorFrame {
+        code: ErrorCode::UnsupportedVersion as i32,
+        message: "protocol version 2 is not supported; this server speaks 1".into(),
+        fatal: true,
+        ..ErrorFrame::default()
+    };
+    engine.on_frame(server(server_frame::Msg::Error(error)), Instant::now());
+    let stopped = AfterDisconnect::Stop(StopReason::UpgradeRequired {
+        reason: "protocol version 2 is not supported; this server speaks 1".into(),
+    });
+    assert_eq!(engine.on_disconnect(&Disconnect::Lost), stopped);
+    let closed = Disconnect::Closed { code: close_code::UPGRADE_REQUIRED, reason: String::new() };
+    assert_eq!(engine.on_disconnect(&closed), stopped, "the empty close reason falls back to the error's");
+}
+
 #[test]
 fn close_codes_decide_between_stopping_and_reconnecting() {
     let mut engine = SyncEngine::new(&config(2));
@@ -377,6 +398,10 @@ fn close_codes_decide_between_stopping_and_reconnecting() {
     assert_eq!(
         engine.on_disconnect(&closed(1000)),
         AfterDisconnect::Stop(StopReason::ClosedByServer { reason: "r".into() })
+    );
+    assert_eq!(
+        engine.on_disconnect(&closed(4426)),
+        AfterDisconnect::Stop(StopReason::UpgradeRequired { reason: "r".into() })
     );
     assert_eq!(engine.on_disconnect(&closed(1012)), AfterDisconnect::Reconnect(ReconnectDelay::Jitter));
     for code in [1009, 4400, 4408, 4429, 4500] {

@@ -39,6 +39,9 @@ pub struct DeviceLimits {
     pub max_frame_bytes: usize,
     pub heartbeat_ms: u32,
     pub idle_timeout_ms: u32,
+    /// Time a new connection has to complete a Hello (enforced by the session layer; named
+    /// in the Error frame of a connection that missed it).
+    pub hello_timeout: std::time::Duration,
     pub max_pending_mutations: u64,
 }
 
@@ -56,6 +59,7 @@ impl DeviceLimits {
             max_frame_bytes: settings.max_frame_bytes,
             heartbeat_ms: settings.heartbeat.as_millis() as u32,
             idle_timeout_ms: settings.idle_timeout.as_millis() as u32,
+            hello_timeout: settings.hello_timeout,
             max_pending_mutations: settings.max_pending_mutations,
         }
     }

@@ -369,7 +369,7 @@ impl DeviceSession {
                 hello.protocol_version,
                 syncline_proto::PROTOCOL_VERSION
             );
-            return self.fatal(outbox, ErrorCode::UnsupportedVersion, &message, close_code::PROTOCOL_ERROR).await;
+            return self.fatal(outbox, ErrorCode::UnsupportedVersion, &message, close_code::UPGRADE_REQUIRED).await;
         }
         let details = hello
             .device
@@ -461,6 +461,7 @@ impl DeviceSession {
         tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
         self.engine.mutations.attach(&identity.client_id, outbox);
         self.identity = Some(identity);
+        outbox.handshake_done();
         let _ = outbox.send_frame(frame(server_frame::Msg::Welcome(welcome))).await;
     }
 
@@ -747,6 +748,14 @@ impl SessionHandler for DeviceSession {
             tracing::debug!(peer = %self.peer, %partition, "slow consumer switched to catch-up");
             self.pump_reporting(&partition, outbox).await;
         }
+    }
+
+    async fn on_handshake_timeout(&mut self, outbox: &Outbox) {
+        let message = format!(
+            "no successful Hello within {} ms of connecting; send Hello first when reconnecting",
+            self.engine.limits.hello_timeout.as_millis()
+        );
+        self.fatal(outbox, ErrorCode::Timeout, &message, close_code::HELLO_TIMEOUT).await;
     }
 
     fn on_closed(&mut self, _end: &SessionEnd) {
