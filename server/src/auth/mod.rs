@@ -6,27 +6,43 @@
 //! [`BackendTokenVerifier`]), or a session token from an earlier Welcome. The first two
 //! register (or refresh) the device and hand out a session token; the third resumes.
 //!
+//! Password checks are bounded (issue 13): local ones run on a [`PasswordPool`] (a few
+//! hashing threads with reused memory, a bounded queue with a deadline), and those forwarded
+//! to a login channel pass an [`Admission`] of the same size, so a login storm can neither
+//! grow the server's memory nor storm the backend; the excess is refused as busy. Unknown
+//! users are checked against a decoy hash, so they cost what known ones do. Failed logins
+//! are counted per user name and per address ([`login_limits`]); past the limits, logins
+//! are refused without a check for a backoff.
+//!
+//! - `backend_token`: [`BackendTokenVerifier`], the checks of backend tokens.
+//! - [`login_limits`]: failed-login counts and blocks.
+//!
 //! Session tokens are `base64url(claims) "." base64url(HMAC-SHA256(secret, claims))`, where
 //! the secret is generated once per data directory and kept in the store, so tokens survive
 //! restarts and cannot be forged without it. Claims carry the client id, user id, expiry and
 //! the device's token generation; logging out bumps the generation, which revokes every token
 //! issued to that device before.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod backend_token;
+pub mod login_limits;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use prost::Message;
 use rand::RngCore;
-use serde::Deserialize;
 use sha2::Sha256;
-use tokio::sync::Semaphore;
+use syncline_proto::sdk::passwords::{self, Admission, PasswordError, PasswordPool, PoolConfig, PoolStats};
+
+pub use backend_token::{
+    BACKEND_TOKEN_LEEWAY_SECS, BackendLogin, BackendTokenRefusal, BackendTokenVerifier, MIN_BACKEND_TOKEN_SECRET_BYTES,
+};
+use login_limits::{FailedLoginPolicy, FailedLogins, LimitedBy, LoginBlocked};
 
 use crate::channel::ChannelError;
 use crate::channel::grpc::ChannelConnection;
@@ -43,13 +59,6 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub const MAX_ENTITLEMENTS: usize = 256;
 /// Longest user name.
 pub const MAX_USER_NAME_BYTES: usize = 128;
-/// Clock skew tolerated on a backend token's `exp`, `nbf` and `iat`: the app's backend and
-/// Syncline run on different machines, and NTP keeps them within a second or two; 30 s is
-/// generous without keeping an expired token alive for long.
-pub const BACKEND_TOKEN_LEEWAY_SECS: u64 = 30;
-/// Shortest backend token secret: an HS256 key must be at least as long as the hash
-/// (256 bits, RFC 7518 section 3.2), or it is guessable offline from one token.
-pub const MIN_BACKEND_TOKEN_SECRET_BYTES: usize = 32;
 
 /// Why a login or token was refused, or could not be checked.
 #[derive(Debug, thiserror::Error)]
@@ -81,152 +90,64 @@ pub enum AuthError {
     /// The channel that checks logins could not be reached.
     #[error("logins cannot be checked right now; try again later")]
     Unavailable(#[source] ChannelError),
+    /// Too many logins are being checked at once (the queue is full, or the login waited in
+    /// it too long): retry in a few seconds.
+    #[error("too many logins are being checked right now; retry in a few seconds")]
+    LoginsBusy(#[source] PasswordError),
+    /// Too many failed logins for this user name or from this address: refused without a
+    /// password check until `retry_after` has passed.
+    #[error("too many failed logins {by}; retry in {} s", whole_seconds_up(*retry_after))]
+    TooManyFailedLogins { by: LimitedBy, retry_after: Duration },
+    /// A stored password hash cannot be checked (unreadable, or costlier than allowed), or
+    /// the hashing threads are gone: an operator must look.
+    #[error("the password could not be checked: {0}")]
+    PasswordCheck(#[source] PasswordError),
 }
 
-/// Why a backend token was refused, in terms the app's backend developers can act on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BackendTokenRefusal {
-    /// Not a JWT at all (wrong number of parts, bad base64 or JSON, a claim of the wrong type).
-    #[error("it is not a well-formed JWT")]
-    Malformed,
-    /// Signed with another algorithm than HS256.
-    #[error("it is not signed with HS256")]
-    WrongAlgorithm,
-    /// The signature does not match the configured secret.
-    #[error("its signature does not match")]
-    BadSignature,
-    /// `exp` is in the past (beyond the leeway).
-    #[error("it has expired")]
-    Expired,
-    /// `nbf` or `iat` is in the future (beyond the leeway).
-    #[error("it is not valid yet")]
-    NotYetValid,
-    /// A required claim (`sub`, `exp`, or `aud` when an audience is configured) is missing.
-    #[error("it has no {0:?} claim")]
-    MissingClaim(String),
-    /// `aud` does not name the configured audience.
-    #[error("its audience is not this server's")]
-    WrongAudience,
-    /// `sub` is not an acceptable user name.
-    #[error("its subject is not a valid user id (1 to {MAX_USER_NAME_BYTES} bytes without control characters)")]
-    InvalidSubject,
-    /// Longer than any token we issue would need to be.
-    #[error("it is longer than {MAX_TOKEN_BYTES} bytes")]
-    TooLong,
-}
-
-/// The claims Syncline reads from a backend token. `exp` (and `nbf`, `aud` when present) are
-/// checked by `jsonwebtoken` before these are looked at.
-#[derive(Debug, Deserialize)]
-struct BackendTokenClaims {
-    /// Optional here so that a missing `sub` is reported as such, not as malformed JSON.
-    #[serde(default)]
-    sub: Option<String>,
-    /// Issued-at, Unix seconds: a token from the future is refused like an early `nbf`.
-    #[serde(default)]
-    iat: Option<u64>,
-    /// Custom partitions the user may sync: source → partition keys (the same meaning as a
-    /// channel's Authenticate entitlements).
-    #[serde(default)]
-    entitlements: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-/// A backend token that passed every check: who the user is and what they may sync.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendLogin {
-    pub user_id: String,
-    pub entitlements: std::collections::BTreeSet<(String, String)>,
-}
-
-/// Checks backend tokens: JWTs signed with HS256 with a secret shared between the app's
-/// backend and Syncline.
-///
-/// Accepted claims: `sub` (required: the user id, a valid user name), `exp` (required),
-/// `nbf` and `iat` (optional; neither may be in the future), `aud` (required and checked
-/// when an audience is configured, ignored otherwise) and `entitlements` (optional: an
-/// object of source name → array of partition keys, filtered and capped like a channel's
-/// Authenticate entitlements). Times are checked with [`BACKEND_TOKEN_LEEWAY_SECS`] of
-/// leeway. Unknown claims are ignored.
-pub struct BackendTokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
-}
-
-impl std::fmt::Debug for BackendTokenVerifier {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("BackendTokenVerifier").field("audience", &self.validation.aud).finish_non_exhaustive()
+impl From<PasswordError> for AuthError {
+    fn from(error: PasswordError) -> Self {
+        if error.is_busy() { AuthError::LoginsBusy(error) } else { AuthError::PasswordCheck(error) }
     }
 }
 
-impl BackendTokenVerifier {
-    /// Returns a verifier for tokens signed with `secret` (at least
-    /// [`MIN_BACKEND_TOKEN_SECRET_BYTES`]; the config checks that) and, when given, meant for
-    /// `audience`.
-    pub fn new(secret: &[u8], audience: Option<&str>) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = BACKEND_TOKEN_LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        match audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
-            }
-            // Without a configured audience a token's `aud` names some other party's
-            // expectation; nothing here can check it.
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        Self { key: DecodingKey::from_secret(secret), validation }
-    }
-
-    /// Checks `token` against the clock `now_secs` (Unix seconds, for `iat`; `exp` and `nbf`
-    /// are checked against the system clock) and returns who it names.
-    pub fn verify(&self, token: &str, now_secs: u64) -> Result<BackendLogin, BackendTokenRefusal> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(BackendTokenRefusal::TooLong);
-        }
-        let claims = jsonwebtoken::decode::<BackendTokenClaims>(token, &self.key, &self.validation)
-            .map_err(|error| refusal_of(error.kind()))?
-            .claims;
-        if claims.iat.is_some_and(|iat| iat > now_secs.saturating_add(BACKEND_TOKEN_LEEWAY_SECS)) {
-            return Err(BackendTokenRefusal::NotYetValid);
-        }
-        let sub = claims.sub.ok_or_else(|| BackendTokenRefusal::MissingClaim("sub".into()))?;
-        if !valid_user_name(&sub) {
-            return Err(BackendTokenRefusal::InvalidSubject);
-        }
-        let entitlements = entitlement_set(
-            claims
-                .entitlements
-                .into_iter()
-                .flat_map(|(source, keys)| keys.into_iter().map(move |key| (source.clone(), key))),
-        );
-        Ok(BackendLogin { user_id: sub, entitlements })
+impl From<LoginBlocked> for AuthError {
+    fn from(blocked: LoginBlocked) -> Self {
+        AuthError::TooManyFailedLogins { by: blocked.by, retry_after: blocked.retry_after }
     }
 }
 
-/// Maps a `jsonwebtoken` failure to what the backend developer needs to know.
-fn refusal_of(kind: &JwtErrorKind) -> BackendTokenRefusal {
-    match kind {
-        JwtErrorKind::InvalidSignature => BackendTokenRefusal::BadSignature,
-        JwtErrorKind::ExpiredSignature => BackendTokenRefusal::Expired,
-        JwtErrorKind::ImmatureSignature => BackendTokenRefusal::NotYetValid,
-        JwtErrorKind::InvalidAudience => BackendTokenRefusal::WrongAudience,
-        JwtErrorKind::InvalidSubject => BackendTokenRefusal::InvalidSubject,
-        JwtErrorKind::MissingRequiredClaim(claim) => BackendTokenRefusal::MissingClaim(claim.clone()),
-        JwtErrorKind::InvalidAlgorithm | JwtErrorKind::MissingAlgorithm | JwtErrorKind::InvalidAlgorithmName => {
-            BackendTokenRefusal::WrongAlgorithm
-        }
-        // The crate's kinds are non-exhaustive; everything else is a token we cannot read.
-        _ => BackendTokenRefusal::Malformed,
-    }
+/// Returns `duration` in whole seconds, rounded up (a device told "retry in 0 s" would retry
+/// too early).
+fn whole_seconds_up(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// How many password checks may run and wait, and when failed logins block (validated from
+/// the `[auth]` config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Password checks at once: local hashing threads, or Authenticate calls to the login
+    /// channel in flight.
+    pub concurrency: usize,
+    /// Logins that may wait for a check; more are refused as busy.
+    pub queue: usize,
+    /// Longest a login waits for a check before it is refused as busy.
+    pub queue_timeout: Duration,
+    /// When failed logins block a user name or an address.
+    pub failed: FailedLoginPolicy,
+}
+
+/// Where passwords are checked, each behind the same concurrency limit.
+enum PasswordChecks {
+    /// Against local users' argon2 hashes, on a bounded pool.
+    Local(PasswordPool),
+    /// By the login channel's Authenticate, at most `admission`'s limit at once.
+    Channel { channel: ChannelConnection, admission: Admission },
 }
 
 /// Returns the custom-partition entitlements granted by a login channel or a backend token:
 /// (source, key) pairs, without empty or app (`*`) keys, at most [`MAX_ENTITLEMENTS`].
-fn entitlement_set(granted: impl Iterator<Item = (String, String)>) -> std::collections::BTreeSet<(String, String)> {
+fn entitlement_set(granted: impl Iterator<Item = (String, String)>) -> BTreeSet<(String, String)> {
     granted
         .filter(|(_, key)| !key.is_empty() && key != syncline_proto::APP_PARTITION_KEY)
         .take(MAX_ENTITLEMENTS)
@@ -255,7 +176,7 @@ pub struct Identity {
     pub client_id: String,
     /// Custom partitions the user may sync, as (source, key), granted by the channel that
     /// checked the login.
-    pub entitlements: std::collections::BTreeSet<(String, String)>,
+    pub entitlements: BTreeSet<(String, String)>,
 }
 
 /// A session token and when it expires.
@@ -278,11 +199,8 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     secret: Vec<u8>,
     token_ttl: Duration,
-    /// Bounds concurrent argon2 verifications (each takes tens of milliseconds of CPU and
-    /// ~19 MiB), so a login storm cannot starve the server.
-    hashing: Semaphore,
-    /// When set, logins are checked by this channel instead of local users.
-    channel: Option<ChannelConnection>,
+    passwords: PasswordChecks,
+    failed_logins: FailedLogins,
     /// When set, devices may log in with backend tokens.
     backend_tokens: Option<BackendTokenVerifier>,
 }
@@ -290,17 +208,6 @@ pub struct Authenticator {
 /// Returns the current Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
-
-/// Returns the PHC argon2id hash of `password` with a random salt.
-pub fn hash_password(password: &str) -> Result<String, AuthError> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|_| AuthError::InvalidUserName)?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|error| AuthError::Store(StoreError::Io(format!("password hashing failed: {error}"))))
 }
 
 /// Returns true when `name` is an acceptable user name.
@@ -313,7 +220,8 @@ pub fn add_user(store: &dyn Store, name: &str, password: &str) -> Result<(), Aut
     if !valid_user_name(name) {
         return Err(AuthError::InvalidUserName);
     }
-    let password_hash = hash_password(password)?;
+    // One hash on the calling thread: a command-line action or a test's setup, not a login.
+    let password_hash = passwords::hash_password_here(password, &passwords::Params::DEFAULT)?;
     store.add_user(&StoredUser { name: name.to_owned(), password_hash })?;
     Ok(())
 }
@@ -326,19 +234,39 @@ pub fn new_client_id() -> String {
 }
 
 impl Authenticator {
-    /// Loads (or creates) the token secret from the store.
+    /// Loads (or creates) the token secret from the store. Logins are checked by `channel`
+    /// when given, else against local users on a password pool; `limits` bound both.
     pub fn new(
         store: Arc<dyn Store>,
         token_ttl: Duration,
         channel: Option<ChannelConnection>,
+        limits: &LoginLimits,
     ) -> Result<Self, AuthError> {
         let secret = store.secret(TOKEN_SECRET_NAME, &|| {
             let mut secret = vec![0u8; TOKEN_SECRET_BYTES];
             rand::rng().fill_bytes(&mut secret);
             secret
         })?;
-        let permits = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self { store, secret, token_ttl, hashing: Semaphore::new(permits), channel, backend_tokens: None })
+        let passwords = match channel {
+            Some(channel) => PasswordChecks::Channel {
+                channel,
+                admission: Admission::new(limits.concurrency, limits.queue, limits.queue_timeout),
+            },
+            None => PasswordChecks::Local(PasswordPool::new(PoolConfig {
+                threads: limits.concurrency,
+                queue: limits.queue,
+                max_wait: limits.queue_timeout,
+                ..PoolConfig::default()
+            })?),
+        };
+        Ok(Self {
+            store,
+            secret,
+            token_ttl,
+            passwords,
+            failed_logins: FailedLogins::new(limits.failed),
+            backend_tokens: None,
+        })
     }
 
     /// Returns this authenticator accepting backend tokens checked by `verifier`.
@@ -347,22 +275,44 @@ impl Authenticator {
         self
     }
 
-    /// Checks a username and password and registers (or refreshes) the device. `client_id`
-    /// is reused when it is known and belongs to the same user.
+    /// Returns what the local password pool holds and has done (`None` when a channel checks
+    /// logins).
+    pub fn password_pool_stats(&self) -> Option<PoolStats> {
+        match &self.passwords {
+            PasswordChecks::Local(pool) => Some(pool.stats()),
+            PasswordChecks::Channel { .. } => None,
+        }
+    }
+
+    /// Checks a username and password from `from` and registers (or refreshes) the device.
+    /// `client_id` is reused when it is known and belongs to the same user. Refused without a
+    /// check while the user name or the address is blocked for failed logins
+    /// ([`login_limits`]), and as busy when too many checks are running and waiting.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
+        from: IpAddr,
         client_id: &str,
         details: DeviceDetails,
     ) -> Result<(Identity, IssuedToken), AuthError> {
         if !valid_user_name(username) {
             return Err(AuthError::BadCredentials);
         }
-        let (user_id, entitlements) = match &self.channel {
-            Some(channel) => self.login_with_channel(channel, username, password).await?,
-            None => (self.login_locally(username, password).await?, Default::default()),
+        self.failed_logins.check(username, from, Instant::now())?;
+        let checked = match &self.passwords {
+            PasswordChecks::Local(pool) => self.login_locally(pool, username, password).await,
+            PasswordChecks::Channel { channel, admission } => {
+                let _admitted = admission.admit().await?;
+                self.login_with_channel(channel, username, password).await
+            }
         };
+        match &checked {
+            Ok(_) => self.failed_logins.succeeded(username),
+            Err(AuthError::BadCredentials) => self.failed_logins.failed(username, from, Instant::now()),
+            Err(_) => {}
+        }
+        let (user_id, entitlements) = checked?;
         self.register_device(user_id, entitlements, client_id, details).await
     }
 
@@ -386,7 +336,7 @@ impl Authenticator {
     async fn register_device(
         &self,
         user_id: String,
-        entitlements: std::collections::BTreeSet<(String, String)>,
+        entitlements: BTreeSet<(String, String)>,
         client_id: &str,
         details: DeviceDetails,
     ) -> Result<(Identity, IssuedToken), AuthError> {
@@ -433,7 +383,7 @@ impl Authenticator {
         channel: &ChannelConnection,
         username: &str,
         password: &str,
-    ) -> Result<(String, std::collections::BTreeSet<(String, String)>), AuthError> {
+    ) -> Result<(String, BTreeSet<(String, String)>), AuthError> {
         let answer = match channel.authenticate(username, password).await {
             Ok(answer) => answer,
             Err(error) if error.is_transient() => return Err(AuthError::Unavailable(error)),
@@ -458,28 +408,23 @@ impl Authenticator {
         Ok((user_id, entitlements))
     }
 
-    /// Checks a local user's password; returns the user id.
-    async fn login_locally(&self, username: &str, password: &str) -> Result<String, AuthError> {
+    /// Checks a local user's password on `pool`; returns the user id. An unknown user is
+    /// checked against the pool's decoy hash, so that it takes as long as a known one.
+    async fn login_locally(
+        &self,
+        pool: &PasswordPool,
+        username: &str,
+        password: &str,
+    ) -> Result<(String, BTreeSet<(String, String)>), AuthError> {
         let store = self.store.clone();
         let name = username.to_owned();
         let user = blocking(move || store.user(&name)).await??;
-        let Some(user) = user else {
-            return Err(AuthError::BadCredentials);
-        };
-        let verified = {
-            let _permit = self.hashing.acquire().await.map_err(|_| StoreError::Closed)?;
-            let password = password.to_owned();
-            blocking(move || {
-                PasswordHash::new(&user.password_hash)
-                    .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
-                    .unwrap_or(false)
-            })
-            .await?
-        };
-        if !verified {
-            return Err(AuthError::BadCredentials);
+        let stored = user.map(|user| user.password_hash);
+        if pool.verify(password, stored.as_deref()).await? && stored.is_some() {
+            Ok((username.to_owned(), BTreeSet::new()))
+        } else {
+            Err(AuthError::BadCredentials)
         }
-        Ok(username.to_owned())
     }
 
     /// Checks a session token; returns the identity and a fresh token.
@@ -582,136 +527,4 @@ impl Authenticator {
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work).await.map_err(|error| StoreError::Io(format!("blocking task failed: {error}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use jsonwebtoken::{EncodingKey, Header};
-    use serde_json::json;
-
-    use super::*;
-
-    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-backend";
-
-    fn now_secs() -> u64 {
-        u64::try_from(now_ms() / 1000).unwrap()
-    }
-
-    fn mint(claims: &serde_json::Value, secret: &[u8]) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).unwrap()
-    }
-
-    fn verify(claims: serde_json::Value, audience: Option<&str>) -> Result<BackendLogin, BackendTokenRefusal> {
-        BackendTokenVerifier::new(SECRET, audience).verify(&mint(&claims, SECRET), now_secs())
-    }
-
-    #[test]
-    fn a_valid_token_names_the_user_and_its_entitlements() {
-        let now = now_secs();
-        let login = verify(
-            json!({
-                "sub": "ann",
-                "exp": now + 60,
-                "iat": now,
-                "nbf": now,
-                "entitlements": {"Orders": ["team-1", "", "*", "team-2"], "Notes": ["n1"]},
-                "role": "ignored",
-            }),
-            None,
-        )
-        .unwrap();
-        assert_eq!(login.user_id, "ann");
-        let expected: std::collections::BTreeSet<(String, String)> =
-            [("Notes", "n1"), ("Orders", "team-1"), ("Orders", "team-2")]
-                .into_iter()
-                .map(|(source, key)| (source.to_owned(), key.to_owned()))
-                .collect();
-        assert_eq!(login.entitlements, expected, "empty and app keys are dropped");
-    }
-
-    #[test]
-    fn entitlements_are_capped() {
-        let keys: Vec<String> = (0..MAX_ENTITLEMENTS + 10).map(|n| format!("k{n}")).collect();
-        let login =
-            verify(json!({"sub": "ann", "exp": now_secs() + 60, "entitlements": {"Orders": keys}}), None).unwrap();
-        assert_eq!(login.entitlements.len(), MAX_ENTITLEMENTS);
-    }
-
-    #[test]
-    fn times_are_checked_with_the_leeway() {
-        let now = now_secs();
-        let leeway = BACKEND_TOKEN_LEEWAY_SECS;
-        assert!(verify(json!({"sub": "ann", "exp": now - leeway / 2}), None).is_ok(), "within the leeway");
-        assert_eq!(verify(json!({"sub": "ann", "exp": now - leeway - 5}), None), Err(BackendTokenRefusal::Expired));
-        assert_eq!(
-            verify(json!({"sub": "ann", "exp": now + 600, "nbf": now + leeway + 60}), None),
-            Err(BackendTokenRefusal::NotYetValid)
-        );
-        assert_eq!(
-            verify(json!({"sub": "ann", "exp": now + 600, "iat": now + leeway + 60}), None),
-            Err(BackendTokenRefusal::NotYetValid)
-        );
-        assert!(verify(json!({"sub": "ann", "exp": now + 600, "iat": now + leeway / 2}), None).is_ok());
-    }
-
-    #[test]
-    fn required_claims_and_the_subject_are_checked() {
-        let exp = now_secs() + 60;
-        assert_eq!(verify(json!({"exp": exp}), None), Err(BackendTokenRefusal::MissingClaim("sub".into())));
-        assert_eq!(verify(json!({"sub": "ann"}), None), Err(BackendTokenRefusal::MissingClaim("exp".into())));
-        assert_eq!(verify(json!({"sub": "", "exp": exp}), None), Err(BackendTokenRefusal::InvalidSubject));
-        assert_eq!(verify(json!({"sub": "a\u{7}b", "exp": exp}), None), Err(BackendTokenRefusal::InvalidSubject));
-        let long = "u".repeat(MAX_USER_NAME_BYTES + 1);
-        assert_eq!(verify(json!({"sub": long, "exp": exp}), None), Err(BackendTokenRefusal::InvalidSubject));
-        assert_eq!(verify(json!({"sub": 42, "exp": exp}), None), Err(BackendTokenRefusal::Malformed));
-        assert_eq!(
-            verify(json!({"sub": "ann", "exp": exp, "entitlements": ["Orders"]}), None),
-            Err(BackendTokenRefusal::Malformed)
-        );
-    }
-
-    #[test]
-    fn the_audience_is_required_and_checked_only_when_configured() {
-        let exp = now_secs() + 60;
-        assert!(verify(json!({"sub": "ann", "exp": exp, "aud": "someone-else"}), None).is_ok());
-        assert!(verify(json!({"sub": "ann", "exp": exp, "aud": "syncline"}), Some("syncline")).is_ok());
-        assert!(verify(json!({"sub": "ann", "exp": exp, "aud": ["x", "syncline"]}), Some("syncline")).is_ok());
-        assert_eq!(
-            verify(json!({"sub": "ann", "exp": exp, "aud": "someone-else"}), Some("syncline")),
-            Err(BackendTokenRefusal::WrongAudience)
-        );
-        assert_eq!(
-            verify(json!({"sub": "ann", "exp": exp}), Some("syncline")),
-            Err(BackendTokenRefusal::MissingClaim("aud".into()))
-        );
-    }
-
-    #[test]
-    fn forged_and_foreign_tokens_are_refused() {
-        let verifier = BackendTokenVerifier::new(SECRET, None);
-        let claims = json!({"sub": "ann", "exp": now_secs() + 60});
-        let other = mint(&claims, b"another-secret-another-secret-another-secret");
-        assert_eq!(verifier.verify(&other, now_secs()), Err(BackendTokenRefusal::BadSignature));
-        let hs512 =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
-        assert_eq!(verifier.verify(&hs512, now_secs()), Err(BackendTokenRefusal::WrongAlgorithm));
-        // alg "none": header {"alg":"none"}, no signature.
-        let unsigned = format!(
-            "{}.{}.",
-            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        assert!(verifier.verify(&unsigned, now_secs()).is_err());
-        for garbage in ["", "x", "a.b.c", "..", "\u{0}"] {
-            assert_eq!(verifier.verify(garbage, now_secs()), Err(BackendTokenRefusal::Malformed), "{garbage:?}");
-        }
-        let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
-        assert_eq!(verifier.verify(&huge, now_secs()), Err(BackendTokenRefusal::TooLong));
-        // A valid token with its payload swapped keeps the old signature: refused.
-        let valid = mint(&claims, SECRET);
-        let mut parts: Vec<&str> = valid.split('.').collect();
-        let forged_payload = URL_SAFE_NO_PAD.encode(json!({"sub": "root", "exp": now_secs() + 60}).to_string());
-        parts[1] = &forged_payload;
-        assert_eq!(verifier.verify(&parts.join("."), now_secs()), Err(BackendTokenRefusal::BadSignature));
-    }
 }
