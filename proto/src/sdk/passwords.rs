@@ -235,11 +235,11 @@ impl std::fmt::Debug for PasswordPool {
     }
 }
 
-/// One unit of work for a pool thread: runs with the thread's buffer and settings and sends
-/// its own answer; returns false when it was skipped because nobody waits for the answer.
-/// The admission place travels inside, so it is freed when the thread is done with the job,
-/// not when a caller stops waiting.
-type Job = Box<dyn FnOnce(&mut Memory<'_>, &ThreadSettings) -> bool + Send>;
+/// One unit of work for a pool thread: runs with the thread's buffer and settings, counts
+/// itself and sends its own answer. The admission place travels inside, so it is freed when
+/// the thread is done with the job (just before the answer, so that a caller who has its
+/// answer sees the place free), not when a caller stops waiting.
+type Job = Box<dyn FnOnce(&mut Memory<'_>, &ThreadSettings) + Send>;
 
 /// What a pool thread needs besides its jobs.
 struct ThreadContext {
@@ -335,13 +335,17 @@ impl PasswordPool {
         let admitted = self.admission.admit().await?;
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |memory, settings| {
-            let _admitted = admitted;
             if reply.is_closed() {
                 // The caller timed out or went away: nobody would read the answer.
-                return false;
+                drop(admitted);
+                memory.counters.jobs_skipped.fetch_add(1, Ordering::AcqRel);
+                memory.counters.jobs_done.fetch_add(1, Ordering::AcqRel);
+                return;
             }
-            let _ = reply.send(work(memory, settings));
-            true
+            let outcome = work(memory, settings);
+            drop(admitted);
+            memory.counters.jobs_done.fetch_add(1, Ordering::AcqRel);
+            let _ = reply.send(outcome);
         });
         // Admitted jobs never outnumber the threads, and the channel holds that many.
         self.jobs.try_send(job).map_err(|error| match error {
@@ -358,11 +362,7 @@ fn run_thread(context: &ThreadContext) {
     loop {
         let job = context.jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = job else { return };
-        let mut memory = Memory { blocks: &mut blocks, counters: &context.counters };
-        if !job(&mut memory, &context.settings) {
-            context.counters.jobs_skipped.fetch_add(1, Ordering::AcqRel);
-        }
-        context.counters.jobs_done.fetch_add(1, Ordering::AcqRel);
+        job(&mut Memory { blocks: &mut blocks, counters: &context.counters }, &context.settings);
     }
 }
 
