@@ -372,6 +372,10 @@ impl CrmDb {
     /// Returns the user id of `username` when `password` is theirs. An unknown user is
     /// checked against a decoy hash, so that the answer takes as long as for a known one.
     pub async fn check_password(&self, username: &str, password: &str) -> Result<Option<String>> {
+        // The read runs in the check's place, so that a storm of logins waits here instead of
+        // spreading reads over many blocking threads.
+        let passwords = &self.inner.passwords;
+        let admitted = passwords.admit().await.map_err(password_error)?;
         let name = username.to_owned();
         let user: Option<(String, String)> = self
             .blocking(move |inner| {
@@ -386,7 +390,7 @@ impl CrmDb {
             })
             .await?;
         let (user_id, hash) = user.unzip();
-        let matches = self.inner.passwords.verify(password, hash.as_deref()).await.map_err(password_error)?;
+        let matches = passwords.verify_admitted(admitted, password, hash.as_deref()).await.map_err(password_error)?;
         Ok(user_id.filter(|_| matches))
     }
 

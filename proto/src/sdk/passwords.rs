@@ -143,7 +143,7 @@ pub struct Admission {
 
 /// A place among the running jobs of an [`Admission`]; freed when dropped.
 #[derive(Debug)]
-pub struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Admitted(OwnedSemaphorePermit);
 
 /// Takes a place in the waiting count for as long as it lives.
 struct Waiting<'a>(&'a AtomicUsize);
@@ -297,16 +297,41 @@ impl PasswordPool {
     /// a decoy with the pool's parameters, which never matches but costs the same, so that a
     /// caller cannot tell unknown user names by the time an answer takes.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, PasswordError> {
+        let admitted = self.admit().await?;
+        self.verify_admitted(admitted, password, hash).await
+    }
+
+    /// Waits for a place among the running checks, or refuses as busy (see
+    /// [`Admission::admit`]). For callers with work of their own before the check (reading
+    /// the stored hash) that should run within the same bound: pass the place on to
+    /// [`PasswordPool::verify_admitted`].
+    pub async fn admit(&self) -> Result<Admitted, PasswordError> {
+        self.admission.admit().await
+    }
+
+    /// Like [`PasswordPool::verify`], in a place already taken with
+    /// [`PasswordPool::admit`] (of this pool: a place of another is refused).
+    pub async fn verify_admitted(
+        &self,
+        admitted: Admitted,
+        password: &str,
+        hash: Option<&str>,
+    ) -> Result<bool, PasswordError> {
+        if !Arc::ptr_eq(admitted.0.semaphore(), &self.admission.permits) {
+            return Err(PasswordError::Hashing("the admission place is not this pool's".to_owned()));
+        }
         let hash = hash.unwrap_or(&self.decoy).to_owned();
         let password = password.to_owned();
-        self.submit(move |memory, settings| verify_with(memory, settings.limits, password.as_bytes(), &hash)).await
+        self.submit(admitted, move |memory, settings| verify_with(memory, settings.limits, password.as_bytes(), &hash))
+            .await
     }
 
     /// Returns a PHC argon2id string of `password` with a random salt and the pool's
     /// parameters.
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        let admitted = self.admit().await?;
         let password = password.to_owned();
-        self.submit(move |memory, settings| hash_with(memory, &settings.params, password.as_bytes())).await
+        self.submit(admitted, move |memory, settings| hash_with(memory, &settings.params, password.as_bytes())).await
     }
 
     /// Returns the parameters of new hashes.
@@ -327,12 +352,12 @@ impl PasswordPool {
         }
     }
 
-    /// Runs `work` on a pool thread once admitted, and returns its answer.
+    /// Runs `work` on a pool thread in the place `admitted`, and returns its answer.
     async fn submit<T: Send + 'static>(
         &self,
+        admitted: Admitted,
         work: impl FnOnce(&mut Memory<'_>, &ThreadSettings) -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let admitted = self.admission.admit().await?;
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |memory, settings| {
             if reply.is_closed() {

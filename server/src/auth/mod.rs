@@ -408,19 +408,22 @@ impl Authenticator {
         Ok((user_id, entitlements))
     }
 
-    /// Checks a local user's password on `pool`; returns the user id. An unknown user is
-    /// checked against the pool's decoy hash, so that it takes as long as a known one.
+    /// Checks a local user's password on `pool`; returns the user id. The user is read from
+    /// the store in the pool's place, so that a storm of logins does not also spread store
+    /// reads over many blocking threads. An unknown user is checked against the pool's decoy
+    /// hash, so that it takes as long as a known one.
     async fn login_locally(
         &self,
         pool: &PasswordPool,
         username: &str,
         password: &str,
     ) -> Result<(String, BTreeSet<(String, String)>), AuthError> {
+        let admitted = pool.admit().await?;
         let store = self.store.clone();
         let name = username.to_owned();
         let user = blocking(move || store.user(&name)).await??;
         let stored = user.map(|user| user.password_hash);
-        if pool.verify(password, stored.as_deref()).await? && stored.is_some() {
+        if pool.verify_admitted(admitted, password, stored.as_deref()).await? && stored.is_some() {
             Ok((username.to_owned(), BTreeSet::new()))
         } else {
             Err(AuthError::BadCredentials)

@@ -36,7 +36,8 @@ fn hold_a_thread(pool: &Arc<PasswordPool>) -> (std::sync::mpsc::Sender<()>, toki
     let (release, released) = std::sync::mpsc::channel::<()>();
     let pool = Arc::clone(pool);
     let held = tokio::spawn(async move {
-        pool.submit(move |_, _| {
+        let admitted = pool.admit().await.expect("a place for the holding job");
+        pool.submit(admitted, move |_, _| {
             let _ = released.recv();
             Ok(())
         })
@@ -114,7 +115,8 @@ async fn no_more_checks_run_at_once_than_there_are_threads() {
         .map(|_| {
             let (pool, active, peak) = (Arc::clone(&pool), Arc::clone(&active), Arc::clone(&peak));
             tokio::spawn(async move {
-                pool.submit(move |memory, settings| {
+                let admitted = pool.admit().await?;
+                pool.submit(admitted, move |memory, settings| {
                     let now = active.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
                     let outcome = verify_with(memory, settings.limits, b"pw", &decoy_hash(&settings.params)?);
@@ -200,6 +202,22 @@ async fn unreadable_or_too_costly_hashes_are_typed_errors() {
     }
     assert_eq!(pool.stats().buffer_bytes, 0, "nothing was allocated for them");
     assert!(!pool.verify("pw", None).await.unwrap(), "the pool still works");
+}
+
+#[tokio::test]
+async fn a_place_taken_first_covers_the_callers_own_work_and_the_check() {
+    let checks = pool(1, 0, DEFAULT_MAX_WAIT);
+    let hash = checks.hash("pw").await.unwrap();
+    let admitted = checks.admit().await.unwrap();
+    // The caller's own work (reading the stored hash) happens inside the bound: nobody else
+    // gets a place meanwhile.
+    assert_eq!(checks.stats().running, 1);
+    assert_eq!(checks.verify("pw", Some(&hash)).await, Err(PasswordError::QueueFull { queued: 0 }));
+    assert_eq!(checks.verify_admitted(admitted, "pw", Some(&hash)).await, Ok(true));
+    assert_eq!(checks.stats().running, 0);
+    let other = pool(1, 0, DEFAULT_MAX_WAIT);
+    let foreign = other.admit().await.unwrap();
+    assert!(matches!(checks.verify_admitted(foreign, "pw", Some(&hash)).await, Err(PasswordError::Hashing(_))));
 }
 
 #[test]
