@@ -270,3 +270,40 @@ async fn repeated_failures_block_the_user_name_and_the_address_without_a_check()
     assert_eq!(log_in(&url, Some(other_address), "cid", "cid-pw").await, Answer::Welcome);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_guesses_for_one_user_gets_exactly_the_limit_of_checks() {
+    const LIMIT: u32 = 3;
+    const BURST: usize = 20;
+    let server = TestServer::start_with(|config| {
+        config.auth.login_concurrency = 2;
+        config.auth.login_queue = BURST;
+        config.auth.max_failed_logins_per_user = LIMIT;
+        config.auth.max_failed_logins_per_address = 0;
+    })
+    .await;
+    server.add_user("ann", "ann-pw");
+    let guesses: Vec<_> = (0..BURST)
+        .map(|number| {
+            let url = server.url();
+            tokio::spawn(async move { log_in(&url, None, "ann", &format!("guess-{number}")).await })
+        })
+        .collect();
+    let (mut wrong, mut refused) = (0, 0);
+    for guess in guesses {
+        let answer = guess.await.unwrap();
+        match answer.code_and_close() {
+            code if code == WRONG => wrong += 1,
+            code if code == BUSY => refused += 1,
+            _ => panic!("unexpected answer {answer:?}"),
+        }
+    }
+    // Checks running count against the limit: however many guesses arrive at once, no more
+    // than the limit are checked before the name is blocked.
+    assert_eq!((wrong, refused), (LIMIT as usize, BURST - LIMIT as usize));
+    let Answer::Refused { message, .. } = log_in(&server.url(), None, "ann", "ann-pw").await else {
+        panic!("ann is blocked")
+    };
+    assert!(message.starts_with("too many failed logins for this user; retry in "), "{message}");
+    server.stop().await;
+}

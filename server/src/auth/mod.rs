@@ -37,12 +37,12 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use rand::RngCore;
 use sha2::Sha256;
-use syncline_proto::sdk::passwords::{self, Admission, PasswordError, PasswordPool, PoolConfig, PoolStats};
+use syncline_proto::sdk::passwords::{self, Admission, Admitted, PasswordError, PasswordPool, PoolConfig, PoolStats};
 
 pub use backend_token::{
     BACKEND_TOKEN_LEEWAY_SECS, BackendLogin, BackendTokenRefusal, BackendTokenVerifier, MIN_BACKEND_TOKEN_SECRET_BYTES,
 };
-use login_limits::{FailedLoginPolicy, FailedLogins, LimitedBy, LoginBlocked};
+use login_limits::{FailedLoginPolicy, FailedLogins, LoginBlocked};
 
 use crate::channel::ChannelError;
 use crate::channel::grpc::ChannelConnection;
@@ -94,10 +94,10 @@ pub enum AuthError {
     /// it too long): retry in a few seconds.
     #[error("too many logins are being checked right now; retry in a few seconds")]
     LoginsBusy(#[source] PasswordError),
-    /// Too many failed logins for this user name or from this address: refused without a
-    /// password check until `retry_after` has passed.
-    #[error("too many failed logins {by}; retry in {} s", whole_seconds_up(*retry_after))]
-    TooManyFailedLogins { by: LimitedBy, retry_after: Duration },
+    /// Too many failed logins for this user name or from this address (or checks running
+    /// that could make too many): refused without a password check for a while.
+    #[error("{0}")]
+    LoginsLimited(LoginBlocked),
     /// A stored password hash cannot be checked (unreadable, or costlier than allowed), or
     /// the hashing threads are gone: an operator must look.
     #[error("the password could not be checked: {0}")]
@@ -112,14 +112,8 @@ impl From<PasswordError> for AuthError {
 
 impl From<LoginBlocked> for AuthError {
     fn from(blocked: LoginBlocked) -> Self {
-        AuthError::TooManyFailedLogins { by: blocked.by, retry_after: blocked.retry_after }
+        AuthError::LoginsLimited(blocked)
     }
-}
-
-/// Returns `duration` in whole seconds, rounded up (a device told "retry in 0 s" would retry
-/// too early).
-fn whole_seconds_up(duration: Duration) -> u64 {
-    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
 /// How many password checks may run and wait, and when failed logins block (validated from
@@ -299,20 +293,34 @@ impl Authenticator {
         if !valid_user_name(username) {
             return Err(AuthError::BadCredentials);
         }
+        // A blocked name or address is refused before it takes a place in the queue.
         self.failed_logins.check(username, from, Instant::now())?;
+        // Once admitted, the check counts against the limits while it runs, so that
+        // concurrent guesses cannot all start before the first failure is counted. A check
+        // that ends without an answer (or whose caller goes away) counts for nothing.
         let checked = match &self.passwords {
-            PasswordChecks::Local(pool) => self.login_locally(pool, username, password).await,
+            PasswordChecks::Local(pool) => {
+                let admitted = pool.admit().await?;
+                let running = self.failed_logins.begin(username, from, Instant::now())?;
+                (self.login_locally(pool, admitted, username, password).await, running)
+            }
             PasswordChecks::Channel { channel, admission } => {
                 let _admitted = admission.admit().await?;
-                self.login_with_channel(channel, username, password).await
+                let running = self.failed_logins.begin(username, from, Instant::now())?;
+                (self.login_with_channel(channel, username, password).await, running)
             }
         };
-        match &checked {
-            Ok(_) => self.failed_logins.succeeded(username),
-            Err(AuthError::BadCredentials) => self.failed_logins.failed(username, from, Instant::now()),
-            Err(_) => {}
-        }
-        let (user_id, entitlements) = checked?;
+        let (user_id, entitlements) = match checked {
+            (Ok(login), running) => {
+                running.succeeded();
+                login
+            }
+            (Err(AuthError::BadCredentials), running) => {
+                running.failed(Instant::now());
+                return Err(AuthError::BadCredentials);
+            }
+            (Err(error), _abandoned) => return Err(error),
+        };
         self.register_device(user_id, entitlements, client_id, details).await
     }
 
@@ -408,17 +416,17 @@ impl Authenticator {
         Ok((user_id, entitlements))
     }
 
-    /// Checks a local user's password on `pool`; returns the user id. The user is read from
-    /// the store in the pool's place, so that a storm of logins does not also spread store
+    /// Checks a local user's password on `pool` in the place `admitted`; returns the user
+    /// id. The user is read from the store in that place, so that a storm of logins does not also spread store
     /// reads over many blocking threads. An unknown user is checked against the pool's decoy
     /// hash, so that it takes as long as a known one.
     async fn login_locally(
         &self,
         pool: &PasswordPool,
+        admitted: Admitted,
         username: &str,
         password: &str,
     ) -> Result<(String, BTreeSet<(String, String)>), AuthError> {
-        let admitted = pool.admit().await?;
         let store = self.store.clone();
         let name = username.to_owned();
         let user = blocking(move || store.user(&name)).await??;

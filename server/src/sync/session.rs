@@ -406,7 +406,7 @@ impl DeviceSession {
                     | AuthError::InvalidBackendToken(_) => (ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
                     AuthError::DeviceDisabled { .. } => (ErrorCode::Forbidden, close_code::FORBIDDEN),
                     // Busy, or blocked for failed logins: retry later, as the message says.
-                    AuthError::LoginsBusy(_) | AuthError::TooManyFailedLogins { .. } => {
+                    AuthError::LoginsBusy(_) | AuthError::LoginsLimited(_) => {
                         (ErrorCode::ResourceExhausted, close_code::TOO_MANY_CONNECTIONS)
                     }
                     AuthError::Unavailable(channel) => {
