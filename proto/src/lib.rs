@@ -9,7 +9,8 @@
 //! - [`grpc_codec`]: the codec of the generated gRPC servers (an undecodable request is
 //!   INVALID_ARGUMENT).
 //! - [`sdk`]: the Rust Channel SDK (a [`sdk::ChannelBackend`] trait and [`sdk::serve`]); the only
-//!   module of this crate that does I/O, with `mobile_sdk`.
+//!   module of this crate that does I/O, with `mobile_sdk`. Its [`sdk::passwords`] is a bounded
+//!   argon2 pool for backends and Syncline (dedicated threads, reused memory).
 //! - [`mobile_sdk`]: the Rust Mobile RPC SDK (a [`mobile_sdk::MobileBackend`] trait and
 //!   [`mobile_sdk::serve`]) for business operations devices call over their socket.
 //! - [`value`]: conveniences for building typed field values, and the canonical JSON mapping

@@ -15,6 +15,8 @@
 //! - [`WriteOutcome`]: what a write did (written, or refused with the current record).
 //! - [`ChannelGrpcService`]: the adapter that implements the generated tonic trait for any
 //!   backend; [`serve`] runs it on a `TcpListener`.
+//! - [`passwords`]: a bounded argon2 pool for backends and Syncline, for `authenticate`:
+//!   password checks on a few dedicated threads with reused memory, behind a bounded queue.
 //!
 //! # Example
 //!
@@ -95,6 +97,8 @@
 //!     Ok(())
 //! }
 //! ```
+
+pub mod passwords;
 
 use std::future::Future;
 use std::pin::Pin;

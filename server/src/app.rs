@@ -108,7 +108,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         let store = store.clone();
         let ttl = settings.token_ttl;
         let channel = settings.auth_channel.as_deref().map(ChannelConnection::lazy).transpose()?;
-        let auth = tokio::task::spawn_blocking(move || Authenticator::new(store, ttl, channel)).await??;
+        let limits = settings.login_limits;
+        let auth = tokio::task::spawn_blocking(move || Authenticator::new(store, ttl, channel, &limits)).await??;
         match &settings.backend_tokens {
             Some(tokens) => {
                 auth.with_backend_tokens(BackendTokenVerifier::new(&tokens.secret, tokens.audience.as_deref()))

@@ -63,6 +63,34 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 256;
 pub const DEFAULT_MAX_PENDING_MUTATIONS: u64 = 10_000;
 /// Session tokens last 30 days; a device that stays away longer logs in again.
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Password checks at once (`auth.login_concurrency`): 0 means one per core, at most
+/// [`syncline_proto::sdk::passwords::MAX_DEFAULT_THREADS`], since each local hashing thread
+/// keeps an argon2 buffer (19 MiB with the default parameters) for good.
+pub const DEFAULT_LOGIN_CONCURRENCY: usize = 0;
+/// Most password checks at once an operator may configure: 64 hashing threads already hold
+/// 1.2 GiB of argon2 buffers.
+pub const MAX_LOGIN_CONCURRENCY: usize = 64;
+/// Logins that may wait for a password check; more are refused (RESOURCE_EXHAUSTED). At
+/// ~20-50 ms per check, 64 drain in about a second on two cores.
+pub const DEFAULT_LOGIN_QUEUE: usize = syncline_proto::sdk::passwords::DEFAULT_QUEUE;
+/// Longest a login waits for a password check before it is refused (RESOURCE_EXHAUSTED): a
+/// device is better told to retry than left hanging.
+pub const DEFAULT_LOGIN_QUEUE_TIMEOUT_MS: u64 = 2_000;
+/// Wrong passwords for one user name within the window that block it: a person mistyping
+/// stays far below, an online guesser gets 10 tries per backoff.
+pub const DEFAULT_MAX_FAILED_LOGINS_PER_USER: u32 = 10;
+/// Wrong passwords from one address (IPv6: one /64) within the window that block it: room
+/// for many people behind one NAT, none for credential stuffing from one host.
+pub const DEFAULT_MAX_FAILED_LOGINS_PER_ADDRESS: u32 = 100;
+/// The window failed logins are counted in.
+pub const DEFAULT_FAILED_LOGIN_WINDOW_SECS: u64 = 300;
+/// The first block's length; each block of the same key in a row doubles it (up to 32x).
+pub const DEFAULT_FAILED_LOGIN_BACKOFF_SECS: u64 = 60;
+/// Longest failed-login window or first backoff: a day (a block can double to 32 days).
+pub const MAX_FAILED_LOGIN_SECS: u64 = 24 * 3600;
+/// Longest a login may be configured to wait for a password check: a device's Hello should
+/// be answered within a minute.
+pub const MAX_LOGIN_QUEUE_TIMEOUT_MS: u64 = 60_000;
 /// Recent log entries kept uncompacted: devices less than this far behind catch up from the
 /// log instead of taking a snapshot.
 pub const DEFAULT_COMPACT_KEEP_RECENT: u64 = 100_000;
@@ -243,6 +271,21 @@ pub struct AuthSection {
     /// When set, backend tokens must carry this `aud` claim.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_token_audience: Option<String>,
+    /// Password checks at once: local argon2 threads, or Authenticate calls in flight to the
+    /// login channel (0: one per core, at most 8).
+    pub login_concurrency: usize,
+    /// Logins that may wait for a password check; more are refused (RESOURCE_EXHAUSTED).
+    pub login_queue: usize,
+    /// Longest a login waits for a password check before it is refused.
+    pub login_queue_timeout_ms: u64,
+    /// Wrong passwords for one user name within the window that block it (0: no limit).
+    pub max_failed_logins_per_user: u32,
+    /// Wrong passwords from one address within the window that block it (0: no limit).
+    pub max_failed_logins_per_address: u32,
+    /// The window failed logins are counted in.
+    pub failed_login_window_secs: u64,
+    /// How long the first block lasts (doubled for each block in a row).
+    pub failed_login_backoff_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -374,6 +417,13 @@ impl Default for AuthSection {
             channel: None,
             backend_token_secret: None,
             backend_token_audience: None,
+            login_concurrency: DEFAULT_LOGIN_CONCURRENCY,
+            login_queue: DEFAULT_LOGIN_QUEUE,
+            login_queue_timeout_ms: DEFAULT_LOGIN_QUEUE_TIMEOUT_MS,
+            max_failed_logins_per_user: DEFAULT_MAX_FAILED_LOGINS_PER_USER,
+            max_failed_logins_per_address: DEFAULT_MAX_FAILED_LOGINS_PER_ADDRESS,
+            failed_login_window_secs: DEFAULT_FAILED_LOGIN_WINDOW_SECS,
+            failed_login_backoff_secs: DEFAULT_FAILED_LOGIN_BACKOFF_SECS,
         }
     }
 }
@@ -572,6 +622,8 @@ pub struct Settings {
     pub auth_channel: Option<String>,
     /// Backend token logins, when enabled.
     pub backend_tokens: Option<BackendTokenSettings>,
+    /// Password checks at once and waiting, and the failed-login limits.
+    pub login_limits: crate::auth::LoginLimits,
     /// Mobile RPC routing and limits.
     pub rpc: RpcSettings,
 }
@@ -606,6 +658,7 @@ impl Config {
                 message: message.to_owned(),
             };
             let number = |value: &str| value.parse::<u64>().map_err(|_| bad("expected a whole number"));
+            let small = |value: &str| value.parse::<u32>().map_err(|_| bad("expected a whole number below 2^32"));
             match name.as_str() {
                 "SYNCLINE_DATA_DIR" => self.data_dir = PathBuf::from(value),
                 "SYNCLINE_DEVICE_ADDR" => self.device.addr = value.clone(),
@@ -616,6 +669,13 @@ impl Config {
                 "SYNCLINE_HELLO_TIMEOUT_MS" => self.device.hello_timeout_ms = number(value)?,
                 "SYNCLINE_BACKEND_TOKEN_SECRET" => self.auth.backend_token_secret = Some(value.clone()),
                 "SYNCLINE_BACKEND_TOKEN_AUDIENCE" => self.auth.backend_token_audience = Some(value.clone()),
+                "SYNCLINE_LOGIN_CONCURRENCY" => self.auth.login_concurrency = number(value)? as usize,
+                "SYNCLINE_LOGIN_QUEUE" => self.auth.login_queue = number(value)? as usize,
+                "SYNCLINE_LOGIN_QUEUE_TIMEOUT_MS" => self.auth.login_queue_timeout_ms = number(value)?,
+                "SYNCLINE_MAX_FAILED_LOGINS_PER_USER" => self.auth.max_failed_logins_per_user = small(value)?,
+                "SYNCLINE_MAX_FAILED_LOGINS_PER_ADDRESS" => self.auth.max_failed_logins_per_address = small(value)?,
+                "SYNCLINE_FAILED_LOGIN_WINDOW_SECS" => self.auth.failed_login_window_secs = number(value)?,
+                "SYNCLINE_FAILED_LOGIN_BACKOFF_SECS" => self.auth.failed_login_backoff_secs = number(value)?,
                 "SYNCLINE_TLS_CERT" => self.tls.cert = Some(PathBuf::from(value)),
                 "SYNCLINE_TLS_KEY" => self.tls.key = Some(PathBuf::from(value)),
                 "SYNCLINE_LOG_FORMAT" => self.log_format = value.clone(),
@@ -775,6 +835,7 @@ impl Config {
         }
         let rpc = self.rpc.validate()?;
         let backend_tokens = self.auth.validate_backend_tokens()?;
+        let login_limits = self.auth.validate_login_limits()?;
         Ok(Settings {
             data_dir: self.data_dir.clone(),
             json_logs,
@@ -831,6 +892,7 @@ impl Config {
                 None => None,
             },
             backend_tokens,
+            login_limits,
             rpc,
         })
     }
@@ -849,6 +911,46 @@ impl Config {
 }
 
 impl AuthSection {
+    /// Checks the login concurrency and failed-login settings.
+    fn validate_login_limits(&self) -> Result<crate::auth::LoginLimits, ConfigError> {
+        let invalid = |key: &str, value: &dyn std::fmt::Display, message: &str| ConfigError::Invalid {
+            key: format!("auth.{key}"),
+            value: value.to_string(),
+            message: message.to_owned(),
+        };
+        let concurrency = match self.login_concurrency {
+            0 => syncline_proto::sdk::passwords::default_threads(),
+            threads @ 1..=MAX_LOGIN_CONCURRENCY => threads,
+            threads => {
+                return Err(invalid(
+                    "login_concurrency",
+                    &threads,
+                    &format!("must be 0 (one per core) to {MAX_LOGIN_CONCURRENCY}"),
+                ));
+            }
+        };
+        for (key, value, max) in [
+            ("login_queue_timeout_ms", self.login_queue_timeout_ms, MAX_LOGIN_QUEUE_TIMEOUT_MS),
+            ("failed_login_window_secs", self.failed_login_window_secs, MAX_FAILED_LOGIN_SECS),
+            ("failed_login_backoff_secs", self.failed_login_backoff_secs, MAX_FAILED_LOGIN_SECS),
+        ] {
+            if value == 0 || value > max {
+                return Err(invalid(key, &value, &format!("must be 1 to {max}")));
+            }
+        }
+        Ok(crate::auth::LoginLimits {
+            concurrency,
+            queue: self.login_queue,
+            queue_timeout: Duration::from_millis(self.login_queue_timeout_ms),
+            failed: crate::auth::login_limits::FailedLoginPolicy {
+                per_user: self.max_failed_logins_per_user,
+                per_address: self.max_failed_logins_per_address,
+                window: Duration::from_secs(self.failed_login_window_secs),
+                backoff: Duration::from_secs(self.failed_login_backoff_secs),
+            },
+        })
+    }
+
     /// Checks the backend token settings; `None` when backend tokens are off.
     fn validate_backend_tokens(&self) -> Result<Option<BackendTokenSettings>, ConfigError> {
         let secret = self.backend_token_secret.as_deref().filter(|secret| !secret.is_empty());
@@ -1090,6 +1192,51 @@ mod tests {
         config.store.mutation_outcome_retention_hours = 0;
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("store.mutation_outcome_retention_hours"), "{error}");
+    }
+
+    #[test]
+    fn login_limits_have_defaults_env_overrides_and_bounds() {
+        let limits = Config::default().validate().unwrap().login_limits;
+        assert_eq!(limits.concurrency, syncline_proto::sdk::passwords::default_threads());
+        assert_eq!(limits.queue, DEFAULT_LOGIN_QUEUE);
+        assert_eq!(limits.queue_timeout, Duration::from_millis(DEFAULT_LOGIN_QUEUE_TIMEOUT_MS));
+        assert_eq!(limits.failed.per_user, DEFAULT_MAX_FAILED_LOGINS_PER_USER);
+        assert_eq!(limits.failed.per_address, DEFAULT_MAX_FAILED_LOGINS_PER_ADDRESS);
+        assert_eq!(limits.failed.window, Duration::from_secs(DEFAULT_FAILED_LOGIN_WINDOW_SECS));
+        assert_eq!(limits.failed.backoff, Duration::from_secs(DEFAULT_FAILED_LOGIN_BACKOFF_SECS));
+        let config = Config::load(
+            None,
+            &env(&[
+                ("SYNCLINE_LOGIN_CONCURRENCY", "3"),
+                ("SYNCLINE_LOGIN_QUEUE", "0"),
+                ("SYNCLINE_LOGIN_QUEUE_TIMEOUT_MS", "500"),
+                ("SYNCLINE_MAX_FAILED_LOGINS_PER_USER", "0"),
+                ("SYNCLINE_MAX_FAILED_LOGINS_PER_ADDRESS", "7"),
+                ("SYNCLINE_FAILED_LOGIN_WINDOW_SECS", "60"),
+                ("SYNCLINE_FAILED_LOGIN_BACKOFF_SECS", "5"),
+            ]),
+        )
+        .unwrap();
+        let limits = config.validate().unwrap().login_limits;
+        assert_eq!((limits.concurrency, limits.queue, limits.queue_timeout), (3, 0, Duration::from_millis(500)));
+        assert_eq!((limits.failed.per_user, limits.failed.per_address), (0, 7));
+        assert_eq!((limits.failed.window, limits.failed.backoff), (Duration::from_secs(60), Duration::from_secs(5)));
+        for (key, set) in [
+            (
+                "auth.login_concurrency",
+                (|auth: &mut AuthSection| auth.login_concurrency = MAX_LOGIN_CONCURRENCY + 1) as fn(&mut AuthSection),
+            ),
+            ("auth.login_queue_timeout_ms", |auth| auth.login_queue_timeout_ms = 0),
+            ("auth.failed_login_window_secs", |auth| auth.failed_login_window_secs = MAX_FAILED_LOGIN_SECS + 1),
+            ("auth.failed_login_backoff_secs", |auth| auth.failed_login_backoff_secs = 0),
+        ] {
+            let mut config = Config::default();
+            set(&mut config.auth);
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{error}");
+        }
+        let error = Config::load(None, &env(&[("SYNCLINE_MAX_FAILED_LOGINS_PER_USER", "-1")])).unwrap_err();
+        assert!(error.to_string().contains("SYNCLINE_MAX_FAILED_LOGINS_PER_USER"), "{error}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - [`app`]: the composition root; [`app::start`] runs a server and returns its addresses.
 //! - [`config`]: the configuration tree, env overrides, validation into [`config::Settings`].
-//! - [`auth`]: passwords (argon2), session tokens, device registration.
+//! - [`auth`]: passwords (argon2, bounded) and failed-login limits, backend and session tokens,
+//!   device registration.
 //! - [`sync`]: the sync engine — subscriptions, snapshot and log paging, live push, cursors.
 //! - [`ingest`]: the `Ingest` gRPC service backends push changes through.
 //! - [`mutations`]: dispatch of the durable per-device mutation queue to channels.

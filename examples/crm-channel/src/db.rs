@@ -9,13 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use parking_lot::Mutex;
-use rand::RngCore;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params_from_iter};
 use syncline_proto::APP_PARTITION_KEY;
+use syncline_proto::sdk::passwords::{PasswordError, PasswordPool, PoolConfig};
 use syncline_proto::sdk::{ChannelError, Result, WriteOutcome};
 use syncline_proto::v1::{ChangeBatch, PartitionChanges, PartitionKey, Record, Value};
 use tokio::sync::Notify;
@@ -75,6 +73,9 @@ struct Inner {
     idle_readers: Mutex<Vec<Connection>>,
     /// Notified after every committed write through this handle.
     written: Notify,
+    /// Hashes and checks passwords: a few threads with reused memory and a bounded queue, so
+    /// a login storm neither piles up blocking threads nor grows the process's memory.
+    passwords: PasswordPool,
 }
 
 /// What [`CrmDb::close_deal`] changed.
@@ -116,6 +117,7 @@ impl CrmDb {
                 writer: Mutex::new(writer),
                 idle_readers: Mutex::new(Vec::new()),
                 written: Notify::new(),
+                passwords: PasswordPool::new(PoolConfig::default()).map_err(password_error)?,
             };
             Ok(Self { inner: Arc::new(inner) })
         })
@@ -348,9 +350,9 @@ impl CrmDb {
         if username.is_empty() || username.chars().any(char::is_control) {
             return Err(ChannelError::InvalidArgument(format!("bad user name {username:?}")));
         }
-        let (username, password) = (username.to_owned(), password.to_owned());
+        let hash = self.inner.passwords.hash(password).await.map_err(password_error)?;
+        let username = username.to_owned();
         self.blocking(move |inner| {
-            let hash = hash_password(&password)?;
             inner.write(|transaction| {
                 let inserted = transaction
                     .execute(
@@ -367,25 +369,29 @@ impl CrmDb {
         .await
     }
 
-    /// Returns the user id of `username` when `password` is theirs.
+    /// Returns the user id of `username` when `password` is theirs. An unknown user is
+    /// checked against a decoy hash, so that the answer takes as long as for a known one.
     pub async fn check_password(&self, username: &str, password: &str) -> Result<Option<String>> {
-        let (username, password) = (username.to_owned(), password.to_owned());
-        self.blocking(move |inner| {
-            let user: Option<(String, String)> = inner.read(|connection| {
-                connection
-                    .query_row("SELECT user_id, password_hash FROM users WHERE username = ?1", [&username], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
-                    .optional()
-                    .map_err(sqlite_error)
-            })?;
-            let Some((user_id, hash)) = user else { return Ok(None) };
-            let hash = PasswordHash::new(&hash).map_err(|error| {
-                ChannelError::Internal(format!("stored hash of {username:?} is unreadable: {error}"))
-            })?;
-            Ok(Argon2::default().verify_password(password.as_bytes(), &hash).is_ok().then_some(user_id))
-        })
-        .await
+        // The read runs in the check's place, so that a storm of logins waits here instead of
+        // spreading reads over many blocking threads.
+        let passwords = &self.inner.passwords;
+        let admitted = passwords.admit().await.map_err(password_error)?;
+        let name = username.to_owned();
+        let user: Option<(String, String)> = self
+            .blocking(move |inner| {
+                inner.read(|connection| {
+                    connection
+                        .query_row("SELECT user_id, password_hash FROM users WHERE username = ?1", [&name], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .optional()
+                        .map_err(sqlite_error)
+                })
+            })
+            .await?;
+        let (user_id, hash) = user.unzip();
+        let matches = passwords.verify_admitted(admitted, password, hash.as_deref()).await.map_err(password_error)?;
+        Ok(user_id.filter(|_| matches))
     }
 
     /// Adds `accounts` generated accounts when there are none yet, and the user
@@ -605,15 +611,14 @@ fn seed_account(source: &'static SourceSchema, number: u32) -> Result<Vec<(&'sta
     checked_values(source, &fields)
 }
 
-fn hash_password(password: &str) -> Result<String> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt =
-        SaltString::encode_b64(&salt).map_err(|error| ChannelError::Internal(format!("salt encoding: {error}")))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|error| ChannelError::Internal(format!("password hashing: {error}")))
+/// Returns the channel error for a password pool failure: busy is transient (Syncline
+/// answers the device UNAVAILABLE and it retries), anything else a bug or a bad hash.
+fn password_error(error: PasswordError) -> ChannelError {
+    if error.is_busy() {
+        ChannelError::Unavailable(error.to_string())
+    } else {
+        ChannelError::Internal(format!("password hashing: {error}"))
+    }
 }
 
 /// What happened last to a record within one batch.

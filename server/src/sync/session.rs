@@ -381,7 +381,8 @@ impl DeviceSession {
             .unwrap_or_default();
         let outcome = match hello.credentials {
             Some(hello::Credentials::Login(login)) => {
-                self.engine.auth.login(&login.username, &login.password, &hello.client_id, details).await
+                let auth = &self.engine.auth;
+                auth.login(&login.username, &login.password, self.peer.ip(), &hello.client_id, details).await
             }
             Some(hello::Credentials::SessionToken(token)) => self.engine.auth.resume(&token).await,
             Some(hello::Credentials::BackendToken(token)) => {
@@ -409,12 +410,16 @@ impl DeviceSession {
                     | AuthError::BackendTokensDisabled
                     | AuthError::InvalidBackendToken(_) => (ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
                     AuthError::DeviceDisabled { .. } => (ErrorCode::Forbidden, close_code::FORBIDDEN),
+                    // Busy, or blocked for failed logins: retry later, as the message says.
+                    AuthError::LoginsBusy(_) | AuthError::LoginsLimited(_) => {
+                        (ErrorCode::ResourceExhausted, close_code::TOO_MANY_CONNECTIONS)
+                    }
                     AuthError::Unavailable(channel) => {
                         tracing::warn!(peer = %self.peer, error = %channel, "login channel unavailable");
                         (ErrorCode::Unavailable, close_code::INTERNAL)
                     }
-                    AuthError::Store(store) => {
-                        tracing::error!(peer = %self.peer, error = %store, "login failed on the store");
+                    AuthError::Store(_) | AuthError::PasswordCheck(_) => {
+                        tracing::error!(peer = %self.peer, %error, "login failed on the server");
                         return self
                             .fatal(
                                 outbox,

@@ -160,6 +160,40 @@ pub(crate) fn describe_code(code: i32, message: &str) -> String {
     format!("{code}: {message}")
 }
 
+/// How the server answered a Hello.
+pub(crate) enum HelloAnswer {
+    /// The session started.
+    Welcome(Box<(Connection, Welcome)>),
+    /// A fatal Error (then, usually, a close).
+    Refused(syncline_proto::v1::Error),
+    /// The server closed the connection without a Welcome or an Error.
+    Closed { code: u16, reason: String },
+}
+
+/// Opens a connection (from `local`, if given), sends a Hello with `credentials` and returns
+/// the server's answer; fails only when the connection does.
+pub(crate) async fn hello(
+    url: &str,
+    local: Option<IpAddr>,
+    credentials: hello::Credentials,
+) -> anyhow::Result<HelloAnswer> {
+    let options = ConnectOptions { local_addr: local, ..ConnectOptions::default() };
+    let mut connection = Connection::connect(url, &options).await?;
+    connection.send(&hello_frame(credentials)).await?;
+    loop {
+        match connection.recv().await? {
+            Incoming::Frame(ServerFrame { msg: Some(server_frame::Msg::Welcome(welcome)) }) => {
+                return Ok(HelloAnswer::Welcome(Box::new((connection, welcome))));
+            }
+            Incoming::Frame(ServerFrame { msg: Some(server_frame::Msg::Error(error)) }) => {
+                return Ok(HelloAnswer::Refused(error));
+            }
+            Incoming::Frame(_) => {}
+            Incoming::Closed { code, reason } => return Ok(HelloAnswer::Closed { code, reason }),
+        }
+    }
+}
+
 /// Opens a connection (from `local`, if given) and starts a session with `credentials`;
 /// returns the connection and the Welcome.
 async fn open_session(
@@ -167,20 +201,10 @@ async fn open_session(
     local: Option<IpAddr>,
     credentials: hello::Credentials,
 ) -> anyhow::Result<(Connection, Welcome)> {
-    let options = ConnectOptions { local_addr: local, ..ConnectOptions::default() };
-    let mut connection = Connection::connect(url, &options).await?;
-    connection.send(&hello_frame(credentials)).await?;
-    loop {
-        match connection.recv().await? {
-            Incoming::Frame(ServerFrame { msg: Some(server_frame::Msg::Welcome(welcome)) }) => {
-                return Ok((connection, welcome));
-            }
-            Incoming::Frame(ServerFrame { msg: Some(server_frame::Msg::Error(error)) }) => {
-                bail!("Hello refused: {}", describe_error(&error))
-            }
-            Incoming::Frame(_) => {}
-            Incoming::Closed { code, reason } => bail!("closed by the server before Welcome: {code} {reason}"),
-        }
+    match hello(url, local, credentials).await? {
+        HelloAnswer::Welcome(session) => Ok(*session),
+        HelloAnswer::Refused(error) => bail!("Hello refused: {}", describe_error(&error)),
+        HelloAnswer::Closed { code, reason } => bail!("closed by the server before Welcome: {code} {reason}"),
     }
 }
 

@@ -17,6 +17,9 @@
 //! - `idle` (`idle.rs`): N devices caught up and idle; server memory per device.
 //! - `mutations` (`mutations.rs`): N devices caught up, W writers sending creates; ack,
 //!   result and echo latency, mutations per second sustained.
+//! - `login-storm` (`login_storm.rs`): bursts of concurrent password logins, right and
+//!   wrong; answers by kind, logins per second, and the server's RSS and threads after each
+//!   burst (issue 13).
 //! - `personal` (`personal.rs`): N users, each with one device logged in with a backend
 //!   token this process mints, each synced to its own user partition; M changes/s pushed
 //!   over Ingest across those partitions; latency, losses per partition, server CPU.
@@ -30,6 +33,7 @@ mod fleet;
 mod idle;
 mod initial_sync;
 mod latency;
+mod login_storm;
 mod loopback;
 mod mutations;
 mod personal;
@@ -89,6 +93,9 @@ enum Command {
     Rpc(rpc::RpcArgs),
     /// Measures mutations: W writers send creates, N caught-up devices receive them back.
     Mutations(mutations::MutationsArgs),
+    /// Measures login storms: bursts of concurrent password logins; the server's memory and
+    /// threads after each.
+    LoginStorm(login_storm::LoginStormArgs),
     /// Measures per-user push: N users with one device each (backend-token logins), M
     /// changes/s over their own partitions.
     Personal(personal::PersonalArgs),
@@ -121,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             Command::Idle(args) => idle::run(args).await,
             Command::Rpc(args) => rpc::run(args).await,
             Command::Mutations(args) => mutations::run(args).await,
+            Command::LoginStorm(args) => login_storm::run(args).await,
             Command::Personal(args) => personal::run(args).await,
         }
     })

@@ -47,6 +47,13 @@ impl Process {
         Ok(CpuTimes { user: time(user), system: time(system) })
     }
 
+    /// Returns the number of threads (`Threads` in `/proc/PID/status`).
+    pub(crate) fn threads(self) -> anyhow::Result<u64> {
+        let path = self.path("status");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        status_field(&text, "Threads").with_context(|| format!("parsing {path}"))
+    }
+
     /// Returns the resident set size and its peak.
     pub(crate) fn memory(self) -> anyhow::Result<Memory> {
         let path = self.path("status");
@@ -96,15 +103,18 @@ fn parse_stat_cpu_ticks(stat: &str) -> anyhow::Result<(u64, u64)> {
 }
 
 fn parse_status_memory(status: &str) -> anyhow::Result<Memory> {
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let line = status
-            .lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(':')))
-            .with_context(|| format!("no {name}"))?;
-        let kb = line.split_whitespace().next().with_context(|| format!("empty {name}"))?;
-        Ok(kb.parse()?)
-    };
-    Ok(Memory { rss_kb: field("VmRSS")?, peak_rss_kb: field("VmHWM")? })
+    Ok(Memory { rss_kb: status_field(status, "VmRSS")?, peak_rss_kb: status_field(status, "VmHWM")? })
+}
+
+/// Returns the number that starts field `name` of a `/proc/PID/status` text (a size in kB
+/// or a count).
+fn status_field(status: &str, name: &str) -> anyhow::Result<u64> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(':')))
+        .with_context(|| format!("no {name}"))?;
+    let number = line.split_whitespace().next().with_context(|| format!("empty {name}"))?;
+    Ok(number.parse()?)
 }
 
 /// Time a CPU core spent, in `/proc/stat` ticks.
@@ -315,6 +325,7 @@ mod tests {
     fn status_memory_is_read_in_kib() {
         let status = "Name:\tsyncline\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t3\n";
         assert_eq!(parse_status_memory(status).unwrap(), Memory { rss_kb: 10240, peak_rss_kb: 20480 });
+        assert_eq!(status_field(status, "Threads").unwrap(), 3);
     }
 
     #[test]
@@ -336,6 +347,7 @@ mod tests {
     #[test]
     fn this_process_can_be_read() {
         assert!(Process::Current.memory().unwrap().rss_kb > 0);
+        assert!(Process::Current.threads().unwrap() >= 1);
         Process::Current.cpu_time().unwrap();
     }
 }
