@@ -6,16 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use syncline_push::{ConnectionCount, Hub, ListenerConfig, Outbox, SessionConfig, SessionFactory};
+use syncline_push::{ConnectionCount, Hub, ListenerConfig, SessionConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, BackendTokenVerifier};
+use crate::channel::ChannelRegistry;
 use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
 use crate::config::Settings;
+use crate::gateway::{DeviceConnections, DeviceLimits, DeviceSessions, GatewayServices};
 use crate::ingest::IngestService;
 use crate::jobs::Jobs;
 use crate::mutations::MutationDispatcher;
@@ -25,8 +27,7 @@ use crate::shutdown;
 use crate::storage::CommitListener;
 use crate::storage::Store;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
-use crate::sync::session::DeviceSession;
-use crate::sync::{DeviceLimits, LivePublisher, SyncEngine, cursors::CursorRecorder};
+use crate::sync::{LivePublisher, cursors::CursorRecorder};
 use crate::tls::TlsMaterial;
 
 /// Name of the embedded store's file inside the data directory.
@@ -38,7 +39,8 @@ pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     /// True when both listeners serve TLS.
     pub tls: bool,
-    pub engine: Arc<SyncEngine>,
+    /// What the device sessions share (tests read the store and the hub through it).
+    pub services: Arc<GatewayServices>,
     pub connections: Arc<ConnectionCount>,
     /// Counters of change capture from channels (e.g. records refused).
     pub capture: Arc<capture::CaptureCounters>,
@@ -68,18 +70,6 @@ impl RunningServer {
     /// Waits until the server stops (after its shutdown signal).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.stopped.await.context("server task failed")?
-    }
-}
-
-struct DeviceSessions {
-    engine: Arc<SyncEngine>,
-}
-
-impl SessionFactory for DeviceSessions {
-    type Handler = DeviceSession;
-
-    fn open(&self, peer: SocketAddr, outbox: Outbox) -> DeviceSession {
-        DeviceSession::new(self.engine.clone(), peer, outbox)
     }
 }
 
@@ -119,8 +109,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     };
     let (capture_requests, capture_queues) = wiring::capture_queues(&settings.sources);
     let tracker = TaskTracker::new();
-    let mutations = MutationDispatcher::new(store.clone(), &settings.sources, tracker.clone(), shutdown.clone())?;
-    let engine = Arc::new(SyncEngine {
+    let channels = Arc::new(ChannelRegistry::new(&settings.sources)?);
+    let connections_by_device = Arc::new(DeviceConnections::default());
+    let mutations = MutationDispatcher::new(
+        store.clone(),
+        &settings.sources,
+        channels.clone(),
+        connections_by_device.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    );
+    let services = Arc::new(GatewayServices {
         store: store.clone(),
         hub,
         auth,
@@ -129,6 +128,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         cursors: Arc::new(CursorRecorder::default()),
         capture_requests,
         mutations: mutations.clone(),
+        channels,
+        connections: connections_by_device,
+        tracker: tracker.clone(),
         user_sessions: Default::default(),
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
     });
@@ -173,7 +175,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let device_task = tokio::spawn(syncline_push::listener::serve(
         device_listener,
         device_tls,
-        Arc::new(DeviceSessions { engine: engine.clone() }),
+        Arc::new(DeviceSessions { services: services.clone() }),
         listener_config,
         connections.clone(),
         shutdown.clone(),
@@ -195,7 +197,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             }),
     );
 
-    let jobs = Jobs { store: store.clone(), cursors: engine.cursors.clone() };
+    let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone() };
     jobs.spawn(&settings, &tracker, &shutdown);
     let capture = Arc::new(capture::CaptureCounters::default());
     {
@@ -204,11 +206,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         // committed without queueing behind device tasks, as an Ingest push is.
         let _entered = backend_runtime.handle().enter();
         let sink = capture::CaptureSink { store: store.clone(), counters: capture.clone() };
-        wiring::spawn_capture(&settings.sources, &sink, engine.hub.clone(), capture_queues, &tracker, &shutdown)?;
+        wiring::spawn_capture(&settings.sources, &sink, services.hub.clone(), capture_queues, &tracker, &shutdown)?;
     }
     let stopped = {
         let shutdown = shutdown.clone();
-        let rpc = engine.rpc.clone();
+        let rpc = services.rpc.clone();
         let grace = settings.shutdown_grace;
         tokio::spawn(async move {
             shutdown.cancelled().await;
@@ -218,7 +220,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             stopped
         })
     };
-    Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), engine, connections, capture, shutdown, stopped })
+    Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), services, connections, capture, shutdown, stopped })
 }
 
 /// Starts the demo app's channel when the settings ask for the demo; returns what keeps it

@@ -8,7 +8,8 @@ use syncline_proto::v1::ingest_server::{Ingest, IngestServer};
 use syncline_proto::v1::{PushRequest, PushResponse};
 use tonic::{Request, Response, Status};
 
-use crate::config::{Partitioning, SourceSettings};
+use crate::config::SourceSettings;
+use crate::model::AccessError;
 use crate::storage::{PartitionName, Store, StoreError};
 
 /// The Ingest service.
@@ -44,31 +45,10 @@ impl IngestService {
     }
 
     fn partition(&self, source: &str, key: &str) -> Result<PartitionName, Status> {
-        let partitioning = self
-            .sources
-            .get(source)
-            .map(|source| source.partitioning)
-            .ok_or_else(|| Status::invalid_argument(format!("unknown source {source:?}")))?;
-        let key = match partitioning {
-            Partitioning::App => {
-                if !(key.is_empty() || key == syncline_proto::APP_PARTITION_KEY) {
-                    return Err(Status::invalid_argument(format!(
-                        "{source} is an app source: its partition key is \"*\" (or empty), not {key:?}"
-                    )));
-                }
-                syncline_proto::APP_PARTITION_KEY
-            }
-            Partitioning::User | Partitioning::Custom => {
-                if key.is_empty() || key == syncline_proto::APP_PARTITION_KEY || key.len() > 256 {
-                    return Err(Status::invalid_argument(format!(
-                        "{source} is partitioned by {}: give the partition key (1 to 256 bytes, not \"*\")",
-                        partitioning.as_str()
-                    )));
-                }
-                key
-            }
-        };
-        Ok(PartitionName::new(source, key))
+        crate::model::backend_partition(&self.sources, source, key).map_err(|error| match error {
+            AccessError::UnknownSource => Status::invalid_argument(format!("unknown source {source:?}")),
+            AccessError::Forbidden(message) => Status::invalid_argument(message),
+        })
     }
 }
 

@@ -2,16 +2,23 @@
 //!
 //! - [`app`]: the composition root; [`app::start`] runs a server and returns its addresses.
 //! - [`config`]: the configuration tree, env overrides, validation into [`config::Settings`].
-//! - [`auth`]: passwords (argon2, bounded) and failed-login limits, backend and session tokens,
+//! - [`gateway`]: the device protocol, one file per device command; the only code that
+//!   touches connections.
+//! - [`model`]: which partition a device or a backend may touch (one rule for both).
+//! - [`auth`]: passwords (a bounded argon2 pool), login limits, backend and session tokens,
 //!   device registration.
-//! - [`sync`]: the sync engine — subscriptions, snapshot and log paging, live push, cursors.
+//! - [`sync`]: the sync engine — snapshot and log pages, live push, cursors.
 //! - [`ingest`]: the `Ingest` gRPC service backends push changes through.
 //! - [`mutations`]: dispatch of the durable per-device mutation queue to channels.
 //! - [`channel`]: the gRPC client of backend channels and change capture (watch, poll).
 //! - [`rpc`]: mobile RPC — device calls routed to backend `MobileService`s, with limits and
 //!   metrics.
-//! - [`storage`]: the durable store trait and its embedded (redb) backend.
-//! - [`demo`]: the demo app seeded by `syncline serve` without configured sources.
+//! - [`reply`]: the ports through which mutations and RPC answer devices (the gateway
+//!   implements them).
+//! - [`storage`]: the store contract (partitions, mutation queues, accounts, cursors) and
+//!   its embedded (redb) backend.
+//! - `demo` (cargo feature `demo`, on by default): the demo app served by `syncline serve`
+//!   without configured sources.
 //! - `jobs`: background jobs (cursor flushes, compaction, mutation outcome pruning).
 //! - `runtime`: the backend runtime the gRPC endpoint and change capture run on.
 //! - [`tls`], [`telemetry`], [`shutdown`], [`cli`]: plumbing.
@@ -23,9 +30,12 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod gateway;
 pub mod ingest;
 mod jobs;
+pub mod model;
 pub mod mutations;
+pub mod reply;
 pub mod rpc;
 mod runtime;
 pub mod shutdown;

@@ -1,7 +1,7 @@
 //! Device mutations: dispatch of the durable per-device queue to backend channels.
 //!
 //! A `Mutate` is written to the device's queue in the store before `MutationAck` (see
-//! `sync::session`). The dispatcher runs one *lane* per (device, source): mutations of a
+//! `gateway/mutate.rs`). The dispatcher runs one *lane* per (device, source): mutations of a
 //! lane reach the channel strictly in queue order, one at a time, while lanes run
 //! independently, so a failing or slow source never holds up another. Transient channel
 //! failures (unavailable, deadline) are retried with backoff, forever and across restarts
@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use parking_lot::Mutex;
 use prost::Message as _;
 use syncline_proto::record::RecordError;
@@ -28,14 +27,14 @@ use syncline_proto::v1::{
     self, Caller, ErrorCode, Link, MutationError, MutationOp, MutationResult, PartitionKey, Record, ServerFrame,
     WriteRequest, server_frame,
 };
-use syncline_push::Outbox;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::channel::ChannelError;
-use crate::channel::grpc::{ChannelConnection, WriteOutcome};
+use crate::channel::grpc::WriteOutcome;
+use crate::channel::{ChannelError, ChannelRegistry};
 use crate::config::{Capture, ConflictPolicy, SourceSettings};
+use crate::reply::DeviceReplies;
 use crate::storage::{MutationOutcome, PartitionWrite, QueuedMutation, Store, StoreError};
 
 /// First pause before retrying a channel that was unavailable; doubles up to
@@ -50,12 +49,10 @@ type LaneKey = (String, String);
 pub struct MutationDispatcher {
     store: Arc<dyn Store>,
     sources: BTreeMap<String, SourceSettings>,
-    channels: BTreeMap<String, ChannelConnection>,
+    channels: Arc<ChannelRegistry>,
     lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<QueuedMutation>>>,
-    /// Connected devices by client id, to deliver outcomes to. A device may briefly have
-    /// several connections (a new one before the server noticed the old one is gone, in any
-    /// order): outcomes go to each, so the live one always gets them.
-    devices: DashMap<String, Vec<Outbox>>,
+    /// Where outcomes go: the device's open connections, through the gateway.
+    replies: Arc<dyn DeviceReplies>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -65,39 +62,25 @@ impl MutationDispatcher {
     pub fn new(
         store: Arc<dyn Store>,
         sources: &BTreeMap<String, SourceSettings>,
+        channels: Arc<ChannelRegistry>,
+        replies: Arc<dyn DeviceReplies>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
-    ) -> Result<Arc<Self>, ChannelError> {
-        let mut channels = BTreeMap::new();
-        for (name, source) in sources {
-            if let Some(endpoint) = &source.channel {
-                channels.insert(name.clone(), ChannelConnection::lazy(endpoint)?);
-            }
-        }
-        Ok(Arc::new(Self {
+    ) -> Arc<Self> {
+        Arc::new(Self {
             store,
             sources: sources.clone(),
             channels,
             lanes: Mutex::new(HashMap::new()),
-            devices: DashMap::new(),
+            replies,
             tracker,
             shutdown,
-        }))
+        })
     }
 
     /// Returns true when devices may write to `source` (it has a channel).
     pub fn accepts(&self, source: &str) -> bool {
-        self.channels.contains_key(source)
-    }
-
-    /// Returns the channel of `source`, if it has one.
-    pub fn channel(&self, source: &str) -> Option<&ChannelConnection> {
-        self.channels.get(source)
-    }
-
-    /// Returns the tracker that background work of sessions (e.g. searches) runs on.
-    pub fn tracker(&self) -> &TaskTracker {
-        &self.tracker
+        self.channels.get(source).is_some()
     }
 
     /// Resubmits every mutation the store holds without an outcome (after a restart).
@@ -130,20 +113,6 @@ impl MutationDispatcher {
         self.tracker.spawn(async move { this.run_lane(key, receiver).await });
     }
 
-    /// Registers a connected device so outcomes reach it.
-    pub fn attach(&self, client_id: &str, outbox: &Outbox) {
-        // Each connection detaches itself when it ends.
-        self.devices.entry(client_id.to_owned()).or_default().push(outbox.clone());
-    }
-
-    /// Forgets one of a device's connections.
-    pub fn detach(&self, client_id: &str, outbox: &Outbox) {
-        if let Some(mut connections) = self.devices.get_mut(client_id) {
-            connections.retain(|registered| !registered.same_connection(outbox));
-        }
-        self.devices.remove_if(client_id, |_, connections| connections.is_empty());
-    }
-
     async fn run_lane(self: Arc<Self>, key: LaneKey, mut receiver: mpsc::UnboundedReceiver<QueuedMutation>) {
         loop {
             let mutation = tokio::select! {
@@ -156,15 +125,8 @@ impl MutationDispatcher {
             let Some(result) = self.dispatch(&mutation).await else {
                 return; // shutting down; the mutation stays queued for the next start
             };
-            let connections = self.devices.get(&mutation.client_id).map(|entry| entry.value().clone());
-            if let Some(connections) = connections {
-                let frame = syncline_push::EncodedFrame::new(ServerFrame {
-                    msg: Some(server_frame::Msg::MutationResult(result)),
-                });
-                for outbox in connections {
-                    let _ = outbox.send(frame.clone()).await;
-                }
-            }
+            let frame = ServerFrame { msg: Some(server_frame::Msg::MutationResult(result)) };
+            self.replies.to_device(&mutation.client_id, frame).await;
             // An idle lane ends; submit starts a new one. Checked under the lanes lock so
             // that no mutation can be sent to a lane that is ending.
             let mut lanes = self.lanes.lock();

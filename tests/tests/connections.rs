@@ -23,7 +23,7 @@ async fn expect_welcome(connection: &mut Connection) {
 }
 
 fn user_sessions(server: &TestServer, user: &str) -> usize {
-    server.server.engine.user_sessions.count(user)
+    server.server.services.user_sessions.count(user)
 }
 
 async fn server_with_short_heartbeats() -> TestServer {

@@ -174,7 +174,7 @@ async fn bad_input_gets_typed_errors_and_everyone_else_is_served() {
         client_id: real.client_id.clone(),
         ..Default::default()
     };
-    let expired = server.server.engine.auth.expired_token_for_test(&identity, Duration::from_secs(60));
+    let expired = server.server.services.auth.expired_token_for_test(&identity, Duration::from_secs(60));
     let mut c = connect(&server, FrameFormat::Binary).await;
     c.send(&hello_token(&expired)).await.unwrap();
     let message = expect_error(&mut c, ErrorCode::Unauthenticated, true).await;

@@ -211,7 +211,7 @@ async fn cuts_during_snapshot_catch_up_and_live_push_lose_and_duplicate_nothing(
             let (_, state) = syncline_tests::server_view(&server, "Account", "*");
             let subscribers = server
                 .server
-                .engine
+                .services
                 .hub
                 .subscriber_count(&syncline_server::storage::PartitionName::new("Account", "*"));
             panic!("no live push: server {state:?}, hub subscribers {subscribers}, device {error:?}");
@@ -301,7 +301,7 @@ async fn a_device_that_stops_reading_is_switched_to_catch_up_and_converges() {
         upsert.fields.insert("blob".into(), syncline_proto::v1::Value::string(big.clone()));
         push(&mut ingest, "Account", "*", vec![upsert], vec![]).await.unwrap();
     }
-    let hub = &server.server.engine.hub;
+    let hub = &server.server.services.hub;
     syncline_tests::eventually(DEADLINE, "the stalled device to be demoted", || async {
         (hub.stats().demoted.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(())
     })

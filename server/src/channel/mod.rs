@@ -7,6 +7,34 @@ pub mod capture;
 pub mod grpc;
 pub mod wiring;
 
+use std::collections::BTreeMap;
+
+use self::grpc::ChannelConnection;
+use crate::config::SourceSettings;
+
+/// The channel of each source that has one, connected lazily; shared by mutation dispatch
+/// and the gateway's searches.
+#[derive(Debug, Default)]
+pub struct ChannelRegistry(BTreeMap<String, ChannelConnection>);
+
+impl ChannelRegistry {
+    /// Returns the channels of `sources` (those with a `channel`).
+    pub fn new(sources: &BTreeMap<String, SourceSettings>) -> Result<Self, ChannelError> {
+        let mut channels = BTreeMap::new();
+        for (name, source) in sources {
+            if let Some(endpoint) = &source.channel {
+                channels.insert(name.clone(), ChannelConnection::lazy(endpoint)?);
+            }
+        }
+        Ok(Self(channels))
+    }
+
+    /// Returns the channel of `source`, if it has one.
+    pub fn get(&self, source: &str) -> Option<&ChannelConnection> {
+        self.0.get(source)
+    }
+}
+
 /// Why a call to a channel failed, in the caller's terms.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChannelError {

@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use syncline_proto::mobile_sdk::MobileError;
 use syncline_proto::v1::{self, ErrorCode, InvokeRequest, RpcCaller, ServerFrame, rpc_reply, server_frame};
-use syncline_push::Outbox;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -37,6 +36,7 @@ use self::grpc::MobileConnection;
 use self::metrics::{Outcome, RpcMetrics, UNKNOWN_SERVICE};
 use crate::auth::Identity;
 use crate::config::RpcSettings;
+use crate::reply::ConnectionReply;
 
 /// Longest call id, service name and method name accepted (bytes).
 pub const MAX_RPC_NAME_BYTES: usize = 128;
@@ -174,13 +174,14 @@ impl RpcRouter {
         &self.metrics
     }
 
-    /// Returns the calls of a new device connection.
-    pub fn connection_calls(self: &Arc<Self>) -> RpcCalls {
+    /// Returns the calls of a new device connection, whose replies go to `reply`.
+    pub fn connection_calls(self: &Arc<Self>, reply: Arc<dyn ConnectionReply>) -> RpcCalls {
         let cancel = CancellationToken::new();
         RpcCalls {
             router: self.clone(),
             in_flight: Arc::new(Semaphore::new(self.settings.max_in_flight_per_device)),
             call_ids: Arc::new(Mutex::new(HashSet::new())),
+            reply,
             cancel: cancel.clone(),
             _cancel_on_drop: cancel.drop_guard(),
         }
@@ -202,6 +203,8 @@ pub struct RpcCalls {
     in_flight: Arc<Semaphore>,
     /// Call ids in flight, so that replies are unambiguous.
     call_ids: Arc<Mutex<HashSet<String>>>,
+    /// The connection the replies go to.
+    reply: Arc<dyn ConnectionReply>,
     cancel: CancellationToken,
     _cancel_on_drop: DropGuard,
 }
@@ -217,9 +220,9 @@ struct AdmittedCall {
 
 impl RpcCalls {
     /// Starts `call` for `caller`: checks it, then runs it on a task of its own that sends
-    /// the `RpcReply` to `outbox`. A call refused by the checks is answered before this
-    /// returns.
-    pub async fn start(&self, call: v1::RpcCall, caller: &Identity, outbox: &Outbox) {
+    /// the `RpcReply` to the connection. A call refused by the checks is answered before
+    /// this returns.
+    pub async fn start(&self, call: v1::RpcCall, caller: &Identity) {
         let started = Instant::now();
         let router = &self.router;
         let admitted = self.admit(&call, caller);
@@ -230,12 +233,12 @@ impl RpcCalls {
                 let counted_service =
                     if router.services.contains_key(&service) { service.as_str() } else { UNKNOWN_SERVICE };
                 router.metrics.record(counted_service, &method, &call_id, error.outcome(), started.elapsed());
-                let _ = outbox.send_frame(reply_frame(&call_id, Err(&error))).await;
+                self.reply.reply(reply_frame(&call_id, Err(&error))).await;
                 return;
             }
         };
         let router = router.clone();
-        let outbox = outbox.clone();
+        let reply = self.reply.clone();
         let cancel = self.cancel.clone();
         let call_ids = self.call_ids.clone();
         let span = tracing::debug_span!("rpc", service = %service, method = %method, call_id = %call_id);
@@ -267,7 +270,7 @@ impl RpcCalls {
                     Some(result) => {
                         let outcome = result.as_ref().map_or_else(RpcError::outcome, |_| Outcome::Ok);
                         router.metrics.record(&service, &method, &call_id, outcome, latency);
-                        let _ = outbox.send_frame(reply_frame(&call_id, result.as_ref().map(Vec::as_slice))).await;
+                        reply.reply(reply_frame(&call_id, result.as_ref().map(Vec::as_slice))).await;
                     }
                 }
             }
@@ -378,6 +381,15 @@ mod tests {
         }
     }
 
+    /// A connection whose replies go nowhere (these tests check admission only).
+    struct NoReplies;
+
+    impl ConnectionReply for NoReplies {
+        fn reply(&self, _frame: v1::ServerFrame) -> crate::reply::ReplyFuture<'_> {
+            Box::pin(async {})
+        }
+    }
+
     fn caller() -> Identity {
         Identity { user_id: "u1".into(), client_id: "c1".into(), entitlements: [("Team".into(), "t1".into())].into() }
     }
@@ -385,7 +397,7 @@ mod tests {
     #[tokio::test]
     async fn checks_come_in_order_and_limits_hold_permits() {
         let router = router(2, 3);
-        let calls = router.connection_calls();
+        let calls = router.connection_calls(Arc::new(NoReplies));
         let error = |result: Result<AdmittedCall, RpcError>| result.err().map(|error| error.error_code());
         assert_eq!(error(calls.admit(&call("", "crm", "M"), &caller())), Some(ErrorCode::BadRequest));
         assert_eq!(error(calls.admit(&call("1", "nope", "M"), &caller())), Some(ErrorCode::NotFound));
@@ -399,7 +411,7 @@ mod tests {
         assert_eq!(first.deadline, router.settings.default_deadline);
         let _second = calls.admit(&call("2", "crm", "M"), &caller()).unwrap();
         assert_eq!(error(calls.admit(&call("3", "crm", "M"), &caller())), Some(ErrorCode::ResourceExhausted));
-        let other_device = router.connection_calls();
+        let other_device = router.connection_calls(Arc::new(NoReplies));
         let _third = other_device.admit(&call("1", "crm", "M"), &caller()).unwrap();
         let error_of_fourth = other_device.admit(&call("2", "crm", "M"), &caller()).err().unwrap();
         assert!(matches!(error_of_fourth, RpcError::ServiceBusy { limit: 3, .. }), "{error_of_fourth:?}");

@@ -1,0 +1,121 @@
+//! Hello: the first frame of a session. Checks the credentials (password, backend token or
+//! session token), counts the session against the user's connection cap and answers Welcome,
+//! or a fatal Error and a close code the device acts on.
+
+use syncline_proto::close_code;
+use syncline_proto::v1::{self, ErrorCode, hello, server_frame};
+use syncline_push::Outbox;
+
+use super::DeviceSession;
+use super::replies::frame;
+use crate::auth::{AuthError, DeviceDetails};
+
+impl DeviceSession {
+    pub(super) async fn on_hello(&mut self, hello: v1::Hello, outbox: &Outbox) {
+        if hello.protocol_version != syncline_proto::PROTOCOL_VERSION {
+            let message = format!(
+                "protocol version {} is not supported; this server speaks {}",
+                hello.protocol_version,
+                syncline_proto::PROTOCOL_VERSION
+            );
+            return self.fatal(outbox, ErrorCode::UnsupportedVersion, &message, close_code::UPGRADE_REQUIRED).await;
+        }
+        let details = hello
+            .device
+            .map(|device| DeviceDetails {
+                platform: device.platform,
+                app_version: device.app_version,
+                model: device.model,
+            })
+            .unwrap_or_default();
+        let outcome = match hello.credentials {
+            Some(hello::Credentials::Login(login)) => {
+                let auth = &self.services.auth;
+                auth.login(&login.username, &login.password, self.peer.ip(), &hello.client_id, details).await
+            }
+            Some(hello::Credentials::SessionToken(token)) => self.services.auth.resume(&token).await,
+            Some(hello::Credentials::BackendToken(token)) => {
+                self.services.auth.login_with_backend_token(&token, &hello.client_id, details).await
+            }
+            None => {
+                return self
+                    .fatal(
+                        outbox,
+                        ErrorCode::Unauthenticated,
+                        "Hello needs a login, a backend token or a session token",
+                        close_code::UNAUTHENTICATED,
+                    )
+                    .await;
+            }
+        };
+        let (identity, token) = match outcome {
+            Ok(done) => done,
+            Err(error) => {
+                let (code, close) = match &error {
+                    AuthError::BadCredentials
+                    | AuthError::InvalidToken
+                    | AuthError::ExpiredToken
+                    | AuthError::InvalidUserName
+                    | AuthError::BackendTokensDisabled
+                    | AuthError::InvalidBackendToken(_) => (ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
+                    AuthError::DeviceDisabled { .. } => (ErrorCode::Forbidden, close_code::FORBIDDEN),
+                    // Busy, or blocked for failed logins: retry later, as the message says.
+                    AuthError::LoginsBusy(_) | AuthError::LoginsLimited(_) => {
+                        (ErrorCode::ResourceExhausted, close_code::TOO_MANY_CONNECTIONS)
+                    }
+                    AuthError::Unavailable(channel) => {
+                        tracing::warn!(peer = %self.peer, error = %channel, "login channel unavailable");
+                        (ErrorCode::Unavailable, close_code::INTERNAL)
+                    }
+                    AuthError::Store(_) | AuthError::PasswordCheck(_) => {
+                        tracing::error!(peer = %self.peer, %error, "login failed on the server");
+                        return self
+                            .fatal(
+                                outbox,
+                                ErrorCode::Unavailable,
+                                "the server cannot check logins right now",
+                                close_code::INTERNAL,
+                            )
+                            .await;
+                    }
+                };
+                tracing::debug!(peer = %self.peer, %error, "login refused");
+                return self.fatal(outbox, code, &error.to_string(), close).await;
+            }
+        };
+        let limits = &self.services.limits;
+        // A second Hello on this connection replaces the first session's slot.
+        self.user_slot = None;
+        match self.services.user_sessions.acquire(&identity.user_id, limits.max_connections_per_user) {
+            Ok(slot) => self.user_slot = Some(slot),
+            Err(open) => {
+                let message = format!(
+                    "user {:?} already has {open} connections (limit {}); close one or retry later",
+                    identity.user_id, limits.max_connections_per_user
+                );
+                tracing::debug!(peer = %self.peer, user_id = %identity.user_id, open, "per-user connection cap");
+                return self
+                    .fatal(outbox, ErrorCode::ResourceExhausted, &message, close_code::TOO_MANY_CONNECTIONS)
+                    .await;
+            }
+        }
+        let welcome = v1::Welcome {
+            client_id: identity.client_id.clone(),
+            session_token: token.token,
+            user_id: identity.user_id.clone(),
+            token_expires_at_ms: token.expires_ms,
+            heartbeat_ms: limits.heartbeat_ms,
+            idle_timeout_ms: limits.idle_timeout_ms,
+            max_frame_bytes: limits.max_frame_bytes as u32,
+            max_page_size: limits.max_page_size,
+            max_window: limits.max_window,
+            sources: self.services.source_infos(&identity),
+            max_page_bytes: u32::try_from(limits.max_page_bytes).unwrap_or(u32::MAX),
+        };
+        tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
+        self.services.connections.attach(&identity.client_id, outbox);
+        self.identity = Some(identity);
+        outbox.handshake_done();
+        let _ = outbox.send_frame(frame(server_frame::Msg::Welcome(welcome))).await;
+    }
+}

@@ -1,0 +1,169 @@
+//! The device gateway: the device protocol, one connection at a time. The only server code
+//! that touches push's `Outbox`.
+//!
+//! Each connection's [`DeviceSession`] implements push's `SessionHandler`: it checks the
+//! session's state (Hello first), and hands each command to the file that owns it:
+//!
+//! - `hello.rs`: Hello (logins, tokens, the per-user connection cap) and Welcome.
+//! - `subscription.rs`: Subscribe, Ack, Pull, Unsubscribe: credit-based catch-up paging
+//!   (snapshot, then log) and the switch to live push.
+//! - `mutate.rs`: Mutate, checked and queued durably for the mutation dispatcher.
+//! - `search.rs`: Search, forwarded to the source's channel.
+//! - `rpc.rs`: RpcCall, started on the RPC router.
+//! - `logout.rs`: Logout.
+//! - `replies.rs`: frame builders, and the connections by device that mutation outcomes reach
+//!   devices through (the domain's reply ports).
+//! - `services.rs`: [`GatewayServices`], what every session shares: the store, the hub, auth,
+//!   sources and limits, and the domain services.
+
+mod hello;
+mod logout;
+mod mutate;
+mod replies;
+mod rpc;
+mod search;
+pub mod services;
+mod subscription;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use syncline_proto::close_code;
+use syncline_proto::v1::{ClientFrame, ErrorCode, client_frame};
+use syncline_push::{CodecError, Outbox, SessionEnd, SessionFactory, SessionHandler};
+
+pub use self::replies::DeviceConnections;
+use self::replies::error_frame;
+pub use self::services::{DeviceLimits, GatewayServices, UserSessions, UserSlot};
+use self::subscription::Subscriptions;
+use crate::auth::Identity;
+use crate::storage::StoreError;
+
+/// The session handler of one device connection.
+pub struct DeviceSession {
+    services: Arc<GatewayServices>,
+    peer: SocketAddr,
+    outbox: Outbox,
+    identity: Option<Identity>,
+    /// This session's place in its user's connection count (set at Welcome).
+    user_slot: Option<UserSlot>,
+    subscriptions: Subscriptions,
+    /// Mobile RPC calls in flight on this connection (cancelled when it closes); made at the
+    /// first call, so that connections that never call cost nothing for it.
+    rpc: Option<crate::rpc::RpcCalls>,
+}
+
+/// Opens a [`DeviceSession`] for each new connection.
+pub struct DeviceSessions {
+    pub services: Arc<GatewayServices>,
+}
+
+impl SessionFactory for DeviceSessions {
+    type Handler = DeviceSession;
+
+    fn open(&self, peer: SocketAddr, outbox: Outbox) -> DeviceSession {
+        DeviceSession::new(self.services.clone(), peer, outbox)
+    }
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| StoreError::Io(format!("blocking task failed: {error}")))?
+}
+
+impl DeviceSession {
+    /// Returns the handler of a new connection from `peer`.
+    pub fn new(services: Arc<GatewayServices>, peer: SocketAddr, outbox: Outbox) -> Self {
+        Self {
+            services,
+            peer,
+            outbox,
+            identity: None,
+            user_slot: None,
+            subscriptions: Subscriptions::default(),
+            rpc: None,
+        }
+    }
+
+    async fn fatal(&self, outbox: &Outbox, code: ErrorCode, message: &str, close: u16) {
+        let _ = outbox.send_frame(error_frame(code, message, true)).await;
+        outbox.close(close, message.to_owned());
+    }
+
+    async fn unimplemented(&self, what: &str, outbox: &Outbox) {
+        let message = format!("{what} is not available on this server yet");
+        let _ = outbox.send_frame(error_frame(ErrorCode::Unimplemented, message, false)).await;
+    }
+}
+
+impl SessionHandler for DeviceSession {
+    async fn on_frame(&mut self, frame: ClientFrame, outbox: &Outbox) {
+        let Some(msg) = frame.msg else { return };
+        if self.identity.is_none() {
+            return match msg {
+                client_frame::Msg::Hello(hello) => self.on_hello(hello, outbox).await,
+                _ => {
+                    self.fatal(
+                        outbox,
+                        ErrorCode::Unauthenticated,
+                        "the first frame must be Hello",
+                        close_code::PROTOCOL_ERROR,
+                    )
+                    .await
+                }
+            };
+        }
+        match msg {
+            client_frame::Msg::Hello(_) => {
+                let _ = outbox
+                    .send_frame(error_frame(ErrorCode::BadRequest, "the session has already started", false))
+                    .await;
+            }
+            client_frame::Msg::Subscribe(subscribe) => self.on_subscribe_reporting(subscribe, outbox).await,
+            client_frame::Msg::Ack(ack) => self.on_ack(ack, outbox).await,
+            client_frame::Msg::Pull(pull) => self.on_pull(pull, outbox).await,
+            client_frame::Msg::Unsubscribe(unsubscribe) => self.on_unsubscribe(&unsubscribe),
+            client_frame::Msg::Logout(_) => self.on_logout(outbox).await,
+            client_frame::Msg::Mutate(mutate) => self.on_mutate(mutate, outbox).await,
+            client_frame::Msg::Search(search) => self.on_search(search, outbox).await,
+            client_frame::Msg::RpcCall(call) => self.on_rpc_call(call, outbox).await,
+            client_frame::Msg::BulkRequest(request) => {
+                self.unimplemented(&format!("BulkRequest ({})", request.request_id), outbox).await;
+            }
+        }
+    }
+
+    async fn on_bad_frame(&mut self, error: CodecError, outbox: &Outbox) {
+        let message = error.to_string();
+        if self.identity.is_none() {
+            self.fatal(outbox, ErrorCode::BadRequest, &message, close_code::PROTOCOL_ERROR).await;
+        } else {
+            let _ = outbox.send_frame(error_frame(ErrorCode::BadRequest, message, false)).await;
+        }
+    }
+
+    async fn on_wake(&mut self, outbox: &Outbox) {
+        self.catch_up_demoted(outbox).await;
+    }
+
+    async fn on_handshake_timeout(&mut self, outbox: &Outbox) {
+        let message = format!(
+            "no successful Hello within {} ms of connecting; send Hello first when reconnecting",
+            self.services.limits.hello_timeout.as_millis()
+        );
+        self.fatal(outbox, ErrorCode::Timeout, &message, close_code::HELLO_TIMEOUT).await;
+    }
+
+    fn on_closed(&mut self, _end: &SessionEnd) {
+        self.subscriptions.clear();
+        self.user_slot = None;
+        if let Some(calls) = &self.rpc {
+            calls.cancel_all();
+        }
+        if let Some(identity) = &self.identity {
+            self.services.connections.detach(&identity.client_id, &self.outbox);
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! What the gateway sends devices: frame builders, and the open connections of each device,
+//! through which mutation outcomes reach it (the domain's [`DeviceReplies`] port) and RPC
+//! replies reach the connection that called ([`ConnectionReply`]).
+
+use dashmap::DashMap;
+use syncline_proto::v1::{self, ErrorCode, ServerFrame, SyncStatus, server_frame};
+use syncline_push::{EncodedFrame, Outbox};
+
+use crate::reply::{ConnectionReply, DeviceReplies, ReplyFuture};
+use crate::storage::{PartitionName, PartitionState};
+
+pub(super) fn frame(msg: server_frame::Msg) -> ServerFrame {
+    ServerFrame { msg: Some(msg) }
+}
+
+pub(super) fn sync_state(
+    partition: &PartitionName,
+    status: SyncStatus,
+    cursor: u64,
+    state: &PartitionState,
+) -> ServerFrame {
+    frame(server_frame::Msg::SyncState(v1::SyncState {
+        source: partition.source.clone(),
+        key: partition.key.clone(),
+        status: status as i32,
+        cursor,
+        total: state.total,
+        checksum: state.checksum,
+        error: None,
+    }))
+}
+
+pub(super) fn partition_error(source: &str, key: &str, code: ErrorCode, message: impl Into<String>) -> ServerFrame {
+    frame(server_frame::Msg::Error(v1::Error {
+        code: code as i32,
+        message: message.into(),
+        fatal: false,
+        source: source.to_owned(),
+        key: key.to_owned(),
+    }))
+}
+
+/// Returns an `Error` frame.
+pub(super) fn error_frame(code: ErrorCode, message: impl Into<String>, fatal: bool) -> ServerFrame {
+    frame(server_frame::Msg::Error(v1::Error {
+        code: code as i32,
+        message: message.into(),
+        fatal,
+        source: String::new(),
+        key: String::new(),
+    }))
+}
+
+/// The open connections of each device. A device may briefly have several (a new one before
+/// the server noticed the old one is gone, in any order): frames go to each, so the live one
+/// always gets them.
+#[derive(Default)]
+pub struct DeviceConnections(DashMap<String, Vec<Outbox>>);
+
+impl DeviceConnections {
+    /// Registers a connection of `client_id` (after Welcome).
+    pub(super) fn attach(&self, client_id: &str, outbox: &Outbox) {
+        // Each connection detaches itself when it ends.
+        self.0.entry(client_id.to_owned()).or_default().push(outbox.clone());
+    }
+
+    /// Forgets a connection of `client_id` (it closed).
+    pub(super) fn detach(&self, client_id: &str, outbox: &Outbox) {
+        if let Some(mut connections) = self.0.get_mut(client_id) {
+            connections.retain(|connection| !connection.same_connection(outbox));
+        }
+        self.0.remove_if(client_id, |_, connections| connections.is_empty());
+    }
+}
+
+impl DeviceReplies for DeviceConnections {
+    fn to_device<'a>(&'a self, client_id: &'a str, frame: ServerFrame) -> ReplyFuture<'a> {
+        Box::pin(async move {
+            let connections = self.0.get(client_id).map(|entry| entry.value().clone());
+            if let Some(connections) = connections {
+                let frame = EncodedFrame::new(frame);
+                for outbox in connections {
+                    let _ = outbox.send(frame.clone()).await;
+                }
+            }
+        })
+    }
+}
+
+/// One connection, as the RPC router's reply port.
+pub(super) struct ConnectionReplies(pub(super) Outbox);
+
+impl ConnectionReply for ConnectionReplies {
+    fn reply(&self, frame: ServerFrame) -> ReplyFuture<'_> {
+        Box::pin(async move {
+            let _ = self.0.send_frame(frame).await;
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! What every device session shares ([`GatewayServices`]), the limits applied to devices and
+//! the per-user connection count.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use syncline_proto::v1;
+use syncline_push::Hub;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Authenticator, Identity};
+use crate::channel::ChannelRegistry;
+use crate::config::{Settings, SourceSettings};
+use crate::model::{self, AccessError};
+use crate::storage::{PartitionName, Store};
+use crate::sync::cursors;
+
+/// Limits applied to device subscriptions.
+#[derive(Clone, Debug)]
+pub struct DeviceLimits {
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    /// Most encoded bytes of one catch-up page (one record or change larger than it goes
+    /// alone).
+    pub max_page_bytes: usize,
+    pub default_window: u32,
+    pub max_window: u32,
+    pub max_subscriptions: usize,
+    /// 0: no limit.
+    pub max_connections_per_user: usize,
+    pub max_frame_bytes: usize,
+    pub heartbeat_ms: u32,
+    pub idle_timeout_ms: u32,
+    /// Time a new connection has to complete a Hello (enforced by the session layer; named
+    /// in the Error frame of a connection that missed it).
+    pub hello_timeout: std::time::Duration,
+    pub max_pending_mutations: u64,
+}
+
+impl DeviceLimits {
+    /// Returns the limits of `settings`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            default_page_size: settings.default_page_size,
+            max_page_size: settings.max_page_size,
+            max_page_bytes: settings.max_page_bytes,
+            default_window: settings.default_window,
+            max_window: settings.max_window,
+            max_subscriptions: settings.max_subscriptions,
+            max_connections_per_user: settings.max_connections_per_user,
+            max_frame_bytes: settings.max_frame_bytes,
+            heartbeat_ms: settings.heartbeat.as_millis() as u32,
+            idle_timeout_ms: settings.idle_timeout.as_millis() as u32,
+            hello_timeout: settings.hello_timeout,
+            max_pending_mutations: settings.max_pending_mutations,
+        }
+    }
+}
+
+/// What every device session shares: the store, the hub, auth, the sources and limits, and
+/// the domain services the gateway hands commands to.
+pub struct GatewayServices {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub<PartitionName>>,
+    pub auth: Authenticator,
+    pub sources: BTreeMap<String, SourceSettings>,
+    pub limits: DeviceLimits,
+    pub cursors: Arc<cursors::CursorRecorder>,
+    /// Asks change capture to poll or load a partition now (a device subscribed).
+    pub capture_requests: crate::channel::wiring::CaptureRequests,
+    /// Dispatches device mutations to channels.
+    pub mutations: Arc<crate::mutations::MutationDispatcher>,
+    /// The channel of each source that has one (searches go to it).
+    pub channels: Arc<ChannelRegistry>,
+    /// The open connections of each device (mutation outcomes reach devices through it).
+    pub connections: Arc<super::DeviceConnections>,
+    /// Work sessions start off their own loop (searches).
+    pub tracker: TaskTracker,
+    /// Open sessions per user, for the per-user connection cap.
+    pub user_sessions: UserSessions,
+    /// Routes device RPC calls to backend services.
+    pub rpc: Arc<crate::rpc::RpcRouter>,
+}
+
+/// Counts each user's open sessions against a cap.
+#[derive(Debug, Default)]
+pub struct UserSessions {
+    counts: Arc<dashmap::DashMap<String, usize>>,
+}
+
+/// One counted session of a user; released when dropped.
+#[derive(Debug)]
+pub struct UserSlot {
+    counts: Arc<dashmap::DashMap<String, usize>>,
+    user_id: String,
+}
+
+impl UserSessions {
+    /// Counts a session of `user_id` unless the user already has `max` (0: no limit); returns
+    /// the count it has otherwise.
+    pub fn acquire(&self, user_id: &str, max: usize) -> Result<UserSlot, usize> {
+        let mut count = self.counts.entry(user_id.to_owned()).or_insert(0);
+        if max > 0 && *count >= max {
+            return Err(*count);
+        }
+        *count += 1;
+        drop(count);
+        Ok(UserSlot { counts: self.counts.clone(), user_id: user_id.to_owned() })
+    }
+
+    /// Returns the sessions `user_id` has open.
+    pub fn count(&self, user_id: &str) -> usize {
+        self.counts.get(user_id).map_or(0, |count| *count)
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        if let Some(mut count) = self.counts.get_mut(&self.user_id) {
+            *count = count.saturating_sub(1);
+        }
+        self.counts.remove_if(&self.user_id, |_, count| *count == 0);
+    }
+}
+
+impl GatewayServices {
+    /// Resolves a device's request for a partition, checking access (see [`model`]).
+    pub fn resolve_partition(
+        &self,
+        identity: &Identity,
+        source: &str,
+        key: &str,
+    ) -> Result<PartitionName, AccessError> {
+        model::resolve_partition(&self.sources, identity, source, key)
+    }
+
+    /// Returns the sources a user may sync, for Welcome.
+    pub fn source_infos(&self, identity: &Identity) -> Vec<v1::SourceInfo> {
+        model::source_infos(&self.sources, identity)
+    }
+}
