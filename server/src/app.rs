@@ -86,9 +86,12 @@ impl SessionFactory for DeviceSessions {
 /// Opens the store, seeds the demo when configured, binds both listeners and starts serving.
 /// Returns once the listeners are bound.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     // One sweeper per runtime worker: live fan-out runs on every core, off the store's
     // writer thread.
-    let hub = Hub::with_sweepers(tokio::runtime::Handle::current().metrics().num_workers(), settings.push_interval);
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let hub = Hub::with_sweepers(workers, settings.push_interval, &tracker, shutdown.clone());
     let store_path = settings.data_dir.join(STORE_FILE_NAME);
     let options = EmbeddedOptions { cache_size_bytes: settings.store_cache_bytes };
     let store: Arc<dyn Store> = {
@@ -101,7 +104,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
                 .with_context(|| format!("cannot open the store {}", store_path.display()))?,
         )
     };
-    let shutdown = CancellationToken::new();
     let mut settings = settings;
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
     let auth = {
@@ -118,7 +120,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         }
     };
     let (capture_requests, capture_queues) = wiring::capture_queues(&settings.sources);
-    let tracker = TaskTracker::new();
     let mutations = MutationDispatcher::new(store.clone(), &settings.sources, tracker.clone(), shutdown.clone())?;
     let engine = Arc::new(SyncEngine {
         store: store.clone(),
