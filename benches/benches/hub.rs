@@ -8,10 +8,12 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use syncline_proto::v1::{Changes, ServerFrame, server_frame};
 use syncline_push::codec::EncodedFrame;
 use syncline_push::hub::{Hub, Subscription};
-use syncline_push::session::{Outbox, Outgoing};
+use syncline_push::outbox::{Outbox, Outgoing};
 use syncline_server::config::DEFAULT_OUTBOUND_QUEUE;
 use syncline_server::storage::PartitionName;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::fixtures;
 
@@ -89,8 +91,11 @@ fn publish_with_sweepers(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime");
     let key: PartitionName = fixtures::partition();
     let frame = one_record_frame(&key);
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
     for subscribers in SUBSCRIBERS {
-        let hub = runtime.block_on(async { Hub::<PartitionName>::with_sweepers(2, std::time::Duration::ZERO) });
+        let hub = runtime
+            .block_on(async { Hub::<PartitionName>::with_sweepers(2, Duration::ZERO, &tracker, shutdown.clone()) });
         let (subscriptions, mut queues) = live_subscribers(&hub, &key, subscribers);
         let mut seq = 0u64;
         group.throughput(Throughput::Elements(subscribers));
@@ -118,6 +123,7 @@ fn publish_with_sweepers(c: &mut Criterion) {
         });
         drop(subscriptions);
     }
+    shutdown.cancel();
     group.finish();
 }
 

@@ -5,12 +5,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::session::SessionEnd;
 
-/// Lifetime counters of the device listener.
+/// Lifetime counters of the device listener. Nothing in production reads them yet: they are
+/// kept for the admin plane's Prometheus metrics, which will export them, and tests read the
+/// timeouts.
 #[derive(Debug, Default)]
 pub struct ConnectionEvents {
+    /// Connections that completed their WebSocket upgrade.
     pub opened: AtomicU64,
+    /// Sessions that ended, for whatever reason.
     pub closed: AtomicU64,
+    /// TLS or WebSocket handshakes that failed or timed out (refused upgrades included).
     pub handshake_failures: AtomicU64,
+    /// Failed `accept` calls (e.g. out of file descriptors).
     pub accept_failures: AtomicU64,
     /// Connections closed because the device stayed silent (4408).
     pub idle_timeouts: AtomicU64,

@@ -3,15 +3,15 @@
 //!
 //! Each session registers its [`Outbox`] here and stamps the connection whenever something
 //! arrives from the device (any frame, pongs included) with the sweeper's coarse clock. A
-//! single task wakes every [`Heartbeats::tick`] and walks the registry once: a connection
-//! silent for longer than the idle timeout is closed with 4408; one whose last ping is a
-//! heartbeat old gets a ping queued behind its frames. An idle connection therefore costs one
-//! registry slot and two words, not two timer entries, and a frame arriving costs one relaxed
-//! atomic store rather than re-arming a timer.
+//! single task wakes every tick (a quarter of the shortest timer, 50 ms to 1 s) and walks the
+//! registry once: a connection silent for longer than the idle timeout is closed with 4408;
+//! one whose last ping is a heartbeat old gets a ping queued behind its frames. An idle
+//! connection therefore costs one registry slot and two words, not two timer entries, and a
+//! frame arriving costs one relaxed atomic store rather than re-arming a timer.
 //!
 //! The handshake deadline too: a connection whose handler has not marked its handshake done
-//! ([`Outbox::handshake_done`]) by [`SessionConfig::handshake_timeout`] after it registered
-//! has its session told, which closes it (4408) after the handler has had its say.
+//! ([`Outbox::handshake_done`]) by [`Timers::handshake_timeout`] after it registered has its
+//! session told, which closes it (4408) after the handler has had its say.
 //!
 //! Server shutdown goes through the registry too: when it fires, the sweeper closes every
 //! registered connection with "reconnect now" (1012), and a connection registered after that
@@ -27,12 +27,25 @@ use syncline_proto::close_code;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::session::{Outbox, Outgoing, SessionConfig};
+use crate::outbox::{Outbox, Outgoing};
 
 /// Finest sweep interval, whatever the configured heartbeat.
 const MIN_TICK: Duration = Duration::from_millis(50);
 /// Coarsest sweep interval: pings and idle closes are at most this late.
 const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// The timers the sweeper keeps for every connection (a session's are in its
+/// `SessionConfig`, whose `timers()` returns them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timers {
+    /// Interval between server pings.
+    pub heartbeat: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed (4408).
+    pub idle_timeout: Duration,
+    /// A connection whose handshake is not done this long after it registered is told, then
+    /// closed (4408).
+    pub handshake_timeout: Duration,
+}
 
 /// The shared heartbeat sweeper of a listener. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -82,19 +95,19 @@ impl Drop for Registration {
 }
 
 impl Heartbeats {
-    /// Returns a registry pinging every `config.heartbeat`, closing connections silent for
-    /// `config.idle_timeout` and expiring handshakes not done within
-    /// `config.handshake_timeout`. Nothing happens until [`Heartbeats::run`] runs.
-    pub fn new(config: &SessionConfig) -> Self {
-        let shortest = config.heartbeat.min(config.idle_timeout).min(config.handshake_timeout);
+    /// Returns a registry pinging every `timers.heartbeat`, closing connections silent for
+    /// `timers.idle_timeout` and expiring handshakes not done within
+    /// `timers.handshake_timeout`. Nothing happens until [`Heartbeats::run`] runs.
+    pub fn new(timers: Timers) -> Self {
+        let shortest = timers.heartbeat.min(timers.idle_timeout).min(timers.handshake_timeout);
         let tick = (shortest / 4).clamp(MIN_TICK, MAX_TICK);
         Self {
             inner: Arc::new(Inner {
                 epoch: Instant::now(),
                 now_ms: AtomicU64::new(0),
-                heartbeat_ms: millis(config.heartbeat).max(1),
-                idle_timeout_ms: millis(config.idle_timeout).max(1),
-                handshake_timeout_ms: millis(config.handshake_timeout).max(1),
+                heartbeat_ms: millis(timers.heartbeat).max(1),
+                idle_timeout_ms: millis(timers.idle_timeout).max(1),
+                handshake_timeout_ms: millis(timers.handshake_timeout).max(1),
                 tick,
                 connections: Mutex::new(Registry::default()),
             }),
@@ -102,7 +115,8 @@ impl Heartbeats {
     }
 
     /// Returns the sweep interval.
-    pub fn tick(&self) -> Duration {
+    #[cfg(test)]
+    fn tick(&self) -> Duration {
         self.inner.tick
     }
 
@@ -131,13 +145,9 @@ impl Heartbeats {
     }
 
     /// Returns the number of registered connections.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.inner.connections.lock().entries.len()
-    }
-
-    /// Returns true when no connection is registered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Sweeps every tick until `shutdown` fires, then closes every connection with 1012
@@ -203,20 +213,14 @@ fn millis(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    /// Session timers with a handshake deadline far beyond the test's span.
-    fn timers(heartbeat: Duration, idle_timeout: Duration) -> SessionConfig {
-        SessionConfig {
-            outbound_queue: 8,
-            outbound_queue_bytes: usize::MAX,
-            heartbeat,
-            idle_timeout,
-            handshake_timeout: Duration::from_secs(3600),
-        }
+    /// Timers with a handshake deadline far beyond the test's span.
+    fn timers(heartbeat: Duration, idle_timeout: Duration) -> Timers {
+        Timers { heartbeat, idle_timeout, handshake_timeout: Duration::from_secs(3600) }
     }
 
     #[tokio::test(start_paused = true)]
     async fn silent_connections_are_closed_and_live_ones_pinged() {
-        let heartbeats = Heartbeats::new(&timers(Duration::from_secs(1), Duration::from_secs(3)));
+        let heartbeats = Heartbeats::new(timers(Duration::from_secs(1), Duration::from_secs(3)));
         let (silent, _silent_rx) = Outbox::for_test(8);
         let (chatty, mut chatty_rx) = Outbox::for_test(8);
         let _silent_registration = heartbeats.register(&silent);
@@ -245,7 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_closes_every_connection_and_any_registered_later() {
-        let heartbeats = Heartbeats::new(&timers(Duration::from_secs(25), Duration::from_secs(60)));
+        let heartbeats = Heartbeats::new(timers(Duration::from_secs(25), Duration::from_secs(60)));
         let (before, _before_rx) = Outbox::for_test(8);
         let _before_registration = heartbeats.register(&before);
         let shutdown = CancellationToken::new();

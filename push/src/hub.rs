@@ -28,8 +28,16 @@
 //! follow on from what it has), it is *demoted*: the hub stops queueing to it, sets its
 //! demoted flag and wakes its session, which then catches up from the log. Memory per
 //! connection therefore never exceeds its queue bound.
+//!
+//! Sweeper tasks run on the caller's [`TaskTracker`] and stop when its shutdown token fires
+//! (after sweeping what they were handed) or when the hub is dropped. Each has a bounded
+//! queue ([`SWEEP_QUEUE_FRAMES`]); a sweeper that falls that far behind is a slow consumer
+//! too: a publish its queue cannot take demotes, there and then, the live subscribers of that
+//! shard that expect the frame, so nothing is lost (they catch up from the log) and nobody
+//! waits for a wakeup that will not come.
 
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -38,28 +46,48 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
 
 use crate::codec::EncodedFrame;
-use crate::session::{Outbox, Outgoing};
+use crate::outbox::{Outbox, Outgoing};
 
-/// What happened to one published frame.
+/// Frames one sweeper's queue holds (and, with a push interval, holds back) at most. A
+/// commit publishes one frame per partition it touched (a few hundred for a large group
+/// commit), and a sweeper takes its queue in batches far faster than commits come: the bound
+/// holds several such commits while a sweeper is busy with a large partition, and is reached
+/// only by a sweeper that fell persistently behind, whose subscribers are better off
+/// catching up from the log. A job is five words besides its shared frame, so a full queue
+/// costs under 256 KiB of its own.
+pub const SWEEP_QUEUE_FRAMES: usize = 4096;
+
+/// What happened to one published frame. The server's publisher has no use for it (with
+/// sweeper tasks the sweep happens after `publish` returns); tests and benches read it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PublishOutcome {
     /// Subscribers the frame was queued to (by the time `publish` returned: with sweeper
     /// tasks the sweep happens after, and only [`HubStats`] counts it).
     pub delivered: usize,
-    /// Subscribers demoted to catch-up by this publish (likewise).
+    /// Subscribers demoted to catch-up by this publish (likewise, plus those of a shard
+    /// whose sweeper's queue was full).
     pub demoted: usize,
     /// Shards whose sweeper tasks were handed the frame (0 when swept inline).
     pub dispatched: usize,
 }
 
-/// Counters of the hub, for metrics.
+/// Lifetime counters of the hub. Tests and benches read them today; they are kept for the
+/// admin plane's Prometheus metrics, which will export them.
 #[derive(Debug, Default)]
 pub struct HubStats {
+    /// Frames published, with or without subscribers.
     pub published: AtomicU64,
+    /// Frames queued to a subscriber (one per subscriber reached).
     pub delivered: AtomicU64,
+    /// Subscribers demoted to catch-up from the log.
     pub demoted: AtomicU64,
+    /// Frames a sweeper's full queue refused ([`SWEEP_QUEUE_FRAMES`]), one per shard: the
+    /// shard's live subscribers that expected them were demoted instead.
+    pub sweeps_refused: AtomicU64,
 }
 
 struct Subscriber {
@@ -153,6 +181,18 @@ impl Partition {
         }
         outcome
     }
+
+    /// Demotes the shard's live subscribers that expect the frame ending at `to` (those that
+    /// have not received it), for a frame their sweeper could not take; returns how many.
+    fn demote_expecting(&self, shard: usize, to: u64) -> usize {
+        let mut subscribers = self.shards[shard].subscribers.lock();
+        let mut demoted = 0;
+        for subscriber in subscribers.iter_mut().filter(|subscriber| subscriber.live && subscriber.next <= to) {
+            demote(subscriber);
+            demoted += 1;
+        }
+        demoted
+    }
 }
 
 /// One published frame, covering sequences `from..=to` of its partition.
@@ -174,8 +214,8 @@ pub struct Hub<K: Eq + Hash + Clone + Send + Sync + 'static> {
     partitions: DashMap<K, Arc<Partition>>,
     /// Shards per partition.
     shards: usize,
-    /// One sweeper task per shard, when sweeping off the publishing thread.
-    sweepers: Option<Box<[mpsc::UnboundedSender<SweepJob>]>>,
+    /// The queue of each shard's sweeper task, when sweeping off the publishing thread.
+    sweepers: Option<Box<[mpsc::Sender<SweepJob>]>>,
     next_id: AtomicU64,
     stats: Arc<HubStats>,
 }
@@ -203,11 +243,6 @@ pub struct Subscription<K: Eq + Hash + Clone + Send + Sync + 'static> {
 }
 
 impl<K: Eq + Hash + Clone + Send + Sync + 'static> Subscription<K> {
-    /// Returns the partition key.
-    pub fn key(&self) -> &K {
-        &self.key
-    }
-
     /// Returns (once) the sequence up to which frames were queued if the hub demoted this
     /// subscription since the last call: the session must catch up from the log after it and
     /// go live again.
@@ -240,8 +275,11 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Subscription<K> {
         }
     }
 
-    /// Stops live delivery (the session will page from the log instead).
-    pub fn pause(&self) {
+    /// Stops live delivery (the session will page from the log instead). The server never
+    /// needs it (a session catches up only when demoted); the proptest models a session that
+    /// pauses on its own too.
+    #[cfg(test)]
+    fn pause(&self) {
         let mut subscribers = self.partition.shards[self.shard].subscribers.lock();
         if let Some(subscriber) = subscribers.iter_mut().find(|s| s.id == self.id) {
             subscriber.live = false;
@@ -261,17 +299,41 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
         Arc::new(Self::default())
     }
 
-    /// Returns an empty hub with `shards` sweeper tasks (at least one) spawned on the current
-    /// tokio runtime; they end when the hub is dropped. Use one per runtime worker thread.
-    /// A non-zero `push_interval` sweeps each partition at most once per interval (see the
-    /// module's documentation).
-    pub fn with_sweepers(shards: usize, push_interval: Duration) -> Arc<Self> {
+    /// Returns an empty hub with `shards` sweeper tasks (at least one) spawned on `tracker`
+    /// in the current tokio runtime. Use one per runtime worker thread. They end when
+    /// `shutdown` fires, having swept what they were handed by then (a publish after that
+    /// reaches nobody), or when the hub is dropped. A non-zero `push_interval` sweeps each
+    /// partition at most once per interval (see the module's documentation).
+    pub fn with_sweepers(
+        shards: usize,
+        push_interval: Duration,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Self::with_sweeper_queues(shards, push_interval, SWEEP_QUEUE_FRAMES, tracker, shutdown)
+    }
+
+    /// [`Hub::with_sweepers`] with sweeper queues of `queue_frames` (tests use small ones).
+    fn with_sweeper_queues(
+        shards: usize,
+        push_interval: Duration,
+        queue_frames: usize,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let shards = shards.max(1);
         let stats = Arc::new(HubStats::default());
         let sweepers = (0..shards)
             .map(|_| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run_sweeper(rx, stats.clone(), push_interval));
+                let (tx, rx) = mpsc::channel(queue_frames);
+                let queue = SweepQueue {
+                    jobs: rx,
+                    bound: queue_frames,
+                    cancelled: Box::pin(shutdown.clone().cancelled_owned()),
+                    shutdown: shutdown.clone(),
+                    closing: false,
+                };
+                tracker.spawn(run_sweeper(queue, stats.clone(), push_interval));
                 tx
             })
             .collect();
@@ -356,9 +418,15 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
                         shard: index,
                         published: Published { from, to, frame },
                     };
-                    // Fails only when the runtime is gone (shutdown): nothing is delivered then.
-                    if sweepers[index].send(job).is_ok() {
-                        outcome.dispatched += 1;
+                    match sweepers[index].try_send(job) {
+                        Ok(()) => outcome.dispatched += 1,
+                        Err(TrySendError::Full(_)) => {
+                            // The sweeper is a whole queue behind: a slow consumer.
+                            self.stats.sweeps_refused.fetch_add(1, Ordering::Relaxed);
+                            outcome.demoted += partition.demote_expecting(index, to);
+                        }
+                        // The sweepers have stopped (shutdown): nothing is delivered then.
+                        Err(TrySendError::Closed(_)) => {}
                     }
                 }
                 None => {
@@ -393,16 +461,58 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
     }
 }
 
-/// Sweeps the frames handed to one shard, in order, until the hub is dropped. With a push
-/// interval, a partition swept less than an interval ago has its frames held until the
-/// interval has passed, and they are then swept together (other partitions go on meanwhile).
-async fn run_sweeper(mut jobs: mpsc::UnboundedReceiver<SweepJob>, stats: Arc<HubStats>, push_interval: Duration) {
-    /// Jobs taken per wakeup.
-    const BATCH: usize = 64;
-    let mut batch = Vec::with_capacity(BATCH);
+/// Jobs a sweeper takes from its queue per wakeup.
+const SWEEP_BATCH: usize = 64;
+
+/// A sweeper's end of its queue, which closes when the hub's shutdown token fires.
+struct SweepQueue {
+    jobs: mpsc::Receiver<SweepJob>,
+    /// The queue's bound, which also bounds the frames held back by a push interval.
+    bound: usize,
+    shutdown: CancellationToken,
+    /// `shutdown.cancelled()`, made once: waiting on it registers with the token only when
+    /// the sweeper goes idle, not for every job.
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Set once shutdown has fired and the queue is closed.
+    closing: bool,
+}
+
+impl SweepQueue {
+    /// Waits for jobs and moves up to [`SWEEP_BATCH`] into `batch`; returns how many, 0 once
+    /// the hub is gone or, after shutdown, once what was queued before it has been taken.
+    /// Cancel-safe.
+    async fn next(&mut self, batch: &mut Vec<SweepJob>) -> usize {
+        // Checked before each batch too, so a steady stream of publishes does not keep a
+        // shut-down sweeper going.
+        if !self.closing && self.shutdown.is_cancelled() {
+            self.close();
+        }
+        if !self.closing {
+            tokio::select! {
+                biased;
+                taken = self.jobs.recv_many(batch, SWEEP_BATCH) => return taken,
+                () = self.cancelled.as_mut() => self.close(),
+            }
+        }
+        self.jobs.recv_many(batch, SWEEP_BATCH).await
+    }
+
+    /// Closes the queue: publishes fail from now on, and what is queued is still taken.
+    fn close(&mut self) {
+        self.jobs.close();
+        self.closing = true;
+    }
+}
+
+/// Sweeps the frames handed to one shard, in order, until the hub is dropped or shut down.
+/// With a push interval, a partition swept less than an interval ago has its frames held
+/// until the interval has passed, and they are then swept together (other partitions go on
+/// meanwhile); a sweeper holding its queue's bound of frames sweeps them all at once.
+async fn run_sweeper(mut queue: SweepQueue, stats: Arc<HubStats>, push_interval: Duration) {
+    let mut batch = Vec::with_capacity(SWEEP_BATCH);
     let mut run = Vec::new();
     if push_interval.is_zero() {
-        while jobs.recv_many(&mut batch, BATCH).await > 0 {
+        while queue.next(&mut batch).await > 0 {
             sweep_jobs(&mut batch, &mut run, &stats);
         }
         return;
@@ -412,9 +522,9 @@ async fn run_sweeper(mut jobs: mpsc::UnboundedReceiver<SweepJob>, stats: Arc<Hub
         // Held frames are always of partitions swept before, so each has a time.
         let next_due = held.iter().filter_map(|job| job.shard().next_sweep(push_interval)).min();
         tokio::select! {
-            taken = jobs.recv_many(&mut batch, BATCH) => {
+            taken = queue.next(&mut batch) => {
                 if taken == 0 {
-                    // The hub is gone: deliver what is held, then stop.
+                    // The hub is gone or shut down: deliver what is held, then stop.
                     sweep_jobs(&mut held, &mut run, &stats);
                     return;
                 }
@@ -423,10 +533,13 @@ async fn run_sweeper(mut jobs: mpsc::UnboundedReceiver<SweepJob>, stats: Arc<Hub
             () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
         }
         let now = Instant::now();
+        // Memory stays bounded under any publish rate: past the bound, nothing waits.
+        let sweep_all = held.len() >= queue.bound;
         // Due or not is decided for every held frame before any is swept, so a partition's
         // frames stay together, in order.
-        let (mut due, still_held): (Vec<SweepJob>, Vec<SweepJob>) =
-            held.drain(..).partition(|job| job.shard().next_sweep(push_interval).is_none_or(|due| due <= now));
+        let (mut due, still_held): (Vec<SweepJob>, Vec<SweepJob>) = held
+            .drain(..)
+            .partition(|job| sweep_all || job.shard().next_sweep(push_interval).is_none_or(|due| due <= now));
         held = still_held;
         // Stable: each partition's frames keep their publish order, and become one run.
         due.sort_by_key(|job| (Arc::as_ptr(&job.partition) as usize, job.shard));
@@ -476,314 +589,6 @@ fn demote(subscriber: &mut Subscriber) {
     subscriber.demoted.store(subscriber.next - 1, Ordering::Release);
     subscriber.outbox.wake();
 }
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::Outbox;
-    use syncline_proto::v1::ServerFrame;
-
-    fn frame() -> Arc<EncodedFrame> {
-        EncodedFrame::new(ServerFrame::default())
-    }
-
-    #[test]
-    fn live_subscribers_get_frames_in_order_and_catching_up_ones_do_not() {
-        let hub = Hub::<u64>::new();
-        let (live_box, mut live_rx) = Outbox::for_test(8);
-        let (slow_box, mut slow_rx) = Outbox::for_test(8);
-        let live = hub.subscribe(1, live_box);
-        let _catching_up = hub.subscribe(1, slow_box);
-        assert!(live.go_live(0));
-        assert_eq!(hub.publish(&1, 1, 2, &frame()).delivered, 1);
-        assert_eq!(hub.publish(&1, 3, 3, &frame()).delivered, 1);
-        assert_eq!(live_rx.len(), 2);
-        assert_eq!(slow_rx.len(), 0);
-        drop(live_rx.try_recv());
-        drop(slow_rx.try_recv());
-    }
-
-    #[test]
-    fn go_live_fails_when_something_was_published_past_the_read_point() {
-        let hub = Hub::<u64>::new();
-        let (outbox, _rx) = Outbox::for_test(8);
-        let sub = hub.subscribe(7, outbox);
-        hub.publish(&7, 1, 5, &frame());
-        assert!(!sub.go_live(4), "sequence 5 was published but not read");
-        assert!(sub.go_live(5));
-        assert_eq!(hub.publish(&7, 6, 6, &frame()).delivered, 1);
-    }
-
-    #[test]
-    fn full_queue_demotes_and_flags_the_subscription() {
-        let hub = Hub::<u64>::new();
-        let (outbox, rx) = Outbox::for_test(2);
-        let sub = hub.subscribe(1, outbox);
-        assert!(sub.go_live(0));
-        hub.publish(&1, 1, 1, &frame());
-        hub.publish(&1, 2, 2, &frame());
-        let third = hub.publish(&1, 3, 3, &frame());
-        assert_eq!(third.demoted, 1);
-        assert_eq!(sub.take_demoted(), Some(2), "frames up to 2 were queued");
-        assert_eq!(sub.take_demoted(), None, "the flag is taken once");
-        // Demoted: later frames are not queued until the session goes live again.
-        assert_eq!(hub.publish(&1, 4, 4, &frame()).delivered, 0);
-        assert_eq!(rx.len(), 2);
-    }
-
-    #[test]
-    fn a_queue_past_its_byte_bound_demotes() {
-        use syncline_proto::v1::{Changes, Record, server_frame};
-        let large = |seq: u64| {
-            EncodedFrame::new(ServerFrame {
-                msg: Some(server_frame::Msg::Changes(Changes {
-                    from: seq,
-                    to: seq,
-                    upserts: vec![Record { id: "x".repeat(1000), ..Default::default() }],
-                    ..Default::default()
-                })),
-            })
-        };
-        let frame_bytes = large(1).encoded_len();
-        let hub = Hub::<u64>::new();
-        // Room for two of them by bytes, far more by count.
-        let (outbox, rx) = Outbox::for_test_with_bytes(64, frame_bytes * 2 + frame_bytes / 2);
-        let sub = hub.subscribe(1, outbox.clone());
-        assert!(sub.go_live(0));
-        assert_eq!(hub.publish(&1, 1, 1, &large(1)).delivered, 1);
-        assert_eq!(hub.publish(&1, 2, 2, &large(2)).delivered, 1);
-        assert_eq!(outbox.queued_bytes(), frame_bytes * 2);
-        assert_eq!(hub.publish(&1, 3, 3, &large(3)).demoted, 1, "a third would pass the byte bound");
-        assert_eq!(sub.take_demoted(), Some(2));
-        assert_eq!(rx.len(), 2);
-        assert_eq!(outbox.queued_bytes(), frame_bytes * 2, "the refused frame is not counted");
-    }
-
-    #[test]
-    fn one_frame_larger_than_the_byte_bound_is_queued_when_nothing_else_is() {
-        let hub = Hub::<u64>::new();
-        let (outbox, rx) = Outbox::for_test_with_bytes(8, 1);
-        let sub = hub.subscribe(1, outbox);
-        assert!(sub.go_live(0));
-        assert_eq!(hub.publish(&1, 1, 1, &changes_frame(1, 1)).delivered, 1);
-        assert_eq!(hub.publish(&1, 2, 2, &changes_frame(2, 2)).demoted, 1);
-        assert_eq!(rx.len(), 1);
-    }
-
-    #[test]
-    fn a_gap_demotes_instead_of_delivering_out_of_order() {
-        let hub = Hub::<u64>::new();
-        let (outbox, rx) = Outbox::for_test(8);
-        let sub = hub.subscribe(1, outbox);
-        assert!(sub.go_live(0));
-        assert_eq!(hub.publish(&1, 2, 2, &frame()).demoted, 1);
-        assert_eq!(sub.take_demoted(), Some(0));
-        assert_eq!(rx.len(), 0);
-    }
-
-    #[test]
-    fn dropping_the_subscription_unsubscribes() {
-        let hub = Hub::<u64>::new();
-        let (outbox, _rx) = Outbox::for_test(8);
-        let sub = hub.subscribe(1, outbox);
-        assert_eq!(hub.subscriber_count(&1), 1);
-        drop(sub);
-        assert_eq!(hub.subscriber_count(&1), 0);
-    }
-
-    fn changes_frame(from: u64, to: u64) -> Arc<EncodedFrame> {
-        use syncline_proto::v1::{Changes, server_frame};
-        EncodedFrame::new(ServerFrame {
-            msg: Some(server_frame::Msg::Changes(Changes { from, to, ..Default::default() })),
-        })
-    }
-
-    fn range_of(outgoing: Outgoing) -> (u64, u64) {
-        use syncline_proto::v1::server_frame;
-        let Outgoing::Frame(frame) = outgoing else { panic!("only frames are published") };
-        match &frame.frame().msg {
-            Some(server_frame::Msg::Changes(changes)) => (changes.from, changes.to),
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sweepers_deliver_every_frame_in_order_to_every_shard() {
-        const SUBSCRIBERS: usize = 50;
-        const FRAMES: u64 = 40;
-        let hub = Hub::<u64>::with_sweepers(2, Duration::ZERO);
-        let mut queues = Vec::new();
-        let mut subscriptions = Vec::new();
-        for _ in 0..SUBSCRIBERS {
-            let (outbox, rx) = Outbox::for_test(FRAMES as usize);
-            let subscription = hub.subscribe(1, outbox);
-            assert!(subscription.go_live(0));
-            subscriptions.push(subscription);
-            queues.push(rx);
-        }
-        for seq in 1..=FRAMES {
-            let outcome = hub.publish(&1, seq, seq, &changes_frame(seq, seq));
-            assert_eq!(outcome.dispatched, 2, "both shards have subscribers");
-        }
-        for rx in &mut queues {
-            for expected in 1..=FRAMES {
-                let received = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
-                    .await
-                    .expect("every frame is swept")
-                    .expect("the queue stays open");
-                assert_eq!(range_of(received), (expected, expected));
-            }
-        }
-        let delivered = hub.stats().delivered.load(Ordering::Relaxed);
-        assert_eq!(delivered, SUBSCRIBERS as u64 * FRAMES);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn go_live_is_refused_after_a_publish_that_sweepers_have_not_handled_yet() {
-        let hub = Hub::<u64>::with_sweepers(2, Duration::ZERO);
-        let (outbox, mut rx) = Outbox::for_test(8);
-        let sub = hub.subscribe(3, outbox);
-        // The head is recorded at publish, before any sweeper runs.
-        hub.publish(&3, 1, 4, &changes_frame(1, 4));
-        assert!(!sub.go_live(3), "sequence 4 was published but not read");
-        assert!(sub.go_live(4));
-        hub.publish(&3, 5, 5, &changes_frame(5, 5));
-        let received = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
-        assert_eq!(range_of(received), (5, 5), "the catching-up subscriber got nothing of 1..=4");
-    }
-
-    /// Paused time: the runtime's clock moves only when every task waits on a timer.
-    #[tokio::test(start_paused = true)]
-    async fn a_push_interval_holds_what_follows_a_sweep_and_queues_it_at_once() {
-        let interval = Duration::from_millis(50);
-        let step = Duration::from_millis(1);
-        let hub = Hub::<u64>::with_sweepers(1, interval);
-        let (outbox, mut rx) = Outbox::for_test(8);
-        let (other_box, mut other_rx) = Outbox::for_test(8);
-        let sub = hub.subscribe(1, outbox);
-        let other = hub.subscribe(2, other_box);
-        assert!(sub.go_live(0) && other.go_live(0));
-
-        // A lone frame goes at once.
-        hub.publish(&1, 1, 1, &changes_frame(1, 1));
-        tokio::time::sleep(step).await;
-        assert_eq!(range_of(rx.try_recv().unwrap()), (1, 1));
-
-        // What follows within the interval is held, and goes together when it has passed.
-        hub.publish(&1, 2, 2, &changes_frame(2, 2));
-        tokio::time::sleep(interval / 2).await;
-        hub.publish(&1, 3, 4, &changes_frame(3, 4));
-        // Another partition is not held by this one's interval.
-        hub.publish(&2, 1, 1, &changes_frame(1, 1));
-        tokio::time::sleep(step).await;
-        assert_eq!(range_of(other_rx.try_recv().unwrap()), (1, 1));
-        assert_eq!(rx.len(), 0, "held until the interval since the first sweep has passed");
-        tokio::time::sleep(interval / 2).await;
-        assert_eq!(rx.len(), 2, "both held frames are queued by one sweep");
-        assert_eq!(range_of(rx.try_recv().unwrap()), (2, 2));
-        assert_eq!(range_of(rx.try_recv().unwrap()), (3, 4));
-        assert_eq!(hub.stats().delivered.load(Ordering::Relaxed), 4);
-
-        // After a quiet interval the next frame goes at once again.
-        tokio::time::sleep(interval * 2).await;
-        hub.publish(&1, 5, 5, &changes_frame(5, 5));
-        tokio::time::sleep(step).await;
-        assert_eq!(range_of(rx.try_recv().unwrap()), (5, 5));
-    }
-
-    /// A sweep of several held frames applies the slow-consumer and order rules frame by
-    /// frame, to each subscriber.
-    #[tokio::test(start_paused = true)]
-    async fn a_held_sweep_demotes_where_a_queue_fills_and_skips_what_a_subscriber_has() {
-        let interval = Duration::from_millis(10);
-        let hub = Hub::<u64>::with_sweepers(1, interval);
-        let (small, mut small_rx) = Outbox::for_test(2);
-        let (roomy, mut roomy_rx) = Outbox::for_test(8);
-        let (late, mut late_rx) = Outbox::for_test(8);
-        let (catching_up, catching_up_rx) = Outbox::for_test(8);
-        let small_sub = hub.subscribe(1, small);
-        let roomy_sub = hub.subscribe(1, roomy);
-        let late_sub = hub.subscribe(1, late);
-        let _catching_up_sub = hub.subscribe(1, catching_up);
-        assert!(small_sub.go_live(0) && roomy_sub.go_live(0));
-        hub.publish(&1, 1, 1, &changes_frame(1, 1));
-        hub.publish(&1, 2, 2, &changes_frame(2, 2));
-        // Read 1..=2 from the log before the sweep ran: live from 3.
-        assert!(late_sub.go_live(2));
-        hub.publish(&1, 3, 3, &changes_frame(3, 3));
-        tokio::time::sleep(interval * 2).await;
-
-        let ranges = |rx: &mut mpsc::Receiver<Outgoing>| {
-            std::iter::from_fn(|| rx.try_recv().ok()).map(range_of).collect::<Vec<_>>()
-        };
-        assert_eq!(ranges(&mut roomy_rx), vec![(1, 1), (2, 2), (3, 3)]);
-        assert_eq!(ranges(&mut small_rx), vec![(1, 1), (2, 2)], "the third did not fit");
-        assert_eq!(small_sub.take_demoted(), Some(2));
-        assert_eq!(roomy_sub.take_demoted(), None);
-        assert_eq!(ranges(&mut late_rx), vec![(3, 3)], "live from 3: only the third");
-        assert_eq!(catching_up_rx.len(), 0);
-        assert_eq!(hub.stats().demoted.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn an_emptied_partition_is_forgotten_and_a_new_subscriber_starts_afresh() {
-        let hub = Hub::<u64>::new();
-        let (outbox, _rx) = Outbox::for_test(8);
-        let sub = hub.subscribe(9, outbox);
-        hub.publish(&9, 1, 3, &frame());
-        drop(sub);
-        assert!(hub.keys().is_empty());
-        let (outbox, _rx) = Outbox::for_test(8);
-        let sub = hub.subscribe(9, outbox);
-        assert_eq!(hub.keys(), vec![9]);
-        // It read the store (up to 3) before going live.
-        assert!(sub.go_live(3));
-        assert_eq!(hub.publish(&9, 4, 4, &frame()).delivered, 1);
-    }
-
-    proptest::proptest! {
-        /// Whatever the interleaving of publishes, queue drains, demotions and catch-ups, the
-        /// device's view (frames received, plus log catch-up after a demotion) is gap-free
-        /// and never repeats a sequence.
-        #[test]
-        fn delivered_ranges_are_contiguous(
-            steps in proptest::collection::vec((1u64..4, proptest::bool::ANY, proptest::bool::ANY), 1..80),
-        ) {
-            let hub = Hub::<u64>::new();
-            let (outbox, mut rx) = Outbox::for_test(4);
-            let sub = hub.subscribe(1, outbox);
-            let mut head = 0u64;
-            let mut device_cursor = 0u64;
-            proptest::prop_assert!(sub.go_live(0));
-            for (len, drain, catch_up) in steps {
-                let from = head + 1;
-                head += len;
-                hub.publish(&1, from, head, &changes_frame(from, head));
-                if drain {
-                    while let Ok(outgoing) = rx.try_recv() {
-                        let (from, to) = range_of(outgoing);
-                        proptest::prop_assert_eq!(from, device_cursor + 1);
-                        device_cursor = to;
-                    }
-                }
-                if sub.take_demoted().is_some() || catch_up {
-                    // The session pauses, delivers what is queued, reads the log up to the
-                    // head and goes live from there.
-                    sub.pause();
-                    while let Ok(outgoing) = rx.try_recv() {
-                        let (from, to) = range_of(outgoing);
-                        proptest::prop_assert_eq!(from, device_cursor + 1);
-                        device_cursor = to;
-                    }
-                    device_cursor = head;
-                    proptest::prop_assert!(sub.go_live(device_cursor));
-                }
-            }
-            while let Ok(outgoing) = rx.try_recv() {
-                let (from, to) = range_of(outgoing);
-                proptest::prop_assert_eq!(from, device_cursor + 1);
-                device_cursor = to;
-            }
-            proptest::prop_assert!(device_cursor <= head);
-        }
-    }
-}
+mod tests;

@@ -1,27 +1,39 @@
 //! Syncline's transport: it moves encoded frames between devices and the server and knows
 //! nothing of records, cursors or channels.
 //!
+//! Modules, each above the ones it uses (no module imports one that imports it back):
+//!
 //! - [`codec`]: WebSocket messages ⇄ `ClientFrame`/`ServerFrame` (protobuf or canonical
-//!   JSON), encode-once shared frames.
-//! - [`session`]: one session per connection (reader + coalescing writer), heartbeats, idle
-//!   timeout, handshake deadline, the [`SessionHandler`] trait the server implements and its
-//!   [`Outbox`].
-//! - [`heartbeat`]: one shared sweeper for every connection's pings, idle timeout and
-//!   handshake deadline.
-//! - [`hub`]: partition → subscribers, encode-once fan-out into bounded queues, demotion
-//!   of slow consumers to catch-up.
-//! - [`listener`]: TCP/TLS accept, WebSocket upgrade with tuned buffers, connection caps.
+//!   JSON), encode-once shared frames. Pure functions, no I/O.
+//! - [`outbox`]: a connection's sending side, the [`Outbox`]: its bounded outbound queue
+//!   (frames and bytes), wakeups, close requests and the state the session, the sweeper and
+//!   the hub share about the connection.
+//! - [`heartbeat`]: the one sweeper per listener that pings every connection, closes silent
+//!   ones (4408), expires late handshakes and closes everything at shutdown (1012).
+//! - [`session`]: one session per connection (reader + coalescing writer) over any
+//!   `Sink`/`Stream` of WebSocket messages, the [`SessionHandler`] trait the server
+//!   implements, why a session ended ([`SessionEnd`]) and its limits ([`SessionConfig`]).
+//! - [`hub`]: partition → subscribers, encode-once fan-out into the outboxes' bounded
+//!   queues (inline or by tracked sweeper tasks with bounded queues), demotion of slow
+//!   consumers to catch-up.
+//! - [`listener`]: TCP/TLS accept, WebSocket upgrade (path, subprotocol, connection cap)
+//!   with tuned buffers, one session task per connection on the server's tracker.
 //! - [`events`]: connection lifecycle logging and counters.
+//!
+//! The `test-util` feature adds what tests and benches of other crates need to drive the
+//! hub without sessions (`Outbox::for_test` and friends); production builds leave it off.
 
 pub mod codec;
 pub mod events;
 pub mod heartbeat;
 pub mod hub;
 pub mod listener;
+pub mod outbox;
 pub mod session;
 
 pub use codec::{CodecError, EncodedFrame, FrameFormat};
 pub use heartbeat::Heartbeats;
 pub use hub::{Hub, PublishOutcome, Subscription};
 pub use listener::{ConnectionCount, ListenerConfig, SessionFactory};
-pub use session::{ConnectionClosed, Outbox, SessionConfig, SessionEnd, SessionHandler};
+pub use outbox::{ConnectionClosed, Outbox};
+pub use session::{SessionConfig, SessionEnd, SessionHandler};

@@ -17,7 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::events;
 use crate::heartbeat::Heartbeats;
-use crate::session::{self, Outbox, SessionConfig, SessionHandler};
+use crate::outbox::Outbox;
+use crate::session::{self, SessionConfig, SessionHandler};
 
 /// WebSocket read buffer per connection, and the most read from the socket per call.
 /// tungstenite zero-fills the whole buffer on the first read and keeps it for the
@@ -104,7 +105,7 @@ pub async fn serve<F: SessionFactory>(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let heartbeats = Heartbeats::new(&config.session);
+    let heartbeats = Heartbeats::new(config.session.timers());
     tracker.spawn(heartbeats.clone().run(shutdown.clone()));
     loop {
         let accepted = tokio::select! {
@@ -235,4 +236,203 @@ fn refusal(status: StatusCode, message: &str) -> ErrorResponse {
     let mut response = ErrorResponse::new(Some(message.to_owned()));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{SinkExt, StreamExt};
+    use syncline_proto::close_code;
+    use syncline_proto::v1::ClientFrame;
+    use tokio::io::DuplexStream;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{self, Message};
+
+    use super::*;
+    use crate::codec::CodecError;
+    use crate::session::SessionEnd;
+
+    /// Closes the connection (1000, "bye") when the device's first frame arrives, good or bad.
+    struct ClosingHandler;
+
+    impl SessionHandler for ClosingHandler {
+        async fn on_frame(&mut self, _frame: ClientFrame, outbox: &Outbox) {
+            outbox.close(close_code::NORMAL, "bye");
+        }
+
+        async fn on_bad_frame(&mut self, _error: CodecError, outbox: &Outbox) {
+            outbox.close(close_code::NORMAL, "bye");
+        }
+
+        async fn on_wake(&mut self, _outbox: &Outbox) {}
+
+        async fn on_handshake_timeout(&mut self, _outbox: &Outbox) {}
+
+        fn on_closed(&mut self, _end: &SessionEnd) {}
+    }
+
+    struct ClosingSessions;
+
+    impl SessionFactory for ClosingSessions {
+        type Handler = ClosingHandler;
+
+        fn open(&self, _peer: SocketAddr, _outbox: Outbox) -> ClosingHandler {
+            ClosingHandler
+        }
+    }
+
+    fn listener_config(max_connections: usize) -> Arc<ListenerConfig> {
+        Arc::new(ListenerConfig {
+            max_frame_bytes: 64 * 1024,
+            max_connections,
+            session: SessionConfig {
+                outbound_queue: 8,
+                outbound_queue_bytes: usize::MAX,
+                heartbeat: Duration::from_secs(25),
+                idle_timeout: Duration::from_secs(60),
+                handshake_timeout: Duration::from_secs(10),
+            },
+        })
+    }
+
+    /// A listener's state without its socket: connections are upgraded over in-memory
+    /// streams, as the accept loop upgrades accepted ones.
+    struct InMemoryListener {
+        config: Arc<ListenerConfig>,
+        connections: Arc<ConnectionCount>,
+        heartbeats: Heartbeats,
+        sessions: TaskTracker,
+    }
+
+    impl InMemoryListener {
+        fn new(max_connections: usize) -> Self {
+            let config = listener_config(max_connections);
+            let heartbeats = Heartbeats::new(config.session.timers());
+            Self { config, connections: Arc::default(), heartbeats, sessions: TaskTracker::new() }
+        }
+
+        /// Opens a connection asking for `path` with the `Sec-WebSocket-Protocol` header
+        /// `subprotocols` (none when `None`); returns the client's end, or the upgrade's refusal.
+        async fn connect(
+            &self,
+            path: &str,
+            subprotocols: Option<&str>,
+        ) -> Result<WebSocketStream<DuplexStream>, tungstenite::Error> {
+            let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+            let context = ConnectionContext {
+                peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+                factory: Arc::new(ClosingSessions),
+                config: self.config.clone(),
+                connections: self.connections.clone(),
+                heartbeats: self.heartbeats.clone(),
+                sessions: self.sessions.clone(),
+            };
+            self.sessions.spawn(upgrade_and_run(server_io, context));
+            let mut request = format!("ws://localhost{path}").into_client_request().unwrap();
+            if let Some(subprotocols) = subprotocols {
+                request.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, subprotocols.parse().unwrap());
+            }
+            let (socket, response) = tokio_tungstenite::client_async(request, client_io).await?;
+            let chosen = response.headers().get(http::header::SEC_WEBSOCKET_PROTOCOL);
+            assert_eq!(chosen.is_some(), subprotocols.is_some(), "the subprotocol is named back when asked for");
+            Ok(socket)
+        }
+
+        /// Waits until every connection's task has ended.
+        async fn drain(&self) {
+            self.sessions.close();
+            self.sessions.wait().await;
+            self.sessions.reopen();
+        }
+    }
+
+    fn status_of(refused: Result<WebSocketStream<DuplexStream>, tungstenite::Error>) -> StatusCode {
+        match refused {
+            Err(tungstenite::Error::Http(response)) => response.status(),
+            Err(other) => panic!("expected an HTTP refusal, got {other:?}"),
+            Ok(_) => panic!("expected an HTTP refusal, the upgrade succeeded"),
+        }
+    }
+
+    /// Sends a frame and reads until the handler's close; returns its code.
+    async fn close_code_after_a_frame(mut socket: WebSocketStream<DuplexStream>) -> u16 {
+        socket.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+        while let Some(message) = socket.next().await {
+            if let Message::Close(Some(frame)) = message.unwrap() {
+                return frame.code.into();
+            }
+        }
+        panic!("the connection ended without a close frame");
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_on_the_sync_path_runs_a_session_from_the_factory() {
+        let listener = InMemoryListener::new(10);
+        for subprotocols in [Some("syncline.v1"), Some("other.v2, syncline.v1"), None] {
+            let socket = listener.connect(syncline_proto::SYNC_PATH, subprotocols).await.unwrap();
+            assert_eq!(listener.connections.get(), 1, "{subprotocols:?}");
+            assert_eq!(close_code_after_a_frame(socket).await, close_code::NORMAL);
+            listener.drain().await;
+            assert_eq!(listener.connections.get(), 0, "the slot is freed when the session ends");
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_paths_and_subprotocols_are_refused() {
+        let listener = InMemoryListener::new(10);
+        assert_eq!(status_of(listener.connect("/v2/sync", None).await), StatusCode::NOT_FOUND);
+        let other = listener.connect(syncline_proto::SYNC_PATH, Some("other.v2")).await;
+        assert_eq!(status_of(other), StatusCode::BAD_REQUEST);
+        listener.drain().await;
+        assert_eq!(listener.connections.get(), 0, "a refused upgrade frees its slot");
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused_with_503() {
+        let listener = InMemoryListener::new(1);
+        let first = listener.connect(syncline_proto::SYNC_PATH, None).await.unwrap();
+        let over = listener.connect(syncline_proto::SYNC_PATH, None).await;
+        assert_eq!(status_of(over), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(close_code_after_a_frame(first).await, close_code::NORMAL);
+        listener.drain().await;
+        assert_eq!(listener.connections.get(), 0);
+        let again = listener.connect(syncline_proto::SYNC_PATH, None).await.unwrap();
+        assert_eq!(close_code_after_a_frame(again).await, close_code::NORMAL, "room again once the first left");
+    }
+
+    /// The accept loop over loopback TCP: it serves until shutdown, which closes open
+    /// sessions with "reconnect now".
+    #[tokio::test]
+    async fn serve_accepts_until_shutdown_and_then_closes_sessions_with_1012() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let url = format!("ws://{}{}", listener.local_addr().unwrap(), syncline_proto::SYNC_PATH);
+        let connections = Arc::new(ConnectionCount::default());
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let serving = tokio::spawn(serve(
+            listener,
+            None,
+            Arc::new(ClosingSessions),
+            listener_config(10),
+            connections.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        shutdown.cancel();
+        serving.await.unwrap();
+        let close = loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.expect("a close code"),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), close_code::SERVICE_RESTART);
+        drop(socket);
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.expect("every session ends");
+        assert_eq!(connections.get(), 0);
+        assert!(tokio_tungstenite::connect_async(url.as_str()).await.is_err(), "no longer accepting");
+    }
 }

@@ -76,9 +76,12 @@ impl RunningServer {
 /// Opens the store, seeds the demo when configured, binds both listeners and starts serving.
 /// Returns once the listeners are bound.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     // One sweeper per runtime worker: live fan-out runs on every core, off the store's
     // writer thread.
-    let hub = Hub::with_sweepers(tokio::runtime::Handle::current().metrics().num_workers(), settings.push_interval);
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let hub = Hub::with_sweepers(workers, settings.push_interval, &tracker, shutdown.clone());
     let store_path = settings.data_dir.join(STORE_FILE_NAME);
     let options = EmbeddedOptions { cache_size_bytes: settings.store_cache_bytes };
     let store: Arc<dyn Store> = {
@@ -91,7 +94,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
                 .with_context(|| format!("cannot open the store {}", store_path.display()))?,
         )
     };
-    let shutdown = CancellationToken::new();
     let mut settings = settings;
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
     let auth = {
@@ -108,7 +110,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         }
     };
     let (capture_requests, capture_queues) = wiring::capture_queues(&settings.sources);
-    let tracker = TaskTracker::new();
     let channels = Arc::new(ChannelRegistry::new(&settings.sources)?);
     let connections_by_device = Arc::new(DeviceConnections::default());
     let mutations = MutationDispatcher::new(

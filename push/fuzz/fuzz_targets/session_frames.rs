@@ -257,7 +257,7 @@ fuzz_target!(|events: Vec<Event>| {
 
 async fn run(events: Vec<Event>) {
     let config = config();
-    let heartbeats = Heartbeats::new(&config);
+    let heartbeats = Heartbeats::new(config.timers());
     let shutdown = CancellationToken::new();
     let sweeper = tokio::spawn(heartbeats.clone().run(shutdown.clone()));
     let (outbox, queue) = syncline_push::session::open_outbox(&config);

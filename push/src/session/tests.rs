@@ -12,10 +12,11 @@ use tokio::io::DuplexStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::outbox::ConnectionClosed;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most messages a test client reads before giving up: pings a second apart over the test's
@@ -49,8 +50,12 @@ struct ScriptedHandler {
 }
 
 impl SessionHandler for ScriptedHandler {
-    async fn on_frame(&mut self, _frame: ClientFrame, outbox: &Outbox) {
-        self.log.lock().push("frame".into());
+    async fn on_frame(&mut self, frame: ClientFrame, outbox: &Outbox) {
+        let entry = match frame.msg {
+            Some(client_frame::Msg::Ack(ack)) => format!("ack {}", ack.cursor),
+            _ => "frame".into(),
+        };
+        self.log.lock().push(entry);
         if self.script.handshake_on_first_frame {
             outbox.handshake_done();
         }
@@ -89,7 +94,11 @@ impl SessionHandler for ScriptedHandler {
 /// A session running against an in-memory client.
 struct Running {
     client: WebSocketStream<DuplexStream>,
-    session: JoinHandle<SessionEnd>,
+    /// The session's outbox, for the test to send and close through, as a handler would.
+    outbox: Outbox,
+    /// Returns the server's socket with the session's end: dropped only then, so that the
+    /// client's late pongs do not fail on a closed pipe.
+    session: JoinHandle<(SessionEnd, WebSocketStream<DuplexStream>)>,
     sweeper: JoinHandle<()>,
     shutdown: CancellationToken,
     log: Arc<Mutex<Vec<String>>>,
@@ -97,18 +106,29 @@ struct Running {
 }
 
 async fn start(script: Script) -> Running {
+    start_with(script, config(), None).await
+}
+
+/// Starts a session with `config`, its socket with `websocket` (tungstenite's defaults when
+/// `None`).
+async fn start_with(script: Script, config: SessionConfig, websocket: Option<WebSocketConfig>) -> Running {
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-    let socket = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+    let mut socket = WebSocketStream::from_raw_socket(server_io, Role::Server, websocket).await;
     let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-    let config = config();
-    let heartbeats = Heartbeats::new(&config);
+    let heartbeats = Heartbeats::new(config.timers());
     let shutdown = CancellationToken::new();
     let sweeper = tokio::spawn(heartbeats.clone().run(shutdown.clone()));
     let (outbox, queue) = open_outbox(&config);
     let log = Arc::new(Mutex::new(Vec::new()));
     let handler = ScriptedHandler { script, log: log.clone() };
-    let session = tokio::spawn(async move { run_session(socket, handler, outbox, queue, &heartbeats).await });
-    Running { client, session, sweeper, shutdown, log, started: Instant::now() }
+    let session = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            let end = run_session(&mut socket, handler, outbox, queue, &heartbeats).await;
+            (end, socket)
+        })
+    };
+    Running { client, outbox, session, sweeper, shutdown, log, started: Instant::now() }
 }
 
 impl Running {
@@ -129,11 +149,20 @@ impl Running {
         panic!("no close within {MAX_MESSAGES} messages");
     }
 
+    /// Waits until the handler has logged `entries` entries.
+    async fn wait_for_log(&self, entries: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.log.lock().len() < entries {
+            assert!(Instant::now() < deadline, "the handler logged {:?}", self.log.lock());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Stops the sweeper and returns how the session ended.
     async fn finish(self) -> (SessionEnd, Vec<String>) {
         self.shutdown.cancel();
         self.sweeper.await.expect("the sweeper stops");
-        let end = self.session.await.expect("the session ends");
+        let (end, _socket) = self.session.await.expect("the session ends");
         let log = self.log.lock().clone();
         (end, log)
     }
@@ -212,12 +241,141 @@ async fn a_done_handshake_lifts_the_deadline() {
     assert_eq!(log, ["frame", "closed: Shutdown"]);
 }
 
-#[test]
-fn close_requests_are_cut_to_what_a_close_frame_carries() {
-    let (outbox, _queue) = Outbox::for_test(1);
-    outbox.close(close_code::PROTOCOL_ERROR, "€".repeat(60));
-    outbox.close(close_code::INTERNAL, "the first request wins");
-    let (code, reason) = outbox.close_request().expect("a close request");
-    assert_eq!(code, close_code::PROTOCOL_ERROR);
-    assert_eq!(reason, "€".repeat(41), "123 bytes: 41 whole three-byte characters");
+fn ack(cursor: u64) -> ClientFrame {
+    ClientFrame { msg: Some(client_frame::Msg::Ack(v1::Ack { cursor, ..v1::Ack::default() })) }
+}
+
+/// A server frame that says `n`.
+fn numbered(n: u64) -> ServerFrame {
+    let error = v1::Error { message: n.to_string(), ..v1::Error::default() };
+    ServerFrame { msg: Some(server_frame::Msg::Error(error)) }
+}
+
+/// Returns the number of a [`numbered`] frame read in binary.
+fn number_of(message: &Message) -> u64 {
+    let Message::Binary(bytes) = message else { panic!("expected a binary frame, got {message:?}") };
+    match ServerFrame::decode(bytes.as_ref()).unwrap().msg {
+        Some(server_frame::Msg::Error(error)) => error.message.parse().unwrap(),
+        other => panic!("expected a numbered frame, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn device_frames_reach_the_handler_in_order_and_queued_frames_go_out_in_order() {
+    const FRAMES: u64 = 300;
+    let mut running = start(Script::default()).await;
+    for cursor in 1..=FRAMES {
+        running.client.feed(encoded(&ack(cursor))).await.unwrap();
+    }
+    running.client.flush().await.unwrap();
+    // More than the queue holds and than one write coalesces: the writer drains as they come.
+    let outbox = running.outbox.clone();
+    let sender = tokio::spawn(async move {
+        for n in 1..=FRAMES {
+            outbox.send_frame(numbered(n)).await.unwrap();
+        }
+    });
+    let mut received = Vec::new();
+    while received.len() < FRAMES as usize {
+        match tokio::time::timeout(Duration::from_secs(5), running.client.next()).await.expect("frames arrive") {
+            Some(Ok(Message::Ping(_))) => {}
+            Some(Ok(message)) => received.push(number_of(&message)),
+            other => panic!("the connection failed: {other:?}"),
+        }
+    }
+    sender.await.unwrap();
+    assert_eq!(received, (1..=FRAMES).collect::<Vec<_>>());
+    running.outbox.wake();
+    running.wait_for_log(FRAMES as usize + 1).await;
+    running.outbox.close(close_code::NORMAL, "done");
+    running.read_to_close(Duration::from_secs(5)).await;
+    let (end, log) = running.finish().await;
+    assert_eq!(end, SessionEnd::ClosedByServer { code: close_code::NORMAL, reason: "done".into() });
+    let acks: Vec<String> = (1..=FRAMES).map(|cursor| format!("ack {cursor}")).collect();
+    assert_eq!(log[..FRAMES as usize], acks[..], "in the order sent");
+    assert_eq!(log[FRAMES as usize..], ["wake", "closed: ClosedByServer { code: 1000, reason: \"done\" }"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_request_sends_what_is_queued_then_the_close_frame() {
+    let mut running = start(Script::default()).await;
+    // Queued and closed without yielding: all three are still queued when the close comes.
+    for n in 1..=3 {
+        running.outbox.send_frame(numbered(n)).await.unwrap();
+    }
+    running.outbox.close(close_code::INTERNAL, "bye");
+    assert_eq!(running.outbox.send_frame(numbered(4)).await, Err(ConnectionClosed), "nothing after the close");
+    let (data, close) = running.read_to_close(Duration::from_secs(5)).await;
+    assert_eq!(data.iter().map(number_of).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (close_code::INTERNAL, "bye"));
+    let (end, _) = running.finish().await;
+    assert_eq!(end, SessionEnd::ClosedByServer { code: close_code::INTERNAL, reason: "bye".into() });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_from_the_device_ends_the_session() {
+    let mut running = start(Script::default()).await;
+    running.client.send(encoded(&logout())).await.unwrap();
+    running.client.close(None).await.unwrap();
+    // The client reads until its side is done (the server's close reply, or the end).
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), running.client.next()).await {}
+    let (end, log) = running.finish().await;
+    assert_eq!(end, SessionEnd::ClosedByPeer);
+    assert_eq!(log, ["frame", "closed: ClosedByPeer"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_frame_closes_with_1009() {
+    const MAX_FRAME_BYTES: usize = 1024;
+    let websocket =
+        WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
+    let mut running = start_with(Script::default(), config(), Some(websocket)).await;
+    running.client.send(encoded(&logout())).await.unwrap();
+    running.client.send(Message::Binary(vec![0; MAX_FRAME_BYTES * 2].into())).await.unwrap();
+    let (data, close) = running.read_to_close(Duration::from_secs(5)).await;
+    assert!(data.is_empty(), "{data:?}");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (close_code::MESSAGE_TOO_BIG, "frame too large"));
+    let (end, log) = running.finish().await;
+    assert_eq!(end, SessionEnd::FrameTooLarge);
+    assert_eq!(log, ["frame", "closed: FrameTooLarge"], "the oversized frame never reaches the handler");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pongs_keep_a_connection_open_and_silence_closes_it_with_4408() {
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+    let config = SessionConfig { idle_timeout: IDLE_TIMEOUT, ..config() };
+    let script = Script { handshake_on_first_frame: true, ..Script::default() };
+    let mut running = start_with(script, config, None).await;
+    running.client.send(encoded(&logout())).await.unwrap();
+    // Reading answers the pings (tungstenite sends the pongs): three idle timeouts pass.
+    let until = running.started + IDLE_TIMEOUT * 3;
+    while let Ok(next) = tokio::time::timeout_at(until, running.client.next()).await {
+        assert!(matches!(next, Some(Ok(Message::Ping(_)))), "expected only pings, got {next:?}");
+    }
+    // Silent from here: not reading, the client sends no pongs.
+    let silent_from = Instant::now();
+    tokio::time::sleep(IDLE_TIMEOUT * 2).await;
+    let (data, close) = running.read_to_close(Duration::from_secs(5)).await;
+    assert!(data.is_empty(), "{data:?}");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (close_code::IDLE_TIMEOUT, "idle timeout"));
+    let (end, log) = running.finish().await;
+    assert_eq!(end, SessionEnd::IdleTimeout);
+    assert_eq!(log, ["frame", "closed: IdleTimeout"]);
+    assert!(silent_from.elapsed() >= IDLE_TIMEOUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_device_that_speaks_json_is_written_json() {
+    let mut running = start(Script::default()).await;
+    let json = serde_json::to_string(&logout()).unwrap();
+    running.client.send(Message::Text(json.into())).await.unwrap();
+    // The frame's format is fixed once the reader has decoded it.
+    running.wait_for_log(1).await;
+    running.outbox.send_frame(numbered(7)).await.unwrap();
+    running.outbox.close(close_code::NORMAL, "done");
+    let (data, _) = running.read_to_close(Duration::from_secs(5)).await;
+    let [Message::Text(text)] = &data[..] else { panic!("expected one text frame, got {data:?}") };
+    let frame: ServerFrame = serde_json::from_str(text.as_str()).unwrap();
+    assert_eq!(frame, numbered(7));
+    running.finish().await;
 }
