@@ -1,6 +1,6 @@
 //! Syncline's device library: simulated app installs that speak the device protocol
-//! (`proto/syncline/v1/device.proto`) over a real WebSocket, for end-to-end tests, load runs
-//! and the `syncline-sim` CLI.
+//! (`proto/syncline/v1/device.proto`) over a real WebSocket, for end-to-end tests and the
+//! `syncline-sim` load CLI (`tools/syncline-sim`).
 //!
 //! - [`wire`]: [`Connection`], one WebSocket to `/v1/sync` sending `ClientFrame`s and
 //!   receiving `ServerFrame`s as protobuf binary or canonical-JSON text frames (`ws://`, or
@@ -31,6 +31,8 @@
 //!   its policy: ordering, temporary ids and links, failures the app retries or discards.
 //!   The engine sends it as `Mutate` and shows its changes optimistically in
 //!   [`DeviceHandle::view`].
+//! - `fake_server` (feature `test-util`): a scripted fake of the server's side of the
+//!   protocol on 127.0.0.1, for socket-level tests.
 //!
 //! Driving a device from a test:
 //!
@@ -61,6 +63,8 @@ mod backoff;
 pub mod config;
 pub mod device;
 mod engine;
+#[cfg(feature = "test-util")]
+pub mod fake_server;
 pub mod lean_frame;
 pub mod notification;
 pub mod outbox;

@@ -22,9 +22,9 @@ use tokio::{sync::watch, time::Instant};
 
 use crate::{
     fleet::{FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, ramp_up},
-    latency::{Pushes, WritePlan, Writer, connect_grpc, push_open_loop},
     procfs::{Process, ServerWindow, UsageWindow, server_process},
     report::{LatencySummary, Table, round, secs, unix_time_secs, write_json},
+    scenarios::latency::{Pushes, WritePlan, Writer, connect_grpc, push_open_loop},
 };
 
 /// Default bound on pending Push calls: at 100 pushes/s, 64 pending means the server is more
