@@ -35,14 +35,15 @@
 //! - `cli`: the command line, the runtime and [`main`].
 //! - `fleet`: token login and lightweight raw subscribers over `wire::Connection`.
 //! - `loopback`: the loopback-only URL check and source addresses.
-//! - `procfs`: server CPU and memory from `/proc`.
+//! - `usage`: what a measured window cost the server, this process and each core (read
+//!   from `/proc` by the `syncline-procfs` crate, shared with the baselines' load generator).
 //! - `report`: the printed table and the JSON file.
 
 mod cli;
 mod fleet;
 mod loopback;
-mod procfs;
 mod report;
 mod scenarios;
+mod usage;
 
 pub use cli::main;

@@ -10,12 +10,13 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 use serde::Serialize;
+use syncline_procfs::Memory;
 use tokio::time::Instant;
 
 use crate::{
     fleet::{FleetArgs, FleetTotals, RampUp, STOP_GRACE, ramp_up},
-    procfs::{Memory, server_process},
     report::{Table, round, unix_time_secs, write_json},
+    usage::server_process,
 };
 
 /// Default time for the whole run.

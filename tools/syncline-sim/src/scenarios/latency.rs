@@ -44,8 +44,8 @@ use tonic::{
 
 use crate::{
     fleet::{FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, Shared, ramp_up},
-    procfs::{CoreBusy, ServerWindow, UsageWindow, WindowUsage, cpu_us_per, server_process},
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
+    usage::{CoreBusy, ServerWindow, UsageWindow, WindowUsage, cpu_us_per, server_process},
 };
 
 /// Default bound on pending Push calls: at 100 pushes/s, 64 pending means the server is more

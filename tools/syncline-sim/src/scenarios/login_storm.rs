@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
+use syncline_procfs::{Memory, Process};
 use syncline_proto::v1::{ErrorCode, Login, hello};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::fleet::{DEFAULT_SOURCE_ADDRS, HelloAnswer, describe_code};
-use crate::procfs::{Memory, Process, server_process};
 use crate::report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json};
+use crate::usage::server_process;
 
 /// Default bursts.
 const DEFAULT_BURSTS: u32 = 10;

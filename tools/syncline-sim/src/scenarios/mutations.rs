@@ -36,8 +36,8 @@ use crate::{
     fleet::{
         FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, Shared, describe_code, describe_error, login, ramp_up,
     },
-    procfs::{CoreBusy, ServerWindow, UsageWindow, cpu_us_per, server_process},
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
+    usage::{CoreBusy, ServerWindow, UsageWindow, cpu_us_per, server_process},
 };
 
 /// Default outstanding mutations per writer.

@@ -39,8 +39,8 @@ use crate::{
         DEFAULT_ACK_EVERY, DEFAULT_CONNECT_CONCURRENCY, DEFAULT_SOURCE_ADDRS, Fleet, FleetArgs, FleetTotals, RampUp,
         RunArgs, STOP_GRACE, Shared,
     },
-    procfs::{CoreBusy, ServerWindow, UsageWindow, WindowUsage, cpu_us_per, server_process},
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
+    usage::{CoreBusy, ServerWindow, UsageWindow, WindowUsage, cpu_us_per, server_process},
 };
 
 /// Default bound on pending Push calls: at 1,000 pushes/s, 256 pending means the server is a

@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
+use syncline_procfs::Process;
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
     fleet::{FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, ramp_up},
-    procfs::{Process, ServerWindow, UsageWindow, server_process},
     report::{LatencySummary, Table, round, secs, unix_time_secs, write_json},
     scenarios::latency::{Pushes, WritePlan, Writer, connect_grpc, push_open_loop},
+    usage::{ServerWindow, UsageWindow, server_process},
 };
 
 /// Default bound on pending Push calls: at 100 pushes/s, 64 pending means the server is more

@@ -21,9 +21,9 @@ use tokio::time::Instant;
 
 use crate::{
     fleet::{FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, ramp_up},
-    procfs::{ServerWindow, UsageWindow, server_process},
     report::{LatencySummary, Table, round, secs, unix_time_secs, write_json},
     scenarios::latency::{WritePlan, Writer, connect_grpc, push_open_loop},
+    usage::{ServerWindow, UsageWindow, server_process},
 };
 
 /// Default bound on pending Push calls during the outage.
