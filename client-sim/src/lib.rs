@@ -16,7 +16,7 @@
 //! - `engine`: the rest of the protocol as a pure state machine (Hello and token fallback,
 //!   subscribes, acks and debounced live acks, resubscribe on gaps, resync on checksum
 //!   mismatch, what a close code means).
-//! - `backoff`: jittered exponential reconnect delays.
+//! - [`backoff`]: [`Backoff`], jittered exponential reconnect delays.
 //! - [`device`]: [`Device::start`] spawns the thin task around the engine and returns a
 //!   [`DeviceHandle`] to view records, wait for states, cut the network and stop.
 //! - [`config`]: [`DeviceConfig`] and its parts, with named defaults.
@@ -59,7 +59,7 @@
 #![warn(missing_docs)]
 
 pub mod backend_token;
-mod backoff;
+pub mod backoff;
 pub mod config;
 pub mod device;
 mod engine;
@@ -75,6 +75,7 @@ pub mod state;
 pub mod wire;
 
 pub use backend_token::BackendTokenClaims;
+pub use backoff::Backoff;
 pub use config::{BackoffConfig, DeviceConfig, LiveAckPolicy, SubscriptionConfig};
 pub use device::{Device, DeviceHandle, WaitError};
 pub use engine::{SearchError, SearchQuery, SearchResults};

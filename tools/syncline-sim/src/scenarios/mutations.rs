@@ -608,7 +608,7 @@ mod tests {
     #[test]
     fn mutations_are_creates_carrying_a_probe_of_the_run() {
         let plan = plan(1.0);
-        let args = crate::fleet::tests::fleet_args();
+        let args = crate::fleet::fleet_args();
         let shared = Shared::new(&args, 0, Instant::now());
         let (id, sent_ns, frame) = mutate_frame(&plan, &shared, 7);
         assert_eq!(id, mutation_id(shared.run_tag, 7));

@@ -520,7 +520,7 @@ mod tests {
 
     #[test]
     fn pushes_carry_a_probe_for_the_users_partition() {
-        let args = crate::fleet::tests::fleet_args();
+        let args = crate::fleet::fleet_args();
         let shared = Shared::new(&args, 0, Instant::now());
         let request = push_request("Personal".into(), user_id("u-", 7), &shared, 15, 3);
         assert_eq!(request.key, "u-000007");
