@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use crate::fleet::run_bounded;
 use crate::scenarios::{idle, initial_sync, latency, login_storm, mutations, personal, rpc, slow, storm, watch};
 
 /// Default log filter: the CLI's output is its stdout; logs (stderr) only report trouble.
@@ -94,15 +95,20 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Watch(args) => watch::run(args).await,
-            Command::Fanout(args) => latency::run(args).await,
-            Command::Storm(args) => storm::run(args).await,
-            Command::Slow(args) => slow::run(args).await,
+            // The load scenarios run bounded: `--max-secs`, then a grace to stop.
+            Command::Fanout(args) => run_bounded(args.run.max_secs, |start, end| latency::run(args, start, end)).await,
+            Command::Storm(args) => run_bounded(args.run.max_secs, |start, end| storm::run(args, start, end)).await,
+            Command::Slow(args) => run_bounded(args.run.max_secs, |start, end| slow::run(args, start, end)).await,
             Command::InitialSync(args) => initial_sync::run(args).await,
-            Command::Idle(args) => idle::run(args).await,
+            Command::Idle(args) => run_bounded(args.max_secs, |start, end| idle::run(args, start, end)).await,
             Command::Rpc(args) => rpc::run(args).await,
-            Command::Mutations(args) => mutations::run(args).await,
-            Command::LoginStorm(args) => login_storm::run(args).await,
-            Command::Personal(args) => personal::run(args).await,
+            Command::Mutations(args) => {
+                run_bounded(args.run.max_secs, |start, end| mutations::run(args, start, end)).await
+            }
+            Command::LoginStorm(args) => run_bounded(args.max_secs, |_, _| login_storm::run(args)).await,
+            Command::Personal(args) => {
+                run_bounded(args.run.max_secs, |start, end| personal::run(args, start, end)).await
+            }
         }
     })
 }

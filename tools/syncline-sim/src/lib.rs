@@ -32,16 +32,22 @@
 //!
 //! Shared by the scenarios:
 //!
-//! - `cli`: the command line, the runtime and [`main`].
-//! - `fleet`: token login and lightweight raw subscribers over `wire::Connection`.
+//! - `cli`: the command line, the runtime, and [`main`]; the load scenarios run bounded by
+//!   `--max-secs` (`fleet::run_bounded`).
+//! - `fleet/`: many lightweight devices on raw connections: their arguments, logins
+//!   (password or backend tokens) and ramp-up, each device's protocol state machine and
+//!   reconnects, and what they counted.
+//! - `push_driver`: the open-loop pusher of the write scenarios (Ingest pushes or channel
+//!   creates carrying probes) and the push and delivery fields of their reports.
 //! - `loopback`: the loopback-only URL check and source addresses.
 //! - `usage`: what a measured window cost the server, this process and each core (read
 //!   from `/proc` by the `syncline-procfs` crate, shared with the baselines' load generator).
-//! - `report`: the printed table and the JSON file.
+//! - `report`: latency histograms, the printed table and the JSON file.
 
 mod cli;
 mod fleet;
 mod loopback;
+mod push_driver;
 mod report;
 mod scenarios;
 mod usage;

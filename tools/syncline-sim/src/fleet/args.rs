@@ -79,6 +79,12 @@ pub(crate) struct RunArgs {
     pub(crate) json_out: Option<std::path::PathBuf>,
 }
 
+/// Checks a `--rate` of writes per second where 0 means back to back.
+pub(crate) fn check_rate(rate: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(rate >= 0.0 && rate.is_finite(), "--rate must be a finite number ≥ 0");
+    Ok(())
+}
+
 /// Returns the arguments of a one-device fleet on an unused port, for unit tests.
 #[cfg(test)]
 pub(crate) fn fleet_args() -> FleetArgs {

@@ -45,9 +45,9 @@ use tokio::{
 };
 
 pub(crate) use self::{
-    args::{DEFAULT_ACK_EVERY, DEFAULT_CONNECT_CONCURRENCY, DEFAULT_SOURCE_ADDRS, FleetArgs, RunArgs},
+    args::{DEFAULT_ACK_EVERY, DEFAULT_CONNECT_CONCURRENCY, DEFAULT_SOURCE_ADDRS, FleetArgs, RunArgs, check_rate},
     protocol::{HelloAnswer, ack_frame, describe_code, describe_error, hello, login, resume},
-    ramp_up::{RampUp, ramp_up},
+    ramp_up::{Logins, RampUp, ramp_up},
     totals::FleetTotals,
 };
 #[cfg(test)]
@@ -131,7 +131,7 @@ pub(crate) struct Shared {
     /// connection of the current generation, caught up: each counts once per target.
     pub(crate) at_target: Milestone,
     /// When the last reconnect was ordered ([`Fleet::reconnect_all`]), ns since `run_start`.
-    pub(super) reconnect_ordered_ns: AtomicU64,
+    reconnect_ordered_ns: AtomicU64,
     /// Per device, the reconnect order to caught up again on the new connection.
     pub(crate) resume_latency: Mutex<Histogram<u64>>,
     /// Probes sent from this time on (ns since `run_start`) count as the second phase in
@@ -141,7 +141,7 @@ pub(crate) struct Shared {
     /// probes sent before and after `phase_split_ns`.
     pub(crate) others_latency: [Mutex<Histogram<u64>>; 2],
     /// Set once the fleet is stopping; a device that ends after it is not a failure.
-    pub(super) stopping: AtomicBool,
+    stopping: AtomicBool,
     /// Records of this run received per partition key, for scenarios whose devices sync
     /// different partitions (`personal`): keys are fixed before the fleet starts; records
     /// of other keys are not counted here. Empty: not counted per key.
@@ -178,7 +178,7 @@ impl Shared {
 
     /// Returns ns since the run's start.
     /// Adds `counted` records of this run to partition `key`'s count, when counted per key.
-    pub(super) fn count_for_key(&self, key: &str, counted: u64) {
+    fn count_for_key(&self, key: &str, counted: u64) {
         if counted > 0
             && let Some(count) = self.delivered_by_key.get(key)
         {
@@ -192,7 +192,7 @@ impl Shared {
 
     /// Counts the probes of this run in `probes`, received at `received_ns`, into `histogram`
     /// (and, for a device outside the stall set, into `others_latency` by phase).
-    pub(super) fn count_probes(
+    fn count_probes(
         &self,
         probes: &[Probe],
         received_ns: u64,
@@ -220,7 +220,7 @@ impl Shared {
 }
 
 /// Cursor of [`Control::target`] meaning "no target".
-pub(super) const NO_TARGET: u64 = u64::MAX;
+const NO_TARGET: u64 = u64::MAX;
 
 /// What the coordinator tells every device, through one watch channel: a change wakes every
 /// device task once.
@@ -259,7 +259,7 @@ pub(crate) struct Fleet {
 impl Fleet {
     /// Starts `devices` subscribers: the first on `first` (an open session), the others with
     /// token logins spread over `local_addrs`, at most `concurrency` connecting at once.
-    pub(crate) fn start(
+    fn start(
         shared: Arc<Shared>,
         first: Connection,
         url: &str,
@@ -276,7 +276,7 @@ impl Fleet {
     /// Starts one subscriber per entry of `credentials`, each with its own Hello (e.g. its
     /// own user's backend token, used again to reconnect), spread over `local_addrs`, at most
     /// `concurrency` connecting at once.
-    pub(crate) fn start_with_credentials(
+    fn start_with_credentials(
         shared: Arc<Shared>,
         url: &str,
         credentials: Vec<hello::Credentials>,

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::report::Table;
+
 /// Distinct device errors kept for the report.
 const MAX_REPORTED_ERRORS: usize = 5;
 
@@ -134,6 +136,20 @@ impl FleetTotals {
             if self.errors.len() < MAX_REPORTED_ERRORS && !self.errors.contains(&error) {
                 self.errors.push(error);
             }
+        }
+    }
+}
+
+impl FleetTotals {
+    /// Adds the rows of what the devices saw besides deliveries: demotions, gaps, acks sent.
+    pub(crate) fn add_delivery_rows(&self, table: &mut Table) {
+        table.row("demotions (re-catch-ups)", self.recatchups).row("gaps", self.gaps).row("acks sent", self.acks_sent);
+    }
+
+    /// Adds a row of the devices' errors, when there were any.
+    pub(crate) fn add_error_row(&self, table: &mut Table) {
+        if !self.errors.is_empty() {
+            table.row("device errors", self.errors.join("; "));
         }
     }
 }

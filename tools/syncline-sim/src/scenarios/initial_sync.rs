@@ -151,10 +151,7 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
         runs,
     };
     print_table(&report);
-    if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    write_json(args.json_out.as_deref(), &report)
 }
 
 /// A device's copy of the partition: id → version, enough to verify count and checksum.
