@@ -38,7 +38,7 @@ SERVER_MAX_SECS=900
 SIM_MAX_SECS=600
 
 if [[ -z ${SERVER_BIN:-} || -z ${SIM_BIN:-} ]]; then
-  cargo build --release --locked -p syncline-server --bin syncline -p syncline-client-sim --bin syncline-sim
+  cargo build --release --locked -p syncline-server --bin syncline -p syncline-sim --bin syncline-sim
 fi
 SERVER_BIN=${SERVER_BIN:-target/release/syncline}
 SIM_BIN=${SIM_BIN:-target/release/syncline-sim}

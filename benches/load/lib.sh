@@ -82,7 +82,7 @@ pinned() {
 # built from another commit against the same server, or a tree edited during a run).
 release_binaries() {
   if [[ -z ${SERVER_BIN:-} || -z ${SIM_BIN:-} ]]; then
-    cargo build --release --locked -p syncline-server --bin syncline -p syncline-client-sim --bin syncline-sim
+    cargo build --release --locked -p syncline-server --bin syncline -p syncline-sim --bin syncline-sim
   fi
   SERVER_BIN=${SERVER_BIN:-target/release/syncline}
   SIM_BIN=${SIM_BIN:-target/release/syncline-sim}

@@ -1,4 +1,5 @@
-//! Reconnect delays: jittered exponential backoff, reset after a healthy session.
+//! Reconnect delays: jittered exponential backoff, reset after a healthy session. Used by
+//! [`Device`](crate::Device), and by load tools that reconnect raw connections.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use crate::config::BackoffConfig;
 /// Jittered exponential backoff. The n-th delay of a failing streak is drawn uniformly from
 /// `[d/2, d]` with `d = min(max, initial * 2^n)`.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     config: BackoffConfig,
     attempt: u32,
     rng: StdRng,
@@ -17,7 +18,7 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// Returns a backoff at the start of a streak; `seed` makes the jitter reproducible.
-    pub(crate) fn new(config: BackoffConfig, seed: Option<u64>) -> Self {
+    pub fn new(config: BackoffConfig, seed: Option<u64>) -> Self {
         let rng = match seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -26,7 +27,7 @@ impl Backoff {
     }
 
     /// Returns the next delay of the current failing streak.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let ceiling = self
             .config
             .initial
@@ -38,12 +39,12 @@ impl Backoff {
     }
 
     /// Returns a short random delay for "reconnect now" closes: up to the initial delay.
-    pub(crate) fn restart_delay(&mut self) -> Duration {
+    pub fn restart_delay(&mut self) -> Duration {
         self.jitter(Duration::ZERO, self.config.initial)
     }
 
     /// Starts a new streak (after a healthy session).
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.attempt = 0;
     }
 

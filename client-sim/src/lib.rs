@@ -1,6 +1,6 @@
 //! Syncline's device library: simulated app installs that speak the device protocol
-//! (`proto/syncline/v1/device.proto`) over a real WebSocket, for end-to-end tests, load runs
-//! and the `syncline-sim` CLI.
+//! (`proto/syncline/v1/device.proto`) over a real WebSocket, for end-to-end tests and the
+//! `syncline-sim` load CLI (`tools/syncline-sim`).
 //!
 //! - [`wire`]: [`Connection`], one WebSocket to `/v1/sync` sending `ClientFrame`s and
 //!   receiving `ServerFrame`s as protobuf binary or canonical-JSON text frames (`ws://`, or
@@ -16,7 +16,7 @@
 //! - `engine`: the rest of the protocol as a pure state machine (Hello and token fallback,
 //!   subscribes, acks and debounced live acks, resubscribe on gaps, resync on checksum
 //!   mismatch, what a close code means).
-//! - `backoff`: jittered exponential reconnect delays.
+//! - [`backoff`]: [`Backoff`], jittered exponential reconnect delays.
 //! - [`device`]: [`Device::start`] spawns the thin task around the engine and returns a
 //!   [`DeviceHandle`] to view records, wait for states, cut the network and stop.
 //! - [`config`]: [`DeviceConfig`] and its parts, with named defaults.
@@ -31,6 +31,8 @@
 //!   its policy: ordering, temporary ids and links, failures the app retries or discards.
 //!   The engine sends it as `Mutate` and shows its changes optimistically in
 //!   [`DeviceHandle::view`].
+//! - `fake_server` (feature `test-util`): a scripted fake of the server's side of the
+//!   protocol on 127.0.0.1, for socket-level tests.
 //!
 //! Driving a device from a test:
 //!
@@ -57,10 +59,12 @@
 #![warn(missing_docs)]
 
 pub mod backend_token;
-mod backoff;
+pub mod backoff;
 pub mod config;
 pub mod device;
 mod engine;
+#[cfg(feature = "test-util")]
+pub mod fake_server;
 pub mod lean_frame;
 pub mod notification;
 pub mod outbox;
@@ -71,6 +75,7 @@ pub mod state;
 pub mod wire;
 
 pub use backend_token::BackendTokenClaims;
+pub use backoff::Backoff;
 pub use config::{BackoffConfig, DeviceConfig, LiveAckPolicy, SubscriptionConfig};
 pub use device::{Device, DeviceHandle, WaitError};
 pub use engine::{SearchError, SearchQuery, SearchResults};

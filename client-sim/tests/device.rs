@@ -1,12 +1,10 @@
 //! Drives `Device` and `Connection` over real sockets against a scripted fake server on
 //! 127.0.0.1, so the task loop, the wire and TLS are tested without the real server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{FakeServer, SOURCE, STEP, USER, catch_up, live, record};
 use futures_util::StreamExt;
+use syncline_client_sim::fake_server::{FakeServer, SOURCE, STEP, USER, catch_up, live, record};
 use syncline_client_sim::{
     BackoffConfig, ConnectOptions, Connection, Device, DeviceConfig, FrameFormat, Incoming, Notification, StopReason,
     SubscriptionConfig, SyncNotificationStatus, WaitError,

@@ -2,11 +2,9 @@
 //! implements mutations on this branch yet): what the task sends when, and what it keeps in
 //! its store across a restart.
 
-mod common;
-
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{FakeServer, Peer, SOURCE, STEP, USER, record, snapshot};
+use syncline_client_sim::fake_server::{FakeServer, Peer, SOURCE, STEP, USER, record, snapshot};
 use syncline_client_sim::{BackoffConfig, Device, DeviceConfig, MutationOutcome, Notification, SubscriptionConfig};
 use syncline_proto::v1::{
     Link, Mutate, MutationAck, MutationOp, MutationResult, Record, Value, client_frame, server_frame,

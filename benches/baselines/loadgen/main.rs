@@ -16,8 +16,6 @@
 //! thread (the run script pins it to one core), and the whole run is bounded by
 //! `--max-secs`.
 
-mod procfs;
-
 use std::cell::{Cell, RefCell};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::rc::Rc;
@@ -33,7 +31,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use procfs::{CoreTicks, Memory};
+use syncline_procfs::{CoreTicks, CpuTimes, Memory, Process};
 
 /// Connections per loopback source address before the next address is used: well below
 /// the ~28,000 ephemeral ports one address has.
@@ -229,7 +227,7 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<Report> {
         label: args.label.clone(),
         scenario: args.scenario.clone(),
         unix_time: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
-        loadavg_1m: procfs::loadavg_1m().unwrap_or(f64::NAN),
+        loadavg_1m: syncline_procfs::loadavg_1m().unwrap_or(f64::NAN),
         conns_target: args.conns,
         source_addrs: source_addrs.len(),
         open_files_limit: open_files,
@@ -238,8 +236,8 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<Report> {
         payload: args.payload,
         ..Report::default()
     };
-    let memory_base = server.map(procfs::memory).transpose()?;
-    let cpu_base = server.map(procfs::cpu_times).transpose()?;
+    let memory_base = server.map(memory).transpose()?;
+    let cpu_base = server.map(cpu_times).transpose()?;
 
     // Ramp-up: `batch` connections at a time, each a task that then reads its messages.
     let ramp_start = Instant::now();
@@ -278,7 +276,7 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<Report> {
     }
     report.connect_secs = ramp_start.elapsed().as_secs_f64();
     if let (Some(pid), Some(before)) = (server, cpu_base) {
-        let spent = procfs::cpu_times(pid)?.since(before).total_secs();
+        let spent = cpu_times(pid)?.since(before).total_secs();
         report.server_cpu_us_per_connect = per(spent * 1e6, report.conns as f64);
     }
     eprintln!(
@@ -294,7 +292,7 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<Report> {
 
     // Idle: memory per connection.
     tokio::time::sleep(Duration::from_secs_f64(args.idle_secs)).await;
-    let memory_idle = server.map(procfs::memory).transpose()?;
+    let memory_idle = server.map(memory).transpose()?;
     report.server_rss_base_kb = memory_base.map(|m| m.rss_kb);
     report.server_rss_idle_kb = memory_idle.map(|m| m.rss_kb);
     if let (Some(base), Some(idle)) = (memory_base, memory_idle) {
@@ -304,7 +302,7 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<Report> {
     if args.msgs > 0 {
         publish(&args, &shared, &mut report).await?;
     }
-    let memory_end: Option<Memory> = server.map(procfs::memory).transpose()?;
+    let memory_end: Option<Memory> = server.map(memory).transpose()?;
     report.server_rss_end_kb = memory_end.map(|m| m.rss_kb);
     report.server_hwm_kb = memory_end.map(|m| m.peak_rss_kb);
     if args.msgs > 0 {
@@ -342,9 +340,9 @@ async fn publish(args: &Args, shared: &Shared, report: &mut Report) -> anyhow::R
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     report.expected = report.conns as u64 * args.msgs;
-    let server_cpu_before = args.server_pid.map(procfs::cpu_times).transpose()?;
-    let loadgen_cpu_before = procfs::own_cpu_times()?;
-    let cores_before = procfs::core_ticks()?;
+    let server_cpu_before = args.server_pid.map(cpu_times).transpose()?;
+    let loadgen_cpu_before = Process::Current.cpu_times()?;
+    let cores_before = syncline_procfs::core_ticks()?;
     let first_send_ns = shared.now_ns();
     let publish_start = Instant::now();
     for seq in 0..args.msgs {
@@ -363,11 +361,11 @@ async fn publish(args: &Args, shared: &Shared, report: &mut Report) -> anyhow::R
     }
     let window = publish_start.elapsed().as_secs_f64();
     let server_cpu = match (args.server_pid, server_cpu_before) {
-        (Some(pid), Some(before)) => Some(procfs::cpu_times(pid)?.since(before)),
+        (Some(pid), Some(before)) => Some(cpu_times(pid)?.since(before)),
         _ => None,
     };
-    let loadgen_cpu = procfs::own_cpu_times()?.since(loadgen_cpu_before);
-    let cores = procfs::core_ticks()?;
+    let loadgen_cpu = Process::Current.cpu_times()?.since(loadgen_cpu_before);
+    let cores = syncline_procfs::core_ticks()?;
     drop(publisher);
 
     let delivered = shared.delivered.get();
@@ -391,8 +389,8 @@ async fn publish(args: &Args, shared: &Shared, report: &mut Report) -> anyhow::R
     }
 
     let delivered = delivered as f64;
-    let server_core = CoreTicks::delta(&cores_before, &cores, args.server_core);
-    let loadgen_core = CoreTicks::delta(&cores_before, &cores, args.loadgen_core);
+    let server_core = CoreTicks::of_core(&cores_before, &cores, args.server_core);
+    let loadgen_core = CoreTicks::of_core(&cores_before, &cores, args.loadgen_core);
     report.server_core_busy_s = server_core.busy_secs();
     report.server_core_us_per_msg = per(server_core.busy_secs() * 1e6, delivered);
     report.server_core_softirq_frac = per(server_core.softirq_secs(), server_core.busy_secs());
@@ -494,6 +492,16 @@ fn parse_message(data: &[u8]) -> Option<(u64, u64)> {
         field.iter().try_fold(0u64, |value, &c| c.is_ascii_digit().then(|| value * 10 + u64::from(c - b'0')))
     };
     Some((digits(data.get(SEQ_AT..SEQ_AT + SEQ_LEN)?)?, digits(data.get(TS_AT..TS_AT + TS_LEN)?)?))
+}
+
+/// Returns the CPU time of process `pid` so far.
+fn cpu_times(pid: u32) -> syncline_procfs::Result<CpuTimes> {
+    Process::Pid(pid).cpu_times()
+}
+
+/// Returns the resident memory of process `pid`.
+fn memory(pid: u32) -> syncline_procfs::Result<Memory> {
+    Process::Pid(pid).memory()
 }
 
 /// `numerator / denominator`, or `None` when the denominator is not positive.

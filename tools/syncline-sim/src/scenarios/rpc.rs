@@ -213,10 +213,7 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
         .row("p99 ratio (syncline/direct)", report.p99_ratio)
         .row("throughput ratio (direct/syncline)", report.throughput_ratio)
         .print();
-    if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    write_json(args.json_out.as_deref(), &report)
 }
 
 /// Returns how many calls caller `index` makes.

@@ -13,17 +13,15 @@
 //! skipped plus sequences short of the head at the end), sequences received twice, and
 //! reconnect attempts that failed and were retried with a bounded, jittered backoff.
 
-use std::time::Duration;
-
 use clap::Args;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
-    fleet::{FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, ramp_up},
-    latency::{WritePlan, Writer, connect_grpc, push_open_loop},
-    procfs::{ServerWindow, UsageWindow, server_process},
+    fleet::{FleetArgs, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, ramp_up},
+    push_driver::{IngestArgs, ProbeRecords, WritePlan, drain_deadline, push_open_loop},
     report::{LatencySummary, Table, round, secs, unix_time_secs, write_json},
+    usage::{ServerWindow, UsageWindow, server_process},
 };
 
 /// Default bound on pending Push calls during the outage.
@@ -34,12 +32,9 @@ const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 pub(crate) struct StormArgs {
     #[command(flatten)]
     fleet: FleetArgs,
-    /// The gRPC endpoint (Ingest) for `--changes-during`; loopback addresses only.
-    #[arg(long, default_value = "http://127.0.0.1:7701")]
-    grpc: String,
-    /// Bearer token for Ingest, when the server requires one.
-    #[arg(long, env = "SYNCLINE_INGEST_TOKEN", hide_env_values = true)]
-    ingest_token: Option<String>,
+    /// `--grpc`: the Ingest endpoint for `--changes-during`.
+    #[command(flatten)]
+    ingest: IngestArgs,
     /// Single-record changes pushed from the moment of the disconnect on.
     #[arg(long, default_value_t = 0)]
     changes_during: u64,
@@ -52,7 +47,7 @@ pub(crate) struct StormArgs {
     /// `--drain-secs`: how long after the last push every device may take to be back at the
     /// head before the rest count as not resumed.
     #[command(flatten)]
-    run: RunArgs,
+    pub(crate) run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,32 +106,23 @@ struct StormReport {
 }
 
 /// Runs `storm`.
-pub(crate) async fn run(args: StormArgs) -> anyhow::Result<()> {
-    crate::fleet::run_bounded(args.run.max_secs, |run_start, deadline| run_scenario(args, run_start, deadline)).await
-}
-
-async fn run_scenario(args: StormArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
-    anyhow::ensure!(args.rate >= 0.0 && args.rate.is_finite(), "--rate must be a finite number ≥ 0");
-    let writer = if args.changes_during > 0 {
-        crate::loopback::check_url(&args.grpc, &["http"]).await?;
-        Some(Writer::ingest(connect_grpc(&args.grpc).await?, args.ingest_token.as_deref())?)
-    } else {
-        None
-    };
+pub(crate) async fn run(args: StormArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+    crate::fleet::check_rate(args.rate)?;
+    let writer = if args.changes_during > 0 { Some(args.ingest.writer().await?) } else { None };
     let server = args.run.server_pid.map(server_process).transpose()?;
-    let (fleet, shared, ramp_up) = ramp_up(&args.fleet, run_start, deadline).await?;
+    let (fleet, shared, ramp_up) = ramp_up(&args.fleet, Logins::Password, run_start, deadline).await?;
 
     let usage = UsageWindow::start(server)?;
     let disconnected = Instant::now();
     fleet.reconnect_all();
     let plan = WritePlan {
         source: args.fleet.source.clone(),
-        key: args.fleet.key.clone(),
+        keys: vec![args.fleet.key.clone()],
         changes: args.changes_during,
         first_index: 0,
         rate: args.rate,
         max_in_flight: args.max_in_flight,
-        pad_bytes: 0,
+        records: ProbeRecords::ByWrite { pad_bytes: 0 },
     };
     let pushes = match writer {
         Some(writer) => Some(push_open_loop(&plan, &shared, writer, deadline).await),
@@ -144,7 +130,7 @@ async fn run_scenario(args: StormArgs, run_start: Instant, deadline: Instant) ->
     };
     let head = pushes.as_ref().map_or(ramp_up.cursor, |pushes| pushes.max_head.max(ramp_up.cursor));
     let before = fleet.set_target(head);
-    let drain_deadline = (Instant::now() + Duration::from_secs(args.run.drain_secs)).min(deadline);
+    let drain_deadline = drain_deadline(args.run.drain_secs, deadline);
     let all_back = shared.at_target.wait_for(before + ramp_up.caught_up as u64, drain_deadline).await;
     let back_after = disconnected.elapsed();
     let devices_back = shared.at_target.get() - before;
@@ -157,7 +143,7 @@ async fn run_scenario(args: StormArgs, run_start: Instant, deadline: Instant) ->
         unix_time: unix_time_secs(),
         params: Params {
             url: args.fleet.url.clone(),
-            grpc: args.grpc.clone(),
+            grpc: args.ingest.grpc.clone(),
             devices: args.fleet.devices,
             changes_during: args.changes_during,
             rate: args.rate,
@@ -189,10 +175,7 @@ async fn run_scenario(args: StormArgs, run_start: Instant, deadline: Instant) ->
         fleet: totals,
     };
     print_table(&report);
-    if let Some(path) = &args.run.json_out {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    write_json(args.run.json_out.as_deref(), &report)
 }
 
 fn print_table(report: &StormReport) {
@@ -231,9 +214,7 @@ fn print_table(report: &StormReport) {
             ),
         );
     }
-    if !report.fleet.errors.is_empty() {
-        table.row("device errors", report.fleet.errors.join("; "));
-    }
+    report.fleet.add_error_row(&mut table);
     if let Some(error) = &report.first_push_error {
         table.row("first push error", error);
     }

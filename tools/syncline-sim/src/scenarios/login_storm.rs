@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
+use syncline_procfs::{Memory, Process};
 use syncline_proto::v1::{ErrorCode, Login, hello};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::fleet::{DEFAULT_SOURCE_ADDRS, HelloAnswer, describe_code};
-use crate::procfs::{Memory, Process, server_process};
 use crate::report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json};
+use crate::usage::server_process;
 
 /// Default bursts.
 const DEFAULT_BURSTS: u32 = 10;
@@ -70,7 +71,7 @@ pub(crate) struct LoginStormArgs {
     source_addrs: u8,
     /// Hard limit on the whole run, in seconds.
     #[arg(long, default_value_t = DEFAULT_MAX_SECS)]
-    max_secs: u64,
+    pub(crate) max_secs: u64,
     /// Writes the report as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -152,10 +153,6 @@ struct LoginStormReport {
 
 /// Runs `login-storm`.
 pub(crate) async fn run(args: LoginStormArgs) -> anyhow::Result<()> {
-    crate::fleet::run_bounded(args.max_secs, |_, _| run_scenario(args)).await
-}
-
-async fn run_scenario(args: LoginStormArgs) -> anyhow::Result<()> {
     let server_ip = crate::loopback::check_url(&args.url, &["ws"]).await?;
     let sources = crate::loopback::source_addrs(server_ip, args.source_addrs)?;
     let server = server_process(args.server_pid)?;
@@ -193,10 +190,7 @@ async fn run_scenario(args: LoginStormArgs) -> anyhow::Result<()> {
         others,
     };
     print_table(&report);
-    if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    write_json(args.json_out.as_deref(), &report)
 }
 
 /// Returns true when login `index` of a burst has a wrong password: `percent` of them,

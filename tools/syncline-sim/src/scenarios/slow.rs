@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
+use syncline_procfs::Process;
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
-    fleet::{FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, ramp_up},
-    latency::{Pushes, WritePlan, Writer, connect_grpc, push_open_loop},
-    procfs::{Process, ServerWindow, UsageWindow, server_process},
+    fleet::{FleetArgs, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, Shared, ramp_up},
+    push_driver::{IngestArgs, ProbeRecords, Pushes, WritePlan, drain_deadline, push_open_loop},
     report::{LatencySummary, Table, round, secs, unix_time_secs, write_json},
+    usage::{ServerWindow, UsageWindow, server_process},
 };
 
 /// Default bound on pending Push calls: at 100 pushes/s, 64 pending means the server is more
@@ -48,12 +49,8 @@ const MAX_RSS_SAMPLES: usize = 2_400;
 pub(crate) struct SlowArgs {
     #[command(flatten)]
     fleet: FleetArgs,
-    /// The gRPC endpoint (Ingest); loopback addresses only.
-    #[arg(long, default_value = "http://127.0.0.1:7701")]
-    grpc: String,
-    /// Bearer token for Ingest, when the server requires one.
-    #[arg(long, env = "SYNCLINE_INGEST_TOKEN", hide_env_values = true)]
-    ingest_token: Option<String>,
+    #[command(flatten)]
+    ingest: IngestArgs,
     /// Pushes per second in both phases.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
@@ -80,7 +77,7 @@ pub(crate) struct SlowArgs {
     /// `--drain-secs`: how long after the stall ends every device may take to be caught up at
     /// the head.
     #[command(flatten)]
-    run: RunArgs,
+    pub(crate) run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,8 +118,8 @@ impl PhasePushes {
             errors: pushes.errors,
             first_error: pushes.first_error.clone(),
             secs: secs(pushes.elapsed),
-            rate: round(pushes.pushed as f64 / pushes.elapsed.as_secs_f64().max(f64::EPSILON), 1),
-            max_send_lag_ms: round(pushes.max_send_lag.as_secs_f64() * 1e3, 2),
+            rate: pushes.rate(),
+            max_send_lag_ms: pushes.max_send_lag_ms(),
         }
     }
 }
@@ -185,6 +182,42 @@ struct Stalled {
     ended_early: usize,
 }
 
+impl Stalled {
+    /// Returns what the stall set of `devices` devices did, from the fleet's totals.
+    fn of(totals: &FleetTotals, devices: usize) -> Self {
+        let stalled_totals = totals.stall_set.as_ref();
+        let lost = stalled_totals.map_or(0, |stalled| stalled.missing_seqs + stalled.short_of_target_seqs);
+        Stalled {
+            devices,
+            catchup_pages: stalled_totals.map_or(0, |stalled| stalled.catchup_pages),
+            recatchups: stalled_totals.map_or(0, |stalled| stalled.recatchups),
+            caught_up_without_loss: stalled_totals.is_some_and(|stalled| stalled.short_of_target == 0) && lost == 0,
+            lost,
+            duplicates: stalled_totals.map_or(0, |stalled| stalled.duplicate_seqs),
+            ended_early: stalled_totals.map_or(0, |stalled| stalled.ended_early),
+        }
+    }
+}
+
+impl Others {
+    /// Returns what the devices outside the stall set saw: the fleet's totals less the stall
+    /// set's, and their latency by phase.
+    fn of(totals: &FleetTotals, shared: &Shared, stalled: &Stalled, devices: usize) -> Self {
+        let before = LatencySummary::of(&shared.others_latency[0].lock());
+        let during = LatencySummary::of(&shared.others_latency[1].lock());
+        Others {
+            devices: devices.saturating_sub(stalled.devices),
+            p50_ratio: ratio(during.p50_ms, before.p50_ms),
+            p99_ratio: ratio(during.p99_ms, before.p99_ms),
+            before,
+            during,
+            catchup_pages: totals.catchup_pages - stalled.catchup_pages,
+            lost: (totals.missing_seqs + totals.short_of_target_seqs).saturating_sub(stalled.lost),
+            duplicates: totals.duplicate_seqs.saturating_sub(stalled.duplicates),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct SlowReport {
     scenario: &'static str,
@@ -211,11 +244,6 @@ struct SlowReport {
     server_demotions: Option<u64>,
     server: Option<ServerWindow>,
     fleet: FleetTotals,
-}
-
-/// Runs `slow`.
-pub(crate) async fn run(args: SlowArgs) -> anyhow::Result<()> {
-    crate::fleet::run_bounded(args.run.max_secs, |run_start, deadline| run_scenario(args, run_start, deadline)).await
 }
 
 /// Returns the number of devices in the stall set: `percent` of `devices`, rounded up.
@@ -252,12 +280,12 @@ async fn sample_rss(
     }
 }
 
-async fn run_scenario(args: SlowArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+/// Runs `slow`.
+pub(crate) async fn run(args: SlowArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be a finite number > 0");
-    crate::loopback::check_url(&args.grpc, &["http"]).await?;
-    let writer = Writer::ingest(connect_grpc(&args.grpc).await?, args.ingest_token.as_deref())?;
+    let writer = args.ingest.writer().await?;
     let server = args.run.server_pid.map(server_process).transpose()?;
-    let (fleet, shared, ramp_up) = ramp_up(&args.fleet, run_start, deadline).await?;
+    let (fleet, shared, ramp_up) = ramp_up(&args.fleet, Logins::Password, run_start, deadline).await?;
     let stall_set = stall_set_size(args.fleet.devices, args.stalled_percent);
     fleet.set_stall_set(stall_set);
 
@@ -271,12 +299,12 @@ async fn run_scenario(args: SlowArgs, run_start: Instant, deadline: Instant) -> 
     let per_phase = (args.rate * args.phase_secs as f64).round() as u64;
     let mut plan = WritePlan {
         source: args.fleet.source.clone(),
-        key: args.fleet.key.clone(),
+        keys: vec![args.fleet.key.clone()],
         changes: per_phase,
         first_index: 0,
         rate: args.rate,
         max_in_flight: args.max_in_flight,
-        pad_bytes: args.pad_bytes,
+        records: ProbeRecords::ByWrite { pad_bytes: args.pad_bytes },
     };
     let before = push_open_loop(&plan, &shared, writer.clone(), deadline).await;
     shared.phase_split_ns.store(shared.now_ns(), std::sync::atomic::Ordering::SeqCst);
@@ -288,7 +316,7 @@ async fn run_scenario(args: SlowArgs, run_start: Instant, deadline: Instant) -> 
 
     let head = before.max_head.max(during.max_head).max(ramp_up.cursor);
     let at_target_before = fleet.set_target(head);
-    let drain_deadline = (Instant::now() + Duration::from_secs(args.run.drain_secs)).min(deadline);
+    let drain_deadline = drain_deadline(args.run.drain_secs, deadline);
     let all_caught_up = shared.at_target.wait_for(at_target_before + ramp_up.caught_up as u64, drain_deadline).await;
     let caught_up_after = stall_ended.elapsed();
     let usage = usage.finish()?;
@@ -303,38 +331,14 @@ async fn run_scenario(args: SlowArgs, run_start: Instant, deadline: Instant) -> 
     };
 
     let totals = fleet.stop(Instant::now() + STOP_GRACE).await;
-    let stalled_totals = totals.stall_set.as_ref();
-    let stalled = Stalled {
-        devices: stall_set.min(args.fleet.devices),
-        catchup_pages: stalled_totals.map_or(0, |stalled| stalled.catchup_pages),
-        recatchups: stalled_totals.map_or(0, |stalled| stalled.recatchups),
-        lost: stalled_totals.map_or(0, |stalled| stalled.missing_seqs + stalled.short_of_target_seqs),
-        duplicates: stalled_totals.map_or(0, |stalled| stalled.duplicate_seqs),
-        ended_early: stalled_totals.map_or(0, |stalled| stalled.ended_early),
-        caught_up_without_loss: false,
-    };
-    let stalled = Stalled {
-        caught_up_without_loss: stalled_totals.is_some_and(|stalled| stalled.short_of_target == 0) && stalled.lost == 0,
-        ..stalled
-    };
-    let others_before = LatencySummary::of(&shared.others_latency[0].lock());
-    let others_during = LatencySummary::of(&shared.others_latency[1].lock());
-    let others = Others {
-        devices: args.fleet.devices.saturating_sub(stalled.devices),
-        p50_ratio: ratio(others_during.p50_ms, others_before.p50_ms),
-        p99_ratio: ratio(others_during.p99_ms, others_before.p99_ms),
-        before: others_before,
-        during: others_during,
-        catchup_pages: totals.catchup_pages - stalled.catchup_pages,
-        lost: (totals.missing_seqs + totals.short_of_target_seqs).saturating_sub(stalled.lost),
-        duplicates: totals.duplicate_seqs.saturating_sub(stalled.duplicates),
-    };
+    let stalled = Stalled::of(&totals, stall_set.min(args.fleet.devices));
+    let others = Others::of(&totals, &shared, &stalled, args.fleet.devices);
     let report = SlowReport {
         scenario: "slow",
         unix_time: unix_time_secs(),
         params: Params {
             url: args.fleet.url.clone(),
-            grpc: args.grpc.clone(),
+            grpc: args.ingest.grpc.clone(),
             devices: args.fleet.devices,
             stalled_percent: args.stalled_percent,
             rate: args.rate,
@@ -364,10 +368,7 @@ async fn run_scenario(args: SlowArgs, run_start: Instant, deadline: Instant) -> 
         fleet: totals,
     };
     print_table(&report);
-    if let Some(path) = &args.run.json_out {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    write_json(args.run.json_out.as_deref(), &report)
 }
 
 fn print_table(report: &SlowReport) {
@@ -422,9 +423,7 @@ fn print_table(report: &SlowReport) {
             ),
         );
     }
-    if !report.fleet.errors.is_empty() {
-        table.row("device errors", report.fleet.errors.join("; "));
-    }
+    report.fleet.add_error_row(&mut table);
     for phase in [&report.phase_before, &report.phase_during] {
         if let Some(error) = &phase.first_error {
             table.row("first push error", error);

@@ -34,10 +34,12 @@ use tokio::{task::JoinSet, time::Instant};
 
 use crate::{
     fleet::{
-        FleetArgs, FleetTotals, RampUp, RunArgs, STOP_GRACE, Shared, describe_code, describe_error, login, ramp_up,
+        FleetArgs, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, Shared, describe_code, describe_error, login,
+        ramp_up,
     },
-    procfs::{CoreBusy, ServerWindow, UsageWindow, cpu_us_per, server_process},
+    push_driver::drain_deadline,
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
+    usage::{CoreBusy, ServerWindow, UsageWindow, cpu_us_per, server_process},
 };
 
 /// Default outstanding mutations per writer.
@@ -66,7 +68,7 @@ pub(crate) struct MutationsArgs {
     #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_parser = clap::value_parser!(u64).range(1..1_000_000))]
     in_flight: u64,
     #[command(flatten)]
-    run: RunArgs,
+    pub(crate) run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,32 +157,20 @@ struct MutationsReport {
 }
 
 /// Runs `mutations`: ramp-up, writer logins, mutations, drain, report.
-pub(crate) async fn run(args: MutationsArgs) -> anyhow::Result<()> {
-    crate::fleet::run_bounded(args.run.max_secs, |run_start, deadline| run_scenario(args, run_start, deadline)).await
-}
-
-async fn run_scenario(args: MutationsArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
-    anyhow::ensure!(args.rate >= 0.0 && args.rate.is_finite(), "--rate must be a finite number ≥ 0");
+pub(crate) async fn run(args: MutationsArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+    crate::fleet::check_rate(args.rate)?;
     anyhow::ensure!(args.writers >= 1, "--writers must be at least 1");
     let server = args.run.server_pid.map(server_process).transpose()?;
-    let (fleet, shared, ramp_up) = ramp_up(&args.fleet, run_start, deadline).await?;
+    let (fleet, shared, ramp_up) = ramp_up(&args.fleet, Logins::Password, run_start, deadline).await?;
 
     let logins_started = Instant::now();
-    let mut connections = Vec::with_capacity(args.writers);
-    for writer in 0..args.writers {
-        let logged_in =
-            tokio::time::timeout_at(deadline, login(&args.fleet.url, &args.fleet.user, &args.fleet.password))
-                .await
-                .context("timed out")
-                .and_then(|login| login);
-        match logged_in {
-            Ok((connection, _)) => connections.push(connection),
-            Err(error) => {
-                fleet.stop(Instant::now() + STOP_GRACE).await;
-                return Err(error.context(format!("logging writer {writer} in")));
-            }
+    let connections = match login_writers(&args, deadline).await {
+        Ok(connections) => connections,
+        Err(error) => {
+            fleet.stop(Instant::now() + STOP_GRACE).await;
+            return Err(error);
         }
-    }
+    };
     let writers_login_secs = secs(logins_started.elapsed());
 
     let usage = UsageWindow::start(server)?;
@@ -196,28 +186,10 @@ async fn run_scenario(args: MutationsArgs, run_start: Instant, deadline: Instant
         deadline,
     });
     let first_sent_ns = shared.now_ns();
-    let mut tasks = JoinSet::new();
-    for (index, connection) in connections.into_iter().enumerate() {
-        tasks.spawn(run_writer(index as u64, connection, Arc::clone(&plan), Arc::clone(&shared)));
-    }
-    let mut totals = WriterOutcome::default();
-    loop {
-        // Writers end by the deadline themselves; the grace covers their polite close.
-        match tokio::time::timeout_at(deadline + STOP_GRACE, tasks.join_next()).await {
-            Ok(Some(Ok(outcome))) => totals.merge(outcome),
-            Ok(Some(Err(error))) => totals.note_error(format!("writer task failed: {error}")),
-            Ok(None) => break,
-            Err(_) => {
-                tasks.abort_all();
-                totals.note_error("writers still running at the deadline".to_owned());
-                break;
-            }
-        }
-    }
+    let totals = run_writers(connections, &plan, &shared).await;
 
     let echo_expected = ramp_up.caught_up as u64 * totals.ok;
-    let drain_deadline = (Instant::now() + plan.drain).min(deadline);
-    let echo_drained = shared.delivered.wait_for(echo_expected, drain_deadline).await;
+    let echo_drained = shared.delivered.wait_for(echo_expected, drain_deadline(args.run.drain_secs, deadline)).await;
     let usage = usage.finish()?;
     let fleet_totals = fleet.stop(Instant::now() + STOP_GRACE).await;
     let echoes = fleet_totals.live_records + fleet_totals.catchup_records;
@@ -275,10 +247,46 @@ async fn run_scenario(args: MutationsArgs, run_start: Instant, deadline: Instant
     let mut table = report.table();
     usage.table_rows(&mut table, totals.ok, "mutation");
     table.print();
-    if let Some(path) = &args.run.json_out {
-        write_json(path, &report)?;
+    write_json(args.run.json_out.as_deref(), &report)
+}
+
+/// Logs every writer in with the password, one after the other (each its own client).
+async fn login_writers(args: &MutationsArgs, deadline: Instant) -> anyhow::Result<Vec<Connection>> {
+    let mut connections = Vec::with_capacity(args.writers);
+    for writer in 0..args.writers {
+        let (connection, _) =
+            tokio::time::timeout_at(deadline, login(&args.fleet.url, &args.fleet.user, &args.fleet.password))
+                .await
+                .context("timed out")
+                .and_then(|login| login)
+                .with_context(|| format!("logging writer {writer} in"))?;
+        connections.push(connection);
     }
-    Ok(())
+    Ok(connections)
+}
+
+/// Runs one writer per connection until each has sent its share and had it answered (or
+/// its drain or the deadline ended it); returns what they did together.
+async fn run_writers(connections: Vec<Connection>, plan: &Arc<Plan>, shared: &Arc<Shared>) -> WriterOutcome {
+    let mut tasks = JoinSet::new();
+    for (index, connection) in connections.into_iter().enumerate() {
+        tasks.spawn(run_writer(index as u64, connection, Arc::clone(plan), Arc::clone(shared)));
+    }
+    let mut totals = WriterOutcome::default();
+    loop {
+        // Writers end by the deadline themselves; the grace covers their polite close.
+        match tokio::time::timeout_at(plan.deadline + STOP_GRACE, tasks.join_next()).await {
+            Ok(Some(Ok(outcome))) => totals.merge(outcome),
+            Ok(Some(Err(error))) => totals.note_error(format!("writer task failed: {error}")),
+            Ok(None) => break,
+            Err(_) => {
+                tasks.abort_all();
+                totals.note_error("writers still running at the deadline".to_owned());
+                break;
+            }
+        }
+    }
+    totals
 }
 
 /// What every writer does.
@@ -568,9 +576,7 @@ impl MutationsReport {
         if !self.writer_errors.is_empty() {
             table.row("writer errors", self.writer_errors.join("; "));
         }
-        if !self.fleet.errors.is_empty() {
-            table.row("device errors", self.fleet.errors.join("; "));
-        }
+        self.fleet.add_error_row(&mut table);
         table
     }
 }
@@ -608,7 +614,7 @@ mod tests {
     #[test]
     fn mutations_are_creates_carrying_a_probe_of_the_run() {
         let plan = plan(1.0);
-        let args = crate::fleet::tests::fleet_args();
+        let args = crate::fleet::fleet_args();
         let shared = Shared::new(&args, 0, Instant::now());
         let (id, sent_ns, frame) = mutate_frame(&plan, &shared, 7);
         assert_eq!(id, mutation_id(shared.run_tag, 7));

@@ -10,12 +10,13 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 use serde::Serialize;
+use syncline_procfs::Memory;
 use tokio::time::Instant;
 
 use crate::{
-    fleet::{FleetArgs, FleetTotals, RampUp, STOP_GRACE, ramp_up},
-    procfs::{Memory, server_process},
+    fleet::{FleetArgs, FleetTotals, Logins, RampUp, STOP_GRACE, ramp_up},
     report::{Table, round, unix_time_secs, write_json},
+    usage::server_process,
 };
 
 /// Default time for the whole run.
@@ -37,7 +38,7 @@ pub(crate) struct IdleArgs {
     settle_secs: u64,
     /// Hard limit on the whole run, in seconds.
     #[arg(long, default_value_t = DEFAULT_MAX_SECS)]
-    max_secs: u64,
+    pub(crate) max_secs: u64,
     /// Writes the report as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -74,15 +75,11 @@ struct IdleReport {
 }
 
 /// Runs `idle`.
-pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<()> {
-    crate::fleet::run_bounded(args.max_secs, |run_start, deadline| run_scenario(args, run_start, deadline)).await
-}
-
-async fn run_scenario(args: IdleArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+pub(crate) async fn run(args: IdleArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
     let server = server_process(args.server_pid)?;
     let memory_before = server.memory()?;
     let cpu_before = server.cpu_time()?;
-    let (fleet, _shared, ramp_up) = ramp_up(&args.fleet, run_start, deadline).await?;
+    let (fleet, _shared, ramp_up) = ramp_up(&args.fleet, Logins::Password, run_start, deadline).await?;
     let connect_cpu = server.cpu_time()?.saturating_sub(cpu_before);
     let settle_end = Instant::now() + Duration::from_secs(args.settle_secs);
     anyhow::ensure!(settle_end < deadline, "no time left for the settle time before --max-secs");
@@ -112,10 +109,7 @@ async fn run_scenario(args: IdleArgs, run_start: Instant, deadline: Instant) -> 
         fleet: totals,
     };
     print_table(&report);
-    if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    write_json(args.json_out.as_deref(), &report)
 }
 
 fn print_table(report: &IdleReport) {
@@ -133,8 +127,6 @@ fn print_table(report: &IdleReport) {
         .row("RSS per idle device", format!("{:.2} KB", report.rss_kb_per_device))
         .row("server CPU per connect", format!("{:.1} µs", report.server_cpu_us_per_connect))
         .row("ended during settle", report.fleet.ended_early);
-    if !report.fleet.errors.is_empty() {
-        table.row("device errors", report.fleet.errors.join("; "));
-    }
+    report.fleet.add_error_row(&mut table);
     table.print();
 }

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
 use syncline_client_sim::{Connection, Incoming};
+use syncline_procfs::Process;
 use syncline_proto::{
     checksum::Checksum,
     v1::{Changes, ClientFrame, ServerFrame, Subscribe, SyncStatus, client_frame, server_frame},
@@ -21,7 +22,6 @@ use tokio::time::Instant;
 use crate::{
     fleet::{ack_frame, login, resume},
     loopback::check_url,
-    procfs::Process,
     report::{Table, round, secs, unix_time_secs, write_json},
 };
 
@@ -151,10 +151,7 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
         runs,
     };
     print_table(&report);
-    if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    write_json(args.json_out.as_deref(), &report)
 }
 
 /// A device's copy of the partition: id → version, enough to verify count and checksum.

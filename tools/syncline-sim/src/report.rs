@@ -83,8 +83,10 @@ impl Table {
     }
 }
 
-/// Writes `report` as pretty JSON to `path` (creating its directory).
-pub(crate) fn write_json(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
+/// Writes `report` as pretty JSON to `path` (creating its directory), when there is one
+/// (`--json-out`).
+pub(crate) fn write_json(path: Option<&Path>, report: &impl Serialize) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -131,7 +133,8 @@ mod tests {
     fn json_reports_create_their_directory() {
         let dir = std::env::temp_dir().join(format!("syncline-sim-report-{}", std::process::id()));
         let path = dir.join("nested").join("report.json");
-        write_json(&path, &serde_json::json!({"ok": true})).unwrap();
+        write_json(Some(&path), &serde_json::json!({"ok": true})).unwrap();
+        write_json(None, &serde_json::json!({"ok": false})).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"ok\": true"));
         std::fs::remove_dir_all(dir).unwrap();

@@ -1,10 +1,8 @@
 //! Runs the `syncline-sim` binary against the scripted fake server and reads what it prints.
 
-mod common;
-
 use std::process::Stdio;
 
-use common::{FakeServer, STEP, catch_up, live, record};
+use syncline_client_sim::fake_server::{FakeServer, STEP, catch_up, live, record};
 use syncline_proto::close_code;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},

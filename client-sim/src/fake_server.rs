@@ -1,7 +1,6 @@
-//! A scripted fake of the server's side of the device protocol, on 127.0.0.1, shared by the
-//! socket-level tests.
-
-#![allow(dead_code, unreachable_pub)]
+//! A scripted fake of the server's side of the device protocol, on 127.0.0.1, for
+//! socket-level tests: this crate's own and the `syncline-sim` CLI's (feature `test-util`).
+//! Every step panics when the device does not do what the test scripted.
 
 use std::{sync::Arc, time::Duration};
 
@@ -32,9 +31,12 @@ use tokio_tungstenite::{
 
 /// Longest wait for any single step; generous for a loaded 2-core CI machine.
 pub const STEP: Duration = Duration::from_secs(10);
+/// The source of the scripted partition.
 pub const SOURCE: &str = "Account";
+/// The user (and partition key) the fake server welcomes.
 pub const USER: &str = "u1";
 
+/// A device connection's byte stream: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -45,6 +47,7 @@ pub struct FakeServer {
 }
 
 impl FakeServer {
+    /// Starts a plain (`ws://`) server on a free loopback port.
     pub async fn start() -> Self {
         Self { listener: TcpListener::bind("127.0.0.1:0").await.unwrap(), tls: None }
     }
@@ -65,6 +68,8 @@ impl FakeServer {
         (server, certified.cert.pem())
     }
 
+    /// Returns the device endpoint: `ws://127.0.0.1:PORT/v1/sync`, or
+    /// `wss://localhost:PORT/v1/sync` with TLS.
     pub fn url(&self) -> String {
         let port = self.listener.local_addr().unwrap().port();
         match self.tls {
@@ -96,12 +101,14 @@ impl FakeServer {
 
 /// The server's end of one device connection.
 pub struct Peer {
+    /// The WebSocket, for tests that script raw messages.
     pub socket: WebSocketStream<Box<dyn Io>>,
     /// Whether the device spoke JSON; the server then answers in JSON.
     pub json: bool,
 }
 
 impl Peer {
+    /// Returns the next client frame (binary or JSON), skipping pings and pongs.
     pub async fn recv(&mut self) -> ClientFrame {
         loop {
             let message = timeout(STEP, self.socket.next()).await.expect("a client frame in time");
@@ -117,6 +124,7 @@ impl Peer {
         }
     }
 
+    /// Expects a Hello; returns its credentials and client id.
     pub async fn recv_hello(&mut self) -> (hello::Credentials, String) {
         match self.recv().await.msg {
             Some(client_frame::Msg::Hello(hello)) => (hello.credentials.unwrap(), hello.client_id),
@@ -157,6 +165,7 @@ impl Peer {
         }
     }
 
+    /// Sends a server frame, in JSON when the device spoke JSON.
     pub async fn send(&mut self, msg: server_frame::Msg) {
         let frame = ServerFrame { msg: Some(msg) };
         let message = if self.json {
@@ -167,11 +176,13 @@ impl Peer {
         self.socket.send(message).await.unwrap();
     }
 
+    /// Closes the connection with `code` and `reason`.
     pub async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
         let _ = self.socket.close(Some(frame)).await;
     }
 
+    /// Sends a Welcome for [`USER`] with session token `token`, offering [`SOURCE`].
     pub async fn welcome(&mut self, token: &str) {
         self.send(server_frame::Msg::Welcome(Welcome {
             client_id: "c1".into(),
@@ -194,6 +205,7 @@ impl Peer {
         }
     }
 
+    /// Sends the partition's caught-up state at `cursor`, holding `records`.
     pub async fn send_caught_up(&mut self, cursor: u64, records: &[Record]) {
         let mut checksum = Checksum::default();
         for record in records {
@@ -212,6 +224,7 @@ impl Peer {
     }
 }
 
+/// Returns record `id` at `version`, named `id@version`.
 pub fn record(id: &str, version: u64) -> Record {
     Record {
         id: id.to_owned(),
@@ -220,6 +233,7 @@ pub fn record(id: &str, version: u64) -> Record {
     }
 }
 
+/// Returns snapshot page `page` of the test partition at `to`.
 pub fn snapshot(page: u64, to: u64, upserts: &[Record], reset: bool, done: bool) -> server_frame::Msg {
     server_frame::Msg::Changes(Changes {
         source: SOURCE.into(),
@@ -235,6 +249,7 @@ pub fn snapshot(page: u64, to: u64, upserts: &[Record], reset: bool, done: bool)
     })
 }
 
+/// Returns a live push of changes `from..=to` of the test partition.
 pub fn live(from: u64, to: u64, upserts: &[Record], deletes: &[&str]) -> server_frame::Msg {
     server_frame::Msg::Changes(Changes {
         source: SOURCE.into(),

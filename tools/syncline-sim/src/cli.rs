@@ -1,52 +1,13 @@
-//! `syncline-sim`: simulated Syncline devices on the command line.
-//!
-//! - `watch` (`watch.rs`): one device syncing one partition, printing its progress, its
-//!   records once caught up, and each live change, until Ctrl-C.
-//! - `fanout` (`latency.rs`; alias `latency`): N devices caught up on a partition, M
-//!   single-record writes at a fixed rate or in a burst (pushed over gRPC Ingest, or created in
-//!   the backend through its channel); deliveries per second, push latency, losses and server
-//!   CPU per delivery.
-//! - `storm` (`storm.rs`): N devices caught up, then all disconnected at once and resumed at
-//!   once (token login, subscribe from their cursors), optionally with changes ingested during
-//!   the outage; time until every device is back and caught up, losses, duplicates, retries.
-//! - `slow` (`slow.rs`): N devices caught up, changes at a fixed rate; then k% stop reading
-//!   their sockets; the others' latency against the phase before, the server's memory over
-//!   time, and whether the stalled devices catch up without loss once they read again.
-//! - `initial-sync` (`initial_sync.rs`): one device syncing a whole partition from cursor 0,
-//!   repeated; records per second.
-//! - `idle` (`idle.rs`): N devices caught up and idle; server memory per device.
-//! - `mutations` (`mutations.rs`): N devices caught up, W writers sending creates; ack,
-//!   result and echo latency, mutations per second sustained.
-//! - `login-storm` (`login_storm.rs`): bursts of concurrent password logins, right and
-//!   wrong; answers by kind, logins per second, and the server's RSS and threads after each
-//!   burst (issue 13).
-//! - `personal` (`personal.rs`): N users, each with one device logged in with a backend
-//!   token this process mints, each synced to its own user partition; M changes/s pushed
-//!   over Ingest across those partitions; latency, losses per partition, server CPU.
-//!
-//! Shared by the load scenarios: `fleet.rs` (token login and lightweight raw subscribers
-//! over `wire::Connection`), `loopback.rs` (the loopback-only URL check and source
-//! addresses), `procfs.rs` (server CPU and memory from `/proc`) and `report.rs` (the printed
-//! table and the JSON file).
+//! The command line: one subcommand per scenario, the runtime they run on, and the exit code.
 
-mod fleet;
-mod idle;
-mod initial_sync;
-mod latency;
-mod login_storm;
-mod loopback;
-mod mutations;
-mod personal;
-mod procfs;
-mod report;
-mod rpc;
-mod slow;
-mod storm;
-mod watch;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+use crate::fleet::run_bounded;
+use crate::scenarios::{idle, initial_sync, latency, login_storm, mutations, personal, rpc, slow, storm, watch};
 
 /// Default log filter: the CLI's output is its stdout; logs (stderr) only report trouble.
 const DEFAULT_LOG_FILTER: &str = "warn";
@@ -101,7 +62,20 @@ enum Command {
     Personal(personal::PersonalArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command line and returns the process's exit code: on an error, prints it to
+/// stderr as `Error: ` and its chain of causes, and exits with 1.
+pub fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // What returning the error from `fn main` prints.
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
@@ -121,15 +95,20 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Watch(args) => watch::run(args).await,
-            Command::Fanout(args) => latency::run(args).await,
-            Command::Storm(args) => storm::run(args).await,
-            Command::Slow(args) => slow::run(args).await,
+            // The load scenarios run bounded: `--max-secs`, then a grace to stop.
+            Command::Fanout(args) => run_bounded(args.run.max_secs, |start, end| latency::run(args, start, end)).await,
+            Command::Storm(args) => run_bounded(args.run.max_secs, |start, end| storm::run(args, start, end)).await,
+            Command::Slow(args) => run_bounded(args.run.max_secs, |start, end| slow::run(args, start, end)).await,
             Command::InitialSync(args) => initial_sync::run(args).await,
-            Command::Idle(args) => idle::run(args).await,
+            Command::Idle(args) => run_bounded(args.max_secs, |start, end| idle::run(args, start, end)).await,
             Command::Rpc(args) => rpc::run(args).await,
-            Command::Mutations(args) => mutations::run(args).await,
-            Command::LoginStorm(args) => login_storm::run(args).await,
-            Command::Personal(args) => personal::run(args).await,
+            Command::Mutations(args) => {
+                run_bounded(args.run.max_secs, |start, end| mutations::run(args, start, end)).await
+            }
+            Command::LoginStorm(args) => run_bounded(args.max_secs, |_, _| login_storm::run(args)).await,
+            Command::Personal(args) => {
+                run_bounded(args.run.max_secs, |start, end| personal::run(args, start, end)).await
+            }
         }
     })
 }

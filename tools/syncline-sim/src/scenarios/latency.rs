@@ -1,0 +1,234 @@
+//! `syncline-sim fanout` (alias `latency`): push latency and fan-out throughput through the
+//! whole server.
+//!
+//! N devices (one password login, then session tokens) subscribe to a partition and are
+//! caught up; then M single-record writes are made at a fixed rate (`--rate 0`: a burst, as
+//! fast as the server takes them, `--max-in-flight` calls pipelined), each write its own call
+//! and its own commit, in one of two ways (`--via`):
+//!
+//! - `ingest` (default): upserts pushed to Syncline over gRPC (`Ingest/Push`); each record
+//!   carries the run's tag and `sent_ns` as int fields.
+//! - `channel`: records created in the backend through the source's channel
+//!   (`syncline.v1.Channel/Create`, no caller), the "backend commit"; Syncline sees them
+//!   through its `watch` capture. The backend's schema is fixed, so the probe travels in
+//!   the `name` field (`syncline_client_sim::probe::probe_name`).
+//!
+//! `sent_ns` is taken just before the call, on the run's monotonic clock, which the devices
+//! share since they live in this process. Every device records receive time − `sent_ns` for
+//! each probe of every live `Changes` frame, so a latency covers the gRPC call, the durable
+//! commit(s), fan-out, the socket and this process's own queueing.
+//!
+//! Delivered/s is every delivery of the run over the time from the first write's send to
+//! the last delivery (not to the last write's return), so a server that acknowledges writes
+//! fast but fans out late does not look faster than it is.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+use syncline_proto::v1::channel_client::ChannelClient;
+use tokio::time::Instant;
+
+use crate::{
+    fleet::{FleetArgs, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, ramp_up},
+    push_driver::{
+        DeliverySummary, IngestArgs, ProbeRecords, PushSummary, WritePlan, Writer, WriterThread, push_and_drain,
+    },
+    report::{Table, unix_time_secs, write_json},
+    usage::{WindowUsage, server_process},
+};
+
+/// Default bound on pending Push calls: at 100 pushes/s, 64 pending means the server is more
+/// than half a second behind.
+const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+/// Where the writes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Via {
+    /// Upserts pushed to Syncline with `Ingest/Push` (`--grpc`).
+    Ingest,
+    /// Records created in the backend with the channel's `Create` (`--channel`); Syncline
+    /// must capture the source with `watch` (or `poll`).
+    Channel,
+}
+
+/// Arguments of `fanout`.
+#[derive(Debug, Args)]
+pub(crate) struct LatencyArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// How records are written: pushed to Syncline (`ingest`) or created in the backend
+    /// through its channel (`channel`).
+    #[arg(long, value_enum, default_value_t = Via::Ingest)]
+    via: Via,
+    /// `--grpc`: the Ingest endpoint for `--via ingest`.
+    #[command(flatten)]
+    ingest: IngestArgs,
+    /// The source's channel (gRPC `syncline.v1.Channel`) for `--via channel`; loopback
+    /// addresses only.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Single-record writes to make.
+    #[arg(long, default_value_t = 1000)]
+    changes: u64,
+    /// Writes per second (0: back to back).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Write calls pending at once. Writes are sent on schedule whether or not earlier ones
+    /// have returned (open loop), so a slow server shows as latency, not as a lower write
+    /// rate; only when this many are pending does a write wait.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct Params {
+    url: String,
+    via: Via,
+    grpc: String,
+    channel: Option<String>,
+    devices: usize,
+    changes: u64,
+    rate: f64,
+    source: String,
+    key: String,
+    from_zero: bool,
+    ack_every: u64,
+    server_pid: Option<u32>,
+    max_in_flight: usize,
+    max_secs: u64,
+    drain_secs: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyReport {
+    scenario: &'static str,
+    unix_time: u64,
+    params: Params,
+    ramp_up: RampUp,
+    #[serde(flatten)]
+    pushes: PushSummary,
+    /// Devices caught up × pushed.
+    expected: u64,
+    /// Records of this run received in live pushes.
+    delivered_live: u64,
+    /// Records of this run received in catch-up pages after a demotion.
+    delivered_catchup: u64,
+    /// Expected − delivered (never negative).
+    lost: u64,
+    /// Delivered − expected, when positive (duplicates).
+    extra: u64,
+    /// True when everything expected arrived before the drain ended.
+    drained: bool,
+    #[serde(flatten)]
+    delivery: DeliverySummary,
+    fleet: FleetTotals,
+}
+
+/// Runs `fanout`: ramp-up, paced pushes, drain, report.
+pub(crate) async fn run(args: LatencyArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+    let endpoint = match args.via {
+        Via::Ingest => args.ingest.grpc.clone(),
+        Via::Channel => args.channel.clone().context("--via channel needs --channel http://127.0.0.1:PORT")?,
+    };
+    crate::loopback::check_url(&endpoint, &["http"]).await?;
+    crate::fleet::check_rate(args.rate)?;
+    let server = args.run.server_pid.map(server_process).transpose()?;
+    let (fleet, shared, ramp_up) = ramp_up(&args.fleet, Logins::Password, run_start, deadline).await?;
+
+    let (via, token) = (args.via, args.ingest.ingest_token.clone());
+    let mut writes = WriterThread::start(endpoint, move |grpc| match via {
+        Via::Ingest => Writer::ingest(grpc, token.as_deref()),
+        Via::Channel => Ok(Writer::Channel(ChannelClient::new(grpc))),
+    })
+    .await?;
+    let plan = WritePlan {
+        source: args.fleet.source.clone(),
+        keys: vec![args.fleet.key.clone()],
+        changes: args.changes,
+        first_index: 0,
+        rate: args.rate,
+        max_in_flight: args.max_in_flight,
+        records: ProbeRecords::ByWrite { pad_bytes: 0 },
+    };
+    let push = writes.run(plan, Arc::clone(&shared), deadline);
+    let caught_up = ramp_up.caught_up as u64;
+    let phase =
+        push_and_drain(&shared, server, args.run.drain_secs, deadline, push, |pushes| caught_up * pushes.pushed)
+            .await?;
+
+    let totals = fleet.stop(Instant::now() + STOP_GRACE).await;
+    let expected = caught_up * phase.pushes.pushed;
+    let delivered = totals.live_records + totals.catchup_records;
+    let report = LatencyReport {
+        scenario: "fanout",
+        unix_time: unix_time_secs(),
+        params: Params {
+            url: args.fleet.url.clone(),
+            via: args.via,
+            grpc: args.ingest.grpc.clone(),
+            channel: args.channel.clone(),
+            devices: args.fleet.devices,
+            changes: args.changes,
+            rate: args.rate,
+            source: args.fleet.source.clone(),
+            key: args.fleet.key.clone(),
+            from_zero: args.fleet.from_zero,
+            ack_every: args.fleet.ack_every,
+            server_pid: args.run.server_pid,
+            max_in_flight: args.max_in_flight,
+            max_secs: args.run.max_secs,
+            drain_secs: args.run.drain_secs,
+        },
+        ramp_up,
+        pushes: PushSummary::of(&phase.pushes),
+        expected,
+        delivered_live: totals.live_records,
+        delivered_catchup: totals.catchup_records,
+        lost: expected.saturating_sub(delivered),
+        extra: delivered.saturating_sub(expected),
+        drained: phase.drained,
+        delivery: DeliverySummary::of(&phase, &shared),
+        fleet: totals,
+    };
+    print_table(&report, &phase.usage, phase.delivered_at_end);
+    write_json(args.run.json_out.as_deref(), &report)
+}
+
+fn print_table(report: &LatencyReport, usage: &WindowUsage, delivered: u64) {
+    let via = match report.params.via {
+        Via::Ingest => "Ingest/Push",
+        Via::Channel => "Channel/Create",
+    };
+    let mut table = Table::new(format!(
+        "fanout: {} devices x {} changes at {}/s via {via}",
+        report.params.devices, report.params.changes, report.params.rate
+    ));
+    let (pushes, delivery) = (&report.pushes, &report.delivery);
+    report.ramp_up.add_rows(&mut table);
+    table
+        .row("written", pushes.line())
+        .row("write call p50/p90/p99/max", pushes.push_call.line())
+        .row("expected", report.expected)
+        .row("delivered", format!("{} live + {} catch-up", report.delivered_live, report.delivered_catchup))
+        .row("lost / extra", format!("{} / {}", report.lost, report.extra))
+        .row("latency p50/p90/p99/max", delivery.latency.line())
+        .row(
+            "delivered/s",
+            format!("{:.0} (first send to last delivery: {:.3} s)", delivery.delivered_per_sec, delivery.delivery_secs),
+        );
+    if report.delivered_catchup > 0 {
+        table.row("catch-up latency p50/p90/p99/max", delivery.catchup_latency.line());
+    }
+    report.fleet.add_delivery_rows(&mut table);
+    usage.table_rows(&mut table, delivered, "delivered record");
+    report.fleet.add_error_row(&mut table);
+    if let Some(error) = &pushes.first_push_error {
+        table.row("first write error", error);
+    }
+    table.print();
+}
