@@ -30,6 +30,10 @@
 #   run_baselines OUT SCENARIOS     the baselines' side of a same-run comparison
 #   run_syncline OUT SCENARIOS      Syncline's side of it
 #   compare_table DIR               the ratio table of a comparison directory (compare.py)
+#   run_syncline_beside RUN BASELINES SCENARIO SUMMARY LABEL
+#                                   Syncline through SCENARIO into RUN/syncline beside a copy of
+#                                   the round's BASELINES; RUN/compare.md, and LABEL with its CPU
+#                                   and latency lines appended to SUMMARY
 #
 # Variables the scripts set before using them:
 #   SRV_CPU (0 unless set), LOAD_CPU (the load generator's core, 1 unless set),
@@ -240,4 +244,16 @@ run_syncline() {
 
 compare_table() {
   python3 benches/load/compare.py "$1"
+}
+
+run_syncline_beside() {
+  local run=$1 baselines=$2 scenario=$3 summary=$4 label=$5
+  mkdir -p "$run/syncline"
+  cp "$baselines" "$run/baselines.jsonl"
+  run_syncline "$run/syncline" "$scenario"
+  compare_table "$run" >"$run/compare.md"
+  {
+    echo "$label:"
+    grep -E "CPU µs per delivery|latency p50|latency p99|RSS per idle" "$run/compare.md"
+  } >>"$summary"
 }

@@ -38,15 +38,8 @@ for round in $(seq 1 "$ROUNDS"); do
   intervals=$INTERVALS
   if ((round % 2 == 0)); then intervals=$(tr ' ' '\n' <<<"$INTERVALS" | tac | tr '\n' ' '); fi
   for interval in $intervals; do
-    run=$dir/i$interval
-    mkdir -p "$run/syncline"
-    cp "$dir/baselines.jsonl" "$run/"
-    SYNCLINE_PUSH_INTERVAL_MS=$interval run_syncline "$run/syncline" "$syncline_scenario"
-    compare_table "$run" >"$run/compare.md"
-    {
-      echo "round $round, push_interval_ms $interval:"
-      grep -E "CPU µs per delivery|latency p50|latency p99" "$run/compare.md"
-    } >>"$OUT/summary.md"
+    SYNCLINE_PUSH_INTERVAL_MS=$interval run_syncline_beside "$dir/i$interval" "$dir/baselines.jsonl" \
+      "$syncline_scenario" "$OUT/summary.md" "round $round, push_interval_ms $interval"
   done
 done
 cat "$OUT/summary.md"
