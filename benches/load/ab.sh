@@ -30,13 +30,11 @@ for pair in $PAIRS; do syncline_scenario_of "$pair" >/dev/null; done
 SERVER_BIN=${AFTER_BIN:-}
 frozen_release_binaries
 AFTER_BIN=$SERVER_BIN
-before_copy=$(mktemp /tmp/syncline-before.XXXXXX)
-on_exit "rm -f '$before_copy'"
-cp "$BEFORE_BIN" "$before_copy"
-# start_server checks the process name, so the copy must keep the binary's name.
+# A copy, as frozen_release_binaries makes; start_server checks the process name, so the copy
+# keeps the server binary's name.
 before_dir=$(mktemp -d /tmp/syncline-before-bin.XXXXXX)
 on_exit "rm -rf '$before_dir'"
-mv "$before_copy" "$before_dir/${AFTER_BIN##*/}"
+cp "$BEFORE_BIN" "$before_dir/${AFTER_BIN##*/}"
 BEFORE_BIN=$before_dir/${AFTER_BIN##*/}
 
 mkdir -p "$OUT"
@@ -56,4 +54,4 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
 done
-cat "$OUT/summary.md"
+python3 benches/load/ab.py "$OUT" | tee "$OUT/ab.md"
