@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use syncline_push::{ConnectionCount, Hub, ListenerConfig, SessionConfig};
+use syncline_proto::v1::ingest_server::IngestServer;
+use syncline_push::{ConnectionCount, Hub};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,17 +18,16 @@ use crate::channel::ChannelRegistry;
 use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
-use crate::config::Settings;
-use crate::gateway::{DeviceConnections, DeviceLimits, DeviceSessions, GatewayServices};
+use crate::config::{AuthSettings, DeviceSettings, Settings, StoreSettings};
+use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices};
 use crate::ingest::IngestService;
 use crate::jobs::Jobs;
 use crate::mutations::MutationDispatcher;
 use crate::rpc::RpcRouter;
 use crate::runtime::BackendRuntime;
 use crate::shutdown;
-use crate::storage::CommitListener;
-use crate::storage::Store;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::storage::{CommitListener, PartitionName, Store};
 use crate::sync::{LivePublisher, cursors::CursorRecorder};
 use crate::tls::TlsMaterial;
 
@@ -45,7 +46,7 @@ pub struct RunningServer {
     /// Counters of change capture from channels (e.g. records refused).
     pub capture: Arc<capture::CaptureCounters>,
     shutdown: CancellationToken,
-    stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stopped: JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningServer {
@@ -75,144 +76,57 @@ impl RunningServer {
 
 /// Opens the store, seeds the demo when configured, binds both listeners and starts serving.
 /// Returns once the listeners are bound.
-pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     // One sweeper per runtime worker: live fan-out runs on every core, off the store's
     // writer thread.
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    let hub = Hub::with_sweepers(workers, settings.push_interval, &tracker, shutdown.clone());
-    let store_path = settings.data_dir.join(STORE_FILE_NAME);
-    let options = EmbeddedOptions { cache_size_bytes: settings.store_cache_bytes };
-    let store: Arc<dyn Store> = {
-        let path = store_path.clone();
-        let live: Arc<dyn CommitListener> =
-            Arc::new(LivePublisher { hub: hub.clone(), max_page_bytes: settings.max_page_bytes });
-        Arc::new(
-            tokio::task::spawn_blocking(move || EmbeddedStore::open_with_listener(&path, options, Some(live)))
-                .await?
-                .with_context(|| format!("cannot open the store {}", store_path.display()))?,
-        )
-    };
-    let mut settings = settings;
+    let hub = Hub::with_sweepers(workers, settings.device.push_interval, &tracker, shutdown.clone());
+    let live = LivePublisher { hub: hub.clone(), max_page_bytes: settings.device.max_page_bytes };
+    let store = open_store(&settings.store, live).await?;
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
-    let auth = {
-        let store = store.clone();
-        let ttl = settings.token_ttl;
-        let channel = settings.auth_channel.as_deref().map(ChannelConnection::lazy).transpose()?;
-        let limits = settings.login_limits;
-        let auth = tokio::task::spawn_blocking(move || Authenticator::new(store, ttl, channel, &limits)).await??;
-        match &settings.backend_tokens {
-            Some(tokens) => {
-                auth.with_backend_tokens(BackendTokenVerifier::new(&tokens.secret, tokens.audience.as_deref()))
-            }
-            None => auth,
-        }
-    };
-    let (capture_requests, capture_queues) = wiring::capture_queues(&settings.sources);
-    let channels = Arc::new(ChannelRegistry::new(&settings.sources)?);
-    let connections_by_device = Arc::new(DeviceConnections::default());
-    let mutations = MutationDispatcher::new(
-        store.clone(),
-        &settings.sources,
-        channels.clone(),
-        connections_by_device.clone(),
-        tracker.clone(),
-        shutdown.clone(),
-    );
-    let services = Arc::new(GatewayServices {
-        store: store.clone(),
-        hub,
-        auth,
-        sources: settings.sources.clone(),
-        limits: DeviceLimits::from_settings(&settings),
-        cursors: Arc::new(CursorRecorder::default()),
-        capture_requests,
-        mutations: mutations.clone(),
-        channels,
-        connections: connections_by_device,
-        tracker: tracker.clone(),
-        user_sessions: Default::default(),
-        rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
-    });
-    let resumed = mutations.resume_pending().await?;
+    let auth = start_auth(store.clone(), &settings.auth).await?;
+    let (services, capture_queues) = gateway_services(&settings, store.clone(), hub, auth, &tracker, &shutdown)?;
+    let resumed = services.mutations.resume_pending().await?;
     if resumed > 0 {
         tracing::info!(mutations = resumed, "resuming queued device mutations");
     }
 
-    let tls = match &settings.tls {
-        Some((cert, key)) => Some(TlsMaterial::load(cert, key)?),
-        None => None,
-    };
-    let device_listener = syncline_push::listener::bind(settings.device_addr)
-        .with_context(|| format!("cannot listen on {} (device endpoint)", settings.device_addr))?;
-    let backend_runtime = BackendRuntime::start(settings.grpc_threads)?;
-    let grpc_listener = {
-        let listener = std::net::TcpListener::bind(settings.grpc_addr)
-            .with_context(|| format!("cannot listen on {} (gRPC endpoint)", settings.grpc_addr))?;
-        listener.set_nonblocking(true)?;
-        // Registered with the backend runtime's I/O driver, where it is served.
-        let _entered = backend_runtime.handle().enter();
-        TcpListener::from_std(listener)?
-    };
-    let device_addr = device_listener.local_addr()?;
-    let grpc_addr = grpc_listener.local_addr()?;
-
+    let tls = settings.tls.as_ref().map(|tls| TlsMaterial::load(&tls.cert, &tls.key)).transpose()?;
+    let backend_runtime = BackendRuntime::start(settings.grpc.threads)?;
+    let Listeners { device, grpc } = Listeners::bind(&settings, &backend_runtime)?;
+    let (device_addr, grpc_addr) = (device.local_addr()?, grpc.local_addr()?);
     let connections = Arc::new(ConnectionCount::default());
-    let listener_config = Arc::new(ListenerConfig {
-        max_frame_bytes: settings.max_frame_bytes,
-        max_connections: settings.max_connections,
-        session: SessionConfig {
-            outbound_queue: settings.outbound_queue,
-            outbound_queue_bytes: settings.outbound_queue_bytes,
-            heartbeat: settings.heartbeat,
-            idle_timeout: settings.idle_timeout,
-            handshake_timeout: settings.hello_timeout,
-        },
-    });
-    let device_tls = tls.as_ref().map(TlsMaterial::device_acceptor).transpose()?;
-    let scheme = if tls.is_some() { "wss" } else { "ws" };
-    tracing::info!(url = %format!("{scheme}://{device_addr}{}", syncline_proto::SYNC_PATH), "device endpoint listening");
-    let device_task = tokio::spawn(syncline_push::listener::serve(
-        device_listener,
-        device_tls,
-        Arc::new(DeviceSessions { services: services.clone() }),
-        listener_config,
-        connections.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-    ));
-
-    let mut grpc = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        grpc = grpc.tls_config(tls.grpc_config()).context("gRPC TLS configuration")?;
-    }
-    let ingest = IngestService::server(store.clone(), settings.sources.clone(), settings.ingest_token.clone());
-    let grpc_shutdown = shutdown.clone();
-    let grpc_scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(url = %format!("{grpc_scheme}://{grpc_addr}"), "gRPC endpoint listening (Ingest)");
-    let grpc_task = backend_runtime.handle().spawn(
-        grpc.add_service(ingest)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
-                grpc_shutdown.cancelled().await
-            }),
-    );
+    let (device_services, device_connections) = (services.clone(), connections.clone());
+    let device_task = serve_devices(
+        device,
+        &settings.device,
+        tls.as_ref(),
+        device_services,
+        device_connections,
+        &tracker,
+        &shutdown,
+    )?;
+    let ingest = IngestService::server(store.clone(), settings.sources.clone(), settings.grpc.ingest_token.clone());
+    let grpc_task = serve_grpc(grpc, ingest, tls.as_ref(), &backend_runtime, &tracker, &shutdown)?;
 
     let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone() };
-    jobs.spawn(&settings, &tracker, &shutdown);
+    jobs.spawn(&settings.store, &tracker, &shutdown);
     let capture = Arc::new(capture::CaptureCounters::default());
     {
         // Change capture is backend-facing too: its channel clients and the tasks that read
         // the feeds and poll run on the backend runtime, so a backend's change is read and
         // committed without queueing behind device tasks, as an Ingest push is.
         let _entered = backend_runtime.handle().enter();
-        let sink = capture::CaptureSink { store: store.clone(), counters: capture.clone() };
+        let sink = capture::CaptureSink { store, counters: capture.clone() };
         wiring::spawn_capture(&settings.sources, &sink, services.hub.clone(), capture_queues, &tracker, &shutdown)?;
     }
     let stopped = {
         let shutdown = shutdown.clone();
         let rpc = services.rpc.clone();
         let grace = settings.shutdown_grace;
+        // Not on the tracker: this task waits for the tracker to empty.
         tokio::spawn(async move {
             shutdown.cancelled().await;
             let stopped = shutdown::stop_in_order(device_task, grpc_task, tracker, &jobs, &rpc, grace).await;
@@ -222,6 +136,146 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         })
     };
     Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), services, connections, capture, shutdown, stopped })
+}
+
+/// Opens the embedded store in the data directory; its commits go to `live`.
+async fn open_store(settings: &StoreSettings, live: LivePublisher) -> anyhow::Result<Arc<dyn Store>> {
+    let path = settings.data_dir.join(STORE_FILE_NAME);
+    let options = EmbeddedOptions { cache_size_bytes: settings.cache_bytes };
+    let live: Arc<dyn CommitListener> = Arc::new(live);
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || EmbeddedStore::open_with_listener(&path, options, Some(live))).await?
+    };
+    let store = opened.with_context(|| format!("cannot open the store {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Starts the authenticator: local users or the login channel, and backend tokens when
+/// configured.
+async fn start_auth(store: Arc<dyn Store>, settings: &AuthSettings) -> anyhow::Result<Authenticator> {
+    let ttl = settings.token_ttl;
+    let channel = settings.channel.as_deref().map(ChannelConnection::lazy).transpose()?;
+    let limits = settings.login_limits;
+    let auth = tokio::task::spawn_blocking(move || Authenticator::new(store, ttl, channel, &limits)).await??;
+    Ok(match &settings.backend_tokens {
+        Some(tokens) => auth.with_backend_tokens(BackendTokenVerifier::new(&tokens.secret, tokens.audience.as_deref())),
+        None => auth,
+    })
+}
+
+/// Builds what every device session shares, with the mutation dispatcher, the RPC router
+/// and the capture request queues (whose receiving ends are returned for capture).
+fn gateway_services(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    hub: Arc<Hub<PartitionName>>,
+    auth: Authenticator,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<GatewayServices>, wiring::CaptureQueues)> {
+    let (capture_requests, capture_queues) = wiring::capture_queues(&settings.sources);
+    let channels = Arc::new(ChannelRegistry::new(&settings.sources)?);
+    let connections = Arc::new(DeviceConnections::default());
+    let mutations = MutationDispatcher::new(
+        store.clone(),
+        &settings.sources,
+        channels.clone(),
+        connections.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    );
+    let services = GatewayServices {
+        store,
+        hub,
+        auth,
+        sources: settings.sources.clone(),
+        limits: settings.device.clone(),
+        cursors: Arc::new(CursorRecorder::default()),
+        capture_requests,
+        mutations,
+        channels,
+        connections,
+        tracker: tracker.clone(),
+        user_sessions: Default::default(),
+        rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
+    };
+    Ok((Arc::new(services), capture_queues))
+}
+
+/// Both listeners, bound before either serves, so that a server that cannot bind one serves
+/// neither.
+struct Listeners {
+    device: TcpListener,
+    /// Registered with the backend runtime's I/O driver, where it is served.
+    grpc: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the device and gRPC endpoints.
+    fn bind(settings: &Settings, backend_runtime: &BackendRuntime) -> anyhow::Result<Self> {
+        let device_addr = settings.device.addr;
+        let device = syncline_push::listener::bind(device_addr)
+            .with_context(|| format!("cannot listen on {device_addr} (device endpoint)"))?;
+        let grpc_addr = settings.grpc.addr;
+        let grpc = std::net::TcpListener::bind(grpc_addr)
+            .with_context(|| format!("cannot listen on {grpc_addr} (gRPC endpoint)"))?;
+        grpc.set_nonblocking(true)?;
+        let grpc = {
+            let _entered = backend_runtime.handle().enter();
+            TcpListener::from_std(grpc)?
+        };
+        Ok(Self { device, grpc })
+    }
+}
+
+/// Serves device connections from `listener`, on `tracker`, until `shutdown` fires.
+fn serve_devices(
+    listener: TcpListener,
+    settings: &DeviceSettings,
+    tls: Option<&TlsMaterial>,
+    services: Arc<GatewayServices>,
+    connections: Arc<ConnectionCount>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let acceptor = tls.map(TlsMaterial::device_acceptor).transpose()?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}{}", listener.local_addr()?, syncline_proto::SYNC_PATH);
+    tracing::info!(%url, "device endpoint listening");
+    Ok(tracker.spawn(syncline_push::listener::serve(
+        listener,
+        acceptor,
+        Arc::new(DeviceSessions { services }),
+        Arc::new(settings.listener.clone()),
+        connections,
+        shutdown.clone(),
+        tracker.clone(),
+    )))
+}
+
+/// Serves the gRPC endpoint (Ingest) from `listener` on the backend runtime, on `tracker`,
+/// until `shutdown` fires; in-flight calls finish first.
+fn serve_grpc(
+    listener: TcpListener,
+    ingest: IngestServer<IngestService>,
+    tls: Option<&TlsMaterial>,
+    backend_runtime: &BackendRuntime,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<JoinHandle<Result<(), tonic::transport::Error>>> {
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.grpc_config()).context("gRPC TLS configuration")?;
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
+    tracing::info!(%url, "gRPC endpoint listening (Ingest)");
+    let shutdown = shutdown.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let serving =
+        server.add_service(ingest).serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await });
+    Ok(tracker.spawn_on(serving, backend_runtime.handle()))
 }
 
 /// Starts the demo app's channel when the settings ask for the demo; returns what keeps it

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use syncline_proto::v1::{PushRequest, Record, Value, ingest_client::IngestClient};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat, StoreSettings};
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::{app, shutdown, telemetry};
 
@@ -134,15 +134,15 @@ pub async fn user_add(
     }
     let settings = config.validate()?;
     if settings.demo.is_some() {
-        return demo_user_add(&settings, name, &password).await;
+        return demo_user_add(&settings.store, name, &password).await;
     }
-    if let Some(channel) = &settings.auth_channel {
+    if let Some(channel) = &settings.auth.channel {
         bail!(
             "logins on this server are checked by the channel at {channel} (auth.channel): \
              add the user in that backend"
         );
     }
-    let path = settings.data_dir.join(crate::app::STORE_FILE_NAME);
+    let path = settings.store.data_dir.join(crate::app::STORE_FILE_NAME);
     let store = EmbeddedStore::open(&path, EmbeddedOptions::default())?;
     crate::auth::add_user(&store, name, &password)?;
     println!("added user {name}");
@@ -153,10 +153,10 @@ pub async fn user_add(
 /// goes into the channel's database, which SQLite lets this process write while a server
 /// runs on it.
 #[cfg(feature = "demo")]
-async fn demo_user_add(settings: &crate::config::Settings, name: &str, password: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
-    let path = settings.data_dir.join(crate::demo::DEMO_DB_FILE);
+async fn demo_user_add(store: &StoreSettings, name: &str, password: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&store.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", store.data_dir.display()))?;
+    let path = store.data_dir.join(crate::demo::DEMO_DB_FILE);
     let db = syncline_example_crm::CrmDb::open(&path)
         .await
         .with_context(|| format!("cannot open the demo app's database {}", path.display()))?;
@@ -167,7 +167,7 @@ async fn demo_user_add(settings: &crate::config::Settings, name: &str, password:
 
 /// Refuses: this build has no demo app.
 #[cfg(not(feature = "demo"))]
-async fn demo_user_add(_settings: &crate::config::Settings, _name: &str, _password: &str) -> anyhow::Result<()> {
+async fn demo_user_add(_store: &StoreSettings, _name: &str, _password: &str) -> anyhow::Result<()> {
     bail!("this build has no demo app (cargo feature `demo`): configure [sources] and add users to the embedded store")
 }
 
@@ -307,7 +307,7 @@ pub fn main() -> std::process::ExitCode {
                             config.grpc.addr = addr;
                         }
                         let settings = config.validate()?;
-                        telemetry::init(settings.json_logs);
+                        telemetry::init(settings.log_format == LogFormat::Json);
                         tracing::info!(config = %config.redacted(), "starting syncline {}", env!("CARGO_PKG_VERSION"));
                         app::run(settings, shutdown::signal()).await
                     }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    Capture, ConflictPolicy, DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE, DemoSection, Partitioning, RpcServiceSettings,
+    Capture, ConflictPolicy, DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE, DemoSettings, Partitioning, RpcServiceSettings,
     Settings, SourceSettings,
 };
 
@@ -25,17 +25,19 @@ pub const DEMO_SOURCES: &[(&str, Partitioning)] = &[("Account", Partitioning::Ap
 pub const DEMO_RPC_SERVICE: &str = "crm";
 
 /// Starts the demo channel (seeding it on first start) and points the demo sources, logins
-/// and the RPC service `crm` (unless configured otherwise) at it. The channel stops when `shutdown` fires or the handle is dropped.
+/// and the RPC service `crm` (unless configured otherwise) at it. The channel stops when
+/// `shutdown` fires or the handle is dropped.
 pub async fn start_channel(
     settings: &mut Settings,
-    demo: &DemoSection,
+    demo: &DemoSettings,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<syncline_example_crm::RunningCrmChannel> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
+    let data_dir = &settings.store.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("demo channel listener")?;
     let stop = shutdown.clone();
-    let channel = syncline_example_crm::start(settings.data_dir.join(DEMO_DB_FILE), listener, async move {
+    let channel = syncline_example_crm::start(data_dir.join(DEMO_DB_FILE), listener, async move {
         stop.cancelled().await;
     })
     .await
@@ -54,7 +56,7 @@ pub async fn start_channel(
             },
         );
     }
-    settings.auth_channel = Some(url.clone());
+    settings.auth.channel = Some(url.clone());
     settings.rpc.services.entry(DEMO_RPC_SERVICE.to_owned()).or_insert_with(|| RpcServiceSettings {
         endpoint: url.clone(),
         max_in_flight: DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE,

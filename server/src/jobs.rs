@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::config::StoreSettings;
 use crate::storage::{Store, StoreError};
 use crate::sync::cursors::CursorRecorder;
 
@@ -20,8 +20,9 @@ pub(crate) struct Jobs {
 }
 
 impl Jobs {
-    /// Starts every job on `tracker`; they stop when `shutdown` fires.
-    pub(crate) fn spawn(&self, settings: &Settings, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    /// Starts every job on `tracker`, at the intervals `settings` gives; they stop when
+    /// `shutdown` fires.
+    pub(crate) fn spawn(&self, settings: &StoreSettings, tracker: &TaskTracker, shutdown: &CancellationToken) {
         let jobs = self.clone();
         every(tracker, shutdown, settings.cursor_flush, false, move || {
             let jobs = jobs.clone();

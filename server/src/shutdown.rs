@@ -52,7 +52,7 @@ pub(crate) async fn stop_in_order(
         if let Ok(Ok(Err(error))) = grpc {
             tracing::warn!(%error, "gRPC server ended with an error");
         }
-        // Sessions, background jobs and change capture all run on the tracker.
+        // The listeners, sessions, background jobs and change capture all run on the tracker.
         tracker.close();
         tracker.wait().await;
         jobs.flush_cursors().await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use syncline_proto::v1::ingest_client::IngestClient;
 use syncline_proto::v1::{PushRequest, PushResponse, Record, Value};
 use syncline_server::app::{self, RunningServer};
-use syncline_server::config::{Config, SourceSection};
+use syncline_server::config::{Config, Partitioning, SourceSection};
 use tonic::transport::Channel;
 
 /// Default deadline for conditions in tests: generous for a loaded 2-core CI machine.
@@ -31,8 +31,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.device.addr = "127.0.0.1:0".into();
     config.grpc.addr = "127.0.0.1:0".into();
     config.demo.enabled = false;
-    config.sources.insert("Account".into(), SourceSection::new("app"));
-    config.sources.insert("Contact".into(), SourceSection::new("user"));
+    config.sources.insert("Account".into(), SourceSection::new(Partitioning::App));
+    config.sources.insert("Contact".into(), SourceSection::new(Partitioning::User));
     config
 }
 

@@ -12,7 +12,7 @@ use syncline_client_sim::wire::{ConnectOptions, Connection, Incoming};
 use syncline_client_sim::{BackendTokenClaims, Device, DeviceConfig, SubscriptionConfig};
 use syncline_proto::close_code;
 use syncline_proto::v1::{ClientFrame, ErrorCode, Hello, ServerFrame, Welcome, client_frame, hello, server_frame};
-use syncline_server::config::SourceSection;
+use syncline_server::config::{Partitioning, SourceSection};
 use syncline_tests::{DEADLINE, TestServer, assert_converges, push, record};
 
 const SECRET: &str = "backend-token-secret-for-tests-0123456789";
@@ -24,7 +24,7 @@ async fn server_with_tokens(audience: Option<&str>) -> TestServer {
     TestServer::start_with(|config| {
         config.auth.backend_token_secret = Some(SECRET.into());
         config.auth.backend_token_audience = audience.map(str::to_owned);
-        config.sources.insert(TEAMS.into(), SourceSection::new("custom"));
+        config.sources.insert(TEAMS.into(), SourceSection::new(Partitioning::Custom));
     })
     .await
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
 use syncline_proto::v1::{ClientFrame, ErrorCode, Mutate, MutationOp, MutationResult, Value, client_frame};
-use syncline_server::config::SourceSection;
+use syncline_server::config::{CaptureMode, Partitioning, SourceSection};
 use syncline_tests::{DEADLINE, TestServer, assert_converges};
 use tokio_util::sync::CancellationToken;
 
@@ -36,13 +36,13 @@ async fn server(crm: &Crm) -> TestServer {
     let url = crm.url.clone();
     TestServer::start_with(move |config| {
         config.sources.clear();
-        let mut account = SourceSection::new("app");
+        let mut account = SourceSection::new(Partitioning::App);
         account.channel = Some(url.clone());
-        account.capture = "poll".into();
+        account.capture = CaptureMode::Poll;
         account.poll_interval_secs = 1;
-        let mut contact = SourceSection::new("user");
+        let mut contact = SourceSection::new(Partitioning::User);
         contact.channel = Some(url.clone());
-        contact.capture = "watch".into();
+        contact.capture = CaptureMode::Watch;
         config.sources.insert("Account".into(), account);
         config.sources.insert("Contact".into(), contact);
         config.auth.channel = Some(url);

@@ -6,7 +6,7 @@
 use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
 use syncline_proto::v1::Value;
 use syncline_proto::v1::ingest_client::IngestClient;
-use syncline_server::config::SourceSection;
+use syncline_server::config::{CaptureMode, Partitioning, SourceSection};
 use syncline_server::storage::PartitionName;
 use syncline_tests::{DEADLINE, TestServer, push, record};
 use tokio_util::sync::CancellationToken;
@@ -100,9 +100,9 @@ async fn watched_backend_changes_are_committed_while_the_device_runtime_is_block
     let url = crm.url.clone();
     let server = TestServer::start_with(move |config| {
         config.sources.clear();
-        let mut contact = SourceSection::new("user");
+        let mut contact = SourceSection::new(Partitioning::User);
         contact.channel = Some(url.clone());
-        contact.capture = "watch".into();
+        contact.capture = CaptureMode::Watch;
         config.sources.insert("Contact".into(), contact);
         config.auth.channel = Some(url);
     })

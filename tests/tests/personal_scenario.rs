@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use syncline_server::config::SourceSection;
+use syncline_server::config::{Partitioning, SourceSection};
 use syncline_tests::{TestServer, server_view};
 use tokio::process::Command;
 
@@ -18,7 +18,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 async fn personal_delivers_each_users_changes_to_its_own_device() {
     let server = TestServer::start_with(|config| {
         config.auth.backend_token_secret = Some(SECRET.into());
-        config.sources.insert("Personal".into(), SourceSection::new("user"));
+        config.sources.insert("Personal".into(), SourceSection::new(Partitioning::User));
     })
     .await;
     let out = tempfile::tempdir().expect("temporary directory");

@@ -6,7 +6,7 @@
 use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
 use syncline_proto::v1::channel_client::ChannelClient;
 use syncline_proto::v1::{Caller, PartitionKey, Record, Value, WriteRequest};
-use syncline_server::config::SourceSection;
+use syncline_server::config::{CaptureMode, ConflictPolicy, Partitioning, SourceSection};
 use syncline_tests::{DEADLINE, PythonChannel, TestServer, assert_converges};
 
 fn task(title: &str, priority: i64) -> Record {
@@ -31,16 +31,14 @@ async fn create_task(channel_url: &str, title: &str, priority: i64) {
         .expect("create in the backend");
 }
 
-async fn server_with_task_source(channel_url: &str, capture: &str) -> TestServer {
-    server_with_task_policy(channel_url, capture, "reject").await
+async fn server_with_task_source(channel_url: &str, capture: CaptureMode) -> TestServer {
+    server_with_task_policy(channel_url, capture, ConflictPolicy::Reject).await
 }
 
-async fn server_with_task_policy(channel_url: &str, capture: &str, conflict: &str) -> TestServer {
+async fn server_with_task_policy(channel_url: &str, capture: CaptureMode, conflict: ConflictPolicy) -> TestServer {
     let channel_url = channel_url.to_owned();
-    let capture = capture.to_owned();
-    let conflict = conflict.to_owned();
     TestServer::start_with(move |config| {
-        let mut task = SourceSection::new("user");
+        let mut task = SourceSection::new(Partitioning::User);
         task.channel = Some(channel_url.clone());
         task.capture = capture;
         task.conflict = conflict;
@@ -58,7 +56,7 @@ async fn python_channel_logins_and_watch_capture_survive_a_channel_restart() {
     let channel = PythonChannel::start(&db, 0);
     let port = channel.port();
     create_task(&channel.url, "before anyone syncs", 1).await;
-    let server = server_with_task_source(&channel.url, "watch").await;
+    let server = server_with_task_source(&channel.url, CaptureMode::Watch).await;
 
     // "demo" exists only in the Python backend: the login is checked there.
     let phone =
@@ -113,7 +111,7 @@ async fn python_channel_poll_capture_logs_only_real_changes() {
     let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
     create_task(&channel.url, "first", 1).await;
     create_task(&channel.url, "second", 2).await;
-    let server = server_with_task_source(&channel.url, "poll").await;
+    let server = server_with_task_source(&channel.url, CaptureMode::Poll).await;
 
     // Subscribing triggers a poll at once.
     let phone =
@@ -224,7 +222,7 @@ mod mutations {
         let db = dir.path().join("tasks.db");
         let channel = PythonChannel::start(&db, 0);
         let port = channel.port();
-        let server = server_with_task_source(&channel.url, "watch").await;
+        let server = server_with_task_source(&channel.url, CaptureMode::Watch).await;
         let watcher =
             Device::start(DeviceConfig::new(server.url(), "demo", "demo").subscribe(SubscriptionConfig::new("Task")));
         let mut phone = session(&server).await;
@@ -321,7 +319,7 @@ async fn connections_cut_right_after_a_mutation_never_duplicate_it_in_the_backen
 
     let dir = tempfile::tempdir().unwrap();
     let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
-    let server = server_with_task_source(&channel.url, "watch").await;
+    let server = server_with_task_source(&channel.url, CaptureMode::Watch).await;
     let url = server.url();
     // One device throughout: mutation ids are unique per device, which reconnects as itself.
     let mut first = syncline_tests::raw_login(&url, "demo", "demo").await;
@@ -364,7 +362,7 @@ async fn last_write_wins_converges_every_device_to_the_later_write() {
     use syncline_proto::v1::MutationOp;
     let dir = tempfile::tempdir().unwrap();
     let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
-    let server = server_with_task_policy(&channel.url, "watch", "last_write_wins").await;
+    let server = server_with_task_policy(&channel.url, CaptureMode::Watch, ConflictPolicy::LastWriteWins).await;
     let mut phone = mutations::session(&server).await;
     let mut tablet = mutations::session(&server).await;
     let created =
@@ -444,9 +442,9 @@ async fn a_hundred_offline_writes_reach_the_backend_in_order_with_links_applied(
     let channel_url = channel.url.clone();
     let server = TestServer::start_with(move |config| {
         config.device.addr = format!("127.0.0.1:{port}");
-        let mut task = SourceSection::new("user");
+        let mut task = SourceSection::new(Partitioning::User);
         task.channel = Some(channel_url.clone());
-        task.capture = "watch".into();
+        task.capture = CaptureMode::Watch;
         config.sources.insert("Task".into(), task);
         config.auth.channel = Some(channel_url);
     })

@@ -17,7 +17,7 @@ use syncline_proto::v1::{
     ChangeBatch, ClientFrame, DescribeResponse, ErrorCode, Mutate, MutationOp, MutationResult, PartitionChanges,
     PartitionKey, QueryRequest, Record, Value, WatchRequest, WriteRequest, client_frame,
 };
-use syncline_server::config::SourceSection;
+use syncline_server::config::{CaptureMode, Partitioning, SourceSection};
 use syncline_tests::{DEADLINE, TestServer, assert_converges, raw_login, server_view};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -101,16 +101,16 @@ async fn setup() -> Setup {
     let shutdown = stop.clone();
     tokio::spawn(sdk::serve_shared(channel.clone(), listener, async move { shutdown.cancelled().await }));
     let server = TestServer::start_with(move |config| {
-        let source = |capture: &str| {
-            let mut source = SourceSection::new("app");
+        let source = |capture: CaptureMode| {
+            let mut source = SourceSection::new(Partitioning::App);
             source.channel = Some(url.clone());
-            source.capture = capture.into();
+            source.capture = capture;
             source.poll_interval_secs = 1;
             source
         };
-        config.sources.insert("Polled".into(), source("poll"));
-        config.sources.insert("Watched".into(), source("watch"));
-        config.sources.insert("Written".into(), source("ingest"));
+        config.sources.insert("Polled".into(), source(CaptureMode::Poll));
+        config.sources.insert("Watched".into(), source(CaptureMode::Watch));
+        config.sources.insert("Written".into(), source(CaptureMode::Ingest));
     })
     .await;
     server.add_user("ann", "ann-pw");

@@ -9,7 +9,7 @@ use syncline_client_sim::rpc::{CallError, call_frame, reply_result};
 use syncline_client_sim::{Connection, ConnectionPhase, Device, DeviceConfig, Incoming, SubscriptionConfig};
 use syncline_proto::mobile_sdk::{self, Invocation, MobileBackend, MobileError};
 use syncline_proto::v1::{ErrorCode, RpcReply, server_frame};
-use syncline_server::config::{RpcServiceSection, SourceSection};
+use syncline_server::config::{CaptureMode, Partitioning, RpcServiceSection, SourceSection};
 use syncline_server::rpc::metrics::Outcome;
 use syncline_tests::{DEADLINE, PythonChannel, TestServer, push, raw_login, record};
 use tokio::sync::{mpsc, watch};
@@ -373,10 +373,10 @@ mod crm {
         let url = format!("http://{}", crm.local_addr());
         let server = TestServer::start_with(|config| {
             config.sources.clear();
-            for (name, partitioning) in [("Account", "app"), ("Contact", "user")] {
+            for (name, partitioning) in [("Account", Partitioning::App), ("Contact", Partitioning::User)] {
                 let mut source = SourceSection::new(partitioning);
                 source.channel = Some(url.clone());
-                source.capture = "watch".into();
+                source.capture = CaptureMode::Watch;
                 config.sources.insert(name.into(), source);
             }
             config.auth.channel = Some(url.clone());
@@ -502,9 +502,9 @@ async fn the_python_channel_serves_an_rpc_method_on_its_channel_port() {
     let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
     let url = channel.url.clone();
     let server = TestServer::start_with(|config| {
-        let mut task = SourceSection::new("user");
+        let mut task = SourceSection::new(Partitioning::User);
         task.channel = Some(url.clone());
-        task.capture = "watch".into();
+        task.capture = CaptureMode::Watch;
         config.sources.insert("Task".into(), task);
         config.auth.channel = Some(url.clone());
         config.rpc.services.insert("tasks".into(), RpcServiceSection::new(&url));

@@ -11,9 +11,6 @@ use super::{MAX_TOKEN_BYTES, MAX_USER_NAME_BYTES, entitlement_set, valid_user_na
 /// Syncline run on different machines, and NTP keeps them within a second or two; 30 s is
 /// generous without keeping an expired token alive for long.
 pub const BACKEND_TOKEN_LEEWAY_SECS: u64 = 30;
-/// Shortest backend token secret: an HS256 key must be at least as long as the hash
-/// (256 bits, RFC 7518 section 3.2), or it is guessable offline from one token.
-pub const MIN_BACKEND_TOKEN_SECRET_BYTES: usize = 32;
 
 /// Why a backend token was refused, in terms the app's backend developers can act on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -92,8 +89,8 @@ impl std::fmt::Debug for BackendTokenVerifier {
 
 impl BackendTokenVerifier {
     /// Returns a verifier for tokens signed with `secret` (at least
-    /// [`MIN_BACKEND_TOKEN_SECRET_BYTES`]; the config checks that) and, when given, meant for
-    /// `audience`.
+    /// [`MIN_BACKEND_TOKEN_SECRET_BYTES`](crate::config::MIN_BACKEND_TOKEN_SECRET_BYTES); the
+    /// config checks that) and, when given, meant for `audience`.
     pub fn new(secret: &[u8], audience: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = BACKEND_TOKEN_LEEWAY_SECS;

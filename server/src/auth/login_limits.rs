@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+pub use crate::config::FailedLoginPolicy;
+
 /// Most user names, and most addresses, tracked at once: an entry costs up to ~250 bytes (a
 /// name of up to 128 bytes, its counts and the table's overhead), so the names table stays
 /// under ~16 MiB.
@@ -45,19 +47,6 @@ pub const MAX_TRACKED_LOGIN_KEYS: usize = 65_536;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Blocks of one key in a row double its backoff up to 2^this times the configured one.
 pub const MAX_BACKOFF_DOUBLINGS: u32 = 5;
-
-/// When failed logins block a user name or an address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FailedLoginPolicy {
-    /// Failures of one user name within `window` that block it; 0: no limit.
-    pub per_user: u32,
-    /// Failures from one address within `window` that block it; 0: no limit.
-    pub per_address: u32,
-    /// The window failures are counted in.
-    pub window: Duration,
-    /// How long the first block lasts.
-    pub backoff: Duration,
-}
 
 /// What a login refused for being checked while checks already running could complete a
 /// block is told to wait: about what those checks take.

@@ -39,10 +39,10 @@ use rand::RngCore;
 use sha2::Sha256;
 use syncline_proto::sdk::passwords::{self, Admission, Admitted, PasswordError, PasswordPool, PoolConfig, PoolStats};
 
-pub use backend_token::{
-    BACKEND_TOKEN_LEEWAY_SECS, BackendLogin, BackendTokenRefusal, BackendTokenVerifier, MIN_BACKEND_TOKEN_SECRET_BYTES,
-};
-use login_limits::{FailedLoginPolicy, FailedLogins, LoginBlocked};
+pub use backend_token::{BACKEND_TOKEN_LEEWAY_SECS, BackendLogin, BackendTokenRefusal, BackendTokenVerifier};
+use login_limits::{FailedLogins, LoginBlocked};
+
+pub use crate::config::LoginLimits;
 
 use crate::channel::ChannelError;
 use crate::channel::grpc::ChannelConnection;
@@ -114,21 +114,6 @@ impl From<LoginBlocked> for AuthError {
     fn from(blocked: LoginBlocked) -> Self {
         AuthError::LoginsLimited(blocked)
     }
-}
-
-/// How many password checks may run and wait, and when failed logins block (validated from
-/// the `[auth]` config).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LoginLimits {
-    /// Password checks at once: local hashing threads, or Authenticate calls to the login
-    /// channel in flight.
-    pub concurrency: usize,
-    /// Logins that may wait for a check; more are refused as busy.
-    pub queue: usize,
-    /// Longest a login waits for a check before it is refused as busy.
-    pub queue_timeout: Duration,
-    /// When failed logins block a user name or an address.
-    pub failed: FailedLoginPolicy,
 }
 
 /// Where passwords are checked, each behind the same concurrency limit.

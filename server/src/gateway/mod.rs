@@ -34,7 +34,7 @@ use syncline_push::{CodecError, Outbox, SessionEnd, SessionFactory, SessionHandl
 
 pub use self::replies::DeviceConnections;
 use self::replies::error_frame;
-pub use self::services::{DeviceLimits, GatewayServices, UserSessions, UserSlot};
+pub use self::services::{GatewayServices, UserSessions, UserSlot};
 use self::subscription::Subscriptions;
 use crate::auth::Identity;
 use crate::storage::StoreError;
@@ -151,7 +151,7 @@ impl SessionHandler for DeviceSession {
     async fn on_handshake_timeout(&mut self, outbox: &Outbox) {
         let message = format!(
             "no successful Hello within {} ms of connecting; send Hello first when reconnecting",
-            self.services.limits.hello_timeout.as_millis()
+            self.services.limits.listener.session.handshake_timeout.as_millis()
         );
         self.fatal(outbox, ErrorCode::Timeout, &message, close_code::HELLO_TIMEOUT).await;
     }

@@ -1,5 +1,5 @@
-//! What every device session shares ([`GatewayServices`]), the limits applied to devices and
-//! the per-user connection count.
+//! What every device session shares ([`GatewayServices`], with the limits applied to devices)
+//! and the per-user connection count.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,52 +10,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, Identity};
 use crate::channel::ChannelRegistry;
-use crate::config::{Settings, SourceSettings};
+use crate::config::{DeviceSettings, SourceSettings};
 use crate::model::{self, AccessError};
 use crate::storage::{PartitionName, Store};
 use crate::sync::cursors;
-
-/// Limits applied to device subscriptions.
-#[derive(Clone, Debug)]
-pub struct DeviceLimits {
-    pub default_page_size: u32,
-    pub max_page_size: u32,
-    /// Most encoded bytes of one catch-up page (one record or change larger than it goes
-    /// alone).
-    pub max_page_bytes: usize,
-    pub default_window: u32,
-    pub max_window: u32,
-    pub max_subscriptions: usize,
-    /// 0: no limit.
-    pub max_connections_per_user: usize,
-    pub max_frame_bytes: usize,
-    pub heartbeat_ms: u32,
-    pub idle_timeout_ms: u32,
-    /// Time a new connection has to complete a Hello (enforced by the session layer; named
-    /// in the Error frame of a connection that missed it).
-    pub hello_timeout: std::time::Duration,
-    pub max_pending_mutations: u64,
-}
-
-impl DeviceLimits {
-    /// Returns the limits of `settings`.
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self {
-            default_page_size: settings.default_page_size,
-            max_page_size: settings.max_page_size,
-            max_page_bytes: settings.max_page_bytes,
-            default_window: settings.default_window,
-            max_window: settings.max_window,
-            max_subscriptions: settings.max_subscriptions,
-            max_connections_per_user: settings.max_connections_per_user,
-            max_frame_bytes: settings.max_frame_bytes,
-            heartbeat_ms: settings.heartbeat.as_millis() as u32,
-            idle_timeout_ms: settings.idle_timeout.as_millis() as u32,
-            hello_timeout: settings.hello_timeout,
-            max_pending_mutations: settings.max_pending_mutations,
-        }
-    }
-}
 
 /// What every device session shares: the store, the hub, auth, the sources and limits, and
 /// the domain services the gateway hands commands to.
@@ -64,7 +22,8 @@ pub struct GatewayServices {
     pub hub: Arc<Hub<PartitionName>>,
     pub auth: Authenticator,
     pub sources: BTreeMap<String, SourceSettings>,
-    pub limits: DeviceLimits,
+    /// The limits applied to devices, as configured (`[device]`).
+    pub limits: DeviceSettings,
     pub cursors: Arc<cursors::CursorRecorder>,
     /// Asks change capture to poll or load a partition now (a device subscribed).
     pub capture_requests: crate::channel::wiring::CaptureRequests,

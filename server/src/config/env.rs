@@ -1,0 +1,219 @@
+//! Environment overrides: [`ENV_VARS`] is the one table of them, a `SYNCLINE_*` variable for
+//! every scalar key of the tree, each with the key it sets and how its value is parsed.
+//!
+//! Names are the key's own name in capitals (`SYNCLINE_MAX_FRAME_BYTES` sets
+//! `device.max_frame_bytes`), prefixed with the section's name where the key alone would be
+//! ambiguous (`SYNCLINE_GRPC_ADDR`, `SYNCLINE_STORE_CACHE_MB`, `SYNCLINE_RPC_MAX_PAYLOAD_BYTES`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Deserialize as _;
+use serde::de::IntoDeserializer as _;
+
+use super::{Config, ConfigError, LogFormat};
+
+/// One environment override: the variable, the config key it sets, and how.
+pub struct EnvVar {
+    /// The variable's name, e.g. `SYNCLINE_MAX_FRAME_BYTES`.
+    pub name: &'static str,
+    /// The key it sets as written in TOML, e.g. `device.max_frame_bytes`.
+    pub key: &'static str,
+    /// Parses a value and sets the key; the error says what was expected.
+    set: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+impl EnvVar {
+    /// Sets this variable's key in `config` from `value`; the error says what was expected.
+    pub fn apply(&self, config: &mut Config, value: &str) -> Result<(), String> {
+        (self.set)(config, value)
+    }
+}
+
+/// `SYNCLINE_*` variables that are not overrides: the CLI reads `SYNCLINE_CONFIG` to find
+/// the config file.
+const NOT_OVERRIDES: &[&str] = &["SYNCLINE_CONFIG"];
+
+/// Builds a table entry: `var!(NAME, "section.key", config => config.section.key)`.
+macro_rules! var {
+    ($name:literal, $key:literal, $config:ident => $field:expr) => {
+        EnvVar {
+            name: $name,
+            key: $key,
+            set: |$config, value| {
+                $field = parse(value)?;
+                Ok(())
+            },
+        }
+    };
+}
+
+/// Every environment override, in the order of `syncline.example.toml`.
+pub const ENV_VARS: &[EnvVar] = &[
+    var!("SYNCLINE_DATA_DIR", "data_dir", config => config.data_dir),
+    var!("SYNCLINE_LOG_FORMAT", "log_format", config => config.log_format),
+    var!("SYNCLINE_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs", config => config.shutdown_grace_secs),
+    var!("SYNCLINE_DEVICE_ADDR", "device.addr", config => config.device.addr),
+    var!("SYNCLINE_MAX_FRAME_BYTES", "device.max_frame_bytes", config => config.device.max_frame_bytes),
+    var!("SYNCLINE_OUTBOUND_QUEUE", "device.outbound_queue", config => config.device.outbound_queue),
+    var!("SYNCLINE_OUTBOUND_QUEUE_BYTES", "device.outbound_queue_bytes", config => config.device.outbound_queue_bytes),
+    var!("SYNCLINE_HEARTBEAT_SECS", "device.heartbeat_secs", config => config.device.heartbeat_secs),
+    var!("SYNCLINE_IDLE_TIMEOUT_SECS", "device.idle_timeout_secs", config => config.device.idle_timeout_secs),
+    var!("SYNCLINE_HELLO_TIMEOUT_MS", "device.hello_timeout_ms", config => config.device.hello_timeout_ms),
+    var!("SYNCLINE_MAX_CONNECTIONS", "device.max_connections", config => config.device.max_connections),
+    var!(
+        "SYNCLINE_MAX_CONNECTIONS_PER_USER",
+        "device.max_connections_per_user",
+        config => config.device.max_connections_per_user
+    ),
+    var!("SYNCLINE_DEFAULT_PAGE_SIZE", "device.default_page_size", config => config.device.default_page_size),
+    var!("SYNCLINE_MAX_PAGE_SIZE", "device.max_page_size", config => config.device.max_page_size),
+    var!("SYNCLINE_MAX_PAGE_BYTES", "device.max_page_bytes", config => config.device.max_page_bytes),
+    var!("SYNCLINE_DEFAULT_WINDOW", "device.default_window", config => config.device.default_window),
+    var!("SYNCLINE_MAX_WINDOW", "device.max_window", config => config.device.max_window),
+    var!("SYNCLINE_MAX_SUBSCRIPTIONS", "device.max_subscriptions", config => config.device.max_subscriptions),
+    var!(
+        "SYNCLINE_MAX_PENDING_MUTATIONS",
+        "device.max_pending_mutations",
+        config => config.device.max_pending_mutations
+    ),
+    var!("SYNCLINE_PUSH_INTERVAL_MS", "device.push_interval_ms", config => config.device.push_interval_ms),
+    var!("SYNCLINE_GRPC_ADDR", "grpc.addr", config => config.grpc.addr),
+    var!("SYNCLINE_INGEST_TOKEN", "grpc.ingest_token", config => config.grpc.ingest_token),
+    var!("SYNCLINE_GRPC_THREADS", "grpc.threads", config => config.grpc.threads),
+    var!("SYNCLINE_TLS_CERT", "tls.cert", config => config.tls.cert),
+    var!("SYNCLINE_TLS_KEY", "tls.key", config => config.tls.key),
+    var!("SYNCLINE_TOKEN_TTL_SECS", "auth.token_ttl_secs", config => config.auth.token_ttl_secs),
+    var!("SYNCLINE_AUTH_CHANNEL", "auth.channel", config => config.auth.channel),
+    var!("SYNCLINE_BACKEND_TOKEN_SECRET", "auth.backend_token_secret", config => config.auth.backend_token_secret),
+    var!(
+        "SYNCLINE_BACKEND_TOKEN_AUDIENCE",
+        "auth.backend_token_audience",
+        config => config.auth.backend_token_audience
+    ),
+    var!("SYNCLINE_LOGIN_CONCURRENCY", "auth.login_concurrency", config => config.auth.login_concurrency),
+    var!("SYNCLINE_LOGIN_QUEUE", "auth.login_queue", config => config.auth.login_queue),
+    var!("SYNCLINE_LOGIN_QUEUE_TIMEOUT_MS", "auth.login_queue_timeout_ms", config => config.auth.login_queue_timeout_ms),
+    var!(
+        "SYNCLINE_MAX_FAILED_LOGINS_PER_USER",
+        "auth.max_failed_logins_per_user",
+        config => config.auth.max_failed_logins_per_user
+    ),
+    var!(
+        "SYNCLINE_MAX_FAILED_LOGINS_PER_ADDRESS",
+        "auth.max_failed_logins_per_address",
+        config => config.auth.max_failed_logins_per_address
+    ),
+    var!(
+        "SYNCLINE_FAILED_LOGIN_WINDOW_SECS",
+        "auth.failed_login_window_secs",
+        config => config.auth.failed_login_window_secs
+    ),
+    var!(
+        "SYNCLINE_FAILED_LOGIN_BACKOFF_SECS",
+        "auth.failed_login_backoff_secs",
+        config => config.auth.failed_login_backoff_secs
+    ),
+    var!("SYNCLINE_STORE_CACHE_MB", "store.cache_mb", config => config.store.cache_mb),
+    var!("SYNCLINE_COMPACT_KEEP_RECENT", "store.compact_keep_recent", config => config.store.compact_keep_recent),
+    var!("SYNCLINE_COMPACT_INTERVAL_SECS", "store.compact_interval_secs", config => config.store.compact_interval_secs),
+    var!("SYNCLINE_CURSOR_FLUSH_MILLIS", "store.cursor_flush_millis", config => config.store.cursor_flush_millis),
+    var!(
+        "SYNCLINE_MUTATION_OUTCOME_RETENTION_HOURS",
+        "store.mutation_outcome_retention_hours",
+        config => config.store.mutation_outcome_retention_hours
+    ),
+    var!("SYNCLINE_DEMO", "demo.enabled", config => config.demo.enabled),
+    var!("SYNCLINE_DEMO_RECORDS", "demo.records", config => config.demo.records),
+    var!("SYNCLINE_RPC_DEFAULT_DEADLINE_MS", "rpc.default_deadline_ms", config => config.rpc.default_deadline_ms),
+    var!("SYNCLINE_RPC_MAX_DEADLINE_MS", "rpc.max_deadline_ms", config => config.rpc.max_deadline_ms),
+    var!("SYNCLINE_RPC_MAX_PAYLOAD_BYTES", "rpc.max_payload_bytes", config => config.rpc.max_payload_bytes),
+    var!(
+        "SYNCLINE_RPC_MAX_IN_FLIGHT_PER_DEVICE",
+        "rpc.max_in_flight_per_device",
+        config => config.rpc.max_in_flight_per_device
+    ),
+];
+
+impl Config {
+    /// Applies the `SYNCLINE_*` entries of `env` (see [`ENV_VARS`]). Unknown `SYNCLINE_*`
+    /// names are an error, so a typo does not silently do nothing.
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let mut names: Vec<&String> = env.keys().filter(|name| name.starts_with("SYNCLINE_")).collect();
+        names.sort();
+        for name in names.into_iter().filter(|name| !NOT_OVERRIDES.contains(&name.as_str())) {
+            let value = &env[name];
+            let bad = |message: String| ConfigError::Env { name: name.clone(), value: value.clone(), message };
+            let var = ENV_VARS
+                .iter()
+                .find(|var| var.name == name)
+                .ok_or_else(|| bad("unknown SYNCLINE_ variable".to_owned()))?;
+            var.apply(self, value).map_err(bad)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses an environment variable's value as the type of the key it sets.
+fn parse<T: EnvValue>(value: &str) -> Result<T, String> {
+    T::parse(value)
+}
+
+/// A type a key may have, parsed from an environment variable's text.
+trait EnvValue: Sized {
+    /// Parses `value`; the error says what was expected.
+    fn parse(value: &str) -> Result<Self, String>;
+}
+
+impl EnvValue for u64 {
+    fn parse(value: &str) -> Result<Self, String> {
+        value.parse().map_err(|_| "expected a whole number".to_owned())
+    }
+}
+
+impl EnvValue for usize {
+    fn parse(value: &str) -> Result<Self, String> {
+        value.parse().map_err(|_| "expected a whole number".to_owned())
+    }
+}
+
+impl EnvValue for u32 {
+    fn parse(value: &str) -> Result<Self, String> {
+        value.parse().map_err(|_| "expected a whole number below 2^32".to_owned())
+    }
+}
+
+impl EnvValue for bool {
+    fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "1" | "true" | "on" => Ok(true),
+            "0" | "false" | "off" => Ok(false),
+            _ => Err("expected true or false".to_owned()),
+        }
+    }
+}
+
+impl EnvValue for String {
+    fn parse(value: &str) -> Result<Self, String> {
+        Ok(value.to_owned())
+    }
+}
+
+impl EnvValue for PathBuf {
+    fn parse(value: &str) -> Result<Self, String> {
+        Ok(PathBuf::from(value))
+    }
+}
+
+impl<T: EnvValue> EnvValue for Option<T> {
+    fn parse(value: &str) -> Result<Self, String> {
+        T::parse(value).map(Some)
+    }
+}
+
+impl EnvValue for LogFormat {
+    fn parse(value: &str) -> Result<Self, String> {
+        // The same names, and the same message for others, as in the file.
+        LogFormat::deserialize(value.into_deserializer()).map_err(|error: serde::de::value::Error| error.to_string())
+    }
+}

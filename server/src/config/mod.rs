@@ -1,0 +1,618 @@
+//! Configuration: the only code that reads config files or the environment.
+//!
+//! Precedence: built-in defaults, then the TOML file, then `SYNCLINE_*` environment
+//! variables, then CLI flags. The environment is passed in as a map so tests never touch the
+//! process environment.
+//!
+//! - this file: the defaults (one named constant each), the raw tree as written in TOML
+//!   ([`Config`], with serde enums for every closed set of values) and [`Config::load`];
+//! - `env`: the one table of environment overrides, a `SYNCLINE_*` name for every scalar key
+//!   ([`ENV_VARS`]);
+//! - `validate`: [`Config::validate`], one function per section, turning the raw tree into
+//!   [`Settings`];
+//! - `settings`: the validated, typed sections ([`DeviceSettings`], [`StoreSettings`],
+//!   [`AuthSettings`], [`RpcSettings`], ...) that the server's parts take as they are, and the
+//!   source types every part shares ([`SourceSettings`], [`Capture`]).
+//!
+//! Config imports nothing from the rest of the server, so every other module may import it.
+//! That is why the source types live here and not in `model`: `model` imports `auth` and
+//! `storage`, and `auth` imports `channel`, which needs the source types, so putting them in
+//! `model` would make a circle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+mod env;
+mod settings;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use env::{ENV_VARS, EnvVar};
+pub use settings::{
+    AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings,
+    LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreSettings, TlsSettings,
+};
+pub use validate::valid_source_name;
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default device (WebSocket) listener: loopback only until an operator opens it up.
+pub const DEFAULT_DEVICE_ADDR: &str = "127.0.0.1:7700";
+/// Default gRPC listener (Ingest, later Admin): loopback only.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7701";
+/// Largest device frame: a page of a few hundred records fits comfortably, and one device
+/// cannot make the server buffer more than this per read.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// Outbound frames queued per connection before a live subscriber is demoted to catch-up:
+/// absorbs bursts of about a second at 100 changes/s without demotion.
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 128;
+/// Default bound of the encoded bytes queued for live push per connection (1 MiB, as
+/// Centrifugo's client queue).
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024;
+/// Server ping interval: below common NAT and load-balancer idle timeouts (60 s).
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 25;
+/// Idle timeout: more than two missed heartbeats.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Time a new connection has to complete a Hello before it is closed (Error TIMEOUT, close
+/// 4408): a device sends Hello right after connecting, and a password check or a channel's
+/// login takes well under a second, so 10 s covers slow mobile networks while a socket that
+/// only answers pings holds its resources for no longer than this.
+pub const DEFAULT_HELLO_TIMEOUT_MS: u64 = 10_000;
+/// Most simultaneous device connections per process (about the file-descriptor limit of a
+/// default Linux service).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default catch-up page size, in records or changes.
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// Largest page size a device may ask for: bounds one page's frame and read transaction.
+pub const DEFAULT_MAX_PAGE_SIZE: u32 = 2_000;
+/// Smallest `device.max_frame_bytes` accepted: room for a Hello and a small page.
+pub const MIN_MAX_FRAME_BYTES: usize = 1024;
+/// Most simultaneous sessions of one user, by default: no limit (0).
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 0;
+/// Most encoded bytes of one catch-up page or live frame (256 KiB): pages of typical records
+/// (a few hundred bytes) stay bounded by `DEFAULT_PAGE_SIZE`, while pages of large ones stop
+/// at a quarter of the live queue's byte bound (`DEFAULT_OUTBOUND_QUEUE_BYTES`), so a page
+/// never holds up a connection's live frames for long, and a full window of
+/// `DEFAULT_WINDOW` pages is one queue's worth. Far below common WebSocket message limits
+/// (the device library's 16 MiB, browsers' and proxies' few MiB). A single record larger than
+/// the bound goes alone in its frame; one larger than a device's message limit cannot reach it,
+/// which tonic's default 4 MiB message limit on Ingest and channel streams rules out today.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 256 * 1024;
+/// Smallest `device.max_page_bytes` accepted: room for a page's own fields and a few small
+/// records.
+pub const MIN_MAX_PAGE_BYTES: usize = 1024;
+/// Default in-flight window of unacked catch-up pages: four pages of `DEFAULT_MAX_PAGE_BYTES`
+/// fill one live queue's byte bound.
+pub const DEFAULT_WINDOW: u32 = 4;
+/// Largest in-flight window a device may ask for: bounds the pages one subscription has
+/// queued at once.
+pub const DEFAULT_MAX_WINDOW: u32 = 16;
+/// Most subscriptions one connection may hold.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 256;
+/// Unfinished mutations per device: a week offline at a few hundred edits a day.
+pub const DEFAULT_MAX_PENDING_MUTATIONS: u64 = 10_000;
+/// Shortest backend token secret: an HS256 key must be at least as long as the hash
+/// (256 bits, RFC 7518 section 3.2), or it is guessable offline from one token.
+pub const MIN_BACKEND_TOKEN_SECRET_BYTES: usize = 32;
+/// Session tokens last 30 days; a device that stays away longer logs in again.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Password checks at once (`auth.login_concurrency`): 0 means one per core, at most
+/// [`syncline_proto::sdk::passwords::MAX_DEFAULT_THREADS`], since each local hashing thread
+/// keeps an argon2 buffer (19 MiB with the default parameters) for good.
+pub const DEFAULT_LOGIN_CONCURRENCY: usize = 0;
+/// Most password checks at once an operator may configure: 64 hashing threads already hold
+/// 1.2 GiB of argon2 buffers.
+pub const MAX_LOGIN_CONCURRENCY: usize = 64;
+/// Logins that may wait for a password check; more are refused (RESOURCE_EXHAUSTED). At
+/// ~20-50 ms per check, 64 drain in about a second on two cores.
+pub const DEFAULT_LOGIN_QUEUE: usize = syncline_proto::sdk::passwords::DEFAULT_QUEUE;
+/// Longest a login waits for a password check before it is refused (RESOURCE_EXHAUSTED): a
+/// device is better told to retry than left hanging.
+pub const DEFAULT_LOGIN_QUEUE_TIMEOUT_MS: u64 = 2_000;
+/// Wrong passwords for one user name within the window that block it: a person mistyping
+/// stays far below, an online guesser gets 10 tries per backoff.
+pub const DEFAULT_MAX_FAILED_LOGINS_PER_USER: u32 = 10;
+/// Wrong passwords from one address (IPv6: one /64) within the window that block it: room
+/// for many people behind one NAT, none for credential stuffing from one host.
+pub const DEFAULT_MAX_FAILED_LOGINS_PER_ADDRESS: u32 = 100;
+/// The window failed logins are counted in.
+pub const DEFAULT_FAILED_LOGIN_WINDOW_SECS: u64 = 300;
+/// The first block's length; each block of the same key in a row doubles it (up to 32x).
+pub const DEFAULT_FAILED_LOGIN_BACKOFF_SECS: u64 = 60;
+/// Longest failed-login window or first backoff: a day (a block can double to 32 days).
+pub const MAX_FAILED_LOGIN_SECS: u64 = 24 * 3600;
+/// Longest a login may be configured to wait for a password check: a device's Hello should
+/// be answered within a minute.
+pub const MAX_LOGIN_QUEUE_TIMEOUT_MS: u64 = 60_000;
+/// Recent log entries kept uncompacted: devices less than this far behind catch up from the
+/// log instead of taking a snapshot.
+pub const DEFAULT_COMPACT_KEEP_RECENT: u64 = 100_000;
+/// How often partitions are checked for compaction.
+pub const DEFAULT_COMPACT_INTERVAL_SECS: u64 = 300;
+/// How long a finished mutation's outcome is kept (30 days, as long as a session token
+/// lives): a device that resends a mutation id within it gets the outcome back instead of a
+/// second dispatch. A device offline longer logs in again anyway.
+pub const DEFAULT_MUTATION_OUTCOME_RETENTION_HOURS: u64 = 30 * 24;
+/// How often recorded device cursors are written to the store.
+pub const DEFAULT_CURSOR_FLUSH_MILLIS: u64 = 1_000;
+/// Threads of the runtime serving the gRPC endpoint (Ingest) and change capture, by default.
+pub const DEFAULT_GRPC_THREADS: usize = 1;
+/// At most this many of those threads.
+pub const MAX_GRPC_THREADS: usize = 256;
+/// Default push interval: every commit is pushed at once (0).
+pub const DEFAULT_PUSH_INTERVAL_MS: u64 = 0;
+/// Longest push interval (`device.push_interval_ms`).
+pub const MAX_PUSH_INTERVAL_MS: u64 = 1_000;
+/// Time allowed for graceful shutdown before the process exits anyway
+/// (`shutdown_grace_secs`): devices are told to reconnect and in-flight calls finish well
+/// within it.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// redb page cache.
+pub const DEFAULT_STORE_CACHE_MB: usize = 256;
+/// Default poll interval: frequent enough for interactive data, rare enough for a backend.
+pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 30;
+/// Records per source seeded into the demo app's partitions.
+pub const DEFAULT_DEMO_RECORDS: u32 = 2_000;
+/// Deadline of a device's RPC call that names none: long enough for a business operation
+/// over a slow backend, short enough that a device is not left waiting on a hung one.
+pub const DEFAULT_RPC_DEADLINE_MS: u64 = 10_000;
+/// Longest deadline a device may ask for: bounds how long one call holds its concurrency
+/// slots and backend resources.
+pub const DEFAULT_RPC_MAX_DEADLINE_MS: u64 = 60_000;
+/// Largest RPC request or reply payload: a form or a small document, well inside one
+/// device frame (`device.max_frame_bytes`).
+pub const DEFAULT_RPC_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// RPC calls one device may have in flight: enough for an app's parallel screens, few enough
+/// that one device cannot take a service's whole capacity.
+pub const DEFAULT_RPC_MAX_IN_FLIGHT_PER_DEVICE: usize = 8;
+/// RPC calls in flight to one service, from all devices: protects the backend; calls beyond
+/// it are refused (RESOURCE_EXHAUSTED) rather than queued.
+pub const DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE: usize = 1_000;
+
+/// The whole configuration tree, as written in TOML. See `syncline.example.toml`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Log output.
+    pub log_format: LogFormat,
+    /// Seconds the stop sequence may take before the process stops anyway.
+    pub shutdown_grace_secs: u64,
+    pub device: DeviceSection,
+    pub grpc: GrpcSection,
+    pub tls: TlsSection,
+    pub auth: AuthSection,
+    pub store: StoreSection,
+    pub demo: DemoSection,
+    pub rpc: RpcSection,
+    /// Sources by name. Empty with the demo enabled: the demo's sources.
+    pub sources: BTreeMap<String, SourceSection>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Compact lines for people.
+    #[default]
+    Pretty,
+    /// JSON lines for log collectors.
+    Json,
+}
+
+/// How a source is partitioned.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioning {
+    /// One partition per user, keyed by user id.
+    User,
+    /// One partition shared by every user, keyed `*`.
+    App,
+    /// Partitions keyed by the channel; users see the keys they are entitled to.
+    Custom,
+}
+
+impl Partitioning {
+    /// Returns the name used in config and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Partitioning::User => "user",
+            Partitioning::App => "app",
+            Partitioning::Custom => "custom",
+        }
+    }
+}
+
+/// How a source's changes reach Syncline, as configured (validated into [`Capture`], which
+/// carries the poll interval).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    /// The backend pushes through Ingest.
+    #[default]
+    Ingest,
+    /// Syncline follows the channel's Watch stream.
+    Watch,
+    /// Syncline re-queries partitions with subscribers every `poll_interval_secs`.
+    Poll,
+}
+
+impl CaptureMode {
+    /// Returns the name used in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Ingest => "ingest",
+            CaptureMode::Watch => "watch",
+            CaptureMode::Poll => "poll",
+        }
+    }
+}
+
+/// What happens to a device update based on an old version.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// The update fails with a conflict carrying the current record.
+    #[default]
+    Reject,
+    /// The update wins.
+    LastWriteWins,
+    /// The channel decides.
+    Channel,
+}
+
+/// The device (WebSocket) endpoint and the limits applied to devices.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceSection {
+    pub addr: String,
+    pub max_frame_bytes: usize,
+    pub outbound_queue: usize,
+    /// Bytes of live frames queued per connection before a slow device is switched to
+    /// catch-up from the log.
+    pub outbound_queue_bytes: usize,
+    pub heartbeat_secs: u64,
+    pub idle_timeout_secs: u64,
+    /// Milliseconds a new connection has to complete a Hello; then it gets Error TIMEOUT and
+    /// close 4408.
+    pub hello_timeout_ms: u64,
+    pub max_connections: usize,
+    /// Most simultaneous sessions of one user (0: no limit); more are refused at Hello
+    /// (RESOURCE_EXHAUSTED, close 4429).
+    pub max_connections_per_user: usize,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    /// Most encoded bytes of one catch-up page or live push: a page ends before the record
+    /// or change that would take it past this (one larger than it goes alone).
+    pub max_page_bytes: usize,
+    pub default_window: u32,
+    pub max_window: u32,
+    pub max_subscriptions: usize,
+    /// Unfinished mutations a device may have queued; more are refused (RESOURCE_EXHAUSTED).
+    pub max_pending_mutations: u64,
+    /// Shortest time between two live pushes of one partition to its devices, in
+    /// milliseconds: changes that follow a push within it are held and go out together, in
+    /// one socket write per device (0: each commit is pushed at once).
+    pub push_interval_ms: u64,
+}
+
+/// The gRPC endpoint backends call (Ingest).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSection {
+    pub addr: String,
+    /// When set, Ingest calls must carry `authorization: Bearer <token>`.
+    pub ingest_token: Option<String>,
+    /// Threads of the runtime that serves the gRPC endpoint and runs change capture from
+    /// channels, apart from the device connections' runtime, so a backend's write never
+    /// queues behind device I/O.
+    pub threads: usize,
+}
+
+/// TLS for both listeners.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain; with `key`, both listeners serve TLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// Device logins: session tokens, the login channel, backend tokens and login limits.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub token_ttl_secs: u64,
+    /// When set, device logins are checked by this channel's Authenticate (which also says
+    /// which custom partitions the user may sync) instead of local users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// When set, devices may log in with a backend token: a JWT the app's backend signs with
+    /// HS256 and this secret (at least 32 bytes; empty means not set). See
+    /// `Hello.backend_token` in `proto/syncline/v1/device.proto`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_token_secret: Option<String>,
+    /// When set, backend tokens must carry this `aud` claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_token_audience: Option<String>,
+    /// Password checks at once: local argon2 threads, or Authenticate calls in flight to the
+    /// login channel (0: one per core, at most 8).
+    pub login_concurrency: usize,
+    /// Logins that may wait for a password check; more are refused (RESOURCE_EXHAUSTED).
+    pub login_queue: usize,
+    /// Longest a login waits for a password check before it is refused.
+    pub login_queue_timeout_ms: u64,
+    /// Wrong passwords for one user name within the window that block it (0: no limit).
+    pub max_failed_logins_per_user: u32,
+    /// Wrong passwords from one address within the window that block it (0: no limit).
+    pub max_failed_logins_per_address: u32,
+    /// The window failed logins are counted in.
+    pub failed_login_window_secs: u64,
+    /// How long the first block lasts (doubled for each block in a row).
+    pub failed_login_backoff_secs: u64,
+}
+
+/// The embedded store and its background jobs.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub cache_mb: usize,
+    pub compact_keep_recent: u64,
+    pub compact_interval_secs: u64,
+    pub cursor_flush_millis: u64,
+    pub mutation_outcome_retention_hours: u64,
+}
+
+/// The demo app served when no sources are configured.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoSection {
+    /// Serves the demo app (sources `Account` and `Contact` from the built-in CRM example
+    /// channel, user `demo` with password `demo`) when no sources are configured.
+    pub enabled: bool,
+    /// Accounts seeded into the demo channel's database on first start.
+    pub records: u32,
+}
+
+/// Mobile RPC: device `RpcCall`s routed to backend `MobileService`s by service name.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcSection {
+    /// Deadline of a call whose `deadline_ms` is 0.
+    pub default_deadline_ms: u64,
+    /// Cap on a call's deadline.
+    pub max_deadline_ms: u64,
+    /// Largest request payload (larger: BAD_REQUEST) and reply payload (larger: INTERNAL).
+    /// A request must also fit in one device frame (`device.max_frame_bytes`).
+    pub max_payload_bytes: usize,
+    /// Calls one device connection may have in flight (more: RESOURCE_EXHAUSTED).
+    pub max_in_flight_per_device: usize,
+    /// Backend services by the name devices call.
+    pub services: BTreeMap<String, RpcServiceSection>,
+}
+
+/// One backend service devices may call.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RpcServiceSection {
+    /// gRPC endpoint serving `syncline.v1.MobileService`, e.g. "http://127.0.0.1:7801".
+    pub endpoint: String,
+    /// Calls in flight to this service from all devices (more: RESOURCE_EXHAUSTED).
+    #[serde(default = "default_rpc_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+/// One source of records devices sync.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// One partition per user, one shared by all users, or keys assigned by the channel.
+    pub partitioning: Partitioning,
+    /// gRPC endpoint of the channel that owns the source's data, e.g.
+    /// "http://127.0.0.1:7801". Without one the source is fed by Ingest only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// How changes are captured.
+    #[serde(default)]
+    pub capture: CaptureMode,
+    /// Interval of poll capture.
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    /// What happens when a device's update is based on an old version.
+    #[serde(default)]
+    pub conflict: ConflictPolicy,
+    /// Catch-up page size for this source (default: device.default_page_size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+}
+
+fn default_rpc_max_in_flight() -> usize {
+    DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE
+}
+
+fn default_poll_interval_secs() -> u64 {
+    DEFAULT_POLL_INTERVAL_SECS
+}
+
+impl SourceSection {
+    /// Returns an ingest-fed source with `partitioning`.
+    pub fn new(partitioning: Partitioning) -> Self {
+        Self {
+            partitioning,
+            channel: None,
+            capture: CaptureMode::Ingest,
+            poll_interval_secs: DEFAULT_POLL_INTERVAL_SECS,
+            conflict: ConflictPolicy::Reject,
+            page_size: None,
+        }
+    }
+}
+
+impl RpcServiceSection {
+    /// Returns a service at `endpoint` with the default limit.
+    pub fn new(endpoint: &str) -> Self {
+        Self { endpoint: endpoint.to_owned(), max_in_flight: DEFAULT_RPC_MAX_IN_FLIGHT_PER_SERVICE }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            log_format: LogFormat::Pretty,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            device: DeviceSection::default(),
+            grpc: GrpcSection::default(),
+            tls: TlsSection::default(),
+            auth: AuthSection::default(),
+            store: StoreSection::default(),
+            demo: DemoSection::default(),
+            rpc: RpcSection::default(),
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for DeviceSection {
+    fn default() -> Self {
+        Self {
+            addr: DEFAULT_DEVICE_ADDR.into(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+            default_page_size: DEFAULT_PAGE_SIZE,
+            max_page_size: DEFAULT_MAX_PAGE_SIZE,
+            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
+            default_window: DEFAULT_WINDOW,
+            max_window: DEFAULT_MAX_WINDOW,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_pending_mutations: DEFAULT_MAX_PENDING_MUTATIONS,
+            push_interval_ms: DEFAULT_PUSH_INTERVAL_MS,
+        }
+    }
+}
+
+impl Default for GrpcSection {
+    fn default() -> Self {
+        Self { addr: DEFAULT_GRPC_ADDR.into(), ingest_token: None, threads: DEFAULT_GRPC_THREADS }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            channel: None,
+            backend_token_secret: None,
+            backend_token_audience: None,
+            login_concurrency: DEFAULT_LOGIN_CONCURRENCY,
+            login_queue: DEFAULT_LOGIN_QUEUE,
+            login_queue_timeout_ms: DEFAULT_LOGIN_QUEUE_TIMEOUT_MS,
+            max_failed_logins_per_user: DEFAULT_MAX_FAILED_LOGINS_PER_USER,
+            max_failed_logins_per_address: DEFAULT_MAX_FAILED_LOGINS_PER_ADDRESS,
+            failed_login_window_secs: DEFAULT_FAILED_LOGIN_WINDOW_SECS,
+            failed_login_backoff_secs: DEFAULT_FAILED_LOGIN_BACKOFF_SECS,
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            cache_mb: DEFAULT_STORE_CACHE_MB,
+            compact_keep_recent: DEFAULT_COMPACT_KEEP_RECENT,
+            compact_interval_secs: DEFAULT_COMPACT_INTERVAL_SECS,
+            cursor_flush_millis: DEFAULT_CURSOR_FLUSH_MILLIS,
+            mutation_outcome_retention_hours: DEFAULT_MUTATION_OUTCOME_RETENTION_HOURS,
+        }
+    }
+}
+
+impl Default for DemoSection {
+    fn default() -> Self {
+        Self { enabled: true, records: DEFAULT_DEMO_RECORDS }
+    }
+}
+
+impl Default for RpcSection {
+    fn default() -> Self {
+        Self {
+            default_deadline_ms: DEFAULT_RPC_DEADLINE_MS,
+            max_deadline_ms: DEFAULT_RPC_MAX_DEADLINE_MS,
+            max_payload_bytes: DEFAULT_RPC_MAX_PAYLOAD_BYTES,
+            max_in_flight_per_device: DEFAULT_RPC_MAX_IN_FLIGHT_PER_DEVICE,
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+/// What is wrong with a configuration, said so that an operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?} is not valid: {message}")]
+    Env { name: String, value: String, message: String },
+    #[error("{key} = {value:?} is not valid: {message}")]
+    Invalid { key: String, value: String, message: String },
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if given), then `SYNCLINE_*` entries
+    /// of `env` (see [`ENV_VARS`]).
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text).map_err(|error| parse_error(path, &text, error))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// Returns the configuration on one line with secrets redacted, for the startup log.
+    pub fn redacted(&self) -> String {
+        let mut copy = self.clone();
+        if copy.grpc.ingest_token.is_some() {
+            copy.grpc.ingest_token = Some("<redacted>".into());
+        }
+        if copy.auth.backend_token_secret.is_some() {
+            copy.auth.backend_token_secret = Some("<redacted>".into());
+        }
+        serde_json::to_string(&copy).unwrap_or_default()
+    }
+}
+
+/// Describes a TOML error by its line and the key it is at (when it is at one), e.g. "line 3:
+/// unknown variant `team`, expected one of `user`, `app`, `custom` in
+/// `sources.Orders.partitioning`".
+fn parse_error(path: &Path, text: &str, error: toml::de::Error) -> ConfigError {
+    let line = error.span().map(|span| {
+        let before = &text.as_bytes()[..span.start.min(text.len())];
+        before.iter().filter(|&&byte| byte == b'\n').count() + 1
+    });
+    // Without its input, the error renders as its message followed by "in `key`".
+    let mut unlocated = error;
+    unlocated.set_input(None);
+    let described = unlocated.to_string().trim_end().replace('\n', " ");
+    let message = match line {
+        Some(line) => format!("line {line}: {described}"),
+        None => described,
+    };
+    ConfigError::Parse { path: path.to_owned(), message }
+}

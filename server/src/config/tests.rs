@@ -1,0 +1,420 @@
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// Returns the error `validate` gives for the defaults changed by `change`.
+fn validate_error(change: impl FnOnce(&mut Config)) -> String {
+    let mut config = Config::default();
+    change(&mut config);
+    config.validate().unwrap_err().to_string()
+}
+
+/// Returns the error `load` gives for a config file holding `text`.
+fn file_error(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("syncline.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(Some(&path), &HashMap::new()).unwrap_err().to_string()
+}
+
+/// Returns every scalar key of `config` (`section.key`) with its value; keys set to `None`
+/// are absent.
+fn scalar_keys(config: &Config) -> BTreeMap<String, toml::Value> {
+    fn walk(prefix: &str, table: &toml::Table, keys: &mut BTreeMap<String, toml::Value>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            match value {
+                toml::Value::Table(inner) => walk(&key, inner, keys),
+                scalar => {
+                    keys.insert(key, scalar.clone());
+                }
+            }
+        }
+    }
+    let mut keys = BTreeMap::new();
+    match toml::Value::try_from(config).unwrap() {
+        toml::Value::Table(table) => walk("", &table, &mut keys),
+        other => panic!("the tree is not a table: {other}"),
+    }
+    keys
+}
+
+/// Returns the defaults with every optional scalar key set, so that each appears.
+fn every_key_set() -> Config {
+    let mut config = Config::default();
+    config.grpc.ingest_token = Some("token".into());
+    config.tls.cert = Some("cert.pem".into());
+    config.tls.key = Some("key.pem".into());
+    config.auth.channel = Some("http://127.0.0.1:7801".into());
+    config.auth.backend_token_secret = Some("secret".into());
+    config.auth.backend_token_audience = Some("audience".into());
+    config
+}
+
+#[test]
+fn defaults_validate_to_the_demo_app_on_loopback() {
+    let settings = Config::default().validate().unwrap();
+    assert_eq!(settings.device.addr.to_string(), DEFAULT_DEVICE_ADDR);
+    assert_eq!(settings.grpc.addr.to_string(), DEFAULT_GRPC_ADDR);
+    assert_eq!(settings.shutdown_grace, Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS));
+    assert_eq!(settings.log_format, LogFormat::Pretty);
+    assert!(settings.sources.is_empty(), "the demo declares its sources when it starts");
+    assert_eq!(settings.demo, Some(DemoSettings { records: DEFAULT_DEMO_RECORDS }));
+}
+
+#[test]
+fn env_overrides_file_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("syncline.toml");
+    std::fs::write(&path, "data_dir = \"/srv/a\"\n[device]\naddr = \"127.0.0.1:1\"\n").unwrap();
+    let config = Config::load(
+        Some(&path),
+        &env(&[("SYNCLINE_DATA_DIR", "/srv/b"), ("SYNCLINE_GRPC_ADDR", "127.0.0.1:2"), ("HOME", "x")]),
+    )
+    .unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/srv/b"));
+    assert_eq!(config.device.addr, "127.0.0.1:1");
+    assert_eq!(config.grpc.addr, "127.0.0.1:2");
+}
+
+#[test]
+fn each_env_var_sets_exactly_the_key_its_entry_names() {
+    // Values that parse as some key type and differ from every default.
+    const CANDIDATES: &[&str] = &["7", "false", "json", "somewhere"];
+    let defaults = scalar_keys(&Config::default());
+    for var in ENV_VARS {
+        let changed = CANDIDATES.iter().find_map(|value| {
+            let mut config = Config::default();
+            var.apply(&mut config, value).ok()?;
+            let after = scalar_keys(&config);
+            let keys: BTreeSet<&String> = after.keys().chain(defaults.keys()).collect();
+            let changed: Vec<String> =
+                keys.into_iter().filter(|key| after.get(*key) != defaults.get(*key)).cloned().collect();
+            (!changed.is_empty()).then_some(changed)
+        });
+        assert_eq!(changed, Some(vec![var.key.to_owned()]), "{} must set {} and nothing else", var.name, var.key);
+        let loaded = Config::load(None, &env(&[(var.name, "7")]));
+        let through_load = match loaded {
+            Ok(config) => config != Config::default(),
+            Err(ConfigError::Env { name, .. }) => name == var.name,
+            Err(other) => panic!("{}: {other}", var.name),
+        };
+        assert!(through_load, "Config::load does not apply {}", var.name);
+    }
+}
+
+#[test]
+fn every_scalar_key_has_one_env_var() {
+    let keys: BTreeSet<String> = scalar_keys(&every_key_set()).into_keys().collect();
+    let covered: BTreeSet<String> = ENV_VARS.iter().map(|var| var.key.to_owned()).collect();
+    assert_eq!(covered, keys, "ENV_VARS and the tree's scalar keys differ");
+    assert_eq!(covered.len(), ENV_VARS.len(), "two variables set the same key");
+    let names: BTreeSet<&str> = ENV_VARS.iter().map(|var| var.name).collect();
+    assert_eq!(names.len(), ENV_VARS.len(), "a variable name is used twice");
+}
+
+#[test]
+fn env_mistakes_name_the_variable() {
+    let error = Config::load(None, &env(&[("SYNCLINE_DATADIR", "x")])).unwrap_err().to_string();
+    assert!(error.contains("SYNCLINE_DATADIR") && error.contains("unknown SYNCLINE_ variable"), "{error}");
+    let error = Config::load(None, &env(&[("SYNCLINE_LOG_FORMAT", "xml")])).unwrap_err().to_string();
+    assert!(error.contains("SYNCLINE_LOG_FORMAT") && error.contains("`pretty`"), "{error}");
+    let error = Config::load(None, &env(&[("SYNCLINE_DEMO", "maybe")])).unwrap_err().to_string();
+    assert!(error.contains("SYNCLINE_DEMO") && error.contains("expected true or false"), "{error}");
+    let error = Config::load(None, &env(&[("SYNCLINE_DEMO_RECORDS", "5000000000")])).unwrap_err().to_string();
+    assert!(error.contains("SYNCLINE_DEMO_RECORDS") && error.contains("below 2^32"), "{error}");
+    let config = Config::load(None, &env(&[("SYNCLINE_CONFIG", "syncline.toml")])).unwrap();
+    assert_eq!(config, Config::default(), "SYNCLINE_CONFIG is the CLI's, not an override");
+}
+
+#[test]
+fn enum_values_outside_their_set_are_refused_naming_the_key() {
+    for (text, key, expected) in [
+        ("log_format = \"xml\"\n", "`log_format`", "`json`"),
+        ("[sources.Orders]\npartitioning = \"team\"\n", "`sources.Orders.partitioning`", "`custom`"),
+        ("[sources.Orders]\npartitioning = \"app\"\ncapture = \"push\"\n", "`sources.Orders.capture`", "`poll`"),
+        (
+            "[sources.Orders]\npartitioning = \"app\"\nconflict = \"newest\"\n",
+            "`sources.Orders.conflict`",
+            "`last_write_wins`",
+        ),
+    ] {
+        let error = file_error(text);
+        assert!(error.contains(key) && error.contains(expected), "{text}: {error}");
+    }
+    let error = file_error("[device]\nadress = \"x\"\n");
+    assert!(error.contains("adress") && error.contains("line 2"), "{error}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("syncline.toml");
+    let text = "log_format = \"json\"\n[sources.Orders]\npartitioning = \"custom\"\ncapture = \"poll\"\n\
+                channel = \"http://127.0.0.1:7801\"\nconflict = \"last_write_wins\"\n";
+    std::fs::write(&path, text).unwrap();
+    let settings = Config::load(Some(&path), &HashMap::new()).unwrap().validate().unwrap();
+    assert_eq!(settings.log_format, LogFormat::Json);
+    let orders = &settings.sources["Orders"];
+    assert_eq!(orders.partitioning, Partitioning::Custom);
+    assert_eq!(orders.capture, Capture::Poll { interval: Duration::from_secs(DEFAULT_POLL_INTERVAL_SECS) });
+    assert_eq!(orders.conflict, ConflictPolicy::LastWriteWins);
+}
+
+/// A change to the defaults, and the key its error must name.
+type Case = (&'static str, Box<dyn Fn(&mut Config)>);
+
+fn case(key: &'static str, change: impl Fn(&mut Config) + 'static) -> Case {
+    (key, Box::new(change))
+}
+
+/// A change to the defaults that adds source `Orders` (user partitions, with a channel)
+/// changed by `change`.
+fn orders(change: fn(&mut SourceSection)) -> impl Fn(&mut Config) {
+    move |config| {
+        let mut source = SourceSection::new(Partitioning::User);
+        source.channel = Some("http://127.0.0.1:7801".into());
+        change(&mut source);
+        config.sources.insert("Orders".into(), source);
+    }
+}
+
+#[test]
+fn validation_errors_name_the_key() {
+    let cases: Vec<Case> = vec![
+        case("shutdown_grace_secs", |config| config.shutdown_grace_secs = 0),
+        case("device.addr", |config| config.device.addr = "localhost".into()),
+        case("device.max_frame_bytes", |config| config.device.max_frame_bytes = 100),
+        case("device.default_page_size", |config| config.device.default_page_size = 0),
+        case("device.default_window", |config| config.device.default_window = 17),
+        case("device.idle_timeout_secs", |config| config.device.idle_timeout_secs = 25),
+        case("device.heartbeat_secs", |config| config.device.heartbeat_secs = 0),
+        case("device.outbound_queue", |config| config.device.outbound_queue = 0),
+        case("device.outbound_queue_bytes", |config| config.device.outbound_queue_bytes = 0),
+        case("device.max_connections", |config| config.device.max_connections = 0),
+        case("device.max_subscriptions", |config| config.device.max_subscriptions = 0),
+        case("device.max_pending_mutations", |config| config.device.max_pending_mutations = 0),
+        case("grpc.addr", |config| config.grpc.addr = "7701".into()),
+        case("tls.key", |config| config.tls.cert = Some("cert.pem".into())),
+        case("tls.cert", |config| config.tls.key = Some("key.pem".into())),
+        case("auth.token_ttl_secs", |config| config.auth.token_ttl_secs = 0),
+        case("auth.channel", |config| config.auth.channel = Some("127.0.0.1:7801".into())),
+        case("store.compact_interval_secs", |config| config.store.compact_interval_secs = 0),
+        case("store.cursor_flush_millis", |config| config.store.cursor_flush_millis = 0),
+        case("sources", |config| config.demo.enabled = false),
+        case("sources.Bad name", |config| {
+            config.sources.insert("Bad name".into(), SourceSection::new(Partitioning::App));
+        }),
+        case("sources.Orders.channel", orders(|source| source.channel = Some("localhost:7801".into()))),
+        case("sources.Orders.page_size", orders(|source| source.page_size = Some(0))),
+        case(
+            "sources.Orders.poll_interval_secs",
+            orders(|source| {
+                source.capture = CaptureMode::Poll;
+                source.poll_interval_secs = 0;
+            }),
+        ),
+    ];
+    for (key, change) in cases {
+        let error = validate_error(change);
+        assert!(error.starts_with(&format!("{key} = ")), "{key}: {error}");
+    }
+    let error = validate_error(orders(|source| {
+        source.channel = None;
+        source.capture = CaptureMode::Watch;
+    }));
+    let expected = "watch capture needs sources.Orders.channel";
+    assert!(error.starts_with("sources.Orders.capture = ") && error.contains(expected), "{error}");
+}
+
+#[test]
+fn shutdown_grace_comes_from_the_file_or_the_environment() {
+    let config = Config::load(None, &env(&[("SYNCLINE_SHUTDOWN_GRACE_SECS", "3")])).unwrap();
+    assert_eq!(config.validate().unwrap().shutdown_grace, Duration::from_secs(3));
+    let config: Config = toml::from_str("shutdown_grace_secs = 30\n").unwrap();
+    assert_eq!(config.validate().unwrap().shutdown_grace, Duration::from_secs(30));
+}
+
+#[test]
+fn page_bytes_come_from_the_environment_and_have_a_floor() {
+    assert_eq!(Config::default().validate().unwrap().device.max_page_bytes, DEFAULT_MAX_PAGE_BYTES);
+    let config = Config::load(None, &env(&[("SYNCLINE_MAX_PAGE_BYTES", "65536")])).unwrap();
+    assert_eq!(config.validate().unwrap().device.max_page_bytes, 65536);
+    let error = Config::load(None, &env(&[("SYNCLINE_MAX_PAGE_BYTES", "lots")])).unwrap_err();
+    assert!(error.to_string().contains("SYNCLINE_MAX_PAGE_BYTES"), "{error}");
+    let error = validate_error(|config| config.device.max_page_bytes = MIN_MAX_PAGE_BYTES - 1);
+    assert!(error.contains("device.max_page_bytes") && error.contains("at least 1024"), "{error}");
+}
+
+#[test]
+fn grpc_threads_come_from_the_environment_and_are_bounded() {
+    assert_eq!(Config::default().validate().unwrap().grpc.threads, DEFAULT_GRPC_THREADS);
+    let config = Config::load(None, &env(&[("SYNCLINE_GRPC_THREADS", "4")])).unwrap();
+    assert_eq!(config.validate().unwrap().grpc.threads, 4);
+    for threads in [0, MAX_GRPC_THREADS + 1] {
+        let error = validate_error(|config| config.grpc.threads = threads);
+        assert!(error.contains("grpc.threads") && error.contains("must be 1 to 256"), "{error}");
+    }
+}
+
+#[test]
+fn hello_timeout_comes_from_the_environment_and_is_positive() {
+    let hello_timeout = |settings: Settings| settings.device.listener.session.handshake_timeout;
+    let default = hello_timeout(Config::default().validate().unwrap());
+    assert_eq!(default, Duration::from_millis(DEFAULT_HELLO_TIMEOUT_MS));
+    let config = Config::load(None, &env(&[("SYNCLINE_HELLO_TIMEOUT_MS", "250")])).unwrap();
+    assert_eq!(hello_timeout(config.validate().unwrap()), Duration::from_millis(250));
+    let error = validate_error(|config| config.device.hello_timeout_ms = 0);
+    assert!(error.contains("device.hello_timeout_ms") && error.contains("greater than 0"), "{error}");
+}
+
+#[test]
+fn push_interval_comes_from_the_environment_and_is_bounded() {
+    assert_eq!(Config::default().validate().unwrap().device.push_interval, Duration::ZERO);
+    let config = Config::load(None, &env(&[("SYNCLINE_PUSH_INTERVAL_MS", "20")])).unwrap();
+    assert_eq!(config.validate().unwrap().device.push_interval, Duration::from_millis(20));
+    let error = validate_error(|config| config.device.push_interval_ms = MAX_PUSH_INTERVAL_MS + 1);
+    assert!(error.contains("device.push_interval_ms") && error.contains("must be 0 to 1000"), "{error}");
+    let error = Config::load(None, &env(&[("SYNCLINE_PUSH_INTERVAL_MS", "soon")])).unwrap_err().to_string();
+    assert!(error.contains("SYNCLINE_PUSH_INTERVAL_MS"), "{error}");
+}
+
+#[test]
+fn mutation_outcome_retention_is_in_hours_and_positive() {
+    let default = Config::default().validate().unwrap().store.mutation_outcome_retention;
+    assert_eq!(default, Duration::from_secs(DEFAULT_MUTATION_OUTCOME_RETENTION_HOURS * 3600));
+    let config = Config::load(None, &env(&[("SYNCLINE_MUTATION_OUTCOME_RETENTION_HOURS", "2")])).unwrap();
+    assert_eq!(config.validate().unwrap().store.mutation_outcome_retention, Duration::from_secs(7200));
+    let error = validate_error(|config| config.store.mutation_outcome_retention_hours = 0);
+    assert!(error.contains("store.mutation_outcome_retention_hours"), "{error}");
+}
+
+#[test]
+fn login_limits_have_defaults_env_overrides_and_bounds() {
+    let limits = Config::default().validate().unwrap().auth.login_limits;
+    assert_eq!(limits.concurrency, syncline_proto::sdk::passwords::default_threads());
+    assert_eq!(limits.queue, DEFAULT_LOGIN_QUEUE);
+    assert_eq!(limits.queue_timeout, Duration::from_millis(DEFAULT_LOGIN_QUEUE_TIMEOUT_MS));
+    assert_eq!(limits.failed.per_user, DEFAULT_MAX_FAILED_LOGINS_PER_USER);
+    assert_eq!(limits.failed.per_address, DEFAULT_MAX_FAILED_LOGINS_PER_ADDRESS);
+    assert_eq!(limits.failed.window, Duration::from_secs(DEFAULT_FAILED_LOGIN_WINDOW_SECS));
+    assert_eq!(limits.failed.backoff, Duration::from_secs(DEFAULT_FAILED_LOGIN_BACKOFF_SECS));
+    let config = Config::load(
+        None,
+        &env(&[
+            ("SYNCLINE_LOGIN_CONCURRENCY", "3"),
+            ("SYNCLINE_LOGIN_QUEUE", "0"),
+            ("SYNCLINE_LOGIN_QUEUE_TIMEOUT_MS", "500"),
+            ("SYNCLINE_MAX_FAILED_LOGINS_PER_USER", "0"),
+            ("SYNCLINE_MAX_FAILED_LOGINS_PER_ADDRESS", "7"),
+            ("SYNCLINE_FAILED_LOGIN_WINDOW_SECS", "60"),
+            ("SYNCLINE_FAILED_LOGIN_BACKOFF_SECS", "5"),
+        ]),
+    )
+    .unwrap();
+    let limits = config.validate().unwrap().auth.login_limits;
+    assert_eq!((limits.concurrency, limits.queue, limits.queue_timeout), (3, 0, Duration::from_millis(500)));
+    assert_eq!((limits.failed.per_user, limits.failed.per_address), (0, 7));
+    assert_eq!((limits.failed.window, limits.failed.backoff), (Duration::from_secs(60), Duration::from_secs(5)));
+    for (key, set) in [
+        (
+            "auth.login_concurrency",
+            (|auth: &mut AuthSection| auth.login_concurrency = MAX_LOGIN_CONCURRENCY + 1) as fn(&mut AuthSection),
+        ),
+        ("auth.login_queue_timeout_ms", |auth| auth.login_queue_timeout_ms = 0),
+        ("auth.failed_login_window_secs", |auth| auth.failed_login_window_secs = MAX_FAILED_LOGIN_SECS + 1),
+        ("auth.failed_login_backoff_secs", |auth| auth.failed_login_backoff_secs = 0),
+    ] {
+        let error = validate_error(|config| set(&mut config.auth));
+        assert!(error.contains(key), "{error}");
+    }
+    let error = Config::load(None, &env(&[("SYNCLINE_MAX_FAILED_LOGINS_PER_USER", "-1")])).unwrap_err();
+    assert!(error.to_string().contains("SYNCLINE_MAX_FAILED_LOGINS_PER_USER"), "{error}");
+}
+
+#[test]
+fn backend_token_secrets_are_checked_and_never_shown() {
+    let short = "s3cret-but-short";
+    let config = Config::load(None, &env(&[("SYNCLINE_BACKEND_TOKEN_SECRET", short)])).unwrap();
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("auth.backend_token_secret"), "{error}");
+    assert!(error.contains("at least 32 bytes"), "{error}");
+    assert!(!error.contains(short), "the secret leaked into {error}");
+
+    let secret = "a-backend-token-secret-of-more-than-32-bytes";
+    let config = Config::load(
+        None,
+        &env(&[("SYNCLINE_BACKEND_TOKEN_SECRET", secret), ("SYNCLINE_BACKEND_TOKEN_AUDIENCE", "syncline")]),
+    )
+    .unwrap();
+    let tokens = config.validate().unwrap().auth.backend_tokens.expect("backend tokens are on");
+    assert_eq!(tokens.secret, secret.as_bytes());
+    assert_eq!(tokens.audience.as_deref(), Some("syncline"));
+    assert!(!format!("{tokens:?}").contains(secret));
+    assert!(!config.redacted().contains(secret));
+
+    let mut config = Config::default();
+    assert!(config.validate().unwrap().auth.backend_tokens.is_none());
+    config.auth.backend_token_secret = Some(String::new());
+    assert!(config.validate().unwrap().auth.backend_tokens.is_none(), "empty means not set");
+    config.auth.backend_token_audience = Some("syncline".into());
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("auth.backend_token_audience"), "{error}");
+}
+
+#[test]
+fn rpc_mistakes_are_reported_by_name() {
+    let error = validate_error(|config| config.rpc.default_deadline_ms = 120_000);
+    assert!(error.contains("rpc.default_deadline_ms"), "{error}");
+    let error = validate_error(|config| config.rpc.max_deadline_ms = 0);
+    assert!(error.contains("rpc.max_deadline_ms"), "{error}");
+    let error = validate_error(|config| config.rpc.max_payload_bytes = 0);
+    assert!(error.contains("rpc.max_payload_bytes"), "{error}");
+    let error = validate_error(|config| config.rpc.max_in_flight_per_device = 0);
+    assert!(error.contains("rpc.max_in_flight_per_device"), "{error}");
+    let error = validate_error(|config| {
+        config.rpc.services.insert("crm".into(), RpcServiceSection::new("127.0.0.1:7801"));
+    });
+    assert!(error.contains("rpc.services.crm.endpoint"), "{error}");
+    let error = validate_error(|config| {
+        config.rpc.services.insert("bad name".into(), RpcServiceSection::new("http://127.0.0.1:7801"));
+    });
+    assert!(error.contains("rpc.services.bad name"), "{error}");
+    let error = validate_error(|config| {
+        let mut service = RpcServiceSection::new("http://127.0.0.1:7801");
+        service.max_in_flight = 0;
+        config.rpc.services.insert("crm".into(), service);
+    });
+    assert!(error.contains("rpc.services.crm.max_in_flight"), "{error}");
+    let mut config = Config::default();
+    config.rpc.services.insert("crm".into(), RpcServiceSection::new("http://127.0.0.1:7801/"));
+    let settings = config.validate().unwrap();
+    assert_eq!(settings.rpc.services["crm"].endpoint, "http://127.0.0.1:7801");
+    assert_eq!(settings.rpc.default_deadline, Duration::from_millis(DEFAULT_RPC_DEADLINE_MS));
+}
+
+#[test]
+fn the_example_file_covers_every_key_and_env_var_and_validates() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../syncline.example.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let parsed: Config = toml::from_str(&text).unwrap();
+    parsed.validate().unwrap();
+    // Every key of the default tree appears in the example (commented or not).
+    let defaults = toml::to_string(&Config::default()).unwrap();
+    for line in defaults.lines() {
+        if let Some((key, _)) = line.split_once(" = ") {
+            assert!(text.contains(&format!("{} =", key.trim())), "example lacks key {key}");
+        }
+    }
+    // Every variable is named on the line of the key it sets.
+    for var in ENV_VARS {
+        let leaf = var.key.rsplit('.').next().unwrap_or(var.key);
+        let named = text.lines().any(|line| {
+            let line = line.trim_start_matches(['#', ' ']);
+            line.starts_with(&format!("{leaf} = ")) && line.ends_with(&format!("# {}", var.name))
+        });
+        assert!(named, "example lacks `{leaf} = ...  # {}`", var.name);
+    }
+}

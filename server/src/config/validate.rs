@@ -1,0 +1,319 @@
+//! [`Config::validate`]: checks every value once and turns the raw tree into [`Settings`],
+//! one function per section. Every error names the key (`section.key`) and says what is
+//! expected.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use syncline_push::{ListenerConfig, SessionConfig};
+
+use super::settings::{
+    AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings,
+    LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreSettings, TlsSettings,
+};
+use super::{
+    AuthSection, CaptureMode, Config, ConfigError, DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS,
+    MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS, MIN_BACKEND_TOKEN_SECRET_BYTES,
+    MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection, SourceSection, StoreSection, TlsSection,
+};
+
+/// Longest source or RPC service name: safe in paths, URLs and log lines.
+const MAX_NAME_BYTES: usize = 64;
+
+impl Config {
+    /// Checks every value and returns the typed settings.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let device = device(&self.device)?;
+        let sources = sources(&self.sources, device.max_page_size)?;
+        // The demo's sources (and login and RPC channels) are the demo channel's to declare
+        // when it starts (`demo::start_channel`).
+        let demo = (self.demo.enabled && sources.is_empty()).then_some(DemoSettings { records: self.demo.records });
+        if sources.is_empty() && demo.is_none() {
+            return Err(invalid("sources", &"{}", "configure at least one source, or enable the demo"));
+        }
+        Ok(Settings {
+            log_format: self.log_format,
+            shutdown_grace: Duration::from_secs(positive("shutdown_grace_secs", self.shutdown_grace_secs)?),
+            device,
+            grpc: grpc(&self.grpc)?,
+            tls: tls(&self.tls)?,
+            auth: auth(&self.auth)?,
+            store: store(&self.data_dir, &self.store)?,
+            demo,
+            sources,
+            rpc: rpc(&self.rpc)?,
+        })
+    }
+}
+
+/// Returns the error for `key = value`, which is not valid because of `message`.
+fn invalid(key: &str, value: &dyn Display, message: &str) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), value: value.to_string(), message: message.to_owned() }
+}
+
+/// Returns `value` if it is above zero.
+fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 { Err(invalid(key, &value, "must be greater than 0")) } else { Ok(value) }
+}
+
+/// Returns `value` if it is above zero.
+fn positive_count(key: &str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 { Err(invalid(key, &value, "must be greater than 0")) } else { Ok(value) }
+}
+
+/// Returns `value` if it is at least `min`.
+fn at_least(key: &str, value: usize, min: usize) -> Result<usize, ConfigError> {
+    if value < min { Err(invalid(key, &value, &format!("must be at least {min}"))) } else { Ok(value) }
+}
+
+/// Returns `value` if it is 1 to `max`, the value of the key `max_key`.
+fn one_to(key: &str, value: u64, max: u64, max_key: &str) -> Result<u64, ConfigError> {
+    if value == 0 || value > max {
+        Err(invalid(key, &value, &format!("must be between 1 and {max_key}")))
+    } else {
+        Ok(value)
+    }
+}
+
+/// Parses a listener address.
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| invalid(key, &value, "expected IP:PORT, e.g. 127.0.0.1:7700"))
+}
+
+/// Checks `[device]`.
+fn device(device: &DeviceSection) -> Result<DeviceSettings, ConfigError> {
+    at_least("device.max_frame_bytes", device.max_frame_bytes, MIN_MAX_FRAME_BYTES)?;
+    let (page_size, max_page_size) = (device.default_page_size.into(), device.max_page_size.into());
+    one_to("device.default_page_size", page_size, max_page_size, "device.max_page_size")?;
+    at_least("device.max_page_bytes", device.max_page_bytes, MIN_MAX_PAGE_BYTES)?;
+    let (window, max_window) = (device.default_window.into(), device.max_window.into());
+    one_to("device.default_window", window, max_window, "device.max_window")?;
+    if device.idle_timeout_secs <= device.heartbeat_secs {
+        let message = "must be longer than device.heartbeat_secs";
+        return Err(invalid("device.idle_timeout_secs", &device.idle_timeout_secs, message));
+    }
+    if device.push_interval_ms > MAX_PUSH_INTERVAL_MS {
+        let message = format!("must be 0 to {MAX_PUSH_INTERVAL_MS}");
+        return Err(invalid("device.push_interval_ms", &device.push_interval_ms, &message));
+    }
+    let session = SessionConfig {
+        outbound_queue: positive_count("device.outbound_queue", device.outbound_queue)?,
+        outbound_queue_bytes: positive_count("device.outbound_queue_bytes", device.outbound_queue_bytes)?,
+        heartbeat: Duration::from_secs(positive("device.heartbeat_secs", device.heartbeat_secs)?),
+        idle_timeout: Duration::from_secs(device.idle_timeout_secs),
+        handshake_timeout: Duration::from_millis(positive("device.hello_timeout_ms", device.hello_timeout_ms)?),
+    };
+    Ok(DeviceSettings {
+        addr: socket_addr("device.addr", &device.addr)?,
+        listener: ListenerConfig {
+            max_frame_bytes: device.max_frame_bytes,
+            max_connections: positive_count("device.max_connections", device.max_connections)?,
+            session,
+        },
+        max_connections_per_user: device.max_connections_per_user,
+        default_page_size: device.default_page_size,
+        max_page_size: device.max_page_size,
+        max_page_bytes: device.max_page_bytes,
+        default_window: device.default_window,
+        max_window: device.max_window,
+        max_subscriptions: positive_count("device.max_subscriptions", device.max_subscriptions)?,
+        max_pending_mutations: positive("device.max_pending_mutations", device.max_pending_mutations)?,
+        push_interval: Duration::from_millis(device.push_interval_ms),
+    })
+}
+
+/// Checks `[grpc]`.
+fn grpc(grpc: &GrpcSection) -> Result<GrpcSettings, ConfigError> {
+    if !(1..=MAX_GRPC_THREADS).contains(&grpc.threads) {
+        return Err(invalid("grpc.threads", &grpc.threads, &format!("must be 1 to {MAX_GRPC_THREADS}")));
+    }
+    Ok(GrpcSettings {
+        addr: socket_addr("grpc.addr", &grpc.addr)?,
+        ingest_token: grpc.ingest_token.clone().filter(|token| !token.is_empty()),
+        threads: grpc.threads,
+    })
+}
+
+/// Checks `[tls]`: both files or neither.
+fn tls(tls: &TlsSection) -> Result<Option<TlsSettings>, ConfigError> {
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsSettings { cert: cert.clone(), key: key.clone() })),
+        (None, None) => Ok(None),
+        (Some(cert), None) => Err(invalid("tls.key", &"", &format!("tls.cert = {cert:?} is set; set tls.key too"))),
+        (None, Some(key)) => Err(invalid("tls.cert", &"", &format!("tls.key = {key:?} is set; set tls.cert too"))),
+    }
+}
+
+/// Checks `[auth]`.
+fn auth(auth: &AuthSection) -> Result<AuthSettings, ConfigError> {
+    Ok(AuthSettings {
+        token_ttl: Duration::from_secs(positive("auth.token_ttl_secs", auth.token_ttl_secs)?),
+        channel: auth.channel.as_deref().map(|url| endpoint_url("auth.channel", url)).transpose()?,
+        backend_tokens: backend_tokens(auth)?,
+        login_limits: login_limits(auth)?,
+    })
+}
+
+/// Checks the login concurrency and failed-login settings of `[auth]`.
+fn login_limits(auth: &AuthSection) -> Result<LoginLimits, ConfigError> {
+    let concurrency = match auth.login_concurrency {
+        0 => syncline_proto::sdk::passwords::default_threads(),
+        threads @ 1..=MAX_LOGIN_CONCURRENCY => threads,
+        threads => {
+            let message = format!("must be 0 (one per core) to {MAX_LOGIN_CONCURRENCY}");
+            return Err(invalid("auth.login_concurrency", &threads, &message));
+        }
+    };
+    for (key, value, max) in [
+        ("auth.login_queue_timeout_ms", auth.login_queue_timeout_ms, MAX_LOGIN_QUEUE_TIMEOUT_MS),
+        ("auth.failed_login_window_secs", auth.failed_login_window_secs, MAX_FAILED_LOGIN_SECS),
+        ("auth.failed_login_backoff_secs", auth.failed_login_backoff_secs, MAX_FAILED_LOGIN_SECS),
+    ] {
+        if value == 0 || value > max {
+            return Err(invalid(key, &value, &format!("must be 1 to {max}")));
+        }
+    }
+    Ok(LoginLimits {
+        concurrency,
+        queue: auth.login_queue,
+        queue_timeout: Duration::from_millis(auth.login_queue_timeout_ms),
+        failed: FailedLoginPolicy {
+            per_user: auth.max_failed_logins_per_user,
+            per_address: auth.max_failed_logins_per_address,
+            window: Duration::from_secs(auth.failed_login_window_secs),
+            backoff: Duration::from_secs(auth.failed_login_backoff_secs),
+        },
+    })
+}
+
+/// Checks the backend token settings of `[auth]`; `None` when backend tokens are off.
+fn backend_tokens(auth: &AuthSection) -> Result<Option<BackendTokenSettings>, ConfigError> {
+    let secret = auth.backend_token_secret.as_deref().filter(|secret| !secret.is_empty());
+    let audience = auth.backend_token_audience.clone().filter(|audience| !audience.is_empty());
+    let Some(secret) = secret else {
+        return match audience {
+            Some(audience) => Err(invalid(
+                "auth.backend_token_audience",
+                &audience,
+                "needs auth.backend_token_secret (backend tokens are off without it)",
+            )),
+            None => Ok(None),
+        };
+    };
+    if secret.len() < MIN_BACKEND_TOKEN_SECRET_BYTES {
+        let message = format!(
+            "must be at least {MIN_BACKEND_TOKEN_SECRET_BYTES} bytes (an HS256 key as long as its hash); \
+             generate one with `openssl rand -base64 48`"
+        );
+        // Never echo a secret, even a bad one.
+        let shown = format!("<redacted, {} bytes>", secret.len());
+        return Err(invalid("auth.backend_token_secret", &shown, &message));
+    }
+    Ok(Some(BackendTokenSettings { secret: secret.as_bytes().to_vec(), audience }))
+}
+
+/// Checks `[store]`, kept in `data_dir`.
+fn store(data_dir: &Path, store: &StoreSection) -> Result<StoreSettings, ConfigError> {
+    let retention_hours = positive("store.mutation_outcome_retention_hours", store.mutation_outcome_retention_hours)?;
+    Ok(StoreSettings {
+        data_dir: data_dir.to_owned(),
+        cache_bytes: store.cache_mb.saturating_mul(1024 * 1024),
+        compact_keep_recent: store.compact_keep_recent,
+        compact_interval: Duration::from_secs(positive("store.compact_interval_secs", store.compact_interval_secs)?),
+        mutation_outcome_retention: Duration::from_secs(retention_hours.saturating_mul(3600)),
+        cursor_flush: Duration::from_millis(positive("store.cursor_flush_millis", store.cursor_flush_millis)?),
+    })
+}
+
+/// Checks `[sources.*]`; page sizes are bounded by `max_page_size`.
+fn sources(
+    sources: &BTreeMap<String, SourceSection>,
+    max_page_size: u32,
+) -> Result<BTreeMap<String, SourceSettings>, ConfigError> {
+    sources.iter().map(|(name, section)| Ok((name.clone(), source(name, section, max_page_size)?))).collect()
+}
+
+/// Checks `[sources.<name>]`.
+fn source(name: &str, source: &SourceSection, max_page_size: u32) -> Result<SourceSettings, ConfigError> {
+    if !valid_source_name(name) {
+        return Err(invalid(
+            &format!("sources.{name}"),
+            &name,
+            "source names are 1-64 letters, digits, '_', '-' or '.'",
+        ));
+    }
+    let key = |field: &str| format!("sources.{name}.{field}");
+    let channel = source.channel.as_deref().map(|url| endpoint_url(&key("channel"), url)).transpose()?;
+    let capture = match source.capture {
+        CaptureMode::Ingest => Capture::Ingest,
+        CaptureMode::Watch => Capture::Watch,
+        CaptureMode::Poll => Capture::Poll {
+            interval: Duration::from_secs(positive(&key("poll_interval_secs"), source.poll_interval_secs)?),
+        },
+    };
+    if capture != Capture::Ingest && channel.is_none() {
+        let mode = source.capture.as_str();
+        return Err(invalid(&key("capture"), &mode, &format!("{mode} capture needs sources.{name}.channel")));
+    }
+    if let Some(page_size) = source.page_size {
+        one_to(&key("page_size"), page_size.into(), max_page_size.into(), "device.max_page_size")?;
+    }
+    Ok(SourceSettings {
+        partitioning: source.partitioning,
+        channel,
+        capture,
+        conflict: source.conflict,
+        page_size: source.page_size,
+    })
+}
+
+/// Checks `[rpc]` and its services.
+fn rpc(rpc: &RpcSection) -> Result<RpcSettings, ConfigError> {
+    positive("rpc.max_deadline_ms", rpc.max_deadline_ms)?;
+    one_to("rpc.default_deadline_ms", rpc.default_deadline_ms, rpc.max_deadline_ms, "rpc.max_deadline_ms")?;
+    let max_payload_bytes = positive_count("rpc.max_payload_bytes", rpc.max_payload_bytes)?;
+    let max_in_flight_per_device = positive_count("rpc.max_in_flight_per_device", rpc.max_in_flight_per_device)?;
+    let mut services = BTreeMap::new();
+    for (name, service) in &rpc.services {
+        if !valid_source_name(name) {
+            let message = "service names are 1-64 letters, digits, '_', '-' or '.'";
+            return Err(invalid(&format!("rpc.services.{name}"), name, message));
+        }
+        let endpoint = endpoint_url(&format!("rpc.services.{name}.endpoint"), &service.endpoint)?;
+        let max_in_flight = positive_count(&format!("rpc.services.{name}.max_in_flight"), service.max_in_flight)?;
+        services.insert(name.clone(), RpcServiceSettings { endpoint, max_in_flight });
+    }
+    Ok(RpcSettings {
+        default_deadline: Duration::from_millis(rpc.default_deadline_ms),
+        max_deadline: Duration::from_millis(rpc.max_deadline_ms),
+        max_payload_bytes,
+        max_in_flight_per_device,
+        services,
+    })
+}
+
+/// Checks a channel endpoint URL (http:// or https://, host and port).
+fn endpoint_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let expected = "expected http://HOST:PORT or https://HOST:PORT";
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| invalid(key, &url, expected))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(url.trim_end_matches('/').to_owned())
+        }
+        _ => Err(invalid(key, &url, expected)),
+    }
+}
+
+/// Returns true for source names that are safe in paths, URLs and log lines.
+pub fn valid_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'))
+}
