@@ -1,5 +1,6 @@
 //! The `syncline.v1.Ingest` gRPC service: backends push upserts and deletes into partitions.
-//! The only file that maps store outcomes to tonic types for ingest.
+//! Its errors reach backends as gRPC statuses through the error-class seam
+//! ([`ErrorClass::status`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,8 +10,11 @@ use syncline_proto::v1::{PushRequest, PushResponse};
 use tonic::{Request, Response, Status};
 
 use crate::config::SourceSettings;
-use crate::model::AccessError;
+use crate::error::ErrorClass;
 use crate::storage::{PartitionName, Store, StoreError};
+
+/// What a backend is told in place of an internal failure's details (they are logged).
+const INTERNAL_ERROR_MESSAGE: &str = "internal error";
 
 /// The Ingest service.
 pub struct IngestService {
@@ -45,10 +49,8 @@ impl IngestService {
     }
 
     fn partition(&self, source: &str, key: &str) -> Result<PartitionName, Status> {
-        crate::model::backend_partition(&self.sources, source, key).map_err(|error| match error {
-            AccessError::UnknownSource => Status::invalid_argument(format!("unknown source {source:?}")),
-            AccessError::Forbidden(message) => Status::invalid_argument(message),
-        })
+        crate::model::backend_partition(&self.sources, source, key)
+            .map_err(|error| error.class().status(error.to_string()))
     }
 }
 
@@ -56,22 +58,29 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Maps a store error to a gRPC status, once.
-pub fn store_status(error: StoreError) -> Status {
-    match error {
-        StoreError::InvalidRecord(_) | StoreError::DuplicateId { .. } | StoreError::BatchTooLarge { .. } => {
-            Status::invalid_argument(error.to_string())
-        }
-        StoreError::UserExists { .. } => Status::already_exists(error.to_string()),
-        StoreError::QueueFull { .. } => Status::resource_exhausted(error.to_string()),
-        StoreError::Locked { .. } | StoreError::Io(_) | StoreError::Closed => {
+/// Returns the status of a batch the store did not apply: the error itself when the backend
+/// can act on it, a generic message (the error is logged) when the store failed.
+fn store_status(error: StoreError) -> Status {
+    let class = error.class();
+    match class {
+        ErrorClass::Unavailable => {
             tracing::error!(%error, "store unavailable");
-            Status::unavailable("the store is unavailable; the batch was not applied")
+            class.status("the store is unavailable; the batch was not applied")
         }
-        StoreError::Corrupt(_) => {
+        ErrorClass::Internal => {
             tracing::error!(%error, "store corrupt");
-            Status::internal("internal error")
+            class.status(INTERNAL_ERROR_MESSAGE)
         }
+        ErrorClass::BadRequest
+        | ErrorClass::UnknownSource
+        | ErrorClass::NotFound
+        | ErrorClass::Conflict
+        | ErrorClass::Unauthenticated
+        | ErrorClass::Forbidden
+        | ErrorClass::ResourceExhausted
+        | ErrorClass::Timeout
+        | ErrorClass::Unimplemented
+        | ErrorClass::UnsupportedVersion => class.status(error.to_string()),
     }
 }
 
@@ -90,7 +99,7 @@ impl Ingest for IngestService {
         let store = self.store.clone();
         let batch = tokio::task::spawn_blocking(move || store.apply_batch(&partition, push.upserts, push.deletes))
             .await
-            .map_err(|_| Status::internal("internal error"))?
+            .map_err(|_| ErrorClass::Internal.status(INTERNAL_ERROR_MESSAGE))?
             .map_err(store_status)?;
         Ok(Response::new(PushResponse {
             applied: batch.changes.len() as u64,

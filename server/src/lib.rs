@@ -13,6 +13,8 @@
 //! - [`channel`]: the gRPC client of backend channels and change capture (watch, poll).
 //! - [`rpc`]: mobile RPC — device calls routed to backend `MobileService`s, with limits and
 //!   metrics.
+//! - [`error`]: the one error-class seam: [`error::ErrorClass`], and its one map to gRPC
+//!   codes, device error codes and close codes.
 //! - [`reply`]: the ports through which mutations and RPC answer devices (the gateway
 //!   implements them).
 //! - [`storage`]: the store contract (partitions, mutation queues, accounts, cursors) and
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod error;
 pub mod gateway;
 pub mod ingest;
 mod jobs;

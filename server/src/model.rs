@@ -10,6 +10,7 @@ use syncline_proto::v1;
 
 use crate::auth::Identity;
 use crate::config::{Partitioning, SourceSettings};
+use crate::error::ErrorClass;
 use crate::storage::PartitionName;
 
 /// The configured sources by name.
@@ -20,10 +21,33 @@ pub type Sources = BTreeMap<String, SourceSettings>;
 pub const MAX_PARTITION_KEY_BYTES: usize = 256;
 
 /// Why a request may not touch a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
-    UnknownSource,
+    /// No source of that name is configured.
+    #[error("unknown source {0:?}")]
+    UnknownSource(String),
+    /// The device may not touch the partition (another user's, or not entitled).
+    #[error("{0}")]
     Forbidden(String),
+    /// The partition key does not fit the source's partitioning (a backend's mistake).
+    #[error("{0}")]
+    InvalidKey(String),
+}
+
+impl AccessError {
+    /// Returns the class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AccessError::UnknownSource(_) => ErrorClass::UnknownSource,
+            AccessError::Forbidden(_) => ErrorClass::Forbidden,
+            AccessError::InvalidKey(_) => ErrorClass::BadRequest,
+        }
+    }
+}
+
+/// Returns the settings of `source`, if it is configured.
+fn configured<'a>(sources: &'a Sources, source: &str) -> Result<&'a SourceSettings, AccessError> {
+    sources.get(source).ok_or_else(|| AccessError::UnknownSource(source.to_owned()))
 }
 
 /// Resolves a subscription's partition for `user_id`, checking access: `user` partitions
@@ -36,7 +60,7 @@ pub fn resolve_partition(
     key: &str,
 ) -> Result<PartitionName, AccessError> {
     let user_id = identity.user_id.as_str();
-    let partitioning = &sources.get(source).ok_or(AccessError::UnknownSource)?.partitioning;
+    let partitioning = &configured(sources, source)?.partitioning;
     match partitioning {
         Partitioning::User => {
             if key.is_empty() || key == user_id {
@@ -89,20 +113,20 @@ pub fn source_infos(sources: &Sources, identity: &Identity) -> Vec<v1::SourceInf
 /// source, keyed as its partitioning says (`*` or empty for app sources; 1 to
 /// [`MAX_PARTITION_KEY_BYTES`] bytes, not `*`, for user and custom ones).
 pub fn backend_partition(sources: &Sources, source: &str, key: &str) -> Result<PartitionName, AccessError> {
-    let partitioning = sources.get(source).map(|source| source.partitioning).ok_or(AccessError::UnknownSource)?;
+    let partitioning = configured(sources, source)?.partitioning;
     match partitioning {
         Partitioning::App => {
             if key.is_empty() || key == syncline_proto::APP_PARTITION_KEY {
                 Ok(PartitionName::new(source, syncline_proto::APP_PARTITION_KEY))
             } else {
-                Err(AccessError::Forbidden(format!(
+                Err(AccessError::InvalidKey(format!(
                     "{source} is an app source: its partition key is \"*\" (or empty), not {key:?}"
                 )))
             }
         }
         Partitioning::User | Partitioning::Custom => {
             if key.is_empty() || key == syncline_proto::APP_PARTITION_KEY || key.len() > MAX_PARTITION_KEY_BYTES {
-                Err(AccessError::Forbidden(format!(
+                Err(AccessError::InvalidKey(format!(
                     "{source} is partitioned by {}: give the partition key (1 to {MAX_PARTITION_KEY_BYTES} bytes, not \"*\")",
                     partitioning.as_str()
                 )))

@@ -24,18 +24,18 @@ use parking_lot::Mutex;
 use prost::Message as _;
 use syncline_proto::record::RecordError;
 use syncline_proto::v1::{
-    self, Caller, ErrorCode, Link, MutationError, MutationOp, MutationResult, PartitionKey, Record, ServerFrame,
-    WriteRequest, server_frame,
+    Caller, Link, MutationError, MutationResult, PartitionKey, Record, ServerFrame, WriteRequest, server_frame,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::channel::ChannelRegistry;
 use crate::channel::grpc::WriteOutcome;
-use crate::channel::{ChannelError, ChannelRegistry};
 use crate::config::{Capture, ConflictPolicy, SourceSettings};
+use crate::error::ErrorClass;
 use crate::reply::DeviceReplies;
-use crate::storage::{MutationOutcome, PartitionWrite, QueuedMutation, Store, StoreError};
+use crate::storage::{MutationOp, MutationOutcome, PartitionWrite, QueuedMutation, Store, StoreError};
 
 /// First pause before retrying a channel that was unavailable; doubles up to
 /// [`MAX_RETRY_PAUSE`].
@@ -44,6 +44,25 @@ const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
 
 type LaneKey = (String, String);
+
+/// A mutation's outcome and the log writes it causes.
+struct Decided {
+    result: MutationResult,
+    writes: Vec<PartitionWrite>,
+}
+
+/// Why a mutation failed before its channel answered with a record: the class its device is
+/// told, and the message.
+struct Refusal {
+    class: ErrorClass,
+    message: String,
+}
+
+impl Refusal {
+    fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self { class, message: message.into() }
+    }
+}
 
 /// Dispatches queued mutations to channels and reports outcomes to devices.
 pub struct MutationDispatcher {
@@ -139,18 +158,17 @@ impl MutationDispatcher {
 
     /// Runs one mutation to its outcome and commits it; `None` when shutting down first.
     async fn dispatch(&self, mutation: &QueuedMutation) -> Option<MutationResult> {
-        let op = MutationOp::try_from(mutation.op).unwrap_or(MutationOp::Unspecified);
-        let (result, writes) = match self.decide(mutation, op).await? {
-            Ok((result, writes)) => match check_backend_records(&writes) {
+        let (result, writes) = match self.decide(mutation).await? {
+            Ok(Decided { result, writes }) => match check_backend_records(&writes) {
                 Ok(()) => (result, writes),
                 Err(error) => {
                     tracing::warn!(client_id = %mutation.client_id, mutation_id = %mutation.mutation_id,
                         partition = %mutation.partition, id = error.id(), %error,
                         "the channel answered a write with a record outside the record limits");
-                    (backend_record_refused(mutation, op), Vec::new())
+                    (backend_record_refused(mutation), Vec::new())
                 }
             },
-            Err(error) => (failure(mutation, op, error.0, error.1, None), Vec::new()),
+            Err(Refusal { class, message }) => (failure(mutation, class, message, None), Vec::new()),
         };
         // A watched source's change feed is the one ordered writer of its partitions: the
         // change comes back through it. Writing the result here too would let a feed batch
@@ -173,7 +191,7 @@ impl MutationDispatcher {
             Ok(Err(StoreError::InvalidRecord(_) | StoreError::DuplicateId { .. })) => {
                 // The channel answered with a record the log cannot hold: report it, keep the
                 // mutation finished.
-                let result = backend_record_refused(mutation, op);
+                let result = backend_record_refused(mutation);
                 let outcome = MutationOutcome { result: result.encode_to_vec(), ..outcome };
                 let store = self.store.clone();
                 match tokio::task::spawn_blocking(move || store.finish_mutation(Vec::new(), outcome)).await {
@@ -191,19 +209,16 @@ impl MutationDispatcher {
     }
 
     /// Applies the conflict policy and calls the channel, retrying while it is unavailable.
-    /// Returns the outcome and the log writes it causes, or a typed failure; `None` when
+    /// Returns the outcome and the log writes it causes, or why it failed; `None` when
     /// shutting down.
-    #[allow(clippy::type_complexity)]
-    async fn decide(
-        &self,
-        mutation: &QueuedMutation,
-        op: MutationOp,
-    ) -> Option<Result<(MutationResult, Vec<PartitionWrite>), (ErrorCode, String)>> {
+    async fn decide(&self, mutation: &QueuedMutation) -> Option<Result<Decided, Refusal>> {
+        let op = mutation.op;
         let Some(source) = self.sources.get(&mutation.partition.source) else {
-            return Some(Err((ErrorCode::UnknownSource, format!("unknown source {}", mutation.partition.source))));
+            let message = format!("unknown source {}", mutation.partition.source);
+            return Some(Err(Refusal::new(ErrorClass::UnknownSource, message)));
         };
         let Some(channel) = self.channels.get(&mutation.partition.source) else {
-            return Some(Err((ErrorCode::Forbidden, "this source is read-only for devices".into())));
+            return Some(Err(Refusal::new(ErrorClass::Forbidden, "this source is read-only for devices")));
         };
         // `reject`: Syncline compares the device's base version with its own copy.
         if source.conflict == ConflictPolicy::Reject
@@ -218,15 +233,15 @@ impl MutationDispatcher {
                 Ok(Some(current)) if current.version != mutation.base_version => {
                     let result = failure(
                         mutation,
-                        op,
-                        ErrorCode::Conflict,
+                        ErrorClass::Conflict,
                         format!("the record changed since version {} (now {})", mutation.base_version, current.version),
                         Some(current),
                     );
-                    return Some(Ok((result, Vec::new())));
+                    return Some(Ok(Decided { result, writes: Vec::new() }));
                 }
                 Ok(_) => {}
-                Err(error) => return Some(Err((ErrorCode::Unavailable, error.to_string()))),
+                // Whatever failed in the store, the device may retry the mutation later.
+                Err(error) => return Some(Err(Refusal::new(ErrorClass::Unavailable, error.to_string()))),
             }
         }
         let base_version = match source.conflict {
@@ -247,7 +262,7 @@ impl MutationDispatcher {
         let outcome = loop {
             match channel.write(op, request.clone()).await {
                 Ok(outcome) => break outcome,
-                Err(error @ ChannelError::Unavailable { .. }) => {
+                Err(error) if error.is_transient() => {
                     tracing::warn!(mutation_id = %mutation.mutation_id, %error, "channel unavailable; will retry");
                     tokio::select! {
                         () = self.shutdown.cancelled() => return None,
@@ -255,21 +270,16 @@ impl MutationDispatcher {
                     }
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }
-                Err(ChannelError::Rejected { code, message, .. }) => {
-                    return Some(Err((error_code_of(&code), message)));
-                }
-                Err(error @ ChannelError::InvalidEndpoint { .. }) => {
-                    return Some(Err((ErrorCode::Unavailable, error.to_string())));
-                }
+                Err(error) => return Some(Err(Refusal::new(error.class(), error.device_message()))),
             }
         };
         let partition = mutation.partition.clone();
-        Some(Ok(match (op, outcome) {
+        let (result, writes) = match (op, outcome) {
             (_, WriteOutcome::Conflict(current)) => {
                 let writes = vec![PartitionWrite { partition, upserts: vec![current.clone()], deletes: Vec::new() }];
                 let current = Record { version: 0, ..current };
                 let message = "the backend's record changed; see current".to_owned();
-                (failure(mutation, op, ErrorCode::Conflict, message, Some(current)), writes)
+                (failure(mutation, ErrorClass::Conflict, message, Some(current)), writes)
             }
             (MutationOp::Delete, _) => {
                 let writes =
@@ -290,7 +300,8 @@ impl MutationDispatcher {
                 let record = Record { id: mutation.id.clone(), fields: mutation.fields.clone(), version: 0 };
                 (success(mutation, Some(record), None), Vec::new())
             }
-        }))
+        };
+        Some(Ok(Decided { result, writes }))
     }
 }
 
@@ -302,52 +313,32 @@ fn check_backend_records(writes: &[PartitionWrite]) -> Result<(), RecordError> {
 
 /// The outcome of a mutation whose channel answered with a record that breaks the record
 /// limits: a backend bug, so INTERNAL with a generic message (the details are logged).
-fn backend_record_refused(mutation: &QueuedMutation, op: MutationOp) -> MutationResult {
-    failure(mutation, op, ErrorCode::Internal, "the backend returned an invalid record".into(), None)
+fn backend_record_refused(mutation: &QueuedMutation) -> MutationResult {
+    failure(mutation, ErrorClass::Internal, "the backend returned an invalid record".into(), None)
 }
 
 fn success(mutation: &QueuedMutation, record: Option<Record>, link: Option<Link>) -> MutationResult {
     MutationResult { mutation_id: mutation.mutation_id.clone(), ok: true, record, link, error: None }
 }
 
-fn failure(
-    mutation: &QueuedMutation,
-    op: MutationOp,
-    code: ErrorCode,
-    message: String,
-    current: Option<Record>,
-) -> MutationResult {
-    MutationResult {
-        mutation_id: mutation.mutation_id.clone(),
-        ok: false,
-        record: None,
-        link: None,
-        error: Some(MutationError { op: op as i32, code: code as i32, message, current }),
+/// Returns the failed outcome of a queued mutation, with the backend's `current` record of a
+/// conflict.
+fn failure(mutation: &QueuedMutation, class: ErrorClass, message: String, current: Option<Record>) -> MutationResult {
+    let mut result = refused(&mutation.mutation_id, mutation.op.to_wire() as i32, class, message);
+    if let Some(error) = &mut result.error {
+        error.current = current;
     }
+    result
 }
 
-/// Maps a channel's gRPC status code name to the device's error code.
-pub fn error_code_of(code: &str) -> ErrorCode {
-    match code {
-        "InvalidArgument" | "OutOfRange" => ErrorCode::BadRequest,
-        "NotFound" => ErrorCode::NotFound,
-        "AlreadyExists" | "FailedPrecondition" => ErrorCode::Conflict,
-        "PermissionDenied" => ErrorCode::Forbidden,
-        "Unauthenticated" => ErrorCode::Unauthenticated,
-        "Unimplemented" => ErrorCode::Unimplemented,
-        "DeadlineExceeded" => ErrorCode::Timeout,
-        "ResourceExhausted" => ErrorCode::ResourceExhausted,
-        _ => ErrorCode::Internal,
-    }
-}
-
-/// Returns a `MutationResult` refusing a mutation before it was queued.
-pub fn refused(mutation_id: &str, op: i32, code: ErrorCode, message: impl Into<String>) -> v1::MutationResult {
+/// Returns a `MutationResult` refusing a mutation; `op` is the operation as the device sent
+/// it (perhaps not one this server knows).
+pub fn refused(mutation_id: &str, op: i32, class: ErrorClass, message: impl Into<String>) -> MutationResult {
     MutationResult {
         mutation_id: mutation_id.to_owned(),
         ok: false,
         record: None,
         link: None,
-        error: Some(MutationError { op, code: code as i32, message: message.into(), current: None }),
+        error: Some(MutationError { op, code: class.error_code() as i32, message: message.into(), current: None }),
     }
 }

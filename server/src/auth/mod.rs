@@ -46,7 +46,8 @@ pub use crate::config::LoginLimits;
 
 use crate::channel::ChannelError;
 use crate::channel::grpc::ChannelConnection;
-use crate::storage::{Store, StoreError, StoredDevice, StoredUser};
+use crate::error::ErrorClass;
+use crate::storage::{DeviceState, Store, StoreError, StoredDevice, StoredUser};
 
 /// Name of the token-signing secret in the store.
 const TOKEN_SECRET_NAME: &str = "session-token-hmac";
@@ -74,7 +75,7 @@ pub enum AuthError {
     ExpiredToken,
     /// The device is locked or wiped by an operator.
     #[error("this device is {state}")]
-    DeviceDisabled { state: String },
+    DeviceDisabled { state: DeviceState },
     /// The user name is empty, too long, or has control characters.
     #[error("user names are 1 to {MAX_USER_NAME_BYTES} bytes without control characters")]
     InvalidUserName,
@@ -102,6 +103,26 @@ pub enum AuthError {
     /// the hashing threads are gone: an operator must look.
     #[error("the password could not be checked: {0}")]
     PasswordCheck(#[source] PasswordError),
+}
+
+impl AuthError {
+    /// Returns the class of this error. A store failure or a password hash that cannot be
+    /// checked is `Unavailable` to the device (it may retry; an operator must look at the
+    /// logs), whatever the store's own class.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AuthError::BadCredentials
+            | AuthError::InvalidToken
+            | AuthError::ExpiredToken
+            | AuthError::InvalidUserName
+            | AuthError::BackendTokensDisabled
+            | AuthError::InvalidBackendToken(_) => ErrorClass::Unauthenticated,
+            AuthError::DeviceDisabled { .. } => ErrorClass::Forbidden,
+            // Busy, or blocked for failed logins: retry later, as the message says.
+            AuthError::LoginsBusy(_) | AuthError::LoginsLimited(_) => ErrorClass::ResourceExhausted,
+            AuthError::Unavailable(_) | AuthError::Store(_) | AuthError::PasswordCheck(_) => ErrorClass::Unavailable,
+        }
+    }
 }
 
 impl From<PasswordError> for AuthError {
@@ -340,7 +361,7 @@ impl Authenticator {
             let existing = if wanted.is_empty() { None } else { store.device(&wanted)? };
             let device = match existing {
                 Some(mut device) if device.user_id == user_id => {
-                    if device.state != "active" {
+                    if device.state != DeviceState::Active {
                         return Err(AuthError::DeviceDisabled { state: device.state });
                     }
                     device.last_seen_ms = now;
@@ -357,7 +378,7 @@ impl Authenticator {
                     model: details.model,
                     created_ms: now,
                     last_seen_ms: now,
-                    state: "active".into(),
+                    state: DeviceState::Active,
                     token_generation: 0,
                 },
             };
@@ -441,7 +462,7 @@ impl Authenticator {
         if claims.generation != device.token_generation {
             return Err(AuthError::ExpiredToken);
         }
-        if device.state != "active" {
+        if device.state != DeviceState::Active {
             return Err(AuthError::DeviceDisabled { state: device.state });
         }
         let entitlements = claims

@@ -1,17 +1,18 @@
-//! The gRPC client of a backend channel: the only file of the channel framework that
-//! touches tonic types.
+//! The gRPC client of a backend channel: the only file of the channel framework that talks
+//! gRPC ([`ChannelError`] only keeps the status code a channel answered with).
 
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use syncline_proto::v1::channel_client::ChannelClient;
 use syncline_proto::v1::{
-    AuthenticateRequest, AuthenticateResponse, ChangeBatch, MutationOp, PartitionKey, QueryRequest, Record,
-    SearchRequest, SearchResponse, WatchRequest, WriteRequest, write_response,
+    AuthenticateRequest, AuthenticateResponse, ChangeBatch, PartitionKey, QueryRequest, Record, SearchRequest,
+    SearchResponse, WatchRequest, WriteRequest, write_response,
 };
 use tonic::transport::{Channel, Endpoint};
 
 use super::ChannelError;
+use crate::storage::{MutationOp, PartitionName};
 
 /// Time allowed to open a connection to a channel.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,16 +64,7 @@ impl ChannelConnection {
     }
 
     fn error(&self, status: tonic::Status) -> ChannelError {
-        use tonic::Code;
-        let endpoint = self.endpoint.clone();
-        match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Unknown => {
-                ChannelError::Unavailable { endpoint, message: status.message().to_owned() }
-            }
-            code => {
-                ChannelError::Rejected { endpoint, code: format!("{code:?}"), message: status.message().to_owned() }
-            }
-        }
+        status_error(&self.endpoint, &status)
     }
 
     /// Checks a user's credentials.
@@ -92,13 +84,6 @@ impl ChannelConnection {
             MutationOp::Create => client.create(request).await,
             MutationOp::Update => client.update(request).await,
             MutationOp::Delete => client.delete(request).await,
-            MutationOp::Unspecified => {
-                return Err(ChannelError::Rejected {
-                    endpoint: self.endpoint.clone(),
-                    code: "InvalidArgument".into(),
-                    message: "mutation without an operation".into(),
-                });
-            }
         };
         match response.map_err(|s| self.error(s))?.into_inner().result {
             Some(write_response::Result::Record(record)) => Ok(WriteOutcome::Stored(record)),
@@ -122,10 +107,10 @@ impl ChannelConnection {
         while let Some(record) = stream.next().await {
             records.push(record.map_err(|s| self.error(s))?);
             if records.len() > MAX_QUERY_RECORDS {
-                return Err(ChannelError::Rejected {
+                return Err(ChannelError::TooManyRecords {
                     endpoint: self.endpoint.clone(),
-                    code: "ResourceExhausted".into(),
-                    message: format!("Query of {source}/{key} returned more than {MAX_QUERY_RECORDS} records"),
+                    partition: PartitionName::new(source, key),
+                    limit: MAX_QUERY_RECORDS,
                 });
             }
         }
@@ -147,5 +132,89 @@ impl ChannelConnection {
             .into_inner();
         let this = self.clone();
         Ok(stream.map(move |item| item.map_err(|s| this.error(s))))
+    }
+}
+
+/// Returns the error of a call to `endpoint` that ended with `status`. Unavailable, deadline
+/// exceeded, resource exhausted, aborted and unknown (how tonic reports a broken connection)
+/// are worth retrying; every other code is a refusal.
+fn status_error(endpoint: &str, status: &tonic::Status) -> ChannelError {
+    use tonic::Code;
+    let (endpoint, code, message) = (endpoint.to_owned(), status.code(), status.message().to_owned());
+    match code {
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Unknown => {
+            ChannelError::Unavailable { endpoint, code, message }
+        }
+        Code::Ok
+        | Code::Cancelled
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::DataLoss
+        | Code::Unauthenticated => ChannelError::Rejected { endpoint, code, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syncline_proto::v1::ErrorCode;
+    use tonic::Code;
+
+    use super::*;
+
+    /// Every status a channel may answer with: whether it is retried, and the error code the
+    /// device whose search or mutation it failed is told.
+    #[test]
+    fn each_status_code_is_retried_or_reaches_the_device_as_its_error_code() {
+        let expected = [
+            (Code::Ok, false, ErrorCode::Internal),
+            (Code::Cancelled, false, ErrorCode::Internal),
+            (Code::Unknown, true, ErrorCode::Unavailable),
+            (Code::InvalidArgument, false, ErrorCode::BadRequest),
+            (Code::DeadlineExceeded, true, ErrorCode::Unavailable),
+            (Code::NotFound, false, ErrorCode::NotFound),
+            (Code::AlreadyExists, false, ErrorCode::Conflict),
+            (Code::PermissionDenied, false, ErrorCode::Forbidden),
+            (Code::ResourceExhausted, true, ErrorCode::Unavailable),
+            (Code::FailedPrecondition, false, ErrorCode::Conflict),
+            (Code::Aborted, true, ErrorCode::Unavailable),
+            (Code::OutOfRange, false, ErrorCode::BadRequest),
+            (Code::Unimplemented, false, ErrorCode::Unimplemented),
+            (Code::Internal, false, ErrorCode::Internal),
+            (Code::Unavailable, true, ErrorCode::Unavailable),
+            (Code::DataLoss, false, ErrorCode::Internal),
+            (Code::Unauthenticated, false, ErrorCode::Unauthenticated),
+        ];
+        for (code, transient, error_code) in expected {
+            let error = status_error("http://crm", &tonic::Status::new(code, "the reason"));
+            assert_eq!(error.is_transient(), transient, "{code:?}");
+            assert_eq!(error.class().error_code(), error_code, "{code:?}");
+            let message = error.device_message();
+            if transient {
+                assert_eq!(message, "channel http://crm is unavailable: the reason", "{code:?}");
+            } else {
+                assert_eq!(message, "the reason", "{code:?}: a refusal's own message reaches the device");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_made_by_the_client_itself_are_permanent() {
+        let too_many = ChannelError::TooManyRecords {
+            endpoint: "http://crm".into(),
+            partition: PartitionName::new("Task", "ann"),
+            limit: MAX_QUERY_RECORDS,
+        };
+        assert!(!too_many.is_transient());
+        assert_eq!(too_many.class().error_code(), ErrorCode::ResourceExhausted);
+        let invalid = ChannelConnection::lazy("not a url").expect_err("refused");
+        assert!(matches!(invalid, ChannelError::InvalidEndpoint { .. }), "{invalid:?}");
+        assert!(!invalid.is_transient());
+        assert_eq!(invalid.class().error_code(), ErrorCode::Unavailable);
     }
 }

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use self::grpc::ChannelConnection;
 use crate::config::SourceSettings;
+use crate::error::ErrorClass;
+use crate::storage::PartitionName;
 
 /// The channel of each source that has one, connected lazily; shared by mutation dispatch
 /// and the gateway's searches.
@@ -35,15 +37,21 @@ impl ChannelRegistry {
     }
 }
 
-/// Why a call to a channel failed, in the caller's terms.
+/// Why a call to a channel failed, in the caller's terms. The channel's gRPC status code is
+/// kept as is (never as a name), so that its class ([`ChannelError::class`]) is exact.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChannelError {
-    /// The channel could not be reached or did not answer in time: retry later.
+    /// The channel could not be reached, or answered with a status worth retrying (see
+    /// `grpc.rs`): retry later.
     #[error("channel {endpoint} is unavailable: {message}")]
-    Unavailable { endpoint: String, message: String },
-    /// The channel refused the request; retrying the same request will not help.
-    #[error("channel {endpoint} refused the request ({code}): {message}")]
-    Rejected { endpoint: String, code: String, message: String },
+    Unavailable { endpoint: String, code: tonic::Code, message: String },
+    /// The channel refused the request with the status `code`; retrying the same request
+    /// will not help.
+    #[error("channel {endpoint} refused the request ({code:?}): {message}")]
+    Rejected { endpoint: String, code: tonic::Code, message: String },
+    /// A Query answered with more records than the server reads of one partition.
+    #[error("channel {endpoint}: Query of {partition} returned more than {limit} records")]
+    TooManyRecords { endpoint: String, partition: PartitionName, limit: usize },
     /// The endpoint is not a valid URL.
     #[error("channel endpoint {endpoint:?} is not valid: {message}")]
     InvalidEndpoint { endpoint: String, message: String },
@@ -54,7 +62,30 @@ impl ChannelError {
     pub fn is_transient(&self) -> bool {
         match self {
             ChannelError::Unavailable { .. } => true,
-            ChannelError::Rejected { .. } | ChannelError::InvalidEndpoint { .. } => false,
+            ChannelError::Rejected { .. }
+            | ChannelError::TooManyRecords { .. }
+            | ChannelError::InvalidEndpoint { .. } => false,
+        }
+    }
+
+    /// Returns the class of this error: a refusal has the class of its status code; a channel
+    /// that cannot be reached (or has no usable endpoint) is unavailable.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ChannelError::Unavailable { .. } | ChannelError::InvalidEndpoint { .. } => ErrorClass::Unavailable,
+            ChannelError::Rejected { code, .. } => ErrorClass::of_grpc(*code),
+            ChannelError::TooManyRecords { .. } => ErrorClass::ResourceExhausted,
+        }
+    }
+
+    /// Returns the message for the device whose request failed: the channel's own message
+    /// for a refusal (it is written for the device), else the whole error.
+    pub fn device_message(&self) -> String {
+        match self {
+            ChannelError::Rejected { message, .. } => message.clone(),
+            ChannelError::Unavailable { .. }
+            | ChannelError::TooManyRecords { .. }
+            | ChannelError::InvalidEndpoint { .. } => self.to_string(),
         }
     }
 }

@@ -2,13 +2,13 @@
 //! session token), counts the session against the user's connection cap and answers Welcome,
 //! or a fatal Error and a close code the device acts on.
 
-use syncline_proto::close_code;
-use syncline_proto::v1::{self, ErrorCode, hello, server_frame};
+use syncline_proto::v1::{self, hello, server_frame};
 use syncline_push::Outbox;
 
 use super::DeviceSession;
 use super::replies::frame;
 use crate::auth::{AuthError, DeviceDetails};
+use crate::error::ErrorClass;
 
 impl DeviceSession {
     pub(super) async fn on_hello(&mut self, hello: v1::Hello, outbox: &Outbox) {
@@ -18,7 +18,7 @@ impl DeviceSession {
                 hello.protocol_version,
                 syncline_proto::PROTOCOL_VERSION
             );
-            return self.fatal(outbox, ErrorCode::UnsupportedVersion, &message, close_code::UPGRADE_REQUIRED).await;
+            return self.fatal(outbox, ErrorClass::UnsupportedVersion, &message).await;
         }
         let details = hello
             .device
@@ -38,50 +38,13 @@ impl DeviceSession {
                 self.services.auth.login_with_backend_token(&token, &hello.client_id, details).await
             }
             None => {
-                return self
-                    .fatal(
-                        outbox,
-                        ErrorCode::Unauthenticated,
-                        "Hello needs a login, a backend token or a session token",
-                        close_code::UNAUTHENTICATED,
-                    )
-                    .await;
+                let message = "Hello needs a login, a backend token or a session token";
+                return self.fatal(outbox, ErrorClass::Unauthenticated, message).await;
             }
         };
         let (identity, token) = match outcome {
             Ok(done) => done,
-            Err(error) => {
-                let (code, close) = match &error {
-                    AuthError::BadCredentials
-                    | AuthError::InvalidToken
-                    | AuthError::ExpiredToken
-                    | AuthError::InvalidUserName
-                    | AuthError::BackendTokensDisabled
-                    | AuthError::InvalidBackendToken(_) => (ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
-                    AuthError::DeviceDisabled { .. } => (ErrorCode::Forbidden, close_code::FORBIDDEN),
-                    // Busy, or blocked for failed logins: retry later, as the message says.
-                    AuthError::LoginsBusy(_) | AuthError::LoginsLimited(_) => {
-                        (ErrorCode::ResourceExhausted, close_code::TOO_MANY_CONNECTIONS)
-                    }
-                    AuthError::Unavailable(channel) => {
-                        tracing::warn!(peer = %self.peer, error = %channel, "login channel unavailable");
-                        (ErrorCode::Unavailable, close_code::INTERNAL)
-                    }
-                    AuthError::Store(_) | AuthError::PasswordCheck(_) => {
-                        tracing::error!(peer = %self.peer, %error, "login failed on the server");
-                        return self
-                            .fatal(
-                                outbox,
-                                ErrorCode::Unavailable,
-                                "the server cannot check logins right now",
-                                close_code::INTERNAL,
-                            )
-                            .await;
-                    }
-                };
-                tracing::debug!(peer = %self.peer, %error, "login refused");
-                return self.fatal(outbox, code, &error.to_string(), close).await;
-            }
+            Err(error) => return self.login_refused(error, outbox).await,
         };
         let limits = &self.services.limits;
         // A second Hello on this connection replaces the first session's slot.
@@ -94,9 +57,7 @@ impl DeviceSession {
                     identity.user_id, limits.max_connections_per_user
                 );
                 tracing::debug!(peer = %self.peer, user_id = %identity.user_id, open, "per-user connection cap");
-                return self
-                    .fatal(outbox, ErrorCode::ResourceExhausted, &message, close_code::TOO_MANY_CONNECTIONS)
-                    .await;
+                return self.fatal(outbox, ErrorClass::ResourceExhausted, &message).await;
             }
         }
         let welcome = v1::Welcome {
@@ -117,5 +78,33 @@ impl DeviceSession {
         self.identity = Some(identity);
         outbox.handshake_done();
         let _ = outbox.send_frame(frame(server_frame::Msg::Welcome(welcome))).await;
+    }
+
+    /// Ends a session whose credentials were refused (or could not be checked): a fatal
+    /// Error of the refusal's class, with a generic message when the server failed.
+    async fn login_refused(&self, error: AuthError, outbox: &Outbox) {
+        let message = match &error {
+            AuthError::Store(_) | AuthError::PasswordCheck(_) => {
+                tracing::error!(peer = %self.peer, %error, "login failed on the server");
+                "the server cannot check logins right now".to_owned()
+            }
+            AuthError::Unavailable(channel) => {
+                tracing::warn!(peer = %self.peer, error = %channel, "login channel unavailable");
+                error.to_string()
+            }
+            AuthError::BadCredentials
+            | AuthError::InvalidToken
+            | AuthError::ExpiredToken
+            | AuthError::DeviceDisabled { .. }
+            | AuthError::InvalidUserName
+            | AuthError::BackendTokensDisabled
+            | AuthError::InvalidBackendToken(_)
+            | AuthError::LoginsBusy(_)
+            | AuthError::LoginsLimited(_) => {
+                tracing::debug!(peer = %self.peer, %error, "login refused");
+                error.to_string()
+            }
+        };
+        self.fatal(outbox, error.class(), &message).await;
     }
 }

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use syncline_proto::close_code;
-use syncline_proto::v1::{ClientFrame, ErrorCode, client_frame};
+use syncline_proto::v1::{ClientFrame, client_frame};
 use syncline_push::{CodecError, Outbox, SessionEnd, SessionFactory, SessionHandler};
 
 pub use self::replies::DeviceConnections;
@@ -37,6 +37,7 @@ use self::replies::error_frame;
 pub use self::services::{GatewayServices, UserSessions, UserSlot};
 use self::subscription::Subscriptions;
 use crate::auth::Identity;
+use crate::error::ErrorClass;
 use crate::storage::StoreError;
 
 /// The session handler of one device connection.
@@ -87,14 +88,20 @@ impl DeviceSession {
         }
     }
 
-    async fn fatal(&self, outbox: &Outbox, code: ErrorCode, message: &str, close: u16) {
-        let _ = outbox.send_frame(error_frame(code, message, true)).await;
+    /// Sends a fatal Error of `class` and closes the connection with the class's close code.
+    async fn fatal(&self, outbox: &Outbox, class: ErrorClass, message: &str) {
+        self.fatal_closing(outbox, class, message, class.close_code()).await;
+    }
+
+    /// Sends a fatal Error of `class` and closes the connection with `close`.
+    async fn fatal_closing(&self, outbox: &Outbox, class: ErrorClass, message: &str, close: u16) {
+        let _ = outbox.send_frame(error_frame(class, message, true)).await;
         outbox.close(close, message.to_owned());
     }
 
     async fn unimplemented(&self, what: &str, outbox: &Outbox) {
         let message = format!("{what} is not available on this server yet");
-        let _ = outbox.send_frame(error_frame(ErrorCode::Unimplemented, message, false)).await;
+        let _ = outbox.send_frame(error_frame(ErrorClass::Unimplemented, message, false)).await;
     }
 }
 
@@ -104,10 +111,20 @@ impl SessionHandler for DeviceSession {
         if self.identity.is_none() {
             return match msg {
                 client_frame::Msg::Hello(hello) => self.on_hello(hello, outbox).await,
-                _ => {
-                    self.fatal(
+                // No session yet (Error UNAUTHENTICATED), and a client bug: the protocol-error
+                // close, not the log-in-again one (device.proto).
+                client_frame::Msg::Subscribe(_)
+                | client_frame::Msg::Ack(_)
+                | client_frame::Msg::Pull(_)
+                | client_frame::Msg::Unsubscribe(_)
+                | client_frame::Msg::Mutate(_)
+                | client_frame::Msg::Search(_)
+                | client_frame::Msg::RpcCall(_)
+                | client_frame::Msg::BulkRequest(_)
+                | client_frame::Msg::Logout(_) => {
+                    self.fatal_closing(
                         outbox,
-                        ErrorCode::Unauthenticated,
+                        ErrorClass::Unauthenticated,
                         "the first frame must be Hello",
                         close_code::PROTOCOL_ERROR,
                     )
@@ -118,7 +135,7 @@ impl SessionHandler for DeviceSession {
         match msg {
             client_frame::Msg::Hello(_) => {
                 let _ = outbox
-                    .send_frame(error_frame(ErrorCode::BadRequest, "the session has already started", false))
+                    .send_frame(error_frame(ErrorClass::BadRequest, "the session has already started", false))
                     .await;
             }
             client_frame::Msg::Subscribe(subscribe) => self.on_subscribe_reporting(subscribe, outbox).await,
@@ -138,9 +155,9 @@ impl SessionHandler for DeviceSession {
     async fn on_bad_frame(&mut self, error: CodecError, outbox: &Outbox) {
         let message = error.to_string();
         if self.identity.is_none() {
-            self.fatal(outbox, ErrorCode::BadRequest, &message, close_code::PROTOCOL_ERROR).await;
+            self.fatal(outbox, ErrorClass::BadRequest, &message).await;
         } else {
-            let _ = outbox.send_frame(error_frame(ErrorCode::BadRequest, message, false)).await;
+            let _ = outbox.send_frame(error_frame(ErrorClass::BadRequest, message, false)).await;
         }
     }
 
@@ -153,7 +170,7 @@ impl SessionHandler for DeviceSession {
             "no successful Hello within {} ms of connecting; send Hello first when reconnecting",
             self.services.limits.listener.session.handshake_timeout.as_millis()
         );
-        self.fatal(outbox, ErrorCode::Timeout, &message, close_code::HELLO_TIMEOUT).await;
+        self.fatal(outbox, ErrorClass::Timeout, &message).await;
     }
 
     fn on_closed(&mut self, _end: &SessionEnd) {

@@ -2,13 +2,13 @@
 //! acknowledged; the mutation dispatcher takes it from there.
 
 use prost::Message as _;
-use syncline_proto::v1::{self, ErrorCode, server_frame};
+use syncline_proto::v1::{self, server_frame};
 use syncline_push::Outbox;
 
 use super::replies::frame;
 use super::{DeviceSession, blocking};
-use crate::model::AccessError;
-use crate::storage::StoreError;
+use crate::error::ErrorClass;
+use crate::storage::{MutationOp, StoreError};
 
 /// Longest mutation id accepted.
 const MAX_MUTATION_ID_BYTES: usize = 128;
@@ -16,48 +16,48 @@ const MAX_MUTATION_ID_BYTES: usize = 128;
 impl DeviceSession {
     pub(super) async fn on_mutate(&mut self, mutate: v1::Mutate, outbox: &Outbox) {
         let Some(identity) = self.identity.clone() else { return };
-        let refuse = |code: ErrorCode, message: String| {
+        let refuse = |class: ErrorClass, message: String| {
             frame(server_frame::Msg::MutationResult(crate::mutations::refused(
                 &mutate.mutation_id,
                 mutate.op,
-                code,
+                class,
                 message,
             )))
         };
-        let op = v1::MutationOp::try_from(mutate.op).unwrap_or(v1::MutationOp::Unspecified);
+        // `None`: unspecified, or a number this server does not know.
+        let op = MutationOp::from_wire(mutate.op);
         // The fields a create or update sends are checked as a record: an update's fields
         // alone must be within the limits too.
         let record = v1::Record { id: mutate.id, fields: mutate.fields, version: 0 };
         let checked = match op {
-            v1::MutationOp::Delete => syncline_proto::record::validate_record_id(&record.id),
-            v1::MutationOp::Create | v1::MutationOp::Update | v1::MutationOp::Unspecified => record.validate(),
+            Some(MutationOp::Delete) => syncline_proto::record::validate_record_id(&record.id),
+            Some(MutationOp::Create | MutationOp::Update) | None => record.validate(),
         };
-        let invalid = if mutate.mutation_id.is_empty() || mutate.mutation_id.len() > MAX_MUTATION_ID_BYTES {
-            Some(format!("mutation_id must be 1 to {MAX_MUTATION_ID_BYTES} bytes"))
-        } else if op == v1::MutationOp::Unspecified {
-            Some("op must be create, update or delete".to_owned())
+        let op = if mutate.mutation_id.is_empty() || mutate.mutation_id.len() > MAX_MUTATION_ID_BYTES {
+            Err(format!("mutation_id must be 1 to {MAX_MUTATION_ID_BYTES} bytes"))
         } else {
-            checked.err().map(|error| error.to_string())
+            match op {
+                None => Err("op must be create, update or delete".to_owned()),
+                Some(op) => checked.map(|()| op).map_err(|error| error.to_string()),
+            }
         };
-        if let Some(message) = invalid {
-            let _ = outbox.send_frame(refuse(ErrorCode::BadRequest, message)).await;
-            return;
-        }
-        let partition = match self.services.resolve_partition(&identity, &mutate.source, &mutate.key) {
-            Ok(partition) => partition,
-            Err(AccessError::UnknownSource) => {
-                let message = format!("unknown source {:?}", mutate.source);
-                let _ = outbox.send_frame(refuse(ErrorCode::UnknownSource, message)).await;
+        let op = match op {
+            Ok(op) => op,
+            Err(message) => {
+                let _ = outbox.send_frame(refuse(ErrorClass::BadRequest, message)).await;
                 return;
             }
-            Err(AccessError::Forbidden(message)) => {
-                let _ = outbox.send_frame(refuse(ErrorCode::Forbidden, message)).await;
+        };
+        let partition = match self.services.resolve_partition(&identity, &mutate.source, &mutate.key) {
+            Ok(partition) => partition,
+            Err(error) => {
+                let _ = outbox.send_frame(refuse(error.class(), error.to_string())).await;
                 return;
             }
         };
         if !self.services.mutations.accepts(&partition.source) {
             let message = format!("{} has no channel: it is read-only for devices", partition.source);
-            let _ = outbox.send_frame(refuse(ErrorCode::Forbidden, message)).await;
+            let _ = outbox.send_frame(refuse(ErrorClass::Forbidden, message)).await;
             return;
         }
         let mutation = crate::storage::QueuedMutation {
@@ -66,7 +66,7 @@ impl DeviceSession {
             seq: 0,
             mutation_id: mutate.mutation_id.clone(),
             partition,
-            op: mutate.op,
+            op,
             id: record.id,
             fields: record.fields,
             base_version: mutate.base_version,
@@ -85,14 +85,15 @@ impl DeviceSession {
             }
             Ok(crate::storage::Enqueued::Done { result }) => match v1::MutationResult::decode(result.as_slice()) {
                 Ok(result) => frame(server_frame::Msg::MutationResult(result)),
-                Err(_) => refuse(ErrorCode::Internal, "the stored outcome is unreadable".into()),
+                Err(_) => refuse(ErrorClass::Internal, "the stored outcome is unreadable".into()),
             },
-            Err(StoreError::QueueFull { pending }) => {
-                refuse(ErrorCode::ResourceExhausted, format!("{pending} mutations are already waiting; retry later"))
+            Err(full @ StoreError::QueueFull { pending }) => {
+                refuse(full.class(), format!("{pending} mutations are already waiting; retry later"))
             }
+            // Whatever failed in the store, the device may retry later; the details are logged.
             Err(error) => {
                 tracing::error!(peer = %self.peer, %error, "cannot queue a mutation");
-                refuse(ErrorCode::Unavailable, "the server cannot queue mutations right now; retry later".into())
+                refuse(ErrorClass::Unavailable, "the server cannot queue mutations right now; retry later".into())
             }
         };
         let _ = outbox.send_frame(reply).await;

@@ -3,9 +3,10 @@
 //! replies reach the connection that called ([`ConnectionReply`]).
 
 use dashmap::DashMap;
-use syncline_proto::v1::{self, ErrorCode, ServerFrame, SyncStatus, server_frame};
+use syncline_proto::v1::{self, ServerFrame, SyncStatus, server_frame};
 use syncline_push::{EncodedFrame, Outbox};
 
+use crate::error::ErrorClass;
 use crate::reply::{ConnectionReply, DeviceReplies, ReplyFuture};
 use crate::storage::{PartitionName, PartitionState};
 
@@ -30,25 +31,26 @@ pub(super) fn sync_state(
     }))
 }
 
-pub(super) fn partition_error(source: &str, key: &str, code: ErrorCode, message: impl Into<String>) -> ServerFrame {
-    frame(server_frame::Msg::Error(v1::Error {
-        code: code as i32,
+/// Returns a non-fatal `Error` of `class` about partition `source`/`key` (empty when it is
+/// about none).
+pub(super) fn wire_error(class: ErrorClass, message: impl Into<String>, source: &str, key: &str) -> v1::Error {
+    v1::Error {
+        code: class.error_code() as i32,
         message: message.into(),
         fatal: false,
         source: source.to_owned(),
         key: key.to_owned(),
-    }))
+    }
 }
 
-/// Returns an `Error` frame.
-pub(super) fn error_frame(code: ErrorCode, message: impl Into<String>, fatal: bool) -> ServerFrame {
-    frame(server_frame::Msg::Error(v1::Error {
-        code: code as i32,
-        message: message.into(),
-        fatal,
-        source: String::new(),
-        key: String::new(),
-    }))
+/// Returns an `Error` frame about partition `source`/`key`.
+pub(super) fn partition_error(source: &str, key: &str, class: ErrorClass, message: impl Into<String>) -> ServerFrame {
+    frame(server_frame::Msg::Error(wire_error(class, message, source, key)))
+}
+
+/// Returns an `Error` frame about the session.
+pub(super) fn error_frame(class: ErrorClass, message: impl Into<String>, fatal: bool) -> ServerFrame {
+    frame(server_frame::Msg::Error(v1::Error { fatal, ..wire_error(class, message, "", "") }))
 }
 
 /// The open connections of each device. A device may briefly have several (a new one before

@@ -1,11 +1,13 @@
 //! Search: forwarded to the source's channel on a task of its own; the answer comes back as
 //! SearchResult, merged only into a partition the user may sync.
 
-use syncline_proto::v1::{self, ErrorCode, server_frame};
+use syncline_proto::v1::{self, server_frame};
 use syncline_push::Outbox;
 
 use super::DeviceSession;
-use super::replies::frame;
+use super::replies::{frame, wire_error};
+use crate::error::ErrorClass;
+use crate::model::AccessError;
 
 impl DeviceSession {
     /// Forwards a search to the source's channel on a task of its own, so a slow backend
@@ -13,28 +15,21 @@ impl DeviceSession {
     pub(super) async fn on_search(&mut self, search: v1::Search, outbox: &Outbox) {
         let Some(identity) = self.identity.clone() else { return };
         let (search_id, source) = (search.search_id.clone(), search.source.clone());
-        let failed = move |code: ErrorCode, message: String| {
+        let failed = move |class: ErrorClass, message: String| {
             frame(server_frame::Msg::SearchResult(v1::SearchResult {
                 search_id: search_id.clone(),
-                error: Some(v1::Error {
-                    code: code as i32,
-                    message,
-                    fatal: false,
-                    source: source.clone(),
-                    key: String::new(),
-                }),
+                error: Some(wire_error(class, message, &source, "")),
                 ..v1::SearchResult::default()
             }))
         };
         if !self.services.sources.contains_key(&search.source) {
-            let _ = outbox
-                .send_frame(failed(ErrorCode::UnknownSource, format!("unknown source {:?}", search.source)))
-                .await;
+            let unknown = AccessError::UnknownSource(search.source.clone());
+            let _ = outbox.send_frame(failed(unknown.class(), unknown.to_string())).await;
             return;
         }
         let Some(channel) = self.services.channels.get(&search.source).cloned() else {
             let message = format!("{} has no channel to search", search.source);
-            let _ = outbox.send_frame(failed(ErrorCode::Forbidden, message)).await;
+            let _ = outbox.send_frame(failed(ErrorClass::Forbidden, message)).await;
             return;
         };
         let services = self.services.clone();
@@ -66,10 +61,7 @@ impl DeviceSession {
                         merge_key,
                     }))
                 }
-                Err(crate::channel::ChannelError::Rejected { code, message, .. }) => {
-                    failed(crate::mutations::error_code_of(&code), message)
-                }
-                Err(error) => failed(ErrorCode::Unavailable, error.to_string()),
+                Err(failure) => failed(failure.class(), failure.device_message()),
             };
             let _ = outbox.send_frame(reply).await;
         });

@@ -7,12 +7,12 @@
 //! subscription that the hub demotes (its queue was full) goes back to the log phase from the
 //! last sequence queued to it.
 
-use syncline_proto::v1::{self, ErrorCode, SyncStatus, server_frame};
+use syncline_proto::v1::{self, SyncStatus, server_frame};
 use syncline_push::{Outbox, Subscription};
 
-use super::replies::{frame, partition_error, sync_state};
+use super::replies::{frame, partition_error, sync_state, wire_error};
 use super::{DeviceSession, blocking};
-use crate::model::AccessError;
+use crate::error::ErrorClass;
 use crate::storage::{LogPage, PageLimit, PartitionName, PartitionState, SnapshotPage, StoreError};
 use crate::sync::pages;
 
@@ -128,6 +128,11 @@ enum StepError {
     Store(StoreError),
 }
 
+/// What a device is told when its partition could not be read: whatever failed in the store
+/// (the details are logged), it may resubscribe later.
+const UNREADABLE_PARTITION: (ErrorClass, &str) =
+    (ErrorClass::Unavailable, "the server could not read this partition; resubscribe later");
+
 impl From<syncline_push::ConnectionClosed> for StepError {
     fn from(_: syncline_push::ConnectionClosed) -> Self {
         StepError::Closed
@@ -150,14 +155,8 @@ impl DeviceSession {
                 if let Some(partition) = partition {
                     tracing::error!(peer = %self.peer, %partition, %error, "subscribe failed");
                     self.subscriptions.remove(&partition);
-                    let _ = outbox
-                        .send_frame(partition_error(
-                            &partition.source,
-                            &partition.key,
-                            ErrorCode::Unavailable,
-                            "the server could not read this partition; resubscribe later",
-                        ))
-                        .await;
+                    let (class, message) = UNREADABLE_PARTITION;
+                    let _ = outbox.send_frame(partition_error(&partition.source, &partition.key, class, message)).await;
                 }
             }
         }
@@ -218,17 +217,9 @@ impl DeviceSession {
         let identity = self.identity.clone().unwrap_or_default();
         let partition = match self.services.resolve_partition(&identity, &subscribe.source, &subscribe.key) {
             Ok(partition) => partition,
-            Err(AccessError::UnknownSource) => {
-                let message = format!("unknown source {:?}", subscribe.source);
-                outbox
-                    .send_frame(partition_error(&subscribe.source, &subscribe.key, ErrorCode::UnknownSource, message))
-                    .await?;
-                return Ok(());
-            }
-            Err(AccessError::Forbidden(message)) => {
-                outbox
-                    .send_frame(partition_error(&subscribe.source, &subscribe.key, ErrorCode::Forbidden, message))
-                    .await?;
+            Err(error) => {
+                let refused = partition_error(&subscribe.source, &subscribe.key, error.class(), error.to_string());
+                outbox.send_frame(refused).await?;
                 return Ok(());
             }
         };
@@ -236,7 +227,7 @@ impl DeviceSession {
         if !self.subscriptions.contains_key(&partition) && self.subscriptions.len() >= limits.max_subscriptions {
             let message = format!("at most {} subscriptions per connection", limits.max_subscriptions);
             outbox
-                .send_frame(partition_error(&partition.source, &partition.key, ErrorCode::ResourceExhausted, message))
+                .send_frame(partition_error(&partition.source, &partition.key, ErrorClass::ResourceExhausted, message))
                 .await?;
             return Ok(());
         }
@@ -350,13 +341,8 @@ impl DeviceSession {
                 let state = PartitionState::default();
                 let mut failed = sync_state(partition, SyncStatus::Error, 0, &state);
                 if let Some(server_frame::Msg::SyncState(sync)) = &mut failed.msg {
-                    sync.error = Some(v1::Error {
-                        code: ErrorCode::Unavailable as i32,
-                        message: "the server could not read this partition; resubscribe later".into(),
-                        fatal: false,
-                        source: partition.source.clone(),
-                        key: partition.key.clone(),
-                    });
+                    let (class, message) = UNREADABLE_PARTITION;
+                    sync.error = Some(wire_error(class, message, &partition.source, &partition.key));
                 }
                 let _ = outbox.send_frame(failed).await;
             }
@@ -369,6 +355,6 @@ impl DeviceSession {
 
     async fn not_subscribed(&self, source: &str, key: &str, outbox: &Outbox) {
         let message = format!("not subscribed to {source}/{key}");
-        let _ = outbox.send_frame(partition_error(source, key, ErrorCode::BadRequest, message)).await;
+        let _ = outbox.send_frame(partition_error(source, key, ErrorClass::BadRequest, message)).await;
     }
 }

@@ -19,6 +19,11 @@ const REPLY_ENVELOPE_BYTES: usize = 1024;
 /// OUT_OF_RANGE, which from a backend would mean a bad request).
 const DECODE_LIMIT_MESSAGE: &str = "Error, decoded message length too large";
 
+/// The endpoint of a backend service is not a usable URL.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct InvalidEndpoint(#[from] tonic::transport::Error);
+
 /// A lazily connected client of one backend endpoint; cheap to clone. Calls to it share one
 /// HTTP/2 connection, opened on first use and reopened after failures.
 #[derive(Clone, Debug)]
@@ -31,9 +36,8 @@ pub struct MobileConnection {
 impl MobileConnection {
     /// Returns a client that connects on first use; replies larger than `max_reply_bytes`
     /// (plus their envelope) fail to decode.
-    pub fn lazy(endpoint: &str, max_reply_bytes: usize) -> Result<Self, String> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|error| error.to_string())?
+    pub fn lazy(endpoint: &str, max_reply_bytes: usize) -> Result<Self, InvalidEndpoint> {
+        let channel = Endpoint::from_shared(endpoint.to_owned())?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();

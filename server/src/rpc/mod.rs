@@ -8,7 +8,7 @@
 //!   own, so a slow backend never holds up the session's sync traffic; dropping or
 //!   [`RpcCalls::cancel_all`] (the device disconnected) cancels them all toward their
 //!   backends.
-//! - [`RpcError`]: why a call failed, and its device `ErrorCode`.
+//! - [`RpcError`]: why a call failed, and its class.
 //! - `grpc`: the tonic client, the only file here that touches tonic.
 //! - [`metrics`]: calls, outcomes and latency per service and method.
 //!
@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use syncline_proto::mobile_sdk::MobileError;
-use syncline_proto::v1::{self, ErrorCode, InvokeRequest, RpcCaller, ServerFrame, rpc_reply, server_frame};
+use syncline_proto::v1::{self, InvokeRequest, RpcCaller, ServerFrame, rpc_reply, server_frame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -36,6 +36,7 @@ use self::grpc::MobileConnection;
 use self::metrics::{Outcome, RpcMetrics, UNKNOWN_SERVICE};
 use crate::auth::Identity;
 use crate::config::RpcSettings;
+use crate::error::ErrorClass;
 use crate::reply::ConnectionReply;
 
 /// Longest call id, service name and method name accepted (bytes).
@@ -44,8 +45,8 @@ pub const MAX_RPC_NAME_BYTES: usize = 128;
 /// The message sent to a device in place of an internal error's details.
 const INTERNAL_ERROR_MESSAGE: &str = "the backend service failed; the details are in its logs";
 
-/// Why a device's call failed. Each variant has one device [`ErrorCode`]
-/// ([`RpcError::error_code`]).
+/// Why a device's call failed. Each variant has one class ([`RpcError::class`]), which gives
+/// its device `ErrorCode`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RpcError {
     /// The call id, service or method name is empty or too long, or the call id is already
@@ -76,22 +77,22 @@ pub enum RpcError {
 }
 
 impl RpcError {
-    /// Returns the device error code of this error (the mapping `rpc.proto` documents).
-    pub fn error_code(&self) -> ErrorCode {
+    /// Returns the class of this error (its device code is the one `rpc.proto` documents).
+    pub fn class(&self) -> ErrorClass {
         match self {
-            RpcError::InvalidCall(_) | RpcError::PayloadTooLarge { .. } => ErrorCode::BadRequest,
-            RpcError::UnknownService(_) => ErrorCode::NotFound,
-            RpcError::DeviceBusy { .. } | RpcError::ServiceBusy { .. } => ErrorCode::ResourceExhausted,
-            RpcError::DeadlineExceeded { .. } => ErrorCode::Timeout,
-            RpcError::ReplyTooLarge { .. } => ErrorCode::Internal,
+            RpcError::InvalidCall(_) | RpcError::PayloadTooLarge { .. } => ErrorClass::BadRequest,
+            RpcError::UnknownService(_) => ErrorClass::NotFound,
+            RpcError::DeviceBusy { .. } | RpcError::ServiceBusy { .. } => ErrorClass::ResourceExhausted,
+            RpcError::DeadlineExceeded { .. } => ErrorClass::Timeout,
+            RpcError::ReplyTooLarge { .. } => ErrorClass::Internal,
             RpcError::Backend(error) => match error {
-                MobileError::NotFound(_) => ErrorCode::NotFound,
-                MobileError::InvalidArgument(_) => ErrorCode::BadRequest,
-                MobileError::PermissionDenied(_) => ErrorCode::Forbidden,
-                MobileError::Unavailable(_) => ErrorCode::Unavailable,
-                MobileError::DeadlineExceeded(_) => ErrorCode::Timeout,
-                MobileError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
-                MobileError::Internal(_) => ErrorCode::Internal,
+                MobileError::NotFound(_) => ErrorClass::NotFound,
+                MobileError::InvalidArgument(_) => ErrorClass::BadRequest,
+                MobileError::PermissionDenied(_) => ErrorClass::Forbidden,
+                MobileError::Unavailable(_) => ErrorClass::Unavailable,
+                MobileError::DeadlineExceeded(_) => ErrorClass::Timeout,
+                MobileError::ResourceExhausted(_) => ErrorClass::ResourceExhausted,
+                MobileError::Internal(_) => ErrorClass::Internal,
             },
         }
     }
@@ -112,21 +113,21 @@ impl RpcError {
         }
     }
 
+    /// Returns the metrics outcome of this error (a label per class a call can end with).
     fn outcome(&self) -> Outcome {
-        match self.error_code() {
-            ErrorCode::BadRequest => Outcome::BadRequest,
-            ErrorCode::NotFound => Outcome::NotFound,
-            ErrorCode::Forbidden => Outcome::Forbidden,
-            ErrorCode::Unavailable => Outcome::Unavailable,
-            ErrorCode::Timeout => Outcome::Timeout,
-            ErrorCode::ResourceExhausted => Outcome::ResourceExhausted,
-            ErrorCode::Internal
-            | ErrorCode::Unspecified
-            | ErrorCode::Unauthenticated
-            | ErrorCode::UnknownSource
-            | ErrorCode::UnsupportedVersion
-            | ErrorCode::Conflict
-            | ErrorCode::Unimplemented => Outcome::Internal,
+        match self.class() {
+            ErrorClass::BadRequest => Outcome::BadRequest,
+            ErrorClass::NotFound => Outcome::NotFound,
+            ErrorClass::Forbidden => Outcome::Forbidden,
+            ErrorClass::Unavailable => Outcome::Unavailable,
+            ErrorClass::Timeout => Outcome::Timeout,
+            ErrorClass::ResourceExhausted => Outcome::ResourceExhausted,
+            ErrorClass::Internal
+            | ErrorClass::UnknownSource
+            | ErrorClass::Conflict
+            | ErrorClass::Unauthenticated
+            | ErrorClass::Unimplemented
+            | ErrorClass::UnsupportedVersion => Outcome::Internal,
         }
     }
 }
@@ -345,7 +346,7 @@ fn reply_frame(call_id: &str, result: Result<&[u8], &RpcError>) -> ServerFrame {
     let result = match result {
         Ok(payload) => rpc_reply::Result::Payload(payload.to_vec()),
         Err(error) => rpc_reply::Result::Error(v1::Error {
-            code: error.error_code() as i32,
+            code: error.class().error_code() as i32,
             message: error.device_message(),
             fatal: false,
             source: String::new(),
@@ -398,19 +399,19 @@ mod tests {
     async fn checks_come_in_order_and_limits_hold_permits() {
         let router = router(2, 3);
         let calls = router.connection_calls(Arc::new(NoReplies));
-        let error = |result: Result<AdmittedCall, RpcError>| result.err().map(|error| error.error_code());
-        assert_eq!(error(calls.admit(&call("", "crm", "M"), &caller())), Some(ErrorCode::BadRequest));
-        assert_eq!(error(calls.admit(&call("1", "nope", "M"), &caller())), Some(ErrorCode::NotFound));
-        assert_eq!(error(calls.admit(&call("1", "crm", ""), &caller())), Some(ErrorCode::BadRequest));
+        let error = |result: Result<AdmittedCall, RpcError>| result.err().map(|error| error.class());
+        assert_eq!(error(calls.admit(&call("", "crm", "M"), &caller())), Some(ErrorClass::BadRequest));
+        assert_eq!(error(calls.admit(&call("1", "nope", "M"), &caller())), Some(ErrorClass::NotFound));
+        assert_eq!(error(calls.admit(&call("1", "crm", ""), &caller())), Some(ErrorClass::BadRequest));
         let mut big = call("1", "crm", "M");
         big.payload = vec![0; router.settings.max_payload_bytes + 1];
-        assert_eq!(error(calls.admit(&big, &caller())), Some(ErrorCode::BadRequest));
+        assert_eq!(error(calls.admit(&big, &caller())), Some(ErrorClass::BadRequest));
 
         let first = calls.admit(&call("1", "crm", "M"), &caller()).unwrap();
         assert_eq!(first.request.caller.as_ref().unwrap().entitlements, vec!["Team:t1".to_owned()]);
         assert_eq!(first.deadline, router.settings.default_deadline);
         let _second = calls.admit(&call("2", "crm", "M"), &caller()).unwrap();
-        assert_eq!(error(calls.admit(&call("3", "crm", "M"), &caller())), Some(ErrorCode::ResourceExhausted));
+        assert_eq!(error(calls.admit(&call("3", "crm", "M"), &caller())), Some(ErrorClass::ResourceExhausted));
         let other_device = router.connection_calls(Arc::new(NoReplies));
         let _third = other_device.admit(&call("1", "crm", "M"), &caller()).unwrap();
         let error_of_fourth = other_device.admit(&call("2", "crm", "M"), &caller()).err().unwrap();
@@ -431,10 +432,10 @@ mod tests {
     #[test]
     fn backend_errors_keep_their_kind_and_hide_internal_details() {
         let internal = RpcError::Backend(MobileError::Internal("stack trace".into()));
-        assert_eq!(internal.error_code(), ErrorCode::Internal);
+        assert_eq!(internal.class(), ErrorClass::Internal);
         assert!(!internal.device_message().contains("stack trace"));
         let denied = RpcError::Backend(MobileError::PermissionDenied("not your deal".into()));
-        assert_eq!(denied.error_code(), ErrorCode::Forbidden);
+        assert_eq!(denied.class(), ErrorClass::Forbidden);
         assert_eq!(denied.device_message(), "not your deal");
     }
 }

@@ -3,6 +3,7 @@
 use syncline_proto::record::RecordError;
 
 use super::MAX_BATCH_CHANGES;
+use crate::error::ErrorClass;
 
 /// Why a store operation failed, in the caller's terms.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,21 @@ pub enum StoreError {
     /// A device has too many unfinished mutations.
     #[error("the device has {pending} unfinished mutations, the most allowed")]
     QueueFull { pending: u64 },
+}
+
+impl StoreError {
+    /// Returns the class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::InvalidRecord(_) | StoreError::DuplicateId { .. } | StoreError::BatchTooLarge { .. } => {
+                ErrorClass::BadRequest
+            }
+            StoreError::UserExists { .. } => ErrorClass::Conflict,
+            StoreError::QueueFull { .. } => ErrorClass::ResourceExhausted,
+            StoreError::Locked { .. } | StoreError::Io(_) | StoreError::Closed => ErrorClass::Unavailable,
+            StoreError::Corrupt(_) => ErrorClass::Internal,
+        }
+    }
 }
 
 /// Result of store operations.

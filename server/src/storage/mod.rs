@@ -69,8 +69,38 @@ pub struct CapturePosition {
     pub token: Vec<u8>,
 }
 
+/// What a device mutation does to its record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MutationOp {
+    Create,
+    Update,
+    Delete,
+}
+
+impl MutationOp {
+    /// Returns the operation a device sent, or `None` for `MUTATION_OP_UNSPECIFIED` and
+    /// numbers this server does not know.
+    pub fn from_wire(op: i32) -> Option<Self> {
+        match syncline_proto::v1::MutationOp::try_from(op).ok()? {
+            syncline_proto::v1::MutationOp::Create => Some(MutationOp::Create),
+            syncline_proto::v1::MutationOp::Update => Some(MutationOp::Update),
+            syncline_proto::v1::MutationOp::Delete => Some(MutationOp::Delete),
+            syncline_proto::v1::MutationOp::Unspecified => None,
+        }
+    }
+
+    /// Returns the operation as the protocol (and the store's queue) numbers it.
+    pub fn to_wire(self) -> syncline_proto::v1::MutationOp {
+        match self {
+            MutationOp::Create => syncline_proto::v1::MutationOp::Create,
+            MutationOp::Update => syncline_proto::v1::MutationOp::Update,
+            MutationOp::Delete => syncline_proto::v1::MutationOp::Delete,
+        }
+    }
+}
+
 /// A device mutation waiting in (or taken from) the durable per-device queue.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct QueuedMutation {
     pub client_id: String,
     pub user_id: String,
@@ -78,8 +108,7 @@ pub struct QueuedMutation {
     pub seq: u64,
     pub mutation_id: String,
     pub partition: PartitionName,
-    /// `syncline.v1.MutationOp` as a number.
-    pub op: i32,
+    pub op: MutationOp,
     /// The record id (for creates, the device's temporary id).
     pub id: String,
     pub fields: std::collections::BTreeMap<String, syncline_proto::v1::Value>,
@@ -250,11 +279,45 @@ pub struct StoredDevice {
     pub created_ms: i64,
     /// When the device was last seen, in Unix milliseconds.
     pub last_seen_ms: i64,
-    /// "active", "locked" or "wiped".
-    pub state: String,
+    /// Whether the device may sync.
+    pub state: DeviceState,
     /// Session tokens carry the generation they were issued in; logging out raises it, which
     /// revokes every earlier token of the device.
     pub token_generation: u64,
+}
+
+/// Whether a registered device may sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceState {
+    /// The device may log in and sync.
+    #[default]
+    Active,
+    /// Locked by an operator: refused until unlocked.
+    Locked,
+    /// Wiped by an operator: refused for good.
+    Wiped,
+}
+
+impl DeviceState {
+    /// Returns the state's name, as stored and as shown in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Active => "active",
+            DeviceState::Locked => "locked",
+            DeviceState::Wiped => "wiped",
+        }
+    }
+
+    /// Returns the state named `name` ([`DeviceState::as_str`]), if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [DeviceState::Active, DeviceState::Locked, DeviceState::Wiped].into_iter().find(|state| state.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for DeviceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Partitions: their records, change logs, checksums and compaction, and the positions of

@@ -6,7 +6,9 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata};
 
 use super::EmbeddedStore;
 use super::tables::*;
-use crate::storage::{AccountStore, CursorStore, PartitionName, StoreError, StoreResult, StoredDevice, StoredUser};
+use crate::storage::{
+    AccountStore, CursorStore, DeviceState, PartitionName, StoreError, StoreResult, StoredDevice, StoredUser,
+};
 
 impl AccountStore for EmbeddedStore {
     fn add_user(&self, user: &StoredUser) -> StoreResult<()> {
@@ -60,7 +62,7 @@ impl AccountStore for EmbeddedStore {
             model: device.model.clone(),
             created_ms: device.created_ms,
             last_seen_ms: device.last_seen_ms,
-            state: device.state.clone(),
+            state: device.state.as_str().to_owned(),
             token_generation: device.token_generation,
         }
         .encode_to_vec();
@@ -79,6 +81,9 @@ impl AccountStore for EmbeddedStore {
             return Ok(None);
         };
         let value = DeviceValue::decode(value.value()).map_err(|e| corrupt("device", &e))?;
+        let state = DeviceState::from_name(&value.state).ok_or_else(|| {
+            StoreError::Corrupt(format!("device {client_id:?} has an unknown state {:?}", value.state))
+        })?;
         Ok(Some(StoredDevice {
             client_id: client_id.to_owned(),
             user_id: value.user_id,
@@ -87,7 +92,7 @@ impl AccountStore for EmbeddedStore {
             model: value.model,
             created_ms: value.created_ms,
             last_seen_ms: value.last_seen_ms,
-            state: value.state,
+            state,
             token_generation: value.token_generation,
         }))
     }
@@ -162,8 +167,45 @@ struct DeviceValue {
     created_ms: i64,
     #[prost(int64, tag = "6")]
     last_seen_ms: i64,
+    /// [`DeviceState::as_str`].
     #[prost(string, tag = "7")]
     state: String,
     #[prost(uint64, tag = "8")]
     token_generation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::embedded::EmbeddedOptions;
+
+    fn stored_state(store: &EmbeddedStore, client_id: &str) -> String {
+        let txn = store.begin_read().unwrap();
+        let devices = txn.open_table(DEVICES).unwrap();
+        let value = devices.get(client_id).unwrap().expect("stored");
+        DeviceValue::decode(value.value()).unwrap().state
+    }
+
+    #[test]
+    fn device_states_are_stored_by_name_and_an_unknown_one_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("syncline.redb"), EmbeddedOptions::default()).unwrap();
+        for (state, name) in
+            [(DeviceState::Active, "active"), (DeviceState::Locked, "locked"), (DeviceState::Wiped, "wiped")]
+        {
+            let device =
+                StoredDevice { client_id: "c1".into(), user_id: "ann".into(), state, ..StoredDevice::default() };
+            store.put_device(&device).unwrap();
+            assert_eq!(stored_state(&store, "c1"), name);
+            assert_eq!(store.device("c1").unwrap().map(|device| device.state), Some(state));
+        }
+        let txn = store.begin_write().unwrap();
+        {
+            let mut devices = txn.open_table(DEVICES).unwrap();
+            let value = DeviceValue { user_id: "ann".into(), state: "frozen".into(), ..DeviceValue::default() };
+            devices.insert("c1", value.encode_to_vec().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        assert!(matches!(store.device("c1"), Err(StoreError::Corrupt(_))));
+    }
 }

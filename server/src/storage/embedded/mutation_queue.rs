@@ -18,8 +18,8 @@ use super::EmbeddedStore;
 use super::tables::{corrupt, store_error};
 use super::writer::CommitMarker;
 use crate::storage::{
-    CommittedBatch, Enqueued, MutationOutcome, MutationQueue, PartitionName, PartitionWrite, QueuedMutation,
-    StoreError, StoreResult,
+    CommittedBatch, Enqueued, MutationOp, MutationOutcome, MutationQueue, PartitionName, PartitionWrite,
+    QueuedMutation, StoreError, StoreResult,
 };
 
 /// Device mutation queue: (client id, position) → encoded [`MutationValue`]. Holds only
@@ -49,6 +49,7 @@ pub(super) struct MutationValue {
     source: String,
     #[prost(string, tag = "4")]
     key: String,
+    /// The operation as the protocol numbers it (`syncline.v1.MutationOp`).
     #[prost(int32, tag = "5")]
     op: i32,
     #[prost(string, tag = "6")]
@@ -66,25 +67,28 @@ impl MutationValue {
             mutation_id: mutation.mutation_id.clone(),
             source: mutation.partition.source.clone(),
             key: mutation.partition.key.clone(),
-            op: mutation.op,
+            op: mutation.op.to_wire() as i32,
             id: mutation.id.clone(),
             fields: mutation.fields.clone(),
             base_version: mutation.base_version,
         }
     }
 
-    fn into_queued(self, client_id: &str, seq: u64) -> QueuedMutation {
-        QueuedMutation {
+    fn into_queued(self, client_id: &str, seq: u64) -> StoreResult<QueuedMutation> {
+        let op = MutationOp::from_wire(self.op).ok_or_else(|| {
+            StoreError::Corrupt(format!("queued mutation {client_id}/{seq} has an unknown operation {}", self.op))
+        })?;
+        Ok(QueuedMutation {
             client_id: client_id.to_owned(),
             user_id: self.user_id,
             seq,
             mutation_id: self.mutation_id,
             partition: PartitionName::new(self.source, self.key),
-            op: self.op,
+            op,
             id: self.id,
             fields: self.fields,
             base_version: self.base_version,
-        }
+        })
     }
 }
 
@@ -142,7 +146,7 @@ pub(super) fn pending(
         let (key, value) = entry.map_err(store_error)?;
         let (client, seq) = key.value();
         let stored = MutationValue::decode(value.value()).map_err(|e| corrupt("mutation", &e))?;
-        pending.push(stored.into_queued(client, seq));
+        pending.push(stored.into_queued(client, seq)?);
     }
     Ok(pending)
 }

@@ -13,7 +13,9 @@ use std::collections::HashSet;
 use syncline_proto::checksum::Checksum;
 
 use super::compaction::COMPACTION_STEP_ENTRIES;
-use crate::storage::{AccountStore, CursorStore, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES, StoredDevice, StoredUser};
+use crate::storage::{
+    AccountStore, CursorStore, DeviceState, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES, StoredDevice, StoredUser,
+};
 
 fn open_temp() -> (TempDir, EmbeddedStore) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -550,12 +552,12 @@ fn users_devices_and_secrets() {
         model: "phone".to_owned(),
         created_ms: -5,
         last_seen_ms: 10,
-        state: "active".to_owned(),
+        state: DeviceState::Active,
         token_generation: 3,
     };
     store.put_device(&device).expect("put");
     assert_eq!(store.device("c1").expect("device"), Some(device.clone()));
-    device.state = "locked".to_owned();
+    device.state = DeviceState::Locked;
     store.put_device(&device).expect("put");
     assert_eq!(store.device("c1").expect("device"), Some(device));
     assert_eq!(store.device("c2").expect("device"), None);

@@ -18,7 +18,7 @@ fn mutation(client: &str, mutation_id: &str) -> QueuedMutation {
         seq: 0,
         mutation_id: mutation_id.to_owned(),
         partition: PartitionName::new("Task", "ann"),
-        op: 1,
+        op: MutationOp::Create,
         id: format!("tmp-{mutation_id}"),
         fields: BTreeMap::from([("title".to_owned(), Value::string("t"))]),
         base_version: 0,
@@ -165,4 +165,24 @@ fn a_store_from_a_newer_build_is_refused() {
         txn.commit().unwrap();
     }
     assert!(matches!(EmbeddedStore::open(&path, EmbeddedOptions::default()), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn operations_are_stored_as_protocol_numbers_and_an_unknown_one_is_corrupt() {
+    for (op, number) in [(MutationOp::Create, 1), (MutationOp::Update, 2), (MutationOp::Delete, 3)] {
+        let stored = MutationValue::from_queued(&QueuedMutation { op, ..mutation("c1", "m1") });
+        assert_eq!(stored.op, number, "{op:?}");
+        assert_eq!(stored.into_queued("c1", 1).unwrap().op, op);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(), Enqueued::Queued { seq: 1 });
+    let txn = store.begin_write().unwrap();
+    {
+        let mut queue = txn.open_table(MUTATIONS).unwrap();
+        let value = MutationValue { op: 0, ..MutationValue::from_queued(&mutation("c1", "m1")) }.encode_to_vec();
+        queue.insert(("c1", 1), value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    assert!(matches!(store.pending_mutations(), Err(StoreError::Corrupt(_))));
 }
