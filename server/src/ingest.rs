@@ -101,3 +101,6 @@ impl Ingest for IngestService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

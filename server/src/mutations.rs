@@ -351,3 +351,6 @@ pub fn refused(mutation_id: &str, op: i32, code: ErrorCode, message: impl Into<S
         error: Some(MutationError { op, code: code as i32, message: message.into(), current: None }),
     }
 }
+
+#[cfg(test)]
+mod tests;
