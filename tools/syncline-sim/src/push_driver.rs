@@ -33,8 +33,8 @@ use tonic::{
 };
 
 use crate::{
-    fleet::Shared,
-    report::{LatencySummary, latency_histogram, round, secs},
+    fleet::{FleetTotals, Shared},
+    report::{LatencySummary, Table, latency_histogram, round, secs},
     usage::{CoreBusy, ServerWindow, UsageWindow, WindowUsage, cpu_us_per},
 };
 
@@ -97,6 +97,40 @@ pub(crate) struct WritePlan {
     /// Write calls pending at once.
     pub(crate) max_in_flight: usize,
     pub(crate) records: ProbeRecords,
+}
+
+/// How many single-record writes a scenario makes, how fast and how many pending at once
+/// (shared by `fanout` and `personal`, whose reports repeat it among their parameters); the
+/// default bound on pending calls is the scenario's `MAX_IN_FLIGHT`.
+#[derive(Clone, Copy, Debug, clap::Args, Serialize)]
+pub(crate) struct WriteLoad<const MAX_IN_FLIGHT: usize> {
+    /// Single-record writes to make.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) changes: u64,
+    /// Writes per second (0: back to back).
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) rate: f64,
+    /// Write calls pending at once. Writes are sent on schedule whether or not earlier ones
+    /// have returned (open loop), so a slow server shows as latency, not as a lower write
+    /// rate; only when this many are pending does a write wait.
+    #[arg(long, default_value_t = MAX_IN_FLIGHT)]
+    pub(crate) max_in_flight: usize,
+}
+
+impl<const MAX_IN_FLIGHT: usize> WriteLoad<MAX_IN_FLIGHT> {
+    /// Checks `--rate` and returns the plan of these writes to `keys` of `source`, round-robin.
+    pub(crate) fn plan(&self, source: &str, keys: Vec<String>, records: ProbeRecords) -> anyhow::Result<WritePlan> {
+        crate::fleet::check_rate(self.rate)?;
+        Ok(WritePlan {
+            source: source.to_owned(),
+            keys,
+            changes: self.changes,
+            first_index: 0,
+            rate: self.rate,
+            max_in_flight: self.max_in_flight,
+            records,
+        })
+    }
 }
 
 /// One write of a plan.
@@ -505,6 +539,36 @@ impl DeliverySummary {
             cores: usage.cores.clone(),
             other_busy_secs: usage.other_busy_secs,
             sim_cpu_us_per_delivered: cpu_us_per(usage.sim_cpu, delivered),
+        }
+    }
+}
+
+/// What a push scenario's table closes with, after its own rows.
+pub(crate) struct ClosingRows<'a> {
+    pub(crate) delivery: &'a DeliverySummary,
+    pub(crate) fleet: &'a FleetTotals,
+    pub(crate) usage: &'a WindowUsage,
+    /// Records delivered by the end of the window, for the CPU per delivered record.
+    pub(crate) delivered: u64,
+    /// Records of this run that came in catch-up pages (their latency row shows when any did).
+    pub(crate) delivered_catchup: u64,
+    pub(crate) pushes: &'a PushSummary,
+    /// The row that names the first failed write call ("first push error", ...).
+    pub(crate) first_error_row: &'a str,
+}
+
+impl ClosingRows<'_> {
+    /// Adds the catch-up latency, what the devices saw besides deliveries, the window's CPU
+    /// use, the devices' errors and the first failed write call to `table`.
+    pub(crate) fn add_to(&self, table: &mut Table) {
+        if self.delivered_catchup > 0 {
+            table.row("catch-up latency p50/p90/p99/max", self.delivery.catchup_latency.line());
+        }
+        self.fleet.add_delivery_rows(table);
+        self.usage.table_rows(table, self.delivered, "delivered record");
+        self.fleet.add_error_row(table);
+        if let Some(error) = &self.pushes.first_push_error {
+            table.row(self.first_error_row, error);
         }
     }
 }
