@@ -251,12 +251,22 @@ fn ack(page: &v1::Changes) -> client_frame::Msg {
     client_frame::Msg::Ack(v1::Ack { source: page.source.clone(), key: page.key.clone(), cursor: page.to, page: page.page })
 }
 
+/// The app partition of `Account`.
+fn accounts() -> PartitionName {
+    PartitionName::new("Account", syncline_proto::APP_PARTITION_KEY)
+}
+
+/// Returns a gateway whose app partition holds records `r00` .. of `count`, and ann's device.
+async fn ann_and_accounts(count: i64) -> (TestGateway, Device) {
+    let gateway = TestGateway::new(sources(None), device_limits());
+    gateway.seed(&accounts(), (0..count).map(|n| record(&format!("r{n:02}"), n)).collect());
+    let (ann, _) = logged_in(&gateway, "ann").await;
+    (gateway, ann)
+}
+
 #[tokio::test]
 async fn catch_up_pages_keep_to_the_page_size_and_window_limits_then_report_caught_up() {
-    let gateway = TestGateway::new(sources(None), device_limits());
-    let app = PartitionName::new("Account", syncline_proto::APP_PARTITION_KEY);
-    gateway.seed(&app, (0..10).map(|n| record(&format!("r{n:02}"), n)).collect());
-    let (mut ann, _) = logged_in(&gateway, "ann").await;
+    let (gateway, mut ann) = ann_and_accounts(10).await;
 
     // Asks for far more than the limits allow: 3 records a page, 2 pages unacked.
     ann.send(subscribe("Account", "", 1_000, 100)).await;
@@ -269,7 +279,7 @@ async fn catch_up_pages_keep_to_the_page_size_and_window_limits_then_report_caug
     assert!(second[1].snapshot_done, "{:?}", second[1]);
 
     ann.send(ack(&second[1])).await;
-    let state = gateway.store.partition_state(&app).expect("partition state");
+    let state = gateway.store.partition_state(&accounts()).expect("partition state");
     match ann.only() {
         server_frame::Msg::SyncState(sync) => {
             assert_eq!(sync.status, SyncStatus::CaughtUp as i32, "{sync:?}");
@@ -283,10 +293,7 @@ async fn catch_up_pages_keep_to_the_page_size_and_window_limits_then_report_caug
 
 #[tokio::test]
 async fn a_pull_mode_subscription_gets_default_sized_pages_only_when_it_pulls() {
-    let gateway = TestGateway::new(sources(None), device_limits());
-    let app = PartitionName::new("Account", syncline_proto::APP_PARTITION_KEY);
-    gateway.seed(&app, (0..5).map(|n| record(&format!("r{n}"), n)).collect());
-    let (mut ann, _) = logged_in(&gateway, "ann").await;
+    let (_gateway, mut ann) = ann_and_accounts(5).await;
     ann.send(subscribe("Account", "", 0, 0)).await;
     assert_eq!(ann.queued(), Vec::new(), "nothing before a Pull");
     ann.send(client_frame::Msg::Pull(v1::Pull { source: "Account".into(), key: String::new(), pages: 1 })).await;

@@ -547,28 +547,24 @@ impl DeliverySummary {
 pub(crate) struct ClosingRows<'a> {
     pub(crate) delivery: &'a DeliverySummary,
     pub(crate) fleet: &'a FleetTotals,
-    pub(crate) usage: &'a WindowUsage,
-    /// Records delivered by the end of the window, for the CPU per delivered record.
-    pub(crate) delivered: u64,
     /// Records of this run that came in catch-up pages (their latency row shows when any did).
     pub(crate) delivered_catchup: u64,
     pub(crate) pushes: &'a PushSummary,
-    /// The row that names the first failed write call ("first push error", ...).
-    pub(crate) first_error_row: &'a str,
 }
 
 impl ClosingRows<'_> {
     /// Adds the catch-up latency, what the devices saw besides deliveries, the window's CPU
-    /// use, the devices' errors and the first failed write call to `table`.
-    pub(crate) fn add_to(&self, table: &mut Table) {
+    /// use per record `delivered` by its end, the devices' errors and the first failed write
+    /// call (in a row named `first_error_row`) to `table`.
+    pub(crate) fn add_to(&self, table: &mut Table, usage: &WindowUsage, delivered: u64, first_error_row: &str) {
         if self.delivered_catchup > 0 {
             table.row("catch-up latency p50/p90/p99/max", self.delivery.catchup_latency.line());
         }
         self.fleet.add_delivery_rows(table);
-        self.usage.table_rows(table, self.delivered, "delivered record");
+        usage.table_rows(table, delivered, "delivered record");
         self.fleet.add_error_row(table);
         if let Some(error) = &self.pushes.first_push_error {
-            table.row(self.first_error_row, error);
+            table.row(first_error_row, error);
         }
     }
 }

@@ -192,15 +192,7 @@ fn print_table(report: &LatencyReport, usage: &WindowUsage, delivered: u64) {
             "delivered/s",
             format!("{:.0} (first send to last delivery: {:.3} s)", delivery.delivered_per_sec, delivery.delivery_secs),
         );
-    let closing = ClosingRows {
-        delivery,
-        fleet: &report.fleet,
-        usage,
-        delivered,
-        delivered_catchup: report.delivered_catchup,
-        pushes,
-        first_error_row: "first write error",
-    };
-    closing.add_to(&mut table);
+    let closing = ClosingRows { delivery, fleet: &report.fleet, delivered_catchup: report.delivered_catchup, pushes };
+    closing.add_to(&mut table, usage, delivered, "first write error");
     table.print();
 }

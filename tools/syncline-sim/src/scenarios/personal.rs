@@ -218,15 +218,7 @@ fn print_table(report: &PersonalReport, usage: &WindowUsage, delivered: u64) {
         )
         .row("latency p50/p90/p99/max", delivery.latency.line())
         .row("delivery", format!("{:.2} s, {:.0} records/s", delivery.delivery_secs, delivery.delivered_per_sec));
-    let closing = ClosingRows {
-        delivery,
-        fleet: &report.fleet,
-        usage,
-        delivered,
-        delivered_catchup: report.delivered_catchup,
-        pushes,
-        first_error_row: "first push error",
-    };
-    closing.add_to(&mut table);
+    let closing = ClosingRows { delivery, fleet: &report.fleet, delivered_catchup: report.delivered_catchup, pushes };
+    closing.add_to(&mut table, usage, delivered, "first push error");
     table.print();
 }
