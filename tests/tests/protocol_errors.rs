@@ -7,10 +7,10 @@ use bytes::Bytes;
 use prost::Message as _;
 use syncline_client_sim::wire::{ConnectOptions, Connection, FrameFormat, Incoming};
 use syncline_proto::close_code;
+use syncline_proto::v1::ingest_client::IngestClient;
 use syncline_proto::v1::{
     ClientFrame, ErrorCode, Hello, Login, ServerFrame, Subscribe, SyncStatus, client_frame, hello, server_frame,
 };
-use syncline_proto::v1::ingest_client::IngestClient;
 use syncline_tests::{TestServer, push, record};
 use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::Channel;
@@ -261,9 +261,13 @@ async fn logout_revokes_the_device_tokens() {
     // Logout revokes the device's tokens: the token that worked a moment ago is refused.
     c.send(&ClientFrame { msg: Some(client_frame::Msg::Logout(syncline_proto::v1::Logout {})) }).await.unwrap();
     expect_close(&mut c, close_code::NORMAL).await;
-    let message =
-        expect_refused(server, &hello_token(&real.session_token), ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED)
-            .await;
+    let message = expect_refused(
+        server,
+        &hello_token(&real.session_token),
+        ErrorCode::Unauthenticated,
+        close_code::UNAUTHENTICATED,
+    )
+    .await;
     assert!(message.contains("revoked"), "{message}");
 
     abused.assert_bystander_served_and_stop().await;

@@ -12,9 +12,7 @@ use tokio::sync::mpsc;
 use super::DeviceSession;
 use crate::auth::Identity;
 use crate::storage::PartitionName;
-use crate::test_util::fixtures::{
-    ScriptedChannel, TestGateway, device_limits, record, serve_channel, sources, within,
-};
+use crate::test_util::fixtures::{ScriptedChannel, TestGateway, device_limits, record, serve_channel, sources, within};
 
 /// Frames a test device's outbox holds: more than any test queues before reading.
 const QUEUE: usize = 64;
@@ -248,7 +246,12 @@ fn changes(frames: Vec<server_frame::Msg>) -> Vec<v1::Changes> {
 }
 
 fn ack(page: &v1::Changes) -> client_frame::Msg {
-    client_frame::Msg::Ack(v1::Ack { source: page.source.clone(), key: page.key.clone(), cursor: page.to, page: page.page })
+    client_frame::Msg::Ack(v1::Ack {
+        source: page.source.clone(),
+        key: page.key.clone(),
+        cursor: page.to,
+        page: page.page,
+    })
 }
 
 /// The app partition of `Account`.
@@ -384,7 +387,8 @@ async fn searches_and_calls_without_a_backend_get_typed_errors() {
         }
     }
 
-    let call = v1::RpcCall { call_id: "c1".into(), service: "crm".into(), method: "Close".into(), ..v1::RpcCall::default() };
+    let call =
+        v1::RpcCall { call_id: "c1".into(), service: "crm".into(), method: "Close".into(), ..v1::RpcCall::default() };
     ann.send(client_frame::Msg::RpcCall(call)).await;
     match ann.only() {
         server_frame::Msg::RpcReply(reply) => {
@@ -399,7 +403,9 @@ async fn searches_and_calls_without_a_backend_get_typed_errors() {
 
     ann.send(client_frame::Msg::BulkRequest(v1::BulkRequest { request_id: "b1".into(), sources: Vec::new() })).await;
     match ann.only() {
-        server_frame::Msg::Error(error) => assert_eq!((error.code, error.fatal), (ErrorCode::Unimplemented as i32, false)),
+        server_frame::Msg::Error(error) => {
+            assert_eq!((error.code, error.fatal), (ErrorCode::Unimplemented as i32, false))
+        }
         other => panic!("expected Error, got {other:?}"),
     }
     assert_eq!(ann.close_code(), None);

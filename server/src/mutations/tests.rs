@@ -70,7 +70,9 @@ impl Dispatch {
     /// Queues a create and hands it to the dispatcher.
     fn submit(&self, client_id: &str, mutation_id: &str, id: &str) {
         match self.enqueue(client_id, mutation_id, id) {
-            Enqueued::Queued { seq } => self.dispatcher.submit(QueuedMutation { seq, ..create(client_id, mutation_id, id) }),
+            Enqueued::Queued { seq } => {
+                self.dispatcher.submit(QueuedMutation { seq, ..create(client_id, mutation_id, id) })
+            }
             other => panic!("expected {mutation_id} to be queued, got {other:?}"),
         }
     }
@@ -143,7 +145,10 @@ async fn a_mutation_id_with_an_outcome_is_answered_from_the_store_and_never_sent
 #[tokio::test]
 async fn an_unavailable_channel_is_retried_until_it_answers() {
     let channel = ScriptedChannel::answering();
-    channel.script("m1", vec![Err(SdkError::Unavailable("restarting".into())), Err(SdkError::DeadlineExceeded("slow".into()))]);
+    channel.script(
+        "m1",
+        vec![Err(SdkError::Unavailable("restarting".into())), Err(SdkError::DeadlineExceeded("slow".into()))],
+    );
     let mut dispatch = Dispatch::start(channel).await;
     dispatch.submit("dev-a", "m1", "t1");
     let (_, result) = dispatch.next_outcome().await;
@@ -217,10 +222,9 @@ async fn pending_mutations_are_resubmitted_at_start() {
 
 #[tokio::test]
 async fn a_watched_sources_write_comes_back_through_its_feed_not_from_the_dispatcher() {
-    let mut dispatch = Dispatch::start_with(ScriptedChannel::answering(), |sources| {
-        with_capture(sources, "Task", Capture::Watch)
-    })
-    .await;
+    let mut dispatch =
+        Dispatch::start_with(ScriptedChannel::answering(), |sources| with_capture(sources, "Task", Capture::Watch))
+            .await;
     dispatch.submit("dev-a", "m1", "t1");
     assert!(dispatch.next_outcome().await.1.ok);
     let partition = create("dev-a", "m1", "t1").partition;

@@ -135,8 +135,8 @@ impl TestGateway {
         let (dir, store) = temp_store();
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let auth = Authenticator::new(store.clone(), Duration::from_secs(3600), None, &login_limits())
-            .expect("authenticator");
+        let auth =
+            Authenticator::new(store.clone(), Duration::from_secs(3600), None, &login_limits()).expect("authenticator");
         let connections = Arc::new(DeviceConnections::default());
         let mutations = dispatcher(&store, &sources, connections.clone(), &tracker, &shutdown);
         let (capture_requests, _capture_queues) = crate::channel::wiring::capture_queues(&sources);
@@ -215,7 +215,8 @@ impl ScriptedChannel {
             gate.acquire().await.expect("the gate stays open").forget();
         }
         let scripted = self.answers.lock().get_mut(&request.mutation_id).and_then(VecDeque::pop_front);
-        scripted.unwrap_or_else(|| Ok(WriteOutcome::Written(Record { version: 1, ..request.record.unwrap_or_default() })))
+        scripted
+            .unwrap_or_else(|| Ok(WriteOutcome::Written(Record { version: 1, ..request.record.unwrap_or_default() })))
     }
 }
 

@@ -124,7 +124,8 @@ pub(crate) async fn run(args: LatencyArgs, run_start: Instant, deadline: Instant
         Via::Channel => args.channel.clone().context("--via channel needs --channel http://127.0.0.1:PORT")?,
     };
     crate::loopback::check_url(&endpoint, &["http"]).await?;
-    let plan = args.load.plan(&args.fleet.source, vec![args.fleet.key.clone()], ProbeRecords::ByWrite { pad_bytes: 0 })?;
+    let plan =
+        args.load.plan(&args.fleet.source, vec![args.fleet.key.clone()], ProbeRecords::ByWrite { pad_bytes: 0 })?;
     let server = args.run.server_pid.map(server_process).transpose()?;
     let (fleet, shared, ramp_up) = ramp_up(&args.fleet, Logins::Password, run_start, deadline).await?;
 

@@ -34,8 +34,8 @@ use tokio::{task::JoinSet, time::Instant};
 
 use crate::{
     fleet::{
-        FleetArgs, FleetParams, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, Shared, describe_code, describe_error,
-        login, ramp_up,
+        FleetArgs, FleetParams, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, Shared, describe_code,
+        describe_error, login, ramp_up,
     },
     push_driver::drain_deadline,
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
