@@ -100,26 +100,34 @@ pub(crate) struct WritePlan {
 }
 
 /// How many single-record writes a scenario makes, how fast and how many pending at once
-/// (shared by `fanout` and `personal`, whose reports repeat it among their parameters); the
-/// default bound on pending calls is the scenario's `MAX_IN_FLIGHT`.
+/// (shared by `fanout` and `personal`, whose reports repeat it among their parameters).
 #[derive(Clone, Copy, Debug, clap::Args, Serialize)]
-pub(crate) struct WriteLoad<const MAX_IN_FLIGHT: usize> {
+pub(crate) struct WriteLoad {
     /// Single-record writes to make.
     #[arg(long, default_value_t = 1000)]
     pub(crate) changes: u64,
     /// Writes per second (0: back to back).
     #[arg(long, default_value_t = 100.0)]
     pub(crate) rate: f64,
-    /// Write calls pending at once. Writes are sent on schedule whether or not earlier ones
-    /// have returned (open loop), so a slow server shows as latency, not as a lower write
-    /// rate; only when this many are pending does a write wait.
-    #[arg(long, default_value_t = MAX_IN_FLIGHT)]
-    pub(crate) max_in_flight: usize,
+    /// Write calls pending at once (default: 64 for `fanout`, 256 for `personal`). Writes are
+    /// sent on schedule whether or not earlier ones have returned (open loop), so a slow server
+    /// shows as latency, not as a lower write rate; only when this many are pending does a
+    /// write wait.
+    #[arg(long)]
+    pub(crate) max_in_flight: Option<usize>,
 }
 
-impl<const MAX_IN_FLIGHT: usize> WriteLoad<MAX_IN_FLIGHT> {
-    /// Checks `--rate` and returns the plan of these writes to `keys` of `source`, round-robin.
-    pub(crate) fn plan(&self, source: &str, keys: Vec<String>, records: ProbeRecords) -> anyhow::Result<WritePlan> {
+impl WriteLoad {
+    /// Checks `--rate`, applies the scenario's default bound on pending calls when
+    /// `--max-in-flight` was not given, and returns the plan of these writes to `keys` of
+    /// `source`, round-robin.
+    pub(crate) fn plan(
+        &mut self,
+        default_max_in_flight: usize,
+        source: &str,
+        keys: Vec<String>,
+        records: ProbeRecords,
+    ) -> anyhow::Result<WritePlan> {
         crate::fleet::check_rate(self.rate)?;
         Ok(WritePlan {
             source: source.to_owned(),
@@ -127,7 +135,7 @@ impl<const MAX_IN_FLIGHT: usize> WriteLoad<MAX_IN_FLIGHT> {
             changes: self.changes,
             first_index: 0,
             rate: self.rate,
-            max_in_flight: self.max_in_flight,
+            max_in_flight: *self.max_in_flight.get_or_insert(default_max_in_flight),
             records,
         })
     }

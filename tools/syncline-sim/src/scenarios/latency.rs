@@ -73,7 +73,7 @@ pub(crate) struct LatencyArgs {
     channel: Option<String>,
     /// `--changes`, `--rate`, `--max-in-flight`.
     #[command(flatten)]
-    load: WriteLoad<DEFAULT_MAX_IN_FLIGHT>,
+    load: WriteLoad,
     #[command(flatten)]
     pub(crate) run: RunArgs,
 }
@@ -87,7 +87,7 @@ struct Params {
     grpc: String,
     channel: Option<String>,
     #[serde(flatten)]
-    load: WriteLoad<DEFAULT_MAX_IN_FLIGHT>,
+    load: WriteLoad,
     #[serde(flatten)]
     run: RunArgs,
 }
@@ -118,14 +118,15 @@ struct LatencyReport {
 }
 
 /// Runs `fanout`: ramp-up, paced pushes, drain, report.
-pub(crate) async fn run(args: LatencyArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+pub(crate) async fn run(mut args: LatencyArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
     let endpoint = match args.via {
         Via::Ingest => args.ingest.grpc.clone(),
         Via::Channel => args.channel.clone().context("--via channel needs --channel http://127.0.0.1:PORT")?,
     };
     crate::loopback::check_url(&endpoint, &["http"]).await?;
+    let keys = vec![args.fleet.key.clone()];
     let plan =
-        args.load.plan(&args.fleet.source, vec![args.fleet.key.clone()], ProbeRecords::ByWrite { pad_bytes: 0 })?;
+        args.load.plan(DEFAULT_MAX_IN_FLIGHT, &args.fleet.source, keys, ProbeRecords::ByWrite { pad_bytes: 0 })?;
     let server = args.run.server_pid.map(server_process).transpose()?;
     let (fleet, shared, ramp_up) = ramp_up(&args.fleet, Logins::Password, run_start, deadline).await?;
 

@@ -63,7 +63,7 @@ pub(crate) struct PersonalArgs {
     /// `--changes` (spread round-robin over the users' partitions), `--rate` (over all
     /// users), `--max-in-flight`.
     #[command(flatten)]
-    load: WriteLoad<DEFAULT_MAX_IN_FLIGHT>,
+    load: WriteLoad,
     /// Loopback source addresses to spread connections over (127.0.0.2 ..); 0 uses the
     /// kernel's choice.
     #[arg(long, default_value_t = DEFAULT_SOURCE_ADDRS)]
@@ -88,7 +88,7 @@ struct Params {
     ack_every: u64,
     token_audience: Option<String>,
     #[serde(flatten)]
-    load: WriteLoad<DEFAULT_MAX_IN_FLIGHT>,
+    load: WriteLoad,
     #[serde(flatten)]
     run: RunArgs,
 }
@@ -126,13 +126,13 @@ fn user_id(prefix: &str, index: usize) -> String {
 }
 
 /// Runs `personal`: token logins, paced pushes over the users' partitions, drain, report.
-pub(crate) async fn run(args: PersonalArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+pub(crate) async fn run(mut args: PersonalArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
     crate::loopback::check_url(&args.ingest.grpc, &["http"]).await?;
     anyhow::ensure!(args.users > 0, "--users must be at least 1");
     anyhow::ensure!(!args.token_secret.is_empty(), "--token-secret must not be empty");
     let server = args.run.server_pid.map(server_process).transpose()?;
     let users: Vec<String> = (0..args.users).map(|index| user_id(&args.user_prefix, index)).collect();
-    let plan = args.load.plan(&args.source, users.clone(), ProbeRecords::ByRound)?;
+    let plan = args.load.plan(DEFAULT_MAX_IN_FLIGHT, &args.source, users.clone(), ProbeRecords::ByRound)?;
     let logins =
         Logins::BackendTokens { users: &users, secret: &args.token_secret, audience: args.token_audience.as_deref() };
     let (fleet, shared, ramp_up) = ramp_up(&fleet_args(&args), logins, run_start, deadline).await?;
