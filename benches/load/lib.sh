@@ -23,8 +23,8 @@
 #                                   returned once it listens; SERVER_PID is the server itself
 #   stop_server                     stops it by its PID and waits for it
 #   wait_for_log LOG REGEX SECS     prints the first line of LOG matching REGEX, waiting for it
-#   pinned_cores_busy_pct           the busier of the two pinned cores' busy share over 2 s (/proc/stat)
-#   wait_quiet LABEL                waits (bounded) until both pinned cores are quiet; notes it in $RUN_LOG
+#   pinned_cores_busy_pct           the busiest pinned core's busy share over 2 s (/proc/stat)
+#   wait_quiet LABEL                waits (bounded) until the pinned cores are quiet; notes it in $RUN_LOG
 #   run_header ROLE                 the lines that open a run log (commit, date, kernel, cores, rustc)
 #   syncline_scenario_of PAIR       Syncline's scenarios.sh scenario for a baseline pair
 #   run_baselines OUT SCENARIOS     the baselines' side of a same-run comparison
@@ -36,7 +36,8 @@
 #                                   and latency lines appended to SUMMARY
 #
 # Variables the scripts set before using them:
-#   SRV_CPU (0 unless set), LOAD_CPU (the load generator's core, 1 unless set),
+#   SRV_CPU (0 unless set), LOAD_CPU (the load generator's core, 1 unless set); either may be
+#   a taskset list of cores (e.g. 0-1: not pinned on a 2-core machine), set before sourcing,
 #   RUN_LOG (the file where wait_quiet notes what it saw), SERVER_MAX_SECS (how long a server
 #   may live), SERVER_READY_SECS (how long it may take to listen; 120 unless set),
 #   QUIET_MAX_PCT (10) and QUIET_WAIT_SECS (how long wait_quiet waits at most).
@@ -171,13 +172,23 @@ wait_for_log() {
   return 1
 }
 
+# cpu_numbers LIST: the cores of a taskset core list, one a line (0-2,5: 0 1 2 5).
+cpu_numbers() {
+  local part
+  for part in ${1//,/ }; do
+    if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+  done
+}
+
 # Busy share = (user+nice+system+irq+softirq+steal) / (that + idle+iowait), per core, from
-# two /proc/stat readings 2 s apart; prints the larger of $SRV_CPU's and $LOAD_CPU's.
+# two /proc/stat readings 2 s apart; prints the largest among the cores of $SRV_CPU and
+# $LOAD_CPU (each a core or a taskset list of cores).
 pinned_cores_busy_pct() {
-  local before after
-  before=$(grep -E "^cpu($SRV_CPU|$LOAD_CPU) " /proc/stat)
+  local cores before after
+  cores=$(cpu_numbers "$SRV_CPU,$LOAD_CPU" | sort -un | paste -sd'|')
+  before=$(grep -E "^cpu($cores) " /proc/stat)
   sleep 2
-  after=$(grep -E "^cpu($SRV_CPU|$LOAD_CPU) " /proc/stat)
+  after=$(grep -E "^cpu($cores) " /proc/stat)
   paste <(echo "$before") <(echo "$after") | awk '
     { busy = ($13+$14+$15+$18+$19+$20) - ($2+$3+$4+$7+$8+$9)
       total = busy + ($16+$17) - ($5+$6)

@@ -110,3 +110,6 @@ impl Ingest for IngestService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,6 +24,8 @@
 //! - `jobs`: background jobs (cursor flushes, compaction, mutation outcome pruning).
 //! - `runtime`: the backend runtime the gRPC endpoint and change capture run on.
 //! - [`tls`], [`telemetry`], [`shutdown`], [`cli`]: plumbing.
+//! - `test_util` (cargo feature `test-util`): accessors the end-to-end tests read a running
+//!   server through, and the unit tests' shared fixtures.
 
 pub mod app;
 pub mod auth;
@@ -45,4 +47,6 @@ pub mod shutdown;
 pub mod storage;
 pub mod sync;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod tls;

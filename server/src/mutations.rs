@@ -342,3 +342,6 @@ pub fn refused(mutation_id: &str, op: i32, class: ErrorClass, message: impl Into
         error: Some(MutationError { op, code: class.error_code() as i32, message: message.into(), current: None }),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -70,7 +70,7 @@ impl TestServer {
 
     /// Adds a user directly in the store.
     pub fn add_user(&self, name: &str, password: &str) {
-        syncline_server::auth::add_user(self.server.services.store.as_ref(), name, password).expect("add user");
+        syncline_server::auth::add_user(self.server.store().as_ref(), name, password).expect("add user");
     }
 
     /// Returns an Ingest client connected to this server.
@@ -139,7 +139,7 @@ pub fn server_view(
     key: &str,
 ) -> (std::collections::BTreeMap<String, Record>, syncline_server::storage::PartitionState) {
     let partition = syncline_server::storage::PartitionName::new(source, key);
-    let store = &server.server.services.store;
+    let store = server.server.store();
     let page =
         store.read_snapshot(&partition, None, syncline_server::storage::PageLimit::unbounded()).expect("snapshot read");
     assert!(page.done);
@@ -150,7 +150,7 @@ pub fn server_view(
 /// Compacts partition `(source, key)` of `server` now, keeping `keep_recent` log entries.
 pub async fn compact(server: &TestServer, source: &str, key: &str, keep_recent: u64) {
     let partition = syncline_server::storage::PartitionName::new(source, key);
-    let store = server.server.services.store.clone();
+    let store = server.server.store().clone();
     tokio::task::spawn_blocking(move || store.compact(&partition, keep_recent))
         .await
         .expect("compaction task")

@@ -23,7 +23,7 @@ async fn expect_welcome(connection: &mut Connection) {
 }
 
 fn user_sessions(server: &TestServer, user: &str) -> usize {
-    server.server.services.user_sessions.count(user)
+    server.server.open_sessions_of(user)
 }
 
 async fn server_with_short_heartbeats() -> TestServer {

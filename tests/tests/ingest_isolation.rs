@@ -41,7 +41,7 @@ async fn ingest_is_answered_while_the_device_runtime_is_blocked() {
     assert_eq!((response.applied, response.head), (2, 2));
 
     // Committed: the store has it, and the server still stops cleanly once its runtime runs.
-    let stored = server.server.services.store.record(&PartitionName::new("Account", "*"), "b").expect("store read");
+    let stored = server.server.store().record(&PartitionName::new("Account", "*"), "b").expect("store read");
     assert_eq!(stored.map(|record| record.id), Some("b".to_owned()));
     server.stop().await;
 }
@@ -129,7 +129,7 @@ async fn watched_backend_changes_are_committed_while_the_device_runtime_is_block
     let partition = PartitionName::new("Contact", "demo");
     let deadline = std::time::Instant::now() + DEADLINE;
     let committed = loop {
-        let stored = server.server.services.store.record(&partition, &created).expect("store read");
+        let stored = server.server.store().record(&partition, &created).expect("store read");
         if stored.is_some() || std::time::Instant::now() > deadline {
             break stored.is_some();
         }

@@ -191,7 +191,7 @@ async fn local_password_storms_are_bounded_and_keep_one_buffer_per_hashing_threa
     })
     .await;
     server.add_user("ann", "ann-pw");
-    let stats = || server.server.services.auth.password_pool_stats().expect("local password checks");
+    let stats = || server.server.auth().password_pool_stats().expect("local password checks");
     for burst in 0..3 {
         let logins: Vec<_> = (0..BURST)
             .map(|number| {
@@ -232,7 +232,7 @@ async fn repeated_failures_block_the_user_name_and_the_address_without_a_check()
         server.add_user(user, &format!("{user}-pw"));
     }
     let url = server.url();
-    let checks_done = || server.server.services.auth.password_pool_stats().expect("local checks").jobs_done;
+    let checks_done = || server.server.auth().password_pool_stats().expect("local checks").jobs_done;
 
     // A success before the limit clears the user's count: 2 + 2 failures never block bob.
     for _ in 0..2 {

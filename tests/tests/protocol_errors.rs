@@ -7,11 +7,13 @@ use bytes::Bytes;
 use prost::Message as _;
 use syncline_client_sim::wire::{ConnectOptions, Connection, FrameFormat, Incoming};
 use syncline_proto::close_code;
+use syncline_proto::v1::ingest_client::IngestClient;
 use syncline_proto::v1::{
     ClientFrame, ErrorCode, Hello, Login, ServerFrame, Subscribe, SyncStatus, client_frame, hello, server_frame,
 };
 use syncline_tests::{TestServer, push, record};
 use tokio_tungstenite::tungstenite::Message;
+use tonic::transport::Channel;
 
 const STEP: Duration = Duration::from_secs(30);
 
@@ -115,57 +117,121 @@ async fn bystander(server: &TestServer) -> Connection {
     }
 }
 
+/// A server abused by one test: users ann and bob, a record in the app partition, and a
+/// bystander device subscribed to it, which must keep being served through the abuse.
+struct Abused {
+    server: TestServer,
+    ingest: IngestClient<Channel>,
+    bystander: Connection,
+}
+
+impl Abused {
+    /// Starts the server (frames up to 64 KiB) and subscribes the bystander.
+    async fn start() -> Self {
+        let server = TestServer::start_with(|config| config.device.max_frame_bytes = 64 * 1024).await;
+        server.add_user("ann", "ann-pw");
+        server.add_user("bob", "bob-pw");
+        let mut ingest = server.ingest_client().await;
+        push(&mut ingest, "Account", "", vec![record("a1", 1)], vec![]).await.unwrap();
+        let bystander = bystander(&server).await;
+        Self { server, ingest, bystander }
+    }
+
+    /// Checks that the bystander kept its subscription through the abuse (a new change
+    /// reaches it live), then stops the server.
+    async fn assert_bystander_served_and_stop(mut self) {
+        push(&mut self.ingest, "Account", "", vec![record("a2", 2)], vec![]).await.unwrap();
+        loop {
+            if let server_frame::Msg::Changes(changes) = next_frame(&mut self.bystander).await {
+                assert_eq!(changes.page, 0, "a live push");
+                assert_eq!(changes.upserts[0].id, "a2");
+                break;
+            }
+        }
+        self.server.stop().await;
+    }
+}
+
+/// Sends `frame` on a new connection and expects a fatal Error with `code`, then the close
+/// code `close`; returns the error's message.
+async fn expect_refused(server: &TestServer, frame: &ClientFrame, code: ErrorCode, close: u16) -> String {
+    let mut c = connect(server, FrameFormat::Binary).await;
+    c.send(frame).await.unwrap();
+    let message = expect_error(&mut c, code, true).await;
+    expect_close(&mut c, close).await;
+    message
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_typed_errors_and_everyone_else_is_served() {
-    let server = TestServer::start_with(|config| config.device.max_frame_bytes = 64 * 1024).await;
-    server.add_user("ann", "ann-pw");
-    server.add_user("bob", "bob-pw");
-    let mut ingest = server.ingest_client().await;
-    push(&mut ingest, "Account", "", vec![record("a1", 1)], vec![]).await.unwrap();
-    let mut watcher = bystander(&server).await;
+async fn anything_but_a_hello_first_is_a_fatal_protocol_error() {
+    let abused = Abused::start().await;
+    let server = &abused.server;
 
     // A frame before Hello.
-    let mut c = connect(&server, FrameFormat::Binary).await;
-    c.send(&subscribe("Account", "", 0)).await.unwrap();
-    expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
-    expect_close(&mut c, close_code::PROTOCOL_ERROR).await;
+    expect_refused(server, &subscribe("Account", "", 0), ErrorCode::Unauthenticated, close_code::PROTOCOL_ERROR).await;
 
     // Malformed protobuf before Hello.
-    let mut c = connect(&server, FrameFormat::Binary).await;
+    let mut c = connect(server, FrameFormat::Binary).await;
     c.send_raw(Message::Binary(Bytes::from_static(&[0x0a, 0xff, 0xff, 0xff]))).await.unwrap();
     expect_error(&mut c, ErrorCode::BadRequest, true).await;
     expect_close(&mut c, close_code::PROTOCOL_ERROR).await;
 
     // Text garbage before Hello.
-    let mut c = connect(&server, FrameFormat::Json).await;
+    let mut c = connect(server, FrameFormat::Json).await;
     c.send_raw(Message::Text("{not json".into())).await.unwrap();
     expect_error(&mut c, ErrorCode::BadRequest, true).await;
     expect_close(&mut c, close_code::PROTOCOL_ERROR).await;
 
+    abused.assert_bystander_served_and_stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_and_an_unknown_user_are_refused_alike() {
+    let abused = Abused::start().await;
+    let server = &abused.server;
+
     // Wrong password.
-    let mut c = connect(&server, FrameFormat::Binary).await;
-    c.send(&hello_login("ann", "wrong")).await.unwrap();
-    expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
-    expect_close(&mut c, close_code::UNAUTHENTICATED).await;
+    let wrong = hello_login("ann", "wrong");
+    expect_refused(server, &wrong, ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED).await;
 
     // Unknown user looks the same as a wrong password.
-    let mut c = connect(&server, FrameFormat::Binary).await;
-    c.send(&hello_login("nobody", "x")).await.unwrap();
-    let message = expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
+    let unknown = hello_login("nobody", "x");
+    let message = expect_refused(server, &unknown, ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED).await;
     assert_eq!(message, "wrong username or password");
-    expect_close(&mut c, close_code::UNAUTHENTICATED).await;
+
+    abused.assert_bystander_served_and_stop().await;
+}
+
+/// Logs ann in on a new connection and returns her Welcome (client id and session token).
+async fn ann_session(server: &TestServer) -> syncline_proto::v1::Welcome {
+    let mut c = connect(server, FrameFormat::Binary).await;
+    welcome(&mut c, "ann", "ann-pw").await
+}
+
+/// Resumes the session of `real` with its token on a new connection, and checks that it names
+/// the same device.
+async fn resume(server: &TestServer, real: &syncline_proto::v1::Welcome) -> Connection {
+    let mut c = connect(server, FrameFormat::Binary).await;
+    c.send(&hello_token(&real.session_token)).await.unwrap();
+    match next_frame(&mut c).await {
+        server_frame::Msg::Welcome(again) => assert_eq!(again.client_id, real.client_id),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_expired_session_tokens_are_refused_and_the_real_one_resumes() {
+    let abused = Abused::start().await;
+    let server = &abused.server;
+    let real = ann_session(server).await;
 
     // Forged session tokens: garbage, and a real token with its signature altered.
-    let mut c = connect(&server, FrameFormat::Binary).await;
-    let real = welcome(&mut c, "ann", "ann-pw").await;
     let (claims, signature) = real.session_token.split_once('.').unwrap();
     let flipped = if signature.starts_with('A') { "B" } else { "A" };
     let forged = format!("{claims}.{flipped}{}", &signature[1..]);
     for token in ["garbage", "a.b", forged.as_str()] {
-        let mut c = connect(&server, FrameFormat::Binary).await;
-        c.send(&hello_token(token)).await.unwrap();
-        expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
-        expect_close(&mut c, close_code::UNAUTHENTICATED).await;
+        expect_refused(server, &hello_token(token), ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED).await;
     }
 
     // An expired token.
@@ -174,42 +240,54 @@ async fn bad_input_gets_typed_errors_and_everyone_else_is_served() {
         client_id: real.client_id.clone(),
         ..Default::default()
     };
-    let expired = server.server.services.auth.expired_token_for_test(&identity, Duration::from_secs(60));
-    let mut c = connect(&server, FrameFormat::Binary).await;
-    c.send(&hello_token(&expired)).await.unwrap();
-    let message = expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
+    let expired = server.server.expired_session_token(&identity, Duration::from_secs(60));
+    let message =
+        expect_refused(server, &hello_token(&expired), ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED).await;
     assert!(message.contains("expired"), "{message}");
-    expect_close(&mut c, close_code::UNAUTHENTICATED).await;
 
     // The real token still works, and names the same device.
-    let mut c = connect(&server, FrameFormat::Binary).await;
-    c.send(&hello_token(&real.session_token)).await.unwrap();
-    match next_frame(&mut c).await {
-        server_frame::Msg::Welcome(again) => assert_eq!(again.client_id, real.client_id),
-        other => panic!("expected Welcome, got {other:?}"),
-    }
+    resume(server, &real).await;
+
+    abused.assert_bystander_served_and_stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_the_device_tokens() {
+    let abused = Abused::start().await;
+    let server = &abused.server;
+    let real = ann_session(server).await;
+    let mut c = resume(server, &real).await;
 
     // Logout revokes the device's tokens: the token that worked a moment ago is refused.
     c.send(&ClientFrame { msg: Some(client_frame::Msg::Logout(syncline_proto::v1::Logout {})) }).await.unwrap();
     expect_close(&mut c, close_code::NORMAL).await;
-    let mut c = connect(&server, FrameFormat::Binary).await;
-    c.send(&hello_token(&real.session_token)).await.unwrap();
-    let message = expect_error(&mut c, ErrorCode::Unauthenticated, true).await;
+    let message = expect_refused(
+        server,
+        &hello_token(&real.session_token),
+        ErrorCode::Unauthenticated,
+        close_code::UNAUTHENTICATED,
+    )
+    .await;
     assert!(message.contains("revoked"), "{message}");
-    expect_close(&mut c, close_code::UNAUTHENTICATED).await;
 
-    // Unsupported protocol version.
-    let mut c = connect(&server, FrameFormat::Binary).await;
+    abused.assert_bystander_served_and_stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_protocol_version_is_told_to_upgrade() {
+    let abused = Abused::start().await;
     let mut hello = hello_login("ann", "ann-pw");
     if let Some(client_frame::Msg::Hello(h)) = &mut hello.msg {
         h.protocol_version = 99;
     }
-    c.send(&hello).await.unwrap();
-    expect_error(&mut c, ErrorCode::UnsupportedVersion, true).await;
-    expect_close(&mut c, close_code::UPGRADE_REQUIRED).await;
+    expect_refused(&abused.server, &hello, ErrorCode::UnsupportedVersion, close_code::UPGRADE_REQUIRED).await;
+    abused.assert_bystander_served_and_stop().await;
+}
 
-    // After Hello: bad frames and bad subscriptions are non-fatal.
-    let mut c = connect(&server, FrameFormat::Binary).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_hello_bad_frames_and_subscriptions_are_not_fatal() {
+    let abused = Abused::start().await;
+    let mut c = connect(&abused.server, FrameFormat::Binary).await;
     welcome(&mut c, "bob", "bob-pw").await;
     c.send_raw(Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff]))).await.unwrap();
     expect_error(&mut c, ErrorCode::BadRequest, false).await;
@@ -232,26 +310,20 @@ async fn bad_input_gets_typed_errors_and_everyone_else_is_served() {
         }
         other => panic!("expected a snapshot page, got {other:?}"),
     }
+    abused.assert_bystander_served_and_stop().await;
+}
 
-    // An oversize frame closes with 1009.
-    let mut c = connect(&server, FrameFormat::Binary).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_frame_closes_with_message_too_big() {
+    let abused = Abused::start().await;
+    let mut c = connect(&abused.server, FrameFormat::Binary).await;
     welcome(&mut c, "bob", "bob-pw").await;
     let big = ClientFrame {
         msg: Some(client_frame::Msg::Subscribe(Subscribe { source: "x".repeat(100 * 1024), ..Subscribe::default() })),
     };
     c.send_raw(Message::Binary(Bytes::from(big.encode_to_vec()))).await.unwrap();
     expect_close(&mut c, close_code::MESSAGE_TOO_BIG).await;
-
-    // Through all of it the bystander kept its subscription: a new change reaches it.
-    push(&mut ingest, "Account", "", vec![record("a2", 2)], vec![]).await.unwrap();
-    loop {
-        if let server_frame::Msg::Changes(changes) = next_frame(&mut watcher).await {
-            assert_eq!(changes.page, 0, "a live push");
-            assert_eq!(changes.upserts[0].id, "a2");
-            break;
-        }
-    }
-    server.stop().await;
+    abused.assert_bystander_served_and_stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,7 +136,7 @@ async fn python_channel_poll_capture_logs_only_real_changes() {
     let connection = syncline_server::channel::grpc::ChannelConnection::lazy(&channel.url).unwrap();
     let partition = syncline_server::storage::PartitionName::new("Task", "demo");
     let sink = syncline_server::channel::capture::CaptureSink {
-        store: server.server.services.store.clone(),
+        store: server.server.store().clone(),
         counters: server.server.capture.clone(),
     };
     for _ in 0..2 {

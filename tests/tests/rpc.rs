@@ -180,7 +180,7 @@ async fn a_call_reaches_its_backend_with_the_callers_identity_and_is_counted() {
     let payload: Vec<u8> = (0..=255).collect();
     assert_eq!(device.call("test", "Echo", payload.clone()).await.expect("an echo"), payload);
 
-    let metrics = server.server.services.rpc.metrics();
+    let metrics = server.server.rpc_metrics();
     let whoami = metrics.snapshot("test", "Whoami").expect("counted");
     assert_eq!((whoami.calls, whoami.count(Outcome::Ok)), (1, 1));
     assert!(whoami.p99 >= whoami.p50 && whoami.p50 > Duration::ZERO, "{whoami:?}");
@@ -202,7 +202,7 @@ async fn unknown_services_and_methods_are_not_found_and_backend_errors_keep_thei
     let denied = device.call("test", "Deny", vec![]).await;
     assert_eq!(denied, Err(CallError::Failed { code: ErrorCode::Forbidden, message: "not for you".into() }));
 
-    let metrics = server.server.services.rpc.metrics();
+    let metrics = server.server.rpc_metrics();
     assert_eq!(metrics.snapshot("(unknown)", "Pay").expect("counted").count(Outcome::NotFound), 1);
     assert_eq!(metrics.snapshot("test", "Deny").expect("counted").count(Outcome::Forbidden), 1);
     device.stop().await;
@@ -239,7 +239,7 @@ async fn a_deadline_is_capped_by_config_and_cancels_the_backend_call_when_it_pas
     let error = reply_result(reply).unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::Timeout), "{error:?}");
     assert_eq!(backend.next_event().await, Event::Cancelled("slow".into()), "the backend saw the call cancelled");
-    let counted = server.server.services.rpc.metrics().snapshot("test", "Wait").expect("counted");
+    let counted = server.server.rpc_metrics().snapshot("test", "Wait").expect("counted");
     assert_eq!(counted.count(Outcome::Timeout), 1);
     server.stop().await;
 }
@@ -252,7 +252,7 @@ async fn oversize_payloads_are_refused_and_never_relayed() {
     let result = device.call("test", "Echo", vec![7; 1025]).await;
     assert_eq!(code_of(&result), Some(ErrorCode::BadRequest), "{result:?}");
     assert_eq!(device.call("test", "Echo", vec![7; 1024]).await.expect("at the limit").len(), 1024);
-    let echo = server.server.services.rpc.metrics().snapshot("test", "Echo").expect("counted");
+    let echo = server.server.rpc_metrics().snapshot("test", "Echo").expect("counted");
     assert_eq!((echo.count(Outcome::BadRequest), echo.count(Outcome::Ok)), (1, 1));
     // Replies are held to the same limit: a little over it, and far over it (beyond what
     // the gRPC client decodes at all), are the backend's fault.
@@ -314,7 +314,7 @@ async fn a_device_that_disconnects_cancels_its_call_in_the_backend() {
     assert_eq!(backend.next_event().await, Event::Started("gone".into()));
     connection.cut();
     assert_eq!(backend.next_event().await, Event::Cancelled("gone".into()));
-    let waits = server.server.services.rpc.metrics();
+    let waits = server.server.rpc_metrics();
     syncline_tests::eventually(DEADLINE, "the cancelled call is counted", || async {
         waits.snapshot("test", "Wait").filter(|wait| wait.count(Outcome::Cancelled) == 1)
     })

@@ -301,7 +301,7 @@ async fn a_device_that_stops_reading_is_switched_to_catch_up_and_converges() {
         upsert.fields.insert("blob".into(), syncline_proto::v1::Value::string(big.clone()));
         push(&mut ingest, "Account", "*", vec![upsert], vec![]).await.unwrap();
     }
-    let hub = &server.server.services.hub;
+    let hub = server.server.hub();
     syncline_tests::eventually(DEADLINE, "the stalled device to be demoted", || async {
         (hub.stats().demoted.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(())
     })

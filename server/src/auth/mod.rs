@@ -37,7 +37,7 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use rand::RngCore;
 use sha2::Sha256;
-use syncline_proto::sdk::passwords::{self, Admission, Admitted, PasswordError, PasswordPool, PoolConfig, PoolStats};
+use syncline_proto::sdk::passwords::{self, Admission, Admitted, PasswordError, PasswordPool, PoolConfig};
 
 pub use backend_token::{BACKEND_TOKEN_LEEWAY_SECS, BackendLogin, BackendTokenRefusal, BackendTokenVerifier};
 use login_limits::{FailedLogins, LoginBlocked};
@@ -277,7 +277,8 @@ impl Authenticator {
 
     /// Returns what the local password pool holds and has done (`None` when a channel checks
     /// logins).
-    pub fn password_pool_stats(&self) -> Option<PoolStats> {
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn password_pool_stats(&self) -> Option<passwords::PoolStats> {
         match &self.passwords {
             PasswordChecks::Local(pool) => Some(pool.stats()),
             PasswordChecks::Channel { .. } => None,
@@ -527,7 +528,7 @@ impl Authenticator {
     }
 
     /// Returns a token for `identity` that expired `ago` before now (tests of expiry).
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn expired_token_for_test(&self, identity: &Identity, ago: Duration) -> String {
         let claims = TokenClaims {
             client_id: identity.client_id.clone(),

@@ -24,6 +24,8 @@ mod rpc;
 mod search;
 pub mod services;
 mod subscription;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -68,6 +68,7 @@ impl UserSessions {
     }
 
     /// Returns the sessions `user_id` has open.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn count(&self, user_id: &str) -> usize {
         self.counts.get(user_id).map_or(0, |count| *count)
     }

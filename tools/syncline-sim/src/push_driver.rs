@@ -33,8 +33,8 @@ use tonic::{
 };
 
 use crate::{
-    fleet::Shared,
-    report::{LatencySummary, latency_histogram, round, secs},
+    fleet::{FleetTotals, Shared},
+    report::{LatencySummary, Table, latency_histogram, round, secs},
     usage::{CoreBusy, ServerWindow, UsageWindow, WindowUsage, cpu_us_per},
 };
 
@@ -97,6 +97,48 @@ pub(crate) struct WritePlan {
     /// Write calls pending at once.
     pub(crate) max_in_flight: usize,
     pub(crate) records: ProbeRecords,
+}
+
+/// How many single-record writes a scenario makes, how fast and how many pending at once
+/// (shared by `fanout` and `personal`, whose reports repeat it among their parameters).
+#[derive(Clone, Copy, Debug, clap::Args, Serialize)]
+pub(crate) struct WriteLoad {
+    /// Single-record writes to make.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) changes: u64,
+    /// Writes per second (0: back to back).
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) rate: f64,
+    /// Write calls pending at once (default: 64 for `fanout`, 256 for `personal`). Writes are
+    /// sent on schedule whether or not earlier ones have returned (open loop), so a slow server
+    /// shows as latency, not as a lower write rate; only when this many are pending does a
+    /// write wait.
+    #[arg(long)]
+    pub(crate) max_in_flight: Option<usize>,
+}
+
+impl WriteLoad {
+    /// Checks `--rate`, applies the scenario's default bound on pending calls when
+    /// `--max-in-flight` was not given, and returns the plan of these writes to `keys` of
+    /// `source`, round-robin.
+    pub(crate) fn plan(
+        &mut self,
+        default_max_in_flight: usize,
+        source: &str,
+        keys: Vec<String>,
+        records: ProbeRecords,
+    ) -> anyhow::Result<WritePlan> {
+        crate::fleet::check_rate(self.rate)?;
+        Ok(WritePlan {
+            source: source.to_owned(),
+            keys,
+            changes: self.changes,
+            first_index: 0,
+            rate: self.rate,
+            max_in_flight: *self.max_in_flight.get_or_insert(default_max_in_flight),
+            records,
+        })
+    }
 }
 
 /// One write of a plan.
@@ -505,6 +547,32 @@ impl DeliverySummary {
             cores: usage.cores.clone(),
             other_busy_secs: usage.other_busy_secs,
             sim_cpu_us_per_delivered: cpu_us_per(usage.sim_cpu, delivered),
+        }
+    }
+}
+
+/// What a push scenario's table closes with, after its own rows.
+pub(crate) struct ClosingRows<'a> {
+    pub(crate) delivery: &'a DeliverySummary,
+    pub(crate) fleet: &'a FleetTotals,
+    /// Records of this run that came in catch-up pages (their latency row shows when any did).
+    pub(crate) delivered_catchup: u64,
+    pub(crate) pushes: &'a PushSummary,
+}
+
+impl ClosingRows<'_> {
+    /// Adds the catch-up latency, what the devices saw besides deliveries, the window's CPU
+    /// use per record `delivered` by its end, the devices' errors and the first failed write
+    /// call (in a row named `first_error_row`) to `table`.
+    pub(crate) fn add_to(&self, table: &mut Table, usage: &WindowUsage, delivered: u64, first_error_row: &str) {
+        if self.delivered_catchup > 0 {
+            table.row("catch-up latency p50/p90/p99/max", self.delivery.catchup_latency.line());
+        }
+        self.fleet.add_delivery_rows(table);
+        usage.table_rows(table, delivered, "delivered record");
+        self.fleet.add_error_row(table);
+        if let Some(error) = &self.pushes.first_push_error {
+            table.row(first_error_row, error);
         }
     }
 }

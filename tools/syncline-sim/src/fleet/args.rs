@@ -1,7 +1,9 @@
 //! The command-line arguments the fleet scenarios share: who the devices are and what they
-//! sync ([`FleetArgs`]), and how a measured run is bounded and reported ([`RunArgs`]).
+//! sync ([`FleetArgs`], repeated in reports as [`FleetParams`]), and how a measured run is
+//! bounded and reported ([`RunArgs`]).
 
 use clap::Args;
+use serde::Serialize;
 
 /// Connections being opened (and caught up) at once: well under the server's listen
 /// backlog (128 on this machine), so a ramp of thousands never overflows it and waits on SYN
@@ -57,13 +59,37 @@ pub(crate) struct FleetArgs {
     pub(crate) window: u32,
 }
 
+/// What a report repeats of [`FleetArgs`] among its parameters.
+#[derive(Debug, Serialize)]
+pub(crate) struct FleetParams {
+    pub(crate) url: String,
+    pub(crate) devices: usize,
+    pub(crate) source: String,
+    pub(crate) key: String,
+    pub(crate) ack_every: u64,
+}
+
+impl FleetArgs {
+    /// Returns what a report repeats of these arguments.
+    pub(crate) fn params(&self) -> FleetParams {
+        FleetParams {
+            url: self.url.clone(),
+            devices: self.devices,
+            source: self.source.clone(),
+            key: self.key.clone(),
+            ack_every: self.ack_every,
+        }
+    }
+}
+
 /// Default hard limit on a measured run (`--max-secs`).
 pub(crate) const DEFAULT_MAX_SECS: u64 = 300;
 /// Default time deliveries may trail the last write before the rest count as lost.
 pub(crate) const DEFAULT_DRAIN_SECS: u64 = 30;
 
-/// How a measured run is bounded and reported (shared by the write scenarios).
-#[derive(Clone, Debug, Args)]
+/// How a measured run is bounded and reported (shared by the write scenarios); reports repeat
+/// it among their parameters.
+#[derive(Clone, Debug, Args, Serialize)]
 pub(crate) struct RunArgs {
     /// The server's PID, for its CPU time and memory from /proc.
     #[arg(long)]
@@ -76,6 +102,7 @@ pub(crate) struct RunArgs {
     pub(crate) drain_secs: u64,
     /// Writes the report as JSON to this file.
     #[arg(long)]
+    #[serde(skip)]
     pub(crate) json_out: Option<std::path::PathBuf>,
 }
 

@@ -45,7 +45,10 @@ use tokio::{
 };
 
 pub(crate) use self::{
-    args::{DEFAULT_ACK_EVERY, DEFAULT_CONNECT_CONCURRENCY, DEFAULT_SOURCE_ADDRS, FleetArgs, RunArgs, check_rate},
+    args::{
+        DEFAULT_ACK_EVERY, DEFAULT_CONNECT_CONCURRENCY, DEFAULT_SOURCE_ADDRS, FleetArgs, FleetParams, RunArgs,
+        check_rate,
+    },
     protocol::{HelloAnswer, ack_frame, describe_code, describe_error, hello, login, resume},
     ramp_up::{Logins, RampUp, ramp_up},
     totals::FleetTotals,

@@ -101,34 +101,31 @@ pub(crate) struct StallSetTotals {
     pub(crate) ended_early: usize,
 }
 
+/// Adds the named counters of a device's outcome to the same-named totals.
+macro_rules! add_counters {
+    ($totals:expr, $outcome:expr; $($counter:ident),+ $(,)?) => {
+        $($totals.$counter += $outcome.$counter;)+
+    };
+}
+
+/// Counts a device `short` sequences short of the target into `devices` and `seqs`.
+fn count_short(devices: &mut usize, seqs: &mut u64, short: u64) {
+    *devices += usize::from(short > 0);
+    *seqs += short;
+}
+
 impl FleetTotals {
     /// Adds one device's outcome.
     pub(crate) fn add(&mut self, outcome: DeviceOutcome) {
-        let short_of_target = self.target.map_or(0, |target| target.saturating_sub(outcome.cursor));
-        self.live_frames += outcome.live_frames;
-        self.live_records += outcome.live_records;
-        self.catchup_pages += outcome.catchup_pages;
-        self.catchup_records += outcome.catchup_records;
-        self.recatchups += outcome.recatchups;
-        self.gaps += outcome.gaps;
-        self.missing_seqs += outcome.missing_seqs;
-        self.duplicate_seqs += outcome.duplicate_seqs;
-        self.short_of_target += usize::from(short_of_target > 0);
-        self.short_of_target_seqs += short_of_target;
-        self.reconnects += outcome.reconnects;
-        self.reconnect_failures += outcome.reconnect_failures;
-        self.resume_pages += outcome.resume_pages;
-        self.resume_records += outcome.resume_records;
-        self.acks_sent += outcome.acks_sent;
-        self.error_frames += outcome.error_frames;
+        let short = self.target.map_or(0, |target| target.saturating_sub(outcome.cursor));
         let ended_early = outcome.error.is_some() && outcome.caught_up;
+        add_counters!(self, outcome; live_frames, live_records, catchup_pages, catchup_records, recatchups, gaps,
+            missing_seqs, duplicate_seqs, reconnects, reconnect_failures, resume_pages, resume_records, acks_sent,
+            error_frames);
+        count_short(&mut self.short_of_target, &mut self.short_of_target_seqs, short);
         if let Some(stall_set) = self.stall_set.as_mut().filter(|_| outcome.in_stall_set) {
-            stall_set.catchup_pages += outcome.catchup_pages;
-            stall_set.recatchups += outcome.recatchups;
-            stall_set.missing_seqs += outcome.missing_seqs;
-            stall_set.duplicate_seqs += outcome.duplicate_seqs;
-            stall_set.short_of_target += usize::from(short_of_target > 0);
-            stall_set.short_of_target_seqs += short_of_target;
+            add_counters!(stall_set, outcome; catchup_pages, recatchups, missing_seqs, duplicate_seqs);
+            count_short(&mut stall_set.short_of_target, &mut stall_set.short_of_target_seqs, short);
             stall_set.ended_early += usize::from(ended_early);
         }
         if let Some(error) = outcome.error {

@@ -31,9 +31,10 @@ use syncline_proto::v1::channel_client::ChannelClient;
 use tokio::time::Instant;
 
 use crate::{
-    fleet::{FleetArgs, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, ramp_up},
+    fleet::{FleetArgs, FleetParams, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, ramp_up},
     push_driver::{
-        DeliverySummary, IngestArgs, ProbeRecords, PushSummary, WritePlan, Writer, WriterThread, push_and_drain,
+        ClosingRows, DeliverySummary, IngestArgs, ProbeRecords, PushSummary, WriteLoad, Writer, WriterThread,
+        push_and_drain,
     },
     report::{Table, unix_time_secs, write_json},
     usage::{WindowUsage, server_process},
@@ -70,38 +71,25 @@ pub(crate) struct LatencyArgs {
     /// addresses only.
     #[arg(long)]
     channel: Option<String>,
-    /// Single-record writes to make.
-    #[arg(long, default_value_t = 1000)]
-    changes: u64,
-    /// Writes per second (0: back to back).
-    #[arg(long, default_value_t = 100.0)]
-    rate: f64,
-    /// Write calls pending at once. Writes are sent on schedule whether or not earlier ones
-    /// have returned (open loop), so a slow server shows as latency, not as a lower write
-    /// rate; only when this many are pending does a write wait.
-    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
-    max_in_flight: usize,
+    /// `--changes`, `--rate`, `--max-in-flight`.
+    #[command(flatten)]
+    load: WriteLoad,
     #[command(flatten)]
     pub(crate) run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
 struct Params {
-    url: String,
+    #[serde(flatten)]
+    fleet: FleetParams,
+    from_zero: bool,
     via: Via,
     grpc: String,
     channel: Option<String>,
-    devices: usize,
-    changes: u64,
-    rate: f64,
-    source: String,
-    key: String,
-    from_zero: bool,
-    ack_every: u64,
-    server_pid: Option<u32>,
-    max_in_flight: usize,
-    max_secs: u64,
-    drain_secs: u64,
+    #[serde(flatten)]
+    load: WriteLoad,
+    #[serde(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,13 +118,15 @@ struct LatencyReport {
 }
 
 /// Runs `fanout`: ramp-up, paced pushes, drain, report.
-pub(crate) async fn run(args: LatencyArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+pub(crate) async fn run(mut args: LatencyArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
     let endpoint = match args.via {
         Via::Ingest => args.ingest.grpc.clone(),
         Via::Channel => args.channel.clone().context("--via channel needs --channel http://127.0.0.1:PORT")?,
     };
     crate::loopback::check_url(&endpoint, &["http"]).await?;
-    crate::fleet::check_rate(args.rate)?;
+    let keys = vec![args.fleet.key.clone()];
+    let plan =
+        args.load.plan(DEFAULT_MAX_IN_FLIGHT, &args.fleet.source, keys, ProbeRecords::ByWrite { pad_bytes: 0 })?;
     let server = args.run.server_pid.map(server_process).transpose()?;
     let (fleet, shared, ramp_up) = ramp_up(&args.fleet, Logins::Password, run_start, deadline).await?;
 
@@ -146,15 +136,6 @@ pub(crate) async fn run(args: LatencyArgs, run_start: Instant, deadline: Instant
         Via::Channel => Ok(Writer::Channel(ChannelClient::new(grpc))),
     })
     .await?;
-    let plan = WritePlan {
-        source: args.fleet.source.clone(),
-        keys: vec![args.fleet.key.clone()],
-        changes: args.changes,
-        first_index: 0,
-        rate: args.rate,
-        max_in_flight: args.max_in_flight,
-        records: ProbeRecords::ByWrite { pad_bytes: 0 },
-    };
     let push = writes.run(plan, Arc::clone(&shared), deadline);
     let caught_up = ramp_up.caught_up as u64;
     let phase =
@@ -168,21 +149,13 @@ pub(crate) async fn run(args: LatencyArgs, run_start: Instant, deadline: Instant
         scenario: "fanout",
         unix_time: unix_time_secs(),
         params: Params {
-            url: args.fleet.url.clone(),
+            fleet: args.fleet.params(),
+            from_zero: args.fleet.from_zero,
             via: args.via,
             grpc: args.ingest.grpc.clone(),
             channel: args.channel.clone(),
-            devices: args.fleet.devices,
-            changes: args.changes,
-            rate: args.rate,
-            source: args.fleet.source.clone(),
-            key: args.fleet.key.clone(),
-            from_zero: args.fleet.from_zero,
-            ack_every: args.fleet.ack_every,
-            server_pid: args.run.server_pid,
-            max_in_flight: args.max_in_flight,
-            max_secs: args.run.max_secs,
-            drain_secs: args.run.drain_secs,
+            load: args.load,
+            run: args.run.clone(),
         },
         ramp_up,
         pushes: PushSummary::of(&phase.pushes),
@@ -206,7 +179,7 @@ fn print_table(report: &LatencyReport, usage: &WindowUsage, delivered: u64) {
     };
     let mut table = Table::new(format!(
         "fanout: {} devices x {} changes at {}/s via {via}",
-        report.params.devices, report.params.changes, report.params.rate
+        report.params.fleet.devices, report.params.load.changes, report.params.load.rate
     ));
     let (pushes, delivery) = (&report.pushes, &report.delivery);
     report.ramp_up.add_rows(&mut table);
@@ -221,14 +194,7 @@ fn print_table(report: &LatencyReport, usage: &WindowUsage, delivered: u64) {
             "delivered/s",
             format!("{:.0} (first send to last delivery: {:.3} s)", delivery.delivered_per_sec, delivery.delivery_secs),
         );
-    if report.delivered_catchup > 0 {
-        table.row("catch-up latency p50/p90/p99/max", delivery.catchup_latency.line());
-    }
-    report.fleet.add_delivery_rows(&mut table);
-    usage.table_rows(&mut table, delivered, "delivered record");
-    report.fleet.add_error_row(&mut table);
-    if let Some(error) = &pushes.first_push_error {
-        table.row("first write error", error);
-    }
+    let closing = ClosingRows { delivery, fleet: &report.fleet, delivered_catchup: report.delivered_catchup, pushes };
+    closing.add_to(&mut table, usage, delivered, "first write error");
     table.print();
 }

@@ -34,8 +34,8 @@ use tokio::{task::JoinSet, time::Instant};
 
 use crate::{
     fleet::{
-        FleetArgs, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, Shared, describe_code, describe_error, login,
-        ramp_up,
+        FleetArgs, FleetParams, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, Shared, describe_code,
+        describe_error, login, ramp_up,
     },
     push_driver::drain_deadline,
     report::{LatencySummary, Table, latency_histogram, round, secs, unix_time_secs, write_json},
@@ -73,19 +73,15 @@ pub(crate) struct MutationsArgs {
 
 #[derive(Debug, Serialize)]
 struct Params {
-    url: String,
-    devices: usize,
+    #[serde(flatten)]
+    fleet: FleetParams,
     writers: usize,
     mutations: u64,
     /// 0: closed loop.
     rate: f64,
     in_flight: u64,
-    source: String,
-    key: String,
-    ack_every: u64,
-    server_pid: Option<u32>,
-    max_secs: u64,
-    drain_secs: u64,
+    #[serde(flatten)]
+    run: RunArgs,
 }
 
 /// The server's CPU and memory from the first mutation sent to the end of the drain.
@@ -199,18 +195,12 @@ pub(crate) async fn run(args: MutationsArgs, run_start: Instant, deadline: Insta
         scenario: "mutations",
         unix_time: unix_time_secs(),
         params: Params {
-            url: args.fleet.url.clone(),
-            devices: args.fleet.devices,
+            fleet: args.fleet.params(),
             writers: args.writers,
             mutations: args.mutations,
             rate: args.rate,
             in_flight: args.in_flight,
-            source: args.fleet.source.clone(),
-            key: args.fleet.key.clone(),
-            ack_every: args.fleet.ack_every,
-            server_pid: args.run.server_pid,
-            max_secs: args.run.max_secs,
-            drain_secs: args.run.drain_secs,
+            run: args.run.clone(),
         },
         ramp_up,
         writers_login_secs,
@@ -536,7 +526,7 @@ impl MutationsReport {
         };
         let mut table = Table::new(format!(
             "mutations: {} creates from {} writers ({mode}), {} subscribers",
-            params.mutations, params.writers, params.devices
+            params.mutations, params.writers, params.fleet.devices
         ));
         table
             .row(

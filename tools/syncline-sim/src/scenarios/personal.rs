@@ -24,7 +24,9 @@ use crate::{
         DEFAULT_ACK_EVERY, DEFAULT_CONNECT_CONCURRENCY, DEFAULT_SOURCE_ADDRS, FleetArgs, FleetTotals, Logins, RampUp,
         RunArgs, STOP_GRACE, ramp_up,
     },
-    push_driver::{DeliverySummary, IngestArgs, ProbeRecords, PushSummary, WritePlan, push_and_drain, push_open_loop},
+    push_driver::{
+        ClosingRows, DeliverySummary, IngestArgs, ProbeRecords, PushSummary, WriteLoad, push_and_drain, push_open_loop,
+    },
     report::{Table, unix_time_secs, write_json},
     usage::{WindowUsage, server_process},
 };
@@ -58,16 +60,10 @@ pub(crate) struct PersonalArgs {
     /// partition).
     #[arg(long, default_value = "Personal")]
     source: String,
-    /// Single-record changes to push, spread round-robin over the users' partitions.
-    #[arg(long, default_value_t = 1000)]
-    changes: u64,
-    /// Changes per second over all users (0: back to back).
-    #[arg(long, default_value_t = 100.0)]
-    rate: f64,
-    /// Push calls pending at once (open loop: only when this many are pending does a push
-    /// wait).
-    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
-    max_in_flight: usize,
+    /// `--changes` (spread round-robin over the users' partitions), `--rate` (over all
+    /// users), `--max-in-flight`.
+    #[command(flatten)]
+    load: WriteLoad,
     /// Loopback source addresses to spread connections over (127.0.0.2 ..); 0 uses the
     /// kernel's choice.
     #[arg(long, default_value_t = DEFAULT_SOURCE_ADDRS)]
@@ -89,14 +85,12 @@ struct Params {
     users: usize,
     user_prefix: String,
     source: String,
-    changes: u64,
-    rate: f64,
     ack_every: u64,
     token_audience: Option<String>,
-    server_pid: Option<u32>,
-    max_in_flight: usize,
-    max_secs: u64,
-    drain_secs: u64,
+    #[serde(flatten)]
+    load: WriteLoad,
+    #[serde(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,27 +126,18 @@ fn user_id(prefix: &str, index: usize) -> String {
 }
 
 /// Runs `personal`: token logins, paced pushes over the users' partitions, drain, report.
-pub(crate) async fn run(args: PersonalArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
+pub(crate) async fn run(mut args: PersonalArgs, run_start: Instant, deadline: Instant) -> anyhow::Result<()> {
     crate::loopback::check_url(&args.ingest.grpc, &["http"]).await?;
-    crate::fleet::check_rate(args.rate)?;
     anyhow::ensure!(args.users > 0, "--users must be at least 1");
     anyhow::ensure!(!args.token_secret.is_empty(), "--token-secret must not be empty");
     let server = args.run.server_pid.map(server_process).transpose()?;
     let users: Vec<String> = (0..args.users).map(|index| user_id(&args.user_prefix, index)).collect();
+    let plan = args.load.plan(DEFAULT_MAX_IN_FLIGHT, &args.source, users.clone(), ProbeRecords::ByRound)?;
     let logins =
         Logins::BackendTokens { users: &users, secret: &args.token_secret, audience: args.token_audience.as_deref() };
     let (fleet, shared, ramp_up) = ramp_up(&fleet_args(&args), logins, run_start, deadline).await?;
 
     let writer = args.ingest.writer().await?;
-    let plan = WritePlan {
-        source: args.source.clone(),
-        keys: users.clone(),
-        changes: args.changes,
-        first_index: 0,
-        rate: args.rate,
-        max_in_flight: args.max_in_flight,
-        records: ProbeRecords::ByRound,
-    };
     let push = async { Ok(push_open_loop(&plan, &shared, writer, deadline).await) };
     let phase = push_and_drain(&shared, server, args.run.drain_secs, deadline, push, |pushes| pushes.pushed).await?;
 
@@ -175,14 +160,10 @@ pub(crate) async fn run(args: PersonalArgs, run_start: Instant, deadline: Instan
             users: args.users,
             user_prefix: args.user_prefix.clone(),
             source: args.source.clone(),
-            changes: args.changes,
-            rate: args.rate,
             ack_every: args.ack_every,
             token_audience: args.token_audience.clone(),
-            server_pid: args.run.server_pid,
-            max_in_flight: args.max_in_flight,
-            max_secs: args.run.max_secs,
-            drain_secs: args.run.drain_secs,
+            load: args.load,
+            run: args.run.clone(),
         },
         ramp_up,
         pushes: PushSummary::of(&phase.pushes),
@@ -223,7 +204,7 @@ fn fleet_args(args: &PersonalArgs) -> FleetArgs {
 fn print_table(report: &PersonalReport, usage: &WindowUsage, delivered: u64) {
     let mut table = Table::new(format!(
         "personal: {} users (one device each) x {} changes at {}/s via Ingest/Push",
-        report.params.users, report.params.changes, report.params.rate
+        report.params.users, report.params.load.changes, report.params.load.rate
     ));
     let (pushes, delivery) = (&report.pushes, &report.delivery);
     report.ramp_up.add_rows(&mut table);
@@ -237,14 +218,7 @@ fn print_table(report: &PersonalReport, usage: &WindowUsage, delivered: u64) {
         )
         .row("latency p50/p90/p99/max", delivery.latency.line())
         .row("delivery", format!("{:.2} s, {:.0} records/s", delivery.delivery_secs, delivery.delivered_per_sec));
-    if report.delivered_catchup > 0 {
-        table.row("catch-up latency p50/p90/p99/max", delivery.catchup_latency.line());
-    }
-    report.fleet.add_delivery_rows(&mut table);
-    usage.table_rows(&mut table, delivered, "delivered record");
-    report.fleet.add_error_row(&mut table);
-    if let Some(error) = &pushes.first_push_error {
-        table.row("first push error", error);
-    }
+    let closing = ClosingRows { delivery, fleet: &report.fleet, delivered_catchup: report.delivered_catchup, pushes };
+    closing.add_to(&mut table, usage, delivered, "first push error");
     table.print();
 }

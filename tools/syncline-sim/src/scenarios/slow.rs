@@ -22,7 +22,7 @@ use syncline_procfs::Process;
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
-    fleet::{FleetArgs, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, Shared, ramp_up},
+    fleet::{FleetArgs, FleetParams, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, Shared, ramp_up},
     push_driver::{IngestArgs, ProbeRecords, Pushes, WritePlan, drain_deadline, push_open_loop},
     report::{LatencySummary, Table, round, secs, unix_time_secs, write_json},
     usage::{ServerWindow, UsageWindow, server_process},
@@ -82,21 +82,17 @@ pub(crate) struct SlowArgs {
 
 #[derive(Debug, Serialize)]
 struct Params {
-    url: String,
+    #[serde(flatten)]
+    fleet: FleetParams,
     grpc: String,
-    devices: usize,
     stalled_percent: u8,
     rate: f64,
     phase_secs: u64,
     max_in_flight: usize,
     pad_bytes: usize,
-    source: String,
-    key: String,
-    ack_every: u64,
-    server_pid: Option<u32>,
     sample_ms: u64,
-    max_secs: u64,
-    drain_secs: u64,
+    #[serde(flatten)]
+    run: RunArgs,
 }
 
 /// Pushes of one phase.
@@ -337,21 +333,15 @@ pub(crate) async fn run(args: SlowArgs, run_start: Instant, deadline: Instant) -
         scenario: "slow",
         unix_time: unix_time_secs(),
         params: Params {
-            url: args.fleet.url.clone(),
+            fleet: args.fleet.params(),
             grpc: args.ingest.grpc.clone(),
-            devices: args.fleet.devices,
             stalled_percent: args.stalled_percent,
             rate: args.rate,
             phase_secs: args.phase_secs,
             max_in_flight: args.max_in_flight,
             pad_bytes: args.pad_bytes,
-            source: args.fleet.source.clone(),
-            key: args.fleet.key.clone(),
-            ack_every: args.fleet.ack_every,
-            server_pid: args.run.server_pid,
             sample_ms: args.sample_ms,
-            max_secs: args.run.max_secs,
-            drain_secs: args.run.drain_secs,
+            run: args.run.clone(),
         },
         ramp_up,
         phase_before: PhasePushes::of(&before),
@@ -376,7 +366,7 @@ fn print_table(report: &SlowReport) {
     let ratio = |ratio: Option<f64>| ratio.map_or_else(|| "-".to_owned(), |ratio| format!("x{ratio:.2}"));
     let mut table = Table::new(format!(
         "slow: {} devices, {}% stalled, {}/s for 2 x {} s",
-        report.params.devices, report.params.stalled_percent, report.params.rate, report.params.phase_secs
+        report.params.fleet.devices, report.params.stalled_percent, report.params.rate, report.params.phase_secs
     ));
     report.ramp_up.add_rows(&mut table);
     let pushes = |phase: &PhasePushes| {

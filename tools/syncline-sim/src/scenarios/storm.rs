@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
-    fleet::{FleetArgs, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, ramp_up},
+    fleet::{FleetArgs, FleetParams, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, ramp_up},
     push_driver::{IngestArgs, ProbeRecords, WritePlan, drain_deadline, push_open_loop},
     report::{LatencySummary, Table, round, secs, unix_time_secs, write_json},
     usage::{ServerWindow, UsageWindow, server_process},
@@ -52,18 +52,14 @@ pub(crate) struct StormArgs {
 
 #[derive(Debug, Serialize)]
 struct Params {
-    url: String,
+    #[serde(flatten)]
+    fleet: FleetParams,
     grpc: String,
-    devices: usize,
     changes_during: u64,
     rate: f64,
     max_in_flight: usize,
-    source: String,
-    key: String,
-    ack_every: u64,
-    server_pid: Option<u32>,
-    max_secs: u64,
-    drain_secs: u64,
+    #[serde(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,18 +138,12 @@ pub(crate) async fn run(args: StormArgs, run_start: Instant, deadline: Instant) 
         scenario: "storm",
         unix_time: unix_time_secs(),
         params: Params {
-            url: args.fleet.url.clone(),
+            fleet: args.fleet.params(),
             grpc: args.ingest.grpc.clone(),
-            devices: args.fleet.devices,
             changes_during: args.changes_during,
             rate: args.rate,
             max_in_flight: args.max_in_flight,
-            source: args.fleet.source.clone(),
-            key: args.fleet.key.clone(),
-            ack_every: args.fleet.ack_every,
-            server_pid: args.run.server_pid,
-            max_secs: args.run.max_secs,
-            drain_secs: args.run.drain_secs,
+            run: args.run.clone(),
         },
         pushed,
         push_errors: pushes.as_ref().map_or(0, |pushes| pushes.errors),
@@ -181,7 +171,7 @@ pub(crate) async fn run(args: StormArgs, run_start: Instant, deadline: Instant) 
 fn print_table(report: &StormReport) {
     let mut table = Table::new(format!(
         "storm: {} devices disconnect and resume at once, {} changes during",
-        report.params.devices, report.params.changes_during
+        report.params.fleet.devices, report.params.changes_during
     ));
     report.ramp_up.add_rows(&mut table);
     if report.params.changes_during > 0 {
