@@ -163,7 +163,7 @@ async fn a_password_login_is_welcomed_with_a_session_token_and_the_limits() {
     assert!(!welcome.client_id.is_empty() && !welcome.session_token.is_empty(), "{welcome:?}");
     let limits = device_limits();
     assert_eq!((welcome.max_page_size, welcome.max_window), (limits.max_page_size, limits.max_window));
-    assert_eq!(welcome.heartbeat_ms, limits.heartbeat_ms);
+    assert_eq!(u64::from(welcome.heartbeat_ms), limits.listener.session.heartbeat.as_millis() as u64);
     let names: Vec<_> = welcome.sources.iter().map(|source| source.name.as_str()).collect();
     assert_eq!(names, ["Account", "Contact"]);
     assert!(device.outbox.is_handshake_done(), "the handshake deadline no longer applies");
@@ -214,7 +214,7 @@ async fn sessions_that_do_not_start_with_a_usable_hello_are_closed_with_their_co
 
 #[tokio::test]
 async fn the_per_user_connection_cap_refuses_the_extra_session() {
-    let limits = super::DeviceLimits { max_connections_per_user: 1, ..device_limits() };
+    let limits = crate::config::DeviceSettings { max_connections_per_user: 1, ..device_limits() };
     let gateway = TestGateway::new(sources(None), limits);
     let (_first, _) = logged_in(&gateway, "ann").await;
     let mut second = Device::connect(&gateway);
@@ -328,7 +328,7 @@ async fn mutations_that_fail_the_checks_are_refused_before_they_are_queued() {
 #[tokio::test]
 async fn a_mutation_past_the_pending_limit_is_refused_and_a_queued_one_reaches_its_outcome() {
     let channel = serve_channel(ScriptedChannel::holding()).await;
-    let limits = super::DeviceLimits { max_pending_mutations: 1, ..device_limits() };
+    let limits = crate::config::DeviceSettings { max_pending_mutations: 1, ..device_limits() };
     let gateway = TestGateway::new(sources(Some(&channel.url)), limits);
     let (mut ann, _) = logged_in(&gateway, "ann").await;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use syncline_proto::sdk::{ChannelError as SdkError, WriteOutcome as SdkOutcome};
-use syncline_proto::v1::{ErrorCode, MutationOp, MutationResult, ServerFrame, server_frame};
+use syncline_proto::v1::{ErrorCode, MutationResult, ServerFrame, server_frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::MutationDispatcher;
 use crate::config::{Capture, SourceSettings};
 use crate::reply::{DeviceReplies, ReplyFuture};
-use crate::storage::{Enqueued, PartitionName, QueuedMutation, Store};
+use crate::storage::{Enqueued, MutationOp, PartitionName, QueuedMutation, Store};
 use crate::test_util::fixtures::{
     ScriptedChannel, ServedChannel, dispatcher, record, serve_channel, sources, temp_store, with_capture, within,
 };
@@ -99,7 +99,7 @@ fn create(client_id: &str, mutation_id: &str, id: &str) -> QueuedMutation {
         user_id,
         seq: 0,
         mutation_id: mutation_id.to_owned(),
-        op: MutationOp::Create as i32,
+        op: MutationOp::Create,
         id: item.id,
         fields: item.fields,
         base_version: 0,

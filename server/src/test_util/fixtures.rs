@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use syncline_proto::sdk::{self, ChannelBackend, ChannelError, RecordStream, WriteOutcome};
 use syncline_proto::v1::{DescribeResponse, QueryRequest, Record, Value, WriteRequest};
-use syncline_push::Hub;
+use syncline_push::{Hub, ListenerConfig, SessionConfig};
 use tempfile::TempDir;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -19,8 +19,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::login_limits::FailedLoginPolicy;
 use crate::auth::{Authenticator, LoginLimits};
 use crate::channel::ChannelRegistry;
-use crate::config::{Capture, Partitioning, RpcSettings, SourceSettings};
-use crate::gateway::{DeviceConnections, DeviceLimits, GatewayServices};
+use crate::config::{Capture, DeviceSettings, Partitioning, RpcSettings, SourceSettings};
+use crate::gateway::{DeviceConnections, GatewayServices};
 use crate::mutations::MutationDispatcher;
 use crate::reply::DeviceReplies;
 use crate::rpc::RpcRouter;
@@ -76,20 +76,29 @@ pub(crate) fn with_capture(
 }
 
 /// Small device limits, so that tests see them applied.
-pub(crate) fn device_limits() -> DeviceLimits {
-    DeviceLimits {
+pub(crate) fn device_limits() -> DeviceSettings {
+    DeviceSettings {
+        addr: "127.0.0.1:0".parse().expect("loopback address"),
+        listener: ListenerConfig {
+            max_frame_bytes: 64 * 1024,
+            max_connections: 64,
+            session: SessionConfig {
+                outbound_queue: 128,
+                outbound_queue_bytes: 1 << 20,
+                heartbeat: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(3),
+                handshake_timeout: Duration::from_secs(5),
+            },
+        },
+        max_connections_per_user: 0,
         default_page_size: 2,
         max_page_size: 3,
         max_page_bytes: 64 * 1024,
         default_window: 2,
         max_window: 2,
         max_subscriptions: 4,
-        max_connections_per_user: 0,
-        max_frame_bytes: 64 * 1024,
-        heartbeat_ms: 1_000,
-        idle_timeout_ms: 3_000,
-        hello_timeout: Duration::from_secs(5),
         max_pending_mutations: 16,
+        push_interval: Duration::ZERO,
     }
 }
 
@@ -131,7 +140,7 @@ pub(crate) struct TestGateway {
 
 impl TestGateway {
     /// Returns services with `sources` and `limits`, no RPC services, local password logins.
-    pub(crate) fn new(sources: BTreeMap<String, SourceSettings>, limits: DeviceLimits) -> Self {
+    pub(crate) fn new(sources: BTreeMap<String, SourceSettings>, limits: DeviceSettings) -> Self {
         let (dir, store) = temp_store();
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
