@@ -20,7 +20,7 @@ export function recordHash(id: string, version: bigint): bigint {
   let h3 = 0xcbf2;
   const step = (byte: number): void => {
     h0 ^= byte;
-    let t0 = h0 * 0x1b3;
+    const t0 = h0 * 0x1b3;
     let t1 = h1 * 0x1b3;
     let t2 = h2 * 0x1b3;
     let t3 = h3 * 0x1b3;
