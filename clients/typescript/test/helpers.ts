@@ -28,13 +28,8 @@ export function checksumOf(records: { id: string; version: bigint }[]): bigint {
 }
 
 /** Returns the frames of one kind from a list of client frames. */
-export function framesOf<K extends NonNullable<ClientFrame["msg"]["case"]>>(
-  frames: ClientFrame[],
-  kind: K,
-): Extract<ClientFrame["msg"], { case: K }>["value"][] {
-  return frames
-    .filter((frame) => frame.msg.case === kind)
-    .map((frame) => frame.msg.value as Extract<ClientFrame["msg"], { case: K }>["value"]);
+export function framesOf(frames: ClientFrame[], kind: NonNullable<ClientFrame["msg"]["case"]>): unknown[] {
+  return frames.filter((frame) => frame.msg.case === kind).map((frame) => frame.msg.value);
 }
 
 /** Waits until `condition()` holds, polling each few milliseconds, up to `timeoutMs`. */
