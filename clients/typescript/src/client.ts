@@ -14,7 +14,7 @@ import { ClientFrameSchema } from "./gen/syncline/v1/device_pb.js";
 import { Backoff } from "./backoff.js";
 import type { BackoffOptions } from "./backoff.js";
 import { SyncEngine } from "./engine.js";
-import type { Credentials, Disconnect, EngineOptions, Reaction, StopReason } from "./engine.js";
+import type { Credentials, Disconnect, EngineOptions, EngineStats, Reaction, StopReason } from "./engine.js";
 import { errorCodeName, SynclineError } from "./errors.js";
 import type { Notification } from "./notifications.js";
 import type { MutationKind, QueuedMutation } from "./outbox.js";
@@ -170,6 +170,11 @@ export class SynclineClient {
   /** The user the session acts as, once known. */
   get userId(): string | undefined {
     return this.engine.userId;
+  }
+
+  /** Counters of what the client's engine did (pages, verifications, mismatches, ...). */
+  get stats(): Readonly<EngineStats> {
+    return this.engine.stats;
   }
 
   /** The queued mutations, in order. */

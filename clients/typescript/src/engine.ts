@@ -61,6 +61,20 @@ export type Disconnect = { kind: "closed"; code: number; reason: string } | { ki
 /** What to do after a connection ended. */
 export type AfterDisconnect = { reconnect: "now" | "jitter" | "backoff" } | { stop: StopReason };
 
+/** Counters of what the engine did, for apps' diagnostics and tests. */
+export interface EngineStats {
+  /** Catch-up pages applied. */
+  pages: number;
+  /** Live pushes applied. */
+  livePushes: number;
+  /** Times a partition was verified against the server's checksum when caught up. */
+  verified: number;
+  /** Checksum mismatches (each dropped the partition and resynced it from 0). */
+  checksumMismatches: number;
+  /** Resubscribes after a gap or a cursor the server did not continue from. */
+  resubscribes: number;
+}
+
 /** Settings of the engine. */
 export interface EngineOptions {
   credentials: Credentials;
@@ -94,6 +108,8 @@ export class SyncEngine {
   private welcomedValue = false;
   private completeReported = false;
   readonly mutations: Mutations;
+  /** What the engine did so far. */
+  readonly stats: EngineStats = { pages: 0, livePushes: 0, verified: 0, checksumMismatches: 0, resubscribes: 0 };
   readonly searches = new SearchMerges();
   private readonly liveAck: { maxChanges: number; intervalMs: number };
 
@@ -398,11 +414,13 @@ export class SyncEngine {
       case "gap":
       case "unexpected":
         if (!partition.awaitingRestart) {
+          this.stats.resubscribes += 1;
           this.completeReported = false;
           reaction.frames.push(...(await this.subscribe(partition)));
         }
         return;
       case "mismatch":
+        this.stats.checksumMismatches += 1;
         this.completeReported = false;
         await this.clearPartition(partition);
         reaction.frames.push(...(await this.subscribe(partition)));
@@ -413,6 +431,7 @@ export class SyncEngine {
   private afterApplied(partition: PartitionSync, changes: Changes, applied: number, now: number, reaction: Reaction): void {
     partition.serverTotal = changes.total;
     if (changes.page > 0n) {
+      this.stats.pages += 1;
       if (partition.phase === "caught_up") this.completeReported = false;
       partition.phase = "catching_up";
       partition.cumulative += applied;
@@ -424,6 +443,7 @@ export class SyncEngine {
       reaction.notifications.push(syncNotification(partition, "in_progress", changes.total, applied));
       return;
     }
+    this.stats.livePushes += 1;
     const pending = (partition.pendingLiveAck ??= { changes: 0, since: now });
     pending.changes += applied;
     if (pending.changes >= this.liveAck.maxChanges) {
@@ -478,15 +498,18 @@ export class SyncEngine {
     const liveAhead = !replica.receivingSnapshot && state.cursor < replica.cursor && !partition.awaitingRestart;
     if (!liveAhead && (state.cursor !== replica.cursor || replica.receivingSnapshot)) {
       if (partition.awaitingRestart) return;
+      this.stats.resubscribes += 1;
       this.completeReported = false;
       reaction.frames.push(...(await this.subscribe(partition)));
       return;
     }
     partition.awaitingRestart = false;
     partition.serverTotal = state.total;
+    if (!liveAhead) this.stats.verified += 1;
     const mismatch = liveAhead ? undefined : replica.verify(state.total, state.checksum);
     if (mismatch) {
       // The order-independent checksum disagrees: drop the partition and sync it from 0.
+      this.stats.checksumMismatches += 1;
       this.completeReported = false;
       await this.clearPartition(partition);
       reaction.frames.push(...(await this.subscribe(partition)));

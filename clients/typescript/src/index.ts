@@ -49,7 +49,7 @@ export type {
 export type { MutationFailure, MutationKind, MutationState, QueuedMutation } from "./outbox.js";
 export { TEMP_ID_PREFIX } from "./outbox.js";
 export type { SubscriptionOptions } from "./partition.js";
-export type { Credentials, StopReason } from "./engine.js";
+export type { Credentials, EngineStats, StopReason } from "./engine.js";
 export { PROTOCOL_VERSION } from "./engine.js";
 export { Checksum, recordHash } from "./checksum.js";
 export { PartitionReplica } from "./replica.js";
