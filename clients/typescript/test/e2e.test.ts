@@ -9,7 +9,7 @@ import { SynclineClient } from "../src/client.js";
 import type { ClientOptions, WebSocketLike } from "../src/client.js";
 import type { Notification } from "../src/notifications.js";
 import { MemoryStorage } from "../src/storage.js";
-import type { SyncRecord } from "../src/values.js";
+import { checkOfflineEffects, makeOfflineChanges, snapshot } from "./scenario.js";
 import { ServerProcess, serverBinary } from "./server-process.js";
 
 const binary = serverBinary();
@@ -39,13 +39,6 @@ async function device(options: Partial<ClientOptions> = {}): Promise<SynclineCli
 function caughtUp(client: SynclineClient): boolean {
   const partitions = client.partitions();
   return partitions.length > 0 && partitions.every((partition) => partition.phase === "caught_up");
-}
-
-/** Records as comparable text: id, fields and version, sorted by id. */
-function snapshot(records: readonly SyncRecord[]): string[] {
-  return records.map((record) =>
-    JSON.stringify([record.id, record.version.toString(), Object.entries(record.fields).sort().map(([name, value]) => [name, String(value)])]),
-  );
 }
 
 async function fresh(): Promise<SynclineClient> {
@@ -99,37 +92,7 @@ describe.skipIf(!binary)("end to end against syncline serve", () => {
     await server.stop();
     await writer.waitFor(() => writer.connection !== "connected", 10_000);
 
-    const created: { n: number; tempId: string; deleted: boolean; edited: boolean }[] = [];
-    let changes = 0;
-    for (let n = 0; n < 35; n += 1) {
-      const { record } = writer.create("Account", { name: `offline-${n}`, employees: BigInt(n), active: n % 2 === 0 });
-      created.push({ n, tempId: record?.id ?? "", deleted: false, edited: false });
-      changes += 1;
-    }
-    for (const entry of created.slice(0, 20)) {
-      writer.update("Account", entry.tempId, { name: `offline-${entry.n}-edited` });
-      entry.edited = true;
-      changes += 1;
-    }
-    for (const entry of created.slice(20, 30)) {
-      writer.delete("Account", entry.tempId);
-      entry.deleted = true;
-      changes += 1;
-    }
-    // Contacts that reference accounts created offline: their account_id is rewritten by the links.
-    for (const entry of created.slice(30, 35)) {
-      writer.create("Contact", { name: `contact-of-${entry.n}`, account_id: entry.tempId });
-      changes += 1;
-    }
-    for (const record of seeded.slice(0, 20)) {
-      writer.update("Account", record.id, { name: `${record.id}-edited-offline` });
-      changes += 1;
-    }
-    for (const record of seeded.slice(20, 30)) {
-      writer.delete("Account", record.id);
-      changes += 1;
-    }
-    expect(changes).toBe(100);
+    const plan = makeOfflineChanges(writer, seeded.map((record) => record.id));
     expect(writer.pendingMutations).toHaveLength(100);
     const offlineView = writer.source("Account");
     expect(offlineView.query({ name: "offline-0-edited" })).toHaveLength(1);
@@ -144,19 +107,8 @@ describe.skipIf(!binary)("end to end against syncline serve", () => {
 
     const check = await fresh();
     const accounts = check.source("Account");
-    for (const entry of created) {
-      const name = entry.edited ? `offline-${entry.n}-edited` : `offline-${entry.n}`;
-      expect(accounts.query({ name }), name).toHaveLength(entry.deleted ? 0 : 1);
-      if (entry.edited) expect(accounts.query({ name: `offline-${entry.n}` })).toHaveLength(0);
-    }
-    for (const record of seeded.slice(0, 20)) expect(accounts.get(record.id)?.fields.name).toBe(`${record.id}-edited-offline`);
-    for (const record of seeded.slice(20, 30)) expect(accounts.get(record.id)).toBeUndefined();
     const contacts = check.source("Contact");
-    for (const entry of created.slice(30, 35)) {
-      const [account] = accounts.query({ name: `offline-${entry.n}` });
-      expect(account?.id.startsWith("tmp-")).toBe(false);
-      expect(contacts.query({ name: `contact-of-${entry.n}` }).map((contact) => contact.fields.account_id)).toEqual([account?.id]);
-    }
+    checkOfflineEffects(plan, accounts, contacts);
     // Every device converges on the backend's state.
     for (const other of [reloaded, watcher]) {
       await other.waitFor(
