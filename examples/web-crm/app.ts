@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   const client = await SynclineClient.open({
     url,
     credentials: { username: params.get("user") ?? "demo", password: params.get("password") ?? "demo" },
-    sources: ["Account", "Contact"],
+    sources: [{ source: "Account", pageSize: Number(params.get("pageSize") ?? 0), window: Number(params.get("window") ?? 4) }, "Contact"],
     storage,
     device: { platform: "web", appVersion: "example" },
   });
