@@ -39,12 +39,13 @@ export class ServerProcess {
     readonly dataDir: string,
     readonly devicePort: number,
     readonly grpcPort: number,
+    private readonly env: Record<string, string>,
   ) {}
 
   /** Starts a server on fresh ports and a fresh data directory. */
-  static async start(binary: string): Promise<ServerProcess> {
+  static async start(binary: string, env: Record<string, string> = {}): Promise<ServerProcess> {
     const dataDir = mkdtempSync(join(tmpdir(), "syncline-ts-e2e-"));
-    const server = new ServerProcess(binary, dataDir, await freePort(), await freePort());
+    const server = new ServerProcess(binary, dataDir, await freePort(), await freePort(), env);
     await server.restart();
     return server;
   }
@@ -67,6 +68,7 @@ export class ServerProcess {
         SYNCLINE_GRPC_ADDR: `127.0.0.1:${this.grpcPort}`,
         SYNCLINE_LOG_FORMAT: "json",
         RUST_LOG: "info",
+        ...this.env,
       },
       stdio: ["ignore", "ignore", "pipe"],
     });

@@ -1,0 +1,56 @@
+// Benchmark: initial sync of 10,000 records into IndexedDB in headless Chromium (the example
+// web app against `syncline serve` with 10,000 demo accounts), in records per second from the
+// page's load to every partition caught up with the checksum verified.
+//
+// Usage: npm run bench:indexeddb   (needs target/debug/syncline, or SYNCLINE_BIN, and /usr/bin/chromium)
+import type { AddressInfo } from "node:net";
+import { chromium } from "playwright-core";
+import { expect, it } from "vitest";
+import { serveExample } from "../../../examples/web-crm/serve.mjs";
+import type { SynclineClient } from "../src/client.js";
+import { ServerProcess, serverBinary } from "../test/server-process.js";
+
+const RECORDS = 10_000;
+const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+it(`syncs ${RECORDS} records into IndexedDB`, async () => {
+  const binary = serverBinary();
+  if (!binary) throw new Error("build target/debug/syncline first (or set SYNCLINE_BIN)");
+  const server = await ServerProcess.start(binary, { SYNCLINE_DEMO_RECORDS: String(RECORDS) });
+  const web = await serveExample(0);
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium", args: FLAGS, headless: true });
+  try {
+    const results: number[] = [];
+    for (let run = 0; run < 3; run += 1) {
+      const page = await browser.newPage();
+      const { port } = web.address() as AddressInfo;
+      await page.goto(`http://127.0.0.1:${port}/?url=${encodeURIComponent(server.deviceUrl)}&db=bench-${run}&pageSize=1000`);
+      const elapsedMs = await page.evaluate(async (records) => {
+        const started = performance.timeOrigin;
+        const client = await new Promise<SynclineClient>((found) => {
+          const poll = (): void => {
+            const candidate = (window as { syncline?: SynclineClient }).syncline;
+            if (candidate) found(candidate);
+            else setTimeout(poll, 5);
+          };
+          poll();
+        });
+        await client.waitFor(
+          () => client.partitions().length === 2 && client.partitions().every((partition) => partition.phase === "caught_up") && client.source("Account").size === records,
+          120_000,
+        );
+        return performance.timeOrigin + performance.now() - started;
+      }, RECORDS);
+      const verified = await page.evaluate(() => (window as { syncline?: SynclineClient }).syncline?.stats.verified ?? 0);
+      expect(verified).toBeGreaterThanOrEqual(2);
+      results.push((RECORDS / elapsedMs) * 1000);
+      await page.close();
+    }
+    results.sort((a, b) => a - b);
+    console.log(`initial sync into IndexedDB: ${RECORDS} records, runs ${results.map((rate) => Math.round(rate)).join(", ")} records/s, median ${Math.round(results[1] ?? 0)}`);
+  } finally {
+    await browser.close();
+    await new Promise((closed) => web.close(closed));
+    await server.dispose();
+  }
+}, 600_000);
