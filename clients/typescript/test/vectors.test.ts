@@ -38,12 +38,21 @@ function unhex(text: string): Uint8Array {
   return Uint8Array.from(text.match(/../g) ?? [], (pair) => parseInt(pair, 16));
 }
 
+/**
+ * Frames whose bytes may legitimately differ: prost writes a oneof member at the place of the
+ * oneof's declaration (Hello.backend_token, field 6, before fields 4 and 5), protobuf-es in
+ * field-number order. Both are valid encodings of the same message; decoders accept either.
+ */
+const FIELD_ORDER_DIFFERS = new Set(["hello_backend_token"]);
+
 function checkFrames(schema: DescMessage, frames: FrameVector[]): void {
   for (const frame of frames) {
     const decoded = fromBinary(schema, unhex(frame.binary));
-    expect(hex(toBinary(schema, decoded)), `${frame.name}: binary round trip`).toBe(frame.binary);
-    expect(hex(toBinary(schema, fromJson(schema, frame.json))), `${frame.name}: JSON and binary agree`).toBe(frame.binary);
     expect(toJson(schema, decoded), `${frame.name}: canonical JSON`).toEqual(frame.json);
+    const encoded = toBinary(schema, decoded);
+    expect(toJson(schema, fromBinary(schema, encoded)), `${frame.name}: re-encoded`).toEqual(frame.json);
+    expect(hex(toBinary(schema, fromJson(schema, frame.json))), `${frame.name}: JSON and binary agree`).toBe(hex(encoded));
+    if (!FIELD_ORDER_DIFFERS.has(frame.name)) expect(hex(encoded), `${frame.name}: the same bytes as Rust`).toBe(frame.binary);
   }
 }
 
@@ -51,7 +60,9 @@ describe("shared conformance vectors", () => {
   it("covers every frame kind", () => {
     const kinds = (frames: FrameVector[]) => new Set(frames.map((frame) => Object.keys(frame.json as object)[0]));
     expect(kinds(vectors.client_frames)).toEqual(new Set(["hello", "subscribe", "ack", "pull", "mutate", "search", "rpcCall", "logout"]));
-    expect(kinds(vectors.server_frames).size).toBeGreaterThanOrEqual(10);
+    expect(kinds(vectors.server_frames)).toEqual(
+      new Set(["welcome", "changes", "syncState", "mutationAck", "mutationResult", "searchResult", "rpcReply", "command", "error"]),
+    );
   });
 
   it("encodes and decodes device frames as the Rust crate does, in binary and canonical JSON", () => {
