@@ -23,6 +23,7 @@ async function main(): Promise<void> {
     credentials: { username: params.get("user") ?? "demo", password: params.get("password") ?? "demo" },
     sources: [{ source: "Account", pageSize: Number(params.get("pageSize") ?? 0), window: Number(params.get("window") ?? 4) }, "Contact"],
     storage,
+    backoff: { initialMs: Number(params.get("backoffMs") ?? 500), maxMs: Number(params.get("backoffMaxMs") ?? 30_000) },
     device: { platform: "web", appVersion: "example" },
   });
   // For the browser tests and the curious: the client in the console.

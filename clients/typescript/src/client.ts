@@ -68,6 +68,8 @@ export interface ClientOptions {
   maxQueuedMutations?: number;
   /** A socket that is not open after this long is given up (default 10 s). */
   connectTimeoutMs?: number;
+  /** A session that lasted this long resets the backoff when it ends (default 5 s). */
+  healthyAfterMs?: number;
 }
 
 /** Where the connection stands. */
@@ -118,6 +120,7 @@ export class SynclineClient {
   private cutGeneration = -1;
   private connectionState: ConnectionState = "offline";
   private stopReasonValue: StopReason | undefined;
+  private welcomedAt: number | undefined;
   private work: Promise<void> = Promise.resolve();
   private timers = new Set<ReturnType<typeof setTimeout>>();
   private liveAckTimer: ReturnType<typeof setTimeout> | undefined;
@@ -405,6 +408,7 @@ export class SynclineClient {
     const reaction = await this.engine.onFrame(frame, Date.now());
     if (generation !== this.generation) return;
     if (frame.msg.case === "welcome") {
+      this.welcomedAt = Date.now();
       this.setConnection("connected");
     }
     this.react(reaction);
@@ -464,6 +468,10 @@ export class SynclineClient {
         : NO_CLOSE_FRAME.has(event.code)
           ? { kind: "lost" }
           : { kind: "closed", code: event.code, reason: event.reason };
+    if (this.welcomedAt !== undefined && Date.now() - this.welcomedAt >= (this.options.healthyAfterMs ?? 5000)) {
+      this.backoff.reset();
+    }
+    this.welcomedAt = undefined;
     const after = this.engine.onDisconnect(disconnect);
     this.invalidateAll();
     if ("stop" in after) {

@@ -125,7 +125,7 @@ describe.skipIf(!available)("end to end in headless Chromium", () => {
 
   it("ends equal to a fresh device after its connection is cut 20 times mid-sync", async () => {
     const page = await browser.newPage();
-    await page.goto(appUrl("cuts", "&pageSize=50&window=2"));
+    await page.goto(appUrl("cuts", "&pageSize=50&window=2&backoffMs=50&backoffMaxMs=500"));
     await page.waitForFunction(() => (window as PageWindow).syncline !== undefined, null, { timeout: TIMEOUT });
     await page.evaluate(() => {
       const client = (window as PageWindow).syncline as SynclineClient;
@@ -140,7 +140,12 @@ describe.skipIf(!available)("end to end in headless Chromium", () => {
         }
       });
     });
-    await page.waitForFunction(() => (window as unknown as { cutState: { cuts: number } }).cutState.cuts >= 20, null, { timeout: TIMEOUT });
+    await page
+      .waitForFunction(() => (window as unknown as { cutState: { cuts: number } }).cutState.cuts >= 20, null, { timeout: TIMEOUT })
+      .catch(async (error: unknown) => {
+        const state = await page.evaluate(() => JSON.stringify({ cut: (window as unknown as { cutState: unknown }).cutState, connection: (window as PageWindow).syncline?.connection, partitions: (window as PageWindow).syncline?.partitions().map((p) => [p.phase, String(p.cursor), String(p.total)]) }));
+        throw new Error(`${String(error)} ${state}`);
+      });
     await waitCaughtUp(page);
     const check = await freshDevice();
     expect(await pageSnapshot(page, "Account")).toEqual(snapshot(check.source("Account").records()));
