@@ -299,10 +299,14 @@ export class SyncEngine {
     return this.subscribe(partition);
   }
 
-  /** Returns a partition's records as the app sees them (all layers), or undefined if unknown. */
+  /**
+   * Returns a partition's records as the app sees them (all layers), or undefined if unknown.
+   * Read only: without local layers it is the replica's own map.
+   */
   view(partition: string): Map<string, SyncRecord> | undefined {
     const replica = this.partitions.get(partition)?.replica ?? this.restored.get(partition);
-    if (!replica && this.mutations.isEmptyFor(partition) && this.searches.isEmptyFor(partition)) return undefined;
+    const bare = this.mutations.isEmptyFor(partition) && this.searches.isEmptyFor(partition);
+    if (bare) return replica?.records;
     const records = new Map(replica?.records ?? []);
     this.searches.apply(partition, replica, records);
     this.mutations.applyTo(partition, records);

@@ -57,4 +57,32 @@ describe("IndexedDB store", () => {
     await reopened.clear();
     expect(await reopened.load()).toEqual({ session: {}, partitions: [], mutations: [] });
   });
+
+  it("keeps records in chunks across many pages, updates and deletes, with or without a load first", async () => {
+    const factory = new IDBFactory();
+    const store = await IndexedDbStorage.open("chunks", factory);
+    const page = (from: number, count: number) =>
+      Array.from({ length: count }, (_, n) => ({ id: `r${from + n}`, fields: { n: BigInt(from + n) }, version: BigInt(from + n + 1) }));
+    await store.writePage("Account", "*", { clear: true, deletes: [], upserts: page(0, 1200), cursor: 0n });
+    await store.writePage("Account", "*", { clear: false, deletes: [], upserts: page(1200, 300), cursor: 1500n });
+    store.close();
+    // Written without a load first: the chunk index is read from the database.
+    const writer = await IndexedDbStorage.open("chunks", factory);
+    await writer.writePage("Account", "*", {
+      clear: false,
+      deletes: ["r0", "r750", "r1499"],
+      upserts: [{ id: "r10", fields: { n: -1n }, version: 1501n }, ...page(1500, 2)],
+      cursor: 1502n,
+    });
+    const state = await writer.load();
+    const records = state.partitions[0]?.records ?? [];
+    expect(state.partitions[0]?.cursor).toBe(1502n);
+    expect(records).toHaveLength(1499);
+    expect(new Set(records.map((record) => record.id)).size).toBe(1499);
+    expect(records.find((record) => record.id === "r10")?.fields.n).toBe(-1n);
+    expect(records.some((record) => record.id === "r750")).toBe(false);
+    // After a load, the index from it is used.
+    await writer.writePage("Account", "*", { clear: false, deletes: ["r1"], upserts: [], cursor: 1503n });
+    expect((await writer.load()).partitions[0]?.records).toHaveLength(1498);
+  });
 });
