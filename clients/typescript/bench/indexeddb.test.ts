@@ -1,7 +1,7 @@
 // Benchmark: initial sync of 10,000 records into IndexedDB in headless Chromium (the example
 // web app against `syncline serve` with 10,000 demo accounts), in records per second from the
-// page's load (login included) to every partition caught up with the checksum verified. The
-// server is warmed up first: it imports the demo accounts from its demo channel after start.
+// page's load (login included), and from its first page, to every partition caught up with
+// the checksum verified.
 //
 // Usage: npm run bench:indexeddb   (needs target/debug/syncline, or SYNCLINE_BIN, and /usr/bin/chromium)
 import type { AddressInfo } from "node:net";
@@ -9,22 +9,7 @@ import { chromium } from "playwright-core";
 import { expect, it } from "vitest";
 import { serveExample } from "../../../examples/web-crm/serve.mjs";
 import type { SynclineClient } from "../src/client.js";
-import { WebSocket as NodeWebSocket } from "ws";
-import { SynclineClient as Client } from "../src/client.js";
-import type { WebSocketLike } from "../src/client.js";
-import { ServerProcess, serverBinary } from "../test/server-process.js";
-
-/** Waits until the server's log holds every demo account (it imports them from the demo channel after start). */
-async function warmUp(server: ServerProcess): Promise<void> {
-  const client = await Client.open({
-    url: server.deviceUrl,
-    credentials: { username: "demo", password: "demo" },
-    sources: ["Account"],
-    webSocket: (url, protocol) => new NodeWebSocket(url, protocol) as unknown as WebSocketLike,
-  });
-  await client.waitFor(() => client.source("Account").size === RECORDS, 300_000);
-  await client.stop();
-}
+import { ServerProcess, serverBinary, waitForDemoAccounts } from "../test/server-process.js";
 
 const RECORDS = 10_000;
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -33,7 +18,8 @@ it(`syncs ${RECORDS} records into IndexedDB`, async () => {
   const binary = serverBinary();
   if (!binary) throw new Error("build target/debug/syncline first (or set SYNCLINE_BIN)");
   const server = await ServerProcess.start(binary, { SYNCLINE_DEMO_RECORDS: String(RECORDS) });
-  await warmUp(server);
+  // The server imports the demo accounts from its demo channel after start: wait for them.
+  await waitForDemoAccounts(server, RECORDS);
   const web = await serveExample(0);
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium", args: FLAGS, headless: true });
   try {

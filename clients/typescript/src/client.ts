@@ -27,8 +27,8 @@ import { MemoryStorage } from "./storage.js";
 import type { Storage } from "./storage.js";
 import { fromRecord, toValues } from "./values.js";
 import type { Fields, SyncRecord } from "./values.js";
-import { decodeServerFrame, encodeClientFrame, SUBPROTOCOL } from "./wire.js";
-import type { FrameFormat } from "./wire.js";
+import { binaryFrames, SUBPROTOCOL } from "./wire.js";
+import type { FrameCodec, FrameFormat } from "./wire.js";
 
 /** The part of the WHATWG WebSocket API the client uses (browsers' and the `ws` package's). */
 export interface WebSocketLike {
@@ -56,7 +56,7 @@ export interface ClientOptions {
   storage?: Storage;
   /** Opens sockets (default: the global `WebSocket`). */
   webSocket?: WebSocketFactory;
-  /** Frame encoding (default binary protobuf). */
+  /** Frame encoding: `"binary"` protobuf (the default) or `jsonFrames` (canonical JSON text). */
   format?: FrameFormat;
   /** Reconnect delays. */
   backoff?: BackoffOptions;
@@ -115,6 +115,7 @@ const NO_CLOSE_FRAME = new Set([1005, 1006, 1015]);
 /** One device's connection to Syncline, its local store and the app's API. */
 export class SynclineClient {
   private readonly backoff: Backoff;
+  private readonly codec: FrameCodec;
   private socket: WebSocketLike | undefined;
   private generation = 0;
   private cutGeneration = -1;
@@ -137,6 +138,7 @@ export class SynclineClient {
     readonly engine: SyncEngine,
   ) {
     this.backoff = new Backoff(options.backoff);
+    this.codec = options.format === undefined || options.format === "binary" ? binaryFrames : options.format;
   }
 
   /** Opens the local store, restores what it holds and starts connecting. */
@@ -398,7 +400,7 @@ export class SynclineClient {
     if (generation !== this.generation || this.connectionState === "stopped") return;
     let frame: ServerFrame;
     try {
-      frame = decodeServerFrame(typeof data === "string" ? data : new Uint8Array(data as ArrayBuffer));
+      frame = this.codec.decodeServer(typeof data === "string" ? data : new Uint8Array(data as ArrayBuffer));
     } catch (error) {
       this.report(error);
       this.socket?.close(4000, "undecodable frame");
@@ -503,7 +505,7 @@ export class SynclineClient {
   private send(frames: readonly ClientFrame[]): void {
     const socket = this.socket;
     if (!socket || frames.length === 0) return;
-    for (const frame of frames) socket.send(encodeClientFrame(frame, this.options.format ?? "binary"));
+    for (const frame of frames) socket.send(this.codec.encodeClient(frame));
   }
 
   private halt(reason: StopReason): void {

@@ -58,5 +58,14 @@ export { Backoff } from "./backoff.js";
 export type { BackoffOptions } from "./backoff.js";
 export { fromValue, toValue, fromRecord, toRecord } from "./values.js";
 export type { FieldValue, Fields, SyncRecord } from "./values.js";
-export { decodeServerFrame, encodeClientFrame, decodeClientFrame, encodeServerFrame, SUBPROTOCOL, SYNC_PATH } from "./wire.js";
-export type { FrameFormat } from "./wire.js";
+export {
+  binaryFrames,
+  decodeClientFrame,
+  decodeServerFrame,
+  encodeClientFrame,
+  encodeServerFrame,
+  jsonFrames,
+  SUBPROTOCOL,
+  SYNC_PATH,
+} from "./wire.js";
+export type { FrameCodec, FrameFormat } from "./wire.js";

@@ -15,7 +15,7 @@ import { SynclineClient } from "../src/client.js";
 import type { WebSocketLike } from "../src/client.js";
 import type { OfflinePlan } from "./scenario.js";
 import { checkOfflineEffects, makeOfflineChanges, snapshot } from "./scenario.js";
-import { ServerProcess, serverBinary } from "./server-process.js";
+import { ServerProcess, serverBinary, waitForDemoAccounts } from "./server-process.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -72,6 +72,7 @@ async function freshDevice(): Promise<SynclineClient> {
 describe.skipIf(!available)("end to end in headless Chromium", () => {
   beforeAll(async () => {
     server = await ServerProcess.start(binary ?? "");
+    await waitForDemoAccounts(server, 2000);
     web = await serveExample(0);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
   });

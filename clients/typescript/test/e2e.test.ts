@@ -6,11 +6,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket as NodeWebSocket } from "ws";
 import { SynclineClient } from "../src/client.js";
+import { jsonFrames } from "../src/wire.js";
 import type { ClientOptions, WebSocketLike } from "../src/client.js";
 import type { Notification } from "../src/notifications.js";
 import { MemoryStorage } from "../src/storage.js";
 import { checkOfflineEffects, makeOfflineChanges, snapshot } from "./scenario.js";
-import { ServerProcess, serverBinary } from "./server-process.js";
+import { ServerProcess, serverBinary, waitForDemoAccounts } from "./server-process.js";
 
 const binary = serverBinary();
 if (!binary && process.env.SYNCLINE_E2E_REQUIRED) {
@@ -50,6 +51,7 @@ async function fresh(): Promise<SynclineClient> {
 describe.skipIf(!binary)("end to end against syncline serve", () => {
   beforeAll(async () => {
     server = await ServerProcess.start(binary ?? "");
+    await waitForDemoAccounts(server, 2000);
   });
 
   afterAll(async () => {
@@ -57,8 +59,8 @@ describe.skipIf(!binary)("end to end against syncline serve", () => {
     await server?.dispose();
   });
 
-  for (const format of ["binary", "json"] as const) {
-    it(`syncs the 2,000 demo accounts with the checksum verified (${format} frames)`, async () => {
+  for (const [name, format] of [["binary", "binary"], ["json", jsonFrames]] as const) {
+    it(`syncs the 2,000 demo accounts with the checksum verified (${name} frames)`, async () => {
       const client = await device({ format, sources: [{ source: "Account", pageSize: 500 }, "Contact"] });
       const notifications: Notification[] = [];
       client.onNotification((notification) => notifications.push(notification));

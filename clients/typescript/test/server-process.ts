@@ -8,6 +8,9 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { WebSocket } from "ws";
+import { SynclineClient } from "../src/client.js";
+import type { WebSocketLike } from "../src/client.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -118,5 +121,23 @@ export class ServerProcess {
   async dispose(): Promise<void> {
     await this.stop();
     rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Waits until the server's log holds `count` demo accounts: `syncline serve` listens before
+ * it has imported the demo channel's records (it follows the channel's change feed).
+ */
+export async function waitForDemoAccounts(server: ServerProcess, count: number): Promise<void> {
+  const client = await SynclineClient.open({
+    url: server.deviceUrl,
+    credentials: { username: "demo", password: "demo" },
+    sources: ["Account"],
+    webSocket: (url, protocol) => new WebSocket(url, protocol) as unknown as WebSocketLike,
+  });
+  try {
+    await client.waitFor(() => client.source("Account").size >= count, 300_000);
+  } finally {
+    await client.stop();
   }
 }
