@@ -75,7 +75,10 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
             "hello_password",
             client(client_frame::Msg::Hello(Hello {
                 protocol_version: 1,
-                credentials: Some(hello::Credentials::Login(Login { username: "demo".into(), password: "demo".into() })),
+                credentials: Some(hello::Credentials::Login(Login {
+                    username: "demo".into(),
+                    password: "demo".into(),
+                })),
                 client_id: "c-1".into(),
                 device: device.clone(),
             })),
@@ -324,7 +327,10 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
         ),
         (
             "command_wipe",
-            server(server_frame::Msg::Command(Command { kind: CommandKind::Wipe as i32, reason: "lost device".into() })),
+            server(server_frame::Msg::Command(Command {
+                kind: CommandKind::Wipe as i32,
+                reason: "lost device".into(),
+            })),
         ),
         (
             "error_fatal",
@@ -352,7 +358,8 @@ fn checksum_vectors() -> Json {
     for (id, version) in &records {
         sum.add(id, *version);
     }
-    let records: Vec<Json> = records.iter().map(|(id, version)| json!({"id": id, "version": version.to_string()})).collect();
+    let records: Vec<Json> =
+        records.iter().map(|(id, version)| json!({"id": id, "version": version.to_string()})).collect();
     json!({"records": hashes, "partition": {"records": records, "checksum": sum.0.to_string()}})
 }
 
@@ -400,7 +407,8 @@ where
         let binary = unhex(entry["binary"].as_str().expect("hex"));
         let decoded = M::decode(binary.as_slice()).unwrap_or_else(|error| panic!("{name}: {error}"));
         assert_eq!(hex(&decoded.encode_to_vec()), hex(&binary), "{name}: binary round trip");
-        let from_json: M = serde_json::from_value(entry["json"].clone()).unwrap_or_else(|error| panic!("{name}: {error}"));
+        let from_json: M =
+            serde_json::from_value(entry["json"].clone()).unwrap_or_else(|error| panic!("{name}: {error}"));
         // NaN != NaN: compare encodings, not values.
         assert_eq!(hex(&from_json.encode_to_vec()), hex(&binary), "{name}: JSON and binary agree");
         assert_eq!(serde_json::to_value(&decoded).expect("json"), entry["json"], "{name}: JSON round trip");
@@ -412,7 +420,8 @@ fn every_frame_of_the_file_decodes_and_reencodes_the_same() {
     let vectors = load_vectors();
     check_frames::<ClientFrame>(&vectors["client_frames"]);
     check_frames::<ServerFrame>(&vectors["server_frames"]);
-    let frames = vectors["client_frames"].as_array().expect("frames").len() + vectors["server_frames"].as_array().expect("frames").len();
+    let frames = vectors["client_frames"].as_array().expect("frames").len()
+        + vectors["server_frames"].as_array().expect("frames").len();
     assert!(frames >= 20, "the file covers every frame kind");
 }
 
