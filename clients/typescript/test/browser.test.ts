@@ -90,7 +90,7 @@ describe.skipIf(!available)("end to end in headless Chromium", () => {
     const stats = await page.evaluate(() => ({ ...(window as PageWindow).syncline?.stats }));
     expect(stats.verified).toBeGreaterThanOrEqual(2);
     expect(stats.checksumMismatches).toBe(0);
-    await expect.poll(() => page.textContent("#account-count")).toBe("(2000)");
+    await expect.poll(() => page.textContent("#account-count"), { timeout: TIMEOUT }).toBe("(2000)");
     server.ingest("Account", "", [{ id: "acc-0-browser", fields: { name: "Ingested for the browser" } }]);
     await page.waitForSelector('tr[data-id="acc-0-browser"]', { timeout: TIMEOUT });
     await page.close();

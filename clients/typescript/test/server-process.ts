@@ -65,7 +65,8 @@ export class ServerProcess {
   async restart(): Promise<void> {
     const child = spawn(this.binary, ["serve"], {
       env: {
-        ...process.env,
+        // The server refuses SYNCLINE_* variables it does not know: pass none of the tests' own.
+        ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("SYNCLINE_"))),
         SYNCLINE_DATA_DIR: this.dataDir,
         SYNCLINE_DEVICE_ADDR: `127.0.0.1:${this.devicePort}`,
         SYNCLINE_GRPC_ADDR: `127.0.0.1:${this.grpcPort}`,
@@ -77,13 +78,16 @@ export class ServerProcess {
     });
     this.child = child;
     const lines = createInterface({ input: child.stderr });
+    const log: string[] = [];
     await new Promise<void>((ready, fail) => {
       const timer = setTimeout(() => fail(new Error("the server did not start within 60 s")), 60_000);
       child.once("exit", (code) => {
         clearTimeout(timer);
-        fail(new Error(`the server exited with ${code} before listening`));
+        fail(new Error(`the server exited with ${code} before listening:\n${log.join("\n")}`));
       });
       lines.on("line", (line) => {
+        log.push(line);
+        if (log.length > 20) log.shift();
         if (line.includes("gRPC endpoint listening")) {
           clearTimeout(timer);
           ready();
