@@ -9,10 +9,9 @@ import { chromium } from "playwright-core";
 import { expect, it } from "vitest";
 import { serveExample } from "../../../examples/web-crm/serve.mjs";
 import type { SynclineClient } from "../src/client.js";
-import { ServerProcess, serverBinary, waitForDemoAccounts } from "../test/server-process.js";
+import { CHROMIUM, CHROMIUM_FLAGS, ServerProcess, serverBinary, waitForDemoAccounts } from "../test/server-process.js";
 
 const RECORDS = 10_000;
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 it(`syncs ${RECORDS} records into IndexedDB`, async () => {
   const binary = serverBinary();
@@ -21,7 +20,7 @@ it(`syncs ${RECORDS} records into IndexedDB`, async () => {
   // The server imports the demo accounts from its demo channel after start: wait for them.
   await waitForDemoAccounts(server, RECORDS);
   const web = await serveExample(0);
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium", args: FLAGS, headless: true });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS, headless: true });
   try {
     const results: number[] = [];
     const syncRates: number[] = [];

@@ -15,10 +15,8 @@ import { SynclineClient } from "../src/client.js";
 import type { WebSocketLike } from "../src/client.js";
 import type { OfflinePlan } from "./scenario.js";
 import { checkOfflineEffects, makeOfflineChanges, snapshot } from "./scenario.js";
-import { ServerProcess, serverBinary, waitForDemoAccounts } from "./server-process.js";
+import { CHROMIUM, CHROMIUM_FLAGS, ServerProcess, serverBinary, waitForDemoAccounts } from "./server-process.js";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const binary = serverBinary();
 const available = binary !== undefined && existsSync(CHROMIUM);
 if (!available && process.env.SYNCLINE_BROWSER_REQUIRED) throw new Error(`SYNCLINE_BROWSER_REQUIRED is set but ${CHROMIUM} or the server binary is missing`);
@@ -74,7 +72,7 @@ describe.skipIf(!available)("end to end in headless Chromium", () => {
     server = await ServerProcess.start(binary ?? "");
     await waitForDemoAccounts(server, 2000);
     web = await serveExample(0);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS, headless: true });
   });
 
   afterAll(async () => {

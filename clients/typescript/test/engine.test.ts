@@ -233,3 +233,24 @@ describe("engine: commands", () => {
     expect(stored).toEqual({ session: {}, partitions: [], mutations: [] });
   });
 });
+
+describe("engine: doSync", () => {
+  it("starts new sync runs of all sources, one source, or only those with local changes", async () => {
+    const device = await engine({ subscriptions: [{ source: "Account" }, { source: "Contact" }] });
+    expect(await device.sync()).toEqual([]);
+    device.hello();
+    await device.onFrame(welcome(), 0);
+    const all = await device.sync();
+    expect(framesOf(all, "subscribe")).toEqual([
+      expect.objectContaining({ source: "Account", key: "*" }),
+      expect.objectContaining({ source: "Contact", key: "demo" }),
+    ]);
+    const one = await device.sync({ source: "Contact" });
+    expect(framesOf(one, "subscribe")).toEqual([expect.objectContaining({ source: "Contact" })]);
+    expect(framesOf(await device.sync({ changedOnly: true }), "subscribe")).toEqual([]);
+    device.mutations.queueChange("Contact", "", "create", "", { name: "Ann" });
+    const changed = await device.sync({ changedOnly: true });
+    expect(changed.map((frame) => frame.msg.case)).toEqual(["mutate", "subscribe"]);
+    expect(framesOf(changed, "subscribe")).toEqual([expect.objectContaining({ source: "Contact", key: "demo" })]);
+  });
+});

@@ -14,6 +14,18 @@ import type { WebSocketLike } from "../src/client.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
+/** Debian's Chromium (`CHROMIUM_PATH` to use another) and the flags the browser tests launch it with. */
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+export const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
 /** The server binary: `SYNCLINE_BIN`, or the workspace's debug build. */
 export function serverBinary(): string | undefined {
   const path = process.env.SYNCLINE_BIN ?? resolve(here, "../../../target/debug/syncline");
