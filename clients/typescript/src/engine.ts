@@ -402,13 +402,14 @@ export class SyncEngine {
 
   private async applyChanges(id: string, changes: Changes, now: number, reaction: Reaction): Promise<void> {
     const partition = this.partitions.get(id);
-    if (!partition || partition.phase === "idle") return;
+    if (!partition || partition.phase === "idle" || partition.error?.code === "STORAGE") return;
     if (changes.page === 1n || changes.reset) partition.awaitingRestart = false;
     const outcome = partition.replica.apply(changes);
     switch (outcome.kind) {
       case "applied":
-        await this.store(partition, outcome.write);
-        this.afterApplied(partition, changes, outcome.changes, now, reaction);
+        if (await this.store(partition, outcome.write, reaction)) {
+          this.afterApplied(partition, changes, outcome.changes, now, reaction);
+        }
         return;
       case "duplicate":
         if (changes.page > 0n && !partition.awaitingRestart) {
@@ -463,8 +464,29 @@ export class SyncEngine {
     });
   }
 
-  private async store(partition: PartitionSync, write: PageWrite): Promise<void> {
-    await this.storage.writePage(partition.id.source, partition.id.key, write);
+  /**
+   * Writes a page; returns false when the store refused it. The replica is then ahead of the
+   * store, so the partition is dropped (in memory, and from the store if it still writes) and
+   * unsubscribed, with an `error` notification (`STORAGE`); the next sync run or connection
+   * syncs it again from cursor 0.
+   */
+  private async store(partition: PartitionSync, write: PageWrite, reaction: Reaction): Promise<boolean> {
+    try {
+      await this.storage.writePage(partition.id.source, partition.id.key, write);
+      return true;
+    } catch (error) {
+      partition.replica.clear();
+      await this.storage
+        .writePage(partition.id.source, partition.id.key, { clear: true, deletes: [], upserts: [], cursor: 0n })
+        .catch(() => undefined);
+      partition.phase = "failed";
+      partition.error = { code: "STORAGE", message: `storing a page failed: ${String(error)}` };
+      const { source, key } = partition.id;
+      reaction.frames.push(frame({ case: "unsubscribe", value: { source, key } }));
+      reaction.notifications.push({ ...syncNotification(partition, "error", partition.serverTotal, 0), error: partition.error });
+      this.checkComplete(reaction);
+      return false;
+    }
   }
 
   private async onSyncState(state: SyncState, reaction: Reaction): Promise<void> {

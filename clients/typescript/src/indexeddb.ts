@@ -47,6 +47,23 @@ function request<T>(req: IDBRequest<T>): Promise<T> {
   });
 }
 
+/**
+ * Issues a transaction's requests with `issue` and resolves when it commits. A request that
+ * throws (e.g. a value that cannot be cloned) aborts the transaction, so none of its writes
+ * land: an uncaught throw would otherwise let the requests issued before it commit.
+ */
+async function atomically(transaction: IDBTransaction, issue: () => void): Promise<void> {
+  const finished = done(transaction);
+  try {
+    issue();
+  } catch (error) {
+    transaction.abort();
+    await finished.catch(() => undefined);
+    throw new SynclineError("STORAGE", `IndexedDB write refused: ${String(error)}`, { cause: error });
+  }
+  await finished;
+}
+
 function done(transaction: IDBTransaction): Promise<void> {
   return new Promise((resolve, reject) => {
     transaction.oncomplete = () => resolve();
@@ -150,16 +167,16 @@ export class IndexedDbStorage implements Storage {
     // The index is trusted only once the transaction commits; a failed one is read anew.
     this.index.delete(id);
     const transaction = this.db.transaction([RECORDS, PARTITIONS], "readwrite");
-    const finished = done(transaction);
-    const records = transaction.objectStore(RECORDS);
-    if (write.clear) records.delete(IDBKeyRange.bound([source, key], [source, key, []]));
-    for (const number of dirty) {
-      const chunk = index.chunks.get(number);
-      if (chunk && chunk.size > 0) records.put([...chunk.values()], [source, key, number]);
-      else records.delete([source, key, number]);
-    }
-    transaction.objectStore(PARTITIONS).put({ source, key, cursor: write.cursor }, [source, key]);
-    await finished;
+    await atomically(transaction, () => {
+      const records = transaction.objectStore(RECORDS);
+      if (write.clear) records.delete(IDBKeyRange.bound([source, key], [source, key, []]));
+      for (const number of dirty) {
+        const chunk = index.chunks.get(number);
+        if (chunk && chunk.size > 0) records.put([...chunk.values()], [source, key, number]);
+        else records.delete([source, key, number]);
+      }
+      transaction.objectStore(PARTITIONS).put({ source, key, cursor: write.cursor }, [source, key]);
+    });
     this.index.set(id, index);
   }
 
@@ -183,25 +200,23 @@ export class IndexedDbStorage implements Storage {
 
   async writeMutations(put: readonly QueuedMutation[], remove: readonly number[]): Promise<void> {
     const transaction = this.db.transaction([MUTATIONS], "readwrite");
-    const finished = done(transaction);
-    const store = transaction.objectStore(MUTATIONS);
-    for (const position of remove) store.delete(position);
-    for (const mutation of put) store.put(mutation, mutation.position);
-    await finished;
+    await atomically(transaction, () => {
+      const store = transaction.objectStore(MUTATIONS);
+      for (const position of remove) store.delete(position);
+      for (const mutation of put) store.put(mutation, mutation.position);
+    });
   }
 
   async writeSession(session: SessionState): Promise<void> {
     const transaction = this.db.transaction([META], "readwrite");
-    const finished = done(transaction);
-    transaction.objectStore(META).put(session, "session");
-    await finished;
+    await atomically(transaction, () => transaction.objectStore(META).put(session, "session"));
   }
 
   async clear(): Promise<void> {
     const transaction = this.db.transaction([RECORDS, PARTITIONS, MUTATIONS, META], "readwrite");
-    const finished = done(transaction);
-    for (const store of [RECORDS, PARTITIONS, MUTATIONS, META]) transaction.objectStore(store).clear();
     this.index.clear();
-    await finished;
+    await atomically(transaction, () => {
+      for (const store of [RECORDS, PARTITIONS, MUTATIONS, META]) transaction.objectStore(store).clear();
+    });
   }
 }

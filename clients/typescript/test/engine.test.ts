@@ -254,3 +254,25 @@ describe("engine: doSync", () => {
     expect(framesOf(changed, "subscribe")).toEqual([expect.objectContaining({ source: "Contact", key: "demo" })]);
   });
 });
+
+describe("engine: a store that fails", () => {
+  it("drops and unsubscribes the partition instead of running ahead of its store", async () => {
+    const storage = new MemoryStorage();
+    const device = await engine({}, storage);
+    device.hello();
+    await device.onFrame(welcome(), 0);
+    await device.onFrame(server({ case: "changes", value: changes({ snapshot: true, reset: true, snapshotDone: true, to: 1n, page: 1n, upserts: [record("a", 1)] }) }), 0);
+    const writePage = storage.writePage.bind(storage);
+    let fail = true;
+    storage.writePage = (source, key, write) => (fail && !write.clear ? Promise.reject(new Error("quota exceeded")) : writePage(source, key, write));
+    const reaction = await device.onFrame(server({ case: "changes", value: changes({ from: 2n, to: 2n, page: 2n, upserts: [record("b", 2)] }) }), 0);
+    expect(reaction.frames.map((frame) => frame.msg.case)).toEqual(["unsubscribe"]);
+    expect(reaction.notifications[0]).toMatchObject({ type: "sync", status: "error", error: { code: "STORAGE" } });
+    expect(device.partitionStates()[0]).toMatchObject({ phase: "failed", cursor: 0n });
+    expect((await storage.load()).partitions[0]).toMatchObject({ cursor: 0n, records: [] });
+    // Later pages of the old subscription are ignored; the next run starts from 0.
+    expect((await device.onFrame(server({ case: "changes", value: changes({ from: 3n, to: 3n, page: 3n }) }), 0)).frames).toEqual([]);
+    fail = false;
+    expect(framesOf(await device.sync(), "subscribe")).toEqual([expect.objectContaining({ cursor: 0n })]);
+  });
+});

@@ -85,4 +85,14 @@ describe("IndexedDB store", () => {
     await writer.writePage("Account", "*", { clear: false, deletes: ["r1"], upserts: [], cursor: 1503n });
     expect((await writer.load()).partitions[0]?.records).toHaveLength(1498);
   });
+
+  it("leaves records and cursor as they were when a page cannot be written whole", async () => {
+    const store = await IndexedDbStorage.open("atomic", new IDBFactory());
+    await store.writePage("Account", "*", { clear: true, deletes: [], upserts: [{ id: "a", fields: {}, version: 1n }], cursor: 1n });
+    const unclonable = { id: "b", fields: { bad: (() => undefined) as unknown as null }, version: 2n };
+    const failed = store.writePage("Account", "*", { clear: false, deletes: ["a"], upserts: [unclonable], cursor: 2n });
+    await expect(failed).rejects.toMatchObject({ code: "STORAGE" });
+    const state = await store.load();
+    expect(state.partitions[0]).toMatchObject({ cursor: 1n, records: [{ id: "a" }] });
+  });
 });
