@@ -1,8 +1,8 @@
 // End to end in Node against a real `syncline serve` (the demo CRM: 2,000 Accounts, user
 // demo/demo) with the in-memory store: initial sync with the checksum verified (binary and
-// JSON frames), a change ingested over gRPC arriving live, offline changes across a reload
-// and a server restart applied exactly once with links, and a sync cut 20 times that still
-// ends equal to a fresh device's.
+// JSON frames), a change ingested over gRPC arriving live, crm.CloseDeal over the socket,
+// offline changes across a reload and a server restart applied exactly once with links, and
+// a sync cut 20 times that still ends equal to a fresh device's.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket as NodeWebSocket } from "ws";
 import { SynclineClient } from "../src/client.js";
@@ -82,6 +82,19 @@ describe.skipIf(!binary)("end to end against syncline serve", () => {
     await client.waitFor(() => client.source("Account").get("acc-ingested") !== undefined, SYNC_TIMEOUT);
     expect(client.source("Account").get("acc-ingested")?.fields).toEqual({ name: "From gRPC", employees: 7n, active: true });
     expect(client.stats.livePushes).toBeGreaterThan(before);
+    await client.stop();
+  });
+
+  it("calls crm.CloseDeal over the socket, sees its change live, and gets typed errors", async () => {
+    const client = await fresh();
+    const before = client.source("Account").get("acc-2")?.fields.annual_revenue;
+    const reply = await client.call("crm", "CloseDeal", JSON.stringify({ account_id: "acc-2", amount: 5000 }), { timeoutMs: 10_000 });
+    const body = JSON.parse(new TextDecoder().decode(reply)) as { account_id: string; annual_revenue: number };
+    expect(body.account_id).toBe("acc-2");
+    expect(body.annual_revenue).toBe(Number(before) + 5000);
+    await client.waitFor(() => client.source("Account").get("acc-2")?.fields.annual_revenue === body.annual_revenue, SYNC_TIMEOUT);
+    await expect(client.call("crm", "NoSuchMethod", "{}")).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(client.call("crm", "CloseDeal", "not json")).rejects.toMatchObject({ code: "BAD_REQUEST" });
     await client.stop();
   });
 
