@@ -16,7 +16,7 @@ import type { MutationNotification, MutationOutcome } from "./notifications.js";
 import { applyOptimistically, localId, tempId } from "./outbox.js";
 import type { MutationKind, QueuedMutation , MutationQueue} from "./outbox.js";
 import type { PartitionReplica } from "./replica.js";
-import { fromRecord, toValues } from "./values.js";
+import { checkFields, fromRecord, toValues } from "./values.js";
 import type { Fields, SyncRecord } from "./values.js";
 
 const OPS: { [kind in MutationKind]: MutationOp } = {
@@ -53,6 +53,7 @@ export class Mutations {
   /** Queues a change and returns the queued row. Ids of linked creates are replaced by the real ids. */
   queueChange(source: string, key: string, op: MutationKind, id: string, fields: Fields, baseVersion?: bigint): QueuedMutation {
     if (source === "") throw new SynclineError("INVALID", "the source is empty");
+    checkFields(fields);
     const recordId = op === "create" ? tempId() : this.linkedId(source, id) ?? id;
     if (recordId === "") throw new SynclineError("INVALID", "the record id is empty");
     const rewritten: Fields = {};

@@ -10,6 +10,7 @@
 import { create } from "@bufbuild/protobuf";
 import { NullValue, RecordSchema, ValueSchema } from "./gen/syncline/v1/common_pb.js";
 import type { Record as RecordMessage, Value } from "./gen/syncline/v1/common_pb.js";
+import { SynclineError } from "./errors.js";
 
 /** One field value: text, a 64-bit integer, a float, a boolean, bytes or an explicit null. */
 export type FieldValue = string | bigint | number | boolean | Uint8Array | null;
@@ -27,6 +28,20 @@ export interface SyncRecord {
   version: bigint;
 }
 
+/** Throws a {@link SynclineError} `INVALID` unless every field is a {@link FieldValue} (integers within 64 bits). */
+export function checkFields(fields: Fields): void {
+  if (typeof fields !== "object" || fields === null) throw new SynclineError("INVALID", "fields must be an object");
+  for (const [name, value] of Object.entries(fields)) {
+    if (name === "") throw new SynclineError("INVALID", "a field name is empty");
+    const ok =
+      value === null ||
+      value instanceof Uint8Array ||
+      ["string", "number", "boolean"].includes(typeof value) ||
+      (typeof value === "bigint" && BigInt.asIntN(64, value) === value);
+    if (!ok) throw new SynclineError("INVALID", `field ${name}: not a string, 64-bit bigint, number, boolean, Uint8Array or null`);
+  }
+}
+
 /** Returns the protocol form of a field value. Integers must fit a signed 64-bit integer. */
 export function toValue(value: FieldValue): Value {
   if (value === null) return create(ValueSchema, { kind: { case: "nullValue", value: NullValue.NULL_VALUE } });
@@ -34,14 +49,15 @@ export function toValue(value: FieldValue): Value {
     case "string":
       return create(ValueSchema, { kind: { case: "stringValue", value } });
     case "bigint":
-      if (BigInt.asIntN(64, value) !== value) throw new RangeError(`integer ${value} does not fit 64 bits`);
+      if (BigInt.asIntN(64, value) !== value) throw new SynclineError("INVALID", `integer ${value} does not fit 64 bits`);
       return create(ValueSchema, { kind: { case: "intValue", value } });
     case "number":
       return create(ValueSchema, { kind: { case: "doubleValue", value } });
     case "boolean":
       return create(ValueSchema, { kind: { case: "boolValue", value } });
     default:
-      return create(ValueSchema, { kind: { case: "bytesValue", value } });
+      if (value instanceof Uint8Array) return create(ValueSchema, { kind: { case: "bytesValue", value } });
+      throw new SynclineError("INVALID", `not a field value: ${String(value)}`);
   }
 }
 

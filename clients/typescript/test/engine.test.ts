@@ -276,3 +276,16 @@ describe("engine: a store that fails", () => {
     expect(framesOf(await device.sync(), "subscribe")).toEqual([expect.objectContaining({ cursor: 0n })]);
   });
 });
+
+describe("engine: bad input", () => {
+  it("refuses bad changes at once with typed errors", async () => {
+    const device = await engine();
+    const invalid = expect.objectContaining({ code: "INVALID" });
+    expect(() => device.mutations.queueChange("", "", "create", "", {})).toThrow(invalid);
+    expect(() => device.mutations.queueChange("Account", "", "update", "", { name: "x" })).toThrow(invalid);
+    expect(() => device.mutations.queueChange("Account", "", "create", "", { n: 2n ** 64n })).toThrow(invalid);
+    expect(() => device.mutations.queueChange("Account", "", "create", "", { nested: { a: 1 } as unknown as null })).toThrow(invalid);
+    expect(() => device.mutations.queueChange("Account", "", "create", "", { "": "empty name" })).toThrow(invalid);
+    expect(device.mutations.queue.mutations).toHaveLength(0);
+  });
+});
