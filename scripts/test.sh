@@ -22,6 +22,28 @@ else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
 
+# The TypeScript device library (clients/typescript): dependencies from its lockfile, the
+# generated protobuf code checked against proto/, then type check, lint and tests. Its
+# end-to-end tests start the server binary built here, in Node and in headless Chromium (they
+# fail rather than skip without them).
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+# Its browser tests drive Debian's Chromium (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+cargo build -p syncline-server --bin syncline --locked
+(
+  cd clients/typescript
+  npm ci --no-audit --no-fund
+  npm run generate
+  git diff --exit-code -- src/gen || { echo "clients/typescript/src/gen is out of date: run npm run generate" >&2; exit 1; }
+  npm run typecheck
+  npm run lint
+  SYNCLINE_E2E_REQUIRED=1 SYNCLINE_BROWSER_REQUIRED=1 npm test
+)
+
 # The fuzz targets of push/fuzz, briefly, over their committed corpora: a change that makes the
 # frame decoder or the session loop panic on a known input fails here, and a little new ground
 # is covered each run. Long runs are separate (push/fuzz/README.md). cargo-fuzz needs nightly
