@@ -35,7 +35,7 @@ export function renderList(main) {
     await pagedTable(list, {
       path: "devices",
       params: { user: values.user, state: values.state, platform: values.platform },
-      headers: ["Device", "User", "Platform", "App", "State", "Online", "Last seen"],
+      headers: ["Device", "User", "Platform", "App", "State", "Last seen"],
       empty: "No devices match.",
       row: (/** @type {any} */ device) => [
         h("a", { href: `#/devices/${enc(device.client_id)}` }, device.client_id),
@@ -43,7 +43,6 @@ export function renderList(main) {
         device.platform || "–",
         device.app_version || "–",
         badge(device.state, STATE_BADGES[device.state] ?? "muted"),
-        device.connections > 0 ? badge("online", "ok") : badge("offline", "muted"),
         time(device.last_seen_ms),
       ],
     });
@@ -97,12 +96,12 @@ export function renderDevice(main, params, session) {
         table(
           ["Sent", "Command", "Reason", "State", "Delivered", "Acknowledged"],
           history.items.map((/** @type {any} */ command) => [
-            time(command.created_at_ms),
+            time(command.created_ms),
             command.kind,
             command.reason || "–",
             badge(command.state, STATE_BADGES[command.state] ?? "muted"),
-            time(command.delivered_at_ms),
-            time(command.acknowledged_at_ms),
+            time(command.delivered_ms),
+            time(command.acknowledged_ms),
           ]),
           "No commands sent.",
         ),
@@ -119,9 +118,10 @@ export function renderDevice(main, params, session) {
 
 /**
  * @param {HTMLElement} container
- * @param {any} device
+ * @param {any} detail
  */
-function showDevice(container, device) {
+function showDevice(container, detail) {
+  const device = detail.device;
   const facts = h(
     "dl",
     { class: "facts" },
@@ -130,19 +130,24 @@ function showDevice(container, device) {
       ["State", badge(device.state, STATE_BADGES[device.state] ?? "muted")],
       ["Platform", device.platform || "–"],
       ["App version", device.app_version || "–"],
-      ["Live connections", num(device.connections?.length ?? device.connections ?? 0)],
+      ["Model", device.model || "–"],
+      ["Live connections", num(detail.live_connections)],
+      ["First seen", time(device.first_seen_ms)],
       ["Last seen", time(device.last_seen_ms)],
-      ["Pending mutations", num(device.pending_mutations?.length ?? device.pending_mutations ?? 0)],
+      ["Pending mutations", num(detail.pending_mutations)],
     ].flatMap(([term, value]) => [h("dt", null, term), h("dd", null, value)]),
   );
   const partitions = table(
-    ["Partition", "Cursor", "Head", "Behind", "Lag"],
-    (device.partitions ?? []).map((/** @type {any} */ partition) => [
-      partition.partition ?? `${partition.source}/${partition.key}`,
+    ["Partition", "Cursor", "Head", "Behind", "Lag", "Pending mutations"],
+    (detail.partitions ?? []).map((/** @type {any} */ partition) => [
+      `${partition.source}/${partition.key}`,
       num(partition.cursor),
       num(partition.head),
       num(partition.lag_changes),
-      duration(partition.lag_ms === null || partition.lag_ms === undefined ? null : partition.lag_ms / 1000),
+      partition.lag_ms === null || partition.lag_ms === undefined
+        ? "–"
+        : `${partition.lag_ms_at_least ? "≥ " : ""}${duration(partition.lag_ms / 1000)}`,
+      num(partition.pending_mutations),
     ]),
     "Not subscribed to anything.",
   );

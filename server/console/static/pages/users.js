@@ -2,11 +2,11 @@
 // Users of the app: search, create, disable or enable, reset a password, delete.
 
 import { del, enc, post, put } from "../api.js";
-import { badge, button, field, form, h, mount, time, toast } from "../dom.js";
+import { badge, button, field, form, h, mount, num, toast } from "../dom.js";
 import { pagedTable } from "../paged.js";
 
 /**
- * @typedef {{ name: string, disabled: boolean, created_at_ms?: number, sessions?: number, devices?: number }} User
+ * @typedef {{ name: string, local: boolean, disabled: boolean, connected_devices: number }} User
  */
 
 /**
@@ -41,13 +41,14 @@ export function render(main, _params, session) {
   async function load(term) {
     await pagedTable(list, {
       path: "users",
-      params: { search: term },
-      headers: ["User", "State", "Created", "Actions"],
+      params: { prefix: term },
+      headers: ["User", "State", "Kind", "Connected devices", "Actions"],
       empty: "No users.",
       row: (/** @type {User} */ user) => [
         user.name,
         user.disabled ? badge("disabled", "bad") : badge("active", "ok"),
-        time(user.created_at_ms),
+        user.local ? "local" : "external",
+        num(user.connected_devices),
         admin ? actions(user, () => load(term)) : "",
       ],
     });
