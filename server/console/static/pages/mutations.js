@@ -19,14 +19,19 @@ export function render(main, _params, session) {
   async function load() {
     try {
       const queues = await get("mutations/queues");
+      const bySource = Object.entries(queues.by_source ?? {}).map(([source, count]) => `${source}: ${num(Number(count))}`);
       mount(
         depth,
+        h("p", null, `${num(queues.total)} queued`, bySource.length > 0 ? ` (${bySource.join(", ")})` : ""),
         table(
-          ["Device", "Source", "Queued"],
-          (queues.items ?? queues).map((/** @type {any} */ queue) => [
+          ["Device", "User", "Queued", "By source"],
+          (queues.devices?.items ?? []).map((/** @type {any} */ queue) => [
             h("a", { href: `#/devices/${enc(queue.client_id)}` }, queue.client_id),
-            queue.source,
-            num(queue.depth),
+            queue.user_id,
+            num(queue.pending),
+            Object.entries(queue.by_source ?? {})
+              .map(([source, count]) => `${source}: ${count}`)
+              .join(", "),
           ]),
           "No queued mutations.",
         ),

@@ -10,22 +10,22 @@ export function render(main) {
   mount(main, h("h1", null, "RPC"), list);
   get("rpc")
     .then((answer) => {
-      const methods = answer.items ?? answer.methods ?? [];
+      const methods = answer.items ?? [];
       mount(
         list,
         table(
-          ["Service", "Method", "Calls", "Errors", "By kind", "p50", "p99"],
+          ["Service", "Method", "Calls", "Errors", "By kind", "Mean", "p50", "p99"],
           methods.map((/** @type {any} */ method) => [
             method.service,
             method.method,
             num(method.calls),
             num(method.errors),
-            Object.entries(method.outcomes ?? method.errors_by_kind ?? {})
-              .filter(([kind]) => kind !== "ok")
+            Object.entries(method.errors_by_kind ?? {})
               .map(([kind, count]) => `${kind}: ${count}`)
               .join(", ") || "–",
-            duration(method.p50_seconds),
-            duration(method.p99_seconds),
+            duration(method.latency_mean_ms / 1000),
+            duration(method.latency_p50_ms / 1000),
+            duration(method.latency_p99_ms / 1000),
           ]),
           "No RPC calls yet.",
         ),

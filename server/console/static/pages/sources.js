@@ -13,7 +13,7 @@ export function renderList(main) {
   mount(main, h("h1", null, "Sources"), list);
   get("sources")
     .then((answer) => {
-      const items = answer.items ?? answer;
+      const items = answer.items ?? [];
       mount(
         list,
         table(
@@ -25,7 +25,7 @@ export function renderList(main) {
             source.capture ?? "–",
             health(source.health),
             time(source.health?.last_batch_ms),
-            duration(source.health?.capture_lag_ms === undefined ? null : source.health.capture_lag_ms / 1000),
+            duration(typeof source.health?.capture_lag_ms === "number" ? source.health.capture_lag_ms / 1000 : null),
             source.health?.last_error ?? "–",
           ]),
           "No sources configured.",
@@ -52,7 +52,8 @@ export function renderSource(main, params) {
   const list = h("div", { class: "list" });
   mount(main, h("p", null, h("a", { href: "#/sources" }, "← Sources")), h("h1", null, source), h("h2", null, "Partitions"), list);
   void pagedTable(list, {
-    path: `sources/${enc(source)}/partitions`,
+    path: "partitions",
+    params: { source },
     headers: ["Partition", "Head", "Horizon", "Records", "Subscribers"],
     empty: "No partitions yet.",
     row: (/** @type {any} */ partition) => [
@@ -72,7 +73,7 @@ export function renderSource(main, params) {
  */
 export function renderPartition(main, params, session) {
   const [source, key] = /** @type {[string, string]} */ (params);
-  const base = `sources/${enc(source)}/partitions/${enc(key)}`;
+  const base = `partitions/${enc(source)}/${enc(key)}`;
   const facts = h("dl", { class: "facts" });
   const records = h("div", { class: "list" });
   const admin = session.role === "admin";
@@ -110,15 +111,15 @@ export function renderPartition(main, params, session) {
       } catch (error) {
         throw new Error(`not JSON: ${errorText(error)}`);
       }
-      const committed = await post(`${base}/changes`, { changes: Array.isArray(change) ? change : [change] });
-      toast(`Committed ${committed.first_seq ?? ""}–${committed.last_seq ?? ""}.`);
+      const committed = await post(`${base}/changes`, change);
+      toast(committed.applied > 0 ? `Committed ${committed.first_seq}–${committed.last_seq}.` : "Nothing changed.");
       await refresh();
     },
     h(
       "label",
       { class: "field wide" },
-      h("span", null, "Change (JSON: {\"id\", \"fields\"} or {\"id\", \"delete\": true}, or an array)"),
-      h("textarea", { name: "change", rows: 3, required: true, spellcheck: "false" }, '{"id": "", "fields": {}}'),
+      h("span", null, "Changes (JSON: upserts and deletes, committed like an Ingest push)"),
+      h("textarea", { name: "change", rows: 4, required: true, spellcheck: "false" }, '{"upserts": [{"id": "", "fields": {}}], "deletes": []}'),
     ),
     h("button", { type: "submit" }, "Push"),
   );
@@ -128,13 +129,13 @@ export function renderPartition(main, params, session) {
     { class: "actions" },
     button("Reset from channel", async () => {
       if (!confirm(`Reload ${source}/${key} from its channel? Devices re-sync it.`)) return;
-      await post(`${base}/reset`);
-      toast("Reset started.");
+      const report = await post(`${base}/reset`);
+      toast(`Reset: ${num(report?.changes)} changes.`);
       await refresh();
     }),
     button("Compact now", async () => {
       const report = await post(`${base}/compact`);
-      toast(`Compacted: horizon ${num(report?.horizon)}.`);
+      toast(`Compacted ${num(report?.changes)} log entries; horizon ${num(report?.partition?.horizon)}.`);
       await refresh();
     }),
   );
