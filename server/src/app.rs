@@ -93,7 +93,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let hub = Hub::with_sweepers(workers, settings.device.push_interval, &tracker, shutdown.clone());
     let live = LivePublisher { hub: hub.clone(), max_page_bytes: settings.device.max_page_bytes };
-    let store = open_store(&settings.store, live).await?;
+    let (store, write_stats) = open_store(&settings.store, live).await?;
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
     let auth = start_auth(store.clone(), &settings.auth).await?;
     let admin_auth = Arc::new(AdminAuth::new(store.clone(), settings.auth.login_limits.failed)?);
@@ -134,6 +134,8 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         connections: connections.clone(),
         readiness: readiness.clone(),
         started: std::time::Instant::now(),
+        write_stats,
+        deliveries: Default::default(),
     };
     let admin_task = serve_admin(admin, admin_state, tls.as_ref(), &tracker, &shutdown)?;
     {
@@ -172,8 +174,12 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Opens the embedded store in the data directory; its commits go to `live`.
-async fn open_store(settings: &StoreSettings, live: LivePublisher) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the embedded store in the data directory; its commits go to `live`. Returns it with
+/// a reader of its writer's counters (for the admin API's stats).
+async fn open_store(
+    settings: &StoreSettings,
+    live: LivePublisher,
+) -> anyhow::Result<(Arc<dyn Store>, admin::WriteStatsReader)> {
     let path = settings.data_dir.join(STORE_FILE_NAME);
     let options = EmbeddedOptions { cache_size_bytes: settings.cache_bytes };
     let live: Arc<dyn CommitListener> = Arc::new(live);
@@ -181,8 +187,9 @@ async fn open_store(settings: &StoreSettings, live: LivePublisher) -> anyhow::Re
         let path = path.clone();
         tokio::task::spawn_blocking(move || EmbeddedStore::open_with_listener(&path, options, Some(live))).await?
     };
-    let store = opened.with_context(|| format!("cannot open the store {}", path.display()))?;
-    Ok(Arc::new(store))
+    let store = Arc::new(opened.with_context(|| format!("cannot open the store {}", path.display()))?);
+    let stats = store.clone();
+    Ok((store, Arc::new(move || stats.write_stats())))
 }
 
 /// Starts the authenticator: local users or the login channel, and backend tokens when

@@ -71,7 +71,14 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     /// When the server started.
     pub started: Instant,
+    /// Reads the embedded store writer's counters (commit latency).
+    pub write_stats: WriteStatsReader,
+    /// The last sample of delivered frames, for deliveries per second.
+    pub deliveries: Arc<stats::DeliverySamples>,
 }
+
+/// Reads the embedded store writer's counters.
+pub type WriteStatsReader = Arc<dyn Fn() -> crate::storage::embedded::WriteStats + Send + Sync>;
 
 impl AdminState {
     /// Returns the store.

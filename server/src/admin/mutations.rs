@@ -1,9 +1,145 @@
-//! Device mutation queues (filled in by the resource's endpoints).
+//! Device mutation queues: depth per device and per source, and the unfinished mutations
+//! themselves. (Failed and parked mutations, retry and discard need the dispatcher to park
+//! failures, which it does not yet: a failed mutation is answered to its device and leaves
+//! the queue.)
 
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::AdminState;
+use super::error::{ApiQuery, ApiResult, ErrorBody, blocking};
+use super::page::{Page, PageQuery};
+use super::{AdminState, ViewerAccess};
+use crate::storage::{MutationOp, QueuedMutation};
 
 pub(super) fn routes() -> OpenApiRouter<AdminState> {
-    OpenApiRouter::new()
+    OpenApiRouter::new().routes(routes!(queue_depths)).routes(routes!(pending_mutations))
+}
+
+/// The queue of one device.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct DeviceQueue {
+    client_id: String,
+    user_id: String,
+    /// Unfinished mutations.
+    pending: u64,
+    /// Unfinished mutations per source.
+    #[schema(value_type = Object)]
+    by_source: BTreeMap<String, u64>,
+}
+
+/// Queue depths: per device (paged) and in total per source.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct QueueDepths {
+    /// Unfinished mutations of every device.
+    total: u64,
+    /// Unfinished mutations per source, of every device.
+    #[schema(value_type = Object)]
+    by_source: BTreeMap<String, u64>,
+    devices: Page<DeviceQueue>,
+}
+
+/// An unfinished mutation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct PendingMutation {
+    client_id: String,
+    user_id: String,
+    /// Position in the device's queue.
+    seq: u64,
+    mutation_id: String,
+    source: String,
+    key: String,
+    /// `create`, `update` or `delete`.
+    op: String,
+    id: String,
+    base_version: u64,
+}
+
+/// Filters of the pending list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct MutationFilter {
+    /// Only this device's mutations.
+    client_id: Option<String>,
+}
+
+async fn pending(state: &AdminState) -> ApiResult<Vec<QueuedMutation>> {
+    let store = state.store().clone();
+    blocking(move || store.pending_mutations()).await
+}
+
+/// Returns mutation queue depths per device and per source.
+#[utoipa::path(get, path = "/v1/admin/mutations/queues", tag = "mutations", params(PageQuery),
+    responses(
+        (status = 200, description = "Queue depths", body = QueueDepths),
+        (status = 400, description = "Bad parameters", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+    ))]
+async fn queue_depths(
+    State(state): State<AdminState>,
+    _caller: ViewerAccess,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<axum::Json<QueueDepths>> {
+    let request = page.request()?;
+    let mutations = pending(&state).await?;
+    let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
+    let mut devices: BTreeMap<String, DeviceQueue> = BTreeMap::new();
+    for mutation in &mutations {
+        *by_source.entry(mutation.partition.source.clone()).or_default() += 1;
+        let device = devices.entry(mutation.client_id.clone()).or_insert_with(|| DeviceQueue {
+            client_id: mutation.client_id.clone(),
+            user_id: mutation.user_id.clone(),
+            pending: 0,
+            by_source: BTreeMap::new(),
+        });
+        device.pending += 1;
+        *device.by_source.entry(mutation.partition.source.clone()).or_default() += 1;
+    }
+    let devices = Page::from_sorted(devices.into_values().collect(), &request, |device| device.client_id.clone());
+    Ok(axum::Json(QueueDepths { total: mutations.len() as u64, by_source, devices }))
+}
+
+/// Lists unfinished mutations, by device and queue position.
+#[utoipa::path(get, path = "/v1/admin/mutations/pending", tag = "mutations", params(PageQuery, MutationFilter),
+    responses(
+        (status = 200, description = "A page of mutations", body = Page<PendingMutation>),
+        (status = 400, description = "Bad parameters", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+    ))]
+async fn pending_mutations(
+    State(state): State<AdminState>,
+    _caller: ViewerAccess,
+    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(filter): ApiQuery<MutationFilter>,
+) -> ApiResult<axum::Json<Page<PendingMutation>>> {
+    let request = page.request()?;
+    let mutations: Vec<PendingMutation> = pending(&state)
+        .await?
+        .into_iter()
+        .filter(|mutation| filter.client_id.as_deref().is_none_or(|client_id| client_id == mutation.client_id))
+        .map(|mutation| PendingMutation {
+            op: match mutation.op {
+                MutationOp::Create => "create",
+                MutationOp::Update => "update",
+                MutationOp::Delete => "delete",
+            }
+            .to_owned(),
+            client_id: mutation.client_id,
+            user_id: mutation.user_id,
+            seq: mutation.seq,
+            mutation_id: mutation.mutation_id,
+            source: mutation.partition.source,
+            key: mutation.partition.key,
+            id: mutation.id,
+            base_version: mutation.base_version,
+        })
+        .collect();
+    // Zero-padded positions sort as numbers within a device.
+    Ok(axum::Json(Page::from_sorted(mutations, &request, |mutation| {
+        format!("{}\0{:020}", mutation.client_id, mutation.seq)
+    })))
 }

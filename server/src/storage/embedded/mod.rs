@@ -101,6 +101,8 @@ pub struct WriteStats {
     pub slow_commits: u64,
     /// The longest commit so far, in microseconds.
     pub slowest_commit_micros: u64,
+    /// The time all commits took together, in microseconds (with `commits`, the mean).
+    pub commit_micros_total: u64,
 }
 
 /// The embedded (redb) [`Store`](crate::storage::Store). See the module docs. Dropping it stops the writer thread
@@ -122,6 +124,7 @@ struct Shared {
     commits: AtomicU64,
     slow_commits: AtomicU64,
     slowest_commit_micros: AtomicU64,
+    commit_micros_total: AtomicU64,
 }
 
 impl EmbeddedStore {
@@ -157,6 +160,7 @@ impl EmbeddedStore {
             commits: AtomicU64::new(0),
             slow_commits: AtomicU64::new(0),
             slowest_commit_micros: AtomicU64::new(0),
+            commit_micros_total: AtomicU64::new(0),
         });
         let (requests, queue) = sync_channel(WRITE_QUEUE_CAPACITY);
         let writer_shared = Arc::clone(&shared);
@@ -175,6 +179,7 @@ impl EmbeddedStore {
             commits: self.shared.commits.load(Ordering::Acquire),
             slow_commits: self.shared.slow_commits.load(Ordering::Acquire),
             slowest_commit_micros: self.shared.slowest_commit_micros.load(Ordering::Acquire),
+            commit_micros_total: self.shared.commit_micros_total.load(Ordering::Acquire),
         }
     }
 

@@ -1,0 +1,103 @@
+//! Sources, partitions, records, changes, mutations, RPC and stats through the admin API on a
+//! running server (issue 15): changes posted as JSON commit like Ingest.Push and answer with
+//! the committed range; every read pages; viewers cannot write; unknown names are 404.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use syncline_server::storage::AdminRole;
+use syncline_tests::admin::{AdminClient, assert_error};
+use syncline_tests::{TestServer, server_view};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_posted_as_json_commit_durably_and_read_back_by_id() {
+    let server = TestServer::start().await;
+    let admin = AdminClient::new(&server.server, Some(AdminRole::Admin));
+    let viewer = AdminClient::new(&server.server, Some(AdminRole::Viewer));
+    let changes = json!({"upserts": [
+        {"id": "a", "fields": {"name": "Acme", "employees": 12, "rating": 4.5, "active": true, "note": null}},
+        {"id": "b", "fields": {"name": "Bolt"}},
+        {"id": "c", "fields": {"name": "Core"}},
+    ]});
+    let (status, committed) = admin.post("/v1/admin/partitions/Account/*/changes", changes.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{committed}");
+    assert_eq!((committed["first_seq"].as_u64(), committed["last_seq"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(server_view(&server, "Account", "*").0.len(), 3, "durable in the store when answered");
+    let (_, again) = admin.post("/v1/admin/partitions/Account/*/changes", changes).await;
+    assert_eq!(again["applied"], 0, "unchanged records take no sequence: {again}");
+    let (status, deleted) = admin.post("/v1/admin/partitions/Account/*/changes", json!({"deletes": ["c"]})).await;
+    assert_eq!((status, deleted["last_seq"].as_u64(), deleted["records"].as_u64()), (StatusCode::OK, Some(4), Some(2)));
+
+    let (status, partition) = viewer.get("/v1/admin/partitions/Account/*").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((partition["head"].as_u64(), partition["records"].as_u64()), (Some(4), Some(2)), "{partition}");
+    let (_, page) = viewer.get("/v1/admin/partitions/Account/*/records?limit=1").await;
+    assert_eq!(page["items"][0]["id"], "a");
+    assert_eq!(page["items"][0]["fields"]["employees"], 12);
+    assert_eq!(page["items"][0]["fields"]["rating"], 4.5);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, page) = viewer.get(&format!("/v1/admin/partitions/Account/*/records?limit=1&cursor={cursor}")).await;
+    assert_eq!(page["items"][0]["id"], "b");
+    assert!(page["next_cursor"].is_null());
+    let (status, record) = viewer.get("/v1/admin/partitions/Account/*/records/b").await;
+    assert_eq!((status, record["fields"]["name"].as_str()), (StatusCode::OK, Some("Bolt")));
+    let (_, list) = viewer.get("/v1/admin/partitions?source=Account").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+
+    assert_error(&viewer.get("/v1/admin/partitions/Account/*/records/zzz").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(&viewer.get("/v1/admin/partitions/Nope/*").await, StatusCode::NOT_FOUND, "unknown_source");
+    assert_error(&viewer.get("/v1/admin/partitions/Contact/nobody").await, StatusCode::NOT_FOUND, "not_found");
+    let nested = admin
+        .post("/v1/admin/partitions/Account/*/changes", json!({"upserts": [{"id": "x", "fields": {"n": [1]}}]}))
+        .await;
+    assert_error(&nested, StatusCode::BAD_REQUEST, "bad_request");
+    let empty_id = admin.post("/v1/admin/partitions/Account/*/changes", json!({"upserts": [{"id": ""}]})).await;
+    assert_error(&empty_id, StatusCode::BAD_REQUEST, "bad_request");
+    let wrong_type = admin.post("/v1/admin/partitions/Account/*/changes", json!({"deletes": "c"})).await;
+    assert_error(&wrong_type, StatusCode::BAD_REQUEST, "bad_request");
+    for path in [
+        "/v1/admin/partitions/Account/*/changes",
+        "/v1/admin/partitions/Account/*/compact",
+        "/v1/admin/partitions/Account/*/reset",
+    ] {
+        assert_error(&viewer.post(path, json!({})).await, StatusCode::FORBIDDEN, "forbidden");
+    }
+    let reset = admin.post("/v1/admin/partitions/Account/*/reset", json!({})).await;
+    assert_error(&reset, StatusCode::CONFLICT, "conflict");
+    let (status, compacted) = admin.post("/v1/admin/partitions/Account/*/compact", json!({})).await;
+    assert_eq!((status, compacted["partition"]["head"].as_u64()), (StatusCode::OK, Some(4)), "{compacted}");
+    server.server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_stats_rpc_and_mutation_queues_are_readable_by_viewers() {
+    let server = TestServer::start().await;
+    let viewer = AdminClient::new(&server.server, Some(AdminRole::Viewer));
+    let anonymous = AdminClient::new(&server.server, None);
+    let (status, sources) = viewer.get("/v1/admin/sources").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> =
+        sources["items"].as_array().unwrap().iter().map(|source| source["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Account", "Contact"]);
+    assert_eq!(sources["items"][0]["capture"], "ingest");
+    assert_eq!(sources["items"][0]["health"]["connected"], true);
+    assert_error(&viewer.get("/v1/admin/sources/Nope").await, StatusCode::NOT_FOUND, "not_found");
+
+    let (status, stats) = viewer.get("/v1/admin/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["version"], env!("CARGO_PKG_VERSION"));
+    assert!(stats["store_bytes"].as_u64().unwrap() > 0, "{stats}");
+    let (status, rpc) = viewer.get("/v1/admin/rpc").await;
+    assert_eq!((status, rpc["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    let (status, queues) = viewer.get("/v1/admin/mutations/queues").await;
+    assert_eq!((status, queues["total"].as_u64()), (StatusCode::OK, Some(0)), "{queues}");
+    let (status, _) = viewer.get("/v1/admin/mutations/pending?client_id=x").await;
+    assert_eq!(status, StatusCode::OK);
+    for path in
+        ["/v1/admin/sources", "/v1/admin/stats", "/v1/admin/rpc", "/v1/admin/mutations/queues", "/v1/admin/partitions"]
+    {
+        assert_error(&anonymous.get(path).await, StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    let wrong_method = viewer.call(Method::PATCH, "/v1/admin/stats", None).await;
+    assert_eq!(wrong_method.0, StatusCode::METHOD_NOT_ALLOWED, "{wrong_method:?}");
+    server.server.stop().await.unwrap();
+}
