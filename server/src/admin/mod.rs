@@ -9,13 +9,14 @@
 //!   [`AdminAccess`] extractors handlers name their role with.
 //! - `page`: the one pagination helper ([`PageQuery`], [`Page`]).
 //! - one file per resource, each with `pub(super) fn routes() -> OpenApiRouter<AdminState>`,
-//!   merged in [`api_routes`]: `health`, `session`, `tokens`, `users`, `sources`,
+//!   merged in [`api_routes`]: `health`, `session`, `tokens`, `admins`, `users`, `sources`,
 //!   `partitions`, `mutations`, `rpc`, `stats`.
 //!
 //! Every handler takes [`AdminState`]: the store, the hub, the device connections and the
 //! rest of what device sessions share ([`GatewayServices`]), the settings, and the admin
 //! authenticator.
 
+mod admins;
 mod auth;
 mod error;
 mod health;
@@ -137,6 +138,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(session::routes())
         .merge(tokens::routes())
+        .merge(admins::routes())
         .merge(users::routes())
         .merge(sources::routes())
         .merge(partitions::routes())
