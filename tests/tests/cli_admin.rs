@@ -95,3 +95,62 @@ async fn user_and_token_commands_work_on_a_stopped_store_and_through_a_running_s
     stdout(&syncline(&["user", "delete", "ann"], &config, &[]));
     assert!(!stdout(&syncline(&["user", "list"], &config, &[])).contains("ann"));
 }
+
+/// Reads the server's stdout until the line with the demo admin's password; returns it.
+fn printed_password(stdout: std::process::ChildStdout) -> Option<String> {
+    use std::io::BufRead as _;
+    let lines = std::io::BufReader::new(stdout).lines();
+    lines.map_while(Result::ok).find_map(|line| line.split("password: ").nth(1).map(|rest| rest.trim().to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_a_working_admin_password_once_at_its_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let start = || {
+        Command::new(SERVER)
+            .arg("serve")
+            .env("SYNCLINE_DATA_DIR", dir.path())
+            .env("SYNCLINE_DEVICE_ADDR", "127.0.0.1:0")
+            .env("SYNCLINE_GRPC_ADDR", "127.0.0.1:0")
+            .env("SYNCLINE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("SYNCLINE_DEMO_RECORDS", "10")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the server starts")
+    };
+    let mut first = start();
+    let stdout = first.stdout.take().unwrap();
+    let password =
+        tokio::task::spawn_blocking(move || printed_password(stdout)).await.unwrap().expect("a password line");
+    let base = format!("http://127.0.0.1:{admin_port}");
+    let http = reqwest::Client::new();
+    let login = |password: String| {
+        let http = http.clone();
+        let url = format!("{base}/v1/admin/session");
+        async move { http.post(url).json(&serde_json::json!({"name": "admin", "password": password})).send().await }
+    };
+    let answer = syncline_tests::eventually(DEADLINE, "the admin endpoint answers", || {
+        let attempt = login(password.clone());
+        async move { attempt.await.ok() }
+    })
+    .await;
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Second start: nothing printed (stdout ends when the process is killed after it is up).
+    let mut second = start();
+    let stdout = second.stdout.take().unwrap();
+    let printed = tokio::task::spawn_blocking(move || printed_password(stdout));
+    let answer = syncline_tests::eventually(DEADLINE, "the admin endpoint answers again", || {
+        let attempt = login(password.clone());
+        async move { attempt.await.ok() }
+    })
+    .await;
+    assert_eq!(answer.status(), reqwest::StatusCode::OK, "the first password still works");
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(printed.await.unwrap(), None, "the password is printed only at the first start");
+}
