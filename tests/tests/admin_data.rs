@@ -101,3 +101,58 @@ async fn sources_stats_rpc_and_mutation_queues_are_readable_by_viewers() {
     assert_eq!(wrong_method.0, StatusCode::METHOD_NOT_ALLOWED, "{wrong_method:?}");
     server.server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_waiting_for_an_unavailable_channel_show_its_error_and_retry_on_demand() {
+    use syncline_proto::v1::{ClientFrame, Mutate, MutationOp, client_frame};
+    use syncline_server::config::{Partitioning, SourceSection};
+    let dead_channel = format!("http://127.0.0.1:{}", syncline_tests::process::free_port());
+    let server = TestServer::start_with(|config| {
+        let mut tasks = SourceSection::new(Partitioning::User);
+        tasks.channel = Some(dead_channel);
+        config.sources.insert("Task".into(), tasks);
+    })
+    .await;
+    server.add_user("ann", "pw-ann");
+    let admin = AdminClient::new(&server.server, Some(AdminRole::Admin));
+    let mut connection = syncline_tests::raw_login(&server.url(), "ann", "pw-ann").await;
+    let client_id = syncline_tests::welcome_client_id(&mut connection).await;
+    let mutate = Mutate {
+        mutation_id: "m1".into(),
+        source: "Task".into(),
+        key: "ann".into(),
+        op: MutationOp::Create as i32,
+        id: "t1".into(),
+        ..Mutate::default()
+    };
+    connection.send(&ClientFrame { msg: Some(client_frame::Msg::Mutate(mutate)) }).await.unwrap();
+
+    let path = format!("/v1/admin/mutations/pending?client_id={client_id}");
+    let parked = syncline_tests::eventually(syncline_tests::DEADLINE, "the mutation is parked", || {
+        let admin = admin.clone();
+        let path = path.clone();
+        async move {
+            let (_, page) = admin.get(&path).await;
+            page["items"][0]["last_error"].is_string().then_some(page)
+        }
+    })
+    .await;
+    assert_eq!(parked["items"][0]["mutation_id"], "m1", "{parked}");
+    let attempts = parked["items"][0]["attempts"].as_u64().unwrap();
+    let (_, queues) = admin.get("/v1/admin/mutations/queues").await;
+    assert_eq!(queues["by_source"]["Task"], 1, "{queues}");
+    let viewer = AdminClient::new(&server.server, Some(AdminRole::Viewer));
+    assert_error(&viewer.post("/v1/admin/mutations/retry", json!({})).await, StatusCode::FORBIDDEN, "forbidden");
+    let (status, retried) = admin.post("/v1/admin/mutations/retry", json!({})).await;
+    assert_eq!((status, retried["retried"].as_u64()), (StatusCode::OK, Some(1)), "{retried}");
+    syncline_tests::eventually(syncline_tests::DEADLINE, "another attempt", || {
+        let admin = admin.clone();
+        let path = path.clone();
+        async move {
+            let (_, page) = admin.get(&path).await;
+            (page["items"][0]["attempts"].as_u64() > Some(attempts)).then_some(())
+        }
+    })
+    .await;
+    server.server.stop().await.unwrap();
+}

@@ -1,7 +1,8 @@
 //! Device mutation queues: depth per device and per source, and the unfinished mutations
-//! themselves. (Failed and parked mutations, retry and discard need the dispatcher to park
-//! failures, which it does not yet: a failed mutation is answered to its device and leaves
-//! the queue.)
+//! themselves, parked ones (waiting for an unavailable channel, retried with backoff) with the
+//! channel's last error; `POST /v1/admin/mutations/retry` retries every parked one now. A
+//! mutation the channel refuses for good is not parked: its error is its outcome, answered to
+//! its device, and it leaves the queue. (Discarding a pending mutation is not offered yet.)
 
 use std::collections::BTreeMap;
 
@@ -13,11 +14,11 @@ use utoipa_axum::routes;
 
 use super::error::{ApiQuery, ApiResult, ErrorBody, blocking};
 use super::page::{Page, PageQuery};
-use super::{AdminState, ViewerAccess};
+use super::{AdminAccess, AdminState, ViewerAccess};
 use crate::storage::{MutationOp, QueuedMutation};
 
 pub(super) fn routes() -> OpenApiRouter<AdminState> {
-    OpenApiRouter::new().routes(routes!(queue_depths)).routes(routes!(pending_mutations))
+    OpenApiRouter::new().routes(routes!(queue_depths)).routes(routes!(pending_mutations)).routes(routes!(retry_parked))
 }
 
 /// The queue of one device.
@@ -57,6 +58,28 @@ pub(super) struct PendingMutation {
     op: String,
     id: String,
     base_version: u64,
+    /// When the channel is unavailable: its last error (the mutation is parked and retried).
+    last_error: Option<String>,
+    /// Failed attempts so far (parked mutations).
+    attempts: u64,
+}
+
+/// What a retry did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct Retried {
+    /// Parked mutations retried now.
+    retried: usize,
+}
+
+/// Retries every parked mutation now instead of after its backoff.
+#[utoipa::path(post, path = "/v1/admin/mutations/retry", tag = "mutations",
+    responses(
+        (status = 200, description = "Retried", body = Retried),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+async fn retry_parked(State(state): State<AdminState>, _caller: AdminAccess) -> axum::Json<Retried> {
+    axum::Json(Retried { retried: state.services.mutations.retry_parked() })
 }
 
 /// Filters of the pending list.
@@ -117,11 +140,24 @@ async fn pending_mutations(
     ApiQuery(filter): ApiQuery<MutationFilter>,
 ) -> ApiResult<axum::Json<Page<PendingMutation>>> {
     let request = page.request()?;
+    let parked: std::collections::HashMap<(String, String), crate::mutations::ParkedMutation> = state
+        .services
+        .mutations
+        .parked()
+        .into_iter()
+        .map(|parked| ((parked.client_id.clone(), parked.mutation_id.clone()), parked))
+        .collect();
     let mutations: Vec<PendingMutation> = pending(&state)
         .await?
         .into_iter()
         .filter(|mutation| filter.client_id.as_deref().is_none_or(|client_id| client_id == mutation.client_id))
-        .map(|mutation| PendingMutation {
+        .map(|mutation| {
+            let parked = parked.get(&(mutation.client_id.clone(), mutation.mutation_id.clone()));
+            (mutation, parked.map(|parked| (parked.error.clone(), parked.attempts)))
+        })
+        .map(|(mutation, parked)| PendingMutation {
+            last_error: parked.as_ref().map(|(error, _)| error.clone()),
+            attempts: parked.map_or(0, |(_, attempts)| attempts),
             op: match mutation.op {
                 MutationOp::Create => "create",
                 MutationOp::Update => "update",
