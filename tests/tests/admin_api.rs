@@ -69,3 +69,52 @@ async fn the_openapi_document_describes_the_api() {
     assert!(document["components"]["schemas"]["ErrorBody"].is_object());
     server.server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_serves_https_when_tls_is_configured() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("self-signed certificate");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(|config| {
+        config.tls.cert = Some(cert_path.clone());
+        config.tls.key = Some(key_path.clone());
+        config.admin.password = Some("console-pw-1".into());
+    })
+    .await;
+    assert!(server.server.admin_url().starts_with("https://"));
+    let certificate = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    let http = reqwest::Client::builder().add_root_certificate(certificate).build().unwrap();
+    let admin = AdminClient { http: http.clone(), ..AdminClient::new(&server.server, Some(AdminRole::Admin)) };
+    let (status, _) = admin.get("/v1/admin/tokens").await;
+    assert_eq!(status, StatusCode::OK);
+    let login = http
+        .post(format!("{}/v1/admin/session", server.server.admin_url()))
+        .json(&json!({"name": "admin", "password": "console-pw-1"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "session cookies are Secure over HTTPS: {cookie}");
+    let plain = reqwest::Client::new().get(format!("http://{}/healthz", server.server.admin_addr)).send().await;
+    assert!(plain.map_or(true, |response| !response.status().is_success()), "no plain HTTP beside TLS");
+    server.server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_an_unreachable_channel() {
+    use syncline_server::config::{Partitioning, SourceSection};
+    let dead = format!("http://127.0.0.1:{}", syncline_tests::process::free_port());
+    let server = TestServer::start_with(|config| {
+        let mut tasks = SourceSection::new(Partitioning::User);
+        tasks.channel = Some(dead.clone());
+        config.sources.insert("Task".into(), tasks);
+    })
+    .await;
+    let (status, body) = AdminClient::new(&server.server, None).get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["reasons"][0].as_str().unwrap().contains(&dead), "{body}");
+    server.server.stop().await.unwrap();
+}
