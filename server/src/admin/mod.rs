@@ -9,7 +9,7 @@
 //!   [`AdminAccess`] extractors handlers name their role with.
 //! - `page`: the one pagination helper ([`PageQuery`], [`Page`]).
 //! - one file per resource, each with `pub(super) fn routes() -> OpenApiRouter<AdminState>`,
-//!   merged in [`api_routes`]: `health`, `session`, `tokens`, `admins`, `users`, `sources`,
+//!   merged in `api_routes`: `health`, `session`, `tokens`, `admins`, `users`, `sources`,
 //!   `partitions`, `mutations`, `rpc`, `stats`.
 //!
 //! Every handler takes [`AdminState`]: the store, the hub, the device connections and the

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::json;
@@ -116,6 +116,7 @@ pub async fn user_add(
 /// runs on it.
 #[cfg(feature = "demo")]
 async fn demo_user_add(store: &StoreSettings, name: &str, password: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
     std::fs::create_dir_all(&store.data_dir)
         .with_context(|| format!("cannot create the data directory {}", store.data_dir.display()))?;
     let path = store.data_dir.join(crate::demo::DEMO_DB_FILE);
@@ -244,6 +245,20 @@ async fn delete(name: &str, purge: bool, args: &StoreArgs, env: &HashMap<String,
     Ok(())
 }
 
+/// Returns the demo app's `user` sources when the demo is what `serve` would run (its
+/// sources are declared when it starts, not in the settings).
+#[cfg(feature = "demo")]
+fn demo_user_sources(settings: &Settings) -> Vec<String> {
+    let demo = crate::demo::DEMO_SOURCES.iter().filter(|(_, partitioning)| *partitioning == Partitioning::User);
+    if settings.demo.is_some() { demo.map(|(source, _)| (*source).to_owned()).collect() } else { Vec::new() }
+}
+
+/// Returns no sources: this build has no demo app.
+#[cfg(not(feature = "demo"))]
+fn demo_user_sources(_settings: &Settings) -> Vec<String> {
+    Vec::new()
+}
+
 /// Deletes a user in the store, as the admin API does: local user, sessions, partitions.
 fn delete_locally(store: &EmbeddedStore, settings: &Settings, name: &str, purge: bool) -> anyhow::Result<()> {
     use crate::storage::AdminStore as _;
@@ -254,18 +269,12 @@ fn delete_locally(store: &EmbeddedStore, settings: &Settings, name: &str, purge:
     let controls = UserControls { sessions_revoked_ms: crate::auth::now_ms(), ..store.user_controls(name)? };
     store.set_user_controls(name, &controls)?;
     if purge {
-        let mut sources: Vec<String> = settings
+        let configured = settings
             .sources
             .iter()
             .filter(|(_, source)| source.partitioning == Partitioning::User)
-            .map(|(source, _)| source.clone())
-            .collect();
-        #[cfg(feature = "demo")]
-        if settings.demo.is_some() {
-            let demo = crate::demo::DEMO_SOURCES.iter().filter(|(_, partitioning)| *partitioning == Partitioning::User);
-            sources.extend(demo.map(|(source, _)| (*source).to_owned()));
-        }
-        for source in sources {
+            .map(|(source, _)| source.clone());
+        for source in configured.chain(demo_user_sources(settings)) {
             store.purge_partition(&PartitionName::new(source, name))?;
         }
     }
