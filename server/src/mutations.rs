@@ -90,9 +90,14 @@ pub struct MutationDispatcher {
     shutdown: CancellationToken,
     /// Mutations waiting for an unavailable channel, by (client id, mutation id).
     parked: Mutex<HashMap<(String, String), ParkedMutation>>,
-    /// Wakes every parked mutation for an attempt now (an operator's retry).
+    /// Wakes every parked mutation for an attempt now (an operator's retry or discard).
     retry_now: tokio::sync::Notify,
+    /// Mutations an operator discarded, by (client id, mutation id), until their lane ends them.
+    discarded: Mutex<std::collections::HashSet<(String, String)>>,
 }
+
+/// What a device is told about a mutation an operator discarded.
+pub const DISCARDED_MESSAGE: &str = "the mutation was discarded by an operator";
 
 impl MutationDispatcher {
     /// Returns the mutations waiting for an unavailable channel.
@@ -100,6 +105,19 @@ impl MutationDispatcher {
         let mut parked: Vec<ParkedMutation> = self.parked.lock().values().cloned().collect();
         parked.sort_by(|a, b| (&a.client_id, &a.mutation_id).cmp(&(&b.client_id, &b.mutation_id)));
         parked
+    }
+
+    /// Discards a queued mutation: before its next attempt its lane ends it with a FORBIDDEN
+    /// outcome ([`DISCARDED_MESSAGE`]), told to its device like any outcome. A mutation being
+    /// written to its channel at that moment completes instead.
+    pub fn discard(&self, client_id: &str, mutation_id: &str) {
+        self.discarded.lock().insert((client_id.to_owned(), mutation_id.to_owned()));
+        self.retry_now.notify_waiters();
+    }
+
+    /// Returns true (once) when an operator discarded the mutation.
+    fn take_discarded(&self, key: &(String, String)) -> bool {
+        self.discarded.lock().remove(key)
     }
 
     /// Retries every parked mutation now instead of after its backoff; returns how many.
@@ -128,6 +146,7 @@ impl MutationDispatcher {
             shutdown,
             parked: Mutex::new(HashMap::new()),
             retry_now: tokio::sync::Notify::new(),
+            discarded: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -261,6 +280,10 @@ impl MutationDispatcher {
     /// shutting down.
     async fn decide(&self, mutation: &QueuedMutation) -> Option<Result<Decided, Refusal>> {
         let op = mutation.op;
+        let parked_key = (mutation.client_id.clone(), mutation.mutation_id.clone());
+        if self.take_discarded(&parked_key) {
+            return Some(Err(Refusal::new(ErrorClass::Forbidden, DISCARDED_MESSAGE)));
+        }
         let Some(source) = self.sources.get(&mutation.partition.source) else {
             let message = format!("unknown source {}", mutation.partition.source);
             return Some(Err(Refusal::new(ErrorClass::UnknownSource, message)));
@@ -307,8 +330,11 @@ impl MutationDispatcher {
             caller: Some(Caller { user_id: mutation.user_id.clone(), client_id: mutation.client_id.clone() }),
         };
         let mut pause = FIRST_RETRY_PAUSE;
-        let parked_key = (mutation.client_id.clone(), mutation.mutation_id.clone());
         let outcome = loop {
+            if self.take_discarded(&parked_key) {
+                self.parked.lock().remove(&parked_key);
+                return Some(Err(Refusal::new(ErrorClass::Forbidden, DISCARDED_MESSAGE)));
+            }
             match channel.write(op, request.clone()).await {
                 Ok(outcome) => break outcome,
                 Err(error) if error.is_transient() => {
@@ -332,6 +358,8 @@ impl MutationDispatcher {
             }
         };
         self.parked.lock().remove(&parked_key);
+        // Discarded while it was being written: the write stands.
+        self.discarded.lock().remove(&parked_key);
         let partition = mutation.partition.clone();
         let (result, writes) = match (op, outcome) {
             (_, WriteOutcome::Conflict(current)) => {

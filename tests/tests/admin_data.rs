@@ -154,5 +154,24 @@ async fn mutations_waiting_for_an_unavailable_channel_show_its_error_and_retry_o
         }
     })
     .await;
+
+    let discard = format!("/v1/admin/mutations/{client_id}/m1");
+    assert_error(&viewer.call(Method::DELETE, &discard, None).await, StatusCode::FORBIDDEN, "forbidden");
+    let unknown = admin.call(Method::DELETE, &format!("/v1/admin/mutations/{client_id}/nope"), None).await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "not_found");
+    let (status, _) = admin.call(Method::DELETE, &discard, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let result = loop {
+        let incoming = tokio::time::timeout(syncline_tests::DEADLINE, connection.recv()).await.unwrap().unwrap();
+        if let syncline_client_sim::Incoming::Frame(frame) = incoming
+            && let Some(syncline_proto::v1::server_frame::Msg::MutationResult(result)) = frame.msg
+        {
+            break result;
+        }
+    };
+    assert_eq!(result.mutation_id, "m1");
+    assert!(!result.ok, "{result:?}");
+    let (_, queues) = admin.get("/v1/admin/mutations/queues").await;
+    assert_eq!(queues["total"], 0, "the discarded mutation left the queue: {queues}");
     server.server.stop().await.unwrap();
 }

@@ -2,7 +2,9 @@
 //! themselves, parked ones (waiting for an unavailable channel, retried with backoff) with the
 //! channel's last error; `POST /v1/admin/mutations/retry` retries every parked one now. A
 //! mutation the channel refuses for good is not parked: its error is its outcome, answered to
-//! its device, and it leaves the queue. (Discarding a pending mutation is not offered yet.)
+//! its device, and it leaves the queue. `DELETE /v1/admin/mutations/{client_id}/{mutation_id}`
+//! discards an unfinished mutation: its device gets a FORBIDDEN outcome (unless it was being
+//! written to its channel at that moment, which then completes).
 
 use std::collections::BTreeMap;
 
@@ -12,13 +14,17 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiQuery, ApiResult, ErrorBody, blocking};
+use super::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody, blocking};
 use super::page::{Page, PageQuery};
 use super::{AdminAccess, AdminState, ViewerAccess};
 use crate::storage::{MutationOp, QueuedMutation};
 
 pub(super) fn routes() -> OpenApiRouter<AdminState> {
-    OpenApiRouter::new().routes(routes!(queue_depths)).routes(routes!(pending_mutations)).routes(routes!(retry_parked))
+    OpenApiRouter::new()
+        .routes(routes!(queue_depths))
+        .routes(routes!(pending_mutations))
+        .routes(routes!(retry_parked))
+        .routes(routes!(discard_mutation))
 }
 
 /// The queue of one device.
@@ -69,6 +75,32 @@ pub(super) struct PendingMutation {
 pub(super) struct Retried {
     /// Parked mutations retried now.
     retried: usize,
+}
+
+/// Discards an unfinished mutation (answered to its device as FORBIDDEN, off its queue).
+#[utoipa::path(delete, path = "/v1/admin/mutations/{client_id}/{mutation_id}", tag = "mutations",
+    params(("client_id" = String, Path), ("mutation_id" = String, Path)),
+    responses(
+        (status = 202, description = "Discarded; the device is told once its lane ends it"),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such unfinished mutation", body = ErrorBody),
+    ))]
+async fn discard_mutation(
+    State(state): State<AdminState>,
+    _caller: AdminAccess,
+    ApiPath((client_id, mutation_id)): ApiPath<(String, String)>,
+) -> ApiResult<axum::http::StatusCode> {
+    let queued = pending(&state)
+        .await?
+        .iter()
+        .any(|mutation| mutation.client_id == client_id && mutation.mutation_id == mutation_id);
+    if !queued {
+        return Err(ApiError::not_found(format!("unfinished mutation {mutation_id:?} of device {client_id:?}")));
+    }
+    state.services.mutations.discard(&client_id, &mutation_id);
+    tracing::info!(%client_id, %mutation_id, "mutation discarded through the admin API");
+    Ok(axum::http::StatusCode::ACCEPTED)
 }
 
 /// Retries every parked mutation now instead of after its backoff.
