@@ -22,6 +22,11 @@ else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
 
+# The admin API's property-based test: schemathesis (pinned, with hashes, in its own venv)
+# against a real server and the OpenAPI document it serves; about two minutes.
+cargo build -p syncline-server --bin syncline --locked
+tests/admin-api/run-schemathesis.sh
+
 # The TypeScript device library (clients/typescript): dependencies from its lockfile, the
 # generated protobuf code checked against proto/, then type check, lint and tests. Its
 # end-to-end tests start the server binary built here, in Node and in headless Chromium (they

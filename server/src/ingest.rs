@@ -1,6 +1,7 @@
 //! The `syncline.v1.Ingest` gRPC service: backends push upserts and deletes into partitions.
 //! Its errors reach backends as gRPC statuses through the error-class seam
-//! ([`ErrorClass::status`]).
+//! ([`ErrorClass::status`]). [`apply_push`] is the one push path, shared with the admin API's
+//! `POST /v1/admin/partitions/.../changes`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,9 +10,12 @@ use syncline_proto::v1::ingest_server::{Ingest, IngestServer};
 use syncline_proto::v1::{PushRequest, PushResponse};
 use tonic::{Request, Response, Status};
 
+use syncline_proto::v1::Record;
+
 use crate::config::SourceSettings;
 use crate::error::ErrorClass;
-use crate::storage::{PartitionName, Store, StoreError};
+use crate::model::AccessError;
+use crate::storage::{CommittedBatch, Store, StoreError};
 
 /// What a backend is told in place of an internal failure's details (they are logged).
 const INTERNAL_ERROR_MESSAGE: &str = "internal error";
@@ -47,15 +51,49 @@ impl IngestService {
             None => Err(Status::unauthenticated("send authorization: Bearer <ingest token>")),
         }
     }
-
-    fn partition(&self, source: &str, key: &str) -> Result<PartitionName, Status> {
-        crate::model::backend_partition(&self.sources, source, key)
-            .map_err(|error| error.class().status(error.to_string()))
-    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why a push was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The source or key names no partition a backend may write.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// The store refused or failed the batch.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PushError {
+    /// Returns the class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PushError::Access(error) => error.class(),
+            PushError::Store(error) => error.class(),
+        }
+    }
+}
+
+/// Applies a backend's (or an operator's) upserts and deletes to the partition `source`/`key`
+/// names, and returns the committed batch once it is durable.
+pub async fn apply_push(
+    store: &Arc<dyn Store>,
+    sources: &BTreeMap<String, SourceSettings>,
+    source: &str,
+    key: &str,
+    upserts: Vec<Record>,
+    deletes: Vec<String>,
+) -> Result<CommittedBatch, PushError> {
+    let partition = crate::model::backend_partition(sources, source, key)?;
+    let store = store.clone();
+    let batch = tokio::task::spawn_blocking(move || store.apply_batch(&partition, upserts, deletes))
+        .await
+        .map_err(|error| StoreError::Io(format!("blocking task failed: {error}")))??;
+    Ok(batch)
 }
 
 /// Returns the status of a batch the store did not apply: the error itself when the backend
@@ -95,12 +133,12 @@ impl Ingest for IngestService {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
         self.check_token(&request)?;
         let push = request.into_inner();
-        let partition = self.partition(&push.source, &push.key)?;
-        let store = self.store.clone();
-        let batch = tokio::task::spawn_blocking(move || store.apply_batch(&partition, push.upserts, push.deletes))
-            .await
-            .map_err(|_| ErrorClass::Internal.status(INTERNAL_ERROR_MESSAGE))?
-            .map_err(store_status)?;
+        let applied = apply_push(&self.store, &self.sources, &push.source, &push.key, push.upserts, push.deletes).await;
+        let batch = match applied {
+            Ok(batch) => batch,
+            Err(PushError::Access(error)) => return Err(error.class().status(error.to_string())),
+            Err(PushError::Store(error)) => return Err(store_status(error)),
+        };
         Ok(Response::new(PushResponse {
             applied: batch.changes.len() as u64,
             first_seq: batch.first_seq,

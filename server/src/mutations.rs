@@ -45,6 +45,20 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
 
 type LaneKey = (String, String);
 
+/// A mutation whose channel is unavailable: it waits in its lane and is retried with backoff
+/// (what the admin API shows as parked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParkedMutation {
+    pub client_id: String,
+    pub mutation_id: String,
+    /// The channel's last error.
+    pub error: String,
+    /// Attempts so far.
+    pub attempts: u64,
+    /// When it was first parked, in Unix ms.
+    pub since_ms: i64,
+}
+
 /// A mutation's outcome and the log writes it causes.
 struct Decided {
     result: MutationResult,
@@ -74,9 +88,45 @@ pub struct MutationDispatcher {
     replies: Arc<dyn DeviceReplies>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Mutations waiting for an unavailable channel, by (client id, mutation id).
+    parked: Mutex<HashMap<(String, String), ParkedMutation>>,
+    /// Wakes every parked mutation for an attempt now (an operator's retry or discard).
+    retry_now: tokio::sync::Notify,
+    /// Mutations an operator discarded, by (client id, mutation id), until their lane ends them.
+    discarded: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
+/// What a device is told about a mutation an operator discarded.
+pub const DISCARDED_MESSAGE: &str = "the mutation was discarded by an operator";
+
 impl MutationDispatcher {
+    /// Returns the mutations waiting for an unavailable channel.
+    pub fn parked(&self) -> Vec<ParkedMutation> {
+        let mut parked: Vec<ParkedMutation> = self.parked.lock().values().cloned().collect();
+        parked.sort_by(|a, b| (&a.client_id, &a.mutation_id).cmp(&(&b.client_id, &b.mutation_id)));
+        parked
+    }
+
+    /// Discards a queued mutation: before its next attempt its lane ends it with a FORBIDDEN
+    /// outcome ([`DISCARDED_MESSAGE`]), told to its device like any outcome. A mutation being
+    /// written to its channel at that moment completes instead.
+    pub fn discard(&self, client_id: &str, mutation_id: &str) {
+        self.discarded.lock().insert((client_id.to_owned(), mutation_id.to_owned()));
+        self.retry_now.notify_waiters();
+    }
+
+    /// Returns true (once) when an operator discarded the mutation.
+    fn take_discarded(&self, key: &(String, String)) -> bool {
+        self.discarded.lock().remove(key)
+    }
+
+    /// Retries every parked mutation now instead of after its backoff; returns how many.
+    pub fn retry_parked(&self) -> usize {
+        let parked = self.parked.lock().len();
+        self.retry_now.notify_waiters();
+        parked
+    }
+
     /// Returns a dispatcher for the sources that have a channel.
     pub fn new(
         store: Arc<dyn Store>,
@@ -94,6 +144,9 @@ impl MutationDispatcher {
             replies,
             tracker,
             shutdown,
+            parked: Mutex::new(HashMap::new()),
+            retry_now: tokio::sync::Notify::new(),
+            discarded: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -130,6 +183,20 @@ impl MutationDispatcher {
         drop(lanes);
         let this = self.clone();
         self.tracker.spawn(async move { this.run_lane(key, receiver).await });
+    }
+
+    /// Records a failed attempt of a parked mutation.
+    fn park(&self, key: &(String, String), error: String) {
+        let mut parked = self.parked.lock();
+        let entry = parked.entry(key.clone()).or_insert_with(|| ParkedMutation {
+            client_id: key.0.clone(),
+            mutation_id: key.1.clone(),
+            error: String::new(),
+            attempts: 0,
+            since_ms: crate::auth::now_ms(),
+        });
+        entry.error = error;
+        entry.attempts += 1;
     }
 
     async fn run_lane(self: Arc<Self>, key: LaneKey, mut receiver: mpsc::UnboundedReceiver<QueuedMutation>) {
@@ -213,6 +280,10 @@ impl MutationDispatcher {
     /// shutting down.
     async fn decide(&self, mutation: &QueuedMutation) -> Option<Result<Decided, Refusal>> {
         let op = mutation.op;
+        let parked_key = (mutation.client_id.clone(), mutation.mutation_id.clone());
+        if self.take_discarded(&parked_key) {
+            return Some(Err(Refusal::new(ErrorClass::Forbidden, DISCARDED_MESSAGE)));
+        }
         let Some(source) = self.sources.get(&mutation.partition.source) else {
             let message = format!("unknown source {}", mutation.partition.source);
             return Some(Err(Refusal::new(ErrorClass::UnknownSource, message)));
@@ -260,19 +331,35 @@ impl MutationDispatcher {
         };
         let mut pause = FIRST_RETRY_PAUSE;
         let outcome = loop {
+            if self.take_discarded(&parked_key) {
+                self.parked.lock().remove(&parked_key);
+                return Some(Err(Refusal::new(ErrorClass::Forbidden, DISCARDED_MESSAGE)));
+            }
             match channel.write(op, request.clone()).await {
                 Ok(outcome) => break outcome,
                 Err(error) if error.is_transient() => {
                     tracing::warn!(mutation_id = %mutation.mutation_id, %error, "channel unavailable; will retry");
+                    self.park(&parked_key, error.to_string());
+                    let retry_now = self.retry_now.notified();
                     tokio::select! {
-                        () = self.shutdown.cancelled() => return None,
+                        () = self.shutdown.cancelled() => {
+                            self.parked.lock().remove(&parked_key);
+                            return None;
+                        }
                         () = tokio::time::sleep(pause) => {}
+                        () = retry_now => {}
                     }
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }
-                Err(error) => return Some(Err(Refusal::new(error.class(), error.device_message()))),
+                Err(error) => {
+                    self.parked.lock().remove(&parked_key);
+                    return Some(Err(Refusal::new(error.class(), error.device_message())));
+                }
             }
         };
+        self.parked.lock().remove(&parked_key);
+        // Discarded while it was being written: the write stands.
+        self.discarded.lock().remove(&parked_key);
         let partition = mutation.partition.clone();
         let (result, writes) = match (op, outcome) {
             (_, WriteOutcome::Conflict(current)) => {

@@ -76,6 +76,9 @@ pub enum AuthError {
     /// The device is locked or wiped by an operator.
     #[error("this device is {state}")]
     DeviceDisabled { state: DeviceState },
+    /// The user is disabled by an operator.
+    #[error("this user is disabled")]
+    UserDisabled,
     /// The user name is empty, too long, or has control characters.
     #[error("user names are 1 to {MAX_USER_NAME_BYTES} bytes without control characters")]
     InvalidUserName,
@@ -117,7 +120,7 @@ impl AuthError {
             | AuthError::InvalidUserName
             | AuthError::BackendTokensDisabled
             | AuthError::InvalidBackendToken(_) => ErrorClass::Unauthenticated,
-            AuthError::DeviceDisabled { .. } => ErrorClass::Forbidden,
+            AuthError::DeviceDisabled { .. } | AuthError::UserDisabled => ErrorClass::Forbidden,
             // Busy, or blocked for failed logins: retry later, as the message says.
             AuthError::LoginsBusy(_) | AuthError::LoginsLimited(_) => ErrorClass::ResourceExhausted,
             AuthError::Unavailable(_) | AuthError::Store(_) | AuthError::PasswordCheck(_) => ErrorClass::Unavailable,
@@ -167,6 +170,10 @@ struct TokenClaims {
     /// Custom partitions granted by the channel at login, as "source\0key".
     #[prost(string, repeated, tag = "5")]
     entitlements: Vec<String>,
+    /// When the token was issued (Unix ms): tokens issued before an operator revoked the
+    /// user's sessions are refused. 0 in tokens from before this field (always revoked then).
+    #[prost(int64, tag = "6")]
+    issued_ms: i64,
 }
 
 /// An authenticated device session.
@@ -358,6 +365,9 @@ impl Authenticator {
         let store = self.store.clone();
         let wanted = client_id.to_owned();
         let device = blocking(move || -> Result<StoredDevice, AuthError> {
+            if store.user_controls(&user_id)?.disabled {
+                return Err(AuthError::UserDisabled);
+            }
             let now = now_ms();
             let existing = if wanted.is_empty() { None } else { store.device(&wanted)? };
             let device = match existing {
@@ -452,8 +462,16 @@ impl Authenticator {
             return Err(AuthError::ExpiredToken);
         }
         let store = self.store.clone();
-        let client_id = claims.client_id.clone();
-        let device = blocking(move || store.device(&client_id)).await??;
+        let (client_id, user_id) = (claims.client_id.clone(), claims.user_id.clone());
+        let (device, controls) =
+            blocking(move || Ok::<_, StoreError>((store.device(&client_id)?, store.user_controls(&user_id)?)))
+                .await??;
+        if controls.disabled {
+            return Err(AuthError::UserDisabled);
+        }
+        if controls.sessions_revoked_ms > 0 && claims.issued_ms <= controls.sessions_revoked_ms {
+            return Err(AuthError::ExpiredToken);
+        }
         let Some(device) = device else {
             return Err(AuthError::ExpiredToken);
         };
@@ -492,13 +510,15 @@ impl Authenticator {
     }
 
     fn issue(&self, identity: &Identity, generation: u64) -> IssuedToken {
-        let expires_ms = now_ms().saturating_add(self.token_ttl.as_millis() as i64);
+        let issued_ms = now_ms();
+        let expires_ms = issued_ms.saturating_add(self.token_ttl.as_millis() as i64);
         let claims = TokenClaims {
             client_id: identity.client_id.clone(),
             user_id: identity.user_id.clone(),
             expires_ms,
             generation,
             entitlements: identity.entitlements.iter().map(|(source, key)| format!("{source}\0{key}")).collect(),
+            issued_ms,
         }
         .encode_to_vec();
         let signature = self.sign(&claims);
@@ -536,6 +556,7 @@ impl Authenticator {
             expires_ms: now_ms() - ago.as_millis() as i64,
             generation: 0,
             entitlements: Vec::new(),
+            issued_ms: 0,
         }
         .encode_to_vec();
         let signature = self.sign(&claims);

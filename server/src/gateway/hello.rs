@@ -74,7 +74,7 @@ impl DeviceSession {
             max_page_bytes: u32::try_from(limits.max_page_bytes).unwrap_or(u32::MAX),
         };
         tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
-        self.services.connections.attach(&identity.client_id, outbox);
+        self.services.connections.attach(&identity.client_id, &identity.user_id, outbox);
         self.identity = Some(identity);
         outbox.handshake_done();
         let _ = outbox.send_frame(frame(server_frame::Msg::Welcome(welcome))).await;
@@ -96,6 +96,7 @@ impl DeviceSession {
             | AuthError::InvalidToken
             | AuthError::ExpiredToken
             | AuthError::DeviceDisabled { .. }
+            | AuthError::UserDisabled
             | AuthError::InvalidUserName
             | AuthError::BackendTokensDisabled
             | AuthError::InvalidBackendToken(_)

@@ -53,17 +53,19 @@ pub(super) fn error_frame(class: ErrorClass, message: impl Into<String>, fatal: 
     frame(server_frame::Msg::Error(v1::Error { fatal, ..wire_error(class, message, "", "") }))
 }
 
-/// The open connections of each device. A device may briefly have several (a new one before
-/// the server noticed the old one is gone, in any order): frames go to each, so the live one
-/// always gets them.
+/// The open connections of each device (by client id), and the user each connected device
+/// belongs to. A device may briefly have several connections (a new one before the server
+/// noticed the old one is gone, in any order): frames go to each, so the live one always gets
+/// them.
 #[derive(Default)]
-pub struct DeviceConnections(DashMap<String, Vec<Outbox>>);
+pub struct DeviceConnections(DashMap<String, Vec<Outbox>>, DashMap<String, String>);
 
 impl DeviceConnections {
-    /// Registers a connection of `client_id` (after Welcome).
-    pub(super) fn attach(&self, client_id: &str, outbox: &Outbox) {
+    /// Registers a connection of `client_id`, a device of `user_id` (after Welcome).
+    pub(super) fn attach(&self, client_id: &str, user_id: &str, outbox: &Outbox) {
         // Each connection detaches itself when it ends.
         self.0.entry(client_id.to_owned()).or_default().push(outbox.clone());
+        self.1.insert(client_id.to_owned(), user_id.to_owned());
     }
 
     /// Forgets a connection of `client_id` (it closed).
@@ -71,7 +73,35 @@ impl DeviceConnections {
         if let Some(mut connections) = self.0.get_mut(client_id) {
             connections.retain(|connection| !connection.same_connection(outbox));
         }
-        self.0.remove_if(client_id, |_, connections| connections.is_empty());
+        if self.0.remove_if(client_id, |_, connections| connections.is_empty()).is_some() {
+            self.1.remove(client_id);
+        }
+    }
+
+    /// Returns the connected devices of `user_id`.
+    pub fn clients_of_user(&self, user_id: &str) -> Vec<String> {
+        self.1.iter().filter(|entry| entry.value() == user_id).map(|entry| entry.key().clone()).collect()
+    }
+
+    /// Returns how many connections `client_id` has open.
+    pub fn connections_of(&self, client_id: &str) -> usize {
+        self.0.get(client_id).map_or(0, |connections| connections.len())
+    }
+
+    /// Ends every connection of `user_id`'s devices at once: a fatal Error of `class` with
+    /// `message`, then the class's close code (an operator disabled or deleted the user).
+    /// Returns how many connections were closed.
+    pub async fn close_user(&self, user_id: &str, class: ErrorClass, message: &str) -> usize {
+        let mut closed = 0;
+        for client_id in self.clients_of_user(user_id) {
+            let connections = self.0.get(&client_id).map(|entry| entry.value().clone()).unwrap_or_default();
+            for outbox in connections {
+                let _ = outbox.send_frame(error_frame(class, message, true)).await;
+                outbox.close(class.close_code(), message.to_owned());
+                closed += 1;
+            }
+        }
+        closed
     }
 }
 

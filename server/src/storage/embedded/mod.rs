@@ -39,9 +39,11 @@
 //! Where the code is: this file opens the store and reads partitions; `writer.rs` is the
 //! writer thread (group commit); `tables.rs` the table definitions and value codecs;
 //! `compaction.rs` log compaction; `accounts.rs` users, devices, secrets and cursors;
-//! `mutation_queue.rs` device mutation queues and outcomes.
+//! `mutation_queue.rs` device mutation queues and outcomes; `admin.rs` the admin plane's
+//! tables (API tokens, admin users, user controls; listed there).
 
 mod accounts;
+mod admin;
 mod compaction;
 mod mutation_queue;
 mod tables;
@@ -99,6 +101,8 @@ pub struct WriteStats {
     pub slow_commits: u64,
     /// The longest commit so far, in microseconds.
     pub slowest_commit_micros: u64,
+    /// The time all commits took together, in microseconds (with `commits`, the mean).
+    pub commit_micros_total: u64,
 }
 
 /// The embedded (redb) [`Store`](crate::storage::Store). See the module docs. Dropping it stops the writer thread
@@ -120,6 +124,7 @@ struct Shared {
     commits: AtomicU64,
     slow_commits: AtomicU64,
     slowest_commit_micros: AtomicU64,
+    commit_micros_total: AtomicU64,
 }
 
 impl EmbeddedStore {
@@ -155,6 +160,7 @@ impl EmbeddedStore {
             commits: AtomicU64::new(0),
             slow_commits: AtomicU64::new(0),
             slowest_commit_micros: AtomicU64::new(0),
+            commit_micros_total: AtomicU64::new(0),
         });
         let (requests, queue) = sync_channel(WRITE_QUEUE_CAPACITY);
         let writer_shared = Arc::clone(&shared);
@@ -173,6 +179,7 @@ impl EmbeddedStore {
             commits: self.shared.commits.load(Ordering::Acquire),
             slow_commits: self.shared.slow_commits.load(Ordering::Acquire),
             slowest_commit_micros: self.shared.slowest_commit_micros.load(Ordering::Acquire),
+            commit_micros_total: self.shared.commit_micros_total.load(Ordering::Acquire),
         }
     }
 
@@ -371,6 +378,7 @@ fn open_every_table(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(DEVICES).map_err(store_error)?;
     txn.open_table(SECRETS).map_err(store_error)?;
     txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
+    admin::open_admin_tables(txn)?;
     txn.open_table(MUTATIONS).map_err(store_error)?;
     txn.open_table(MUTATION_IDS).map_err(store_error)?;
     txn.open_table(MUTATION_RESULTS).map_err(store_error)?;
