@@ -19,6 +19,7 @@ use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
 use crate::config::{AuthSettings, DeviceSettings, Settings, StoreSettings};
+use crate::devices::DeviceManagement;
 use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices};
 use crate::ingest::IngestService;
 use crate::jobs::Jobs;
@@ -111,7 +112,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let ingest = IngestService::server(store.clone(), settings.sources.clone(), settings.grpc.ingest_token.clone());
     let grpc_task = serve_grpc(grpc, ingest, tls.as_ref(), &backend_runtime, &tracker, &shutdown)?;
 
-    let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone() };
+    let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone(), devices: services.devices.clone() };
     jobs.spawn(&settings.store, &tracker, &shutdown);
     let capture = Arc::new(capture::CaptureCounters::default());
     {
@@ -185,6 +186,7 @@ fn gateway_services(
         tracker.clone(),
         shutdown.clone(),
     );
+    let devices = Arc::new(DeviceManagement::new(store.clone(), connections.clone()));
     let services = GatewayServices {
         store,
         hub,
@@ -199,6 +201,7 @@ fn gateway_services(
         tracker: tracker.clone(),
         user_sessions: Default::default(),
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
+        devices,
     };
     Ok((Arc::new(services), capture_queues))
 }

@@ -468,7 +468,7 @@ fn pull_mode_asks_for_each_page() {
 fn commands_resync_or_stop() {
     let mut engine = caught_up_engine();
     let command = |kind: CommandKind| {
-        server(server_frame::Msg::Command(Command { kind: kind as i32, reason: "operator".into() }))
+        server(server_frame::Msg::Command(Command { kind: kind as i32, reason: "operator".into(), command_id: format!("{kind:?}") }))
     };
     let reaction = engine.on_frame(command(CommandKind::Resync), Instant::now());
     assert_eq!(reaction.frames, [subscribe_frame(0, 2)]);

@@ -9,6 +9,7 @@ use super::DeviceSession;
 use super::replies::frame;
 use crate::auth::{AuthError, DeviceDetails};
 use crate::error::ErrorClass;
+use crate::storage::DeviceState;
 
 impl DeviceSession {
     pub(super) async fn on_hello(&mut self, hello: v1::Hello, outbox: &Outbox) {
@@ -44,6 +45,14 @@ impl DeviceSession {
         };
         let (identity, token) = match outcome {
             Ok(done) => done,
+            Err(AuthError::DeviceDisabled { client_id, state: state @ DeviceState::Locked }) => {
+                // The right credentials of a locked device: it gets the commands it has not
+                // acknowledged (the lock among them, with its reason) before the refusal.
+                self.send_unacknowledged_commands(&client_id, outbox).await;
+                tracing::debug!(peer = %self.peer, client_id, "locked device refused");
+                let error = AuthError::DeviceDisabled { client_id, state };
+                return self.fatal(outbox, error.class(), &error.to_string()).await;
+            }
             Err(error) => return self.login_refused(error, outbox).await,
         };
         let limits = &self.services.limits;
@@ -74,10 +83,20 @@ impl DeviceSession {
             max_page_bytes: u32::try_from(limits.max_page_bytes).unwrap_or(u32::MAX),
         };
         tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
-        self.services.connections.attach(&identity.client_id, outbox);
-        self.identity = Some(identity);
+        let devices = self.services.devices.clone();
+        devices.seen(&identity.client_id);
         outbox.handshake_done();
         let _ = outbox.send_frame(frame(server_frame::Msg::Welcome(welcome))).await;
+        // Commands the device has not acknowledged come right after Welcome, before any other
+        // frame: the connection is attached (and reachable by mutation outcomes and new
+        // commands) only after them. A command sent meanwhile is read again below.
+        let sent_before = devices.sent_so_far();
+        self.send_unacknowledged_commands(&identity.client_id, outbox).await;
+        self.services.connections.attach(&identity.client_id, outbox);
+        if devices.sent_so_far() != sent_before {
+            self.send_unacknowledged_commands(&identity.client_id, outbox).await;
+        }
+        self.identity = Some(identity);
     }
 
     /// Ends a session whose credentials were refused (or could not be checked): a fatal
