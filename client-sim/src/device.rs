@@ -133,6 +133,11 @@ enum Control {
     Call(OutgoingCall),
     /// Send a search on the current connection and answer with its result.
     Search(SearchQuery, SearchReply),
+    /// Log in again with a password (when signed out).
+    Login {
+        username: String,
+        password: String,
+    },
 }
 
 /// Observes and steers a running device. Dropping it stops the device.
@@ -326,6 +331,20 @@ impl DeviceHandle {
         final_state.stop_reason().cloned().unwrap_or(StopReason::Requested)
     }
 
+    /// Logs in again with `username` and `password` after the device signed out
+    /// ([`ConnectionPhase::SignedOut`]: an operator's lock, wipe or logout, or a refused
+    /// login of a locked device): the device connects at once with the password, and signs
+    /// out again (close 4003) while it is still locked. Ignored while the device is signed
+    /// in; fails only when the device has stopped for good.
+    pub fn login(&self, username: &str, password: &str) -> Result<(), WaitError> {
+        let login = Control::Login { username: username.to_owned(), password: password.to_owned() };
+        if self.control.send(login).is_err() {
+            let reason = self.state.borrow().stop_reason().cloned().unwrap_or(StopReason::Requested);
+            return Err(WaitError::Stopped(reason));
+        }
+        Ok(())
+    }
+
     /// Returns the client id the server assigned, once welcomed.
     pub fn client_id(&self) -> Option<String> {
         self.state.borrow().client_id.clone()
@@ -441,7 +460,49 @@ impl DeviceTask {
         self.send_state();
     }
 
+    /// Runs sessions until the device stops for good; while signed out, waits for the app
+    /// to log in again.
     async fn run_until_stopped(&mut self) -> StopReason {
+        loop {
+            let reason = self.run_until_signed_out().await;
+            if !reason.waits_for_login() {
+                return reason;
+            }
+            info!(%reason, "signed out; waiting for the app to log in again");
+            self.published.connection = ConnectionPhase::SignedOut(reason);
+            self.publish();
+            if !self.wait_for_login().await {
+                return StopReason::Requested;
+            }
+        }
+    }
+
+    /// Waits while signed out until the app logs in again (true) or stops the device (false).
+    async fn wait_for_login(&mut self) -> bool {
+        loop {
+            tokio::select! {
+                control = self.control.recv() => match control {
+                    Some(Control::Login { username, password }) => {
+                        self.engine.lock().log_in_with_password(&username, &password);
+                        self.backoff.reset();
+                        return true;
+                    }
+                    Some(Control::Cut) => {}
+                    Some(Control::Call(call)) => refuse_offline(call),
+                    Some(Control::Search(_, reply)) => {
+                        let _ = reply.send(Err(SearchError::Offline));
+                    }
+                    Some(Control::Flush) => self.publish(),
+                    Some(Control::Stop) | None => return false,
+                },
+                () = self.outbox.deliver_one(), if self.outbox.has_pending() => {}
+            }
+        }
+    }
+
+    /// Runs sessions, reconnecting as the server and the network say, until the device stops
+    /// or signs out.
+    async fn run_until_signed_out(&mut self) -> StopReason {
         let mut delay = Duration::ZERO;
         loop {
             if !delay.is_zero() {
@@ -519,7 +580,8 @@ impl DeviceTask {
                 }
                 control = self.control.recv() => match control {
                     // Not connected yet: nothing to cut, and mutations wait for the session.
-                    Some(Control::Cut) => {}
+                    // A login while signed in changes nothing.
+                    Some(Control::Cut | Control::Login { .. }) => {}
                     Some(Control::Call(call)) => refuse_offline(call),
                     Some(Control::Search(_, reply)) => {
                         let _ = reply.send(Err(SearchError::Offline));
@@ -544,7 +606,7 @@ impl DeviceTask {
             tokio::select! {
                 () = &mut until => return None,
                 control = self.control.recv() => match control {
-                    Some(Control::Cut) => {}
+                    Some(Control::Cut | Control::Login { .. }) => {}
                     Some(Control::Call(call)) => refuse_offline(call),
                     Some(Control::Search(_, reply)) => {
                         let _ = reply.send(Err(SearchError::Offline));
@@ -578,6 +640,7 @@ impl DeviceTask {
                         close_quietly(&mut connection).await;
                         return SessionEnd::Stopped(StopReason::Requested);
                     }
+                    Some(Control::Login { .. }) => {}
                     Some(Control::Call(call)) => {
                         if !self.engine.lock().is_welcomed() {
                             refuse_offline(call);
