@@ -43,9 +43,11 @@
 //! writer thread (group commit); `tables.rs` the table definitions and value codecs;
 //! `compaction.rs` log compaction; `accounts.rs` users, devices, secrets and cursors;
 //! `mutation_queue.rs` device mutation queues and outcomes; `devices.rs` the device listing,
-//! last-seen times and operator commands.
+//! last-seen times and operator commands; `admin.rs` the admin plane's tables (API tokens,
+//! admin users, user controls; listed there).
 
 mod accounts;
+mod admin;
 mod compaction;
 mod devices;
 mod mutation_queue;
@@ -388,6 +390,7 @@ fn open_every_table(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(DEVICE_COMMANDS).map_err(store_error)?;
     txn.open_table(SECRETS).map_err(store_error)?;
     txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
+    admin::open_admin_tables(txn)?;
     txn.open_table(MUTATIONS).map_err(store_error)?;
     txn.open_table(MUTATION_IDS).map_err(store_error)?;
     txn.open_table(MUTATION_RESULTS).map_err(store_error)?;
