@@ -9,7 +9,7 @@
 //!   [`AdminAccess`] extractors handlers name their role with.
 //! - `page`: the one pagination helper ([`PageQuery`], [`Page`]).
 //! - one file per resource, each with `pub(super) fn routes() -> OpenApiRouter<AdminState>`,
-//!   merged in [`api_routes`]: `health`, `session`, `tokens`, `users`, `sources`,
+//!   merged in [`api_routes`]: `health`, `session`, `tokens`, `users`, `devices`, `sources`,
 //!   `partitions`, `mutations`, `rpc`, `stats`.
 //!
 //! Every handler takes [`AdminState`]: the store, the hub, the device connections and the
@@ -17,6 +17,7 @@
 //! authenticator.
 
 mod auth;
+mod devices;
 mod error;
 mod health;
 mod listener;
@@ -131,6 +132,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .merge(session::routes())
         .merge(tokens::routes())
         .merge(users::routes())
+        .merge(devices::routes())
         .merge(sources::routes())
         .merge(partitions::routes())
         .merge(mutations::routes())

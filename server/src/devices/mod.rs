@@ -13,7 +13,10 @@
 //! stored acknowledged and never sent.
 //!
 //! - `last_seen.rs`: [`LastSeenRecorder`], devices' last-seen times batched into the store.
+//! - `commit_times.rs`: [`CommitTimes`], when each partition's recent commits happened (a
+//!   device's lag in milliseconds).
 
+mod commit_times;
 mod last_seen;
 #[cfg(test)]
 mod tests;
@@ -23,16 +26,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use syncline_proto::v1::{self, CommandKind, ServerFrame, server_frame};
 
+pub use self::commit_times::{COMMITS_REMEMBERED, CommitTimes, LagTime};
 pub use self::last_seen::LastSeenRecorder;
 use crate::auth::now_ms;
 use crate::error::ErrorClass;
 use crate::storage::{
-    CommandEffect, CommandState, DeviceCommandKind, DeviceFilter, DeviceState, Store, StoreError, StoredCommand,
-    StoredDevice,
+    CommandEffect, CommandState, DeviceCommandKind, DeviceFilter, DevicePage, DeviceState, PartitionName, Store,
+    StoreError, StoredCommand, StoredDevice,
 };
 
 /// Longest command reason accepted, in bytes: shown to a user, not a document.
@@ -64,9 +66,6 @@ pub enum DeviceError {
     /// The command's reason is longer than [`MAX_REASON_BYTES`].
     #[error("a command's reason is at most {MAX_REASON_BYTES} bytes (got {bytes})")]
     ReasonTooLong { bytes: usize },
-    /// The listing cursor is not one this server handed out.
-    #[error("the cursor is not valid; pass the next_cursor of an earlier page")]
-    InvalidCursor,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -77,18 +76,10 @@ impl DeviceError {
     pub fn class(&self) -> ErrorClass {
         match self {
             DeviceError::UnknownDevice { .. } => ErrorClass::NotFound,
-            DeviceError::ReasonTooLong { .. } | DeviceError::InvalidCursor => ErrorClass::BadRequest,
+            DeviceError::ReasonTooLong { .. } => ErrorClass::BadRequest,
             DeviceError::Store(error) => error.class(),
         }
     }
-}
-
-/// One page of a device listing.
-#[derive(Clone, Debug, Default)]
-pub struct DeviceListing {
-    pub devices: Vec<StoredDevice>,
-    /// Opaque; pass it back for the next page. `None` on the last page.
-    pub next_cursor: Option<String>,
 }
 
 /// The registry's operator view and operator commands (see the module docs).
@@ -96,6 +87,8 @@ pub struct DeviceManagement {
     store: Arc<dyn Store>,
     delivery: Arc<dyn CommandDelivery>,
     last_seen: LastSeenRecorder,
+    /// Recent commit times of partitions (fed by the store's commits).
+    commit_times: Arc<CommitTimes>,
     /// Commands sent so far by this node: a session that read a device's commands before it
     /// could receive new ones compares it to know whether to read again.
     sent: AtomicU64,
@@ -115,8 +108,13 @@ fn new_command_id() -> String {
 
 impl DeviceManagement {
     /// Returns the service over `store`, delivering commands through `delivery`.
-    pub fn new(store: Arc<dyn Store>, delivery: Arc<dyn CommandDelivery>) -> Self {
-        Self { store, delivery, last_seen: LastSeenRecorder::default(), sent: AtomicU64::new(0) }
+    pub fn new(store: Arc<dyn Store>, delivery: Arc<dyn CommandDelivery>, commit_times: Arc<CommitTimes>) -> Self {
+        Self { store, delivery, last_seen: LastSeenRecorder::default(), commit_times, sent: AtomicU64::new(0) }
+    }
+
+    /// Returns how long ago the first change of `partition` after `cursor` committed.
+    pub fn lag_time(&self, partition: &PartitionName, cursor: u64) -> Option<LagTime> {
+        self.commit_times.lag(partition, cursor, now_ms())
     }
 
     /// Stores a command for `client_id` with its effect, then sends it to the device's open
@@ -235,18 +233,34 @@ impl DeviceManagement {
     }
 
     /// Lists devices matching `filter`, `limit` at a time (0: [`DEFAULT_DEVICE_PAGE`]),
-    /// continuing after `cursor` (the `next_cursor` of the previous page).
+    /// continuing after client id `after`.
     pub async fn list(
         &self,
         filter: DeviceFilter,
-        cursor: Option<&str>,
+        after: Option<String>,
         limit: usize,
-    ) -> Result<DeviceListing, DeviceError> {
-        let after = cursor.map(decode_cursor).transpose()?;
+    ) -> Result<DevicePage, DeviceError> {
         let limit = if limit == 0 { DEFAULT_DEVICE_PAGE } else { limit };
         let store = self.store.clone();
-        let page = blocking(move || store.list_devices(&filter, after.as_deref(), limit)).await?;
-        Ok(DeviceListing { devices: page.devices, next_cursor: page.next_after.as_deref().map(encode_cursor) })
+        Ok(blocking(move || store.list_devices(&filter, after.as_deref(), limit)).await?)
+    }
+
+    /// Returns the partitions the device has acked, with the cursor it holds each at (the
+    /// last acked, flushed or not), by partition.
+    pub async fn cursors(
+        &self,
+        client_id: &str,
+        unflushed: Vec<(PartitionName, u64)>,
+    ) -> Result<Vec<(PartitionName, u64)>, DeviceError> {
+        let store = self.store.clone();
+        let client = client_id.to_owned();
+        let stored = blocking(move || store.device_cursors(&client)).await?;
+        let mut cursors: std::collections::BTreeMap<PartitionName, u64> = stored.into_iter().collect();
+        for (partition, cursor) in unflushed {
+            let known = cursors.entry(partition).or_insert(cursor);
+            *known = (*known).max(cursor);
+        }
+        Ok(cursors.into_iter().collect())
     }
 
     /// Notes that `client_id` was seen now (a Hello or any frame); written by
@@ -277,15 +291,4 @@ pub fn command_frame(command: &StoredCommand) -> Option<ServerFrame> {
             command_id: command.command_id.clone(),
         })),
     })
-}
-
-/// Returns the opaque listing cursor that continues after `client_id`.
-fn encode_cursor(client_id: &str) -> String {
-    URL_SAFE_NO_PAD.encode(client_id)
-}
-
-/// Returns the client id an opaque listing cursor continues after.
-fn decode_cursor(cursor: &str) -> Result<String, DeviceError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| DeviceError::InvalidCursor)?;
-    String::from_utf8(bytes).map_err(|_| DeviceError::InvalidCursor)
 }

@@ -37,7 +37,7 @@ fn service() -> (tempfile::TempDir, Arc<dyn Store>, Arc<RecordedDelivery>, Devic
         store.put_device(&device).unwrap();
     }
     let delivery = Arc::new(RecordedDelivery::default());
-    let devices = DeviceManagement::new(store.clone(), delivery.clone());
+    let devices = DeviceManagement::new(store.clone(), delivery.clone(), Arc::default());
     (dir, store, delivery, devices)
 }
 
@@ -113,8 +113,6 @@ async fn bad_requests_get_typed_errors() {
     assert_eq!(long.class(), ErrorClass::BadRequest);
     assert!(devices.commands("c1").await.unwrap().is_empty(), "nothing stored");
     assert_eq!(devices.commands("nobody").await.unwrap_err().class(), ErrorClass::NotFound);
-    let cursor = devices.list(DeviceFilter::default(), Some("%%%"), 10).await.unwrap_err();
-    assert_eq!(cursor.class(), ErrorClass::BadRequest);
 }
 
 #[tokio::test]
@@ -122,10 +120,9 @@ async fn listings_page_with_opaque_cursors_and_last_seen_is_batched() {
     let (_dir, store, _delivery, devices) = service();
     let first = devices.list(DeviceFilter::default(), None, 1).await.unwrap();
     assert_eq!(first.devices[0].client_id, "c1");
-    let cursor = first.next_cursor.expect("another page");
-    assert_ne!(cursor, "c1", "opaque");
-    let second = devices.list(DeviceFilter::default(), Some(&cursor), 1).await.unwrap();
-    assert_eq!((second.devices[0].client_id.as_str(), second.next_cursor), ("c2", None));
+    let after = first.next_after.expect("another page");
+    let second = devices.list(DeviceFilter::default(), Some(after), 1).await.unwrap();
+    assert_eq!((second.devices[0].client_id.as_str(), second.next_after), ("c2", None));
 
     devices.seen("c1");
     devices.seen("c1");

@@ -9,7 +9,7 @@
 //! [`StoredDevice`]: super::StoredDevice
 //! [`AccountStore::put_device`]: super::AccountStore::put_device
 
-use super::{DeviceState, StoreResult, StoredDevice};
+use super::{DeviceState, PartitionName, StoreResult, StoredDevice};
 
 /// Most devices one [`DeviceStore::list_devices`] call returns: bounds one read.
 pub const MAX_DEVICE_PAGE: usize = 1_000;
@@ -180,6 +180,9 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// Returns up to `limit` (at most [`MAX_DEVICE_PAGE`]) devices matching `filter` whose
     /// client id sorts after `after`, by client id.
     fn list_devices(&self, filter: &DeviceFilter, after: Option<&str>, limit: usize) -> StoreResult<DevicePage>;
+
+    /// Returns the cursors recorded for the device (see [`super::CursorStore`]), by partition.
+    fn device_cursors(&self, client_id: &str) -> StoreResult<Vec<(PartitionName, u64)>>;
 
     /// Records when devices were last seen (client id, Unix ms) in one transaction; a time
     /// older than the stored one and unknown devices are skipped. Last-seen times are

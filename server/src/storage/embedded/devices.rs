@@ -14,10 +14,10 @@ use redb::{Durability, ReadableTable, Table, WriteTransaction};
 
 use super::EmbeddedStore;
 use super::accounts::{decode_device, encode_device};
-use super::tables::{DEVICE_COMMANDS, DEVICES, DEVICES_BY_USER, corrupt, store_error};
+use super::tables::{CURSORS, DEVICE_COMMANDS, DEVICES, DEVICES_BY_USER, corrupt, store_error};
 use crate::storage::{
     CommandEffect, CommandState, DeviceCommandKind, DeviceFilter, DevicePage, DeviceStore, MAX_COMMANDS_PER_DEVICE,
-    MAX_DEVICE_PAGE, StoreError, StoreResult, StoredCommand, StoredDevice,
+    MAX_DEVICE_PAGE, PartitionName, StoreError, StoreResult, StoredCommand, StoredDevice,
 };
 
 /// A stored command (key: client id, queue position).
@@ -172,6 +172,22 @@ impl DeviceStore for EmbeddedStore {
             }
         }
         Ok(page)
+    }
+
+    fn device_cursors(&self, client_id: &str) -> StoreResult<Vec<(PartitionName, u64)>> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(CURSORS).map_err(store_error)?;
+        let range = table.range::<(&str, &str, &str)>((client_id, "", "")..).map_err(store_error)?;
+        let mut cursors = Vec::new();
+        for entry in range {
+            let (key, cursor) = entry.map_err(store_error)?;
+            let (client, source, key) = key.value();
+            if client != client_id {
+                break;
+            }
+            cursors.push((PartitionName::new(source, key), cursor.value()));
+        }
+        Ok(cursors)
     }
 
     fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()> {
