@@ -44,6 +44,10 @@ use crate::{
 /// How long a requested stop waits for the close frame to go out before dropping the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a device that acknowledged a lock, wipe or logout waits for the server to close
+/// the connection (it does once it has read the ack and the Logout).
+const SERVER_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Stand-in deadline for "no live ack pending": far enough never to fire.
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -279,8 +283,9 @@ impl DeviceHandle {
     }
 
     /// Waits until `predicate` holds for the device's state, and returns that state. Wakes on
-    /// each state change; fails at `deadline`, or as soon as the device has stopped and the
-    /// predicate does not hold for its final state. The predicate runs while the state is
+    /// each state change; fails at `deadline`, or as soon as the device has stopped for good
+    /// ([`ConnectionPhase::Stopped`]; signed out, it may log in again) and the predicate does
+    /// not hold for its final state. The predicate runs while the state is
     /// borrowed: keep it quick (calling [`DeviceHandle::view`] from it is fine).
     pub async fn wait_for(
         &self,
@@ -291,7 +296,7 @@ impl DeviceHandle {
         let waited = tokio::time::timeout_at(deadline, async {
             // Clone at once: the borrow of the watch must not outlive this block.
             state
-                .wait_for(|current| predicate(current) || current.stop_reason().is_some())
+                .wait_for(|current| predicate(current) || matches!(current.connection, ConnectionPhase::Stopped(_)))
                 .await
                 .map(|current| current.clone())
         })
@@ -710,6 +715,11 @@ impl DeviceTask {
                             }
                         }
                         if let Some(reason) = reaction.stop {
+                            if matches!(reason, StopReason::Command { .. }) {
+                                // The server closes after the ack of a lock and after a
+                                // Logout: closing first could drop them unread.
+                                wait_for_server_close(&mut connection).await;
+                            }
                             close_quietly(&mut connection).await;
                             return SessionEnd::Stopped(reason);
                         }
@@ -761,6 +771,22 @@ impl DeviceTask {
 /// Fails a call made while the device is not connected.
 fn refuse_offline(call: OutgoingCall) {
     let _ = call.reply.send(Err(CallError::NotConnected));
+}
+
+/// Reads (and drops) frames until the server closes the connection, at most
+/// [`SERVER_CLOSE_GRACE`].
+async fn wait_for_server_close(connection: &mut Connection) {
+    let closed = async {
+        loop {
+            match connection.recv().await {
+                Ok(Incoming::Frame(_)) => {}
+                Ok(Incoming::Closed { .. }) | Err(_) => return,
+            }
+        }
+    };
+    if tokio::time::timeout(SERVER_CLOSE_GRACE, closed).await.is_err() {
+        debug!("the server did not close after the command; closing");
+    }
 }
 
 /// Sends a normal close frame, giving up after [`CLOSE_GRACE`].
