@@ -174,11 +174,22 @@ impl DeviceManagement {
     }
 
     /// Returns the commands `client_id` has not acknowledged, oldest first, as frames to
-    /// send, with their ids.
+    /// send, with their ids (but a lock of a device no longer locked).
     pub async fn unacknowledged(&self, client_id: &str) -> Result<Vec<(String, ServerFrame)>, DeviceError> {
         let store = self.store.clone();
         let client = client_id.to_owned();
-        let commands = blocking(move || store.unacknowledged_commands(&client)).await?;
+        let commands = blocking(move || {
+            let mut commands = store.unacknowledged_commands(&client)?;
+            // A later unlock supersedes a lock the device has not acknowledged: sending it
+            // now would lock an app the server lets in.
+            if commands.iter().any(|command| command.kind == DeviceCommandKind::Lock)
+                && store.device(&client)?.is_none_or(|device| device.state != DeviceState::Locked)
+            {
+                commands.retain(|command| command.kind != DeviceCommandKind::Lock);
+            }
+            Ok(commands)
+        })
+        .await?;
         Ok(commands
             .iter()
             .filter_map(|command| command_frame(command).map(|frame| (command.command_id.clone(), frame)))

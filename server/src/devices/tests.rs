@@ -94,6 +94,18 @@ async fn lock_and_unlock_set_the_device_state_and_unlock_is_never_sent() {
 }
 
 #[tokio::test]
+async fn an_unlock_supersedes_a_lock_the_device_has_not_acknowledged() {
+    let (_dir, _store, _delivery, devices) = service();
+    devices.send("c1", DeviceCommandKind::Lock, "stolen").await.unwrap();
+    devices.send("c1", DeviceCommandKind::Resync, "").await.unwrap();
+    assert_eq!(devices.unacknowledged("c1").await.unwrap().len(), 2);
+    devices.send("c1", DeviceCommandKind::Unlock, "found").await.unwrap();
+    let waiting = devices.unacknowledged("c1").await.unwrap();
+    assert_eq!(waiting.len(), 1, "only the resync is still sent");
+    assert!(matches!(&waiting[0].1.msg, Some(server_frame::Msg::Command(c)) if c.kind == CommandKind::Resync as i32));
+}
+
+#[tokio::test]
 async fn wipe_and_logout_revoke_the_session_tokens_at_once() {
     let (_dir, store, _delivery, devices) = service();
     devices.send("c1", DeviceCommandKind::Logout, "").await.unwrap();
