@@ -33,8 +33,8 @@ pub use self::last_seen::LastSeenRecorder;
 use crate::auth::now_ms;
 use crate::error::ErrorClass;
 use crate::storage::{
-    CommandEffect, CommandState, DeviceCommandKind, DeviceFilter, DevicePage, DeviceState, PartitionName, Store,
-    StoreError, StoredCommand, StoredDevice,
+    CommandEffect, CommandState, DeviceCommandKind, DeviceFilter, DevicePage, DeviceState, PartitionName,
+    ReportedDevice, Store, StoreError, StoredCommand, StoredDevice,
 };
 
 /// Longest command reason accepted, in bytes: shown to a user, not a document.
@@ -278,6 +278,12 @@ impl DeviceManagement {
     /// [`DeviceManagement::flush_last_seen`], never per frame.
     pub fn seen(&self, client_id: &str) {
         self.last_seen.record(client_id, now_ms());
+    }
+
+    /// Notes that `client_id` resumed a session now reporting `reported` about itself (a
+    /// login stores it at once; a resumed session through the next flush).
+    pub fn seen_reporting(&self, client_id: &str, reported: ReportedDevice) {
+        self.last_seen.report(client_id, now_ms(), reported);
     }
 
     /// Writes the last-seen times noted since the previous flush; returns how many.

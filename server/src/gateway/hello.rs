@@ -9,7 +9,7 @@ use super::DeviceSession;
 use super::replies::frame;
 use crate::auth::{AuthError, DeviceDetails};
 use crate::error::ErrorClass;
-use crate::storage::DeviceState;
+use crate::storage::{DeviceState, ReportedDevice};
 
 impl DeviceSession {
     pub(super) async fn on_hello(&mut self, hello: v1::Hello, outbox: &Outbox) {
@@ -21,6 +21,7 @@ impl DeviceSession {
             );
             return self.fatal(outbox, ErrorClass::UnsupportedVersion, &message).await;
         }
+        let has_device_info = hello.device.is_some();
         let details = hello
             .device
             .map(|device| DeviceDetails {
@@ -29,12 +30,21 @@ impl DeviceSession {
                 model: device.model,
             })
             .unwrap_or_default();
+        // A resumed session's device details reach the registry with its last-seen time.
+        let mut reported = None;
         let outcome = match hello.credentials {
             Some(hello::Credentials::Login(login)) => {
                 let auth = &self.services.auth;
                 auth.login(&login.username, &login.password, self.peer.ip(), &hello.client_id, details).await
             }
-            Some(hello::Credentials::SessionToken(token)) => self.services.auth.resume(&token).await,
+            Some(hello::Credentials::SessionToken(token)) => {
+                reported = has_device_info.then(|| ReportedDevice {
+                    platform: details.platform.clone(),
+                    app_version: details.app_version.clone(),
+                    model: details.model.clone(),
+                });
+                self.services.auth.resume(&token).await
+            }
             Some(hello::Credentials::BackendToken(token)) => {
                 self.services.auth.login_with_backend_token(&token, &hello.client_id, details).await
             }
@@ -84,7 +94,10 @@ impl DeviceSession {
         };
         tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
         let devices = self.services.devices.clone();
-        devices.seen(&identity.client_id);
+        match reported {
+            Some(reported) => devices.seen_reporting(&identity.client_id, reported),
+            None => devices.seen(&identity.client_id),
+        }
         outbox.handshake_done();
         let _ = outbox.send_frame(frame(server_frame::Msg::Welcome(welcome))).await;
         // Commands the device has not acknowledged come right after Welcome, before any other

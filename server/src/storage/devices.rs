@@ -166,6 +166,24 @@ impl DeviceFilter {
     }
 }
 
+/// What a device said about itself in a Hello (`DeviceInfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportedDevice {
+    pub platform: String,
+    pub app_version: String,
+    pub model: String,
+}
+
+/// That a device was seen, for [`DeviceStore::record_last_seen`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenDevice {
+    pub client_id: String,
+    /// When, in Unix milliseconds.
+    pub at_ms: i64,
+    /// What it reported about itself in a Hello since the last record, if it did.
+    pub reported: Option<ReportedDevice>,
+}
+
 /// One page of [`DeviceStore::list_devices`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DevicePage {
@@ -184,10 +202,11 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// Returns the cursors recorded for the device (see [`super::CursorStore`]), by partition.
     fn device_cursors(&self, client_id: &str) -> StoreResult<Vec<(PartitionName, u64)>>;
 
-    /// Records when devices were last seen (client id, Unix ms) in one transaction; a time
-    /// older than the stored one and unknown devices are skipped. Last-seen times are
-    /// advisory, so this may use a cheaper durability than a command.
-    fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()>;
+    /// Records when devices were last seen, and what they reported about themselves (an app
+    /// updated since its login), in one transaction; a time older than the stored one is not
+    /// recorded, and unknown devices are skipped. Last-seen times are advisory, so this may
+    /// use a cheaper durability than a command.
+    fn record_last_seen(&self, seen: &[SeenDevice]) -> StoreResult<()>;
 
     /// Stores `command` at the end of its device's queue (its `seq` is assigned) and applies
     /// `effect` to the device in the same durable commit; drops the device's oldest

@@ -553,5 +553,5 @@ impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore
 mod devices;
 pub use self::devices::{
     CommandEffect, CommandState, DeviceCommandKind, DeviceFilter, DevicePage, DeviceStore, MAX_COMMANDS_PER_DEVICE,
-    MAX_DEVICE_PAGE, StoredCommand,
+    MAX_DEVICE_PAGE, ReportedDevice, SeenDevice, StoredCommand,
 };

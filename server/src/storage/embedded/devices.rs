@@ -17,7 +17,7 @@ use super::accounts::{decode_device, encode_device};
 use super::tables::{CURSORS, DEVICE_COMMANDS, DEVICES, DEVICES_BY_USER, corrupt, store_error};
 use crate::storage::{
     CommandEffect, CommandState, DeviceCommandKind, DeviceFilter, DevicePage, DeviceStore, MAX_COMMANDS_PER_DEVICE,
-    MAX_DEVICE_PAGE, PartitionName, StoreError, StoreResult, StoredCommand, StoredDevice,
+    MAX_DEVICE_PAGE, PartitionName, SeenDevice, StoreError, StoreResult, StoredCommand, StoredDevice,
 };
 
 /// A stored command (key: client id, queue position).
@@ -190,23 +190,28 @@ impl DeviceStore for EmbeddedStore {
         Ok(cursors)
     }
 
-    fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()> {
+    fn record_last_seen(&self, seen: &[SeenDevice]) -> StoreResult<()> {
         let mut txn = self.begin_write()?;
         // Advisory, like cursors: the next durable commit persists it, and a crash loses at
         // most the last flush interval of last-seen times.
         txn.set_durability(Durability::None).map_err(store_error)?;
         {
             let mut devices = txn.open_table(DEVICES).map_err(store_error)?;
-            for (client_id, at_ms) in seen {
-                let device = match devices.get(client_id.as_str()).map_err(store_error)? {
-                    Some(value) => decode_device(client_id, value.value())?,
+            for seen in seen {
+                let device = match devices.get(seen.client_id.as_str()).map_err(store_error)? {
+                    Some(value) => decode_device(&seen.client_id, value.value())?,
                     None => continue,
                 };
-                if device.last_seen_ms >= *at_ms {
-                    continue;
+                let mut updated = StoredDevice { last_seen_ms: device.last_seen_ms.max(seen.at_ms), ..device.clone() };
+                if let Some(reported) = &seen.reported {
+                    updated.platform.clone_from(&reported.platform);
+                    updated.app_version.clone_from(&reported.app_version);
+                    updated.model.clone_from(&reported.model);
                 }
-                let updated = encode_device(&StoredDevice { last_seen_ms: *at_ms, ..device });
-                devices.insert(client_id.as_str(), updated.as_slice()).map_err(store_error)?;
+                if updated != device {
+                    let value = encode_device(&updated);
+                    devices.insert(seen.client_id.as_str(), value.as_slice()).map_err(store_error)?;
+                }
             }
         }
         txn.commit().map_err(store_error)

@@ -3,7 +3,7 @@ use redb::{Database, ReadableDatabase};
 use super::*;
 use crate::storage::embedded::EmbeddedOptions;
 use crate::storage::embedded::tables::{FORMAT_VERSION, FORMAT_VERSION_KEY, STORE_META};
-use crate::storage::{AccountStore, DeviceState};
+use crate::storage::{AccountStore, DeviceState, ReportedDevice};
 
 fn open(dir: &tempfile::TempDir) -> EmbeddedStore {
     EmbeddedStore::open(&dir.path().join("syncline.redb"), EmbeddedOptions::default()).unwrap()
@@ -84,10 +84,15 @@ fn last_seen_only_moves_forward_and_unknown_devices_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     store.put_device(&device("c1", "ann", "ios", 100)).unwrap();
-    store.record_last_seen(&[("c1".into(), 50), ("nobody".into(), 70)]).unwrap();
+    let seen = |client_id: &str, at_ms| SeenDevice { client_id: client_id.into(), at_ms, reported: None };
+    store.record_last_seen(&[seen("c1", 50), seen("nobody", 70)]).unwrap();
     assert_eq!(store.device("c1").unwrap().unwrap().last_seen_ms, 100);
-    store.record_last_seen(&[("c1".into(), 150)]).unwrap();
+    store.record_last_seen(&[seen("c1", 150)]).unwrap();
     assert_eq!(store.device("c1").unwrap().unwrap().last_seen_ms, 150);
+    let reported = ReportedDevice { platform: "ios".into(), app_version: "3.0".into(), model: "new".into() };
+    store.record_last_seen(&[SeenDevice { reported: Some(reported), ..seen("c1", 120) }]).unwrap();
+    let device = store.device("c1").unwrap().unwrap();
+    assert_eq!((device.app_version.as_str(), device.last_seen_ms), ("3.0", 150), "an update after an upgrade");
     assert_eq!(store.device("nobody").unwrap(), None);
 }
 
