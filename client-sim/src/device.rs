@@ -44,6 +44,10 @@ use crate::{
 /// How long a requested stop waits for the close frame to go out before dropping the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a device that acknowledged a lock, wipe or logout waits for the server to close
+/// the connection (it does once it has read the ack and the Logout).
+const SERVER_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Stand-in deadline for "no live ack pending": far enough never to fire.
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -133,6 +137,11 @@ enum Control {
     Call(OutgoingCall),
     /// Send a search on the current connection and answer with its result.
     Search(SearchQuery, SearchReply),
+    /// Log in again with a password (when signed out).
+    Login {
+        username: String,
+        password: String,
+    },
 }
 
 /// Observes and steers a running device. Dropping it stops the device.
@@ -274,8 +283,9 @@ impl DeviceHandle {
     }
 
     /// Waits until `predicate` holds for the device's state, and returns that state. Wakes on
-    /// each state change; fails at `deadline`, or as soon as the device has stopped and the
-    /// predicate does not hold for its final state. The predicate runs while the state is
+    /// each state change; fails at `deadline`, or as soon as the device has stopped for good
+    /// ([`ConnectionPhase::Stopped`]; signed out, it may log in again) and the predicate does
+    /// not hold for its final state. The predicate runs while the state is
     /// borrowed: keep it quick (calling [`DeviceHandle::view`] from it is fine).
     pub async fn wait_for(
         &self,
@@ -286,7 +296,7 @@ impl DeviceHandle {
         let waited = tokio::time::timeout_at(deadline, async {
             // Clone at once: the borrow of the watch must not outlive this block.
             state
-                .wait_for(|current| predicate(current) || current.stop_reason().is_some())
+                .wait_for(|current| predicate(current) || matches!(current.connection, ConnectionPhase::Stopped(_)))
                 .await
                 .map(|current| current.clone())
         })
@@ -324,6 +334,20 @@ impl DeviceHandle {
             Err(_) => self.state.borrow().clone(),
         };
         final_state.stop_reason().cloned().unwrap_or(StopReason::Requested)
+    }
+
+    /// Logs in again with `username` and `password` after the device signed out
+    /// ([`ConnectionPhase::SignedOut`]: an operator's lock, wipe or logout, or a refused
+    /// login of a locked device): the device connects at once with the password, and signs
+    /// out again (close 4003) while it is still locked. Ignored while the device is signed
+    /// in; fails only when the device has stopped for good.
+    pub fn login(&self, username: &str, password: &str) -> Result<(), WaitError> {
+        let login = Control::Login { username: username.to_owned(), password: password.to_owned() };
+        if self.control.send(login).is_err() {
+            let reason = self.state.borrow().stop_reason().cloned().unwrap_or(StopReason::Requested);
+            return Err(WaitError::Stopped(reason));
+        }
+        Ok(())
     }
 
     /// Returns the client id the server assigned, once welcomed.
@@ -441,7 +465,49 @@ impl DeviceTask {
         self.send_state();
     }
 
+    /// Runs sessions until the device stops for good; while signed out, waits for the app
+    /// to log in again.
     async fn run_until_stopped(&mut self) -> StopReason {
+        loop {
+            let reason = self.run_until_signed_out().await;
+            if !reason.waits_for_login() {
+                return reason;
+            }
+            info!(%reason, "signed out; waiting for the app to log in again");
+            self.published.connection = ConnectionPhase::SignedOut(reason);
+            self.publish();
+            if !self.wait_for_login().await {
+                return StopReason::Requested;
+            }
+        }
+    }
+
+    /// Waits while signed out until the app logs in again (true) or stops the device (false).
+    async fn wait_for_login(&mut self) -> bool {
+        loop {
+            tokio::select! {
+                control = self.control.recv() => match control {
+                    Some(Control::Login { username, password }) => {
+                        self.engine.lock().log_in_with_password(&username, &password);
+                        self.backoff.reset();
+                        return true;
+                    }
+                    Some(Control::Cut) => {}
+                    Some(Control::Call(call)) => refuse_offline(call),
+                    Some(Control::Search(_, reply)) => {
+                        let _ = reply.send(Err(SearchError::Offline));
+                    }
+                    Some(Control::Flush) => self.publish(),
+                    Some(Control::Stop) | None => return false,
+                },
+                () = self.outbox.deliver_one(), if self.outbox.has_pending() => {}
+            }
+        }
+    }
+
+    /// Runs sessions, reconnecting as the server and the network say, until the device stops
+    /// or signs out.
+    async fn run_until_signed_out(&mut self) -> StopReason {
         let mut delay = Duration::ZERO;
         loop {
             if !delay.is_zero() {
@@ -519,7 +585,8 @@ impl DeviceTask {
                 }
                 control = self.control.recv() => match control {
                     // Not connected yet: nothing to cut, and mutations wait for the session.
-                    Some(Control::Cut) => {}
+                    // A login while signed in changes nothing.
+                    Some(Control::Cut | Control::Login { .. }) => {}
                     Some(Control::Call(call)) => refuse_offline(call),
                     Some(Control::Search(_, reply)) => {
                         let _ = reply.send(Err(SearchError::Offline));
@@ -544,7 +611,7 @@ impl DeviceTask {
             tokio::select! {
                 () = &mut until => return None,
                 control = self.control.recv() => match control {
-                    Some(Control::Cut) => {}
+                    Some(Control::Cut | Control::Login { .. }) => {}
                     Some(Control::Call(call)) => refuse_offline(call),
                     Some(Control::Search(_, reply)) => {
                         let _ = reply.send(Err(SearchError::Offline));
@@ -578,6 +645,7 @@ impl DeviceTask {
                         close_quietly(&mut connection).await;
                         return SessionEnd::Stopped(StopReason::Requested);
                     }
+                    Some(Control::Login { .. }) => {}
                     Some(Control::Call(call)) => {
                         if !self.engine.lock().is_welcomed() {
                             refuse_offline(call);
@@ -647,6 +715,11 @@ impl DeviceTask {
                             }
                         }
                         if let Some(reason) = reaction.stop {
+                            if matches!(reason, StopReason::Command { .. }) {
+                                // The server closes after the ack of a lock and after a
+                                // Logout: closing first could drop them unread.
+                                wait_for_server_close(&mut connection).await;
+                            }
                             close_quietly(&mut connection).await;
                             return SessionEnd::Stopped(reason);
                         }
@@ -698,6 +771,22 @@ impl DeviceTask {
 /// Fails a call made while the device is not connected.
 fn refuse_offline(call: OutgoingCall) {
     let _ = call.reply.send(Err(CallError::NotConnected));
+}
+
+/// Reads (and drops) frames until the server closes the connection, at most
+/// [`SERVER_CLOSE_GRACE`].
+async fn wait_for_server_close(connection: &mut Connection) {
+    let closed = async {
+        loop {
+            match connection.recv().await {
+                Ok(Incoming::Frame(_)) => {}
+                Ok(Incoming::Closed { .. }) | Err(_) => return,
+            }
+        }
+    };
+    if tokio::time::timeout(SERVER_CLOSE_GRACE, closed).await.is_err() {
+        debug!("the server did not close after the command; closing");
+    }
 }
 
 /// Sends a normal close frame, giving up after [`CLOSE_GRACE`].

@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use syncline_proto::{
     APP_PARTITION_KEY, PROTOCOL_VERSION, close_code,
     v1::{
-        Ack, Changes, ClientFrame, Command, CommandKind, DeviceInfo, Error as ErrorFrame, ErrorCode, Hello, Login,
-        Logout, Pull, ServerFrame, Subscribe, SyncState, SyncStatus, Welcome, client_frame, hello, server_frame,
+        Ack, Changes, ClientFrame, DeviceInfo, Error as ErrorFrame, ErrorCode, Hello, Login, Pull, ServerFrame,
+        Subscribe, SyncState, SyncStatus, Welcome, client_frame, hello, server_frame,
     },
 };
 use tokio::time::Instant;
@@ -33,7 +33,7 @@ use crate::{
     notification::{ChangedNotification, Notification, SyncNotification, SyncNotificationStatus},
     outbox::MutationQueue,
     replica::{ApplyOutcome, PartitionId, PartitionReplica, PartitionView},
-    state::{ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopCommand, StopReason},
+    state::{ConnectionPhase, DeviceState, DeviceStats, PartitionStatus, StopReason},
 };
 
 /// What the engine wants done after a frame.
@@ -443,6 +443,8 @@ impl SyncEngine {
         // so the links of the device's own creates arrive before catch-up pages bring the
         // created records (no temporary record shown beside its real copy), and writes made
         // offline reach the server's durable queue before a long catch-up fills the socket.
+        // Acks of commands acted on without a session (or whose ack was not sent) come first.
+        reaction.frames.extend(self.unsent_command_acks());
         reaction.frames.extend(self.mutation_frames());
         for subscription in &self.subscriptions {
             let id = PartitionId::new(&subscription.source, natural_key(subscription, &welcome));
@@ -705,47 +707,6 @@ impl SyncEngine {
         self.check_complete(reaction);
     }
 
-    fn on_command(&mut self, command: Command, reaction: &mut Reaction) {
-        let Ok(kind) = CommandKind::try_from(command.kind) else {
-            debug!(kind = command.kind, "unknown command ignored");
-            return;
-        };
-        warn!(?kind, reason = %command.reason, "operator command");
-        match kind {
-            CommandKind::Resync => {
-                for (id, partition) in &mut self.partitions {
-                    if partition.phase != Phase::Idle {
-                        self.stats.resyncs += 1;
-                        partition.replica.clear();
-                        reaction.frames.extend(partition.subscribe(id));
-                    }
-                }
-                self.complete_reported = false;
-            }
-            CommandKind::Wipe => {
-                for partition in self.partitions.values_mut() {
-                    partition.replica.clear();
-                }
-                self.confirmed.clear();
-                self.searches = Searches::default();
-                if let Err(error) = self.mutations.clear() {
-                    warn!(%error, "wiping the mutation queue failed");
-                }
-                self.session_token = None;
-                reaction.stop = Some(StopReason::Command { kind: StopCommand::Wipe, reason: command.reason });
-            }
-            CommandKind::Lock => {
-                reaction.stop = Some(StopReason::Command { kind: StopCommand::Lock, reason: command.reason });
-            }
-            CommandKind::Logout => {
-                self.session_token = None;
-                reaction.frames.push(frame(client_frame::Msg::Logout(Logout {})));
-                reaction.stop = Some(StopReason::Command { kind: StopCommand::Logout, reason: command.reason });
-            }
-            CommandKind::Unspecified => {}
-        }
-    }
-
     /// Reports `Complete` when every subscribed partition is caught up or failed.
     fn check_complete(&mut self, reaction: &mut Reaction) {
         if self.complete_reported {
@@ -836,6 +797,7 @@ fn sync_notification(
     })
 }
 
+mod commands;
 mod mutations;
 mod search;
 

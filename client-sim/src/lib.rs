@@ -15,10 +15,11 @@
 //!   `apply`.
 //! - `engine`: the rest of the protocol as a pure state machine (Hello and token fallback,
 //!   subscribes, acks and debounced live acks, resubscribe on gaps, resync on checksum
-//!   mismatch, what a close code means).
+//!   mismatch, what a close code means, operator commands acted on once and acknowledged).
 //! - [`backoff`]: [`Backoff`], jittered exponential reconnect delays.
 //! - [`device`]: [`Device::start`] spawns the thin task around the engine and returns a
-//!   [`DeviceHandle`] to view records, wait for states, cut the network and stop.
+//!   [`DeviceHandle`] to view records, wait for states, cut the network, log in again after
+//!   a lock, wipe or logout ([`DeviceHandle::login`]) and stop.
 //! - [`config`]: [`DeviceConfig`] and its parts, with named defaults.
 //! - [`backend_token`]: [`BackendTokenClaims`], backend-issued login tokens (HS256 JWTs) as
 //!   an app's backend mints them, for devices that log in without a Syncline password.

@@ -47,6 +47,9 @@
 //!     discarded create also drops the queued updates and deletes of its temporary record,
 //!     which can never exist; field values elsewhere that reference the temp id are left as
 //!     they are for the app to fix.
+//!
+//! The same file keeps the operator commands the device acted on (`command_acks.rs`), so
+//! that an ack survives a restart and a command is never acted on twice.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -84,6 +87,11 @@ CREATE TABLE IF NOT EXISTS mutations (
     error_code    INTEGER,
     error_message TEXT,
     error_current BLOB
+) STRICT;
+CREATE TABLE IF NOT EXISTS command_acks (
+    command_id TEXT    PRIMARY KEY,
+    handled    INTEGER NOT NULL,
+    sent       INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 ";
 
@@ -755,5 +763,6 @@ fn decode_row(stored: StoredRow) -> Result<QueuedMutation> {
     })
 }
 
+mod command_acks;
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,10 @@ pub enum ConnectionPhase {
     Ready,
     /// Disconnected; waiting before the next attempt.
     Reconnecting,
+    /// Signed out: an operator's lock, wipe or logout, or a refused login of a locked device
+    /// or user (close 4003). The device does not reconnect until the app logs in again
+    /// ([`crate::DeviceHandle::login`]); [`DeviceState::is_locked`] tells a lock apart.
+    SignedOut(StopReason),
     /// The device has stopped for good.
     Stopped(StopReason),
 }
@@ -76,6 +80,19 @@ pub enum StopCommand {
 }
 
 impl StopReason {
+    /// Returns true for the stops after which the device waits for the app to log in again
+    /// ([`ConnectionPhase::SignedOut`]) rather than ending.
+    pub fn waits_for_login(&self) -> bool {
+        match self {
+            StopReason::Command { .. } | StopReason::Forbidden { .. } => true,
+            StopReason::Requested
+            | StopReason::ClosedByServer { .. }
+            | StopReason::Unauthenticated { .. }
+            | StopReason::UpgradeRequired { .. }
+            | StopReason::InvalidConfig { .. } => false,
+        }
+    }
+
     /// Returns true for stops that are failures rather than requests.
     pub fn is_error(&self) -> bool {
         match self {
@@ -196,10 +213,21 @@ impl DeviceState {
             && self.partitions.values().all(|partition| partition.caught_up)
     }
 
-    /// Returns why the device stopped, if it has.
+    /// Returns true while the device is locked: signed out by an operator's lock, or refused
+    /// as locked (close 4003) at its last login, until the app logs in again.
+    pub fn is_locked(&self) -> bool {
+        matches!(
+            &self.connection,
+            ConnectionPhase::SignedOut(
+                StopReason::Command { kind: StopCommand::Lock, .. } | StopReason::Forbidden { .. }
+            )
+        )
+    }
+
+    /// Returns why the device stopped or signed out, if it has.
     pub fn stop_reason(&self) -> Option<&StopReason> {
         match &self.connection {
-            ConnectionPhase::Stopped(reason) => Some(reason),
+            ConnectionPhase::Stopped(reason) | ConnectionPhase::SignedOut(reason) => Some(reason),
             ConnectionPhase::Connecting
             | ConnectionPhase::Handshaking
             | ConnectionPhase::Ready

@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use syncline_client_sim::fake_server::{FakeServer, SOURCE, STEP, USER, catch_up, live, record};
 use syncline_client_sim::{
-    BackoffConfig, ConnectOptions, Connection, Device, DeviceConfig, FrameFormat, Incoming, Notification, StopReason,
-    SubscriptionConfig, SyncNotificationStatus, WaitError,
+    BackoffConfig, ConnectOptions, Connection, Device, DeviceConfig, DeviceState, FrameFormat, Incoming, Notification,
+    StopReason, SubscriptionConfig, SyncNotificationStatus, WaitError,
 };
 use syncline_proto::{
     SUBPROTOCOL, close_code,
@@ -138,14 +138,23 @@ async fn a_refused_token_falls_back_to_the_password_and_a_refused_password_stops
 }
 
 #[tokio::test]
-async fn a_locked_device_stops() {
+async fn a_locked_device_signs_out_until_the_app_logs_in_again() {
     let server = FakeServer::start().await;
     let device = Device::start(config(server.url()));
     let mut peer = server.accept().await;
     peer.recv_hello().await;
     peer.close(close_code::FORBIDDEN, "locked").await;
-    let error = device.wait_for(deadline(), |state| state.is_caught_up()).await.unwrap_err();
-    assert!(matches!(error, WaitError::Stopped(StopReason::Forbidden { .. })), "{error:?}");
+    let state = device.wait_for(deadline(), DeviceState::is_locked).await.unwrap();
+    assert!(matches!(state.stop_reason(), Some(StopReason::Forbidden { .. })), "{state:?}");
+    // It connects again only when the app logs in, with the password.
+    device.login("alice", "new-secret").unwrap();
+    let mut peer = server.accept().await;
+    let (credentials, _) = peer.recv_hello().await;
+    assert!(
+        matches!(&credentials, hello::Credentials::Login(login) if login.password == "new-secret"),
+        "{credentials:?}"
+    );
+    assert_eq!(device.stop().await, StopReason::Requested);
 }
 
 #[tokio::test]

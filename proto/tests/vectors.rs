@@ -15,10 +15,10 @@ use prost::Message;
 use serde_json::{Value as Json, json};
 use syncline_proto::checksum::{Checksum, record_hash};
 use syncline_proto::v1::{
-    Ack, Changes, ClientFrame, Command, CommandKind, DeviceInfo, Error as ErrorFrame, ErrorCode, Hello, Link, Login,
-    Logout, Mutate, MutationAck, MutationError, MutationOp, MutationResult, Pull, Record, RpcCall, RpcReply, Search,
-    SearchResult, ServerFrame, SourceInfo, Subscribe, SyncState, SyncStatus, Value, Welcome, client_frame, hello,
-    rpc_reply, server_frame,
+    Ack, Changes, ClientFrame, Command, CommandAck, CommandKind, DeviceInfo, Error as ErrorFrame, ErrorCode, Hello,
+    Link, Login, Logout, Mutate, MutationAck, MutationError, MutationOp, MutationResult, Pull, Record, RpcCall,
+    RpcReply, Search, SearchResult, ServerFrame, SourceInfo, Subscribe, SyncState, SyncStatus, Value, Welcome,
+    client_frame, hello, rpc_reply, server_frame,
 };
 
 fn vectors_path() -> PathBuf {
@@ -173,6 +173,10 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
             })),
         ),
         ("logout", client(client_frame::Msg::Logout(Logout {}))),
+        (
+            "command_ack",
+            client(client_frame::Msg::CommandAck(CommandAck { command_id: "3f9a0c1e5b7d2846a1c0e9f8b7a6d5c4".into() })),
+        ),
     ]
 }
 
@@ -330,6 +334,7 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
             server(server_frame::Msg::Command(Command {
                 kind: CommandKind::Wipe as i32,
                 reason: "lost device".into(),
+                command_id: "3f9a0c1e5b7d2846a1c0e9f8b7a6d5c4".into(),
             })),
         ),
         (

@@ -20,6 +20,7 @@ use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
 use crate::config::{AuthSettings, DeviceSettings, Settings, StoreSettings};
+use crate::devices::{CommitTimes, DeviceManagement};
 use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices};
 use crate::ingest::IngestService;
 use crate::jobs::Jobs;
@@ -93,12 +94,14 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let hub = Hub::with_sweepers(workers, settings.device.push_interval, &tracker, shutdown.clone());
     let live = LivePublisher { hub: hub.clone(), max_page_bytes: settings.device.max_page_bytes };
-    let (store, write_stats) = open_store(&settings.store, live).await?;
+    let commit_times = Arc::new(CommitTimes::default());
+    let (store, write_stats) = open_store(&settings.store, live, commit_times.clone()).await?;
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
     let auth = start_auth(store.clone(), &settings.auth).await?;
     let admin_auth = Arc::new(AdminAuth::new(store.clone(), settings.auth.login_limits.failed)?);
     first_admin_credentials(&admin_auth, &store, &settings).await?;
-    let (services, capture_queues) = gateway_services(&settings, store.clone(), hub, auth, &tracker, &shutdown)?;
+    let (services, capture_queues) =
+        gateway_services(&settings, store.clone(), hub, auth, commit_times, &tracker, &shutdown)?;
     let resumed = services.mutations.resume_pending().await?;
     if resumed > 0 {
         tracing::info!(mutations = resumed, "resuming queued device mutations");
@@ -122,7 +125,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let ingest = IngestService::server(store.clone(), settings.sources.clone(), settings.grpc.ingest_token.clone());
     let grpc_task = serve_grpc(grpc, ingest, tls.as_ref(), &backend_runtime, &tracker, &shutdown)?;
 
-    let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone() };
+    let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone(), devices: services.devices.clone() };
     jobs.spawn(&settings.store, &tracker, &shutdown);
     let capture = Arc::new(capture::CaptureCounters::default());
     let readiness = Arc::new(admin::Readiness::default());
@@ -174,15 +177,17 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Opens the embedded store in the data directory; its commits go to `live`. Returns it with
-/// a reader of its writer's counters (for the admin API's stats).
+/// Opens the embedded store in the data directory; its commits go to `live`, then to
+/// `commit_times`. Returns it with a reader of its writer's counters (for the admin API's
+/// stats).
 async fn open_store(
     settings: &StoreSettings,
     live: LivePublisher,
+    commit_times: Arc<CommitTimes>,
 ) -> anyhow::Result<(Arc<dyn Store>, admin::WriteStatsReader)> {
     let path = settings.data_dir.join(STORE_FILE_NAME);
     let options = EmbeddedOptions { cache_size_bytes: settings.cache_bytes };
-    let live: Arc<dyn CommitListener> = Arc::new(live);
+    let live: Arc<dyn CommitListener> = Arc::new(CommitListeners { live, commit_times });
     let opened = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || EmbeddedStore::open_with_listener(&path, options, Some(live))).await?
@@ -190,6 +195,20 @@ async fn open_store(
     let store = Arc::new(opened.with_context(|| format!("cannot open the store {}", path.display()))?);
     let stats = store.clone();
     Ok((store, Arc::new(move || stats.write_stats())))
+}
+
+/// The store's commit listeners: live push first (devices wait on it), then the commit
+/// times device management reports lags with.
+struct CommitListeners {
+    live: LivePublisher,
+    commit_times: Arc<CommitTimes>,
+}
+
+impl CommitListener for CommitListeners {
+    fn committed(&self, batches: &[&crate::storage::CommittedBatch]) {
+        self.live.committed(batches);
+        self.commit_times.committed(batches);
+    }
 }
 
 /// Starts the authenticator: local users or the login channel, and backend tokens when
@@ -212,6 +231,7 @@ fn gateway_services(
     store: Arc<dyn Store>,
     hub: Arc<Hub<PartitionName>>,
     auth: Authenticator,
+    commit_times: Arc<CommitTimes>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<GatewayServices>, wiring::CaptureQueues)> {
@@ -226,6 +246,7 @@ fn gateway_services(
         tracker.clone(),
         shutdown.clone(),
     );
+    let devices = Arc::new(DeviceManagement::new(store.clone(), connections.clone(), commit_times));
     let services = GatewayServices {
         store,
         hub,
@@ -240,6 +261,7 @@ fn gateway_services(
         tracker: tracker.clone(),
         user_sessions: Default::default(),
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
+        devices,
     };
     Ok((Arc::new(services), capture_queues))
 }

@@ -288,7 +288,11 @@ mod tests {
             (AuthError::BadCredentials, ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
             (AuthError::ExpiredToken, ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
             (AuthError::BackendTokensDisabled, ErrorCode::Unauthenticated, close_code::UNAUTHENTICATED),
-            (AuthError::DeviceDisabled { state: DeviceState::Wiped }, ErrorCode::Forbidden, close_code::FORBIDDEN),
+            (
+                AuthError::DeviceDisabled { client_id: "c1".into(), state: DeviceState::Wiped },
+                ErrorCode::Forbidden,
+                close_code::FORBIDDEN,
+            ),
             (
                 AuthError::LoginsBusy(PasswordError::QueueFull { queued: 3 }),
                 ErrorCode::ResourceExhausted,
@@ -303,7 +307,10 @@ mod tests {
         for (error, code, close) in cases {
             assert_eq!((error.class().error_code(), error.class().close_code()), (code, close), "{error:?}");
         }
-        assert_eq!(AuthError::DeviceDisabled { state: DeviceState::Locked }.to_string(), "this device is locked");
+        assert_eq!(
+            AuthError::DeviceDisabled { client_id: "c1".into(), state: DeviceState::Locked }.to_string(),
+            "this device is locked"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Background jobs: flushing device cursors, compacting change logs and pruning finished
-//! mutations' outcomes. Each runs as a task on the server's tracker until the shutdown token
-//! fires; the stop sequence flushes cursors once more after they end.
+//! Background jobs: flushing device cursors and last-seen times, compacting change logs and
+//! pruning finished mutations' outcomes. Each runs as a task on the server's tracker until
+//! the shutdown token fires; the stop sequence flushes cursors and last-seen times once more
+//! after they end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::StoreSettings;
+use crate::devices::DeviceManagement;
 use crate::storage::{Store, StoreError};
 use crate::sync::cursors::CursorRecorder;
 
@@ -17,6 +19,7 @@ use crate::sync::cursors::CursorRecorder;
 pub(crate) struct Jobs {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) cursors: Arc<CursorRecorder>,
+    pub(crate) devices: Arc<DeviceManagement>,
 }
 
 impl Jobs {
@@ -26,7 +29,10 @@ impl Jobs {
         let jobs = self.clone();
         every(tracker, shutdown, settings.cursor_flush, false, move || {
             let jobs = jobs.clone();
-            async move { jobs.flush_cursors().await }
+            async move {
+                jobs.flush_cursors().await;
+                jobs.flush_last_seen().await;
+            }
         });
         let jobs = self.clone();
         let (keep_recent, retention) = (settings.compact_keep_recent, settings.mutation_outcome_retention);
@@ -48,6 +54,16 @@ impl Jobs {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::warn!(%error, "could not save device cursors; will retry"),
             Err(error) => tracing::warn!(%error, "cursor flush task failed"),
+        }
+    }
+
+    /// Writes devices' last-seen times noted since the previous flush to the store.
+    pub(crate) async fn flush_last_seen(&self) {
+        let devices = self.devices.clone();
+        match tokio::task::spawn_blocking(move || devices.flush_last_seen()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not save devices' last-seen times; will retry"),
+            Err(error) => tracing::warn!(%error, "last-seen flush task failed"),
         }
     }
 

@@ -11,6 +11,8 @@
 //!   device registration.
 //! - [`sync`]: the sync engine — snapshot and log pages, live push, cursors.
 //! - [`ingest`]: the `Ingest` gRPC service backends push changes through.
+//! - [`devices`]: device management — the registry's operator view (listing, last seen) and
+//!   durable operator commands (lock, unlock, wipe, logout, resync).
 //! - [`mutations`]: dispatch of the durable per-device mutation queue to channels.
 //! - [`channel`]: the gRPC client of backend channels and change capture (watch, poll).
 //! - [`rpc`]: mobile RPC — device calls routed to backend `MobileService`s, with limits and
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod devices;
 pub mod error;
 pub mod gateway;
 pub mod ingest;

@@ -63,6 +63,7 @@ pub(crate) async fn stop_in_order(
         tracker.close();
         tracker.wait().await;
         jobs.flush_cursors().await;
+        jobs.flush_last_seen().await;
         rpc.metrics().log_summary();
     };
     if tokio::time::timeout(grace, sequence).await.is_err() {

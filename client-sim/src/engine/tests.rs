@@ -2,11 +2,12 @@ use std::{collections::BTreeMap, time::Duration};
 
 use syncline_proto::{
     checksum::Checksum,
-    v1::{Record, SourceInfo, Value},
+    v1::{Command, CommandAck, CommandKind, Logout, Record, SourceInfo, Value},
 };
 
 use super::*;
 use crate::config::{DEFAULT_LIVE_ACK_INTERVAL, SubscriptionConfig};
+use crate::state::StopCommand;
 
 const SOURCE: &str = "Account";
 const USER: &str = "u1";
@@ -464,21 +465,73 @@ fn pull_mode_asks_for_each_page() {
     assert_eq!(reaction.frames, [ack_frame(2, 2)], "no pull after the last page");
 }
 
-#[test]
-fn commands_resync_or_stop() {
-    let mut engine = caught_up_engine();
-    let command = |kind: CommandKind| {
-        server(server_frame::Msg::Command(Command { kind: kind as i32, reason: "operator".into() }))
-    };
-    let reaction = engine.on_frame(command(CommandKind::Resync), Instant::now());
-    assert_eq!(reaction.frames, [subscribe_frame(0, 2)]);
-    assert!(reaction.stop.is_none());
+fn command(kind: CommandKind, command_id: &str) -> ServerFrame {
+    server(server_frame::Msg::Command(Command {
+        kind: kind as i32,
+        reason: "operator".into(),
+        command_id: command_id.into(),
+    }))
+}
 
-    let reaction = engine.on_frame(command(CommandKind::Logout), Instant::now());
-    assert_eq!(reaction.frames, [frame(client_frame::Msg::Logout(Logout {}))]);
+fn command_ack(command_id: &str) -> ClientFrame {
+    frame(client_frame::Msg::CommandAck(CommandAck { command_id: command_id.into() }))
+}
+
+#[test]
+fn commands_resync_or_stop_and_are_acknowledged() {
+    let mut engine = caught_up_engine();
+    let reaction = engine.on_frame(command(CommandKind::Resync, "r1"), Instant::now());
+    assert_eq!(reaction.frames, [subscribe_frame(0, 2), command_ack("r1")]);
+    assert!(reaction.stop.is_none());
+    assert_eq!(engine.synced_view(&PartitionId::new(SOURCE, USER)).unwrap().total, 0, "dropped");
+
+    let reaction = engine.on_frame(command(CommandKind::Logout, "l1"), Instant::now());
+    assert_eq!(reaction.frames, [command_ack("l1"), frame(client_frame::Msg::Logout(Logout {}))]);
     assert!(matches!(reaction.stop, Some(StopReason::Command { kind: StopCommand::Logout, .. })));
     let (credentials, _) = credentials(&engine.hello());
     assert!(matches!(credentials, hello::Credentials::Login(_)), "logout forgets the token");
+}
+
+#[test]
+fn a_command_sent_again_is_acknowledged_but_not_acted_on_twice() {
+    let mut engine = caught_up_engine();
+    let reaction = engine.on_frame(command(CommandKind::Resync, "r1"), Instant::now());
+    assert_eq!(reaction.frames.len(), 2);
+    let resyncs = engine.stats().resyncs;
+    let reaction = engine.on_frame(command(CommandKind::Resync, "r1"), Instant::now());
+    assert_eq!(reaction.frames, [command_ack("r1")]);
+    assert_eq!(engine.stats().resyncs, resyncs);
+}
+
+#[test]
+fn commands_before_a_session_are_acted_on_and_acknowledged_after_the_next_welcome() {
+    let mut engine = SyncEngine::new(&config(2));
+    engine.hello();
+    // A locked device's refused Hello: the lock and a wipe come before the Error.
+    let reaction = engine.on_frame(command(CommandKind::Lock, "k1"), Instant::now());
+    assert!(reaction.frames.is_empty() && reaction.stop.is_none(), "no session: nothing sent, the server closes");
+    let reaction = engine.on_frame(command(CommandKind::Wipe, "w1"), Instant::now());
+    assert!(reaction.frames.is_empty() && reaction.stop.is_none());
+    engine.log_in_with_password("alice", "secret");
+    let (credentials, _) = credentials(&engine.hello());
+    assert!(matches!(credentials, hello::Credentials::Login(_)));
+    let reaction = engine.on_frame(welcome(), Instant::now());
+    assert_eq!(reaction.frames[..2], [command_ack("k1"), command_ack("w1")], "acks before anything else");
+    assert_eq!(reaction.frames[2..], [subscribe_frame(0, 2)]);
+    engine.hello();
+    let reaction = engine.on_frame(welcome(), Instant::now());
+    assert_eq!(reaction.frames, [subscribe_frame(0, 2)], "acks go once");
+}
+
+#[test]
+fn lock_stops_the_session_and_forgets_the_token_but_keeps_the_data() {
+    let mut engine = caught_up_engine();
+    let reaction = engine.on_frame(command(CommandKind::Lock, "k1"), Instant::now());
+    assert_eq!(reaction.frames, [command_ack("k1")]);
+    assert!(matches!(reaction.stop, Some(StopReason::Command { kind: StopCommand::Lock, .. })));
+    assert!(engine.synced_view(&PartitionId::new(SOURCE, USER)).unwrap().total > 0);
+    let (credentials, _) = credentials(&engine.hello());
+    assert!(matches!(credentials, hello::Credentials::Login(_)));
 }
 
 #[test]

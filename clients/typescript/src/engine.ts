@@ -36,6 +36,9 @@ import type { SyncRecord } from "./values.js";
 /** The protocol version this library speaks. */
 export const PROTOCOL_VERSION = 1;
 
+/** Acted-on commands remembered (the server sends a command again only until it has the ack). */
+export const MAX_REMEMBERED_COMMANDS = 256;
+
 /** How the device logs in when it has no session token. */
 export type Credentials = { username: string; password: string } | { backendToken: string };
 
@@ -382,6 +385,9 @@ export class SyncEngine {
     }
     this.session.naturalKeys = naturalKeys;
     await this.storage.writeSession(this.session);
+    // Acks of commands acted on without a session come first.
+    const unsent = (this.session.commandAcks ?? []).filter((ack) => !ack.sent).map((ack) => ack.commandId);
+    reaction.frames.push(...(await this.commandAcks(unsent)));
     // Mutations before Subscribes: links of the device's own creates arrive before catch-up
     // pages bring the created records, and offline writes reach the server's queue first.
     reaction.frames.push(...this.mutations.frames());
@@ -585,37 +591,73 @@ export class SyncEngine {
     this.checkComplete(reaction);
   }
 
+  /**
+   * Acts on an operator command once per command id and acknowledges it (device.proto,
+   * Command): the ack is recorded in the session state first, sent on the open session, or
+   * after the next Welcome when there is none (commands before a locked device's refusal,
+   * which are acted on without stopping: the server closes).
+   */
   private async onCommand(command: Command, reaction: Reaction): Promise<void> {
+    const id = command.commandId;
+    if (id !== "" && (this.session.commandAcks ?? []).some((ack) => ack.commandId === id)) {
+      reaction.frames.push(...(await this.commandAcks([id])));
+      return;
+    }
+    let stop: StopReason | undefined;
     switch (command.kind) {
       case CommandKind.RESYNC:
         for (const [key, partition] of this.partitions) {
-          if (partition.phase === "idle") continue;
           await this.clearPartition(partition);
-          reaction.frames.push(...partition.subscribe());
+          if (partition.phase !== "idle") reaction.frames.push(...partition.subscribe());
           reaction.changed.add(key);
         }
+        this.restored.clear();
         this.completeReported = false;
         reaction.notifications.push({ type: "command", kind: "resync", reason: command.reason });
-        return;
-      case CommandKind.WIPE:
+        break;
+      case CommandKind.WIPE: {
+        const kept = { clientId: this.session.clientId, commandAcks: this.session.commandAcks };
         await this.wipe();
+        if (kept.clientId !== undefined) this.session.clientId = kept.clientId;
+        if (kept.commandAcks !== undefined) this.session.commandAcks = kept.commandAcks;
         for (const key of this.partitions.keys()) reaction.changed.add(key);
         reaction.notifications.push({ type: "command", kind: "wipe", reason: command.reason });
-        reaction.stop = { kind: "wipe", reason: command.reason };
-        return;
+        stop = { kind: "wipe", reason: command.reason };
+        break;
+      }
       case CommandKind.LOCK:
+        delete this.session.sessionToken;
         reaction.notifications.push({ type: "command", kind: "lock", reason: command.reason });
-        reaction.stop = { kind: "lock", reason: command.reason };
-        return;
+        stop = { kind: "lock", reason: command.reason };
+        break;
       case CommandKind.LOGOUT:
-        await this.forgetSession();
-        reaction.frames.push(frame({ case: "logout", value: {} }));
+        delete this.session.sessionToken;
         reaction.notifications.push({ type: "command", kind: "logout", reason: command.reason });
-        reaction.stop = { kind: "logout", reason: command.reason };
-        return;
+        stop = { kind: "logout", reason: command.reason };
+        break;
       default:
         return;
     }
+    if (id !== "") {
+      const acks = this.session.commandAcks ?? [];
+      acks.push({ commandId: id, sent: false });
+      this.session.commandAcks = acks.slice(-MAX_REMEMBERED_COMMANDS);
+      reaction.frames.push(...(await this.commandAcks([id])));
+    }
+    await this.storage.writeSession(this.session);
+    if (!stop || !this.welcomedValue) return;
+    if (stop.kind === "wipe" || stop.kind === "logout") reaction.frames.push(frame({ case: "logout", value: {} }));
+    reaction.stop = stop;
+  }
+
+  /** Returns the CommandAck frames of `ids` when the session is open, recording them sent. */
+  private async commandAcks(ids: readonly string[]): Promise<ClientFrame[]> {
+    if (!this.welcomedValue || ids.length === 0) return [];
+    for (const ack of this.session.commandAcks ?? []) {
+      if (ids.includes(ack.commandId)) ack.sent = true;
+    }
+    await this.storage.writeSession(this.session);
+    return ids.map((commandId) => frame({ case: "commandAck", value: { commandId } }));
   }
 
   /** Deletes all local data: records, cursors, queued mutations and the session. */

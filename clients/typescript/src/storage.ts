@@ -24,6 +24,12 @@ export interface SessionState {
   userId?: string;
   /** Each source's natural partition key from the last Welcome. */
   naturalKeys?: { [source: string]: string };
+  /**
+   * Operator commands the device acted on, oldest first: `sent` once their `CommandAck` went
+   * out on an open session. Unsent acks go after the next Welcome; a command the server
+   * sends again is only acknowledged again. Kept through a wipe.
+   */
+  commandAcks?: { commandId: string; sent: boolean }[];
 }
 
 /** One partition as stored. */

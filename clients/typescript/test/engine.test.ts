@@ -230,7 +230,77 @@ describe("engine: commands", () => {
     const wipe = await device.onFrame(server({ case: "command", value: { kind: CommandKind.WIPE, reason: "lost" } }), 0);
     expect(wipe.stop?.kind).toBe("wipe");
     const stored = await storage.load();
-    expect(stored).toEqual({ session: {}, partitions: [], mutations: [] });
+    expect(stored).toEqual({ session: { clientId: "c-1" }, partitions: [], mutations: [] });
+  });
+
+  const command = (kind: CommandKind, commandId: string) => server({ case: "command", value: { kind, reason: "ops", commandId } });
+
+  it("acknowledges each command after acting on it, and acts on a command id once", async () => {
+    const storage = new MemoryStorage();
+    const device = await engine({}, storage);
+    device.hello();
+    await device.onFrame(welcome(), 0);
+    const resync = await device.onFrame(command(CommandKind.RESYNC, "r-1"), 0);
+    expect(resync.frames.map((frame) => frame.msg.case)).toEqual(["subscribe", "commandAck"]);
+    expect(framesOf(resync.frames, "commandAck")).toEqual([expect.objectContaining({ commandId: "r-1" })]);
+    const again = await device.onFrame(command(CommandKind.RESYNC, "r-1"), 0);
+    expect(again.frames.map((frame) => frame.msg.case)).toEqual(["commandAck"]);
+    const logout = await device.onFrame(command(CommandKind.LOGOUT, "l-1"), 0);
+    expect(logout.frames.map((frame) => frame.msg.case)).toEqual(["commandAck", "logout"]);
+    expect(logout.stop).toEqual({ kind: "logout", reason: "ops" });
+    const stored = await storage.load();
+    expect(stored.session.sessionToken).toBeUndefined();
+    expect(stored.session.commandAcks).toEqual([
+      { commandId: "r-1", sent: true },
+      { commandId: "l-1", sent: true },
+    ]);
+  });
+
+  it("wipes its store and queue but keeps its client id and the wipe's ack", async () => {
+    const storage = new MemoryStorage();
+    const device = await engine({}, storage);
+    device.hello();
+    await device.onFrame(welcome(), 0);
+    await device.onFrame(server({ case: "changes", value: changes({ snapshot: true, reset: true, snapshotDone: true, to: 2n, page: 1n, upserts: [record("a", 2)] }) }), 0);
+    device.mutations.queueChange("Account", "", "update", "a", { n: 1n });
+    const wipe = await device.onFrame(command(CommandKind.WIPE, "w-1"), 0);
+    expect(wipe.frames.map((frame) => frame.msg.case)).toEqual(["commandAck", "logout"]);
+    expect(wipe.stop?.kind).toBe("wipe");
+    expect(await storage.load()).toEqual({
+      session: { clientId: "c-1", commandAcks: [{ commandId: "w-1", sent: true }] },
+      partitions: [],
+      mutations: [],
+    });
+  });
+
+  it("acts on commands before a refused login and acknowledges them after the next Welcome", async () => {
+    const storage = new MemoryStorage();
+    const device = await engine({}, storage);
+    device.hello();
+    await device.onFrame(welcome(), 0);
+    device.onDisconnect({ kind: "lost" });
+    device.hello();
+    // A locked device's Hello: its commands, then the refusal.
+    const lock = await device.onFrame(command(CommandKind.LOCK, "k-1"), 0);
+    expect(lock.frames).toEqual([]);
+    expect(lock.stop).toBeUndefined();
+    await device.onFrame(server({ case: "error", value: { code: ErrorCode.FORBIDDEN, message: "this device is locked", fatal: true } }), 0);
+    expect(device.onDisconnect({ kind: "closed", code: 4003, reason: "" })).toEqual({
+      stop: { kind: "forbidden", reason: "this device is locked" },
+    });
+    expect((await storage.load()).session.commandAcks).toEqual([{ commandId: "k-1", sent: false }]);
+
+    // Unlocked, the app starts a client on the same store: the ack goes first.
+    const restarted = await engine({}, storage);
+    const hello = restarted.hello();
+    expect(hello.msg.case === "hello" && hello.msg.value.credentials.case).toBe("login");
+    expect(hello.msg.case === "hello" && hello.msg.value.clientId).toBe("c-1");
+    const welcomed = await restarted.onFrame(welcome(), 0);
+    expect(welcomed.frames[0]?.msg).toEqual(expect.objectContaining({ case: "commandAck" }));
+    expect(framesOf(welcomed.frames, "commandAck")).toEqual([expect.objectContaining({ commandId: "k-1" })]);
+    const resent = await restarted.onFrame(command(CommandKind.LOCK, "k-1"), 0);
+    expect(resent.stop).toBeUndefined();
+    expect(resent.frames.map((frame) => frame.msg.case)).toEqual(["commandAck"]);
   });
 });
 

@@ -59,7 +59,7 @@ function checkFrames(schema: DescMessage, frames: FrameVector[]): void {
 describe("shared conformance vectors", () => {
   it("covers every frame kind", () => {
     const kinds = (frames: FrameVector[]) => new Set(frames.map((frame) => Object.keys(frame.json as object)[0]));
-    expect(kinds(vectors.client_frames)).toEqual(new Set(["hello", "subscribe", "ack", "pull", "mutate", "search", "rpcCall", "logout"]));
+    expect(kinds(vectors.client_frames)).toEqual(new Set(["hello", "subscribe", "ack", "pull", "mutate", "search", "rpcCall", "logout", "commandAck"]));
     expect(kinds(vectors.server_frames)).toEqual(
       new Set(["welcome", "changes", "syncState", "mutationAck", "mutationResult", "searchResult", "rpcReply", "command", "error"]),
     );

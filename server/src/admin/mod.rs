@@ -9,7 +9,7 @@
 //!   [`AdminAccess`] extractors handlers name their role with.
 //! - `page`: the one pagination helper ([`PageQuery`], [`Page`]).
 //! - one file per resource, each with `pub(super) fn routes() -> OpenApiRouter<AdminState>`,
-//!   merged in `api_routes`: `health`, `session`, `tokens`, `admins`, `users`, `sources`,
+//!   merged in `api_routes`: `health`, `session`, `tokens`, `admins`, `users`, `devices`, `sources`,
 //!   `partitions`, `mutations`, `rpc`, `stats`.
 //!
 //! Every handler takes [`AdminState`]: the store, the hub, the device connections and the
@@ -18,6 +18,7 @@
 
 mod admins;
 mod auth;
+mod devices;
 mod error;
 mod health;
 mod listener;
@@ -140,6 +141,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .merge(tokens::routes())
         .merge(admins::routes())
         .merge(users::routes())
+        .merge(devices::routes())
         .merge(sources::routes())
         .merge(partitions::routes())
         .merge(mutations::routes())

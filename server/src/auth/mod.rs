@@ -73,9 +73,10 @@ pub enum AuthError {
     /// The token was valid once but has expired or was revoked.
     #[error("the session token has expired or was revoked")]
     ExpiredToken,
-    /// The device is locked or wiped by an operator.
+    /// The device is locked or wiped by an operator (the credentials were right: the gateway
+    /// sends the device its pending commands before refusing it).
     #[error("this device is {state}")]
-    DeviceDisabled { state: DeviceState },
+    DeviceDisabled { client_id: String, state: DeviceState },
     /// The user is disabled by an operator.
     #[error("this user is disabled")]
     UserDisabled,
@@ -373,7 +374,7 @@ impl Authenticator {
             let device = match existing {
                 Some(mut device) if device.user_id == user_id => {
                     if device.state != DeviceState::Active {
-                        return Err(AuthError::DeviceDisabled { state: device.state });
+                        return Err(AuthError::DeviceDisabled { client_id: device.client_id, state: device.state });
                     }
                     device.last_seen_ms = now;
                     device.platform = details.platform;
@@ -482,7 +483,7 @@ impl Authenticator {
             return Err(AuthError::ExpiredToken);
         }
         if device.state != DeviceState::Active {
-            return Err(AuthError::DeviceDisabled { state: device.state });
+            return Err(AuthError::DeviceDisabled { client_id: device.client_id, state: device.state });
         }
         let entitlements = claims
             .entitlements

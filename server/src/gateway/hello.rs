@@ -9,6 +9,7 @@ use super::DeviceSession;
 use super::replies::frame;
 use crate::auth::{AuthError, DeviceDetails};
 use crate::error::ErrorClass;
+use crate::storage::{DeviceState, ReportedDevice};
 
 impl DeviceSession {
     pub(super) async fn on_hello(&mut self, hello: v1::Hello, outbox: &Outbox) {
@@ -20,6 +21,7 @@ impl DeviceSession {
             );
             return self.fatal(outbox, ErrorClass::UnsupportedVersion, &message).await;
         }
+        let has_device_info = hello.device.is_some();
         let details = hello
             .device
             .map(|device| DeviceDetails {
@@ -28,12 +30,21 @@ impl DeviceSession {
                 model: device.model,
             })
             .unwrap_or_default();
+        // A resumed session's device details reach the registry with its last-seen time.
+        let mut reported = None;
         let outcome = match hello.credentials {
             Some(hello::Credentials::Login(login)) => {
                 let auth = &self.services.auth;
                 auth.login(&login.username, &login.password, self.peer.ip(), &hello.client_id, details).await
             }
-            Some(hello::Credentials::SessionToken(token)) => self.services.auth.resume(&token).await,
+            Some(hello::Credentials::SessionToken(token)) => {
+                reported = has_device_info.then(|| ReportedDevice {
+                    platform: details.platform.clone(),
+                    app_version: details.app_version.clone(),
+                    model: details.model.clone(),
+                });
+                self.services.auth.resume(&token).await
+            }
             Some(hello::Credentials::BackendToken(token)) => {
                 self.services.auth.login_with_backend_token(&token, &hello.client_id, details).await
             }
@@ -44,6 +55,14 @@ impl DeviceSession {
         };
         let (identity, token) = match outcome {
             Ok(done) => done,
+            Err(AuthError::DeviceDisabled { client_id, state: state @ DeviceState::Locked }) => {
+                // The right credentials of a locked device: it gets the commands it has not
+                // acknowledged (the lock among them, with its reason) before the refusal.
+                self.send_unacknowledged_commands(&client_id, outbox).await;
+                tracing::debug!(peer = %self.peer, client_id, "locked device refused");
+                let error = AuthError::DeviceDisabled { client_id, state };
+                return self.fatal(outbox, error.class(), &error.to_string()).await;
+            }
             Err(error) => return self.login_refused(error, outbox).await,
         };
         let limits = &self.services.limits;
@@ -74,10 +93,23 @@ impl DeviceSession {
             max_page_bytes: u32::try_from(limits.max_page_bytes).unwrap_or(u32::MAX),
         };
         tracing::debug!(peer = %self.peer, user_id = %identity.user_id, client_id = %identity.client_id, "session started");
-        self.services.connections.attach(&identity.client_id, &identity.user_id, outbox);
-        self.identity = Some(identity);
+        let devices = self.services.devices.clone();
+        match reported {
+            Some(reported) => devices.seen_reporting(&identity.client_id, reported),
+            None => devices.seen(&identity.client_id),
+        }
         outbox.handshake_done();
         let _ = outbox.send_frame(frame(server_frame::Msg::Welcome(welcome))).await;
+        // Commands the device has not acknowledged come right after Welcome, before any other
+        // frame: the connection is attached (and reachable by mutation outcomes and new
+        // commands) only after them. A command sent meanwhile is read again below.
+        let sent_before = devices.sent_so_far();
+        self.send_unacknowledged_commands(&identity.client_id, outbox).await;
+        self.services.connections.attach(&identity.client_id, &identity.user_id, outbox);
+        if devices.sent_so_far() != sent_before {
+            self.send_unacknowledged_commands(&identity.client_id, outbox).await;
+        }
+        self.identity = Some(identity);
     }
 
     /// Ends a session whose credentials were refused (or could not be checked): a fatal

@@ -11,11 +11,14 @@
 //! - `search.rs`: Search, forwarded to the source's channel.
 //! - `rpc.rs`: RpcCall, started on the RPC router.
 //! - `logout.rs`: Logout.
+//! - `command.rs`: operator commands: the unacknowledged ones sent after Welcome, and
+//!   CommandAck.
 //! - `replies.rs`: frame builders, and the connections by device that mutation outcomes reach
 //!   devices through (the domain's reply ports).
 //! - `services.rs`: [`GatewayServices`], what every session shares: the store, the hub, auth,
 //!   sources and limits, and the domain services.
 
+mod command;
 mod hello;
 mod logout;
 mod mutate;
@@ -123,7 +126,8 @@ impl SessionHandler for DeviceSession {
                 | client_frame::Msg::Search(_)
                 | client_frame::Msg::RpcCall(_)
                 | client_frame::Msg::BulkRequest(_)
-                | client_frame::Msg::Logout(_) => {
+                | client_frame::Msg::Logout(_)
+                | client_frame::Msg::CommandAck(_) => {
                     self.fatal_closing(
                         outbox,
                         ErrorClass::Unauthenticated,
@@ -133,6 +137,9 @@ impl SessionHandler for DeviceSession {
                     .await
                 }
             };
+        }
+        if let Some(identity) = &self.identity {
+            self.services.devices.seen(&identity.client_id);
         }
         match msg {
             client_frame::Msg::Hello(_) => {
@@ -148,6 +155,7 @@ impl SessionHandler for DeviceSession {
             client_frame::Msg::Mutate(mutate) => self.on_mutate(mutate, outbox).await,
             client_frame::Msg::Search(search) => self.on_search(search, outbox).await,
             client_frame::Msg::RpcCall(call) => self.on_rpc_call(call, outbox).await,
+            client_frame::Msg::CommandAck(ack) => self.on_command_ack(ack, outbox).await,
             client_frame::Msg::BulkRequest(request) => {
                 self.unimplemented(&format!("BulkRequest ({})", request.request_id), outbox).await;
             }

@@ -6,6 +6,7 @@ use dashmap::DashMap;
 use syncline_proto::v1::{self, ServerFrame, SyncStatus, server_frame};
 use syncline_push::{EncodedFrame, Outbox};
 
+use crate::devices::{CommandDelivery, DeliveryFuture};
 use crate::error::ErrorClass;
 use crate::reply::{ConnectionReply, DeviceReplies, ReplyFuture};
 use crate::storage::{PartitionName, PartitionState};
@@ -116,6 +117,28 @@ impl DeviceReplies for DeviceConnections {
                 }
             }
         })
+    }
+}
+
+impl CommandDelivery for DeviceConnections {
+    fn deliver<'a>(&'a self, client_id: &'a str, frame: ServerFrame) -> DeliveryFuture<'a> {
+        Box::pin(async move {
+            let connections = self.0.get(client_id).map(|entry| entry.value().clone());
+            let mut delivered = 0;
+            if let Some(connections) = connections {
+                let frame = EncodedFrame::new(frame);
+                for outbox in connections {
+                    if outbox.send(frame.clone()).await.is_ok() {
+                        delivered += 1;
+                    }
+                }
+            }
+            delivered
+        })
+    }
+
+    fn connections_of(&self, client_id: &str) -> usize {
+        self.0.get(client_id).map_or(0, |entry| entry.len())
     }
 }
 

@@ -39,6 +39,8 @@ pub struct GatewayServices {
     pub user_sessions: UserSessions,
     /// Routes device RPC calls to backend services.
     pub rpc: Arc<crate::rpc::RpcRouter>,
+    /// Device management: operator commands and last-seen times.
+    pub devices: Arc<crate::devices::DeviceManagement>,
 }
 
 /// Counts each user's open sessions against a cap.

@@ -1,11 +1,12 @@
 //! The durable store: partitions (live records, change log, checksum, compaction horizon),
 //! device cursors, users, devices and server secrets.
 //!
-//! One contract, [`Store`], made of five narrow traits — [`PartitionStore`] (records, logs,
+//! One contract, [`Store`], made of six narrow traits — [`PartitionStore`] (records, logs,
 //! checksums, compaction, capture positions), [`MutationQueue`] (device mutation queues and
-//! outcomes), [`AccountStore`] (users, devices, secrets), [`CursorStore`] (device cursors) and
+//! outcomes), [`AccountStore`] (users, devices, secrets), [`CursorStore`] (device cursors),
 //! [`AdminStore`] (admin API tokens and users, and operators' controls over device users)
-//! — with the embedded backend ([`embedded::EmbeddedStore`], redb, one file, fsync on commit)
+//! and [`DeviceStore`] (the device registry's listing and last-seen times, and each device's
+//! durable operator commands) — with the embedded backend ([`embedded::EmbeddedStore`], redb, one file, fsync on commit)
 //! as the default. Every method is synchronous and may block on disk: async callers run them
 //! in `spawn_blocking`. Writes that change partitions go through
 //! [`PartitionStore::apply_batch`] (or `apply_capture`, `finish_mutation`), which return only
@@ -545,6 +546,12 @@ pub trait AdminStore: Send + Sync + 'static {
 /// The durable store: every part of the contract, which each backend implements. Code that
 /// needs one part names that trait (`&dyn AccountStore`, ...); code that needs several takes
 /// a `Store`.
-pub trait Store: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore {}
+pub trait Store: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore {}
 
-impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore> Store for T {}
+impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore> Store for T {}
+
+mod devices;
+pub use self::devices::{
+    CommandEffect, CommandState, DeviceCommandKind, DeviceFilter, DevicePage, DeviceStore, MAX_COMMANDS_PER_DEVICE,
+    MAX_DEVICE_PAGE, ReportedDevice, SeenDevice, StoredCommand,
+};

@@ -47,6 +47,15 @@ impl CursorRecorder {
         Ok(batch.len())
     }
 
+    /// Returns the cursors of `client_id` recorded and not flushed yet.
+    pub fn unflushed_of(&self, client_id: &str) -> Vec<(PartitionName, u64)> {
+        self.dirty
+            .iter()
+            .filter(|entry| entry.key().0 == client_id)
+            .map(|entry| (entry.key().1.clone(), *entry.value()))
+            .collect()
+    }
+
     /// Returns the number of cursors waiting for a flush.
     pub fn pending(&self) -> usize {
         self.dirty.len()

@@ -148,6 +148,8 @@ impl TestGateway {
             Authenticator::new(store.clone(), Duration::from_secs(3600), None, &login_limits()).expect("authenticator");
         let connections = Arc::new(DeviceConnections::default());
         let mutations = dispatcher(&store, &sources, connections.clone(), &tracker, &shutdown);
+        let devices =
+            Arc::new(crate::devices::DeviceManagement::new(store.clone(), connections.clone(), Arc::default()));
         let (capture_requests, _capture_queues) = crate::channel::wiring::capture_queues(&sources);
         let services = GatewayServices {
             store: store.clone(),
@@ -163,6 +165,7 @@ impl TestGateway {
             tracker: tracker.clone(),
             user_sessions: Default::default(),
             rpc: RpcRouter::new(&RpcSettings::default(), tracker).expect("rpc router"),
+            devices,
         };
         Self { services: Arc::new(services), store, _dir: dir, _stop: shutdown.drop_guard() }
     }

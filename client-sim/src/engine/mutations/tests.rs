@@ -486,6 +486,7 @@ fn a_wipe_drops_the_queue() {
         server(server_frame::Msg::Command(syncline_proto::v1::Command {
             kind: syncline_proto::v1::CommandKind::Wipe as i32,
             reason: "lost phone".into(),
+            command_id: "w1".into(),
         })),
         Instant::now(),
     );

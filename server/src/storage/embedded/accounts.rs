@@ -55,21 +55,20 @@ impl AccountStore for EmbeddedStore {
     }
 
     fn put_device(&self, device: &StoredDevice) -> StoreResult<()> {
-        let value = DeviceValue {
-            user_id: device.user_id.clone(),
-            platform: device.platform.clone(),
-            app_version: device.app_version.clone(),
-            model: device.model.clone(),
-            created_ms: device.created_ms,
-            last_seen_ms: device.last_seen_ms,
-            state: device.state.as_str().to_owned(),
-            token_generation: device.token_generation,
-        }
-        .encode_to_vec();
+        let value = encode_device(device);
         let txn = self.begin_write()?;
         {
             let mut devices = txn.open_table(DEVICES).map_err(store_error)?;
+            let previous_user = match devices.get(device.client_id.as_str()).map_err(store_error)? {
+                Some(previous) => Some(decode_device(&device.client_id, previous.value())?.user_id),
+                None => None,
+            };
             devices.insert(device.client_id.as_str(), value.as_slice()).map_err(store_error)?;
+            let mut by_user = txn.open_table(DEVICES_BY_USER).map_err(store_error)?;
+            if let Some(previous_user) = previous_user.filter(|previous| *previous != device.user_id) {
+                by_user.remove((previous_user.as_str(), device.client_id.as_str())).map_err(store_error)?;
+            }
+            by_user.insert((device.user_id.as_str(), device.client_id.as_str()), ()).map_err(store_error)?;
         }
         txn.commit().map_err(store_error)
     }
@@ -80,21 +79,7 @@ impl AccountStore for EmbeddedStore {
         let Some(value) = devices.get(client_id).map_err(store_error)? else {
             return Ok(None);
         };
-        let value = DeviceValue::decode(value.value()).map_err(|e| corrupt("device", &e))?;
-        let state = DeviceState::from_name(&value.state).ok_or_else(|| {
-            StoreError::Corrupt(format!("device {client_id:?} has an unknown state {:?}", value.state))
-        })?;
-        Ok(Some(StoredDevice {
-            client_id: client_id.to_owned(),
-            user_id: value.user_id,
-            platform: value.platform,
-            app_version: value.app_version,
-            model: value.model,
-            created_ms: value.created_ms,
-            last_seen_ms: value.last_seen_ms,
-            state,
-            token_generation: value.token_generation,
-        }))
+        decode_device(client_id, value.value()).map(Some)
     }
 
     fn secret(&self, name: &str, generate: &dyn Fn() -> Vec<u8>) -> StoreResult<Vec<u8>> {
@@ -150,6 +135,39 @@ impl CursorStore for EmbeddedStore {
 pub(super) struct UserValue {
     #[prost(string, tag = "1")]
     pub(super) password_hash: String,
+}
+
+/// Returns the `devices` value of `device`.
+pub(super) fn encode_device(device: &StoredDevice) -> Vec<u8> {
+    DeviceValue {
+        user_id: device.user_id.clone(),
+        platform: device.platform.clone(),
+        app_version: device.app_version.clone(),
+        model: device.model.clone(),
+        created_ms: device.created_ms,
+        last_seen_ms: device.last_seen_ms,
+        state: device.state.as_str().to_owned(),
+        token_generation: device.token_generation,
+    }
+    .encode_to_vec()
+}
+
+/// Decodes the `devices` value of `client_id`.
+pub(super) fn decode_device(client_id: &str, value: &[u8]) -> StoreResult<StoredDevice> {
+    let value = DeviceValue::decode(value).map_err(|e| corrupt("device", &e))?;
+    let state = DeviceState::from_name(&value.state)
+        .ok_or_else(|| StoreError::Corrupt(format!("device {client_id:?} has an unknown state {:?}", value.state)))?;
+    Ok(StoredDevice {
+        client_id: client_id.to_owned(),
+        user_id: value.user_id,
+        platform: value.platform,
+        app_version: value.app_version,
+        model: value.model,
+        created_ms: value.created_ms,
+        last_seen_ms: value.last_seen_ms,
+        state,
+        token_generation: value.token_generation,
+    })
 }
 
 /// A stored device (key: client id).

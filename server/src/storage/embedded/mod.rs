@@ -9,7 +9,7 @@
 //! changes inside its own transaction, so the two never race. Reads are redb read
 //! transactions, each a consistent snapshot, and never wait for writers.
 //!
-//! Stored layout (format version 2); every table is keyed so that one partition's (or one
+//! Stored layout (format version 3); every table is keyed so that one partition's (or one
 //! device's) entries are contiguous:
 //!
 //! | table | key | value |
@@ -22,6 +22,8 @@
 //! | `cursors` | (client id, source, key) | cursor |
 //! | `users` | name | prost `UserValue` |
 //! | `devices` | client id | prost `DeviceValue` |
+//! | `devices_by_user` | (user id, client id) | () |
+//! | `device_commands` | (client id, queue position) | prost `CommandValue` |
 //! | `secrets` | name | bytes |
 //! | `capture_positions` | capture name | opaque position (e.g. a Watch resume token) |
 //! | `mutations` | (client id, queue position) | prost `MutationValue` (unfinished mutations only) |
@@ -29,8 +31,9 @@
 //! | `mutation_results` | (client id, mutation id) | finished at (Unix ms, 8 bytes LE) ++ prost `MutationResult` |
 //! | `mutation_result_ages` | (finished at, client id, mutation id) | () |
 //!
-//! Format 1 (before mutation outcomes had tables of their own) is migrated when opened: see
-//! `mutation_queue.rs`.
+//! Older files are migrated when opened: format 1 (before mutation outcomes had tables of
+//! their own, see `mutation_queue.rs`) and format 2 (before devices were indexed by user and
+//! had commands, see `devices.rs`).
 //!
 //! "Prost fields" is the encoding of a `Record` whose id is empty and version 0, i.e. only its
 //! fields map; maps are `BTreeMap`s, so equal fields encode to equal bytes, which is how an
@@ -39,12 +42,14 @@
 //! Where the code is: this file opens the store and reads partitions; `writer.rs` is the
 //! writer thread (group commit); `tables.rs` the table definitions and value codecs;
 //! `compaction.rs` log compaction; `accounts.rs` users, devices, secrets and cursors;
-//! `mutation_queue.rs` device mutation queues and outcomes; `admin.rs` the admin plane's
-//! tables (API tokens, admin users, user controls; listed there).
+//! `mutation_queue.rs` device mutation queues and outcomes; `devices.rs` the device listing,
+//! last-seen times and operator commands; `admin.rs` the admin plane's tables (API tokens,
+//! admin users, user controls; listed there).
 
 mod accounts;
 mod admin;
 mod compaction;
+mod devices;
 mod mutation_queue;
 mod tables;
 mod writer;
@@ -348,10 +353,20 @@ fn initialise(db: &Database) -> StoreResult<()> {
         open_every_table(&txn)?;
         match stored {
             Some(FORMAT_VERSION) => {}
-            Some(1) => {
-                let moved = mutation_queue::migrate_from_format_1(&txn, CAPTURE_POSITIONS, now_ms())?;
+            Some(old @ (1 | 2)) => {
+                if old == 1 {
+                    let moved = mutation_queue::migrate_from_format_1(&txn, CAPTURE_POSITIONS, now_ms())?;
+                    tracing::info!(
+                        moved,
+                        "store migrated from format 1 to 2: mutation outcomes have tables of their own"
+                    );
+                }
+                let indexed = devices::migrate_from_format_2(&txn)?;
                 meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION).map_err(store_error)?;
-                tracing::info!(moved, "store migrated from format 1 to 2: mutation outcomes have tables of their own");
+                tracing::info!(
+                    indexed,
+                    "store migrated from format 2 to 3: devices are indexed by user and have commands"
+                );
             }
             Some(other) => {
                 return Err(StoreError::Corrupt(format!(
@@ -376,6 +391,8 @@ fn open_every_table(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(CURSORS).map_err(store_error)?;
     txn.open_table(USERS).map_err(store_error)?;
     txn.open_table(DEVICES).map_err(store_error)?;
+    txn.open_table(DEVICES_BY_USER).map_err(store_error)?;
+    txn.open_table(DEVICE_COMMANDS).map_err(store_error)?;
     txn.open_table(SECRETS).map_err(store_error)?;
     txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
     admin::open_admin_tables(txn)?;

@@ -11,7 +11,7 @@ use crate::storage::{Change, PartitionName, PartitionState, StoreError, StoreRes
 
 /// Version of the stored layout described in the module docs; an older file is migrated, a
 /// newer one is refused rather than misread.
-pub(super) const FORMAT_VERSION: u64 = 2;
+pub(super) const FORMAT_VERSION: u64 = 3;
 
 pub(super) const STORE_META: TableDefinition<&str, u64> = TableDefinition::new("store_meta");
 pub(super) const PARTITION_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("partition_ids");
@@ -21,6 +21,10 @@ pub(super) const LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new(
 pub(super) const CURSORS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("cursors");
 pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 pub(super) const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// Devices by user: (user id, client id) → () (format 3).
+pub(super) const DEVICES_BY_USER: TableDefinition<(&str, &str), ()> = TableDefinition::new("devices_by_user");
+/// Operator commands per device: (client id, queue position) → prost `CommandValue` (format 3).
+pub(super) const DEVICE_COMMANDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("device_commands");
 pub(super) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 pub(super) const CAPTURE_POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("capture_positions");
 

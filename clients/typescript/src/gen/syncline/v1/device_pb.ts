@@ -21,7 +21,10 @@
 //   1000 normal            logout or client close: do not reconnect until the app asks
 //   4001 unauthenticated   bad credentials or token (Error UNAUTHENTICATED): ask the user to
 //                          log in again (a refused session token: log in with the password)
-//   4003 forbidden         the device or user is locked (Error FORBIDDEN): do not reconnect
+//   4003 forbidden         the device or user is locked (Error FORBIDDEN): do not reconnect;
+//                          report the app locked until the user logs in again (with the
+//                          password: a locked device's session tokens are no longer enough).
+//                          Command frames may come before the Error: act on them (see Command)
 //   4426 upgrade required  Hello.protocol_version is not spoken by this server (Error
 //                          UNSUPPORTED_VERSION, whose message names the version it speaks):
 //                          do not reconnect until the app is updated
@@ -53,7 +56,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file syncline/v1/device.proto.
  */
 export const file_syncline_v1_device: GenFile = /*@__PURE__*/
-  fileDesc("ChhzeW5jbGluZS92MS9kZXZpY2UucHJvdG8SC3N5bmNsaW5lLnYxIqwDCgtDbGllbnRGcmFtZRIjCgVoZWxsbxgBIAEoCzISLnN5bmNsaW5lLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAIgASgLMhYuc3luY2xpbmUudjEuU3Vic2NyaWJlSAASHwoDYWNrGAMgASgLMhAuc3luY2xpbmUudjEuQWNrSAASIQoEcHVsbBgEIAEoCzIRLnN5bmNsaW5lLnYxLlB1bGxIABIvCgt1bnN1YnNjcmliZRgFIAEoCzIYLnN5bmNsaW5lLnYxLlVuc3Vic2NyaWJlSAASJQoGbXV0YXRlGAYgASgLMhMuc3luY2xpbmUudjEuTXV0YXRlSAASJQoGc2VhcmNoGAcgASgLMhMuc3luY2xpbmUudjEuU2VhcmNoSAASKAoIcnBjX2NhbGwYCCABKAsyFC5zeW5jbGluZS52MS5ScGNDYWxsSAASMAoMYnVsa19yZXF1ZXN0GAkgASgLMhguc3luY2xpbmUudjEuQnVsa1JlcXVlc3RIABIlCgZsb2dvdXQYCiABKAsyEy5zeW5jbGluZS52MS5Mb2dvdXRIAEIFCgNtc2ciwwEKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SIwoFbG9naW4YAiABKAsyEi5zeW5jbGluZS52MS5Mb2dpbkgAEhcKDXNlc3Npb25fdG9rZW4YAyABKAlIABIXCg1iYWNrZW5kX3Rva2VuGAYgASgJSAASEQoJY2xpZW50X2lkGAQgASgJEicKBmRldmljZRgFIAEoCzIXLnN5bmNsaW5lLnYxLkRldmljZUluZm9CDQoLY3JlZGVudGlhbHMiKwoFTG9naW4SEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiQgoKRGV2aWNlSW5mbxIQCghwbGF0Zm9ybRgBIAEoCRITCgthcHBfdmVyc2lvbhgCIAEoCRINCgVtb2RlbBgDIAEoCSJbCglTdWJzY3JpYmUSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZjdXJzb3IYAyABKAQSEQoJcGFnZV9zaXplGAQgASgNEg4KBndpbmRvdxgFIAEoDSJACgNBY2sSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZjdXJzb3IYAyABKAQSDAoEcGFnZRgEIAEoBCIyCgRQdWxsEg4KBnNvdXJjZRgBIAEoCRILCgNrZXkYAiABKAkSDQoFcGFnZXMYAyABKA0iKgoLVW5zdWJzY3JpYmUSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCSL1AQoGTXV0YXRlEhMKC211dGF0aW9uX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRILCgNrZXkYAyABKAkSIwoCb3AYBCABKA4yFy5zeW5jbGluZS52MS5NdXRhdGlvbk9wEgoKAmlkGAUgASgJEi8KBmZpZWxkcxgGIAMoCzIfLnN5bmNsaW5lLnYxLk11dGF0ZS5GaWVsZHNFbnRyeRIUCgxiYXNlX3ZlcnNpb24YByABKAQaQQoLRmllbGRzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuc3luY2xpbmUudjEuVmFsdWU6AjgBIr4BCgZTZWFyY2gSEQoJc2VhcmNoX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIvCgZwYXJhbXMYAyADKAsyHy5zeW5jbGluZS52MS5TZWFyY2guUGFyYW1zRW50cnkSDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNGkEKC1BhcmFtc0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnN5bmNsaW5lLnYxLlZhbHVlOgI4ASJhCgdScGNDYWxsEg8KB2NhbGxfaWQYASABKAkSDwoHc2VydmljZRgCIAEoCRIOCgZtZXRob2QYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBITCgtkZWFkbGluZV9tcxgFIAEoDSIyCgtCdWxrUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg8KB3NvdXJjZXMYAiADKAkiCAoGTG9nb3V0ItoDCgtTZXJ2ZXJGcmFtZRInCgd3ZWxjb21lGAEgASgLMhQuc3luY2xpbmUudjEuV2VsY29tZUgAEicKB2NoYW5nZXMYAiABKAsyFC5zeW5jbGluZS52MS5DaGFuZ2VzSAASLAoKc3luY19zdGF0ZRgDIAEoCzIWLnN5bmNsaW5lLnYxLlN5bmNTdGF0ZUgAEjAKDG11dGF0aW9uX2FjaxgEIAEoCzIYLnN5bmNsaW5lLnYxLk11dGF0aW9uQWNrSAASNgoPbXV0YXRpb25fcmVzdWx0GAUgASgLMhsuc3luY2xpbmUudjEuTXV0YXRpb25SZXN1bHRIABIyCg1zZWFyY2hfcmVzdWx0GAYgASgLMhkuc3luY2xpbmUudjEuU2VhcmNoUmVzdWx0SAASKgoJcnBjX3JlcGx5GAcgASgLMhUuc3luY2xpbmUudjEuUnBjUmVwbHlIABIsCgpidWxrX3JlYWR5GAggASgLMhYuc3luY2xpbmUudjEuQnVsa1JlYWR5SAASJwoHY29tbWFuZBgJIAEoCzIULnN5bmNsaW5lLnYxLkNvbW1hbmRIABIjCgVlcnJvchgKIAEoCzISLnN5bmNsaW5lLnYxLkVycm9ySABCBQoDbXNnIpYCCgdXZWxjb21lEhEKCWNsaWVudF9pZBgBIAEoCRIVCg1zZXNzaW9uX3Rva2VuGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSGwoTdG9rZW5fZXhwaXJlc19hdF9tcxgEIAEoAxIUCgxoZWFydGJlYXRfbXMYBSABKA0SFwoPaWRsZV90aW1lb3V0X21zGAYgASgNEhcKD21heF9mcmFtZV9ieXRlcxgHIAEoDRIVCg1tYXhfcGFnZV9zaXplGAggASgNEhIKCm1heF93aW5kb3cYCSABKA0SKAoHc291cmNlcxgKIAMoCzIXLnN5bmNsaW5lLnYxLlNvdXJjZUluZm8SFgoObWF4X3BhZ2VfYnl0ZXMYCyABKA0iPgoKU291cmNlSW5mbxIMCgRuYW1lGAEgASgJEhQKDHBhcnRpdGlvbmluZxgCIAEoCRIMCgRrZXlzGAMgAygJIpMCCgdDaGFuZ2VzEg4KBnNvdXJjZRgBIAEoCRILCgNrZXkYAiABKAkSDAoEZnJvbRgDIAEoBBIKCgJ0bxgEIAEoBBIkCgd1cHNlcnRzGAUgAygLMhMuc3luY2xpbmUudjEuUmVjb3JkEg8KB2RlbGV0ZXMYBiADKAkSDQoFdG90YWwYByABKAQSEQoJcmVtYWluaW5nGAggASgEEiAKBWxpbmtzGAkgAygLMhEuc3luY2xpbmUudjEuTGluaxIMCgRwYWdlGAogASgEEhAKCHNuYXBzaG90GAsgASgIEg0KBXJlc2V0GAwgASgIEhUKDXNuYXBzaG90X2RvbmUYDSABKAgSEAoIY2hlY2tzdW0YDiABKAQiIwoETGluaxIPCgd0ZW1wX2lkGAEgASgJEgoKAmlkGAIgASgJIqUBCglTeW5jU3RhdGUSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCRInCgZzdGF0dXMYAyABKA4yFy5zeW5jbGluZS52MS5TeW5jU3RhdHVzEg4KBmN1cnNvchgEIAEoBBINCgV0b3RhbBgFIAEoBBIQCghjaGVja3N1bRgGIAEoBBIhCgVlcnJvchgHIAEoCzISLnN5bmNsaW5lLnYxLkVycm9yIjIKC011dGF0aW9uQWNrEhMKC211dGF0aW9uX2lkGAEgASgJEg4KBnF1ZXVlZBgCIAEoBCKiAQoOTXV0YXRpb25SZXN1bHQSEwoLbXV0YXRpb25faWQYASABKAkSCgoCb2sYAiABKAgSIwoGcmVjb3JkGAMgASgLMhMuc3luY2xpbmUudjEuUmVjb3JkEh8KBGxpbmsYBCABKAsyES5zeW5jbGluZS52MS5MaW5rEikKBWVycm9yGAUgASgLMhouc3luY2xpbmUudjEuTXV0YXRpb25FcnJvciKRAQoNTXV0YXRpb25FcnJvchIjCgJvcBgBIAEoDjIXLnN5bmNsaW5lLnYxLk11dGF0aW9uT3ASJAoEY29kZRgCIAEoDjIWLnN5bmNsaW5lLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAMgASgJEiQKB2N1cnJlbnQYBCABKAsyEy5zeW5jbGluZS52MS5SZWNvcmQijAEKDFNlYXJjaFJlc3VsdBIRCglzZWFyY2hfaWQYASABKAkSJAoHcmVjb3JkcxgCIAMoCzITLnN5bmNsaW5lLnYxLlJlY29yZBINCgV0b3RhbBgDIAEoBBIhCgVlcnJvchgEIAEoCzISLnN5bmNsaW5lLnYxLkVycm9yEhEKCW1lcmdlX2tleRgFIAEoCSJdCghScGNSZXBseRIPCgdjYWxsX2lkGAEgASgJEhEKB3BheWxvYWQYAiABKAxIABIjCgVlcnJvchgDIAEoCzISLnN5bmNsaW5lLnYxLkVycm9ySABCCAoGcmVzdWx0IqEBCglCdWxrUmVhZHkSEgoKcmVxdWVzdF9pZBgBIAEoCRILCgN1cmwYAiABKAkSDQoFdG9rZW4YAyABKAkSNAoHY3Vyc29ycxgEIAMoCzIjLnN5bmNsaW5lLnYxLkJ1bGtSZWFkeS5DdXJzb3JzRW50cnkaLgoMQ3Vyc29yc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEiQQoHQ29tbWFuZBImCgRraW5kGAEgASgOMhguc3luY2xpbmUudjEuQ29tbWFuZEtpbmQSDgoGcmVhc29uGAIgASgJImoKBUVycm9yEiQKBGNvZGUYASABKA4yFi5zeW5jbGluZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRINCgVmYXRhbBgDIAEoCBIOCgZzb3VyY2UYBCABKAkSCwoDa2V5GAUgASgJKnEKCk11dGF0aW9uT3ASGwoXTVVUQVRJT05fT1BfVU5TUEVDSUZJRUQQABIWChJNVVRBVElPTl9PUF9DUkVBVEUQARIWChJNVVRBVElPTl9PUF9VUERBVEUQAhIWChJNVVRBVElPTl9PUF9ERUxFVEUQAyqPAQoKU3luY1N0YXR1cxIbChdTWU5DX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF1NZTkNfU1RBVFVTX0lOX1BST0dSRVNTEAESGQoVU1lOQ19TVEFUVVNfQ0FVR0hUX1VQEAISFQoRU1lOQ19TVEFUVVNfRVJST1IQAxIVChFTWU5DX1NUQVRVU19SRVNFVBAEKosBCgtDb21tYW5kS2luZBIcChhDT01NQU5EX0tJTkRfVU5TUEVDSUZJRUQQABIVChFDT01NQU5EX0tJTkRfTE9DSxABEhUKEUNPTU1BTkRfS0lORF9XSVBFEAISFwoTQ09NTUFORF9LSU5EX1JFU1lOQxADEhcKE0NPTU1BTkRfS0lORF9MT0dPVVQQBCqBAwoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIaChZFUlJPUl9DT0RFX0JBRF9SRVFVRVNUEAESHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQAhIYChRFUlJPUl9DT0RFX0ZPUkJJRERFThADEh0KGUVSUk9SX0NPREVfVU5LTk9XTl9TT1VSQ0UQBBIiCh5FUlJPUl9DT0RFX1VOU1VQUE9SVEVEX1ZFUlNJT04QBRIhCh1FUlJPUl9DT0RFX1JFU09VUkNFX0VYSEFVU1RFRBAGEhcKE0VSUk9SX0NPREVfQ09ORkxJQ1QQBxIYChRFUlJPUl9DT0RFX05PVF9GT1VORBAIEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQCRIWChJFUlJPUl9DT0RFX1RJTUVPVVQQChIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEAsSHAoYRVJST1JfQ09ERV9VTklNUExFTUVOVEVEEAxiBnByb3RvMw", [file_syncline_v1_common]);
+  fileDesc("ChhzeW5jbGluZS92MS9kZXZpY2UucHJvdG8SC3N5bmNsaW5lLnYxItwDCgtDbGllbnRGcmFtZRIjCgVoZWxsbxgBIAEoCzISLnN5bmNsaW5lLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAIgASgLMhYuc3luY2xpbmUudjEuU3Vic2NyaWJlSAASHwoDYWNrGAMgASgLMhAuc3luY2xpbmUudjEuQWNrSAASIQoEcHVsbBgEIAEoCzIRLnN5bmNsaW5lLnYxLlB1bGxIABIvCgt1bnN1YnNjcmliZRgFIAEoCzIYLnN5bmNsaW5lLnYxLlVuc3Vic2NyaWJlSAASJQoGbXV0YXRlGAYgASgLMhMuc3luY2xpbmUudjEuTXV0YXRlSAASJQoGc2VhcmNoGAcgASgLMhMuc3luY2xpbmUudjEuU2VhcmNoSAASKAoIcnBjX2NhbGwYCCABKAsyFC5zeW5jbGluZS52MS5ScGNDYWxsSAASMAoMYnVsa19yZXF1ZXN0GAkgASgLMhguc3luY2xpbmUudjEuQnVsa1JlcXVlc3RIABIlCgZsb2dvdXQYCiABKAsyEy5zeW5jbGluZS52MS5Mb2dvdXRIABIuCgtjb21tYW5kX2FjaxgLIAEoCzIXLnN5bmNsaW5lLnYxLkNvbW1hbmRBY2tIAEIFCgNtc2ciwwEKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SIwoFbG9naW4YAiABKAsyEi5zeW5jbGluZS52MS5Mb2dpbkgAEhcKDXNlc3Npb25fdG9rZW4YAyABKAlIABIXCg1iYWNrZW5kX3Rva2VuGAYgASgJSAASEQoJY2xpZW50X2lkGAQgASgJEicKBmRldmljZRgFIAEoCzIXLnN5bmNsaW5lLnYxLkRldmljZUluZm9CDQoLY3JlZGVudGlhbHMiKwoFTG9naW4SEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiQgoKRGV2aWNlSW5mbxIQCghwbGF0Zm9ybRgBIAEoCRITCgthcHBfdmVyc2lvbhgCIAEoCRINCgVtb2RlbBgDIAEoCSJbCglTdWJzY3JpYmUSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZjdXJzb3IYAyABKAQSEQoJcGFnZV9zaXplGAQgASgNEg4KBndpbmRvdxgFIAEoDSJACgNBY2sSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZjdXJzb3IYAyABKAQSDAoEcGFnZRgEIAEoBCIyCgRQdWxsEg4KBnNvdXJjZRgBIAEoCRILCgNrZXkYAiABKAkSDQoFcGFnZXMYAyABKA0iKgoLVW5zdWJzY3JpYmUSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCSL1AQoGTXV0YXRlEhMKC211dGF0aW9uX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRILCgNrZXkYAyABKAkSIwoCb3AYBCABKA4yFy5zeW5jbGluZS52MS5NdXRhdGlvbk9wEgoKAmlkGAUgASgJEi8KBmZpZWxkcxgGIAMoCzIfLnN5bmNsaW5lLnYxLk11dGF0ZS5GaWVsZHNFbnRyeRIUCgxiYXNlX3ZlcnNpb24YByABKAQaQQoLRmllbGRzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuc3luY2xpbmUudjEuVmFsdWU6AjgBIr4BCgZTZWFyY2gSEQoJc2VhcmNoX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIvCgZwYXJhbXMYAyADKAsyHy5zeW5jbGluZS52MS5TZWFyY2guUGFyYW1zRW50cnkSDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNGkEKC1BhcmFtc0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnN5bmNsaW5lLnYxLlZhbHVlOgI4ASJhCgdScGNDYWxsEg8KB2NhbGxfaWQYASABKAkSDwoHc2VydmljZRgCIAEoCRIOCgZtZXRob2QYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBITCgtkZWFkbGluZV9tcxgFIAEoDSIyCgtCdWxrUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg8KB3NvdXJjZXMYAiADKAkiCAoGTG9nb3V0IiAKCkNvbW1hbmRBY2sSEgoKY29tbWFuZF9pZBgBIAEoCSLaAwoLU2VydmVyRnJhbWUSJwoHd2VsY29tZRgBIAEoCzIULnN5bmNsaW5lLnYxLldlbGNvbWVIABInCgdjaGFuZ2VzGAIgASgLMhQuc3luY2xpbmUudjEuQ2hhbmdlc0gAEiwKCnN5bmNfc3RhdGUYAyABKAsyFi5zeW5jbGluZS52MS5TeW5jU3RhdGVIABIwCgxtdXRhdGlvbl9hY2sYBCABKAsyGC5zeW5jbGluZS52MS5NdXRhdGlvbkFja0gAEjYKD211dGF0aW9uX3Jlc3VsdBgFIAEoCzIbLnN5bmNsaW5lLnYxLk11dGF0aW9uUmVzdWx0SAASMgoNc2VhcmNoX3Jlc3VsdBgGIAEoCzIZLnN5bmNsaW5lLnYxLlNlYXJjaFJlc3VsdEgAEioKCXJwY19yZXBseRgHIAEoCzIVLnN5bmNsaW5lLnYxLlJwY1JlcGx5SAASLAoKYnVsa19yZWFkeRgIIAEoCzIWLnN5bmNsaW5lLnYxLkJ1bGtSZWFkeUgAEicKB2NvbW1hbmQYCSABKAsyFC5zeW5jbGluZS52MS5Db21tYW5kSAASIwoFZXJyb3IYCiABKAsyEi5zeW5jbGluZS52MS5FcnJvckgAQgUKA21zZyKWAgoHV2VsY29tZRIRCgljbGllbnRfaWQYASABKAkSFQoNc2Vzc2lvbl90b2tlbhgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhsKE3Rva2VuX2V4cGlyZXNfYXRfbXMYBCABKAMSFAoMaGVhcnRiZWF0X21zGAUgASgNEhcKD2lkbGVfdGltZW91dF9tcxgGIAEoDRIXCg9tYXhfZnJhbWVfYnl0ZXMYByABKA0SFQoNbWF4X3BhZ2Vfc2l6ZRgIIAEoDRISCgptYXhfd2luZG93GAkgASgNEigKB3NvdXJjZXMYCiADKAsyFy5zeW5jbGluZS52MS5Tb3VyY2VJbmZvEhYKDm1heF9wYWdlX2J5dGVzGAsgASgNIj4KClNvdXJjZUluZm8SDAoEbmFtZRgBIAEoCRIUCgxwYXJ0aXRpb25pbmcYAiABKAkSDAoEa2V5cxgDIAMoCSKTAgoHQ2hhbmdlcxIOCgZzb3VyY2UYASABKAkSCwoDa2V5GAIgASgJEgwKBGZyb20YAyABKAQSCgoCdG8YBCABKAQSJAoHdXBzZXJ0cxgFIAMoCzITLnN5bmNsaW5lLnYxLlJlY29yZBIPCgdkZWxldGVzGAYgAygJEg0KBXRvdGFsGAcgASgEEhEKCXJlbWFpbmluZxgIIAEoBBIgCgVsaW5rcxgJIAMoCzIRLnN5bmNsaW5lLnYxLkxpbmsSDAoEcGFnZRgKIAEoBBIQCghzbmFwc2hvdBgLIAEoCBINCgVyZXNldBgMIAEoCBIVCg1zbmFwc2hvdF9kb25lGA0gASgIEhAKCGNoZWNrc3VtGA4gASgEIiMKBExpbmsSDwoHdGVtcF9pZBgBIAEoCRIKCgJpZBgCIAEoCSKlAQoJU3luY1N0YXRlEg4KBnNvdXJjZRgBIAEoCRILCgNrZXkYAiABKAkSJwoGc3RhdHVzGAMgASgOMhcuc3luY2xpbmUudjEuU3luY1N0YXR1cxIOCgZjdXJzb3IYBCABKAQSDQoFdG90YWwYBSABKAQSEAoIY2hlY2tzdW0YBiABKAQSIQoFZXJyb3IYByABKAsyEi5zeW5jbGluZS52MS5FcnJvciIyCgtNdXRhdGlvbkFjaxITCgttdXRhdGlvbl9pZBgBIAEoCRIOCgZxdWV1ZWQYAiABKAQiogEKDk11dGF0aW9uUmVzdWx0EhMKC211dGF0aW9uX2lkGAEgASgJEgoKAm9rGAIgASgIEiMKBnJlY29yZBgDIAEoCzITLnN5bmNsaW5lLnYxLlJlY29yZBIfCgRsaW5rGAQgASgLMhEuc3luY2xpbmUudjEuTGluaxIpCgVlcnJvchgFIAEoCzIaLnN5bmNsaW5lLnYxLk11dGF0aW9uRXJyb3IikQEKDU11dGF0aW9uRXJyb3ISIwoCb3AYASABKA4yFy5zeW5jbGluZS52MS5NdXRhdGlvbk9wEiQKBGNvZGUYAiABKA4yFi5zeW5jbGluZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgDIAEoCRIkCgdjdXJyZW50GAQgASgLMhMuc3luY2xpbmUudjEuUmVjb3JkIowBCgxTZWFyY2hSZXN1bHQSEQoJc2VhcmNoX2lkGAEgASgJEiQKB3JlY29yZHMYAiADKAsyEy5zeW5jbGluZS52MS5SZWNvcmQSDQoFdG90YWwYAyABKAQSIQoFZXJyb3IYBCABKAsyEi5zeW5jbGluZS52MS5FcnJvchIRCgltZXJnZV9rZXkYBSABKAkiXQoIUnBjUmVwbHkSDwoHY2FsbF9pZBgBIAEoCRIRCgdwYXlsb2FkGAIgASgMSAASIwoFZXJyb3IYAyABKAsyEi5zeW5jbGluZS52MS5FcnJvckgAQggKBnJlc3VsdCKhAQoJQnVsa1JlYWR5EhIKCnJlcXVlc3RfaWQYASABKAkSCwoDdXJsGAIgASgJEg0KBXRva2VuGAMgASgJEjQKB2N1cnNvcnMYBCADKAsyIy5zeW5jbGluZS52MS5CdWxrUmVhZHkuQ3Vyc29yc0VudHJ5Gi4KDEN1cnNvcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBIlUKB0NvbW1hbmQSJgoEa2luZBgBIAEoDjIYLnN5bmNsaW5lLnYxLkNvbW1hbmRLaW5kEg4KBnJlYXNvbhgCIAEoCRISCgpjb21tYW5kX2lkGAMgASgJImoKBUVycm9yEiQKBGNvZGUYASABKA4yFi5zeW5jbGluZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRINCgVmYXRhbBgDIAEoCBIOCgZzb3VyY2UYBCABKAkSCwoDa2V5GAUgASgJKnEKCk11dGF0aW9uT3ASGwoXTVVUQVRJT05fT1BfVU5TUEVDSUZJRUQQABIWChJNVVRBVElPTl9PUF9DUkVBVEUQARIWChJNVVRBVElPTl9PUF9VUERBVEUQAhIWChJNVVRBVElPTl9PUF9ERUxFVEUQAyqPAQoKU3luY1N0YXR1cxIbChdTWU5DX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF1NZTkNfU1RBVFVTX0lOX1BST0dSRVNTEAESGQoVU1lOQ19TVEFUVVNfQ0FVR0hUX1VQEAISFQoRU1lOQ19TVEFUVVNfRVJST1IQAxIVChFTWU5DX1NUQVRVU19SRVNFVBAEKosBCgtDb21tYW5kS2luZBIcChhDT01NQU5EX0tJTkRfVU5TUEVDSUZJRUQQABIVChFDT01NQU5EX0tJTkRfTE9DSxABEhUKEUNPTU1BTkRfS0lORF9XSVBFEAISFwoTQ09NTUFORF9LSU5EX1JFU1lOQxADEhcKE0NPTU1BTkRfS0lORF9MT0dPVVQQBCqBAwoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIaChZFUlJPUl9DT0RFX0JBRF9SRVFVRVNUEAESHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQAhIYChRFUlJPUl9DT0RFX0ZPUkJJRERFThADEh0KGUVSUk9SX0NPREVfVU5LTk9XTl9TT1VSQ0UQBBIiCh5FUlJPUl9DT0RFX1VOU1VQUE9SVEVEX1ZFUlNJT04QBRIhCh1FUlJPUl9DT0RFX1JFU09VUkNFX0VYSEFVU1RFRBAGEhcKE0VSUk9SX0NPREVfQ09ORkxJQ1QQBxIYChRFUlJPUl9DT0RFX05PVF9GT1VORBAIEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQCRIWChJFUlJPUl9DT0RFX1RJTUVPVVQQChIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEAsSHAoYRVJST1JfQ09ERV9VTklNUExFTUVOVEVEEAxiBnByb3RvMw", [file_syncline_v1_common]);
 
 /**
  * One device-to-server message.
@@ -124,6 +127,12 @@ export type ClientFrame = Message<"syncline.v1.ClientFrame"> & {
      */
     value: Logout;
     case: "logout";
+  } | {
+    /**
+     * @generated from field: syncline.v1.CommandAck command_ack = 11;
+     */
+    value: CommandAck;
+    case: "commandAck";
   } | { case: undefined; value?: undefined };
 };
 
@@ -678,6 +687,30 @@ export const LogoutSchema: GenMessage<Logout> = /*@__PURE__*/
   messageDesc(file_syncline_v1_device, 12);
 
 /**
+ * Tells the server the device has acted on a Command (see Command for when to send it). The
+ * server records the command as acknowledged (shown to operators) and answers nothing. An id
+ * the server does not know for this device, or one already acknowledged, is ignored, so
+ * sending an ack again is always safe.
+ *
+ * @generated from message syncline.v1.CommandAck
+ */
+export type CommandAck = Message<"syncline.v1.CommandAck"> & {
+  /**
+   * Command.command_id of the command acted on.
+   *
+   * @generated from field: string command_id = 1;
+   */
+  commandId: string;
+};
+
+/**
+ * Describes the message syncline.v1.CommandAck.
+ * Use `create(CommandAckSchema)` to create a new message.
+ */
+export const CommandAckSchema: GenMessage<CommandAck> = /*@__PURE__*/
+  messageDesc(file_syncline_v1_device, 13);
+
+/**
  * One server-to-device message.
  *
  * @generated from message syncline.v1.ServerFrame
@@ -754,7 +787,7 @@ export type ServerFrame = Message<"syncline.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 13);
+  messageDesc(file_syncline_v1_device, 14);
 
 /**
  * Answers a successful Hello.
@@ -845,7 +878,7 @@ export type Welcome = Message<"syncline.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 14);
+  messageDesc(file_syncline_v1_device, 15);
 
 /**
  * A source as a device sees it.
@@ -878,7 +911,7 @@ export type SourceInfo = Message<"syncline.v1.SourceInfo"> & {
  * Use `create(SourceInfoSchema)` to create a new message.
  */
 export const SourceInfoSchema: GenMessage<SourceInfo> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 15);
+  messageDesc(file_syncline_v1_device, 16);
 
 /**
  * A page of a partition: either a snapshot page (records at a fixed sequence) or a run of
@@ -998,7 +1031,7 @@ export type Changes = Message<"syncline.v1.Changes"> & {
  * Use `create(ChangesSchema)` to create a new message.
  */
 export const ChangesSchema: GenMessage<Changes> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 16);
+  messageDesc(file_syncline_v1_device, 17);
 
 /**
  * Links a device's temporary record id to the id the backend assigned.
@@ -1022,7 +1055,7 @@ export type Link = Message<"syncline.v1.Link"> & {
  * Use `create(LinkSchema)` to create a new message.
  */
 export const LinkSchema: GenMessage<Link> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 17);
+  messageDesc(file_syncline_v1_device, 18);
 
 /**
  * State of a subscription.
@@ -1084,7 +1117,7 @@ export type SyncState = Message<"syncline.v1.SyncState"> & {
  * Use `create(SyncStateSchema)` to create a new message.
  */
 export const SyncStateSchema: GenMessage<SyncState> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 18);
+  messageDesc(file_syncline_v1_device, 19);
 
 /**
  * The server has durably queued a mutation (or already knows its outcome).
@@ -1110,7 +1143,7 @@ export type MutationAck = Message<"syncline.v1.MutationAck"> & {
  * Use `create(MutationAckSchema)` to create a new message.
  */
 export const MutationAckSchema: GenMessage<MutationAck> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 19);
+  messageDesc(file_syncline_v1_device, 20);
 
 /**
  * The outcome of a mutation.
@@ -1156,7 +1189,7 @@ export type MutationResult = Message<"syncline.v1.MutationResult"> & {
  * Use `create(MutationResultSchema)` to create a new message.
  */
 export const MutationResultSchema: GenMessage<MutationResult> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 20);
+  messageDesc(file_syncline_v1_device, 21);
 
 /**
  * Why a mutation failed.
@@ -1196,7 +1229,7 @@ export type MutationError = Message<"syncline.v1.MutationError"> & {
  * Use `create(MutationErrorSchema)` to create a new message.
  */
 export const MutationErrorSchema: GenMessage<MutationError> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 21);
+  messageDesc(file_syncline_v1_device, 22);
 
 /**
  * The answer to a Search, from the source's channel (deadline: 30 s).
@@ -1243,7 +1276,7 @@ export type SearchResult = Message<"syncline.v1.SearchResult"> & {
  * Use `create(SearchResultSchema)` to create a new message.
  */
 export const SearchResultSchema: GenMessage<SearchResult> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 22);
+  messageDesc(file_syncline_v1_device, 23);
 
 /**
  * @generated from message syncline.v1.RpcReply
@@ -1283,7 +1316,7 @@ export type RpcReply = Message<"syncline.v1.RpcReply"> & {
  * Use `create(RpcReplySchema)` to create a new message.
  */
 export const RpcReplySchema: GenMessage<RpcReply> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 23);
+  messageDesc(file_syncline_v1_device, 24);
 
 /**
  * A bulk snapshot is ready to download.
@@ -1321,10 +1354,39 @@ export type BulkReady = Message<"syncline.v1.BulkReady"> & {
  * Use `create(BulkReadySchema)` to create a new message.
  */
 export const BulkReadySchema: GenMessage<BulkReady> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 24);
+  messageDesc(file_syncline_v1_device, 25);
 
 /**
  * An operator's command to the device.
+ *
+ * Commands are durable on the server: each is stored before it is sent, and the server
+ * sends it until the device acknowledges it. A connected device gets it at once; a device
+ * that is offline gets it on its next connection, right after Welcome and before any other
+ * frame of the session (a locked device, whose Hello is refused, gets its unacknowledged
+ * commands right before the fatal Error FORBIDDEN). A command not acknowledged is sent again
+ * after each later Welcome, so a device may see the same command_id more than once: it acts
+ * on a command_id once and acknowledges it every time.
+ *
+ * Acknowledging (CommandAck): the device first makes the command's effect durable (local
+ * data dropped, session token forgotten, ...) together with a record of the command_id as
+ * "acted on, ack unsent", then sends CommandAck if its session is open (for wipe and logout
+ * before its Logout frame; for lock before it closes), and keeps the record until the ack
+ * has been sent. A command that arrives without an open session (before a refused Hello's
+ * Error), or whose ack could not be sent, is acknowledged after the device's next Welcome,
+ * before its Subscribes. Acks are idempotent: when in doubt, send again.
+ *
+ * What the device does:
+ * - LOCK: stop syncing, forget the session token and report the app locked until the user
+ *   logs in again with the password. The server refuses the device's Hellos (Error
+ *   FORBIDDEN, close 4003) until an operator unlocks it. Local data is kept.
+ * - WIPE: delete every local record and the offline mutation queue, forget the session
+ *   token, acknowledge, then send Logout. The server has already revoked the device's
+ *   session tokens.
+ * - RESYNC: drop every local partition and subscribe to each again from cursor 0 (the
+ *   checksum of the new copy is verified as usual); the session stays open.
+ * - LOGOUT: forget the session token, acknowledge, then send Logout. The server has already
+ *   revoked the device's session tokens.
+ * Unlocking is done on the server alone; it is never sent to the device.
  *
  * @generated from message syncline.v1.Command
  */
@@ -1340,6 +1402,13 @@ export type Command = Message<"syncline.v1.Command"> & {
    * @generated from field: string reason = 2;
    */
   reason: string;
+
+  /**
+   * The command's id, unique on this server; echoed in CommandAck.
+   *
+   * @generated from field: string command_id = 3;
+   */
+  commandId: string;
 };
 
 /**
@@ -1347,7 +1416,7 @@ export type Command = Message<"syncline.v1.Command"> & {
  * Use `create(CommandSchema)` to create a new message.
  */
 export const CommandSchema: GenMessage<Command> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 25);
+  messageDesc(file_syncline_v1_device, 26);
 
 /**
  * A typed error. `fatal` errors are followed by a close frame.
@@ -1392,7 +1461,7 @@ export type Error = Message<"syncline.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 26);
+  messageDesc(file_syncline_v1_device, 27);
 
 /**
  * @generated from enum syncline.v1.MutationOp
@@ -1487,7 +1556,7 @@ export enum CommandKind {
   LOCK = 1,
 
   /**
-   * Delete all local data.
+   * Delete all local data (records and offline mutation queue), then log out.
    *
    * @generated from enum value: COMMAND_KIND_WIPE = 2;
    */
