@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use syncline_proto::v1::ingest_server::IngestServer;
-use syncline_push::{ConnectionCount, Hub};
+use syncline_push::{ConnectionCount, Hub, WireStats};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,10 +18,12 @@ use crate::channel::ChannelRegistry;
 use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
-use crate::config::{AuthSettings, DeviceSettings, Settings, StoreSettings};
+use crate::config::{AuthSettings, Capture, DeviceSettings, Settings, StoreSettings};
 use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices};
 use crate::ingest::IngestService;
 use crate::jobs::Jobs;
+use crate::metrics::counters::IngestCounters;
+use crate::metrics::{MetricSources, Metrics};
 use crate::mutations::MutationDispatcher;
 use crate::rpc::RpcRouter;
 use crate::runtime::BackendRuntime;
@@ -45,6 +47,8 @@ pub struct RunningServer {
     pub connections: Arc<ConnectionCount>,
     /// Counters of change capture from channels (e.g. records refused).
     pub capture: Arc<capture::CaptureCounters>,
+    /// The server's Prometheus metrics (`/metrics` renders them).
+    pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     stopped: JoinHandle<anyhow::Result<()>>,
 }
@@ -84,7 +88,8 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let hub = Hub::with_sweepers(workers, settings.device.push_interval, &tracker, shutdown.clone());
     let live = LivePublisher { hub: hub.clone(), max_page_bytes: settings.device.max_page_bytes };
-    let store = open_store(&settings.store, live).await?;
+    let embedded_store = open_store(&settings.store, live).await?;
+    let store: Arc<dyn Store> = embedded_store.clone();
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
     let auth = start_auth(store.clone(), &settings.auth).await?;
     let (services, capture_queues) = gateway_services(&settings, store.clone(), hub, auth, &tracker, &shutdown)?;
@@ -98,22 +103,30 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let Listeners { device, grpc } = Listeners::bind(&settings, &backend_runtime)?;
     let (device_addr, grpc_addr) = (device.local_addr()?, grpc.local_addr()?);
     let connections = Arc::new(ConnectionCount::default());
-    let (device_services, device_connections) = (services.clone(), connections.clone());
-    let device_task = serve_devices(
-        device,
-        &settings.device,
-        tls.as_ref(),
-        device_services,
-        device_connections,
-        &tracker,
-        &shutdown,
-    )?;
-    let ingest = IngestService::server(store.clone(), settings.sources.clone(), settings.grpc.ingest_token.clone());
+    let wire = Arc::new(WireStats::default());
+    let device_parts = (services.clone(), connections.clone(), wire.clone());
+    let device_task = serve_devices(device, &settings.device, tls.as_ref(), device_parts, &tracker, &shutdown)?;
+    let ingest_counters = Arc::new(IngestCounters::new(settings.sources.keys()));
+    let ingest = IngestService::server(
+        store.clone(),
+        settings.sources.clone(),
+        settings.grpc.ingest_token.clone(),
+        ingest_counters.clone(),
+    );
     let grpc_task = serve_grpc(grpc, ingest, tls.as_ref(), &backend_runtime, &tracker, &shutdown)?;
 
     let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone() };
     jobs.spawn(&settings.store, &tracker, &shutdown);
-    let capture = Arc::new(capture::CaptureCounters::default());
+    let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
+    let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
+    let metrics = Arc::new(Metrics::new(MetricSources {
+        services: services.clone(),
+        connections: connections.clone(),
+        wire,
+        store: Some(embedded_store),
+        ingest: ingest_counters,
+        capture: capture.clone(),
+    }));
     {
         // Change capture is backend-facing too: its channel clients and the tasks that read
         // the feeds and poll run on the backend runtime, so a backend's change is read and
@@ -135,11 +148,21 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
             stopped
         })
     };
-    Ok(RunningServer { device_addr, grpc_addr, tls: tls.is_some(), services, connections, capture, shutdown, stopped })
+    Ok(RunningServer {
+        device_addr,
+        grpc_addr,
+        tls: tls.is_some(),
+        services,
+        connections,
+        capture,
+        metrics,
+        shutdown,
+        stopped,
+    })
 }
 
 /// Opens the embedded store in the data directory; its commits go to `live`.
-async fn open_store(settings: &StoreSettings, live: LivePublisher) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(settings: &StoreSettings, live: LivePublisher) -> anyhow::Result<Arc<EmbeddedStore>> {
     let path = settings.data_dir.join(STORE_FILE_NAME);
     let options = EmbeddedOptions { cache_size_bytes: settings.cache_bytes };
     let live: Arc<dyn CommitListener> = Arc::new(live);
@@ -199,6 +222,7 @@ fn gateway_services(
         tracker: tracker.clone(),
         user_sessions: Default::default(),
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
+        handshakes: Default::default(),
     };
     Ok((Arc::new(services), capture_queues))
 }
@@ -229,13 +253,13 @@ impl Listeners {
     }
 }
 
-/// Serves device connections from `listener`, on `tracker`, until `shutdown` fires.
+/// Serves device connections from `listener`, on `tracker`, until `shutdown` fires; counts
+/// them and their frames in `connections` and `wire`.
 fn serve_devices(
     listener: TcpListener,
     settings: &DeviceSettings,
     tls: Option<&TlsMaterial>,
-    services: Arc<GatewayServices>,
-    connections: Arc<ConnectionCount>,
+    (services, connections, wire): (Arc<GatewayServices>, Arc<ConnectionCount>, Arc<WireStats>),
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
@@ -249,6 +273,7 @@ fn serve_devices(
         Arc::new(DeviceSessions { services }),
         Arc::new(settings.listener.clone()),
         connections,
+        wire,
         shutdown.clone(),
         tracker.clone(),
     )))

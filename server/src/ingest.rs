@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::SourceSettings;
 use crate::error::ErrorClass;
+use crate::metrics::counters::IngestCounters;
 use crate::storage::{PartitionName, Store, StoreError};
 
 /// What a backend is told in place of an internal failure's details (they are logged).
@@ -21,17 +22,20 @@ pub struct IngestService {
     store: Arc<dyn Store>,
     sources: BTreeMap<String, SourceSettings>,
     token: Option<String>,
+    counters: Arc<IngestCounters>,
 }
 
 impl IngestService {
     /// Returns the tonic server of the service; `token`, when set, is required as
-    /// `authorization: Bearer <token>`.
+    /// `authorization: Bearer <token>`. Calls and the changes they log are counted in
+    /// `counters`.
     pub fn server(
         store: Arc<dyn Store>,
         sources: BTreeMap<String, SourceSettings>,
         token: Option<String>,
+        counters: Arc<IngestCounters>,
     ) -> IngestServer<Self> {
-        IngestServer::new(Self { store, sources, token })
+        IngestServer::new(Self { store, sources, token, counters })
     }
 
     fn check_token<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -93,6 +97,15 @@ impl Ingest for IngestService {
     /// [`PartitionStore::apply_batch`]: crate::storage::PartitionStore::apply_batch
     #[tracing::instrument(skip_all, fields(source = %request.get_ref().source, key = %request.get_ref().key))]
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let pushed = self.push_batch(request).await;
+        self.counters.call(pushed.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        pushed
+    }
+}
+
+impl IngestService {
+    /// Applies one pushed batch (see [`Ingest::push`]).
+    async fn push_batch(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
         self.check_token(&request)?;
         let push = request.into_inner();
         let partition = self.partition(&push.source, &push.key)?;
@@ -101,6 +114,7 @@ impl Ingest for IngestService {
             .await
             .map_err(|_| ErrorClass::Internal.status(INTERNAL_ERROR_MESSAGE))?
             .map_err(store_status)?;
+        self.counters.logged(&push.source, batch.changes.len() as u64);
         Ok(Response::new(PushResponse {
             applied: batch.changes.len() as u64,
             first_seq: batch.first_seq,

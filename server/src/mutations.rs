@@ -34,6 +34,7 @@ use crate::channel::ChannelRegistry;
 use crate::channel::grpc::WriteOutcome;
 use crate::config::{Capture, ConflictPolicy, SourceSettings};
 use crate::error::ErrorClass;
+use crate::metrics::counters::MutationCounters;
 use crate::reply::DeviceReplies;
 use crate::storage::{MutationOp, MutationOutcome, PartitionWrite, QueuedMutation, Store, StoreError};
 
@@ -74,6 +75,7 @@ pub struct MutationDispatcher {
     replies: Arc<dyn DeviceReplies>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    counters: MutationCounters,
 }
 
 impl MutationDispatcher {
@@ -94,7 +96,13 @@ impl MutationDispatcher {
             replies,
             tracker,
             shutdown,
+            counters: MutationCounters::default(),
         })
+    }
+
+    /// Returns the queue depth and outcome counters.
+    pub fn counters(&self) -> &MutationCounters {
+        &self.counters
     }
 
     /// Returns true when devices may write to `source` (it has a channel).
@@ -118,6 +126,7 @@ impl MutationDispatcher {
     /// Hands a durably queued mutation to its lane.
     pub fn submit(self: &Arc<Self>, mutation: QueuedMutation) {
         let key = (mutation.client_id.clone(), mutation.partition.source.clone());
+        self.counters.submitted();
         let mut lanes = self.lanes.lock();
         if let Some(lane) = lanes.get(&key)
             && lane.send(mutation.clone()).is_ok()
@@ -144,6 +153,7 @@ impl MutationDispatcher {
             let Some(result) = self.dispatch(&mutation).await else {
                 return; // shutting down; the mutation stays queued for the next start
             };
+            self.counters.finished(mutation.op, &result);
             let frame = ServerFrame { msg: Some(server_frame::Msg::MutationResult(result)) };
             self.replies.to_device(&mutation.client_id, frame).await;
             // An idle lane ends; submit starts a new one. Checked under the lanes lock so

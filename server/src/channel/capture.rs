@@ -20,11 +20,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use syncline_proto::record::{RecordError, validate_record_id};
+use syncline_proto::record::validate_record_id;
+
+pub use super::capture_counters::{CaptureCounters, CaptureError};
 use syncline_proto::v1::{ChangeBatch, Record};
 use syncline_push::Hub;
 use tokio::sync::mpsc;
@@ -51,26 +52,6 @@ pub trait SubscribedPartitions: Send + Sync + 'static {
 impl SubscribedPartitions for Hub<PartitionName> {
     fn subscribed(&self, source: &str) -> Vec<PartitionName> {
         self.keys().into_iter().filter(|partition| partition.source == source).collect()
-    }
-}
-
-/// Counters of change capture, shared by its tasks (one set per server).
-#[derive(Debug, Default)]
-pub struct CaptureCounters {
-    refused_records: AtomicU64,
-}
-
-impl CaptureCounters {
-    /// Logs and counts a record (or deleted id) from a channel that is outside the record
-    /// limits and is skipped.
-    pub fn record_refused(&self, endpoint: &str, partition: &PartitionName, error: &RecordError) {
-        self.refused_records.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(endpoint, %partition, id = error.id(), %error, "channel record outside the record limits; skipped");
-    }
-
-    /// Returns the records (and deleted ids) from channels refused since the server started.
-    pub fn refused_records(&self) -> u64 {
-        self.refused_records.load(Ordering::Relaxed)
     }
 }
 
@@ -202,10 +183,15 @@ pub async fn run_watch(
             () = shutdown.cancelled() => return,
             outcome = follow_once(&sink, &connection, &sources, &position_name, &mut retry, &mut loads) => outcome,
         };
+        sink.counters.streaming(sources.keys().map(String::as_str), false);
         match outcome {
             Ok(()) => tracing::info!(endpoint, "channel ended its watch stream; resuming"),
-            Err(WatchFailure::Channel(error)) => tracing::warn!(endpoint, %error, "watch interrupted; retrying"),
+            Err(WatchFailure::Channel(error)) => {
+                sink.counters.failed(sources.keys().map(String::as_str), CaptureError::Channel);
+                tracing::warn!(endpoint, %error, "watch interrupted; retrying")
+            }
             Err(WatchFailure::Store(error)) => {
+                sink.counters.failed(sources.keys().map(String::as_str), CaptureError::Store);
                 tracing::error!(endpoint, %error, "cannot store watched changes; retrying")
             }
         }
@@ -235,6 +221,7 @@ async fn follow_once(
     };
     let names: Vec<String> = sources.keys().cloned().collect();
     let stream = connection.watch(names, token).await.map_err(WatchFailure::Channel)?;
+    sink.counters.streaming(sources.keys().map(String::as_str), true);
     let mut stream = std::pin::pin!(stream);
     // App partitions are known up front: load them now rather than at the first subscribe.
     for (source, partitioning) in sources {
@@ -310,10 +297,22 @@ pub async fn run_poll(
             Some(partition) = requests.recv() => vec![partition],
         };
         for partition in partitions {
+            let started = std::time::Instant::now();
             match poll_partition(&sink, &connection, &partition, Missing::Delete).await {
-                Ok(0) => {}
-                Ok(changes) => tracing::debug!(endpoint, %partition, changes, "poll found changes"),
-                Err(error) => tracing::warn!(endpoint, %partition, %error, "poll failed; will retry next interval"),
+                Ok(changes) => {
+                    sink.counters.polled(&source, started);
+                    if changes > 0 {
+                        tracing::debug!(endpoint, %partition, changes, "poll found changes");
+                    }
+                }
+                Err(error) => {
+                    let kind = match &error {
+                        PollError::Channel(_) => CaptureError::Channel,
+                        PollError::Store(_) => CaptureError::Store,
+                    };
+                    sink.counters.failed([source.as_str()], kind);
+                    tracing::warn!(endpoint, %partition, %error, "poll failed; will retry next interval")
+                }
             }
         }
     }

@@ -39,6 +39,8 @@ pub struct GatewayServices {
     pub user_sessions: UserSessions,
     /// Routes device RPC calls to backend services.
     pub rpc: Arc<crate::rpc::RpcRouter>,
+    /// Device handshakes by result, for the metrics.
+    pub handshakes: crate::metrics::counters::HandshakeCounters,
 }
 
 /// Counts each user's open sessions against a cap.

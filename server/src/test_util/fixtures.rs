@@ -163,6 +163,7 @@ impl TestGateway {
             tracker: tracker.clone(),
             user_sessions: Default::default(),
             rpc: RpcRouter::new(&RpcSettings::default(), tracker).expect("rpc router"),
+            handshakes: Default::default(),
         };
         Self { services: Arc::new(services), store, _dir: dir, _stop: shutdown.drop_guard() }
     }
