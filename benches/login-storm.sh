@@ -71,7 +71,7 @@ TOML
     *) die "unknown setup $setup (known: demo local)" ;;
   esac
   wait_quiet "login-storm $setup"
-  SYNCLINE_DATA_DIR=$data SYNCLINE_DEVICE_ADDR=127.0.0.1:$DEVICE_PORT SYNCLINE_GRPC_ADDR=127.0.0.1:$GRPC_PORT \
+  SYNCLINE_DATA_DIR=$data SYNCLINE_DEVICE_ADDR=127.0.0.1:$DEVICE_PORT SYNCLINE_GRPC_ADDR=127.0.0.1:$GRPC_PORT SYNCLINE_ADMIN_ADDR=127.0.0.1:0 \
     start_server "$OUT/$LABEL-$setup.log" syncline "$DEVICE_PORT $GRPC_PORT" "$SERVER_BIN" serve "${args[@]}"
   pinned "$LOAD_CPU" $((SIM_MAX_SECS + 30)) "$SIM_BIN" login-storm --url "ws://127.0.0.1:$DEVICE_PORT/v1/sync" \
     --server-pid "$SERVER_PID" --bursts "$BURSTS" --logins "$LOGINS" --wrong-percent "$WRONG_PERCENT" \

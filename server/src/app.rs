@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, AdminAuth, AdminState};
 use crate::auth::{Authenticator, BackendTokenVerifier};
 use crate::channel::ChannelRegistry;
 use crate::channel::capture;
@@ -29,7 +30,7 @@ use crate::rpc::RpcRouter;
 use crate::runtime::BackendRuntime;
 use crate::shutdown;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
-use crate::storage::{CommitListener, PartitionName, Store};
+use crate::storage::{AdminRole, CommitListener, PartitionName, Store};
 use crate::sync::{LivePublisher, cursors::CursorRecorder};
 use crate::tls::TlsMaterial;
 
@@ -40,6 +41,8 @@ pub const STORE_FILE_NAME: &str = "syncline.redb";
 pub struct RunningServer {
     pub device_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// The admin listener (admin API, health probes).
+    pub admin_addr: SocketAddr,
     /// True when both listeners serve TLS.
     pub tls: bool,
     /// What the device sessions share (tests read the store and the hub through it).
@@ -58,6 +61,12 @@ impl RunningServer {
     pub fn device_url(&self) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
         format!("{scheme}://{}{}", self.device_addr, syncline_proto::SYNC_PATH)
+    }
+
+    /// Returns the admin listener's base URL (no trailing slash).
+    pub fn admin_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.admin_addr)
     }
 
     /// Returns the gRPC endpoint's URL.
@@ -92,6 +101,8 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let store: Arc<dyn Store> = embedded_store.clone();
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
     let auth = start_auth(store.clone(), &settings.auth).await?;
+    let admin_auth = Arc::new(AdminAuth::new(store.clone(), settings.auth.login_limits.failed)?);
+    first_admin_credentials(&admin_auth, &store, &settings).await?;
     let (services, capture_queues) = gateway_services(&settings, store.clone(), hub, auth, &tracker, &shutdown)?;
     let resumed = services.mutations.resume_pending().await?;
     if resumed > 0 {
@@ -100,8 +111,8 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
 
     let tls = settings.tls.as_ref().map(|tls| TlsMaterial::load(&tls.cert, &tls.key)).transpose()?;
     let backend_runtime = BackendRuntime::start(settings.grpc.threads)?;
-    let Listeners { device, grpc } = Listeners::bind(&settings, &backend_runtime)?;
-    let (device_addr, grpc_addr) = (device.local_addr()?, grpc.local_addr()?);
+    let Listeners { device, grpc, admin } = Listeners::bind(&settings, &backend_runtime)?;
+    let (device_addr, grpc_addr, admin_addr) = (device.local_addr()?, grpc.local_addr()?, admin.local_addr()?);
     let connections = Arc::new(ConnectionCount::default());
     let wire = Arc::new(WireStats::default());
     let device_parts = (services.clone(), connections.clone(), wire.clone());
@@ -127,6 +138,18 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         ingest: ingest_counters,
         capture: capture.clone(),
     }));
+    let readiness = Arc::new(admin::Readiness::default());
+    let admin_state = AdminState {
+        services: services.clone(),
+        settings: Arc::new(settings.clone()),
+        auth: admin_auth,
+        capture: capture.clone(),
+        connections: connections.clone(),
+        readiness: readiness.clone(),
+        started: std::time::Instant::now(),
+        metrics: metrics.clone(),
+    };
+    let admin_task = serve_admin(admin, admin_state, tls.as_ref(), &tracker, &shutdown)?;
     {
         // Change capture is backend-facing too: its channel clients and the tasks that read
         // the feeds and poll run on the backend runtime, so a backend's change is read and
@@ -135,6 +158,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         let sink = capture::CaptureSink { store, counters: capture.clone() };
         wiring::spawn_capture(&settings.sources, &sink, services.hub.clone(), capture_queues, &tracker, &shutdown)?;
     }
+    readiness.listeners_bound();
     let stopped = {
         let shutdown = shutdown.clone();
         let rpc = services.rpc.clone();
@@ -142,7 +166,8 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         // Not on the tracker: this task waits for the tracker to empty.
         tokio::spawn(async move {
             shutdown.cancelled().await;
-            let stopped = shutdown::stop_in_order(device_task, grpc_task, tracker, &jobs, &rpc, grace).await;
+            let listeners = shutdown::ListenerTasks { device: device_task, grpc: grpc_task, admin: admin_task };
+            let stopped = shutdown::stop_in_order(listeners, tracker, &jobs, &rpc, grace).await;
             drop(demo_channel);
             drop(backend_runtime);
             stopped
@@ -151,6 +176,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         device_addr,
         grpc_addr,
+        admin_addr,
         tls: tls.is_some(),
         services,
         connections,
@@ -227,12 +253,13 @@ fn gateway_services(
     Ok((Arc::new(services), capture_queues))
 }
 
-/// Both listeners, bound before either serves, so that a server that cannot bind one serves
-/// neither.
+/// Every listener, bound before any serves, so that a server that cannot bind one serves
+/// none.
 struct Listeners {
     device: TcpListener,
     /// Registered with the backend runtime's I/O driver, where it is served.
     grpc: TcpListener,
+    admin: TcpListener,
 }
 
 impl Listeners {
@@ -249,7 +276,12 @@ impl Listeners {
             let _entered = backend_runtime.handle().enter();
             TcpListener::from_std(grpc)?
         };
-        Ok(Self { device, grpc })
+        let admin_addr = settings.admin.addr;
+        let admin = std::net::TcpListener::bind(admin_addr)
+            .with_context(|| format!("cannot listen on {admin_addr} (admin endpoint)"))?;
+        admin.set_nonblocking(true)?;
+        let admin = TcpListener::from_std(admin)?;
+        Ok(Self { device, grpc, admin })
     }
 }
 
@@ -277,6 +309,58 @@ fn serve_devices(
         shutdown.clone(),
         tracker.clone(),
     )))
+}
+
+/// Serves the admin API and health probes from `listener`, on `tracker`, until `shutdown`
+/// fires.
+fn serve_admin(
+    listener: TcpListener,
+    state: AdminState,
+    tls: Option<&TlsMaterial>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let acceptor = tls.map(TlsMaterial::device_acceptor).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
+    tracing::info!(%url, "admin endpoint listening (admin API under /v1/admin/, /healthz, /readyz)");
+    let listener = admin::AdminListener::new(listener, acceptor, tracker, shutdown)?;
+    Ok(admin::serve(listener, admin::router(state), tracker, shutdown))
+}
+
+/// Gives a fresh data directory its first admin credentials: the admin user `admin` gets
+/// `admin.password` when it is set; the demo, without one, creates `admin` with a random
+/// password printed once, at the first start.
+async fn first_admin_credentials(auth: &AdminAuth, store: &Arc<dyn Store>, settings: &Settings) -> anyhow::Result<()> {
+    if let Some(password) = &settings.admin.password {
+        auth.put_admin_user(admin::DEFAULT_ADMIN_NAME, password, AdminRole::Admin)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot set the admin password: {}", error.message))?;
+        tracing::info!(user = admin::DEFAULT_ADMIN_NAME, "admin user set from admin.password");
+        return Ok(());
+    }
+    let counted = store.clone();
+    let admins = tokio::task::spawn_blocking(move || counted.admin_user_count()).await??;
+    if settings.demo.is_none() || admins > 0 {
+        if admins == 0 {
+            tracing::warn!("no admin credentials yet: set SYNCLINE_ADMIN_PASSWORD or run `syncline admin create`");
+        }
+        return Ok(());
+    }
+    let mut bytes = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let password = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+    auth.put_admin_user(admin::DEFAULT_ADMIN_NAME, &password, AdminRole::Admin)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot create the demo admin user: {}", error.message))?;
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    println!(
+        "\n  Syncline admin: {scheme}://{}/  user: {}  password: {password}\n  \
+         (shown once; change it with `syncline admin create --password ...`)\n",
+        settings.admin.addr,
+        admin::DEFAULT_ADMIN_NAME
+    );
+    Ok(())
 }
 
 /// Serves the gRPC endpoint (Ingest) from `listener` on the backend runtime, on `tracker`,

@@ -121,6 +121,40 @@ impl ErrorClass {
         }
     }
 
+    /// Returns the HTTP status of this class (the admin API's answers).
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorClass::BadRequest | ErrorClass::UnsupportedVersion => 400,
+            ErrorClass::Unauthenticated => 401,
+            ErrorClass::Forbidden => 403,
+            ErrorClass::NotFound | ErrorClass::UnknownSource => 404,
+            ErrorClass::Conflict => 409,
+            ErrorClass::ResourceExhausted => 429,
+            ErrorClass::Internal => 500,
+            ErrorClass::Unimplemented => 501,
+            ErrorClass::Unavailable => 503,
+            ErrorClass::Timeout => 504,
+        }
+    }
+
+    /// Returns the admin API's error code of this class (the `code` of its JSON error bodies).
+    pub fn api_code(self) -> &'static str {
+        match self {
+            ErrorClass::BadRequest => "bad_request",
+            ErrorClass::UnknownSource => "unknown_source",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::Conflict => "conflict",
+            ErrorClass::Unauthenticated => "unauthenticated",
+            ErrorClass::Forbidden => "forbidden",
+            ErrorClass::ResourceExhausted => "resource_exhausted",
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Internal => "internal",
+            ErrorClass::Unimplemented => "unimplemented",
+            ErrorClass::UnsupportedVersion => "unsupported_version",
+        }
+    }
+
     /// Returns the WebSocket close code that ends a device's connection for an error of this
     /// class, by what the device should do (see `close_code` and `device.proto`).
     pub fn close_code(self) -> u16 {
@@ -186,6 +220,17 @@ mod tests {
             let status = class.status("why");
             assert_eq!((status.code(), status.message()), (grpc_code, "why"), "{class:?}");
         }
+    }
+
+    #[test]
+    fn api_codes_are_distinct_and_statuses_are_errors() {
+        let mut codes: Vec<&str> = ErrorClass::ALL.iter().map(|class| class.api_code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), ErrorClass::ALL.len());
+        assert!(ErrorClass::ALL.iter().all(|class| (400..600).contains(&class.http_status())));
+        assert_eq!(ErrorClass::Forbidden.http_status(), 403);
+        assert_eq!(ErrorClass::Unauthenticated.http_status(), 401);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The Syncline server: gateway, sessions, sync engine, store and the `syncline` binary.
 //!
+//! - [`admin`]: the admin plane: its HTTP listener, health probes and the admin API
+//!   (`/v1/admin/`, API tokens and console sessions, OpenAPI document).
 //! - [`app`]: the composition root; [`app::start`] runs a server and returns its addresses.
 //! - [`config`]: the configuration tree, env overrides, validation into [`config::Settings`].
 //! - [`gateway`]: the device protocol, one file per device command; the only code that
@@ -29,6 +31,7 @@
 //! - `test_util` (cargo feature `test-util`): accessors the end-to-end tests read a running
 //!   server through, and the unit tests' shared fixtures.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod channel;

@@ -34,21 +34,28 @@ pub async fn signal() {
     }
 }
 
+/// The tasks serving each listener.
+pub(crate) struct ListenerTasks {
+    pub(crate) device: JoinHandle<()>,
+    pub(crate) grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    pub(crate) admin: JoinHandle<()>,
+}
+
 /// Stops the server after its shutdown token fired: the listeners stop accepting, every
-/// device gets close 1012 ("reconnect now") from its session, in-flight gRPC calls finish,
-/// device cursors are flushed, and the store is closed when the last reference goes. The
-/// whole sequence is bounded by `grace`.
+/// device gets close 1012 ("reconnect now") from its session, in-flight gRPC calls and admin
+/// requests finish, device cursors are flushed, and the store is closed when the last
+/// reference goes. The whole sequence is bounded by `grace`.
 pub(crate) async fn stop_in_order(
-    device_task: JoinHandle<()>,
-    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    listeners: ListenerTasks,
     tracker: TaskTracker,
     jobs: &Jobs,
     rpc: &RpcRouter,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let sequence = async {
-        let _ = tokio::time::timeout(LISTENER_STOP_TIMEOUT, device_task).await;
-        let grpc = tokio::time::timeout(LISTENER_STOP_TIMEOUT, grpc_task).await;
+        let _ = tokio::time::timeout(LISTENER_STOP_TIMEOUT, listeners.device).await;
+        let grpc = tokio::time::timeout(LISTENER_STOP_TIMEOUT, listeners.grpc).await;
+        let _ = tokio::time::timeout(LISTENER_STOP_TIMEOUT, listeners.admin).await;
         if let Ok(Ok(Err(error))) = grpc {
             tracing::warn!(%error, "gRPC server ended with an error");
         }

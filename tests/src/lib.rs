@@ -1,6 +1,7 @@
 //! Helpers for Syncline's end-to-end tests: real servers on 127.0.0.1 port 0, real
 //! WebSockets and gRPC, conditions waited on with deadlines instead of sleeps.
 
+pub mod admin;
 pub mod process;
 
 use std::future::Future;
@@ -30,6 +31,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config { data_dir: data_dir.to_owned(), ..Config::default() };
     config.device.addr = "127.0.0.1:0".into();
     config.grpc.addr = "127.0.0.1:0".into();
+    config.admin.addr = "127.0.0.1:0".into();
     config.demo.enabled = false;
     config.sources.insert("Account".into(), SourceSection::new(Partitioning::App));
     config.sources.insert("Contact".into(), SourceSection::new(Partitioning::User));

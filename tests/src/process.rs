@@ -12,6 +12,8 @@ pub struct ServerProcess {
     child: Child,
     pub device_url: String,
     pub grpc_url: String,
+    /// The admin listener's base URL (on a free port of its own).
+    pub admin_url: String,
 }
 
 /// Returns a loopback port that was free a moment ago.
@@ -20,7 +22,7 @@ pub fn free_port() -> u16 {
 }
 
 impl ServerProcess {
-    /// Starts the server and waits until both listeners are up (it logs them).
+    /// Starts the server and waits until its listeners are up (it logs them).
     pub fn start(bin: &str, data_dir: &Path, device_port: u16, grpc_port: u16) -> Self {
         Self::start_with(bin, data_dir, device_port, grpc_port, None)
     }
@@ -32,8 +34,10 @@ impl ServerProcess {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
+        let admin_port = free_port();
         let mut child = command
             .env("SYNCLINE_DATA_DIR", data_dir)
+            .env("SYNCLINE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
             .env("SYNCLINE_DEVICE_ADDR", format!("127.0.0.1:{device_port}"))
             .env("SYNCLINE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("SYNCLINE_DEMO_RECORDS", "100")
@@ -48,7 +52,8 @@ impl ServerProcess {
         let mut up = false;
         for line in lines.by_ref() {
             let line = line.expect("server log line");
-            if line.contains("gRPC endpoint listening") {
+            // The admin endpoint is the last listener to start.
+            if line.contains("admin endpoint listening") {
                 up = true;
                 break;
             }
@@ -60,6 +65,7 @@ impl ServerProcess {
             child,
             device_url: format!("ws://127.0.0.1:{device_port}/v1/sync"),
             grpc_url: format!("http://127.0.0.1:{grpc_port}"),
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
         }
     }
 

@@ -12,6 +12,8 @@ use syncline_client_sim::{Connection, Device, DeviceConfig, DeviceHandle, Incomi
 use syncline_proto::v1::{ClientFrame, Mutate, MutationOp, Value, client_frame, rpc_reply, server_frame};
 use syncline_server::config::{Partitioning, RpcServiceSection, SourceSection};
 use syncline_server::metrics::counters::GRPC_CODES;
+use syncline_server::storage::AdminRole;
+use syncline_tests::admin::token_for;
 use syncline_tests::{DEADLINE, TestServer, push, raw_login, record};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -187,7 +189,10 @@ async fn a_known_workload_shows_exactly_its_counts() {
     let workload = run_workload(&server).await;
     // The live frames were queued before the devices applied them; their write was counted
     // before the devices read them, so one scrape sees it all.
-    let scrape = parse(&server.server.metrics_text());
+    let token = token_for(&server.server, AdminRole::Viewer);
+    let (status, _, body) = scrape_over_http(&server, Some(&token)).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let scrape = parse(&body);
     let connected = (DEVICES + 1) as f64;
     assert_eq!(value(&scrape, "syncline_connections", &[]), connected);
     assert_eq!(value(&scrape, "syncline_handshakes_total", &[("result", "ok")]), connected);
@@ -281,4 +286,46 @@ async fn every_family_follows_the_naming_rules_and_no_label_names_a_device_or_us
     }
     drop(workload);
     server.stop().await;
+}
+
+/// Scrapes `/metrics` on the admin listener with an optional bearer token; returns the
+/// status, the content type and the body.
+async fn scrape_over_http(server: &TestServer, token: Option<&str>) -> (reqwest::StatusCode, String, String) {
+    let mut request = reqwest::Client::new().get(format!("{}/metrics", server.server.admin_url()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the admin listener answers");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_token_unless_public() {
+    let server = TestServer::start().await;
+    let (status, _, body) = scrape_over_http(&server, None).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _, _) = scrape_over_http(&server, Some("sla_0000_forged")).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
+    for role in [AdminRole::Viewer, AdminRole::Admin] {
+        let token = token_for(&server.server, role);
+        let (status, content_type, body) = scrape_over_http(&server, Some(&token)).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{role:?}: {body}");
+        assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+        assert_eq!(value(&parse(&body), "syncline_connections", &[]), 0.0);
+    }
+    server.stop().await;
+
+    let open = TestServer::start_with(|config| config.admin.metrics_public = true).await;
+    let (status, _, body) = scrape_over_http(&open, None).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(value(&parse(&body), "syncline_handshakes_total", &[("result", "ok")]), 0.0);
+    let tokens = reqwest::get(format!("{}/v1/admin/tokens", open.server.admin_url())).await.unwrap();
+    assert_eq!(tokens.status(), reqwest::StatusCode::UNAUTHORIZED, "metrics_public opens /metrics only");
+    open.stop().await;
 }

@@ -82,6 +82,8 @@ export class ServerProcess {
         SYNCLINE_DATA_DIR: this.dataDir,
         SYNCLINE_DEVICE_ADDR: `127.0.0.1:${this.devicePort}`,
         SYNCLINE_GRPC_ADDR: `127.0.0.1:${this.grpcPort}`,
+        // Any free port: these tests do not use the admin API, and servers run side by side.
+        SYNCLINE_ADMIN_ADDR: "127.0.0.1:0",
         SYNCLINE_LOG_FORMAT: "json",
         RUST_LOG: "info",
         ...this.env,

@@ -32,7 +32,8 @@ impl EnvVar {
 
 /// `SYNCLINE_*` variables that are not overrides: the CLI reads `SYNCLINE_CONFIG` to find
 /// the config file.
-const NOT_OVERRIDES: &[&str] = &["SYNCLINE_CONFIG"];
+/// `SYNCLINE_ADMIN_TOKEN` is the API token the admin CLI commands send.
+const NOT_OVERRIDES: &[&str] = &["SYNCLINE_CONFIG", "SYNCLINE_ADMIN_TOKEN"];
 
 /// Builds a table entry: `var!(NAME, "section.key", config => config.section.key)`.
 macro_rules! var {
@@ -81,6 +82,9 @@ pub const ENV_VARS: &[EnvVar] = &[
     var!("SYNCLINE_GRPC_ADDR", "grpc.addr", config => config.grpc.addr),
     var!("SYNCLINE_INGEST_TOKEN", "grpc.ingest_token", config => config.grpc.ingest_token),
     var!("SYNCLINE_GRPC_THREADS", "grpc.threads", config => config.grpc.threads),
+    var!("SYNCLINE_ADMIN_ADDR", "admin.addr", config => config.admin.addr),
+    var!("SYNCLINE_ADMIN_METRICS_PUBLIC", "admin.metrics_public", config => config.admin.metrics_public),
+    var!("SYNCLINE_ADMIN_PASSWORD", "admin.password", config => config.admin.password),
     var!("SYNCLINE_TLS_CERT", "tls.cert", config => config.tls.cert),
     var!("SYNCLINE_TLS_KEY", "tls.key", config => config.tls.key),
     var!("SYNCLINE_TOKEN_TTL_SECS", "auth.token_ttl_secs", config => config.auth.token_ttl_secs),

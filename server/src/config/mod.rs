@@ -32,8 +32,8 @@ mod validate;
 
 pub use env::{ENV_VARS, EnvVar};
 pub use settings::{
-    AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings,
-    LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy,
+    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreSettings, TlsSettings,
 };
 pub use validate::valid_source_name;
 
@@ -41,8 +41,13 @@ pub use validate::valid_source_name;
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default device (WebSocket) listener: loopback only until an operator opens it up.
 pub const DEFAULT_DEVICE_ADDR: &str = "127.0.0.1:7700";
-/// Default gRPC listener (Ingest, later Admin): loopback only.
+/// Default gRPC listener (Ingest): loopback only.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7701";
+/// Default admin (HTTP) listener: loopback only, since it manages the whole app.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:7702";
+/// Shortest admin password accepted (`admin.password`, API and CLI): long enough that the
+/// login rate limit makes online guessing hopeless.
+pub const MIN_ADMIN_PASSWORD_CHARS: usize = 8;
 /// Largest device frame: a page of a few hundred records fits comfortably, and one device
 /// cannot make the server buffer more than this per read.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
@@ -189,6 +194,7 @@ pub struct Config {
     pub store: StoreSection,
     pub demo: DemoSection,
     pub rpc: RpcSection,
+    pub admin: AdminSection,
     /// Sources by name. Empty with the demo enabled: the demo's sources.
     pub sources: BTreeMap<String, SourceSection>,
 }
@@ -313,7 +319,20 @@ pub struct GrpcSection {
     pub threads: usize,
 }
 
-/// TLS for both listeners.
+/// The admin (HTTP) listener: the admin API, `/healthz`, `/readyz` and `/metrics`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub addr: String,
+    /// When true, `/metrics` is served without a token (for a scraper on a trusted network).
+    pub metrics_public: bool,
+    /// When set, the admin user `admin` is created with this password at start (or has its
+    /// password set to it): how a fresh data directory gets its first admin credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// TLS for every listener.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
@@ -473,6 +492,7 @@ impl Default for Config {
             store: StoreSection::default(),
             demo: DemoSection::default(),
             rpc: RpcSection::default(),
+            admin: AdminSection::default(),
             sources: BTreeMap::new(),
         }
     }
@@ -499,6 +519,12 @@ impl Default for DeviceSection {
             max_pending_mutations: DEFAULT_MAX_PENDING_MUTATIONS,
             push_interval_ms: DEFAULT_PUSH_INTERVAL_MS,
         }
+    }
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self { addr: DEFAULT_ADMIN_ADDR.into(), metrics_public: false, password: None }
     }
 }
 
@@ -590,6 +616,9 @@ impl Config {
         let mut copy = self.clone();
         if copy.grpc.ingest_token.is_some() {
             copy.grpc.ingest_token = Some("<redacted>".into());
+        }
+        if copy.admin.password.is_some() {
+            copy.admin.password = Some("<redacted>".into());
         }
         if copy.auth.backend_token_secret.is_some() {
             copy.auth.backend_token_secret = Some("<redacted>".into());

@@ -30,6 +30,28 @@ pub struct Settings {
     pub sources: BTreeMap<String, SourceSettings>,
     /// Mobile RPC routing and limits.
     pub rpc: RpcSettings,
+    pub admin: AdminSettings,
+}
+
+/// The admin listener.
+#[derive(Clone)]
+pub struct AdminSettings {
+    pub addr: SocketAddr,
+    /// `/metrics` needs no token.
+    pub metrics_public: bool,
+    /// The password the admin user `admin` gets at start, when set (never empty).
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AdminSettings")
+            .field("addr", &self.addr)
+            .field("metrics_public", &self.metrics_public)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The device endpoint and the limits applied to devices (the gateway's limits).

@@ -49,6 +49,7 @@ fn scalar_keys(config: &Config) -> BTreeMap<String, toml::Value> {
 fn every_key_set() -> Config {
     let mut config = Config::default();
     config.grpc.ingest_token = Some("token".into());
+    config.admin.password = Some("admin-password".into());
     config.tls.cert = Some("cert.pem".into());
     config.tls.key = Some("key.pem".into());
     config.auth.channel = Some("http://127.0.0.1:7801".into());
@@ -86,7 +87,7 @@ fn env_overrides_file_values() {
 #[test]
 fn each_env_var_sets_exactly_the_key_its_entry_names() {
     // Values that parse as some key type and differ from every default.
-    const CANDIDATES: &[&str] = &["7", "false", "json", "somewhere"];
+    const CANDIDATES: &[&str] = &["7", "false", "json", "somewhere", "true"];
     let defaults = scalar_keys(&Config::default());
     for var in ENV_VARS {
         let changed = CANDIDATES.iter().find_map(|value| {

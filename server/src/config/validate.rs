@@ -11,13 +11,14 @@ use std::time::Duration;
 use syncline_push::{ListenerConfig, SessionConfig};
 
 use super::settings::{
-    AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings,
-    LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy,
+    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreSettings, TlsSettings,
 };
 use super::{
-    AuthSection, CaptureMode, Config, ConfigError, DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS,
-    MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS, MIN_BACKEND_TOKEN_SECRET_BYTES,
-    MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection, SourceSection, StoreSection, TlsSection,
+    AdminSection, AuthSection, CaptureMode, Config, ConfigError, DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS,
+    MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS,
+    MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES, MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection,
+    SourceSection, StoreSection, TlsSection,
 };
 
 /// Longest source or RPC service name: safe in paths, URLs and log lines.
@@ -45,6 +46,7 @@ impl Config {
             demo,
             sources,
             rpc: rpc(&self.rpc)?,
+            admin: admin(&self.admin)?,
         })
     }
 }
@@ -135,6 +137,18 @@ fn grpc(grpc: &GrpcSection) -> Result<GrpcSettings, ConfigError> {
         ingest_token: grpc.ingest_token.clone().filter(|token| !token.is_empty()),
         threads: grpc.threads,
     })
+}
+
+/// Checks `[admin]`.
+fn admin(admin: &AdminSection) -> Result<AdminSettings, ConfigError> {
+    let password = admin.password.clone().filter(|password| !password.is_empty());
+    if let Some(password) = &password
+        && password.chars().count() < MIN_ADMIN_PASSWORD_CHARS
+    {
+        let message = format!("must be at least {MIN_ADMIN_PASSWORD_CHARS} characters");
+        return Err(invalid("admin.password", &"<redacted>", &message));
+    }
+    Ok(AdminSettings { addr: socket_addr("admin.addr", &admin.addr)?, metrics_public: admin.metrics_public, password })
 }
 
 /// Checks `[tls]`: both files or neither.

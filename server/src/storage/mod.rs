@@ -1,9 +1,10 @@
 //! The durable store: partitions (live records, change log, checksum, compaction horizon),
 //! device cursors, users, devices and server secrets.
 //!
-//! One contract, [`Store`], made of four narrow traits — [`PartitionStore`] (records, logs,
+//! One contract, [`Store`], made of five narrow traits — [`PartitionStore`] (records, logs,
 //! checksums, compaction, capture positions), [`MutationQueue`] (device mutation queues and
-//! outcomes), [`AccountStore`] (users, devices, secrets) and [`CursorStore`] (device cursors)
+//! outcomes), [`AccountStore`] (users, devices, secrets), [`CursorStore`] (device cursors) and
+//! [`AdminStore`] (admin API tokens and users, and operators' controls over device users)
 //! — with the embedded backend ([`embedded::EmbeddedStore`], redb, one file, fsync on commit)
 //! as the default. Every method is synchronous and may block on disk: async callers run them
 //! in `spawn_blocking`. Writes that change partitions go through
@@ -436,9 +437,114 @@ pub trait CursorStore: Send + Sync + 'static {
     fn cursor(&self, client_id: &str, partition: &PartitionName) -> StoreResult<Option<u64>>;
 }
 
+/// What an admin API caller may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AdminRole {
+    /// Everything.
+    Admin,
+    /// Read only.
+    Viewer,
+}
+
+impl AdminRole {
+    /// Returns the role's name, as stored and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Admin => "admin",
+            AdminRole::Viewer => "viewer",
+        }
+    }
+
+    /// Returns the role named `name` ([`AdminRole::as_str`]), if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [AdminRole::Admin, AdminRole::Viewer].into_iter().find(|role| role.as_str() == name)
+    }
+}
+
+/// A stored admin API token: only a hash of its secret is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredApiToken {
+    /// Public id of the token (the part of the token before its secret).
+    pub id: String,
+    /// What the operator called it.
+    pub name: String,
+    pub role: AdminRole,
+    /// SHA-256 of the token's secret part.
+    pub secret_hash: Vec<u8>,
+    /// When it was created, in Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// A stored admin (console) user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAdminUser {
+    pub name: String,
+    /// PHC-format argon2 hash of the password.
+    pub password_hash: String,
+    pub role: AdminRole,
+    /// When it was created, in Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// What an operator decided about a device user (whoever checks the user's logins: local
+/// users, a login channel or backend tokens).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserControls {
+    /// The user is refused at Hello (FORBIDDEN, close 4003) until enabled again.
+    pub disabled: bool,
+    /// Session tokens issued before this time (Unix milliseconds) are revoked; 0: none.
+    pub sessions_revoked_ms: i64,
+}
+
+/// The admin plane's part of the store: admin API tokens, admin users, operators' controls
+/// over device users, and the operator actions that have no other home (listing and deleting
+/// local users, purging partitions).
+pub trait AdminStore: Send + Sync + 'static {
+    /// Inserts or replaces an API token.
+    fn put_api_token(&self, token: &StoredApiToken) -> StoreResult<()>;
+
+    /// Returns an API token by id.
+    fn api_token(&self, id: &str) -> StoreResult<Option<StoredApiToken>>;
+
+    /// Returns every API token, by id.
+    fn api_tokens(&self) -> StoreResult<Vec<StoredApiToken>>;
+
+    /// Deletes an API token; returns false if there was none.
+    fn delete_api_token(&self, id: &str) -> StoreResult<bool>;
+
+    /// Inserts or replaces an admin user.
+    fn put_admin_user(&self, user: &StoredAdminUser) -> StoreResult<()>;
+
+    /// Returns an admin user by name.
+    fn admin_user(&self, name: &str) -> StoreResult<Option<StoredAdminUser>>;
+
+    /// Counts admin users.
+    fn admin_user_count(&self) -> StoreResult<u64>;
+
+    /// Returns up to `limit` local device users whose names start with `prefix` and come
+    /// after `after` (from the first when `None`), by name.
+    fn users_page(&self, after: Option<&str>, prefix: &str, limit: usize) -> StoreResult<Vec<StoredUser>>;
+
+    /// Deletes a local device user; returns false if there was none.
+    fn delete_user(&self, name: &str) -> StoreResult<bool>;
+
+    /// Returns an operator's controls over a device user (the defaults when none were set).
+    fn user_controls(&self, user_id: &str) -> StoreResult<UserControls>;
+
+    /// Returns the users with controls set (disabled or revoked), by user id.
+    fn controlled_users(&self) -> StoreResult<Vec<(String, UserControls)>>;
+
+    /// Sets an operator's controls over a device user.
+    fn set_user_controls(&self, user_id: &str, controls: &UserControls) -> StoreResult<()>;
+
+    /// Deletes a partition with its records, log and state; returns false if it was never
+    /// written. Devices that sync it again start from nothing.
+    fn purge_partition(&self, partition: &PartitionName) -> StoreResult<bool>;
+}
+
 /// The durable store: every part of the contract, which each backend implements. Code that
 /// needs one part names that trait (`&dyn AccountStore`, ...); code that needs several takes
 /// a `Store`.
-pub trait Store: PartitionStore + MutationQueue + AccountStore + CursorStore {}
+pub trait Store: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore {}
 
-impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore> Store for T {}
+impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore> Store for T {}

@@ -147,9 +147,9 @@ impl CursorStore for EmbeddedStore {
 
 /// A stored user (key: name).
 #[derive(Clone, PartialEq, prost::Message)]
-struct UserValue {
+pub(super) struct UserValue {
     #[prost(string, tag = "1")]
-    password_hash: String,
+    pub(super) password_hash: String,
 }
 
 /// A stored device (key: client id).

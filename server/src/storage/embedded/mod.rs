@@ -39,9 +39,11 @@
 //! Where the code is: this file opens the store and reads partitions; `writer.rs` is the
 //! writer thread (group commit); `tables.rs` the table definitions and value codecs;
 //! `compaction.rs` log compaction; `accounts.rs` users, devices, secrets and cursors;
-//! `mutation_queue.rs` device mutation queues and outcomes.
+//! `mutation_queue.rs` device mutation queues and outcomes; `admin.rs` the admin plane's
+//! tables (API tokens, admin users, user controls; listed there).
 
 mod accounts;
+mod admin;
 mod compaction;
 mod mutation_queue;
 mod tables;
@@ -380,6 +382,7 @@ fn open_every_table(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(DEVICES).map_err(store_error)?;
     txn.open_table(SECRETS).map_err(store_error)?;
     txn.open_table(CAPTURE_POSITIONS).map_err(store_error)?;
+    admin::open_admin_tables(txn)?;
     txn.open_table(MUTATIONS).map_err(store_error)?;
     txn.open_table(MUTATION_IDS).map_err(store_error)?;
     txn.open_table(MUTATION_RESULTS).map_err(store_error)?;
