@@ -10,11 +10,11 @@ use prometheus_parse::{Scrape, Value as Sampled};
 use syncline_client_sim::rpc::call_frame;
 use syncline_client_sim::{Connection, Device, DeviceConfig, DeviceHandle, Incoming, SubscriptionConfig};
 use syncline_proto::v1::{ClientFrame, Mutate, MutationOp, Value, client_frame, rpc_reply, server_frame};
-use syncline_server::config::{Partitioning, RpcServiceSection, SourceSection};
+use syncline_server::config::{CaptureMode, Partitioning, RpcServiceSection, SourceSection};
 use syncline_server::metrics::counters::GRPC_CODES;
 use syncline_server::storage::AdminRole;
 use syncline_tests::admin::token_for;
-use syncline_tests::{DEADLINE, TestServer, push, raw_login, record};
+use syncline_tests::{DEADLINE, TestServer, eventually, push, raw_login, record};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Devices connected and subscribed to `Account`.
@@ -328,4 +328,44 @@ async fn metrics_need_a_token_unless_public() {
     let tokens = reqwest::get(format!("{}/v1/admin/tokens", open.server.admin_url())).await.unwrap();
     assert_eq!(tokens.status(), reqwest::StatusCode::UNAUTHORIZED, "metrics_public opens /metrics only");
     open.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_lag_and_errors_are_reported_per_source() {
+    let crm = crm().await;
+    let url = crm.url.clone();
+    let server = TestServer::start_with(move |config| {
+        config.sources.clear();
+        let mut contact = SourceSection::new(Partitioning::User);
+        contact.channel = Some(url);
+        contact.capture = CaptureMode::Poll;
+        contact.poll_interval_secs = 1;
+        config.sources.insert("Contact".into(), contact);
+    })
+    .await;
+    server.add_user("ann", "secret");
+    let device =
+        Device::start(DeviceConfig::new(server.url(), "ann", "secret").subscribe(SubscriptionConfig::new("Contact")));
+    let sample = |name: &'static str, labels: &'static [(&'static str, &'static str)]| {
+        let text = server.server.metrics_text();
+        async move { value(&parse(&text), name, labels) }
+    };
+    eventually(DEADLINE, "a poll succeeds", || async {
+        (sample("syncline_capture_lag_seconds", &[("source", "Contact")]).await < 1.5).then_some(())
+    })
+    .await;
+    assert_eq!(sample("syncline_capture_errors_total", &[("source", "Contact"), ("kind", "channel")]).await, 0.0);
+    // The channel goes away: polls fail, the lag grows past the interval.
+    drop(crm);
+    eventually(DEADLINE, "failed polls are counted", || async {
+        (sample("syncline_capture_errors_total", &[("source", "Contact"), ("kind", "channel")]).await >= 1.0)
+            .then_some(())
+    })
+    .await;
+    eventually(DEADLINE, "the lag grows while polls fail", || async {
+        (sample("syncline_capture_lag_seconds", &[("source", "Contact")]).await >= 2.0).then_some(())
+    })
+    .await;
+    drop(device);
+    server.stop().await;
 }
