@@ -83,11 +83,17 @@ impl Process {
         parse_status_memory(&read(&path)?).map_err(|what| parse_error(&path, what))
     }
 
-    /// Returns the number of open file descriptors (entries of `/proc/PID/fd`; one directory
-    /// read, which takes longer the more are open: about a millisecond per ten thousand).
+    /// Returns the number of open file descriptors. Linux 6.2 and later report it as the
+    /// size of `/proc/PID/fd`, one `stat`; older kernels report 0 there, and the entries are
+    /// counted instead (one directory read, about 1.3 ms per ten thousand open files).
     pub fn open_fds(self) -> Result<u64> {
         let path = self.path("fd");
-        let entries = std::fs::read_dir(&path).map_err(|source| ProcfsError::Read { path: path.clone(), source })?;
+        let read_error = |source| ProcfsError::Read { path: path.clone(), source };
+        let size = std::fs::metadata(&path).map_err(read_error)?.len();
+        if size > 0 {
+            return Ok(size);
+        }
+        let entries = std::fs::read_dir(&path).map_err(read_error)?;
         Ok(entries.filter(|entry| entry.is_ok()).count() as u64)
     }
 
