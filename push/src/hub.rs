@@ -75,8 +75,8 @@ pub struct PublishOutcome {
     pub dispatched: usize,
 }
 
-/// Lifetime counters of the hub. Tests and benches read them today; they are kept for the
-/// admin plane's Prometheus metrics, which will export them.
+/// Lifetime counters of the hub, exported by the server's Prometheus metrics (tests and
+/// benches read them too).
 #[derive(Debug, Default)]
 pub struct HubStats {
     /// Frames published, with or without subscribers.
