@@ -7,6 +7,7 @@
 //! once, the first time a text connection needs it.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -69,13 +70,33 @@ pub struct EncodedFrame {
     frame: ServerFrame,
     binary: Bytes,
     json: OnceLock<Utf8Bytes>,
+    /// For a live frame: when the commit it carries became durable, so that the session can
+    /// observe the push lag when it writes the frame ([`crate::stats`]).
+    committed_at: Option<Instant>,
 }
 
 impl EncodedFrame {
     /// Encodes `frame` to protobuf now; the JSON form is made on first use.
     pub fn new(frame: ServerFrame) -> Arc<Self> {
         let binary = Bytes::from(frame.encode_to_vec());
-        Arc::new(Self { frame, binary, json: OnceLock::new() })
+        Arc::new(Self { frame, binary, json: OnceLock::new(), committed_at: None })
+    }
+
+    /// Encodes a live frame of changes that became durable at `committed_at`: its push lag
+    /// is observed when a session writes it.
+    pub fn live(frame: ServerFrame, committed_at: Instant) -> Arc<Self> {
+        let binary = Bytes::from(frame.encode_to_vec());
+        Arc::new(Self { frame, binary, json: OnceLock::new(), committed_at: Some(committed_at) })
+    }
+
+    /// Returns when the commit a live frame carries became durable (`None` for other frames).
+    pub fn committed_at(&self) -> Option<Instant> {
+        self.committed_at
+    }
+
+    /// Returns the index of the frame's type in [`SERVER_FRAME_KINDS`](crate::stats::SERVER_FRAME_KINDS).
+    pub fn kind(&self) -> Option<usize> {
+        crate::stats::server_kind(self.frame.msg.as_ref())
     }
 
     /// Returns a copy that shares nothing with `self` (its own buffer and reference counts),
@@ -86,7 +107,12 @@ impl EncodedFrame {
         if let Some(text) = self.json.get() {
             let _ = json.set(Utf8Bytes::from(text.as_str().to_owned()));
         }
-        Arc::new(Self { frame: self.frame.clone(), binary: Bytes::copy_from_slice(&self.binary), json })
+        Arc::new(Self {
+            frame: self.frame.clone(),
+            binary: Bytes::copy_from_slice(&self.binary),
+            json,
+            committed_at: self.committed_at,
+        })
     }
 
     /// Returns the frame.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::session::SessionEnd;
+use crate::stats::WireStats;
 
 /// Lifetime counters of the device listener. Nothing in production reads them yet: they are
 /// kept for the admin plane's Prometheus metrics, which will export them, and tests read the
@@ -63,9 +64,10 @@ pub(crate) fn connection_closed(conn_id: u64, peer: SocketAddr, end: &SessionEnd
     tracing::debug!(conn_id, %peer, ?end, "connection closed");
 }
 
-/// A TLS or WebSocket handshake failed or timed out.
-pub(crate) fn handshake_failed(peer: SocketAddr, error: &str) {
+/// A TLS or WebSocket handshake failed or timed out (counted in the listener's `stats` too).
+pub(crate) fn handshake_failed(peer: SocketAddr, error: &str, stats: &WireStats) {
     EVENTS.handshake_failures.fetch_add(1, Ordering::Relaxed);
+    stats.upgrade_failed();
     tracing::debug!(%peer, error, "handshake failed");
 }
 

@@ -75,8 +75,8 @@ pub struct PublishOutcome {
     pub dispatched: usize,
 }
 
-/// Lifetime counters of the hub. Tests and benches read them today; they are kept for the
-/// admin plane's Prometheus metrics, which will export them.
+/// Lifetime counters of the hub, exported by the server's Prometheus metrics (tests and
+/// benches read them too).
 #[derive(Debug, Default)]
 pub struct HubStats {
     /// Frames published, with or without subscribers.
@@ -96,16 +96,40 @@ struct Subscriber {
     live: bool,
     /// The first sequence this subscriber has not received (meaningful when live).
     next: u64,
-    demoted: Arc<AtomicU64>,
+    shared: Arc<SubscriptionShared>,
+}
+
+/// What a subscriber's entry in the hub and its session's [`Subscription`] share.
+#[derive(Debug)]
+struct SubscriptionShared {
+    /// The sequence up to which frames were queued when the hub demoted the subscription,
+    /// until its session takes it ([`NOT_DEMOTED`] otherwise).
+    demoted: AtomicU64,
+    /// The cursor the device last acknowledged (or subscribed with), for
+    /// [`Hub::lag_census`].
+    acked: AtomicU64,
 }
 
 /// Value of a subscription's demotion slot while it is not demoted.
 const NOT_DEMOTED: u64 = u64::MAX;
 
+/// Subscriptions counted by [`Hub::lag_census`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LagCensus {
+    /// Subscriptions in the hub.
+    pub subscriptions: u64,
+    /// Subscriptions whose device acknowledged more than the threshold fewer changes than
+    /// its partition's head.
+    pub behind: u64,
+}
+
 /// One partition's subscribers, split into shards that are swept independently.
 struct Partition {
     /// The `to` of the last frame published for the partition.
     last_published: AtomicU64,
+    /// The highest head known: published, or read by a subscribing session from the store
+    /// ([`Subscription::head_read`]). Only [`Hub::lag_census`] reads it.
+    known_head: AtomicU64,
     /// Subscribers in all shards.
     subscribers: AtomicUsize,
     shards: Box<[Shard]>,
@@ -132,6 +156,7 @@ impl Partition {
     fn new(shards: usize) -> Self {
         Self {
             last_published: AtomicU64::new(0),
+            known_head: AtomicU64::new(0),
             subscribers: AtomicUsize::new(0),
             shards: (0..shards).map(|_| Shard::default()).collect(),
         }
@@ -239,15 +264,27 @@ pub struct Subscription<K: Eq + Hash + Clone + Send + Sync + 'static> {
     id: u64,
     partition: Arc<Partition>,
     shard: usize,
-    demoted: Arc<AtomicU64>,
+    shared: Arc<SubscriptionShared>,
 }
 
 impl<K: Eq + Hash + Clone + Send + Sync + 'static> Subscription<K> {
+    /// Records that the device holds the partition up to `cursor` (it subscribed with it, or
+    /// acknowledged it), for [`Hub::lag_census`].
+    pub fn acked(&self, cursor: u64) {
+        self.shared.acked.fetch_max(cursor, Ordering::Relaxed);
+    }
+
+    /// Records the partition's head as its session read it from the store, for
+    /// [`Hub::lag_census`] (the hub otherwise knows only heads published since).
+    pub fn head_read(&self, head: u64) {
+        self.partition.known_head.fetch_max(head, Ordering::Relaxed);
+    }
+
     /// Returns (once) the sequence up to which frames were queued if the hub demoted this
     /// subscription since the last call: the session must catch up from the log after it and
     /// go live again.
     pub fn take_demoted(&self) -> Option<u64> {
-        match self.demoted.swap(NOT_DEMOTED, Ordering::AcqRel) {
+        match self.shared.demoted.swap(NOT_DEMOTED, Ordering::AcqRel) {
             NOT_DEMOTED => None,
             queued_to => Some(queued_to),
         }
@@ -268,7 +305,7 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Subscription<K> {
             Some(subscriber) => {
                 subscriber.live = true;
                 subscriber.next = caught_up_to + 1;
-                subscriber.demoted.store(NOT_DEMOTED, Ordering::Release);
+                subscriber.shared.demoted.store(NOT_DEMOTED, Ordering::Release);
                 true
             }
             None => false,
@@ -350,19 +387,19 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
     pub fn subscribe(self: &Arc<Self>, key: K, outbox: Outbox) -> Subscription<K> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shard = (id % self.shards as u64) as usize;
-        let demoted = Arc::new(AtomicU64::new(NOT_DEMOTED));
+        let shared = Arc::new(SubscriptionShared { demoted: AtomicU64::new(NOT_DEMOTED), acked: AtomicU64::new(0) });
         // Registered while holding the map's entry, so that `remove` cannot drop the
         // partition between this lookup and the push.
         let entry = self.partitions.entry(key.clone()).or_insert_with(|| Arc::new(Partition::new(self.shards)));
         let partition = entry.value().clone();
         {
             let mut subscribers = partition.shards[shard].subscribers.lock();
-            subscribers.push(Subscriber { id, outbox, live: false, next: 0, demoted: demoted.clone() });
+            subscribers.push(Subscriber { id, outbox, live: false, next: 0, shared: shared.clone() });
             partition.shards[shard].len.store(subscribers.len(), Ordering::Relaxed);
         }
         partition.subscribers.fetch_add(1, Ordering::Relaxed);
         drop(entry);
-        Subscription { hub: self.clone(), key, id, partition, shard, demoted }
+        Subscription { hub: self.clone(), key, id, partition, shard, shared }
     }
 
     fn remove(&self, subscription: &Subscription<K>) {
@@ -402,6 +439,7 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
         // Before any sweep: a go_live that does not see this head is ordered before the
         // sweep by the shard's lock (see `Subscription::go_live`).
         partition.last_published.fetch_max(to, Ordering::AcqRel);
+        partition.known_head.fetch_max(to, Ordering::Relaxed);
         let mut frame_taken = false;
         for (index, shard) in partition.shards.iter().enumerate() {
             if shard.len.load(Ordering::Relaxed) == 0 {
@@ -458,6 +496,33 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
     /// Returns the hub's counters.
     pub fn stats(&self) -> &HubStats {
         &self.stats
+    }
+
+    /// Counts the subscriptions, and those more than `threshold` changes behind their
+    /// partition's head by what their device acknowledged. Walks every subscriber, taking
+    /// each shard's lock briefly (a sweep of the shard waits that long): for a scrape, not
+    /// for a hot path.
+    pub fn lag_census(&self, threshold: u64) -> LagCensus {
+        let mut census = LagCensus::default();
+        let partitions: Vec<Arc<Partition>> = self.partitions.iter().map(|entry| entry.value().clone()).collect();
+        for partition in partitions {
+            let head = partition.known_head.load(Ordering::Relaxed);
+            for shard in partition.shards.iter() {
+                if shard.len.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                let subscribers = shard.subscribers.lock();
+                census.subscriptions += subscribers.len() as u64;
+                let behind = subscribers
+                    .iter()
+                    .filter(|subscriber| {
+                        head.saturating_sub(subscriber.shared.acked.load(Ordering::Relaxed)) > threshold
+                    })
+                    .count();
+                census.behind += behind as u64;
+            }
+        }
+        census
     }
 }
 
@@ -586,7 +651,7 @@ fn sweep_run(partition: &Partition, shard: usize, run: &mut Vec<Published>, stat
 
 fn demote(subscriber: &mut Subscriber) {
     subscriber.live = false;
-    subscriber.demoted.store(subscriber.next - 1, Ordering::Release);
+    subscriber.shared.demoted.store(subscriber.next - 1, Ordering::Release);
     subscriber.outbox.wake();
 }
 

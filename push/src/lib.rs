@@ -19,6 +19,8 @@
 //! - [`listener`]: TCP/TLS accept, WebSocket upgrade (path, subprotocol, connection cap)
 //!   with tuned buffers, one session task per connection on the server's tracker.
 //! - [`events`]: connection lifecycle logging and counters.
+//! - [`stats`]: the wire counters of a listener ([`WireStats`]): frames in and out by type,
+//!   bytes pushed, push lag from commit to socket write; lock-free, striped per thread.
 //!
 //! The `test-util` feature adds what tests and benches of other crates need to drive the
 //! hub without sessions (`Outbox::for_test` and friends); production builds leave it off.
@@ -30,10 +32,12 @@ pub mod hub;
 pub mod listener;
 pub mod outbox;
 pub mod session;
+pub mod stats;
 
 pub use codec::{CodecError, EncodedFrame, FrameFormat};
 pub use heartbeat::Heartbeats;
-pub use hub::{Hub, PublishOutcome, Subscription};
+pub use hub::{Hub, LagCensus, PublishOutcome, Subscription};
 pub use listener::{ConnectionCount, ListenerConfig, SessionFactory};
 pub use outbox::{ConnectionClosed, Outbox};
 pub use session::{SessionConfig, SessionEnd, SessionHandler};
+pub use stats::{WireSnapshot, WireStats};

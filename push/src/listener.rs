@@ -19,6 +19,7 @@ use crate::events;
 use crate::heartbeat::Heartbeats;
 use crate::outbox::Outbox;
 use crate::session::{self, SessionConfig, SessionHandler};
+use crate::stats::WireStats;
 
 /// WebSocket read buffer per connection, and the most read from the socket per call.
 /// tungstenite zero-fills the whole buffer on the first read and keeps it for the
@@ -95,13 +96,16 @@ impl Drop for ConnectionSlot {
 }
 
 /// Accepts connections until `shutdown` fires. Each session runs on `tracker`; one
-/// [`Heartbeats`] sweeper pings them all and closes the silent ones.
+/// [`Heartbeats`] sweeper pings them all and closes the silent ones. Upgrades and frames are
+/// counted in `stats`.
+#[allow(clippy::too_many_arguments, reason = "each is a separate part the server owns")]
 pub async fn serve<F: SessionFactory>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     factory: Arc<F>,
     config: Arc<ListenerConfig>,
     connections: Arc<ConnectionCount>,
+    stats: Arc<WireStats>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -129,8 +133,9 @@ pub async fn serve<F: SessionFactory>(
         let connections = connections.clone();
         let heartbeats = heartbeats.clone();
         let sessions = tracker.clone();
+        let stats = stats.clone();
         tracker.spawn(async move {
-            let context = ConnectionContext { peer, factory, config, connections, heartbeats, sessions };
+            let context = ConnectionContext { peer, factory, config, connections, heartbeats, sessions, stats };
             handle_connection(stream, tls, context).await;
         });
     }
@@ -145,6 +150,7 @@ struct ConnectionContext<F> {
     heartbeats: Heartbeats,
     /// Where the session task is spawned once the handshakes are done.
     sessions: TaskTracker,
+    stats: Arc<WireStats>,
 }
 
 async fn handle_connection<F: SessionFactory>(
@@ -155,8 +161,8 @@ async fn handle_connection<F: SessionFactory>(
     match tls {
         Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await {
             Ok(Ok(stream)) => Box::pin(upgrade_and_run(stream, context)).await,
-            Ok(Err(error)) => events::handshake_failed(context.peer, &error.to_string()),
-            Err(_) => events::handshake_failed(context.peer, "tls handshake timed out"),
+            Ok(Err(error)) => events::handshake_failed(context.peer, &error.to_string(), &context.stats),
+            Err(_) => events::handshake_failed(context.peer, "tls handshake timed out", &context.stats),
         },
         None => Box::pin(upgrade_and_run(stream, context)).await,
     }
@@ -167,7 +173,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: SessionFactory,
 {
-    let ConnectionContext { peer, factory, config, connections, heartbeats, sessions } = context;
+    let ConnectionContext { peer, factory, config, connections, heartbeats, sessions, stats } = context;
     // Take a connection slot before the upgrade so the cap holds under a connect storm.
     let admitted = connections.0.fetch_add(1, Ordering::Relaxed) < config.max_connections;
     let slot = ConnectionSlot(connections.clone());
@@ -186,8 +192,8 @@ where
     .await;
     let socket = match upgraded {
         Ok(Ok(socket)) => socket,
-        Ok(Err(error)) => return events::handshake_failed(peer, &error.to_string()),
-        Err(_) => return events::handshake_failed(peer, "websocket handshake timed out"),
+        Ok(Err(error)) => return events::handshake_failed(peer, &error.to_string(), &stats),
+        Err(_) => return events::handshake_failed(peer, "websocket handshake timed out", &stats),
     };
     let conn_id = events::connection_opened(peer);
     let (outbox, queue) = session::open_outbox(&config.session);
@@ -196,7 +202,7 @@ where
     // task ends here and an idle connection holds only the session's (the session's own
     // handler calls are boxed for the same reason).
     sessions.spawn(async move {
-        let end = session::run_session(socket, handler, outbox, queue, &heartbeats).await;
+        let end = session::run_session(socket, handler, outbox, queue, &heartbeats, &stats).await;
         events::connection_closed(conn_id, peer, &end);
         drop(slot);
     });
@@ -326,6 +332,7 @@ mod tests {
                 connections: self.connections.clone(),
                 heartbeats: self.heartbeats.clone(),
                 sessions: self.sessions.clone(),
+                stats: Arc::default(),
             };
             self.sessions.spawn(upgrade_and_run(server_io, context));
             let mut request = format!("ws://localhost{path}").into_client_request().unwrap();
@@ -415,6 +422,7 @@ mod tests {
             Arc::new(ClosingSessions),
             listener_config(10),
             connections.clone(),
+            Arc::default(),
             shutdown.clone(),
             tracker.clone(),
         ));

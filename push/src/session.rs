@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::codec::{self, CodecError, FrameFormat};
 use crate::heartbeat::{self, Heartbeats};
 use crate::outbox::{ConnectionShared, Outbox, Outgoing};
+use crate::stats::WireStats;
 
 /// Most frames written per wakeup before flushing: bounds the time one busy connection holds
 /// the writer between flushes.
@@ -109,13 +110,14 @@ pub enum SessionEnd {
 
 /// Runs one connection's session to its end. `heartbeats` pings the connection, closes it
 /// (4408) when the device stays silent, and closes it with "reconnect now" (1012) when the
-/// server shuts down.
+/// server shuts down. Frames read and written are counted in `stats`.
 pub async fn run_session<S, H>(
     socket: S,
     mut handler: H,
     outbox: Outbox,
     queue: mpsc::Receiver<Outgoing>,
     heartbeats: &Heartbeats,
+    stats: &WireStats,
 ) -> SessionEnd
 where
     S: Sink<Message, Error = tungstenite::Error> + Stream<Item = Result<Message, tungstenite::Error>> + Send + Unpin,
@@ -172,6 +174,7 @@ where
             outbox.touch(heartbeats.now_ms());
             match codec::decode_client(&message) {
                 Ok(Some(decoded)) => {
+                    stats.frame_in(decoded.frame.msg.as_ref(), message.len());
                     let _ = shared.format.set(decoded.format);
                     // Boxed: the handler's futures are large and short-lived; inline, every
                     // idle connection would carry room for them.
@@ -179,6 +182,7 @@ where
                 }
                 Ok(None) => {}
                 Err(error) => {
+                    stats.frame_in(None, message.len());
                     if let Message::Text(_) = message {
                         let _ = shared.format.set(FrameFormat::Json);
                     }
@@ -188,7 +192,7 @@ where
         }
     };
 
-    let writer = write_loop(sink, queue, &shared);
+    let writer = write_loop(sink, queue, &shared, stats);
     let ((), write_error) = futures_util::future::join(reader, writer).await;
     if let Some(error) = write_error {
         finish(SessionEnd::TransportError(error));
@@ -207,7 +211,12 @@ where
 /// Writes queued frames and pings, coalescing what is already queued into one flush; once
 /// the connection is closing writes what is still queued, then the close frame. Returns a
 /// transport error if one ended it.
-async fn write_loop<W>(mut sink: W, mut queue: mpsc::Receiver<Outgoing>, shared: &ConnectionShared) -> Option<String>
+async fn write_loop<W>(
+    mut sink: W,
+    mut queue: mpsc::Receiver<Outgoing>,
+    shared: &ConnectionShared,
+    stats: &WireStats,
+) -> Option<String>
 where
     W: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
@@ -221,14 +230,14 @@ where
             },
         };
         let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
-        if let Err(error) = sink.feed(message_of(first, format, shared)).await {
+        if let Err(error) = sink.feed(message_of(first, format, shared, stats)).await {
             shared.shut();
             return Some(error.to_string());
         }
         let mut written = 1;
         while written < MAX_COALESCED_FRAMES {
             let Ok(next) = queue.try_recv() else { break };
-            if let Err(error) = sink.feed(message_of(next, format, shared)).await {
+            if let Err(error) = sink.feed(message_of(next, format, shared, stats)).await {
                 shared.shut();
                 return Some(error.to_string());
             }
@@ -245,10 +254,11 @@ where
     if let Some((code, reason)) = close {
         let format = shared.format.get().copied().unwrap_or(FrameFormat::Binary);
         while let Ok(item) = queue.try_recv() {
-            if let Outgoing::Frame(frame) = item
-                && sink.feed(frame.message(format)).await.is_err()
-            {
-                return None;
+            if let Outgoing::Frame(frame) = item {
+                stats.frame_out(&frame);
+                if sink.feed(frame.message(format)).await.is_err() {
+                    return None;
+                }
             }
         }
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
@@ -258,12 +268,13 @@ where
     None
 }
 
-/// Returns the WebSocket message of an item taken from the queue, and takes its bytes off
-/// the queue's count.
-fn message_of(item: Outgoing, format: FrameFormat, shared: &ConnectionShared) -> Message {
+/// Returns the WebSocket message of an item taken from the queue, takes its bytes off the
+/// queue's count and counts the frame as written.
+fn message_of(item: Outgoing, format: FrameFormat, shared: &ConnectionShared, stats: &WireStats) -> Message {
     match item {
         Outgoing::Frame(frame) => {
             shared.queued_bytes.fetch_sub(frame.encoded_len(), Ordering::AcqRel);
+            stats.frame_out(&frame);
             frame.message(format)
         }
         Outgoing::Ping => Message::Ping(bytes::Bytes::new()),

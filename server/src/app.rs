@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use syncline_proto::v1::ingest_server::IngestServer;
-use syncline_push::{ConnectionCount, Hub};
+use syncline_push::{ConnectionCount, Hub, WireStats};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,11 +19,13 @@ use crate::channel::ChannelRegistry;
 use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
-use crate::config::{AuthSettings, DeviceSettings, Settings, StoreSettings};
+use crate::config::{AuthSettings, Capture, DeviceSettings, Settings, StoreSettings};
 use crate::devices::{CommitTimes, DeviceManagement};
 use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices};
 use crate::ingest::IngestService;
 use crate::jobs::Jobs;
+use crate::metrics::counters::IngestCounters;
+use crate::metrics::{MetricSources, Metrics};
 use crate::mutations::MutationDispatcher;
 use crate::rpc::RpcRouter;
 use crate::runtime::BackendRuntime;
@@ -49,6 +51,8 @@ pub struct RunningServer {
     pub connections: Arc<ConnectionCount>,
     /// Counters of change capture from channels (e.g. records refused).
     pub capture: Arc<capture::CaptureCounters>,
+    /// The server's Prometheus metrics (`/metrics` renders them).
+    pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     stopped: JoinHandle<anyhow::Result<()>>,
 }
@@ -95,7 +99,12 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let hub = Hub::with_sweepers(workers, settings.device.push_interval, &tracker, shutdown.clone());
     let live = LivePublisher { hub: hub.clone(), max_page_bytes: settings.device.max_page_bytes };
     let commit_times = Arc::new(CommitTimes::default());
-    let (store, write_stats) = open_store(&settings.store, live, commit_times.clone()).await?;
+    let embedded_store = open_store(&settings.store, live, commit_times.clone()).await?;
+    let store: Arc<dyn Store> = embedded_store.clone();
+    let write_stats: admin::WriteStatsReader = {
+        let embedded_store = embedded_store.clone();
+        Arc::new(move || embedded_store.write_stats())
+    };
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
     let auth = start_auth(store.clone(), &settings.auth).await?;
     let admin_auth = Arc::new(AdminAuth::new(store.clone(), settings.auth.login_limits.failed)?);
@@ -112,22 +121,30 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let Listeners { device, grpc, admin } = Listeners::bind(&settings, &backend_runtime)?;
     let (device_addr, grpc_addr, admin_addr) = (device.local_addr()?, grpc.local_addr()?, admin.local_addr()?);
     let connections = Arc::new(ConnectionCount::default());
-    let (device_services, device_connections) = (services.clone(), connections.clone());
-    let device_task = serve_devices(
-        device,
-        &settings.device,
-        tls.as_ref(),
-        device_services,
-        device_connections,
-        &tracker,
-        &shutdown,
-    )?;
-    let ingest = IngestService::server(store.clone(), settings.sources.clone(), settings.grpc.ingest_token.clone());
+    let wire = Arc::new(WireStats::default());
+    let device_parts = (services.clone(), connections.clone(), wire.clone());
+    let device_task = serve_devices(device, &settings.device, tls.as_ref(), device_parts, &tracker, &shutdown)?;
+    let ingest_counters = Arc::new(IngestCounters::new(settings.sources.keys()));
+    let ingest = IngestService::server(
+        store.clone(),
+        settings.sources.clone(),
+        settings.grpc.ingest_token.clone(),
+        ingest_counters.clone(),
+    );
     let grpc_task = serve_grpc(grpc, ingest, tls.as_ref(), &backend_runtime, &tracker, &shutdown)?;
 
     let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone(), devices: services.devices.clone() };
     jobs.spawn(&settings.store, &tracker, &shutdown);
-    let capture = Arc::new(capture::CaptureCounters::default());
+    let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
+    let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
+    let metrics = Arc::new(Metrics::new(MetricSources {
+        services: services.clone(),
+        connections: connections.clone(),
+        wire,
+        store: Some(embedded_store),
+        ingest: ingest_counters,
+        capture: capture.clone(),
+    }));
     let readiness = Arc::new(admin::Readiness::default());
     let admin_state = AdminState {
         services: services.clone(),
@@ -139,6 +156,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         started: std::time::Instant::now(),
         write_stats,
         deliveries: Default::default(),
+        metrics: metrics.clone(),
     };
     let admin_task = serve_admin(admin, admin_state, tls.as_ref(), &tracker, &shutdown)?;
     {
@@ -172,19 +190,19 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         services,
         connections,
         capture,
+        metrics,
         shutdown,
         stopped,
     })
 }
 
 /// Opens the embedded store in the data directory; its commits go to `live`, then to
-/// `commit_times`. Returns it with a reader of its writer's counters (for the admin API's
-/// stats).
+/// `commit_times`.
 async fn open_store(
     settings: &StoreSettings,
     live: LivePublisher,
     commit_times: Arc<CommitTimes>,
-) -> anyhow::Result<(Arc<dyn Store>, admin::WriteStatsReader)> {
+) -> anyhow::Result<Arc<EmbeddedStore>> {
     let path = settings.data_dir.join(STORE_FILE_NAME);
     let options = EmbeddedOptions { cache_size_bytes: settings.cache_bytes };
     let live: Arc<dyn CommitListener> = Arc::new(CommitListeners { live, commit_times });
@@ -192,9 +210,7 @@ async fn open_store(
         let path = path.clone();
         tokio::task::spawn_blocking(move || EmbeddedStore::open_with_listener(&path, options, Some(live))).await?
     };
-    let store = Arc::new(opened.with_context(|| format!("cannot open the store {}", path.display()))?);
-    let stats = store.clone();
-    Ok((store, Arc::new(move || stats.write_stats())))
+    Ok(Arc::new(opened.with_context(|| format!("cannot open the store {}", path.display()))?))
 }
 
 /// The store's commit listeners: live push first (devices wait on it), then the commit
@@ -262,6 +278,7 @@ fn gateway_services(
         user_sessions: Default::default(),
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
         devices,
+        handshakes: Default::default(),
     };
     Ok((Arc::new(services), capture_queues))
 }
@@ -298,13 +315,13 @@ impl Listeners {
     }
 }
 
-/// Serves device connections from `listener`, on `tracker`, until `shutdown` fires.
+/// Serves device connections from `listener`, on `tracker`, until `shutdown` fires; counts
+/// them and their frames in `connections` and `wire`.
 fn serve_devices(
     listener: TcpListener,
     settings: &DeviceSettings,
     tls: Option<&TlsMaterial>,
-    services: Arc<GatewayServices>,
-    connections: Arc<ConnectionCount>,
+    (services, connections, wire): (Arc<GatewayServices>, Arc<ConnectionCount>, Arc<WireStats>),
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
@@ -318,6 +335,7 @@ fn serve_devices(
         Arc::new(DeviceSessions { services }),
         Arc::new(settings.listener.clone()),
         connections,
+        wire,
         shutdown.clone(),
         tracker.clone(),
     )))

@@ -14,6 +14,7 @@ use syncline_proto::v1::Record;
 
 use crate::config::SourceSettings;
 use crate::error::ErrorClass;
+use crate::metrics::counters::IngestCounters;
 use crate::model::AccessError;
 use crate::storage::{CommittedBatch, Store, StoreError};
 
@@ -25,17 +26,20 @@ pub struct IngestService {
     store: Arc<dyn Store>,
     sources: BTreeMap<String, SourceSettings>,
     token: Option<String>,
+    counters: Arc<IngestCounters>,
 }
 
 impl IngestService {
     /// Returns the tonic server of the service; `token`, when set, is required as
-    /// `authorization: Bearer <token>`.
+    /// `authorization: Bearer <token>`. Calls and the changes they log are counted in
+    /// `counters`.
     pub fn server(
         store: Arc<dyn Store>,
         sources: BTreeMap<String, SourceSettings>,
         token: Option<String>,
+        counters: Arc<IngestCounters>,
     ) -> IngestServer<Self> {
-        IngestServer::new(Self { store, sources, token })
+        IngestServer::new(Self { store, sources, token, counters })
     }
 
     fn check_token<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -131,6 +135,15 @@ impl Ingest for IngestService {
     /// [`PartitionStore::apply_batch`]: crate::storage::PartitionStore::apply_batch
     #[tracing::instrument(skip_all, fields(source = %request.get_ref().source, key = %request.get_ref().key))]
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let pushed = self.push_batch(request).await;
+        self.counters.call(pushed.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        pushed
+    }
+}
+
+impl IngestService {
+    /// Applies one pushed batch (see [`Ingest::push`]).
+    async fn push_batch(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
         self.check_token(&request)?;
         let push = request.into_inner();
         let applied = apply_push(&self.store, &self.sources, &push.source, &push.key, push.upserts, push.deletes).await;
@@ -139,6 +152,7 @@ impl Ingest for IngestService {
             Err(PushError::Access(error)) => return Err(error.class().status(error.to_string())),
             Err(PushError::Store(error)) => return Err(store_status(error)),
         };
+        self.counters.logged(&push.source, batch.changes.len() as u64);
         Ok(Response::new(PushResponse {
             applied: batch.changes.len() as u64,
             first_seq: batch.first_seq,

@@ -17,6 +17,8 @@
 //! - [`channel`]: the gRPC client of backend channels and change capture (watch, poll).
 //! - [`rpc`]: mobile RPC — device calls routed to backend `MobileService`s, with limits and
 //!   metrics.
+//! - [`metrics`]: Prometheus metrics: the counters components count into, and the one
+//!   collector that renders them all for `/metrics`.
 //! - [`error`]: the one error-class seam: [`error::ErrorClass`], and its one map to gRPC
 //!   codes, device error codes and close codes.
 //! - [`reply`]: the ports through which mutations and RPC answer devices (the gateway
@@ -44,6 +46,7 @@ pub mod error;
 pub mod gateway;
 pub mod ingest;
 mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod mutations;
 pub mod reply;

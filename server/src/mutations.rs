@@ -34,6 +34,7 @@ use crate::channel::ChannelRegistry;
 use crate::channel::grpc::WriteOutcome;
 use crate::config::{Capture, ConflictPolicy, SourceSettings};
 use crate::error::ErrorClass;
+use crate::metrics::counters::MutationCounters;
 use crate::reply::DeviceReplies;
 use crate::storage::{MutationOp, MutationOutcome, PartitionWrite, QueuedMutation, Store, StoreError};
 
@@ -94,6 +95,7 @@ pub struct MutationDispatcher {
     retry_now: tokio::sync::Notify,
     /// Mutations an operator discarded, by (client id, mutation id), until their lane ends them.
     discarded: Mutex<std::collections::HashSet<(String, String)>>,
+    counters: MutationCounters,
 }
 
 /// What a device is told about a mutation an operator discarded.
@@ -147,7 +149,13 @@ impl MutationDispatcher {
             parked: Mutex::new(HashMap::new()),
             retry_now: tokio::sync::Notify::new(),
             discarded: Mutex::new(std::collections::HashSet::new()),
+            counters: MutationCounters::default(),
         })
+    }
+
+    /// Returns the queue depth and outcome counters.
+    pub fn counters(&self) -> &MutationCounters {
+        &self.counters
     }
 
     /// Returns true when devices may write to `source` (it has a channel).
@@ -171,6 +179,7 @@ impl MutationDispatcher {
     /// Hands a durably queued mutation to its lane.
     pub fn submit(self: &Arc<Self>, mutation: QueuedMutation) {
         let key = (mutation.client_id.clone(), mutation.partition.source.clone());
+        self.counters.submitted();
         let mut lanes = self.lanes.lock();
         if let Some(lane) = lanes.get(&key)
             && lane.send(mutation.clone()).is_ok()
@@ -211,6 +220,7 @@ impl MutationDispatcher {
             let Some(result) = self.dispatch(&mutation).await else {
                 return; // shutting down; the mutation stays queued for the next start
             };
+            self.counters.finished(mutation.op, &result);
             let frame = ServerFrame { msg: Some(server_frame::Msg::MutationResult(result)) };
             self.replies.to_device(&mutation.client_id, frame).await;
             // An idle lane ends; submit starts a new one. Checked under the lanes lock so

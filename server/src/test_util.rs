@@ -39,6 +39,11 @@ impl RunningServer {
         self.services.user_sessions.count(user_id)
     }
 
+    /// Renders the server's Prometheus metrics, as `GET /metrics` serves them.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
     /// Returns the mobile RPC call counters.
     pub fn rpc_metrics(&self) -> &RpcMetrics {
         self.services.rpc.metrics()

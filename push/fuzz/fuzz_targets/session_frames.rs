@@ -266,7 +266,8 @@ async fn run(events: Vec<Event>) {
     let handler = ProtocolHandler { closed: closed.clone() };
     // A session whose device stops sending waits for the idle timeout: bounded on the paused
     // clock by the idle timeout after the last event.
-    let end = syncline_push::session::run_session(&mut socket, handler, outbox.clone(), queue, &heartbeats).await;
+    let stats = syncline_push::WireStats::default();
+    let end = syncline_push::session::run_session(&mut socket, handler, outbox.clone(), queue, &heartbeats, &stats).await;
     shutdown.cancel();
     sweeper.await.expect("the sweeper stops");
     assert!(closed.load(Ordering::SeqCst), "on_closed was called");

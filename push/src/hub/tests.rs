@@ -55,6 +55,31 @@ fn full_queue_demotes_and_flags_the_subscription() {
 }
 
 #[test]
+fn the_lag_census_counts_subscriptions_behind_their_head_by_acked_cursor() {
+    let hub = Hub::<u64>::new();
+    let (a_box, _a_rx) = Outbox::for_test(8);
+    let (b_box, _b_rx) = Outbox::for_test(8);
+    let (c_box, _c_rx) = Outbox::for_test(8);
+    let a = hub.subscribe(1, a_box);
+    let b = hub.subscribe(1, b_box);
+    let c = hub.subscribe(2, c_box);
+    // Partition 1's head as read from the store at subscribe; partition 2's from a publish.
+    a.head_read(500);
+    b.head_read(400);
+    a.acked(450);
+    b.acked(100);
+    hub.publish(&2, 1, 300, &frame());
+    c.acked(250);
+    assert_eq!(hub.lag_census(100), LagCensus { subscriptions: 3, behind: 1 }, "b is 400 behind");
+    assert_eq!(hub.lag_census(10), LagCensus { subscriptions: 3, behind: 3 });
+    b.acked(50);
+    b.acked(495);
+    assert_eq!(hub.lag_census(10), LagCensus { subscriptions: 3, behind: 2 }, "acks only move forward: a and c");
+    drop(c);
+    assert_eq!(hub.lag_census(0), LagCensus { subscriptions: 2, behind: 2 });
+}
+
+#[test]
 fn a_queue_past_its_byte_bound_demotes() {
     use syncline_proto::v1::{Changes, Record, server_frame};
     let large = |seq: u64| {

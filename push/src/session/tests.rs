@@ -124,7 +124,9 @@ async fn start_with(script: Script, config: SessionConfig, websocket: Option<Web
     let session = {
         let outbox = outbox.clone();
         tokio::spawn(async move {
-            let end = run_session(&mut socket, handler, outbox, queue, &heartbeats).await;
+            let end =
+                run_session(&mut socket, handler, outbox, queue, &heartbeats, &crate::stats::WireStats::default())
+                    .await;
             (end, socket)
         })
     };

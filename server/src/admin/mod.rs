@@ -8,6 +8,8 @@
 //! - `auth`: API tokens, console sessions and CSRF, and the [`ViewerAccess`] /
 //!   [`AdminAccess`] extractors handlers name their role with.
 //! - `page`: the one pagination helper ([`PageQuery`], [`Page`]).
+//! - `metrics`: `GET /metrics`, the Prometheus exposition (a viewer token, unless
+//!   `admin.metrics_public`).
 //! - one file per resource, each with `pub(super) fn routes() -> OpenApiRouter<AdminState>`,
 //!   merged in `api_routes`: `health`, `session`, `tokens`, `admins`, `users`, `devices`, `sources`,
 //!   `partitions`, `mutations`, `rpc`, `stats`.
@@ -22,6 +24,7 @@ mod devices;
 mod error;
 mod health;
 mod listener;
+mod metrics;
 mod mutations;
 mod page;
 mod partitions;
@@ -77,6 +80,8 @@ pub struct AdminState {
     pub write_stats: WriteStatsReader,
     /// The last sample of delivered frames, for deliveries per second.
     pub deliveries: Arc<stats::DeliverySamples>,
+    /// The server's Prometheus metrics, rendered by `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Reads the embedded store writer's counters.
@@ -161,6 +166,7 @@ pub fn router(state: AdminState) -> Router {
     let document = Arc::new(document);
     Router::new()
         .merge(health::routes())
+        .merge(metrics::routes())
         .merge(api)
         .route("/v1/admin/openapi.json", get(move || async move { axum::Json(document.as_ref().clone()) }))
         .fallback(|| async { ApiError::not_found("this path") })

@@ -20,11 +20,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use syncline_proto::record::{RecordError, validate_record_id};
+use syncline_proto::record::validate_record_id;
+
+pub use super::capture_counters::{CaptureCounters, CaptureError};
 use syncline_proto::v1::{ChangeBatch, Record};
 use syncline_push::Hub;
 use tokio::sync::mpsc;
@@ -51,74 +52,6 @@ pub trait SubscribedPartitions: Send + Sync + 'static {
 impl SubscribedPartitions for Hub<PartitionName> {
     fn subscribed(&self, source: &str) -> Vec<PartitionName> {
         self.keys().into_iter().filter(|partition| partition.source == source).collect()
-    }
-}
-
-/// Counters of change capture, shared by its tasks (one set per server), and each captured
-/// source's health (what the admin API shows).
-#[derive(Debug, Default)]
-pub struct CaptureCounters {
-    refused_records: AtomicU64,
-    health: dashmap::DashMap<String, CaptureHealth>,
-}
-
-/// The health of one source's change capture (watch or poll).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CaptureHealth {
-    /// The channel answered the last attempt (watch: its stream is open).
-    pub connected: bool,
-    /// When the last batch (watch) or poll with changes was committed, in Unix ms.
-    pub last_batch_ms: Option<i64>,
-    /// How long the last batch took from the channel's answer to its durable commit.
-    pub last_batch_lag_ms: Option<u64>,
-    /// The last failure, cleared when the channel answers again.
-    pub last_error: Option<String>,
-}
-
-impl CaptureCounters {
-    /// Records that the channel of `sources` answered.
-    pub fn capture_connected<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
-        for source in sources {
-            let mut health = self.health.entry(source.to_owned()).or_default();
-            health.connected = true;
-            health.last_error = None;
-        }
-    }
-
-    /// Records a committed batch of `sources` that took `lag` from answer to commit.
-    pub fn capture_committed<'a>(&self, sources: impl IntoIterator<Item = &'a str>, lag: Duration) {
-        let now = crate::auth::now_ms();
-        for source in sources {
-            let mut health = self.health.entry(source.to_owned()).or_default();
-            health.last_batch_ms = Some(now);
-            health.last_batch_lag_ms = Some(lag.as_millis() as u64);
-        }
-    }
-
-    /// Records a failure of capture for `sources`.
-    pub fn capture_failed<'a>(&self, sources: impl IntoIterator<Item = &'a str>, error: &str) {
-        for source in sources {
-            let mut health = self.health.entry(source.to_owned()).or_default();
-            health.connected = false;
-            health.last_error = Some(error.to_owned());
-        }
-    }
-
-    /// Returns a source's capture health (the default before capture ever ran).
-    pub fn health(&self, source: &str) -> CaptureHealth {
-        self.health.get(source).map(|health| health.clone()).unwrap_or_default()
-    }
-
-    /// Logs and counts a record (or deleted id) from a channel that is outside the record
-    /// limits and is skipped.
-    pub fn record_refused(&self, endpoint: &str, partition: &PartitionName, error: &RecordError) {
-        self.refused_records.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(endpoint, %partition, id = error.id(), %error, "channel record outside the record limits; skipped");
-    }
-
-    /// Returns the records (and deleted ids) from channels refused since the server started.
-    pub fn refused_records(&self) -> u64 {
-        self.refused_records.load(Ordering::Relaxed)
     }
 }
 
@@ -251,13 +184,16 @@ pub async fn run_watch(
             outcome = follow_once(&sink, &connection, &sources, &position_name, &mut retry, &mut loads) => outcome,
         };
         let names = sources.keys().map(String::as_str);
+        sink.counters.streaming(names.clone(), false);
         match outcome {
             Ok(()) => tracing::info!(endpoint, "channel ended its watch stream; resuming"),
             Err(WatchFailure::Channel(error)) => {
+                sink.counters.failed(names.clone(), CaptureError::Channel);
                 sink.counters.capture_failed(names, &error.to_string());
                 tracing::warn!(endpoint, %error, "watch interrupted; retrying");
             }
             Err(WatchFailure::Store(error)) => {
+                sink.counters.failed(names.clone(), CaptureError::Store);
                 sink.counters.capture_failed(names, &error.to_string());
                 tracing::error!(endpoint, %error, "cannot store watched changes; retrying")
             }
@@ -289,6 +225,7 @@ async fn follow_once(
     let names: Vec<String> = sources.keys().cloned().collect();
     let stream = connection.watch(names, token).await.map_err(WatchFailure::Channel)?;
     sink.counters.capture_connected(sources.keys().map(String::as_str));
+    sink.counters.streaming(sources.keys().map(String::as_str), true);
     let mut stream = std::pin::pin!(stream);
     // App partitions are known up front: load them now rather than at the first subscribe.
     for (source, partitioning) in sources {
@@ -368,13 +305,20 @@ pub async fn run_poll(
         for partition in partitions {
             let started = std::time::Instant::now();
             match poll_partition(&sink, &connection, &partition, Missing::Delete).await {
-                Ok(0) => sink.counters.capture_connected([source.as_str()]),
                 Ok(changes) => {
+                    sink.counters.polled(&source, started);
                     sink.counters.capture_connected([source.as_str()]);
-                    sink.counters.capture_committed([source.as_str()], started.elapsed());
-                    tracing::debug!(endpoint, %partition, changes, "poll found changes");
+                    if changes > 0 {
+                        sink.counters.capture_committed([source.as_str()], started.elapsed());
+                        tracing::debug!(endpoint, %partition, changes, "poll found changes");
+                    }
                 }
                 Err(error) => {
+                    let kind = match &error {
+                        PollError::Channel(_) => CaptureError::Channel,
+                        PollError::Store(_) => CaptureError::Store,
+                    };
+                    sink.counters.failed([source.as_str()], kind);
                     sink.counters.capture_failed([source.as_str()], &error.to_string());
                     tracing::warn!(endpoint, %partition, %error, "poll failed; will retry next interval");
                 }

@@ -1,9 +1,10 @@
 //! The channel framework, server side: the gRPC client of backend channels ([`grpc`]) and
 //! change capture ([`capture`]): following a channel's Watch stream with its resume token
 //! stored atomically with the changes, or polling partitions that have subscribers and
-//! logging only real differences.
+//! logging only real differences; its counters per source are in [`capture_counters`].
 
 pub mod capture;
+pub mod capture_counters;
 pub mod grpc;
 pub mod wiring;
 

@@ -43,6 +43,7 @@ pub use self::services::{GatewayServices, UserSessions, UserSlot};
 use self::subscription::Subscriptions;
 use crate::auth::Identity;
 use crate::error::ErrorClass;
+use crate::metrics::counters::HandshakeResult;
 use crate::storage::StoreError;
 
 /// The session handler of one device connection.
@@ -114,8 +115,11 @@ impl SessionHandler for DeviceSession {
     async fn on_frame(&mut self, frame: ClientFrame, outbox: &Outbox) {
         let Some(msg) = frame.msg else { return };
         if self.identity.is_none() {
-            return match msg {
-                client_frame::Msg::Hello(hello) => self.on_hello(hello, outbox).await,
+            let result = match msg {
+                client_frame::Msg::Hello(hello) => {
+                    self.on_hello(hello, outbox).await;
+                    if self.identity.is_some() { HandshakeResult::Ok } else { HandshakeResult::Refused }
+                }
                 // No session yet (Error UNAUTHENTICATED), and a client bug: the protocol-error
                 // close, not the log-in-again one (device.proto).
                 client_frame::Msg::Subscribe(_)
@@ -134,9 +138,11 @@ impl SessionHandler for DeviceSession {
                         "the first frame must be Hello",
                         close_code::PROTOCOL_ERROR,
                     )
-                    .await
+                    .await;
+                    HandshakeResult::ProtocolError
                 }
             };
+            return self.services.handshakes.count(result);
         }
         if let Some(identity) = &self.identity {
             self.services.devices.seen(&identity.client_id);
@@ -181,6 +187,7 @@ impl SessionHandler for DeviceSession {
             self.services.limits.listener.session.handshake_timeout.as_millis()
         );
         self.fatal(outbox, ErrorClass::Timeout, &message).await;
+        self.services.handshakes.count(HandshakeResult::Timeout);
     }
 
     fn on_closed(&mut self, _end: &SessionEnd) {

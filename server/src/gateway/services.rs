@@ -41,6 +41,8 @@ pub struct GatewayServices {
     pub rpc: Arc<crate::rpc::RpcRouter>,
     /// Device management: operator commands and last-seen times.
     pub devices: Arc<crate::devices::DeviceManagement>,
+    /// Device handshakes by result, for the metrics.
+    pub handshakes: crate::metrics::counters::HandshakeCounters,
 }
 
 /// Counts each user's open sessions against a cap.

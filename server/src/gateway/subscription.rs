@@ -171,6 +171,7 @@ impl DeviceSession {
             return self.not_subscribed(&ack.source, &ack.key, outbox).await;
         };
         sync.acked_page = sync.acked_page.max(ack.page.min(sync.sent_page));
+        sync.subscription.acked(ack.cursor);
         if let Some(identity) = &self.identity {
             self.services.cursors.record(&identity.client_id, &partition, ack.cursor);
         }
@@ -250,6 +251,8 @@ impl DeviceSession {
         let name = partition.clone();
         let state = blocking(move || store.partition_state(&name)).await?;
         let cursor = subscribe.cursor;
+        subscription.head_read(state.head);
+        subscription.acked(cursor);
         let phase = if cursor == 0 {
             Phase::Snapshot { at: state.head, after_id: None, first: true, sent: 0 }
         } else if cursor < state.horizon || cursor > state.head {

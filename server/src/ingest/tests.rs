@@ -29,7 +29,7 @@ impl IngestServer {
         let (dir, store) = temp_store();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback listener");
         let url = format!("http://{}", listener.local_addr().expect("bound address"));
-        let service = IngestService::server(store.clone(), sources(None), Some(TOKEN.to_owned()));
+        let service = IngestService::server(store.clone(), sources(None), Some(TOKEN.to_owned()), Default::default());
         let stop = CancellationToken::new();
         let serving = tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

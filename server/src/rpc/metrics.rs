@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 
 /// Latency bucket upper bounds in microseconds: powers of two from 128 µs to about 134 s
 /// (a call's deadline is capped well below); one more bucket holds anything slower.
-const LATENCY_BOUNDS_MICROS: [u64; 21] = {
+pub const LATENCY_BOUNDS_MICROS: [u64; 21] = {
     let mut bounds = [0u64; 21];
     let mut index = 0;
     while index < bounds.len() {
@@ -48,7 +48,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 9] = [
+    /// Every outcome, in counter order.
+    pub const ALL: [Outcome; 9] = [
         Outcome::Ok,
         Outcome::BadRequest,
         Outcome::NotFound,
@@ -114,6 +115,19 @@ impl MethodSnapshot {
     }
 }
 
+/// The raw counters of one (service, method), for export.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MethodCounts {
+    pub service: String,
+    pub method: String,
+    /// Calls by [`Outcome::ALL`].
+    pub outcomes: [u64; Outcome::ALL.len()],
+    /// Calls by latency bucket ([`LATENCY_BOUNDS_MICROS`], then slower); not cumulative.
+    pub latency_buckets: [u64; LATENCY_BOUNDS_MICROS.len() + 1],
+    /// The sum of the calls' latencies.
+    pub latency_sum: Duration,
+}
+
 /// The RPC counters of one server, by service and method.
 #[derive(Debug, Default)]
 pub struct RpcMetrics {
@@ -167,6 +181,23 @@ impl RpcMetrics {
             .iter()
             .flat_map(|(service, methods)| {
                 methods.iter().map(move |(method, stats)| ((service.clone(), method.clone()), snapshot_of(stats)))
+            })
+            .collect()
+    }
+
+    /// Returns the raw counters of every (service, method) that had calls, for export.
+    pub fn counts_all(&self) -> Vec<MethodCounts> {
+        let methods = self.methods.read();
+        methods
+            .iter()
+            .flat_map(|(service, methods)| {
+                methods.iter().map(move |(method, stats)| MethodCounts {
+                    service: service.clone(),
+                    method: method.clone(),
+                    outcomes: std::array::from_fn(|index| stats.outcomes[index].load(Ordering::Relaxed)),
+                    latency_buckets: std::array::from_fn(|index| stats.latency_buckets[index].load(Ordering::Relaxed)),
+                    latency_sum: Duration::from_micros(stats.latency_sum_micros.load(Ordering::Relaxed)),
+                })
             })
             .collect()
     }

@@ -21,10 +21,14 @@ pub struct LivePublisher {
 
 impl CommitListener for LivePublisher {
     fn committed(&self, batches: &[&CommittedBatch]) {
+        // The store calls this as soon as the commit is durable: the start of the push lag
+        // each session observes when it writes the frame.
+        let committed_at = std::time::Instant::now();
         for run in partition_runs(batches, self.max_page_bytes) {
             let (Some(first), Some(last)) = (run.first(), run.last()) else { continue };
             let changes = pages::live_changes(&run);
-            let frame = EncodedFrame::new(ServerFrame { msg: Some(server_frame::Msg::Changes(changes)) });
+            let frame =
+                EncodedFrame::live(ServerFrame { msg: Some(server_frame::Msg::Changes(changes)) }, committed_at);
             self.hub.publish(&first.batch.partition, first.first_seq(), last.last_seq(), &frame);
         }
     }

@@ -166,6 +166,7 @@ impl TestGateway {
             user_sessions: Default::default(),
             rpc: RpcRouter::new(&RpcSettings::default(), tracker).expect("rpc router"),
             devices,
+            handshakes: Default::default(),
         };
         Self { services: Arc::new(services), store, _dir: dir, _stop: shutdown.drop_guard() }
     }

@@ -74,6 +74,7 @@ use super::{
     PartitionName, PartitionState, PartitionStore, PartitionWrite, SnapshotPage, StoreError, StoreResult,
     record_item_bytes,
 };
+use crate::metrics::histogram::{AtomicHistogram, HistogramSnapshot};
 
 /// Default redb page cache: 64 MiB keeps the hot part of a small or medium deployment's
 /// records and logs in memory without making a single binary on a small VM memory-hungry
@@ -130,6 +131,8 @@ struct Shared {
     slow_commits: AtomicU64,
     slowest_commit_micros: AtomicU64,
     commit_micros_total: AtomicU64,
+    /// How long commits took to become durable.
+    commit_latency: AtomicHistogram,
 }
 
 impl EmbeddedStore {
@@ -166,6 +169,7 @@ impl EmbeddedStore {
             slow_commits: AtomicU64::new(0),
             slowest_commit_micros: AtomicU64::new(0),
             commit_micros_total: AtomicU64::new(0),
+            commit_latency: AtomicHistogram::new(crate::metrics::histogram::DISK_SECONDS),
         });
         let (requests, queue) = sync_channel(WRITE_QUEUE_CAPACITY);
         let writer_shared = Arc::clone(&shared);
@@ -174,6 +178,11 @@ impl EmbeddedStore {
             .spawn(move || run_writer(&writer_shared, &queue))
             .map_err(|source| StoreError::Io(format!("cannot start the writer thread: {source}")))?;
         Ok(Self { shared, requests: Some(requests), writer: Some(writer) })
+    }
+
+    /// Returns how long commits took to become durable.
+    pub fn commit_latency(&self) -> HistogramSnapshot {
+        self.shared.commit_latency.snapshot()
     }
 
     /// Returns the writer thread's counters.

@@ -233,6 +233,7 @@ fn apply_group(shared: &Shared, group: &mut [WriteRequest]) -> Result<Vec<Vec<Ba
         shared.commits.fetch_add(1, Ordering::AcqRel);
         shared.slowest_commit_micros.fetch_max(took.as_micros() as u64, Ordering::AcqRel);
         shared.commit_micros_total.fetch_add(took.as_micros() as u64, Ordering::AcqRel);
+        shared.commit_latency.observe(took);
         if took >= SLOW_COMMIT {
             shared.slow_commits.fetch_add(1, Ordering::AcqRel);
             tracing::warn!(

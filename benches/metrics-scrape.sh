@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# What `/metrics` costs, in one run (issue 15): the admin plane must not disturb push.
+#
+#   scrape  GET /metrics timed SCRAPES times with no device connected, then again with
+#           SCRAPE_DEVICES (15,000) idle subscribed devices held by `syncline-sim idle`:
+#           median, p99 and max scrape time and the body size, and their ratio.
+#   fanout  same-run pairs of `syncline-sim fanout` (FANOUT_DEVICES devices x FANOUT_CHANGES
+#           changes at FANOUT_RATE/s): `after` (this tree, nobody scraping) and `scraped`
+#           (this tree, /metrics scraped every second through the run), and, when BEFORE_BIN
+#           names a server built without the instrumentation, `before`: latency p99 and
+#           server CPU per delivery of each arm, the arms' order rotated every round.
+#
+# Each server is fresh (its own data directory), pinned to $SRV_CPU with the simulator and
+# the scraper (curl) on $LOAD_CPU, bounded by `timeout`, on loopback ports, and stopped by its
+# PID (benches/load/lib.sh). Results: $OUT/run.txt, scrape-*.txt (one "seconds bytes" line per
+# scrape), fanout-<arm>-r<round>.json (syncline-sim reports) and $OUT/summary.md.
+#
+# usage: benches/metrics-scrape.sh
+# env: OUT (benches/results/metrics-scrape), SERVER_BIN, SIM_BIN (built unless both given),
+#      BEFORE_BIN (optional), SCRAPE_DEVICES (15000), SCRAPES (200), FANOUT_DEVICES (1000),
+#      FANOUT_CHANGES (1500), FANOUT_RATE (100), ROUNDS (3), PARTS ("scrape fanout"),
+#      QUIET_WAIT_SECS (120), DEVICE_PORT (7710; gRPC and admin take the next two)
+set -euo pipefail
+source "$(dirname "$0")/load/lib.sh"
+
+OUT=${OUT:-benches/results/metrics-scrape}
+SCRAPE_DEVICES=${SCRAPE_DEVICES:-15000}
+SCRAPES=${SCRAPES:-200}
+FANOUT_DEVICES=${FANOUT_DEVICES:-1000}
+FANOUT_CHANGES=${FANOUT_CHANGES:-1500}
+FANOUT_RATE=${FANOUT_RATE:-100}
+ROUNDS=${ROUNDS:-3}
+PARTS=${PARTS:-scrape fanout}
+QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-120}
+DEVICE_PORT=${DEVICE_PORT:-7710}
+GRPC_PORT=$((DEVICE_PORT + 1))
+ADMIN_PORT=$((DEVICE_PORT + 2))
+SERVER_MAX_SECS=900
+SIM_MAX_SECS=400
+URL=ws://127.0.0.1:$DEVICE_PORT/v1/sync
+GRPC=http://127.0.0.1:$GRPC_PORT
+METRICS=http://127.0.0.1:$ADMIN_PORT/metrics
+RUN_LOG=$OUT/run.txt
+
+frozen_release_binaries
+AFTER_BIN=$SERVER_BIN
+if [[ -n ${BEFORE_BIN:-} ]]; then
+  [[ -x $BEFORE_BIN ]] || die "BEFORE_BIN is not an executable: $BEFORE_BIN"
+  # start_server checks the process name: the copy keeps this tree's binary name.
+  before_dir=$(mktemp -d /tmp/syncline-metrics-before.XXXXXX)
+  on_exit "rm -rf '$before_dir'"
+  cp "$BEFORE_BIN" "$before_dir/${AFTER_BIN##*/}"
+  BEFORE_BIN=$before_dir/${AFTER_BIN##*/}
+fi
+DATA_ROOT=$(mktemp -d /tmp/syncline-metrics-scrape.XXXXXX)
+on_exit "rm -rf '$DATA_ROOT'"
+mkdir -p "$OUT"
+{
+  run_header "simulator and scraper"
+  echo "binaries: after $AFTER_BIN, before ${BEFORE_BIN:-none}, sim $SIM_BIN"
+  echo "open files: $(ulimit -n)"
+} >"$RUN_LOG"
+cat "$RUN_LOG"
+
+# start BINARY LOG: a fresh server with its own data directory and /metrics open.
+start() {
+  local data
+  data=$(mktemp -d "$DATA_ROOT/data.XXXXXX")
+  SYNCLINE_DATA_DIR=$data SYNCLINE_DEVICE_ADDR=127.0.0.1:$DEVICE_PORT SYNCLINE_GRPC_ADDR=127.0.0.1:$GRPC_PORT \
+    SYNCLINE_ADMIN_ADDR=127.0.0.1:$ADMIN_PORT SYNCLINE_ADMIN_METRICS_PUBLIC=true SYNCLINE_DEMO_RECORDS=10000 \
+    start_server "$2" "$(basename "$1" | cut -c1-15)" "$DEVICE_PORT $GRPC_PORT $ADMIN_PORT" "$1" serve
+}
+
+sim() {
+  pinned "$LOAD_CPU" $((SIM_MAX_SECS + 30)) "$SIM_BIN" "$@" --max-secs "$SIM_MAX_SECS"
+}
+
+# scrapes COUNT FILE: COUNT scrapes back to back, one "seconds bytes" line each, in FILE.
+scrapes() {
+  local i
+  : >"$2"
+  for ((i = 0; i < $1; i++)); do
+    taskset -c "$LOAD_CPU" curl -sf -o /dev/null -w '%{time_total} %{size_download}\n' --max-time 10 "$METRICS" >>"$2"
+  done
+}
+
+# connections: the server's open device connections, from /metrics (0 when unreadable).
+connections() {
+  curl -sf --max-time 10 "$METRICS" | awk '$1 == "syncline_connections" { print $2 }' || echo 0
+}
+
+# scrape_stats FILE: median, p99 and max time (ms) and median size of a scrapes file.
+scrape_stats() {
+  python3 - "$1" <<'EOF'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
+times = sorted(float(t) * 1000 for t, _ in rows)
+sizes = [int(s) for _, s in rows]
+p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+print(f"{len(times)} scrapes: median {statistics.median(times):.2f} ms, p99 {p99:.2f} ms, max {times[-1]:.2f} ms, body {statistics.median(sizes) / 1024:.1f} KiB")
+EOF
+}
+
+if in_list "$PARTS" scrape; then
+  echo "== scrape: 0 then $SCRAPE_DEVICES devices"
+  wait_quiet scrape
+  start "$AFTER_BIN" "$OUT/server-scrape.log"
+  scrapes "$SCRAPES" "$OUT/scrape-0.txt"
+  sim idle --url "$URL" --devices "$SCRAPE_DEVICES" --settle-secs 90 --server-pid "$SERVER_PID" \
+    --json-out "$OUT/idle.json" >"$OUT/sim-idle.log" 2>&1 &
+  idle_pid=$!
+  for ((tries = 0; tries < 300; tries++)); do
+    held=$(connections)
+    held=${held:-0}
+    if ((${held%.*} >= SCRAPE_DEVICES)); then break; fi
+    kill -0 "$idle_pid" 2>/dev/null || die "syncline-sim idle ended early; see $OUT/sim-idle.log"
+    sleep 1
+  done
+  echo "connections held: $held" | tee -a "$RUN_LOG"
+  scrapes "$SCRAPES" "$OUT/scrape-$SCRAPE_DEVICES.txt"
+  wait "$idle_pid" || echo "syncline-sim idle exited with $?" >>"$RUN_LOG"
+  stop_server
+  {
+    echo "scrape, no device: $(scrape_stats "$OUT/scrape-0.txt")"
+    echo "scrape, $held devices: $(scrape_stats "$OUT/scrape-$SCRAPE_DEVICES.txt")"
+  } | tee -a "$OUT/summary.md"
+fi
+
+# fanout_run ARM ROUND: one fanout run of ARM (before, after, scraped).
+fanout_run() {
+  local arm=$1 round=$2 binary=$AFTER_BIN scraper=
+  if [[ $arm == before ]]; then binary=$BEFORE_BIN; fi
+  echo "== fanout round $round: $arm"
+  wait_quiet "fanout $arm r$round"
+  start "$binary" "$OUT/server-fanout-$arm-r$round.log"
+  if [[ $arm == scraped ]]; then
+    # Every second, for at most the simulator's whole run; stopped by its PID after it.
+    (
+      for ((i = 0; i < SIM_MAX_SECS; i++)); do
+        taskset -c "$LOAD_CPU" curl -sf -o /dev/null --max-time 5 -w '%{time_total} %{size_download}\n' "$METRICS" || true
+        sleep 1
+      done
+    ) >"$OUT/scrape-fanout-r$round.txt" &
+    scraper=$!
+  fi
+  sim fanout --url "$URL" --grpc "$GRPC" --devices "$FANOUT_DEVICES" --changes "$FANOUT_CHANGES" \
+    --rate "$FANOUT_RATE" --server-pid "$SERVER_PID" --json-out "$OUT/fanout-$arm-r$round.json" \
+    >"$OUT/sim-fanout-$arm-r$round.log" 2>&1
+  if [[ -n $scraper ]]; then
+    kill "$scraper" 2>/dev/null || true
+    wait "$scraper" 2>/dev/null || true
+  fi
+  stop_server
+}
+
+if in_list "$PARTS" fanout; then
+  arms="after scraped"
+  if [[ -n ${BEFORE_BIN:-} ]]; then arms="before after scraped"; fi
+  read -r -a order <<<"$arms"
+  for round in $(seq 1 "$ROUNDS"); do
+    for ((k = 0; k < ${#order[@]}; k++)); do
+      fanout_run "${order[$(((k + round - 1) % ${#order[@]}))]}" "$round"
+    done
+  done
+  python3 - "$OUT" "$arms" <<'EOF' | tee -a "$OUT/summary.md"
+import glob, json, os, statistics, sys
+out, arms = sys.argv[1], sys.argv[2].split()
+figures = {}
+for arm in arms:
+    for path in sorted(glob.glob(os.path.join(out, f"fanout-{arm}-r*.json"))):
+        report = json.load(open(path))
+        figures.setdefault(arm, []).append((report["latency"]["p99_ms"], report["server"]["cpu_us_per_delivered"]))
+print("| arm | runs | latency p99 ms (each) | median | CPU µs/delivery (each) | median |")
+print("|---|---|---|---|---|---|")
+medians = {}
+for arm in arms:
+    rows = figures.get(arm, [])
+    p99s, cpus = [r[0] for r in rows], [r[1] for r in rows]
+    medians[arm] = (statistics.median(p99s), statistics.median(cpus))
+    print(f"| {arm} | {len(rows)} | {', '.join(f'{v:.2f}' for v in p99s)} | {medians[arm][0]:.2f} | "
+          f"{', '.join(f'{v:.2f}' for v in cpus)} | {medians[arm][1]:.2f} |")
+def ratio(a, b):
+    return f"p99 x{medians[a][0] / medians[b][0]:.3f}, CPU/delivery x{medians[a][1] / medians[b][1]:.3f}"
+print()
+print(f"scraped / after: {ratio('scraped', 'after')}")
+if "before" in medians:
+    print(f"after / before: {ratio('after', 'before')}")
+EOF
+  for file in "$OUT"/scrape-fanout-r*.txt; do
+    echo "scrapes during fanout ($(basename "$file")): $(scrape_stats "$file")" | tee -a "$OUT/summary.md"
+  done
+fi
