@@ -137,6 +137,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     jobs.spawn(&settings.store, &tracker, &shutdown);
     let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
     let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
+    let (live_wire, live_store) = (wire.clone(), embedded_store.clone());
     let metrics = Arc::new(Metrics::new(MetricSources {
         services: services.clone(),
         connections: connections.clone(),
@@ -157,6 +158,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         write_stats,
         deliveries: Default::default(),
         metrics: metrics.clone(),
+        live: Arc::new(admin::LiveSources { wire: live_wire, commit_latency: Box::new(move || live_store.commit_latency()) }),
     };
     let admin_task = serve_admin(admin, admin_state, tls.as_ref(), &tracker, &shutdown)?;
     {

@@ -261,6 +261,13 @@ impl AdminAuth {
         Some((caller, session.csrf))
     }
 
+    /// Returns the CSRF token of the console session a request's cookie names, if it is live:
+    /// a console tab opened after the login reads it from `GET /v1/admin/session` (a page
+    /// of another origin cannot read that answer).
+    pub fn csrf_token_of(&self, parts: &Parts) -> Option<String> {
+        self.session(&session_cookie(parts)?).map(|(_, csrf)| csrf)
+    }
+
     /// Authenticates a request: its bearer token, else its session cookie (whose
     /// state-changing requests must carry the session's CSRF token).
     pub async fn authenticate(&self, parts: &Parts) -> ApiResult<Caller> {

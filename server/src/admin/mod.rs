@@ -20,6 +20,8 @@
 
 mod admins;
 mod auth;
+mod console;
+mod events;
 mod devices;
 mod error;
 mod health;
@@ -50,6 +52,7 @@ pub use self::auth::{
     AdminAccess, AdminAuth, CSRF_HEADER, Caller, Credential, DEFAULT_ADMIN_NAME, SESSION_COOKIE, TOKEN_PREFIX,
     ViewerAccess, admin_password_problem, authorize_viewer, create_token_in,
 };
+pub use self::events::LiveSources;
 pub use self::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, blocking};
 pub use self::listener::{AdminListener, PeerAddr, serve};
 pub use self::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageQuery, PageRequest};
@@ -82,6 +85,8 @@ pub struct AdminState {
     pub deliveries: Arc<stats::DeliverySamples>,
     /// The server's Prometheus metrics, rendered by `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What the console's live stream samples.
+    pub live: Arc<LiveSources>,
 }
 
 /// Reads the embedded store writer's counters.
@@ -152,6 +157,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .merge(mutations::routes())
         .merge(rpc::routes())
         .merge(stats::routes())
+        .merge(events::routes())
 }
 
 /// Returns the OpenAPI document of the admin API.
@@ -166,6 +172,7 @@ pub fn router(state: AdminState) -> Router {
     let document = Arc::new(document);
     Router::new()
         .merge(health::routes())
+        .merge(console::routes())
         .merge(metrics::routes())
         .merge(api)
         .route("/v1/admin/openapi.json", get(move || async move { axum::Json(document.as_ref().clone()) }))

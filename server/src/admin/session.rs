@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::auth::{SESSION_COOKIE, SESSION_TTL, peer_ip};
 use super::error::{ApiJson, ApiResult, ErrorBody};
-use super::{AdminState, Caller, ViewerAccess};
+use super::{AdminState, Caller, Credential, ViewerAccess};
 
 pub(super) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new().routes(routes!(login, whoami, logout))
@@ -34,7 +34,7 @@ pub(super) struct SessionInfo {
     /// `admin` or `viewer`.
     role: String,
     /// Send in `X-CSRF-Token` with every state-changing request made with the session cookie
-    /// (only returned at login).
+    /// (returned at login, and by `GET` to a caller signed in with the cookie).
     #[serde(skip_serializing_if = "Option::is_none")]
     csrf_token: Option<String>,
 }
@@ -79,8 +79,16 @@ async fn login(
         (status = 200, description = "The caller", body = SessionInfo),
         (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
-async fn whoami(ViewerAccess(caller): ViewerAccess) -> axum::Json<SessionInfo> {
-    axum::Json(SessionInfo::of(&caller, None))
+async fn whoami(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+    ViewerAccess(caller): ViewerAccess,
+    parts: Parts,
+) -> axum::Json<SessionInfo> {
+    let csrf_token = match caller.credential {
+        Credential::Session => state.auth.csrf_token_of(&parts),
+        Credential::Token { .. } => None,
+    };
+    axum::Json(SessionInfo::of(&caller, csrf_token))
 }
 
 /// Signs out of the console (ends the session, clears the cookie).

@@ -5,6 +5,7 @@
 use dashmap::DashMap;
 use syncline_proto::v1::{self, ServerFrame, SyncStatus, server_frame};
 use syncline_push::{EncodedFrame, Outbox};
+use tokio::sync::broadcast;
 
 use crate::devices::{CommandDelivery, DeliveryFuture};
 use crate::error::ErrorClass;
@@ -57,9 +58,36 @@ pub(super) fn error_frame(class: ErrorClass, message: impl Into<String>, fatal: 
 /// The open connections of each device (by client id), and the user each connected device
 /// belongs to. A device may briefly have several connections (a new one before the server
 /// noticed the old one is gone, in any order): frames go to each, so the live one always gets
-/// them.
-#[derive(Default)]
-pub struct DeviceConnections(DashMap<String, Vec<Outbox>>, DashMap<String, String>);
+/// them. Each attach and detach is also announced to [`DeviceConnections::events`]
+/// subscribers (the console's live stream).
+pub struct DeviceConnections(DashMap<String, Vec<Outbox>>, DashMap<String, String>, broadcast::Sender<DeviceEvent>);
+
+/// Connection events kept for slow subscribers of [`DeviceConnections::events`]; one that
+/// falls further behind skips the oldest.
+const DEVICE_EVENTS_BUFFER: usize = 256;
+
+/// A device connection opened or closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceEvent {
+    pub kind: DeviceEventKind,
+    pub client_id: String,
+    pub user_id: String,
+    /// When, in Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// What happened to a device's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceEventKind {
+    Connected,
+    Disconnected,
+}
+
+impl Default for DeviceConnections {
+    fn default() -> Self {
+        Self(DashMap::new(), DashMap::new(), broadcast::channel(DEVICE_EVENTS_BUFFER).0)
+    }
+}
 
 impl DeviceConnections {
     /// Registers a connection of `client_id`, a device of `user_id` (after Welcome).
@@ -67,6 +95,7 @@ impl DeviceConnections {
         // Each connection detaches itself when it ends.
         self.0.entry(client_id.to_owned()).or_default().push(outbox.clone());
         self.1.insert(client_id.to_owned(), user_id.to_owned());
+        self.announce(DeviceEventKind::Connected, client_id, user_id);
     }
 
     /// Forgets a connection of `client_id` (it closed).
@@ -74,9 +103,24 @@ impl DeviceConnections {
         if let Some(mut connections) = self.0.get_mut(client_id) {
             connections.retain(|connection| !connection.same_connection(outbox));
         }
+        let user_id = self.1.get(client_id).map(|user| user.value().clone()).unwrap_or_default();
         if self.0.remove_if(client_id, |_, connections| connections.is_empty()).is_some() {
             self.1.remove(client_id);
         }
+        self.announce(DeviceEventKind::Disconnected, client_id, &user_id);
+    }
+
+    fn announce(&self, kind: DeviceEventKind, client_id: &str, user_id: &str) {
+        if self.2.receiver_count() > 0 {
+            let at_ms = crate::auth::now_ms();
+            // Nobody listening is not an error.
+            let _ = self.2.send(DeviceEvent { kind, client_id: client_id.to_owned(), user_id: user_id.to_owned(), at_ms });
+        }
+    }
+
+    /// Returns a receiver of every later connection opened or closed.
+    pub fn events(&self) -> broadcast::Receiver<DeviceEvent> {
+        self.2.subscribe()
     }
 
     /// Returns the connected devices of `user_id`.

@@ -33,6 +33,38 @@ impl HistogramSnapshot {
     pub fn count(&self) -> u64 {
         self.buckets.iter().map(|(_, count)| count).sum()
     }
+
+    /// Returns the observations made after `earlier` (a snapshot of the same histogram).
+    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(index, (bound, count))| {
+                (*bound, count.saturating_sub(earlier.buckets.get(index).map_or(0, |(_, count)| *count)))
+            })
+            .collect();
+        HistogramSnapshot { buckets, sum_seconds: (self.sum_seconds - earlier.sum_seconds).max(0.0) }
+    }
+
+    /// Returns the upper bound of the bucket holding quantile `q` (0 to 1) of the
+    /// observations (the largest finite bound for the `+Inf` bucket), or `None` without any.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        let largest_finite = self.buckets.iter().map(|(bound, _)| *bound).rfind(|bound| bound.is_finite());
+        for (bound, observations) in &self.buckets {
+            seen += observations;
+            if seen >= rank {
+                return if bound.is_finite() { Some(*bound) } else { largest_finite };
+            }
+        }
+        largest_finite
+    }
 }
 
 impl AtomicHistogram {
@@ -66,6 +98,26 @@ impl AtomicHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_of_the_observations_since_a_snapshot() {
+        static BOUNDS: [f64; 3] = [0.001, 0.01, 0.1];
+        let histogram = AtomicHistogram::new(&BOUNDS);
+        histogram.observe(Duration::from_secs(5));
+        let earlier = histogram.snapshot();
+        for _ in 0..98 {
+            histogram.observe(Duration::from_micros(500));
+        }
+        histogram.observe(Duration::from_millis(5));
+        histogram.observe(Duration::from_millis(50));
+        let recent = histogram.snapshot().since(&earlier);
+        assert_eq!(recent.count(), 100);
+        assert_eq!(recent.quantile(0.5), Some(0.001));
+        assert_eq!(recent.quantile(0.99), Some(0.01));
+        assert_eq!(recent.quantile(1.0), Some(0.1));
+        assert_eq!(histogram.snapshot().quantile(1.0), Some(0.1), "+Inf reports the largest finite bound");
+        assert_eq!(HistogramSnapshot::default().quantile(0.5), None);
+    }
 
     #[test]
     fn observations_land_in_the_first_bucket_that_holds_them() {
