@@ -121,7 +121,7 @@ export function renderDevice(main, params, session) {
  * @param {any} detail
  */
 function showDevice(container, detail) {
-  const device = detail.device;
+  const device = detail;
   const facts = h(
     "dl",
     { class: "facts" },

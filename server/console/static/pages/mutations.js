@@ -1,9 +1,10 @@
 // @ts-check
-// Device mutations: queue depth per device and source, and the failed or parked ones with
-// the channel's error, to retry or discard.
+// Device mutations: queue depth per device and source, and the queued ones, with the
+// channel's error for those parked while their channel is unavailable: retry now, or
+// discard one (its device is told it was refused).
 
-import { enc, get, post } from "../api.js";
-import { badge, button, errorText, h, mount, num, table, time, toast } from "../dom.js";
+import { del, enc, get, post } from "../api.js";
+import { badge, button, errorText, h, mount, num, table, toast } from "../dom.js";
 import { pagedTable } from "../paged.js";
 
 /**
@@ -40,24 +41,37 @@ export function render(main, _params, session) {
       mount(depth, h("p", { class: "error", role: "alert" }, errorText(error)));
     }
     await pagedTable(failed, {
-      path: "mutations/failed",
-      headers: ["Device", "Mutation", "Partition", "Op", "Record", "State", "Error", "At", "Actions"],
-      empty: "No failed or parked mutations.",
+      path: "mutations/pending",
+      headers: ["Device", "Mutation", "Partition", "Op", "Record", "State", "Channel error", "Attempts", "Actions"],
+      empty: "No queued mutations.",
       row: (/** @type {any} */ mutation) => [
         h("a", { href: `#/devices/${enc(mutation.client_id)}` }, mutation.client_id),
         mutation.mutation_id,
-        mutation.partition ?? `${mutation.source}/${mutation.key}`,
+        `${mutation.source}/${mutation.key}`,
         mutation.op,
         mutation.id,
-        badge(mutation.state ?? "failed", mutation.state === "parked" ? "warn" : "bad"),
-        mutation.error?.message ?? mutation.error ?? "–",
-        time(mutation.finished_at_ms ?? mutation.at_ms),
+        mutation.last_error ? badge("parked", "warn") : badge("queued", "muted"),
+        mutation.last_error ?? "–",
+        num(mutation.attempts),
         admin ? actions(mutation, load) : "",
       ],
     });
   }
 
-  mount(main, h("h1", null, "Mutations"), h("h2", null, "Queues"), depth, h("h2", null, "Failed and parked"), failed);
+  const retry = button("Retry parked now", async () => {
+    const answer = await post("mutations/retry");
+    toast(`${num(answer?.retried)} parked mutations retried.`);
+    await load();
+  });
+  mount(
+    main,
+    h("h1", null, "Mutations"),
+    h("h2", null, "Queues"),
+    depth,
+    h("h2", null, "Queued and parked"),
+    admin ? h("div", { class: "actions" }, retry) : null,
+    failed,
+  );
   void load();
 }
 
@@ -66,19 +80,15 @@ export function render(main, _params, session) {
  * @param {() => Promise<void>} reload
  */
 function actions(mutation, reload) {
-  const path = `mutations/${enc(mutation.client_id)}/${enc(mutation.mutation_id)}`;
   return h(
     "span",
     { class: "actions", "data-mutation": mutation.mutation_id },
-    button("Retry", async () => {
-      await post(`${path}/retry`);
-      toast(`Mutation ${mutation.mutation_id} queued again.`);
-      await reload();
-    }),
     button(
       "Discard",
       async () => {
-        await post(`${path}/discard`);
+        if (!confirm(`Discard mutation ${mutation.mutation_id}? Its device is told it was refused.`)) return;
+        await del(`mutations/${enc(mutation.client_id)}/${enc(mutation.mutation_id)}`);
+        toast(`Mutation ${mutation.mutation_id} discarded.`);
         await reload();
       },
       { class: "danger" },
