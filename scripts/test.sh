@@ -49,6 +49,17 @@ cargo build -p syncline-server --bin syncline --locked
   SYNCLINE_E2E_REQUIRED=1 SYNCLINE_BROWSER_REQUIRED=1 npm test
 )
 
+# The web console (server/console): its files are plain ES modules embedded in the binary;
+# type check (checkJs), lint, and its browser tests in headless Chromium against the server
+# built above (they use the TypeScript library's test helpers, installed just before).
+(
+  cd server/console
+  npm ci --no-audit --no-fund
+  npm run typecheck
+  npm run lint
+  SYNCLINE_BROWSER_REQUIRED=1 npm test
+)
+
 # The fuzz targets of push/fuzz, briefly, over their committed corpora: a change that makes the
 # frame decoder or the session loop panic on a known input fails here, and a little new ground
 # is covered each run. Long runs are separate (push/fuzz/README.md). cargo-fuzz needs nightly
