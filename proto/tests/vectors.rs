@@ -273,6 +273,16 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                 }),
             })),
         ),
+    ]
+    .into_iter()
+    .chain(reply_frames())
+    .collect()
+}
+
+/// Server frames that answer a device's requests or tell it something: acks, results,
+/// replies, commands, errors.
+fn reply_frames() -> Vec<(&'static str, ServerFrame)> {
+    vec![
         ("mutation_ack", server(server_frame::Msg::MutationAck(MutationAck { mutation_id: "m-2".into(), queued: 7 }))),
         (
             "mutation_result_ok",

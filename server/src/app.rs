@@ -158,7 +158,10 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         write_stats,
         deliveries: Default::default(),
         metrics: metrics.clone(),
-        live: Arc::new(admin::LiveSources { wire: live_wire, commit_latency: Box::new(move || live_store.commit_latency()) }),
+        live: Arc::new(admin::LiveSources {
+            wire: live_wire,
+            commit_latency: Box::new(move || live_store.commit_latency()),
+        }),
     };
     let admin_task = serve_admin(admin, admin_state, tls.as_ref(), &tracker, &shutdown)?;
     {

@@ -24,9 +24,10 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
 
 /// The console's routes: its page at `/` and its files under `/console/`.
 pub(super) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
-        .route("/console/{*path}", get(|Path(path): Path<String>, headers: HeaderMap| async move { serve(&path, &headers) }))
+    Router::new().route("/", get(|headers: HeaderMap| async move { serve("index.html", &headers) })).route(
+        "/console/{*path}",
+        get(|Path(path): Path<String>, headers: HeaderMap| async move { serve(&path, &headers) }),
+    )
 }
 
 /// Answers one embedded file, or 404; 304 when the browser's copy is current.

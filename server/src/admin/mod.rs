@@ -21,9 +21,9 @@
 mod admins;
 mod auth;
 mod console;
-mod events;
 mod devices;
 mod error;
+mod events;
 mod health;
 mod listener;
 mod metrics;
@@ -52,8 +52,8 @@ pub use self::auth::{
     AdminAccess, AdminAuth, CSRF_HEADER, Caller, Credential, DEFAULT_ADMIN_NAME, SESSION_COOKIE, TOKEN_PREFIX,
     ViewerAccess, admin_password_problem, authorize_viewer, create_token_in,
 };
-pub use self::events::LiveSources;
 pub use self::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, blocking};
+pub use self::events::LiveSources;
 pub use self::listener::{AdminListener, PeerAddr, serve};
 pub use self::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageQuery, PageRequest};
 use crate::channel::capture::CaptureCounters;

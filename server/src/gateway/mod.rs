@@ -37,8 +37,8 @@ use syncline_proto::close_code;
 use syncline_proto::v1::{ClientFrame, client_frame};
 use syncline_push::{CodecError, Outbox, SessionEnd, SessionFactory, SessionHandler};
 
-pub use self::replies::{DeviceConnections, DeviceEvent, DeviceEventKind};
 use self::replies::error_frame;
+pub use self::replies::{DeviceConnections, DeviceEvent, DeviceEventKind};
 pub use self::services::{GatewayServices, UserSessions, UserSlot};
 use self::subscription::Subscriptions;
 use crate::auth::Identity;

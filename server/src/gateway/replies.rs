@@ -114,7 +114,8 @@ impl DeviceConnections {
         if self.2.receiver_count() > 0 {
             let at_ms = crate::auth::now_ms();
             // Nobody listening is not an error.
-            let _ = self.2.send(DeviceEvent { kind, client_id: client_id.to_owned(), user_id: user_id.to_owned(), at_ms });
+            let _ =
+                self.2.send(DeviceEvent { kind, client_id: client_id.to_owned(), user_id: user_id.to_owned(), at_ms });
         }
     }
 
