@@ -38,6 +38,32 @@ pub(super) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new().routes(routes!(events))
 }
 
+/// One event of the stream as a client parses it (Open API 3.1: the schema of an event-stream
+/// response describes each event). `data` holds the JSON of a [`LiveStats`] for `stats` and
+/// of a [`LiveDevice`] for `device`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct StreamEvent {
+    event: StreamEventName,
+    data: String,
+}
+
+/// The names of the stream's events.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum StreamEventName {
+    Stats,
+    Device,
+}
+
+impl StreamEventName {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Stats => "stats",
+            Self::Device => "device",
+        }
+    }
+}
+
 /// One `stats` event.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct LiveStats {
@@ -91,7 +117,7 @@ struct Counters {
 /// every second, `device` as connections open and close).
 #[utoipa::path(get, path = "/v1/admin/events", tag = "stats",
     responses(
-        (status = 200, description = "An event stream (text/event-stream) of `stats` (LiveStats) and `device` (LiveDevice) events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream (text/event-stream) of `stats` (LiveStats) and `device` (LiveDevice) events", content_type = "text/event-stream", body = StreamEvent),
         (status = 401, description = "No valid credentials", body = ErrorBody),
     ))]
 async fn events(
@@ -104,7 +130,7 @@ async fn events(
         let next_sample = previous.at + SAMPLE_INTERVAL;
         let event = tokio::select! {
             device = devices.recv() => match device {
-                Ok(device) => json_event("device", &LiveDevice::from(device)),
+                Ok(device) => json_event(StreamEventName::Device, &LiveDevice::from(device)),
                 // Skipped events are gone; the next sample comes soon enough.
                 Err(broadcast::error::RecvError::Lagged(_)) => Event::default().comment("device events skipped"),
                 Err(broadcast::error::RecvError::Closed) => return None,
@@ -112,7 +138,7 @@ async fn events(
             () = tokio::time::sleep_until(next_sample.into()) => {
                 let now = counters(&state);
                 let stats = sample(&state, &previous, &now).await;
-                return Some((Ok(json_event("stats", &stats)), (state, devices, now)));
+                return Some((Ok(json_event(StreamEventName::Stats, &stats)), (state, devices, now)));
             }
         };
         Some((Ok(event), (state, devices, previous)))
@@ -120,8 +146,11 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-fn json_event(name: &str, data: &impl Serialize) -> Event {
-    Event::default().event(name).json_data(data).unwrap_or_else(|_| Event::default().comment("unencodable event"))
+fn json_event(name: StreamEventName, data: &impl Serialize) -> Event {
+    Event::default()
+        .event(name.as_str())
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().comment("unencodable event"))
 }
 
 fn counters(state: &AdminState) -> Counters {

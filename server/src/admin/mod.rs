@@ -121,7 +121,7 @@ impl Readiness {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Syncline admin API", description = "Manage a Syncline server: users, sources, partitions, mutations, RPC and stats. Authenticate with `Authorization: Bearer <API token>`, or a console session cookie plus `X-CSRF-Token` on state-changing requests."),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, events::LiveStats, events::LiveDevice)),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("session" = [])),
 )]
