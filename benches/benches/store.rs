@@ -9,7 +9,7 @@ use criterion::{
     BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, measurement::WallTime,
 };
 use syncline_server::storage::embedded::{EmbeddedOptions, EmbeddedStore};
-use syncline_server::storage::{PageLimit, PartitionName, PartitionStore};
+use syncline_server::storage::{PageLimit, PartitionName, PartitionStore, StoreStats};
 use tempfile::TempDir;
 
 use crate::fixtures;

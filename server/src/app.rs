@@ -99,12 +99,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let hub = Hub::with_sweepers(workers, settings.device.push_interval, &tracker, shutdown.clone());
     let live = LivePublisher { hub: hub.clone(), max_page_bytes: settings.device.max_page_bytes };
     let commit_times = Arc::new(CommitTimes::default());
-    let embedded_store = open_store(&settings.store, live, commit_times.clone()).await?;
-    let store: Arc<dyn Store> = embedded_store.clone();
-    let write_stats: admin::WriteStatsReader = {
-        let embedded_store = embedded_store.clone();
-        Arc::new(move || embedded_store.write_stats())
-    };
+    let store: Arc<dyn Store> = open_store(&settings.store, live, commit_times.clone()).await?;
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
     let auth = start_auth(store.clone(), &settings.auth).await?;
     let admin_auth = Arc::new(AdminAuth::new(store.clone(), settings.auth.login_limits.failed)?);
@@ -137,12 +132,11 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     jobs.spawn(&settings.store, &tracker, &shutdown);
     let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
     let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
-    let (live_wire, live_store) = (wire.clone(), embedded_store.clone());
+    let live_wire = wire.clone();
     let metrics = Arc::new(Metrics::new(MetricSources {
         services: services.clone(),
         connections: connections.clone(),
         wire,
-        store: Some(embedded_store),
         ingest: ingest_counters,
         capture: capture.clone(),
     }));
@@ -155,13 +149,9 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         connections: connections.clone(),
         readiness: readiness.clone(),
         started: std::time::Instant::now(),
-        write_stats,
         deliveries: Default::default(),
         metrics: metrics.clone(),
-        live: Arc::new(admin::LiveSources {
-            wire: live_wire,
-            commit_latency: Box::new(move || live_store.commit_latency()),
-        }),
+        live: Arc::new(admin::LiveSources { wire: live_wire }),
     };
     let admin_task = serve_admin(admin, admin_state, tls.as_ref(), &tracker, &shutdown)?;
     {
@@ -207,7 +197,7 @@ async fn open_store(
     settings: &StoreSettings,
     live: LivePublisher,
     commit_times: Arc<CommitTimes>,
-) -> anyhow::Result<Arc<EmbeddedStore>> {
+) -> anyhow::Result<Arc<dyn Store>> {
     let path = settings.data_dir.join(STORE_FILE_NAME);
     let options = EmbeddedOptions { cache_size_bytes: settings.cache_bytes };
     let live: Arc<dyn CommitListener> = Arc::new(CommitListeners { live, commit_times });

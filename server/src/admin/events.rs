@@ -27,11 +27,9 @@ use crate::metrics::histogram::HistogramSnapshot;
 /// Time between two `stats` events.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What the live stream reads besides the admin state: the device listener's frame counters
-/// and the store's commit latency.
+/// What the live stream reads besides the admin state: the device listener's frame counters.
 pub struct LiveSources {
     pub wire: Arc<WireStats>,
-    pub commit_latency: Box<dyn Fn() -> HistogramSnapshot + Send + Sync>,
 }
 
 pub(super) fn routes() -> OpenApiRouter<AdminState> {
@@ -137,7 +135,7 @@ async fn events(
             },
             () = tokio::time::sleep_until(next_sample.into()) => {
                 let now = counters(&state);
-                let stats = sample(&state, &previous, &now).await;
+                let stats = sample(&state, &previous, &now);
                 return Some((Ok(json_event(StreamEventName::Stats, &stats)), (state, devices, now)));
             }
         };
@@ -161,7 +159,7 @@ fn counters(state: &AdminState) -> Counters {
         at: Instant::now(),
         deliveries: state.services.hub.stats().delivered.load(std::sync::atomic::Ordering::Relaxed),
         errors: error_kind.map_or(0, |index| wire.frames_out[index]),
-        commits: (state.live.commit_latency)(),
+        commits: state.services.store.commit_latency(),
         push_lag: HistogramSnapshot {
             buckets: bounds.zip(wire.push_lag_buckets).collect(),
             sum_seconds: wire.push_lag_sum_nanos as f64 / 1e9,
@@ -169,14 +167,13 @@ fn counters(state: &AdminState) -> Counters {
     }
 }
 
-async fn sample(state: &AdminState, previous: &Counters, now: &Counters) -> LiveStats {
+fn sample(state: &AdminState, previous: &Counters, now: &Counters) -> LiveStats {
     let seconds = now.at.duration_since(previous.at).as_secs_f64().max(1e-3);
     let hub = &state.services.hub;
     let subscriptions = hub.keys().iter().map(|key| hub.subscriber_count(key)).sum();
     let commits = now.commits.since(&previous.commits);
     let push_lag = now.push_lag.since(&previous.push_lag);
-    let path = state.settings.store.data_dir.join(crate::app::STORE_FILE_NAME);
-    let store_bytes = tokio::fs::metadata(&path).await.map_or(0, |metadata| metadata.len());
+    let store_bytes = state.services.store.size_bytes().unwrap_or(0);
     LiveStats {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs_f64(),

@@ -79,8 +79,6 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     /// When the server started.
     pub started: Instant,
-    /// Reads the embedded store writer's counters (commit latency).
-    pub write_stats: WriteStatsReader,
     /// The last sample of delivered frames, for deliveries per second.
     pub deliveries: Arc<stats::DeliverySamples>,
     /// The server's Prometheus metrics, rendered by `/metrics`.
@@ -88,9 +86,6 @@ pub struct AdminState {
     /// What the console's live stream samples.
     pub live: Arc<LiveSources>,
 }
-
-/// Reads the embedded store writer's counters.
-pub type WriteStatsReader = Arc<dyn Fn() -> crate::storage::embedded::WriteStats + Send + Sync>;
 
 impl AdminState {
     /// Returns the store.

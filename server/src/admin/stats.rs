@@ -70,11 +70,10 @@ async fn get_stats(State(state): State<AdminState>, _caller: ViewerAccess) -> ax
     let subscriptions = keys.iter().map(|key| hub.subscriber_count(key)).sum();
     let deliveries = hub.stats().delivered.load(Ordering::Relaxed);
     let now = Instant::now();
-    let writes = (state.write_stats)();
+    let writes = state.services.store.write_stats();
     let commit_mean_ms =
         if writes.commits > 0 { writes.commit_micros_total as f64 / writes.commits as f64 / 1000.0 } else { 0.0 };
-    let path = state.settings.store.data_dir.join(crate::app::STORE_FILE_NAME);
-    let store_bytes = tokio::fs::metadata(&path).await.map_or(0, |metadata| metadata.len());
+    let store_bytes = state.services.store.size_bytes().unwrap_or(0);
     axum::Json(Stats {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_secs: state.started.elapsed().as_secs(),

@@ -19,7 +19,6 @@ use super::histogram::HistogramSnapshot;
 use crate::channel::capture::{CaptureCounters, CaptureError};
 use crate::gateway::GatewayServices;
 use crate::rpc::metrics::{LATENCY_BOUNDS_MICROS, Outcome};
-use crate::storage::embedded::EmbeddedStore;
 
 /// The parts of a server the metrics read.
 pub struct MetricSources {
@@ -30,8 +29,6 @@ pub struct MetricSources {
     pub connections: Arc<ConnectionCount>,
     /// The device listener's frame counters.
     pub wire: Arc<WireStats>,
-    /// The embedded store, for its commit counters.
-    pub store: Option<Arc<EmbeddedStore>>,
     pub ingest: Arc<IngestCounters>,
     pub capture: Arc<CaptureCounters>,
 }
@@ -210,7 +207,8 @@ impl ServerCollector {
     }
 
     fn encode_store(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
-        if let Some(store) = &self.sources.store {
+        {
+            let store = &self.sources.services.store;
             let stats = store.write_stats();
             counter(encoder, "commits", "Group commits made durable by the store.", stats.commits)?;
             counter(

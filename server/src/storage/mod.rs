@@ -25,6 +25,8 @@ pub use self::page::{PageFill, PageLimit, delete_item_bytes, record_item_bytes};
 
 use syncline_proto::v1::Record;
 
+use crate::metrics::histogram::HistogramSnapshot;
+
 /// A partition's name: `(source, key)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionName {
@@ -543,12 +545,48 @@ pub trait AdminStore: Send + Sync + 'static {
     fn purge_partition(&self, partition: &PartitionName) -> StoreResult<bool>;
 }
 
+/// Counters of a store's writes, for metrics, the admin API and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Batches handed to the store.
+    pub submitted_batches: u64,
+    /// Batches the store has answered (committed, unchanged or failed).
+    pub answered_batches: u64,
+    /// Durable commits (one fsync, or one acknowledged write, each).
+    pub commits: u64,
+    /// Commits that took at least the slow-commit threshold (each also logged as a warning).
+    pub slow_commits: u64,
+    /// The longest commit so far, in microseconds.
+    pub slowest_commit_micros: u64,
+    /// The time all commits took together, in microseconds (with `commits`, the mean).
+    pub commit_micros_total: u64,
+}
+
+/// What a store reports about itself: write counters, commit latency and size.
+pub trait StoreStats: Send + Sync + 'static {
+    /// Returns the write counters so far.
+    fn write_stats(&self) -> WriteStats;
+
+    /// Returns the commit latency histogram so far (see [`HistogramSnapshot::since`] for
+    /// an interval's share).
+    fn commit_latency(&self) -> HistogramSnapshot;
+
+    /// Returns the bytes the store holds on disk, when the backend knows it.
+    fn size_bytes(&self) -> Option<u64>;
+}
+
 /// The durable store: every part of the contract, which each backend implements. Code that
 /// needs one part names that trait (`&dyn AccountStore`, ...); code that needs several takes
 /// a `Store`.
-pub trait Store: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore {}
+pub trait Store:
+    PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore + StoreStats
+{
+}
 
-impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore> Store for T {}
+impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore + StoreStats> Store
+    for T
+{
+}
 
 mod devices;
 pub use self::devices::{

@@ -71,8 +71,8 @@ pub use self::writer::SLOW_COMMIT;
 use self::writer::{CommitMarker, WRITE_QUEUE_CAPACITY, WriteRequest, run_writer, validate_batch};
 use super::{
     CapturePosition, Change, CommitListener, CommittedBatch, CompactionReport, LogPage, PageFill, PageLimit,
-    PartitionName, PartitionState, PartitionStore, PartitionWrite, SnapshotPage, StoreError, StoreResult,
-    record_item_bytes,
+    PartitionName, PartitionState, PartitionStore, PartitionWrite, SnapshotPage, StoreError, StoreResult, StoreStats,
+    WriteStats, record_item_bytes,
 };
 use crate::metrics::histogram::{AtomicHistogram, HistogramSnapshot};
 
@@ -94,23 +94,6 @@ impl Default for EmbeddedOptions {
     }
 }
 
-/// Counters of the writer thread, for metrics and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WriteStats {
-    /// Batches handed to the writer thread.
-    pub submitted_batches: u64,
-    /// Batches the writer has answered (committed, unchanged or failed).
-    pub answered_batches: u64,
-    /// Write transactions the writer has committed (one fsync each).
-    pub commits: u64,
-    /// Commits that took at least [`SLOW_COMMIT`] (each also logged as a warning).
-    pub slow_commits: u64,
-    /// The longest commit so far, in microseconds.
-    pub slowest_commit_micros: u64,
-    /// The time all commits took together, in microseconds (with `commits`, the mean).
-    pub commit_micros_total: u64,
-}
-
 /// The embedded (redb) [`Store`](crate::storage::Store). See the module docs. Dropping it stops the writer thread
 /// (joined) after it has answered every queued batch, then closes the file.
 pub struct EmbeddedStore {
@@ -123,6 +106,8 @@ pub struct EmbeddedStore {
 /// State shared by callers and the writer thread.
 struct Shared {
     db: Database,
+    /// The store's file.
+    path: std::path::PathBuf,
     /// Called after each commit that changed something (live push).
     listener: Option<Arc<dyn CommitListener>>,
     submitted_batches: AtomicU64,
@@ -162,6 +147,7 @@ impl EmbeddedStore {
 
         let shared = Arc::new(Shared {
             db,
+            path: path.to_owned(),
             listener,
             submitted_batches: AtomicU64::new(0),
             answered_batches: AtomicU64::new(0),
@@ -178,23 +164,6 @@ impl EmbeddedStore {
             .spawn(move || run_writer(&writer_shared, &queue))
             .map_err(|source| StoreError::Io(format!("cannot start the writer thread: {source}")))?;
         Ok(Self { shared, requests: Some(requests), writer: Some(writer) })
-    }
-
-    /// Returns how long commits took to become durable.
-    pub fn commit_latency(&self) -> HistogramSnapshot {
-        self.shared.commit_latency.snapshot()
-    }
-
-    /// Returns the writer thread's counters.
-    pub fn write_stats(&self) -> WriteStats {
-        WriteStats {
-            submitted_batches: self.shared.submitted_batches.load(Ordering::Acquire),
-            answered_batches: self.shared.answered_batches.load(Ordering::Acquire),
-            commits: self.shared.commits.load(Ordering::Acquire),
-            slow_commits: self.shared.slow_commits.load(Ordering::Acquire),
-            slowest_commit_micros: self.shared.slowest_commit_micros.load(Ordering::Acquire),
-            commit_micros_total: self.shared.commit_micros_total.load(Ordering::Acquire),
-        }
     }
 
     /// Validates the writes, hands them to the writer thread and waits for the durable
@@ -217,6 +186,27 @@ impl EmbeddedStore {
 
     fn begin_write(&self) -> StoreResult<WriteTransaction> {
         self.shared.db.begin_write().map_err(store_error)
+    }
+}
+
+impl StoreStats for EmbeddedStore {
+    fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            submitted_batches: self.shared.submitted_batches.load(Ordering::Acquire),
+            answered_batches: self.shared.answered_batches.load(Ordering::Acquire),
+            commits: self.shared.commits.load(Ordering::Acquire),
+            slow_commits: self.shared.slow_commits.load(Ordering::Acquire),
+            slowest_commit_micros: self.shared.slowest_commit_micros.load(Ordering::Acquire),
+            commit_micros_total: self.shared.commit_micros_total.load(Ordering::Acquire),
+        }
+    }
+
+    fn commit_latency(&self) -> HistogramSnapshot {
+        self.shared.commit_latency.snapshot()
+    }
+
+    fn size_bytes(&self) -> Option<u64> {
+        std::fs::metadata(&self.shared.path).ok().map(|metadata| metadata.len())
     }
 }
 
