@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 if ! command -v cc >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
 fi
+# The Redis store's tests start their own redis-server (never a shared one).
+if ! command -v redis-server >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
 
 # Integration tests start servers and many sockets: raise the open-file limit as far as the
 # machine allows.

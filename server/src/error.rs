@@ -325,6 +325,8 @@ mod tests {
             (StoreError::Locked { path: "data".into() }, ErrorClass::Unavailable),
             (StoreError::Io("disk".into()), ErrorClass::Unavailable),
             (StoreError::Closed, ErrorClass::Unavailable),
+            (StoreError::NotDurable { detail: "appendfsync".into() }, ErrorClass::Unavailable),
+            (StoreError::Contention { partition: "Account/ann".into() }, ErrorClass::Unavailable),
             (StoreError::Corrupt("bits".into()), ErrorClass::Internal),
         ];
         for (error, class) in cases {

@@ -4,9 +4,13 @@
 //! With `cfg(test)` it also holds `fixtures`, the pieces the server's own unit tests share: a
 //! store in a temporary directory, gateway services around it, and a scripted channel served
 //! over real gRPC on 127.0.0.1.
+//!
+//! `redis_server` starts a private `redis-server` for tests of the Redis store (and of
+//! other crates that run a server on it).
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod redis_server;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -35,6 +35,14 @@ pub enum StoreError {
     /// A device has too many unfinished mutations.
     #[error("the device has {pending} unfinished mutations, the most allowed")]
     QueueFull { pending: u64 },
+    /// The store's server would acknowledge writes it could still lose (the Redis backend
+    /// refuses to open on it); `detail` says what to set.
+    #[error("the store would lose acknowledged writes: {detail}")]
+    NotDurable { detail: String },
+    /// Other writers kept changing a partition while this write was computed, past the
+    /// attempts allowed (the Redis backend's compare-and-set).
+    #[error("partition {partition} is changed by other writers too often to write it now")]
+    Contention { partition: String },
 }
 
 impl StoreError {
@@ -46,7 +54,11 @@ impl StoreError {
             }
             StoreError::UserExists { .. } => ErrorClass::Conflict,
             StoreError::QueueFull { .. } => ErrorClass::ResourceExhausted,
-            StoreError::Locked { .. } | StoreError::Io(_) | StoreError::Closed => ErrorClass::Unavailable,
+            StoreError::Locked { .. }
+            | StoreError::Io(_)
+            | StoreError::Closed
+            | StoreError::NotDurable { .. }
+            | StoreError::Contention { .. } => ErrorClass::Unavailable,
             StoreError::Corrupt(_) => ErrorClass::Internal,
         }
     }

@@ -16,9 +16,12 @@
 //! No gRPC or WebSocket types are allowed here: records are the protocol's `Record` message
 //! because that is the stored format, not because of any transport.
 
+#[cfg(test)]
+mod contract;
 pub mod embedded;
 mod error;
 mod page;
+pub mod redis;
 
 pub use self::error::{StoreError, StoreResult};
 pub use self::page::{PageFill, PageLimit, delete_item_bytes, record_item_bytes};

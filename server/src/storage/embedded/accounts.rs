@@ -132,13 +132,13 @@ impl CursorStore for EmbeddedStore {
 
 /// A stored user (key: name).
 #[derive(Clone, PartialEq, prost::Message)]
-pub(super) struct UserValue {
+pub(in crate::storage) struct UserValue {
     #[prost(string, tag = "1")]
-    pub(super) password_hash: String,
+    pub(in crate::storage) password_hash: String,
 }
 
 /// Returns the `devices` value of `device`.
-pub(super) fn encode_device(device: &StoredDevice) -> Vec<u8> {
+pub(in crate::storage) fn encode_device(device: &StoredDevice) -> Vec<u8> {
     DeviceValue {
         user_id: device.user_id.clone(),
         platform: device.platform.clone(),
@@ -153,7 +153,7 @@ pub(super) fn encode_device(device: &StoredDevice) -> Vec<u8> {
 }
 
 /// Decodes the `devices` value of `client_id`.
-pub(super) fn decode_device(client_id: &str, value: &[u8]) -> StoreResult<StoredDevice> {
+pub(in crate::storage) fn decode_device(client_id: &str, value: &[u8]) -> StoreResult<StoredDevice> {
     let value = DeviceValue::decode(value).map_err(|e| corrupt("device", &e))?;
     let state = DeviceState::from_name(&value.state)
         .ok_or_else(|| StoreError::Corrupt(format!("device {client_id:?} has an unknown state {:?}", value.state)))?;

@@ -73,7 +73,7 @@ fn role(name: &str, what: &str) -> StoreResult<AdminRole> {
     AdminRole::from_name(name).ok_or_else(|| StoreError::Corrupt(format!("{what} has an unknown role {name:?}")))
 }
 
-fn decode_token(id: &str, value: &[u8]) -> StoreResult<StoredApiToken> {
+pub(in crate::storage) fn decode_token(id: &str, value: &[u8]) -> StoreResult<StoredApiToken> {
     let value = ApiTokenValue::decode(value).map_err(|e| corrupt("API token", &e))?;
     Ok(StoredApiToken {
         id: id.to_owned(),
@@ -82,6 +82,49 @@ fn decode_token(id: &str, value: &[u8]) -> StoreResult<StoredApiToken> {
         secret_hash: value.secret_hash,
         created_ms: value.created_ms,
     })
+}
+
+/// Returns the stored form of an API token (shared with the Redis backend).
+pub(in crate::storage) fn encode_token(token: &StoredApiToken) -> Vec<u8> {
+    ApiTokenValue {
+        name: token.name.clone(),
+        role: token.role.as_str().to_owned(),
+        secret_hash: token.secret_hash.clone(),
+        created_ms: token.created_ms,
+    }
+    .encode_to_vec()
+}
+
+/// Returns the stored form of an admin user (shared with the Redis backend).
+pub(in crate::storage) fn encode_admin_user(user: &StoredAdminUser) -> Vec<u8> {
+    AdminUserValue {
+        password_hash: user.password_hash.clone(),
+        role: user.role.as_str().to_owned(),
+        created_ms: user.created_ms,
+    }
+    .encode_to_vec()
+}
+
+/// Decodes the stored admin user `name`.
+pub(in crate::storage) fn decode_admin_user(name: &str, value: &[u8]) -> StoreResult<StoredAdminUser> {
+    let value = AdminUserValue::decode(value).map_err(|e| corrupt("admin user", &e))?;
+    Ok(StoredAdminUser {
+        name: name.to_owned(),
+        password_hash: value.password_hash,
+        role: role(&value.role, "an admin user")?,
+        created_ms: value.created_ms,
+    })
+}
+
+/// Returns the stored form of a user's controls (shared with the Redis backend).
+pub(in crate::storage) fn encode_controls(controls: &UserControls) -> Vec<u8> {
+    UserControlsValue { disabled: controls.disabled, sessions_revoked_ms: controls.sessions_revoked_ms }.encode_to_vec()
+}
+
+/// Decodes stored user controls.
+pub(in crate::storage) fn decode_controls(value: &[u8]) -> StoreResult<UserControls> {
+    let value = UserControlsValue::decode(value).map_err(|e| corrupt("user controls", &e))?;
+    Ok(UserControls { disabled: value.disabled, sessions_revoked_ms: value.sessions_revoked_ms })
 }
 
 impl AdminStore for EmbeddedStore {
@@ -244,79 +287,5 @@ impl AdminStore for EmbeddedStore {
         }
         txn.commit().map_err(store_error)?;
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::embedded::EmbeddedOptions;
-    use crate::storage::{AccountStore, PartitionStore};
-    use syncline_proto::v1::{Record, Value};
-
-    fn store() -> (tempfile::TempDir, EmbeddedStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("syncline.redb"), EmbeddedOptions::default()).unwrap();
-        (dir, store)
-    }
-
-    #[test]
-    fn users_page_by_prefix_and_after() {
-        let (_dir, store) = store();
-        for name in ["ann", "bob", "bobby", "carl", "bo"] {
-            store.add_user(&StoredUser { name: name.into(), password_hash: "h".into() }).unwrap();
-        }
-        let names = |users: Vec<StoredUser>| users.into_iter().map(|user| user.name).collect::<Vec<_>>();
-        assert_eq!(names(store.users_page(None, "", 2).unwrap()), ["ann", "bo"]);
-        assert_eq!(names(store.users_page(Some("bo"), "", 10).unwrap()), ["bob", "bobby", "carl"]);
-        assert_eq!(names(store.users_page(None, "bob", 10).unwrap()), ["bob", "bobby"]);
-        assert_eq!(names(store.users_page(Some("bob"), "bob", 10).unwrap()), ["bobby"]);
-        assert!(store.delete_user("bob").unwrap());
-        assert!(!store.delete_user("bob").unwrap());
-    }
-
-    #[test]
-    fn purged_partitions_are_gone_and_others_stay() {
-        let (_dir, store) = store();
-        let record = |id: &str| Record { id: id.into(), fields: [("n".into(), Value::int(1))].into(), version: 0 };
-        let (ann, bob) = (PartitionName::new("Contact", "ann"), PartitionName::new("Contact", "bob"));
-        store.apply_batch(&ann, vec![record("a"), record("b")], Vec::new()).unwrap();
-        store.apply_batch(&bob, vec![record("a")], Vec::new()).unwrap();
-        assert!(store.purge_partition(&ann).unwrap());
-        assert!(!store.purge_partition(&ann).unwrap());
-        assert_eq!(store.partition_state(&ann).unwrap().head, 0);
-        assert!(store.record(&ann, "a").unwrap().is_none());
-        assert_eq!(store.partitions().unwrap(), vec![bob.clone()]);
-        assert!(store.record(&bob, "a").unwrap().is_some());
-        let page = store.read_log(&bob, 0, crate::storage::PageLimit::items(10)).unwrap();
-        assert_eq!(page.changes.len(), 1);
-    }
-
-    #[test]
-    fn tokens_admins_and_controls_round_trip() {
-        let (_dir, store) = store();
-        let token = StoredApiToken {
-            id: "t1".into(),
-            name: "ci".into(),
-            role: AdminRole::Viewer,
-            secret_hash: vec![1, 2],
-            created_ms: 5,
-        };
-        store.put_api_token(&token).unwrap();
-        assert_eq!(store.api_token("t1").unwrap(), Some(token.clone()));
-        assert_eq!(store.api_tokens().unwrap(), vec![token]);
-        assert!(store.delete_api_token("t1").unwrap());
-        assert!(store.api_token("t1").unwrap().is_none());
-        let admin =
-            StoredAdminUser { name: "admin".into(), password_hash: "h".into(), role: AdminRole::Admin, created_ms: 1 };
-        store.put_admin_user(&admin).unwrap();
-        assert_eq!(store.admin_user("admin").unwrap(), Some(admin));
-        assert_eq!(store.admin_user_count().unwrap(), 1);
-        let controls = UserControls { disabled: true, sessions_revoked_ms: 7 };
-        store.set_user_controls("ann", &controls).unwrap();
-        assert_eq!(store.user_controls("ann").unwrap(), controls);
-        assert_eq!(store.controlled_users().unwrap(), vec![("ann".to_owned(), controls)]);
-        store.set_user_controls("ann", &UserControls::default()).unwrap();
-        assert!(store.controlled_users().unwrap().is_empty());
     }
 }

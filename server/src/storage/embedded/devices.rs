@@ -41,7 +41,7 @@ struct CommandValue {
     acknowledged_ms: Option<i64>,
 }
 
-fn encode_command(command: &StoredCommand) -> Vec<u8> {
+pub(in crate::storage) fn encode_command(command: &StoredCommand) -> Vec<u8> {
     CommandValue {
         command_id: command.command_id.clone(),
         kind: command.kind.as_str().to_owned(),
@@ -54,7 +54,7 @@ fn encode_command(command: &StoredCommand) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn decode_command(client_id: &str, seq: u64, value: &[u8]) -> StoreResult<StoredCommand> {
+pub(in crate::storage) fn decode_command(client_id: &str, seq: u64, value: &[u8]) -> StoreResult<StoredCommand> {
     let value = CommandValue::decode(value).map_err(|e| corrupt("device command", &e))?;
     let kind = DeviceCommandKind::from_name(&value.kind).ok_or_else(|| {
         StoreError::Corrupt(format!("command {client_id}/{seq} has an unknown kind {:?}", value.kind))

@@ -46,13 +46,13 @@
 //! last-seen times and operator commands; `admin.rs` the admin plane's tables (API tokens,
 //! admin users, user controls; listed there).
 
-mod accounts;
-mod admin;
+pub(in crate::storage) mod accounts;
+pub(in crate::storage) mod admin;
 mod compaction;
-mod devices;
-mod mutation_queue;
-mod tables;
-mod writer;
+pub(in crate::storage) mod devices;
+pub(in crate::storage) mod mutation_queue;
+pub(in crate::storage) mod tables;
+pub(in crate::storage) mod writer;
 
 use std::ops::Bound;
 use std::path::Path;

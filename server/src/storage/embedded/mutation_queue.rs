@@ -40,7 +40,7 @@ const PRUNE_STEP: usize = 10_000;
 
 /// A queued device mutation as stored.
 #[derive(Clone, PartialEq, prost::Message)]
-pub(super) struct MutationValue {
+pub(in crate::storage) struct MutationValue {
     #[prost(string, tag = "1")]
     user_id: String,
     #[prost(string, tag = "2")]
@@ -61,7 +61,7 @@ pub(super) struct MutationValue {
 }
 
 impl MutationValue {
-    fn from_queued(mutation: &QueuedMutation) -> Self {
+    pub(in crate::storage) fn from_queued(mutation: &QueuedMutation) -> Self {
         Self {
             user_id: mutation.user_id.clone(),
             mutation_id: mutation.mutation_id.clone(),
@@ -74,7 +74,7 @@ impl MutationValue {
         }
     }
 
-    fn into_queued(self, client_id: &str, seq: u64) -> StoreResult<QueuedMutation> {
+    pub(in crate::storage) fn into_queued(self, client_id: &str, seq: u64) -> StoreResult<QueuedMutation> {
         let op = MutationOp::from_wire(self.op).ok_or_else(|| {
             StoreError::Corrupt(format!("queued mutation {client_id}/{seq} has an unknown operation {}", self.op))
         })?;
@@ -93,7 +93,7 @@ impl MutationValue {
 }
 
 /// Returns the stored form of an outcome finished at `finished_ms`.
-fn result_value(finished_ms: u64, result: &[u8]) -> Vec<u8> {
+pub(in crate::storage) fn result_value(finished_ms: u64, result: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(8 + result.len());
     value.extend_from_slice(&finished_ms.to_le_bytes());
     value.extend_from_slice(result);
@@ -101,7 +101,7 @@ fn result_value(finished_ms: u64, result: &[u8]) -> Vec<u8> {
 }
 
 /// Splits a stored outcome into when it finished and the encoded `MutationResult`.
-fn split_result_value(value: &[u8]) -> StoreResult<(u64, &[u8])> {
+pub(in crate::storage) fn split_result_value(value: &[u8]) -> StoreResult<(u64, &[u8])> {
     let (time, result) = value
         .split_first_chunk::<8>()
         .ok_or_else(|| StoreError::Corrupt("a mutation outcome is shorter than its timestamp".into()))?;

@@ -84,7 +84,7 @@ pub(super) fn state_value(state: &PartitionState) -> (u64, u64, u64, u64) {
 }
 
 /// Returns the prost encoding of the record's fields alone (id empty, version 0).
-pub(super) fn encode_fields(record: &mut Record) -> Vec<u8> {
+pub(in crate::storage) fn encode_fields(record: &mut Record) -> Vec<u8> {
     let id = std::mem::take(&mut record.id);
     let version = std::mem::take(&mut record.version);
     let fields = record.encode_to_vec();
@@ -94,7 +94,7 @@ pub(super) fn encode_fields(record: &mut Record) -> Vec<u8> {
 }
 
 /// Returns a `records` value: version, then the encoded fields.
-pub(super) fn record_value(version: u64, fields: &[u8]) -> Vec<u8> {
+pub(in crate::storage) fn record_value(version: u64, fields: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(8 + fields.len());
     value.extend_from_slice(&version.to_le_bytes());
     value.extend_from_slice(fields);
@@ -102,14 +102,14 @@ pub(super) fn record_value(version: u64, fields: &[u8]) -> Vec<u8> {
 }
 
 /// Splits a `records` value into its version and encoded fields.
-pub(super) fn split_record_value(value: &[u8]) -> StoreResult<(u64, &[u8])> {
+pub(in crate::storage) fn split_record_value(value: &[u8]) -> StoreResult<(u64, &[u8])> {
     let (version, fields) = value
         .split_first_chunk::<8>()
         .ok_or_else(|| StoreError::Corrupt("a stored record is shorter than its version".to_owned()))?;
     Ok((u64::from_le_bytes(*version), fields))
 }
 
-pub(super) fn decode_record(id: &str, value: &[u8]) -> StoreResult<Record> {
+pub(in crate::storage) fn decode_record(id: &str, value: &[u8]) -> StoreResult<Record> {
     let (version, fields) = split_record_value(value)?;
     let mut record = Record::decode(fields).map_err(|e| corrupt("record", &e))?;
     record.id = id.to_owned();
@@ -117,7 +117,7 @@ pub(super) fn decode_record(id: &str, value: &[u8]) -> StoreResult<Record> {
     Ok(record)
 }
 
-pub(super) fn upsert_log_value(id: &str, fields: &[u8]) -> Vec<u8> {
+pub(in crate::storage) fn upsert_log_value(id: &str, fields: &[u8]) -> Vec<u8> {
     let id_len = u16::try_from(id.len()).expect("validated ids are at most MAX_RECORD_ID_BYTES");
     let mut value = Vec::with_capacity(3 + id.len() + fields.len());
     value.push(LOG_KIND_UPSERT);
@@ -127,7 +127,7 @@ pub(super) fn upsert_log_value(id: &str, fields: &[u8]) -> Vec<u8> {
     value
 }
 
-pub(super) fn delete_log_value(id: &str) -> Vec<u8> {
+pub(in crate::storage) fn delete_log_value(id: &str) -> Vec<u8> {
     let mut value = Vec::with_capacity(1 + id.len());
     value.push(LOG_KIND_DELETE);
     value.extend_from_slice(id.as_bytes());
@@ -135,12 +135,12 @@ pub(super) fn delete_log_value(id: &str) -> Vec<u8> {
 }
 
 /// A `log` value, split but not decoded.
-pub(super) enum LogValue<'a> {
+pub(in crate::storage) enum LogValue<'a> {
     Upsert { id: &'a str, fields: &'a [u8] },
     Delete { id: &'a str },
 }
 
-pub(super) fn split_log_value(value: &[u8]) -> StoreResult<LogValue<'_>> {
+pub(in crate::storage) fn split_log_value(value: &[u8]) -> StoreResult<LogValue<'_>> {
     let bad = || StoreError::Corrupt("a log entry is malformed".to_owned());
     let (kind, rest) = value.split_first().ok_or_else(bad)?;
     match *kind {
@@ -159,7 +159,7 @@ pub(super) fn split_log_value(value: &[u8]) -> StoreResult<LogValue<'_>> {
     }
 }
 
-pub(super) fn decode_log_entry(seq: u64, value: &[u8]) -> StoreResult<Change> {
+pub(in crate::storage) fn decode_log_entry(seq: u64, value: &[u8]) -> StoreResult<Change> {
     match split_log_value(value)? {
         LogValue::Upsert { id, fields } => {
             let mut record = Record::decode(fields).map_err(|e| corrupt("log entry", &e))?;
@@ -171,7 +171,7 @@ pub(super) fn decode_log_entry(seq: u64, value: &[u8]) -> StoreResult<Change> {
     }
 }
 
-pub(super) fn corrupt(what: &str, error: &prost::DecodeError) -> StoreError {
+pub(in crate::storage) fn corrupt(what: &str, error: &prost::DecodeError) -> StoreError {
     StoreError::Corrupt(format!("cannot decode a stored {what}: {error}"))
 }
 
@@ -209,5 +209,7 @@ pub(super) fn same_error(error: &StoreError) -> StoreError {
         StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
         StoreError::Closed => StoreError::Closed,
         StoreError::QueueFull { pending } => StoreError::QueueFull { pending: *pending },
+        StoreError::NotDurable { detail } => StoreError::NotDurable { detail: detail.clone() },
+        StoreError::Contention { partition } => StoreError::Contention { partition: partition.clone() },
     }
 }

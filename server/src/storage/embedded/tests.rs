@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use proptest::prelude::*;
-use syncline_proto::record::RecordError;
 use syncline_proto::v1::Value;
 use tempfile::TempDir;
 
@@ -12,10 +11,7 @@ use std::collections::HashSet;
 
 use syncline_proto::checksum::Checksum;
 
-use super::compaction::COMPACTION_STEP_ENTRIES;
-use crate::storage::{
-    AccountStore, CursorStore, DeviceState, MAX_BATCH_CHANGES, MAX_RECORD_ID_BYTES, StoredDevice, StoredUser,
-};
+use crate::storage::{AccountStore, CursorStore, StoredDevice, StoredUser};
 
 fn open_temp() -> (TempDir, EmbeddedStore) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -109,105 +105,6 @@ fn replay(
 }
 
 #[test]
-fn sequences_are_gap_free_across_batches() {
-    let (_dir, store) = open_temp();
-    let name = partition("u1");
-    let first = upsert(&store, &name, vec![record("a", 1), record("b", 1)]);
-    assert_eq!((first.first_seq, first.last_seq), (1, 2));
-    assert_eq!(seqs(&first), [1, 2]);
-    let second =
-        store.apply_batch(&name, vec![record("a", 2), record("c", 1)], vec!["b".to_owned()]).expect("mixed batch");
-    // Deletes come first, then upserts in input order.
-    assert_eq!((second.first_seq, second.last_seq), (3, 5));
-    assert_eq!(seqs(&second), [3, 4, 5]);
-    assert!(matches!(&second.changes[0], Change::Delete { id, seq: 3 } if id == "b"));
-    assert!(matches!(&second.changes[1], Change::Upsert(r) if r.id == "a" && r.version == 4));
-    assert!(matches!(&second.changes[2], Change::Upsert(r) if r.id == "c" && r.version == 5));
-    let state = store.partition_state(&name).expect("state");
-    assert_eq!(state, second.state);
-    assert_eq!((state.head, state.horizon, state.total), (5, 0, 2));
-    let records = snapshot(&store, &name, 10);
-    assert_eq!(recomputed(&records), (state.total, state.checksum));
-    assert_eq!(records.iter().map(|r| (r.id.as_str(), r.version)).collect::<Vec<_>>(), [("a", 4), ("c", 5)]);
-}
-
-#[test]
-fn unchanged_upsert_takes_no_sequence() {
-    let (_dir, store) = open_temp();
-    let name = partition("u1");
-    let nan = |bits: u64| Record {
-        id: "x".to_owned(),
-        fields: BTreeMap::from([("f".to_owned(), Value::double(f64::from_bits(bits)))]),
-        version: 0,
-    };
-    upsert(&store, &name, vec![record("a", 1), nan(0x7ff8_0000_0000_0001)]);
-    // Same fields (the caller's version is ignored, NaN compares by bit pattern): no-op.
-    let mut same = record("a", 1);
-    same.version = 99;
-    let unchanged = upsert(&store, &name, vec![same, nan(0x7ff8_0000_0000_0001)]);
-    assert_eq!((unchanged.first_seq, unchanged.last_seq), (0, 0));
-    assert!(unchanged.changes.is_empty());
-    assert_eq!(unchanged.state.head, 2);
-    // Another NaN payload is a change.
-    let changed = upsert(&store, &name, vec![record("a", 1), nan(0x7ff8_0000_0000_0002)]);
-    assert_eq!(seqs(&changed), [3]);
-    assert_eq!(changed.changes[0].id(), "x");
-    assert_eq!(store.write_stats().commits, 2, "a group that changes nothing is not committed");
-    // Commits are timed: the longest one is recorded (slow ones are counted apart).
-    let stats = store.write_stats();
-    assert!(stats.slowest_commit_micros > 0, "{stats:?}");
-    assert!(stats.slow_commits <= stats.commits, "{stats:?}");
-}
-
-#[test]
-fn delete_of_absent_id_is_a_no_op() {
-    let (_dir, store) = open_temp();
-    let name = partition("u1");
-    let nothing = delete(&store, &name, &["ghost"]);
-    assert_eq!((nothing.first_seq, nothing.last_seq, nothing.state), (0, 0, PartitionState::default()));
-    assert!(store.partitions().expect("partitions").is_empty(), "deletes alone do not create a partition");
-    upsert(&store, &name, vec![record("a", 1)]);
-    let batch = delete(&store, &name, &["ghost", "a"]);
-    assert_eq!(seqs(&batch), [2]);
-    assert_eq!(batch.changes[0].id(), "a");
-    assert_eq!((batch.state.total, batch.state.checksum), (0, 0));
-    let again = delete(&store, &name, &["a"]);
-    assert!(again.changes.is_empty());
-    assert_eq!(again.state.head, 2);
-}
-
-#[test]
-fn invalid_batches_write_nothing() {
-    let (_dir, store) = open_temp();
-    let name = partition("u1");
-    let long = "x".repeat(MAX_RECORD_ID_BYTES + 1);
-    let err = store.apply_batch(&name, vec![record("ok", 1), record("", 1)], Vec::new()).unwrap_err();
-    assert!(matches!(err, StoreError::InvalidRecord(RecordError::InvalidId { id, .. }) if id.is_empty()));
-    let err = store.apply_batch(&name, vec![record("ok", 1)], vec![long.clone()]).unwrap_err();
-    assert!(matches!(err, StoreError::InvalidRecord(RecordError::InvalidId { bytes, .. }) if bytes == long.len()));
-    // Issue 13: every record is checked, not only its id.
-    let mut unnamed = record("bad", 1);
-    unnamed.fields.insert(String::new(), Value::int(1));
-    let err = store.apply_batch(&name, vec![record("ok", 1), unnamed], Vec::new()).unwrap_err();
-    assert!(matches!(err, StoreError::InvalidRecord(RecordError::EmptyFieldName { id }) if id == "bad"));
-    let err = store.apply_batch(&name, vec![record("a", 1), record("a", 2)], Vec::new()).unwrap_err();
-    assert!(matches!(err, StoreError::DuplicateId { id } if id == "a"));
-    let err = store.apply_batch(&name, vec![record("a", 1)], vec!["a".to_owned()]).unwrap_err();
-    assert!(matches!(err, StoreError::DuplicateId { id } if id == "a"));
-    let too_many = (0..=MAX_BATCH_CHANGES).map(|i| record(&format!("r{i}"), 1)).collect();
-    let err = store.apply_batch(&name, too_many, Vec::new()).unwrap_err();
-    assert!(matches!(err, StoreError::BatchTooLarge { changes } if changes == MAX_BATCH_CHANGES + 1));
-    // An id of exactly the limit is fine.
-    let longest = "y".repeat(MAX_RECORD_ID_BYTES);
-
-    assert!(store.partitions().expect("partitions").is_empty());
-    assert_eq!(store.partition_state(&name).expect("state"), PartitionState::default());
-    assert_eq!(store.write_stats().submitted_batches, 0, "nothing reached the writer");
-    let batch = upsert(&store, &name, vec![record(&longest, 1)]);
-    assert_eq!(seqs(&batch), [1]);
-}
-
-#[test]
 fn committed_data_survives_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = store_path(&dir);
@@ -269,70 +166,6 @@ impl CommitListener for RecordingListener {
             seen.push((batch.partition.clone(), batch.first_seq, batch.last_seq, batch.changes.len()));
         }
     }
-}
-
-#[test]
-fn concurrent_batches_are_gap_free_and_notified_in_order() {
-    const THREADS: usize = 8;
-    const BATCHES_PER_THREAD: usize = 25;
-    let listener = Arc::new(RecordingListener::default());
-    let (_dir, store) = open_temp_with(listener.clone());
-    let store = Arc::new(store);
-    let names: Vec<PartitionName> = (0..3).map(|p| partition(&format!("p{p}"))).collect();
-
-    let handles: Vec<_> = (0..THREADS)
-        .map(|thread| {
-            let store = Arc::clone(&store);
-            let name = names[thread % names.len()].clone();
-            std::thread::spawn(move || {
-                (0..BATCHES_PER_THREAD)
-                    .map(|i| {
-                        let records =
-                            vec![record(&format!("t{thread}-{i}-a"), 1), record(&format!("t{thread}-{i}-b"), 1)];
-                        upsert(&store, &name, records)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut returned: BTreeMap<PartitionName, Vec<(u64, u64)>> = BTreeMap::new();
-    for handle in handles {
-        for batch in handle.join().expect("thread") {
-            assert_eq!(batch.last_seq - batch.first_seq + 1, 2);
-            assert_eq!(seqs(&batch), [batch.first_seq, batch.last_seq]);
-            returned.entry(batch.partition.clone()).or_default().push((batch.first_seq, batch.last_seq));
-        }
-    }
-
-    let seen = listener.batches.lock().expect("listener lock").clone();
-    assert_eq!(seen.len(), THREADS * BATCHES_PER_THREAD);
-    for name in &names {
-        let head = store.partition_state(name).expect("state").head;
-        // The listener saw this partition's batches in sequence order, without gaps.
-        let mut next = 1;
-        for (_, first, last, changes) in seen.iter().filter(|(p, ..)| p == name) {
-            assert_eq!(*first, next, "listener order for {name}");
-            assert_eq!(last - first + 1, *changes as u64);
-            next = last + 1;
-        }
-        assert_eq!(next - 1, head);
-        // The callers' ranges tile 1..=head exactly.
-        let ranges = returned.get_mut(name).expect("batches for partition");
-        ranges.sort_unstable();
-        let mut next = 1;
-        for (first, last) in ranges.iter() {
-            assert_eq!(*first, next);
-            next = last + 1;
-        }
-        assert_eq!(next - 1, head);
-        let records = snapshot(&store, name, 7);
-        let state = store.partition_state(name).expect("state");
-        assert_eq!(recomputed(&records), (state.total, state.checksum));
-    }
-    let stats = store.write_stats();
-    let batches = (THREADS * BATCHES_PER_THREAD) as u64;
-    assert_eq!((stats.submitted_batches, stats.answered_batches), (batches, batches));
-    assert!(stats.commits >= 1 && stats.commits <= batches);
 }
 
 /// Submits each batch from its own thread while the test holds redb's write lock, so they
@@ -433,151 +266,6 @@ fn a_panicking_listener_does_not_stop_the_writer() {
     assert_eq!(seqs(&upsert(&store, &name, vec![record("b", 1)])), [2]);
     let listener = &listener.recorder;
     assert_eq!(listener.batches.lock().expect("lock").as_slice(), [(name, 2, 2, 1)]);
-}
-
-#[test]
-fn snapshot_pages_cover_live_records_once_in_id_order() {
-    let (_dir, store) = open_temp();
-    let name = partition("u1");
-    let neighbour = partition("u2");
-    upsert(&store, &neighbour, vec![record("a", 1), record("zz", 1)]);
-    // Ids of several lengths and a non-ASCII one: order is byte order, not length first.
-    let ids: Vec<String> = (0..23).map(|i| format!("{}{i}", ["b", "ab", "a", "ba", "\u{e9}"][i % 5])).collect();
-    upsert(&store, &name, ids.iter().map(|id| record(id, 1)).collect());
-    delete(&store, &name, &[&ids[3], &ids[17]]);
-    let mut expected: Vec<&str> = ids.iter().map(String::as_str).filter(|id| *id != ids[3] && *id != ids[17]).collect();
-    expected.sort_unstable();
-    for page in [1, 4, 21, 100] {
-        let records = snapshot(&store, &name, page);
-        assert_eq!(records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), expected, "page size {page}");
-    }
-    // A page ending exactly at the last record is done.
-    let all = store.read_snapshot(&name, None, PageLimit::items(expected.len())).expect("page");
-    assert!(all.done);
-    let short = store.read_snapshot(&name, None, PageLimit::items(expected.len() - 1)).expect("page");
-    assert!(!short.done);
-    let empty = store.read_snapshot(&name, expected.last().copied(), PageLimit::items(5)).expect("page");
-    assert!(empty.records.is_empty() && empty.done);
-    let zero = store.read_snapshot(&name, Some(expected[expected.len() - 2]), PageLimit::items(0)).expect("page");
-    assert!(zero.records.is_empty() && !zero.done);
-    let unknown = store.read_snapshot(&partition("nobody"), None, PageLimit::items(5)).expect("page");
-    assert!(unknown.records.is_empty() && unknown.done);
-}
-
-#[test]
-fn log_pages_report_what_they_cover() {
-    let (_dir, store) = open_temp();
-    let name = partition("u1");
-    upsert(&store, &name, vec![record("a", 1), record("b", 1), record("c", 1)]); // 1..=3
-    upsert(&store, &name, vec![record("a", 2)]); // 4
-    delete(&store, &name, &["b"]); // 5
-    let page = store.read_log(&name, 0, PageLimit::items(2)).expect("log");
-    assert_eq!((page.changes.iter().map(Change::seq).collect::<Vec<_>>(), page.covered_to), (vec![1, 2], 2));
-    let page = store.read_log(&name, 2, PageLimit::items(3)).expect("log");
-    assert_eq!((page.changes.len(), page.covered_to, page.state.head), (3, 5, 5));
-    let page = store.read_log(&name, 5, PageLimit::items(3)).expect("log");
-    assert_eq!((page.changes.len(), page.covered_to), (0, 5));
-    let page = store.read_log(&name, 1, PageLimit::items(0)).expect("log");
-    assert_eq!((page.changes.len(), page.covered_to), (0, 1));
-
-    // Compaction leaves gaps: a@1 superseded by a@4, b@2 deleted at 5 (tombstone purged).
-    let report = store.compact(&name, 0).expect("compact");
-    assert_eq!(report, CompactionReport { removed: 3, horizon: 5 });
-    let page = store.read_log(&name, 0, PageLimit::items(2)).expect("log");
-    assert_eq!((page.changes.iter().map(Change::seq).collect::<Vec<_>>(), page.covered_to), (vec![3, 4], 5));
-    let page = store.read_log(&name, 0, PageLimit::items(1)).expect("log");
-    assert_eq!((page.changes.iter().map(Change::seq).collect::<Vec<_>>(), page.covered_to), (vec![3], 3));
-    let page = store.read_log(&name, 3, PageLimit::items(1)).expect("log");
-    assert_eq!((page.changes.iter().map(Change::seq).collect::<Vec<_>>(), page.covered_to), (vec![4], 5));
-    let unknown = store.read_log(&partition("nobody"), 0, PageLimit::items(5)).expect("log");
-    assert_eq!((unknown.changes.len(), unknown.covered_to), (0, 0));
-}
-
-#[test]
-fn compaction_keeps_recent_entries_and_the_latest_per_id() {
-    let (_dir, store) = open_temp();
-    let name = partition("u1");
-    upsert(&store, &name, vec![record("a", 1), record("b", 1)]); // 1, 2
-    upsert(&store, &name, vec![record("a", 2)]); // 3
-    delete(&store, &name, &["b"]); // 4
-    upsert(&store, &name, vec![record("a", 3)]); // 5
-    assert_eq!(store.compact(&name, 5).expect("compact"), CompactionReport { removed: 0, horizon: 0 });
-    // Point 2: only a@1 (superseded) and b@2 (deleted later) go; the tombstone at 4 stays.
-    assert_eq!(store.compact(&name, 3).expect("compact"), CompactionReport { removed: 2, horizon: 2 });
-    let log = store.read_log(&name, 0, PageLimit::items(100)).expect("log");
-    assert_eq!(log.changes.iter().map(Change::seq).collect::<Vec<_>>(), [3, 4, 5]);
-    // A larger keep_recent never lowers the horizon.
-    assert_eq!(store.compact(&name, 4).expect("compact"), CompactionReport { removed: 0, horizon: 2 });
-    // Point 4: a@3 superseded by a@5, tombstone at 4 purged.
-    assert_eq!(store.compact(&name, 1).expect("compact"), CompactionReport { removed: 2, horizon: 4 });
-    let log = store.read_log(&name, 0, PageLimit::items(100)).expect("log");
-    assert_eq!(log.changes.iter().map(Change::seq).collect::<Vec<_>>(), [5]);
-    assert_eq!(store.compact(&partition("nobody"), 0).expect("compact"), CompactionReport::default());
-}
-
-#[test]
-fn compaction_spanning_several_steps_removes_everything_superseded() {
-    let (_dir, store) = open_temp();
-    let name = partition("u1");
-    let rounds = COMPACTION_STEP_ENTRIES / 1000 + 2;
-    for round in 0..rounds {
-        let round = i64::try_from(round).expect("small");
-        upsert(&store, &name, (0..1000).map(|i| record(&format!("r{i:04}"), round)).collect());
-    }
-    let head = store.partition_state(&name).expect("state").head;
-    let report = store.compact(&name, 0).expect("compact");
-    assert_eq!(report, CompactionReport { removed: head - 1000, horizon: head });
-    let log = store.read_log(&name, 0, PageLimit::items(5000)).expect("log");
-    assert_eq!(log.changes.len(), 1000);
-    assert!(log.changes.iter().all(|change| change.seq() > head - 1000));
-}
-
-#[test]
-fn users_devices_and_secrets() {
-    let (_dir, store) = open_temp();
-    let ann = StoredUser { name: "ann".to_owned(), password_hash: "h1".to_owned() };
-    store.add_user(&ann).expect("add");
-    assert!(matches!(store.add_user(&ann), Err(StoreError::UserExists { name }) if name == "ann"));
-    assert!(store.set_user_password("ann", "h2").expect("set"));
-    assert!(!store.set_user_password("bob", "h2").expect("set"));
-    assert_eq!(store.user("ann").expect("user"), Some(StoredUser { password_hash: "h2".to_owned(), ..ann }));
-    assert_eq!(store.user("bob").expect("user"), None);
-    assert_eq!(store.user_count().expect("count"), 1);
-
-    let mut device = StoredDevice {
-        client_id: "c1".to_owned(),
-        user_id: "ann".to_owned(),
-        platform: "ios".to_owned(),
-        app_version: "1.2".to_owned(),
-        model: "phone".to_owned(),
-        created_ms: -5,
-        last_seen_ms: 10,
-        state: DeviceState::Active,
-        token_generation: 3,
-    };
-    store.put_device(&device).expect("put");
-    assert_eq!(store.device("c1").expect("device"), Some(device.clone()));
-    device.state = DeviceState::Locked;
-    store.put_device(&device).expect("put");
-    assert_eq!(store.device("c1").expect("device"), Some(device));
-    assert_eq!(store.device("c2").expect("device"), None);
-
-    let calls = AtomicU64::new(0);
-    let generate = || {
-        calls.fetch_add(1, Ordering::Relaxed);
-        vec![1, 2, 3]
-    };
-    assert_eq!(store.secret("k", &generate).expect("secret"), [1, 2, 3]);
-    assert_eq!(store.secret("k", &|| vec![9]).expect("secret"), [1, 2, 3]);
-    assert_eq!(calls.load(Ordering::Relaxed), 1);
-
-    let name = partition("u1");
-    assert_eq!(store.cursor("c1", &name).expect("cursor"), None);
-    store.save_cursors(&[("c1".to_owned(), name.clone(), 4), ("c1".to_owned(), partition("u2"), 9)]).expect("save");
-    store.save_cursors(&[("c1".to_owned(), name.clone(), 6)]).expect("save");
-    assert_eq!(store.cursor("c1", &name).expect("cursor"), Some(6));
-    assert_eq!(store.cursor("c1", &partition("u2")).expect("cursor"), Some(9));
-    assert_eq!(store.cursor("c2", &name).expect("cursor"), None);
 }
 
 /// One step of the compaction property test.

@@ -62,7 +62,7 @@ impl WriteRequest {
 }
 
 /// Checks a batch against the limits of [`Store::apply_batch`] without touching the store.
-pub(super) fn validate_batch(upserts: &[Record], deletes: &[String]) -> StoreResult<()> {
+pub(in crate::storage) fn validate_batch(upserts: &[Record], deletes: &[String]) -> StoreResult<()> {
     let changes = upserts.len() + deletes.len();
     if changes > MAX_BATCH_CHANGES {
         return Err(StoreError::BatchTooLarge { changes });

@@ -1,11 +1,11 @@
 use std::collections::BTreeMap;
 
 use redb::{Database, ReadableDatabase};
-use syncline_proto::v1::{Record, Value};
+use syncline_proto::v1::Value;
 
 use super::super::{CAPTURE_POSITIONS, EmbeddedOptions, EmbeddedStore, FORMAT_VERSION, FORMAT_VERSION_KEY, STORE_META};
 use super::*;
-use crate::storage::{PartitionStore, PartitionWrite};
+use crate::storage::PartitionStore;
 
 fn open(dir: &tempfile::TempDir) -> EmbeddedStore {
     EmbeddedStore::open(&dir.path().join("syncline.redb"), EmbeddedOptions::default()).expect("open")
@@ -27,71 +27,6 @@ fn mutation(client: &str, mutation_id: &str) -> QueuedMutation {
 
 fn outcome(client: &str, mutation_id: &str, result: &[u8]) -> MutationOutcome {
     MutationOutcome { client_id: client.to_owned(), mutation_id: mutation_id.to_owned(), result: result.to_vec() }
-}
-
-fn now() -> u64 {
-    super::super::now_ms()
-}
-
-#[test]
-fn a_finished_mutation_leaves_the_queue_and_answers_its_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    assert_eq!(store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(), Enqueued::Queued { seq: 1 });
-    assert_eq!(store.enqueue_mutation(&mutation("c1", "m2"), 10).unwrap(), Enqueued::Queued { seq: 2 });
-    assert_eq!(store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(), Enqueued::Pending { seq: 1 });
-    let write = PartitionWrite {
-        partition: PartitionName::new("Task", "ann"),
-        upserts: vec![Record { id: "t1".into(), ..Record::default() }],
-        deletes: vec![],
-    };
-    let batches = store.finish_mutation(vec![write], outcome("c1", "m1", b"done-1")).unwrap();
-    assert_eq!(batches[0].last_seq, 1, "the change commits with the outcome");
-    assert_eq!(
-        store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(),
-        Enqueued::Done { result: b"done-1".to_vec() }
-    );
-    let pending: Vec<_> = store.pending_mutations().unwrap().into_iter().map(|m| m.mutation_id).collect();
-    assert_eq!(pending, vec!["m2".to_owned()], "only the unfinished one is pending");
-    // Another device's ids are its own.
-    assert_eq!(store.enqueue_mutation(&mutation("c2", "m1"), 10).unwrap(), Enqueued::Queued { seq: 1 });
-}
-
-#[test]
-fn only_unfinished_mutations_count_against_the_queue_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    for n in 0..3 {
-        store.enqueue_mutation(&mutation("c1", &format!("m{n}")), 3).unwrap();
-    }
-    assert!(matches!(store.enqueue_mutation(&mutation("c1", "m3"), 3), Err(StoreError::QueueFull { pending: 3 })));
-    store.finish_mutation(Vec::new(), outcome("c1", "m0", b"r")).unwrap();
-    assert_eq!(store.enqueue_mutation(&mutation("c1", "m3"), 3).unwrap(), Enqueued::Queued { seq: 4 });
-}
-
-#[test]
-fn outcomes_are_pruned_after_their_retention_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    store.enqueue_mutation(&mutation("c1", "old"), 10).unwrap();
-    store.finish_mutation(Vec::new(), outcome("c1", "old", b"r-old")).unwrap();
-    let cutoff = now() + 1;
-    assert_eq!(store.prune_mutation_outcomes(0).unwrap(), 0, "nothing finished before the epoch");
-    // A mutation finished after the cutoff stays.
-    while now() <= cutoff {
-        std::hint::spin_loop();
-    }
-    store.finish_mutation(Vec::new(), outcome("c1", "new", b"r-new")).unwrap();
-    assert_eq!(store.prune_mutation_outcomes(cutoff).unwrap(), 1);
-    assert_eq!(
-        store.enqueue_mutation(&mutation("c1", "new"), 10).unwrap(),
-        Enqueued::Done { result: b"r-new".to_vec() }
-    );
-    // After its retention a mutation id is unknown again: queued anew.
-    assert_eq!(store.enqueue_mutation(&mutation("c1", "old"), 10).unwrap(), Enqueued::Queued { seq: 1 });
-    drop(store);
-    let store = open(&dir);
-    assert_eq!(store.prune_mutation_outcomes(cutoff).unwrap(), 0, "pruning is durable");
 }
 
 #[test]

@@ -68,38 +68,6 @@ fn log_pages(
     }
 }
 
-/// Regression for catch-up pages bounded only by count: 500 records of 32 KiB made a 16 MiB
-/// frame. Pages stop at their bytes, exactly at the bound or before the item past it.
-#[test]
-fn pages_end_at_their_bytes() {
-    let (_dir, store) = open_temp();
-    let name = partition("u1");
-    let records: Vec<Record> = (0..6).map(|i| padded(&format!("r{i}"), 1000)).collect();
-    upsert(&store, &name, records);
-    let stored = store.read_snapshot(&name, None, PageLimit::unbounded()).expect("page").records;
-    let size = record_item_bytes(&stored[0]);
-    assert!(stored.iter().all(|record| record_item_bytes(record) == size), "equal sizes");
-    let shape = |bytes: usize| -> (Vec<usize>, Vec<usize>) {
-        let limit = PageLimit { items: 100, bytes };
-        let snapshot = snapshot_pages(&store, &name, limit).iter().map(Vec::len).collect();
-        let log = log_pages(&store, &name, 0, limit).iter().map(|(changes, _)| changes.len()).collect();
-        (snapshot, log)
-    };
-    assert_eq!(shape(2 * size), (vec![2, 2, 2], vec![2, 2, 2]), "exactly at the bound: two a page");
-    assert_eq!(shape(2 * size - 1), (vec![1; 6], vec![1; 6]), "one byte short: one a page");
-    assert_eq!(shape(0), (vec![1; 6], vec![1; 6]), "every record over the bound: one a page, all delivered");
-    assert_eq!(shape(6 * size), (vec![6], vec![6]));
-    // The item count still applies.
-    let limit = PageLimit { items: 4, bytes: usize::MAX };
-    assert_eq!(snapshot_pages(&store, &name, limit).iter().map(Vec::len).collect::<Vec<_>>(), [4, 2]);
-    // What the log pages cover.
-    let covered: Vec<u64> = log_pages(&store, &name, 0, PageLimit { items: 100, bytes: 2 * size + 5 })
-        .into_iter()
-        .map(|(_, to)| to)
-        .collect();
-    assert_eq!(covered, [2, 4, 6]);
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

@@ -1,0 +1,158 @@
+//! Device mutation queues and outcomes in Redis: one hash tag per device (`keys.rs`), the
+//! dedupe of mutation ids and the queue bound checked by one script.
+
+use std::time::Instant;
+
+use prost::Message as _;
+
+use super::keys::{self, MutationKeys};
+use super::{RedisStore, now_ms, parse_u64};
+use crate::storage::embedded::mutation_queue::{MutationValue, result_value, split_result_value};
+use crate::storage::embedded::tables::corrupt;
+use crate::storage::{
+    CommittedBatch, Enqueued, MutationOutcome, MutationQueue, PartitionWrite, QueuedMutation, StoreError, StoreResult,
+};
+
+/// Outcomes examined per step while pruning.
+const PRUNE_STEP: usize = 1_000;
+
+impl MutationQueue for RedisStore {
+    fn enqueue_mutation(&self, mutation: &QueuedMutation, max_pending: u64) -> StoreResult<Enqueued> {
+        let client = mutation.client_id.as_str();
+        // Listed before anything is queued, so `pending_mutations` never misses a device.
+        self.run(|connection| redis::cmd("SADD").arg(keys::MUTATION_CLIENTS).arg(client).query::<()>(connection))?;
+        let keys = MutationKeys::new(client);
+        let value = MutationValue::from_queued(mutation).encode_to_vec();
+        let (kind, detail): (String, Vec<u8>) = self.run_durable(|connection| {
+            let answer: (String, Vec<u8>) = self
+                .scripts
+                .enqueue_mutation
+                .key(&keys.results)
+                .key(&keys.ids)
+                .key(&keys.queue)
+                .key(&keys.values)
+                .arg(&mutation.mutation_id)
+                .arg(max_pending)
+                .arg(value.as_slice())
+                .invoke(connection)?;
+            let wrote = answer.0 == "queued";
+            Ok((answer, wrote))
+        })?;
+        let number = |bytes: &[u8]| parse_u64(&String::from_utf8_lossy(bytes), "queue position");
+        match kind.as_str() {
+            "done" => Ok(Enqueued::Done { result: split_result_value(&detail)?.1.to_vec() }),
+            "pending" => Ok(Enqueued::Pending { seq: number(&detail)? }),
+            "full" => Err(StoreError::QueueFull { pending: number(&detail)? }),
+            "queued" => Ok(Enqueued::Queued { seq: number(&detail)? }),
+            other => Err(StoreError::Corrupt(format!("the enqueue script answered {other:?}"))),
+        }
+    }
+
+    fn pending_mutations(&self) -> StoreResult<Vec<QueuedMutation>> {
+        let mut clients: Vec<String> =
+            self.run(|connection| redis::cmd("SMEMBERS").arg(keys::MUTATION_CLIENTS).query(connection))?;
+        clients.sort();
+        let mut pending = Vec::new();
+        for client in clients {
+            let keys = MutationKeys::new(&client);
+            let entries: Vec<(String, Vec<u8>)> =
+                self.run(|connection| redis::cmd("HGETALL").arg(&keys.values).query(connection))?;
+            let mut queued = entries
+                .into_iter()
+                .map(|(seq, value)| {
+                    let seq = parse_u64(&seq, "queue position")?;
+                    let value = MutationValue::decode(value.as_slice()).map_err(|e| corrupt("mutation", &e))?;
+                    value.into_queued(&client, seq)
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            queued.sort_by_key(|mutation| mutation.seq);
+            pending.extend(queued);
+        }
+        Ok(pending)
+    }
+
+    fn finish_mutation(
+        &self,
+        writes: Vec<PartitionWrite>,
+        outcome: MutationOutcome,
+    ) -> StoreResult<Vec<CommittedBatch>> {
+        self.submit(&writes)?;
+        let result = self.write_partitions(writes).and_then(|batches| {
+            self.store_outcome(&outcome)?;
+            Ok(batches)
+        });
+        self.answered(result)
+    }
+
+    fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64> {
+        let mut removed = 0;
+        loop {
+            let members: Vec<String> = self.run(|connection| {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(keys::MUTATION_AGES)
+                    .arg("-inf")
+                    .arg(format!("({finished_before_ms}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(PRUNE_STEP)
+                    .query(connection)
+            })?;
+            for member in &members {
+                removed += self.prune_outcome(member, finished_before_ms)?;
+            }
+            if members.len() < PRUNE_STEP {
+                return Ok(removed);
+            }
+        }
+    }
+}
+
+impl RedisStore {
+    /// Stores a finished mutation's outcome and takes it off its queue: indexed by age
+    /// first, so that a crash in between leaves an age without an outcome (pruned as
+    /// nothing), never an outcome that is never pruned.
+    fn store_outcome(&self, outcome: &MutationOutcome) -> StoreResult<()> {
+        let finished_ms = now_ms();
+        let member = keys::pair_member(&outcome.client_id, &outcome.mutation_id);
+        self.run(|connection| {
+            redis::cmd("ZADD").arg(keys::MUTATION_AGES).arg(finished_ms).arg(&member).query::<()>(connection)
+        })?;
+        let keys = MutationKeys::new(&outcome.client_id);
+        let value = result_value(finished_ms, &outcome.result);
+        let started = Instant::now();
+        self.run_durable(|connection| {
+            self.scripts
+                .finish_mutation
+                .key(&keys.results)
+                .key(&keys.ids)
+                .key(&keys.queue)
+                .key(&keys.values)
+                .arg(&outcome.mutation_id)
+                .arg(value.as_slice())
+                .invoke::<()>(connection)?;
+            Ok(((), true))
+        })?;
+        self.record_commit(started);
+        Ok(())
+    }
+
+    /// Removes one aged outcome if it finished before `before_ms`; returns 1 if it did.
+    fn prune_outcome(&self, member: &str, before_ms: u64) -> StoreResult<u64> {
+        let (client, mutation_id) = keys::parse_pair_member(member)
+            .ok_or_else(|| StoreError::Corrupt(format!("a mutation age entry is malformed: {member:?}")))?;
+        let keys = MutationKeys::new(&client);
+        let stored: Option<Vec<u8>> =
+            self.run(|connection| redis::cmd("HGET").arg(&keys.results).arg(&mutation_id).query(connection))?;
+        let mut removed = 0;
+        if let Some(stored) = stored {
+            let (finished_ms, _) = split_result_value(&stored)?;
+            if finished_ms < before_ms {
+                removed = self.run(|connection| {
+                    redis::cmd("HDEL").arg(&keys.results).arg(&mutation_id).query::<u64>(connection)
+                })?;
+            }
+        }
+        self.run(|connection| redis::cmd("ZREM").arg(keys::MUTATION_AGES).arg(member).query::<()>(connection))?;
+        Ok(removed)
+    }
+}
