@@ -19,7 +19,7 @@ use crate::channel::ChannelRegistry;
 use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
-use crate::config::{AuthSettings, Capture, DeviceSettings, Settings, StoreSettings};
+use crate::config::{AuthSettings, Capture, DeviceSettings, Settings, StoreBackendSettings, StoreSettings};
 use crate::devices::{CommitTimes, DeviceManagement};
 use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices};
 use crate::ingest::IngestService;
@@ -31,6 +31,7 @@ use crate::rpc::RpcRouter;
 use crate::runtime::BackendRuntime;
 use crate::shutdown;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::storage::redis::RedisStore;
 use crate::storage::{AdminRole, CommitListener, PartitionName, Store};
 use crate::sync::{LivePublisher, cursors::CursorRecorder};
 use crate::tls::TlsMaterial;
@@ -198,9 +199,14 @@ async fn open_store(
     live: LivePublisher,
     commit_times: Arc<CommitTimes>,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    let live: Arc<dyn CommitListener> = Arc::new(CommitListeners { live, commit_times });
+    if let StoreBackendSettings::Redis(options) = &settings.backend {
+        let options = options.clone();
+        let opened = tokio::task::spawn_blocking(move || RedisStore::open(&options, Some(live))).await?;
+        return Ok(Arc::new(opened.context("cannot open the redis store")?));
+    }
     let path = settings.data_dir.join(STORE_FILE_NAME);
     let options = EmbeddedOptions { cache_size_bytes: settings.cache_bytes };
-    let live: Arc<dyn CommitListener> = Arc::new(CommitListeners { live, commit_times });
     let opened = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || EmbeddedStore::open_with_listener(&path, options, Some(live))).await?

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::Deserialize as _;
 use serde::de::IntoDeserializer as _;
 
-use super::{Config, ConfigError, LogFormat};
+use super::{Config, ConfigError, LogFormat, StoreBackend};
 
 /// One environment override: the variable, the config key it sets, and how.
 pub struct EnvVar {
@@ -118,6 +118,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         "auth.failed_login_backoff_secs",
         config => config.auth.failed_login_backoff_secs
     ),
+    var!("SYNCLINE_STORE_BACKEND", "store.backend", config => config.store.backend),
+    var!("SYNCLINE_REDIS_URL", "store.redis_url", config => config.store.redis_url),
+    var!("SYNCLINE_REDIS_CLUSTER_URLS", "store.redis_cluster_urls", config => config.store.redis_cluster_urls),
+    var!("SYNCLINE_REDIS_WAIT_REPLICAS", "store.redis_wait_replicas", config => config.store.redis_wait_replicas),
+    var!("SYNCLINE_STORE_ALLOW_VOLATILE", "store.allow_volatile", config => config.store.allow_volatile),
     var!("SYNCLINE_STORE_CACHE_MB", "store.cache_mb", config => config.store.cache_mb),
     var!("SYNCLINE_COMPACT_KEEP_RECENT", "store.compact_keep_recent", config => config.store.compact_keep_recent),
     var!("SYNCLINE_COMPACT_INTERVAL_SECS", "store.compact_interval_secs", config => config.store.compact_interval_secs),
@@ -212,6 +217,19 @@ impl EnvValue for PathBuf {
 impl<T: EnvValue> EnvValue for Option<T> {
     fn parse(value: &str) -> Result<Self, String> {
         T::parse(value).map(Some)
+    }
+}
+
+/// A list: comma-separated items (`a,b`), spaces around them ignored; empty: none.
+impl EnvValue for Vec<String> {
+    fn parse(value: &str) -> Result<Self, String> {
+        Ok(value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect())
+    }
+}
+
+impl EnvValue for StoreBackend {
+    fn parse(value: &str) -> Result<Self, String> {
+        StoreBackend::deserialize(value.into_deserializer()).map_err(|error: serde::de::value::Error| error.to_string())
     }
 }
 

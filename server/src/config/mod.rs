@@ -33,7 +33,8 @@ mod validate;
 pub use env::{ENV_VARS, EnvVar};
 pub use settings::{
     AdminSettings, AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy,
-    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreSettings, TlsSettings,
+    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreBackendSettings,
+    StoreSettings, TlsSettings,
 };
 pub use validate::valid_source_name;
 
@@ -197,6 +198,17 @@ pub struct Config {
     pub admin: AdminSection,
     /// Sources by name. Empty with the demo enabled: the demo's sources.
     pub sources: BTreeMap<String, SourceSection>,
+}
+
+/// Which store holds the data.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// The embedded store: one file in `data_dir`, one node.
+    #[default]
+    Embedded,
+    /// Redis (one server or a cluster), shared by every node.
+    Redis,
 }
 
 /// How log lines are written.
@@ -376,10 +388,25 @@ pub struct AuthSection {
     pub failed_login_backoff_secs: u64,
 }
 
-/// The embedded store and its background jobs.
+/// The store (embedded or Redis) and its background jobs.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
+    /// Which store holds the data: the embedded file in `data_dir`, or Redis (several nodes
+    /// share it).
+    pub backend: StoreBackend,
+    /// The Redis server, as a `redis://` URL (`backend = "redis"`, one server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// The `redis://` URLs of some nodes of a Redis Cluster (`backend = "redis"`, instead of
+    /// `redis_url`).
+    pub redis_cluster_urls: Vec<String>,
+    /// Replicas every acknowledged write waits for (`WAIT`); 0: none, then the server must
+    /// run with `appendonly yes` and `appendfsync always`.
+    pub redis_wait_replicas: u32,
+    /// Opens a Redis store that may lose acknowledged writes on a crash (no fsync on every
+    /// write and no replicas waited for). For tests and demos only.
+    pub allow_volatile: bool,
     pub cache_mb: usize,
     pub compact_keep_recent: u64,
     pub compact_interval_secs: u64,
@@ -555,6 +582,11 @@ impl Default for AuthSection {
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
+            backend: StoreBackend::Embedded,
+            redis_url: None,
+            redis_cluster_urls: Vec::new(),
+            redis_wait_replicas: 0,
+            allow_volatile: false,
             cache_mb: DEFAULT_STORE_CACHE_MB,
             compact_keep_recent: DEFAULT_COMPACT_KEEP_RECENT,
             compact_interval_secs: DEFAULT_COMPACT_INTERVAL_SECS,
@@ -620,6 +652,9 @@ impl Config {
         if copy.admin.password.is_some() {
             copy.admin.password = Some("<redacted>".into());
         }
+        copy.store.redis_url = copy.store.redis_url.as_deref().map(redact_url_password);
+        copy.store.redis_cluster_urls =
+            copy.store.redis_cluster_urls.iter().map(|url| redact_url_password(url)).collect();
         if copy.auth.backend_token_secret.is_some() {
             copy.auth.backend_token_secret = Some("<redacted>".into());
         }
@@ -644,4 +679,13 @@ fn parse_error(path: &Path, text: &str, error: toml::de::Error) -> ConfigError {
         None => described,
     };
     ConfigError::Parse { path: path.to_owned(), message }
+}
+
+/// Returns `url` with the credentials of its user part (`redis://user:password@host`)
+/// replaced, for logs.
+fn redact_url_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}<redacted>{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
 }

@@ -156,6 +156,8 @@ impl std::fmt::Debug for BackendTokenSettings {
 /// The embedded store and the background jobs that keep it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreSettings {
+    /// Which store holds the data, and how to reach it.
+    pub backend: StoreBackendSettings,
     /// Directory of the store's file (and the demo channel's database).
     pub data_dir: PathBuf,
     /// redb page cache.
@@ -167,6 +169,15 @@ pub struct StoreSettings {
     pub mutation_outcome_retention: Duration,
     /// How often recorded device cursors are written.
     pub cursor_flush: Duration,
+}
+
+/// Which store holds the data (`store.backend`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreBackendSettings {
+    /// The embedded store in `data_dir`.
+    Embedded,
+    /// Redis: where it is and how acknowledged writes are made durable.
+    Redis(crate::storage::redis::RedisOptions),
 }
 
 /// The demo app to serve.

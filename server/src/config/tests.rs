@@ -55,6 +55,7 @@ fn every_key_set() -> Config {
     config.auth.channel = Some("http://127.0.0.1:7801".into());
     config.auth.backend_token_secret = Some("secret".into());
     config.auth.backend_token_audience = Some("audience".into());
+    config.store.redis_url = Some("redis://127.0.0.1:6379/".into());
     config
 }
 
@@ -87,7 +88,7 @@ fn env_overrides_file_values() {
 #[test]
 fn each_env_var_sets_exactly_the_key_its_entry_names() {
     // Values that parse as some key type and differ from every default.
-    const CANDIDATES: &[&str] = &["7", "false", "json", "somewhere", "true"];
+    const CANDIDATES: &[&str] = &["7", "false", "json", "redis", "somewhere", "true"];
     let defaults = scalar_keys(&Config::default());
     for var in ENV_VARS {
         let changed = CANDIDATES.iter().find_map(|value| {
@@ -418,4 +419,71 @@ fn the_example_file_covers_every_key_and_env_var_and_validates() {
         });
         assert!(named, "example lacks `{leaf} = ...  # {}`", var.name);
     }
+}
+
+#[test]
+fn the_redis_backend_needs_one_valid_endpoint() {
+    use crate::storage::redis::{RedisEndpoint, RedisOptions};
+
+    let redis = |change: fn(&mut StoreSection)| {
+        let mut config = Config::default();
+        config.store.backend = StoreBackend::Redis;
+        change(&mut config.store);
+        config.validate().map(|settings| settings.store.backend)
+    };
+    let error = redis(|_| {}).unwrap_err().to_string();
+    assert!(error.contains("store.redis_url") && error.contains("store.redis_cluster_urls"), "{error}");
+    let settings = redis(|store| store.redis_url = Some("redis://127.0.0.1:6379/".into())).unwrap();
+    assert_eq!(settings, StoreBackendSettings::Redis(RedisOptions::single("redis://127.0.0.1:6379/")));
+    let settings = redis(|store| {
+        store.redis_cluster_urls = vec!["redis://10.0.0.1:7000".into(), "redis://10.0.0.2:7000".into()];
+        store.redis_wait_replicas = 1;
+        store.allow_volatile = true;
+    })
+    .unwrap();
+    let StoreBackendSettings::Redis(options) = settings else { panic!("redis") };
+    assert_eq!(
+        options.endpoint,
+        RedisEndpoint::Cluster(vec!["redis://10.0.0.1:7000".into(), "redis://10.0.0.2:7000".into()])
+    );
+    assert_eq!((options.wait_replicas, options.allow_volatile), (1, true));
+    let error = redis(|store| {
+        store.redis_url = Some("redis://a".into());
+        store.redis_cluster_urls = vec!["redis://b".into()];
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(error.starts_with("store.redis_cluster_urls") && error.contains("not both"), "{error}");
+    let error = redis(|store| store.redis_url = Some("http://:hunter2@host".into())).unwrap_err().to_string();
+    assert!(
+        error.starts_with("store.redis_url") && error.contains("redis://") && !error.contains("hunter2"),
+        "{error}"
+    );
+    let error = redis(|store| store.redis_cluster_urls = vec!["redis://".into()]).unwrap_err().to_string();
+    assert!(error.starts_with("store.redis_cluster_urls"), "{error}");
+    assert_eq!(Config::default().validate().unwrap().store.backend, StoreBackendSettings::Embedded);
+}
+
+#[test]
+fn the_store_backend_comes_from_the_environment_and_redis_passwords_are_redacted() {
+    let config = Config::load(
+        None,
+        &env(&[
+            ("SYNCLINE_STORE_BACKEND", "redis"),
+            ("SYNCLINE_REDIS_URL", "redis://:hunter2@127.0.0.1:6379/"),
+            ("SYNCLINE_STORE_ALLOW_VOLATILE", "true"),
+            ("SYNCLINE_REDIS_CLUSTER_URLS", ""),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.store.backend, StoreBackend::Redis);
+    assert!(config.store.allow_volatile);
+    assert!(config.store.redis_cluster_urls.is_empty());
+    assert!(config.validate().is_ok());
+    let shown = config.redacted();
+    assert!(!shown.contains("hunter2") && shown.contains("redis://<redacted>@127.0.0.1:6379/"), "{shown}");
+    let error = Config::load(None, &env(&[("SYNCLINE_STORE_BACKEND", "postgres")])).unwrap_err().to_string();
+    assert!(error.contains("SYNCLINE_STORE_BACKEND") && error.contains("`embedded`"), "{error}");
+    let config = Config::load(None, &env(&[("SYNCLINE_REDIS_CLUSTER_URLS", "redis://a:1, redis://b:2")])).unwrap();
+    assert_eq!(config.store.redis_cluster_urls, ["redis://a:1", "redis://b:2"]);
 }

@@ -12,14 +12,16 @@ use syncline_push::{ListenerConfig, SessionConfig};
 
 use super::settings::{
     AdminSettings, AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy,
-    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreSettings, TlsSettings,
+    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreBackendSettings,
+    StoreSettings, TlsSettings,
 };
 use super::{
     AdminSection, AuthSection, CaptureMode, Config, ConfigError, DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS,
     MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS,
     MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES, MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection,
-    SourceSection, StoreSection, TlsSection,
+    SourceSection, StoreBackend, StoreSection, TlsSection,
 };
+use crate::storage::redis::{DEFAULT_WAIT_TIMEOUT, RedisEndpoint, RedisOptions};
 
 /// Longest source or RPC service name: safe in paths, URLs and log lines.
 const MAX_NAME_BYTES: usize = 64;
@@ -233,6 +235,7 @@ fn backend_tokens(auth: &AuthSection) -> Result<Option<BackendTokenSettings>, Co
 fn store(data_dir: &Path, store: &StoreSection) -> Result<StoreSettings, ConfigError> {
     let retention_hours = positive("store.mutation_outcome_retention_hours", store.mutation_outcome_retention_hours)?;
     Ok(StoreSettings {
+        backend: store_backend(store)?,
         data_dir: data_dir.to_owned(),
         cache_bytes: store.cache_mb.saturating_mul(1024 * 1024),
         compact_keep_recent: store.compact_keep_recent,
@@ -240,6 +243,57 @@ fn store(data_dir: &Path, store: &StoreSection) -> Result<StoreSettings, ConfigE
         mutation_outcome_retention: Duration::from_secs(retention_hours.saturating_mul(3600)),
         cursor_flush: Duration::from_millis(positive("store.cursor_flush_millis", store.cursor_flush_millis)?),
     })
+}
+
+/// Checks the store backend's keys: Redis needs exactly one of `redis_url` and
+/// `redis_cluster_urls`, each a valid `redis://` URL.
+fn store_backend(store: &StoreSection) -> Result<StoreBackendSettings, ConfigError> {
+    match store.backend {
+        StoreBackend::Embedded => Ok(StoreBackendSettings::Embedded),
+        StoreBackend::Redis => {
+            let endpoint = match (&store.redis_url, store.redis_cluster_urls.as_slice()) {
+                (Some(url), []) => RedisEndpoint::Single(redis_url("store.redis_url", url)?),
+                (None, []) => {
+                    return Err(invalid(
+                        "store.redis_url",
+                        &"",
+                        "store.backend = \"redis\" needs store.redis_url (one server) or \
+                         store.redis_cluster_urls (nodes of a cluster)",
+                    ));
+                }
+                (None, urls) => RedisEndpoint::Cluster(
+                    urls.iter().map(|url| redis_url("store.redis_cluster_urls", url)).collect::<Result<_, _>>()?,
+                ),
+                (Some(_), urls) => {
+                    return Err(invalid(
+                        "store.redis_cluster_urls",
+                        &urls.join(","),
+                        "set store.redis_url (one server) or store.redis_cluster_urls (a cluster), not both",
+                    ));
+                }
+            };
+            Ok(StoreBackendSettings::Redis(RedisOptions {
+                endpoint,
+                wait_replicas: store.redis_wait_replicas,
+                wait_timeout: DEFAULT_WAIT_TIMEOUT,
+                allow_volatile: store.allow_volatile,
+            }))
+        }
+    }
+}
+
+/// Checks one Redis URL (`redis://[user:password@]host[:port][/db]`); the error never shows
+/// its password.
+fn redis_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    use redis::IntoConnectionInfo as _;
+    let shown = if url.contains('@') { "<redacted>" } else { url };
+    if !url.starts_with("redis://") {
+        return Err(invalid(key, &shown, "expected a redis:// URL (TLS is not supported yet)"));
+    }
+    match url.into_connection_info() {
+        Ok(_) => Ok(url.to_owned()),
+        Err(error) => Err(invalid(key, &shown, &format!("not a valid redis URL: {error}"))),
+    }
 }
 
 /// Checks `[sources.*]`; page sizes are bounded by `max_page_size`.
