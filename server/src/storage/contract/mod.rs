@@ -7,7 +7,7 @@ mod accounts;
 mod devices;
 mod mutations;
 mod partitions;
-mod support;
+pub(crate) mod support;
 
 use std::sync::Arc;
 

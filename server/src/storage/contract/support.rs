@@ -8,29 +8,29 @@ use syncline_proto::v1::{Record, Value};
 
 use crate::storage::{Change, CommitListener, CommittedBatch, PageLimit, PartitionName, Store};
 
-pub(super) fn partition(key: &str) -> PartitionName {
+pub(crate) fn partition(key: &str) -> PartitionName {
     PartitionName::new("Account", key)
 }
 
-pub(super) fn record(id: &str, value: i64) -> Record {
+pub(crate) fn record(id: &str, value: i64) -> Record {
     Record { id: id.to_owned(), fields: BTreeMap::from([("n".to_owned(), Value::int(value))]), version: 0 }
 }
 
-pub(super) fn upsert(store: &dyn Store, name: &PartitionName, records: Vec<Record>) -> CommittedBatch {
+pub(crate) fn upsert(store: &dyn Store, name: &PartitionName, records: Vec<Record>) -> CommittedBatch {
     store.apply_batch(name, records, Vec::new()).expect("apply upserts")
 }
 
-pub(super) fn delete(store: &dyn Store, name: &PartitionName, ids: &[&str]) -> CommittedBatch {
+pub(crate) fn delete(store: &dyn Store, name: &PartitionName, ids: &[&str]) -> CommittedBatch {
     let ids = ids.iter().map(|id| (*id).to_owned()).collect();
     store.apply_batch(name, Vec::new(), ids).expect("apply deletes")
 }
 
-pub(super) fn seqs(batch: &CommittedBatch) -> Vec<u64> {
+pub(crate) fn seqs(batch: &CommittedBatch) -> Vec<u64> {
     batch.changes.iter().map(Change::seq).collect()
 }
 
 /// Reads every live record through snapshot pages of `page` records.
-pub(super) fn snapshot(store: &dyn Store, name: &PartitionName, page: usize) -> Vec<Record> {
+pub(crate) fn snapshot(store: &dyn Store, name: &PartitionName, page: usize) -> Vec<Record> {
     let mut records: Vec<Record> = Vec::new();
     loop {
         let after = records.last().map(|r| r.id.clone());
@@ -43,7 +43,7 @@ pub(super) fn snapshot(store: &dyn Store, name: &PartitionName, page: usize) -> 
 }
 
 /// Recomputes total and checksum from the live records.
-pub(super) fn recomputed(records: &[Record]) -> (u64, u64) {
+pub(crate) fn recomputed(records: &[Record]) -> (u64, u64) {
     let mut checksum = Checksum::default();
     for record in records {
         checksum.add(&record.id, record.version);
@@ -53,7 +53,7 @@ pub(super) fn recomputed(records: &[Record]) -> (u64, u64) {
 
 /// Applies log pages of `page` changes from `cursor` onto `device` until the head; returns
 /// the final cursor.
-pub(super) fn replay(
+pub(crate) fn replay(
     store: &dyn Store,
     name: &PartitionName,
     device: &mut BTreeMap<String, Record>,
@@ -84,8 +84,8 @@ pub(super) fn replay(
 
 /// Records what a commit listener saw: (partition, first, last, changes) per batch.
 #[derive(Default)]
-pub(super) struct RecordingListener {
-    pub(super) batches: Mutex<Vec<(PartitionName, u64, u64, usize)>>,
+pub(crate) struct RecordingListener {
+    pub(crate) batches: Mutex<Vec<(PartitionName, u64, u64, usize)>>,
 }
 
 impl CommitListener for RecordingListener {

@@ -209,6 +209,9 @@ impl StoreStats for RedisStore {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 /// Parses a decimal number stored by the store.
 fn parse_u64(value: &str, what: &str) -> StoreResult<u64> {
     value.parse().map_err(|_| StoreError::Corrupt(format!("a stored {what} is not a number: {value:?}")))

@@ -1,0 +1,138 @@
+//! Tests of the Redis store beyond the shared contract (`storage::contract`): several
+//! stores writing one partition, equality with the embedded store, durability checks and
+//! failures of the server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncline_proto::v1::{Record, Value};
+
+use super::{RedisOptions, RedisStore};
+use crate::error::ErrorClass;
+use crate::storage::contract::support::{RecordingListener, recomputed, snapshot};
+use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::storage::{CommitListener, PageLimit, PartitionName, PartitionStore, Store, StoreError, StoreStats};
+use crate::test_util::redis_server::RedisServer;
+
+fn record(id: &str, value: i64) -> Record {
+    Record { id: id.to_owned(), fields: BTreeMap::from([("n".to_owned(), Value::int(value))]), version: 0 }
+}
+
+fn open(server: &RedisServer, listener: Option<Arc<dyn CommitListener>>) -> RedisStore {
+    RedisStore::open(&RedisOptions::single(server.url()), listener).expect("open")
+}
+
+#[test]
+fn two_stores_writing_one_partition_take_unique_gap_free_sequences() {
+    const THREADS_PER_STORE: usize = 3;
+    const BATCHES_PER_THREAD: usize = 30;
+    let server = RedisServer::start();
+    let listeners = [Arc::new(RecordingListener::default()), Arc::new(RecordingListener::default())];
+    let stores: Vec<Arc<RedisStore>> =
+        listeners.iter().map(|listener| Arc::new(open(&server, Some(listener.clone())))).collect();
+    let name = PartitionName::new("Account", "shared");
+    let handles: Vec<_> = (0..THREADS_PER_STORE * stores.len())
+        .map(|thread| {
+            let store = Arc::clone(&stores[thread % stores.len()]);
+            let name = name.clone();
+            std::thread::spawn(move || {
+                (0..BATCHES_PER_THREAD)
+                    .map(|i| {
+                        // Every thread also rewrites one shared record, so batches conflict.
+                        let records =
+                            vec![record(&format!("t{thread}-{i}"), 1), record("shared", (thread * 1000 + i) as i64)];
+                        let batch = store.apply_batch(&name, records, Vec::new()).expect("batch");
+                        (batch.first_seq, batch.last_seq, batch.changes.len())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ranges: Vec<(u64, u64, usize)> =
+        handles.into_iter().flat_map(|handle| handle.join().expect("thread")).collect();
+    ranges.sort_unstable();
+    let mut next = 1;
+    for (first, last, changes) in &ranges {
+        assert_eq!(*first, next, "sequences tile 1..=head without gap or reuse: {ranges:?}");
+        assert_eq!(last - first + 1, *changes as u64);
+        next = last + 1;
+    }
+    let state = stores[0].partition_state(&name).expect("state");
+    assert_eq!(state.head, next - 1);
+    let records = snapshot(stores[1].as_ref(), &name, 50);
+    assert_eq!(recomputed(&records), (state.total, state.checksum));
+    // Each store's listener saw its own batches in sequence order.
+    for listener in &listeners {
+        let seen = listener.batches.lock().expect("lock");
+        assert_eq!(seen.len(), THREADS_PER_STORE * BATCHES_PER_THREAD);
+        assert!(seen.windows(2).all(|pair| pair[0].2 < pair[1].1), "listener order");
+    }
+}
+
+#[test]
+fn the_same_writes_give_the_embedded_store_state_and_log() {
+    let server = RedisServer::start();
+    let redis = open(&server, None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let embedded = EmbeddedStore::open(&dir.path().join("syncline.redb"), EmbeddedOptions::default()).expect("open");
+    let stores: [&dyn Store; 2] = [&redis, &embedded];
+    // Names that would break a hash tag or a separator if they were not encoded.
+    let name = PartitionName::new("Acc{ou}nt", "a:b}");
+    for store in stores {
+        store.apply_batch(&name, (0..20).map(|i| record(&format!("r{i}"), i)).collect(), Vec::new()).expect("batch");
+        store
+            .apply_batch(&name, vec![record("r3", 99), record("r4", 4)], vec!["r5".into(), "nope".into()])
+            .expect("batch");
+        store.apply_batch(&name, vec![record("{x}", 1)], vec!["r6".into()]).expect("batch");
+        store.compact(&name, 3).expect("compact");
+    }
+    assert_eq!(redis.partition_state(&name).expect("state"), embedded.partition_state(&name).expect("state"));
+    let log = |store: &dyn Store| store.read_log(&name, 0, PageLimit::unbounded()).expect("log").changes;
+    assert_eq!(log(&redis), log(&embedded));
+    assert_eq!(snapshot(&redis, &name, 7), snapshot(&embedded, &name, 7));
+    assert_eq!(redis.partitions().expect("partitions"), vec![name]);
+}
+
+#[test]
+fn a_server_that_may_lose_writes_is_refused_unless_volatile_is_allowed() {
+    let server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let options = RedisOptions::single(server.url());
+    let Err(StoreError::NotDurable { detail }) = RedisStore::open(&options, None) else {
+        panic!("everysec is not durable");
+    };
+    assert!(detail.contains("appendfsync always") && detail.contains("store.allow_volatile"), "{detail}");
+    let volatile = RedisOptions { allow_volatile: true, ..options.clone() };
+    let store = RedisStore::open(&volatile, None).expect("volatile allowed");
+    store.apply_batch(&PartitionName::new("A", "b"), vec![record("x", 1)], Vec::new()).expect("write");
+}
+
+#[test]
+fn writes_wait_for_replicas_and_fail_unavailable_without_them() {
+    let server = RedisServer::start_with(&["--appendonly", "no"]);
+    let options = RedisOptions {
+        wait_replicas: 1,
+        wait_timeout: Duration::from_millis(50),
+        ..RedisOptions::single(server.url())
+    };
+    let store = RedisStore::open(&options, None).expect("replicas make it durable");
+    let error = store.apply_batch(&PartitionName::new("A", "b"), vec![record("x", 1)], Vec::new()).unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+    assert!(error.to_string().contains("0 of 1"), "{error}");
+}
+
+#[test]
+fn a_server_that_goes_away_makes_the_store_unavailable_not_panic() {
+    let server = RedisServer::start();
+    let store = open(&server, None);
+    let name = PartitionName::new("A", "b");
+    store.apply_batch(&name, vec![record("x", 1)], Vec::new()).expect("write");
+    let url = server.url();
+    drop(server);
+    let error = store.apply_batch(&name, vec![record("y", 1)], Vec::new()).unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+    assert_eq!(store.partition_state(&name).unwrap_err().class(), ErrorClass::Unavailable);
+    assert_eq!(store.write_stats().submitted_batches, store.write_stats().answered_batches);
+    let Err(error) = RedisStore::open(&RedisOptions::single(url), None) else { panic!("nothing listens") };
+    assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+}
