@@ -24,7 +24,7 @@
 //! - [`reply`]: the ports through which mutations and RPC answer devices (the gateway
 //!   implements them).
 //! - [`storage`]: the store contract (partitions, mutation queues, accounts, cursors) and
-//!   its embedded (redb) backend.
+//!   its backends: embedded (redb) and Redis.
 //! - `demo` (cargo feature `demo`, on by default): the demo app served by `syncline serve`
 //!   without configured sources.
 //! - `jobs`: background jobs (cursor flushes, compaction, mutation outcome pruning).

@@ -7,8 +7,10 @@
 //! [`AdminStore`] (admin API tokens and users, and operators' controls over device users)
 //! and [`DeviceStore`] (the device registry's listing and last-seen times, and each device's
 //! durable operator commands) — with the embedded backend ([`embedded::EmbeddedStore`], redb, one file, fsync on commit)
-//! as the default. Every method is synchronous and may block on disk: async callers run them
-//! in `spawn_blocking`. Writes that change partitions go through
+//! as the default, and the Redis backend ([`redis::RedisStore`], one server or a cluster,
+//! shared by several nodes) when configured. Both run the one test suite of the contract
+//! (`contract/`). Every method is synchronous and may block on disk or the network: async
+//! callers run them in `spawn_blocking`. Writes that change partitions go through
 //! [`PartitionStore::apply_batch`] (or `apply_capture`, `finish_mutation`), which return only
 //! after the batch is durable and call the backend's [`CommitListener`], given when it is
 //! opened, in commit order (so live push sees changes in sequence order).

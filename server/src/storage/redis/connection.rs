@@ -100,7 +100,8 @@ impl ConnectionPool {
 
     /// Runs `work` on a pooled connection; maps Redis failures to [`StoreError`]s. A
     /// connection whose command failed for a reason other than the server's answer is
-    /// closed rather than reused.
+    /// closed rather than reused, with the idle ones. Nothing is retried here: a write whose
+    /// answer was lost may have been applied, which only its caller can tell.
     pub(super) fn run<T>(&self, work: impl FnOnce(&mut Connection) -> RedisResult<T>) -> StoreResult<T> {
         let pooled = self.idle.lock().pop();
         let mut connection = match pooled {
@@ -117,6 +118,12 @@ impl ConnectionPool {
             if idle.len() < MAX_IDLE_CONNECTIONS {
                 idle.push(connection);
             }
+        } else {
+            // The server (or the network) most likely dropped every idle connection too
+            // (a restart, a failover): later calls open fresh ones instead of failing once
+            // each on a stale one. Closed outside the lock.
+            let stale = std::mem::take(&mut *self.idle.lock());
+            drop(stale);
         }
         result.map_err(redis_error)
     }

@@ -8,6 +8,9 @@
 //! crash, so the store refuses to open on it unless `store.allow_volatile = true`. Servers
 //! that refuse `CONFIG GET` (managed services) cannot be checked: they need one of the two
 //! explicit settings.
+//!
+//! In a Redis Cluster the crate sends `CONFIG GET` to one node (and `WAIT` to every primary,
+//! keeping the smallest count): every node must be configured alike.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -70,6 +70,7 @@ pub const SLOW_COMMIT: Duration = Duration::from_millis(100);
 /// How to reach and use the store's Redis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisOptions {
+    /// One server or a cluster's seed nodes.
     pub endpoint: RedisEndpoint,
     /// Replicas every acknowledged write waits for (`WAIT`); 0: none.
     pub wait_replicas: u32,

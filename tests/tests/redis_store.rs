@@ -1,0 +1,35 @@
+//! A server on the Redis store (issue 16): what Ingest commits lands in Redis, and a server
+//! started again on the same Redis (with a fresh data directory) continues from it.
+
+use syncline_server::config::{Config, StoreBackend};
+use syncline_server::storage::PartitionName;
+use syncline_server::test_util::redis_server::RedisServer;
+use syncline_tests::{TestServer, push, record};
+
+#[tokio::test]
+async fn a_server_on_redis_keeps_its_partitions_there() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let configure = |config: &mut Config| {
+        config.store.backend = StoreBackend::Redis;
+        config.store.redis_url = Some(url.clone());
+    };
+    let server = TestServer::start_with(configure).await;
+    let mut client = server.ingest_client().await;
+    let response =
+        push(&mut client, "Account", "*", vec![record("a", 1), record("b", 2)], Vec::new()).await.expect("push");
+    assert_eq!((response.first_seq, response.last_seq, response.head), (1, 2, 2));
+    server.stop().await;
+
+    let server = TestServer::start_with(configure).await;
+    let store = server.server.store().clone();
+    let state = tokio::task::spawn_blocking(move || store.partition_state(&PartitionName::new("Account", "*")))
+        .await
+        .expect("read")
+        .expect("state");
+    assert_eq!((state.head, state.total), (2, 2));
+    let mut client = server.ingest_client().await;
+    let response = push(&mut client, "Account", "*", vec![record("c", 3)], Vec::new()).await.expect("push");
+    assert_eq!((response.first_seq, response.head), (3, 3), "sequences continue where they stopped");
+    server.stop().await;
+}
