@@ -177,12 +177,6 @@ impl RedisStore {
     /// recomputed when another writer moved it.
     fn write_partition(&self, mut write: PartitionWrite) -> StoreResult<CommittedBatch> {
         let keys = PartitionKeys::new(&write.partition);
-        if !write.upserts.is_empty() {
-            // Listed before it is written: a crash in between lists an empty partition,
-            // never hides a written one.
-            let member = keys::partition_member(&write.partition);
-            self.run(|connection| redis::cmd("SADD").arg(keys::PARTITIONS).arg(member).query::<()>(connection))?;
-        }
         let fields: Vec<Vec<u8>> = write.upserts.iter_mut().map(encode_fields).collect();
         let ids: Vec<&str> =
             write.deletes.iter().map(String::as_str).chain(write.upserts.iter().map(|r| r.id.as_str())).collect();
@@ -202,6 +196,12 @@ impl RedisStore {
                     changes: Vec::new(),
                     state: plan.state,
                 });
+            }
+            if plan.expected_head == 0 {
+                // A new (or purged) partition is listed before its first write: a crash in
+                // between lists an empty partition, never hides a written one.
+                let member = keys::partition_member(&write.partition);
+                self.run(|connection| redis::cmd("SADD").arg(keys::PARTITIONS).arg(member).query::<()>(connection))?;
             }
             let started = Instant::now();
             if self.apply_plan(&keys, &write, &plan)? {

@@ -136,3 +136,19 @@ fn a_server_that_goes_away_makes_the_store_unavailable_not_panic() {
     let Err(error) = RedisStore::open(&RedisOptions::single(url), None) else { panic!("nothing listens") };
     assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
 }
+
+#[test]
+fn a_batch_of_the_most_changes_is_one_script() {
+    let server = RedisServer::start();
+    let store = open(&server, None);
+    let name = PartitionName::new("Account", "big");
+    let records: Vec<Record> = (0..crate::storage::MAX_BATCH_CHANGES).map(|i| record(&format!("r{i:05}"), 1)).collect();
+    let batch = store.apply_batch(&name, records, Vec::new()).expect("upserts");
+    assert_eq!(batch.last_seq, crate::storage::MAX_BATCH_CHANGES as u64);
+    let ids: Vec<String> = (0..crate::storage::MAX_BATCH_CHANGES).map(|i| format!("r{i:05}")).collect();
+    let batch = store.apply_batch(&name, Vec::new(), ids).expect("deletes");
+    assert_eq!(batch.changes.len(), crate::storage::MAX_BATCH_CHANGES);
+    let state = store.partition_state(&name).expect("state");
+    assert_eq!((state.head, state.total, state.checksum), (2 * crate::storage::MAX_BATCH_CHANGES as u64, 0, 0));
+    assert_eq!(store.write_stats().commits, 2);
+}
