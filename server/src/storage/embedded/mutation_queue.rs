@@ -327,7 +327,7 @@ impl MutationQueue for EmbeddedStore {
         writes: Vec<PartitionWrite>,
         outcome: MutationOutcome,
     ) -> StoreResult<Vec<CommittedBatch>> {
-        self.submit(writes, Some(CommitMarker::MutationFinished(outcome)))
+        self.submit(writes, Some(CommitMarker::MutationFinished(Box::new(outcome))))
     }
 
     fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64> {
