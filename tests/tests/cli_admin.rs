@@ -203,6 +203,19 @@ async fn the_demo_prints_a_working_admin_password_once_at_its_first_start() {
     })
     .await;
     assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    // The demo's users live in its CRM database; the admin API lists them too.
+    let cookie = answer.headers()[reqwest::header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let users: serde_json::Value = http
+        .get(format!("{base}/v1/admin/users?prefix=de"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = users["items"].as_array().unwrap().iter().filter_map(|user| user["name"].as_str()).collect();
+    assert_eq!(names, ["demo"], "{users}");
     first.kill().unwrap();
     first.wait().unwrap();
 
