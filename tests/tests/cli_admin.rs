@@ -28,11 +28,7 @@ fn stdout(output: &Output) -> String {
 }
 
 async fn login_answer(url: &str, user: &str, password: &str) -> server_frame::Msg {
-    let mut connection = syncline_tests::raw_login(url, user, password).await;
-    match tokio::time::timeout(DEADLINE, connection.recv()).await.expect("an answer in time").expect("a frame") {
-        Incoming::Frame(frame) => frame.msg.expect("a message"),
-        other => panic!("expected a frame, got {other:?}"),
-    }
+    login_as_answer(url, user, password, "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
