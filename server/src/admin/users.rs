@@ -371,7 +371,7 @@ async fn set_disabled(state: &AdminState, name: &str, disabled: bool) -> ApiResu
     })
     .await?;
     if disabled {
-        let closed = state.services.connections.close_user(name, ErrorClass::Forbidden, "this user was disabled").await;
+        let closed = state.services.relay.close_user(name, ErrorClass::Forbidden, "this user was disabled").await;
         tracing::info!(user = %name, closed, "user disabled through the admin API");
     } else {
         tracing::info!(user = %name, "user enabled through the admin API");
@@ -420,8 +420,7 @@ async fn delete_user(
         Ok(purged)
     })
     .await?;
-    let closed =
-        state.services.connections.close_user(&name, ErrorClass::Unauthenticated, "this user was deleted").await;
+    let closed = state.services.relay.close_user(&name, ErrorClass::Unauthenticated, "this user was deleted").await;
     tracing::info!(user = %name, local = user.local, closed, purged, "user deleted through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }

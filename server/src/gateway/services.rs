@@ -31,8 +31,11 @@ pub struct GatewayServices {
     pub mutations: Arc<crate::mutations::MutationDispatcher>,
     /// The channel of each source that has one (searches go to it).
     pub channels: Arc<ChannelRegistry>,
-    /// The open connections of each device (mutation outcomes reach devices through it).
+    /// The open connections of each device on this node.
     pub connections: Arc<super::DeviceConnections>,
+    /// Acts on devices and users on this node and, in cluster mode, on the others (mutation
+    /// outcomes, commands and closes reach devices through it).
+    pub relay: Arc<crate::cluster::DeviceRelay>,
     /// Work sessions start off their own loop (searches).
     pub tracker: TaskTracker,
     /// Open sessions per user, for the per-user connection cap.
