@@ -11,6 +11,8 @@
 //!   connected to sends the device's unacknowledged commands and records them delivered
 //!   ([`ControlMessage::DeliverCommands`]).
 //!
+//! Per-user connection caps hold across the nodes too ([`ClusterSessions`]).
+//!
 //! [`DeviceRelay`] is what the services hold instead of the node's `DeviceConnections`: it
 //! acts here first and, in cluster mode, tells the other nodes when the device or user is
 //! not (only) here. [`follow`] runs the receiving side on each node.
@@ -23,6 +25,7 @@
 
 mod message;
 mod redis;
+mod sessions;
 
 use std::sync::Arc;
 
@@ -30,6 +33,7 @@ use syncline_proto::v1::ServerFrame;
 
 pub use self::message::{ControlMessage, ControlMessageError};
 pub use self::redis::{ControlPublisher, ControlTargets, apply, follow};
+pub use self::sessions::{BEAT_INTERVAL, ClusterSessions, NODE_TIMEOUT};
 use crate::devices::{CommandDelivery, DeliveryFuture};
 use crate::error::ErrorClass;
 use crate::gateway::DeviceConnections;

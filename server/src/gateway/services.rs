@@ -48,30 +48,45 @@ pub struct GatewayServices {
     pub handshakes: crate::metrics::counters::HandshakeCounters,
 }
 
-/// Counts each user's open sessions against a cap.
-#[derive(Debug, Default)]
+/// Counts each user's open sessions against a cap: on this node, and in cluster mode on the
+/// others too ([`crate::cluster::ClusterSessions`]).
+#[derive(Default)]
 pub struct UserSessions {
     counts: Arc<dashmap::DashMap<String, usize>>,
+    cluster: Option<Arc<crate::cluster::ClusterSessions>>,
 }
 
 /// One counted session of a user; released when dropped.
-#[derive(Debug)]
 pub struct UserSlot {
     counts: Arc<dashmap::DashMap<String, usize>>,
+    cluster: Option<Arc<crate::cluster::ClusterSessions>>,
     user_id: String,
 }
 
 impl UserSessions {
-    /// Counts a session of `user_id` unless the user already has `max` (0: no limit); returns
-    /// the count it has otherwise.
-    pub fn acquire(&self, user_id: &str, max: usize) -> Result<UserSlot, usize> {
+    /// Returns the counts of a cluster node: its sessions count with the other nodes'.
+    pub fn clustered(cluster: Arc<crate::cluster::ClusterSessions>) -> Self {
+        Self { counts: Arc::default(), cluster: Some(cluster) }
+    }
+
+    /// Counts a session of `user_id` unless the user already has `max` (0: no limit) on this
+    /// node and, in cluster mode, the other live nodes together; returns the count it has
+    /// otherwise.
+    pub async fn acquire(&self, user_id: &str, max: usize) -> Result<UserSlot, usize> {
+        let elsewhere = match &self.cluster {
+            Some(cluster) if max > 0 => cluster.elsewhere(user_id).await,
+            _ => 0,
+        };
         let mut count = self.counts.entry(user_id.to_owned()).or_insert(0);
-        if max > 0 && *count >= max {
-            return Err(*count);
+        if max > 0 && *count + elsewhere >= max {
+            return Err(*count + elsewhere);
         }
         *count += 1;
         drop(count);
-        Ok(UserSlot { counts: self.counts.clone(), user_id: user_id.to_owned() })
+        if let Some(cluster) = &self.cluster {
+            cluster.opened(user_id);
+        }
+        Ok(UserSlot { counts: self.counts.clone(), cluster: self.cluster.clone(), user_id: user_id.to_owned() })
     }
 
     /// Returns the sessions `user_id` has open.
@@ -87,6 +102,9 @@ impl Drop for UserSlot {
             *count = count.saturating_sub(1);
         }
         self.counts.remove_if(&self.user_id, |_, count| *count == 0);
+        if let Some(cluster) = &self.cluster {
+            cluster.closed(&self.user_id);
+        }
     }
 }
 
