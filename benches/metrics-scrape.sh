@@ -5,10 +5,12 @@
 #           SCRAPE_DEVICES (15,000) idle subscribed devices held by `syncline-sim idle`:
 #           median, p99 and max scrape time and the body size, and their ratio.
 #   fanout  same-run pairs of `syncline-sim fanout` (FANOUT_DEVICES devices x FANOUT_CHANGES
-#           changes at FANOUT_RATE/s): `after` (this tree, nobody scraping) and `scraped`
-#           (this tree, /metrics scraped every second through the run), and, when BEFORE_BIN
-#           names a server built without the instrumentation, `before`: latency p99 and
-#           server CPU per delivery of each arm, the arms' order rotated every round.
+#           changes at FANOUT_RATE/s), the arms of ARMS: `after` (this tree, no admin client),
+#           `console` (the web console's dashboard open in headless Chromium, its live stream
+#           and charts updating every second, and /metrics scraped every second, through the
+#           run), `scraped` (/metrics only), and, when BEFORE_BIN names a server built without
+#           the instrumentation, `before`: latency p99 and server CPU per delivery of each
+#           arm, the arms' order rotated every round.
 #
 # Each server is fresh (its own data directory), pinned to $SRV_CPU with the simulator and
 # the scraper (curl) on $LOAD_CPU, bounded by `timeout`, on loopback ports, and stopped by its
@@ -19,6 +21,7 @@
 # env: OUT (benches/results/metrics-scrape), SERVER_BIN, SIM_BIN (built unless both given),
 #      BEFORE_BIN (optional), SCRAPE_DEVICES (15000), SCRAPES (200), FANOUT_DEVICES (1000),
 #      FANOUT_CHANGES (1500), FANOUT_RATE (100), ROUNDS (3), PARTS ("scrape fanout"),
+#      ARMS ("after console", plus "before" with BEFORE_BIN),
 #      QUIET_WAIT_SECS (120), DEVICE_PORT (7710; gRPC and admin take the next two)
 set -euo pipefail
 source "$(dirname "$0")/load/lib.sh"
@@ -31,6 +34,8 @@ FANOUT_CHANGES=${FANOUT_CHANGES:-1500}
 FANOUT_RATE=${FANOUT_RATE:-100}
 ROUNDS=${ROUNDS:-3}
 PARTS=${PARTS:-scrape fanout}
+ARMS=${ARMS:-after console}
+ADMIN_PASSWORD=bench-$RANDOM-$RANDOM-$RANDOM
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-120}
 DEVICE_PORT=${DEVICE_PORT:-7710}
 GRPC_PORT=$((DEVICE_PORT + 1))
@@ -54,6 +59,8 @@ if [[ -n ${BEFORE_BIN:-} ]]; then
 fi
 DATA_ROOT=$(mktemp -d /tmp/syncline-metrics-scrape.XXXXXX)
 on_exit "rm -rf '$DATA_ROOT'"
+DASHBOARD_PID=
+on_exit '[[ -z $DASHBOARD_PID ]] || kill "$DASHBOARD_PID" 2>/dev/null'
 mkdir -p "$OUT"
 {
   run_header "simulator and scraper"
@@ -68,6 +75,7 @@ start() {
   data=$(mktemp -d "$DATA_ROOT/data.XXXXXX")
   SYNCLINE_DATA_DIR=$data SYNCLINE_DEVICE_ADDR=127.0.0.1:$DEVICE_PORT SYNCLINE_GRPC_ADDR=127.0.0.1:$GRPC_PORT \
     SYNCLINE_ADMIN_ADDR=127.0.0.1:$ADMIN_PORT SYNCLINE_ADMIN_METRICS_PUBLIC=true SYNCLINE_DEMO_RECORDS=10000 \
+    SYNCLINE_ADMIN_PASSWORD=$ADMIN_PASSWORD \
     start_server "$2" "$(basename "$1" | cut -c1-15)" "$DEVICE_PORT $GRPC_PORT $ADMIN_PORT" "$1" serve
 }
 
@@ -126,21 +134,39 @@ if in_list "$PARTS" scrape; then
   } | tee -a "$OUT/summary.md"
 fi
 
-# fanout_run ARM ROUND: one fanout run of ARM (before, after, scraped).
+# dashboard LOG: the console's dashboard in headless Chromium on $LOAD_CPU, logged in and
+# live (its PID in DASHBOARD_PID), for at most the simulator's whole run.
+dashboard() {
+  [[ -d server/console/node_modules/playwright-core ]] || (cd server/console && npm ci --no-audit --no-fund >/dev/null)
+  taskset -c "$LOAD_CPU" node benches/load/console-dashboard.mjs "http://127.0.0.1:$ADMIN_PORT" "$ADMIN_PASSWORD" \
+    "$((SIM_MAX_SECS + 30))" >"$1" 2>&1 &
+  DASHBOARD_PID=$!
+  local tries
+  for ((tries = 0; tries < 600; tries++)); do
+    grep -q '^live$' "$1" && return 0
+    kill -0 "$DASHBOARD_PID" 2>/dev/null || die "the dashboard did not come up; see $1"
+    sleep 0.1
+  done
+  die "the dashboard was not live within a minute; see $1"
+}
+
+# fanout_run ARM ROUND: one fanout run of ARM (before, after, scraped, console).
 fanout_run() {
   local arm=$1 round=$2 binary=$AFTER_BIN scraper=
+  DASHBOARD_PID=
   if [[ $arm == before ]]; then binary=$BEFORE_BIN; fi
   echo "== fanout round $round: $arm"
   wait_quiet "fanout $arm r$round"
   start "$binary" "$OUT/server-fanout-$arm-r$round.log"
-  if [[ $arm == scraped ]]; then
+  if [[ $arm == console ]]; then dashboard "$OUT/dashboard-r$round.log"; fi
+  if [[ $arm == scraped || $arm == console ]]; then
     # Every second, for at most the simulator's whole run; stopped by its PID after it.
     (
       for ((i = 0; i < SIM_MAX_SECS; i++)); do
         taskset -c "$LOAD_CPU" curl -sf -o /dev/null --max-time 5 -w '%{time_total} %{size_download}\n' "$METRICS" || true
         sleep 1
       done
-    ) >"$OUT/scrape-fanout-r$round.txt" &
+    ) >"$OUT/scrape-fanout-$arm-r$round.txt" &
     scraper=$!
   fi
   sim fanout --url "$URL" --grpc "$GRPC" --devices "$FANOUT_DEVICES" --changes "$FANOUT_CHANGES" \
@@ -150,12 +176,16 @@ fanout_run() {
     kill "$scraper" 2>/dev/null || true
     wait "$scraper" 2>/dev/null || true
   fi
+  if [[ -n $DASHBOARD_PID ]]; then
+    kill "$DASHBOARD_PID" 2>/dev/null || true
+    wait "$DASHBOARD_PID" 2>/dev/null || true
+  fi
   stop_server
 }
 
 if in_list "$PARTS" fanout; then
-  arms="after scraped"
-  if [[ -n ${BEFORE_BIN:-} ]]; then arms="before after scraped"; fi
+  arms=$ARMS
+  if [[ -n ${BEFORE_BIN:-} ]] && ! in_list "$arms" before; then arms="before $arms"; fi
   read -r -a order <<<"$arms"
   for round in $(seq 1 "$ROUNDS"); do
     for ((k = 0; k < ${#order[@]}; k++)); do
@@ -182,11 +212,13 @@ for arm in arms:
 def ratio(a, b):
     return f"p99 x{medians[a][0] / medians[b][0]:.3f}, CPU/delivery x{medians[a][1] / medians[b][1]:.3f}"
 print()
-print(f"scraped / after: {ratio('scraped', 'after')}")
+for arm in ("scraped", "console"):
+    if arm in medians:
+        print(f"{arm} / after: {ratio(arm, 'after')}")
 if "before" in medians:
     print(f"after / before: {ratio('after', 'before')}")
 EOF
-  for file in "$OUT"/scrape-fanout-r*.txt; do
+  for file in "$OUT"/scrape-fanout-*.txt; do
     echo "scrapes during fanout ($(basename "$file")): $(scrape_stats "$file")" | tee -a "$OUT/summary.md"
   done
 fi

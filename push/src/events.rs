@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::session::SessionEnd;
 use crate::stats::WireStats;
 
-/// Lifetime counters of the device listener. Nothing in production reads them yet: they are
-/// kept for the admin plane's Prometheus metrics, which will export them, and tests read the
-/// timeouts.
+/// Lifetime counters of the device listener, exported by the server's Prometheus metrics
+/// (tests read the timeouts too).
 #[derive(Debug, Default)]
 pub struct ConnectionEvents {
     /// Connections that completed their WebSocket upgrade.

@@ -19,6 +19,7 @@ use crate::channel::ChannelRegistry;
 use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
+use crate::cluster::{ControlPublisher, DeviceRelay};
 use crate::config::{AuthSettings, Capture, DeviceSettings, Settings, StoreBackendSettings, StoreSettings};
 use crate::devices::{CommitTimes, DeviceManagement};
 use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices};
@@ -105,8 +106,13 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let auth = start_auth(store.clone(), &settings.auth).await?;
     let admin_auth = Arc::new(AdminAuth::new(store.clone(), settings.auth.login_limits.failed)?);
     first_admin_credentials(&admin_auth, &store, &settings).await?;
-    let (services, capture_queues) =
-        gateway_services(&settings, store.clone(), hub, auth, commit_times, &tracker, &shutdown)?;
+    let (services, capture_queues) = gateway_services(
+        &settings,
+        store.clone(),
+        GatewayParts { hub, auth, commit_times, peers: None },
+        &tracker,
+        &shutdown,
+    )?;
     let resumed = services.mutations.resume_pending().await?;
     if resumed > 0 {
         tracing::info!(mutations = resumed, "resuming queued device mutations");
@@ -241,29 +247,40 @@ async fn start_auth(store: Arc<dyn Store>, settings: &AuthSettings) -> anyhow::R
     })
 }
 
+/// What the gateway's services are built from besides the settings and the store.
+struct GatewayParts {
+    hub: Arc<Hub<PartitionName>>,
+    auth: Authenticator,
+    commit_times: Arc<CommitTimes>,
+    /// The other nodes' control channel, in cluster mode.
+    peers: Option<Arc<ControlPublisher>>,
+}
+
 /// Builds what every device session shares, with the mutation dispatcher, the RPC router
 /// and the capture request queues (whose receiving ends are returned for capture).
 fn gateway_services(
     settings: &Settings,
     store: Arc<dyn Store>,
-    hub: Arc<Hub<PartitionName>>,
-    auth: Authenticator,
-    commit_times: Arc<CommitTimes>,
+    GatewayParts { hub, auth, commit_times, peers }: GatewayParts,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<GatewayServices>, wiring::CaptureQueues)> {
     let (capture_requests, capture_queues) = wiring::capture_queues(&settings.sources);
     let channels = Arc::new(ChannelRegistry::new(&settings.sources)?);
     let connections = Arc::new(DeviceConnections::default());
+    let relay = Arc::new(match peers {
+        Some(peers) => DeviceRelay::clustered(connections.clone(), peers),
+        None => DeviceRelay::local(connections.clone()),
+    });
     let mutations = MutationDispatcher::new(
         store.clone(),
         &settings.sources,
         channels.clone(),
-        connections.clone(),
+        relay.clone(),
         tracker.clone(),
         shutdown.clone(),
     );
-    let devices = Arc::new(DeviceManagement::new(store.clone(), connections.clone(), commit_times));
+    let devices = Arc::new(DeviceManagement::new(store.clone(), relay.clone(), commit_times));
     let services = GatewayServices {
         store,
         hub,
@@ -275,6 +292,7 @@ fn gateway_services(
         mutations,
         channels,
         connections,
+        relay,
         tracker: tracker.clone(),
         user_sessions: Default::default(),
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,

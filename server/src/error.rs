@@ -42,9 +42,8 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// Every class, for tests of the maps.
-    #[cfg(test)]
-    const ALL: [ErrorClass; 12] = [
+    /// Every class.
+    pub const ALL: [ErrorClass; 12] = [
         ErrorClass::BadRequest,
         ErrorClass::UnknownSource,
         ErrorClass::NotFound,
@@ -58,6 +57,11 @@ impl ErrorClass {
         ErrorClass::Unimplemented,
         ErrorClass::UnsupportedVersion,
     ];
+
+    /// Returns the class whose device protocol code is `code` (see [`ErrorClass::error_code`]).
+    pub fn from_error_code(code: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|class| class.error_code() as i32 == code)
+    }
 
     /// Returns the device protocol's code of this class.
     pub fn error_code(self) -> ErrorCode {

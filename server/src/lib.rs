@@ -38,6 +38,7 @@ pub mod app;
 pub mod auth;
 pub mod channel;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

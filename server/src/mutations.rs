@@ -71,11 +71,17 @@ struct Decided {
 struct Refusal {
     class: ErrorClass,
     message: String,
+    /// An operator discarded the mutation: it is not kept as failed.
+    discarded: bool,
 }
 
 impl Refusal {
     fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        Self { class, message: message.into() }
+        Self { class, message: message.into(), discarded: false }
+    }
+
+    fn discarded() -> Self {
+        Self { class: ErrorClass::Forbidden, message: DISCARDED_MESSAGE.to_owned(), discarded: true }
     }
 }
 
@@ -127,6 +133,27 @@ impl MutationDispatcher {
         let parked = self.parked.lock().len();
         self.retry_now.notify_waiters();
         parked
+    }
+
+    /// Puts a failed mutation (one its channel refused) back on its device's queue and
+    /// dispatches it again; its new outcome is told to the device like any outcome (and
+    /// answers the device's own retry of the mutation id). Returns it as queued, or `None`
+    /// when no such failed mutation is kept.
+    pub async fn retry_failed(
+        self: &Arc<Self>,
+        client_id: &str,
+        mutation_id: &str,
+    ) -> Result<Option<QueuedMutation>, StoreError> {
+        let store = self.store.clone();
+        let (client, id) = (client_id.to_owned(), mutation_id.to_owned());
+        let queued = tokio::task::spawn_blocking(move || store.retry_failed_mutation(&client, &id))
+            .await
+            .map_err(|error| StoreError::Io(error.to_string()))??;
+        if let Some(mutation) = &queued {
+            tracing::info!(client_id, mutation_id, "failed mutation queued again by an operator");
+            self.submit(mutation.clone());
+        }
+        Ok(queued)
     }
 
     /// Returns a dispatcher for the sources that have a channel.
@@ -235,17 +262,19 @@ impl MutationDispatcher {
 
     /// Runs one mutation to its outcome and commits it; `None` when shutting down first.
     async fn dispatch(&self, mutation: &QueuedMutation) -> Option<MutationResult> {
-        let (result, writes) = match self.decide(mutation).await? {
+        let (result, writes, discarded) = match self.decide(mutation).await? {
             Ok(Decided { result, writes }) => match check_backend_records(&writes) {
-                Ok(()) => (result, writes),
+                Ok(()) => (result, writes, false),
                 Err(error) => {
                     tracing::warn!(client_id = %mutation.client_id, mutation_id = %mutation.mutation_id,
                         partition = %mutation.partition, id = error.id(), %error,
                         "the channel answered a write with a record outside the record limits");
-                    (backend_record_refused(mutation), Vec::new())
+                    (backend_record_refused(mutation), Vec::new(), false)
                 }
             },
-            Err(Refusal { class, message }) => (failure(mutation, class, message, None), Vec::new()),
+            Err(Refusal { class, message, discarded }) => {
+                (failure(mutation, class, message, None), Vec::new(), discarded)
+            }
         };
         // A watched source's change feed is the one ordered writer of its partitions: the
         // change comes back through it. Writing the result here too would let a feed batch
@@ -257,6 +286,8 @@ impl MutationDispatcher {
             client_id: mutation.client_id.clone(),
             mutation_id: mutation.mutation_id.clone(),
             result: result.encode_to_vec(),
+            // Refused (not discarded): kept for an operator to retry or dismiss.
+            failed: (!result.ok && !discarded).then(|| mutation.clone()),
         };
         let store = self.store.clone();
         let committed = {
@@ -269,7 +300,8 @@ impl MutationDispatcher {
                 // The channel answered with a record the log cannot hold: report it, keep the
                 // mutation finished.
                 let result = backend_record_refused(mutation);
-                let outcome = MutationOutcome { result: result.encode_to_vec(), ..outcome };
+                let outcome =
+                    MutationOutcome { result: result.encode_to_vec(), failed: Some(mutation.clone()), ..outcome };
                 let store = self.store.clone();
                 match tokio::task::spawn_blocking(move || store.finish_mutation(Vec::new(), outcome)).await {
                     Ok(Ok(_)) => Some(result),
@@ -292,7 +324,7 @@ impl MutationDispatcher {
         let op = mutation.op;
         let parked_key = (mutation.client_id.clone(), mutation.mutation_id.clone());
         if self.take_discarded(&parked_key) {
-            return Some(Err(Refusal::new(ErrorClass::Forbidden, DISCARDED_MESSAGE)));
+            return Some(Err(Refusal::discarded()));
         }
         let Some(source) = self.sources.get(&mutation.partition.source) else {
             let message = format!("unknown source {}", mutation.partition.source);
@@ -343,7 +375,7 @@ impl MutationDispatcher {
         let outcome = loop {
             if self.take_discarded(&parked_key) {
                 self.parked.lock().remove(&parked_key);
-                return Some(Err(Refusal::new(ErrorClass::Forbidden, DISCARDED_MESSAGE)));
+                return Some(Err(Refusal::discarded()));
             }
             match channel.write(op, request.clone()).await {
                 Ok(outcome) => break outcome,

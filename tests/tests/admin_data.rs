@@ -175,3 +175,153 @@ async fn mutations_waiting_for_an_unavailable_channel_show_its_error_and_retry_o
     assert_eq!(queues["total"], 0, "the discarded mutation left the queue: {queues}");
     server.server.stop().await.unwrap();
 }
+
+/// A channel whose writes are refused for good (a business rule) until `open` is set, as a
+/// backend whose bug is fixed; it counts the writes it gets.
+#[derive(Default)]
+struct Gatekeeper {
+    open: std::sync::atomic::AtomicBool,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl syncline_proto::sdk::ChannelBackend for Gatekeeper {
+    async fn describe(&self) -> syncline_proto::sdk::Result<syncline_proto::v1::DescribeResponse> {
+        Ok(syncline_proto::v1::DescribeResponse::default())
+    }
+
+    async fn query(
+        &self,
+        _request: syncline_proto::v1::QueryRequest,
+    ) -> syncline_proto::sdk::Result<syncline_proto::sdk::RecordStream> {
+        Ok(Box::pin(futures_util::stream::empty()))
+    }
+
+    async fn create(
+        &self,
+        request: syncline_proto::v1::WriteRequest,
+    ) -> syncline_proto::sdk::Result<syncline_proto::sdk::WriteOutcome> {
+        use std::sync::atomic::Ordering;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        if !self.open.load(Ordering::SeqCst) {
+            return Err(syncline_proto::sdk::ChannelError::FailedPrecondition("tasks need a due date".into()));
+        }
+        let record = request.record.unwrap_or_default();
+        Ok(syncline_proto::sdk::WriteOutcome::Written(syncline_proto::v1::Record {
+            id: format!("task-{}", record.id),
+            ..record
+        }))
+    }
+
+    async fn update(
+        &self,
+        _request: syncline_proto::v1::WriteRequest,
+    ) -> syncline_proto::sdk::Result<syncline_proto::sdk::WriteOutcome> {
+        Err(syncline_proto::sdk::ChannelError::Unimplemented("creates only".into()))
+    }
+
+    async fn delete(
+        &self,
+        _request: syncline_proto::v1::WriteRequest,
+    ) -> syncline_proto::sdk::Result<syncline_proto::sdk::WriteOutcome> {
+        Err(syncline_proto::sdk::ChannelError::Unimplemented("creates only".into()))
+    }
+}
+
+/// Reads frames until the next `MutationResult`.
+async fn next_mutation_result(connection: &mut syncline_client_sim::Connection) -> syncline_proto::v1::MutationResult {
+    loop {
+        let incoming = tokio::time::timeout(syncline_tests::DEADLINE, connection.recv()).await.unwrap().unwrap();
+        if let syncline_client_sim::Incoming::Frame(frame) = incoming
+            && let Some(syncline_proto::v1::server_frame::Msg::MutationResult(result)) = frame.msg
+        {
+            return result;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_their_channel_refuses_are_kept_as_failed_for_an_operator_to_retry_or_dismiss() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use syncline_proto::v1::{ClientFrame, Mutate, MutationOp, Value, client_frame};
+    use syncline_server::config::{Partitioning, SourceSection};
+    let channel = Arc::new(Gatekeeper::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving =
+        tokio::spawn(syncline_proto::sdk::serve_shared(Arc::clone(&channel), listener, stop.clone().cancelled_owned()));
+    let server = TestServer::start_with(move |config| {
+        let mut tasks = SourceSection::new(Partitioning::User);
+        tasks.channel = Some(url);
+        config.sources.insert("Task".into(), tasks);
+    })
+    .await;
+    server.add_user("ann", "pw-ann");
+    let admin = AdminClient::new(&server.server, Some(AdminRole::Admin));
+    let viewer = AdminClient::new(&server.server, Some(AdminRole::Viewer));
+    let mut connection = syncline_tests::raw_login(&server.url(), "ann", "pw-ann").await;
+    let client_id = syncline_tests::welcome_client_id(&mut connection).await;
+    for (mutation_id, title) in [("m1", "call back"), ("m2", "send quote")] {
+        let mutate = Mutate {
+            mutation_id: mutation_id.into(),
+            source: "Task".into(),
+            key: "ann".into(),
+            op: MutationOp::Create as i32,
+            id: format!("tmp-{mutation_id}"),
+            fields: [("title".to_owned(), Value::string(title))].into(),
+            ..Mutate::default()
+        };
+        connection.send(&ClientFrame { msg: Some(client_frame::Msg::Mutate(mutate)) }).await.unwrap();
+        let refused = next_mutation_result(&mut connection).await;
+        assert!(!refused.ok && refused.mutation_id == mutation_id, "{refused:?}");
+    }
+
+    let (status, failed) = viewer.get(&format!("/v1/admin/mutations/failed?client_id={client_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{failed}");
+    let items = failed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{failed}");
+    assert_eq!(items[0]["mutation_id"], "m1");
+    assert_eq!(items[0]["code"], "CONFLICT", "{failed}");
+    assert!(items[0]["message"].as_str().unwrap().contains("due date"), "{failed}");
+    assert_eq!(items[0]["fields"]["title"], "call back", "{failed}");
+    assert_eq!((items[0]["op"].as_str(), items[0]["source"].as_str()), (Some("create"), Some("Task")));
+
+    // The backend is fixed: retried, m1 is written once more and its device told at once.
+    channel.open.store(true, Ordering::SeqCst);
+    let retry = format!("/v1/admin/mutations/failed/{client_id}/m1/retry");
+    assert_error(&viewer.post(&retry, json!({})).await, StatusCode::FORBIDDEN, "forbidden");
+    let (status, requeued) = admin.post(&retry, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{requeued}");
+    let result = next_mutation_result(&mut connection).await;
+    assert!(result.ok && result.mutation_id == "m1", "{result:?}");
+    assert_eq!(result.record.as_ref().map(|record| record.id.as_str()), Some("task-tmp-m1"));
+    assert_eq!(channel.writes.load(Ordering::SeqCst), 3, "m1 twice, m2 once");
+    let unknown = admin.post(&retry, json!({})).await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "not_found");
+
+    // The device's own resend of m1 gets the new outcome, without another write.
+    let resend = Mutate {
+        mutation_id: "m1".into(),
+        source: "Task".into(),
+        key: "ann".into(),
+        op: MutationOp::Create as i32,
+        id: "tmp-m1".into(),
+        ..Mutate::default()
+    };
+    connection.send(&ClientFrame { msg: Some(client_frame::Msg::Mutate(resend)) }).await.unwrap();
+    assert!(next_mutation_result(&mut connection).await.ok);
+    assert_eq!(channel.writes.load(Ordering::SeqCst), 3);
+
+    // m2 is dismissed: no longer listed.
+    let dismiss = format!("/v1/admin/mutations/failed/{client_id}/m2");
+    assert_error(&viewer.call(Method::DELETE, &dismiss, None).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(admin.call(Method::DELETE, &dismiss, None).await.0, StatusCode::NO_CONTENT);
+    assert_error(&admin.call(Method::DELETE, &dismiss, None).await, StatusCode::NOT_FOUND, "not_found");
+    let (_, failed) = viewer.get("/v1/admin/mutations/failed").await;
+    assert_eq!(failed["items"], json!([]), "{failed}");
+    server.server.stop().await.unwrap();
+    stop.cancel();
+    let _ = serving.await;
+}

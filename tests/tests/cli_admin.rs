@@ -28,11 +28,7 @@ fn stdout(output: &Output) -> String {
 }
 
 async fn login_answer(url: &str, user: &str, password: &str) -> server_frame::Msg {
-    let mut connection = syncline_tests::raw_login(url, user, password).await;
-    match tokio::time::timeout(DEADLINE, connection.recv()).await.expect("an answer in time").expect("a frame") {
-        Incoming::Frame(frame) => frame.msg.expect("a message"),
-        other => panic!("expected a frame, got {other:?}"),
-    }
+    login_as_answer(url, user, password, "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +92,72 @@ async fn user_and_token_commands_work_on_a_stopped_store_and_through_a_running_s
     assert!(!stdout(&syncline(&["user", "list"], &config, &[])).contains("ann"));
 }
 
+/// Logs in as the device `client_id`; returns the Welcome or the refusal, past the commands
+/// a locked device is sent before it is refused.
+async fn login_as_answer(url: &str, user: &str, password: &str, client_id: &str) -> server_frame::Msg {
+    let mut connection = syncline_tests::raw_login_as(url, user, password, client_id).await;
+    loop {
+        match tokio::time::timeout(DEADLINE, connection.recv()).await.expect("an answer in time").expect("a frame") {
+            Incoming::Frame(frame) => match frame.msg.expect("a message") {
+                server_frame::Msg::Command(_) => continue,
+                answer => return answer,
+            },
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_commands_work_through_a_running_server_and_on_a_stopped_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("syncline.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\n[sources.Contact]\npartitioning = \"user\"\n", data)).unwrap();
+    let token = stdout(&syncline(&["admin", "token", "create", "--name", "ci", "--role", "admin"], &config, &[]));
+    stdout(&syncline(&["user", "add", "ann", "--password", "pw-ann"], &config, &[]));
+
+    let server = ServerProcess::start_with(SERVER, &data, free_port(), free_port(), Some(&config));
+    let addr = server.admin_url.trim_start_matches("http://").to_owned();
+    let env = [("SYNCLINE_ADMIN_TOKEN", token.trim()), ("SYNCLINE_ADMIN_ADDR", addr.as_str())];
+    let welcome = login_answer(&server.device_url, "ann", "pw-ann").await;
+    let server_frame::Msg::Welcome(welcome) = welcome else { panic!("expected a welcome, got {welcome:?}") };
+    let client_id = welcome.client_id;
+
+    let listed = stdout(&syncline(&["device", "list", "--user", "ann"], &config, &env));
+    assert!(listed.contains(&client_id) && listed.contains("state=active"), "{listed}");
+    assert!(stdout(&syncline(&["device", "list", "--state", "locked"], &config, &env)).is_empty());
+    let sent = stdout(&syncline(&["device", "lock", &client_id, "--reason", "reported lost"], &config, &env));
+    assert!(sent.contains("command lock") && sent.contains("reported lost"), "{sent}");
+    let refused = login_as_answer(&server.device_url, "ann", "pw-ann", &client_id).await;
+    let server_frame::Msg::Error(error) = refused else { panic!("a locked device is refused, got {refused:?}") };
+    assert_eq!(error.code, syncline_proto::v1::ErrorCode::Forbidden as i32);
+    let shown: serde_json::Value =
+        serde_json::from_str(&stdout(&syncline(&["device", "show", &client_id, "--json"], &config, &env))).unwrap();
+    assert_eq!(shown["state"], "locked", "{shown}");
+    assert_eq!(shown["user_id"], "ann", "{shown}");
+    assert_eq!(shown["commands"][0]["kind"], "lock", "{shown}");
+    let unknown = syncline(&["device", "wipe", "no-such-device"], &config, &env);
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("404"), "{unknown:?}");
+    server.stop();
+
+    // Stopped: the same commands on the store; unlock takes effect at once, resync waits
+    // for the device's next connection.
+    let listed = stdout(&syncline(&["device", "list", "--state", "locked"], &config, &[]));
+    assert!(listed.contains(&client_id), "{listed}");
+    stdout(&syncline(&["device", "unlock", &client_id], &config, &[]));
+    let sent = stdout(&syncline(&["device", "resync", &client_id], &config, &[]));
+    assert!(sent.contains("command resync pending"), "{sent}");
+    let shown = stdout(&syncline(&["device", "show", &client_id], &config, &[]));
+    assert!(shown.contains("state=active") && shown.contains("command resync pending"), "{shown}");
+    let unknown = syncline(&["device", "lock", "no-such-device"], &config, &[]);
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("no-such-device"));
+
+    let server = ServerProcess::start_with(SERVER, &data, free_port(), free_port(), Some(&config));
+    let welcome = login_as_answer(&server.device_url, "ann", "pw-ann", &client_id).await;
+    assert!(matches!(welcome, server_frame::Msg::Welcome(_)), "unlocked while stopped: {welcome:?}");
+    server.stop();
+}
+
 /// Reads the server's stdout until the line with the demo admin's password; returns it.
 fn printed_password(stdout: std::process::ChildStdout) -> Option<String> {
     use std::io::BufRead as _;
@@ -137,6 +199,19 @@ async fn the_demo_prints_a_working_admin_password_once_at_its_first_start() {
     })
     .await;
     assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    // The demo's users live in its CRM database; the admin API lists them too.
+    let cookie = answer.headers()[reqwest::header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let users: serde_json::Value = http
+        .get(format!("{base}/v1/admin/users?prefix=de"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = users["items"].as_array().unwrap().iter().filter_map(|user| user["name"].as_str()).collect();
+    assert_eq!(names, ["demo"], "{users}");
     first.kill().unwrap();
     first.wait().unwrap();
 

@@ -197,6 +197,9 @@ async fn a_known_workload_shows_exactly_its_counts() {
     assert_eq!(value(&scrape, "syncline_connections", &[]), connected);
     assert_eq!(value(&scrape, "syncline_handshakes_total", &[("result", "ok")]), connected);
     assert_eq!(value(&scrape, "syncline_handshakes_total", &[("result", "refused")]), 0.0);
+    // Process-wide counters (other tests of this binary may share the process).
+    assert!(value(&scrape, "syncline_connections_opened_total", &[]) >= connected);
+    assert_eq!(value(&scrape, "syncline_idle_disconnects_total", &[]), 0.0);
     assert_eq!(value(&scrape, "syncline_frames_received_total", &[("type", "hello")]), connected);
     assert_eq!(value(&scrape, "syncline_frames_received_total", &[("type", "mutate")]), MUTATIONS as f64);
     assert_eq!(value(&scrape, "syncline_frames_received_total", &[("type", "rpc_call")]), 1.0);

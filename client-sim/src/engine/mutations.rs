@@ -268,11 +268,13 @@ impl SyncEngine {
             self.stats.unexpected_frames += 1;
             return;
         };
-        if mutation.state == MutationState::Failed {
-            // A second answer to a mutation already failed (its resend): nothing new.
+        if mutation.state == MutationState::Failed && !result.ok {
+            // A second refusal of a mutation already failed (its resend): nothing new.
             self.mutations_in_flight.remove(&mutation.mutation_id);
             return;
         }
+        // A success for a failed mutation: an operator retried it on the server and it went
+        // through; it completes like any success (and releases what waited behind it).
         if result.ok {
             self.on_mutation_succeeded(mutation, result, reaction);
         } else {

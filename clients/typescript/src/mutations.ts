@@ -115,7 +115,9 @@ export class Mutations {
     const row = this.queue.get(result.mutationId);
     if (!row) return undefined;
     this.inFlight.delete(row.mutationId);
-    if (row.state === "failed") return undefined;
+    // A second refusal of a failed mutation (its resend) is nothing new; a success is an
+    // operator's retry on the server that went through: it completes like any success.
+    if (row.state === "failed" && !result.ok) return undefined;
     const partition = this.host.resolvePartition(row.source, row.key);
     if (result.ok) return { notification: this.succeeded(row, result, partition), partition };
     const error = result.error;

@@ -210,6 +210,26 @@ describe("engine: mutations", () => {
     device.mutations.queue.discard(row.mutationId);
     expect(device.view(ACCOUNTS)?.get("a")?.fields).toEqual({ name: "theirs" });
   });
+
+  it("completes a failed change when an operator's retry on the server succeeds", async () => {
+    const device = await engine();
+    device.hello();
+    await device.onFrame(welcome(), 0);
+    const row = device.mutations.queueChange("Account", "", "create", "", { name: "New" });
+    device.mutationFrames();
+    const refusal = { mutationId: row.mutationId, ok: false, error: { op: MutationOp.CREATE, code: ErrorCode.CONFLICT, message: "needs an owner" } };
+    await device.onFrame(server({ case: "mutationResult", value: refusal }), 0);
+    expect(device.mutations.queue.get(row.mutationId)?.state).toBe("failed");
+    // The resend's second refusal changes nothing.
+    expect((await device.onFrame(server({ case: "mutationResult", value: refusal }), 0)).notifications).toEqual([]);
+    const retried = await device.onFrame(
+      server({ case: "mutationResult", value: { mutationId: row.mutationId, ok: true, record: record("acc-7", 0, { name: "New" }), link: { tempId: row.id, id: "acc-7" } } }),
+      0,
+    );
+    expect(retried.notifications).toEqual([expect.objectContaining({ mutationId: row.mutationId, outcome: expect.objectContaining({ status: "ok" }) })]);
+    expect(device.mutations.queue.get(row.mutationId)).toBeUndefined();
+    expect(device.view(ACCOUNTS)?.get("acc-7")?.fields).toEqual({ name: "New" });
+  });
 });
 
 describe("engine: commands", () => {

@@ -369,6 +369,33 @@ impl CrmDb {
         .await
     }
 
+    /// Returns up to `limit` user ids that start with `prefix` and sort after `after`, in
+    /// order (the users an operator lists).
+    pub async fn user_ids(&self, after: Option<&str>, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let (after, prefix) = (after.unwrap_or_default().to_owned(), prefix.to_owned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.blocking(move |inner| {
+            inner.read(|connection| {
+                // `prefix` is matched in Rust: LIKE would treat `%` and `_` in it as patterns.
+                let mut statement = connection
+                    .prepare("SELECT user_id FROM users WHERE user_id > ?1 AND user_id >= ?2 ORDER BY user_id")
+                    .map_err(sqlite_error)?;
+                let rows =
+                    statement.query_map([&after, &prefix], |row| row.get::<_, String>(0)).map_err(sqlite_error)?;
+                let mut ids = Vec::new();
+                for row in rows {
+                    let id = row.map_err(sqlite_error)?;
+                    if !id.starts_with(&prefix) || ids.len() as i64 >= limit {
+                        break;
+                    }
+                    ids.push(id);
+                }
+                Ok(ids)
+            })
+        })
+        .await
+    }
+
     /// Returns the user id of `username` when `password` is theirs. An unknown user is
     /// checked against a decoy hash, so that the answer takes as long as for a known one.
     pub async fn check_password(&self, username: &str, password: &str) -> Result<Option<String>> {

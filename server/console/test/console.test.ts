@@ -1,7 +1,9 @@
 // The console in headless Chromium (Debian's, driven by playwright-core; never a downloaded
 // browser) against a real `syncline serve`: an operator logs in, creates a user, sees that
-// user's device appear live when it connects, opens it, locks it and sees it refused. A second test walks every page on a desktop and
-// a phone-sized screen and fails on console errors, failed requests and sideways scrolling.
+// user's device appear live when it connects, opens it, locks it and sees it refused; a change
+// the demo channel refuses is listed as failed, retried and dismissed. A last test walks every
+// page on a desktop and a phone-sized screen and fails on console errors, failed requests and
+// sideways scrolling.
 // Screenshots go to test-output/ (and, with SYNCLINE_UPDATE_SCREENSHOTS=1, to docs/console/).
 import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -133,12 +135,49 @@ describe.skipIf(!available)("the console in headless Chromium", () => {
     expect(again.stopReason?.kind).toBe("forbidden");
     await screenshot(page, "device");
 
-    // The mutations page lists queues and queued mutations (none are left: the demo channel
-    // took them all).
+    await page.close();
+  });
+
+  it("lists a change its channel refused as failed and retries it", async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    await logIn(page);
+    await page.click('nav >> text="Users"');
+    await page.fill('#create-user input[name="name"]', "bob");
+    await page.fill('#create-user input[name="password"]', "bob-password-1");
+    await page.click('#create-user button[type="submit"]');
+    await page.locator('.toast:has-text("User bob created.")').waitFor({ timeout: TIMEOUT });
+
+    // The demo channel refuses a Contact without its required name, for good.
+    const { client: laptop } = await openDevice("bob", "bob-password-1");
+    let refusals = 0;
+    laptop.onNotification((notification) => {
+      if (notification.type === "mutation" && notification.outcome.status === "error") refusals += 1;
+    });
+    const change = laptop.create("Contact", { email: "no-name@example.com" });
+    await until(() => refusals === 1, "the channel's refusal");
+
     await page.click('nav >> text="Mutations"');
-    await page.getByRole("heading", { name: "Queued and parked" }).waitFor({ timeout: TIMEOUT });
-    await until(async () => (await page.locator(".loading").count()) === 0, "the mutations page to load");
+    const row = page.locator(`[data-failed-mutation="${change.mutationId}"]`);
+    await row.waitFor({ timeout: TIMEOUT });
+    await page.locator(`td:has-text("Contact.name is required")`).first().waitFor({ timeout: TIMEOUT });
+    const firstFailure = Number(await row.getAttribute("data-failed-ms"));
     await screenshot(page, "mutations");
+
+    // Retried: the channel is asked again (and refuses again: the failure is newer).
+    await row.locator('button:has-text("Retry")').click();
+    await page.locator(`.toast:has-text("Mutation ${change.mutationId} queued again")`).waitFor({ timeout: TIMEOUT });
+    await until(async () => {
+      await page.reload();
+      await page.getByRole("heading", { name: "Failed" }).waitFor({ timeout: TIMEOUT });
+      await until(async () => (await page.locator(".loading").count()) === 0, "the mutations page to load");
+      const again = page.locator(`[data-failed-mutation="${change.mutationId}"]`);
+      return (await again.count()) === 1 && Number(await again.getAttribute("data-failed-ms")) > firstFailure;
+    }, "the retried mutation to fail again");
+
+    // Dismissed: no longer listed.
+    await page.locator(`[data-failed-mutation="${change.mutationId}"] button:has-text("Dismiss")`).click();
+    await page.locator(`.toast:has-text("Mutation ${change.mutationId} dismissed.")`).waitFor({ timeout: TIMEOUT });
+    await until(async () => (await page.locator(`[data-failed-mutation="${change.mutationId}"]`).count()) === 0, "the dismissed row to go");
     await page.close();
   });
 

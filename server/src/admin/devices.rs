@@ -5,6 +5,7 @@
 //! [`crate::devices`]'; this file only maps HTTP to it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,8 +17,10 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, blocking};
 use super::page::{Page, PageQuery, encode_cursor};
 use super::{AdminAccess, AdminState, ViewerAccess};
-use crate::devices::DeviceError;
-use crate::storage::{CommandState, DeviceCommandKind, DeviceFilter, DeviceState, StoredCommand, StoredDevice};
+use crate::devices::{DeviceError, DeviceManagement};
+use crate::storage::{
+    CommandState, DeviceCommandKind, DeviceFilter, DeviceState, PartitionName, Store, StoredCommand, StoredDevice,
+};
 
 pub(super) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -63,7 +66,7 @@ impl From<DeviceStateName> for DeviceState {
 
 /// A registered device (one app install).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(super) struct DeviceInfo {
+pub(crate) struct DeviceInfo {
     client_id: String,
     user_id: String,
     platform: String,
@@ -109,7 +112,7 @@ pub(super) struct DeviceListQuery {
 
 /// A subscribed partition of a device: where the device is and how far behind.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(super) struct DevicePartition {
+pub(crate) struct DevicePartition {
     source: String,
     key: String,
     /// The device's last acked cursor.
@@ -132,7 +135,7 @@ pub(super) struct DevicePartition {
 
 /// A device with its live state.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(super) struct DeviceDetail {
+pub(crate) struct DeviceDetail {
     #[serde(flatten)]
     device: DeviceInfo,
     /// Open connections of the device on this node.
@@ -146,7 +149,7 @@ pub(super) struct DeviceDetail {
 /// What an operator asks a device to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum CommandKindName {
+pub(crate) enum CommandKindName {
     /// Refuse the device's logins until unlocked; the device locks the app.
     Lock,
     /// Let a locked device log in again (server-side only).
@@ -186,7 +189,7 @@ impl From<DeviceCommandKind> for CommandKindName {
 /// Where a command stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum CommandStateName {
+pub(crate) enum CommandStateName {
     /// Stored; the device gets it when it next connects.
     Pending,
     /// Written to a connection of the device.
@@ -217,7 +220,7 @@ pub(super) struct SendCommand {
 
 /// An operator command to a device.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(super) struct CommandInfo {
+pub(crate) struct CommandInfo {
     /// Echoed by the device when it acknowledges.
     command_id: String,
     client_id: String,
@@ -290,10 +293,22 @@ async fn get_device(
     ApiPath(client_id): ApiPath<String>,
 ) -> ApiResult<axum::Json<DeviceDetail>> {
     let services = &state.services;
-    let device = services.devices.device(&client_id).await?;
-    let cursors = services.devices.cursors(&client_id, services.cursors.unflushed_of(&client_id)).await?;
-    let store = state.store().clone();
-    let (client, names) = (client_id.clone(), cursors.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>());
+    let unflushed = services.cursors.unflushed_of(&client_id);
+    Ok(axum::Json(device_detail(&services.devices, state.store().clone(), &client_id, unflushed).await?))
+}
+
+/// Returns a device with its live connections and, per partition it syncs, its cursor, the
+/// head, its lag and its pending mutations; `unflushed` are cursors acked since the last
+/// flush (the API's and the offline CLI's view of one device).
+pub(crate) async fn device_detail(
+    devices: &DeviceManagement,
+    store: Arc<dyn Store>,
+    client_id: &str,
+    unflushed: Vec<(PartitionName, u64)>,
+) -> ApiResult<DeviceDetail> {
+    let device = devices.device(client_id).await?;
+    let cursors = devices.cursors(client_id, unflushed).await?;
+    let (client, names) = (client_id.to_owned(), cursors.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>());
     let (heads, mutations) = blocking(move || {
         let heads = names
             .iter()
@@ -311,7 +326,7 @@ async fn get_device(
         .into_iter()
         .zip(heads)
         .map(|((name, cursor), head)| {
-            let lag = services.devices.lag_time(&name, cursor);
+            let lag = devices.lag_time(&name, cursor);
             let lag_changes = head.saturating_sub(cursor);
             DevicePartition {
                 pending_mutations: pending.get(&(name.source.clone(), name.key.clone())).copied().unwrap_or(0),
@@ -325,12 +340,12 @@ async fn get_device(
             }
         })
         .collect();
-    Ok(axum::Json(DeviceDetail {
-        live_connections: services.devices.live_connections(&client_id) as u64,
+    Ok(DeviceDetail {
+        live_connections: devices.live_connections(client_id) as u64,
         device: device.into(),
         partitions,
         pending_mutations: mutations.len() as u64,
-    }))
+    })
 }
 
 /// Sends a command to a device: stored first, delivered at once when the device is

@@ -21,7 +21,7 @@
 mod admins;
 mod auth;
 mod console;
-mod devices;
+pub(crate) mod devices;
 mod error;
 mod events;
 mod health;

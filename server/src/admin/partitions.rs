@@ -79,7 +79,7 @@ fn record_info(record: Record) -> RecordInfo {
     RecordInfo { id: record.id, version: record.version, fields }
 }
 
-fn plain_json(kind: Option<Kind>) -> serde_json::Value {
+pub(super) fn plain_json(kind: Option<Kind>) -> serde_json::Value {
     use base64::Engine as _;
     match kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,

@@ -156,6 +156,7 @@ async fn list_users(
 ) -> ApiResult<axum::Json<Page<UserInfo>>> {
     let request = page.request()?;
     let prefix = filter.prefix.unwrap_or_default();
+    let filter_prefix = prefix.clone();
     let store = state.store().clone();
     let PageRequest { after, limit } = request.clone();
     let (local, controlled) = blocking(move || {
@@ -176,6 +177,13 @@ async fn list_users(
         controlled.into_iter().map(|(name, controls)| (name, (false, controls))).collect();
     for user in local {
         merged.entry(user.name).or_insert((true, UserControls::default())).0 = true;
+    }
+    if matches!(login_check(&state), LoginCheck::Demo) {
+        // The demo's users live in its CRM database (its channel checks their logins).
+        let after = request.after.as_deref();
+        for name in demo_user_ids(&state, after, filter_prefix.as_str(), request.limit + 1).await? {
+            merged.entry(name).or_insert((false, UserControls::default()));
+        }
     }
     let users: Vec<UserInfo> = merged
         .into_iter()
@@ -225,18 +233,40 @@ async fn create_user(
     }
 }
 
+/// Maps an error of the demo's CRM database to the API's error of the same class.
+#[cfg(feature = "demo")]
+fn demo_db_error(error: syncline_proto::sdk::ChannelError) -> ApiError {
+    let status = tonic::Status::from(error);
+    ApiError::of_class(ErrorClass::of_grpc(status.code()), status.message().to_owned())
+}
+
 /// Adds a user to the demo's CRM database, which its channel checks logins against.
 #[cfg(feature = "demo")]
 async fn add_demo_user(state: &AdminState, name: &str, password: &str) -> ApiResult<()> {
     let path = state.settings.store.data_dir.join(crate::demo::DEMO_DB_FILE);
-    let unavailable = |error: syncline_proto::sdk::ChannelError| {
-        let status = tonic::Status::from(error);
-        ApiError::of_class(ErrorClass::of_grpc(status.code()), status.message().to_owned())
-    };
-    let db = syncline_example_crm::CrmDb::open(&path).await.map_err(unavailable)?;
-    db.add_user(name, password).await.map_err(unavailable)?;
+    let db = syncline_example_crm::CrmDb::open(&path).await.map_err(demo_db_error)?;
+    db.add_user(name, password).await.map_err(demo_db_error)?;
     tracing::info!(user = %name, "demo user created through the admin API");
     Ok(())
+}
+
+/// Returns the demo's users from its CRM database, like the store's `users_page`.
+#[cfg(feature = "demo")]
+async fn demo_user_ids(state: &AdminState, after: Option<&str>, prefix: &str, limit: usize) -> ApiResult<Vec<String>> {
+    let path = state.settings.store.data_dir.join(crate::demo::DEMO_DB_FILE);
+    let db = syncline_example_crm::CrmDb::open(&path).await.map_err(demo_db_error)?;
+    db.user_ids(after, prefix, limit).await.map_err(demo_db_error)
+}
+
+/// Returns no users: this build has no demo app.
+#[cfg(not(feature = "demo"))]
+async fn demo_user_ids(
+    _state: &AdminState,
+    _after: Option<&str>,
+    _prefix: &str,
+    _limit: usize,
+) -> ApiResult<Vec<String>> {
+    Ok(Vec::new())
 }
 
 /// Refuses: this build has no demo app (never reached: such a build never runs the demo).
@@ -341,7 +371,7 @@ async fn set_disabled(state: &AdminState, name: &str, disabled: bool) -> ApiResu
     })
     .await?;
     if disabled {
-        let closed = state.services.connections.close_user(name, ErrorClass::Forbidden, "this user was disabled").await;
+        let closed = state.services.relay.close_user(name, ErrorClass::Forbidden, "this user was disabled").await;
         tracing::info!(user = %name, closed, "user disabled through the admin API");
     } else {
         tracing::info!(user = %name, "user enabled through the admin API");
@@ -390,8 +420,7 @@ async fn delete_user(
         Ok(purged)
     })
     .await?;
-    let closed =
-        state.services.connections.close_user(&name, ErrorClass::Unauthenticated, "this user was deleted").await;
+    let closed = state.services.relay.close_user(&name, ErrorClass::Unauthenticated, "this user was deleted").await;
     tracing::info!(user = %name, local = user.local, closed, purged, "user deleted through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }

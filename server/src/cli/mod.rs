@@ -2,11 +2,13 @@
 //!
 //! - `users`: `syncline user add|list|passwd|disable|enable|delete`.
 //! - `admin`: `syncline admin create` and `syncline admin token create|list|revoke`.
+//! - `devices`: `syncline device list|show|lock|unlock|wipe|logout|resync`.
 //! - `remote`: the admin API client those commands use when a server runs on the data
 //!   directory (it holds the store's lock); without one they open the store themselves.
 //! - `ingest`: `syncline ingest` (records from JSON over gRPC).
 
 mod admin;
+mod devices;
 mod ingest;
 mod remote;
 mod users;
@@ -17,6 +19,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use self::admin::{AdminCommand, TokenCommand};
+pub use self::devices::{DeviceCommand, SendArgs};
 pub use self::ingest::{IngestArgs, ingest, json_to_value};
 pub use self::users::{UserCommand, user_add};
 use crate::config::{Config, LogFormat};
@@ -39,6 +42,13 @@ pub enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manages devices (client ids): list, show, and lock, unlock, wipe, logout or resync
+    /// one; through a running server's admin API (with --token), else directly in the data
+    /// directory's store (commands then wait for each device's next connection).
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
     },
     /// Manages admin users and API tokens: through a running server's admin API (with
     /// --token), else directly in the data directory's store.
@@ -136,6 +146,7 @@ pub fn main() -> std::process::ExitCode {
                         Command::Serve(args) => serve(args, &env).await,
                         Command::User { command } => users::run(command, &env).await,
                         Command::Admin { command } => admin::run(command, &env).await,
+                        Command::Device { command } => devices::run(command, &env).await,
                         Command::Ingest(args) => ingest(args).await,
                     }
                 })

@@ -128,6 +128,26 @@ async fn demo_user_add(store: &StoreSettings, name: &str, password: &str) -> any
     Ok(())
 }
 
+/// Returns the demo app's users (from its database) when the demo is what `serve` would run.
+#[cfg(feature = "demo")]
+async fn demo_user_ids(settings: &Settings, prefix: &str) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let path = settings.store.data_dir.join(crate::demo::DEMO_DB_FILE);
+    if settings.demo.is_none() || !path.exists() {
+        return Ok(Vec::new());
+    }
+    let db = syncline_example_crm::CrmDb::open(&path)
+        .await
+        .with_context(|| format!("cannot open the demo app's database {}", path.display()))?;
+    Ok(db.user_ids(None, prefix, usize::MAX).await?)
+}
+
+/// Returns no users: this build has no demo app.
+#[cfg(not(feature = "demo"))]
+async fn demo_user_ids(_settings: &Settings, _prefix: &str) -> anyhow::Result<Vec<String>> {
+    Ok(Vec::new())
+}
+
 /// Refuses: this build has no demo app.
 #[cfg(not(feature = "demo"))]
 async fn demo_user_add(_store: &StoreSettings, _name: &str, _password: &str) -> anyhow::Result<()> {
@@ -169,9 +189,16 @@ async fn list(prefix: String, args: &StoreArgs, env: &HashMap<String, String>) -
                     None => break,
                 }
             }
+            let mut listed = std::collections::BTreeSet::new();
             for (name, controls) in store.controlled_users()? {
                 if controls.disabled && name.starts_with(&prefix) && store.user(&name)?.is_none() {
                     println!("{name}  (disabled)");
+                    listed.insert(name);
+                }
+            }
+            for name in demo_user_ids(&settings, &prefix).await? {
+                if !listed.contains(&name) && store.user(&name)?.is_none() {
+                    println!("{name}  (demo app)");
                 }
             }
             Ok(())

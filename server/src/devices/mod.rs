@@ -57,6 +57,20 @@ pub trait CommandDelivery: Send + Sync + 'static {
     fn connections_of(&self, client_id: &str) -> usize;
 }
 
+/// Delivery where no device is connected: device management over a data directory that no
+/// server runs on (the CLI). Commands stay pending until the device's next connection.
+pub struct NoConnections;
+
+impl CommandDelivery for NoConnections {
+    fn deliver<'a>(&'a self, _client_id: &'a str, _frame: ServerFrame) -> DeliveryFuture<'a> {
+        Box::pin(std::future::ready(0))
+    }
+
+    fn connections_of(&self, _client_id: &str) -> usize {
+        0
+    }
+}
+
 /// Why a device management call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {

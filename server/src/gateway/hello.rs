@@ -68,7 +68,7 @@ impl DeviceSession {
         let limits = &self.services.limits;
         // A second Hello on this connection replaces the first session's slot.
         self.user_slot = None;
-        match self.services.user_sessions.acquire(&identity.user_id, limits.max_connections_per_user) {
+        match self.services.user_sessions.acquire(&identity.user_id, limits.max_connections_per_user).await {
             Ok(slot) => self.user_slot = Some(slot),
             Err(open) => {
                 let message = format!(

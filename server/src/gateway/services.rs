@@ -31,8 +31,11 @@ pub struct GatewayServices {
     pub mutations: Arc<crate::mutations::MutationDispatcher>,
     /// The channel of each source that has one (searches go to it).
     pub channels: Arc<ChannelRegistry>,
-    /// The open connections of each device (mutation outcomes reach devices through it).
+    /// The open connections of each device on this node.
     pub connections: Arc<super::DeviceConnections>,
+    /// Acts on devices and users on this node and, in cluster mode, on the others (mutation
+    /// outcomes, commands and closes reach devices through it).
+    pub relay: Arc<crate::cluster::DeviceRelay>,
     /// Work sessions start off their own loop (searches).
     pub tracker: TaskTracker,
     /// Open sessions per user, for the per-user connection cap.
@@ -45,30 +48,45 @@ pub struct GatewayServices {
     pub handshakes: crate::metrics::counters::HandshakeCounters,
 }
 
-/// Counts each user's open sessions against a cap.
-#[derive(Debug, Default)]
+/// Counts each user's open sessions against a cap: on this node, and in cluster mode on the
+/// others too ([`crate::cluster::ClusterSessions`]).
+#[derive(Default)]
 pub struct UserSessions {
     counts: Arc<dashmap::DashMap<String, usize>>,
+    cluster: Option<Arc<crate::cluster::ClusterSessions>>,
 }
 
 /// One counted session of a user; released when dropped.
-#[derive(Debug)]
 pub struct UserSlot {
     counts: Arc<dashmap::DashMap<String, usize>>,
+    cluster: Option<Arc<crate::cluster::ClusterSessions>>,
     user_id: String,
 }
 
 impl UserSessions {
-    /// Counts a session of `user_id` unless the user already has `max` (0: no limit); returns
-    /// the count it has otherwise.
-    pub fn acquire(&self, user_id: &str, max: usize) -> Result<UserSlot, usize> {
+    /// Returns the counts of a cluster node: its sessions count with the other nodes'.
+    pub fn clustered(cluster: Arc<crate::cluster::ClusterSessions>) -> Self {
+        Self { counts: Arc::default(), cluster: Some(cluster) }
+    }
+
+    /// Counts a session of `user_id` unless the user already has `max` (0: no limit) on this
+    /// node and, in cluster mode, the other live nodes together; returns the count it has
+    /// otherwise.
+    pub async fn acquire(&self, user_id: &str, max: usize) -> Result<UserSlot, usize> {
+        let elsewhere = match &self.cluster {
+            Some(cluster) if max > 0 => cluster.elsewhere(user_id).await,
+            _ => 0,
+        };
         let mut count = self.counts.entry(user_id.to_owned()).or_insert(0);
-        if max > 0 && *count >= max {
-            return Err(*count);
+        if max > 0 && *count + elsewhere >= max {
+            return Err(*count + elsewhere);
         }
         *count += 1;
         drop(count);
-        Ok(UserSlot { counts: self.counts.clone(), user_id: user_id.to_owned() })
+        if let Some(cluster) = &self.cluster {
+            cluster.opened(user_id);
+        }
+        Ok(UserSlot { counts: self.counts.clone(), cluster: self.cluster.clone(), user_id: user_id.to_owned() })
     }
 
     /// Returns the sessions `user_id` has open.
@@ -84,6 +102,9 @@ impl Drop for UserSlot {
             *count = count.saturating_sub(1);
         }
         self.counts.remove_if(&self.user_id, |_, count| *count == 0);
+        if let Some(cluster) = &self.cluster {
+            cluster.closed(&self.user_id);
+        }
     }
 }
 

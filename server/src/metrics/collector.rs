@@ -132,6 +132,27 @@ impl ServerCollector {
     fn encode_connections(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let sources = &self.sources;
         gauge(encoder, "connections", "Open device connections.", sources.connections.get() as u64)?;
+        let events = &syncline_push::events::EVENTS;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        counter(
+            encoder,
+            "connections_opened",
+            "Device connections that completed their WebSocket upgrade.",
+            load(&events.opened),
+        )?;
+        counter(encoder, "connections_closed", "Device connections that ended, for any reason.", load(&events.closed))?;
+        counter(
+            encoder,
+            "idle_disconnects",
+            "Device connections closed because the device stayed silent past the idle timeout (close 4408).",
+            load(&events.idle_timeouts),
+        )?;
+        counter(
+            encoder,
+            "accept_failures",
+            "Failed accepts on the device listener (e.g. out of file descriptors).",
+            load(&events.accept_failures),
+        )?;
         let wire = sources.wire.snapshot();
         let handshakes = &sources.services.handshakes;
         let results = HandshakeResult::ALL

@@ -137,12 +137,27 @@ pub enum Enqueued {
 
 /// The outcome of a finished mutation, committed with the record change it caused (see
 /// [`MutationQueue::finish_mutation`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MutationOutcome {
     pub client_id: String,
     pub mutation_id: String,
     /// The encoded `MutationResult` a device that sends the mutation id again gets back.
     pub result: Vec<u8>,
+    /// The mutation, when its channel refused it (a typed error or a conflict): kept beside
+    /// the outcome as a *failed* mutation an operator can retry or dismiss
+    /// ([`MutationQueue::failed_mutations`]). `None` for successes and discards.
+    pub failed: Option<QueuedMutation>,
+}
+
+/// A mutation its channel refused, kept for an operator (see [`MutationOutcome::failed`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedMutation {
+    /// The mutation as it was queued (`seq` is its old queue position).
+    pub mutation: QueuedMutation,
+    /// Its outcome: the encoded `MutationResult` with the channel's error.
+    pub result: Vec<u8>,
+    /// When it failed, in Unix milliseconds.
+    pub failed_ms: u64,
 }
 
 /// A partition's state at one sequence.
@@ -408,6 +423,19 @@ pub trait MutationQueue: Send + Sync + 'static {
     /// milliseconds); returns how many. A device that sends one of those mutation ids again
     /// has it queued and dispatched anew.
     fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64>;
+
+    /// Returns the failed mutations still kept (not retried, dismissed or pruned with their
+    /// outcome), by client and mutation id.
+    fn failed_mutations(&self) -> StoreResult<Vec<FailedMutation>>;
+
+    /// Puts a failed mutation back at the end of its device's queue, in one atomic commit
+    /// that forgets its outcome and its failed entry; returns it as queued (its new position),
+    /// or `None` when no such failed mutation is kept. The caller dispatches it.
+    fn retry_failed_mutation(&self, client_id: &str, mutation_id: &str) -> StoreResult<Option<QueuedMutation>>;
+
+    /// Forgets a failed mutation (its outcome stays and still answers its id); returns false
+    /// when none was kept.
+    fn dismiss_failed_mutation(&self, client_id: &str, mutation_id: &str) -> StoreResult<bool>;
 }
 
 /// Users, devices and server secrets.

@@ -147,9 +147,9 @@ impl TestGateway {
         let auth =
             Authenticator::new(store.clone(), Duration::from_secs(3600), None, &login_limits()).expect("authenticator");
         let connections = Arc::new(DeviceConnections::default());
-        let mutations = dispatcher(&store, &sources, connections.clone(), &tracker, &shutdown);
-        let devices =
-            Arc::new(crate::devices::DeviceManagement::new(store.clone(), connections.clone(), Arc::default()));
+        let relay = Arc::new(crate::cluster::DeviceRelay::local(connections.clone()));
+        let mutations = dispatcher(&store, &sources, relay.clone(), &tracker, &shutdown);
+        let devices = Arc::new(crate::devices::DeviceManagement::new(store.clone(), relay.clone(), Arc::default()));
         let (capture_requests, _capture_queues) = crate::channel::wiring::capture_queues(&sources);
         let services = GatewayServices {
             store: store.clone(),
@@ -162,6 +162,7 @@ impl TestGateway {
             capture_requests,
             mutations,
             connections,
+            relay,
             tracker: tracker.clone(),
             user_sessions: Default::default(),
             rpc: RpcRouter::new(&RpcSettings::default(), tracker).expect("rpc router"),

@@ -388,6 +388,25 @@ fn a_retried_failure_goes_again_under_a_new_id_before_what_waited_behind_it() {
 }
 
 #[test]
+fn a_failed_mutation_an_operator_retried_successfully_completes_and_releases_what_waited() {
+    let mut engine = caught_up_engine();
+    let mine = engine.update(ACCOUNT, None, "a1", fields(&[("name", "Mine")]), None).unwrap();
+    engine.mutation_frames();
+    engine.on_frame(failed(&mine, MutationOp::Update, ErrorCode::Conflict, None), Instant::now());
+    let waiting = engine.update(ACCOUNT, None, "a2", fields(&[("name", "B+")]), None).unwrap();
+    assert!(engine.mutation_frames().is_empty(), "held behind the failure");
+    // A resend's second refusal changes nothing.
+    engine.on_frame(failed(&mine, MutationOp::Update, ErrorCode::Conflict, None), Instant::now());
+    assert_eq!(published(&engine).failed_mutations, 1);
+
+    let reaction = engine.on_frame(ok(&mine, Some(record("a1", 7, &[("name", "Mine")])), None), Instant::now());
+    assert_eq!(published(&engine).failed_mutations, 0);
+    assert_eq!(records_of(&engine, ACCOUNT)["a1"].fields, fields(&[("name", "Mine")]));
+    assert_eq!(describe(&reaction.frames), [format!("mutate {waiting} Update a2 base=2")]);
+    assert!(engine.resolve(&mine, Resolution::Retry).is_err(), "nothing left to resolve");
+}
+
+#[test]
 fn discarding_a_failed_create_or_update_rolls_the_local_change_back() {
     let mut engine = caught_up_engine();
     let temp = engine.create(ACCOUNT, None, fields(&[("name", "Acme")])).unwrap();

@@ -1,10 +1,11 @@
 // @ts-check
-// Device mutations: queue depth per device and source, and the queued ones, with the
-// channel's error for those parked while their channel is unavailable: retry now, or
-// discard one (its device is told it was refused).
+// Device mutations: queue depth per device and source; the queued ones, with the channel's
+// error for those parked while their channel is unavailable: retry now, or discard one (its
+// device is told it was refused); and the failed ones, which their channel refused: retry
+// one (queued again, its device told the new outcome) or dismiss it.
 
 import { del, enc, get, post } from "../api.js";
-import { badge, button, errorText, h, mount, num, table, toast } from "../dom.js";
+import { badge, button, errorText, h, mount, num, table, time, toast } from "../dom.js";
 import { pagedTable } from "../paged.js";
 
 /**
@@ -14,7 +15,8 @@ import { pagedTable } from "../paged.js";
  */
 export function render(main, _params, session) {
   const depth = h("div", { class: "list" }, h("p", { class: "loading" }, "Loading…"));
-  const failed = h("div", { class: "list" });
+  const queued = h("div", { class: "list" });
+  const failed = h("div", { class: "list", id: "failed-mutations" });
   const admin = session.role === "admin";
 
   async function load() {
@@ -40,7 +42,7 @@ export function render(main, _params, session) {
     } catch (error) {
       mount(depth, h("p", { class: "error", role: "alert" }, errorText(error)));
     }
-    await pagedTable(failed, {
+    await pagedTable(queued, {
       path: "mutations/pending",
       headers: ["Device", "Mutation", "Partition", "Op", "Record", "State", "Channel error", "Attempts", "Actions"],
       empty: "No queued mutations.",
@@ -54,6 +56,18 @@ export function render(main, _params, session) {
         mutation.last_error ?? "–",
         num(mutation.attempts),
         admin ? actions(mutation, load) : "",
+      ],
+    });
+    await pagedTable(failed, {
+      path: "mutations/failed",
+      headers: ["Device and mutation", "Change", "Error", "Failed", "Actions"],
+      empty: "No failed mutations.",
+      row: (/** @type {any} */ mutation) => [
+        h("span", null, h("a", { href: `#/devices/${enc(mutation.client_id)}` }, mutation.client_id), h("br"), h("code", null, mutation.mutation_id)),
+        h("span", null, `${mutation.op} ${mutation.source}/${mutation.key} ${mutation.id}`, h("br"), h("code", null, JSON.stringify(mutation.fields))),
+        h("span", null, badge(mutation.code, "bad"), " ", mutation.message),
+        time(mutation.failed_ms),
+        admin ? failedActions(mutation, load) : "",
       ],
     });
   }
@@ -70,6 +84,9 @@ export function render(main, _params, session) {
     depth,
     h("h2", null, "Queued and parked"),
     admin ? h("div", { class: "actions" }, retry) : null,
+    queued,
+    h("h2", null, "Failed"),
+    h("p", { class: "hint" }, "Refused by their channel. Retry one once its backend is fixed: its device is told the new outcome."),
     failed,
   );
   void load();
@@ -93,5 +110,27 @@ function actions(mutation, reload) {
       },
       { class: "danger" },
     ),
+  );
+}
+
+/**
+ * @param {any} mutation
+ * @param {() => Promise<void>} reload
+ */
+function failedActions(mutation, reload) {
+  const path = `mutations/failed/${enc(mutation.client_id)}/${enc(mutation.mutation_id)}`;
+  return h(
+    "span",
+    { class: "actions", "data-failed-mutation": mutation.mutation_id, "data-failed-ms": String(mutation.failed_ms) },
+    button("Retry", async () => {
+      const answer = await post(`${path}/retry`);
+      toast(`Mutation ${mutation.mutation_id} queued again (position ${num(answer?.seq)}).`);
+      await reload();
+    }),
+    button("Dismiss", async () => {
+      await del(path);
+      toast(`Mutation ${mutation.mutation_id} dismissed.`);
+      await reload();
+    }),
   );
 }

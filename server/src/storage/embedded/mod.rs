@@ -399,6 +399,8 @@ fn open_every_table(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(MUTATION_IDS).map_err(store_error)?;
     txn.open_table(MUTATION_RESULTS).map_err(store_error)?;
     txn.open_table(MUTATION_RESULT_AGES).map_err(store_error)?;
+    // Added within format 3: an older file gets it empty at its next open.
+    txn.open_table(mutation_queue::FAILED_MUTATIONS).map_err(store_error)?;
     Ok(())
 }
 

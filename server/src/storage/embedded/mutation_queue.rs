@@ -8,6 +8,10 @@
 //! ([`Store::prune_mutation_outcomes`](super::super::Store::prune_mutation_outcomes)): a
 //! device that resends a mutation id within it gets the stored outcome back; after it, the
 //! id is unknown again.
+//!
+//! A mutation its channel refused is also kept in `failed_mutations` (written in the same
+//! transaction as its outcome, pruned with it): an operator retries it (one transaction
+//! forgets outcome and failed entry and queues it again) or dismisses it.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +22,8 @@ use super::EmbeddedStore;
 use super::tables::{corrupt, store_error};
 use super::writer::CommitMarker;
 use crate::storage::{
-    CommittedBatch, Enqueued, MutationOp, MutationOutcome, MutationQueue, PartitionName, PartitionWrite,
-    QueuedMutation, StoreError, StoreResult,
+    CommittedBatch, Enqueued, FailedMutation, MutationOp, MutationOutcome, MutationQueue, PartitionName,
+    PartitionWrite, QueuedMutation, StoreError, StoreResult,
 };
 
 /// Device mutation queue: (client id, position) → encoded [`MutationValue`]. Holds only
@@ -33,6 +37,10 @@ pub(super) const MUTATION_RESULTS: TableDefinition<(&str, &str), &[u8]> = TableD
 /// The same outcomes by age, for retention: (finished at, client id, mutation id) → ().
 pub(super) const MUTATION_RESULT_AGES: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("mutation_result_ages");
+
+/// Failed mutations: (client id, mutation id) → finished at (Unix ms, 8 bytes LE) ++ encoded
+/// [`MutationValue`] (see [`MutationOutcome::failed`]).
+pub(super) const FAILED_MUTATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("failed_mutations");
 
 /// Outcomes removed per write transaction while pruning, so that pruning a large backlog
 /// never holds the write lock for long.
@@ -157,6 +165,7 @@ pub(super) struct MutationTables<'txn> {
     ids: Table<'txn, (&'static str, &'static str), u64>,
     results: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     ages: Table<'txn, (u64, &'static str, &'static str), ()>,
+    failed: Table<'txn, (&'static str, &'static str), &'static [u8]>,
 }
 
 impl<'txn> MutationTables<'txn> {
@@ -166,6 +175,7 @@ impl<'txn> MutationTables<'txn> {
             ids: txn.open_table(MUTATION_IDS).map_err(store_error)?,
             results: txn.open_table(MUTATION_RESULTS).map_err(store_error)?,
             ages: txn.open_table(MUTATION_RESULT_AGES).map_err(store_error)?,
+            failed: txn.open_table(FAILED_MUTATIONS).map_err(store_error)?,
         })
     }
 
@@ -184,7 +194,62 @@ impl<'txn> MutationTables<'txn> {
         if let Some(seq) = queued {
             self.queue.remove((key.0, seq)).map_err(store_error)?;
         }
+        match &outcome.failed {
+            Some(mutation) => {
+                let value = result_value(finished_ms, &MutationValue::from_queued(mutation).encode_to_vec());
+                self.failed.insert(key, value.as_slice()).map_err(store_error)?;
+            }
+            None => {
+                self.failed.remove(key).map_err(store_error)?;
+            }
+        }
         Ok(())
+    }
+}
+
+/// Returns every kept failed mutation with its outcome.
+fn failed(txn: &redb::ReadTransaction) -> StoreResult<Vec<FailedMutation>> {
+    let table = txn.open_table(FAILED_MUTATIONS).map_err(store_error)?;
+    let results = txn.open_table(MUTATION_RESULTS).map_err(store_error)?;
+    let mut failed = Vec::new();
+    for entry in table.iter().map_err(store_error)? {
+        let (key, value) = entry.map_err(store_error)?;
+        let (client, mutation_id) = key.value();
+        let (failed_ms, stored) = split_result_value(value.value())?;
+        let stored = MutationValue::decode(stored).map_err(|e| corrupt("failed mutation", &e))?;
+        let result = match results.get((client, mutation_id)).map_err(store_error)? {
+            Some(value) => split_result_value(value.value())?.1.to_vec(),
+            None => Vec::new(),
+        };
+        failed.push(FailedMutation { mutation: stored.into_queued(client, 0)?, result, failed_ms });
+    }
+    Ok(failed)
+}
+
+/// Queues a failed mutation again in `txn`, forgetting its outcome and failed entry.
+fn requeue_failed(txn: &WriteTransaction, client_id: &str, mutation_id: &str) -> StoreResult<Option<QueuedMutation>> {
+    let key = (client_id, mutation_id);
+    let stored = {
+        let mut table = txn.open_table(FAILED_MUTATIONS).map_err(store_error)?;
+        let Some(value) = table.remove(key).map_err(store_error)? else { return Ok(None) };
+        let (_, stored) = split_result_value(value.value())?;
+        MutationValue::decode(stored).map_err(|e| corrupt("failed mutation", &e))?
+    };
+    {
+        let mut results = txn.open_table(MUTATION_RESULTS).map_err(store_error)?;
+        let mut ages = txn.open_table(MUTATION_RESULT_AGES).map_err(store_error)?;
+        if let Some(old) = results.remove(key).map_err(store_error)? {
+            let (old_ms, _) = split_result_value(old.value())?;
+            ages.remove((old_ms, client_id, mutation_id)).map_err(store_error)?;
+        }
+    }
+    let mutation = stored.into_queued(client_id, 0)?;
+    // An operator's retry is not held back by the device's queue bound.
+    match enqueue(txn, &mutation, u64::MAX)? {
+        Enqueued::Queued { seq } | Enqueued::Pending { seq } => Ok(Some(QueuedMutation { seq, ..mutation })),
+        Enqueued::Done { .. } => Err(StoreError::Corrupt(format!(
+            "failed mutation {client_id}/{mutation_id} still has an outcome after it was forgotten"
+        ))),
     }
 }
 
@@ -193,6 +258,7 @@ impl<'txn> MutationTables<'txn> {
 pub(super) fn prune_step(txn: &WriteTransaction, before_ms: u64) -> StoreResult<(u64, bool)> {
     let mut ages = txn.open_table(MUTATION_RESULT_AGES).map_err(store_error)?;
     let mut results = txn.open_table(MUTATION_RESULTS).map_err(store_error)?;
+    let mut failed = txn.open_table(FAILED_MUTATIONS).map_err(store_error)?;
     let mut expired = Vec::new();
     for entry in ages.range((0, "", "")..(before_ms, "", "")).map_err(store_error)?.take(PRUNE_STEP) {
         let (key, _) = entry.map_err(store_error)?;
@@ -202,6 +268,7 @@ pub(super) fn prune_step(txn: &WriteTransaction, before_ms: u64) -> StoreResult<
     for (finished_ms, client, mutation_id) in &expired {
         ages.remove((*finished_ms, client.as_str(), mutation_id.as_str())).map_err(store_error)?;
         results.remove((client.as_str(), mutation_id.as_str())).map_err(store_error)?;
+        failed.remove((client.as_str(), mutation_id.as_str())).map_err(store_error)?;
     }
     Ok((expired.len() as u64, expired.len() == PRUNE_STEP))
 }
@@ -229,8 +296,12 @@ pub(super) fn migrate_from_format_1(
     let mut tables = MutationTables::open(txn)?;
     for (legacy_key, client, mutation_id, result) in &moved {
         legacy.remove(legacy_key.as_str()).map_err(store_error)?;
-        let outcome =
-            MutationOutcome { client_id: client.clone(), mutation_id: mutation_id.clone(), result: result.clone() };
+        let outcome = MutationOutcome {
+            client_id: client.clone(),
+            mutation_id: mutation_id.clone(),
+            result: result.clone(),
+            failed: None,
+        };
         tables.finish(&outcome, now_ms)?;
     }
     Ok(moved.len() as u64)
@@ -256,7 +327,7 @@ impl MutationQueue for EmbeddedStore {
         writes: Vec<PartitionWrite>,
         outcome: MutationOutcome,
     ) -> StoreResult<Vec<CommittedBatch>> {
-        self.submit(writes, Some(CommitMarker::MutationFinished(outcome)))
+        self.submit(writes, Some(CommitMarker::MutationFinished(Box::new(outcome))))
     }
 
     fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64> {
@@ -270,6 +341,33 @@ impl MutationQueue for EmbeddedStore {
                 return Ok(removed);
             }
         }
+    }
+
+    fn failed_mutations(&self) -> StoreResult<Vec<FailedMutation>> {
+        failed(&self.begin_read()?)
+    }
+
+    fn retry_failed_mutation(&self, client_id: &str, mutation_id: &str) -> StoreResult<Option<QueuedMutation>> {
+        let txn = self.begin_write()?;
+        let queued = requeue_failed(&txn, client_id, mutation_id)?;
+        if queued.is_some() {
+            txn.commit().map_err(store_error)?;
+        }
+        Ok(queued)
+    }
+
+    fn dismiss_failed_mutation(&self, client_id: &str, mutation_id: &str) -> StoreResult<bool> {
+        let txn = self.begin_write()?;
+        let removed = txn
+            .open_table(FAILED_MUTATIONS)
+            .map_err(store_error)?
+            .remove((client_id, mutation_id))
+            .map_err(store_error)?
+            .is_some();
+        if removed {
+            txn.commit().map_err(store_error)?;
+        }
+        Ok(removed)
     }
 }
 

@@ -44,7 +44,7 @@ pub(super) enum CommitMarker {
     /// How far change capture has read ([`Store::apply_capture`]).
     Capture(CapturePosition),
     /// A mutation finished with this outcome ([`Store::finish_mutation`]).
-    MutationFinished(MutationOutcome),
+    MutationFinished(Box<MutationOutcome>),
 }
 
 /// One `apply_batch`, `apply_capture` or `finish_mutation` call waiting for the writer
