@@ -66,6 +66,7 @@ macro_rules! contract {
                 mutations::only_unfinished_mutations_count_against_the_queue_limit,
                 mutations::outcomes_are_pruned_after_their_retention_only,
                 mutations::pending_mutations_are_listed_by_client_and_position,
+                mutations::a_refused_mutation_is_kept_as_failed_until_retried_dismissed_or_pruned,
                 devices::devices_are_listed_by_client_id_with_filters_and_pages,
                 devices::a_device_moved_to_another_user_leaves_the_old_users_index,
                 devices::last_seen_only_moves_forward_and_unknown_devices_are_skipped,

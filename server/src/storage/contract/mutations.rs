@@ -25,7 +25,12 @@ fn mutation(client: &str, mutation_id: &str) -> QueuedMutation {
 }
 
 fn outcome(client: &str, mutation_id: &str, result: &[u8]) -> MutationOutcome {
-    MutationOutcome { client_id: client.to_owned(), mutation_id: mutation_id.to_owned(), result: result.to_vec() }
+    MutationOutcome {
+        client_id: client.to_owned(),
+        mutation_id: mutation_id.to_owned(),
+        result: result.to_vec(),
+        failed: None,
+    }
 }
 
 fn now() -> u64 {
@@ -100,4 +105,39 @@ pub(super) fn pending_mutations_are_listed_by_client_and_position(open: Open) {
     assert_eq!(pending, expected.map(|(c, s, m)| (c.to_owned(), s, m.to_owned())));
     let first = &store.pending_mutations().expect("pending")[0];
     assert_eq!(first, &QueuedMutation { client_id: "c1".into(), seq: 1, ..mutation("c1", "b") }, "stored whole");
+}
+
+pub(super) fn a_refused_mutation_is_kept_as_failed_until_retried_dismissed_or_pruned(open: Open) {
+    let fixture = open(None);
+    let store = &*fixture.store;
+    for id in ["m1", "m2", "m3"] {
+        store.enqueue_mutation(&mutation("c1", id), 10).unwrap();
+        let refused = MutationOutcome { failed: Some(mutation("c1", id)), ..outcome("c1", id, b"refused") };
+        store.finish_mutation(Vec::new(), refused).unwrap();
+    }
+    let failed = store.failed_mutations().unwrap();
+    let ids: Vec<_> = failed.iter().map(|failed| failed.mutation.mutation_id.as_str()).collect();
+    assert_eq!(ids, ["m1", "m2", "m3"]);
+    assert_eq!(failed[0].result, b"refused");
+    assert_eq!(failed[0].mutation.fields, mutation("c1", "m1").fields);
+
+    // Retried: queued again at the end, its outcome forgotten in the same commit.
+    let queued = store.retry_failed_mutation("c1", "m1").unwrap().expect("kept");
+    assert_eq!(queued.seq, 1, "at the end of the queue, empty since the three finished");
+    assert_eq!(store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(), Enqueued::Pending { seq: 1 });
+    assert_eq!(store.retry_failed_mutation("c1", "m1").unwrap(), None, "no longer failed");
+    // Its new outcome (a success) is not kept as failed.
+    store.finish_mutation(Vec::new(), outcome("c1", "m1", b"ok")).unwrap();
+    assert_eq!(store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(), Enqueued::Done { result: b"ok".to_vec() });
+
+    assert!(store.dismiss_failed_mutation("c1", "m2").unwrap());
+    assert!(!store.dismiss_failed_mutation("c1", "m2").unwrap());
+    assert_eq!(
+        store.enqueue_mutation(&mutation("c1", "m2"), 10).unwrap(),
+        Enqueued::Done { result: b"refused".to_vec() },
+        "a dismissed mutation's outcome still answers its id"
+    );
+    // Pruned with its outcome.
+    store.prune_mutation_outcomes(now() + 1).unwrap();
+    assert_eq!(store.failed_mutations().unwrap(), Vec::new());
 }

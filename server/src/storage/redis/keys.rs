@@ -115,6 +115,9 @@ pub(super) struct MutationKeys {
     pub(super) ids: String,
     /// Mutation id → finished at (8 bytes LE) ++ encoded `MutationResult`.
     pub(super) results: String,
+    /// Mutation id → failed at (8 bytes LE) ++ prost `MutationValue`, of mutations their
+    /// channel refused (kept for an operator).
+    pub(super) failed: String,
 }
 
 impl MutationKeys {
@@ -125,6 +128,7 @@ impl MutationKeys {
             values: format!("{tag}:values"),
             ids: format!("{tag}:ids"),
             results: format!("{tag}:results"),
+            failed: format!("{tag}:failed"),
         }
     }
 }

@@ -10,7 +10,8 @@ use super::{RedisStore, now_ms, parse_u64};
 use crate::storage::embedded::mutation_queue::{MutationValue, result_value, split_result_value};
 use crate::storage::embedded::tables::corrupt;
 use crate::storage::{
-    CommittedBatch, Enqueued, MutationOutcome, MutationQueue, PartitionWrite, QueuedMutation, StoreError, StoreResult,
+    CommittedBatch, Enqueued, FailedMutation, MutationOutcome, MutationQueue, PartitionWrite, QueuedMutation,
+    StoreError, StoreResult,
 };
 
 /// Outcomes examined per step while pruning.
@@ -105,6 +106,62 @@ impl MutationQueue for RedisStore {
             }
         }
     }
+
+    fn failed_mutations(&self) -> StoreResult<Vec<FailedMutation>> {
+        let mut clients: Vec<String> =
+            self.run(|connection| redis::cmd("SMEMBERS").arg(keys::MUTATION_CLIENTS).query(connection))?;
+        clients.sort();
+        let mut failed = Vec::new();
+        for client in clients {
+            let keys = MutationKeys::new(&client);
+            let mut entries: Vec<(String, Vec<u8>)> =
+                self.run(|connection| redis::cmd("HGETALL").arg(&keys.failed).query(connection))?;
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (mutation_id, stored) in entries {
+                let (failed_ms, value) = split_result_value(&stored)?;
+                let value = MutationValue::decode(value).map_err(|e| corrupt("failed mutation", &e))?;
+                let outcome: Option<Vec<u8>> =
+                    self.run(|connection| redis::cmd("HGET").arg(&keys.results).arg(&mutation_id).query(connection))?;
+                let result = match outcome {
+                    Some(stored) => split_result_value(&stored)?.1.to_vec(),
+                    None => Vec::new(),
+                };
+                failed.push(FailedMutation { mutation: value.into_queued(&client, 0)?, result, failed_ms });
+            }
+        }
+        Ok(failed)
+    }
+
+    fn retry_failed_mutation(&self, client_id: &str, mutation_id: &str) -> StoreResult<Option<QueuedMutation>> {
+        let keys = MutationKeys::new(client_id);
+        let requeued: Option<(String, Vec<u8>)> = self.run_durable(|connection| {
+            let requeued: Option<(String, Vec<u8>)> = self
+                .scripts
+                .retry_failed_mutation
+                .key(&keys.results)
+                .key(&keys.ids)
+                .key(&keys.queue)
+                .key(&keys.values)
+                .key(&keys.failed)
+                .arg(mutation_id)
+                .invoke(connection)?;
+            let wrote = requeued.is_some();
+            Ok((requeued, wrote))
+        })?;
+        let Some((position, value)) = requeued else { return Ok(None) };
+        let seq = parse_u64(&position, "queue position")?;
+        let value = MutationValue::decode(value.as_slice()).map_err(|e| corrupt("failed mutation", &e))?;
+        Ok(Some(value.into_queued(client_id, seq)?))
+    }
+
+    fn dismiss_failed_mutation(&self, client_id: &str, mutation_id: &str) -> StoreResult<bool> {
+        let keys = MutationKeys::new(client_id);
+        let removed: u64 = self.run_durable(|connection| {
+            let removed: u64 = redis::cmd("HDEL").arg(&keys.failed).arg(mutation_id).query(connection)?;
+            Ok((removed, removed > 0))
+        })?;
+        Ok(removed > 0)
+    }
 }
 
 impl RedisStore {
@@ -119,6 +176,9 @@ impl RedisStore {
         })?;
         let keys = MutationKeys::new(&outcome.client_id);
         let value = result_value(finished_ms, &outcome.result);
+        let failed = outcome.failed.as_ref().map_or_else(Vec::new, |mutation| {
+            result_value(finished_ms, &MutationValue::from_queued(mutation).encode_to_vec())
+        });
         let started = Instant::now();
         self.run_durable(|connection| {
             self.scripts
@@ -127,8 +187,10 @@ impl RedisStore {
                 .key(&keys.ids)
                 .key(&keys.queue)
                 .key(&keys.values)
+                .key(&keys.failed)
                 .arg(&outcome.mutation_id)
                 .arg(value.as_slice())
+                .arg(failed.as_slice())
                 .invoke::<()>(connection)?;
             Ok(((), true))
         })?;
@@ -148,7 +210,9 @@ impl RedisStore {
             let (finished_ms, _) = split_result_value(&stored)?;
             if finished_ms < before_ms {
                 removed = self.run(|connection| {
-                    redis::cmd("HDEL").arg(&keys.results).arg(&mutation_id).query::<u64>(connection)
+                    let removed = redis::cmd("HDEL").arg(&keys.results).arg(&mutation_id).query::<u64>(connection)?;
+                    redis::cmd("HDEL").arg(&keys.failed).arg(&mutation_id).query::<()>(connection)?;
+                    Ok(removed)
                 })?;
             }
         }

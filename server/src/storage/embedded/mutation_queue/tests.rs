@@ -126,39 +126,3 @@ fn operations_are_stored_as_protocol_numbers_and_an_unknown_one_is_corrupt() {
     txn.commit().unwrap();
     assert!(matches!(store.pending_mutations(), Err(StoreError::Corrupt(_))));
 }
-
-#[test]
-fn a_refused_mutation_is_kept_as_failed_until_retried_dismissed_or_pruned() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    for id in ["m1", "m2", "m3"] {
-        store.enqueue_mutation(&mutation("c1", id), 10).unwrap();
-        let refused = MutationOutcome { failed: Some(mutation("c1", id)), ..outcome("c1", id, b"refused") };
-        store.finish_mutation(Vec::new(), refused).unwrap();
-    }
-    let failed = store.failed_mutations().unwrap();
-    let ids: Vec<_> = failed.iter().map(|failed| failed.mutation.mutation_id.as_str()).collect();
-    assert_eq!(ids, ["m1", "m2", "m3"]);
-    assert_eq!(failed[0].result, b"refused");
-    assert_eq!(failed[0].mutation.fields, mutation("c1", "m1").fields);
-
-    // Retried: queued again at the end, its outcome forgotten in the same commit.
-    let queued = store.retry_failed_mutation("c1", "m1").unwrap().expect("kept");
-    assert_eq!(queued.seq, 1, "at the end of the queue, empty since the three finished");
-    assert_eq!(store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(), Enqueued::Pending { seq: 1 });
-    assert_eq!(store.retry_failed_mutation("c1", "m1").unwrap(), None, "no longer failed");
-    // Its new outcome (a success) is not kept as failed.
-    store.finish_mutation(Vec::new(), outcome("c1", "m1", b"ok")).unwrap();
-    assert_eq!(store.enqueue_mutation(&mutation("c1", "m1"), 10).unwrap(), Enqueued::Done { result: b"ok".to_vec() });
-
-    assert!(store.dismiss_failed_mutation("c1", "m2").unwrap());
-    assert!(!store.dismiss_failed_mutation("c1", "m2").unwrap());
-    assert_eq!(
-        store.enqueue_mutation(&mutation("c1", "m2"), 10).unwrap(),
-        Enqueued::Done { result: b"refused".to_vec() },
-        "a dismissed mutation's outcome still answers its id"
-    );
-    // Pruned with its outcome.
-    store.prune_mutation_outcomes(now() + 1).unwrap();
-    assert_eq!(store.failed_mutations().unwrap(), Vec::new());
-}
