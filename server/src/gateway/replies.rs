@@ -91,7 +91,7 @@ impl Default for DeviceConnections {
 
 impl DeviceConnections {
     /// Registers a connection of `client_id`, a device of `user_id` (after Welcome).
-    pub(super) fn attach(&self, client_id: &str, user_id: &str, outbox: &Outbox) {
+    pub(crate) fn attach(&self, client_id: &str, user_id: &str, outbox: &Outbox) {
         // Each connection detaches itself when it ends.
         self.0.entry(client_id.to_owned()).or_default().push(outbox.clone());
         self.1.insert(client_id.to_owned(), user_id.to_owned());
