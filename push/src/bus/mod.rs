@@ -76,3 +76,6 @@ pub fn channel_name<K: BusKey>(prefix: &[u8], key: &K) -> Vec<u8> {
     channel.push(b'}');
     channel
 }
+
+#[cfg(test)]
+mod tests;
