@@ -48,7 +48,9 @@ use std::sync::Arc;
 use crate::codec::EncodedFrame;
 
 pub use self::message::{BusMessage, BusMessageError};
-pub use self::redis::{BusStats, DEFAULT_CHANNEL_PREFIX, RedisBus, RedisBusConfig, RedisBusError};
+pub use self::redis::{
+    BusStats, DEFAULT_CHANNEL_PREFIX, DEFAULT_PING_INTERVAL, RedisBus, RedisBusConfig, RedisBusError,
+};
 pub use crate::hub::KeyInterest;
 
 /// Fans committed frames out to the hubs of every node (this one's included).

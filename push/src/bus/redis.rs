@@ -57,8 +57,9 @@ const SUBSCRIBE_BATCH: usize = 512;
 /// How long a SUBSCRIBE, UNSUBSCRIBE or PING may take before the connection is taken as lost.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often the subscriber pings its connection, to notice a connection lost silently.
-const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the subscriber pings its connection unless configured otherwise, to notice a
+/// connection lost silently (no reset from the peer) within seconds.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// First wait before reconnecting the pub/sub connection; it doubles up to [`RECONNECT_MAX`].
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
@@ -75,12 +76,19 @@ pub struct RedisBusConfig {
     pub channel_prefix: Vec<u8>,
     /// This node's id on the bus: messages with this origin are its own and are ignored.
     pub node_id: u64,
+    /// How often the pub/sub connection is pinged ([`DEFAULT_PING_INTERVAL`]).
+    pub ping_interval: Duration,
 }
 
 impl RedisBusConfig {
     /// Returns the configuration for `url` with the default prefix and a random node id.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), channel_prefix: DEFAULT_CHANNEL_PREFIX.as_bytes().to_vec(), node_id: random_node_id() }
+        Self {
+            url: url.into(),
+            channel_prefix: DEFAULT_CHANNEL_PREFIX.as_bytes().to_vec(),
+            node_id: random_node_id(),
+            ping_interval: DEFAULT_PING_INTERVAL,
+        }
     }
 }
 
@@ -116,6 +124,8 @@ pub struct BusStats {
     pub reconnects: AtomicU64,
     /// Keys whose subscription was confirmed to the hub (first or after a reconnect).
     pub follows_confirmed: AtomicU64,
+    /// Pings the pub/sub connection answered.
+    pub pings: AtomicU64,
 }
 
 /// One message waiting for the publisher.
@@ -228,6 +238,7 @@ impl<K: BusKey> RedisBus<K> {
             follows,
             prefix: config.channel_prefix.clone(),
             node_id: config.node_id,
+            ping_interval: config.ping_interval,
             stats: stats.clone(),
         };
         tracker.spawn(subscriber.run(shutdown));
@@ -328,6 +339,7 @@ struct Subscriber<K: BusKey> {
     follows: Arc<Follows<K>>,
     prefix: Vec<u8>,
     node_id: u64,
+    ping_interval: Duration,
     stats: Arc<BusStats>,
 }
 
@@ -395,7 +407,7 @@ impl<K: BusKey> Subscriber<K> {
         subscribed: &mut HashMap<Vec<u8>, K>,
         shutdown: &CancellationToken,
     ) -> ConnectionEnd {
-        let mut ping = tokio::time::interval(PING_INTERVAL);
+        let mut ping = tokio::time::interval(self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -420,6 +432,7 @@ impl<K: BusKey> Subscriber<K> {
                         tracing::warn!("node bus pub/sub connection does not answer pings, reconnecting");
                         return ConnectionEnd::Lost;
                     }
+                    self.stats.pings.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

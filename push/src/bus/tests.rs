@@ -261,6 +261,43 @@ async fn frames_already_read_from_the_log_are_skipped_and_malformed_ones_make_su
     cluster.stop().await;
 }
 
+/// The test's runtime has one thread: the bus's subscriber task cannot run between the
+/// subscribe and the go_live, so the session goes live before the key is followed.
+#[tokio::test]
+async fn a_session_live_before_the_subscription_is_confirmed_catches_up_once_it_is() {
+    let cluster = Cluster::start().await;
+    let node = cluster.node().await;
+    let (outbox, _rx) = Outbox::for_test(8);
+    let early = node.hub.subscribe(8, outbox);
+    assert!(early.go_live(0), "sessions never wait for the bus");
+    let mut demoted = None;
+    eventually("the confirmation demotes it", || {
+        demoted = early.take_demoted();
+        demoted.is_some()
+    })
+    .await;
+    assert_eq!(demoted, Some(0), "it reads the log again, after the confirmation");
+    assert!(early.go_live(0));
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn pings_keep_a_healthy_connection_and_its_live_subscribers() {
+    let cluster = Cluster::start().await;
+    let hub = Hub::new();
+    let config =
+        RedisBusConfig { ping_interval: Duration::from_millis(10), ..RedisBusConfig::new(cluster.redis.url()) };
+    let bus =
+        RedisBus::connect(config, hub.clone(), cluster.shutdown.clone(), &cluster.tracker).await.expect("connects");
+    let node = Node { hub, bus };
+    let (on_node, _rx) = live_subscriber(&node, 6, 0).await;
+    let pings = node.bus.stats().pings.load(Ordering::Relaxed);
+    eventually("pings are answered", || node.bus.stats().pings.load(Ordering::Relaxed) >= pings + 3).await;
+    assert_eq!(node.bus.stats().reconnects.load(Ordering::Relaxed), 0);
+    assert_eq!(on_node.take_demoted(), None);
+    cluster.stop().await;
+}
+
 #[tokio::test]
 async fn a_gap_message_demotes_the_subscribers_that_miss_it() {
     let cluster = Cluster::start().await;
