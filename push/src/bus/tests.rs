@@ -281,6 +281,38 @@ async fn a_session_live_before_the_subscription_is_confirmed_catches_up_once_it_
     cluster.stop().await;
 }
 
+/// Killing the publisher's connection: the next publish either reaches node b after the
+/// connection manager reconnects, or fails and is announced as a gap; never lost silently.
+#[tokio::test]
+async fn a_publish_that_fails_is_delivered_or_announced_as_a_gap() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    let (on_b, mut b_rx) = live_subscriber(&b, 9, 0).await;
+    let mut connection = cluster.redis.connection().await.expect("a command connection");
+    let _: u64 =
+        ::redis::cmd("CLIENT").arg(&["KILL", "TYPE", "normal"]).query_async(&mut connection).await.expect("KILL");
+    NodeBus::publish(&*a.bus, &9, 1, 1, &changes(1, 1));
+    let started = Instant::now();
+    loop {
+        if let Ok(outgoing) = b_rx.try_recv() {
+            let Outgoing::Frame(frame) = outgoing else { panic!("only frames are published") };
+            assert!(matches!(&frame.frame().msg, Some(server_frame::Msg::Changes(c)) if (c.from, c.to) == (1, 1)));
+            break;
+        }
+        if let Some(queued_to) = on_b.take_demoted() {
+            assert_eq!(queued_to, 0, "catches up from the log from what it has");
+            assert!(a.bus.stats().gaps_sent.load(Ordering::Relaxed) >= 1);
+            assert!(on_b.go_live(1), "read 1 from the log");
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "sequence 1 was neither delivered nor announced as lost");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    NodeBus::publish(&*a.bus, &9, 2, 2, &changes(2, 2));
+    assert_eq!(next_range(&mut b_rx).await, (2, 2));
+    cluster.stop().await;
+}
+
 #[tokio::test]
 async fn pings_keep_a_healthy_connection_and_its_live_subscribers() {
     let cluster = Cluster::start().await;
