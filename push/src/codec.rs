@@ -89,6 +89,15 @@ impl EncodedFrame {
         Arc::new(Self { frame, binary, json: OnceLock::new(), committed_at: Some(committed_at) })
     }
 
+    /// Builds a frame from its protobuf encoding, made once by another node (the node bus):
+    /// the bytes are kept as they are (devices get them without re-encoding) and decoded once
+    /// here, for the JSON form of text devices and the frame's type. `committed_at` is when
+    /// the commit became durable, on this node's clock, for the push lag.
+    pub fn from_encoded(binary: Bytes, committed_at: Option<Instant>) -> Result<Arc<Self>, prost::DecodeError> {
+        let frame = ServerFrame::decode(binary.as_ref())?;
+        Ok(Arc::new(Self { frame, binary, json: OnceLock::new(), committed_at }))
+    }
+
     /// Returns when the commit a live frame carries became durable (`None` for other frames).
     pub fn committed_at(&self) -> Option<Instant> {
         self.committed_at
@@ -218,6 +227,25 @@ mod tests {
             panic!("json format must give text messages");
         };
         assert!(json.as_str().contains("\"error\""));
+    }
+
+    #[test]
+    fn a_frame_from_its_encoding_keeps_the_bytes_and_serves_json() {
+        let original = EncodedFrame::new(ServerFrame {
+            msg: Some(server_frame::Msg::Error(syncline_proto::v1::Error {
+                code: 7,
+                message: "remote".into(),
+                fatal: false,
+                source: String::new(),
+                key: String::new(),
+            })),
+        });
+        let bytes = original.binary().clone();
+        let received = EncodedFrame::from_encoded(bytes.clone(), None).unwrap();
+        assert_eq!(received.binary().as_ptr(), bytes.as_ptr(), "not re-encoded");
+        assert_eq!(received.frame(), original.frame());
+        assert_eq!(received.message(FrameFormat::Json), original.message(FrameFormat::Json));
+        assert!(EncodedFrame::from_encoded(Bytes::from_static(&[0xff, 0xff, 0xff]), None).is_err());
     }
 
     proptest::proptest! {

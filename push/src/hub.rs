@@ -35,11 +35,19 @@
 //! too: a publish its queue cannot take demotes, there and then, the live subscribers of that
 //! shard that expect the frame, so nothing is lost (they catch up from the log) and nobody
 //! waits for a wakeup that will not come.
+//!
+//! Key interest (for the node bus, [`crate::bus`]): a hub given a [`KeyInterest`] with
+//! [`Hub::set_key_interest`] tells it when a key gets its first subscriber and when it loses
+//! its last, in that order for each key (both are called under the map's lock for the key).
+//! A bus that subscribes to keys asynchronously calls [`Hub::bus_followed`] once its
+//! subscription is confirmed: the key's live subscribers are demoted and its catching-up
+//! ones re-read the log once before going live, so no session goes live on a read that
+//! predates the subscription (see the bus module's documentation for the rule).
 
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -90,12 +98,25 @@ pub struct HubStats {
     pub sweeps_refused: AtomicU64,
 }
 
+/// What a hub tells about its keys, for a node bus that follows exactly the keys with local
+/// subscribers. Both calls run under the hub's map lock for the key: keep them short and
+/// non-blocking (record the change and wake a task).
+pub trait KeyInterest<K>: Send + Sync {
+    /// The key got its first subscriber (its partition entry was created).
+    fn followed(&self, key: &K);
+    /// The key lost its last subscriber (its partition entry was removed).
+    fn unfollowed(&self, key: &K);
+}
+
 struct Subscriber {
     id: u64,
     outbox: Outbox,
     live: bool,
     /// The first sequence this subscriber has not received (meaningful when live).
     next: u64,
+    /// Set by [`Hub::bus_followed`] on a catching-up subscriber: what its session read may
+    /// predate the bus's subscription, so its next `go_live` fails once and it reads again.
+    stale_read: bool,
     shared: Arc<SubscriptionShared>,
 }
 
@@ -243,6 +264,8 @@ pub struct Hub<K: Eq + Hash + Clone + Send + Sync + 'static> {
     sweepers: Option<Box<[mpsc::Sender<SweepJob>]>>,
     next_id: AtomicU64,
     stats: Arc<HubStats>,
+    /// Told when a key gets its first subscriber and loses its last (the node bus).
+    interest: OnceLock<Arc<dyn KeyInterest<K>>>,
 }
 
 impl<K: Eq + Hash + Clone + Send + Sync + 'static> Default for Hub<K> {
@@ -253,9 +276,15 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Default for Hub<K> {
             sweepers: None,
             next_id: AtomicU64::new(1),
             stats: Arc::default(),
+            interest: OnceLock::new(),
         }
     }
 }
+
+/// [`Hub::set_key_interest`] was called before.
+#[derive(Debug, thiserror::Error)]
+#[error("the hub already tells another key interest")]
+pub struct InterestAlreadySet;
 
 /// A session's subscription to one partition. Unsubscribes when dropped.
 pub struct Subscription<K: Eq + Hash + Clone + Send + Sync + 'static> {
@@ -302,6 +331,11 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Subscription<K> {
             return false;
         }
         match subscribers.iter_mut().find(|s| s.id == self.id) {
+            // Its read may predate the bus's subscription: read again (once).
+            Some(subscriber) if subscriber.stale_read => {
+                subscriber.stale_read = false;
+                false
+            }
             Some(subscriber) => {
                 subscriber.live = true;
                 subscriber.next = caught_up_to + 1;
@@ -380,6 +414,7 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
             sweepers: Some(sweepers),
             next_id: AtomicU64::new(1),
             stats,
+            interest: OnceLock::new(),
         })
     }
 
@@ -390,11 +425,17 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
         let shared = Arc::new(SubscriptionShared { demoted: AtomicU64::new(NOT_DEMOTED), acked: AtomicU64::new(0) });
         // Registered while holding the map's entry, so that `remove` cannot drop the
         // partition between this lookup and the push.
-        let entry = self.partitions.entry(key.clone()).or_insert_with(|| Arc::new(Partition::new(self.shards)));
+        let entry = self.partitions.entry(key.clone()).or_insert_with(|| {
+            if let Some(interest) = self.interest.get() {
+                interest.followed(&key);
+            }
+            Arc::new(Partition::new(self.shards))
+        });
         let partition = entry.value().clone();
         {
             let mut subscribers = partition.shards[shard].subscribers.lock();
-            subscribers.push(Subscriber { id, outbox, live: false, next: 0, shared: shared.clone() });
+            let subscriber = Subscriber { id, outbox, live: false, next: 0, stale_read: false, shared: shared.clone() };
+            subscribers.push(subscriber);
             partition.shards[shard].len.store(subscribers.len(), Ordering::Relaxed);
         }
         partition.subscribers.fetch_add(1, Ordering::Relaxed);
@@ -419,8 +460,13 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
             // map's lock, which this takes); an entry without subscribers only needs
             // `last_published`, and go_live of a later subscriber reads the store, which
             // already holds every published commit.
-            self.partitions.remove_if(&subscription.key, |_, entry| {
-                Arc::ptr_eq(entry, partition) && entry.subscribers.load(Ordering::Relaxed) == 0
+            self.partitions.remove_if(&subscription.key, |key, entry| {
+                let remove = Arc::ptr_eq(entry, partition) && entry.subscribers.load(Ordering::Relaxed) == 0;
+                // Under the map's lock, so that a later first subscriber's `followed` comes after.
+                if remove && let Some(interest) = self.interest.get() {
+                    interest.unfollowed(key);
+                }
+                remove
             });
         }
     }
@@ -477,6 +523,50 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Hub<K> {
         self.stats.delivered.fetch_add(outcome.delivered as u64, Ordering::Relaxed);
         self.stats.demoted.fetch_add(outcome.demoted as u64, Ordering::Relaxed);
         outcome
+    }
+
+    /// Makes the hub tell `interest` when a key gets its first subscriber and loses its last
+    /// (once per hub). Keys that already have subscribers are not announced: the caller
+    /// follows [`Hub::keys`] itself.
+    pub fn set_key_interest(&self, interest: Arc<dyn KeyInterest<K>>) -> Result<(), InterestAlreadySet> {
+        self.interest.set(interest).map_err(|_| InterestAlreadySet)
+    }
+
+    /// Records that the node bus now receives every frame of `key` published from now on
+    /// (its subscription is confirmed, first or after a reconnect): frames published before
+    /// may have been missed, so the key's live subscribers are demoted (they catch up from the
+    /// log) and its catching-up ones read the log once more before they may go live. Returns
+    /// how many were demoted.
+    pub fn bus_followed(&self, key: &K) -> usize {
+        let Some(partition) = self.partitions.get(key).map(|entry| entry.value().clone()) else {
+            return 0;
+        };
+        let mut demoted = 0;
+        for shard in partition.shards.iter() {
+            let mut subscribers = shard.subscribers.lock();
+            for subscriber in subscribers.iter_mut() {
+                if subscriber.live {
+                    demote(subscriber);
+                    demoted += 1;
+                } else {
+                    subscriber.stale_read = true;
+                }
+            }
+        }
+        self.stats.demoted.fetch_add(demoted as u64, Ordering::Relaxed);
+        demoted
+    }
+
+    /// Demotes the live subscribers of `key` that have not received sequence `to` (their
+    /// next expected sequence is at most `to`): a frame up to `to` was lost on its way to this
+    /// node. Returns how many.
+    pub fn demote_expecting(&self, key: &K, to: u64) -> usize {
+        let Some(partition) = self.partitions.get(key).map(|entry| entry.value().clone()) else {
+            return 0;
+        };
+        let demoted = (0..partition.shards.len()).map(|shard| partition.demote_expecting(shard, to)).sum::<usize>();
+        self.stats.demoted.fetch_add(demoted as u64, Ordering::Relaxed);
+        demoted
     }
 
     /// Returns the keys that have at least one subscriber.

@@ -16,6 +16,9 @@
 //! - [`hub`]: partition → subscribers, encode-once fan-out into the outboxes' bounded
 //!   queues (inline or by tracked sweeper tasks with bounded queues), demotion of slow
 //!   consumers to catch-up.
+//! - [`bus`]: the node bus, fan-out of committed frames across nodes ([`NodeBus`]): the
+//!   hub itself on a single node, Redis pub/sub ([`RedisBus`]) in a cluster; gaps, lost
+//!   connections and unconfirmed subscriptions make subscribers catch up from the log.
 //! - [`listener`]: TCP/TLS accept, WebSocket upgrade (path, subprotocol, connection cap)
 //!   with tuned buffers, one session task per connection on the server's tracker.
 //! - [`events`]: connection lifecycle logging and counters.
@@ -25,6 +28,7 @@
 //! The `test-util` feature adds what tests and benches of other crates need to drive the
 //! hub without sessions (`Outbox::for_test` and friends); production builds leave it off.
 
+pub mod bus;
 pub mod codec;
 pub mod events;
 pub mod heartbeat;
@@ -34,9 +38,10 @@ pub mod outbox;
 pub mod session;
 pub mod stats;
 
+pub use bus::{BusKey, NodeBus, RedisBus, RedisBusConfig};
 pub use codec::{CodecError, EncodedFrame, FrameFormat};
 pub use heartbeat::Heartbeats;
-pub use hub::{Hub, LagCensus, PublishOutcome, Subscription};
+pub use hub::{Hub, KeyInterest, LagCensus, PublishOutcome, Subscription};
 pub use listener::{ConnectionCount, ListenerConfig, SessionFactory};
 pub use outbox::{ConnectionClosed, Outbox};
 pub use session::{SessionConfig, SessionEnd, SessionHandler};

@@ -457,3 +457,86 @@ proptest::proptest! {
         proptest::prop_assert!(device_cursor <= head);
     }
 }
+
+/// Records what a hub tells its key interest, in order.
+#[derive(Default)]
+struct RecordedInterest {
+    events: Mutex<Vec<(u64, bool)>>,
+}
+
+impl KeyInterest<u64> for RecordedInterest {
+    fn followed(&self, key: &u64) {
+        self.events.lock().push((*key, true));
+    }
+
+    fn unfollowed(&self, key: &u64) {
+        self.events.lock().push((*key, false));
+    }
+}
+
+#[test]
+fn the_key_interest_hears_of_first_and_last_subscribers_only() {
+    let hub = Hub::<u64>::new();
+    let interest = Arc::new(RecordedInterest::default());
+    hub.set_key_interest(interest.clone()).unwrap();
+    assert!(hub.set_key_interest(interest.clone()).is_err(), "once per hub");
+    let (a, _a_rx) = Outbox::for_test(8);
+    let (b, _b_rx) = Outbox::for_test(8);
+    let first = hub.subscribe(1, a.clone());
+    let second = hub.subscribe(1, b);
+    let other = hub.subscribe(2, a.clone());
+    drop(first);
+    assert_eq!(*interest.events.lock(), vec![(1, true), (2, true)], "key 1 still has a subscriber");
+    drop(second);
+    drop(other);
+    let again = hub.subscribe(1, a);
+    assert_eq!(*interest.events.lock(), vec![(1, true), (2, true), (1, false), (2, false), (1, true)]);
+    drop(again);
+}
+
+#[test]
+fn a_confirmed_bus_subscription_demotes_live_subscribers_and_makes_catching_up_ones_read_again() {
+    let hub = Hub::<u64>::new();
+    let (live_box, _live_rx) = Outbox::for_test(8);
+    let (reading_box, mut reading_rx) = Outbox::for_test(8);
+    let live = hub.subscribe(1, live_box);
+    let reading = hub.subscribe(1, reading_box);
+    assert!(live.go_live(4), "went live before the bus confirmed the key");
+    assert_eq!(hub.bus_followed(&1), 1);
+    assert_eq!(live.take_demoted(), Some(4), "catches up from what it had");
+    assert!(!reading.go_live(4), "its read may predate the subscription: once more");
+    assert!(reading.go_live(4), "a read after the confirmation goes live");
+    assert_eq!(hub.publish(&1, 5, 5, &changes_frame(5, 5)).delivered, 1);
+    assert_eq!(range_of(reading_rx.try_recv().unwrap()), (5, 5));
+    assert_eq!(hub.bus_followed(&9), 0, "a key without subscribers has nothing to do");
+}
+
+/// Frames a subscriber already read from the log (a bus message slower than the log) are
+/// skipped, not a gap.
+#[test]
+fn frames_a_live_subscriber_already_has_are_skipped_without_demotion() {
+    let hub = Hub::<u64>::new();
+    let (outbox, mut rx) = Outbox::for_test(8);
+    let sub = hub.subscribe(1, outbox);
+    assert!(sub.go_live(6), "read 1..=6 from the log");
+    let stale = hub.publish(&1, 3, 6, &changes_frame(3, 6));
+    assert_eq!((stale.delivered, stale.demoted), (0, 0));
+    assert_eq!(sub.take_demoted(), None);
+    assert_eq!(hub.publish(&1, 7, 8, &changes_frame(7, 8)).delivered, 1);
+    assert_eq!(range_of(rx.try_recv().unwrap()), (7, 8));
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn demote_expecting_demotes_only_live_subscribers_without_the_sequence() {
+    let hub = Hub::<u64>::new();
+    let (behind_box, _behind_rx) = Outbox::for_test(8);
+    let (ahead_box, _ahead_rx) = Outbox::for_test(8);
+    let behind = hub.subscribe(1, behind_box);
+    let ahead = hub.subscribe(1, ahead_box);
+    assert!(behind.go_live(3) && ahead.go_live(9));
+    assert_eq!(hub.demote_expecting(&1, 5), 1);
+    assert_eq!(behind.take_demoted(), Some(3));
+    assert_eq!(ahead.take_demoted(), None);
+    assert_eq!(hub.demote_expecting(&2, 5), 0);
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use syncline_proto::v1::{ServerFrame, server_frame};
-use syncline_push::{EncodedFrame, Hub};
+use syncline_push::{EncodedFrame, Hub, NodeBus};
 
 use super::pages;
 use crate::storage::{CommitListener, CommittedBatch, PartitionName};
@@ -13,13 +13,26 @@ use crate::storage::{CommitListener, CommittedBatch, PartitionName};
 /// burst of single-record pushes, goes out as one frame), split at
 /// [`MAX_BATCH_CHANGES`](crate::storage::MAX_BATCH_CHANGES) changes and at `max_page_bytes`
 /// encoded bytes, as catch-up pages are (`device.max_page_bytes`).
-pub struct LivePublisher {
-    pub hub: Arc<Hub<PartitionName>>,
+///
+/// The frames go to a node bus: by default the hub itself (a single node, the in-process
+/// bus, statically dispatched: nothing is added to the hot path), or e.g. a
+/// [`RedisBus`](syncline_push::RedisBus) that also reaches the other nodes
+/// ([`LivePublisher::through`]).
+pub struct LivePublisher<B: NodeBus<PartitionName> + ?Sized = Hub<PartitionName>> {
+    /// Where committed frames are published: the hub, or a node bus that feeds it.
+    pub hub: Arc<B>,
     /// Most encoded bytes of one live frame (a single change larger than it goes alone).
     pub max_page_bytes: usize,
 }
 
-impl CommitListener for LivePublisher {
+impl LivePublisher<dyn NodeBus<PartitionName>> {
+    /// Returns a publisher whose frames go through `bus` (the Redis bus in cluster mode).
+    pub fn through(bus: Arc<dyn NodeBus<PartitionName>>, max_page_bytes: usize) -> Self {
+        Self { hub: bus, max_page_bytes }
+    }
+}
+
+impl<B: NodeBus<PartitionName> + ?Sized + 'static> CommitListener for LivePublisher<B> {
     fn committed(&self, batches: &[&CommittedBatch]) {
         // The store calls this as soon as the commit is durable: the start of the push lag
         // each session observes when it writes the frame.
@@ -29,7 +42,7 @@ impl CommitListener for LivePublisher {
             let changes = pages::live_changes(&run);
             let frame =
                 EncodedFrame::live(ServerFrame { msg: Some(server_frame::Msg::Changes(changes)) }, committed_at);
-            self.hub.publish(&first.batch.partition, first.first_seq(), last.last_seq(), &frame);
+            NodeBus::publish(&*self.hub, &first.batch.partition, first.first_seq(), last.last_seq(), &frame);
         }
     }
 }

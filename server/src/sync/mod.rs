@@ -5,7 +5,9 @@
 //! - [`pages`]: pure builders of `Changes` frames from store pages.
 //! - [`live`]: the store's commit listener that publishes live `Changes` to the hub.
 //! - [`cursors`]: batches device cursors into the store.
+//! - [`bus`]: partitions' names on the node bus, and the Redis bus's constructor.
 
+pub mod bus;
 pub mod cursors;
 pub mod live;
 pub mod pages;
