@@ -23,6 +23,7 @@
 //! disabled or deleted user is refused at their next Hello on every node (the store is
 //! shared). The channel only makes these take effect at once.
 
+mod link;
 mod message;
 mod redis;
 mod sessions;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 
 use syncline_proto::v1::ServerFrame;
 
+pub use self::link::{RedisLink, pubsub_url};
 pub use self::message::{ControlMessage, ControlMessageError};
 pub use self::redis::{ControlPublisher, ControlTargets, apply, follow};
 pub use self::sessions::{BEAT_INTERVAL, ClusterSessions, NODE_TIMEOUT};

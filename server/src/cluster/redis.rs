@@ -4,14 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ControlMessage;
+use super::link::RedisLink;
 use crate::devices::{CommandDelivery as _, DeviceManagement};
 use crate::gateway::DeviceConnections;
 use crate::reply::DeviceReplies as _;
+use crate::storage::redis::RedisEndpoint;
 
 /// How long a publish, a subscribe or a ping may take before the connection counts as lost.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,18 +27,19 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 pub struct ControlPublisher {
     node_id: String,
     channel: String,
-    connection: ConnectionManager,
+    connection: RedisLink,
 }
 
 impl ControlPublisher {
-    /// Connects to the Redis at `url`; messages go to `channel` signed as `node_id`.
+    /// Publishes through `connection`; messages go to `channel` signed as `node_id`.
+    pub fn new(connection: RedisLink, channel: &str, node_id: &str) -> Self {
+        Self { node_id: node_id.to_owned(), channel: channel.to_owned(), connection }
+    }
+
+    /// Connects to the Redis at `url` (tests).
     pub async fn connect(url: &str, channel: &str, node_id: &str) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let connection = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self { node_id: node_id.to_owned(), channel: channel.to_owned(), connection })
+        let connection = RedisLink::connect(&RedisEndpoint::Single(url.to_owned())).await?;
+        Ok(Self::new(connection, channel, node_id))
     }
 
     /// Publishes `message` to every other node; a failure is logged (see the module docs of

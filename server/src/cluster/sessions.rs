@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::link::RedisLink;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,27 +42,22 @@ struct CountChange {
 pub struct ClusterSessions {
     node_id: String,
     prefix: String,
-    connection: ConnectionManager,
+    connection: RedisLink,
     changes: mpsc::UnboundedSender<CountChange>,
     /// The nodes alive at the last beat (this one excluded).
     live_nodes: Mutex<Vec<String>>,
 }
 
 impl ClusterSessions {
-    /// Connects to the Redis at `url` and starts the writer and beat tasks on `tracker`,
-    /// until `shutdown` (when this node's fields are removed).
+    /// Counts through `connection` and starts the writer and beat tasks on `tracker`, until
+    /// `shutdown` (when this node's fields are removed).
     pub async fn start(
-        url: &str,
+        connection: RedisLink,
         prefix: &str,
         node_id: &str,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
-    ) -> redis::RedisResult<Arc<Self>> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let connection = ConnectionManager::new_with_config(client, config).await?;
+    ) -> Arc<Self> {
         let (changes, receiver) = mpsc::unbounded_channel();
         let sessions = Arc::new(Self {
             node_id: node_id.to_owned(),
@@ -74,7 +69,7 @@ impl ClusterSessions {
         sessions.beat().await;
         tracker.spawn(sessions.clone().write_counts(receiver, shutdown.clone()));
         tracker.spawn(sessions.clone().keep_beating(shutdown));
-        Ok(sessions)
+        sessions
     }
 
     fn user_key(&self, user_id: &str) -> String {

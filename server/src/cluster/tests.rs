@@ -51,10 +51,13 @@ mod over_redis {
     use tokio_util::task::TaskTracker;
 
     use super::result_frame;
-    use crate::cluster::{ClusterSessions, ControlMessage, ControlPublisher, ControlTargets, DeviceRelay, follow};
+    use crate::cluster::{
+        ClusterSessions, ControlMessage, ControlPublisher, ControlTargets, DeviceRelay, RedisLink, follow,
+    };
     use crate::devices::{CommitTimes, DeviceManagement};
     use crate::error::ErrorClass;
     use crate::gateway::{DeviceConnections, UserSessions};
+    use crate::storage::redis::RedisEndpoint;
     use crate::storage::{DeviceCommandKind, Store, StoredDevice};
     use crate::test_util::fixtures::temp_store;
     use crate::test_util::redis_server::RedisServer;
@@ -147,8 +150,9 @@ mod over_redis {
         let redis = RedisServer::start();
         let (tracker, shutdown_a, shutdown_b) =
             (TaskTracker::new(), CancellationToken::new(), CancellationToken::new());
-        let a = ClusterSessions::start(&redis.url(), "syncline", "node-a", &tracker, shutdown_a.clone()).await.unwrap();
-        let b = ClusterSessions::start(&redis.url(), "syncline", "node-b", &tracker, shutdown_b.clone()).await.unwrap();
+        let link = || async { RedisLink::connect(&RedisEndpoint::Single(redis.url())).await.unwrap() };
+        let a = ClusterSessions::start(link().await, "syncline", "node-a", &tracker, shutdown_a.clone()).await;
+        let b = ClusterSessions::start(link().await, "syncline", "node-b", &tracker, shutdown_b.clone()).await;
         let (sessions_a, sessions_b) = (UserSessions::clustered(a.clone()), UserSessions::clustered(b.clone()));
         // Each node knows the other is alive after a beat.
         let started = Instant::now();
