@@ -80,7 +80,7 @@ impl AccountStore for RedisStore {
                 return Ok(());
             }
         }
-        Err(StoreError::Contention { partition: format!("device {}", device.client_id) })
+        Err(StoreError::Contention { subject: format!("device {}", device.client_id) })
     }
 
     fn device(&self, client_id: &str) -> StoreResult<Option<StoredDevice>> {
