@@ -330,7 +330,7 @@ mod tests {
             (StoreError::Io("disk".into()), ErrorClass::Unavailable),
             (StoreError::Closed, ErrorClass::Unavailable),
             (StoreError::NotDurable { detail: "appendfsync".into() }, ErrorClass::Unavailable),
-            (StoreError::Contention { partition: "Account/ann".into() }, ErrorClass::Unavailable),
+            (StoreError::Contention { subject: "partition Account/ann".into() }, ErrorClass::Unavailable),
             (StoreError::Corrupt("bits".into()), ErrorClass::Internal),
         ];
         for (error, class) in cases {

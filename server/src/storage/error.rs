@@ -39,10 +39,10 @@ pub enum StoreError {
     /// refuses to open on it); `detail` says what to set.
     #[error("the store would lose acknowledged writes: {detail}")]
     NotDurable { detail: String },
-    /// Other writers kept changing a partition while this write was computed, past the
-    /// attempts allowed (the Redis backend's compare-and-set).
-    #[error("partition {partition} is changed by other writers too often to write it now")]
-    Contention { partition: String },
+    /// Other writers kept changing what this write changes (a partition, a device) while
+    /// it was computed, past the attempts allowed (the Redis backend's compare-and-set).
+    #[error("{subject} is changed by other writers too often to write it now")]
+    Contention { subject: String },
 }
 
 impl StoreError {

@@ -125,3 +125,75 @@ fn unique_dir() -> PathBuf {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ))
 }
+
+/// How long a new cluster may take until every node reports `cluster_state:ok`.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A Redis Cluster of private servers (primaries only), for tests of what runs on a cluster
+/// (keys of one script in one slot). Its servers stop when it is dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `primaries` durable servers in cluster mode and joins them into one cluster
+    /// with `redis-cli --cluster create`; panics (it is a test helper) when it cannot.
+    pub fn start(primaries: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..primaries)
+            .map(|_| {
+                // The cluster bus port must be free too (the default, port + 10000, may not exist).
+                let bus = free_port().expect("a free port for the cluster bus").to_string();
+                RedisServer::start_with(&[
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus,
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)).collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_until_ready();
+        cluster
+    }
+
+    /// Waits until every node says the cluster is ok (every slot served).
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        for node in &self.nodes {
+            let client = redis::Client::open(node.url()).expect("node url");
+            loop {
+                let info = client
+                    .get_connection_with_timeout(Duration::from_secs(1))
+                    .and_then(|mut connection| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut connection));
+                if info.is_ok_and(|info| info.contains("cluster_state:ok")) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster is not ok within {CLUSTER_DEADLINE:?}");
+                std::thread::sleep(PING_INTERVAL);
+            }
+        }
+    }
+
+    /// Returns the `redis://` URLs of the cluster's nodes.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}

@@ -12,9 +12,10 @@ pub(crate) mod support;
 use std::sync::Arc;
 
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::storage::redis::RedisEndpoint;
 use crate::storage::redis::{RedisOptions, RedisStore};
 use crate::storage::{CommitListener, Store};
-use crate::test_util::redis_server::RedisServer;
+use crate::test_util::redis_server::{RedisCluster, RedisServer};
 
 /// A store under test and what keeps its backing alive (dropped after the store).
 pub(crate) struct Fixture {
@@ -40,11 +41,31 @@ pub(crate) fn redis(listener: Option<Arc<dyn CommitListener>>) -> Fixture {
     Fixture { store: Arc::new(store), _backing: Box::new(server) }
 }
 
+/// Opens a Redis store on a private Redis Cluster of three primaries: every script must
+/// keep to the keys of one slot there.
+pub(crate) fn redis_cluster(listener: Option<Arc<dyn CommitListener>>) -> Fixture {
+    let cluster = RedisCluster::start(3);
+    let options = RedisOptions { endpoint: RedisEndpoint::Cluster(cluster.urls()), ..RedisOptions::single("") };
+    let store = RedisStore::open(&options, listener).expect("open");
+    Fixture { store: Arc::new(store), _backing: Box::new(cluster) }
+}
+
 /// Instantiates every contract test for one backend: `contract!(backend)` makes a module
 /// `backend` with one `#[test]` per contract test, each given the opener `backend`.
 macro_rules! contract {
     ($backend:ident) => {
         mod $backend {
+            contract!(@tests $backend; partitions::compacted_log_replays_to_the_live_set);
+            contract!(@examples $backend);
+        }
+    };
+    // Without the property tests, whose cases each open a store (a cluster takes seconds).
+    ($backend:ident, examples only) => {
+        mod $backend {
+            contract!(@examples $backend);
+        }
+    };
+    (@examples $backend:ident) => {
             contract!(@tests $backend;
                 partitions::sequences_are_gap_free_across_batches,
                 partitions::unchanged_upsert_takes_no_sequence,
@@ -56,7 +77,6 @@ macro_rules! contract {
                 partitions::log_pages_report_what_they_cover,
                 partitions::compaction_keeps_recent_entries_and_the_latest_per_id,
                 partitions::compaction_spanning_several_steps_removes_everything_superseded,
-                partitions::compacted_log_replays_to_the_live_set,
                 partitions::capture_writes_commit_with_their_position,
                 partitions::purged_partitions_are_gone_and_others_stay,
                 accounts::users_devices_and_secrets,
@@ -74,7 +94,6 @@ macro_rules! contract {
                 devices::old_acknowledged_commands_are_dropped_past_the_bound_but_unacknowledged_ones_stay,
                 devices::device_cursors_are_listed_by_partition,
             );
-        }
     };
     (@tests $backend:ident; $($module:ident::$test:ident),* $(,)?) => {
         $(
@@ -88,3 +107,4 @@ macro_rules! contract {
 
 contract!(embedded);
 contract!(redis);
+contract!(redis_cluster, examples only);

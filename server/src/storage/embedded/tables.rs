@@ -210,6 +210,6 @@ pub(super) fn same_error(error: &StoreError) -> StoreError {
         StoreError::Closed => StoreError::Closed,
         StoreError::QueueFull { pending } => StoreError::QueueFull { pending: *pending },
         StoreError::NotDurable { detail } => StoreError::NotDurable { detail: detail.clone() },
-        StoreError::Contention { partition } => StoreError::Contention { partition: partition.clone() },
+        StoreError::Contention { subject } => StoreError::Contention { subject: subject.clone() },
     }
 }

@@ -1,5 +1,7 @@
 //! Users, devices, secrets and device cursors in Redis.
 
+use std::collections::BTreeMap;
+
 use prost::Message as _;
 
 use super::keys;
@@ -78,7 +80,7 @@ impl AccountStore for RedisStore {
                 return Ok(());
             }
         }
-        Err(StoreError::Contention { partition: format!("device {}", device.client_id) })
+        Err(StoreError::Contention { subject: format!("device {}", device.client_id) })
     }
 
     fn device(&self, client_id: &str) -> StoreResult<Option<StoredDevice>> {
@@ -106,15 +108,18 @@ impl AccountStore for RedisStore {
 
 impl CursorStore for RedisStore {
     fn save_cursors(&self, cursors: &[(String, PartitionName, u64)]) -> StoreResult<()> {
-        // Advisory: no WAIT, and one pipeline rather than a transaction.
-        let mut pipeline = redis::pipe();
+        // Advisory: no WAIT. One HSET per device (its own key, so in a cluster each command
+        // goes to one node; a pipeline across slots would not).
+        let mut by_client: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
         for (client_id, partition, cursor) in cursors {
-            pipeline.hset(keys::cursors(client_id), keys::partition_member(partition), *cursor).ignore();
+            by_client.entry(client_id.as_str()).or_default().push((keys::partition_member(partition), *cursor));
         }
-        if cursors.is_empty() {
-            return Ok(());
+        for (client_id, fields) in by_client {
+            self.run(|connection| {
+                redis::cmd("HSET").arg(keys::cursors(client_id)).arg(fields.as_slice()).query::<()>(connection)
+            })?;
         }
-        self.run(|connection| pipeline.query::<()>(connection))
+        Ok(())
     }
 
     fn cursor(&self, client_id: &str, partition: &PartitionName) -> StoreResult<Option<u64>> {

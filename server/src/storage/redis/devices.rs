@@ -209,7 +209,7 @@ impl DeviceStore for RedisStore {
                 return Ok(Some(new));
             }
         }
-        Err(StoreError::Contention { partition: format!("device {client_id}") })
+        Err(StoreError::Contention { subject: format!("device {client_id}") })
     }
 
     fn commands(&self, client_id: &str) -> StoreResult<Vec<StoredCommand>> {
@@ -238,7 +238,7 @@ impl DeviceStore for RedisStore {
                 return Ok(());
             }
         }
-        Err(StoreError::Contention { partition: format!("device {client_id}") })
+        Err(StoreError::Contention { subject: format!("device {client_id}") })
     }
 
     fn acknowledge_command(&self, client_id: &str, command_id: &str, at_ms: i64) -> StoreResult<Option<StoredCommand>> {
@@ -259,6 +259,6 @@ impl DeviceStore for RedisStore {
                 return Ok(Some(acknowledged));
             }
         }
-        Err(StoreError::Contention { partition: format!("device {client_id}") })
+        Err(StoreError::Contention { subject: format!("device {client_id}") })
     }
 }

@@ -213,7 +213,7 @@ impl RedisStore {
                 return Ok(batch);
             }
         }
-        Err(StoreError::Contention { partition: write.partition.to_string() })
+        Err(StoreError::Contention { subject: format!("partition {}", write.partition) })
     }
 
     /// Runs the write script for `plan`; returns false when the head moved.
