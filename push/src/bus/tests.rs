@@ -188,6 +188,28 @@ async fn frames_published_on_one_node_reach_the_others_in_order_exactly_once() {
     cluster.stop().await;
 }
 
+/// The server's hub sweeps on tasks: frames from the bus reach every shard, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_from_the_bus_reach_a_hub_with_sweeper_tasks() {
+    let cluster = Cluster::start().await;
+    let a = cluster.node().await;
+    let hub = Hub::with_sweepers(2, Duration::ZERO, &cluster.tracker, cluster.shutdown.clone());
+    let config = RedisBusConfig::new(cluster.redis.url());
+    let bus =
+        RedisBus::connect(config, hub.clone(), cluster.shutdown.clone(), &cluster.tracker).await.expect("connects");
+    let b = Node { hub, bus };
+    let (_first, mut first_rx) = live_subscriber(&b, 2, 0).await;
+    let (_second, mut second_rx) = live_subscriber(&b, 2, 0).await;
+    for seq in 1..=20 {
+        NodeBus::publish(&*a.bus, &2, seq, seq, &changes(seq, seq));
+    }
+    for seq in 1..=20 {
+        assert_eq!(next_range(&mut first_rx).await, (seq, seq));
+        assert_eq!(next_range(&mut second_rx).await, (seq, seq));
+    }
+    cluster.stop().await;
+}
+
 #[tokio::test]
 async fn a_node_subscribes_to_exactly_the_keys_it_has_subscribers_for() {
     let cluster = Cluster::start().await;

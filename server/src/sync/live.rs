@@ -198,6 +198,28 @@ mod tests {
         assert!(frames[1].4 > max && frames[0].4 <= max && frames[2].4 <= max);
     }
 
+    /// Records what is published through it.
+    #[derive(Default)]
+    struct RecordingBus {
+        published: parking_lot::Mutex<Vec<(String, u64, u64)>>,
+    }
+
+    impl NodeBus<PartitionName> for RecordingBus {
+        fn publish(&self, key: &PartitionName, from: u64, to: u64, frame: &Arc<EncodedFrame>) {
+            assert!(frame.committed_at().is_some(), "live frames carry their commit time");
+            self.published.lock().push((key.key.clone(), from, to));
+        }
+    }
+
+    #[test]
+    fn commits_are_published_through_the_node_bus_once_per_partition_run() {
+        let bus = Arc::new(RecordingBus::default());
+        let publisher = LivePublisher::through(bus.clone(), DEFAULT_MAX_PAGE_BYTES);
+        let (a1, b1, a2) = (batch("a", 1, &["x"]), batch("b", 1, &["y", "z"]), batch("a", 2, &["w"]));
+        publisher.committed(&[&a1, &b1, &a2]);
+        assert_eq!(*bus.published.lock(), vec![("a".to_owned(), 1, 2), ("b".to_owned(), 1, 2)]);
+    }
+
     #[test]
     fn runs_are_split_at_the_batch_change_limit() {
         use crate::storage::MAX_BATCH_CHANGES;
