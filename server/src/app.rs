@@ -19,10 +19,10 @@ use crate::channel::ChannelRegistry;
 use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
-use crate::cluster::{ControlPublisher, DeviceRelay};
+use crate::cluster::{ClusterSessions, ControlPublisher, ControlTargets, DeviceRelay, RedisLink};
 use crate::config::{AuthSettings, Capture, DeviceSettings, Settings, StoreBackendSettings, StoreSettings};
 use crate::devices::{CommitTimes, DeviceManagement};
-use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices};
+use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices, UserSessions};
 use crate::ingest::IngestService;
 use crate::jobs::Jobs;
 use crate::metrics::counters::IngestCounters;
@@ -99,7 +99,11 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     // writer thread.
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let hub = Hub::with_sweepers(workers, settings.device.push_interval, &tracker, shutdown.clone());
-    let live = LivePublisher { hub: hub.clone(), max_page_bytes: settings.device.max_page_bytes };
+    let node = ClusterNode::start(&settings.store, &hub, &tracker, &shutdown).await?;
+    let live: Box<dyn CommitListener> = match &node {
+        Some(node) => Box::new(LivePublisher::through(node.bus.clone(), settings.device.max_page_bytes)),
+        None => Box::new(LivePublisher { hub: hub.clone(), max_page_bytes: settings.device.max_page_bytes }),
+    };
     let commit_times = Arc::new(CommitTimes::default());
     let store: Arc<dyn Store> = open_store(&settings.store, live, commit_times.clone()).await?;
     let demo_channel = start_demo(&mut settings, &shutdown).await?;
@@ -109,10 +113,19 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let (services, capture_queues) = gateway_services(
         &settings,
         store.clone(),
-        GatewayParts { hub, auth, commit_times, peers: None },
+        GatewayParts {
+            hub,
+            auth,
+            commit_times,
+            peers: node.as_ref().map(|node| node.peers.clone()),
+            user_sessions: node.as_ref().map(|node| node.sessions.clone()),
+        },
         &tracker,
         &shutdown,
     )?;
+    if let Some(node) = &node {
+        node.follow(&services, &tracker, &shutdown)?;
+    }
     let resumed = services.mutations.resume_pending().await?;
     if resumed > 0 {
         tracing::info!(mutations = resumed, "resuming queued device mutations");
@@ -202,7 +215,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
 /// `commit_times`.
 async fn open_store(
     settings: &StoreSettings,
-    live: LivePublisher,
+    live: Box<dyn CommitListener>,
     commit_times: Arc<CommitTimes>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     let live: Arc<dyn CommitListener> = Arc::new(CommitListeners { live, commit_times });
@@ -223,7 +236,7 @@ async fn open_store(
 /// The store's commit listeners: live push first (devices wait on it), then the commit
 /// times device management reports lags with.
 struct CommitListeners {
-    live: LivePublisher,
+    live: Box<dyn CommitListener>,
     commit_times: Arc<CommitTimes>,
 }
 
@@ -254,6 +267,57 @@ struct GatewayParts {
     commit_times: Arc<CommitTimes>,
     /// The other nodes' control channel, in cluster mode.
     peers: Option<Arc<ControlPublisher>>,
+    /// The cluster-wide per-user session counts, in cluster mode.
+    user_sessions: Option<Arc<ClusterSessions>>,
+}
+
+/// What makes this process one node of a cluster (store backend `redis`): the node bus
+/// for partition changes, the control channel, and the per-user session counts.
+struct ClusterNode {
+    node_id: String,
+    pubsub_url: String,
+    bus: Arc<dyn syncline_push::NodeBus<PartitionName>>,
+    peers: Arc<ControlPublisher>,
+    sessions: Arc<ClusterSessions>,
+}
+
+/// The control channel every node of a cluster follows.
+const CONTROL_CHANNEL: &str = "syncline:control";
+
+impl ClusterNode {
+    /// Joins the cluster when the store is on Redis; `None` for the embedded store.
+    async fn start(
+        settings: &StoreSettings,
+        hub: &Arc<Hub<PartitionName>>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<Self>> {
+        let StoreBackendSettings::Redis(options) = &settings.backend else { return Ok(None) };
+        let pubsub_url =
+            crate::cluster::pubsub_url(&options.endpoint).context("store.redis_cluster_urls is empty")?.to_owned();
+        let node_id = crate::auth::new_client_id();
+        let bus = crate::sync::bus::connect_redis_bus(&pubsub_url, hub.clone(), shutdown.clone(), tracker)
+            .await
+            .context("cannot start the node bus on redis")?;
+        let link = RedisLink::connect(&options.endpoint).await.context("cannot connect to redis")?;
+        let peers = Arc::new(ControlPublisher::new(link.clone(), CONTROL_CHANNEL, &node_id));
+        let sessions = ClusterSessions::start(link, "syncline", &node_id, tracker, shutdown.clone()).await;
+        tracing::info!(node = %node_id, "cluster node: partition changes, control and session counts on redis");
+        Ok(Some(Self { node_id, pubsub_url, bus, peers, sessions }))
+    }
+
+    /// Follows the control channel, acting on this node's devices.
+    fn follow(
+        &self,
+        services: &GatewayServices,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let targets = ControlTargets { connections: services.connections.clone(), devices: services.devices.clone() };
+        crate::cluster::follow(&self.pubsub_url, CONTROL_CHANNEL, &self.node_id, targets, tracker, shutdown.clone())
+            .context("cannot follow the control channel")?;
+        Ok(())
+    }
 }
 
 /// Builds what every device session shares, with the mutation dispatcher, the RPC router
@@ -261,7 +325,7 @@ struct GatewayParts {
 fn gateway_services(
     settings: &Settings,
     store: Arc<dyn Store>,
-    GatewayParts { hub, auth, commit_times, peers }: GatewayParts,
+    GatewayParts { hub, auth, commit_times, peers, user_sessions }: GatewayParts,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<GatewayServices>, wiring::CaptureQueues)> {
@@ -294,7 +358,7 @@ fn gateway_services(
         connections,
         relay,
         tracker: tracker.clone(),
-        user_sessions: Default::default(),
+        user_sessions: user_sessions.map_or_else(UserSessions::default, UserSessions::clustered),
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
         devices,
         handshakes: Default::default(),
