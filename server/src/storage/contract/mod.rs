@@ -5,7 +5,7 @@
 
 mod accounts;
 mod devices;
-mod mutations;
+pub(crate) mod mutations;
 mod partitions;
 pub(crate) mod support;
 

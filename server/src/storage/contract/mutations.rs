@@ -10,7 +10,8 @@ use crate::storage::{
     Enqueued, MutationOp, MutationOutcome, PartitionName, PartitionWrite, QueuedMutation, StoreError,
 };
 
-fn mutation(client: &str, mutation_id: &str) -> QueuedMutation {
+/// A queued create of `Task/ann` by `client` (shared with the embedded backend's own tests).
+pub(crate) fn mutation(client: &str, mutation_id: &str) -> QueuedMutation {
     QueuedMutation {
         client_id: client.to_owned(),
         user_id: "ann".to_owned(),
@@ -24,7 +25,8 @@ fn mutation(client: &str, mutation_id: &str) -> QueuedMutation {
     }
 }
 
-fn outcome(client: &str, mutation_id: &str, result: &[u8]) -> MutationOutcome {
+/// A finished mutation's outcome, not kept as failed.
+pub(crate) fn outcome(client: &str, mutation_id: &str, result: &[u8]) -> MutationOutcome {
     MutationOutcome {
         client_id: client.to_owned(),
         mutation_id: mutation_id.to_owned(),

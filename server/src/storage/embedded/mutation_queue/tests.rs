@@ -1,37 +1,12 @@
-use std::collections::BTreeMap;
-
 use redb::{Database, ReadableDatabase};
-use syncline_proto::v1::Value;
 
 use super::super::{CAPTURE_POSITIONS, EmbeddedOptions, EmbeddedStore, FORMAT_VERSION, FORMAT_VERSION_KEY, STORE_META};
 use super::*;
 use crate::storage::PartitionStore;
+use crate::storage::contract::mutations::{mutation, outcome};
 
 fn open(dir: &tempfile::TempDir) -> EmbeddedStore {
     EmbeddedStore::open(&dir.path().join("syncline.redb"), EmbeddedOptions::default()).expect("open")
-}
-
-fn mutation(client: &str, mutation_id: &str) -> QueuedMutation {
-    QueuedMutation {
-        client_id: client.to_owned(),
-        user_id: "ann".to_owned(),
-        seq: 0,
-        mutation_id: mutation_id.to_owned(),
-        partition: PartitionName::new("Task", "ann"),
-        op: MutationOp::Create,
-        id: format!("tmp-{mutation_id}"),
-        fields: BTreeMap::from([("title".to_owned(), Value::string("t"))]),
-        base_version: 0,
-    }
-}
-
-fn outcome(client: &str, mutation_id: &str, result: &[u8]) -> MutationOutcome {
-    MutationOutcome {
-        client_id: client.to_owned(),
-        mutation_id: mutation_id.to_owned(),
-        result: result.to_vec(),
-        failed: None,
-    }
 }
 
 #[test]
