@@ -98,12 +98,17 @@ impl ClusterSessions {
                 Err(_) => return 0,
             };
         let live = self.live_nodes.lock().clone();
+        // A node missing from the last beats read may have started since: ask Redis for its
+        // beat rather than take it for dead (its count would be lost to every node).
+        let unknown: Vec<&String> =
+            counts.keys().filter(|node| **node != self.node_id && !live.contains(*node)).collect();
+        let fresh = self.fresh_beats(&mut connection, &unknown).await;
         let mut total = 0;
         let mut dead = Vec::new();
-        for (node, count) in counts {
-            if live.contains(&node) {
-                total += usize::try_from(count).unwrap_or(0);
-            } else if node != self.node_id {
+        for (node, count) in &counts {
+            if live.contains(node) || fresh.contains(node) {
+                total += usize::try_from(*count).unwrap_or(0);
+            } else if *node != self.node_id {
                 dead.push(node);
             }
         }
@@ -111,6 +116,29 @@ impl ClusterSessions {
             let _: redis::RedisResult<i64> = redis::cmd("HDEL").arg(&key).arg(&dead).query_async(&mut connection).await;
         }
         total
+    }
+
+    /// Returns which of `nodes` beat within [`NODE_TIMEOUT`], as Redis has it now (all of
+    /// them when Redis cannot be read: a count is never dropped for want of an answer).
+    async fn fresh_beats(&self, connection: &mut RedisLink, nodes: &[&String]) -> Vec<String> {
+        if nodes.is_empty() {
+            return Vec::new();
+        }
+        let mut command = redis::cmd("HMGET");
+        command.arg(self.nodes_key()).arg(nodes);
+        let read = command.query_async::<Vec<Option<i64>>>(connection);
+        let beats = match tokio::time::timeout(COMMAND_TIMEOUT, read).await {
+            Ok(Ok(beats)) => beats,
+            _ => return nodes.iter().map(|node| (*node).clone()).collect(),
+        };
+        let now = crate::auth::now_ms();
+        let timeout = NODE_TIMEOUT.as_millis() as i64;
+        nodes
+            .iter()
+            .zip(beats)
+            .filter(|(_, beat)| beat.is_some_and(|beat| now - beat <= timeout))
+            .map(|(node, _)| (*node).clone())
+            .collect()
     }
 
     /// Notes a session of `user_id` opened on this node.
