@@ -42,6 +42,7 @@ pub use bus::{BusKey, NodeBus, RedisBus, RedisBusConfig};
 pub use codec::{CodecError, EncodedFrame, FrameFormat};
 pub use heartbeat::Heartbeats;
 pub use hub::{Hub, KeyInterest, LagCensus, PublishOutcome, Subscription};
+pub use listener::handoff::{HttpConnections, HttpHandoff, HttpStream};
 pub use listener::{ConnectionCount, ListenerConfig, SessionFactory};
 pub use outbox::{ConnectionClosed, Outbox};
 pub use session::{SessionConfig, SessionEnd, SessionHandler};

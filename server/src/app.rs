@@ -22,7 +22,7 @@ use crate::channel::wiring;
 use crate::cluster::{ClusterSessions, ControlPublisher, ControlTargets, DeviceRelay, RedisLink};
 use crate::config::{AuthSettings, Capture, DeviceSettings, Settings, StoreBackendSettings, StoreSettings};
 use crate::devices::{CommitTimes, DeviceManagement};
-use crate::gateway::{DeviceConnections, DeviceSessions, GatewayServices, UserSessions};
+use crate::gateway::{self, DeviceConnections, DeviceSessions, GatewayServices, UserSessions};
 use crate::ingest::IngestService;
 use crate::jobs::Jobs;
 use crate::metrics::counters::IngestCounters;
@@ -412,10 +412,13 @@ fn serve_devices(
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let url = format!("{scheme}://{}{}", listener.local_addr()?, syncline_proto::SYNC_PATH);
     tracing::info!(%url, "device endpoint listening");
+    let (handoff, http_connections) = syncline_push::listener::handoff::handoff(gateway::http::HANDOFF_QUEUE);
+    let http_listener = gateway::http::DeviceHttpListener::new(listener.local_addr()?, http_connections);
+    gateway::http::serve(http_listener, gateway::http::router(services.clone()), tracker, shutdown);
     Ok(tracker.spawn(syncline_push::listener::serve(
         listener,
         acceptor,
-        Arc::new(DeviceSessions { services }),
+        Arc::new(DeviceSessions { services, http: handoff }),
         Arc::new(settings.listener.clone()),
         connections,
         wire,

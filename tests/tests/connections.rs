@@ -231,3 +231,18 @@ async fn refused_upgrades_get_their_http_status() {
     drop(first);
     server.stop().await;
 }
+
+/// The device listener serves plain HTTP beside the socket, on the same port: a request for
+/// another path gets a JSON 404 (not a failed upgrade), and the socket still works after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_on_the_device_port_is_served_beside_the_socket() {
+    let server = TestServer::start().await;
+    server.add_user("ann", "ann-pw");
+    let base = server.url().replacen("ws://", "http://", 1).replace(syncline_proto::SYNC_PATH, "");
+    let response = reqwest::get(format!("{base}/v1/nothing-here")).await.expect("an HTTP answer");
+    assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
+    let body: serde_json::Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["code"], "not_found", "{body}");
+    let mut device = raw_login(&server.url(), "ann", "ann-pw").await;
+    expect_welcome(&mut device).await;
+}

@@ -15,11 +15,13 @@
 //!   CommandAck.
 //! - `replies.rs`: frame builders, and the connections by device that mutation outcomes reach
 //!   devices through (the domain's reply ports).
+//! - `http/`: plain HTTP beside the socket (file downloads and uploads).
 //! - `services.rs`: [`GatewayServices`], what every session shares: the store, the hub, auth,
 //!   sources and limits, and the domain services.
 
 mod command;
 mod hello;
+pub mod http;
 mod logout;
 mod mutate;
 mod replies;
@@ -63,6 +65,8 @@ pub struct DeviceSession {
 /// Opens a [`DeviceSession`] for each new connection.
 pub struct DeviceSessions {
     pub services: Arc<GatewayServices>,
+    /// Where plain HTTP requests go ([`http`]).
+    pub http: syncline_push::HttpHandoff,
 }
 
 impl SessionFactory for DeviceSessions {
@@ -70,6 +74,10 @@ impl SessionFactory for DeviceSessions {
 
     fn open(&self, peer: SocketAddr, outbox: Outbox) -> DeviceSession {
         DeviceSession::new(self.services.clone(), peer, outbox)
+    }
+
+    fn http(&self) -> Option<&syncline_push::HttpHandoff> {
+        Some(&self.http)
     }
 }
 

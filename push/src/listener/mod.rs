@@ -1,6 +1,9 @@
 //! Accepts device connections: TCP (optionally TLS), the WebSocket upgrade on
 //! [`SYNC_PATH`](syncline_proto::SYNC_PATH) with subprotocol `syncline.v1`, connection caps,
-//! then one session task per connection on the server's task tracker.
+//! then one session task per connection on the server's task tracker. Other requests are
+//! handed to the server's plain HTTP when it serves any ([`handoff`]).
+
+pub mod handoff;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +77,12 @@ pub trait SessionFactory: Send + Sync + 'static {
 
     /// Returns the handler for a connection from `peer`.
     fn open(&self, peer: SocketAddr, outbox: Outbox) -> Self::Handler;
+
+    /// Where connections whose first request is not for the sync path go; `None` (the
+    /// default) refuses them at the upgrade with 404.
+    fn http(&self) -> Option<&self::handoff::HttpHandoff> {
+        None
+    }
 }
 
 /// Counts live connections.
@@ -169,6 +178,27 @@ async fn handle_connection<F: SessionFactory>(
 }
 
 async fn upgrade_and_run<S, F>(stream: S, context: ConnectionContext<F>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: SessionFactory,
+{
+    let Some(handoff) = context.factory.http().cloned() else {
+        return upgrade_and_run_socket(stream, context).await;
+    };
+    let routed = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handoff::route(stream))).await;
+    match routed {
+        Ok(Ok((handoff::Route::Socket, stream))) => upgrade_and_run_socket(stream, context).await,
+        Ok(Ok((handoff::Route::Http, stream))) => {
+            if !handoff.hand(Box::new(stream), context.peer).await {
+                events::handshake_failed(context.peer, "plain HTTP is not served (shutting down)", &context.stats);
+            }
+        }
+        Ok(Err(error)) => events::handshake_failed(context.peer, &error.to_string(), &context.stats),
+        Err(_) => events::handshake_failed(context.peer, "request line timed out", &context.stats),
+    }
+}
+
+async fn upgrade_and_run_socket<S, F>(stream: S, context: ConnectionContext<F>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: SessionFactory,
