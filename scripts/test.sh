@@ -38,6 +38,13 @@ tests/admin-api/run-schemathesis.sh
 if ! command -v npm >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
+# The library needs Node 20 or later (package.json "engines"); Debian 12's own nodejs is 18,
+# so say so plainly rather than fail somewhere inside the tests.
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "Node $(node --version) is too old for clients/typescript: install Node 20 or later" >&2
+  exit 1
+fi
 # Its browser tests drive Debian's Chromium (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null

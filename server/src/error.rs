@@ -283,7 +283,7 @@ mod tests {
 
         let blocked =
             LoginBlocked { by: LimitedBy::User, reason: BlockReason::Failures, retry_after: Duration::from_secs(5) };
-        let channel_down = crate::channel::ChannelError::Unavailable {
+        let channel_down = crate::channel::ChannelCallError::Unavailable {
             endpoint: "http://login".into(),
             code: tonic::Code::Unavailable,
             message: "down".into(),

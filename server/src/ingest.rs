@@ -51,8 +51,8 @@ impl IngestService {
             .and_then(|value| value.strip_prefix("Bearer "));
         match given {
             Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(Status::unauthenticated("the ingest token is wrong")),
-            None => Err(Status::unauthenticated("send authorization: Bearer <ingest token>")),
+            Some(_) => Err(ErrorClass::Unauthenticated.status("the ingest token is wrong")),
+            None => Err(ErrorClass::Unauthenticated.status("send authorization: Bearer <ingest token>")),
         }
     }
 }

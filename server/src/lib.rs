@@ -23,6 +23,9 @@
 //!   codes, device error codes and close codes.
 //! - [`reply`]: the ports through which mutations and RPC answer devices (the gateway
 //!   implements them).
+//! - [`cluster`]: cluster mode on Redis: the control channel (user closes, mutation
+//!   outcomes and commands for devices on other nodes), per-user session counts across the
+//!   nodes, and the relay services act on devices through.
 //! - [`storage`]: the store contract (partitions, mutation queues, accounts, cursors) and
 //!   its backends: embedded (redb) and Redis.
 //! - `demo` (cargo feature `demo`, on by default): the demo app served by `syncline serve`

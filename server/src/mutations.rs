@@ -305,7 +305,15 @@ impl MutationDispatcher {
                 let store = self.store.clone();
                 match tokio::task::spawn_blocking(move || store.finish_mutation(Vec::new(), outcome)).await {
                     Ok(Ok(_)) => Some(result),
-                    _ => None,
+                    Ok(Err(error)) => {
+                        tracing::error!(client_id = %mutation.client_id, mutation_id = %mutation.mutation_id,
+                            %error, "cannot record a refused mutation's outcome; it stays queued");
+                        None
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the outcome task failed; the mutation stays queued");
+                        None
+                    }
                 }
             }
             Ok(Err(error)) => {

@@ -44,7 +44,7 @@ use login_limits::{FailedLogins, LoginBlocked};
 
 pub use crate::config::LoginLimits;
 
-use crate::channel::ChannelError;
+use crate::channel::ChannelCallError;
 use crate::channel::grpc::ChannelConnection;
 use crate::error::ErrorClass;
 use crate::storage::{DeviceState, Store, StoreError, StoredDevice, StoredUser};
@@ -94,7 +94,7 @@ pub enum AuthError {
     Store(#[from] StoreError),
     /// The channel that checks logins could not be reached.
     #[error("logins cannot be checked right now; try again later")]
-    Unavailable(#[source] ChannelError),
+    Unavailable(#[source] ChannelCallError),
     /// Too many logins are being checked at once (the queue is full, or the login waited in
     /// it too long): retry in a few seconds.
     #[error("too many logins are being checked right now; retry in a few seconds")]

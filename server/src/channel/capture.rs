@@ -31,7 +31,7 @@ use syncline_push::Hub;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ChannelError;
+use super::ChannelCallError;
 use super::grpc::ChannelConnection;
 use crate::config::Partitioning;
 use crate::storage::{CapturePosition, MAX_BATCH_CHANGES, PageLimit, PartitionName, PartitionWrite, Store, StoreError};
@@ -205,7 +205,7 @@ pub async fn run_watch(
 }
 
 enum WatchFailure {
-    Channel(ChannelError),
+    Channel(ChannelCallError),
     Store(StoreError),
 }
 
@@ -331,7 +331,7 @@ pub async fn run_poll(
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error(transparent)]
-    Channel(#[from] ChannelError),
+    Channel(#[from] ChannelCallError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

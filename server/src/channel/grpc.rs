@@ -1,5 +1,5 @@
 //! The gRPC client of a backend channel: the only file of the channel framework that talks
-//! gRPC ([`ChannelError`] only keeps the status code a channel answered with).
+//! gRPC ([`ChannelCallError`] only keeps the status code a channel answered with).
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use syncline_proto::v1::{
 };
 use tonic::transport::{Channel, Endpoint};
 
-use super::ChannelError;
+use super::ChannelCallError;
 use crate::storage::{MutationOp, PartitionName};
 
 /// Time allowed to open a connection to a channel.
@@ -46,9 +46,9 @@ pub struct ChannelConnection {
 
 impl ChannelConnection {
     /// Returns a client that connects on first use (and reconnects after failures).
-    pub fn lazy(endpoint: &str) -> Result<Self, ChannelError> {
+    pub fn lazy(endpoint: &str) -> Result<Self, ChannelCallError> {
         let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|error| ChannelError::InvalidEndpoint {
+            .map_err(|error| ChannelCallError::InvalidEndpoint {
                 endpoint: endpoint.to_owned(),
                 message: error.to_string(),
             })?
@@ -63,12 +63,12 @@ impl ChannelConnection {
         &self.endpoint
     }
 
-    fn error(&self, status: tonic::Status) -> ChannelError {
+    fn error(&self, status: tonic::Status) -> ChannelCallError {
         status_error(&self.endpoint, &status)
     }
 
     /// Checks a user's credentials.
-    pub async fn authenticate(&self, username: &str, password: &str) -> Result<AuthenticateResponse, ChannelError> {
+    pub async fn authenticate(&self, username: &str, password: &str) -> Result<AuthenticateResponse, ChannelCallError> {
         let mut request =
             tonic::Request::new(AuthenticateRequest { username: username.to_owned(), password: password.to_owned() });
         request.set_timeout(UNARY_TIMEOUT);
@@ -76,7 +76,7 @@ impl ChannelConnection {
     }
 
     /// Sends a device's write to the channel.
-    pub async fn write(&self, op: MutationOp, write: WriteRequest) -> Result<WriteOutcome, ChannelError> {
+    pub async fn write(&self, op: MutationOp, write: WriteRequest) -> Result<WriteOutcome, ChannelCallError> {
         let mut request = tonic::Request::new(write);
         request.set_timeout(WRITE_TIMEOUT);
         let mut client = self.client.clone();
@@ -93,21 +93,21 @@ impl ChannelConnection {
     }
 
     /// Runs a search.
-    pub async fn search(&self, search: SearchRequest) -> Result<SearchResponse, ChannelError> {
+    pub async fn search(&self, search: SearchRequest) -> Result<SearchResponse, ChannelCallError> {
         let mut request = tonic::Request::new(search);
         request.set_timeout(SEARCH_TIMEOUT);
         self.client.clone().search(request).await.map(tonic::Response::into_inner).map_err(|s| self.error(s))
     }
 
     /// Reads every record of a partition (at most [`MAX_QUERY_RECORDS`]).
-    pub async fn query(&self, source: &str, key: &str) -> Result<Vec<Record>, ChannelError> {
+    pub async fn query(&self, source: &str, key: &str) -> Result<Vec<Record>, ChannelCallError> {
         let request = QueryRequest { partition: Some(PartitionKey { source: source.to_owned(), key: key.to_owned() }) };
         let mut stream = self.client.clone().query(request).await.map_err(|s| self.error(s))?.into_inner();
         let mut records = Vec::new();
         while let Some(record) = stream.next().await {
             records.push(record.map_err(|s| self.error(s))?);
             if records.len() > MAX_QUERY_RECORDS {
-                return Err(ChannelError::TooManyRecords {
+                return Err(ChannelCallError::TooManyRecords {
                     endpoint: self.endpoint.clone(),
                     partition: PartitionName::new(source, key),
                     limit: MAX_QUERY_RECORDS,
@@ -122,7 +122,7 @@ impl ChannelConnection {
         &self,
         sources: Vec<String>,
         resume_token: Vec<u8>,
-    ) -> Result<impl Stream<Item = Result<ChangeBatch, ChannelError>> + use<>, ChannelError> {
+    ) -> Result<impl Stream<Item = Result<ChangeBatch, ChannelCallError>> + use<>, ChannelCallError> {
         let stream = self
             .client
             .clone()
@@ -138,12 +138,12 @@ impl ChannelConnection {
 /// Returns the error of a call to `endpoint` that ended with `status`. Unavailable, deadline
 /// exceeded, resource exhausted, aborted and unknown (how tonic reports a broken connection)
 /// are worth retrying; every other code is a refusal.
-fn status_error(endpoint: &str, status: &tonic::Status) -> ChannelError {
+fn status_error(endpoint: &str, status: &tonic::Status) -> ChannelCallError {
     use tonic::Code;
     let (endpoint, code, message) = (endpoint.to_owned(), status.code(), status.message().to_owned());
     match code {
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Unknown => {
-            ChannelError::Unavailable { endpoint, code, message }
+            ChannelCallError::Unavailable { endpoint, code, message }
         }
         Code::Ok
         | Code::Cancelled
@@ -156,7 +156,7 @@ fn status_error(endpoint: &str, status: &tonic::Status) -> ChannelError {
         | Code::Unimplemented
         | Code::Internal
         | Code::DataLoss
-        | Code::Unauthenticated => ChannelError::Rejected { endpoint, code, message },
+        | Code::Unauthenticated => ChannelCallError::Rejected { endpoint, code, message },
     }
 }
 
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn errors_made_by_the_client_itself_are_permanent() {
-        let too_many = ChannelError::TooManyRecords {
+        let too_many = ChannelCallError::TooManyRecords {
             endpoint: "http://crm".into(),
             partition: PartitionName::new("Task", "ann"),
             limit: MAX_QUERY_RECORDS,
@@ -213,7 +213,7 @@ mod tests {
         assert!(!too_many.is_transient());
         assert_eq!(too_many.class().error_code(), ErrorCode::ResourceExhausted);
         let invalid = ChannelConnection::lazy("not a url").expect_err("refused");
-        assert!(matches!(invalid, ChannelError::InvalidEndpoint { .. }), "{invalid:?}");
+        assert!(matches!(invalid, ChannelCallError::InvalidEndpoint { .. }), "{invalid:?}");
         assert!(!invalid.is_transient());
         assert_eq!(invalid.class().error_code(), ErrorCode::Unavailable);
     }

@@ -22,7 +22,7 @@ pub struct ChannelRegistry(BTreeMap<String, ChannelConnection>);
 
 impl ChannelRegistry {
     /// Returns the channels of `sources` (those with a `channel`).
-    pub fn new(sources: &BTreeMap<String, SourceSettings>) -> Result<Self, ChannelError> {
+    pub fn new(sources: &BTreeMap<String, SourceSettings>) -> Result<Self, ChannelCallError> {
         let mut channels = BTreeMap::new();
         for (name, source) in sources {
             if let Some(endpoint) = &source.channel {
@@ -39,9 +39,9 @@ impl ChannelRegistry {
 }
 
 /// Why a call to a channel failed, in the caller's terms. The channel's gRPC status code is
-/// kept as is (never as a name), so that its class ([`ChannelError::class`]) is exact.
+/// kept as is (never as a name), so that its class ([`ChannelCallError::class`]) is exact.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ChannelError {
+pub enum ChannelCallError {
     /// The channel could not be reached, or answered with a status worth retrying (see
     /// `grpc.rs`): retry later.
     #[error("channel {endpoint} is unavailable: {message}")]
@@ -58,14 +58,14 @@ pub enum ChannelError {
     InvalidEndpoint { endpoint: String, message: String },
 }
 
-impl ChannelError {
+impl ChannelCallError {
     /// Returns true when retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            ChannelError::Unavailable { .. } => true,
-            ChannelError::Rejected { .. }
-            | ChannelError::TooManyRecords { .. }
-            | ChannelError::InvalidEndpoint { .. } => false,
+            ChannelCallError::Unavailable { .. } => true,
+            ChannelCallError::Rejected { .. }
+            | ChannelCallError::TooManyRecords { .. }
+            | ChannelCallError::InvalidEndpoint { .. } => false,
         }
     }
 
@@ -73,9 +73,9 @@ impl ChannelError {
     /// that cannot be reached (or has no usable endpoint) is unavailable.
     pub fn class(&self) -> ErrorClass {
         match self {
-            ChannelError::Unavailable { .. } | ChannelError::InvalidEndpoint { .. } => ErrorClass::Unavailable,
-            ChannelError::Rejected { code, .. } => ErrorClass::of_grpc(*code),
-            ChannelError::TooManyRecords { .. } => ErrorClass::ResourceExhausted,
+            ChannelCallError::Unavailable { .. } | ChannelCallError::InvalidEndpoint { .. } => ErrorClass::Unavailable,
+            ChannelCallError::Rejected { code, .. } => ErrorClass::of_grpc(*code),
+            ChannelCallError::TooManyRecords { .. } => ErrorClass::ResourceExhausted,
         }
     }
 
@@ -83,10 +83,10 @@ impl ChannelError {
     /// for a refusal (it is written for the device), else the whole error.
     pub fn device_message(&self) -> String {
         match self {
-            ChannelError::Rejected { message, .. } => message.clone(),
-            ChannelError::Unavailable { .. }
-            | ChannelError::TooManyRecords { .. }
-            | ChannelError::InvalidEndpoint { .. } => self.to_string(),
+            ChannelCallError::Rejected { message, .. } => message.clone(),
+            ChannelCallError::Unavailable { .. }
+            | ChannelCallError::TooManyRecords { .. }
+            | ChannelCallError::InvalidEndpoint { .. } => self.to_string(),
         }
     }
 }

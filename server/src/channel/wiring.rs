@@ -69,7 +69,7 @@ pub fn spawn_capture(
     queues: CaptureQueues,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-) -> Result<(), super::ChannelError> {
+) -> Result<(), super::ChannelCallError> {
     let mut watched: BTreeMap<String, BTreeMap<String, Partitioning>> = BTreeMap::new();
     for (name, source) in sources {
         if let (Capture::Watch, Some(endpoint)) = (source.capture, &source.channel) {

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::StoreArgs;
 use super::remote::{self, Target};
-use crate::storage::{AdminRole, AdminStore as _, StoredAdminUser};
+use crate::storage::{AdminRole, StoredAdminUser};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -109,7 +109,7 @@ async fn token(command: TokenCommand, env: &HashMap<String, String>) -> anyhow::
                     let created = api.call(Method::POST, &["v1", "admin", "tokens"], &[], Some(body)).await?;
                     created["token"].as_str().unwrap_or_default().to_owned()
                 }
-                Target::Local(db) => crate::admin::create_token_in(&db, &name, role)?,
+                Target::Local(db) => crate::admin::create_token_in(&*db, &name, role)?,
             };
             println!("{token}");
             Ok(())

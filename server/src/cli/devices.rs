@@ -111,7 +111,7 @@ impl Devices {
         Ok(match remote::target(args, &settings)? {
             Target::Remote(api) => Devices::Remote(api),
             Target::Local(store) => {
-                let store: Arc<dyn Store> = Arc::new(store);
+                let store: Arc<dyn Store> = store;
                 let devices =
                     DeviceManagement::new(store.clone(), Arc::new(NoConnections), Arc::new(CommitTimes::default()));
                 Devices::Local(store, devices)

@@ -9,9 +9,10 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{StoreArgs, load_config};
-use crate::config::{Config, Settings};
-use crate::storage::StoreError;
+use crate::config::{Config, Settings, StoreBackendSettings};
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::storage::redis::RedisStore;
+use crate::storage::{Store, StoreError};
 
 /// A running server's admin API, with a token.
 pub(super) struct AdminApi {
@@ -24,8 +25,9 @@ pub(super) struct AdminApi {
 pub(super) enum Target {
     /// The running server, through its admin API.
     Remote(AdminApi),
-    /// The data directory's store, opened by this process (no server runs on it).
-    Local(EmbeddedStore),
+    /// The configured store, opened by this process: the data directory's (no server runs on
+    /// it), or Redis (shared with any running nodes: every write is one atomic script).
+    Local(std::sync::Arc<dyn Store>),
 }
 
 /// The config and validated settings a store command runs with.
@@ -56,9 +58,13 @@ pub(super) fn target(args: &StoreArgs, settings: &Settings) -> anyhow::Result<Ta
     if let Some(api) = remote(args, settings)? {
         return Ok(Target::Remote(api));
     }
+    if let StoreBackendSettings::Redis(options) = &settings.store.backend {
+        let store = RedisStore::open(options, None).context("cannot open the redis store")?;
+        return Ok(Target::Local(std::sync::Arc::new(store)));
+    }
     let path = settings.store.data_dir.join(crate::app::STORE_FILE_NAME);
     match EmbeddedStore::open(&path, EmbeddedOptions::default()) {
-        Ok(store) => Ok(Target::Local(store)),
+        Ok(store) => Ok(Target::Local(std::sync::Arc::new(store))),
         Err(StoreError::Locked { .. }) => bail!(
             "a server is running on {}: pass --token (or SYNCLINE_ADMIN_TOKEN) to manage it through its admin \
              API at {}",

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::StoreArgs;
 use super::remote::{self, Target};
 use crate::config::{Partitioning, Settings, StoreSettings};
-use crate::storage::embedded::EmbeddedStore;
+use crate::storage::Store;
 use crate::storage::{PartitionName, UserControls};
 
 #[derive(Debug, Subcommand)]
@@ -106,7 +106,7 @@ pub async fn user_add(
         Target::Local(db) => db,
         Target::Remote(_) => bail!("a token was given, yet the admin API was not used"),
     };
-    crate::auth::add_user(&db, name, &password)?;
+    crate::auth::add_user(&*db, name, &password)?;
     println!("added user {name}");
     Ok(())
 }
@@ -176,7 +176,6 @@ async fn list(prefix: String, args: &StoreArgs, env: &HashMap<String, String>) -
             }
         }
         Target::Local(store) => {
-            use crate::storage::{AccountStore as _, AdminStore as _};
             let mut after: Option<String> = None;
             loop {
                 let users = store.users_page(after.as_deref(), &prefix, 500)?;
@@ -220,7 +219,6 @@ async fn passwd(
             api.call(Method::PUT, &path, &[], Some(json!({"password": password}))).await?;
         }
         Target::Local(store) => {
-            use crate::storage::AccountStore as _;
             let hash = syncline_proto::sdk::passwords::hash_password_here(
                 &password,
                 &syncline_proto::sdk::passwords::Params::DEFAULT,
@@ -247,7 +245,6 @@ async fn set_disabled(
             api.call(Method::POST, &["v1", "admin", "users", name, verb], &[], Some(json!({}))).await?;
         }
         Target::Local(store) => {
-            use crate::storage::{AccountStore as _, AdminStore as _};
             if store.user(name)?.is_none() && settings.auth.channel.is_none() && settings.demo.is_none() {
                 bail!("there is no user {name:?}");
             }
@@ -266,7 +263,7 @@ async fn delete(name: &str, purge: bool, args: &StoreArgs, env: &HashMap<String,
             let query = [("purge", purge.to_string())];
             api.call(Method::DELETE, &["v1", "admin", "users", name], &query, None).await?;
         }
-        Target::Local(store) => delete_locally(&store, &settings, name, purge)?,
+        Target::Local(store) => delete_locally(&*store, &settings, name, purge)?,
     }
     println!("deleted user {name}{}", if purge { " and their partitions" } else { "" });
     Ok(())
@@ -287,8 +284,7 @@ fn demo_user_sources(_settings: &Settings) -> Vec<String> {
 }
 
 /// Deletes a user in the store, as the admin API does: local user, sessions, partitions.
-fn delete_locally(store: &EmbeddedStore, settings: &Settings, name: &str, purge: bool) -> anyhow::Result<()> {
-    use crate::storage::AdminStore as _;
+fn delete_locally(store: &dyn Store, settings: &Settings, name: &str, purge: bool) -> anyhow::Result<()> {
     let deleted = store.delete_user(name)?;
     if !deleted && settings.auth.channel.is_none() && settings.demo.is_none() {
         bail!("there is no user {name:?}");

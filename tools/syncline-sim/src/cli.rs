@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::fleet::run_bounded;
-use crate::scenarios::{idle, initial_sync, latency, login_storm, mutations, personal, rpc, slow, storm, watch};
+use crate::scenarios::{
+    idle, ingest, initial_sync, latency, login_storm, mutations, personal, rpc, slow, storm, watch,
+};
 
 /// Default log filter: the CLI's output is its stdout; logs (stderr) only report trouble.
 const DEFAULT_LOG_FILTER: &str = "warn";
@@ -57,6 +59,9 @@ enum Command {
     /// Measures login storms: bursts of concurrent password logins; the server's memory and
     /// threads after each.
     LoginStorm(login_storm::LoginStormArgs),
+    /// Measures ingest throughput: records/s committed through Ingest/Push at a batch size,
+    /// with no device connected.
+    Ingest(ingest::IngestScenarioArgs),
     /// Measures per-user push: N users with one device each (backend-token logins), M
     /// changes/s over their own partitions.
     Personal(personal::PersonalArgs),
@@ -100,6 +105,7 @@ fn run() -> anyhow::Result<()> {
             Command::Storm(args) => run_bounded(args.run.max_secs, |start, end| storm::run(args, start, end)).await,
             Command::Slow(args) => run_bounded(args.run.max_secs, |start, end| slow::run(args, start, end)).await,
             Command::InitialSync(args) => initial_sync::run(args).await,
+            Command::Ingest(args) => ingest::run(args).await,
             Command::Idle(args) => run_bounded(args.max_secs, |start, end| idle::run(args, start, end)).await,
             Command::Rpc(args) => rpc::run(args).await,
             Command::Mutations(args) => {

@@ -376,7 +376,19 @@ fn batch_step(
     let deletes: Vec<String> = changes.iter().filter(|(_, v)| v.is_none()).map(|(id, _)| format!("r{id}")).collect();
     let upserts: Vec<Record> = changes.iter().filter_map(|(id, v)| v.map(|v| record(&format!("r{id}"), v))).collect();
     let mut live = history.last().expect("history").clone();
+    // Deletes of missing ids and upserts that change nothing are not logged.
+    let mut expected: Vec<(String, bool)> =
+        deletes.iter().filter(|id| live.contains_key(*id)).map(|id| (id.clone(), false)).collect();
+    expected.extend(
+        upserts
+            .iter()
+            .filter(|r| live.get(&r.id).is_none_or(|old| old.fields != r.fields))
+            .map(|r| (r.id.clone(), true)),
+    );
     let batch = store.apply_batch(name, upserts, deletes).expect("batch");
+    let got: Vec<(String, bool)> =
+        batch.changes.iter().map(|c| (c.id().to_owned(), matches!(c, Change::Upsert(_)))).collect();
+    prop_assert_eq!(got, expected);
     for change in batch.changes {
         prop_assert_eq!(change.seq(), history.len() as u64);
         match change {
@@ -409,11 +421,22 @@ pub(super) fn compacted_log_replays_to_the_live_set(open: Open) {
                     let head = history.len() as u64 - 1;
                     let before = store.read_log(&name, 0, PageLimit::unbounded()).expect("log").changes.len() as u64;
                     let report = store.compact(&name, keep_recent).expect("compact");
-                    let after = store.read_log(&name, 0, PageLimit::unbounded()).expect("log").changes.len() as u64;
+                    let after = store.read_log(&name, 0, PageLimit::unbounded()).expect("log").changes;
                     if head > keep_recent {
                         horizon = horizon.max(head - keep_recent);
                     }
-                    prop_assert_eq!(report, CompactionReport { removed: before - after, horizon });
+                    prop_assert_eq!(report, CompactionReport { removed: before - after.len() as u64, horizon });
+                    let live = history.last().expect("history");
+                    let point = head.saturating_sub(keep_recent);
+                    for change in &after {
+                        if change.seq() <= point {
+                            // At or below the point only the latest upsert of a live id remains.
+                            let latest = matches!(change, Change::Upsert(r) if live.get(&r.id) == Some(r));
+                            prop_assert!(latest, "{:?} survived compaction at {}", change, point);
+                        }
+                    }
+                    let above = after.iter().filter(|c| c.seq() > horizon).count() as u64;
+                    prop_assert_eq!(above, head - horizon, "entries above the horizon are never removed");
                 }
             }
             let head = history.len() as u64 - 1;

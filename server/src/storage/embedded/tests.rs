@@ -2,12 +2,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use proptest::prelude::*;
 use syncline_proto::v1::Value;
 use tempfile::TempDir;
 
 use super::*;
-use std::collections::HashSet;
 
 use syncline_proto::checksum::Checksum;
 
@@ -71,37 +69,6 @@ fn recomputed(records: &[Record]) -> (u64, u64) {
         checksum.add(&record.id, record.version);
     }
     (records.len() as u64, checksum.0)
-}
-
-/// Applies log pages of `page` changes from `cursor` onto `device` until the head; returns
-/// the final cursor.
-fn replay(
-    store: &EmbeddedStore,
-    name: &PartitionName,
-    device: &mut BTreeMap<String, Record>,
-    mut cursor: u64,
-    page: usize,
-) -> u64 {
-    loop {
-        let log = store.read_log(name, cursor, PageLimit::items(page)).expect("log page");
-        assert!(log.changes.len() <= page);
-        for change in log.changes {
-            assert!(cursor < change.seq() && change.seq() <= log.covered_to, "{change:?} outside the page");
-            match change {
-                Change::Upsert(record) => {
-                    device.insert(record.id.clone(), record);
-                }
-                Change::Delete { id, .. } => {
-                    device.remove(&id);
-                }
-            }
-        }
-        if log.covered_to == log.state.head {
-            return log.covered_to;
-        }
-        assert!(log.covered_to > cursor, "a page must make progress");
-        cursor = log.covered_to;
-    }
 }
 
 #[test]
@@ -266,130 +233,6 @@ fn a_panicking_listener_does_not_stop_the_writer() {
     assert_eq!(seqs(&upsert(&store, &name, vec![record("b", 1)])), [2]);
     let listener = &listener.recorder;
     assert_eq!(listener.batches.lock().expect("lock").as_slice(), [(name, 2, 2, 1)]);
-}
-
-/// One step of the compaction property test.
-#[derive(Clone, Debug)]
-enum Step {
-    /// (id index, Some(value) = upsert, None = delete); repeated ids keep the first.
-    Batch(Vec<(u8, Option<i64>)>),
-    Compact(u64),
-}
-
-fn step_strategy() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        4 => prop::collection::vec((0u8..6, prop::option::weighted(0.7, 0i64..3)), 0..5).prop_map(Step::Batch),
-        1 => (0u64..8).prop_map(Step::Compact),
-    ]
-}
-
-/// Checks the partition against the model: state, snapshot, checksum, and that a device at
-/// each given cursor replays the log to the live set.
-fn check_against_model(
-    store: &EmbeddedStore,
-    name: &PartitionName,
-    history: &[BTreeMap<String, Record>],
-    horizon: u64,
-    cursors: impl IntoIterator<Item = u64>,
-) -> Result<(), TestCaseError> {
-    let live = history.last().expect("history starts with the empty set");
-    let state = store.partition_state(name).expect("state");
-    prop_assert_eq!(state.head, history.len() as u64 - 1);
-    prop_assert_eq!(state.horizon, horizon);
-    let records = snapshot(store, name, 2);
-    prop_assert_eq!(&records, &live.values().cloned().collect::<Vec<_>>());
-    prop_assert_eq!(recomputed(&records), (state.total, state.checksum));
-    for cursor in cursors {
-        prop_assert!(cursor >= state.horizon);
-        let mut device = history[usize::try_from(cursor).expect("small")].clone();
-        let reached = replay(store, name, &mut device, cursor, 3);
-        prop_assert_eq!(reached, state.head);
-        prop_assert_eq!(&device, live, "device at cursor {}", cursor);
-    }
-    Ok(())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
-    /// The key invariant of compaction: a device at any cursor at or above the horizon that
-    /// applies the log from its cursor ends with exactly the live set.
-    #[test]
-    fn compacted_log_replays_to_the_live_set(steps in prop::collection::vec(step_strategy(), 1..30)) {
-        let (dir, store) = open_temp();
-        let name = partition("u1");
-        let mut history = vec![BTreeMap::<String, Record>::new()];
-        let mut horizon = 0;
-        for step in steps {
-            match step {
-                Step::Batch(changes) => {
-                    let mut seen = HashSet::new();
-                    let changes: Vec<_> = changes.into_iter().filter(|(id, _)| seen.insert(*id)).collect();
-                    let deletes: Vec<String> =
-                        changes.iter().filter(|(_, v)| v.is_none()).map(|(id, _)| format!("r{id}")).collect();
-                    let upserts: Vec<Record> = changes
-                        .iter()
-                        .filter_map(|(id, v)| v.map(|v| record(&format!("r{id}"), v)))
-                        .collect();
-                    let live = history.last().expect("history").clone();
-                    let mut expected: Vec<(String, bool)> =
-                        deletes.iter().filter(|id| live.contains_key(*id)).map(|id| (id.clone(), false)).collect();
-                    expected.extend(
-                        upserts
-                            .iter()
-                            .filter(|r| live.get(&r.id).is_none_or(|old| old.fields != r.fields))
-                            .map(|r| (r.id.clone(), true)),
-                    );
-                    let batch = store.apply_batch(&name, upserts, deletes).expect("batch");
-                    let got: Vec<(String, bool)> =
-                        batch.changes.iter().map(|c| (c.id().to_owned(), matches!(c, Change::Upsert(_)))).collect();
-                    prop_assert_eq!(got, expected);
-                    let mut live = live;
-                    for change in batch.changes {
-                        prop_assert_eq!(change.seq(), history.len() as u64);
-                        match change {
-                            Change::Upsert(record) => {
-                                live.insert(record.id.clone(), record);
-                            }
-                            Change::Delete { id, .. } => {
-                                live.remove(&id);
-                            }
-                        }
-                        history.push(live.clone());
-                    }
-                    let head = history.len() as u64 - 1;
-                    check_against_model(&store, &name, &history, horizon, [horizon, head])?;
-                }
-                Step::Compact(keep_recent) => {
-                    let head = history.len() as u64 - 1;
-                    let before = store.read_log(&name, 0, PageLimit::items(usize::MAX)).expect("log").changes.len() as u64;
-                    let report = store.compact(&name, keep_recent).expect("compact");
-                    let after = store.read_log(&name, 0, PageLimit::items(usize::MAX)).expect("log");
-                    if head > keep_recent {
-                        horizon = horizon.max(head - keep_recent);
-                    }
-                    prop_assert_eq!(report, CompactionReport { removed: before - after.changes.len() as u64, horizon });
-                    let live = history.last().expect("history");
-                    let point = head.saturating_sub(keep_recent);
-                    for change in &after.changes {
-                        if change.seq() <= point {
-                            // At or below the point only the latest upsert of a live id remains.
-                            let latest = matches!(change, Change::Upsert(r) if live.get(&r.id) == Some(r));
-                            prop_assert!(latest, "{:?} survived compaction at {}", change, point);
-                        }
-                    }
-                    let above = after.changes.iter().filter(|c| c.seq() > horizon).count() as u64;
-                    prop_assert_eq!(above, head - horizon, "entries above the horizon are never removed");
-                    check_against_model(&store, &name, &history, horizon, horizon..=head)?;
-                }
-            }
-        }
-        let head = history.len() as u64 - 1;
-        check_against_model(&store, &name, &history, horizon, horizon..=head)?;
-        drop(store);
-        let store = EmbeddedStore::open(&store_path(&dir), EmbeddedOptions::default()).expect("reopen");
-        check_against_model(&store, &name, &history, horizon, horizon..=head)?;
-    }
 }
 
 #[test]

@@ -22,6 +22,11 @@ pub(crate) struct FleetArgs {
     /// The device endpoint; loopback addresses only.
     #[arg(long, default_value = "ws://127.0.0.1:7700/v1/sync")]
     pub(crate) url: String,
+    /// More device endpoints of the same cluster (repeat the flag): the devices are spread
+    /// over `--url` and these in turn (device i on endpoint i mod n), the first login on
+    /// `--url`; loopback addresses only.
+    #[arg(long = "also-url")]
+    pub(crate) also_urls: Vec<String>,
     /// Simulated devices (each one WebSocket).
     #[arg(long, default_value_t = 1000)]
     pub(crate) devices: usize,
@@ -63,6 +68,8 @@ pub(crate) struct FleetArgs {
 #[derive(Debug, Serialize)]
 pub(crate) struct FleetParams {
     pub(crate) url: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) also_urls: Vec<String>,
     pub(crate) devices: usize,
     pub(crate) source: String,
     pub(crate) key: String,
@@ -70,10 +77,16 @@ pub(crate) struct FleetParams {
 }
 
 impl FleetArgs {
+    /// Returns the device endpoints: `--url`, then each `--also-url`.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone()).chain(self.also_urls.iter().cloned()).collect()
+    }
+
     /// Returns what a report repeats of these arguments.
     pub(crate) fn params(&self) -> FleetParams {
         FleetParams {
             url: self.url.clone(),
+            also_urls: self.also_urls.clone(),
             devices: self.devices,
             source: self.source.clone(),
             key: self.key.clone(),
@@ -117,6 +130,7 @@ pub(crate) fn check_rate(rate: f64) -> anyhow::Result<()> {
 pub(crate) fn fleet_args() -> FleetArgs {
     FleetArgs {
         url: "ws://127.0.0.1:1/v1/sync".into(),
+        also_urls: Vec::new(),
         devices: 1,
         user: "demo".into(),
         password: "demo".into(),

@@ -261,11 +261,12 @@ pub(crate) struct Fleet {
 
 impl Fleet {
     /// Starts `devices` subscribers: the first on `first` (an open session), the others with
-    /// token logins spread over `local_addrs`, at most `concurrency` connecting at once.
+    /// token logins spread over `local_addrs` and `urls`, at most `concurrency` connecting at
+    /// once.
     fn start(
         shared: Arc<Shared>,
         first: Connection,
-        url: &str,
+        urls: &[String],
         token: &str,
         devices: usize,
         local_addrs: &[IpAddr],
@@ -273,7 +274,7 @@ impl Fleet {
     ) -> Self {
         let token: Arc<str> = token.into();
         let credentials = (0..devices).map(|_| DialCredentials::SessionToken(Arc::clone(&token)));
-        Self::spawn(shared, Some(first), url, credentials, local_addrs, concurrency)
+        Self::spawn(shared, Some(first), urls, credentials, local_addrs, concurrency)
     }
 
     /// Starts one subscriber per entry of `credentials`, each with its own Hello (e.g. its
@@ -281,20 +282,21 @@ impl Fleet {
     /// `concurrency` connecting at once.
     fn start_with_credentials(
         shared: Arc<Shared>,
-        url: &str,
+        urls: &[String],
         credentials: Vec<hello::Credentials>,
         local_addrs: &[IpAddr],
         concurrency: usize,
     ) -> Self {
         let credentials = credentials.into_iter().map(DialCredentials::Hello);
-        Self::spawn(shared, None, url, credentials, local_addrs, concurrency)
+        Self::spawn(shared, None, urls, credentials, local_addrs, concurrency)
     }
 
-    /// Spawns one device per entry of `credentials` (the first on `first` when given).
+    /// Spawns one device per entry of `credentials` (the first on `first` when given), device
+    /// i on `urls[i % urls.len()]`.
     fn spawn(
         shared: Arc<Shared>,
         mut first: Option<Connection>,
-        url: &str,
+        urls: &[String],
         credentials: impl Iterator<Item = DialCredentials>,
         local_addrs: &[IpAddr],
         concurrency: usize,
@@ -302,11 +304,11 @@ impl Fleet {
         let (control, _) = watch::channel(Control::default());
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        let url: Arc<str> = url.into();
+        let urls: Vec<Arc<str>> = urls.iter().map(|url| Arc::from(url.as_str())).collect();
         let mut devices = 0;
         for (index, credentials) in credentials.enumerate() {
             let dial = Dial {
-                url: Arc::clone(&url),
+                url: Arc::clone(&urls[index % urls.len()]),
                 credentials,
                 local: (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]),
             };

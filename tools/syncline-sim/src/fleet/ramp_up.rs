@@ -74,6 +74,10 @@ pub(crate) async fn ramp_up(
     deadline: Instant,
 ) -> anyhow::Result<(Fleet, Arc<Shared>, RampUp)> {
     let server = crate::loopback::check_url(&args.url, &["ws"]).await?;
+    for url in &args.also_urls {
+        crate::loopback::check_url(url, &["ws"]).await?;
+    }
+    let urls = args.urls();
     let open_files_limit = crate::loopback::raise_open_files_limit()?;
     let devices = match &logins {
         Logins::Password => args.devices,
@@ -97,8 +101,8 @@ pub(crate) async fn ramp_up(
             let shared = Arc::new(Shared::new(args, cursor, run_start));
             let connect_started = Instant::now();
             let token = welcome.session_token;
-            let (concurrency, url) = (args.connect_concurrency, &args.url);
-            let fleet = Fleet::start(Arc::clone(&shared), first, url, &token, devices, &source_addrs, concurrency);
+            let concurrency = args.connect_concurrency;
+            let fleet = Fleet::start(Arc::clone(&shared), first, &urls, &token, devices, &source_addrs, concurrency);
             (fleet, shared, cursor, login_secs, connect_started)
         }
         Logins::BackendTokens { users, secret, audience } => {
@@ -108,9 +112,9 @@ pub(crate) async fn ramp_up(
             shared.delivered_by_key = users.iter().map(|user| (user.clone(), AtomicU64::new(0))).collect();
             let shared = Arc::new(shared);
             let connect_started = Instant::now();
-            let (concurrency, url) = (args.connect_concurrency, &args.url);
+            let concurrency = args.connect_concurrency;
             let fleet =
-                Fleet::start_with_credentials(Arc::clone(&shared), url, credentials, &source_addrs, concurrency);
+                Fleet::start_with_credentials(Arc::clone(&shared), &urls, credentials, &source_addrs, concurrency);
             (fleet, shared, 0, login_secs, connect_started)
         }
     };

@@ -1,6 +1,7 @@
 //! One module per subcommand: its arguments, its run and its report.
 
 pub(crate) mod idle;
+pub(crate) mod ingest;
 pub(crate) mod initial_sync;
 pub(crate) mod latency;
 pub(crate) mod login_storm;

@@ -186,6 +186,7 @@ pub(crate) async fn run(mut args: PersonalArgs, run_start: Instant, deadline: In
 fn fleet_args(args: &PersonalArgs) -> FleetArgs {
     FleetArgs {
         url: args.url.clone(),
+        also_urls: Vec::new(),
         devices: args.users,
         user: String::new(),
         password: String::new(),

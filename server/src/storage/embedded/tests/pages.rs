@@ -1,6 +1,10 @@
 //! Catch-up pages bounded in bytes: each page stops before the item that would take it past
 //! its bytes, and pages cover a partition without gaps or duplicates.
 
+use std::collections::HashSet;
+
+use proptest::prelude::*;
+
 use super::*;
 
 /// A record with a `pad` field of `pad` bytes.

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Cluster mode on Redis (issue 16), in one run, every arm on fresh servers and a fresh Redis:
+#
+#   ingest   `syncline-sim ingest` (records/s through Ingest/Push, no device) at batch sizes
+#            INGEST_BATCHES against one node on the embedded store and one node on Redis
+#            (AOF, appendfsync always), alternating, ROUNDS times.
+#   push     `syncline-sim fanout`, FANOUT_DEVICES devices x FANOUT_CHANGES changes at
+#            FANOUT_RATE/s, arms alternating ROUNDS times: `embedded` (one node on the embedded
+#            store), `redis-1` (one node on Redis: devices and Ingest on it) and `cross` (three
+#            nodes on one Redis: Ingest at node 0, the devices on nodes 1 and 2, so every
+#            change crosses the node bus): push latency p50/p99 of each.
+#   spread   `syncline-sim fanout --rate 0` (a burst of SPREAD_CHANGES changes to
+#            SPREAD_DEVICES devices): deliveries/s with the devices on one Redis node against
+#            spread over three nodes (`spread-1`, `spread-3`), alternating, ROUNDS times.
+#
+# Redis and every node run on $SRV_CPU (default: core 0), the simulator on $LOAD_CPU (core 1):
+# on this 2-core machine three nodes share one core with Redis, so `spread-3` measures the
+# cost of the bus, not extra capacity. Each process is bounded by `timeout` and stopped by
+# its PID. Results: $OUT/<part>-<arm>-<batch or round>.json, $OUT/run.txt, $OUT/summary.md.
+#
+# usage: benches/cluster.sh
+# env: OUT (benches/results/cluster), PARTS ("ingest push spread"), ROUNDS (3),
+#      INGEST_BATCHES ("1 100 1000"), INGEST_RECORDS_1 (3000), INGEST_RECORDS (100000),
+#      FANOUT_DEVICES (1000), FANOUT_CHANGES (1000), FANOUT_RATE (100), SPREAD_DEVICES (1500),
+#      SPREAD_CHANGES (1000), BASE_PORT (7740), REDIS_PORT (7739), SERVER_BIN, SIM_BIN
+set -euo pipefail
+source "$(dirname "$0")/load/lib.sh"
+
+OUT=${OUT:-benches/results/cluster}
+PARTS=${PARTS:-ingest push spread}
+ROUNDS=${ROUNDS:-3}
+INGEST_BATCHES=${INGEST_BATCHES:-1 100 1000}
+INGEST_RECORDS_1=${INGEST_RECORDS_1:-3000}
+INGEST_RECORDS=${INGEST_RECORDS:-100000}
+FANOUT_DEVICES=${FANOUT_DEVICES:-1000}
+FANOUT_CHANGES=${FANOUT_CHANGES:-1000}
+FANOUT_RATE=${FANOUT_RATE:-100}
+SPREAD_DEVICES=${SPREAD_DEVICES:-1500}
+SPREAD_CHANGES=${SPREAD_CHANGES:-1000}
+BASE_PORT=${BASE_PORT:-7740}
+REDIS_PORT=${REDIS_PORT:-7739}
+SERVER_MAX_SECS=600
+SIM_MAX_SECS=300
+QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-60}
+RUN_LOG=$OUT/run.txt
+USER_NAME=bench
+USER_PASSWORD=bench-$RANDOM-$RANDOM
+
+command -v redis-server >/dev/null || die "redis-server is not installed (apt-get install redis-server)"
+frozen_release_binaries
+WORK=$(mktemp -d /tmp/syncline-cluster-bench.XXXXXX)
+on_exit "rm -rf '$WORK'"
+on_exit 'stop_all'
+mkdir -p "$OUT"
+{
+  run_header "simulator"
+  echo "binaries: server $SERVER_BIN, sim $SIM_BIN; redis: $(redis-server --version | head -1)"
+} >"$RUN_LOG"
+cat "$RUN_LOG"
+
+# One config for every node: a source the simulator pushes to through Ingest, no demo app.
+cat >"$WORK/node.toml" <<EOF
+[sources.Account]
+partitioning = "app"
+capture = "ingest"
+EOF
+
+PIDS=()
+
+# spawn LOG COMMAND...: COMMAND pinned to $SRV_CPU under `timeout`, its `timeout` PID kept.
+spawn() {
+  local log=$1
+  shift
+  timeout "$SERVER_MAX_SECS" taskset -c "$SRV_CPU" "$@" >"$log" 2>&1 &
+  PIDS+=($!)
+}
+
+# wait_port PORT: until something listens on it (at most 60 s).
+wait_port() {
+  local tries=600
+  until port_listening "$1"; do
+    ((tries-- > 0)) || die "nothing listens on port $1 after 60 s (logs in $WORK)"
+    sleep 0.1
+  done
+}
+
+# Stops every process started with spawn (SIGTERM to each `timeout`, which passes it on).
+stop_all() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+
+start_redis() {
+  rm -rf "$WORK/redis" && mkdir -p "$WORK/redis"
+  spawn "$WORK/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" \
+    --appendonly yes --appendfsync always --save "" --daemonize no
+  wait_port "$REDIS_PORT"
+}
+
+# node_ports I: the device, gRPC and admin ports of node I.
+device_port() { echo $((BASE_PORT + 3 * $1)); }
+grpc_port() { echo $((BASE_PORT + 3 * $1 + 1)); }
+
+# start_node I BACKEND: node I on "embedded" or "redis", its own data directory.
+start_node() {
+  local i=$1 backend=$2 data=$WORK/node$1
+  rm -rf "$data" && mkdir -p "$data"
+  local -a env=(SYNCLINE_DATA_DIR="$data" SYNCLINE_DEVICE_ADDR=127.0.0.1:"$(device_port "$i")"
+    SYNCLINE_GRPC_ADDR=127.0.0.1:"$(grpc_port "$i")" SYNCLINE_ADMIN_ADDR=127.0.0.1:$((BASE_PORT + 3 * i + 2))
+    SYNCLINE_STORE_BACKEND="$backend")
+  [[ $backend == redis ]] && env+=(SYNCLINE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/")
+  env "${env[@]}" "$SERVER_BIN" user add "$USER_NAME" --config "$WORK/node.toml" --password "$USER_PASSWORD" \
+    >/dev/null 2>&1 || true
+  spawn "$WORK/node$i.log" env "${env[@]}" "$SERVER_BIN" serve --config "$WORK/node.toml"
+  wait_port "$(device_port "$i")"
+  wait_port "$(grpc_port "$i")"
+}
+
+# node_pid I: the server process of node I (the child of its `timeout`'s taskset exec).
+node_pid() {
+  local port
+  port=$(device_port "$1")
+  ss -ltnpH "sport = :$port" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1
+}
+
+# cluster BACKEND NODES: a fresh cluster (Redis when BACKEND is redis) of NODES nodes.
+cluster() {
+  local backend=$1 nodes=$2 i
+  stop_all
+  [[ $backend == redis ]] && start_redis
+  for ((i = 0; i < nodes; i++)); do start_node "$i" "$backend"; done
+}
+
+sim() {
+  taskset -c "$LOAD_CPU" timeout "$SIM_MAX_SECS" "$SIM_BIN" "$@"
+}
+
+url() { echo "ws://127.0.0.1:$(device_port "$1")/v1/sync"; }
+
+part_ingest() {
+  local round backend batch records
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for backend in embedded redis; do
+      for batch in $INGEST_BATCHES; do
+        records=$INGEST_RECORDS
+        ((batch == 1)) && records=$INGEST_RECORDS_1
+        cluster "$backend" 1
+        wait_quiet "ingest $backend batch $batch round $round"
+        sim ingest --grpc "http://127.0.0.1:$(grpc_port 0)" --batch "$batch" --records "$records" \
+          --server-pid "$(node_pid 0)" --json "$OUT/ingest-$backend-b$batch-r$round.json"
+      done
+    done
+  done
+}
+
+# fanout ARM DEVICES CHANGES RATE FILE URL_ARGS...: one fanout run with Ingest at node 0.
+fanout() {
+  local arm=$1 devices=$2 changes=$3 rate=$4 file=$5
+  shift 5
+  wait_quiet "$arm"
+  sim fanout "$@" --user "$USER_NAME" --password "$USER_PASSWORD" --devices "$devices" \
+    --changes "$changes" --rate "$rate" --grpc "http://127.0.0.1:$(grpc_port 0)" \
+    --server-pid "$(node_pid 0)" --json "$file"
+}
+
+part_push() {
+  local round
+  for ((round = 1; round <= ROUNDS; round++)); do
+    cluster embedded 1
+    fanout embedded "$FANOUT_DEVICES" "$FANOUT_CHANGES" "$FANOUT_RATE" "$OUT/push-embedded-r$round.json" --url "$(url 0)"
+    cluster redis 1
+    fanout redis-1 "$FANOUT_DEVICES" "$FANOUT_CHANGES" "$FANOUT_RATE" "$OUT/push-redis-1-r$round.json" --url "$(url 0)"
+    cluster redis 3
+    fanout cross "$FANOUT_DEVICES" "$FANOUT_CHANGES" "$FANOUT_RATE" "$OUT/push-cross-r$round.json" \
+      --url "$(url 1)" --also-url "$(url 2)"
+  done
+}
+
+part_spread() {
+  local round
+  for ((round = 1; round <= ROUNDS; round++)); do
+    cluster redis 1
+    fanout spread-1 "$SPREAD_DEVICES" "$SPREAD_CHANGES" 0 "$OUT/spread-1-r$round.json" --url "$(url 0)"
+    cluster redis 3
+    fanout spread-3 "$SPREAD_DEVICES" "$SPREAD_CHANGES" 0 "$OUT/spread-3-r$round.json" \
+      --url "$(url 0)" --also-url "$(url 1)" --also-url "$(url 2)"
+  done
+}
+
+for part in $PARTS; do
+  case $part in
+    ingest) part_ingest ;;
+    push) part_push ;;
+    spread) part_spread ;;
+    *) die "unknown part $part (ingest, push, spread)" ;;
+  esac
+done
+stop_all
+python3 "$(dirname "$0")/load/cluster_summary.py" "$OUT" | tee "$OUT/summary.md"

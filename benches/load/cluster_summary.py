@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Summarizes a benches/cluster.sh run directory as Markdown: medians over rounds per arm.
+
+usage: cluster_summary.py DIR
+"""
+
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+
+def load(pattern):
+    """Returns {arm: [report, ...]} for files DIR/<pattern> whose name gives the arm."""
+    arms = {}
+    for path in sorted(glob.glob(pattern)):
+        name = os.path.basename(path)[: -len(".json")]
+        arm = re.sub(r"-r\d+$", "", name)
+        with open(path, encoding="utf-8") as handle:
+            arms.setdefault(arm, []).append(json.load(handle))
+    return arms
+
+
+def median(reports, pick):
+    values = [pick(report) for report in reports]
+    values = [value for value in values if value is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def ingest_table(directory):
+    arms = load(os.path.join(directory, "ingest-*.json"))
+    if not arms:
+        return []
+    lines = ["## Ingest (records/s through Ingest/Push, no device; median of rounds)", ""]
+    lines += ["| batch | embedded records/s | redis records/s | redis / embedded | embedded call p99 ms | redis call p99 ms |"]
+    lines += ["|---:|---:|---:|---:|---:|---:|"]
+    batches = sorted({int(re.search(r"-b(\d+)$", arm).group(1)) for arm in arms})
+    for batch in batches:
+        embedded = arms.get(f"ingest-embedded-b{batch}", [])
+        redis = arms.get(f"ingest-redis-b{batch}", [])
+        e_rate = median(embedded, lambda r: r["records_per_sec"])
+        r_rate = median(redis, lambda r: r["records_per_sec"])
+        e_p99 = median(embedded, lambda r: r["call_latency"]["p99_ms"])
+        r_p99 = median(redis, lambda r: r["call_latency"]["p99_ms"])
+        lines.append(f"| {batch} | {e_rate:,.0f} | {r_rate:,.0f} | {r_rate / e_rate:.2f} | {e_p99:.2f} | {r_p99:.2f} |")
+    return lines + [""]
+
+
+def fanout_rows(arms, names):
+    rows = ["| arm | rounds | latency p50 ms | p99 ms | deliveries/s | lost | extra | node-0 CPU µs/delivery |"]
+    rows += ["|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in names:
+        reports = arms.get(name, [])
+        if not reports:
+            continue
+        rows.append(
+            "| {} | {} | {:.2f} | {:.2f} | {:,.0f} | {} | {} | {:.2f} |".format(
+                name,
+                len(reports),
+                median(reports, lambda r: r["latency"]["p50_ms"]),
+                median(reports, lambda r: r["latency"]["p99_ms"]),
+                median(reports, lambda r: r["delivered_per_sec"]),
+                sum(r["lost"] for r in reports),
+                sum(r["extra"] for r in reports),
+                median(reports, lambda r: (r.get("server") or {}).get("cpu_us_per_delivered")),
+            )
+        )
+    return rows
+
+
+def main():
+    directory = sys.argv[1]
+    lines = ["# Cluster mode on Redis: same-run comparison", ""]
+    lines += ingest_table(directory)
+    push = load(os.path.join(directory, "push-*.json"))
+    if push:
+        lines += ["## Push latency (Ingest at node 0; devices on node 0, or on nodes 1 and 2 for `cross`)", ""]
+        lines += fanout_rows(push, ["push-embedded", "push-redis-1", "push-cross"])
+        single = median(push.get("push-redis-1", []), lambda r: r["latency"]["p99_ms"])
+        cross = median(push.get("push-cross", []), lambda r: r["latency"]["p99_ms"])
+        lines += ["", f"cross-node p99 / single-node (Redis) p99: {cross / single:.2f} (target at most 2)", ""]
+    spread = load(os.path.join(directory, "spread-*.json"))
+    if spread:
+        lines += ["## Aggregate deliveries (burst; devices on one node against spread over three)", ""]
+        lines += fanout_rows(spread, ["spread-1", "spread-3"])
+        one = median(spread.get("spread-1", []), lambda r: r["delivered_per_sec"])
+        three = median(spread.get("spread-3", []), lambda r: r["delivered_per_sec"])
+        lines += ["", f"three nodes / one node deliveries/s: {three / one:.2f}", ""]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
