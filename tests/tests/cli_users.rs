@@ -68,3 +68,36 @@ fn user_add_refuses_when_a_channel_checks_logins() {
     assert!(error.contains("auth.channel") && error.contains("add the user in that backend"), "{error}");
     assert!(!dir.path().join(syncline_server::app::STORE_FILE_NAME).exists(), "no local user was written");
 }
+
+/// On the Redis store (cluster mode) `syncline user add` writes to Redis, where every node
+/// reads users: a node that runs on it lets the user in at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_on_the_redis_store_reaches_every_node() {
+    use syncline_server::config::{Config, StoreBackend};
+    use syncline_server::test_util::redis_server::RedisServer;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    let toml = format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n[sources.Account]\npartitioning = \"app\"\ncapture = \"ingest\"\n",
+        redis.url()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let added = Command::new(SERVER)
+        .args(["user", "add", "rita", "--password", "rita-pw", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let url = redis.url();
+    let node = syncline_tests::TestServer::start_with(|config: &mut Config| {
+        config.store.backend = StoreBackend::Redis;
+        config.store.redis_url = Some(url.clone());
+    })
+    .await;
+    let welcome = login_answer(&node.url(), "rita", "rita-pw").await;
+    assert!(matches!(welcome, server_frame::Msg::Welcome(_)), "{welcome:?}");
+    let listed = Command::new(SERVER).args(["user", "list", "--config"]).arg(&config).output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("rita"), "{}", String::from_utf8_lossy(&listed.stdout));
+    node.stop().await;
+}
