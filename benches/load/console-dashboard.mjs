@@ -22,10 +22,14 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
+// What the page asked the server for, by path: printed at the end, so a run shows that the
+// dashboard kept polling and streaming throughout.
+const requests = new Map();
 let stopping = false;
 async function stop(code) {
   if (stopping) return;
   stopping = true;
+  console.log(`requests by path: ${JSON.stringify(Object.fromEntries(requests))}`);
   await browser.close().catch(() => undefined);
   process.exit(code);
 }
@@ -34,6 +38,10 @@ process.on("SIGINT", () => void stop(0));
 const timer = setTimeout(() => void stop(0), Number(maxSecs) * 1000);
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  page.on("request", (request) => {
+    const path = new URL(request.url()).pathname;
+    requests.set(path, (requests.get(path) ?? 0) + 1);
+  });
   await page.goto(`${adminUrl}/`);
   await page.fill('input[name="name"]', "admin");
   await page.fill('input[name="password"]', password);
