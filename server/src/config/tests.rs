@@ -56,6 +56,7 @@ fn every_key_set() -> Config {
     config.auth.backend_token_secret = Some("secret".into());
     config.auth.backend_token_audience = Some("audience".into());
     config.store.redis_url = Some("redis://127.0.0.1:6379/".into());
+    config.cluster.node_id = Some("node-1".into());
     config
 }
 

@@ -32,6 +32,7 @@ pub(crate) fn outcome(client: &str, mutation_id: &str, result: &[u8]) -> Mutatio
         mutation_id: mutation_id.to_owned(),
         result: result.to_vec(),
         failed: None,
+        fence: None,
     }
 }
 

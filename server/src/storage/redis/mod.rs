@@ -54,6 +54,7 @@ use redis::RedisResult;
 use self::connection::{Connection, ConnectionPool};
 pub use self::connection::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisEndpoint};
 pub use self::durability::DEFAULT_WAIT_TIMEOUT;
+pub use self::keys::{LeaseSlot, lease_keys};
 use self::durability::Durability;
 use self::scripts::Scripts;
 use super::{CommitListener, StoreError, StoreResult, StoreStats, WriteStats};
