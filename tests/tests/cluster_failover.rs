@@ -333,7 +333,10 @@ async fn push_until_stopped(
                 Ok(client) => {
                     clients.insert(url.clone(), client);
                 }
-                Err(_) => continue,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
             }
         }
         let upserts: Vec<Record> = (0..5).map(|i| record(&format!("b{batch:06}-{i}"), i64::from(batch))).collect();
@@ -341,9 +344,11 @@ async fn push_until_stopped(
         let Some(client) = clients.get_mut(&url) else { continue };
         match tokio::time::timeout(Duration::from_secs(5), client.push(request)).await {
             Ok(Ok(_)) => acked.lock().unwrap().extend(upserts.into_iter().map(|record| (record.id.clone(), record))),
-            // Not acknowledged: the node died or Redis was away mid-call.
+            // Not acknowledged: the node died or Redis was away mid-call. The next attempt
+            // waits a little so that an outage is not a busy loop.
             Ok(Err(_)) | Err(_) => {
                 clients.remove(&url);
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
@@ -506,6 +511,9 @@ async fn a_node_cut_from_pubsub_or_paused_catches_its_devices_up_from_the_log() 
     signal(&cluster.node(1).process, "-STOP");
     let paused_at = pusher.acked_count();
     wait_for_acks(&pusher, paused_at + 200).await;
+    // Paused longer than its leases last: the other node takes its work, and the paused
+    // node's writes under the old leases are refused when it wakes.
+    tokio::time::sleep(Duration::from_millis(3 * LEASE_TTL_MS)).await;
     signal(&cluster.node(1).process, "-CONT");
     wait_for_acks(&pusher, pusher.acked_count() + 100).await;
     let acked = pusher.finish().await;

@@ -336,10 +336,12 @@ pub async fn run_poll(
         };
         for partition in partitions {
             let started = std::time::Instant::now();
-            if shutdown.is_cancelled() {
-                return requests;
-            }
-            match poll_partition_under(&sink, &connection, &partition, Missing::Delete, fence.as_ref()).await {
+            // Stops mid-poll too: a poller that lost its lease must stop at once.
+            let polled = tokio::select! {
+                () = shutdown.cancelled() => return requests,
+                polled = poll_partition_under(&sink, &connection, &partition, Missing::Delete, fence.as_ref()) => polled,
+            };
+            match polled {
                 Ok(changes) => {
                     sink.counters.polled(&source, started);
                     sink.counters.capture_connected([source.as_str()]);

@@ -210,8 +210,9 @@ impl Leases {
     pub async fn holder(&self, lease: &Lease) -> Result<Option<String>, LeaseError> {
         let mut link = self.link.clone();
         let timeout = self.call_timeout();
-        let read = redis::cmd("GET").arg(&lease.holder_key).query_async(&mut link);
-        match tokio::time::timeout(timeout, read).await {
+        let mut command = redis::cmd("GET");
+        command.arg(&lease.holder_key);
+        match tokio::time::timeout(timeout, command.query_async(&mut link)).await {
             Ok(answer) => Ok(answer?),
             Err(_) => Err(LeaseError::Timeout(timeout)),
         }
