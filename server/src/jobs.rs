@@ -67,9 +67,9 @@ impl Jobs {
             }
             Some(leases) => {
                 let lease = Lease::app("jobs:compaction");
-                tracker.spawn(leases.clone().while_held(lease, shutdown.clone(), (), move |(), _fence, stop| {
-                    compaction(stop)
-                }));
+                tracker.spawn(
+                    leases.clone().while_held(lease, shutdown.clone(), (), move |(), _fence, stop| compaction(stop)),
+                );
             }
         }
     }

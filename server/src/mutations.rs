@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::channel::ChannelRegistry;
-use crate::cluster::Leases;
 use crate::channel::grpc::WriteOutcome;
+use crate::cluster::Leases;
 use crate::config::{Capture, ConflictPolicy, SourceSettings};
 use crate::error::ErrorClass;
 use crate::metrics::counters::MutationCounters;

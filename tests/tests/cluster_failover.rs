@@ -340,7 +340,8 @@ async fn push_until_stopped(
             }
         }
         let upserts: Vec<Record> = (0..5).map(|i| record(&format!("b{batch:06}-{i}"), i64::from(batch))).collect();
-        let request = PushRequest { source: "Account".into(), key: "*".into(), upserts: upserts.clone(), deletes: vec![] };
+        let request =
+            PushRequest { source: "Account".into(), key: "*".into(), upserts: upserts.clone(), deletes: vec![] };
         let Some(client) = clients.get_mut(&url) else { continue };
         match tokio::time::timeout(Duration::from_secs(5), client.push(request)).await {
             Ok(Ok(_)) => acked.lock().unwrap().extend(upserts.into_iter().map(|record| (record.id.clone(), record))),
@@ -389,7 +390,12 @@ async fn fresh_device(cluster: &Cluster, node: usize) -> DeviceHandle {
 /// Checks the channel's side: every create reached it and made exactly one task, and a
 /// mutation id was sent more than once only when a node died while sending it (at most one
 /// per kill and lane).
-fn assert_each_mutation_took_effect_once(channel: &PythonChannel, fresh: &DeviceHandle, creates: &[String], kills: usize) {
+fn assert_each_mutation_took_effect_once(
+    channel: &PythonChannel,
+    fresh: &DeviceHandle,
+    creates: &[String],
+    kills: usize,
+) {
     let mut resent = 0;
     for mutation_id in creates {
         let calls = channel.write_calls(mutation_id);
@@ -555,7 +561,12 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged_and_everything_resum
     // While Redis is down, Ingest answers UNAVAILABLE, and the device stays connected.
     let mut ingest = IngestClient::connect(cluster.node(0).grpc_url()).await.expect("connects");
     let refused = ingest
-        .push(PushRequest { source: "Account".into(), key: "*".into(), upserts: vec![record("down", 1)], deletes: vec![] })
+        .push(PushRequest {
+            source: "Account".into(),
+            key: "*".into(),
+            upserts: vec![record("down", 1)],
+            deletes: vec![],
+        })
         .await
         .expect_err("no store, no acknowledgement");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");

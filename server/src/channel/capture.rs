@@ -290,11 +290,12 @@ impl Watch<'_> {
         if loaded.is_some() {
             return Ok(());
         }
-        let logged =
-            poll_partition_under(sink, connection, partition, Missing::Keep, fence).await.map_err(|error| match error {
+        let logged = poll_partition_under(sink, connection, partition, Missing::Keep, fence).await.map_err(
+            |error| match error {
                 PollError::Channel(error) => WatchFailure::Channel(error),
                 PollError::Store(error) => WatchFailure::Store(error),
-            })?;
+            },
+        )?;
         let store = sink.store.clone();
         let marker = CapturePosition { name: marker, token: vec![1], fence: fence.cloned() };
         blocking(move || store.apply_capture(Vec::new(), marker)).await.map_err(WatchFailure::Store)?;

@@ -130,9 +130,12 @@ fn spawn_captor<F, Fut>(
             });
         }
         Some(leases) => {
-            let held = leases.clone().while_held(Lease::app(lease), shutdown.clone(), requests, move |requests, fence, stop| {
-                run(requests, Some(fence), stop)
-            });
+            let held = leases.clone().while_held(
+                Lease::app(lease),
+                shutdown.clone(),
+                requests,
+                move |requests, fence, stop| run(requests, Some(fence), stop),
+            );
             tracker.spawn(held);
         }
     }

@@ -170,10 +170,7 @@ impl Leases {
         self.ttl / 3
     }
 
-    async fn call<T: redis::FromRedisValue>(
-        &self,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<T, LeaseError> {
+    async fn call<T: redis::FromRedisValue>(&self, invocation: redis::ScriptInvocation<'_>) -> Result<T, LeaseError> {
         let mut link = self.link.clone();
         let timeout = self.call_timeout();
         match tokio::time::timeout(timeout, invocation.invoke_async(&mut link)).await {
@@ -275,8 +272,13 @@ impl Leases {
     /// `work` under [`Leases::hold`] when it has it. `work` gets `state` back each time (a
     /// queue it reads from, say), the lease's fence, and a token cancelled when the lease is
     /// lost or at shutdown; it returns `state` when that token is cancelled.
-    pub async fn while_held<S, F, Fut>(self: Arc<Self>, lease: Lease, shutdown: CancellationToken, state: S, mut work: F)
-    where
+    pub async fn while_held<S, F, Fut>(
+        self: Arc<Self>,
+        lease: Lease,
+        shutdown: CancellationToken,
+        state: S,
+        mut work: F,
+    ) where
         F: FnMut(S, Fence, CancellationToken) -> Fut,
         Fut: Future<Output = S>,
     {

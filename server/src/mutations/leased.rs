@@ -74,7 +74,9 @@ impl MutationDispatcher {
                         Ok(Some(grant)) => {
                             let stop = self.shutdown.child_token();
                             let fence = grant.fence();
-                            if let Held::Lost(()) = leases.hold(grant, &stop, self.dispatch_lane(&key, &fence, &stop)).await {
+                            if let Held::Lost(()) =
+                                leases.hold(grant, &stop, self.dispatch_lane(&key, &fence, &stop)).await
+                            {
                                 tracing::warn!(client_id = %key.0, source = %key.1, "mutation lane lost to another node");
                             }
                             if self.shutdown.is_cancelled() {
@@ -85,7 +87,9 @@ impl MutationDispatcher {
                         // Another node dispatches the lane: it finishes what is queued, or its
                         // lease expires.
                         Ok(None) => {}
-                        Err(error) => tracing::warn!(client_id = %key.0, %error, "cannot take a mutation lane; retrying"),
+                        Err(error) => {
+                            tracing::warn!(client_id = %key.0, %error, "cannot take a mutation lane; retrying")
+                        }
                     }
                 }
                 Err(error) => tracing::warn!(client_id = %key.0, %error, "cannot read a mutation lane; retrying"),

@@ -96,7 +96,8 @@ async fn an_expired_lease_goes_to_another_node_and_writes_under_the_old_grant_ar
         token: token.to_vec(),
         fence: Some(grant.fence()),
     };
-    let write = |id: &str| PartitionWrite { partition: partition.clone(), upserts: vec![task(id)], deletes: Vec::new() };
+    let write =
+        |id: &str| PartitionWrite { partition: partition.clone(), upserts: vec![task(id)], deletes: Vec::new() };
     store.apply_capture(vec![write("b1")], position(b"new", &new)).expect("the holder writes");
     let stale = store.apply_capture(Vec::new(), position(b"old", &old));
     assert!(matches!(stale, Err(StoreError::LeaseLost { ref lease }) if lease == "capture:watch:Task"), "{stale:?}");

@@ -337,7 +337,9 @@ impl PartitionStore for RedisStore {
                 Ok((stored, stored))
             })?;
             if !stored {
-                return Err(StoreError::LeaseLost { lease: fence.map_or_else(String::new, |fence| fence.lease.clone()) });
+                return Err(StoreError::LeaseLost {
+                    lease: fence.map_or_else(String::new, |fence| fence.lease.clone()),
+                });
             }
             self.record_commit(started);
             Ok(batches)
