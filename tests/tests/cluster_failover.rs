@@ -38,6 +38,9 @@ const SWEEP_INTERVAL_MS: u64 = 300;
 /// elsewhere: the lease TTL, a sweep, a lane's retry, a device's reconnect, with room for a
 /// debug build on a busy machine.
 const TAKEOVER: Duration = Duration::from_secs(15);
+/// Tasks each device creates in each round: enough that a kill often lands while some are
+/// being sent to the channel.
+const TASKS_PER_ROUND: usize = 5;
 /// The user every device logs in as (its Task partition is keyed by it).
 const USER: &str = "demo";
 
@@ -405,8 +408,8 @@ fn assert_each_mutation_took_effect_once(
             resent += 1;
         }
     }
-    let devices = 4;
-    assert!(resent <= kills * devices, "{resent} mutations sent more than once for {kills} kills");
+    let lanes = 4;
+    assert!(resent <= kills * lanes, "{resent} mutations sent more than once for {kills} kills");
     let tasks = fresh.synced_view("Task", USER).expect("tasks");
     assert_eq!(tasks.records.len(), creates.len(), "one task per create, whatever the number of calls");
     let titles: BTreeSet<String> =
@@ -427,12 +430,15 @@ async fn nodes_killed_at_random_moments_lose_nothing_and_hand_their_work_over() 
     for round in 0..KILLS {
         // Work in flight: mutations queued on every device, pushes going on.
         for (index, device) in devices.iter().enumerate() {
-            creates.push(device.create_task(&format!("round {round} device {index}")));
+            for task in 0..TASKS_PER_ROUND {
+                creates.push(device.create_task(&format!("round {round} device {index} task {task}")));
+            }
         }
         let acked_before = pusher.acked_count();
         // A random moment: after some of that work went through, before all of it has.
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..400))).await;
-        let victim = rng.random_range(0..NODES);
+        // The node of a device: one that is sending mutations.
+        let victim = devices[rng.random_range(0..devices.len())].node;
         let restart = cluster.nodes[victim].take().expect("live").kill();
         *pusher.targets.lock().unwrap() = cluster.grpc_urls();
 
