@@ -18,7 +18,7 @@ use std::time::Duration;
 use rand::{Rng as _, SeedableRng as _};
 use syncline_client_sim::{Device, DeviceConfig, DeviceHandle, PartitionId, SubscriptionConfig};
 use syncline_proto::v1::ingest_client::IngestClient;
-use syncline_proto::v1::{PushRequest, Record, Value};
+use syncline_proto::v1::{ClientFrame, ErrorCode, Mutate, MutationOp, PushRequest, Record, Value, client_frame};
 use syncline_server::storage::redis::{RedisOptions, RedisStore};
 use syncline_server::test_util::redis_server::RedisServer;
 use syncline_tests::process::{ServerProcess, free_port};
@@ -549,7 +549,8 @@ async fn wait_for_acks(pusher: &Pusher, count: usize) {
 async fn redis_restarted_mid_run_loses_nothing_acknowledged_and_everything_resumes_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RestartableRedis::start(dir.path().join("redis")).await;
-    let mut cluster = Cluster::start_on(Redis::Restartable(redis), None, dir, 2);
+    let channel = PythonChannel::start(&dir.path().join("tasks.db"), 0);
+    let mut cluster = Cluster::start_on(Redis::Restartable(redis), Some(channel), dir, 2);
     let device = TestDevice::start(&cluster, 1, "through-the-outage");
     device
         .handle
@@ -558,6 +559,9 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged_and_everything_resum
         })
         .await
         .expect("the device syncs");
+    // A raw device session opened before the outage, to write through it during it.
+    let mut writer = syncline_tests::raw_login(&cluster.node(1).device_url(), USER, USER).await;
+    syncline_tests::welcome_client_id(&mut writer).await;
     let pusher = Pusher::start(cluster.grpc_urls());
     wait_for_acks(&pusher, 300).await;
     let reconnects = device.handle.stats().reconnects;
@@ -577,6 +581,21 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged_and_everything_resum
         .expect_err("no store, no acknowledgement");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     assert_eq!(device.handle.state().connection, syncline_client_sim::ConnectionPhase::Ready);
+    // A device's write cannot be queued durably: it is refused UNAVAILABLE (the device may
+    // send it again), not acknowledged.
+    let create = ClientFrame {
+        msg: Some(client_frame::Msg::Mutate(Mutate {
+            mutation_id: "during-the-outage".into(),
+            source: "Task".into(),
+            op: MutationOp::Create as i32,
+            id: "tmp-outage".into(),
+            fields: [("title".to_owned(), Value::string("outage"))].into(),
+            ..Mutate::default()
+        })),
+    };
+    let result = syncline_tests::mutation_outcome(&mut writer, create).await;
+    assert!(!result.ok, "{result:?}");
+    assert_eq!(result.error.as_ref().map(|error| error.code), Some(ErrorCode::Unavailable as i32), "{result:?}");
     let acked_while_down = pusher.acked_count();
 
     let Redis::Restartable(redis) = &mut cluster.redis else { unreachable!("started restartable") };
