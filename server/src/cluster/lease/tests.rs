@@ -15,7 +15,7 @@ use crate::storage::{
     CapturePosition, Fence, MutationOp, MutationOutcome, MutationQueue as _, PartitionName, PartitionStore as _,
     PartitionWrite, QueuedMutation, StoreError,
 };
-use crate::test_util::redis_server::RedisServer;
+use crate::test_util::redis_server::{RedisCluster, RedisServer};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -79,10 +79,23 @@ fn task(id: &str) -> Record {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_goes_to_another_node_and_writes_under_the_old_grant_are_refused() {
     let redis = RedisServer::start();
+    stale_grants_are_refused(RedisEndpoint::Single(redis.url())).await;
+}
+
+/// On a Redis Cluster too: each script that checks a lease touches keys of one slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_writes_under_an_old_grant_are_refused() {
+    let cluster = RedisCluster::start(3);
+    stale_grants_are_refused(RedisEndpoint::Cluster(cluster.urls())).await;
+}
+
+async fn stale_grants_are_refused(endpoint: RedisEndpoint) {
     let ttl = Duration::from_millis(300);
-    let a = leases(&redis, "node-a", ttl).await;
-    let b = leases(&redis, "node-b", ttl).await;
-    let store = RedisStore::open(&RedisOptions::single(redis.url()), None).expect("open");
+    let link = RedisLink::connect(&endpoint).await.expect("connects");
+    let a = Leases::new(link.clone(), "node-a", ttl);
+    let b = Leases::new(link, "node-b", ttl);
+    let options = RedisOptions { endpoint, ..RedisOptions::single("") };
+    let store = RedisStore::open(&options, None).expect("open");
     let lease = Lease::app("capture:watch:Task");
     let old = a.acquire(&lease).await.unwrap().expect("free");
     // Node A stops renewing (it died): the lease expires and node B takes it.
