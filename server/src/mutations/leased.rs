@@ -28,6 +28,10 @@
 //! stored, the next holder sends it again with the same `mutation_id`: the channel may then
 //! see that id twice, and its idempotency by mutation id (channel.proto) keeps the effect
 //! once. At most one mutation per lane is in that state per lost lease.
+//!
+//! Operators' retries of failed mutations act through the store and reach any node's lane;
+//! a discard and the list of parked mutations (waiting for an unavailable channel) are the
+//! node's own: they concern the lanes that node runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
