@@ -425,7 +425,11 @@ async fn nodes_killed_at_random_moments_lose_nothing_and_hand_their_work_over() 
     devices.push(TestDevice::start(&cluster, 0, "device-extra"));
     let pusher = Pusher::start(cluster.grpc_urls());
     let mut creates = Vec::new();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    // A new sequence of moments and victims each run; the seed is printed to replay a failure.
+    let seed: u64 =
+        std::env::var("FAILOVER_TEST_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("failover seed: {seed} (FAILOVER_TEST_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     for round in 0..KILLS {
         // Work in flight: mutations queued on every device, pushes going on.
