@@ -184,9 +184,11 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         // committed without queueing behind device tasks, as an Ingest push is.
         let _entered = backend_runtime.handle().enter();
         let sink = capture::CaptureSink { store, counters: capture.clone() };
+        // Which partitions are followed matters to capture only: shared when a source has it.
+        let captures = settings.sources.values().any(|source| source.capture != Capture::Ingest);
         let subscribed: Arc<dyn capture::SubscribedPartitions> = match &node {
-            Some(node) => node.subscriptions(&services, &tracker, &shutdown),
-            None => services.hub.clone(),
+            Some(node) if captures => node.subscriptions(&services, &tracker, &shutdown),
+            Some(_) | None => services.hub.clone(),
         };
         wiring::spawn_capture(&settings.sources, &sink, subscribed, capture_queues, leases, (&tracker, &shutdown))?;
     }
