@@ -19,7 +19,8 @@ use crate::channel::ChannelRegistry;
 use crate::channel::capture;
 use crate::channel::grpc::ChannelConnection;
 use crate::channel::wiring;
-use crate::cluster::{ClusterSessions, ControlPublisher, ControlTargets, DeviceRelay, RedisLink};
+use crate::cluster::subscriptions::ClusterSubscriptions;
+use crate::cluster::{ClusterSessions, ControlPublisher, ControlTargets, DeviceRelay, Leases, RedisLink};
 use crate::config::{AuthSettings, Capture, DeviceSettings, Settings, StoreBackendSettings, StoreSettings};
 use crate::devices::{CommitTimes, DeviceManagement};
 use crate::gateway::{self, DeviceConnections, DeviceSessions, GatewayServices, UserSessions};
@@ -99,7 +100,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     // writer thread.
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let hub = Hub::with_sweepers(workers, settings.device.push_interval, &tracker, shutdown.clone());
-    let node = ClusterNode::start(&settings.store, &hub, &tracker, &shutdown).await?;
+    let node = ClusterNode::start(&settings, &hub, &tracker, &shutdown).await?;
     let live: Box<dyn CommitListener> = match &node {
         Some(node) => Box::new(LivePublisher::through(node.bus.clone(), settings.device.max_page_bytes)),
         None => Box::new(LivePublisher { hub: hub.clone(), max_page_bytes: settings.device.max_page_bytes }),
@@ -119,6 +120,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
             commit_times,
             peers: node.as_ref().map(|node| node.peers.clone()),
             user_sessions: node.as_ref().map(|node| node.sessions.clone()),
+            leases: node.as_ref().map(|node| node.leases.clone()),
         },
         &tracker,
         &shutdown,
@@ -130,6 +132,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     if resumed > 0 {
         tracing::info!(mutations = resumed, "resuming queued device mutations");
     }
+    services.mutations.spawn_sweeper(settings.cluster.sweep_interval);
 
     let tls = settings.tls.as_ref().map(|tls| TlsMaterial::load(&tls.cert, &tls.key)).transpose()?;
     let backend_runtime = BackendRuntime::start(settings.grpc.threads)?;
@@ -149,7 +152,8 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let grpc_task = serve_grpc(grpc, ingest, tls.as_ref(), &backend_runtime, &tracker, &shutdown)?;
 
     let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone(), devices: services.devices.clone() };
-    jobs.spawn(&settings.store, &tracker, &shutdown);
+    let leases = node.as_ref().map(|node| &node.leases);
+    jobs.spawn(&settings.store, leases, &tracker, &shutdown);
     let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
     let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
     let live_wire = wire.clone();
@@ -180,7 +184,13 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         // committed without queueing behind device tasks, as an Ingest push is.
         let _entered = backend_runtime.handle().enter();
         let sink = capture::CaptureSink { store, counters: capture.clone() };
-        wiring::spawn_capture(&settings.sources, &sink, services.hub.clone(), capture_queues, &tracker, &shutdown)?;
+        // Which partitions are followed matters to capture only: shared when a source has it.
+        let captures = settings.sources.values().any(|source| source.capture != Capture::Ingest);
+        let subscribed: Arc<dyn capture::SubscribedPartitions> = match &node {
+            Some(node) if captures => node.subscriptions(&services, &tracker, &shutdown),
+            Some(_) | None => services.hub.clone(),
+        };
+        wiring::spawn_capture(&settings.sources, &sink, subscribed, capture_queues, leases, (&tracker, &shutdown))?;
     }
     readiness.listeners_bound();
     let stopped = {
@@ -269,16 +279,21 @@ struct GatewayParts {
     peers: Option<Arc<ControlPublisher>>,
     /// The cluster-wide per-user session counts, in cluster mode.
     user_sessions: Option<Arc<ClusterSessions>>,
+    /// The cluster's leases (mutation lanes run under them), in cluster mode.
+    leases: Option<Arc<Leases>>,
 }
 
 /// What makes this process one node of a cluster (store backend `redis`): the node bus
-/// for partition changes, the control channel, and the per-user session counts.
+/// for partition changes, the control channel, the per-user session counts, and the leases
+/// of the work one node at a time does.
 struct ClusterNode {
     node_id: String,
     pubsub_url: String,
     bus: Arc<dyn syncline_push::NodeBus<PartitionName>>,
     peers: Arc<ControlPublisher>,
     sessions: Arc<ClusterSessions>,
+    link: RedisLink,
+    leases: Arc<Leases>,
 }
 
 /// The control channel every node of a cluster follows.
@@ -287,23 +302,37 @@ const CONTROL_CHANNEL: &str = "syncline:control";
 impl ClusterNode {
     /// Joins the cluster when the store is on Redis; `None` for the embedded store.
     async fn start(
-        settings: &StoreSettings,
+        settings: &Settings,
         hub: &Arc<Hub<PartitionName>>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Option<Self>> {
-        let StoreBackendSettings::Redis(options) = &settings.backend else { return Ok(None) };
+        let StoreBackendSettings::Redis(options) = &settings.store.backend else { return Ok(None) };
         let pubsub_url =
             crate::cluster::pubsub_url(&options.endpoint).context("store.redis_cluster_urls is empty")?.to_owned();
-        let node_id = crate::auth::new_client_id();
+        let node_id = settings.cluster.node_id.clone().unwrap_or_else(crate::auth::new_client_id);
         let bus = crate::sync::bus::connect_redis_bus(&pubsub_url, hub.clone(), shutdown.clone(), tracker)
             .await
             .context("cannot start the node bus on redis")?;
         let link = RedisLink::connect(&options.endpoint).await.context("cannot connect to redis")?;
         let peers = Arc::new(ControlPublisher::new(link.clone(), CONTROL_CHANNEL, &node_id));
-        let sessions = ClusterSessions::start(link, "syncline", &node_id, tracker, shutdown.clone()).await;
-        tracing::info!(node = %node_id, "cluster node: partition changes, control and session counts on redis");
-        Ok(Some(Self { node_id, pubsub_url, bus, peers, sessions }))
+        let sessions = ClusterSessions::start(link.clone(), "syncline", &node_id, tracker, shutdown.clone()).await;
+        let leases = Leases::new(link.clone(), &node_id, settings.cluster.lease_ttl);
+        tracing::info!(node = %node_id, lease_ttl_ms = settings.cluster.lease_ttl.as_millis() as u64,
+            "cluster node: partition changes, control, session counts and leases on redis");
+        Ok(Some(Self { node_id, pubsub_url, bus, peers, sessions, link, leases }))
+    }
+
+    /// Shares the partitions this node's devices follow with the other nodes and returns
+    /// those followed anywhere, for capture.
+    fn subscriptions(
+        &self,
+        services: &GatewayServices,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Arc<dyn capture::SubscribedPartitions> {
+        let requests = services.capture_requests.clone();
+        ClusterSubscriptions::start(self.link.clone(), services.hub.clone(), requests, tracker, shutdown.clone())
     }
 
     /// Follows the control channel, acting on this node's devices.
@@ -325,7 +354,7 @@ impl ClusterNode {
 fn gateway_services(
     settings: &Settings,
     store: Arc<dyn Store>,
-    GatewayParts { hub, auth, commit_times, peers, user_sessions }: GatewayParts,
+    GatewayParts { hub, auth, commit_times, peers, user_sessions, leases }: GatewayParts,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<GatewayServices>, wiring::CaptureQueues)> {
@@ -336,13 +365,13 @@ fn gateway_services(
         Some(peers) => DeviceRelay::clustered(connections.clone(), peers),
         None => DeviceRelay::local(connections.clone()),
     });
-    let mutations = MutationDispatcher::new(
+    let mutations = MutationDispatcher::with_leases(
         store.clone(),
         &settings.sources,
         channels.clone(),
         relay.clone(),
-        tracker.clone(),
-        shutdown.clone(),
+        (tracker.clone(), shutdown.clone()),
+        leases,
     );
     let devices = Arc::new(DeviceManagement::new(store.clone(), relay.clone(), commit_times));
     let services = GatewayServices {

@@ -2,6 +2,10 @@
 //! pruning finished mutations' outcomes. Each runs as a task on the server's tracker until
 //! the shutdown token fires; the stop sequence flushes cursors and last-seen times once more
 //! after they end.
+//!
+//! In cluster mode compaction and outcome pruning run on one node at a time, under the lease
+//! `jobs:compaction` (both are idempotent, so the lease only saves the work); flushes stay per
+//! node: each node flushes what its own devices recorded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{Lease, Leases};
 use crate::config::StoreSettings;
 use crate::devices::DeviceManagement;
 use crate::storage::{Store, StoreError};
@@ -24,27 +29,49 @@ pub(crate) struct Jobs {
 
 impl Jobs {
     /// Starts every job on `tracker`, at the intervals `settings` gives; they stop when
-    /// `shutdown` fires.
-    pub(crate) fn spawn(&self, settings: &StoreSettings, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    /// `shutdown` fires. With `leases` (cluster mode) compaction runs while this node holds
+    /// its lease.
+    pub(crate) fn spawn(
+        &self,
+        settings: &StoreSettings,
+        leases: Option<&Arc<Leases>>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
         let jobs = self.clone();
-        every(tracker, shutdown, settings.cursor_flush, false, move || {
+        tracker.spawn(every(shutdown.clone(), settings.cursor_flush, false, move || {
             let jobs = jobs.clone();
             async move {
                 jobs.flush_cursors().await;
                 jobs.flush_last_seen().await;
             }
-        });
+        }));
         let jobs = self.clone();
         let (keep_recent, retention) = (settings.compact_keep_recent, settings.mutation_outcome_retention);
-        // The first compaction waits a whole interval: a server that just started has
-        // nothing new to compact.
-        every(tracker, shutdown, settings.compact_interval, true, move || {
+        let period = settings.compact_interval;
+        let compaction = move |stop: CancellationToken| {
             let jobs = jobs.clone();
-            async move {
-                jobs.compact_all(keep_recent).await;
-                jobs.prune_mutation_outcomes(retention).await;
+            // The first compaction waits a whole interval: a server that just started has
+            // nothing new to compact.
+            every(stop, period, true, move || {
+                let jobs = jobs.clone();
+                async move {
+                    jobs.compact_all(keep_recent).await;
+                    jobs.prune_mutation_outcomes(retention).await;
+                }
+            })
+        };
+        match leases {
+            None => {
+                tracker.spawn(compaction(shutdown.clone()));
             }
-        });
+            Some(leases) => {
+                let lease = Lease::app("jobs:compaction");
+                tracker.spawn(
+                    leases.clone().while_held(lease, shutdown.clone(), (), move |(), _fence, stop| compaction(stop)),
+                );
+            }
+        }
     }
 
     /// Writes recorded device cursors to the store.
@@ -100,22 +127,19 @@ impl Jobs {
     }
 }
 
-/// Runs `job` every `period` on `tracker` until `shutdown` fires (the first run at once, or
-/// after one period when `delay_first`).
-fn every<F, Fut>(tracker: &TaskTracker, shutdown: &CancellationToken, period: Duration, delay_first: bool, mut job: F)
+/// Runs `job` every `period` until `stop` fires (the first run at once, or after one period
+/// when `delay_first`).
+async fn every<F, Fut>(stop: CancellationToken, period: Duration, delay_first: bool, mut job: F)
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let shutdown = shutdown.clone();
-    tracker.spawn(async move {
-        let start = tokio::time::Instant::now() + if delay_first { period } else { Duration::ZERO };
-        let mut ticker = tokio::time::interval_at(start, period);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = ticker.tick() => job().await,
-            }
+    let start = tokio::time::Instant::now() + if delay_first { period } else { Duration::ZERO };
+    let mut ticker = tokio::time::interval_at(start, period);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => job().await,
         }
-    });
+    }
 }

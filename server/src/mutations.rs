@@ -15,6 +15,10 @@
 //! whose outcome is stored is answered from it and never dispatched again. A crash between
 //! the channel's answer and that commit leaves the mutation pending, so it is sent again with
 //! the same `mutation_id`; channels deduplicate writes by mutation id (channel.proto).
+//!
+//! In cluster mode a lane runs on one node at a time, under the lane's lease, and reads its
+//! mutations from the store rather than from memory; a sweeper takes over the lanes of dead
+//! nodes (see `mutations/leased.rs` for what is guaranteed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,11 +36,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::channel::ChannelRegistry;
 use crate::channel::grpc::WriteOutcome;
+use crate::cluster::Leases;
 use crate::config::{Capture, ConflictPolicy, SourceSettings};
 use crate::error::ErrorClass;
 use crate::metrics::counters::MutationCounters;
 use crate::reply::DeviceReplies;
-use crate::storage::{MutationOp, MutationOutcome, PartitionWrite, QueuedMutation, Store, StoreError};
+use crate::storage::{Fence, MutationOp, MutationOutcome, PartitionWrite, QueuedMutation, Store, StoreError};
 
 /// First pause before retrying a channel that was unavailable; doubles up to
 /// [`MAX_RETRY_PAUSE`].
@@ -102,6 +107,8 @@ pub struct MutationDispatcher {
     /// Mutations an operator discarded, by (client id, mutation id), until their lane ends them.
     discarded: Mutex<std::collections::HashSet<(String, String)>>,
     counters: MutationCounters,
+    /// Cluster mode: lanes run under leases (`leased.rs`).
+    leases: Option<Arc<Leases>>,
 }
 
 /// What a device is told about a mutation an operator discarded.
@@ -165,6 +172,19 @@ impl MutationDispatcher {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        Self::with_leases(store, sources, channels, replies, (tracker, shutdown), None)
+    }
+
+    /// Returns a dispatcher whose lanes run under `leases` when given (cluster mode; see
+    /// `leased.rs`).
+    pub fn with_leases(
+        store: Arc<dyn Store>,
+        sources: &BTreeMap<String, SourceSettings>,
+        channels: Arc<ChannelRegistry>,
+        replies: Arc<dyn DeviceReplies>,
+        (tracker, shutdown): (TaskTracker, CancellationToken),
+        leases: Option<Arc<Leases>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             sources: sources.clone(),
@@ -177,6 +197,7 @@ impl MutationDispatcher {
             retry_now: tokio::sync::Notify::new(),
             discarded: Mutex::new(std::collections::HashSet::new()),
             counters: MutationCounters::default(),
+            leases,
         })
     }
 
@@ -190,8 +211,12 @@ impl MutationDispatcher {
         self.channels.get(source).is_some()
     }
 
-    /// Resubmits every mutation the store holds without an outcome (after a restart).
+    /// Resubmits every mutation the store holds without an outcome (after a restart). In
+    /// cluster mode, only the lanes no live node holds are taken up (`leased.rs`).
     pub async fn resume_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
+        if self.leases.is_some() {
+            return self.sweep().await;
+        }
         let store = self.store.clone();
         let pending = tokio::task::spawn_blocking(move || store.pending_mutations())
             .await
@@ -205,8 +230,26 @@ impl MutationDispatcher {
 
     /// Hands a durably queued mutation to its lane.
     pub fn submit(self: &Arc<Self>, mutation: QueuedMutation) {
+        if self.leases.is_none() {
+            // A leased lane counts the mutations it takes from the store instead.
+            self.counters.submitted();
+        }
+        self.hand_to_lane(mutation);
+    }
+
+    /// A device resent a mutation that is still pending. In cluster mode the lane sending it
+    /// may have died with another node: the lane is woken here (a leased lane reads its work
+    /// from the store and waits for a live holder, so waking a running lane changes nothing).
+    /// On one node the lane that queued the mutation still has it.
+    pub fn resent(self: &Arc<Self>, mutation: QueuedMutation) {
+        if self.leases.is_some() {
+            self.hand_to_lane(mutation);
+        }
+    }
+
+    /// Hands a mutation to its lane, starting the lane when it is not running.
+    fn hand_to_lane(self: &Arc<Self>, mutation: QueuedMutation) {
         let key = (mutation.client_id.clone(), mutation.partition.source.clone());
-        self.counters.submitted();
         let mut lanes = self.lanes.lock();
         if let Some(lane) = lanes.get(&key)
             && lane.send(mutation.clone()).is_ok()
@@ -236,6 +279,9 @@ impl MutationDispatcher {
     }
 
     async fn run_lane(self: Arc<Self>, key: LaneKey, mut receiver: mpsc::UnboundedReceiver<QueuedMutation>) {
+        if let Some(leases) = self.leases.clone() {
+            return self.run_leased_lane(leases, key, receiver).await;
+        }
         loop {
             let mutation = tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -244,7 +290,7 @@ impl MutationDispatcher {
                     None => return,
                 },
             };
-            let Some(result) = self.dispatch(&mutation).await else {
+            let Some(result) = self.dispatch(&mutation, None).await else {
                 return; // shutting down; the mutation stays queued for the next start
             };
             self.counters.finished(mutation.op, &result);
@@ -260,8 +306,9 @@ impl MutationDispatcher {
         }
     }
 
-    /// Runs one mutation to its outcome and commits it; `None` when shutting down first.
-    async fn dispatch(&self, mutation: &QueuedMutation) -> Option<MutationResult> {
+    /// Runs one mutation to its outcome and commits it (under `fence`, in cluster mode);
+    /// `None` when shutting down first or when the outcome cannot be stored.
+    async fn dispatch(&self, mutation: &QueuedMutation, fence: Option<&Fence>) -> Option<MutationResult> {
         let (result, writes, discarded) = match self.decide(mutation).await? {
             Ok(Decided { result, writes }) => match check_backend_records(&writes) {
                 Ok(()) => (result, writes, false),
@@ -288,6 +335,7 @@ impl MutationDispatcher {
             result: result.encode_to_vec(),
             // Refused (not discarded): kept for an operator to retry or dismiss.
             failed: (!result.ok && !discarded).then(|| mutation.clone()),
+            fence: fence.cloned(),
         };
         let store = self.store.clone();
         let committed = {
@@ -315,6 +363,11 @@ impl MutationDispatcher {
                         None
                     }
                 }
+            }
+            Ok(Err(error @ StoreError::LeaseLost { .. })) => {
+                tracing::warn!(client_id = %mutation.client_id, mutation_id = %mutation.mutation_id, %error,
+                    "the lane's lease was lost: its new holder sends the mutation again");
+                None
             }
             Ok(Err(error)) => {
                 tracing::error!(client_id = %mutation.client_id, mutation_id = %mutation.mutation_id, %error,
@@ -480,5 +533,6 @@ pub fn refused(mutation_id: &str, op: i32, class: ErrorClass, message: impl Into
     }
 }
 
+mod leased;
 #[cfg(test)]
 mod tests;

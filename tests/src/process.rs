@@ -69,6 +69,11 @@ impl ServerProcess {
         }
     }
 
+    /// Returns the process id (for signals such as SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(mut self) {
         // SIGKILL: no shutdown sequence, no flush beyond what each commit did.
         self.child.kill().expect("kill");

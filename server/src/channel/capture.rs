@@ -12,6 +12,13 @@
 //!   partition and logs only real upserts and deletes (unchanged records are no-ops in the
 //!   store).
 //!
+//! In cluster mode each watcher and poller runs on one node at a time, under a lease
+//! (`wiring.rs`); its writes carry the lease's fence ([`Fence`]), so a node that lost the
+//! lease cannot move the stored position or overwrite what the next holder wrote. The next
+//! holder resumes from the stored position: a batch whose partitions were written but whose
+//! position was not is applied again, which changes nothing (unchanged upserts and deletes
+//! of absent records take no sequence).
+//!
 //! Records from a channel are checked like every written record ([`Record::validate`]): one
 //! outside the record limits is skipped with a warning and counted in [`CaptureCounters`],
 //! and the rest of its batch or partition is applied (there is no caller to answer). Its
@@ -34,7 +41,9 @@ use tokio_util::sync::CancellationToken;
 use super::ChannelCallError;
 use super::grpc::ChannelConnection;
 use crate::config::Partitioning;
-use crate::storage::{CapturePosition, MAX_BATCH_CHANGES, PageLimit, PartitionName, PartitionWrite, Store, StoreError};
+use crate::storage::{
+    CapturePosition, Fence, MAX_BATCH_CHANGES, PageLimit, PartitionName, PartitionWrite, Store, StoreError,
+};
 
 /// First pause after a failed channel call; doubles up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -166,22 +175,25 @@ pub fn loaded_marker_name(partition: &PartitionName) -> String {
 }
 
 /// Follows a channel's Watch stream for `sources` until shutdown, reconnecting with backoff;
-/// loads partitions named on `loads` once with Query.
+/// loads partitions named on `loads` once with Query. Writes carry `fence` (cluster mode).
+/// Returns `loads` at shutdown.
 pub async fn run_watch(
     sink: CaptureSink,
     connection: ChannelConnection,
     sources: BTreeMap<String, Partitioning>,
     mut loads: mpsc::Receiver<PartitionName>,
+    fence: Option<Fence>,
     shutdown: CancellationToken,
-) {
+) -> mpsc::Receiver<PartitionName> {
     let endpoint = connection.endpoint().to_owned();
     let position_name = watch_position_name(&sources);
     let mut retry = Retry::new();
     tracing::info!(endpoint, sources = ?sources.keys().collect::<Vec<_>>(), "watching channel");
     loop {
+        let watch = Watch { sink: &sink, connection: &connection, sources: &sources, fence: fence.as_ref() };
         let outcome = tokio::select! {
-            () = shutdown.cancelled() => return,
-            outcome = follow_once(&sink, &connection, &sources, &position_name, &mut retry, &mut loads) => outcome,
+            () = shutdown.cancelled() => return loads,
+            outcome = watch.follow_once(&position_name, &mut retry, &mut loads) => outcome,
         };
         let names = sources.keys().map(String::as_str);
         sink.counters.streaming(names.clone(), false);
@@ -199,7 +211,7 @@ pub async fn run_watch(
             }
         }
         if !retry.wait(&shutdown).await {
-            return;
+            return loads;
         }
     }
 }
@@ -209,102 +221,128 @@ enum WatchFailure {
     Store(StoreError),
 }
 
-async fn follow_once(
-    sink: &CaptureSink,
-    connection: &ChannelConnection,
-    sources: &BTreeMap<String, Partitioning>,
-    position_name: &str,
-    retry: &mut Retry,
-    loads: &mut mpsc::Receiver<PartitionName>,
-) -> Result<(), WatchFailure> {
-    let token = {
-        let store = sink.store.clone();
-        let name = position_name.to_owned();
-        blocking(move || store.capture_position(&name)).await.map_err(WatchFailure::Store)?.unwrap_or_default()
-    };
-    let names: Vec<String> = sources.keys().cloned().collect();
-    let stream = connection.watch(names, token).await.map_err(WatchFailure::Channel)?;
-    sink.counters.capture_connected(sources.keys().map(String::as_str));
-    sink.counters.streaming(sources.keys().map(String::as_str), true);
-    let mut stream = std::pin::pin!(stream);
-    // App partitions are known up front: load them now rather than at the first subscribe.
-    for (source, partitioning) in sources {
-        if *partitioning == Partitioning::App {
-            load_once(sink, connection, &PartitionName::new(source.clone(), syncline_proto::APP_PARTITION_KEY)).await?;
-        }
-    }
-    loop {
-        let batch = tokio::select! {
-            batch = stream.next() => batch,
-            Some(partition) = loads.recv() => {
-                load_once(sink, connection, &partition).await?;
-                continue;
-            }
-        };
-        let Some(batch) = batch else { break };
-        let batch = batch.map_err(WatchFailure::Channel)?;
-        let received = std::time::Instant::now();
-        retry.reset();
-        let position = CapturePosition { name: position_name.to_owned(), token: batch.resume_token.clone() };
-        let writes = batch_writes(batch, sources, connection.endpoint(), &sink.counters);
-        let store = sink.store.clone();
-        blocking(move || store.apply_capture(writes, position)).await.map_err(WatchFailure::Store)?;
-        sink.counters.capture_committed(sources.keys().map(String::as_str), received.elapsed());
-    }
-    Ok(())
+/// One watcher's parts, borrowed for one stream.
+struct Watch<'a> {
+    sink: &'a CaptureSink,
+    connection: &'a ChannelConnection,
+    sources: &'a BTreeMap<String, Partitioning>,
+    fence: Option<&'a Fence>,
 }
 
-/// Loads a partition with Query unless that was done before (the marker says so).
-async fn load_once(
-    sink: &CaptureSink,
-    connection: &ChannelConnection,
-    partition: &PartitionName,
-) -> Result<(), WatchFailure> {
-    let marker = loaded_marker_name(partition);
-    let loaded = {
-        let store = sink.store.clone();
-        let marker = marker.clone();
-        blocking(move || store.capture_position(&marker)).await.map_err(WatchFailure::Store)?
-    };
-    if loaded.is_some() {
-        return Ok(());
+impl Watch<'_> {
+    async fn follow_once(
+        &self,
+        position_name: &str,
+        retry: &mut Retry,
+        loads: &mut mpsc::Receiver<PartitionName>,
+    ) -> Result<(), WatchFailure> {
+        let Self { sink, connection, sources, fence } = *self;
+        let token = {
+            let store = sink.store.clone();
+            let name = position_name.to_owned();
+            blocking(move || store.capture_position(&name)).await.map_err(WatchFailure::Store)?.unwrap_or_default()
+        };
+        let names: Vec<String> = sources.keys().cloned().collect();
+        let stream = connection.watch(names, token).await.map_err(WatchFailure::Channel)?;
+        sink.counters.capture_connected(sources.keys().map(String::as_str));
+        sink.counters.streaming(sources.keys().map(String::as_str), true);
+        let mut stream = std::pin::pin!(stream);
+        // App partitions are known up front: load them now rather than at the first subscribe.
+        for (source, partitioning) in sources {
+            if *partitioning == Partitioning::App {
+                self.load_once(&PartitionName::new(source.clone(), syncline_proto::APP_PARTITION_KEY)).await?;
+            }
+        }
+        loop {
+            let batch = tokio::select! {
+                batch = stream.next() => batch,
+                Some(partition) = loads.recv() => {
+                    self.load_once(&partition).await?;
+                    continue;
+                }
+            };
+            let Some(batch) = batch else { break };
+            let batch = batch.map_err(WatchFailure::Channel)?;
+            let received = std::time::Instant::now();
+            retry.reset();
+            let position = CapturePosition {
+                name: position_name.to_owned(),
+                token: batch.resume_token.clone(),
+                fence: fence.cloned(),
+            };
+            let writes = batch_writes(batch, sources, connection.endpoint(), &sink.counters);
+            let store = sink.store.clone();
+            blocking(move || store.apply_capture(writes, position)).await.map_err(WatchFailure::Store)?;
+            sink.counters.capture_committed(sources.keys().map(String::as_str), received.elapsed());
+        }
+        Ok(())
     }
-    let logged = poll_partition(sink, connection, partition, Missing::Keep).await.map_err(|error| match error {
-        PollError::Channel(error) => WatchFailure::Channel(error),
-        PollError::Store(error) => WatchFailure::Store(error),
-    })?;
-    let store = sink.store.clone();
-    blocking(move || store.apply_capture(Vec::new(), CapturePosition { name: marker, token: vec![1] }))
-        .await
-        .map_err(WatchFailure::Store)?;
-    tracing::debug!(endpoint = connection.endpoint(), %partition, logged, "partition loaded from the channel");
-    Ok(())
+
+    /// Loads a partition with Query unless that was done before (the marker says so).
+    async fn load_once(&self, partition: &PartitionName) -> Result<(), WatchFailure> {
+        let Self { sink, connection, fence, .. } = *self;
+        let marker = loaded_marker_name(partition);
+        let loaded = {
+            let store = sink.store.clone();
+            let marker = marker.clone();
+            blocking(move || store.capture_position(&marker)).await.map_err(WatchFailure::Store)?
+        };
+        if loaded.is_some() {
+            return Ok(());
+        }
+        let logged = poll_partition_under(sink, connection, partition, Missing::Keep, fence).await.map_err(
+            |error| match error {
+                PollError::Channel(error) => WatchFailure::Channel(error),
+                PollError::Store(error) => WatchFailure::Store(error),
+            },
+        )?;
+        let store = sink.store.clone();
+        let marker = CapturePosition { name: marker, token: vec![1], fence: fence.cloned() };
+        blocking(move || store.apply_capture(Vec::new(), marker)).await.map_err(WatchFailure::Store)?;
+        tracing::debug!(endpoint = connection.endpoint(), %partition, logged, "partition loaded from the channel");
+        Ok(())
+    }
+}
+
+/// What a poller polls: a source's partitions (those `subscribed` says devices follow)
+/// through its channel, every `interval`.
+#[derive(Clone)]
+pub struct PollTarget {
+    pub subscribed: Arc<dyn SubscribedPartitions>,
+    pub connection: ChannelConnection,
+    pub source: String,
+    pub interval: Duration,
 }
 
 /// Polls one source's partitions that have subscribers every `interval`, and any partition
-/// named on `requests` at once, until shutdown.
+/// named on `requests` at once, until shutdown. Writes carry `fence` (cluster mode).
+/// Returns `requests` at shutdown.
 pub async fn run_poll(
     sink: CaptureSink,
-    subscribed: Arc<dyn SubscribedPartitions>,
-    connection: ChannelConnection,
-    source: String,
-    interval: Duration,
+    target: PollTarget,
     mut requests: mpsc::Receiver<PartitionName>,
+    fence: Option<Fence>,
     shutdown: CancellationToken,
-) {
+) -> mpsc::Receiver<PartitionName> {
+    let PollTarget { subscribed, connection, source, interval } = target;
     let endpoint = connection.endpoint().to_owned();
     tracing::info!(endpoint, source, interval_ms = interval.as_millis() as u64, "polling channel");
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let partitions: Vec<PartitionName> = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return requests,
             _ = ticker.tick() => subscribed.subscribed(&source),
             Some(partition) = requests.recv() => vec![partition],
         };
         for partition in partitions {
             let started = std::time::Instant::now();
-            match poll_partition(&sink, &connection, &partition, Missing::Delete).await {
+            // Stops mid-poll too: a poller that lost its lease must stop at once.
+            let polled = tokio::select! {
+                () = shutdown.cancelled() => return requests,
+                polled = poll_partition_under(&sink, &connection, &partition, Missing::Delete, fence.as_ref()) => polled,
+            };
+            match polled {
                 Ok(changes) => {
                     sink.counters.polled(&source, started);
                     sink.counters.capture_connected([source.as_str()]);
@@ -354,6 +392,18 @@ pub async fn poll_partition(
     partition: &PartitionName,
     missing: Missing,
 ) -> Result<u64, PollError> {
+    poll_partition_under(sink, connection, partition, missing, None).await
+}
+
+/// [`poll_partition`], with the writes made under `fence` when given (cluster mode).
+async fn poll_partition_under(
+    sink: &CaptureSink,
+    connection: &ChannelConnection,
+    partition: &PartitionName,
+    missing: Missing,
+    fence: Option<&Fence>,
+) -> Result<u64, PollError> {
+    let fence = fence.cloned();
     let records = connection.query(&partition.source, &partition.key).await?;
     let CaptureSink { store, counters } = sink.clone();
     let endpoint = connection.endpoint().to_owned();
@@ -379,12 +429,23 @@ pub async fn poll_partition(
             .into_values()
             .filter(|record| stored.get(record.id.as_str()).is_none_or(|old| old.fields != record.fields))
             .collect();
+        let deletes = deletes.chunks(MAX_BATCH_CHANGES).map(|chunk| PartitionWrite {
+            partition: partition.clone(),
+            upserts: Vec::new(),
+            deletes: chunk.to_vec(),
+        });
+        let upserts = upserts.chunks(MAX_BATCH_CHANGES).map(|chunk| PartitionWrite {
+            partition: partition.clone(),
+            upserts: chunk.to_vec(),
+            deletes: Vec::new(),
+        });
         let mut logged = 0;
-        for chunk in deletes.chunks(MAX_BATCH_CHANGES) {
-            logged += store.apply_batch(&partition, Vec::new(), chunk.to_vec())?.changes.len() as u64;
-        }
-        for chunk in upserts.chunks(MAX_BATCH_CHANGES) {
-            logged += store.apply_batch(&partition, chunk.to_vec(), Vec::new())?.changes.len() as u64;
+        for write in deletes.chain(upserts) {
+            let batches = match &fence {
+                Some(fence) => store.apply_fenced(vec![write], fence)?,
+                None => vec![store.apply_batch(&write.partition, write.upserts, write.deletes)?],
+            };
+            logged += batches.iter().map(|batch| batch.changes.len() as u64).sum::<u64>();
         }
         Ok(logged)
     })

@@ -13,6 +13,11 @@
 //!
 //! Per-user connection caps hold across the nodes too ([`ClusterSessions`]).
 //!
+//! Work that one node at a time must do (follow a channel's feed, dispatch a device's
+//! mutations, compact) is done under a [`lease`] with a fencing token, and moves to another
+//! node within the lease's TTL when its holder dies; which partitions devices follow
+//! anywhere in the cluster is shared for capture by [`subscriptions`].
+//!
 //! [`DeviceRelay`] is what the services hold instead of the node's `DeviceConnections`: it
 //! acts here first and, in cluster mode, tells the other nodes when the device or user is
 //! not (only) here. [`follow`] runs the receiving side on each node.
@@ -23,15 +28,18 @@
 //! disabled or deleted user is refused at their next Hello on every node (the store is
 //! shared). The channel only makes these take effect at once.
 
+pub mod lease;
 mod link;
 mod message;
 mod redis;
 mod sessions;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
 use syncline_proto::v1::ServerFrame;
 
+pub use self::lease::{Lease, Leases};
 pub use self::link::{RedisLink, pubsub_url};
 pub use self::message::{ControlMessage, ControlMessageError};
 pub use self::redis::{ControlPublisher, ControlTargets, apply, follow};

@@ -132,6 +132,9 @@ pub const ENV_VARS: &[EnvVar] = &[
         "store.mutation_outcome_retention_hours",
         config => config.store.mutation_outcome_retention_hours
     ),
+    var!("SYNCLINE_CLUSTER_NODE_ID", "cluster.node_id", config => config.cluster.node_id),
+    var!("SYNCLINE_CLUSTER_LEASE_TTL_MS", "cluster.lease_ttl_ms", config => config.cluster.lease_ttl_ms),
+    var!("SYNCLINE_CLUSTER_SWEEP_INTERVAL_MS", "cluster.sweep_interval_ms", config => config.cluster.sweep_interval_ms),
     var!("SYNCLINE_DEMO", "demo.enabled", config => config.demo.enabled),
     var!("SYNCLINE_DEMO_RECORDS", "demo.records", config => config.demo.records),
     var!("SYNCLINE_RPC_DEFAULT_DEADLINE_MS", "rpc.default_deadline_ms", config => config.rpc.default_deadline_ms),

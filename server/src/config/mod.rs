@@ -32,9 +32,9 @@ mod validate;
 
 pub use env::{ENV_VARS, EnvVar};
 pub use settings::{
-    AdminSettings, AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy,
-    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreBackendSettings,
-    StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, Capture, ClusterSettings, DemoSettings, DeviceSettings,
+    FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings,
+    StoreBackendSettings, StoreSettings, TlsSettings,
 };
 pub use validate::valid_source_name;
 
@@ -144,6 +144,11 @@ pub const DEFAULT_COMPACT_INTERVAL_SECS: u64 = 300;
 pub const DEFAULT_MUTATION_OUTCOME_RETENTION_HOURS: u64 = 30 * 24;
 /// How often recorded device cursors are written to the store.
 pub const DEFAULT_CURSOR_FLUSH_MILLIS: u64 = 1_000;
+/// How long a cluster lease lasts without renewal: the longest a dead node's capture and
+/// mutation lanes wait before another node takes them (renewed every third of it).
+pub const DEFAULT_LEASE_TTL_MS: u64 = 5_000;
+/// How often each cluster node looks for queued mutations no node dispatches.
+pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 2_000;
 /// Threads of the runtime serving the gRPC endpoint (Ingest) and change capture, by default.
 pub const DEFAULT_GRPC_THREADS: usize = 1;
 /// At most this many of those threads.
@@ -196,6 +201,7 @@ pub struct Config {
     pub demo: DemoSection,
     pub rpc: RpcSection,
     pub admin: AdminSection,
+    pub cluster: ClusterSection,
     /// Sources by name. Empty with the demo enabled: the demo's sources.
     pub sources: BTreeMap<String, SourceSection>,
 }
@@ -414,6 +420,27 @@ pub struct StoreSection {
     pub mutation_outcome_retention_hours: u64,
 }
 
+/// Cluster mode (`store.backend = "redis"`): how the nodes share the work one node at a
+/// time does (capture, mutation dispatch, compaction).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// This node's id, unique in the cluster (logs, leases, session counts); unset: a new
+    /// random id at each start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl_ms: u64,
+    /// How often a node looks for queued mutations no node dispatches.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self { node_id: None, lease_ttl_ms: DEFAULT_LEASE_TTL_MS, sweep_interval_ms: DEFAULT_SWEEP_INTERVAL_MS }
+    }
+}
+
 /// The demo app served when no sources are configured.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -520,6 +547,7 @@ impl Default for Config {
             demo: DemoSection::default(),
             rpc: RpcSection::default(),
             admin: AdminSection::default(),
+            cluster: ClusterSection::default(),
             sources: BTreeMap::new(),
         }
     }

@@ -31,6 +31,17 @@ pub struct Settings {
     /// Mobile RPC routing and limits.
     pub rpc: RpcSettings,
     pub admin: AdminSettings,
+    /// Cluster mode's leases (used with the Redis store).
+    pub cluster: ClusterSettings,
+}
+
+/// Cluster mode: this node's id and the leases of the work one node at a time does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `None`: a new random id at each start.
+    pub node_id: Option<String>,
+    pub lease_ttl: Duration,
+    pub sweep_interval: Duration,
 }
 
 /// The admin listener.

@@ -56,6 +56,7 @@ fn every_key_set() -> Config {
     config.auth.backend_token_secret = Some("secret".into());
     config.auth.backend_token_audience = Some("audience".into());
     config.store.redis_url = Some("redis://127.0.0.1:6379/".into());
+    config.cluster.node_id = Some("node-1".into());
     config
 }
 
@@ -205,6 +206,11 @@ fn validation_errors_name_the_key() {
         case("auth.channel", |config| config.auth.channel = Some("127.0.0.1:7801".into())),
         case("store.compact_interval_secs", |config| config.store.compact_interval_secs = 0),
         case("store.cursor_flush_millis", |config| config.store.cursor_flush_millis = 0),
+        case("cluster.lease_ttl_ms", |config| config.cluster.lease_ttl_ms = 100),
+        case("cluster.lease_ttl_ms", |config| config.cluster.lease_ttl_ms = 3_600_000),
+        case("cluster.sweep_interval_ms", |config| config.cluster.sweep_interval_ms = 0),
+        case("cluster.node_id", |config| config.cluster.node_id = Some("node one".into())),
+        case("cluster.node_id", |config| config.cluster.node_id = Some(String::new())),
         case("sources", |config| config.demo.enabled = false),
         case("sources.Bad name", |config| {
             config.sources.insert("Bad name".into(), SourceSection::new(Partitioning::App));
@@ -229,6 +235,23 @@ fn validation_errors_name_the_key() {
     }));
     let expected = "watch capture needs sources.Orders.channel";
     assert!(error.starts_with("sources.Orders.capture = ") && error.contains(expected), "{error}");
+}
+
+#[test]
+fn cluster_leases_have_defaults_and_env_overrides() {
+    let settings = Config::default().validate().unwrap();
+    assert_eq!(settings.cluster.lease_ttl, Duration::from_millis(DEFAULT_LEASE_TTL_MS));
+    assert_eq!(settings.cluster.sweep_interval, Duration::from_millis(DEFAULT_SWEEP_INTERVAL_MS));
+    assert_eq!(settings.cluster.node_id, None);
+    let overrides = env(&[
+        ("SYNCLINE_CLUSTER_LEASE_TTL_MS", "1500"),
+        ("SYNCLINE_CLUSTER_SWEEP_INTERVAL_MS", "250"),
+        ("SYNCLINE_CLUSTER_NODE_ID", "node-2"),
+    ]);
+    let settings = Config::load(None, &overrides).unwrap().validate().unwrap();
+    assert_eq!(settings.cluster.lease_ttl, Duration::from_millis(1_500));
+    assert_eq!(settings.cluster.sweep_interval, Duration::from_millis(250));
+    assert_eq!(settings.cluster.node_id.as_deref(), Some("node-2"));
 }
 
 #[test]

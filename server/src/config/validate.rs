@@ -11,13 +11,13 @@ use std::time::Duration;
 use syncline_push::{ListenerConfig, SessionConfig};
 
 use super::settings::{
-    AdminSettings, AuthSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy,
-    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreBackendSettings,
-    StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, Capture, ClusterSettings, DemoSettings, DeviceSettings,
+    FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings,
+    StoreBackendSettings, StoreSettings, TlsSettings,
 };
 use super::{
-    AdminSection, AuthSection, CaptureMode, Config, ConfigError, DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS,
-    MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS,
+    AdminSection, AuthSection, CaptureMode, ClusterSection, Config, ConfigError, DeviceSection, GrpcSection,
+    MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS,
     MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES, MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection,
     SourceSection, StoreBackend, StoreSection, TlsSection,
 };
@@ -49,8 +49,44 @@ impl Config {
             sources,
             rpc: rpc(&self.rpc)?,
             admin: admin(&self.admin)?,
+            cluster: cluster(&self.cluster)?,
         })
     }
+}
+
+/// Shortest lease TTL: renewed every third of it, a renewal must fit in well under that.
+const MIN_LEASE_TTL_MS: u64 = 300;
+/// Longest lease TTL and sweep interval: a dead node's work must move within minutes.
+const MAX_CLUSTER_INTERVAL_MS: u64 = 600_000;
+/// Shortest sweep interval: each sweep reads every device's queue.
+const MIN_SWEEP_INTERVAL_MS: u64 = 100;
+/// Longest node id.
+const MAX_NODE_ID_BYTES: usize = 64;
+
+/// Checks the `[cluster]` keys.
+fn cluster(section: &ClusterSection) -> Result<ClusterSettings, ConfigError> {
+    let within = |key: &str, value: u64, min: u64| {
+        if (min..=MAX_CLUSTER_INTERVAL_MS).contains(&value) {
+            Ok(Duration::from_millis(value))
+        } else {
+            Err(invalid(key, &value, &format!("must be between {min} and {MAX_CLUSTER_INTERVAL_MS} ms")))
+        }
+    };
+    if let Some(node_id) = &section.node_id {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if node_id.is_empty() || node_id.len() > MAX_NODE_ID_BYTES || !node_id.chars().all(allowed) {
+            return Err(invalid(
+                "cluster.node_id",
+                node_id,
+                &format!("expected 1 to {MAX_NODE_ID_BYTES} letters, digits, '-', '_' or '.'"),
+            ));
+        }
+    }
+    Ok(ClusterSettings {
+        node_id: section.node_id.clone(),
+        lease_ttl: within("cluster.lease_ttl_ms", section.lease_ttl_ms, MIN_LEASE_TTL_MS)?,
+        sweep_interval: within("cluster.sweep_interval_ms", section.sweep_interval_ms, MIN_SWEEP_INTERVAL_MS)?,
+    })
 }
 
 /// Returns the error for `key = value`, which is not valid because of `message`.

@@ -81,6 +81,7 @@ impl DeviceSession {
                 frame(server_frame::Msg::MutationAck(v1::MutationAck { mutation_id: mutate.mutation_id, queued: seq }))
             }
             Ok(crate::storage::Enqueued::Pending { seq }) => {
+                self.services.mutations.resent(crate::storage::QueuedMutation { seq, ..mutation });
                 frame(server_frame::Msg::MutationAck(v1::MutationAck { mutation_id: mutate.mutation_id, queued: seq }))
             }
             Ok(crate::storage::Enqueued::Done { result }) => match v1::MutationResult::decode(result.as_slice()) {

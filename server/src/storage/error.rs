@@ -43,6 +43,10 @@ pub enum StoreError {
     /// it was computed, past the attempts allowed (the Redis backend's compare-and-set).
     #[error("{subject} is changed by other writers too often to write it now")]
     Contention { subject: String },
+    /// The write was made under a cluster lease this node no longer holds (it expired or was
+    /// granted to another node): refused, the new holder does the work.
+    #[error("the lease {lease} was lost; the write under it was refused")]
+    LeaseLost { lease: String },
 }
 
 impl StoreError {
@@ -58,7 +62,8 @@ impl StoreError {
             | StoreError::Io(_)
             | StoreError::Closed
             | StoreError::NotDurable { .. }
-            | StoreError::Contention { .. } => ErrorClass::Unavailable,
+            | StoreError::Contention { .. }
+            | StoreError::LeaseLost { .. } => ErrorClass::Unavailable,
             StoreError::Corrupt(_) => ErrorClass::Internal,
         }
     }

@@ -76,6 +76,26 @@ pub struct CapturePosition {
     pub name: String,
     /// The opaque position.
     pub token: Vec<u8>,
+    /// The capture's lease, in cluster mode: the write is refused once another node may
+    /// have taken the capture over.
+    pub fence: Option<Fence>,
+}
+
+/// Proof that a writer holds a cluster lease (`cluster::lease`). The Redis store refuses a
+/// write that carries a fence whose lease has expired or been granted again since
+/// ([`StoreError::LeaseLost`]), so a node that lost its lease (paused, cut off from Redis)
+/// can never overwrite what the new holder wrote. The embedded store has a single writer
+/// process and ignores fences.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease's name (e.g. `capture:watch:Task`).
+    pub lease: String,
+    /// The Redis key that holds the lease's current holder.
+    pub key: String,
+    /// What this grant wrote there: its token and node.
+    pub holder: String,
+    /// The grant's fencing token (greater for each new grant of the lease).
+    pub token: u64,
 }
 
 /// What a device mutation does to its record.
@@ -147,6 +167,9 @@ pub struct MutationOutcome {
     /// the outcome as a *failed* mutation an operator can retry or dismiss
     /// ([`MutationQueue::failed_mutations`]). `None` for successes and discards.
     pub failed: Option<QueuedMutation>,
+    /// The lease of the mutation's lane, in cluster mode: the outcome is refused once another
+    /// node may have taken the lane over.
+    pub fence: Option<Fence>,
 }
 
 /// A mutation its channel refused, kept for an operator (see [`MutationOutcome::failed`]).
@@ -368,6 +391,14 @@ pub trait PartitionStore: Send + Sync + 'static {
     fn apply_capture(&self, writes: Vec<PartitionWrite>, position: CapturePosition)
     -> StoreResult<Vec<CommittedBatch>>;
 
+    /// Applies writes (each like [`PartitionStore::apply_batch`], one after the other) made
+    /// under a cluster lease: refused with [`StoreError::LeaseLost`] where a later grant of
+    /// the lease has written the partition. A single-node store ignores the fence.
+    fn apply_fenced(&self, writes: Vec<PartitionWrite>, fence: &Fence) -> StoreResult<Vec<CommittedBatch>> {
+        let _ = fence;
+        writes.into_iter().map(|write| self.apply_batch(&write.partition, write.upserts, write.deletes)).collect()
+    }
+
     /// Returns the last capture position stored under `name`.
     fn capture_position(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
 
@@ -409,6 +440,15 @@ pub trait MutationQueue: Send + Sync + 'static {
 
     /// Returns every unfinished mutation, by client and queue position.
     fn pending_mutations(&self) -> StoreResult<Vec<QueuedMutation>>;
+
+    /// Returns the unfinished mutations of one device, by queue position (cluster lanes read
+    /// their work from here, not from memory, so that a lane taken over never sends a
+    /// mutation another node finished).
+    fn pending_mutations_of(&self, client_id: &str) -> StoreResult<Vec<QueuedMutation>> {
+        let mut pending = self.pending_mutations()?;
+        pending.retain(|mutation| mutation.client_id == client_id);
+        Ok(pending)
+    }
 
     /// Applies writes like [`PartitionStore::apply_capture`] and, in the same atomic, durable commit,
     /// takes a mutation off its device's queue and stores its outcome (which then answers the

@@ -32,6 +32,7 @@ pub(crate) fn outcome(client: &str, mutation_id: &str, result: &[u8]) -> Mutatio
         mutation_id: mutation_id.to_owned(),
         result: result.to_vec(),
         failed: None,
+        fence: None,
     }
 }
 
@@ -107,6 +108,10 @@ pub(super) fn pending_mutations_are_listed_by_client_and_position(open: Open) {
     assert_eq!(pending, expected.map(|(c, s, m)| (c.to_owned(), s, m.to_owned())));
     let first = &store.pending_mutations().expect("pending")[0];
     assert_eq!(first, &QueuedMutation { client_id: "c1".into(), seq: 1, ..mutation("c1", "b") }, "stored whole");
+    // One device's, as cluster lanes read them.
+    let of_c2: Vec<_> = store.pending_mutations_of("c2").expect("pending").into_iter().map(|m| m.mutation_id).collect();
+    assert_eq!(of_c2, ["x", "y"]);
+    assert!(store.pending_mutations_of("c3").expect("pending").is_empty());
 }
 
 pub(super) fn a_refused_mutation_is_kept_as_failed_until_retried_dismissed_or_pruned(open: Open) {

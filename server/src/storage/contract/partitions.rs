@@ -453,7 +453,7 @@ pub(super) fn capture_writes_commit_with_their_position(open: Open) {
     let fixture = open(None);
     let store = &*fixture.store;
     let (a, b) = (partition("a"), partition("b"));
-    let position = |token: &[u8]| CapturePosition { name: "watch:crm".into(), token: token.to_vec() };
+    let position = |token: &[u8]| CapturePosition { name: "watch:crm".into(), token: token.to_vec(), fence: None };
     assert_eq!(store.capture_position("watch:crm").expect("read"), None);
     let writes = vec![
         PartitionWrite { partition: a.clone(), upserts: vec![record("x", 1)], deletes: vec![] },

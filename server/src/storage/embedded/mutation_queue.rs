@@ -301,6 +301,7 @@ pub(super) fn migrate_from_format_1(
             mutation_id: mutation_id.clone(),
             result: result.clone(),
             failed: None,
+            fence: None,
         };
         tables.finish(&outcome, now_ms)?;
     }

@@ -211,5 +211,6 @@ pub(super) fn same_error(error: &StoreError) -> StoreError {
         StoreError::QueueFull { pending } => StoreError::QueueFull { pending: *pending },
         StoreError::NotDurable { detail } => StoreError::NotDurable { detail: detail.clone() },
         StoreError::Contention { subject } => StoreError::Contention { subject: subject.clone() },
+        StoreError::LeaseLost { lease } => StoreError::LeaseLost { lease: lease.clone() },
     }
 }

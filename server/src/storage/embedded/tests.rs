@@ -239,7 +239,7 @@ fn a_panicking_listener_does_not_stop_the_writer() {
 fn capture_writes_commit_atomically_with_their_position() {
     let (dir, store) = open_temp();
     let (a, b) = (partition("a"), partition("b"));
-    let position = |token: &[u8]| CapturePosition { name: "watch:crm".into(), token: token.to_vec() };
+    let position = |token: &[u8]| CapturePosition { name: "watch:crm".into(), token: token.to_vec(), fence: None };
     assert_eq!(store.capture_position("watch:crm").expect("read"), None);
     let writes = vec![
         PartitionWrite { partition: a.clone(), upserts: vec![record("x", 1)], deletes: vec![] },

@@ -15,6 +15,8 @@
 //! | `syncline:mutation_clients` | set | client ids that queued mutations |
 //! | `syncline:{m:<hex client>}:*` | `queue` (sorted set of positions), `values` (hash), `ids` (hash), `results` (hash) | one device's mutation queue and outcomes |
 //! | `syncline:mutation_ages` | sorted set | score = finished at (ms), member = `hex(client):hex(mutation id)` |
+//! | `syncline:{a}:lease:<hex name>`, `…:fence:<hex name>` | string (expiring), counter | a cluster lease's holder (`token/node`) and its last fencing token, beside the capture positions it guards |
+//! | `syncline:{m:<hex client>}:lease:<hex source>`, `…:fence:<hex source>` | string (expiring), counter | the lease of one mutation lane (device, source), beside the queue it guards |
 //!
 //! Names inside keys are hex-encoded, so a `{`, `}` or `:` in a source, partition key or id
 //! can never break a hash tag or a separator.
@@ -131,6 +133,31 @@ impl MutationKeys {
             failed: format!("{tag}:failed"),
         }
     }
+}
+
+/// What a cluster lease guards, which decides the slot its keys live in: a script that
+/// checks the lease while writing what it guards touches keys of one slot only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseSlot<'a> {
+    /// Capture positions and other app-wide work (compaction): the `{a}` slot.
+    App,
+    /// One device's mutation queue: its `{m:…}` slot.
+    Device { client_id: &'a str },
+}
+
+/// Returns the keys of the lease `name` in `slot`: (holder, fencing token counter).
+pub fn lease_keys(slot: LeaseSlot<'_>, name: &str) -> (String, String) {
+    let tag = match slot {
+        LeaseSlot::App => "syncline:{a}".to_owned(),
+        LeaseSlot::Device { client_id } => format!("syncline:{{m:{}}}", hex(client_id)),
+    };
+    (format!("{tag}:lease:{}", hex(name)), format!("{tag}:fence:{}", hex(name)))
+}
+
+/// Returns the field of a partition's state hash that keeps the greatest fencing token
+/// written under the lease `name`.
+pub(super) fn partition_fence_field(name: &str) -> String {
+    format!("fence:{}", hex(name))
 }
 
 /// Returns the key of a user's devices, by client id.

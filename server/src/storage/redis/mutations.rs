@@ -10,7 +10,7 @@ use super::{RedisStore, now_ms, parse_u64};
 use crate::storage::embedded::mutation_queue::{MutationValue, result_value, split_result_value};
 use crate::storage::embedded::tables::corrupt;
 use crate::storage::{
-    CommittedBatch, Enqueued, FailedMutation, MutationOutcome, MutationQueue, PartitionWrite, QueuedMutation,
+    CommittedBatch, Enqueued, FailedMutation, Fence, MutationOutcome, MutationQueue, PartitionWrite, QueuedMutation,
     StoreError, StoreResult,
 };
 
@@ -55,19 +55,7 @@ impl MutationQueue for RedisStore {
         clients.sort();
         let mut pending = Vec::new();
         for client in clients {
-            let keys = MutationKeys::new(&client);
-            let entries: Vec<(String, Vec<u8>)> =
-                self.run(|connection| redis::cmd("HGETALL").arg(&keys.values).query(connection))?;
-            let mut queued = entries
-                .into_iter()
-                .map(|(seq, value)| {
-                    let seq = parse_u64(&seq, "queue position")?;
-                    let value = MutationValue::decode(value.as_slice()).map_err(|e| corrupt("mutation", &e))?;
-                    value.into_queued(&client, seq)
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            queued.sort_by_key(|mutation| mutation.seq);
-            pending.extend(queued);
+            pending.extend(self.pending_mutations_of(&client)?);
         }
         Ok(pending)
     }
@@ -78,11 +66,32 @@ impl MutationQueue for RedisStore {
         outcome: MutationOutcome,
     ) -> StoreResult<Vec<CommittedBatch>> {
         self.submit(&writes)?;
-        let result = self.write_partitions(writes).and_then(|batches| {
+        // Under a lane's lease, a holder that lost it writes nothing at all: checked first
+        // here, and again atomically with the outcome.
+        if let Some(fence) = &outcome.fence {
+            self.check_fence(fence)?;
+        }
+        let result = self.write_partitions(writes, None).and_then(|batches| {
             self.store_outcome(&outcome)?;
             Ok(batches)
         });
         self.answered(result)
+    }
+
+    fn pending_mutations_of(&self, client_id: &str) -> StoreResult<Vec<QueuedMutation>> {
+        let keys = MutationKeys::new(client_id);
+        let entries: Vec<(String, Vec<u8>)> =
+            self.run(|connection| redis::cmd("HGETALL").arg(&keys.values).query(connection))?;
+        let mut queued = entries
+            .into_iter()
+            .map(|(seq, value)| {
+                let seq = parse_u64(&seq, "queue position")?;
+                let value = MutationValue::decode(value.as_slice()).map_err(|e| corrupt("mutation", &e))?;
+                value.into_queued(client_id, seq)
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        queued.sort_by_key(|mutation| mutation.seq);
+        Ok(queued)
     }
 
     fn prune_mutation_outcomes(&self, finished_before_ms: u64) -> StoreResult<u64> {
@@ -180,22 +189,39 @@ impl RedisStore {
             result_value(finished_ms, &MutationValue::from_queued(mutation).encode_to_vec())
         });
         let started = Instant::now();
-        self.run_durable(|connection| {
-            self.scripts
+        let fence = outcome.fence.as_ref();
+        let stored: bool = self.run_durable(|connection| {
+            let stored: bool = self
+                .scripts
                 .finish_mutation
                 .key(&keys.results)
                 .key(&keys.ids)
                 .key(&keys.queue)
                 .key(&keys.values)
                 .key(&keys.failed)
+                .key(fence.map_or(keys.results.as_str(), |fence| fence.key.as_str()))
                 .arg(&outcome.mutation_id)
                 .arg(value.as_slice())
                 .arg(failed.as_slice())
-                .invoke::<()>(connection)?;
-            Ok(((), true))
+                .arg(fence.map_or("", |fence| fence.holder.as_str()))
+                .invoke(connection)?;
+            Ok((stored, stored))
         })?;
+        if !stored {
+            return Err(StoreError::LeaseLost { lease: fence.map_or_else(String::new, |fence| fence.lease.clone()) });
+        }
         self.record_commit(started);
         Ok(())
+    }
+
+    /// Fails with [`StoreError::LeaseLost`] unless `fence`'s grant still holds its lease.
+    pub(super) fn check_fence(&self, fence: &Fence) -> StoreResult<()> {
+        let holder: Option<String> = self.run(|connection| redis::cmd("GET").arg(&fence.key).query(connection))?;
+        if holder.as_deref() == Some(fence.holder.as_str()) {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost { lease: fence.lease.clone() })
+        }
     }
 
     /// Removes one aged outcome if it finished before `before_ms`; returns 1 if it did.

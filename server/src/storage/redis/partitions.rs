@@ -15,7 +15,7 @@ use crate::storage::embedded::tables::{
 };
 use crate::storage::embedded::writer::validate_batch;
 use crate::storage::{
-    CapturePosition, Change, CommittedBatch, CompactionReport, LogPage, PageFill, PageLimit, PartitionName,
+    CapturePosition, Change, CommittedBatch, CompactionReport, Fence, LogPage, PageFill, PageLimit, PartitionName,
     PartitionState, PartitionStore, PartitionWrite, SnapshotPage, StoreError, StoreResult, record_item_bytes,
 };
 
@@ -168,14 +168,19 @@ fn read_state(connection: &mut dyn ConnectionLike, keys: &PartitionKeys) -> redi
 
 impl RedisStore {
     /// Writes the partitions of a validated request one after the other (see the module
-    /// docs for why not atomically across partitions).
-    pub(super) fn write_partitions(&self, writes: Vec<PartitionWrite>) -> StoreResult<Vec<CommittedBatch>> {
-        writes.into_iter().map(|write| self.write_partition(write)).collect()
+    /// docs for why not atomically across partitions), under `fence` when given.
+    pub(super) fn write_partitions(
+        &self,
+        writes: Vec<PartitionWrite>,
+        fence: Option<&Fence>,
+    ) -> StoreResult<Vec<CommittedBatch>> {
+        writes.into_iter().map(|write| self.write_partition(write, fence)).collect()
     }
 
     /// Applies one validated partition write: compare-and-set against the head read,
-    /// recomputed when another writer moved it.
-    fn write_partition(&self, mut write: PartitionWrite) -> StoreResult<CommittedBatch> {
+    /// recomputed when another writer moved it. Under a `fence`, refused when a later grant
+    /// of its lease has written the partition (see `write_partition.lua`).
+    fn write_partition(&self, mut write: PartitionWrite, fence: Option<&Fence>) -> StoreResult<CommittedBatch> {
         let keys = PartitionKeys::new(&write.partition);
         let fields: Vec<Vec<u8>> = write.upserts.iter_mut().map(encode_fields).collect();
         let ids: Vec<&str> =
@@ -204,7 +209,12 @@ impl RedisStore {
                 self.run(|connection| redis::cmd("SADD").arg(keys::PARTITIONS).arg(member).query::<()>(connection))?;
             }
             let started = Instant::now();
-            if self.apply_plan(&keys, &write, &plan)? {
+            let applied = self.apply_plan(&keys, &write, &plan, fence)?;
+            if applied < 0 {
+                let lease = fence.map_or_else(String::new, |fence| fence.lease.clone());
+                return Err(StoreError::LeaseLost { lease });
+            }
+            if applied > 0 {
                 self.record_commit(started);
                 let batch = committed_batch(write, plan);
                 if let Some(listener) = &self.listener {
@@ -216,8 +226,15 @@ impl RedisStore {
         Err(StoreError::Contention { subject: format!("partition {}", write.partition) })
     }
 
-    /// Runs the write script for `plan`; returns false when the head moved.
-    fn apply_plan(&self, keys: &PartitionKeys, write: &PartitionWrite, plan: &Plan) -> StoreResult<bool> {
+    /// Runs the write script for `plan`; returns 1 when applied, 0 when the head moved, -1
+    /// when `fence` is stale.
+    fn apply_plan(
+        &self,
+        keys: &PartitionKeys,
+        write: &PartitionWrite,
+        plan: &Plan,
+        fence: Option<&Fence>,
+    ) -> StoreResult<i64> {
         let mut invocation = self.scripts.write_partition.prepare_invoke();
         invocation.key(&keys.state).key(&keys.records).key(&keys.ids).key(&keys.log);
         invocation
@@ -228,6 +245,10 @@ impl RedisStore {
             .arg(plan.deleted.len())
             .arg(plan.sets.len())
             .arg(plan.log.len());
+        match fence {
+            Some(fence) => invocation.arg(keys::partition_fence_field(&fence.lease)).arg(fence.token),
+            None => invocation.arg("").arg(0),
+        };
         for index in &plan.deleted {
             invocation.arg(write.deletes[*index].as_str());
         }
@@ -238,8 +259,8 @@ impl RedisStore {
             invocation.arg(*seq).arg(member.as_slice());
         }
         self.run_durable(|connection| {
-            let applied: bool = invocation.invoke(connection)?;
-            Ok((applied, applied))
+            let applied: i64 = invocation.invoke(connection)?;
+            Ok((applied, applied > 0))
         })
     }
 
@@ -286,7 +307,12 @@ impl PartitionStore for RedisStore {
     ) -> StoreResult<CommittedBatch> {
         let write = PartitionWrite { partition: partition.clone(), upserts, deletes };
         self.submit(std::slice::from_ref(&write))?;
-        self.answered(self.write_partition(write))
+        self.answered(self.write_partition(write, None))
+    }
+
+    fn apply_fenced(&self, writes: Vec<PartitionWrite>, fence: &Fence) -> StoreResult<Vec<CommittedBatch>> {
+        self.submit(&writes)?;
+        self.answered(self.write_partitions(writes, Some(fence)))
     }
 
     fn apply_capture(
@@ -295,16 +321,26 @@ impl PartitionStore for RedisStore {
         position: CapturePosition,
     ) -> StoreResult<Vec<CommittedBatch>> {
         self.submit(&writes)?;
-        let result = self.write_partitions(writes).and_then(|batches| {
+        let fence = position.fence.as_ref();
+        let result = self.write_partitions(writes, fence).and_then(|batches| {
             let started = Instant::now();
-            self.run_durable(|connection| {
-                redis::cmd("HSET")
-                    .arg(keys::CAPTURE_POSITIONS)
+            let stored: bool = self.run_durable(|connection| {
+                let stored: bool = self
+                    .scripts
+                    .fenced_capture_position
+                    .key(keys::CAPTURE_POSITIONS)
+                    .key(fence.map_or(keys::CAPTURE_POSITIONS, |fence| fence.key.as_str()))
                     .arg(&position.name)
                     .arg(position.token.as_slice())
-                    .query::<()>(connection)?;
-                Ok(((), true))
+                    .arg(fence.map_or("", |fence| fence.holder.as_str()))
+                    .invoke(connection)?;
+                Ok((stored, stored))
             })?;
+            if !stored {
+                return Err(StoreError::LeaseLost {
+                    lease: fence.map_or_else(String::new, |fence| fence.lease.clone()),
+                });
+            }
             self.record_commit(started);
             Ok(batches)
         });

@@ -20,6 +20,7 @@ pub(super) struct Scripts {
     pub(super) put_device: Script,
     pub(super) compare_and_set_fields: Script,
     pub(super) add_command: Script,
+    pub(super) fenced_capture_position: Script,
 }
 
 impl Scripts {
@@ -39,6 +40,7 @@ impl Scripts {
             put_device: Script::new(include_str!("scripts/put_device.lua")),
             compare_and_set_fields: Script::new(include_str!("scripts/compare_and_set_fields.lua")),
             add_command: Script::new(include_str!("scripts/add_command.lua")),
+            fenced_capture_position: Script::new(include_str!("scripts/fenced_capture_position.lua")),
         }
     }
 }
