@@ -149,7 +149,7 @@ part_ingest() {
         cluster "$backend" 1
         wait_quiet "ingest $backend batch $batch round $round"
         sim ingest --grpc "http://127.0.0.1:$(grpc_port 0)" --batch "$batch" --records "$records" \
-          --server-pid "$(node_pid 0)" --json "$OUT/ingest-$backend-b$batch-r$round.json"
+          --server-pid "$(node_pid 0)" --json-out "$OUT/ingest-$backend-b$batch-r$round.json"
       done
     done
   done
@@ -162,7 +162,7 @@ fanout() {
   wait_quiet "$arm"
   sim fanout "$@" --user "$USER_NAME" --password "$USER_PASSWORD" --devices "$devices" \
     --changes "$changes" --rate "$rate" --grpc "http://127.0.0.1:$(grpc_port 0)" \
-    --server-pid "$(node_pid 0)" --json "$file"
+    --server-pid "$(node_pid 0)" --json-out "$file"
 }
 
 part_push() {

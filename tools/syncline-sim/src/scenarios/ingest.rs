@@ -58,7 +58,7 @@ pub(crate) struct IngestScenarioArgs {
     max_secs: u64,
     /// Writes the report as JSON to this file.
     #[arg(long)]
-    json: Option<PathBuf>,
+    json_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -173,7 +173,7 @@ pub(crate) async fn run(args: IngestScenarioArgs) -> anyhow::Result<()> {
         .row("call latency p50 / p90 / p99 / max", call_latency.line());
     window.table_rows(&mut table, committed, "record");
     table.print();
-    write_json(args.json.as_deref(), &report)
+    write_json(args.json_out.as_deref(), &report)
 }
 
 /// Record `n`: id `ingest-<n>`, its number, and `pad` bytes of filler.
