@@ -20,7 +20,7 @@ use std::{
 use parking_lot::Mutex;
 use syncline_proto::{
     close_code,
-    v1::{Value, server_frame},
+    v1::{Blob, Value, server_frame},
 };
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -31,6 +31,8 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::{
     backoff::Backoff,
+    blob_transfer::{BlobClient, BlobTransferError, blob_of},
+    blob_uploads::{BlobUploads, LocalBlobs},
     config::DeviceConfig,
     engine::{AfterDisconnect, Disconnect, ReconnectDelay, SearchError, SearchQuery, SearchResults, SyncEngine},
     notification::Notification,
@@ -88,6 +90,10 @@ impl Device {
             None => (None, None),
         };
         let span = info_span!("device", user = %config.username, url = %config.url);
+        let blobs = Arc::new(LocalBlobs::new(config.blob_dir.as_deref()));
+        let blob_client = BlobClient::new(&config.url, config.ca_cert_pem.as_deref())
+            .inspect_err(|error| info!(%error, "no blob transfers for this device"))
+            .ok();
         let task = DeviceTask {
             options: ConnectOptions {
                 format: config.format,
@@ -106,9 +112,18 @@ impl Device {
             published: DeviceState::default(),
             calls: PendingCalls::default(),
             searches: HashMap::new(),
+            blob_uploads: BlobUploads::new(blob_client.clone(), blobs.clone()),
         };
         let task = tokio::spawn(task.run().instrument(span));
-        Ok(DeviceHandle { engine, state: state_rx, control: control_tx, notifications: notification_rx, task })
+        Ok(DeviceHandle {
+            engine,
+            state: state_rx,
+            control: control_tx,
+            notifications: notification_rx,
+            task,
+            blobs,
+            blob_client,
+        })
     }
 }
 
@@ -152,6 +167,9 @@ pub struct DeviceHandle {
     control: mpsc::UnboundedSender<Control>,
     notifications: Option<mpsc::Receiver<Notification>>,
     task: JoinHandle<()>,
+    /// The bytes of blobs attached or downloaded.
+    blobs: Arc<LocalBlobs>,
+    blob_client: Option<BlobClient>,
 }
 
 impl DeviceHandle {
@@ -168,6 +186,33 @@ impl DeviceHandle {
     /// [`DeviceConfig::restore`] (the mutation queue persists on its own).
     pub fn synced_view(&self, source: &str, key: &str) -> Option<PartitionView> {
         self.engine.lock().synced_view(&PartitionId::new(source, key))
+    }
+
+    /// Keeps `bytes` on the device (see [`DeviceConfig::blob_dir`]) and returns the `blob`
+    /// value that references them, for a field of a record the app creates or updates. The
+    /// device uploads the bytes before it sends that mutation (see [`crate::blob_uploads`]).
+    pub fn attach_blob(&self, bytes: &[u8], media_type: &str, name: &str) -> std::io::Result<Value> {
+        self.blobs.put(bytes)?;
+        Ok(Value::blob(blob_of(bytes, media_type, name)))
+    }
+
+    /// Returns the bytes of `blob`: from the device when it has them, else downloaded
+    /// (resuming after cuts, checked against the hash) and kept. `record` names the record
+    /// that references the blob, as `(source, key, id)`: the server lets whoever may read it
+    /// download the blob. Needs a connection (the session token) for a download.
+    pub async fn blob(&self, blob: &Blob, record: Option<(&str, &str, &str)>) -> Result<Vec<u8>, BlobTransferError> {
+        let local = |error: std::io::Error| BlobTransferError::Transient(format!("the device's blob store: {error}"));
+        if let Some(bytes) = self.blobs.get(&blob.hash).map_err(local)? {
+            return Ok(bytes.as_ref().clone());
+        }
+        let Some(client) = &self.blob_client else {
+            return Err(BlobTransferError::Transient("the server's URL has no blob endpoint".to_owned()));
+        };
+        let token = self.engine.lock().blob_token().map(str::to_owned);
+        let token = token.ok_or_else(|| BlobTransferError::Transient("not connected".to_owned()))?;
+        let bytes = client.download(&token, blob, record).await?;
+        self.blobs.put(&bytes).map_err(local)?;
+        Ok(bytes)
     }
 
     /// Creates a record with `fields` in partition `key` of `source` (`None`: the source's
@@ -452,6 +497,8 @@ struct DeviceTask {
     calls: PendingCalls,
     /// Searches sent on the current connection, by search id.
     searches: HashMap<String, SearchReply>,
+    /// Uploads of the blobs queued mutations reference.
+    blob_uploads: BlobUploads,
 }
 
 impl DeviceTask {
@@ -631,7 +678,13 @@ impl DeviceTask {
             debug!(error = %error, "sending hello failed");
             return SessionEnd::Disconnected(Disconnect::Lost);
         }
+        self.blob_uploads.restart();
         loop {
+            if let Some(reaction) = self.blob_uploads.start_next(&self.engine)
+                && let Err(end) = self.apply_blob_reaction(reaction, &mut connection).await
+            {
+                return end;
+            }
             let ack_deadline = self.engine.lock().live_ack_deadline();
             let ack_timer = ack_deadline.unwrap_or_else(|| Instant::now() + NO_DEADLINE);
             tokio::select! {
@@ -683,6 +736,11 @@ impl DeviceTask {
                     }
                 },
                 () = self.outbox.deliver_one(), if self.outbox.has_pending() => {}
+                reaction = self.blob_uploads.finished(&self.engine), if self.blob_uploads.is_running() => {
+                    if let Err(end) = self.apply_blob_reaction(reaction, &mut connection).await {
+                        return end;
+                    }
+                }
                 // While notifications wait for the app, the socket is not read: the app's
                 // pace becomes the device's pace (see `crate::notification`).
                 incoming = connection.recv(), if !self.outbox.has_pending() => match incoming {
@@ -745,6 +803,24 @@ impl DeviceTask {
                 }
             }
         }
+    }
+
+    /// Sends the frames (mutations that may go now) and queues the notifications (failed
+    /// mutations) that follow the end of a blob upload.
+    async fn apply_blob_reaction(
+        &mut self,
+        reaction: crate::engine::Reaction,
+        connection: &mut Connection,
+    ) -> Result<(), SessionEnd> {
+        self.publish();
+        self.outbox.extend(reaction.notifications);
+        for frame in &reaction.frames {
+            if let Err(error) = connection.send(frame).await {
+                debug!(error = %error, "send failed");
+                return Err(SessionEnd::Disconnected(Disconnect::Lost));
+            }
+        }
+        Ok(())
     }
 
     fn set_phase(&mut self, phase: ConnectionPhase) {

@@ -1,5 +1,5 @@
-//! Background jobs: flushing device cursors and last-seen times, compacting change logs and
-//! pruning finished mutations' outcomes. Each runs as a task on the server's tracker until
+//! Background jobs: flushing device cursors and last-seen times, compacting change logs,
+//! pruning finished mutations' outcomes and collecting unreferenced blobs. Each runs as a task on the server's tracker until
 //! the shutdown token fires; the stop sequence flushes cursors and last-seen times once more
 //! after they end.
 
@@ -20,6 +20,7 @@ pub(crate) struct Jobs {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) cursors: Arc<CursorRecorder>,
     pub(crate) devices: Arc<DeviceManagement>,
+    pub(crate) blobs: Arc<crate::blobs::BlobService>,
 }
 
 impl Jobs {
@@ -45,6 +46,32 @@ impl Jobs {
                 jobs.prune_mutation_outcomes(retention).await;
             }
         });
+    }
+
+    /// Starts the collection of unreferenced blobs on `tracker`, every `interval` (the first
+    /// after one interval: blobs are kept for a grace period anyway).
+    pub(crate) fn spawn_blob_collection(
+        &self,
+        interval: Duration,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let jobs = self.clone();
+        every(tracker, shutdown, interval, true, move || {
+            let jobs = jobs.clone();
+            async move { jobs.collect_blobs().await }
+        });
+    }
+
+    /// Deletes blobs nothing references any more, past their grace period.
+    pub(crate) async fn collect_blobs(&self) {
+        match self.blobs.collect_garbage().await {
+            Ok(report) if report.deleted > 0 || report.partials_deleted > 0 => {
+                tracing::info!(deleted = report.deleted, partials = report.partials_deleted, "collected unreferenced blobs");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "blob collection failed; will retry"),
+        }
     }
 
     /// Writes recorded device cursors to the store.

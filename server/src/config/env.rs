@@ -82,6 +82,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     var!("SYNCLINE_GRPC_ADDR", "grpc.addr", config => config.grpc.addr),
     var!("SYNCLINE_INGEST_TOKEN", "grpc.ingest_token", config => config.grpc.ingest_token),
     var!("SYNCLINE_GRPC_THREADS", "grpc.threads", config => config.grpc.threads),
+    var!("SYNCLINE_DESCRIBE_INTERVAL_SECS", "grpc.describe_interval_secs", config => config.grpc.describe_interval_secs),
     var!("SYNCLINE_ADMIN_ADDR", "admin.addr", config => config.admin.addr),
     var!("SYNCLINE_ADMIN_METRICS_PUBLIC", "admin.metrics_public", config => config.admin.metrics_public),
     var!("SYNCLINE_ADMIN_PASSWORD", "admin.password", config => config.admin.password),
@@ -132,6 +133,10 @@ pub const ENV_VARS: &[EnvVar] = &[
         "store.mutation_outcome_retention_hours",
         config => config.store.mutation_outcome_retention_hours
     ),
+    var!("SYNCLINE_BLOB_DIR", "blob.dir", config => config.blob.dir),
+    var!("SYNCLINE_BLOB_MAX_BYTES", "blob.max_bytes", config => config.blob.max_bytes),
+    var!("SYNCLINE_BLOB_GC_GRACE_SECS", "blob.gc_grace_secs", config => config.blob.gc_grace_secs),
+    var!("SYNCLINE_BLOB_GC_INTERVAL_SECS", "blob.gc_interval_secs", config => config.blob.gc_interval_secs),
     var!("SYNCLINE_DEMO", "demo.enabled", config => config.demo.enabled),
     var!("SYNCLINE_DEMO_RECORDS", "demo.records", config => config.demo.records),
     var!("SYNCLINE_RPC_DEFAULT_DEADLINE_MS", "rpc.default_deadline_ms", config => config.rpc.default_deadline_ms),
