@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use syncline_proto::v1::{Blob, ErrorCode};
+use syncline_proto::v1::{Blob, ErrorCode, Value};
 use tokio::task::JoinHandle;
 
-use crate::blob_transfer::{BlobClient, BlobTransferError, blob_hash};
+use crate::blob_transfer::{BlobClient, BlobTransferError, blob_hash, blob_of};
+use crate::device::DeviceHandle;
 use crate::engine::{Reaction, SyncEngine};
 
 /// The bytes of the device's blobs, by hash: files in a directory, or memory.
@@ -169,4 +170,33 @@ impl BlobUploads {
 async fn upload(client: BlobClient, token: String, blob: Blob, bytes: Arc<Vec<u8>>) -> UploadDone {
     let result = client.upload(&token, &blob, &bytes).await;
     UploadDone { hash: blob.hash, result }
+}
+
+impl DeviceHandle {
+    /// Keeps `bytes` on the device (see [`crate::DeviceConfig::blob_dir`]) and returns the `blob`
+    /// value that references them, for a field of a record the app creates or updates. The
+    /// device uploads the bytes before it sends that mutation (see [`crate::blob_uploads`]).
+    pub fn attach_blob(&self, bytes: &[u8], media_type: &str, name: &str) -> std::io::Result<Value> {
+        self.blobs.put(bytes)?;
+        Ok(Value::blob(blob_of(bytes, media_type, name)))
+    }
+
+    /// Returns the bytes of `blob`: from the device when it has them, else downloaded
+    /// (resuming after cuts, checked against the hash) and kept. `record` names the record
+    /// that references the blob, as `(source, key, id)`: the server lets whoever may read it
+    /// download the blob. Needs a connection (the session token) for a download.
+    pub async fn blob(&self, blob: &Blob, record: Option<(&str, &str, &str)>) -> Result<Vec<u8>, BlobTransferError> {
+        let local = |error: std::io::Error| BlobTransferError::Transient(format!("the device's blob store: {error}"));
+        if let Some(bytes) = self.blobs.get(&blob.hash).map_err(local)? {
+            return Ok(bytes.as_ref().clone());
+        }
+        let Some(client) = &self.blob_client else {
+            return Err(BlobTransferError::Transient("the server's URL has no blob endpoint".to_owned()));
+        };
+        let token = self.engine.lock().blob_token().map(str::to_owned);
+        let token = token.ok_or_else(|| BlobTransferError::Transient("not connected".to_owned()))?;
+        let bytes = client.download(&token, blob, record).await?;
+        self.blobs.put(&bytes).map_err(local)?;
+        Ok(bytes)
+    }
 }

@@ -20,7 +20,7 @@ use std::{
 use parking_lot::Mutex;
 use syncline_proto::{
     close_code,
-    v1::{Blob, Value, server_frame},
+    v1::{Value, server_frame},
 };
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -31,7 +31,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::{
     backoff::Backoff,
-    blob_transfer::{BlobClient, BlobTransferError, blob_of},
+    blob_transfer::BlobClient,
     blob_uploads::{BlobUploads, LocalBlobs},
     config::DeviceConfig,
     engine::{AfterDisconnect, Disconnect, ReconnectDelay, SearchError, SearchQuery, SearchResults, SyncEngine},
@@ -162,14 +162,14 @@ enum Control {
 /// Observes and steers a running device. Dropping it stops the device.
 #[derive(Debug)]
 pub struct DeviceHandle {
-    engine: Arc<Mutex<SyncEngine>>,
+    pub(crate) engine: Arc<Mutex<SyncEngine>>,
     state: watch::Receiver<DeviceState>,
     control: mpsc::UnboundedSender<Control>,
     notifications: Option<mpsc::Receiver<Notification>>,
     task: JoinHandle<()>,
     /// The bytes of blobs attached or downloaded.
-    blobs: Arc<LocalBlobs>,
-    blob_client: Option<BlobClient>,
+    pub(crate) blobs: Arc<LocalBlobs>,
+    pub(crate) blob_client: Option<BlobClient>,
 }
 
 impl DeviceHandle {
@@ -186,33 +186,6 @@ impl DeviceHandle {
     /// [`DeviceConfig::restore`] (the mutation queue persists on its own).
     pub fn synced_view(&self, source: &str, key: &str) -> Option<PartitionView> {
         self.engine.lock().synced_view(&PartitionId::new(source, key))
-    }
-
-    /// Keeps `bytes` on the device (see [`DeviceConfig::blob_dir`]) and returns the `blob`
-    /// value that references them, for a field of a record the app creates or updates. The
-    /// device uploads the bytes before it sends that mutation (see [`crate::blob_uploads`]).
-    pub fn attach_blob(&self, bytes: &[u8], media_type: &str, name: &str) -> std::io::Result<Value> {
-        self.blobs.put(bytes)?;
-        Ok(Value::blob(blob_of(bytes, media_type, name)))
-    }
-
-    /// Returns the bytes of `blob`: from the device when it has them, else downloaded
-    /// (resuming after cuts, checked against the hash) and kept. `record` names the record
-    /// that references the blob, as `(source, key, id)`: the server lets whoever may read it
-    /// download the blob. Needs a connection (the session token) for a download.
-    pub async fn blob(&self, blob: &Blob, record: Option<(&str, &str, &str)>) -> Result<Vec<u8>, BlobTransferError> {
-        let local = |error: std::io::Error| BlobTransferError::Transient(format!("the device's blob store: {error}"));
-        if let Some(bytes) = self.blobs.get(&blob.hash).map_err(local)? {
-            return Ok(bytes.as_ref().clone());
-        }
-        let Some(client) = &self.blob_client else {
-            return Err(BlobTransferError::Transient("the server's URL has no blob endpoint".to_owned()));
-        };
-        let token = self.engine.lock().blob_token().map(str::to_owned);
-        let token = token.ok_or_else(|| BlobTransferError::Transient("not connected".to_owned()))?;
-        let bytes = client.download(&token, blob, record).await?;
-        self.blobs.put(&bytes).map_err(local)?;
-        Ok(bytes)
     }
 
     /// Creates a record with `fields` in partition `key` of `source` (`None`: the source's

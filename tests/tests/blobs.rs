@@ -8,10 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream;
-use parking_lot::Mutex;
 use syncline_client_sim::{
     Device, DeviceConfig, DeviceHandle, MutationState, SubscriptionConfig, blob_hash, blob_of,
 };
@@ -21,8 +20,8 @@ use syncline_proto::v1::{
     client_frame, server_frame, value::Kind,
 };
 use syncline_server::config::{Config, Partitioning, SourceSection};
-use syncline_tests::{DEADLINE, TestServer, eventually, mutation_outcome, push, raw_login};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use syncline_tests::{DEADLINE, TestServer, eventually, mutation_outcome, push, raw_login, serve_channel};
+use tokio_util::sync::DropGuard;
 
 /// A channel that stores what devices create (the record under a backend id) and
 /// remembers every write it received.
@@ -45,14 +44,14 @@ impl ChannelBackend for PhotoChannel {
 
     async fn create(&self, request: WriteRequest) -> sdk::Result<WriteOutcome> {
         let record = request.record.unwrap_or_default();
-        let mut received = self.received.lock();
+        let mut received = self.received.lock().unwrap();
         received.push(record.clone());
         Ok(WriteOutcome::Written(Record { id: format!("photo-{}", received.len()), ..record }))
     }
 
     async fn update(&self, request: WriteRequest) -> sdk::Result<WriteOutcome> {
         let record = request.record.unwrap_or_default();
-        self.received.lock().push(record.clone());
+        self.received.lock().unwrap().push(record.clone());
         Ok(WriteOutcome::Written(record))
     }
 
@@ -61,7 +60,7 @@ impl ChannelBackend for PhotoChannel {
     }
 
     async fn read_blob(&self, request: BlobRequest) -> sdk::Result<BlobChunkStream> {
-        let Some(bytes) = self.kept.lock().get(&request.hash).cloned() else {
+        let Some(bytes) = self.kept.lock().unwrap().get(&request.hash).cloned() else {
             return Err(sdk::ChannelError::NotFound(format!("no blob {}", request.hash)));
         };
         let start = usize::try_from(request.offset).unwrap_or(usize::MAX).min(bytes.len());
@@ -79,12 +78,8 @@ struct Setup {
 }
 
 async fn setup(customize: impl FnOnce(&mut Config)) -> Setup {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let channel = Arc::new(PhotoChannel::default());
-    let stop = CancellationToken::new();
-    let shutdown = stop.clone();
-    tokio::spawn(sdk::serve_shared(channel.clone(), listener, async move { shutdown.cancelled().await }));
+    let (url, stop) = serve_channel(channel.clone()).await;
     let server = TestServer::start_with(move |config| {
         for (name, partitioning) in [("Gallery", Partitioning::App), ("Private", Partitioning::User)] {
             let mut source = SourceSection::new(partitioning);
@@ -97,7 +92,7 @@ async fn setup(customize: impl FnOnce(&mut Config)) -> Setup {
     for user in ["ann", "bob", "carol"] {
         server.add_user(user, &format!("{user}-pw"));
     }
-    Setup { server, channel, _stop: stop.drop_guard() }
+    Setup { server, channel, _stop: stop }
 }
 
 fn device_config(url: &str, user: &str, dir: &Path) -> DeviceConfig {
@@ -164,13 +159,14 @@ async fn a_photo_taken_offline_reaches_the_channel_and_another_device_downloads_
     let fields = BTreeMap::from([("title".to_owned(), Value::string("cat")), ("photo".to_owned(), value.clone())]);
     offline.create("Gallery", None, fields).unwrap();
     offline.stop().await;
-    assert!(setup.channel.received.lock().is_empty());
+    drop(offline);
+    assert!(setup.channel.received.lock().unwrap().is_empty());
 
     // Back online (the same queue and blob directory): the photo goes up, then the record.
     let ann = Device::start(device_config(&setup.server.url(), "ann", dir.path()));
     wait_until_done(&ann).await;
     assert_eq!(ann.stats().blobs_uploaded, 1, "uploaded once");
-    let received = setup.channel.received.lock().clone();
+    let received = setup.channel.received.lock().unwrap().clone();
     assert_eq!(received.len(), 1, "the channel got the record once");
     let expected = blob_of(&photo, "image/jpeg", "cat.jpg");
     assert_eq!(received[0].fields.get("photo").and_then(Value::as_blob), Some(&expected));
@@ -184,7 +180,7 @@ async fn a_photo_taken_offline_reaches_the_channel_and_another_device_downloads_
     })
     .await;
     let blob = record.fields["photo"].as_blob().expect("a blob field").clone();
-    let downloaded = bob.blob(&blob, Some(("Gallery", "*", &record.id))).await.unwrap();
+    let downloaded = bob.blob(&blob, Some(("Gallery", "*", record.id.as_str()))).await.unwrap();
     assert_eq!(blob_hash(&downloaded), expected.hash);
     assert_eq!(downloaded, photo);
 
@@ -281,7 +277,7 @@ async fn a_blob_over_the_limit_gets_a_typed_error_and_the_record_is_kept() {
     assert!(failure.message.contains("4096"), "{}", failure.message);
     assert_eq!(failed.id, temp_id);
     assert!(ann.view("Gallery", "*").unwrap().records.contains_key(&temp_id), "the record is still shown");
-    assert!(setup.channel.received.lock().is_empty(), "never sent to the channel");
+    assert!(setup.channel.received.lock().unwrap().is_empty(), "never sent to the channel");
     ann.stop().await;
 }
 
@@ -306,7 +302,7 @@ async fn a_mutation_naming_a_blob_not_uploaded_is_refused_as_retryable_then_acce
     let error = refused.error.expect("an error");
     assert_eq!(error.code, ErrorCode::Unavailable as i32, "{}", error.message);
     assert!(error.message.contains(&blob.hash), "{}", error.message);
-    assert!(setup.channel.received.lock().is_empty());
+    assert!(setup.channel.received.lock().unwrap().is_empty());
     let token = session_token(&setup.server, "ann").await;
     let response = reqwest::Client::new()
         .put(blob_url(&setup.server, &blob.hash))
@@ -319,7 +315,7 @@ async fn a_mutation_naming_a_blob_not_uploaded_is_refused_as_retryable_then_acce
     assert_eq!(response.status().as_u16(), 201);
     let accepted = mutation_outcome(&mut connection, mutate).await;
     assert!(accepted.ok, "{accepted:?}");
-    let received = setup.channel.received.lock().clone();
+    let received = setup.channel.received.lock().unwrap().clone();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].fields["signature"].as_blob(), Some(&blob));
 }
@@ -327,7 +323,7 @@ async fn a_mutation_naming_a_blob_not_uploaded_is_refused_as_retryable_then_acce
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreferenced_blob_is_collected_and_a_referenced_one_stays() {
     let setup = setup(|config| {
-        config.blob.gc_grace_secs = 0;
+        config.blob.gc_grace_secs = 1;
         config.blob.gc_interval_secs = 1;
     })
     .await;
@@ -360,7 +356,7 @@ async fn a_blob_the_channel_keeps_is_served_through_read_blob() {
     let setup = setup(|_| {}).await;
     let scan = photo_bytes(5_500, 21);
     let blob = blob_of(&scan, "image/tiff", "scan.tiff");
-    setup.channel.kept.lock().insert(blob.hash.clone(), scan.clone());
+    setup.channel.kept.lock().unwrap().insert(blob.hash.clone(), scan.clone());
     let record = Record {
         id: "scan-1".into(),
         fields: BTreeMap::from([("scan".to_owned(), Value::blob(blob.clone()))]),
@@ -378,7 +374,7 @@ async fn a_blob_the_channel_keeps_is_served_through_read_blob() {
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.bytes().await.unwrap().as_ref(), scan.as_slice());
     // Kept: the next download needs neither the hint nor the channel.
-    setup.channel.kept.lock().clear();
+    setup.channel.kept.lock().unwrap().clear();
     let response = client.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(response.bytes().await.unwrap().as_ref(), scan.as_slice());
 }

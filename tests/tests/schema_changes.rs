@@ -4,16 +4,15 @@
 //! device library drops what it holds of the partition, subscribes from cursor 0, tells
 //! the app, and converges on the same records. Devices of other sources are left alone.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream;
-use parking_lot::Mutex;
 use syncline_client_sim::{Device, DeviceConfig, Notification, SubscriptionConfig, SyncNotificationStatus};
 use syncline_proto::sdk::{self, ChannelBackend, RecordStream, WriteOutcome};
 use syncline_proto::v1::{DescribeResponse, FieldSchema, QueryRequest, SourceDescription, WriteRequest};
 use syncline_server::config::{Partitioning, SourceSection};
-use syncline_tests::{DEADLINE, TestServer, push, record};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use syncline_tests::{DEADLINE, TestServer, push, record, serve_channel};
+use tokio_util::sync::DropGuard;
 
 /// A channel whose description of source `Note` the test changes.
 struct SchemaChannel {
@@ -22,7 +21,7 @@ struct SchemaChannel {
 
 impl SchemaChannel {
     fn describe_with(&self, fields: Vec<FieldSchema>) {
-        *self.fields.lock() = fields;
+        *self.fields.lock().unwrap() = fields;
     }
 }
 
@@ -38,7 +37,7 @@ impl ChannelBackend for SchemaChannel {
                 name: "Note".into(),
                 partitioning: "user".into(),
                 capabilities: vec![],
-                fields: self.fields.lock().clone(),
+                fields: self.fields.lock().unwrap().clone(),
             }],
         })
     }
@@ -67,12 +66,8 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let channel = Arc::new(SchemaChannel { fields: Mutex::new(vec![field("text", "string")]) });
-    let stop = CancellationToken::new();
-    let shutdown = stop.clone();
-    tokio::spawn(sdk::serve_shared(channel.clone(), listener, async move { shutdown.cancelled().await }));
+    let (url, stop) = serve_channel(channel.clone()).await;
     let server = TestServer::start_with(move |config| {
         let mut note = SourceSection::new(Partitioning::User);
         note.channel = Some(url);
@@ -81,7 +76,7 @@ async fn setup() -> Setup {
     })
     .await;
     server.add_user("ann", "ann-pw");
-    Setup { server, channel, _stop: stop.drop_guard() }
+    Setup { server, channel, _stop: stop }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

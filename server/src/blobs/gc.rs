@@ -1,8 +1,9 @@
 //! Garbage collection of blobs: a pass reads every live record of every partition and every
 //! pending device mutation, and deletes the blobs none of them references once the grace
 //! period has passed since the blob was stored or last seen referenced (so a blob uploaded
-//! just before the mutation that references it is never collected in between). Partial
-//! uploads untouched for the grace period are deleted too.
+//! just before the mutation that references it is never collected in between; in practice
+//! between one and one and a half grace periods, plus a pass interval). Partial
+//! uploads untouched for the grace period (at least [`MIN_PARTIAL_AGE`]) are deleted too.
 //!
 //! A pass costs a read of the whole store, so it runs rarely (`blob.gc_interval_secs`), as
 //! a background job (`crate::jobs`). It also notes, for each referenced blob, partitions
@@ -18,6 +19,10 @@ use crate::storage::{PageLimit, PartitionName, Store};
 
 /// Records read per snapshot page while looking for references: bounds one read.
 const SCAN_PAGE_RECORDS: usize = 1_000;
+
+/// Shortest time a partial upload is kept untouched, whatever the grace period: a device on
+/// a slow network resumes its upload within it.
+pub const MIN_PARTIAL_AGE: Duration = Duration::from_secs(600);
 
 /// What a pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,14 +40,18 @@ pub struct GcReport {
 /// Runs one pass at `now_ms` (see the module docs).
 pub(super) fn collect(store: &dyn Store, files: &BlobFiles, grace: Duration, now_ms: i64) -> Result<GcReport> {
     let references = references(store)?;
-    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX / 2);
+    // A referenced blob's time is refreshed only once half the grace period old (not on
+    // every pass: one write per blob per pass would cost the store more than the pass), so
+    // an unreferenced one waits half a period more: at least the whole grace period since
+    // its last reference.
+    let refresh_after = grace_ms / 2;
     let mut report = GcReport::default();
     for meta in store.blobs()? {
         if let Some(partitions) = references.get(&meta.hash) {
             report.referenced += 1;
             let mut unknown = partitions.iter().filter(|partition| !meta.partitions.contains(partition)).peekable();
-            if unknown.peek().is_none() {
-                // The grace period of a blob that loses its last reference starts now.
+            if unknown.peek().is_none() && now_ms.saturating_sub(meta.last_referenced_ms) >= refresh_after {
                 store.reference_blob(&meta.hash, None, now_ms)?;
             }
             for partition in unknown {
@@ -51,7 +60,7 @@ pub(super) fn collect(store: &dyn Store, files: &BlobFiles, grace: Duration, now
             continue;
         }
         let last_use = meta.created_ms.max(meta.last_referenced_ms);
-        if now_ms.saturating_sub(last_use) < grace_ms {
+        if now_ms.saturating_sub(last_use) < grace_ms.saturating_add(refresh_after) {
             report.kept += 1;
             continue;
         }
@@ -62,7 +71,7 @@ pub(super) fn collect(store: &dyn Store, files: &BlobFiles, grace: Duration, now
         report.deleted += 1;
         tracing::debug!(hash = %meta.hash, size = meta.size, "unreferenced blob collected");
     }
-    let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = SystemTime::now().checked_sub(grace.max(MIN_PARTIAL_AGE)).unwrap_or(SystemTime::UNIX_EPOCH);
     report.partials_deleted = files.remove_partials_before(cutoff).map_err(BlobError::Io)?;
     Ok(report)
 }
