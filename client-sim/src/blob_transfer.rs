@@ -141,7 +141,9 @@ impl BlobClient {
         if stored {
             return Ok(());
         }
-        loop {
+        // Every piece moves the upload on; a server that keeps answering otherwise is cut off.
+        let most_requests = bytes.len() / UPLOAD_PIECE_BYTES + MAX_TRANSFER_ATTEMPTS;
+        for _ in 0..=most_requests {
             let first = usize::try_from(held).unwrap_or(usize::MAX).min(bytes.len());
             let end = (first + UPLOAD_PIECE_BYTES).min(bytes.len());
             let mut request = self
@@ -175,6 +177,7 @@ impl BlobClient {
                 _ => held = offset.unwrap_or(end as u64),
             }
         }
+        Err(BlobTransferError::Transient(format!("the server took no more than {held} bytes of the upload")))
     }
 
     /// Downloads blob `blob` (naming the record that references it, when given, as

@@ -27,7 +27,7 @@ const PARTIAL_DIR: &str = "partial";
 
 /// Bytes read at a time when hashing or serving a blob: large enough for few system calls,
 /// small enough that many downloads at once hold little memory.
-pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+pub(super) const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// A piece's body, as the HTTP layer hands it over.
 pub(super) type Body<'a, E> = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, E>> + Send + 'a>>;
@@ -180,7 +180,7 @@ impl BlobFiles {
     }
 
     /// Opens stored blob `hash` for reading.
-    pub async fn open(&self, hash: &str) -> std::io::Result<Option<BlobReader>> {
+    pub async fn open_blob(&self, hash: &str) -> std::io::Result<Option<BlobReader>> {
         match tokio::fs::File::open(self.path(hash)).await {
             Ok(file) => {
                 let size = file.metadata().await?.len();

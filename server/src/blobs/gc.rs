@@ -22,7 +22,7 @@ const SCAN_PAGE_RECORDS: usize = 1_000;
 
 /// Shortest time a partial upload is kept untouched, whatever the grace period: a device on
 /// a slow network resumes its upload within it.
-pub const MIN_PARTIAL_AGE: Duration = Duration::from_secs(600);
+pub(super) const MIN_PARTIAL_AGE: Duration = Duration::from_secs(600);
 
 /// What a pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -294,7 +294,7 @@ impl BlobService {
         if !self.may_read(reader, &meta, hint).await? {
             return Err(BlobError::Forbidden(hash.to_owned()));
         }
-        self.files.open(hash).await?.ok_or_else(|| BlobError::NotFound(hash.to_owned()))
+        self.files.open_blob(hash).await?.ok_or_else(|| BlobError::NotFound(hash.to_owned()))
     }
 
     /// Reads blob `hash` from the channel of the record `hint` names (which `reader` must

@@ -563,6 +563,7 @@ impl Default for Config {
             tls: TlsSection::default(),
             auth: AuthSection::default(),
             store: StoreSection::default(),
+            blob: BlobSection::default(),
             demo: DemoSection::default(),
             rpc: RpcSection::default(),
             admin: AdminSection::default(),
