@@ -141,11 +141,12 @@ fn photo_bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|n| (n as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
-async fn wait_until_done(device: &DeviceHandle) {
-    device
-        .wait_for(tokio::time::Instant::now() + DEADLINE, |state| state.pending_mutations == 0)
-        .await
-        .expect("the mutations finish");
+/// Waits until the device's queue is empty and `succeeded` mutations succeeded so far.
+async fn wait_until_done(device: &DeviceHandle, succeeded: u64) {
+    eventually(DEADLINE, "the mutations finish", || async {
+        (device.mutations().is_empty() && device.stats().mutations_succeeded >= succeeded).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +165,7 @@ async fn a_photo_taken_offline_reaches_the_channel_and_another_device_downloads_
 
     // Back online (the same queue and blob directory): the photo goes up, then the record.
     let ann = Device::start(device_config(&setup.server.url(), "ann", dir.path()));
-    wait_until_done(&ann).await;
+    wait_until_done(&ann, 1).await;
     assert_eq!(ann.stats().blobs_uploaded, 1, "uploaded once");
     let received = setup.channel.received.lock().unwrap().clone();
     assert_eq!(received.len(), 1, "the channel got the record once");
@@ -194,7 +195,7 @@ async fn a_photo_taken_offline_reaches_the_channel_and_another_device_downloads_
     let secret = photo_bytes(1000, 99);
     let private = ann.attach_blob(&secret, "application/pdf", "contract.pdf").unwrap();
     ann.create("Private", None, BTreeMap::from([("doc".to_owned(), private.clone())])).unwrap();
-    wait_until_done(&ann).await;
+    wait_until_done(&ann, 2).await;
     let Some(Kind::BlobValue(private)) = private.kind else { panic!("a blob value") };
     let carol = session_token(&setup.server, "carol").await;
     let hint = [("source", "Private"), ("key", "ann"), ("id", "photo-2")];
@@ -332,7 +333,7 @@ async fn an_unreferenced_blob_is_collected_and_a_referenced_one_stays() {
     let kept = photo_bytes(1500, 11);
     let value = ann.attach_blob(&kept, "image/jpeg", "kept.jpg").unwrap();
     ann.create("Gallery", None, BTreeMap::from([("photo".to_owned(), value)])).unwrap();
-    wait_until_done(&ann).await;
+    wait_until_done(&ann, 1).await;
     let token = session_token(&setup.server, "ann").await;
     let orphan = photo_bytes(700, 13);
     let client = reqwest::Client::new();
