@@ -30,6 +30,11 @@ export class BlobRef {
     readonly name: string = "",
   ) {}
 
+  /** Returns `blob:<hash>` (what logs and snapshots of records show). */
+  toString(): string {
+    return `blob:${this.hash}`;
+  }
+
   /** Returns true when `other` references the same file the same way. */
   equals(other: BlobRef): boolean {
     return this.hash === other.hash && this.size === other.size && this.mediaType === other.mediaType && this.name === other.name;
