@@ -136,7 +136,13 @@ impl BlobClient {
         Err(last_error.unwrap_or_else(|| BlobTransferError::Transient("no attempt made".to_owned())))
     }
 
-    async fn upload_from_held(&self, token: &str, blob: &Blob, bytes: &[u8], total: u64) -> Result<(), BlobTransferError> {
+    async fn upload_from_held(
+        &self,
+        token: &str,
+        blob: &Blob,
+        bytes: &[u8],
+        total: u64,
+    ) -> Result<(), BlobTransferError> {
         let (mut held, stored) = self.held(token, &blob.hash).await?;
         if stored {
             return Ok(());

@@ -114,9 +114,8 @@ use tracing::Instrument;
 
 use crate::v1::channel_server::{Channel, ChannelServer};
 use crate::v1::{
-    BlobChunk, BlobRequest,
-    AuthenticateRequest, AuthenticateResponse, ChangeBatch, DescribeRequest, DescribeResponse, QueryRequest, Record,
-    SearchRequest, SearchResponse, WatchRequest, WriteRequest, WriteResponse, write_response,
+    AuthenticateRequest, AuthenticateResponse, BlobChunk, BlobRequest, ChangeBatch, DescribeRequest, DescribeResponse,
+    QueryRequest, Record, SearchRequest, SearchResponse, WatchRequest, WriteRequest, WriteResponse, write_response,
 };
 
 /// The result type of every backend operation.

@@ -15,8 +15,8 @@ use prost::Message;
 use serde_json::{Value as Json, json};
 use syncline_proto::checksum::{Checksum, record_hash};
 use syncline_proto::v1::{
-    Ack, Blob, Changes, ClientFrame, Command, CommandAck, CommandKind, DeviceInfo, Error as ErrorFrame, ErrorCode, Hello,
-    Link, Login, Logout, Mutate, MutationAck, MutationError, MutationOp, MutationResult, Pull, Record, RpcCall,
+    Ack, Blob, Changes, ClientFrame, Command, CommandAck, CommandKind, DeviceInfo, Error as ErrorFrame, ErrorCode,
+    Hello, Link, Login, Logout, Mutate, MutationAck, MutationError, MutationOp, MutationResult, Pull, Record, RpcCall,
     RpcReply, Search, SearchResult, ServerFrame, SourceInfo, Subscribe, SyncState, SyncStatus, Value, Welcome,
     client_frame, hello, rpc_reply, server_frame,
 };

@@ -156,7 +156,8 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     };
     jobs.spawn(&settings.store, &tracker, &shutdown);
     jobs.spawn_blob_collection(settings.blob.gc_interval, &tracker, &shutdown);
-    let schemas = crate::channel::schema::SchemaWatch::new(store.clone(), &settings.sources, services.connections.clone());
+    let schemas =
+        crate::channel::schema::SchemaWatch::new(store.clone(), &settings.sources, services.connections.clone());
     Arc::new(schemas).spawn(settings.grpc.describe_interval, &tracker, &shutdown);
     let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
     let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
@@ -353,8 +354,9 @@ fn gateway_services(
         shutdown.clone(),
     );
     let devices = Arc::new(DeviceManagement::new(store.clone(), relay.clone(), commit_times));
-    let blobs = crate::blobs::BlobService::open(store.clone(), &settings.blob, settings.sources.clone(), channels.clone())
-        .with_context(|| format!("cannot open the blob directory {}", settings.blob.dir.display()))?;
+    let blobs =
+        crate::blobs::BlobService::open(store.clone(), &settings.blob, settings.sources.clone(), channels.clone())
+            .with_context(|| format!("cannot open the blob directory {}", settings.blob.dir.display()))?;
     let services = GatewayServices {
         store,
         hub,

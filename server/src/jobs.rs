@@ -67,7 +67,11 @@ impl Jobs {
     pub(crate) async fn collect_blobs(&self) {
         match self.blobs.collect_garbage().await {
             Ok(report) if report.deleted > 0 || report.partials_deleted > 0 => {
-                tracing::info!(deleted = report.deleted, partials = report.partials_deleted, "collected unreferenced blobs");
+                tracing::info!(
+                    deleted = report.deleted,
+                    partials = report.partials_deleted,
+                    "collected unreferenced blobs"
+                );
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "blob collection failed; will retry"),

@@ -11,13 +11,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream;
-use syncline_client_sim::{
-    Device, DeviceConfig, DeviceHandle, MutationState, SubscriptionConfig, blob_hash, blob_of,
-};
+use syncline_client_sim::{Device, DeviceConfig, DeviceHandle, MutationState, SubscriptionConfig, blob_hash, blob_of};
 use syncline_proto::sdk::{self, BlobChunkStream, ChannelBackend, RecordStream, WriteOutcome};
 use syncline_proto::v1::{
-    BlobChunk, BlobRequest, ClientFrame, DescribeResponse, ErrorCode, Mutate, MutationOp, QueryRequest, Record, Value, WriteRequest,
-    client_frame, server_frame, value::Kind,
+    BlobChunk, BlobRequest, ClientFrame, DescribeResponse, ErrorCode, Mutate, MutationOp, QueryRequest, Record, Value,
+    WriteRequest, client_frame, server_frame, value::Kind,
 };
 use syncline_server::config::{Config, Partitioning, SourceSection};
 use syncline_tests::{DEADLINE, TestServer, eventually, mutation_outcome, push, raw_login, serve_channel};
@@ -177,7 +175,8 @@ async fn a_photo_taken_offline_reaches_the_channel_and_another_device_downloads_
     // Bob syncs the gallery and downloads the same bytes.
     let bob = Device::start(device_config(&setup.server.url(), "bob", dir.path()));
     let record = eventually(DEADLINE, "bob's gallery has the photo", || async {
-        bob.view("Gallery", "*").and_then(|view| view.records.values().find(|record| record.fields.contains_key("photo")).cloned())
+        bob.view("Gallery", "*")
+            .and_then(|view| view.records.values().find(|record| record.fields.contains_key("photo")).cloned())
     })
     .await;
     let blob = record.fields["photo"].as_blob().expect("a blob field").clone();
@@ -203,7 +202,8 @@ async fn a_photo_taken_offline_reaches_the_channel_and_another_device_downloads_
     assert_eq!(status_and_code(response.unwrap()).await, (403, "forbidden".to_owned()));
     // A range resumes a download.
     let ann_token = session_token(&setup.server, "ann").await;
-    let response = client.get(blob_url(&setup.server, &private.hash)).bearer_auth(&ann_token).header("range", "bytes=600-");
+    let response =
+        client.get(blob_url(&setup.server, &private.hash)).bearer_auth(&ann_token).header("range", "bytes=600-");
     let response = response.send().await.unwrap();
     assert_eq!(response.status().as_u16(), 206);
     assert_eq!(response.bytes().await.unwrap().as_ref(), &secret[600..]);

@@ -58,7 +58,9 @@ impl BlobReader {
             let want = usize::try_from(left).map_or(READ_CHUNK_BYTES, |left| left.min(READ_CHUNK_BYTES));
             let mut buffer = vec![0; want];
             match file.read(&mut buffer).await {
-                Ok(0) => Some((Err(std::io::Error::new(ErrorKind::UnexpectedEof, "the blob file is shorter")), (file, 0))),
+                Ok(0) => {
+                    Some((Err(std::io::Error::new(ErrorKind::UnexpectedEof, "the blob file is shorter")), (file, 0)))
+                }
                 Ok(read) => {
                     buffer.truncate(read);
                     Some((Ok(Bytes::from(buffer)), (file, left - read as u64)))

@@ -123,9 +123,8 @@ impl UploadPiece {
     /// or, without one, the whole blob of `content_length` bytes.
     pub fn parse(content_range: Option<&str>, content_length: Option<u64>) -> Result<Self> {
         let Some(range) = content_range else {
-            let total = content_length.ok_or_else(|| {
-                BlobError::BadRange("an upload needs Content-Length or Content-Range".to_owned())
-            })?;
+            let total = content_length
+                .ok_or_else(|| BlobError::BadRange("an upload needs Content-Length or Content-Range".to_owned()))?;
             return Ok(Self { first: 0, len: total, total });
         };
         let bad = || BlobError::BadRange(format!("Content-Range {range:?} is not `bytes first-last/total`"));
@@ -384,11 +383,7 @@ impl BlobService {
     /// Checks the blobs a device mutation's fields reference: each must be stored (else
     /// [`BlobError::NotUploaded`], retryable), of the size the reference says and within
     /// `blob.max_bytes`; then notes that `partition` references them.
-    pub async fn check_references(
-        &self,
-        partition: &PartitionName,
-        fields: &BTreeMap<String, Value>,
-    ) -> Result<()> {
+    pub async fn check_references(&self, partition: &PartitionName, fields: &BTreeMap<String, Value>) -> Result<()> {
         let blobs: Vec<Blob> = fields.values().filter_map(Value::as_blob).cloned().collect();
         if blobs.is_empty() {
             return Ok(());

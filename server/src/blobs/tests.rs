@@ -80,7 +80,10 @@ async fn a_whole_upload_is_verified_stored_and_idempotent() {
     let outcome = fixture.service.upload(&ann, &hash, Some("image/jpeg"), whole(&photo), body(&photo)).await.unwrap();
     assert_eq!(outcome, UploadOutcome::Stored { size: photo.len() as u64 });
     let meta = fixture.store.blob(&hash).unwrap().expect("metadata stored");
-    assert_eq!((meta.size, meta.media_type.as_str(), meta.uploader.as_str()), (photo.len() as u64, "image/jpeg", "ann"));
+    assert_eq!(
+        (meta.size, meta.media_type.as_str(), meta.uploader.as_str()),
+        (photo.len() as u64, "image/jpeg", "ann")
+    );
     assert_eq!(fixture.service.held(&ann, &hash).await.unwrap(), Held::Stored { size: photo.len() as u64 });
     // Again, from another device, with a body that would not even hash right: not read.
     let again = fixture.service.upload(&user("bob", "c2"), &hash, None, whole(&photo), body(b"garbage!!")).await;
@@ -102,7 +105,10 @@ async fn an_upload_resumes_from_what_the_server_holds() {
     // A cut connection: the body ends early with an error; what arrived is kept.
     let cut = futures_util::stream::iter(vec![Ok(Bytes::copy_from_slice(&file[300..450])), Err("connection reset")]);
     let piece = UploadPiece { first: 300, len: 600, total };
-    assert_eq!(fixture.service.upload(&ann, &hash, None, piece, cut).await.unwrap(), UploadOutcome::Partial { held: 450 });
+    assert_eq!(
+        fixture.service.upload(&ann, &hash, None, piece, cut).await.unwrap(),
+        UploadOutcome::Partial { held: 450 }
+    );
     assert_eq!(fixture.service.held(&ann, &hash).await.unwrap(), Held::Partial { held: 450 });
     assert_eq!(fixture.service.held(&user("bob", "c2"), &hash).await.unwrap(), Held::Partial { held: 0 }, "per device");
     // Resuming anywhere else is refused with the offset to resume from.
@@ -178,9 +184,8 @@ async fn readers_are_the_uploader_and_readers_of_a_referencing_record() {
     let reference = blob_field(&hash, photo.len() as u64);
     let own = crate::storage::PartitionName::new("Photo", "ann");
     fixture.store.apply_batch(&own, vec![record("p1", reference.clone())], Vec::new()).unwrap();
-    let hint = |source: &str, key: &str, id: &str| {
-        Some(RecordHint { source: source.into(), key: key.into(), id: id.into() })
-    };
+    let hint =
+        |source: &str, key: &str, id: &str| Some(RecordHint { source: source.into(), key: key.into(), id: id.into() });
     let refused = read_all(&fixture.service, &bob, &hash, hint("Photo", "ann", "p1")).await;
     assert!(matches!(refused, Err(BlobError::Forbidden(_))), "{refused:?}");
     // A record in the shared partition that references it: bob may, once he names it.
@@ -225,7 +230,8 @@ async fn unreferenced_blobs_are_collected_after_their_grace_period_only() {
     let grace = Duration::from_secs(3600);
     let fixture = fixture(grace);
     let ann = user("ann", "c1");
-    let [kept_by_record, kept_by_mutation, orphan] = [b"in a record".to_vec(), b"in a mutation".to_vec(), b"orphan".to_vec()];
+    let [kept_by_record, kept_by_mutation, orphan] =
+        [b"in a record".to_vec(), b"in a mutation".to_vec(), b"orphan".to_vec()];
     for bytes in [&kept_by_record, &kept_by_mutation, &orphan] {
         fixture.service.upload(&ann, &hash_of(bytes), None, whole(bytes), body(bytes)).await.unwrap();
     }

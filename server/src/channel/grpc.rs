@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use syncline_proto::v1::channel_client::ChannelClient;
 use syncline_proto::v1::{
-    AuthenticateRequest, AuthenticateResponse, BlobRequest, ChangeBatch, DescribeRequest, DescribeResponse, PartitionKey, QueryRequest, Record, SearchRequest,
-    SearchResponse, WatchRequest, WriteRequest, write_response,
+    AuthenticateRequest, AuthenticateResponse, BlobRequest, ChangeBatch, DescribeRequest, DescribeResponse,
+    PartitionKey, QueryRequest, Record, SearchRequest, SearchResponse, WatchRequest, WriteRequest, write_response,
 };
 use tonic::transport::{Channel, Endpoint};
 

@@ -72,7 +72,8 @@ impl SchemaWatch {
                     continue;
                 }
             };
-            for description in described.sources.iter().filter(|description| names.contains(&description.name.as_str())) {
+            for description in described.sources.iter().filter(|description| names.contains(&description.name.as_str()))
+            {
                 match self.record(description).await {
                     Ok(true) => changed.push(description.name.clone()),
                     Ok(false) => {}
@@ -203,7 +204,8 @@ mod tests {
             ..description.clone()
         };
         assert_eq!(schema_hash(&description), schema_hash(&reordered));
-        let retyped = SourceDescription { fields: vec![field("title", "bytes"), field("photo", "blob")], ..description.clone() };
+        let retyped =
+            SourceDescription { fields: vec![field("title", "bytes"), field("photo", "blob")], ..description.clone() };
         assert_ne!(schema_hash(&description), schema_hash(&retyped));
         let mut added = description.clone();
         added.fields.push(field("taken_at", "int"));

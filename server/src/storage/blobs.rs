@@ -90,7 +90,11 @@ pub(in crate::storage) fn encode_blob(meta: &BlobMeta) -> Vec<u8> {
         uploader: meta.uploader.clone(),
         created_ms: meta.created_ms,
         last_referenced_ms: meta.last_referenced_ms,
-        partitions: meta.partitions.iter().map(|partition| format!("{}\0{}", partition.source, partition.key)).collect(),
+        partitions: meta
+            .partitions
+            .iter()
+            .map(|partition| format!("{}\0{}", partition.source, partition.key))
+            .collect(),
     }
     .encode_to_vec()
 }

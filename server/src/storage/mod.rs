@@ -619,9 +619,8 @@ pub trait Store:
 {
 }
 
-impl<
-    T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore + BlobStore + StoreStats,
-> Store for T
+impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore + BlobStore + StoreStats>
+    Store for T
 {
 }
 

@@ -544,7 +544,8 @@ fn a_mutation_waits_for_its_blob_and_a_refused_blob_fails_it_without_losing_it()
 
     // The server lacks the blob after all: not an outcome; uploaded again, then resent.
     let mutation_id = create_id(&engine, &temp);
-    let reaction = engine.on_frame(failed(&mutation_id, MutationOp::Create, ErrorCode::Unavailable, None), Instant::now());
+    let reaction =
+        engine.on_frame(failed(&mutation_id, MutationOp::Create, ErrorCode::Unavailable, None), Instant::now());
     assert!(outcomes(&reaction.notifications).is_empty(), "{:?}", reaction.notifications);
     let kept = engine.queued_mutations().into_iter().find(|mutation| mutation.id == temp).unwrap();
     assert_ne!(kept.state, MutationState::Failed);

@@ -117,7 +117,8 @@ async fn download(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     if range.is_some() {
         let content_range = format!("bytes {start}-{}/{size}", (start + len).saturating_sub(1));
-        let content_range = HeaderValue::try_from(content_range).map_err(|_| ApiError::internal("bad Content-Range"))?;
+        let content_range =
+            HeaderValue::try_from(content_range).map_err(|_| ApiError::internal("bad Content-Range"))?;
         headers.insert(header::CONTENT_RANGE, content_range);
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }

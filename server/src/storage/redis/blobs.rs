@@ -35,9 +35,8 @@ impl BlobStore for RedisStore {
     fn reference_blob(&self, hash: &str, partition: Option<&PartitionName>, now_ms: i64) -> StoreResult<bool> {
         // Compare-and-set: the script writes only when the stored value is still the one read.
         for _ in 0..MAX_REFERENCE_ATTEMPTS {
-            let Some(stored) = self.run(|connection| {
-                redis::cmd("HGET").arg(keys::BLOBS).arg(hash).query::<Option<Vec<u8>>>(connection)
-            })?
+            let Some(stored) = self
+                .run(|connection| redis::cmd("HGET").arg(keys::BLOBS).arg(hash).query::<Option<Vec<u8>>>(connection))?
             else {
                 return Ok(false);
             };

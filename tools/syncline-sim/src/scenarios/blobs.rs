@@ -116,7 +116,8 @@ pub(crate) async fn run(args: BlobsArgs) -> anyhow::Result<()> {
         upload,
         download,
     };
-    let mut table = Table::new(format!("blobs: {} x {} bytes, {} at once", args.count, args.size_bytes, args.concurrency));
+    let mut table =
+        Table::new(format!("blobs: {} x {} bytes, {} at once", args.count, args.size_bytes, args.concurrency));
     for (name, phase) in [("upload", &report.upload), ("download", &report.download)] {
         table.row(format!("{name} blobs/s"), phase.blobs_per_sec);
         table.row(format!("{name} MB/s"), phase.mb_per_sec);
