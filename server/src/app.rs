@@ -156,11 +156,11 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     };
     jobs.spawn(&settings.store, &tracker, &shutdown);
     jobs.spawn_blob_collection(settings.blob.gc_interval, &tracker, &shutdown);
-    let schemas =
-        crate::channel::schema::SchemaWatch::new(store.clone(), &settings.sources, services.connections.clone());
-    Arc::new(schemas).spawn(settings.grpc.describe_interval, &tracker, &shutdown);
     let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
     let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
+    let schemas =
+        crate::channel::schema::SchemaWatch::new(store.clone(), &settings.sources, services.connections.clone());
+    Arc::new(schemas.with_capture(capture.clone())).spawn(settings.grpc.describe_interval, &tracker, &shutdown);
     let live_wire = wire.clone();
     let metrics = Arc::new(Metrics::new(MetricSources {
         services: services.clone(),

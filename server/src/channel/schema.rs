@@ -1,7 +1,8 @@
 //! Schema changes: each source's schema, as its channel's `Describe` tells it, is tracked
 //! by a hash stored per source (as the capture position `schema:<source>`, so it survives
-//! restarts on either store backend). The channels are described at start and then every
-//! `grpc.describe_interval_secs`; when a source's schema differs from the one stored, every
+//! restarts on either store backend). The channels are described at start, every
+//! `grpc.describe_interval_secs`, and when the watch stream of a source reconnects (a
+//! channel restarted, perhaps as a new release); when a source's schema differs from the one stored, every
 //! device connected to this node gets `SyncState{SYNC_STATUS_SCHEMA_CHANGED}` for the
 //! source's partition it may hold (its own for `user` sources, `*` for `app` sources), and
 //! the device library syncs that partition again from cursor 0.
@@ -13,20 +14,25 @@
 //! offline during a change is not told either: it learns the new schema from the records
 //! that follow.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use syncline_proto::v1::{ServerFrame, SourceDescription, SyncState, SyncStatus, server_frame};
 
+use super::capture_counters::CaptureCounters;
 use super::grpc::ChannelConnection;
-use crate::config::{Partitioning, SourceSettings};
+use crate::config::{Capture, Partitioning, SourceSettings};
 use crate::gateway::DeviceConnections;
 use crate::storage::{CapturePosition, Store};
 
 /// Prefix of the capture position that stores a source's schema hash.
 pub const SCHEMA_POSITION_PREFIX: &str = "schema:";
+
+/// How often watched sources are looked at for a reconnected stream (in memory; a
+/// reconnect then costs one `Describe`).
+const RECONNECT_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Tracks the schemas of the sources served by channels and tells devices when one changes.
 pub struct SchemaWatch {
@@ -35,6 +41,8 @@ pub struct SchemaWatch {
     connections: Arc<DeviceConnections>,
     /// Each source's schema hash as last seen by this node.
     known: parking_lot::Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Change capture's health: a watch stream that connects again triggers a check.
+    capture: Option<Arc<CaptureCounters>>,
 }
 
 impl SchemaWatch {
@@ -46,7 +54,20 @@ impl SchemaWatch {
     ) -> Self {
         let sources = sources.iter().filter(|(_, source)| source.channel.is_some());
         let sources = sources.map(|(name, source)| (name.clone(), source.clone())).collect();
-        Self { store, sources, connections, known: parking_lot::Mutex::default() }
+        Self { store, sources, connections, known: parking_lot::Mutex::default(), capture: None }
+    }
+
+    /// Checks again when a watched source's stream connects again, as `capture` reports it.
+    pub fn with_capture(mut self, capture: Arc<CaptureCounters>) -> Self {
+        self.capture = Some(capture);
+        self
+    }
+
+    /// Returns the watched sources whose stream is connected now.
+    fn streams_connected(&self) -> BTreeSet<String> {
+        let Some(capture) = &self.capture else { return BTreeSet::new() };
+        let watched = self.sources.iter().filter(|(_, source)| source.capture == Capture::Watch);
+        watched.map(|(name, _)| name).filter(|name| capture.health(name).connected).cloned().collect()
     }
 
     /// Describes every channel once; returns the sources whose schema changed since this
@@ -152,11 +173,21 @@ impl SchemaWatch {
         tracker.spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut look = tokio::time::interval(RECONNECT_LOOK);
+            let mut connected = self.streams_connected();
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     _ = ticker.tick() => {
                         self.check().await;
+                    }
+                    _ = look.tick() => {
+                        let now = self.streams_connected();
+                        let reconnected = now.iter().any(|source| !connected.contains(source));
+                        connected = now;
+                        if reconnected {
+                            self.check().await;
+                        }
                     }
                 }
             }
