@@ -6,11 +6,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use futures_util::StreamExt as _;
 use futures_util::stream;
 use syncline_client_sim::{Device, DeviceConfig, Notification, SubscriptionConfig, SyncNotificationStatus};
-use syncline_proto::sdk::{self, ChannelBackend, RecordStream, WriteOutcome};
-use syncline_proto::v1::{DescribeResponse, FieldSchema, QueryRequest, SourceDescription, WriteRequest};
-use syncline_server::config::{Partitioning, SourceSection};
+use syncline_proto::sdk::{self, ChangeStream, ChannelBackend, RecordStream, WriteOutcome};
+use syncline_proto::v1::{
+    ChangeBatch, DescribeResponse, FieldSchema, QueryRequest, SourceDescription, WatchRequest, WriteRequest,
+};
+use syncline_server::config::{CaptureMode, Partitioning, SourceSection};
 use syncline_tests::{DEADLINE, TestServer, push, record, serve_channel};
 use tokio_util::sync::DropGuard;
 
@@ -44,6 +47,12 @@ impl ChannelBackend for SchemaChannel {
 
     async fn query(&self, _request: QueryRequest) -> sdk::Result<RecordStream> {
         Ok(Box::pin(stream::empty()))
+    }
+
+    /// A feed with nothing to say: its position, then silence until the channel stops.
+    async fn watch(&self, _request: WatchRequest) -> sdk::Result<ChangeStream> {
+        let start = ChangeBatch { partitions: Vec::new(), resume_token: b"0".to_vec() };
+        Ok(Box::pin(stream::iter([Ok(start)]).chain(stream::pending())))
     }
 
     async fn create(&self, request: WriteRequest) -> sdk::Result<WriteOutcome> {
@@ -129,4 +138,52 @@ async fn a_channel_that_changes_its_schema_makes_subscribed_devices_resync_the_s
     assert!(stored.is_some_and(|hash| hash.len() == 32));
     notes_device.stop().await;
     accounts_device.stop().await;
+}
+
+/// Serves `channel` on `addr` until the guard is dropped (which ends its streams).
+async fn serve_on(channel: Arc<SchemaChannel>, addr: std::net::SocketAddr) -> DropGuard {
+    let listener = syncline_tests::eventually(DEADLINE, "the channel's port is free again", || async {
+        tokio::net::TcpListener::bind(addr).await.ok()
+    })
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shutdown = stop.clone();
+    tokio::spawn(sdk::serve_shared(channel, listener, async move { shutdown.cancelled().await }));
+    stop.drop_guard()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_channel_that_comes_back_with_another_schema_is_noticed_at_its_reconnect() {
+    let channel = Arc::new(SchemaChannel { fields: Mutex::new(vec![field("text", "string")]) });
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let serving = serve_on(channel.clone(), addr).await;
+    let server = TestServer::start_with(move |config| {
+        let mut note = SourceSection::new(Partitioning::User);
+        note.channel = Some(format!("http://{addr}"));
+        note.capture = CaptureMode::Watch;
+        config.sources.insert("Note".into(), note);
+        // Only the reconnect can notice the change within the test.
+        config.grpc.describe_interval_secs = 3600;
+    })
+    .await;
+    server.add_user("ann", "ann-pw");
+    let device =
+        Device::start(DeviceConfig::new(server.url(), "ann", "ann-pw").subscribe(SubscriptionConfig::new("Note")));
+    device.wait_for(tokio::time::Instant::now() + DEADLINE, |state| state.is_caught_up()).await.unwrap();
+    let health = || server.server.capture.health("Note");
+    syncline_tests::eventually(DEADLINE, "the watch stream is open", || async { health().connected.then_some(()) })
+        .await;
+
+    // The channel goes away and comes back as a new release.
+    drop(serving);
+    syncline_tests::eventually(DEADLINE, "the watch stream is down", || async { (!health().connected).then_some(()) })
+        .await;
+    channel.describe_with(vec![field("text", "string"), field("done", "bool")]);
+    let _serving = serve_on(channel.clone(), addr).await;
+    syncline_tests::eventually(DEADLINE, "the device resyncs for the new schema", || async {
+        (device.stats().schema_changes == 1).then_some(())
+    })
+    .await;
+    device.wait_for(tokio::time::Instant::now() + DEADLINE, |state| state.is_caught_up()).await.unwrap();
+    device.stop().await;
 }

@@ -14,7 +14,7 @@
 //! offline during a change is not told either: it learns the new schema from the records
 //! that follow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prost::Message as _;
@@ -63,11 +63,11 @@ impl SchemaWatch {
         self
     }
 
-    /// Returns the watched sources whose stream is connected now.
-    fn streams_connected(&self) -> BTreeSet<String> {
-        let Some(capture) = &self.capture else { return BTreeSet::new() };
+    /// Returns how many times each watched source's stream has opened so far.
+    fn stream_opens(&self) -> BTreeMap<String, u64> {
+        let Some(capture) = &self.capture else { return BTreeMap::new() };
         let watched = self.sources.iter().filter(|(_, source)| source.capture == Capture::Watch);
-        watched.map(|(name, _)| name).filter(|name| capture.health(name).connected).cloned().collect()
+        watched.map(|(name, _)| (name.clone(), capture.health(name).connects)).collect()
     }
 
     /// Describes every channel once; returns the sources whose schema changed since this
@@ -174,7 +174,7 @@ impl SchemaWatch {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut look = tokio::time::interval(RECONNECT_LOOK);
-            let mut connected = self.streams_connected();
+            let mut opens = self.stream_opens();
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -182,9 +182,9 @@ impl SchemaWatch {
                         self.check().await;
                     }
                     _ = look.tick() => {
-                        let now = self.streams_connected();
-                        let reconnected = now.iter().any(|source| !connected.contains(source));
-                        connected = now;
+                        let now = self.stream_opens();
+                        let reconnected = now != opens;
+                        opens = now;
                         if reconnected {
                             self.check().await;
                         }
