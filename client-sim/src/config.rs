@@ -150,6 +150,9 @@ pub struct DeviceConfig {
     pub mutation_store: Option<PathBuf>,
     /// Most mutations the queue holds; creating, updating or deleting beyond it fails.
     pub max_queued_mutations: usize,
+    /// Directory of the blobs the app attaches to records (until uploaded) and downloads;
+    /// `None` keeps them in memory.
+    pub blob_dir: Option<PathBuf>,
 }
 
 impl DeviceConfig {
@@ -177,6 +180,7 @@ impl DeviceConfig {
             restored: Vec::new(),
             mutation_store: None,
             max_queued_mutations: DEFAULT_MAX_QUEUED_MUTATIONS,
+            blob_dir: None,
         }
     }
 

@@ -31,6 +31,8 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::{
     backoff::Backoff,
+    blob_transfer::BlobClient,
+    blob_uploads::{BlobUploads, LocalBlobs},
     config::DeviceConfig,
     engine::{AfterDisconnect, Disconnect, ReconnectDelay, SearchError, SearchQuery, SearchResults, SyncEngine},
     notification::Notification,
@@ -88,6 +90,10 @@ impl Device {
             None => (None, None),
         };
         let span = info_span!("device", user = %config.username, url = %config.url);
+        let blobs = Arc::new(LocalBlobs::new(config.blob_dir.as_deref()));
+        let blob_client = BlobClient::new(&config.url, config.ca_cert_pem.as_deref())
+            .inspect_err(|error| info!(%error, "no blob transfers for this device"))
+            .ok();
         let task = DeviceTask {
             options: ConnectOptions {
                 format: config.format,
@@ -106,9 +112,18 @@ impl Device {
             published: DeviceState::default(),
             calls: PendingCalls::default(),
             searches: HashMap::new(),
+            blob_uploads: BlobUploads::new(blob_client.clone(), blobs.clone()),
         };
         let task = tokio::spawn(task.run().instrument(span));
-        Ok(DeviceHandle { engine, state: state_rx, control: control_tx, notifications: notification_rx, task })
+        Ok(DeviceHandle {
+            engine,
+            state: state_rx,
+            control: control_tx,
+            notifications: notification_rx,
+            task,
+            blobs,
+            blob_client,
+        })
     }
 }
 
@@ -147,11 +162,14 @@ enum Control {
 /// Observes and steers a running device. Dropping it stops the device.
 #[derive(Debug)]
 pub struct DeviceHandle {
-    engine: Arc<Mutex<SyncEngine>>,
+    pub(crate) engine: Arc<Mutex<SyncEngine>>,
     state: watch::Receiver<DeviceState>,
     control: mpsc::UnboundedSender<Control>,
     notifications: Option<mpsc::Receiver<Notification>>,
     task: JoinHandle<()>,
+    /// The bytes of blobs attached or downloaded.
+    pub(crate) blobs: Arc<LocalBlobs>,
+    pub(crate) blob_client: Option<BlobClient>,
 }
 
 impl DeviceHandle {
@@ -452,6 +470,8 @@ struct DeviceTask {
     calls: PendingCalls,
     /// Searches sent on the current connection, by search id.
     searches: HashMap<String, SearchReply>,
+    /// Uploads of the blobs queued mutations reference.
+    blob_uploads: BlobUploads,
 }
 
 impl DeviceTask {
@@ -631,7 +651,13 @@ impl DeviceTask {
             debug!(error = %error, "sending hello failed");
             return SessionEnd::Disconnected(Disconnect::Lost);
         }
+        self.blob_uploads.restart();
         loop {
+            if let Some(reaction) = self.blob_uploads.start_next(&self.engine)
+                && let Err(end) = self.apply_blob_reaction(reaction, &mut connection).await
+            {
+                return end;
+            }
             let ack_deadline = self.engine.lock().live_ack_deadline();
             let ack_timer = ack_deadline.unwrap_or_else(|| Instant::now() + NO_DEADLINE);
             tokio::select! {
@@ -683,6 +709,11 @@ impl DeviceTask {
                     }
                 },
                 () = self.outbox.deliver_one(), if self.outbox.has_pending() => {}
+                reaction = self.blob_uploads.finished(&self.engine), if self.blob_uploads.is_running() => {
+                    if let Err(end) = self.apply_blob_reaction(reaction, &mut connection).await {
+                        return end;
+                    }
+                }
                 // While notifications wait for the app, the socket is not read: the app's
                 // pace becomes the device's pace (see `crate::notification`).
                 incoming = connection.recv(), if !self.outbox.has_pending() => match incoming {
@@ -745,6 +776,24 @@ impl DeviceTask {
                 }
             }
         }
+    }
+
+    /// Sends the frames (mutations that may go now) and queues the notifications (failed
+    /// mutations) that follow the end of a blob upload.
+    async fn apply_blob_reaction(
+        &mut self,
+        reaction: crate::engine::Reaction,
+        connection: &mut Connection,
+    ) -> Result<(), SessionEnd> {
+        self.publish();
+        self.outbox.extend(reaction.notifications);
+        for frame in &reaction.frames {
+            if let Err(error) = connection.send(frame).await {
+                debug!(error = %error, "send failed");
+                return Err(SessionEnd::Disconnected(Disconnect::Lost));
+            }
+        }
+        Ok(())
     }
 
     fn set_phase(&mut self, phase: ConnectionPhase) {

@@ -25,7 +25,7 @@ use syncline_proto::{
     },
 };
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::{DeviceConfig, LiveAckPolicy, SubscriptionConfig},
@@ -200,6 +200,9 @@ pub(crate) struct SyncEngine {
     /// Each source's natural partition key from the last `Welcome` (for mutations made with
     /// an empty key).
     natural_keys: BTreeMap<String, String>,
+    /// Blobs the server holds (uploaded, or found stored), by hash: mutations referencing
+    /// other blobs wait (see `engine/blobs.rs`).
+    uploaded_blobs: BTreeSet<String>,
 }
 
 impl SyncEngine {
@@ -229,6 +232,7 @@ impl SyncEngine {
             confirmed: ConfirmedRecords::default(),
             searches: Searches::default(),
             natural_keys: BTreeMap::new(),
+            uploaded_blobs: BTreeSet::new(),
         }
     }
 
@@ -665,6 +669,21 @@ impl SyncEngine {
                 }
                 self.check_complete(reaction);
             }
+            SyncStatus::SchemaChanged => {
+                // What the device holds may not match the new schema: sync it again from 0.
+                info!(partition = %id, "the source's schema changed; resyncing from cursor 0");
+                self.stats.resyncs += 1;
+                self.stats.schema_changes += 1;
+                self.complete_reported = false;
+                partition.replica.clear();
+                reaction.frames.extend(partition.subscribe(&id));
+                if self.notifications_enabled {
+                    let total = partition.server_total;
+                    let cumulative = partition.cumulative;
+                    let status = SyncNotificationStatus::SchemaChanged;
+                    reaction.notifications.push(sync_notification(&id, status, total, 0, cumulative));
+                }
+            }
             SyncStatus::Unspecified => {}
         }
     }
@@ -797,6 +816,7 @@ fn sync_notification(
     })
 }
 
+mod blobs;
 mod commands;
 mod mutations;
 mod search;

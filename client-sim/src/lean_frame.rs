@@ -139,9 +139,10 @@ mod field {
 
     pub(super) const VALUE_STRING: u32 = 1;
     pub(super) const VALUE_INT: u32 = 2;
-    /// Wire types of `Value.kind` variants 1 ..= 6 (string, int, double, bool, bytes, null).
-    pub(super) const VALUE_WIRE_TYPES: [WireType; 6] =
-        [LengthDelimited, Varint, SixtyFourBit, Varint, LengthDelimited, Varint];
+    /// Wire types of `Value.kind` variants 1 ..= 7 (string, int, double, bool, bytes, null,
+    /// blob).
+    pub(super) const VALUE_WIRE_TYPES: [WireType; 7] =
+        [LengthDelimited, Varint, SixtyFourBit, Varint, LengthDelimited, Varint, LengthDelimited];
 
     /// Returns the wire type of field `tag` in a message whose fields 1 ..= n have `types`
     /// (`None`: an unknown field, skipped whatever its wire type).

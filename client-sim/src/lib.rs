@@ -32,6 +32,11 @@
 //!   its policy: ordering, temporary ids and links, failures the app retries or discards.
 //!   The engine sends it as `Mutate` and shows its changes optimistically in
 //!   [`DeviceHandle::view`].
+//! - [`blob_transfer`]: [`BlobClient`], blob uploads and downloads over HTTP on the device
+//!   listener, resumable, checked against the SHA-256.
+//! - [`blob_uploads`]: [`LocalBlobs`], the bytes of the device's blobs, and the policy of
+//!   uploading them before the mutations that reference them
+//!   ([`DeviceHandle::attach_blob`], [`DeviceHandle::blob`]).
 //! - `fake_server` (feature `test-util`): a scripted fake of the server's side of the
 //!   protocol on 127.0.0.1, for socket-level tests.
 //!
@@ -61,6 +66,8 @@
 
 pub mod backend_token;
 pub mod backoff;
+pub mod blob_transfer;
+pub mod blob_uploads;
 pub mod config;
 pub mod device;
 mod engine;
@@ -77,6 +84,8 @@ pub mod wire;
 
 pub use backend_token::BackendTokenClaims;
 pub use backoff::Backoff;
+pub use blob_transfer::{BlobClient, BlobTransferError, blob_hash, blob_of};
+pub use blob_uploads::LocalBlobs;
 pub use config::{BackoffConfig, DeviceConfig, LiveAckPolicy, SubscriptionConfig};
 pub use device::{Device, DeviceHandle, WaitError};
 pub use engine::{SearchError, SearchQuery, SearchResults};

@@ -39,6 +39,9 @@ pub enum SyncNotificationStatus {
     /// Every subscribed partition is caught up or failed. `source` and `key` are empty;
     /// `total` and `cumulative` are sums over the partitions.
     Complete,
+    /// The source's schema changed on the server (RhoConnect's `schema-changed`): the device
+    /// dropped what it held of the partition and syncs it again from the start.
+    SchemaChanged,
 }
 
 /// Progress of a partition's sync run, as RhoConnect's sync notifications reported it.

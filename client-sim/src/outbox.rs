@@ -25,7 +25,10 @@
 //!     model"; other sources keep flowing), or
 //!   - its record id, or any string field value, is the temporary id of a create that has no
 //!     link yet (the server would otherwise receive an id it cannot know, as RhoConnect's
-//!     client held back changes to objects with a pending create). Once one mutation of a
+//!     client held back changes to objects with a pending create), or
+//!   - it references a blob the device has not uploaded yet (the device uploads it first,
+//!     see `crate::blob_uploads`; this holds back a mutation sent before too, which the
+//!     server refused for its missing blob). Once one mutation of a
 //!     source waits, the later ones of that source wait behind it, so a source's mutations
 //!     reach the server in the order they were made.
 //! - **Links.** When a create is linked (temp id → backend id, from its result or from
@@ -254,6 +257,11 @@ impl QueuedMutation {
     /// Returns the id the record has locally: the backend's id once a create is linked.
     pub fn local_id(&self) -> &str {
         self.linked_id.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Returns the blobs the mutation's fields reference.
+    pub fn blobs(&self) -> impl Iterator<Item = &syncline_proto::v1::Blob> {
+        self.fields.values().filter_map(Value::as_blob)
     }
 
     /// Returns true for a create that has no link yet: its id is temporary.
@@ -546,7 +554,20 @@ impl MutationQueue {
     /// Returns the mutations to send now, in queue order, following the ordering rules of
     /// the module docs; `in_flight(id)` says whether a mutation was already sent on this
     /// connection.
+    #[cfg(test)]
     pub(crate) fn next_to_send(&self, in_flight: impl Fn(&str) -> bool) -> Vec<&QueuedMutation> {
+        self.next_to_send_with(in_flight, |_| true)
+    }
+
+    /// Returns the mutations to send now as [`MutationQueue::next_to_send`] does, and holds
+    /// back (with the later mutations of its source) one that references a blob for which
+    /// `blob_uploaded(hash)` is false: the server refuses a mutation whose blobs it does
+    /// not hold.
+    pub(crate) fn next_to_send_with(
+        &self,
+        in_flight: impl Fn(&str) -> bool,
+        blob_uploaded: impl Fn(&str) -> bool,
+    ) -> Vec<&QueuedMutation> {
         let unlinked: BTreeSet<&str> =
             self.rows.iter().filter(|row| row.is_unlinked_create()).map(|row| row.id.as_str()).collect();
         let mut waiting_sources: BTreeSet<&str> = BTreeSet::new();
@@ -557,6 +578,10 @@ impl MutationQueue {
                 continue;
             }
             if in_flight(&row.mutation_id) {
+                continue;
+            }
+            if row.blobs().any(|blob| !blob_uploaded(&blob.hash)) {
+                waiting_sources.insert(&row.source);
                 continue;
             }
             if row.sent {

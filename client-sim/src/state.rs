@@ -155,6 +155,8 @@ pub struct DeviceStats {
     pub checksum_mismatches: u64,
     /// Times a partition was dropped and synced again from cursor 0.
     pub resyncs: u64,
+    /// Times the server said a source's schema changed (each also counts as a resync).
+    pub schema_changes: u64,
     /// Times a partition was resubscribed from its cursor after a gap.
     pub resubscribes: u64,
     /// Acks sent.
@@ -174,8 +176,11 @@ pub struct DeviceStats {
     pub mutations_acked: u64,
     /// Mutations whose result was ok.
     pub mutations_succeeded: u64,
-    /// Mutation results that were errors.
+    /// Mutation results that were errors (and mutations failed because the server refused
+    /// a blob they reference).
     pub mutations_failed: u64,
+    /// Blobs the device uploaded (or found the server held already) for its mutations.
+    pub blobs_uploaded: u64,
     /// Every partition any received frame was about (tests assert that no other user's
     /// partition ever shows up here).
     pub partitions_seen: BTreeSet<PartitionId>,

@@ -43,6 +43,10 @@ pub const SUBPROTOCOL: &str = "syncline.v1";
 /// The HTTP path of the device endpoint.
 pub const SYNC_PATH: &str = "/v1/sync";
 
+/// Path prefix of blob uploads and downloads on the device listener (`/v1/blobs/{hash}`;
+/// see "Blobs" in device.proto).
+pub const BLOBS_PATH: &str = "/v1/blobs";
+
 /// The partition key of `app` partitions, shared by all users.
 pub const APP_PARTITION_KEY: &str = "*";
 

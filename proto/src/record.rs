@@ -5,7 +5,7 @@
 
 use prost::Message as _;
 
-use crate::v1::Record;
+use crate::v1::{Blob, Record, value::Kind};
 
 /// Longest record id, in bytes: room for UUIDs, URLs and composite keys, while an id stays
 /// small beside the record it names in every log entry and cursor.
@@ -25,6 +25,15 @@ pub const MAX_RECORD_FIELDS: usize = 1_000;
 /// can be sent in a `Mutate` and delivered in one `Changes` frame. Larger content (files,
 /// images) belongs in blob storage, referenced by a field.
 pub const MAX_RECORD_BYTES: usize = 1_000_000;
+
+/// Longest blob media type, in bytes (RFC 6838 allows 127 + 1 + 127).
+pub const MAX_BLOB_MEDIA_TYPE_BYTES: usize = 255;
+
+/// Longest blob file name, in bytes: room for any file system's names with a path.
+pub const MAX_BLOB_NAME_BYTES: usize = 1_024;
+
+/// Hex digits of a blob hash (SHA-256).
+pub const BLOB_HASH_HEX_DIGITS: usize = 64;
 
 /// Bytes of an over-long id or field name quoted in an error message.
 const QUOTED_BYTES: usize = 64;
@@ -59,6 +68,55 @@ pub enum RecordError {
     /// The record's id and fields encode to more than [`MAX_RECORD_BYTES`].
     #[error("record {id:?} encodes to {bytes} bytes, more than {MAX_RECORD_BYTES}")]
     TooLarge { id: String, bytes: usize },
+    /// A field's blob reference is malformed.
+    #[error("record {id:?}: field {field:?} is not a valid blob reference: {reason}")]
+    InvalidBlob { id: String, field: String, reason: BlobError },
+}
+
+/// Why a blob reference is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    /// The hash is not 64 lowercase hex digits.
+    #[error("the hash must be a SHA-256 as {BLOB_HASH_HEX_DIGITS} lowercase hex digits")]
+    InvalidHash,
+    /// The media type is empty or longer than [`MAX_BLOB_MEDIA_TYPE_BYTES`].
+    #[error("the media type must be 1 to {MAX_BLOB_MEDIA_TYPE_BYTES} bytes")]
+    InvalidMediaType,
+    /// The name is longer than [`MAX_BLOB_NAME_BYTES`].
+    #[error("the name is longer than {MAX_BLOB_NAME_BYTES} bytes")]
+    NameTooLong,
+}
+
+/// Returns true when `hash` is a blob hash: 64 lowercase hex digits.
+pub fn is_blob_hash(hash: &str) -> bool {
+    hash.len() == BLOB_HASH_HEX_DIGITS && hash.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Blob {
+    /// Checks the reference's form: its hash, media type and name (the size against a
+    /// server's limit is the server's check).
+    pub fn validate(&self) -> Result<(), BlobError> {
+        if !is_blob_hash(&self.hash) {
+            return Err(BlobError::InvalidHash);
+        }
+        if self.media_type.is_empty() || self.media_type.len() > MAX_BLOB_MEDIA_TYPE_BYTES {
+            return Err(BlobError::InvalidMediaType);
+        }
+        if self.name.len() > MAX_BLOB_NAME_BYTES {
+            return Err(BlobError::NameTooLong);
+        }
+        Ok(())
+    }
+}
+
+impl Record {
+    /// Returns the blobs the record's fields reference, by field name.
+    pub fn blobs(&self) -> impl Iterator<Item = (&str, &Blob)> {
+        self.fields.iter().filter_map(|(field, value)| match &value.kind {
+            Some(Kind::BlobValue(blob)) => Some((field.as_str(), blob)),
+            _ => None,
+        })
+    }
 }
 
 impl RecordError {
@@ -70,7 +128,8 @@ impl RecordError {
             | RecordError::FieldNameTooLong { id, .. }
             | RecordError::ValueWithoutKind { id, .. }
             | RecordError::TooManyFields { id, .. }
-            | RecordError::TooLarge { id, .. } => id,
+            | RecordError::TooLarge { id, .. }
+            | RecordError::InvalidBlob { id, .. } => id,
         }
     }
 }
@@ -101,8 +160,14 @@ impl Record {
             if field.len() > MAX_FIELD_NAME_BYTES {
                 return Err(RecordError::FieldNameTooLong { id: id(), field: quoted(field), bytes: field.len() });
             }
-            if value.kind.is_none() {
-                return Err(RecordError::ValueWithoutKind { id: id(), field: field.clone() });
+            match &value.kind {
+                None => return Err(RecordError::ValueWithoutKind { id: id(), field: field.clone() }),
+                Some(Kind::BlobValue(blob)) => {
+                    if let Err(reason) = blob.validate() {
+                        return Err(RecordError::InvalidBlob { id: id(), field: field.clone(), reason });
+                    }
+                }
+                Some(_) => {}
             }
         }
         let bytes = self.content_bytes();
@@ -141,7 +206,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::v1::Value;
+    use crate::v1::{Blob, Value};
 
     fn record(id: &str, fields: &[(&str, Value)]) -> Record {
         let fields: BTreeMap<String, Value> =
@@ -184,6 +249,24 @@ mod tests {
         let error = record("r1", &[("ok", Value::bool(true)), ("hole", Value { kind: None })]).validate().unwrap_err();
         assert_eq!(error, RecordError::ValueWithoutKind { id: "r1".into(), field: "hole".into() });
         assert!(error.to_string().contains("\"hole\""), "{error}");
+    }
+
+    #[test]
+    fn blob_references_are_checked() {
+        let blob = Blob { hash: "0f".repeat(32), size: 10, media_type: "image/png".into(), name: String::new() };
+        assert_eq!(record("r1", &[("photo", Value::blob(blob.clone()))]).validate(), Ok(()));
+        let refused = |blob: Blob| match record("r1", &[("photo", Value::blob(blob))]).validate() {
+            Err(RecordError::InvalidBlob { field, reason, .. }) if field == "photo" => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(Blob { hash: "0F".repeat(32), ..blob.clone() }), BlobError::InvalidHash, "uppercase");
+        assert_eq!(refused(Blob { hash: "0f".repeat(31), ..blob.clone() }), BlobError::InvalidHash, "short");
+        assert_eq!(refused(Blob { hash: format!("{}zz", "0f".repeat(31)), ..blob.clone() }), BlobError::InvalidHash);
+        assert_eq!(refused(Blob { media_type: String::new(), ..blob.clone() }), BlobError::InvalidMediaType);
+        assert_eq!(refused(Blob { media_type: "x".repeat(256), ..blob.clone() }), BlobError::InvalidMediaType);
+        assert_eq!(refused(Blob { name: "n".repeat(1025), ..blob.clone() }), BlobError::NameTooLong);
+        let with_blob = record("r1", &[("photo", Value::blob(blob.clone())), ("n", Value::int(1))]);
+        assert_eq!(with_blob.blobs().collect::<Vec<_>>(), vec![("photo", &blob)]);
     }
 
     #[test]

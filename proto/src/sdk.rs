@@ -114,8 +114,8 @@ use tracing::Instrument;
 
 use crate::v1::channel_server::{Channel, ChannelServer};
 use crate::v1::{
-    AuthenticateRequest, AuthenticateResponse, ChangeBatch, DescribeRequest, DescribeResponse, QueryRequest, Record,
-    SearchRequest, SearchResponse, WatchRequest, WriteRequest, WriteResponse, write_response,
+    AuthenticateRequest, AuthenticateResponse, BlobChunk, BlobRequest, ChangeBatch, DescribeRequest, DescribeResponse,
+    QueryRequest, Record, SearchRequest, SearchResponse, WatchRequest, WriteRequest, WriteResponse, write_response,
 };
 
 /// The result type of every backend operation.
@@ -127,6 +127,14 @@ pub type RecordStream = Pin<Box<dyn Stream<Item = Result<Record>> + Send + 'stat
 /// The change batches of a `Watch`, in commit order. An `Err` item ends the call with that
 /// error; Syncline resumes from the last batch's `resume_token`.
 pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<ChangeBatch>> + Send + 'static>>;
+
+/// The bytes of a blob a channel keeps itself (`ReadBlob`), in order. An `Err` item ends the
+/// call with that error.
+pub type BlobChunkStream = Pin<Box<dyn Stream<Item = Result<BlobChunk>> + Send + 'static>>;
+
+/// Most bytes in one [`BlobChunk`] (channel.proto): a chunk stays far below gRPC's message
+/// limit.
+pub const MAX_BLOB_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// How often the HTTP/2 server pings an idle connection, so that a `Watch` whose client
 /// vanished (no FIN, e.g. a dropped NAT entry) is noticed and its stream dropped.
@@ -334,6 +342,14 @@ pub trait ChannelBackend: Send + Sync + 'static {
         let _ = request;
         Err(ChannelError::Unimplemented("this channel does not support search".to_owned()))
     }
+
+    /// Streams the bytes of a blob this channel keeps itself, from `request.offset`, in
+    /// chunks of at most [`MAX_BLOB_CHUNK_BYTES`]. The default, `Unimplemented`, says that
+    /// Syncline's blob store holds every blob of this channel's records.
+    async fn read_blob(&self, request: BlobRequest) -> Result<BlobChunkStream> {
+        let _ = request;
+        Err(ChannelError::Unimplemented("this channel keeps no blobs: Syncline's blob store has them".to_owned()))
+    }
 }
 
 /// Serves any [`ChannelBackend`] as the generated tonic `Channel` service.
@@ -437,6 +453,7 @@ fn end_at_shutdown<T: Send + 'static>(
 impl<B: ChannelBackend + ?Sized> Channel for ChannelGrpcService<B> {
     type QueryStream = BoxedStatusStream<Record>;
     type WatchStream = BoxedStatusStream<ChangeBatch>;
+    type ReadBlobStream = BoxedStatusStream<BlobChunk>;
 
     async fn describe(&self, _request: Request<DescribeRequest>) -> Result<Response<DescribeResponse>, Status> {
         self.unary("describe", self.backend.describe()).await
@@ -473,6 +490,12 @@ impl<B: ChannelBackend + ?Sized> Channel for ChannelGrpcService<B> {
 
     async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
         self.unary("search", self.backend.search(request.into_inner())).await
+    }
+
+    async fn read_blob(&self, request: Request<BlobRequest>) -> Result<Response<Self::ReadBlobStream>, Status> {
+        let chunks: Response<BlobChunkStream> =
+            self.unary("read_blob", self.backend.read_blob(request.into_inner())).await?;
+        Ok(Response::new(self.stream("read_blob", chunks.into_inner())))
     }
 }
 

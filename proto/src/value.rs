@@ -12,6 +12,7 @@
 //! | `boolValue`   | `true` or `false`                           |                                      |
 //! | `bytesValue`  | standard base64 with padding                | URL-safe base64, padding optional    |
 //! | `nullValue`   | `"NULL_VALUE"`                              | `0`, or `null` (as `google.protobuf.NullValue`) |
+//! | `blobValue`   | `{"hash", "size", "mediaType", "name"}` (`Blob`'s canonical JSON: size a decimal string, empty members left out) | a number for `size`; proto field names |
 //!
 //! A member given as `null` (other than `nullValue`) is absent, as for any canonical field;
 //! two members set is an error, and so is any other value (e.g. `"intValue": "12abc"`, a
@@ -26,7 +27,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Unexpected, Visitor};
 use serde::ser::{SerializeStruct as _, Serializer};
 
-use crate::v1::{NullValue, Value, value::Kind};
+use crate::v1::{Blob, NullValue, Value, value::Kind};
 
 impl Value {
     /// Returns a string value.
@@ -58,10 +59,24 @@ impl Value {
     pub fn null() -> Self {
         Self { kind: Some(Kind::NullValue(NullValue::NullValue as i32)) }
     }
+
+    /// Returns a blob reference.
+    pub fn blob(blob: Blob) -> Self {
+        Self { kind: Some(Kind::BlobValue(blob)) }
+    }
+
+    /// Returns the blob this value references, if it is one.
+    pub fn as_blob(&self) -> Option<&Blob> {
+        match &self.kind {
+            Some(Kind::BlobValue(blob)) => Some(blob),
+            _ => None,
+        }
+    }
 }
 
 /// The JSON names of `Value`'s members, as written.
-const MEMBERS: &[&str] = &["stringValue", "intValue", "doubleValue", "boolValue", "bytesValue", "nullValue"];
+const MEMBERS: &[&str] =
+    &["stringValue", "intValue", "doubleValue", "boolValue", "bytesValue", "nullValue", "blobValue"];
 
 /// The canonical JSON names of the non-finite doubles.
 const NAN: &str = "NaN";
@@ -99,6 +114,7 @@ impl serde::Serialize for Value {
                 Ok(null) => json.serialize_field("nullValue", null.as_str_name())?,
                 Err(_) => json.serialize_field("nullValue", number)?,
             },
+            Some(Kind::BlobValue(blob)) => json.serialize_field("blobValue", blob)?,
         }
         json.end()
     }
@@ -118,6 +134,7 @@ enum Member {
     Bool,
     Bytes,
     Null,
+    Blob,
     Unknown,
 }
 
@@ -140,6 +157,7 @@ impl<'de> serde::Deserialize<'de> for Member {
                     "boolValue" | "bool_value" => Member::Bool,
                     "bytesValue" | "bytes_value" => Member::Bytes,
                     "nullValue" | "null_value" => Member::Null,
+                    "blobValue" | "blob_value" => Member::Blob,
                     _ => Member::Unknown,
                 })
             }
@@ -168,6 +186,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 Member::Bool => map.next_value::<Option<bool>>()?.map(Kind::BoolValue),
                 Member::Bytes => map.next_value::<Option<JsonBytes>>()?.map(|data| Kind::BytesValue(data.0)),
                 Member::Null => Some(Kind::NullValue(map.next_value::<JsonNull>()?.0)),
+                Member::Blob => map.next_value::<Option<Blob>>()?.map(Kind::BlobValue),
                 Member::Unknown => {
                     map.next_value::<IgnoredAny>()?;
                     None

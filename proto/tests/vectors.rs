@@ -15,8 +15,8 @@ use prost::Message;
 use serde_json::{Value as Json, json};
 use syncline_proto::checksum::{Checksum, record_hash};
 use syncline_proto::v1::{
-    Ack, Changes, ClientFrame, Command, CommandAck, CommandKind, DeviceInfo, Error as ErrorFrame, ErrorCode, Hello,
-    Link, Login, Logout, Mutate, MutationAck, MutationError, MutationOp, MutationResult, Pull, Record, RpcCall,
+    Ack, Blob, Changes, ClientFrame, Command, CommandAck, CommandKind, DeviceInfo, Error as ErrorFrame, ErrorCode,
+    Hello, Link, Login, Logout, Mutate, MutationAck, MutationError, MutationOp, MutationResult, Pull, Record, RpcCall,
     RpcReply, Search, SearchResult, ServerFrame, SourceInfo, Subscribe, SyncState, SyncStatus, Value, Welcome,
     client_frame, hello, rpc_reply, server_frame,
 };
@@ -53,6 +53,24 @@ fn every_value() -> BTreeMap<String, Value> {
         ("o_bytes".to_owned(), Value::bytes(vec![0, 1, 2, 250, 251, 255])),
         ("p_empty_bytes".to_owned(), Value::bytes(Vec::new())),
         ("q_null".to_owned(), Value::null()),
+        (
+            "r_blob".to_owned(),
+            Value::blob(Blob {
+                hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+                size: 4,
+                media_type: "text/plain".to_owned(),
+                name: "test.txt".to_owned(),
+            }),
+        ),
+        (
+            "s_blob_unnamed".to_owned(),
+            Value::blob(Blob {
+                hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned(),
+                size: 0,
+                media_type: "application/octet-stream".to_owned(),
+                name: String::new(),
+            }),
+        ),
     ])
 }
 
@@ -252,6 +270,18 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                 cursor: 2,
                 total: 2,
                 checksum: checksum.0,
+                error: None,
+            })),
+        ),
+        (
+            "sync_state_schema_changed",
+            server(server_frame::Msg::SyncState(SyncState {
+                source: "Contact".into(),
+                key: "ann".into(),
+                status: SyncStatus::SchemaChanged as i32,
+                cursor: 0,
+                total: 0,
+                checksum: 0,
                 error: None,
             })),
         ),

@@ -151,11 +151,20 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     );
     let grpc_task = serve_grpc(grpc, ingest, tls.as_ref(), &backend_runtime, &tracker, &shutdown)?;
 
-    let jobs = Jobs { store: store.clone(), cursors: services.cursors.clone(), devices: services.devices.clone() };
+    let jobs = Jobs {
+        store: store.clone(),
+        cursors: services.cursors.clone(),
+        devices: services.devices.clone(),
+        blobs: services.blobs.clone(),
+    };
     let leases = node.as_ref().map(|node| &node.leases);
     jobs.spawn(&settings.store, leases, &tracker, &shutdown);
+    jobs.spawn_blob_collection(settings.blob.gc_interval, leases, &tracker, &shutdown);
     let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
     let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
+    let schemas =
+        crate::channel::schema::SchemaWatch::new(store.clone(), &settings.sources, services.connections.clone());
+    Arc::new(schemas.with_capture(capture.clone())).spawn(settings.grpc.describe_interval, &tracker, &shutdown);
     let live_wire = wire.clone();
     let metrics = Arc::new(Metrics::new(MetricSources {
         services: services.clone(),
@@ -374,6 +383,9 @@ fn gateway_services(
         leases,
     );
     let devices = Arc::new(DeviceManagement::new(store.clone(), relay.clone(), commit_times));
+    let blobs =
+        crate::blobs::BlobService::open(store.clone(), &settings.blob, settings.sources.clone(), channels.clone())
+            .with_context(|| format!("cannot open the blob directory {}", settings.blob.dir.display()))?;
     let services = GatewayServices {
         store,
         hub,
@@ -391,6 +403,7 @@ fn gateway_services(
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
         devices,
         handshakes: Default::default(),
+        blobs: Arc::new(blobs),
     };
     Ok((Arc::new(services), capture_queues))
 }

@@ -1,5 +1,5 @@
-//! Background jobs: flushing device cursors and last-seen times, compacting change logs and
-//! pruning finished mutations' outcomes. Each runs as a task on the server's tracker until
+//! Background jobs: flushing device cursors and last-seen times, compacting change logs,
+//! pruning finished mutations' outcomes and collecting unreferenced blobs. Each runs as a task on the server's tracker until
 //! the shutdown token fires; the stop sequence flushes cursors and last-seen times once more
 //! after they end.
 //!
@@ -25,6 +25,7 @@ pub(crate) struct Jobs {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) cursors: Arc<CursorRecorder>,
     pub(crate) devices: Arc<DeviceManagement>,
+    pub(crate) blobs: Arc<crate::blobs::BlobService>,
 }
 
 impl Jobs {
@@ -71,6 +72,52 @@ impl Jobs {
                     leases.clone().while_held(lease, shutdown.clone(), (), move |(), _fence, stop| compaction(stop)),
                 );
             }
+        }
+    }
+
+    /// Starts the collection of unreferenced blobs on `tracker`, every `interval` (the first
+    /// after one interval: blobs are kept for a grace period anyway). With `leases` (cluster
+    /// mode) it runs on one node at a time, while that node holds its lease.
+    pub(crate) fn spawn_blob_collection(
+        &self,
+        interval: Duration,
+        leases: Option<&Arc<Leases>>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let jobs = self.clone();
+        let collection = move |stop: CancellationToken| {
+            let jobs = jobs.clone();
+            every(stop, interval, true, move || {
+                let jobs = jobs.clone();
+                async move { jobs.collect_blobs().await }
+            })
+        };
+        match leases {
+            None => {
+                tracker.spawn(collection(shutdown.clone()));
+            }
+            Some(leases) => {
+                let lease = Lease::app("jobs:blob-collection");
+                tracker.spawn(
+                    leases.clone().while_held(lease, shutdown.clone(), (), move |(), _fence, stop| collection(stop)),
+                );
+            }
+        }
+    }
+
+    /// Deletes blobs nothing references any more, past their grace period.
+    pub(crate) async fn collect_blobs(&self) {
+        match self.blobs.collect_garbage().await {
+            Ok(report) if report.deleted > 0 || report.partials_deleted > 0 => {
+                tracing::info!(
+                    deleted = report.deleted,
+                    partials = report.partials_deleted,
+                    "collected unreferenced blobs"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "blob collection failed; will retry"),
         }
     }
 

@@ -6,6 +6,8 @@
 //! - [`config`]: the configuration tree, env overrides, validation into [`config::Settings`].
 //! - [`gateway`]: the device protocol, one file per device command; the only code that
 //!   touches connections.
+//! - [`blobs`]: blob storage — files records reference by `Blob` values, content-addressed
+//!   in a directory, their metadata in the store, uploads and downloads, collection.
 //! - [`model`]: which partition a device or a backend may touch (one rule for both).
 //! - [`auth`]: passwords (a bounded argon2 pool), login limits, backend and session tokens,
 //!   device registration.
@@ -39,6 +41,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod blobs;
 pub mod channel;
 pub mod cli;
 pub mod cluster;

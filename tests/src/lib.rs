@@ -343,3 +343,16 @@ pub async fn mutation_outcome(
         }
     }
 }
+
+/// Serves a channel backend (the Rust SDK) on a loopback port until the returned guard is
+/// dropped; returns its endpoint URL.
+pub async fn serve_channel<B: syncline_proto::sdk::ChannelBackend>(
+    channel: std::sync::Arc<B>,
+) -> (String, tokio_util::sync::DropGuard) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("bound"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shutdown = stop.clone();
+    tokio::spawn(syncline_proto::sdk::serve_shared(channel, listener, async move { shutdown.cancelled().await }));
+    (url, stop.drop_guard())
+}

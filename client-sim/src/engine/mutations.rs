@@ -188,9 +188,13 @@ impl SyncEngine {
         if !self.welcomed {
             return Vec::new();
         }
-        let in_flight = &self.mutations_in_flight;
-        let next: Vec<ClientFrame> =
-            self.mutations.next_to_send(|id| in_flight.contains(id)).into_iter().map(mutate).collect();
+        let (in_flight, uploaded) = (&self.mutations_in_flight, &self.uploaded_blobs);
+        let next: Vec<ClientFrame> = self
+            .mutations
+            .next_to_send_with(|id| in_flight.contains(id), |hash| uploaded.contains(hash))
+            .into_iter()
+            .map(mutate)
+            .collect();
         for frame in &next {
             let Some(client_frame::Msg::Mutate(mutate)) = &frame.msg else { continue };
             let resent = match self.mutations.mark_sent(&mutate.mutation_id) {
@@ -339,6 +343,9 @@ impl SyncEngine {
 
     fn on_mutation_failed(&mut self, mutation: QueuedMutation, result: MutationResult, reaction: &mut Reaction) {
         let error = result.error.unwrap_or_default();
+        if self.blob_missing_on_server(&mutation, &error) {
+            return;
+        }
         let failure = MutationFailure {
             op: MutationOp::try_from(error.op).ok().filter(|op| *op != MutationOp::Unspecified).unwrap_or(mutation.op),
             code: error_code(error.code),
@@ -478,7 +485,7 @@ impl SyncEngine {
         }
     }
 
-    fn notify_mutation(&self, mutation: &QueuedMutation, outcome: MutationOutcome, reaction: &mut Reaction) {
+    pub(super) fn notify_mutation(&self, mutation: &QueuedMutation, outcome: MutationOutcome, reaction: &mut Reaction) {
         if self.notifications_enabled {
             reaction.notifications.push(Notification::Mutation(MutationNotification {
                 mutation_id: mutation.mutation_id.clone(),

@@ -76,6 +76,8 @@ export interface EngineStats {
   checksumMismatches: number;
   /** Resubscribes after a gap or a cursor the server did not continue from. */
   resubscribes: number;
+  /** Schema changes the server reported (each dropped the partition and resynced it from 0). */
+  schemaChanges: number;
 }
 
 /** Settings of the engine. */
@@ -112,7 +114,7 @@ export class SyncEngine {
   private completeReported = false;
   readonly mutations: Mutations;
   /** What the engine did so far. */
-  readonly stats: EngineStats = { pages: 0, livePushes: 0, verified: 0, checksumMismatches: 0, resubscribes: 0 };
+  readonly stats: EngineStats = { pages: 0, livePushes: 0, verified: 0, checksumMismatches: 0, resubscribes: 0, schemaChanges: 0 };
   readonly searches = new SearchMerges();
   private readonly liveAck: { maxChanges: number; intervalMs: number };
 
@@ -509,6 +511,15 @@ export class SyncEngine {
           partition.phase = "catching_up";
           this.completeReported = false;
         }
+        return;
+      case SyncStatus.SCHEMA_CHANGED:
+        // The source's schema changed: what the device holds may not match it; sync from 0.
+        this.stats.schemaChanges += 1;
+        this.completeReported = false;
+        await this.clearPartition(partition);
+        reaction.frames.push(...(await this.subscribe(partition)));
+        reaction.changed.add(partitionKey(partition.id.source, partition.id.key));
+        reaction.notifications.push(syncNotification(partition, "schema_changed", partition.serverTotal, 0));
         return;
       case SyncStatus.ERROR: {
         const error = { code: errorCodeName(state.error?.code ?? 0), message: state.error?.message ?? "" };

@@ -56,7 +56,7 @@ export { PartitionReplica } from "./replica.js";
 export type { ApplyOutcome, ChecksumMismatch, PageWrite } from "./replica.js";
 export { Backoff } from "./backoff.js";
 export type { BackoffOptions } from "./backoff.js";
-export { fromValue, toValue, fromRecord, toRecord } from "./values.js";
+export { BlobRef, fromValue, toValue, fromRecord, toRecord } from "./values.js";
 export type { FieldValue, Fields, SyncRecord } from "./values.js";
 export {
   binaryFrames,

@@ -11,7 +11,7 @@ import type { MutationKind } from "./outbox.js";
 import type { SyncRecord } from "./values.js";
 
 /** Where a sync run stands (RhoConnect's `status` of a sync notification). */
-export type SyncStatusName = "in_progress" | "ok" | "error" | "complete";
+export type SyncStatusName = "in_progress" | "ok" | "error" | "complete" | "schema_changed";
 
 /** Progress of a partition's sync run, or of the whole run (`complete`). */
 export interface SyncNotification {

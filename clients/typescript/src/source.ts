@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { BlobRef } from "./values.js";
 import type { SyncRecord, FieldValue } from "./values.js";
 
 /** A record filter: a predicate, or field values that must all be equal. */
@@ -21,6 +22,7 @@ function equalValues(a: FieldValue | undefined, b: FieldValue): boolean {
   if (a instanceof Uint8Array && b instanceof Uint8Array) {
     return a.length === b.length && a.every((byte, index) => byte === b[index]);
   }
+  if (a instanceof BlobRef && b instanceof BlobRef) return a.equals(b);
   return a === b;
 }
 

@@ -3,17 +3,49 @@
  *
  * Every protocol value kind has its own JavaScript type, so a value keeps its type end to
  * end: `string` (text), `bigint` (64-bit integer), `number` (64-bit float), `boolean`,
- * `Uint8Array` (bytes) and `null` (an explicit null).
+ * `Uint8Array` (bytes), {@link BlobRef} (a file the record references) and `null` (an
+ * explicit null).
  *
  * @module
  */
 import { create } from "@bufbuild/protobuf";
-import { NullValue, RecordSchema, ValueSchema } from "./gen/syncline/v1/common_pb.js";
+import { BlobSchema, NullValue, RecordSchema, ValueSchema } from "./gen/syncline/v1/common_pb.js";
 import type { Record as RecordMessage, Value } from "./gen/syncline/v1/common_pb.js";
 import { SynclineError } from "./errors.js";
 
-/** One field value: text, a 64-bit integer, a float, a boolean, bytes or an explicit null. */
-export type FieldValue = string | bigint | number | boolean | Uint8Array | null;
+/**
+ * A file a record references (the protocol's `Blob`): the SHA-256 of its bytes as 64
+ * lowercase hex digits, its size, media type and optional name. The bytes travel beside the
+ * record, over HTTP on the device listener (see "Blobs" in device.proto).
+ */
+export class BlobRef {
+  constructor(
+    /** SHA-256 of the bytes, 64 lowercase hex digits. */
+    readonly hash: string,
+    /** Length in bytes. */
+    readonly size: bigint,
+    /** Media type, e.g. "image/jpeg". */
+    readonly mediaType: string,
+    /** The file's name ("" when unknown). */
+    readonly name: string = "",
+  ) {}
+
+  /** Returns `blob:<hash>` (what logs and snapshots of records show). */
+  toString(): string {
+    return `blob:${this.hash}`;
+  }
+
+  /** Returns true when `other` references the same file the same way. */
+  equals(other: BlobRef): boolean {
+    return this.hash === other.hash && this.size === other.size && this.mediaType === other.mediaType && this.name === other.name;
+  }
+}
+
+/** Blob hashes: SHA-256 as 64 lowercase hex digits. */
+const BLOB_HASH = /^[0-9a-f]{64}$/;
+
+/** One field value: text, a 64-bit integer, a float, a boolean, bytes, a blob or an explicit null. */
+export type FieldValue = string | bigint | number | boolean | Uint8Array | BlobRef | null;
 
 /** A record's fields by name. */
 export type Fields = { [name: string]: FieldValue };
@@ -36,9 +68,10 @@ export function checkFields(fields: Fields): void {
     const ok =
       value === null ||
       value instanceof Uint8Array ||
+      (value instanceof BlobRef && BLOB_HASH.test(value.hash) && value.mediaType !== "" && value.size >= 0n) ||
       ["string", "number", "boolean"].includes(typeof value) ||
       (typeof value === "bigint" && BigInt.asIntN(64, value) === value);
-    if (!ok) throw new SynclineError("INVALID", `field ${name}: not a string, 64-bit bigint, number, boolean, Uint8Array or null`);
+    if (!ok) throw new SynclineError("INVALID", `field ${name}: not a string, 64-bit bigint, number, boolean, Uint8Array, valid BlobRef or null`);
   }
 }
 
@@ -57,6 +90,10 @@ export function toValue(value: FieldValue): Value {
       return create(ValueSchema, { kind: { case: "boolValue", value } });
     default:
       if (value instanceof Uint8Array) return create(ValueSchema, { kind: { case: "bytesValue", value } });
+      if (value instanceof BlobRef) {
+        const blob = create(BlobSchema, { hash: value.hash, size: value.size, mediaType: value.mediaType, name: value.name });
+        return create(ValueSchema, { kind: { case: "blobValue", value: blob } });
+      }
       throw new SynclineError("INVALID", `not a field value: ${String(value)}`);
   }
 }
@@ -70,6 +107,10 @@ export function fromValue(value: Value): FieldValue {
     case "boolValue":
     case "bytesValue":
       return value.kind.value;
+    case "blobValue": {
+      const blob = value.kind.value;
+      return new BlobRef(blob.hash, blob.size, blob.mediaType, blob.name);
+    }
     default:
       return null;
   }

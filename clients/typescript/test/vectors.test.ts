@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { Checksum, recordHash } from "../src/checksum.js";
 import { ClientFrameSchema, ServerFrameSchema } from "../src/gen/syncline/v1/device_pb.js";
 import { encodeClientFrame, jsonFrames } from "../src/wire.js";
-import { fromValues, toValues } from "../src/values.js";
+import { BlobRef, fromValues, toValues } from "../src/values.js";
 
 interface FrameVector {
   name: string;
@@ -88,6 +88,8 @@ describe("shared conformance vectors", () => {
     expect(Number.isNaN(fields.j_nan)).toBe(true);
     expect(fields.o_bytes).toBeInstanceOf(Uint8Array);
     expect(fields.q_null).toBeNull();
+    expect(fields.r_blob).toBeInstanceOf(BlobRef);
+    expect(fields.r_blob).toEqual(new BlobRef("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", 4n, "text/plain", "test.txt"));
     decoded.msg.value.fields = toValues(fields);
     expect(hex(encodeClientFrame(decoded))).toBe(create?.binary);
   });

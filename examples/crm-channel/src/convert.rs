@@ -40,6 +40,7 @@ pub(crate) fn to_sql(source: &SourceSchema, field: &FieldDef, value: &Value) -> 
         (_, Kind::DoubleValue(_)) => Err(mismatch("a double")),
         (_, Kind::BoolValue(_)) => Err(mismatch("a bool")),
         (_, Kind::BytesValue(_)) => Err(mismatch("bytes")),
+        (_, Kind::BlobValue(_)) => Err(mismatch("a blob")),
     }
 }
 

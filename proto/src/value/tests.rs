@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use prost::Message as _;
 
 use crate::v1::{
-    Changes, ClientFrame, Mutate, MutationOp, NullValue, Record, ServerFrame, Value, client_frame, server_frame,
+    Blob, Changes, ClientFrame, Mutate, MutationOp, NullValue, Record, ServerFrame, Value, client_frame, server_frame,
     value::Kind,
 };
 
@@ -36,7 +36,14 @@ fn every_kind() -> Vec<Value> {
         Value::bytes(Vec::new()),
         Value::bytes(vec![0, 255, 62, 63, 1]),
         Value::null(),
+        Value::blob(photo()),
+        Value::blob(Blob { name: String::new(), ..photo() }),
     ]
+}
+
+/// A blob reference with every member set.
+fn photo() -> Blob {
+    Blob { hash: "ab".repeat(32), size: 123_456, media_type: "image/jpeg".into(), name: "photo.jpg".into() }
 }
 
 /// Compares doubles by bit pattern (so -0.0 differs from 0.0 and NaN payloads count).
@@ -97,6 +104,10 @@ fn json_follows_the_canonical_mapping() {
         (Value::bytes(Vec::new()), r#"{"bytesValue":""}"#),
         (Value::bytes(vec![0, 255, 62, 63, 1]), r#"{"bytesValue":"AP8+PwE="}"#),
         (Value::null(), r#"{"nullValue":"NULL_VALUE"}"#),
+        (
+            Value::blob(photo()),
+            r#"{"blobValue":{"hash":"abababababababababababababababababababababababababababababababab","size":"123456","mediaType":"image/jpeg","name":"photo.jpg"}}"#,
+        ),
         (Value { kind: None }, "{}"),
     ];
     for (value, expected) in cases {
@@ -123,6 +134,10 @@ fn json_accepts_what_canonical_decoders_accept() {
         (r#"{"stringValue":"x","futureMember":{"a":[1]}}"#, Value::string("x")),
         (r#"{"doubleValue":null,"stringValue":"x"}"#, Value::string("x")),
         (r#"{"doubleValue":null}"#, Value { kind: None }),
+        (
+            r#"{"blob_value":{"hash":"abababababababababababababababababababababababababababababababab","size":123456,"media_type":"image/jpeg"}}"#,
+            Value::blob(Blob { name: String::new(), ..photo() }),
+        ),
     ];
     for (text, expected) in cases {
         let decoded = from_json(text).unwrap_or_else(|error| panic!("{text} does not decode: {error}"));

@@ -91,6 +91,12 @@ pub(super) fn plain_json(kind: Option<Kind>) -> serde_json::Value {
         Some(Kind::BytesValue(data)) => {
             serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(data))
         }
+        Some(Kind::BlobValue(blob)) => serde_json::json!({
+            "hash": blob.hash,
+            "size": blob.size,
+            "media_type": blob.media_type,
+            "name": blob.name,
+        }),
     }
 }
 

@@ -73,6 +73,8 @@ pub struct CaptureHealth {
     pub last_batch_lag_ms: Option<u64>,
     /// The last failure, cleared when the channel answers again.
     pub last_error: Option<String>,
+    /// Times the channel answered (watch: its stream opened) since the server started.
+    pub connects: u64,
 }
 
 /// Counters of change capture, shared by its tasks (one set per server), and each captured
@@ -111,6 +113,7 @@ impl CaptureCounters {
             let mut health = self.health.entry(source.to_owned()).or_default();
             health.connected = true;
             health.last_error = None;
+            health.connects += 1;
         }
     }
 

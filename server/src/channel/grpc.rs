@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use syncline_proto::v1::channel_client::ChannelClient;
 use syncline_proto::v1::{
-    AuthenticateRequest, AuthenticateResponse, ChangeBatch, PartitionKey, QueryRequest, Record, SearchRequest,
-    SearchResponse, WatchRequest, WriteRequest, write_response,
+    AuthenticateRequest, AuthenticateResponse, BlobRequest, ChangeBatch, DescribeRequest, DescribeResponse,
+    PartitionKey, QueryRequest, Record, SearchRequest, SearchResponse, WatchRequest, WriteRequest, write_response,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -75,6 +75,13 @@ impl ChannelConnection {
         self.client.clone().authenticate(request).await.map(tonic::Response::into_inner).map_err(|s| self.error(s))
     }
 
+    /// Asks the channel which sources it serves and their schemas.
+    pub async fn describe(&self) -> Result<DescribeResponse, ChannelCallError> {
+        let mut request = tonic::Request::new(DescribeRequest {});
+        request.set_timeout(UNARY_TIMEOUT);
+        self.client.clone().describe(request).await.map(tonic::Response::into_inner).map_err(|s| self.error(s))
+    }
+
     /// Sends a device's write to the channel.
     pub async fn write(&self, op: MutationOp, write: WriteRequest) -> Result<WriteOutcome, ChannelCallError> {
         let mut request = tonic::Request::new(write);
@@ -115,6 +122,17 @@ impl ChannelConnection {
             }
         }
         Ok(records)
+    }
+
+    /// Opens the stream of a blob's bytes the channel keeps itself (`ReadBlob`); each item
+    /// is one chunk.
+    pub async fn read_blob(
+        &self,
+        request: BlobRequest,
+    ) -> Result<impl Stream<Item = Result<bytes::Bytes, ChannelCallError>> + Send + use<>, ChannelCallError> {
+        let stream = self.client.clone().read_blob(request).await.map_err(|s| self.error(s))?.into_inner();
+        let this = self.clone();
+        Ok(stream.map(move |item| item.map(|chunk| bytes::Bytes::from(chunk.data)).map_err(|s| this.error(s))))
     }
 
     /// Opens the change stream of `sources` after `resume_token`.

@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod capture_counters;
 pub mod grpc;
+pub mod schema;
 pub mod wiring;
 
 use std::collections::BTreeMap;

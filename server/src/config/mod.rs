@@ -32,9 +32,9 @@ mod validate;
 
 pub use env::{ENV_VARS, EnvVar};
 pub use settings::{
-    AdminSettings, AuthSettings, BackendTokenSettings, Capture, ClusterSettings, DemoSettings, DeviceSettings,
-    FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings,
-    StoreBackendSettings, StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, Capture, ClusterSettings, DemoSettings,
+    DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings,
+    SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
 };
 pub use validate::valid_source_name;
 
@@ -142,6 +142,21 @@ pub const DEFAULT_COMPACT_INTERVAL_SECS: u64 = 300;
 /// lives): a device that resends a mutation id within it gets the outcome back instead of a
 /// second dispatch. A device offline longer logs in again anyway.
 pub const DEFAULT_MUTATION_OUTCOME_RETENTION_HOURS: u64 = 30 * 24;
+/// Largest blob (`blob.max_bytes`): 100 MiB, a phone video or a scanned document; uploads
+/// declaring more are refused (413) before a byte is read.
+pub const DEFAULT_BLOB_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// How long an unreferenced blob is kept (`blob.gc_grace_secs`): a day, so a device that
+/// uploaded a blob and then went offline before sending the mutation referencing it has
+/// time to come back.
+pub const DEFAULT_BLOB_GC_GRACE_SECS: u64 = 24 * 3600;
+/// How often unreferenced blobs are looked for (`blob.gc_interval_secs`): each pass reads
+/// every live record, so it runs rarely.
+pub const DEFAULT_BLOB_GC_INTERVAL_SECS: u64 = 3600;
+/// Directory of blob files under `data_dir` when `blob.dir` is not set.
+pub const DEFAULT_BLOB_DIR_NAME: &str = "blobs";
+/// How often channels are described again to notice schema changes
+/// (`grpc.describe_interval_secs`): a schema changes with a backend release, rarely.
+pub const DEFAULT_DESCRIBE_INTERVAL_SECS: u64 = 300;
 /// How often recorded device cursors are written to the store.
 pub const DEFAULT_CURSOR_FLUSH_MILLIS: u64 = 1_000;
 /// How long a cluster lease lasts without renewal: the longest a dead node's capture and
@@ -198,6 +213,7 @@ pub struct Config {
     pub tls: TlsSection,
     pub auth: AuthSection,
     pub store: StoreSection,
+    pub blob: BlobSection,
     pub demo: DemoSection,
     pub rpc: RpcSection,
     pub admin: AdminSection,
@@ -335,6 +351,9 @@ pub struct GrpcSection {
     /// channels, apart from the device connections' runtime, so a backend's write never
     /// queues behind device I/O.
     pub threads: usize,
+    /// How often channels are described again to notice schema changes (they are also
+    /// described at start).
+    pub describe_interval_secs: u64,
 }
 
 /// The admin (HTTP) listener: the admin API, `/healthz`, `/readyz` and `/metrics`.
@@ -441,6 +460,33 @@ impl Default for ClusterSection {
     }
 }
 
+/// Blob storage: files records reference by `Blob` values (see the README's "Blobs").
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobSection {
+    /// Directory of blob files (default: `blobs` in `data_dir`). Nodes of a cluster must
+    /// share it (a network file system): Redis holds only the metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Largest blob accepted, in bytes.
+    pub max_bytes: u64,
+    /// How long a blob no record and no pending mutation references is kept.
+    pub gc_grace_secs: u64,
+    /// How often unreferenced blobs are looked for.
+    pub gc_interval_secs: u64,
+}
+
+impl Default for BlobSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: DEFAULT_BLOB_MAX_BYTES,
+            gc_grace_secs: DEFAULT_BLOB_GC_GRACE_SECS,
+            gc_interval_secs: DEFAULT_BLOB_GC_INTERVAL_SECS,
+        }
+    }
+}
+
 /// The demo app served when no sources are configured.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -544,6 +590,7 @@ impl Default for Config {
             tls: TlsSection::default(),
             auth: AuthSection::default(),
             store: StoreSection::default(),
+            blob: BlobSection::default(),
             demo: DemoSection::default(),
             rpc: RpcSection::default(),
             admin: AdminSection::default(),
@@ -585,7 +632,12 @@ impl Default for AdminSection {
 
 impl Default for GrpcSection {
     fn default() -> Self {
-        Self { addr: DEFAULT_GRPC_ADDR.into(), ingest_token: None, threads: DEFAULT_GRPC_THREADS }
+        Self {
+            addr: DEFAULT_GRPC_ADDR.into(),
+            ingest_token: None,
+            threads: DEFAULT_GRPC_THREADS,
+            describe_interval_secs: DEFAULT_DESCRIBE_INTERVAL_SECS,
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     pub auth: AuthSettings,
     pub store: StoreSettings,
+    pub blob: BlobSettings,
     /// The demo app to seed, when enabled and no sources are configured.
     pub demo: Option<DemoSettings>,
     pub sources: BTreeMap<String, SourceSettings>,
@@ -95,6 +96,8 @@ pub struct GrpcSettings {
     pub ingest_token: Option<String>,
     /// Threads of the backend runtime (gRPC endpoint and change capture).
     pub threads: usize,
+    /// How often channels are described again (schema changes).
+    pub describe_interval: Duration,
 }
 
 /// PEM files both listeners serve TLS with.
@@ -180,6 +183,19 @@ pub struct StoreSettings {
     pub mutation_outcome_retention: Duration,
     /// How often recorded device cursors are written.
     pub cursor_flush: Duration,
+}
+
+/// Blob storage (`[blob]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobSettings {
+    /// Directory of blob files.
+    pub dir: PathBuf,
+    /// Largest blob accepted, in bytes.
+    pub max_bytes: u64,
+    /// How long an unreferenced blob is kept.
+    pub gc_grace: Duration,
+    /// How often unreferenced blobs are looked for.
+    pub gc_interval: Duration,
 }
 
 /// Which store holds the data (`store.backend`).

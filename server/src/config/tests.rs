@@ -57,6 +57,7 @@ fn every_key_set() -> Config {
     config.auth.backend_token_audience = Some("audience".into());
     config.store.redis_url = Some("redis://127.0.0.1:6379/".into());
     config.cluster.node_id = Some("node-1".into());
+    config.blob.dir = Some("blobs".into());
     config
 }
 
@@ -69,6 +70,8 @@ fn defaults_validate_to_the_demo_app_on_loopback() {
     assert_eq!(settings.log_format, LogFormat::Pretty);
     assert!(settings.sources.is_empty(), "the demo declares its sources when it starts");
     assert_eq!(settings.demo, Some(DemoSettings { records: DEFAULT_DEMO_RECORDS }));
+    assert_eq!(settings.blob.dir, std::path::Path::new(DEFAULT_DATA_DIR).join(DEFAULT_BLOB_DIR_NAME));
+    assert_eq!(settings.blob.max_bytes, DEFAULT_BLOB_MAX_BYTES);
 }
 
 #[test]

@@ -11,15 +11,15 @@ use std::time::Duration;
 use syncline_push::{ListenerConfig, SessionConfig};
 
 use super::settings::{
-    AdminSettings, AuthSettings, BackendTokenSettings, Capture, ClusterSettings, DemoSettings, DeviceSettings,
-    FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings,
-    StoreBackendSettings, StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, Capture, ClusterSettings, DemoSettings,
+    DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings,
+    SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
 };
 use super::{
-    AdminSection, AuthSection, CaptureMode, ClusterSection, Config, ConfigError, DeviceSection, GrpcSection,
-    MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS,
-    MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES, MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection,
-    SourceSection, StoreBackend, StoreSection, TlsSection,
+    AdminSection, AuthSection, BlobSection, CaptureMode, ClusterSection, Config, ConfigError, DeviceSection,
+    GrpcSection, MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS,
+    MAX_PUSH_INTERVAL_MS, MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES, MIN_MAX_FRAME_BYTES,
+    MIN_MAX_PAGE_BYTES, RpcSection, SourceSection, StoreBackend, StoreSection, TlsSection,
 };
 use crate::storage::redis::{DEFAULT_WAIT_TIMEOUT, RedisEndpoint, RedisOptions};
 
@@ -45,6 +45,7 @@ impl Config {
             tls: tls(&self.tls)?,
             auth: auth(&self.auth)?,
             store: store(&self.data_dir, &self.store)?,
+            blob: blob(&self.data_dir, &self.blob)?,
             demo,
             sources,
             rpc: rpc(&self.rpc)?,
@@ -174,6 +175,7 @@ fn grpc(grpc: &GrpcSection) -> Result<GrpcSettings, ConfigError> {
         addr: socket_addr("grpc.addr", &grpc.addr)?,
         ingest_token: grpc.ingest_token.clone().filter(|token| !token.is_empty()),
         threads: grpc.threads,
+        describe_interval: Duration::from_secs(positive("grpc.describe_interval_secs", grpc.describe_interval_secs)?),
     })
 }
 
@@ -278,6 +280,20 @@ fn store(data_dir: &Path, store: &StoreSection) -> Result<StoreSettings, ConfigE
         compact_interval: Duration::from_secs(positive("store.compact_interval_secs", store.compact_interval_secs)?),
         mutation_outcome_retention: Duration::from_secs(retention_hours.saturating_mul(3600)),
         cursor_flush: Duration::from_millis(positive("store.cursor_flush_millis", store.cursor_flush_millis)?),
+    })
+}
+
+/// Checks `[blob]`; the directory defaults to `blobs` in `data_dir`.
+fn blob(data_dir: &Path, blob: &BlobSection) -> Result<BlobSettings, ConfigError> {
+    let dir = blob.dir.clone().unwrap_or_else(|| data_dir.join(super::DEFAULT_BLOB_DIR_NAME));
+    if dir.as_os_str().is_empty() {
+        return Err(invalid("blob.dir", &"", "name a directory, or leave it out for `blobs` in data_dir"));
+    }
+    Ok(BlobSettings {
+        dir,
+        max_bytes: positive("blob.max_bytes", blob.max_bytes)?,
+        gc_grace: Duration::from_secs(blob.gc_grace_secs),
+        gc_interval: Duration::from_secs(positive("blob.gc_interval_secs", blob.gc_interval_secs)?),
     })
 }
 

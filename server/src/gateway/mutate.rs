@@ -60,6 +60,18 @@ impl DeviceSession {
             let _ = outbox.send_frame(refuse(ErrorClass::Forbidden, message)).await;
             return;
         }
+        // The blobs a create or update references must be uploaded first; a missing one is
+        // UNAVAILABLE and the mutation is not queued: the device uploads it and resends.
+        if let Err(error) = self.services.blobs.check_references(&partition, &record.fields).await {
+            let message = if error.class() == ErrorClass::Internal {
+                tracing::error!(peer = %self.peer, %error, "cannot check a mutation's blobs");
+                "the server cannot check blobs right now; retry later".to_owned()
+            } else {
+                error.to_string()
+            };
+            let _ = outbox.send_frame(refuse(error.class(), message)).await;
+            return;
+        }
         let mutation = crate::storage::QueuedMutation {
             client_id: identity.client_id.clone(),
             user_id: identity.user_id.clone(),

@@ -124,6 +124,11 @@ impl DeviceConnections {
         self.2.subscribe()
     }
 
+    /// Returns every device connected to this node, as (client id, user id).
+    pub fn devices(&self) -> Vec<(String, String)> {
+        self.1.iter().map(|entry| (entry.key().clone(), entry.value().clone())).collect()
+    }
+
     /// Returns the connected devices of `user_id`.
     pub fn clients_of_user(&self, user_id: &str) -> Vec<String> {
         self.1.iter().filter(|entry| entry.value() == user_id).map(|entry| entry.key().clone()).collect()

@@ -1,12 +1,13 @@
 //! The durable store: partitions (live records, change log, checksum, compaction horizon),
 //! device cursors, users, devices and server secrets.
 //!
-//! One contract, [`Store`], made of six narrow traits — [`PartitionStore`] (records, logs,
+//! One contract, [`Store`], made of seven narrow traits — [`PartitionStore`] (records, logs,
 //! checksums, compaction, capture positions), [`MutationQueue`] (device mutation queues and
 //! outcomes), [`AccountStore`] (users, devices, secrets), [`CursorStore`] (device cursors),
-//! [`AdminStore`] (admin API tokens and users, and operators' controls over device users)
-//! and [`DeviceStore`] (the device registry's listing and last-seen times, and each device's
-//! durable operator commands) — with the embedded backend ([`embedded::EmbeddedStore`], redb, one file, fsync on commit)
+//! [`AdminStore`] (admin API tokens and users, and operators' controls over device users),
+//! [`DeviceStore`] (the device registry's listing and last-seen times, and each device's
+//! durable operator commands) and [`BlobStore`] (blob metadata; the bytes are files) —
+//! with the embedded backend ([`embedded::EmbeddedStore`], redb, one file, fsync on commit)
 //! as the default, and the Redis backend ([`redis::RedisStore`], one server or a cluster,
 //! shared by several nodes) when configured. Both run the one test suite of the contract
 //! (`contract/`). Every method is synchronous and may block on disk or the network: async
@@ -18,6 +19,7 @@
 //! No gRPC or WebSocket types are allowed here: records are the protocol's `Record` message
 //! because that is the stored format, not because of any transport.
 
+mod blobs;
 #[cfg(test)]
 mod contract;
 pub mod embedded;
@@ -25,6 +27,7 @@ mod error;
 mod page;
 pub mod redis;
 
+pub use self::blobs::{BlobMeta, BlobStore, MAX_BLOB_PARTITIONS};
 pub use self::error::{StoreError, StoreResult};
 pub use self::page::{PageFill, PageLimit, delete_item_bytes, record_item_bytes};
 
@@ -652,12 +655,12 @@ pub trait StoreStats: Send + Sync + 'static {
 /// needs one part names that trait (`&dyn AccountStore`, ...); code that needs several takes
 /// a `Store`.
 pub trait Store:
-    PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore + StoreStats
+    PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore + BlobStore + StoreStats
 {
 }
 
-impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore + StoreStats> Store
-    for T
+impl<T: PartitionStore + MutationQueue + AccountStore + CursorStore + AdminStore + DeviceStore + BlobStore + StoreStats>
+    Store for T
 {
 }
 

@@ -168,6 +168,7 @@ impl TestGateway {
             rpc: RpcRouter::new(&RpcSettings::default(), tracker).expect("rpc router"),
             devices,
             handshakes: Default::default(),
+            blobs: Arc::new(test_blobs(&store, dir.path())),
         };
         Self { services: Arc::new(services), store, _dir: dir, _stop: shutdown.drop_guard() }
     }
@@ -176,6 +177,17 @@ impl TestGateway {
     pub(crate) fn seed(&self, partition: &PartitionName, records: Vec<Record>) {
         self.store.apply_batch(partition, records, Vec::new()).expect("seed batch");
     }
+}
+
+/// A blob service over `store` with its files in `dir`/blobs and the default limits.
+pub(crate) fn test_blobs(store: &Arc<dyn Store>, dir: &std::path::Path) -> crate::blobs::BlobService {
+    let settings = crate::config::BlobSettings {
+        dir: dir.join("blobs"),
+        max_bytes: crate::config::DEFAULT_BLOB_MAX_BYTES,
+        gc_grace: Duration::from_secs(crate::config::DEFAULT_BLOB_GC_GRACE_SECS),
+        gc_interval: Duration::from_secs(crate::config::DEFAULT_BLOB_GC_INTERVAL_SECS),
+    };
+    crate::blobs::BlobService::open(store.clone(), &settings, BTreeMap::new(), Arc::default()).expect("blob directory")
 }
 
 /// A channel backend whose writes answer as scripted per mutation id (by default: stored as

@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::fleet::run_bounded;
 use crate::scenarios::{
-    idle, ingest, initial_sync, latency, login_storm, mutations, personal, rpc, slow, storm, watch,
+    blobs, idle, ingest, initial_sync, latency, login_storm, mutations, personal, rpc, slow, storm, watch,
 };
 
 /// Default log filter: the CLI's output is its stdout; logs (stderr) only report trouble.
@@ -65,6 +65,8 @@ enum Command {
     /// Measures per-user push: N users with one device each (backend-token logins), M
     /// changes/s over their own partitions.
     Personal(personal::PersonalArgs),
+    /// Measures blobs: uploads and downloads through the device listener, blobs/s and MB/s.
+    Blobs(blobs::BlobsArgs),
 }
 
 /// Runs the command line and returns the process's exit code: on an error, prints it to
@@ -108,6 +110,7 @@ fn run() -> anyhow::Result<()> {
             Command::Ingest(args) => ingest::run(args).await,
             Command::Idle(args) => run_bounded(args.max_secs, |start, end| idle::run(args, start, end)).await,
             Command::Rpc(args) => rpc::run(args).await,
+            Command::Blobs(args) => blobs::run(args).await,
             Command::Mutations(args) => {
                 run_bounded(args.run.max_secs, |start, end| mutations::run(args, start, end)).await
             }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use syncline_proto::{
     checksum::Checksum,
     v1::{
-        Changes, ErrorCode, Link, MutationAck, MutationError, MutationOp, MutationResult, Record, ServerFrame,
+        Blob, Changes, ErrorCode, Link, MutationAck, MutationError, MutationOp, MutationResult, Record, ServerFrame,
         SourceInfo, Subscribe, SyncState, SyncStatus, Value, Welcome, client_frame, server_frame,
     },
 };
@@ -518,4 +518,49 @@ fn invalid_mutations_are_refused() {
     assert!(engine.create("", None, BTreeMap::new()).is_err());
     assert!(engine.update(ACCOUNT, None, "", BTreeMap::new(), None).is_err());
     assert!(engine.queued_mutations().is_empty());
+}
+
+/// Issue 18: a mutation referencing a blob waits (with its source) until the blob is
+/// uploaded; the server refusing it for a blob it lacks keeps it queued for another upload;
+/// a blob refused for good fails it, kept for the app to resolve, the record still shown.
+#[test]
+fn a_mutation_waits_for_its_blob_and_a_refused_blob_fails_it_without_losing_it() {
+    let mut engine = caught_up_engine();
+    let blob = Blob { hash: "ab".repeat(32), size: 3, media_type: "image/png".into(), name: String::new() };
+    let temp = engine.create(ACCOUNT, Some(USER), BTreeMap::from([("photo".to_owned(), Value::blob(blob.clone()))]));
+    let temp = temp.unwrap();
+    engine.create(ACCOUNT, Some(USER), fields(&[("name", "after")])).unwrap();
+    engine.create(CONTACT, Some(USER), fields(&[("name", "other source")])).unwrap();
+    let frames = engine.mutation_frames();
+    assert_eq!(frames.len(), 1, "{:?}", describe(&frames));
+    assert_eq!(mutate_fields(&frames, 0)["name"], Value::string("other source"), "another source goes on");
+    assert_eq!(engine.blobs_to_upload(), vec![blob.clone()]);
+    assert_eq!(engine.blob_token(), Some("t1"));
+
+    let frames = engine.on_blob_uploaded(&blob.hash);
+    assert_eq!(frames.len(), 2, "{:?}", describe(&frames));
+    assert!(mutate_fields(&frames, 0).contains_key("photo"), "in order: the blob's mutation first");
+    assert!(engine.blobs_to_upload().is_empty());
+
+    // The server lacks the blob after all: not an outcome; uploaded again, then resent.
+    let mutation_id = create_id(&engine, &temp);
+    let reaction =
+        engine.on_frame(failed(&mutation_id, MutationOp::Create, ErrorCode::Unavailable, None), Instant::now());
+    assert!(outcomes(&reaction.notifications).is_empty(), "{:?}", reaction.notifications);
+    let kept = engine.queued_mutations().into_iter().find(|mutation| mutation.id == temp).unwrap();
+    assert_ne!(kept.state, MutationState::Failed);
+    assert_eq!(engine.blobs_to_upload(), vec![blob.clone()]);
+    assert!(engine.mutation_frames().is_empty(), "held back until uploaded again");
+
+    // Refused for good (too large): the mutation fails, stays queued, the record stays shown.
+    let reaction = engine.on_blob_refused(&blob.hash, ErrorCode::ResourceExhausted, "too large");
+    let outcomes = outcomes(&reaction.notifications);
+    assert!(
+        matches!(&outcomes[..], [(id, MutationOutcome::Error { code: ErrorCode::ResourceExhausted, .. })] if *id == mutation_id),
+        "{outcomes:?}"
+    );
+    let kept = engine.queued_mutations().into_iter().find(|mutation| mutation.id == temp).unwrap();
+    assert_eq!(kept.state, MutationState::Failed);
+    assert!(records_of(&engine, ACCOUNT).contains_key(&temp), "the record is not lost");
+    assert!(engine.blobs_to_upload().is_empty(), "a failed mutation's blob waits for the app");
 }

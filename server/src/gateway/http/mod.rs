@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use super::GatewayServices;
 
+pub mod blobs;
+
 /// Connections waiting to be served.
 pub const HANDOFF_QUEUE: usize = 64;
 
@@ -69,7 +71,7 @@ impl Connected<IncomingStream<'_, DeviceHttpListener>> for DevicePeer {
 
 /// The routes served beside the socket.
 pub fn router(services: Arc<GatewayServices>) -> Router {
-    Router::new().fallback(not_found).with_state(services)
+    Router::new().merge(blobs::routes()).fallback(not_found).with_state(services)
 }
 
 async fn not_found() -> Response {

@@ -4,6 +4,7 @@
 //! `redis-server`). Tests of one backend's internals stay with that backend.
 
 mod accounts;
+mod blobs;
 mod devices;
 pub(crate) mod mutations;
 mod partitions;
@@ -93,6 +94,8 @@ macro_rules! contract {
                 devices::commands_move_from_pending_to_delivered_to_acknowledged,
                 devices::old_acknowledged_commands_are_dropped_past_the_bound_but_unacknowledged_ones_stay,
                 devices::device_cursors_are_listed_by_partition,
+                blobs::blob_metadata_is_kept_once_per_hash_and_forgotten_on_delete,
+                blobs::references_add_partitions_once_and_move_the_time_forward,
             );
     };
     (@tests $backend:ident; $($module:ident::$test:ident),* $(,)?) => {

@@ -44,10 +44,11 @@
 //! `compaction.rs` log compaction; `accounts.rs` users, devices, secrets and cursors;
 //! `mutation_queue.rs` device mutation queues and outcomes; `devices.rs` the device listing,
 //! last-seen times and operator commands; `admin.rs` the admin plane's tables (API tokens,
-//! admin users, user controls; listed there).
+//! admin users, user controls; listed there); `blobs.rs` blob metadata.
 
 pub(in crate::storage) mod accounts;
 pub(in crate::storage) mod admin;
+mod blobs;
 mod compaction;
 pub(in crate::storage) mod devices;
 pub(in crate::storage) mod mutation_queue;
@@ -401,6 +402,7 @@ fn open_every_table(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(MUTATION_RESULT_AGES).map_err(store_error)?;
     // Added within format 3: an older file gets it empty at its next open.
     txn.open_table(mutation_queue::FAILED_MUTATIONS).map_err(store_error)?;
+    txn.open_table(blobs::BLOBS).map_err(store_error)?;
     Ok(())
 }
 

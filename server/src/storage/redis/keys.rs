@@ -47,6 +47,9 @@ pub(super) const DEVICES: &str = "syncline:{dev}:devices";
 pub(super) const DEVICE_OWNERS: &str = "syncline:{dev}:owners";
 /// Registered devices' client ids, for pages by client id.
 pub(super) const DEVICE_IDS: &str = "syncline:{dev}:ids";
+/// Blob metadata: blob hash → prost `BlobValue` (the bytes are in the shared blob
+/// directory).
+pub(super) const BLOBS: &str = "syncline:{blob}:blobs";
 /// Clients that have queued mutations.
 pub(super) const MUTATION_CLIENTS: &str = "syncline:mutation_clients";
 /// Finished mutations' outcomes by age.

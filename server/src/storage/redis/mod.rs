@@ -35,6 +35,7 @@
 
 mod accounts;
 mod admin;
+mod blobs;
 mod connection;
 mod devices;
 mod durability;

@@ -423,7 +423,8 @@ fn on_sync_state(
             Ok(())
         }
         Ok(SyncStatus::Error) => Err(sync.error.as_ref().map_or_else(|| "partition error".to_owned(), describe_error)),
-        Ok(SyncStatus::InProgress | SyncStatus::Reset | SyncStatus::Unspecified) | Err(_) => Ok(()),
+        Ok(SyncStatus::InProgress | SyncStatus::Reset | SyncStatus::SchemaChanged | SyncStatus::Unspecified)
+        | Err(_) => Ok(()),
     }
 }
 

@@ -215,7 +215,10 @@ async fn sync_once(args: &InitialSyncArgs, token: &str) -> anyhow::Result<SyncRu
             server_frame::Msg::SyncState(state) => match SyncStatus::try_from(state.status) {
                 Ok(SyncStatus::CaughtUp) => break state,
                 Ok(SyncStatus::Error) => bail!("the sync failed: {:?}", state.error),
-                Ok(SyncStatus::InProgress | SyncStatus::Reset | SyncStatus::Unspecified) | Err(_) => {}
+                Ok(
+                    SyncStatus::InProgress | SyncStatus::Reset | SyncStatus::SchemaChanged | SyncStatus::Unspecified,
+                )
+                | Err(_) => {}
             },
             server_frame::Msg::Error(error) => bail!("the server refused: {} ({})", error.message, error.code),
             _ => {}

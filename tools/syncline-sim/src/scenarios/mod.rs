@@ -1,5 +1,6 @@
 //! One module per subcommand: its arguments, its run and its report.
 
+pub(crate) mod blobs;
 pub(crate) mod idle;
 pub(crate) mod ingest;
 pub(crate) mod initial_sync;

@@ -122,6 +122,7 @@ fn print_sync(sync: &SyncNotification, device: &DeviceHandle, printed_records: &
         SyncNotificationStatus::Complete => {
             println!("[complete] {} records, {} changes this run", sync.total, sync.cumulative)
         }
+        SyncNotificationStatus::SchemaChanged => println!("{partition} schema changed: syncing again"),
     }
     Ok(())
 }
@@ -153,5 +154,6 @@ fn plain_json(value: &Value) -> serde_json::Value {
         Some(Kind::BoolValue(flag)) => serde_json::Value::from(*flag),
         Some(Kind::BytesValue(data)) => serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(data)),
         Some(Kind::NullValue(_)) | None => serde_json::Value::Null,
+        Some(Kind::BlobValue(blob)) => serde_json::Value::from(blob.hash.as_str()),
     }
 }

@@ -32,7 +32,63 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file syncline/v1/channel.proto.
  */
 export const file_syncline_v1_channel: GenFile = /*@__PURE__*/
-  fileDesc("ChlzeW5jbGluZS92MS9jaGFubmVsLnByb3RvEgtzeW5jbGluZS52MSIRCg9EZXNjcmliZVJlcXVlc3QiQwoQRGVzY3JpYmVSZXNwb25zZRIvCgdzb3VyY2VzGAEgAygLMh4uc3luY2xpbmUudjEuU291cmNlRGVzY3JpcHRpb24idwoRU291cmNlRGVzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRIUCgxwYXJ0aXRpb25pbmcYAiABKAkSFAoMY2FwYWJpbGl0aWVzGAMgAygJEigKBmZpZWxkcxgEIAMoCzIYLnN5bmNsaW5lLnYxLkZpZWxkU2NoZW1hIjsKC0ZpZWxkU2NoZW1hEgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIQCghyZXF1aXJlZBgDIAEoCCI5ChNBdXRoZW50aWNhdGVSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIuABChRBdXRoZW50aWNhdGVSZXNwb25zZRIKCgJvaxgBIAEoCBIPCgd1c2VyX2lkGAIgASgJEkkKDGVudGl0bGVtZW50cxgDIAMoCzIzLnN5bmNsaW5lLnYxLkF1dGhlbnRpY2F0ZVJlc3BvbnNlLkVudGl0bGVtZW50c0VudHJ5Eg8KB21lc3NhZ2UYBCABKAkaTwoRRW50aXRsZW1lbnRzRW50cnkSCwoDa2V5GAEgASgJEikKBXZhbHVlGAIgASgLMhouc3luY2xpbmUudjEuUGFydGl0aW9uS2V5czoCOAEiHQoNUGFydGl0aW9uS2V5cxIMCgRrZXlzGAEgAygJIjwKDFF1ZXJ5UmVxdWVzdBIsCglwYXJ0aXRpb24YASABKAsyGS5zeW5jbGluZS52MS5QYXJ0aXRpb25LZXkiNQoMV2F0Y2hSZXF1ZXN0Eg8KB3NvdXJjZXMYASADKAkSFAoMcmVzdW1lX3Rva2VuGAIgASgMIlYKC0NoYW5nZUJhdGNoEjEKCnBhcnRpdGlvbnMYASADKAsyHS5zeW5jbGluZS52MS5QYXJ0aXRpb25DaGFuZ2VzEhQKDHJlc3VtZV90b2tlbhgCIAEoDCJ3ChBQYXJ0aXRpb25DaGFuZ2VzEiwKCXBhcnRpdGlvbhgBIAEoCzIZLnN5bmNsaW5lLnYxLlBhcnRpdGlvbktleRIkCgd1cHNlcnRzGAIgAygLMhMuc3luY2xpbmUudjEuUmVjb3JkEg8KB2RlbGV0ZXMYAyADKAkiLAoGQ2FsbGVyEg8KB3VzZXJfaWQYASABKAkSEQoJY2xpZW50X2lkGAIgASgJIrEBCgxXcml0ZVJlcXVlc3QSLAoJcGFydGl0aW9uGAEgASgLMhkuc3luY2xpbmUudjEuUGFydGl0aW9uS2V5EiMKBnJlY29yZBgCIAEoCzITLnN5bmNsaW5lLnYxLlJlY29yZBIUCgxiYXNlX3ZlcnNpb24YAyABKAQSEwoLbXV0YXRpb25faWQYBCABKAkSIwoGY2FsbGVyGAUgASgLMhMuc3luY2xpbmUudjEuQ2FsbGVyImkKDVdyaXRlUmVzcG9uc2USJQoGcmVjb3JkGAEgASgLMhMuc3luY2xpbmUudjEuUmVjb3JkSAASJwoIY29uZmxpY3QYAiABKAsyEy5zeW5jbGluZS52MS5SZWNvcmRIAEIICgZyZXN1bHQi3gEKDVNlYXJjaFJlcXVlc3QSDgoGc291cmNlGAEgASgJEjYKBnBhcmFtcxgCIAMoCzImLnN5bmNsaW5lLnYxLlNlYXJjaFJlcXVlc3QuUGFyYW1zRW50cnkSDgoGb2Zmc2V0GAMgASgNEg0KBWxpbWl0GAQgASgNEiMKBmNhbGxlchgFIAEoCzITLnN5bmNsaW5lLnYxLkNhbGxlchpBCgtQYXJhbXNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5zeW5jbGluZS52MS5WYWx1ZToCOAEicwoOU2VhcmNoUmVzcG9uc2USJAoHcmVjb3JkcxgBIAMoCzITLnN5bmNsaW5lLnYxLlJlY29yZBINCgV0b3RhbBgCIAEoBBIsCglwYXJ0aXRpb24YAyABKAsyGS5zeW5jbGluZS52MS5QYXJ0aXRpb25LZXkyqAQKB0NoYW5uZWwSRwoIRGVzY3JpYmUSHC5zeW5jbGluZS52MS5EZXNjcmliZVJlcXVlc3QaHS5zeW5jbGluZS52MS5EZXNjcmliZVJlc3BvbnNlElMKDEF1dGhlbnRpY2F0ZRIgLnN5bmNsaW5lLnYxLkF1dGhlbnRpY2F0ZVJlcXVlc3QaIS5zeW5jbGluZS52MS5BdXRoZW50aWNhdGVSZXNwb25zZRI5CgVRdWVyeRIZLnN5bmNsaW5lLnYxLlF1ZXJ5UmVxdWVzdBoTLnN5bmNsaW5lLnYxLlJlY29yZDABEj4KBVdhdGNoEhkuc3luY2xpbmUudjEuV2F0Y2hSZXF1ZXN0Ghguc3luY2xpbmUudjEuQ2hhbmdlQmF0Y2gwARI/CgZDcmVhdGUSGS5zeW5jbGluZS52MS5Xcml0ZVJlcXVlc3QaGi5zeW5jbGluZS52MS5Xcml0ZVJlc3BvbnNlEj8KBlVwZGF0ZRIZLnN5bmNsaW5lLnYxLldyaXRlUmVxdWVzdBoaLnN5bmNsaW5lLnYxLldyaXRlUmVzcG9uc2USPwoGRGVsZXRlEhkuc3luY2xpbmUudjEuV3JpdGVSZXF1ZXN0Ghouc3luY2xpbmUudjEuV3JpdGVSZXNwb25zZRJBCgZTZWFyY2gSGi5zeW5jbGluZS52MS5TZWFyY2hSZXF1ZXN0Ghsuc3luY2xpbmUudjEuU2VhcmNoUmVzcG9uc2ViBnByb3RvMw", [file_syncline_v1_common]);
+  fileDesc("ChlzeW5jbGluZS92MS9jaGFubmVsLnByb3RvEgtzeW5jbGluZS52MSJQCgtCbG9iUmVxdWVzdBIMCgRoYXNoGAEgASgJEg4KBm9mZnNldBgCIAEoBBIjCgZjYWxsZXIYAyABKAsyEy5zeW5jbGluZS52MS5DYWxsZXIiGQoJQmxvYkNodW5rEgwKBGRhdGEYASABKAwiEQoPRGVzY3JpYmVSZXF1ZXN0IkMKEERlc2NyaWJlUmVzcG9uc2USLwoHc291cmNlcxgBIAMoCzIeLnN5bmNsaW5lLnYxLlNvdXJjZURlc2NyaXB0aW9uIncKEVNvdXJjZURlc2NyaXB0aW9uEgwKBG5hbWUYASABKAkSFAoMcGFydGl0aW9uaW5nGAIgASgJEhQKDGNhcGFiaWxpdGllcxgDIAMoCRIoCgZmaWVsZHMYBCADKAsyGC5zeW5jbGluZS52MS5GaWVsZFNjaGVtYSI7CgtGaWVsZFNjaGVtYRIMCgRuYW1lGAEgASgJEgwKBHR5cGUYAiABKAkSEAoIcmVxdWlyZWQYAyABKAgiOQoTQXV0aGVudGljYXRlUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSLgAQoUQXV0aGVudGljYXRlUmVzcG9uc2USCgoCb2sYASABKAgSDwoHdXNlcl9pZBgCIAEoCRJJCgxlbnRpdGxlbWVudHMYAyADKAsyMy5zeW5jbGluZS52MS5BdXRoZW50aWNhdGVSZXNwb25zZS5FbnRpdGxlbWVudHNFbnRyeRIPCgdtZXNzYWdlGAQgASgJGk8KEUVudGl0bGVtZW50c0VudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLnN5bmNsaW5lLnYxLlBhcnRpdGlvbktleXM6AjgBIh0KDVBhcnRpdGlvbktleXMSDAoEa2V5cxgBIAMoCSI8CgxRdWVyeVJlcXVlc3QSLAoJcGFydGl0aW9uGAEgASgLMhkuc3luY2xpbmUudjEuUGFydGl0aW9uS2V5IjUKDFdhdGNoUmVxdWVzdBIPCgdzb3VyY2VzGAEgAygJEhQKDHJlc3VtZV90b2tlbhgCIAEoDCJWCgtDaGFuZ2VCYXRjaBIxCgpwYXJ0aXRpb25zGAEgAygLMh0uc3luY2xpbmUudjEuUGFydGl0aW9uQ2hhbmdlcxIUCgxyZXN1bWVfdG9rZW4YAiABKAwidwoQUGFydGl0aW9uQ2hhbmdlcxIsCglwYXJ0aXRpb24YASABKAsyGS5zeW5jbGluZS52MS5QYXJ0aXRpb25LZXkSJAoHdXBzZXJ0cxgCIAMoCzITLnN5bmNsaW5lLnYxLlJlY29yZBIPCgdkZWxldGVzGAMgAygJIiwKBkNhbGxlchIPCgd1c2VyX2lkGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCSKxAQoMV3JpdGVSZXF1ZXN0EiwKCXBhcnRpdGlvbhgBIAEoCzIZLnN5bmNsaW5lLnYxLlBhcnRpdGlvbktleRIjCgZyZWNvcmQYAiABKAsyEy5zeW5jbGluZS52MS5SZWNvcmQSFAoMYmFzZV92ZXJzaW9uGAMgASgEEhMKC211dGF0aW9uX2lkGAQgASgJEiMKBmNhbGxlchgFIAEoCzITLnN5bmNsaW5lLnYxLkNhbGxlciJpCg1Xcml0ZVJlc3BvbnNlEiUKBnJlY29yZBgBIAEoCzITLnN5bmNsaW5lLnYxLlJlY29yZEgAEicKCGNvbmZsaWN0GAIgASgLMhMuc3luY2xpbmUudjEuUmVjb3JkSABCCAoGcmVzdWx0It4BCg1TZWFyY2hSZXF1ZXN0Eg4KBnNvdXJjZRgBIAEoCRI2CgZwYXJhbXMYAiADKAsyJi5zeW5jbGluZS52MS5TZWFyY2hSZXF1ZXN0LlBhcmFtc0VudHJ5Eg4KBm9mZnNldBgDIAEoDRINCgVsaW1pdBgEIAEoDRIjCgZjYWxsZXIYBSABKAsyEy5zeW5jbGluZS52MS5DYWxsZXIaQQoLUGFyYW1zRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuc3luY2xpbmUudjEuVmFsdWU6AjgBInMKDlNlYXJjaFJlc3BvbnNlEiQKB3JlY29yZHMYASADKAsyEy5zeW5jbGluZS52MS5SZWNvcmQSDQoFdG90YWwYAiABKAQSLAoJcGFydGl0aW9uGAMgASgLMhkuc3luY2xpbmUudjEuUGFydGl0aW9uS2V5MugECgdDaGFubmVsEkcKCERlc2NyaWJlEhwuc3luY2xpbmUudjEuRGVzY3JpYmVSZXF1ZXN0Gh0uc3luY2xpbmUudjEuRGVzY3JpYmVSZXNwb25zZRJTCgxBdXRoZW50aWNhdGUSIC5zeW5jbGluZS52MS5BdXRoZW50aWNhdGVSZXF1ZXN0GiEuc3luY2xpbmUudjEuQXV0aGVudGljYXRlUmVzcG9uc2USOQoFUXVlcnkSGS5zeW5jbGluZS52MS5RdWVyeVJlcXVlc3QaEy5zeW5jbGluZS52MS5SZWNvcmQwARI+CgVXYXRjaBIZLnN5bmNsaW5lLnYxLldhdGNoUmVxdWVzdBoYLnN5bmNsaW5lLnYxLkNoYW5nZUJhdGNoMAESPwoGQ3JlYXRlEhkuc3luY2xpbmUudjEuV3JpdGVSZXF1ZXN0Ghouc3luY2xpbmUudjEuV3JpdGVSZXNwb25zZRI/CgZVcGRhdGUSGS5zeW5jbGluZS52MS5Xcml0ZVJlcXVlc3QaGi5zeW5jbGluZS52MS5Xcml0ZVJlc3BvbnNlEj8KBkRlbGV0ZRIZLnN5bmNsaW5lLnYxLldyaXRlUmVxdWVzdBoaLnN5bmNsaW5lLnYxLldyaXRlUmVzcG9uc2USQQoGU2VhcmNoEhouc3luY2xpbmUudjEuU2VhcmNoUmVxdWVzdBobLnN5bmNsaW5lLnYxLlNlYXJjaFJlc3BvbnNlEj4KCFJlYWRCbG9iEhguc3luY2xpbmUudjEuQmxvYlJlcXVlc3QaFi5zeW5jbGluZS52MS5CbG9iQ2h1bmswAWIGcHJvdG8z", [file_syncline_v1_common]);
+
+/**
+ * Asks a channel for a blob's bytes (Channel.ReadBlob).
+ *
+ * @generated from message syncline.v1.BlobRequest
+ */
+export type BlobRequest = Message<"syncline.v1.BlobRequest"> & {
+  /**
+   * The blob's SHA-256 as 64 lowercase hex digits (Blob.hash).
+   *
+   * @generated from field: string hash = 1;
+   */
+  hash: string;
+
+  /**
+   * The first byte wanted (0 for the whole blob): Syncline resumes a cut stream from here.
+   *
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * Who wants the blob: the device user whose request needs it.
+   *
+   * @generated from field: syncline.v1.Caller caller = 3;
+   */
+  caller?: Caller | undefined;
+};
+
+/**
+ * Describes the message syncline.v1.BlobRequest.
+ * Use `create(BlobRequestSchema)` to create a new message.
+ */
+export const BlobRequestSchema: GenMessage<BlobRequest> = /*@__PURE__*/
+  messageDesc(file_syncline_v1_channel, 0);
+
+/**
+ * A piece of a blob's bytes, in order.
+ *
+ * @generated from message syncline.v1.BlobChunk
+ */
+export type BlobChunk = Message<"syncline.v1.BlobChunk"> & {
+  /**
+   * The bytes (at most 1 MiB per chunk).
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message syncline.v1.BlobChunk.
+ * Use `create(BlobChunkSchema)` to create a new message.
+ */
+export const BlobChunkSchema: GenMessage<BlobChunk> = /*@__PURE__*/
+  messageDesc(file_syncline_v1_channel, 1);
 
 /**
  * @generated from message syncline.v1.DescribeRequest
@@ -45,7 +101,7 @@ export type DescribeRequest = Message<"syncline.v1.DescribeRequest"> & {
  * Use `create(DescribeRequestSchema)` to create a new message.
  */
 export const DescribeRequestSchema: GenMessage<DescribeRequest> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 0);
+  messageDesc(file_syncline_v1_channel, 2);
 
 /**
  * @generated from message syncline.v1.DescribeResponse
@@ -62,7 +118,7 @@ export type DescribeResponse = Message<"syncline.v1.DescribeResponse"> & {
  * Use `create(DescribeResponseSchema)` to create a new message.
  */
 export const DescribeResponseSchema: GenMessage<DescribeResponse> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 1);
+  messageDesc(file_syncline_v1_channel, 3);
 
 /**
  * @generated from message syncline.v1.SourceDescription
@@ -100,7 +156,7 @@ export type SourceDescription = Message<"syncline.v1.SourceDescription"> & {
  * Use `create(SourceDescriptionSchema)` to create a new message.
  */
 export const SourceDescriptionSchema: GenMessage<SourceDescription> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 2);
+  messageDesc(file_syncline_v1_channel, 4);
 
 /**
  * @generated from message syncline.v1.FieldSchema
@@ -114,8 +170,8 @@ export type FieldSchema = Message<"syncline.v1.FieldSchema"> & {
   name: string;
 
   /**
-   * "string", "int", "double", "bool", "bytes": the Value kind the field holds (or null,
-   * unless required).
+   * "string", "int", "double", "bool", "bytes", "blob": the Value kind the field holds (or
+   * null, unless required).
    *
    * @generated from field: string type = 2;
    */
@@ -134,7 +190,7 @@ export type FieldSchema = Message<"syncline.v1.FieldSchema"> & {
  * Use `create(FieldSchemaSchema)` to create a new message.
  */
 export const FieldSchemaSchema: GenMessage<FieldSchema> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 3);
+  messageDesc(file_syncline_v1_channel, 5);
 
 /**
  * @generated from message syncline.v1.AuthenticateRequest
@@ -160,7 +216,7 @@ export type AuthenticateRequest = Message<"syncline.v1.AuthenticateRequest"> & {
  * Use `create(AuthenticateRequestSchema)` to create a new message.
  */
 export const AuthenticateRequestSchema: GenMessage<AuthenticateRequest> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 4);
+  messageDesc(file_syncline_v1_channel, 6);
 
 /**
  * @generated from message syncline.v1.AuthenticateResponse
@@ -198,7 +254,7 @@ export type AuthenticateResponse = Message<"syncline.v1.AuthenticateResponse"> &
  * Use `create(AuthenticateResponseSchema)` to create a new message.
  */
 export const AuthenticateResponseSchema: GenMessage<AuthenticateResponse> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 5);
+  messageDesc(file_syncline_v1_channel, 7);
 
 /**
  * Partition keys of one source.
@@ -217,7 +273,7 @@ export type PartitionKeys = Message<"syncline.v1.PartitionKeys"> & {
  * Use `create(PartitionKeysSchema)` to create a new message.
  */
 export const PartitionKeysSchema: GenMessage<PartitionKeys> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 6);
+  messageDesc(file_syncline_v1_channel, 8);
 
 /**
  * @generated from message syncline.v1.QueryRequest
@@ -236,7 +292,7 @@ export type QueryRequest = Message<"syncline.v1.QueryRequest"> & {
  * Use `create(QueryRequestSchema)` to create a new message.
  */
 export const QueryRequestSchema: GenMessage<QueryRequest> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 7);
+  messageDesc(file_syncline_v1_channel, 9);
 
 /**
  * @generated from message syncline.v1.WatchRequest
@@ -264,7 +320,7 @@ export type WatchRequest = Message<"syncline.v1.WatchRequest"> & {
  * Use `create(WatchRequestSchema)` to create a new message.
  */
 export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 8);
+  messageDesc(file_syncline_v1_channel, 10);
 
 /**
  * Changes the backend committed, to be applied atomically. A batch may have no partitions:
@@ -293,7 +349,7 @@ export type ChangeBatch = Message<"syncline.v1.ChangeBatch"> & {
  * Use `create(ChangeBatchSchema)` to create a new message.
  */
 export const ChangeBatchSchema: GenMessage<ChangeBatch> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 9);
+  messageDesc(file_syncline_v1_channel, 11);
 
 /**
  * The changes of one partition in a batch. A record id should appear at most once per
@@ -326,7 +382,7 @@ export type PartitionChanges = Message<"syncline.v1.PartitionChanges"> & {
  * Use `create(PartitionChangesSchema)` to create a new message.
  */
 export const PartitionChangesSchema: GenMessage<PartitionChanges> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 10);
+  messageDesc(file_syncline_v1_channel, 12);
 
 /**
  * Carries the device's identity with every write and search.
@@ -354,7 +410,7 @@ export type Caller = Message<"syncline.v1.Caller"> & {
  * Use `create(CallerSchema)` to create a new message.
  */
 export const CallerSchema: GenMessage<Caller> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 11);
+  messageDesc(file_syncline_v1_channel, 13);
 
 /**
  * @generated from message syncline.v1.WriteRequest
@@ -402,7 +458,7 @@ export type WriteRequest = Message<"syncline.v1.WriteRequest"> & {
  * Use `create(WriteRequestSchema)` to create a new message.
  */
 export const WriteRequestSchema: GenMessage<WriteRequest> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 12);
+  messageDesc(file_syncline_v1_channel, 14);
 
 /**
  * @generated from message syncline.v1.WriteResponse
@@ -435,7 +491,7 @@ export type WriteResponse = Message<"syncline.v1.WriteResponse"> & {
  * Use `create(WriteResponseSchema)` to create a new message.
  */
 export const WriteResponseSchema: GenMessage<WriteResponse> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 13);
+  messageDesc(file_syncline_v1_channel, 15);
 
 /**
  * @generated from message syncline.v1.SearchRequest
@@ -482,7 +538,7 @@ export type SearchRequest = Message<"syncline.v1.SearchRequest"> & {
  * Use `create(SearchRequestSchema)` to create a new message.
  */
 export const SearchRequestSchema: GenMessage<SearchRequest> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 14);
+  messageDesc(file_syncline_v1_channel, 16);
 
 /**
  * @generated from message syncline.v1.SearchResponse
@@ -515,7 +571,7 @@ export type SearchResponse = Message<"syncline.v1.SearchResponse"> & {
  * Use `create(SearchResponseSchema)` to create a new message.
  */
 export const SearchResponseSchema: GenMessage<SearchResponse> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_channel, 15);
+  messageDesc(file_syncline_v1_channel, 17);
 
 /**
  * @generated from service syncline.v1.Channel
@@ -630,6 +686,25 @@ export const Channel: GenService<{
     methodKind: "unary";
     input: typeof SearchRequestSchema;
     output: typeof SearchResponseSchema;
+  },
+  /**
+   * Streams the bytes of a blob the channel keeps itself (records of its sources reference
+   * files by `Blob` values; see common.proto). Implemented only by channels that store blob
+   * bytes of their own (a document system, an object store): when a device asks Syncline
+   * for a blob its blob store does not hold, naming a record of this channel's source that
+   * references it, Syncline reads the blob from this stream, checks its SHA-256 against
+   * the hash and its length against the reference's size, keeps it, and serves it.
+   * UNIMPLEMENTED, the default, means Syncline's own blob store holds every blob of this
+   * channel's records (devices upload them there before their mutations reach the channel);
+   * NOT_FOUND means the channel does not have this blob. Chunks come in order from
+   * `offset`, each at most 1 MiB; their lengths add up to the blob's size minus `offset`.
+   *
+   * @generated from rpc syncline.v1.Channel.ReadBlob
+   */
+  readBlob: {
+    methodKind: "server_streaming";
+    input: typeof BlobRequestSchema;
+    output: typeof BlobChunkSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_syncline_v1_channel, 0);

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file syncline/v1/common.proto.
  */
 export const file_syncline_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChhzeW5jbGluZS92MS9jb21tb24ucHJvdG8SC3N5bmNsaW5lLnYxIq8BCgVWYWx1ZRIWCgxzdHJpbmdfdmFsdWUYASABKAlIABITCglpbnRfdmFsdWUYAiABKANIABIWCgxkb3VibGVfdmFsdWUYAyABKAFIABIUCgpib29sX3ZhbHVlGAQgASgISAASFQoLYnl0ZXNfdmFsdWUYBSABKAxIABIsCgpudWxsX3ZhbHVlGAYgASgOMhYuc3luY2xpbmUudjEuTnVsbFZhbHVlSABCBgoEa2luZCKZAQoGUmVjb3JkEgoKAmlkGAEgASgJEi8KBmZpZWxkcxgCIAMoCzIfLnN5bmNsaW5lLnYxLlJlY29yZC5GaWVsZHNFbnRyeRIPCgd2ZXJzaW9uGAMgASgEGkEKC0ZpZWxkc0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnN5bmNsaW5lLnYxLlZhbHVlOgI4ASIrCgxQYXJ0aXRpb25LZXkSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCSobCglOdWxsVmFsdWUSDgoKTlVMTF9WQUxVRRAAYgZwcm90bzM");
+  fileDesc("ChhzeW5jbGluZS92MS9jb21tb24ucHJvdG8SC3N5bmNsaW5lLnYxItgBCgVWYWx1ZRIWCgxzdHJpbmdfdmFsdWUYASABKAlIABITCglpbnRfdmFsdWUYAiABKANIABIWCgxkb3VibGVfdmFsdWUYAyABKAFIABIUCgpib29sX3ZhbHVlGAQgASgISAASFQoLYnl0ZXNfdmFsdWUYBSABKAxIABIsCgpudWxsX3ZhbHVlGAYgASgOMhYuc3luY2xpbmUudjEuTnVsbFZhbHVlSAASJwoKYmxvYl92YWx1ZRgHIAEoCzIRLnN5bmNsaW5lLnYxLkJsb2JIAEIGCgRraW5kIkQKBEJsb2ISDAoEaGFzaBgBIAEoCRIMCgRzaXplGAIgASgEEhIKCm1lZGlhX3R5cGUYAyABKAkSDAoEbmFtZRgEIAEoCSKZAQoGUmVjb3JkEgoKAmlkGAEgASgJEi8KBmZpZWxkcxgCIAMoCzIfLnN5bmNsaW5lLnYxLlJlY29yZC5GaWVsZHNFbnRyeRIPCgd2ZXJzaW9uGAMgASgEGkEKC0ZpZWxkc0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnN5bmNsaW5lLnYxLlZhbHVlOgI4ASIrCgxQYXJ0aXRpb25LZXkSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCSobCglOdWxsVmFsdWUSDgoKTlVMTF9WQUxVRRAAYgZwcm90bzM");
 
 /**
  * One typed field value. Values keep their type end to end: the server stores and
@@ -81,6 +81,18 @@ export type Value = Message<"syncline.v1.Value"> & {
      */
     value: NullValue;
     case: "nullValue";
+  } | {
+    /**
+     * A reference to a file in blob storage (a photo, a signature, a PDF): the record
+     * carries the file's content hash and size, never its bytes. A device uploads the bytes
+     * over HTTP on the device listener before the mutation that references them is applied
+     * (see "Blobs" in device.proto); other devices download them by hash. In the JSON
+     * mapping an object `{"hash", "size", "mediaType", "name"}` (size as a decimal string).
+     *
+     * @generated from field: syncline.v1.Blob blob_value = 7;
+     */
+    value: Blob;
+    case: "blobValue";
   } | { case: undefined; value?: undefined };
 };
 
@@ -90,6 +102,51 @@ export type Value = Message<"syncline.v1.Value"> & {
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
   messageDesc(file_syncline_v1_common, 0);
+
+/**
+ * A file referenced by a record, by content. Checked wherever a record is written: `hash`
+ * is 64 lowercase hex digits, `media_type` 1 to 255 bytes, `name` at most 1,024 bytes. A
+ * server also refuses a device mutation referencing a blob it does not hold (UNAVAILABLE:
+ * upload it, then resend) or one larger than its `blob.max_bytes`.
+ *
+ * @generated from message syncline.v1.Blob
+ */
+export type Blob = Message<"syncline.v1.Blob"> & {
+  /**
+   * SHA-256 of the file's bytes, as 64 lowercase hex digits: the blob's identity.
+   *
+   * @generated from field: string hash = 1;
+   */
+  hash: string;
+
+  /**
+   * The file's length in bytes.
+   *
+   * @generated from field: uint64 size = 2;
+   */
+  size: bigint;
+
+  /**
+   * The file's media type, e.g. "image/jpeg".
+   *
+   * @generated from field: string media_type = 3;
+   */
+  mediaType: string;
+
+  /**
+   * The file's name as the app knows it (optional, empty when unknown).
+   *
+   * @generated from field: string name = 4;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message syncline.v1.Blob.
+ * Use `create(BlobSchema)` to create a new message.
+ */
+export const BlobSchema: GenMessage<Blob> = /*@__PURE__*/
+  messageDesc(file_syncline_v1_common, 1);
 
 /**
  * A record of a source: an id and its typed fields.
@@ -142,7 +199,7 @@ export type Record = Message<"syncline.v1.Record"> & {
  * Use `create(RecordSchema)` to create a new message.
  */
 export const RecordSchema: GenMessage<Record> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_common, 1);
+  messageDesc(file_syncline_v1_common, 2);
 
 /**
  * Names a partition.
@@ -170,7 +227,7 @@ export type PartitionKey = Message<"syncline.v1.PartitionKey"> & {
  * Use `create(PartitionKeySchema)` to create a new message.
  */
 export const PartitionKeySchema: GenMessage<PartitionKey> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_common, 2);
+  messageDesc(file_syncline_v1_common, 3);
 
 /**
  * The single value of NullValue, as in google.protobuf.NullValue.
