@@ -345,6 +345,10 @@ fn gateway_services(
         shutdown.clone(),
     );
     let devices = Arc::new(DeviceManagement::new(store.clone(), relay.clone(), commit_times));
+    let bulk = crate::bulk::BulkSnapshots::open(store.clone(), settings.sources.clone(), settings.bulk.clone())
+        .with_context(|| format!("cannot open the bulk directory {}", settings.bulk.dir.display()))?;
+    let bulk = Arc::new(bulk);
+    bulk.spawn(tracker, shutdown);
     let services = GatewayServices {
         store,
         hub,
@@ -362,6 +366,7 @@ fn gateway_services(
         rpc: RpcRouter::new(&settings.rpc, tracker.clone())?,
         devices,
         handshakes: Default::default(),
+        bulk,
     };
     Ok((Arc::new(services), capture_queues))
 }

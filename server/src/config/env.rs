@@ -132,6 +132,13 @@ pub const ENV_VARS: &[EnvVar] = &[
         "store.mutation_outcome_retention_hours",
         config => config.store.mutation_outcome_retention_hours
     ),
+    var!("SYNCLINE_BULK_DIR", "bulk.dir", config => config.bulk.dir),
+    var!("SYNCLINE_BULK_REUSE_CHANGES", "bulk.reuse_changes", config => config.bulk.reuse_changes),
+    var!("SYNCLINE_BULK_TOKEN_TTL_SECS", "bulk.token_ttl_secs", config => config.bulk.token_ttl_secs),
+    var!("SYNCLINE_BULK_FILE_TTL_SECS", "bulk.file_ttl_secs", config => config.bulk.file_ttl_secs),
+    var!("SYNCLINE_BULK_MAX_CONCURRENT_WRITES", "bulk.max_concurrent_writes", config => config.bulk.max_concurrent_writes),
+    var!("SYNCLINE_BULK_MAX_QUEUED_JOBS", "bulk.max_queued_jobs", config => config.bulk.max_queued_jobs),
+    var!("SYNCLINE_BULK_PUBLIC_URL", "bulk.public_url", config => config.bulk.public_url),
     var!("SYNCLINE_DEMO", "demo.enabled", config => config.demo.enabled),
     var!("SYNCLINE_DEMO_RECORDS", "demo.records", config => config.demo.records),
     var!("SYNCLINE_RPC_DEFAULT_DEADLINE_MS", "rpc.default_deadline_ms", config => config.rpc.default_deadline_ms),

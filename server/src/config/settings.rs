@@ -31,6 +31,23 @@ pub struct Settings {
     /// Mobile RPC routing and limits.
     pub rpc: RpcSettings,
     pub admin: AdminSettings,
+    pub bulk: BulkSettings,
+}
+
+/// Bulk sync files (`[bulk]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkSettings {
+    /// Directory of the files (and of the pending jobs' manifests).
+    pub dir: PathBuf,
+    /// A cached file is reused while its partition moved fewer changes than this.
+    pub reuse_changes: u64,
+    pub token_ttl: Duration,
+    /// Files are deleted this long after they were written.
+    pub file_ttl: Duration,
+    pub max_concurrent_writes: usize,
+    pub max_queued_jobs: usize,
+    /// The base of download URLs (`http(s)://host[:port]`), when set.
+    pub public_url: Option<String>,
 }
 
 /// The admin listener.

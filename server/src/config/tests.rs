@@ -56,6 +56,8 @@ fn every_key_set() -> Config {
     config.auth.backend_token_secret = Some("secret".into());
     config.auth.backend_token_audience = Some("audience".into());
     config.store.redis_url = Some("redis://127.0.0.1:6379/".into());
+    config.bulk.dir = Some("bulk".into());
+    config.bulk.public_url = Some("https://sync.example.com".into());
     config
 }
 

@@ -46,6 +46,8 @@ pub struct GatewayServices {
     pub devices: Arc<crate::devices::DeviceManagement>,
     /// Device handshakes by result, for the metrics.
     pub handshakes: crate::metrics::counters::HandshakeCounters,
+    /// Bulk sync files: BulkRequest jobs, downloads.
+    pub bulk: Arc<crate::bulk::BulkSnapshots>,
 }
 
 /// Counts each user's open sessions against a cap: on this node, and in cluster mode on the

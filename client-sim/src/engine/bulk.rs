@@ -1,0 +1,217 @@
+//! Bulk sync in the engine: when a partition of a subscription configured with
+//! [`SubscriptionConfig::with_bulk`](crate::SubscriptionConfig::with_bulk) starts from
+//! nothing (a first sync, or the server's RESET), the engine sends a `BulkRequest` instead
+//! of a `Subscribe`; `BulkReady` hands the device task a file to download
+//! ([`BulkDownload`]); once the file is downloaded and checked, its records replace the
+//! replica in one assignment and the partition subscribes from the file's sequence. Below
+//! the size threshold (the server answers "page instead"), or when anything fails, the
+//! partition pages as usual. Each step is reported as a [`BulkNotification`].
+
+use syncline_proto::v1::{BulkReady, BulkRequest, ClientFrame, Unsubscribe, client_frame};
+use tracing::{debug, warn};
+
+use super::{Phase, Reaction, SyncEngine, frame};
+use crate::bulk::{BulkDownload, BulkLoadError};
+use crate::notification::{BulkNotification, BulkStatus, Notification};
+use crate::replica::{PartitionId, PartitionReplica, PartitionView};
+
+/// Where a partition's bulk sync stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) enum BulkPhase {
+    /// None in progress.
+    #[default]
+    Idle,
+    /// A BulkRequest was sent; BulkReady has not come.
+    Requested {
+        /// Its request id.
+        request_id: String,
+    },
+    /// The file is being downloaded and checked by the device task.
+    Downloading,
+}
+
+impl SyncEngine {
+    /// Starts the sync of partition `id` on this connection: a `BulkRequest` when it wants
+    /// one (or the download of its file goes on), a `Subscribe` otherwise.
+    pub(super) fn start_sync(&mut self, id: &PartitionId, reaction: &mut Reaction) {
+        let Some(partition) = self.partitions.get_mut(id) else { return };
+        match (&partition.bulk, partition.bulk_min_records) {
+            (BulkPhase::Downloading, _) => partition.phase = Phase::Bulk,
+            (BulkPhase::Idle | BulkPhase::Requested { .. }, Some(_))
+                if partition.replica.cursor() == 0 && !partition.bulk_declined =>
+            {
+                let frame = self.bulk_request(id);
+                reaction.frames.push(frame);
+            }
+            (BulkPhase::Idle | BulkPhase::Requested { .. }, _) => {
+                partition.bulk = BulkPhase::Idle;
+                reaction.frames.extend(partition.subscribe(id));
+            }
+        }
+    }
+
+    /// Returns a BulkRequest for `id` (and marks it requested).
+    fn bulk_request(&mut self, id: &PartitionId) -> ClientFrame {
+        self.bulk_requests += 1;
+        let request_id = format!("bulk-{}", self.bulk_requests);
+        let min_records = match self.partitions.get_mut(id) {
+            Some(partition) => {
+                partition.phase = Phase::Bulk;
+                partition.bulk = BulkPhase::Requested { request_id: request_id.clone() };
+                partition.bulk_min_records.unwrap_or(0)
+            }
+            None => 0,
+        };
+        frame(client_frame::Msg::BulkRequest(BulkRequest {
+            request_id,
+            sources: vec![id.source.clone()],
+            min_records,
+        }))
+    }
+
+    /// On the server's RESET of a subscription that may bulk sync: leaves the subscription
+    /// and asks for a file instead of the snapshot pages. Returns false when the partition
+    /// pages as usual.
+    pub(super) fn bulk_instead_of_reset(&mut self, id: &PartitionId, reaction: &mut Reaction) -> bool {
+        let wants = self.partitions.get(id).is_some_and(|partition| {
+            partition.bulk_min_records.is_some() && !partition.bulk_declined && partition.bulk == BulkPhase::Idle
+        });
+        if !wants {
+            return false;
+        }
+        reaction
+            .frames
+            .push(frame(client_frame::Msg::Unsubscribe(Unsubscribe { source: id.source.clone(), key: id.key.clone() })));
+        let request = self.bulk_request(id);
+        reaction.frames.push(request);
+        true
+    }
+
+    /// Handles BulkReady: files to download, partitions to page instead, or a refusal.
+    pub(super) fn on_bulk_ready(&mut self, ready: BulkReady, reaction: &mut Reaction) {
+        let asked: Vec<PartitionId> = self
+            .partitions
+            .iter()
+            .filter(|(_, partition)| {
+                matches!(&partition.bulk, BulkPhase::Requested { request_id } if *request_id == ready.request_id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if asked.is_empty() {
+            debug!(request = %ready.request_id, "BulkReady of a request no longer waited for");
+            return;
+        }
+        for id in asked {
+            let file = ready.files.iter().find(|file| file.source == id.source && file.key == id.key);
+            match (&ready.error, file) {
+                (None, Some(file)) => {
+                    if let Some(partition) = self.partitions.get_mut(&id) {
+                        partition.bulk = BulkPhase::Downloading;
+                    }
+                    reaction.notifications.push(bulk_notification(&id, BulkStatus::Start, 0, file.bytes, 0, None));
+                    reaction.bulk_downloads.push(BulkDownload { partition: id, file: file.clone() });
+                }
+                (error, _) => {
+                    let reason = match error {
+                        Some(error) => format!("the server refused the bulk request: {}", error.message),
+                        None => "the partition is small: paging instead".to_owned(),
+                    };
+                    debug!(partition = %id, %reason, "no bulk file");
+                    if error.is_some() {
+                        reaction.notifications.push(bulk_notification(&id, BulkStatus::Error, 0, 0, 0, Some(reason)));
+                    }
+                    self.page_instead(&id, reaction);
+                }
+            }
+        }
+        self.check_bulk_complete(reaction);
+    }
+
+    /// Reports download progress of `id`'s file.
+    pub(crate) fn on_bulk_progress(&mut self, id: &PartitionId, bytes: u64, total: u64) -> Reaction {
+        let mut reaction = Reaction::default();
+        reaction.notifications.push(bulk_notification(id, BulkStatus::Download, bytes, total, 0, None));
+        reaction
+    }
+
+    /// Takes the outcome of `id`'s download: the file's records become the replica in one
+    /// step and the partition subscribes from the file's sequence; a failure pages instead.
+    pub(crate) fn on_bulk_loaded(&mut self, id: &PartitionId, outcome: Result<PartitionView, BulkLoadError>) -> Reaction {
+        let mut reaction = Reaction::default();
+        let downloading = self.partitions.get(id).is_some_and(|partition| partition.bulk == BulkPhase::Downloading);
+        if !downloading {
+            debug!(partition = %id, "bulk file of a partition that no longer waits for it");
+            return reaction;
+        }
+        match outcome {
+            Ok(view) => {
+                let (records, bytes) = (view.total, 0);
+                reaction.notifications.push(bulk_notification(id, BulkStatus::ChangeDb, bytes, bytes, records, None));
+                if let Some(partition) = self.partitions.get_mut(id) {
+                    partition.replica = PartitionReplica::restore(view);
+                    partition.bulk = BulkPhase::Idle;
+                }
+                self.stats.bulk_syncs += 1;
+                reaction.notifications.push(bulk_notification(id, BulkStatus::Ok, bytes, bytes, records, None));
+                self.resume_after_bulk(id, &mut reaction);
+            }
+            Err(error) => {
+                warn!(partition = %id, %error, "bulk sync failed; paging instead");
+                reaction.notifications.push(bulk_notification(id, BulkStatus::Error, 0, 0, 0, Some(error.to_string())));
+                self.page_instead(id, &mut reaction);
+            }
+        }
+        self.check_bulk_complete(&mut reaction);
+        reaction
+    }
+
+    /// Gives up bulk for `id` for this device's life and subscribes (now if connected).
+    fn page_instead(&mut self, id: &PartitionId, reaction: &mut Reaction) {
+        if let Some(partition) = self.partitions.get_mut(id) {
+            partition.bulk = BulkPhase::Idle;
+            partition.bulk_declined = true;
+        }
+        self.resume_after_bulk(id, reaction);
+    }
+
+    /// Subscribes `id` from its replica's cursor when the session is open; otherwise the
+    /// next Welcome does.
+    fn resume_after_bulk(&mut self, id: &PartitionId, reaction: &mut Reaction) {
+        let welcomed = self.welcomed;
+        if let Some(partition) = self.partitions.get_mut(id) {
+            if welcomed {
+                reaction.frames.extend(partition.subscribe(id));
+            } else {
+                partition.phase = Phase::Idle;
+            }
+        }
+    }
+
+    /// Reports bulk `Complete` once no partition waits for a file.
+    fn check_bulk_complete(&mut self, reaction: &mut Reaction) {
+        let waiting = self.partitions.values().any(|partition| partition.bulk != BulkPhase::Idle);
+        if !waiting {
+            let empty = PartitionId::new("", "");
+            reaction.notifications.push(bulk_notification(&empty, BulkStatus::Complete, 0, 0, 0, None));
+        }
+    }
+}
+
+fn bulk_notification(
+    id: &PartitionId,
+    status: BulkStatus,
+    bytes: u64,
+    total_bytes: u64,
+    records: u64,
+    error: Option<String>,
+) -> Notification {
+    Notification::Bulk(BulkNotification {
+        source: id.source.clone(),
+        key: id.key.clone(),
+        status,
+        bytes,
+        total_bytes,
+        records,
+        error,
+    })
+}
