@@ -3,7 +3,7 @@
 //! as the partition's replica in one step (`docs/BULK.md`).
 //!
 //! The engine decides when (a first sync, or a reset, of a subscription configured with
-//! [`crate::SubscriptionConfig::with_bulk`]); the device task runs [`fetch_and_load`] off its
+//! [`crate::SubscriptionConfig::with_bulk`]); the device task runs `fetch_and_load` off its
 //! socket loop and reports progress and the outcome back through [`BulkEvent`]s.
 
 use std::collections::BTreeMap;
@@ -261,33 +261,39 @@ pub(crate) async fn fetch_and_load(
     dir: PathBuf,
     events: tokio::sync::mpsc::UnboundedSender<BulkEvent>,
 ) {
+    let outcome = fetch_and_check(&client, &sync_url, &download, &dir, &events).await;
+    let _ = events.send(BulkEvent::Loaded { partition: download.partition, outcome });
+}
+
+async fn fetch_and_check(
+    client: &reqwest::Client,
+    sync_url: &str,
+    download: &BulkDownload,
+    dir: &Path,
+    events: &tokio::sync::mpsc::UnboundedSender<BulkEvent>,
+) -> Result<PartitionView, BulkLoadError> {
     let BulkDownload { partition, file } = download;
-    let outcome = async {
-        std::fs::create_dir_all(&dir)?;
-        let name: String = file.url.rsplit('/').next().unwrap_or("bulk").chars().filter(char::is_ascii_alphanumeric).collect();
-        let path = dir.join(format!("{name}.sqlite"));
-        let url = resolve_url(&sync_url, &file.url);
-        let total = file.bytes;
-        let progress_partition = partition.clone();
-        let progress_events = events.clone();
-        let downloaded = download_file(&client, &url, &file.token, &path, total, |bytes| {
-            let _ = progress_events.send(BulkEvent::Progress { partition: progress_partition.clone(), bytes, total });
-        })
-        .await;
-        let loaded = match downloaded {
-            Ok(_) => {
-                let (path, partition, file) = (path.clone(), partition.clone(), file.clone());
-                tokio::task::spawn_blocking(move || load_file(&path, &partition, &file))
-                    .await
-                    .unwrap_or_else(|error| Err(BulkLoadError::Io(error.to_string())))
-            }
-            Err(error) => Err(error),
-        };
-        let _ = std::fs::remove_file(&path);
-        loaded
-    }
+    std::fs::create_dir_all(dir)?;
+    let name: String =
+        file.url.rsplit('/').next().unwrap_or("bulk").chars().filter(char::is_ascii_alphanumeric).collect();
+    let path = dir.join(format!("{name}.sqlite"));
+    let url = resolve_url(sync_url, &file.url);
+    let total = file.bytes;
+    let downloaded = download_file(client, &url, &file.token, &path, total, |bytes| {
+        let _ = events.send(BulkEvent::Progress { partition: partition.clone(), bytes, total });
+    })
     .await;
-    let _ = events.send(BulkEvent::Loaded { partition, outcome });
+    let loaded = match downloaded {
+        Ok(_) => {
+            let (path, partition, file) = (path.clone(), partition.clone(), file.clone());
+            tokio::task::spawn_blocking(move || load_file(&path, &partition, &file))
+                .await
+                .unwrap_or_else(|error| Err(BulkLoadError::Io(error.to_string())))
+        }
+        Err(error) => Err(error),
+    };
+    let _ = std::fs::remove_file(&path);
+    loaded
 }
 
 /// The device task's downloads: each runs as a task of its own (aborted when the device
@@ -296,6 +302,8 @@ pub(crate) struct BulkRunner {
     sync_url: String,
     ca_cert_pem: Option<Vec<u8>>,
     dir: PathBuf,
+    /// The runner made `dir` (a temporary folder) and deletes it when dropped.
+    owns_dir: bool,
     client: Option<reqwest::Client>,
     sender: tokio::sync::mpsc::UnboundedSender<BulkEvent>,
     events: tokio::sync::mpsc::UnboundedReceiver<BulkEvent>,
@@ -306,6 +314,7 @@ impl BulkRunner {
     /// Returns a runner for a device connected to `sync_url` (trusting `ca_cert_pem` for
     /// https), downloading into `dir` (or a folder of the temporary directory).
     pub(crate) fn new(sync_url: &str, ca_cert_pem: Option<Vec<u8>>, dir: Option<PathBuf>) -> Self {
+        let owns_dir = dir.is_none();
         let dir = dir.unwrap_or_else(|| {
             use rand::Rng as _;
             std::env::temp_dir().join(format!("syncline-bulk-{:016x}", rand::rng().random::<u64>()))
@@ -315,6 +324,7 @@ impl BulkRunner {
             sync_url: sync_url.to_owned(),
             ca_cert_pem,
             dir,
+            owns_dir,
             client: None,
             sender,
             events,
@@ -373,7 +383,9 @@ impl BulkRunner {
 impl Drop for BulkRunner {
     fn drop(&mut self) {
         self.tasks.abort_all();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

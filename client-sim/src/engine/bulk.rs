@@ -35,15 +35,15 @@ impl SyncEngine {
     /// one (or the download of its file goes on), a `Subscribe` otherwise.
     pub(super) fn start_sync(&mut self, id: &PartitionId, reaction: &mut Reaction) {
         let Some(partition) = self.partitions.get_mut(id) else { return };
-        match (&partition.bulk, partition.bulk_min_records) {
-            (BulkPhase::Downloading, _) => partition.phase = Phase::Bulk,
-            (BulkPhase::Idle | BulkPhase::Requested { .. }, Some(_))
-                if partition.replica.cursor() == 0 && !partition.bulk_declined =>
-            {
+        let wants_bulk =
+            partition.bulk_min_records.is_some() && partition.replica.cursor() == 0 && !partition.bulk_declined;
+        match partition.bulk {
+            BulkPhase::Downloading => partition.phase = Phase::Bulk,
+            BulkPhase::Idle | BulkPhase::Requested { .. } if wants_bulk => {
                 let frame = self.bulk_request(id);
                 reaction.frames.push(frame);
             }
-            (BulkPhase::Idle | BulkPhase::Requested { .. }, _) => {
+            BulkPhase::Idle | BulkPhase::Requested { .. } => {
                 partition.bulk = BulkPhase::Idle;
                 reaction.frames.extend(partition.subscribe(id));
             }
@@ -214,4 +214,142 @@ fn bulk_notification(
         records,
         error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use syncline_proto::v1::{
+        BulkFile, Error as ErrorFrame, ServerFrame, SourceInfo, Subscribe, Welcome, server_frame,
+    };
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::config::{DeviceConfig, SubscriptionConfig};
+    use crate::notification::BulkStatus;
+
+    const SOURCE: &str = "Account";
+    const USER: &str = "u1";
+
+    fn engine() -> SyncEngine {
+        let config = DeviceConfig::new("ws://127.0.0.1:1/v1/sync", "alice", "secret")
+            .subscribe(SubscriptionConfig::new(SOURCE).with_bulk(100))
+            .with_notifications(64);
+        SyncEngine::new(&config)
+    }
+
+    fn welcome(engine: &mut SyncEngine) -> Reaction {
+        let welcome = Welcome {
+            user_id: USER.into(),
+            sources: vec![SourceInfo { name: SOURCE.into(), partitioning: "user".into(), keys: vec![USER.into()] }],
+            ..Welcome::default()
+        };
+        engine.hello();
+        engine.on_frame(ServerFrame { msg: Some(server_frame::Msg::Welcome(welcome)) }, Instant::now())
+    }
+
+    fn ready(ready: BulkReady) -> ServerFrame {
+        ServerFrame { msg: Some(server_frame::Msg::BulkReady(ready)) }
+    }
+
+    fn subscribed_cursor(reaction: &Reaction) -> Option<u64> {
+        reaction.frames.iter().find_map(|frame| match &frame.msg {
+            Some(client_frame::Msg::Subscribe(Subscribe { cursor, .. })) => Some(*cursor),
+            _ => None,
+        })
+    }
+
+    fn bulk_statuses(reaction: &Reaction) -> Vec<BulkStatus> {
+        reaction
+            .notifications
+            .iter()
+            .filter_map(|notification| match notification {
+                Notification::Bulk(bulk) => Some(bulk.status),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn request_id(reaction: &Reaction) -> String {
+        match &reaction.frames.last().and_then(|frame| frame.msg.clone()) {
+            Some(client_frame::Msg::BulkRequest(request)) => {
+                assert_eq!((request.sources.as_slice(), request.min_records), ([SOURCE.to_owned()].as_slice(), 100));
+                request.request_id.clone()
+            }
+            other => panic!("expected a BulkRequest, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_first_sync_asks_for_a_file_swaps_it_in_and_subscribes_from_its_sequence() {
+        let mut engine = engine();
+        let reaction = welcome(&mut engine);
+        assert_eq!(subscribed_cursor(&reaction), None, "no Subscribe before the file");
+        let request_id = request_id(&reaction);
+        let file = BulkFile { source: SOURCE.into(), key: USER.into(), sequence: 42, bytes: 10, ..BulkFile::default() };
+        let reaction = engine.on_frame(ready(BulkReady { request_id, files: vec![file.clone()], ..BulkReady::default() }), Instant::now());
+        assert_eq!(reaction.bulk_downloads, vec![BulkDownload { partition: PartitionId::new(SOURCE, USER), file }]);
+        assert_eq!(bulk_statuses(&reaction), [BulkStatus::Start]);
+
+        let id = PartitionId::new(SOURCE, USER);
+        let record = syncline_proto::v1::Record { id: "a".into(), version: 40, ..Default::default() };
+        let view = PartitionView {
+            cursor: 42,
+            total: 1,
+            checksum: syncline_proto::checksum::record_hash("a", 40),
+            records: BTreeMap::from([("a".to_owned(), record)]),
+        };
+        let reaction = engine.on_bulk_loaded(&id, Ok(view));
+        assert_eq!(bulk_statuses(&reaction), [BulkStatus::ChangeDb, BulkStatus::Ok, BulkStatus::Complete]);
+        assert_eq!(subscribed_cursor(&reaction), Some(42));
+        assert_eq!(engine.synced_view(&id).map(|view| (view.cursor, view.total)), Some((42, 1)));
+        assert_eq!(engine.stats().bulk_syncs, 1);
+    }
+
+    #[test]
+    fn page_instead_a_refusal_or_a_failed_download_page_from_cursor_0() {
+        let mut engine = engine();
+        let request_id = request_id(&welcome(&mut engine));
+        let small = BulkReady { request_id, page_instead: vec![SOURCE.into()], ..BulkReady::default() };
+        let reaction = engine.on_frame(ready(small), Instant::now());
+        assert_eq!(subscribed_cursor(&reaction), Some(0));
+        assert!(reaction.bulk_downloads.is_empty());
+        assert_eq!(subscribed_cursor(&welcome(&mut engine)), Some(0), "declined: pages from now on");
+
+        let mut engine = self::engine();
+        let request_id = request_id(&welcome(&mut engine));
+        let error = ErrorFrame { message: "busy".into(), ..ErrorFrame::default() };
+        let refused = BulkReady { request_id, error: Some(error), ..BulkReady::default() };
+        let reaction = engine.on_frame(ready(refused), Instant::now());
+        assert_eq!(bulk_statuses(&reaction), [BulkStatus::Error, BulkStatus::Complete]);
+        assert_eq!(subscribed_cursor(&reaction), Some(0));
+
+        let mut engine = self::engine();
+        let request_id = request_id(&welcome(&mut engine));
+        let file = BulkFile { source: SOURCE.into(), key: USER.into(), ..BulkFile::default() };
+        engine.on_frame(ready(BulkReady { request_id, files: vec![file], ..BulkReady::default() }), Instant::now());
+        let failed = Err(BulkLoadError::Refused { status: 404, message: "gone".into() });
+        let reaction = engine.on_bulk_loaded(&PartitionId::new(SOURCE, USER), failed);
+        assert_eq!(bulk_statuses(&reaction), [BulkStatus::Error, BulkStatus::Complete]);
+        assert_eq!(subscribed_cursor(&reaction), Some(0));
+    }
+
+    #[test]
+    fn a_reconnect_while_downloading_waits_for_the_file_and_a_lost_request_is_asked_again() {
+        let mut engine = engine();
+        let first = request_id(&welcome(&mut engine));
+        // The connection drops before BulkReady: the next session asks again.
+        let second = request_id(&welcome(&mut engine));
+        assert_ne!(first, second);
+        let file = BulkFile { source: SOURCE.into(), key: USER.into(), sequence: 7, ..BulkFile::default() };
+        let stale = BulkReady { request_id: first, files: vec![file.clone()], ..BulkReady::default() };
+        assert!(engine.on_frame(ready(stale), Instant::now()).bulk_downloads.is_empty(), "an old answer is ignored");
+        engine.on_frame(ready(BulkReady { request_id: second, files: vec![file], ..BulkReady::default() }), Instant::now());
+        let reaction = welcome(&mut engine);
+        assert!(reaction.frames.iter().all(|frame| !matches!(
+            frame.msg,
+            Some(client_frame::Msg::Subscribe(_) | client_frame::Msg::BulkRequest(_))
+        )), "the download goes on: {reaction:?}");
+    }
 }

@@ -42,20 +42,20 @@ impl JobManifest {
 
 /// The manifests of unfinished jobs.
 #[derive(Clone, Debug)]
-pub struct PendingJobs {
+pub(super) struct PendingJobs {
     dir: PathBuf,
 }
 
 impl PendingJobs {
     /// Opens (creates) the manifests' folder inside `bulk_dir`.
-    pub fn open(bulk_dir: &Path) -> Result<Self, BulkError> {
+    pub(super) fn open(bulk_dir: &Path) -> Result<Self, BulkError> {
         let dir = bulk_dir.join(PENDING_DIR);
         std::fs::create_dir_all(&dir).map_err(|error| BulkError::io(format!("create {}", dir.display()), error))?;
         Ok(Self { dir })
     }
 
     /// Writes a job's manifest durably.
-    pub fn record(&self, job: &JobManifest) -> Result<(), BulkError> {
+    pub(super) fn record(&self, job: &JobManifest) -> Result<(), BulkError> {
         let path = self.path(&job.job_id);
         let temp = path.with_extension("tmp");
         let json = serde_json::to_vec(job).map_err(|error| BulkError::Internal(error.to_string()))?;
@@ -66,14 +66,14 @@ impl PendingJobs {
     }
 
     /// Removes a finished job's manifest.
-    pub fn finish(&self, job_id: &str) {
+    pub(super) fn finish(&self, job_id: &str) {
         if let Err(error) = std::fs::remove_file(self.path(job_id)) {
             tracing::warn!(job = job_id, %error, "could not remove a finished bulk job's manifest");
         }
     }
 
     /// Returns the unfinished jobs, oldest first; unreadable manifests are deleted.
-    pub fn unfinished(&self) -> Result<Vec<JobManifest>, BulkError> {
+    pub(super) fn unfinished(&self) -> Result<Vec<JobManifest>, BulkError> {
         let mut jobs = Vec::new();
         let entries =
             std::fs::read_dir(&self.dir).map_err(|error| BulkError::io("list the pending bulk jobs", error))?;

@@ -2,7 +2,6 @@ use std::time::Duration;
 
 use super::*;
 use crate::auth::now_ms;
-use crate::storage::PartitionStore as _;
 use crate::test_util::fixtures::{bulk_settings, record, sources, temp_store};
 
 fn account() -> PartitionName {
@@ -116,7 +115,8 @@ async fn a_job_pages_small_partitions_and_survives_a_restart() {
     let files = restarted.catalog().files();
     assert_eq!(files.len(), 1, "Contact/ann is below min_records: no file");
     assert_eq!(files[0].partition, account());
-    let outcome = restarted.run(&JobManifest { job_id: "again".into(), ..job }).await.expect("ran");
+    let again = restarted.accept(&job.user_id, "r1", &job.partition_names(), job.min_records).await.expect("again");
+    let outcome = restarted.run(&again).await.expect("ran");
     let ready = restarted.ready("r1", "ann", Ok(outcome));
     assert_eq!(ready.files.len(), 1);
     assert_eq!(ready.files[0].record_count, 50);

@@ -25,7 +25,7 @@ pub const READ_BATCH: usize = 2_000;
 
 /// Most bytes of records (or changes) read from the store at a time: with large records, a
 /// read holds a few MB, never the partition.
-pub const READ_BATCH_BYTES: usize = 4 * 1024 * 1024;
+const READ_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// The bound of one read.
 const READ_LIMIT: PageLimit = PageLimit { items: READ_BATCH, bytes: READ_BATCH_BYTES };
@@ -220,7 +220,7 @@ fn remove_if_present(path: &Path) -> Result<(), BulkError> {
 }
 
 /// Syncs a file or directory to disk.
-pub fn sync_file(path: &Path) -> Result<(), BulkError> {
+pub(super) fn sync_file(path: &Path) -> Result<(), BulkError> {
     std::fs::File::open(path)
         .and_then(|file| file.sync_all())
         .map_err(|error| BulkError::io(format!("sync {}", path.display()), error))

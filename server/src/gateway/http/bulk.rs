@@ -23,7 +23,7 @@ use crate::bulk::{BulkError, DOWNLOAD_PATH};
 use crate::gateway::GatewayServices;
 
 /// The bulk download routes.
-pub fn routes() -> Router<Arc<GatewayServices>> {
+pub(super) fn routes() -> Router<Arc<GatewayServices>> {
     Router::new().route(&format!("{DOWNLOAD_PATH}/{{file}}"), get(download))
 }
 
