@@ -6,9 +6,12 @@
 #   warm-up   one paged sync (the demo app's first subscribe loads the partition from its
 #             channel: that load is not what either arm measures)
 #   paged     REPEAT paged syncs from cursor 0 (page size PAGE_SIZE, window WINDOW)
-#   bulk      REPEAT bulk syncs: BulkRequest, download, checksum check, read into the
-#             device's map, then the log from the file's sequence to caught_up. The first
-#             writes the file, the others reuse it (bulk.reuse_changes): both are reported.
+#   bulk      REPEAT bulk syncs: BulkRequest, download, checksum check (ids and versions
+#             read, as a device that keeps the file as its local store), then the log from
+#             the file's sequence to caught_up. The first of the run writes the file, the
+#             others reuse it (bulk.reuse_changes): both are reported.
+#   bulk-parsed  the same, every record's typed-JSON fields parsed into the device's map (as
+#             the Rust device library's in-memory replica does)
 #   fleet     DEVICES bulk syncs at once, once, with the server's CPU and peak RSS
 #
 # The arms alternate PAIRS times (paged, bulk, paged, bulk, ...) so that a machine that gets
@@ -69,6 +72,9 @@ for pair in $(seq 1 "$PAIRS"); do
   wait_quiet "bulk $pair"
   echo "== bulk $pair"
   sim --bulk --repeat "$REPEAT" --json-out "$OUT/bulk-$pair.json"
+  wait_quiet "bulk-parsed $pair"
+  echo "== bulk, fields parsed, $pair"
+  sim --bulk --parse-fields --repeat "$REPEAT" --json-out "$OUT/bulk-parsed-$pair.json"
 done
 wait_quiet "fleet"
 echo "== fleet: $DEVICES devices bulk-syncing at once"

@@ -62,6 +62,12 @@ pub enum BulkLoadError {
     },
 }
 
+impl From<rusqlite::types::FromSqlError> for BulkLoadError {
+    fn from(error: rusqlite::types::FromSqlError) -> Self {
+        BulkLoadError::Format(error.to_string())
+    }
+}
+
 impl From<rusqlite::Error> for BulkLoadError {
     fn from(error: rusqlite::Error) -> Self {
         BulkLoadError::Format(error.to_string())
@@ -211,6 +217,37 @@ async fn download_attempt(
 /// checking that it is the file `expected` announced (format, partition, sequence) and that
 /// its records add up to the count and checksum announced.
 pub fn load_file(path: &Path, partition: &PartitionId, expected: &v1::BulkFile) -> Result<PartitionView, BulkLoadError> {
+    let mut records = BTreeMap::new();
+    let checked = scan_file(path, partition, expected, true, |id, version, fields| {
+        let fields = serde_json::from_str(fields.unwrap_or("{}"))
+            .map_err(|error| BulkLoadError::Format(format!("record {id}: fields: {error}")))?;
+        records.insert(id.clone(), Record { id, fields, version });
+        Ok(())
+    })?;
+    Ok(PartitionView { cursor: checked.sequence, total: checked.record_count, checksum: checked.checksum, records })
+}
+
+/// What a checked file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckedFile {
+    /// The sequence it holds the partition at.
+    pub sequence: u64,
+    /// Its records, counted.
+    pub record_count: u64,
+    /// Their checksum, computed.
+    pub checksum: u64,
+}
+
+/// Checks a downloaded bulk file as [`load_file`] does and hands each record's id, version
+/// and (when `with_fields`) typed-JSON fields to `each`, in id order: for a device that
+/// keeps the file itself as its local store, only ids and versions need reading.
+pub fn scan_file(
+    path: &Path,
+    partition: &PartitionId,
+    expected: &v1::BulkFile,
+    with_fields: bool,
+    mut each: impl FnMut(String, u64, Option<&str>) -> Result<(), BulkLoadError>,
+) -> Result<CheckedFile, BulkLoadError> {
     let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let values: BTreeMap<String, String> = connection
         .prepare("SELECT name, value FROM meta")?
@@ -231,25 +268,24 @@ pub fn load_file(path: &Path, partition: &PartitionId, expected: &v1::BulkFile) 
         return Err(BulkLoadError::Format(format!("sequence {sequence}, announced {}", expected.sequence)));
     }
     let announced = (number(meta::RECORD_COUNT)?, number(meta::CHECKSUM)?);
-    let mut records = BTreeMap::new();
     let mut checksum = Checksum::default();
-    let mut statement = connection.prepare("SELECT id, version, fields FROM records")?;
+    let mut count = 0u64;
+    let query = if with_fields { "SELECT id, version, fields FROM records" } else { "SELECT id, version FROM records" };
+    let mut statement = connection.prepare(query)?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
         let id: String = row.get(0)?;
-        let version: i64 = row.get(1)?;
-        let fields: String = row.get(2)?;
-        let fields = serde_json::from_str(&fields)
-            .map_err(|error| BulkLoadError::Format(format!("record {id}: fields: {error}")))?;
-        let version = version as u64;
+        let version = row.get::<_, i64>(1)? as u64;
         checksum.add(&id, version);
-        records.insert(id.clone(), Record { id, fields, version });
+        count += 1;
+        let fields = if with_fields { Some(row.get_ref(2)?.as_str()?) } else { None };
+        each(id, version, fields)?;
     }
-    let got = (records.len() as u64, checksum.0);
+    let got = (count, checksum.0);
     if got != announced || announced != (expected.record_count, expected.checksum) {
         return Err(BulkLoadError::Checksum { expected: (expected.record_count, expected.checksum), got });
     }
-    Ok(PartitionView { cursor: sequence, total: got.0, checksum: got.1, records })
+    Ok(CheckedFile { sequence, record_count: count, checksum: checksum.0 })
 }
 
 /// Downloads a partition's file into `dir` and loads it, reporting progress and the

@@ -70,6 +70,11 @@ pub(crate) struct InitialSyncArgs {
     /// Syncs through a bulk file (then the log) instead of snapshot pages.
     #[arg(long)]
     bulk: bool,
+    /// With `--bulk`: reads every record's fields too (as the device library's in-memory
+    /// replica does), instead of only ids and versions (a device that keeps the file as its
+    /// local store).
+    #[arg(long, requires = "bulk")]
+    parse_fields: bool,
     /// Devices syncing at once in each repetition.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     devices: u32,
@@ -90,6 +95,7 @@ struct Params {
     window: u32,
     repeat: u32,
     bulk: bool,
+    parse_fields: bool,
     devices: u32,
     server_pid: Option<u32>,
     max_secs: u64,
@@ -168,6 +174,7 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
             window: args.window,
             repeat: args.repeat,
             bulk: args.bulk,
+            parse_fields: args.parse_fields,
             devices: args.devices,
             server_pid: args.server_pid,
             max_secs: args.max_secs,
@@ -300,8 +307,10 @@ async fn sync_once(args: &InitialSyncArgs, token: &str, device: u32) -> anyhow::
 mod bulk {
     use anyhow::{Context as _, bail};
     use syncline_client_sim::PartitionId;
-    use syncline_client_sim::bulk::{download_file, load_file, resolve_url};
+    use syncline_client_sim::bulk::{download_file, load_file, resolve_url, scan_file};
     use syncline_proto::v1::{BulkRequest, ClientFrame, client_frame, server_frame};
+
+    use std::collections::HashMap;
 
     use super::{Held, InitialSyncArgs, next_frame};
     use syncline_client_sim::Connection;
@@ -334,14 +343,26 @@ mod bulk {
         let url = resolve_url(&args.url, &file.url);
         download_file(&client, &url, &file.token, &path, file.bytes, |_| {}).await?;
         let partition = PartitionId::new(&file.source, &file.key);
+        let parse_fields = args.parse_fields;
         let loaded = {
             let (path, file) = (path.clone(), file.clone());
-            tokio::task::spawn_blocking(move || load_file(&path, &partition, &file)).await?
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(HashMap<String, u64>, u64)> {
+                if parse_fields {
+                    let view = load_file(&path, &partition, &file)?;
+                    Ok((view.records.into_iter().map(|(id, record)| (id, record.version)).collect(), view.cursor))
+                } else {
+                    let mut versions = HashMap::with_capacity(file.record_count as usize);
+                    let checked = scan_file(&path, &partition, &file, false, |id, version, _| {
+                        versions.insert(id, version);
+                        Ok(())
+                    })?;
+                    Ok((versions, checked.sequence))
+                }
+            })
+            .await?
         };
         let _ = std::fs::remove_file(&path);
-        let view = loaded?;
-        held.versions = view.records.into_iter().map(|(id, record)| (id, record.version)).collect();
-        held.cursor = view.cursor;
+        (held.versions, held.cursor) = loaded?;
         Ok(file.bytes)
     }
 }
@@ -368,7 +389,11 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 fn print_table(report: &InitialSyncReport) {
-    let how = if report.params.bulk { "bulk file, then the log" } else { "pages" };
+    let how = match (report.params.bulk, report.params.parse_fields) {
+        (true, true) => "bulk file (fields parsed), then the log",
+        (true, false) => "bulk file (ids and versions read), then the log",
+        (false, _) => "pages",
+    };
     let mut table = Table::new(format!(
         "initial-sync: {} from cursor 0 by {how}, page size {}, window {}, {} device(s), {} run(s)",
         report.params.source, report.params.page_size, report.params.window, report.params.devices, report.params.repeat
