@@ -271,7 +271,7 @@ mod tests {
             .collect()
     }
 
-    fn request_id(reaction: &Reaction) -> String {
+    fn request_id_of(reaction: &Reaction) -> String {
         match &reaction.frames.last().and_then(|frame| frame.msg.clone()) {
             Some(client_frame::Msg::BulkRequest(request)) => {
                 assert_eq!((request.sources.as_slice(), request.min_records), ([SOURCE.to_owned()].as_slice(), 100));
@@ -286,7 +286,7 @@ mod tests {
         let mut engine = engine();
         let reaction = welcome(&mut engine);
         assert_eq!(subscribed_cursor(&reaction), None, "no Subscribe before the file");
-        let request_id = request_id(&reaction);
+        let request_id = request_id_of(&reaction);
         let file = BulkFile { source: SOURCE.into(), key: USER.into(), sequence: 42, bytes: 10, ..BulkFile::default() };
         let reaction = engine.on_frame(ready(BulkReady { request_id, files: vec![file.clone()], ..BulkReady::default() }), Instant::now());
         assert_eq!(reaction.bulk_downloads, vec![BulkDownload { partition: PartitionId::new(SOURCE, USER), file }]);
@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn page_instead_a_refusal_or_a_failed_download_page_from_cursor_0() {
         let mut engine = engine();
-        let request_id = request_id(&welcome(&mut engine));
+        let request_id = request_id_of(&welcome(&mut engine));
         let small = BulkReady { request_id, page_instead: vec![SOURCE.into()], ..BulkReady::default() };
         let reaction = engine.on_frame(ready(small), Instant::now());
         assert_eq!(subscribed_cursor(&reaction), Some(0));
@@ -318,7 +318,7 @@ mod tests {
         assert_eq!(subscribed_cursor(&welcome(&mut engine)), Some(0), "declined: pages from now on");
 
         let mut engine = self::engine();
-        let request_id = request_id(&welcome(&mut engine));
+        let request_id = request_id_of(&welcome(&mut engine));
         let error = ErrorFrame { message: "busy".into(), ..ErrorFrame::default() };
         let refused = BulkReady { request_id, error: Some(error), ..BulkReady::default() };
         let reaction = engine.on_frame(ready(refused), Instant::now());
@@ -326,7 +326,7 @@ mod tests {
         assert_eq!(subscribed_cursor(&reaction), Some(0));
 
         let mut engine = self::engine();
-        let request_id = request_id(&welcome(&mut engine));
+        let request_id = request_id_of(&welcome(&mut engine));
         let file = BulkFile { source: SOURCE.into(), key: USER.into(), ..BulkFile::default() };
         engine.on_frame(ready(BulkReady { request_id, files: vec![file], ..BulkReady::default() }), Instant::now());
         let failed = Err(BulkLoadError::Refused { status: 404, message: "gone".into() });
@@ -338,9 +338,9 @@ mod tests {
     #[test]
     fn a_reconnect_while_downloading_waits_for_the_file_and_a_lost_request_is_asked_again() {
         let mut engine = engine();
-        let first = request_id(&welcome(&mut engine));
+        let first = request_id_of(&welcome(&mut engine));
         // The connection drops before BulkReady: the next session asks again.
-        let second = request_id(&welcome(&mut engine));
+        let second = request_id_of(&welcome(&mut engine));
         assert_ne!(first, second);
         let file = BulkFile { source: SOURCE.into(), key: USER.into(), sequence: 7, ..BulkFile::default() };
         let stale = BulkReady { request_id: first, files: vec![file.clone()], ..BulkReady::default() };

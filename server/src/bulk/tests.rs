@@ -41,7 +41,8 @@ async fn concurrent_requests_for_one_partition_share_one_write() {
     let (dir, store) = temp_store();
     seed(&store, &account(), 3_000);
     let bulk = open(&store, &dir.path().join("bulk"), |_| {});
-    let (a, b) = tokio::join!(bulk.snapshot(&account()), bulk.snapshot(&account()));
+    let partition = account();
+    let (a, b) = tokio::join!(bulk.snapshot(&partition), bulk.snapshot(&partition));
     assert_eq!(a.expect("a").id, b.expect("b").id);
     assert_eq!(bulk.catalog().files().len(), 1);
 }
