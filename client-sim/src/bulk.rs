@@ -216,7 +216,11 @@ async fn download_attempt(
 /// Reads a downloaded bulk file into a view of its partition at the file's sequence, after
 /// checking that it is the file `expected` announced (format, partition, sequence) and that
 /// its records add up to the count and checksum announced.
-pub fn load_file(path: &Path, partition: &PartitionId, expected: &v1::BulkFile) -> Result<PartitionView, BulkLoadError> {
+pub fn load_file(
+    path: &Path,
+    partition: &PartitionId,
+    expected: &v1::BulkFile,
+) -> Result<PartitionView, BulkLoadError> {
     let mut records = BTreeMap::new();
     let checked = scan_file(path, partition, expected, true, |id, version, fields| {
         let fields = serde_json::from_str(fields.unwrap_or("{}"))

@@ -85,7 +85,8 @@ pub use device::{Device, DeviceHandle, WaitError};
 pub use engine::{SearchError, SearchQuery, SearchResults};
 pub use lean_frame::{LeanChanges, LeanFrame};
 pub use notification::{
-    BulkNotification, BulkStatus, ChangedNotification, MutationNotification, MutationOutcome, Notification, SyncNotification, SyncNotificationStatus,
+    BulkNotification, BulkStatus, ChangedNotification, MutationNotification, MutationOutcome, Notification,
+    SyncNotification, SyncNotificationStatus,
 };
 pub use outbox::{MutationFailure, MutationState, OutboxError, QueuedMutation, Resolution, Resolved};
 pub use probe::Probe;

@@ -34,8 +34,7 @@ fn seed(server: &TestServer, source: &str, key: &str, count: u32, record: impl F
 
 /// Sends a BulkRequest on a raw session and returns its BulkReady.
 async fn ask_bulk(connection: &mut Connection, request_id: &str, source: &str) -> BulkReady {
-    let request =
-        BulkRequest { request_id: request_id.to_owned(), sources: vec![source.to_owned()], min_records: 0 };
+    let request = BulkRequest { request_id: request_id.to_owned(), sources: vec![source.to_owned()], min_records: 0 };
     connection.send(&ClientFrame { msg: Some(client_frame::Msg::BulkRequest(request)) }).await.expect("sends");
     loop {
         let incoming = tokio::time::timeout(DEADLINE, connection.recv()).await.expect("BulkReady in time");
@@ -210,8 +209,20 @@ async fn other_users_expired_and_forged_tokens_get_401_or_403_and_no_bytes() {
     let last = forged.pop().expect("a token");
     forged.push(if last == 'A' { 'B' } else { 'A' });
     let refusals = [
-        ("ann's token on bob's file", bob_url.clone(), Some(ann_file.token.clone()), StatusCode::FORBIDDEN, "forbidden"),
-        ("an expired token", ann_url.clone(), Some(bulk.signer().issue(&expired)), StatusCode::UNAUTHORIZED, "unauthenticated"),
+        (
+            "ann's token on bob's file",
+            bob_url.clone(),
+            Some(ann_file.token.clone()),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "an expired token",
+            ann_url.clone(),
+            Some(bulk.signer().issue(&expired)),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
         ("a forged token", ann_url.clone(), Some(forged), StatusCode::UNAUTHORIZED, "unauthenticated"),
         ("no token", ann_url.clone(), None, StatusCode::UNAUTHORIZED, "unauthenticated"),
         ("an unknown file", format!("{}0", ann_url), Some(ann_file.token.clone()), StatusCode::NOT_FOUND, "not_found"),
@@ -315,7 +326,8 @@ async fn the_admin_api_schedules_a_bulk_job_and_lists_its_file() {
     .await;
     assert_eq!((files[0]["key"].as_str(), files[0]["records"].as_u64()), (Some("carol"), Some(30)));
     let viewer = AdminClient::new(&server.server, Some(AdminRole::Viewer));
-    let (status, _) = viewer.post("/v1/admin/bulk", serde_json::json!({"user_id": "carol", "sources": ["Contact"]})).await;
+    let (status, _) =
+        viewer.post("/v1/admin/bulk", serde_json::json!({"user_id": "carol", "sources": ["Contact"]})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = admin.post("/v1/admin/bulk", serde_json::json!({"user_id": "carol", "sources": ["Nope"]})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

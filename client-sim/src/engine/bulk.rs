@@ -62,11 +62,7 @@ impl SyncEngine {
             }
             None => 0,
         };
-        frame(client_frame::Msg::BulkRequest(BulkRequest {
-            request_id,
-            sources: vec![id.source.clone()],
-            min_records,
-        }))
+        frame(client_frame::Msg::BulkRequest(BulkRequest { request_id, sources: vec![id.source.clone()], min_records }))
     }
 
     /// On the server's RESET of a subscription that may bulk sync: leaves the subscription
@@ -79,9 +75,10 @@ impl SyncEngine {
         if !wants {
             return false;
         }
-        reaction
-            .frames
-            .push(frame(client_frame::Msg::Unsubscribe(Unsubscribe { source: id.source.clone(), key: id.key.clone() })));
+        reaction.frames.push(frame(client_frame::Msg::Unsubscribe(Unsubscribe {
+            source: id.source.clone(),
+            key: id.key.clone(),
+        })));
         let request = self.bulk_request(id);
         reaction.frames.push(request);
         true
@@ -136,7 +133,11 @@ impl SyncEngine {
 
     /// Takes the outcome of `id`'s download: the file's records become the replica in one
     /// step and the partition subscribes from the file's sequence; a failure pages instead.
-    pub(crate) fn on_bulk_loaded(&mut self, id: &PartitionId, outcome: Result<PartitionView, BulkLoadError>) -> Reaction {
+    pub(crate) fn on_bulk_loaded(
+        &mut self,
+        id: &PartitionId,
+        outcome: Result<PartitionView, BulkLoadError>,
+    ) -> Reaction {
         let mut reaction = Reaction::default();
         let downloading = self.partitions.get(id).is_some_and(|partition| partition.bulk == BulkPhase::Downloading);
         if !downloading {
@@ -288,7 +289,10 @@ mod tests {
         assert_eq!(subscribed_cursor(&reaction), None, "no Subscribe before the file");
         let request_id = request_id_of(&reaction);
         let file = BulkFile { source: SOURCE.into(), key: USER.into(), sequence: 42, bytes: 10, ..BulkFile::default() };
-        let reaction = engine.on_frame(ready(BulkReady { request_id, files: vec![file.clone()], ..BulkReady::default() }), Instant::now());
+        let reaction = engine.on_frame(
+            ready(BulkReady { request_id, files: vec![file.clone()], ..BulkReady::default() }),
+            Instant::now(),
+        );
         assert_eq!(reaction.bulk_downloads, vec![BulkDownload { partition: PartitionId::new(SOURCE, USER), file }]);
         assert_eq!(bulk_statuses(&reaction), [BulkStatus::Start]);
 
@@ -320,7 +324,7 @@ mod tests {
         let mut engine = self::engine();
         let request_id = request_id_of(&welcome(&mut engine));
         let error = ErrorFrame { message: "busy".into(), ..ErrorFrame::default() };
-        let refused = BulkReady { request_id, error: Some(error), ..BulkReady::default() };
+        let refused = BulkReady { request_id, error: Some(Box::new(error)), ..BulkReady::default() };
         let reaction = engine.on_frame(ready(refused), Instant::now());
         assert_eq!(bulk_statuses(&reaction), [BulkStatus::Error, BulkStatus::Complete]);
         assert_eq!(subscribed_cursor(&reaction), Some(0));
@@ -345,11 +349,17 @@ mod tests {
         let file = BulkFile { source: SOURCE.into(), key: USER.into(), sequence: 7, ..BulkFile::default() };
         let stale = BulkReady { request_id: first, files: vec![file.clone()], ..BulkReady::default() };
         assert!(engine.on_frame(ready(stale), Instant::now()).bulk_downloads.is_empty(), "an old answer is ignored");
-        engine.on_frame(ready(BulkReady { request_id: second, files: vec![file], ..BulkReady::default() }), Instant::now());
+        engine.on_frame(
+            ready(BulkReady { request_id: second, files: vec![file], ..BulkReady::default() }),
+            Instant::now(),
+        );
         let reaction = welcome(&mut engine);
-        assert!(reaction.frames.iter().all(|frame| !matches!(
-            frame.msg,
-            Some(client_frame::Msg::Subscribe(_) | client_frame::Msg::BulkRequest(_))
-        )), "the download goes on: {reaction:?}");
+        assert!(
+            reaction.frames.iter().all(|frame| !matches!(
+                frame.msg,
+                Some(client_frame::Msg::Subscribe(_) | client_frame::Msg::BulkRequest(_))
+            )),
+            "the download goes on: {reaction:?}"
+        );
     }
 }

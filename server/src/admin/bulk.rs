@@ -103,7 +103,8 @@ async fn schedule_bulk(
         .accept(&request.user_id, "admin", &partitions, 0)
         .await
         .map_err(|error| ApiError::of_class(error.class(), error.to_string()))?;
-    let answer = BulkJob { job_id: job.job_id.clone(), partitions: partitions.iter().map(ToString::to_string).collect() };
+    let answer =
+        BulkJob { job_id: job.job_id.clone(), partitions: partitions.iter().map(ToString::to_string).collect() };
     state.services.tracker.spawn(async move {
         if let Err(error) = bulk.run(&job).await {
             tracing::warn!(job = %job.job_id, %error, "bulk job scheduled through the admin API failed");

@@ -47,7 +47,8 @@ impl FileCatalog {
     pub fn open(dir: &Path) -> Result<Self, BulkError> {
         std::fs::create_dir_all(dir).map_err(|error| BulkError::io(format!("create {}", dir.display()), error))?;
         let mut files = HashMap::new();
-        let entries = std::fs::read_dir(dir).map_err(|error| BulkError::io(format!("list {}", dir.display()), error))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|error| BulkError::io(format!("list {}", dir.display()), error))?;
         for entry in entries {
             let path = entry.map_err(|error| BulkError::io("list the bulk directory", error))?.path();
             let extension = path.extension().and_then(|extension| extension.to_str());
@@ -161,7 +162,9 @@ pub fn read_file_meta(path: &Path) -> Result<BulkFile, BulkError> {
         values.get(name).cloned().ok_or_else(|| BulkError::Internal(format!("{} has no meta {name}", path.display())))
     };
     let number = |name: &str| {
-        text(name)?.parse::<u64>().map_err(|_| BulkError::Internal(format!("{}: meta {name} is not a number", path.display())))
+        text(name)?
+            .parse::<u64>()
+            .map_err(|_| BulkError::Internal(format!("{}: meta {name} is not a number", path.display())))
     };
     if number(meta::FORMAT_VERSION)? != u64::from(bulk_file::FORMAT_VERSION) {
         return Err(BulkError::Internal(format!("{} has another format version", path.display())));

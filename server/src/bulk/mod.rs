@@ -374,7 +374,11 @@ impl BulkSnapshots {
                     _ => error.to_string(),
                 };
                 let error = v1::Error { code: class.error_code() as i32, message, ..v1::Error::default() };
-                return v1::BulkReady { request_id: request_id.to_owned(), error: Some(error), ..Default::default() };
+                return v1::BulkReady {
+                    request_id: request_id.to_owned(),
+                    error: Some(Box::new(error)),
+                    ..Default::default()
+                };
             }
         };
         let mut ready = v1::BulkReady { request_id: request_id.to_owned(), ..Default::default() };

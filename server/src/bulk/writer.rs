@@ -81,7 +81,8 @@ fn write_temp(
     let mut connection = Connection::open(temp)?;
     // The file is private until renamed and synced as a whole afterwards: no journal and
     // no syncs of SQLite's own are needed while writing it.
-    connection.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;")?;
+    connection
+        .execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;")?;
     connection.execute_batch(bulk_file::SCHEMA)?;
     let transaction = connection.transaction()?;
     let mut attempt = 0;

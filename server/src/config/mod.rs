@@ -32,9 +32,9 @@ mod validate;
 
 pub use env::{ENV_VARS, EnvVar};
 pub use settings::{
-    AdminSettings, AuthSettings, BulkSettings, BackendTokenSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy,
-    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreBackendSettings,
-    StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, BulkSettings, Capture, DemoSettings, DeviceSettings,
+    FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings,
+    StoreBackendSettings, StoreSettings, TlsSettings,
 };
 pub use validate::valid_source_name;
 

@@ -11,13 +11,13 @@ use std::time::Duration;
 use syncline_push::{ListenerConfig, SessionConfig};
 
 use super::settings::{
-    AdminSettings, AuthSettings, BackendTokenSettings, BulkSettings, Capture, DemoSettings, DeviceSettings, FailedLoginPolicy,
-    GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings, StoreBackendSettings,
-    StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, BulkSettings, Capture, DemoSettings, DeviceSettings,
+    FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings, SourceSettings,
+    StoreBackendSettings, StoreSettings, TlsSettings,
 };
 use super::{
-    AdminSection, AuthSection, BulkSection, CaptureMode, Config, ConfigError, DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS,
-    MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS,
+    AdminSection, AuthSection, BulkSection, CaptureMode, Config, ConfigError, DeviceSection, GrpcSection,
+    MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS,
     MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES, MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection,
     SourceSection, StoreBackend, StoreSection, TlsSection,
 };

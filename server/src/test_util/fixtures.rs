@@ -164,8 +164,9 @@ impl TestGateway {
         let mutations = dispatcher(&store, &sources, relay.clone(), &tracker, &shutdown);
         let devices = Arc::new(crate::devices::DeviceManagement::new(store.clone(), relay.clone(), Arc::default()));
         let (capture_requests, _capture_queues) = crate::channel::wiring::capture_queues(&sources);
-        let bulk = crate::bulk::BulkSnapshots::open(store.clone(), sources.clone(), bulk_settings(&dir.path().join("bulk")))
-            .expect("bulk files");
+        let bulk =
+            crate::bulk::BulkSnapshots::open(store.clone(), sources.clone(), bulk_settings(&dir.path().join("bulk")))
+                .expect("bulk files");
         let services = GatewayServices {
             store: store.clone(),
             hub: Hub::new(),

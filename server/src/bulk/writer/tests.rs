@@ -49,17 +49,17 @@ fn a_partition_is_written_whole_with_its_meta_and_the_stores_checksum() {
     let path = dir.path().join("f.sqlite");
     let written = write_partition(store.as_ref(), &partition(), &path, 42).expect("write");
     let state = store.partition_state(&partition()).expect("state");
-    assert_eq!(
-        (written.sequence, written.record_count, written.checksum),
-        (state.head, state.total, state.checksum)
-    );
+    assert_eq!((written.sequence, written.record_count, written.checksum), (state.head, state.total, state.checksum));
     assert_eq!(written.bytes, std::fs::metadata(&path).expect("file").len());
     assert!(!path.with_extension("tmp").exists(), "the temporary file is renamed");
     let rows = file_records(&path);
     assert_eq!(rows.len(), 4_499);
     assert!(rows.iter().all(|(id, _, n)| *id == format!("r{n:06}")), "fields keep their types and values");
     let file = crate::bulk::read_file_meta(&path).expect("meta");
-    assert_eq!((file.sequence, file.checksum, file.record_count, file.created_ms), (state.head, state.checksum, 4_499, 42));
+    assert_eq!(
+        (file.sequence, file.checksum, file.record_count, file.created_ms),
+        (state.head, state.checksum, 4_499, 42)
+    );
     assert_eq!(file.partition, partition());
 }
 
@@ -80,10 +80,19 @@ struct MovingStore {
 }
 
 impl PartitionStore for MovingStore {
-    fn apply_batch(&self, partition: &PartitionName, upserts: Vec<Record>, deletes: Vec<String>) -> StoreResult<CommittedBatch> {
+    fn apply_batch(
+        &self,
+        partition: &PartitionName,
+        upserts: Vec<Record>,
+        deletes: Vec<String>,
+    ) -> StoreResult<CommittedBatch> {
         self.inner.apply_batch(partition, upserts, deletes)
     }
-    fn apply_capture(&self, writes: Vec<PartitionWrite>, position: CapturePosition) -> StoreResult<Vec<CommittedBatch>> {
+    fn apply_capture(
+        &self,
+        writes: Vec<PartitionWrite>,
+        position: CapturePosition,
+    ) -> StoreResult<Vec<CommittedBatch>> {
         self.inner.apply_capture(writes, position)
     }
     fn capture_position(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -98,7 +107,12 @@ impl PartitionStore for MovingStore {
     fn read_log(&self, partition: &PartitionName, after: u64, limit: PageLimit) -> StoreResult<LogPage> {
         self.inner.read_log(partition, after, limit)
     }
-    fn read_snapshot(&self, partition: &PartitionName, after_id: Option<&str>, limit: PageLimit) -> StoreResult<SnapshotPage> {
+    fn read_snapshot(
+        &self,
+        partition: &PartitionName,
+        after_id: Option<&str>,
+        limit: PageLimit,
+    ) -> StoreResult<SnapshotPage> {
         let page = self.inner.read_snapshot(partition, after_id, limit)?;
         if !self.moved.swap(true, Ordering::SeqCst) {
             // Changes both behind the reader (r000001, already read) and ahead of it.

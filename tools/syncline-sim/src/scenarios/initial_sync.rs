@@ -156,7 +156,8 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
             (Some(server), Some(before)) => Some(secs(server.cpu_time()?.saturating_sub(before))),
             _ => None,
         };
-        let peak_rss = server.map(Process::memory).transpose()?.map(|memory| round(memory.peak_rss_kb as f64 / 1024.0, 1));
+        let peak_rss =
+            server.map(Process::memory).transpose()?.map(|memory| round(memory.peak_rss_kb as f64 / 1024.0, 1));
         runs.push(SyncRun { server_cpu_secs: server_cpu, server_peak_rss_mb: peak_rss, ..run });
     }
     let report = InitialSyncReport {
@@ -234,9 +235,10 @@ async fn sync_devices(args: &InitialSyncArgs, token: &str) -> anyhow::Result<Syn
     let runs = futures_util::future::try_join_all(syncs).await?;
     let elapsed = started.elapsed();
     let records: u64 = runs.iter().map(|run| run.records).sum();
-    let slowest_file = runs.iter().filter_map(|run| run.bulk_file_secs).fold(None, |max: Option<f64>, secs| {
-        Some(max.map_or(secs, |max| max.max(secs)))
-    });
+    let slowest_file = runs
+        .iter()
+        .filter_map(|run| run.bulk_file_secs)
+        .fold(None, |max: Option<f64>, secs| Some(max.map_or(secs, |max| max.max(secs))));
     Ok(SyncRun {
         secs: secs(elapsed),
         records,
@@ -340,7 +342,8 @@ mod bulk {
         held: &mut Held,
     ) -> anyhow::Result<u64> {
         let request_id = format!("initial-sync-{device}");
-        let request = BulkRequest { request_id: request_id.clone(), sources: vec![args.source.clone()], min_records: 0 };
+        let request =
+            BulkRequest { request_id: request_id.clone(), sources: vec![args.source.clone()], min_records: 0 };
         connection.send(&ClientFrame { msg: Some(client_frame::Msg::BulkRequest(request)) }).await?;
         let ready = loop {
             match next_frame(connection).await? {
@@ -420,7 +423,11 @@ fn print_table(report: &InitialSyncReport) {
     };
     let mut table = Table::new(format!(
         "initial-sync: {} from cursor 0 by {how}, page size {}, window {}, {} device(s), {} run(s)",
-        report.params.source, report.params.page_size, report.params.window, report.params.devices, report.params.repeat
+        report.params.source,
+        report.params.page_size,
+        report.params.window,
+        report.params.devices,
+        report.params.repeat
     ));
     for (index, run) in report.runs.iter().enumerate() {
         let cpu = run.server_cpu_secs.map(|cpu| format!(", server CPU {cpu:.2} s")).unwrap_or_default();
