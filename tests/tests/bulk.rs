@@ -332,3 +332,44 @@ async fn the_admin_api_schedules_a_bulk_job_and_lists_its_file() {
     let (status, _) = admin.post("/v1/admin/bulk", serde_json::json!({"user_id": "carol", "sources": ["Nope"]})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Runs `syncline-sim initial-sync` against `server` with `args`; returns its report.
+async fn initial_sync(server: &TestServer, dir: &std::path::Path, name: &str, args: &[&str]) -> serde_json::Value {
+    let json = dir.join(format!("{name}.json"));
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_syncline-sim-under-test"))
+        .args(["initial-sync", "--url", &server.url(), "--user", "ann", "--password", "ann-pw", "--source", "Account"])
+        .args(args)
+        .args(["--max-secs", "60", "--json-out"])
+        .arg(&json)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(DEADLINE * 2, run).await.expect("the run ends in time").expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{name} failed: {}\n{stderr}", output.status);
+    serde_json::from_str(&std::fs::read_to_string(&json).expect("the report")).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_sync_by_bulk_file_reports_verified_runs_beside_the_paged_one() {
+    let server = TestServer::start().await;
+    server.add_user("ann", "ann-pw");
+    seed(&server, "Account", "*", 5_000, |i| record(&format!("acc-{i:05}"), i64::from(i)));
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, args) in [
+        ("paged", &["--repeat", "1"][..]),
+        ("bulk", &["--bulk", "--repeat", "2"][..]),
+        ("parsed", &["--bulk", "--parse-fields", "--repeat", "1"][..]),
+        ("fleet", &["--bulk", "--devices", "3", "--repeat", "1"][..]),
+    ] {
+        let report = initial_sync(&server, dir.path(), name, args).await;
+        let runs = report["runs"].as_array().expect("runs");
+        for run in runs {
+            assert_eq!(run["verified"], true, "{name}: {run}");
+            let devices = if name == "fleet" { 3 } else { 1 };
+            assert_eq!(run["records"], 5_000 * devices, "{name}: {run}");
+            assert_eq!(run["bulk_file_bytes"].is_u64(), name != "paged", "{name}: {run}");
+        }
+    }
+    assert_eq!(server.server.services.bulk.catalog().files().len(), 1, "every bulk run reused the first file");
+}
