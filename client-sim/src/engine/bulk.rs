@@ -340,6 +340,38 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_of_a_synced_partition_asks_for_a_file_instead_of_snapshot_pages() {
+        use syncline_proto::v1::{SyncState, SyncStatus};
+
+        let mut engine = engine();
+        let request_id = request_id_of(&welcome(&mut engine));
+        let file = BulkFile { source: SOURCE.into(), key: USER.into(), sequence: 5, ..BulkFile::default() };
+        engine.on_frame(ready(BulkReady { request_id, files: vec![file], ..BulkReady::default() }), Instant::now());
+        let id = PartitionId::new(SOURCE, USER);
+        let view = PartitionView { cursor: 5, ..PartitionView::default() };
+        assert_eq!(subscribed_cursor(&engine.on_bulk_loaded(&id, Ok(view))), Some(5));
+        // Compaction passed the device's cursor: the server resets the subscription.
+        let reset = SyncState {
+            source: SOURCE.into(),
+            key: USER.into(),
+            status: SyncStatus::Reset as i32,
+            cursor: 5,
+            ..SyncState::default()
+        };
+        let reaction = engine.on_frame(ServerFrame { msg: Some(server_frame::Msg::SyncState(reset)) }, Instant::now());
+        assert!(matches!(
+            reaction.frames.first().and_then(|frame| frame.msg.as_ref()),
+            Some(client_frame::Msg::Unsubscribe(_))
+        ));
+        request_id_of(&reaction);
+        assert_eq!(
+            engine.synced_view(&id).map(|view| view.cursor),
+            Some(5),
+            "the old data stays until a file replaces it"
+        );
+    }
+
+    #[test]
     fn a_reconnect_while_downloading_waits_for_the_file_and_a_lost_request_is_asked_again() {
         let mut engine = engine();
         let first = request_id_of(&welcome(&mut engine));
