@@ -4,7 +4,7 @@
 //!
 //! The engine decides when (a first sync, or a reset, of a subscription configured with
 //! [`crate::SubscriptionConfig::with_bulk`]); the device task runs `fetch_and_load` off its
-//! socket loop and reports progress and the outcome back through [`BulkEvent`]s.
+//! socket loop and reports progress and the outcome back through `BulkEvent`s.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

@@ -1432,7 +1432,7 @@ export type BulkFile = Message<"syncline.v1.BulkFile"> & {
 
   /**
    * Where to download it: an absolute http(s) URL when the server has bulk.public_url set,
-   * else a path ("/v1/bulk/<file id>") on the device endpoint's host and port (the socket's
+   * else a path (`/v1/bulk/<file id>`) on the device endpoint's host and port (the socket's
    * URL with ws:// read as http://, wss:// as https://).
    *
    * @generated from field: string url = 3;
