@@ -63,8 +63,17 @@ SYNCLINE_DATA_DIR=$DATA SYNCLINE_DEVICE_ADDR=127.0.0.1:$DEVICE_PORT SYNCLINE_GRP
   SYNCLINE_ADMIN_ADDR=127.0.0.1:0 SYNCLINE_DEMO_RECORDS=$RECORDS \
   start_server "$OUT/server.log" syncline "$DEVICE_PORT $GRPC_PORT" "$SERVER_BIN" serve
 
-echo "== warm-up (loads the demo partition)"
-sim --repeat 1 --json-out "$OUT/warmup.json"
+# The demo app imports its channel's records after the server listens: paged warm-up syncs
+# (bounded) until one sees them all.
+echo "== warm-up (until the demo partition holds $RECORDS records)"
+for attempt in $(seq 1 60); do
+  sim --repeat 1 --json-out "$OUT/warmup.json" >/dev/null
+  seen=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['runs'][0]['records'])" "$OUT/warmup.json")
+  echo "warm-up $attempt: $seen records"
+  ((seen >= RECORDS)) && break
+  ((attempt < 60)) || die "the demo partition never reached $RECORDS records"
+  sleep 5
+done
 for pair in $(seq 1 "$PAIRS"); do
   wait_quiet "paged $pair"
   echo "== paged $pair"
