@@ -24,6 +24,9 @@ pub const MAX_DOWNLOAD_ATTEMPTS: u32 = 20;
 /// Longest pause between two attempts (they back off from 50 ms).
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
+/// Bytes buffered before a write to the downloaded file.
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
 /// Bytes between two download progress reports.
 pub const PROGRESS_EVERY_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -183,13 +186,15 @@ async fn download_attempt(
         }
         other => return Err(Attempt::Failed(format!("HTTP status {other}"))),
     };
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .append(on_disk > 0)
         .truncate(on_disk == 0)
         .open(path)
         .map_err(|error| Attempt::Refused(BulkLoadError::Io(error.to_string())))?;
+    // Chunks arrive a few KiB at a time: write them in larger pieces.
+    let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
     let mut reported = on_disk;
     loop {
         match response.chunk().await {
