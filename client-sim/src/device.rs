@@ -31,7 +31,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::{
     backoff::Backoff,
-    bulk::{BulkEvent, BulkRunner},
+    bulk::BulkRunner,
     config::DeviceConfig,
     engine::{AfterDisconnect, Disconnect, ReconnectDelay, SearchError, SearchQuery, SearchResults, SyncEngine},
     notification::Notification,
@@ -742,10 +742,7 @@ impl DeviceTask {
                 event = self.bulk.next_event(), if !self.outbox.has_pending() => {
                     let reaction = {
                         let mut engine = self.engine.lock();
-                        let reaction = match event {
-                            BulkEvent::Progress { partition, bytes, total } => engine.on_bulk_progress(&partition, bytes, total),
-                            BulkEvent::Loaded { partition, outcome } => engine.on_bulk_loaded(&partition, outcome),
-                        };
+                        let reaction = engine.on_bulk_event(event);
                         engine.publish(&mut self.published);
                         reaction
                     };

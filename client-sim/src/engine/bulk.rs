@@ -11,7 +11,7 @@ use syncline_proto::v1::{BulkReady, BulkRequest, ClientFrame, Unsubscribe, clien
 use tracing::{debug, warn};
 
 use super::{Phase, Reaction, SyncEngine, frame};
-use crate::bulk::{BulkDownload, BulkLoadError};
+use crate::bulk::{BulkDownload, BulkEvent, BulkLoadError};
 use crate::notification::{BulkNotification, BulkStatus, Notification};
 use crate::replica::{PartitionId, PartitionReplica, PartitionView};
 
@@ -124,11 +124,17 @@ impl SyncEngine {
         self.check_bulk_complete(reaction);
     }
 
-    /// Reports download progress of `id`'s file.
-    pub(crate) fn on_bulk_progress(&mut self, id: &PartitionId, bytes: u64, total: u64) -> Reaction {
-        let mut reaction = Reaction::default();
-        reaction.notifications.push(bulk_notification(id, BulkStatus::Download, bytes, total, 0, None));
-        reaction
+    /// Takes a report of the device task's downloads.
+    pub(crate) fn on_bulk_event(&mut self, event: BulkEvent) -> Reaction {
+        match event {
+            BulkEvent::Progress { partition, bytes, total } => {
+                let mut reaction = Reaction::default();
+                let progress = bulk_notification(&partition, BulkStatus::Download, bytes, total, 0, None);
+                reaction.notifications.push(progress);
+                reaction
+            }
+            BulkEvent::Loaded { partition, outcome } => self.on_bulk_loaded(&partition, outcome),
+        }
     }
 
     /// Takes the outcome of `id`'s download: the file's records become the replica in one
