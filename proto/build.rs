@@ -68,6 +68,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         // Deterministic field order: equal records encode to equal bytes.
         .btree_map(["."])
+        // Rarely set, and kept out of line so that BulkReady does not grow every ServerFrame.
+        .boxed(".syncline.v1.BulkReady.error")
         .service_generator(Box::new(services))
         .compile_fds(descriptors)?;
 

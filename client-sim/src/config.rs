@@ -47,17 +47,28 @@ pub struct SubscriptionConfig {
     pub page_size: u32,
     /// Catch-up pages in flight before an ack; 0 means pull mode (one `Pull` per page).
     pub window: u32,
+    /// Bulk sync: a first sync (or a reset) asks for the partition as a file when it holds
+    /// at least this many records (the server answers "page instead" below it); `None`:
+    /// always page.
+    pub bulk_min_records: Option<u64>,
 }
 
 impl SubscriptionConfig {
     /// Returns a subscription to the natural partition of `source` with default paging.
     pub fn new(source: impl Into<String>) -> Self {
-        Self { source: source.into(), key: None, page_size: 0, window: DEFAULT_WINDOW }
+        Self { source: source.into(), key: None, page_size: 0, window: DEFAULT_WINDOW, bulk_min_records: None }
     }
 
     /// Returns this subscription for partition `key`.
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
+        self
+    }
+
+    /// Returns this subscription with bulk sync for partitions of at least `min_records`
+    /// records (0: always bulk).
+    pub fn with_bulk(mut self, min_records: u64) -> Self {
+        self.bulk_min_records = Some(min_records);
         self
     }
 
@@ -153,6 +164,9 @@ pub struct DeviceConfig {
     /// Directory of the blobs the app attaches to records (until uploaded) and downloads;
     /// `None` keeps them in memory.
     pub blob_dir: Option<PathBuf>,
+    /// Where bulk files are downloaded to (each is deleted once read); `None`: a folder of
+    /// the system's temporary directory.
+    pub bulk_dir: Option<PathBuf>,
 }
 
 impl DeviceConfig {
@@ -181,6 +195,7 @@ impl DeviceConfig {
             mutation_store: None,
             max_queued_mutations: DEFAULT_MAX_QUEUED_MUTATIONS,
             blob_dir: None,
+            bulk_dir: None,
         }
     }
 
@@ -219,6 +234,12 @@ impl DeviceConfig {
     /// Returns this configuration keeping its mutation queue in the SQLite file at `path`.
     pub fn with_mutation_store(mut self, path: impl Into<PathBuf>) -> Self {
         self.mutation_store = Some(path.into());
+        self
+    }
+
+    /// Returns this configuration downloading bulk files into `dir`.
+    pub fn with_bulk_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bulk_dir = Some(dir.into());
         self
     }
 

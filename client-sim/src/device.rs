@@ -33,6 +33,7 @@ use crate::{
     backoff::Backoff,
     blob_transfer::BlobClient,
     blob_uploads::{BlobUploads, LocalBlobs},
+    bulk::BulkRunner,
     config::DeviceConfig,
     engine::{AfterDisconnect, Disconnect, ReconnectDelay, SearchError, SearchQuery, SearchResults, SyncEngine},
     notification::Notification,
@@ -103,6 +104,7 @@ impl Device {
             },
             healthy_after: config.backoff.healthy_after,
             backoff: Backoff::new(config.backoff, config.seed),
+            bulk: BulkRunner::new(&config.url, config.ca_cert_pem.clone(), config.bulk_dir.clone()),
             url: config.url,
             engine: Arc::clone(&engine),
             state: state_tx,
@@ -472,6 +474,8 @@ struct DeviceTask {
     searches: HashMap<String, SearchReply>,
     /// Uploads of the blobs queued mutations reference.
     blob_uploads: BlobUploads,
+    /// Bulk file downloads (they go on across reconnects).
+    bulk: BulkRunner,
 }
 
 impl DeviceTask {
@@ -734,6 +738,7 @@ impl DeviceTask {
                         };
                         self.send_state();
                         self.outbox.extend(reaction.notifications);
+                        self.bulk.start(reaction.bulk_downloads);
                         for (search_id, outcome) in reaction.search_results {
                             if let Some(reply) = self.searches.remove(&search_id) {
                                 let _ = reply.send(outcome);
@@ -764,6 +769,23 @@ impl DeviceTask {
                         return SessionEnd::Disconnected(Disconnect::Lost);
                     }
                 },
+                // At the app's pace too: a file is swapped in once the app took what came before.
+                event = self.bulk.next_event(), if !self.outbox.has_pending() => {
+                    let reaction = {
+                        let mut engine = self.engine.lock();
+                        let reaction = engine.on_bulk_event(event);
+                        engine.publish(&mut self.published);
+                        reaction
+                    };
+                    self.send_state();
+                    self.outbox.extend(reaction.notifications);
+                    for frame in &reaction.frames {
+                        if let Err(error) = connection.send(frame).await {
+                            debug!(error = %error, "send failed");
+                            return SessionEnd::Disconnected(Disconnect::Lost);
+                        }
+                    }
+                }
                 () = sleep_until(ack_timer), if ack_deadline.is_some() => {
                     let frames = self.engine.lock().due_live_acks(Instant::now());
                     for frame in &frames {

@@ -47,6 +47,8 @@ pub(crate) struct Reaction {
     pub(crate) stop: Option<StopReason>,
     /// Answers to searches, by search id.
     pub(crate) search_results: Vec<(String, Result<SearchResults, SearchError>)>,
+    /// Bulk files for the device task to download and hand back (`on_bulk_loaded`).
+    pub(crate) bulk_downloads: Vec<crate::bulk::BulkDownload>,
 }
 
 /// How a connection ended.
@@ -90,6 +92,8 @@ enum Phase {
     CaughtUp,
     /// The subscription failed (`SyncState` ERROR or an `Error` naming it).
     Failed,
+    /// Not subscribed: a bulk file was asked for or is being downloaded (`bulk.rs`).
+    Bulk,
 }
 
 /// Live pushes applied but not acked yet.
@@ -118,6 +122,12 @@ struct PartitionSync {
     server_total: u64,
     error: Option<(ErrorCode, String)>,
     pending_live_ack: Option<PendingLiveAck>,
+    /// Bulk sync from this many records (`None`: never).
+    bulk_min_records: Option<u64>,
+    /// Where its bulk sync stands.
+    bulk: bulk::BulkPhase,
+    /// Bulk sync failed or the server said "page instead": the partition pages from now on.
+    bulk_declined: bool,
 }
 
 impl PartitionSync {
@@ -132,6 +142,10 @@ impl PartitionSync {
             server_total: 0,
             error: None,
             pending_live_ack: None,
+            // Bulk files hold a source's natural partition only.
+            bulk_min_records: subscription.bulk_min_records.filter(|_| subscription.key.is_none()),
+            bulk: bulk::BulkPhase::Idle,
+            bulk_declined: false,
         }
     }
 
@@ -203,6 +217,8 @@ pub(crate) struct SyncEngine {
     /// Blobs the server holds (uploaded, or found stored), by hash: mutations referencing
     /// other blobs wait (see `engine/blobs.rs`).
     uploaded_blobs: BTreeSet<String>,
+    /// BulkRequests sent (their ids count up).
+    bulk_requests: u64,
 }
 
 impl SyncEngine {
@@ -233,6 +249,7 @@ impl SyncEngine {
             searches: Searches::default(),
             natural_keys: BTreeMap::new(),
             uploaded_blobs: BTreeSet::new(),
+            bulk_requests: 0,
         }
     }
 
@@ -292,8 +309,9 @@ impl SyncEngine {
             Some(server_frame::Msg::MutationAck(ack)) => self.on_mutation_ack(&ack, &mut reaction),
             Some(server_frame::Msg::MutationResult(result)) => self.on_mutation_result(result, &mut reaction),
             Some(server_frame::Msg::SearchResult(result)) => self.on_search_result(result, &mut reaction),
-            // RPC and bulk are not simulated yet; their answers are only counted.
-            Some(server_frame::Msg::RpcReply(_) | server_frame::Msg::BulkReady(_)) | None => {}
+            Some(server_frame::Msg::BulkReady(ready)) => self.on_bulk_ready(ready, &mut reaction),
+            // RPC replies go to their callers in the device task; only counted here.
+            Some(server_frame::Msg::RpcReply(_)) | None => {}
         }
         reaction
     }
@@ -450,17 +468,21 @@ impl SyncEngine {
         // Acks of commands acted on without a session (or whose ack was not sent) come first.
         reaction.frames.extend(self.unsent_command_acks());
         reaction.frames.extend(self.mutation_frames());
+        let mut ids = Vec::with_capacity(self.subscriptions.len());
         for subscription in &self.subscriptions {
             let id = PartitionId::new(&subscription.source, natural_key(subscription, &welcome));
             let restored = &mut self.restored;
-            let partition = self.partitions.entry(id.clone()).or_insert_with(|| {
+            self.partitions.entry(id.clone()).or_insert_with(|| {
                 let mut partition = PartitionSync::new(subscription);
                 if let Some(view) = restored.remove(&id) {
                     partition.replica = PartitionReplica::restore(view);
                 }
                 partition
             });
-            reaction.frames.extend(partition.subscribe(&id));
+            ids.push(id);
+        }
+        for id in ids {
+            self.start_sync(&id, reaction);
         }
         self.complete_reported = false;
     }
@@ -481,7 +503,8 @@ impl SyncEngine {
     fn apply_changes(&mut self, changes: Changes, now: Instant, reaction: &mut Reaction) {
         let id = PartitionId::new(&changes.source, &changes.key);
         self.stats.partitions_seen.insert(id.clone());
-        let Some(partition) = self.partitions.get_mut(&id).filter(|partition| partition.phase != Phase::Idle) else {
+        let subscribed = |partition: &&mut PartitionSync| !matches!(partition.phase, Phase::Idle | Phase::Bulk);
+        let Some(partition) = self.partitions.get_mut(&id).filter(subscribed) else {
             warn!(partition = %id, "changes for a partition not subscribed");
             self.stats.unexpected_frames += 1;
             return;
@@ -571,7 +594,8 @@ impl SyncEngine {
     fn on_sync_state(&mut self, state: SyncState, reaction: &mut Reaction) {
         let id = PartitionId::new(&state.source, &state.key);
         self.stats.partitions_seen.insert(id.clone());
-        let Some(partition) = self.partitions.get_mut(&id).filter(|partition| partition.phase != Phase::Idle) else {
+        let subscribed = |partition: &&mut PartitionSync| !matches!(partition.phase, Phase::Idle | Phase::Bulk);
+        let Some(partition) = self.partitions.get_mut(&id).filter(subscribed) else {
             warn!(partition = %id, "sync state for a partition not subscribed");
             self.stats.unexpected_frames += 1;
             return;
@@ -645,6 +669,9 @@ impl SyncEngine {
                 }
                 if partition.phase == Phase::CaughtUp {
                     partition.phase = Phase::CatchingUp;
+                    self.complete_reported = false;
+                }
+                if status == SyncStatus::Reset && self.bulk_instead_of_reset(&id, reaction) {
                     self.complete_reported = false;
                 }
             }
@@ -743,7 +770,7 @@ impl SyncEngine {
                     total += partition.server_total;
                     cumulative += partition.cumulative;
                 }
-                Phase::CatchingUp | Phase::Idle => return,
+                Phase::CatchingUp | Phase::Idle | Phase::Bulk => return,
             }
         }
         self.complete_reported = true;
@@ -817,6 +844,7 @@ fn sync_notification(
 }
 
 mod blobs;
+mod bulk;
 mod commands;
 mod mutations;
 mod search;

@@ -17,6 +17,8 @@
 //!   subscribes, acks and debounced live acks, resubscribe on gaps, resync on checksum
 //!   mismatch, what a close code means, operator commands acted on once and acknowledged).
 //! - [`backoff`]: [`Backoff`], jittered exponential reconnect delays.
+//! - [`bulk`]: bulk sync files: download with `Range` resume, checks, and reading a file
+//!   into a partition's replica (the engine asks for them; [`SubscriptionConfig::with_bulk`]).
 //! - [`device`]: [`Device::start`] spawns the thin task around the engine and returns a
 //!   [`DeviceHandle`] to view records, wait for states, cut the network, log in again after
 //!   a lock, wipe or logout ([`DeviceHandle::login`]) and stop.
@@ -68,6 +70,7 @@ pub mod backend_token;
 pub mod backoff;
 pub mod blob_transfer;
 pub mod blob_uploads;
+pub mod bulk;
 pub mod config;
 pub mod device;
 mod engine;
@@ -91,7 +94,8 @@ pub use device::{Device, DeviceHandle, WaitError};
 pub use engine::{SearchError, SearchQuery, SearchResults};
 pub use lean_frame::{LeanChanges, LeanFrame};
 pub use notification::{
-    ChangedNotification, MutationNotification, MutationOutcome, Notification, SyncNotification, SyncNotificationStatus,
+    BulkNotification, BulkStatus, ChangedNotification, MutationNotification, MutationOutcome, Notification,
+    SyncNotification, SyncNotificationStatus,
 };
 pub use outbox::{MutationFailure, MutationState, OutboxError, QueuedMutation, Resolution, Resolved};
 pub use probe::Probe;

@@ -24,6 +24,44 @@ pub enum Notification {
     Changed(ChangedNotification),
     /// News about one of the device's mutations.
     Mutation(MutationNotification),
+    /// Progress of a bulk sync (RhoConnect's `bulk_status`).
+    Bulk(BulkNotification),
+}
+
+/// Where a bulk sync of a partition stands, as RhoConnect's `bulk_status` reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BulkStatus {
+    /// The server announced the file (BulkReady); the download starts.
+    Start,
+    /// Bytes of the file arrived (`bytes` of `total_bytes`).
+    Download,
+    /// The file is downloaded and checked; the partition's local data is being replaced.
+    ChangeDb,
+    /// The partition's data is the file's; it syncs on from the file's sequence.
+    Ok,
+    /// Every bulk sync asked for is done (ok or failed). `source` and `key` are empty.
+    Complete,
+    /// The bulk sync of the partition failed (`error` says why); it pages instead.
+    Error,
+}
+
+/// Progress of a partition's bulk sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkNotification {
+    /// Source name (empty for `Complete`).
+    pub source: String,
+    /// Partition key (empty for `Complete`).
+    pub key: String,
+    /// Where it stands.
+    pub status: BulkStatus,
+    /// Bytes downloaded so far.
+    pub bytes: u64,
+    /// The file's size.
+    pub total_bytes: u64,
+    /// Records in the file (from `ChangeDb` on).
+    pub records: u64,
+    /// For `Error`: what went wrong.
+    pub error: Option<String>,
 }
 
 /// Where a sync run stands.

@@ -142,6 +142,8 @@ pub struct PartitionStatus {
 pub struct DeviceStats {
     /// Server frames received and decoded.
     pub frames_received: u64,
+    /// Partitions whose data came from a bulk file (downloaded, checked and swapped in).
+    pub bulk_syncs: u64,
     /// Catch-up pages (`Changes.page > 0`) applied.
     pub pages: u64,
     /// Live pushes (`Changes.page == 0`) applied.

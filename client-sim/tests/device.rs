@@ -198,6 +198,7 @@ async fn a_slow_app_loses_no_notification() {
             Notification::Sync(sync) => format!("{:?}", sync.status),
             Notification::Changed(changed) => format!("+{}", changed.upserts[0].id),
             Notification::Mutation(mutation) => panic!("no mutation was made: {mutation:?}"),
+            Notification::Bulk(bulk) => panic!("no bulk sync was asked for: {bulk:?}"),
         });
     }
     assert_eq!(seen, ["InProgress", "InProgress", "Ok", "Complete", "+x", "+y", "+z"]);

@@ -4,6 +4,7 @@
 //!   canonical-JSON serde impls (pbjson; `Value`'s are in [`value`]) from
 //!   `syncline/v1/*.proto`, which are the specification of the protocol.
 //! - [`checksum`]: the order-independent checksum of a partition's live set.
+//! - [`bulk_file`]: the schema of bulk snapshot files (SQLite) that server and devices share.
 //! - [`record`]: the limits of a record and [`v1::Record::validate`], the one check of a
 //!   record against them.
 //! - [`grpc_codec`]: the codec of the generated gRPC servers (an undecodable request is
@@ -16,6 +17,7 @@
 //! - [`value`]: conveniences for building typed field values, and the canonical JSON mapping
 //!   of `Value` (non-finite doubles as `"NaN"`, `"Infinity"`, `"-Infinity"`).
 
+pub mod bulk_file;
 pub mod checksum;
 pub mod grpc_codec;
 pub mod mobile_sdk;

@@ -386,6 +386,10 @@ fn gateway_services(
     let blobs =
         crate::blobs::BlobService::open(store.clone(), &settings.blob, settings.sources.clone(), channels.clone())
             .with_context(|| format!("cannot open the blob directory {}", settings.blob.dir.display()))?;
+    let bulk = crate::bulk::BulkSnapshots::open(store.clone(), settings.sources.clone(), settings.bulk.clone())
+        .with_context(|| format!("cannot open the bulk directory {}", settings.bulk.dir.display()))?;
+    let bulk = Arc::new(bulk);
+    bulk.spawn(tracker, shutdown);
     let services = GatewayServices {
         store,
         hub,
@@ -404,6 +408,7 @@ fn gateway_services(
         devices,
         handshakes: Default::default(),
         blobs: Arc::new(blobs),
+        bulk,
     };
     Ok((Arc::new(services), capture_queues))
 }

@@ -32,6 +32,8 @@
 //!   its backends: embedded (redb) and Redis.
 //! - `demo` (cargo feature `demo`, on by default): the demo app served by `syncline serve`
 //!   without configured sources.
+//! - [`bulk`]: bulk sync files: SQLite snapshots of partitions, their jobs, cache, tokens
+//!   and downloads.
 //! - `jobs`: background jobs (cursor flushes, compaction, mutation outcome pruning).
 //! - `runtime`: the backend runtime the gRPC endpoint and change capture run on.
 //! - [`tls`], [`telemetry`], [`shutdown`], [`cli`]: plumbing.
@@ -42,6 +44,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod blobs;
+pub mod bulk;
 pub mod channel;
 pub mod cli;
 pub mod cluster;

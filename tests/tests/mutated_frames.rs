@@ -88,6 +88,7 @@ fn valid_frames() -> Vec<ClientFrame> {
         frame(client_frame::Msg::BulkRequest(v1::BulkRequest {
             request_id: "b1".into(),
             sources: vec!["Account".into()],
+            min_records: 10,
         })),
         frame(client_frame::Msg::Logout(v1::Logout {})),
     ]

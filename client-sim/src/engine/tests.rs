@@ -93,7 +93,7 @@ fn statuses(reaction: &Reaction) -> Vec<(SyncNotificationStatus, u64, u64, u64)>
         .iter()
         .filter_map(|notification| match notification {
             Notification::Sync(sync) => Some((sync.status, sync.total, sync.processed, sync.cumulative)),
-            Notification::Changed(_) | Notification::Mutation(_) => None,
+            Notification::Changed(_) | Notification::Mutation(_) | Notification::Bulk(_) => None,
         })
         .collect()
 }

@@ -12,7 +12,7 @@
 //!   `admin.metrics_public`).
 //! - one file per resource, each with `pub(super) fn routes() -> OpenApiRouter<AdminState>`,
 //!   merged in `api_routes`: `health`, `session`, `tokens`, `admins`, `users`, `devices`, `sources`,
-//!   `partitions`, `mutations`, `rpc`, `stats`.
+//!   `partitions`, `mutations`, `rpc`, `stats`, `bulk`.
 //!
 //! Every handler takes [`AdminState`]: the store, the hub, the device connections and the
 //! rest of what device sessions share ([`GatewayServices`]), the settings, and the admin
@@ -20,6 +20,7 @@
 
 mod admins;
 mod auth;
+mod bulk;
 mod console;
 pub(crate) mod devices;
 mod error;
@@ -153,6 +154,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .merge(rpc::routes())
         .merge(stats::routes())
         .merge(events::routes())
+        .merge(bulk::routes())
 }
 
 /// Returns the OpenAPI document of the admin API.

@@ -32,9 +32,9 @@ mod validate;
 
 pub use env::{ENV_VARS, EnvVar};
 pub use settings::{
-    AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, Capture, ClusterSettings, DemoSettings,
-    DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings,
-    SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, BulkSettings, Capture, ClusterSettings,
+    DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings,
+    Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
 };
 pub use validate::valid_source_name;
 
@@ -138,6 +138,22 @@ pub const MAX_LOGIN_QUEUE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_COMPACT_KEEP_RECENT: u64 = 100_000;
 /// How often partitions are checked for compaction.
 pub const DEFAULT_COMPACT_INTERVAL_SECS: u64 = 300;
+/// A cached bulk file is reused while its partition moved fewer changes than this since
+/// it was written: the device then catches up those changes from the log, which takes a
+/// few pages, far less than writing the file again.
+pub const DEFAULT_BULK_REUSE_CHANGES: u64 = 10_000;
+/// Download tokens last 5 minutes: long enough to start (and resume) a download right after
+/// BulkReady, short enough that a leaked token is soon worthless.
+pub const DEFAULT_BULK_TOKEN_TTL_SECS: u64 = 300;
+/// Bulk files are deleted an hour after they were written: they are snapshots for devices
+/// syncing now, not backups.
+pub const DEFAULT_BULK_FILE_TTL_SECS: u64 = 3600;
+/// Bulk files written at once: each write reads the store and fills a SQLite file on one
+/// core; two leave the rest of the server room on a small machine.
+pub const DEFAULT_BULK_MAX_CONCURRENT_WRITES: usize = 2;
+/// Bulk jobs accepted and not finished at once (more get RESOURCE_EXHAUSTED): each holds a
+/// manifest on disk and, while it waits, one task.
+pub const DEFAULT_BULK_MAX_QUEUED_JOBS: usize = 256;
 /// How long a finished mutation's outcome is kept (30 days, as long as a session token
 /// lives): a device that resends a mutation id within it gets the outcome back instead of a
 /// second dispatch. A device offline longer logs in again anyway.
@@ -218,6 +234,7 @@ pub struct Config {
     pub rpc: RpcSection,
     pub admin: AdminSection,
     pub cluster: ClusterSection,
+    pub bulk: BulkSection,
     /// Sources by name. Empty with the demo enabled: the demo's sources.
     pub sources: BTreeMap<String, SourceSection>,
 }
@@ -498,6 +515,29 @@ pub struct DemoSection {
     pub records: u32,
 }
 
+/// Bulk sync files: whole partitions as SQLite files devices download (`docs/BULK.md`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkSection {
+    /// Directory of the files (default: `bulk` in `data_dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// A cached file is reused while its partition moved fewer changes than this.
+    pub reuse_changes: u64,
+    /// Lifetime of a download token.
+    pub token_ttl_secs: u64,
+    /// Files are deleted this long after they were written.
+    pub file_ttl_secs: u64,
+    /// Files written at once.
+    pub max_concurrent_writes: usize,
+    /// Jobs accepted and not finished at once.
+    pub max_queued_jobs: usize,
+    /// The base of download URLs in BulkReady (`https://sync.example.com`), when devices
+    /// reach the server through a name or proxy; unset: a path on the device endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
 /// Mobile RPC: device `RpcCall`s routed to backend `MobileService`s by service name.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -595,6 +635,7 @@ impl Default for Config {
             rpc: RpcSection::default(),
             admin: AdminSection::default(),
             cluster: ClusterSection::default(),
+            bulk: BulkSection::default(),
             sources: BTreeMap::new(),
         }
     }
@@ -672,6 +713,20 @@ impl Default for StoreSection {
             compact_interval_secs: DEFAULT_COMPACT_INTERVAL_SECS,
             cursor_flush_millis: DEFAULT_CURSOR_FLUSH_MILLIS,
             mutation_outcome_retention_hours: DEFAULT_MUTATION_OUTCOME_RETENTION_HOURS,
+        }
+    }
+}
+
+impl Default for BulkSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            reuse_changes: DEFAULT_BULK_REUSE_CHANGES,
+            token_ttl_secs: DEFAULT_BULK_TOKEN_TTL_SECS,
+            file_ttl_secs: DEFAULT_BULK_FILE_TTL_SECS,
+            max_concurrent_writes: DEFAULT_BULK_MAX_CONCURRENT_WRITES,
+            max_queued_jobs: DEFAULT_BULK_MAX_QUEUED_JOBS,
+            public_url: None,
         }
     }
 }

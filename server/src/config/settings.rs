@@ -34,6 +34,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Cluster mode's leases (used with the Redis store).
     pub cluster: ClusterSettings,
+    pub bulk: BulkSettings,
 }
 
 /// Cluster mode: this node's id and the leases of the work one node at a time does.
@@ -43,6 +44,22 @@ pub struct ClusterSettings {
     pub node_id: Option<String>,
     pub lease_ttl: Duration,
     pub sweep_interval: Duration,
+}
+
+/// Bulk sync files (`[bulk]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkSettings {
+    /// Directory of the files (and of the pending jobs' manifests).
+    pub dir: PathBuf,
+    /// A cached file is reused while its partition moved fewer changes than this.
+    pub reuse_changes: u64,
+    pub token_ttl: Duration,
+    /// Files are deleted this long after they were written.
+    pub file_ttl: Duration,
+    pub max_concurrent_writes: usize,
+    pub max_queued_jobs: usize,
+    /// The base of download URLs (`http(s)://host[:port]`), when set.
+    pub public_url: Option<String>,
 }
 
 /// The admin listener.

@@ -58,6 +58,8 @@ fn every_key_set() -> Config {
     config.store.redis_url = Some("redis://127.0.0.1:6379/".into());
     config.cluster.node_id = Some("node-1".into());
     config.blob.dir = Some("blobs".into());
+    config.bulk.dir = Some("bulk".into());
+    config.bulk.public_url = Some("https://sync.example.com".into());
     config
 }
 

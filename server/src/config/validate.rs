@@ -11,15 +11,15 @@ use std::time::Duration;
 use syncline_push::{ListenerConfig, SessionConfig};
 
 use super::settings::{
-    AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, Capture, ClusterSettings, DemoSettings,
-    DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings, Settings,
-    SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
+    AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, BulkSettings, Capture, ClusterSettings,
+    DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings,
+    Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
 };
 use super::{
-    AdminSection, AuthSection, BlobSection, CaptureMode, ClusterSection, Config, ConfigError, DeviceSection,
-    GrpcSection, MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS,
-    MAX_PUSH_INTERVAL_MS, MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES, MIN_MAX_FRAME_BYTES,
-    MIN_MAX_PAGE_BYTES, RpcSection, SourceSection, StoreBackend, StoreSection, TlsSection,
+    AdminSection, AuthSection, BlobSection, BulkSection, CaptureMode, ClusterSection, Config, ConfigError,
+    DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY,
+    MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS, MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES,
+    MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection, SourceSection, StoreBackend, StoreSection, TlsSection,
 };
 use crate::storage::redis::{DEFAULT_WAIT_TIMEOUT, RedisEndpoint, RedisOptions};
 
@@ -51,6 +51,7 @@ impl Config {
             rpc: rpc(&self.rpc)?,
             admin: admin(&self.admin)?,
             cluster: cluster(&self.cluster)?,
+            bulk: bulk(&self.data_dir, &self.bulk)?,
         })
     }
 }
@@ -189,6 +190,25 @@ fn admin(admin: &AdminSection) -> Result<AdminSettings, ConfigError> {
         return Err(invalid("admin.password", &"<redacted>", &message));
     }
     Ok(AdminSettings { addr: socket_addr("admin.addr", &admin.addr)?, metrics_public: admin.metrics_public, password })
+}
+
+/// Checks `[bulk]`: positive lifetimes and counts, an http(s) base URL.
+fn bulk(data_dir: &Path, bulk: &BulkSection) -> Result<BulkSettings, ConfigError> {
+    let public_url = bulk.public_url.clone().filter(|url| !url.is_empty());
+    if let Some(url) = &public_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid("bulk.public_url", url, "must start with http:// or https://"));
+    }
+    Ok(BulkSettings {
+        dir: bulk.dir.clone().unwrap_or_else(|| data_dir.join("bulk")),
+        reuse_changes: bulk.reuse_changes,
+        token_ttl: Duration::from_secs(positive("bulk.token_ttl_secs", bulk.token_ttl_secs)?),
+        file_ttl: Duration::from_secs(positive("bulk.file_ttl_secs", bulk.file_ttl_secs)?),
+        max_concurrent_writes: positive_count("bulk.max_concurrent_writes", bulk.max_concurrent_writes)?,
+        max_queued_jobs: positive_count("bulk.max_queued_jobs", bulk.max_queued_jobs)?,
+        public_url,
+    })
 }
 
 /// Checks `[tls]`: both files or neither.

@@ -11,6 +11,7 @@
 //! - `search.rs`: Search, forwarded to the source's channel.
 //! - `rpc.rs`: RpcCall, started on the RPC router.
 //! - `logout.rs`: Logout.
+//! - `bulk.rs`: BulkRequest, answered with BulkReady when its files are written.
 //! - `command.rs`: operator commands: the unacknowledged ones sent after Welcome, and
 //!   CommandAck.
 //! - `replies.rs`: frame builders, and the connections by device that mutation outcomes reach
@@ -19,6 +20,7 @@
 //! - `services.rs`: [`GatewayServices`], what every session shares: the store, the hub, auth,
 //!   sources and limits, and the domain services.
 
+mod bulk;
 mod command;
 mod hello;
 pub mod http;
@@ -112,11 +114,6 @@ impl DeviceSession {
         let _ = outbox.send_frame(error_frame(class, message, true)).await;
         outbox.close(close, message.to_owned());
     }
-
-    async fn unimplemented(&self, what: &str, outbox: &Outbox) {
-        let message = format!("{what} is not available on this server yet");
-        let _ = outbox.send_frame(error_frame(ErrorClass::Unimplemented, message, false)).await;
-    }
 }
 
 impl SessionHandler for DeviceSession {
@@ -170,9 +167,7 @@ impl SessionHandler for DeviceSession {
             client_frame::Msg::Search(search) => self.on_search(search, outbox).await,
             client_frame::Msg::RpcCall(call) => self.on_rpc_call(call, outbox).await,
             client_frame::Msg::CommandAck(ack) => self.on_command_ack(ack, outbox).await,
-            client_frame::Msg::BulkRequest(request) => {
-                self.unimplemented(&format!("BulkRequest ({})", request.request_id), outbox).await;
-            }
+            client_frame::Msg::BulkRequest(request) => self.on_bulk_request(request, outbox).await,
         }
     }
 

@@ -48,6 +48,8 @@ pub struct GatewayServices {
     pub handshakes: crate::metrics::counters::HandshakeCounters,
     /// Blob storage (uploads, downloads, the references of mutations).
     pub blobs: Arc<crate::blobs::BlobService>,
+    /// Bulk sync files: BulkRequest jobs, downloads.
+    pub bulk: Arc<crate::bulk::BulkSnapshots>,
 }
 
 /// Counts each user's open sessions against a cap: on this node, and in cluster mode on the

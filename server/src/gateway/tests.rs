@@ -401,12 +401,16 @@ async fn searches_and_calls_without_a_backend_get_typed_errors() {
         other => panic!("expected RpcReply, got {other:?}"),
     }
 
-    ann.send(client_frame::Msg::BulkRequest(v1::BulkRequest { request_id: "b1".into(), sources: Vec::new() })).await;
+    let empty = v1::BulkRequest { request_id: "b1".into(), ..v1::BulkRequest::default() };
+    ann.send(client_frame::Msg::BulkRequest(empty)).await;
     match ann.only() {
-        server_frame::Msg::Error(error) => {
-            assert_eq!((error.code, error.fatal), (ErrorCode::Unimplemented as i32, false))
+        server_frame::Msg::BulkReady(ready) => {
+            assert_eq!(ready.request_id, "b1");
+            let error = ready.error.expect("a request naming no source is refused");
+            assert_eq!((error.code, error.fatal), (ErrorCode::BadRequest as i32, false));
+            assert!(ready.files.is_empty());
         }
-        other => panic!("expected Error, got {other:?}"),
+        other => panic!("expected BulkReady, got {other:?}"),
     }
     assert_eq!(ann.close_code(), None);
 }

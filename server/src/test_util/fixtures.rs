@@ -102,6 +102,19 @@ pub(crate) fn device_limits() -> DeviceSettings {
     }
 }
 
+/// Bulk files in `dir` with the default limits.
+pub(crate) fn bulk_settings(dir: &std::path::Path) -> crate::config::BulkSettings {
+    crate::config::BulkSettings {
+        dir: dir.to_owned(),
+        reuse_changes: crate::config::DEFAULT_BULK_REUSE_CHANGES,
+        token_ttl: Duration::from_secs(crate::config::DEFAULT_BULK_TOKEN_TTL_SECS),
+        file_ttl: Duration::from_secs(crate::config::DEFAULT_BULK_FILE_TTL_SECS),
+        max_concurrent_writes: crate::config::DEFAULT_BULK_MAX_CONCURRENT_WRITES,
+        max_queued_jobs: crate::config::DEFAULT_BULK_MAX_QUEUED_JOBS,
+        public_url: None,
+    }
+}
+
 /// One password check at a time, no blocks for failed logins.
 fn login_limits() -> LoginLimits {
     LoginLimits {
@@ -151,6 +164,9 @@ impl TestGateway {
         let mutations = dispatcher(&store, &sources, relay.clone(), &tracker, &shutdown);
         let devices = Arc::new(crate::devices::DeviceManagement::new(store.clone(), relay.clone(), Arc::default()));
         let (capture_requests, _capture_queues) = crate::channel::wiring::capture_queues(&sources);
+        let bulk =
+            crate::bulk::BulkSnapshots::open(store.clone(), sources.clone(), bulk_settings(&dir.path().join("bulk")))
+                .expect("bulk files");
         let services = GatewayServices {
             store: store.clone(),
             hub: Hub::new(),
@@ -169,6 +185,7 @@ impl TestGateway {
             devices,
             handshakes: Default::default(),
             blobs: Arc::new(test_blobs(&store, dir.path())),
+            bulk: Arc::new(bulk),
         };
         Self { services: Arc::new(services), store, _dir: dir, _stop: shutdown.drop_guard() }
     }

@@ -170,7 +170,7 @@ fn outcomes(notifications: &[Notification]) -> Vec<(String, MutationOutcome)> {
         .iter()
         .filter_map(|notification| match notification {
             Notification::Mutation(mutation) => Some((mutation.mutation_id.clone(), mutation.outcome.clone())),
-            Notification::Sync(_) | Notification::Changed(_) => None,
+            Notification::Sync(_) | Notification::Changed(_) | Notification::Bulk(_) => None,
         })
         .collect()
 }

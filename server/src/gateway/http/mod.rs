@@ -6,7 +6,9 @@
 //! file): nothing here is public. Errors are JSON `{"code", "message"}` with the status of
 //! their [`ErrorClass`](crate::error::ErrorClass), as on the admin API.
 //!
-//! One file per kind of route; [`router`] joins them.
+//! One file per kind of route; [`router`] joins them:
+//!
+//! - `bulk.rs`: `GET /v1/bulk/{file}`, bulk sync files (with the token of their BulkReady).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use super::GatewayServices;
 
 pub mod blobs;
+mod bulk;
 
 /// Connections waiting to be served.
 pub const HANDOFF_QUEUE: usize = 64;
@@ -71,7 +74,7 @@ impl Connected<IncomingStream<'_, DeviceHttpListener>> for DevicePeer {
 
 /// The routes served beside the socket.
 pub fn router(services: Arc<GatewayServices>) -> Router {
-    Router::new().merge(blobs::routes()).fallback(not_found).with_state(services)
+    Router::new().merge(blobs::routes()).merge(bulk::routes()).fallback(not_found).with_state(services)
 }
 
 async fn not_found() -> Response {

@@ -5,6 +5,13 @@
 //! map, acks each page as soon as it is applied, and stops the clock at `SyncState
 //! caught_up`. The map is checked against the caught-up state's total and checksum, so a
 //! fast run that lost records does not pass as fast.
+//!
+//! With `--bulk` each sync asks for the partition as a bulk file instead (BulkRequest),
+//! downloads it over HTTP, checks and reads it (the device library's `bulk::load_file`),
+//! then subscribes from the file's sequence and pages through what changed since: the clock
+//! runs from the BulkRequest to `caught_up`, so the numbers compare with the paged run's.
+//! `--devices N` runs N such syncs at once per repetition (the server's CPU and peak RSS
+//! show what a fleet of new devices costs it).
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -60,6 +67,17 @@ pub(crate) struct InitialSyncArgs {
     /// The server's PID, for its CPU time per sync from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Syncs through a bulk file (then the log) instead of snapshot pages.
+    #[arg(long)]
+    bulk: bool,
+    /// With `--bulk`: reads every record's fields too (as the device library's in-memory
+    /// replica does), instead of only ids and versions (a device that keeps the file as its
+    /// local store).
+    #[arg(long, requires = "bulk")]
+    parse_fields: bool,
+    /// Devices syncing at once in each repetition.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    devices: u32,
     /// Hard limit on the whole run, in seconds.
     #[arg(long, default_value_t = DEFAULT_MAX_SECS)]
     max_secs: u64,
@@ -76,6 +94,9 @@ struct Params {
     page_size: u32,
     window: u32,
     repeat: u32,
+    bulk: bool,
+    parse_fields: bool,
+    devices: u32,
     server_pid: Option<u32>,
     max_secs: u64,
 }
@@ -96,6 +117,12 @@ struct SyncRun {
     verified: bool,
     /// Server CPU (utime + stime) during the sync, when `--server-pid` is given.
     server_cpu_secs: Option<f64>,
+    /// The server's peak resident memory after the sync, when `--server-pid` is given.
+    server_peak_rss_mb: Option<f64>,
+    /// With `--bulk`: BulkRequest sent to the file read and checked (of the slowest device).
+    bulk_file_secs: Option<f64>,
+    /// With `--bulk`: the file's size.
+    bulk_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,14 +149,16 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for _ in 0..args.repeat {
         let cpu_before = server.map(Process::cpu_time).transpose()?;
-        let run = tokio::time::timeout_at(deadline, sync_once(&args, &welcome.session_token))
+        let run = tokio::time::timeout_at(deadline, sync_devices(&args, &welcome.session_token))
             .await
             .context("the syncs overran --max-secs")??;
         let server_cpu = match (server, cpu_before) {
             (Some(server), Some(before)) => Some(secs(server.cpu_time()?.saturating_sub(before))),
             _ => None,
         };
-        runs.push(SyncRun { server_cpu_secs: server_cpu, ..run });
+        let peak_rss =
+            server.map(Process::memory).transpose()?.map(|memory| round(memory.peak_rss_kb as f64 / 1024.0, 1));
+        runs.push(SyncRun { server_cpu_secs: server_cpu, server_peak_rss_mb: peak_rss, ..run });
     }
     let report = InitialSyncReport {
         scenario: "initial-sync",
@@ -145,6 +174,9 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
             page_size: args.page_size,
             window: args.window,
             repeat: args.repeat,
+            bulk: args.bulk,
+            parse_fields: args.parse_fields,
+            devices: args.devices,
             server_pid: args.server_pid,
             max_secs: args.max_secs,
         },
@@ -159,10 +191,19 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
 struct Held {
     versions: HashMap<String, u64>,
     cursor: u64,
+    /// With `--devices` above 1 (a fleet), a bulk file's records are checked and counted but
+    /// not held (a hundred copies of a million ids would measure the simulator's memory):
+    /// its record count and checksum, which the caught-up state must equal when no change
+    /// followed the file.
+    file_summary: Option<(u64, u64)>,
 }
 
 impl Held {
     fn apply(&mut self, changes: &Changes) {
+        if !changes.upserts.is_empty() || !changes.deletes.is_empty() {
+            // A fleet device does not hold the file's ids: it cannot verify changes on top.
+            self.file_summary = None;
+        }
         if changes.reset {
             self.versions.clear();
         }
@@ -186,19 +227,51 @@ impl Held {
     }
 }
 
-async fn sync_once(args: &InitialSyncArgs, token: &str) -> anyhow::Result<SyncRun> {
+/// Runs `--devices` syncs at once: one run whose time is the slowest's, whose records are
+/// all of theirs, verified when each is.
+async fn sync_devices(args: &InitialSyncArgs, token: &str) -> anyhow::Result<SyncRun> {
+    let started = Instant::now();
+    let syncs = (0..args.devices).map(|device| sync_once(args, token, device));
+    let runs = futures_util::future::try_join_all(syncs).await?;
+    let elapsed = started.elapsed();
+    let records: u64 = runs.iter().map(|run| run.records).sum();
+    let slowest_file = runs
+        .iter()
+        .filter_map(|run| run.bulk_file_secs)
+        .fold(None, |max: Option<f64>, secs| Some(max.map_or(secs, |max| max.max(secs))));
+    Ok(SyncRun {
+        secs: secs(elapsed),
+        records,
+        pages: runs.iter().map(|run| run.pages).sum(),
+        records_per_sec: round(records as f64 / elapsed.as_secs_f64().max(f64::EPSILON), 0),
+        first_page_ms: runs.iter().map(|run| run.first_page_ms).fold(f64::INFINITY, f64::min),
+        cursor: runs.iter().map(|run| run.cursor).max().unwrap_or_default(),
+        verified: runs.iter().all(|run| run.verified),
+        server_cpu_secs: None,
+        server_peak_rss_mb: None,
+        bulk_file_secs: slowest_file,
+        bulk_file_bytes: runs.iter().find_map(|run| run.bulk_file_bytes),
+    })
+}
+
+async fn sync_once(args: &InitialSyncArgs, token: &str, device: u32) -> anyhow::Result<SyncRun> {
     let (mut connection, _) = resume(&args.url, None, token).await?;
+    let started = Instant::now();
+    let mut held = Held::default();
+    let mut bulk_file = None;
+    if args.bulk {
+        let bytes = bulk::fetch(&mut connection, args, device, &mut held).await?;
+        bulk_file = Some((secs(started.elapsed()), bytes));
+    }
     let subscribe = Subscribe {
         source: args.source.clone(),
         key: args.key.clone(),
-        cursor: 0,
+        cursor: held.cursor,
         page_size: args.page_size,
         window: args.window,
     };
-    let started = Instant::now();
     connection.send(&ClientFrame { msg: Some(client_frame::Msg::Subscribe(subscribe)) }).await?;
-    let mut held = Held::default();
-    let mut records = 0;
+    let mut records = held.file_summary.map_or(held.versions.len() as u64, |(count, _)| count);
     let mut pages = 0;
     let mut first_page = None;
     let caught_up = loop {
@@ -226,9 +299,16 @@ async fn sync_once(args: &InitialSyncArgs, token: &str) -> anyhow::Result<SyncRu
     };
     let elapsed = started.elapsed();
     let _ = connection.close(1000, "synced").await;
-    let verified = held.cursor == caught_up.cursor
-        && held.versions.len() as u64 == caught_up.total
-        && held.checksum() == caught_up.checksum;
+    let verified = match held.file_summary {
+        Some((count, checksum)) => {
+            held.cursor == caught_up.cursor && count == caught_up.total && checksum == caught_up.checksum
+        }
+        None => {
+            held.cursor == caught_up.cursor
+                && held.versions.len() as u64 == caught_up.total
+                && held.checksum() == caught_up.checksum
+        }
+    };
     Ok(SyncRun {
         secs: secs(elapsed),
         records,
@@ -238,7 +318,83 @@ async fn sync_once(args: &InitialSyncArgs, token: &str) -> anyhow::Result<SyncRu
         cursor: caught_up.cursor,
         verified,
         server_cpu_secs: None,
+        server_peak_rss_mb: None,
+        bulk_file_secs: bulk_file.map(|(secs, _)| secs),
+        bulk_file_bytes: bulk_file.map(|(_, bytes)| bytes),
     })
+}
+
+/// The bulk part of a `--bulk` sync.
+mod bulk {
+    use anyhow::{Context as _, bail};
+    use syncline_client_sim::PartitionId;
+    use syncline_client_sim::bulk::{download_file, load_file, resolve_url, scan_file};
+    use syncline_proto::v1::{BulkRequest, ClientFrame, client_frame, server_frame};
+
+    use std::collections::HashMap;
+
+    use super::{Held, InitialSyncArgs, next_frame};
+    use syncline_client_sim::Connection;
+
+    /// Asks for the partition's file, downloads, checks and reads it into `held` (at the
+    /// file's sequence); returns the file's size.
+    pub(super) async fn fetch(
+        connection: &mut Connection,
+        args: &InitialSyncArgs,
+        device: u32,
+        held: &mut Held,
+    ) -> anyhow::Result<u64> {
+        let request_id = format!("initial-sync-{device}");
+        let request =
+            BulkRequest { request_id: request_id.clone(), sources: vec![args.source.clone()], min_records: 0 };
+        connection.send(&ClientFrame { msg: Some(client_frame::Msg::BulkRequest(request)) }).await?;
+        let ready = loop {
+            match next_frame(connection).await? {
+                server_frame::Msg::BulkReady(ready) if ready.request_id == request_id => break ready,
+                server_frame::Msg::Error(error) => bail!("the server refused: {} ({})", error.message, error.code),
+                _ => {}
+            }
+        };
+        if let Some(error) = ready.error {
+            bail!("the bulk request failed: {} ({})", error.message, error.code);
+        }
+        let file = ready.files.into_iter().next().context("BulkReady names no file")?;
+        let path = std::env::temp_dir().join(format!("syncline-sim-bulk-{}-{device}.sqlite", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let client = reqwest::Client::new();
+        let url = resolve_url(&args.url, &file.url);
+        download_file(&client, &url, &file.token, &path, file.bytes, |_| {}).await?;
+        let partition = PartitionId::new(&file.source, &file.key);
+        let parse_fields = args.parse_fields;
+        let hold = args.devices == 1;
+        let loaded = {
+            let (path, file) = (path.clone(), file.clone());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(HashMap<String, u64>, u64)> {
+                if !hold {
+                    let checked = scan_file(&path, &partition, &file, parse_fields, |_, _, _| Ok(()))?;
+                    return Ok((HashMap::new(), checked.sequence));
+                }
+                if parse_fields {
+                    let view = load_file(&path, &partition, &file)?;
+                    Ok((view.records.into_iter().map(|(id, record)| (id, record.version)).collect(), view.cursor))
+                } else {
+                    let mut versions = HashMap::with_capacity(file.record_count as usize);
+                    let checked = scan_file(&path, &partition, &file, false, |id, version, _| {
+                        versions.insert(id, version);
+                        Ok(())
+                    })?;
+                    Ok((versions, checked.sequence))
+                }
+            })
+            .await?
+        };
+        let _ = std::fs::remove_file(&path);
+        (held.versions, held.cursor) = loaded?;
+        if !hold {
+            held.file_summary = Some((file.record_count, file.checksum));
+        }
+        Ok(file.bytes)
+    }
 }
 
 async fn next_frame(connection: &mut Connection) -> anyhow::Result<server_frame::Msg> {
@@ -263,16 +419,30 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 fn print_table(report: &InitialSyncReport) {
+    let how = match (report.params.bulk, report.params.parse_fields) {
+        (true, true) => "bulk file (fields parsed), then the log",
+        (true, false) => "bulk file (ids and versions read), then the log",
+        (false, _) => "pages",
+    };
     let mut table = Table::new(format!(
-        "initial-sync: {} from cursor 0, page size {}, window {}, {} run(s)",
-        report.params.source, report.params.page_size, report.params.window, report.params.repeat
+        "initial-sync: {} from cursor 0 by {how}, page size {}, window {}, {} device(s), {} run(s)",
+        report.params.source,
+        report.params.page_size,
+        report.params.window,
+        report.params.devices,
+        report.params.repeat
     ));
     for (index, run) in report.runs.iter().enumerate() {
         let cpu = run.server_cpu_secs.map(|cpu| format!(", server CPU {cpu:.2} s")).unwrap_or_default();
+        let rss = run.server_peak_rss_mb.map(|rss| format!(", server peak RSS {rss:.0} MB")).unwrap_or_default();
+        let file = match (run.bulk_file_secs, run.bulk_file_bytes) {
+            (Some(secs), Some(bytes)) => format!(", file of {bytes} bytes ready and read after {secs:.3} s"),
+            _ => String::new(),
+        };
         table.row(
             format!("run {}", index + 1),
             format!(
-                "{} records in {} pages, {:.3} s, {:.0} records/s, first page {:.1} ms, {}{cpu}",
+                "{} records in {} pages, {:.3} s, {:.0} records/s, first page {:.1} ms, {}{file}{cpu}{rss}",
                 run.records,
                 run.pages,
                 run.secs,

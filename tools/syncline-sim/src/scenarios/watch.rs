@@ -84,6 +84,9 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 Some(Notification::Mutation(mutation)) => {
                     println!("[mutation {} {}] {:?}", mutation.source, mutation.mutation_id, mutation.outcome)
                 }
+                Some(Notification::Bulk(bulk)) => {
+                    println!("[bulk {}/{}] {:?} {} of {} bytes", bulk.source, bulk.key, bulk.status, bulk.bytes, bulk.total_bytes)
+                }
                 None => {
                     // The device stopped on its own (e.g. refused credentials).
                     let reason = device.stop().await;

@@ -88,7 +88,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file syncline/v1/device.proto.
  */
 export const file_syncline_v1_device: GenFile = /*@__PURE__*/
-  fileDesc("ChhzeW5jbGluZS92MS9kZXZpY2UucHJvdG8SC3N5bmNsaW5lLnYxItwDCgtDbGllbnRGcmFtZRIjCgVoZWxsbxgBIAEoCzISLnN5bmNsaW5lLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAIgASgLMhYuc3luY2xpbmUudjEuU3Vic2NyaWJlSAASHwoDYWNrGAMgASgLMhAuc3luY2xpbmUudjEuQWNrSAASIQoEcHVsbBgEIAEoCzIRLnN5bmNsaW5lLnYxLlB1bGxIABIvCgt1bnN1YnNjcmliZRgFIAEoCzIYLnN5bmNsaW5lLnYxLlVuc3Vic2NyaWJlSAASJQoGbXV0YXRlGAYgASgLMhMuc3luY2xpbmUudjEuTXV0YXRlSAASJQoGc2VhcmNoGAcgASgLMhMuc3luY2xpbmUudjEuU2VhcmNoSAASKAoIcnBjX2NhbGwYCCABKAsyFC5zeW5jbGluZS52MS5ScGNDYWxsSAASMAoMYnVsa19yZXF1ZXN0GAkgASgLMhguc3luY2xpbmUudjEuQnVsa1JlcXVlc3RIABIlCgZsb2dvdXQYCiABKAsyEy5zeW5jbGluZS52MS5Mb2dvdXRIABIuCgtjb21tYW5kX2FjaxgLIAEoCzIXLnN5bmNsaW5lLnYxLkNvbW1hbmRBY2tIAEIFCgNtc2ciwwEKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SIwoFbG9naW4YAiABKAsyEi5zeW5jbGluZS52MS5Mb2dpbkgAEhcKDXNlc3Npb25fdG9rZW4YAyABKAlIABIXCg1iYWNrZW5kX3Rva2VuGAYgASgJSAASEQoJY2xpZW50X2lkGAQgASgJEicKBmRldmljZRgFIAEoCzIXLnN5bmNsaW5lLnYxLkRldmljZUluZm9CDQoLY3JlZGVudGlhbHMiKwoFTG9naW4SEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiQgoKRGV2aWNlSW5mbxIQCghwbGF0Zm9ybRgBIAEoCRITCgthcHBfdmVyc2lvbhgCIAEoCRINCgVtb2RlbBgDIAEoCSJbCglTdWJzY3JpYmUSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZjdXJzb3IYAyABKAQSEQoJcGFnZV9zaXplGAQgASgNEg4KBndpbmRvdxgFIAEoDSJACgNBY2sSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZjdXJzb3IYAyABKAQSDAoEcGFnZRgEIAEoBCIyCgRQdWxsEg4KBnNvdXJjZRgBIAEoCRILCgNrZXkYAiABKAkSDQoFcGFnZXMYAyABKA0iKgoLVW5zdWJzY3JpYmUSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCSL1AQoGTXV0YXRlEhMKC211dGF0aW9uX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRILCgNrZXkYAyABKAkSIwoCb3AYBCABKA4yFy5zeW5jbGluZS52MS5NdXRhdGlvbk9wEgoKAmlkGAUgASgJEi8KBmZpZWxkcxgGIAMoCzIfLnN5bmNsaW5lLnYxLk11dGF0ZS5GaWVsZHNFbnRyeRIUCgxiYXNlX3ZlcnNpb24YByABKAQaQQoLRmllbGRzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuc3luY2xpbmUudjEuVmFsdWU6AjgBIr4BCgZTZWFyY2gSEQoJc2VhcmNoX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIvCgZwYXJhbXMYAyADKAsyHy5zeW5jbGluZS52MS5TZWFyY2guUGFyYW1zRW50cnkSDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNGkEKC1BhcmFtc0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnN5bmNsaW5lLnYxLlZhbHVlOgI4ASJhCgdScGNDYWxsEg8KB2NhbGxfaWQYASABKAkSDwoHc2VydmljZRgCIAEoCRIOCgZtZXRob2QYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBITCgtkZWFkbGluZV9tcxgFIAEoDSIyCgtCdWxrUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg8KB3NvdXJjZXMYAiADKAkiCAoGTG9nb3V0IiAKCkNvbW1hbmRBY2sSEgoKY29tbWFuZF9pZBgBIAEoCSLaAwoLU2VydmVyRnJhbWUSJwoHd2VsY29tZRgBIAEoCzIULnN5bmNsaW5lLnYxLldlbGNvbWVIABInCgdjaGFuZ2VzGAIgASgLMhQuc3luY2xpbmUudjEuQ2hhbmdlc0gAEiwKCnN5bmNfc3RhdGUYAyABKAsyFi5zeW5jbGluZS52MS5TeW5jU3RhdGVIABIwCgxtdXRhdGlvbl9hY2sYBCABKAsyGC5zeW5jbGluZS52MS5NdXRhdGlvbkFja0gAEjYKD211dGF0aW9uX3Jlc3VsdBgFIAEoCzIbLnN5bmNsaW5lLnYxLk11dGF0aW9uUmVzdWx0SAASMgoNc2VhcmNoX3Jlc3VsdBgGIAEoCzIZLnN5bmNsaW5lLnYxLlNlYXJjaFJlc3VsdEgAEioKCXJwY19yZXBseRgHIAEoCzIVLnN5bmNsaW5lLnYxLlJwY1JlcGx5SAASLAoKYnVsa19yZWFkeRgIIAEoCzIWLnN5bmNsaW5lLnYxLkJ1bGtSZWFkeUgAEicKB2NvbW1hbmQYCSABKAsyFC5zeW5jbGluZS52MS5Db21tYW5kSAASIwoFZXJyb3IYCiABKAsyEi5zeW5jbGluZS52MS5FcnJvckgAQgUKA21zZyKWAgoHV2VsY29tZRIRCgljbGllbnRfaWQYASABKAkSFQoNc2Vzc2lvbl90b2tlbhgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhsKE3Rva2VuX2V4cGlyZXNfYXRfbXMYBCABKAMSFAoMaGVhcnRiZWF0X21zGAUgASgNEhcKD2lkbGVfdGltZW91dF9tcxgGIAEoDRIXCg9tYXhfZnJhbWVfYnl0ZXMYByABKA0SFQoNbWF4X3BhZ2Vfc2l6ZRgIIAEoDRISCgptYXhfd2luZG93GAkgASgNEigKB3NvdXJjZXMYCiADKAsyFy5zeW5jbGluZS52MS5Tb3VyY2VJbmZvEhYKDm1heF9wYWdlX2J5dGVzGAsgASgNIj4KClNvdXJjZUluZm8SDAoEbmFtZRgBIAEoCRIUCgxwYXJ0aXRpb25pbmcYAiABKAkSDAoEa2V5cxgDIAMoCSKTAgoHQ2hhbmdlcxIOCgZzb3VyY2UYASABKAkSCwoDa2V5GAIgASgJEgwKBGZyb20YAyABKAQSCgoCdG8YBCABKAQSJAoHdXBzZXJ0cxgFIAMoCzITLnN5bmNsaW5lLnYxLlJlY29yZBIPCgdkZWxldGVzGAYgAygJEg0KBXRvdGFsGAcgASgEEhEKCXJlbWFpbmluZxgIIAEoBBIgCgVsaW5rcxgJIAMoCzIRLnN5bmNsaW5lLnYxLkxpbmsSDAoEcGFnZRgKIAEoBBIQCghzbmFwc2hvdBgLIAEoCBINCgVyZXNldBgMIAEoCBIVCg1zbmFwc2hvdF9kb25lGA0gASgIEhAKCGNoZWNrc3VtGA4gASgEIiMKBExpbmsSDwoHdGVtcF9pZBgBIAEoCRIKCgJpZBgCIAEoCSKlAQoJU3luY1N0YXRlEg4KBnNvdXJjZRgBIAEoCRILCgNrZXkYAiABKAkSJwoGc3RhdHVzGAMgASgOMhcuc3luY2xpbmUudjEuU3luY1N0YXR1cxIOCgZjdXJzb3IYBCABKAQSDQoFdG90YWwYBSABKAQSEAoIY2hlY2tzdW0YBiABKAQSIQoFZXJyb3IYByABKAsyEi5zeW5jbGluZS52MS5FcnJvciIyCgtNdXRhdGlvbkFjaxITCgttdXRhdGlvbl9pZBgBIAEoCRIOCgZxdWV1ZWQYAiABKAQiogEKDk11dGF0aW9uUmVzdWx0EhMKC211dGF0aW9uX2lkGAEgASgJEgoKAm9rGAIgASgIEiMKBnJlY29yZBgDIAEoCzITLnN5bmNsaW5lLnYxLlJlY29yZBIfCgRsaW5rGAQgASgLMhEuc3luY2xpbmUudjEuTGluaxIpCgVlcnJvchgFIAEoCzIaLnN5bmNsaW5lLnYxLk11dGF0aW9uRXJyb3IikQEKDU11dGF0aW9uRXJyb3ISIwoCb3AYASABKA4yFy5zeW5jbGluZS52MS5NdXRhdGlvbk9wEiQKBGNvZGUYAiABKA4yFi5zeW5jbGluZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgDIAEoCRIkCgdjdXJyZW50GAQgASgLMhMuc3luY2xpbmUudjEuUmVjb3JkIowBCgxTZWFyY2hSZXN1bHQSEQoJc2VhcmNoX2lkGAEgASgJEiQKB3JlY29yZHMYAiADKAsyEy5zeW5jbGluZS52MS5SZWNvcmQSDQoFdG90YWwYAyABKAQSIQoFZXJyb3IYBCABKAsyEi5zeW5jbGluZS52MS5FcnJvchIRCgltZXJnZV9rZXkYBSABKAkiXQoIUnBjUmVwbHkSDwoHY2FsbF9pZBgBIAEoCRIRCgdwYXlsb2FkGAIgASgMSAASIwoFZXJyb3IYAyABKAsyEi5zeW5jbGluZS52MS5FcnJvckgAQggKBnJlc3VsdCKhAQoJQnVsa1JlYWR5EhIKCnJlcXVlc3RfaWQYASABKAkSCwoDdXJsGAIgASgJEg0KBXRva2VuGAMgASgJEjQKB2N1cnNvcnMYBCADKAsyIy5zeW5jbGluZS52MS5CdWxrUmVhZHkuQ3Vyc29yc0VudHJ5Gi4KDEN1cnNvcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBIlUKB0NvbW1hbmQSJgoEa2luZBgBIAEoDjIYLnN5bmNsaW5lLnYxLkNvbW1hbmRLaW5kEg4KBnJlYXNvbhgCIAEoCRISCgpjb21tYW5kX2lkGAMgASgJImoKBUVycm9yEiQKBGNvZGUYASABKA4yFi5zeW5jbGluZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRINCgVmYXRhbBgDIAEoCBIOCgZzb3VyY2UYBCABKAkSCwoDa2V5GAUgASgJKnEKCk11dGF0aW9uT3ASGwoXTVVUQVRJT05fT1BfVU5TUEVDSUZJRUQQABIWChJNVVRBVElPTl9PUF9DUkVBVEUQARIWChJNVVRBVElPTl9PUF9VUERBVEUQAhIWChJNVVRBVElPTl9PUF9ERUxFVEUQAyqvAQoKU3luY1N0YXR1cxIbChdTWU5DX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF1NZTkNfU1RBVFVTX0lOX1BST0dSRVNTEAESGQoVU1lOQ19TVEFUVVNfQ0FVR0hUX1VQEAISFQoRU1lOQ19TVEFUVVNfRVJST1IQAxIVChFTWU5DX1NUQVRVU19SRVNFVBAEEh4KGlNZTkNfU1RBVFVTX1NDSEVNQV9DSEFOR0VEEAUqiwEKC0NvbW1hbmRLaW5kEhwKGENPTU1BTkRfS0lORF9VTlNQRUNJRklFRBAAEhUKEUNPTU1BTkRfS0lORF9MT0NLEAESFQoRQ09NTUFORF9LSU5EX1dJUEUQAhIXChNDT01NQU5EX0tJTkRfUkVTWU5DEAMSFwoTQ09NTUFORF9LSU5EX0xPR09VVBAEKoEDCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEhoKFkVSUk9SX0NPREVfQkFEX1JFUVVFU1QQARIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBACEhgKFEVSUk9SX0NPREVfRk9SQklEREVOEAMSHQoZRVJST1JfQ09ERV9VTktOT1dOX1NPVVJDRRAEEiIKHkVSUk9SX0NPREVfVU5TVVBQT1JURURfVkVSU0lPThAFEiEKHUVSUk9SX0NPREVfUkVTT1VSQ0VfRVhIQVVTVEVEEAYSFwoTRVJST1JfQ09ERV9DT05GTElDVBAHEhgKFEVSUk9SX0NPREVfTk9UX0ZPVU5EEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhYKEkVSUk9SX0NPREVfVElNRU9VVBAKEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQCxIcChhFUlJPUl9DT0RFX1VOSU1QTEVNRU5URUQQDGIGcHJvdG8z", [file_syncline_v1_common]);
+  fileDesc("ChhzeW5jbGluZS92MS9kZXZpY2UucHJvdG8SC3N5bmNsaW5lLnYxItwDCgtDbGllbnRGcmFtZRIjCgVoZWxsbxgBIAEoCzISLnN5bmNsaW5lLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAIgASgLMhYuc3luY2xpbmUudjEuU3Vic2NyaWJlSAASHwoDYWNrGAMgASgLMhAuc3luY2xpbmUudjEuQWNrSAASIQoEcHVsbBgEIAEoCzIRLnN5bmNsaW5lLnYxLlB1bGxIABIvCgt1bnN1YnNjcmliZRgFIAEoCzIYLnN5bmNsaW5lLnYxLlVuc3Vic2NyaWJlSAASJQoGbXV0YXRlGAYgASgLMhMuc3luY2xpbmUudjEuTXV0YXRlSAASJQoGc2VhcmNoGAcgASgLMhMuc3luY2xpbmUudjEuU2VhcmNoSAASKAoIcnBjX2NhbGwYCCABKAsyFC5zeW5jbGluZS52MS5ScGNDYWxsSAASMAoMYnVsa19yZXF1ZXN0GAkgASgLMhguc3luY2xpbmUudjEuQnVsa1JlcXVlc3RIABIlCgZsb2dvdXQYCiABKAsyEy5zeW5jbGluZS52MS5Mb2dvdXRIABIuCgtjb21tYW5kX2FjaxgLIAEoCzIXLnN5bmNsaW5lLnYxLkNvbW1hbmRBY2tIAEIFCgNtc2ciwwEKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SIwoFbG9naW4YAiABKAsyEi5zeW5jbGluZS52MS5Mb2dpbkgAEhcKDXNlc3Npb25fdG9rZW4YAyABKAlIABIXCg1iYWNrZW5kX3Rva2VuGAYgASgJSAASEQoJY2xpZW50X2lkGAQgASgJEicKBmRldmljZRgFIAEoCzIXLnN5bmNsaW5lLnYxLkRldmljZUluZm9CDQoLY3JlZGVudGlhbHMiKwoFTG9naW4SEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiQgoKRGV2aWNlSW5mbxIQCghwbGF0Zm9ybRgBIAEoCRITCgthcHBfdmVyc2lvbhgCIAEoCRINCgVtb2RlbBgDIAEoCSJbCglTdWJzY3JpYmUSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZjdXJzb3IYAyABKAQSEQoJcGFnZV9zaXplGAQgASgNEg4KBndpbmRvdxgFIAEoDSJACgNBY2sSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZjdXJzb3IYAyABKAQSDAoEcGFnZRgEIAEoBCIyCgRQdWxsEg4KBnNvdXJjZRgBIAEoCRILCgNrZXkYAiABKAkSDQoFcGFnZXMYAyABKA0iKgoLVW5zdWJzY3JpYmUSDgoGc291cmNlGAEgASgJEgsKA2tleRgCIAEoCSL1AQoGTXV0YXRlEhMKC211dGF0aW9uX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRILCgNrZXkYAyABKAkSIwoCb3AYBCABKA4yFy5zeW5jbGluZS52MS5NdXRhdGlvbk9wEgoKAmlkGAUgASgJEi8KBmZpZWxkcxgGIAMoCzIfLnN5bmNsaW5lLnYxLk11dGF0ZS5GaWVsZHNFbnRyeRIUCgxiYXNlX3ZlcnNpb24YByABKAQaQQoLRmllbGRzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuc3luY2xpbmUudjEuVmFsdWU6AjgBIr4BCgZTZWFyY2gSEQoJc2VhcmNoX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIvCgZwYXJhbXMYAyADKAsyHy5zeW5jbGluZS52MS5TZWFyY2guUGFyYW1zRW50cnkSDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNGkEKC1BhcmFtc0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnN5bmNsaW5lLnYxLlZhbHVlOgI4ASJhCgdScGNDYWxsEg8KB2NhbGxfaWQYASABKAkSDwoHc2VydmljZRgCIAEoCRIOCgZtZXRob2QYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBITCgtkZWFkbGluZV9tcxgFIAEoDSJHCgtCdWxrUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg8KB3NvdXJjZXMYAiADKAkSEwoLbWluX3JlY29yZHMYAyABKAQiCAoGTG9nb3V0IiAKCkNvbW1hbmRBY2sSEgoKY29tbWFuZF9pZBgBIAEoCSLaAwoLU2VydmVyRnJhbWUSJwoHd2VsY29tZRgBIAEoCzIULnN5bmNsaW5lLnYxLldlbGNvbWVIABInCgdjaGFuZ2VzGAIgASgLMhQuc3luY2xpbmUudjEuQ2hhbmdlc0gAEiwKCnN5bmNfc3RhdGUYAyABKAsyFi5zeW5jbGluZS52MS5TeW5jU3RhdGVIABIwCgxtdXRhdGlvbl9hY2sYBCABKAsyGC5zeW5jbGluZS52MS5NdXRhdGlvbkFja0gAEjYKD211dGF0aW9uX3Jlc3VsdBgFIAEoCzIbLnN5bmNsaW5lLnYxLk11dGF0aW9uUmVzdWx0SAASMgoNc2VhcmNoX3Jlc3VsdBgGIAEoCzIZLnN5bmNsaW5lLnYxLlNlYXJjaFJlc3VsdEgAEioKCXJwY19yZXBseRgHIAEoCzIVLnN5bmNsaW5lLnYxLlJwY1JlcGx5SAASLAoKYnVsa19yZWFkeRgIIAEoCzIWLnN5bmNsaW5lLnYxLkJ1bGtSZWFkeUgAEicKB2NvbW1hbmQYCSABKAsyFC5zeW5jbGluZS52MS5Db21tYW5kSAASIwoFZXJyb3IYCiABKAsyEi5zeW5jbGluZS52MS5FcnJvckgAQgUKA21zZyKWAgoHV2VsY29tZRIRCgljbGllbnRfaWQYASABKAkSFQoNc2Vzc2lvbl90b2tlbhgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhsKE3Rva2VuX2V4cGlyZXNfYXRfbXMYBCABKAMSFAoMaGVhcnRiZWF0X21zGAUgASgNEhcKD2lkbGVfdGltZW91dF9tcxgGIAEoDRIXCg9tYXhfZnJhbWVfYnl0ZXMYByABKA0SFQoNbWF4X3BhZ2Vfc2l6ZRgIIAEoDRISCgptYXhfd2luZG93GAkgASgNEigKB3NvdXJjZXMYCiADKAsyFy5zeW5jbGluZS52MS5Tb3VyY2VJbmZvEhYKDm1heF9wYWdlX2J5dGVzGAsgASgNIj4KClNvdXJjZUluZm8SDAoEbmFtZRgBIAEoCRIUCgxwYXJ0aXRpb25pbmcYAiABKAkSDAoEa2V5cxgDIAMoCSKTAgoHQ2hhbmdlcxIOCgZzb3VyY2UYASABKAkSCwoDa2V5GAIgASgJEgwKBGZyb20YAyABKAQSCgoCdG8YBCABKAQSJAoHdXBzZXJ0cxgFIAMoCzITLnN5bmNsaW5lLnYxLlJlY29yZBIPCgdkZWxldGVzGAYgAygJEg0KBXRvdGFsGAcgASgEEhEKCXJlbWFpbmluZxgIIAEoBBIgCgVsaW5rcxgJIAMoCzIRLnN5bmNsaW5lLnYxLkxpbmsSDAoEcGFnZRgKIAEoBBIQCghzbmFwc2hvdBgLIAEoCBINCgVyZXNldBgMIAEoCBIVCg1zbmFwc2hvdF9kb25lGA0gASgIEhAKCGNoZWNrc3VtGA4gASgEIiMKBExpbmsSDwoHdGVtcF9pZBgBIAEoCRIKCgJpZBgCIAEoCSKlAQoJU3luY1N0YXRlEg4KBnNvdXJjZRgBIAEoCRILCgNrZXkYAiABKAkSJwoGc3RhdHVzGAMgASgOMhcuc3luY2xpbmUudjEuU3luY1N0YXR1cxIOCgZjdXJzb3IYBCABKAQSDQoFdG90YWwYBSABKAQSEAoIY2hlY2tzdW0YBiABKAQSIQoFZXJyb3IYByABKAsyEi5zeW5jbGluZS52MS5FcnJvciIyCgtNdXRhdGlvbkFjaxITCgttdXRhdGlvbl9pZBgBIAEoCRIOCgZxdWV1ZWQYAiABKAQiogEKDk11dGF0aW9uUmVzdWx0EhMKC211dGF0aW9uX2lkGAEgASgJEgoKAm9rGAIgASgIEiMKBnJlY29yZBgDIAEoCzITLnN5bmNsaW5lLnYxLlJlY29yZBIfCgRsaW5rGAQgASgLMhEuc3luY2xpbmUudjEuTGluaxIpCgVlcnJvchgFIAEoCzIaLnN5bmNsaW5lLnYxLk11dGF0aW9uRXJyb3IikQEKDU11dGF0aW9uRXJyb3ISIwoCb3AYASABKA4yFy5zeW5jbGluZS52MS5NdXRhdGlvbk9wEiQKBGNvZGUYAiABKA4yFi5zeW5jbGluZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgDIAEoCRIkCgdjdXJyZW50GAQgASgLMhMuc3luY2xpbmUudjEuUmVjb3JkIowBCgxTZWFyY2hSZXN1bHQSEQoJc2VhcmNoX2lkGAEgASgJEiQKB3JlY29yZHMYAiADKAsyEy5zeW5jbGluZS52MS5SZWNvcmQSDQoFdG90YWwYAyABKAQSIQoFZXJyb3IYBCABKAsyEi5zeW5jbGluZS52MS5FcnJvchIRCgltZXJnZV9rZXkYBSABKAkiXQoIUnBjUmVwbHkSDwoHY2FsbF9pZBgBIAEoCRIRCgdwYXlsb2FkGAIgASgMSAASIwoFZXJyb3IYAyABKAsyEi5zeW5jbGluZS52MS5FcnJvckgAQggKBnJlc3VsdCKAAgoJQnVsa1JlYWR5EhIKCnJlcXVlc3RfaWQYASABKAkSCwoDdXJsGAIgASgJEg0KBXRva2VuGAMgASgJEjQKB2N1cnNvcnMYBCADKAsyIy5zeW5jbGluZS52MS5CdWxrUmVhZHkuQ3Vyc29yc0VudHJ5EiQKBWZpbGVzGAUgAygLMhUuc3luY2xpbmUudjEuQnVsa0ZpbGUSFAoMcGFnZV9pbnN0ZWFkGAYgAygJEiEKBWVycm9yGAcgASgLMhIuc3luY2xpbmUudjEuRXJyb3IaLgoMQ3Vyc29yc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEiqQEKCEJ1bGtGaWxlEg4KBnNvdXJjZRgBIAEoCRILCgNrZXkYAiABKAkSCwoDdXJsGAMgASgJEg0KBXRva2VuGAQgASgJEhsKE3Rva2VuX2V4cGlyZXNfYXRfbXMYBSABKAMSEAoIc2VxdWVuY2UYBiABKAQSFAoMcmVjb3JkX2NvdW50GAcgASgEEhAKCGNoZWNrc3VtGAggASgEEg0KBWJ5dGVzGAkgASgEIlUKB0NvbW1hbmQSJgoEa2luZBgBIAEoDjIYLnN5bmNsaW5lLnYxLkNvbW1hbmRLaW5kEg4KBnJlYXNvbhgCIAEoCRISCgpjb21tYW5kX2lkGAMgASgJImoKBUVycm9yEiQKBGNvZGUYASABKA4yFi5zeW5jbGluZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRINCgVmYXRhbBgDIAEoCBIOCgZzb3VyY2UYBCABKAkSCwoDa2V5GAUgASgJKnEKCk11dGF0aW9uT3ASGwoXTVVUQVRJT05fT1BfVU5TUEVDSUZJRUQQABIWChJNVVRBVElPTl9PUF9DUkVBVEUQARIWChJNVVRBVElPTl9PUF9VUERBVEUQAhIWChJNVVRBVElPTl9PUF9ERUxFVEUQAyqvAQoKU3luY1N0YXR1cxIbChdTWU5DX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF1NZTkNfU1RBVFVTX0lOX1BST0dSRVNTEAESGQoVU1lOQ19TVEFUVVNfQ0FVR0hUX1VQEAISFQoRU1lOQ19TVEFUVVNfRVJST1IQAxIVChFTWU5DX1NUQVRVU19SRVNFVBAEEh4KGlNZTkNfU1RBVFVTX1NDSEVNQV9DSEFOR0VEEAUqiwEKC0NvbW1hbmRLaW5kEhwKGENPTU1BTkRfS0lORF9VTlNQRUNJRklFRBAAEhUKEUNPTU1BTkRfS0lORF9MT0NLEAESFQoRQ09NTUFORF9LSU5EX1dJUEUQAhIXChNDT01NQU5EX0tJTkRfUkVTWU5DEAMSFwoTQ09NTUFORF9LSU5EX0xPR09VVBAEKoEDCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEhoKFkVSUk9SX0NPREVfQkFEX1JFUVVFU1QQARIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBACEhgKFEVSUk9SX0NPREVfRk9SQklEREVOEAMSHQoZRVJST1JfQ09ERV9VTktOT1dOX1NPVVJDRRAEEiIKHkVSUk9SX0NPREVfVU5TVVBQT1JURURfVkVSU0lPThAFEiEKHUVSUk9SX0NPREVfUkVTT1VSQ0VfRVhIQVVTVEVEEAYSFwoTRVJST1JfQ09ERV9DT05GTElDVBAHEhgKFEVSUk9SX0NPREVfTk9UX0ZPVU5EEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhYKEkVSUk9SX0NPREVfVElNRU9VVBAKEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQCxIcChhFUlJPUl9DT0RFX1VOSU1QTEVNRU5URUQQDGIGcHJvdG8z", [file_syncline_v1_common]);
 
 /**
  * One device-to-server message.
@@ -679,20 +679,45 @@ export const RpcCallSchema: GenMessage<RpcCall> = /*@__PURE__*/
   messageDesc(file_syncline_v1_device, 10);
 
 /**
- * Asks for a bulk snapshot of sources (a downloadable file instead of pages).
+ * Asks for a bulk snapshot of sources: per partition, one SQLite file to download over
+ * HTTP(S) instead of catch-up pages (docs/BULK.md has the file's schema). For a first sync
+ * (cursor 0) or a cursor below the partition's compaction horizon (SyncState RESET) of a
+ * large partition: the file holds the partition at one sequence, and the device subscribes
+ * from that sequence afterwards, so changes made while it downloads reach it through the log.
+ *
+ * The server answers with one BulkReady carrying the same request_id, once every file is
+ * written (a file written at most bulk.reuse_changes changes ago is reused, so asking again
+ * is cheap). The request is durable: it survives a server restart, and a device that lost
+ * its connection before BulkReady arrived asks again (same or new request_id) and is
+ * answered from the files already written.
  *
  * @generated from message syncline.v1.BulkRequest
  */
 export type BulkRequest = Message<"syncline.v1.BulkRequest"> & {
   /**
+   * Chosen by the device; echoed in BulkReady. Non-empty, at most 128 bytes.
+   *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
 
   /**
+   * Source names (1 to 64, no repeats). Each names the source's natural partition for this
+   * user: the user's own for `user` sources, "*" for `app` sources, the only entitled key for
+   * `custom` sources (a custom source with several keys is refused with FORBIDDEN).
+   *
    * @generated from field: repeated string sources = 2;
    */
   sources: string[];
+
+  /**
+   * How the device learns whether bulk is worth it: a partition with fewer live records than
+   * this gets no file and is listed in BulkReady.page_instead (subscribe with cursor 0 and
+   * page through it as usual). 0: a file for every partition, however small.
+   *
+   * @generated from field: uint64 min_records = 3;
+   */
+  minRecords: bigint;
 };
 
 /**
@@ -1351,7 +1376,18 @@ export const RpcReplySchema: GenMessage<RpcReply> = /*@__PURE__*/
   messageDesc(file_syncline_v1_device, 24);
 
 /**
- * A bulk snapshot is ready to download.
+ * Answers a BulkRequest: the files are ready to download (or the request failed: `error`).
+ *
+ * Download each file with `GET <url>` and the header `Authorization: Bearer <token>`; the
+ * server streams it from disk and honours `Range` (a cut download resumes with
+ * `Range: bytes=<received>-` and gets 206). Refusals are JSON `{"code", "message"}`: 401 for
+ * a missing, forged or expired token (ask again with a new BulkRequest), 403 for a token of
+ * another file or user, 404 for a file that is gone (garbage-collected after
+ * bulk.file_ttl_secs: ask again). Tokens last bulk.token_ttl_secs.
+ *
+ * Then check the file (its meta table's checksum and record_count against its records, see
+ * docs/BULK.md), replace the partition's local data with it in one step, and Subscribe with
+ * `cursor` = the file's sequence: the log from there brings what changed since.
  *
  * @generated from message syncline.v1.BulkReady
  */
@@ -1362,7 +1398,8 @@ export type BulkReady = Message<"syncline.v1.BulkReady"> & {
   requestId: string;
 
   /**
-   * Where to download it (with `token` as bearer credential).
+   * The first file's url, token and every file's sequence by source, for devices that
+   * predate `files` (one source per request).
    *
    * @generated from field: string url = 2;
    */
@@ -1374,11 +1411,32 @@ export type BulkReady = Message<"syncline.v1.BulkReady"> & {
   token: string;
 
   /**
-   * Per source, the sequence the snapshot is at: subscribe with it as cursor afterwards.
-   *
    * @generated from field: map<string, uint64> cursors = 4;
    */
   cursors: { [key: string]: bigint };
+
+  /**
+   * One entry per partition that got a file, in the order of BulkRequest.sources.
+   *
+   * @generated from field: repeated syncline.v1.BulkFile files = 5;
+   */
+  files: BulkFile[];
+
+  /**
+   * Sources whose partitions are below BulkRequest.min_records: page through them instead.
+   *
+   * @generated from field: repeated string page_instead = 6;
+   */
+  pageInstead: string[];
+
+  /**
+   * Set when no file could be made (unknown source, forbidden partition, a store failure,
+   * too many bulk jobs queued): nothing else is set; the device may page instead or ask
+   * again later, as the code says.
+   *
+   * @generated from field: syncline.v1.Error error = 7;
+   */
+  error?: Error | undefined;
 };
 
 /**
@@ -1387,6 +1445,79 @@ export type BulkReady = Message<"syncline.v1.BulkReady"> & {
  */
 export const BulkReadySchema: GenMessage<BulkReady> = /*@__PURE__*/
   messageDesc(file_syncline_v1_device, 25);
+
+/**
+ * One partition's snapshot file.
+ *
+ * @generated from message syncline.v1.BulkFile
+ */
+export type BulkFile = Message<"syncline.v1.BulkFile"> & {
+  /**
+   * @generated from field: string source = 1;
+   */
+  source: string;
+
+  /**
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * Where to download it: an absolute http(s) URL when the server has bulk.public_url set,
+   * else a path (`/v1/bulk/<file id>`) on the device endpoint's host and port (the socket's
+   * URL with ws:// read as http://, wss:// as https://).
+   *
+   * @generated from field: string url = 3;
+   */
+  url: string;
+
+  /**
+   * Bearer credential for this file and this user only.
+   *
+   * @generated from field: string token = 4;
+   */
+  token: string;
+
+  /**
+   * Unix time in milliseconds when `token` stops being accepted.
+   *
+   * @generated from field: int64 token_expires_at_ms = 5;
+   */
+  tokenExpiresAtMs: bigint;
+
+  /**
+   * The sequence the file holds the partition at: the cursor to subscribe with afterwards.
+   *
+   * @generated from field: uint64 sequence = 6;
+   */
+  sequence: bigint;
+
+  /**
+   * Live records in the file, and their checksum (as in SyncState), also in its meta table.
+   *
+   * @generated from field: uint64 record_count = 7;
+   */
+  recordCount: bigint;
+
+  /**
+   * @generated from field: uint64 checksum = 8;
+   */
+  checksum: bigint;
+
+  /**
+   * The file's size in bytes.
+   *
+   * @generated from field: uint64 bytes = 9;
+   */
+  bytes: bigint;
+};
+
+/**
+ * Describes the message syncline.v1.BulkFile.
+ * Use `create(BulkFileSchema)` to create a new message.
+ */
+export const BulkFileSchema: GenMessage<BulkFile> = /*@__PURE__*/
+  messageDesc(file_syncline_v1_device, 26);
 
 /**
  * An operator's command to the device.
@@ -1448,7 +1579,7 @@ export type Command = Message<"syncline.v1.Command"> & {
  * Use `create(CommandSchema)` to create a new message.
  */
 export const CommandSchema: GenMessage<Command> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 26);
+  messageDesc(file_syncline_v1_device, 27);
 
 /**
  * A typed error. `fatal` errors are followed by a close frame.
@@ -1493,7 +1624,7 @@ export type Error = Message<"syncline.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_syncline_v1_device, 27);
+  messageDesc(file_syncline_v1_device, 28);
 
 /**
  * @generated from enum syncline.v1.MutationOp
