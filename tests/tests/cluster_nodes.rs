@@ -43,7 +43,7 @@ async fn changes_reach_every_device_on_every_node(nodes: &[TestServer]) {
     let mut devices: Vec<(usize, &str, DeviceHandle)> = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
         for user in USERS {
-            let config = DeviceConfig::new(node.url(), user, &format!("pw-{user}"))
+            let config = DeviceConfig::new(node.url(), user, format!("pw-{user}"))
                 .subscribe(SubscriptionConfig::new("Account"))
                 .subscribe(SubscriptionConfig::new("Contact"));
             devices.push((index, user, Device::start(config)));
