@@ -21,7 +21,7 @@
 # env: OUT (benches/results/metrics-scrape), SERVER_BIN, SIM_BIN (built unless both given),
 #      BEFORE_BIN (optional), SCRAPE_DEVICES (15000), SCRAPES (200), FANOUT_DEVICES (1000),
 #      FANOUT_CHANGES (1500), FANOUT_RATE (100), ROUNDS (3), PARTS ("scrape fanout"),
-#      ARMS ("after console", plus "before" with BEFORE_BIN),
+#      ARMS ("after console", plus "before" with BEFORE_BIN; also "scraped", "events"),
 #      QUIET_WAIT_SECS (120), DEVICE_PORT (7710; gRPC and admin take the next two)
 set -euo pipefail
 source "$(dirname "$0")/load/lib.sh"
@@ -173,7 +173,21 @@ dashboard() {
   die "the dashboard was not live within a minute; see $1"
 }
 
-# fanout_run ARM ROUND: one fanout run of ARM (before, after, scraped, console).
+# events_stream LOG: the dashboard's server-side load without a browser: signs in as the
+# console does (session cookie) and holds GET /v1/admin/events open with curl on $LOAD_CPU
+# (its PID in DASHBOARD_PID), for at most the simulator's whole run.
+events_stream() {
+  local jar=$DATA_ROOT/cookies.txt
+  taskset -c "$LOAD_CPU" curl -sf -o /dev/null -c "$jar" -H 'content-type: application/json' \
+    -d "{\"name\":\"admin\",\"password\":\"$ADMIN_PASSWORD\"}" "http://127.0.0.1:$ADMIN_PORT/v1/admin/session" ||
+    die "cannot sign in to the admin API"
+  taskset -c "$LOAD_CPU" curl -sfN -b "$jar" --max-time "$((SIM_MAX_SECS + 30))" \
+    "http://127.0.0.1:$ADMIN_PORT/v1/admin/events" >"$1" 2>&1 &
+  DASHBOARD_PID=$!
+}
+
+# fanout_run ARM ROUND: one fanout run of ARM (before, after, scraped, console, events:
+# /metrics scraped and the dashboard's event stream held by curl, no browser).
 fanout_run() {
   local arm=$1 round=$2 binary=$AFTER_BIN scraper=
   DASHBOARD_PID=
@@ -182,7 +196,8 @@ fanout_run() {
   wait_quiet "fanout $arm r$round"
   start "$binary" "$OUT/server-fanout-$arm-r$round.log"
   if [[ $arm == console ]]; then dashboard "$OUT/dashboard-r$round.log"; fi
-  if [[ $arm == scraped || $arm == console ]]; then
+  if [[ $arm == events ]]; then events_stream "$OUT/events-r$round.txt"; fi
+  if [[ $arm == scraped || $arm == console || $arm == events ]]; then
     # Every second, for at most the simulator's whole run; stopped by its PID after it.
     (
       for ((i = 0; i < SIM_MAX_SECS; i++)); do
@@ -235,7 +250,7 @@ for arm in arms:
 def ratio(a, b):
     return f"p99 x{medians[a][0] / medians[b][0]:.3f}, CPU/delivery x{medians[a][1] / medians[b][1]:.3f}"
 print()
-for arm in ("scraped", "console"):
+for arm in ("scraped", "console", "events"):
     if arm in medians:
         print(f"{arm} / after: {ratio(arm, 'after')}")
 if "before" in medians:
