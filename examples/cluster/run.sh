@@ -4,7 +4,8 @@
 # demo) and three Syncline nodes sharing them, each with its own ports and data directory.
 # Ctrl-C stops everything this script started (by PID) and removes its temporary directory.
 #
-# usage: examples/cluster/run.sh        (NODES=3, REDIS_PORT=7379, BASE_PORT=7710)
+# usage: examples/cluster/run.sh        (NODES=3, REDIS_PORT=7379, BASE_PORT=7710; SERVER_BIN and
+#        CHANNEL_BIN: binaries to run instead of building release ones)
 #
 #   node i (0-based): devices  ws://127.0.0.1:$((BASE_PORT + i))/v1/sync
 #                     gRPC     127.0.0.1:$((BASE_PORT + 10 + i))   (Ingest)
@@ -19,9 +20,11 @@ BASE_PORT=${BASE_PORT:-7710}
 CHANNEL_ADDR=127.0.0.1:7801
 
 command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)" >&2; exit 1; }
-cargo build --release --quiet -p syncline-server -p syncline-example-crm
-SYNCLINE=target/release/syncline
-CHANNEL=target/release/crm-channel
+if [[ -z ${SERVER_BIN:-} || -z ${CHANNEL_BIN:-} ]]; then
+  cargo build --release --quiet -p syncline-server --bin syncline -p syncline-example-crm --bin crm-channel
+fi
+SYNCLINE=${SERVER_BIN:-target/release/syncline}
+CHANNEL=${CHANNEL_BIN:-target/release/crm-channel}
 
 work=$(mktemp -d /tmp/syncline-cluster.XXXXXX)
 pids=()
@@ -33,13 +36,15 @@ stop() {
 trap stop EXIT
 trap 'exit 130' INT TERM
 
-# wait_for PORT WHAT: until something listens on the loopback port (at most 60 s).
+# wait_for PORT WHAT LOG: until something listens on the loopback port (at most 60 s); else
+# shows the end of LOG and stops.
 wait_for() {
   for _ in $(seq 1 600); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.1
   done
-  echo "$2 did not start listening on port $1 (logs in $work)" >&2
+  echo "$2 did not start listening on port $1; the end of its log:" >&2
+  tail -20 "$3" >&2
   exit 1
 }
 
@@ -47,11 +52,11 @@ mkdir -p "$work/redis"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$work/redis" --appendonly yes \
   --appendfsync always --save "" --daemonize no >"$work/redis.log" 2>&1 &
 pids+=($!)
-wait_for "$REDIS_PORT" redis-server
+wait_for "$REDIS_PORT" redis-server "$work/redis.log"
 
 "$CHANNEL" --db "$work/crm.db" --listen "$CHANNEL_ADDR" --seed 2000 >"$work/channel.log" 2>&1 &
 pids+=($!)
-wait_for "${CHANNEL_ADDR##*:}" crm-channel
+wait_for "${CHANNEL_ADDR##*:}" crm-channel "$work/channel.log"
 
 for i in $(seq 0 $((NODES - 1))); do
   mkdir -p "$work/node$i"
@@ -63,7 +68,7 @@ for i in $(seq 0 $((NODES - 1))); do
     "$SYNCLINE" serve --config examples/cluster/cluster.toml >"$work/node$i.log" 2>&1 &
   pids+=($!)
 done
-for i in $(seq 0 $((NODES - 1))); do wait_for $((BASE_PORT + i)) "node $i"; done
+for i in $(seq 0 $((NODES - 1))); do wait_for $((BASE_PORT + i)) "node $i" "$work/node$i.log"; done
 
 echo "Syncline cluster: $NODES nodes on redis 127.0.0.1:$REDIS_PORT (logs in $work)"
 for i in $(seq 0 $((NODES - 1))); do
