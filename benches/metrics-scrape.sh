@@ -8,7 +8,9 @@
 #           changes at FANOUT_RATE/s), the arms of ARMS: `after` (this tree, no admin client),
 #           `console` (the web console's dashboard open in headless Chromium, its live stream
 #           and charts updating every second, and /metrics scraped every second, through the
-#           run), `scraped` (/metrics only), and, when BEFORE_BIN names a server built without
+#           run), `events` (the dashboard's event stream held by curl and /metrics scraped: the
+#           server-side load of `console` without a browser), `scraped` (/metrics only),
+#           and, when BEFORE_BIN names a server built without
 #           the instrumentation, `before`: latency p99 and server CPU per delivery of each
 #           arm, the arms' order rotated every round.
 #
@@ -21,7 +23,7 @@
 # env: OUT (benches/results/metrics-scrape), SERVER_BIN, SIM_BIN (built unless both given),
 #      BEFORE_BIN (optional), SCRAPE_DEVICES (15000), SCRAPES (200), FANOUT_DEVICES (1000),
 #      FANOUT_CHANGES (1500), FANOUT_RATE (100), ROUNDS (3), PARTS ("scrape fanout"),
-#      ARMS ("after console", plus "before" with BEFORE_BIN; also "scraped", "events"),
+#      ARMS ("after console events", plus "before" with BEFORE_BIN; also "scraped"),
 #      QUIET_WAIT_SECS (120), DEVICE_PORT (7710; gRPC and admin take the next two)
 set -euo pipefail
 source "$(dirname "$0")/load/lib.sh"
@@ -34,7 +36,7 @@ FANOUT_CHANGES=${FANOUT_CHANGES:-1500}
 FANOUT_RATE=${FANOUT_RATE:-100}
 ROUNDS=${ROUNDS:-3}
 PARTS=${PARTS:-scrape fanout}
-ARMS=${ARMS:-after console}
+ARMS=${ARMS:-after console events}
 ADMIN_PASSWORD=bench-$RANDOM-$RANDOM-$RANDOM
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-120}
 DEVICE_PORT=${DEVICE_PORT:-7710}
@@ -146,16 +148,17 @@ if mkdir "$BROWSER_CGROUP" 2>/dev/null && [[ -w $BROWSER_CGROUP/cpu.cfs_quota_us
   echo "browser: capped at $BROWSER_CPU_QUOTA_US µs per 100 ms of CPU ($BROWSER_CGROUP)" >>"$RUN_LOG"
 else
   BROWSER_CGROUP=
-  echo "browser: no cgroup v1 cpu controller to cap it; at nice 19 only" >>"$RUN_LOG"
+  echo "browser: no cgroup v1 cpu controller to cap it; under SCHED_IDLE only" >>"$RUN_LOG"
 fi
 
-# dashboard LOG: the console's dashboard in headless Chromium on $LOAD_CPU at nice 19, logged
+# dashboard LOG: the console's dashboard in headless Chromium on $LOAD_CPU under SCHED_IDLE (it
+# runs only when the core is otherwise idle, and a waking simulator preempts it at once), logged
 # in and live (its PID in DASHBOARD_PID), then under the CPU cap above (it starts uncapped:
 # the page loads before the simulator starts), for at most the simulator's whole run.
 dashboard() {
   [[ -d server/console/node_modules/playwright-core ]] || (cd server/console && npm ci --no-audit --no-fund >/dev/null)
   # The cgroup is joined before exec, so the browser's processes start in it.
-  taskset -c "$LOAD_CPU" nice -n 19 bash -c \
+  taskset -c "$LOAD_CPU" chrt --idle 0 bash -c \
     '[[ -z $1 ]] || echo $$ >"$1/cgroup.procs"; shift; exec node "$@"' _ "$BROWSER_CGROUP" \
     benches/load/console-dashboard.mjs "http://127.0.0.1:$ADMIN_PORT" "$ADMIN_PASSWORD" "$((SIM_MAX_SECS + 30))" \
     >"$1" 2>&1 &
@@ -198,13 +201,13 @@ fanout_run() {
   if [[ $arm == console ]]; then dashboard "$OUT/dashboard-r$round.log"; fi
   if [[ $arm == events ]]; then events_stream "$OUT/events-r$round.txt"; fi
   if [[ $arm == scraped || $arm == console || $arm == events ]]; then
-    # Every second, for at most the simulator's whole run; stopped by its PID after it.
-    (
-      for ((i = 0; i < SIM_MAX_SECS; i++)); do
-        taskset -c "$LOAD_CPU" curl -sf -o /dev/null --max-time 5 -w '%{time_total} %{size_download}\n' "$METRICS" || true
-        sleep 1
-      done
-    ) >"$OUT/scrape-fanout-$arm-r$round.txt" &
+    # Every second, for at most the simulator's whole run, by one curl process on a kept-alive
+    # connection (as Prometheus scrapes; a curl started every second would cost the
+    # simulator's core more than the scrape costs the server); stopped by its PID after it.
+    local urls=()
+    for ((i = 0; i < SIM_MAX_SECS; i++)); do urls+=("$METRICS"); done
+    taskset -c "$LOAD_CPU" curl -s --rate 1/s --max-time 5 -w '%{stderr}%{time_total} %{size_download}\n' "${urls[@]}" \
+      >/dev/null 2>"$OUT/scrape-fanout-$arm-r$round.txt" &
     scraper=$!
   fi
   sim fanout --url "$URL" --grpc "$GRPC" --devices "$FANOUT_DEVICES" --changes "$FANOUT_CHANGES" \
