@@ -24,7 +24,8 @@
 #      BEFORE_BIN (optional), SCRAPE_DEVICES (15000), SCRAPES (200), FANOUT_DEVICES (1000),
 #      FANOUT_CHANGES (1500), FANOUT_RATE (100), ROUNDS (3), PARTS ("scrape fanout"),
 #      ARMS ("after console events", plus "before" with BEFORE_BIN; also "scraped"),
-#      QUIET_WAIT_SECS (120), DEVICE_PORT (7710; gRPC and admin take the next two)
+#      QUIET_WAIT_SECS (120), DEVICE_PORT (7710; gRPC and admin take the next two),
+#      BROWSER_CPU (the console arm's browser core: $LOAD_CPU), BROWSER_CPU_QUOTA_US (20000)
 set -euo pipefail
 source "$(dirname "$0")/load/lib.sh"
 
@@ -151,14 +152,19 @@ else
   echo "browser: no cgroup v1 cpu controller to cap it; under SCHED_IDLE only" >>"$RUN_LOG"
 fi
 
-# dashboard LOG: the console's dashboard in headless Chromium on $LOAD_CPU under SCHED_IDLE (it
+# The core the browser runs on: the simulator's (default) or the server's ($SRV_CPU), each a
+# stand-in for an operator's machine that a 2-core box does not have.
+BROWSER_CPU=${BROWSER_CPU:-$LOAD_CPU}
+echo "browser: on core $BROWSER_CPU under SCHED_IDLE" >>"$RUN_LOG"
+
+# dashboard LOG: the console's dashboard in headless Chromium on $BROWSER_CPU under SCHED_IDLE (it
 # runs only when the core is otherwise idle, and a waking simulator preempts it at once), logged
 # in and live (its PID in DASHBOARD_PID), then under the CPU cap above (it starts uncapped:
 # the page loads before the simulator starts), for at most the simulator's whole run.
 dashboard() {
   [[ -d server/console/node_modules/playwright-core ]] || (cd server/console && npm ci --no-audit --no-fund >/dev/null)
   # The cgroup is joined before exec, so the browser's processes start in it.
-  taskset -c "$LOAD_CPU" chrt --idle 0 bash -c \
+  taskset -c "$BROWSER_CPU" chrt --idle 0 bash -c \
     '[[ -z $1 ]] || echo $$ >"$1/cgroup.procs"; shift; exec node "$@"' _ "$BROWSER_CGROUP" \
     benches/load/console-dashboard.mjs "http://127.0.0.1:$ADMIN_PORT" "$ADMIN_PASSWORD" "$((SIM_MAX_SECS + 30))" \
     >"$1" 2>&1 &
