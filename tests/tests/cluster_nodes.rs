@@ -241,3 +241,63 @@ async fn killed_shard_subscriber_connections_are_made_again_and_every_device_con
     stop_devices(devices).await;
     stop_all(nodes).await;
 }
+
+/// Moves the slot of `channel` (and of its partition's keys: the same hash tag) from the
+/// primary that owns it to another, as `redis-cli --cluster reshard` does for one slot;
+/// returns the new owner's port.
+fn migrate_slot_of(cluster: &RedisCluster, channel: &str) -> u16 {
+    let ports = ports(cluster);
+    let slot = redis_cli(ports[0], &["CLUSTER", "KEYSLOT", channel]).trim().to_owned();
+    let keys_in =
+        |port: u16| redis_cli(port, &["CLUSTER", "COUNTKEYSINSLOT", &slot]).trim().parse::<u64>().unwrap_or(0);
+    let source = *ports.iter().find(|port| keys_in(**port) > 0).expect("the partition's keys are on one primary");
+    let target = *ports.iter().find(|port| **port != source).expect("another primary");
+    let id = |port: u16| redis_cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+    let (source_id, target_id) = (id(source), id(target));
+    redis_cli(target, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]);
+    redis_cli(source, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]);
+    loop {
+        let listed = redis_cli(source, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+        let keys: Vec<&str> = listed.lines().map(str::trim).filter(|key| !key.is_empty()).collect();
+        if keys.is_empty() {
+            break;
+        }
+        let target_port = target.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &target_port, "", "0", "5000", "KEYS"];
+        args.extend(keys);
+        let migrated = redis_cli(source, &args);
+        assert!(migrated.trim() == "OK", "MIGRATE: {migrated}");
+    }
+    for port in
+        [target, source].into_iter().chain(ports.iter().copied().filter(|port| *port != source && *port != target))
+    {
+        redis_cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+    }
+    assert_eq!(keys_in(source), 0, "the keys left the old primary");
+    target
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_slot_moves_to_another_primary_is_followed_there_and_devices_converge_once() {
+    let cluster = RedisCluster::start(3);
+    let nodes = cluster_nodes(&cluster).await;
+    let channel = bus_channel("Account", "*");
+    let moved_to = std::sync::Mutex::new(None);
+    // Mid-run, between two rounds of ingest: the old primary ends the nodes' subscriptions
+    // of the channel on its own, the nodes subscribe again on the new one.
+    let devices = changes_reach_every_device_on_every_node(&nodes, &|round| {
+        if round == 1 {
+            *moved_to.lock().unwrap() = Some(migrate_slot_of(&cluster, &channel));
+        }
+    })
+    .await;
+    let new_owner = moved_to.into_inner().unwrap().expect("the slot moved");
+    let owner_index = ports(&cluster).iter().position(|port| *port == new_owner).expect("a primary");
+    eventually(DEADLINE, "every node follows the partition on its new primary", || async {
+        (subscriptions_per_primary(&cluster, &channel)[owner_index].0 == NODES as u64).then_some(())
+    })
+    .await;
+    assert_followed_by_sharded_pubsub_only(&cluster, &channel);
+    stop_devices(devices).await;
+    stop_all(nodes).await;
+}
