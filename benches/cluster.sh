@@ -12,6 +12,14 @@
 #   spread   `syncline-sim fanout --rate 0` (a burst of SPREAD_CHANGES changes to
 #            SPREAD_DEVICES devices): deliveries/s with the devices on one Redis node against
 #            spread over three nodes (`spread-1`, `spread-3`), alternating, ROUNDS times.
+#   failover `syncline-sim fanout` over three nodes on one Redis (AOF), FAILOVER_DEVICES
+#            devices spread over all three (`--url` with the three endpoints: a device whose
+#            node dies resumes on the next, as behind a load balancer), FAILOVER_CHANGES
+#            changes at FAILOVER_RATE/s through Ingest at node 0; FAILOVER_KILL_AFTER seconds
+#            into the writes the simulator kills node 2 with SIGKILL (`--kill-pid`): time from
+#            the kill until every device of node 2 is connected again and until each is caught
+#            up to the head on another node (p50/p99/max), deliveries lost and duplicated.
+#            ROUNDS times, each on a fresh Redis and fresh nodes.
 #
 # Redis and every node run on $SRV_CPU (default: core 0), the simulator on $LOAD_CPU (core 1):
 # on this 2-core machine three nodes share one core with Redis, so `spread-3` measures the
@@ -22,7 +30,8 @@
 # env: OUT (benches/results/cluster), PARTS ("ingest push spread"), ROUNDS (3),
 #      INGEST_BATCHES ("1 100 1000"), INGEST_RECORDS_1 (3000), INGEST_RECORDS (100000),
 #      FANOUT_DEVICES (1000), FANOUT_CHANGES (1000), FANOUT_RATE (100), SPREAD_DEVICES (1500),
-#      SPREAD_CHANGES (1000), BASE_PORT (7740), REDIS_PORT (7739), SERVER_BIN, SIM_BIN
+#      SPREAD_CHANGES (1000), FAILOVER_DEVICES (3000), FAILOVER_CHANGES (600), FAILOVER_RATE (20),
+#      FAILOVER_KILL_AFTER (10), BASE_PORT (7740), REDIS_PORT (7739), SERVER_BIN, SIM_BIN
 set -euo pipefail
 source "$(dirname "$0")/load/lib.sh"
 
@@ -37,6 +46,10 @@ FANOUT_CHANGES=${FANOUT_CHANGES:-1000}
 FANOUT_RATE=${FANOUT_RATE:-100}
 SPREAD_DEVICES=${SPREAD_DEVICES:-1500}
 SPREAD_CHANGES=${SPREAD_CHANGES:-1000}
+FAILOVER_DEVICES=${FAILOVER_DEVICES:-3000}
+FAILOVER_CHANGES=${FAILOVER_CHANGES:-600}
+FAILOVER_RATE=${FAILOVER_RATE:-20}
+FAILOVER_KILL_AFTER=${FAILOVER_KILL_AFTER:-10}
 BASE_PORT=${BASE_PORT:-7740}
 REDIS_PORT=${REDIS_PORT:-7739}
 SERVER_MAX_SECS=600
@@ -189,12 +202,26 @@ part_spread() {
   done
 }
 
+part_failover() {
+  local round victim
+  for ((round = 1; round <= ROUNDS; round++)); do
+    cluster redis 3
+    victim=$(node_pid 2)
+    [[ -n $victim ]] || die "no server process on node 2's port"
+    echo "failover round $round: load average $(cut -d' ' -f1-3 /proc/loadavg) before the run" | tee -a "$RUN_LOG"
+    fanout failover "$FAILOVER_DEVICES" "$FAILOVER_CHANGES" "$FAILOVER_RATE" "$OUT/failover-r$round.json" \
+      --url "$(url 0),$(url 1),$(url 2)" --kill-pid "$victim" --kill-after-secs "$FAILOVER_KILL_AFTER"
+    echo "failover round $round: load average $(cut -d' ' -f1-3 /proc/loadavg) after the run" | tee -a "$RUN_LOG"
+  done
+}
+
 for part in $PARTS; do
   case $part in
     ingest) part_ingest ;;
     push) part_push ;;
     spread) part_spread ;;
-    *) die "unknown part $part (ingest, push, spread)" ;;
+    failover) part_failover ;;
+    *) die "unknown part $part (ingest, push, spread, failover)" ;;
   esac
 done
 stop_all

@@ -70,6 +70,39 @@ def fanout_rows(arms, names):
     return rows
 
 
+def failover_table(directory):
+    """One row per round of the failover arm: node 2 killed mid-run, its devices resumed elsewhere."""
+    rounds = sorted(glob.glob(os.path.join(directory, "failover-r*.json")))
+    if not rounds:
+        return []
+    lines = ["## Failover (node 2 of three killed with SIGKILL mid-run; times from the kill)", ""]
+    lines += ["| round | devices | moved | all connected again ms | caught up p50 ms | p99 ms | max ms | lost | extra | duplicate seqs | missing seqs |"]
+    lines += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for path in rounds:
+        with open(path, encoding="utf-8") as handle:
+            report = json.load(handle)
+        failover = report.get("failover") or {}
+        reconnected = failover.get("reconnected") or {}
+        caught_up = failover.get("caught_up") or {}
+        fleet = report["fleet"]
+        lines.append(
+            "| {} | {} | {} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {} | {} | {} | {} |".format(
+                os.path.basename(path)[: -len(".json")],
+                report["params"]["devices"],
+                failover.get("devices_dropped", 0),
+                reconnected.get("max_ms", float("nan")),
+                caught_up.get("p50_ms", float("nan")),
+                caught_up.get("p99_ms", float("nan")),
+                caught_up.get("max_ms", float("nan")),
+                report["lost"],
+                report["extra"],
+                fleet["duplicate_seqs"],
+                fleet["missing_seqs"],
+            )
+        )
+    return lines + [""]
+
+
 def main():
     directory = sys.argv[1]
     lines = ["# Cluster mode on Redis: same-run comparison", ""]
@@ -88,6 +121,7 @@ def main():
         one = median(spread.get("spread-1", []), lambda r: r["delivered_per_sec"])
         three = median(spread.get("spread-3", []), lambda r: r["delivered_per_sec"])
         lines += ["", f"three nodes / one node deliveries/s: {three / one:.2f}", ""]
+    lines += failover_table(directory)
     print("\n".join(lines))
 
 

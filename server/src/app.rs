@@ -125,8 +125,15 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         &tracker,
         &shutdown,
     )?;
+    let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
+    let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
+    let schemas =
+        crate::channel::schema::SchemaWatch::new(store.clone(), &settings.sources, services.connections.clone())
+            .with_capture(capture.clone())
+            .with_peers(node.as_ref().map(|node| node.peers.clone()));
+    let schemas = Arc::new(schemas);
     if let Some(node) = &node {
-        node.follow(&services, &tracker, &shutdown)?;
+        node.follow(&services, schemas.clone(), &tracker, &shutdown)?;
     }
     let resumed = services.mutations.resume_pending().await?;
     if resumed > 0 {
@@ -160,11 +167,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
     let leases = node.as_ref().map(|node| &node.leases);
     jobs.spawn(&settings.store, leases, &tracker, &shutdown);
     jobs.spawn_blob_collection(settings.blob.gc_interval, leases, &tracker, &shutdown);
-    let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
-    let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
-    let schemas =
-        crate::channel::schema::SchemaWatch::new(store.clone(), &settings.sources, services.connections.clone());
-    Arc::new(schemas.with_capture(capture.clone())).spawn(settings.grpc.describe_interval, &tracker, &shutdown);
+    schemas.spawn(settings.grpc.describe_interval, &tracker, &shutdown);
     let live_wire = wire.clone();
     let metrics = Arc::new(Metrics::new(MetricSources {
         services: services.clone(),
@@ -320,7 +323,7 @@ impl ClusterNode {
         let pubsub_url =
             crate::cluster::pubsub_url(&options.endpoint).context("store.redis_cluster_urls is empty")?.to_owned();
         let node_id = settings.cluster.node_id.clone().unwrap_or_else(crate::auth::new_client_id);
-        let bus = crate::sync::bus::connect_redis_bus(&pubsub_url, hub.clone(), shutdown.clone(), tracker)
+        let bus = crate::sync::bus::connect_redis_bus(&options.endpoint, hub.clone(), shutdown.clone(), tracker)
             .await
             .context("cannot start the node bus on redis")?;
         let link = RedisLink::connect(&options.endpoint).await.context("cannot connect to redis")?;
@@ -348,10 +351,12 @@ impl ClusterNode {
     fn follow(
         &self,
         services: &GatewayServices,
+        schemas: Arc<crate::channel::schema::SchemaWatch>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let targets = ControlTargets { connections: services.connections.clone(), devices: services.devices.clone() };
+        let connections = services.connections.clone();
+        let targets = ControlTargets { connections, devices: services.devices.clone(), schemas: Some(schemas) };
         crate::cluster::follow(&self.pubsub_url, CONTROL_CHANNEL, &self.node_id, targets, tracker, shutdown.clone())
             .context("cannot follow the control channel")?;
         Ok(())

@@ -3,6 +3,8 @@
 //! stores each source's schema hash, and on a change sends `SyncState{SCHEMA_CHANGED}`; the
 //! device library drops what it holds of the partition, subscribes from cursor 0, tells
 //! the app, and converges on the same records. Devices of other sources are left alone.
+//! In cluster mode (issue 16) the node that notices the change tells the others, so devices
+//! connected to any node get the status.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,8 +15,9 @@ use syncline_proto::sdk::{self, ChangeStream, ChannelBackend, RecordStream, Writ
 use syncline_proto::v1::{
     ChangeBatch, DescribeResponse, FieldSchema, QueryRequest, SourceDescription, WatchRequest, WriteRequest,
 };
-use syncline_server::config::{CaptureMode, Partitioning, SourceSection};
-use syncline_tests::{DEADLINE, TestServer, push, record, serve_channel};
+use syncline_server::config::{CaptureMode, Config, Partitioning, SourceSection, StoreBackend};
+use syncline_server::test_util::redis_server::RedisServer;
+use syncline_tests::{DEADLINE, TestServer, eventually, push, record, serve_channel};
 use tokio_util::sync::DropGuard;
 
 /// A channel whose description of source `Note` the test changes.
@@ -142,7 +145,7 @@ async fn a_channel_that_changes_its_schema_makes_subscribed_devices_resync_the_s
 
 /// Serves `channel` on `addr` until the guard is dropped (which ends its streams).
 async fn serve_on(channel: Arc<SchemaChannel>, addr: std::net::SocketAddr) -> DropGuard {
-    let listener = syncline_tests::eventually(DEADLINE, "the channel's port is free again", || async {
+    let listener = eventually(DEADLINE, "the channel's port is free again", || async {
         tokio::net::TcpListener::bind(addr).await.ok()
     })
     .await;
@@ -171,19 +174,64 @@ async fn a_watched_channel_that_comes_back_with_another_schema_is_noticed_at_its
         Device::start(DeviceConfig::new(server.url(), "ann", "ann-pw").subscribe(SubscriptionConfig::new("Note")));
     device.wait_for(tokio::time::Instant::now() + DEADLINE, |state| state.is_caught_up()).await.unwrap();
     let health = || server.server.capture.health("Note");
-    syncline_tests::eventually(DEADLINE, "the watch stream is open", || async { health().connected.then_some(()) })
-        .await;
+    eventually(DEADLINE, "the watch stream is open", || async { health().connected.then_some(()) }).await;
 
     // The channel goes away and comes back as a new release.
     drop(serving);
-    syncline_tests::eventually(DEADLINE, "the watch stream is down", || async { (!health().connected).then_some(()) })
-        .await;
+    eventually(DEADLINE, "the watch stream is down", || async { (!health().connected).then_some(()) }).await;
     channel.describe_with(vec![field("text", "string"), field("done", "bool")]);
     let _serving = serve_on(channel.clone(), addr).await;
-    syncline_tests::eventually(DEADLINE, "the device resyncs for the new schema", || async {
+    eventually(DEADLINE, "the device resyncs for the new schema", || async {
         (device.stats().schema_changes == 1).then_some(())
     })
     .await;
     device.wait_for(tokio::time::Instant::now() + DEADLINE, |state| state.is_caught_up()).await.unwrap();
     device.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_noticed_by_the_capture_node_reaches_devices_on_another_node() {
+    let redis = RedisServer::start();
+    let channel = Arc::new(SchemaChannel { fields: Mutex::new(vec![field("text", "string")]) });
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let serving = serve_on(channel.clone(), addr).await;
+    let url = redis.url();
+    let configure = |config: &mut Config| {
+        config.store.backend = StoreBackend::Redis;
+        config.store.redis_url = Some(url.clone());
+        let mut note = SourceSection::new(Partitioning::User);
+        note.channel = Some(format!("http://{addr}"));
+        note.capture = CaptureMode::Watch;
+        config.sources.insert("Note".into(), note);
+        // Only the capture node's stream reconnect can notice the change within the test.
+        config.grpc.describe_interval_secs = 3600;
+    };
+    let nodes = [TestServer::start_with(configure).await, TestServer::start_with(configure).await];
+    nodes[0].add_user("ann", "ann-pw");
+    let following = |node: &TestServer| node.server.capture.health("Note").connected;
+    let holder = eventually(DEADLINE, "one node follows the feed", || async { nodes.iter().position(following) }).await;
+    let other = &nodes[1 - holder];
+    let device =
+        Device::start(DeviceConfig::new(other.url(), "ann", "ann-pw").subscribe(SubscriptionConfig::new("Note")));
+    device.wait_for(tokio::time::Instant::now() + DEADLINE, |state| state.is_caught_up()).await.unwrap();
+    assert_eq!(device.stats().schema_changes, 0);
+
+    // The channel comes back as a new release: only the capture lease holder's stream sees it.
+    drop(serving);
+    eventually(DEADLINE, "the watch stream is down", || async { (!following(&nodes[holder])).then_some(()) }).await;
+    channel.describe_with(vec![field("text", "string"), field("done", "bool")]);
+    let _serving = serve_on(channel.clone(), addr).await;
+    eventually(DEADLINE, "the device on the other node resyncs for the new schema", || async {
+        (device.stats().schema_changes == 1).then_some(())
+    })
+    .await;
+    device.wait_for(tokio::time::Instant::now() + DEADLINE, |state| state.is_caught_up()).await.unwrap();
+    assert!(!following(other), "the device's node does not follow the feed: it was told by the other");
+    let stats = device.stats();
+    assert_eq!((stats.schema_changes, stats.checksum_mismatches), (1, 0), "told once ({stats:?})");
+    assert!(stats.resyncs >= 1, "the partition was synced again ({stats:?})");
+    device.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
 }

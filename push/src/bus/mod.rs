@@ -9,8 +9,10 @@
 //! - [`redis`]: Redis pub/sub ([`RedisBus`]). One message per partition run on a channel named
 //!   after the key ([`BusKey`], [`channel_name`]), carrying a small header and the frame's
 //!   protobuf encoding ([`message`]), so receiving nodes decode it once and never re-encode it.
-//!   Each node keeps one pub/sub connection and subscribes to exactly the keys its hub has
-//!   subscribers for, which the hub reports through [`KeyInterest`].
+//!   Each node subscribes to exactly the keys its hub has subscribers for, which the hub
+//!   reports through [`KeyInterest`]: on one server over one pub/sub connection; on a Redis
+//!   Cluster with sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, `sharded`), each channel on the
+//!   primary owning its key's slot, so a message is sent once, to one primary.
 //!
 //! No loss, no duplicate: the log is the truth and the bus only an optimisation. Whatever
 //! the bus loses is revealed, and the affected subscribers catch up from the log:
@@ -28,8 +30,9 @@
 //!   they go live as usual, and are demoted once (in the common case the SUBSCRIBE is
 //!   confirmed before the session's first read completes, which costs one more log read).
 //! - A lost pub/sub connection (a network failure, a Redis restart, or Redis dropping a slow
-//!   subscriber over `client-output-buffer-limit pubsub`): the bus reconnects, subscribes to
-//!   every followed key again and treats each confirmation as above, so every live
+//!   subscriber over `client-output-buffer-limit pubsub`), on a Redis Cluster also a lost
+//!   primary connection or a slot moved to another primary: the bus reconnects, subscribes to
+//!   every affected key again and treats each confirmation as above, so every live
 //!   subscriber catches up from the log.
 //! - A publish that cannot be sent (the publisher's queue is full or Redis refused it) is
 //!   remembered per key, and a *gap* message for it is published as soon as Redis takes
@@ -41,6 +44,7 @@
 pub mod in_process;
 pub mod message;
 pub mod redis;
+mod sharded;
 
 use std::hash::Hash;
 use std::sync::Arc;
@@ -49,7 +53,7 @@ use crate::codec::EncodedFrame;
 
 pub use self::message::{BusMessage, BusMessageError};
 pub use self::redis::{
-    BusStats, DEFAULT_CHANNEL_PREFIX, DEFAULT_PING_INTERVAL, RedisBus, RedisBusConfig, RedisBusError,
+    BusStats, DEFAULT_CHANNEL_PREFIX, DEFAULT_PING_INTERVAL, RedisBus, RedisBusConfig, RedisBusError, RedisBusServers,
 };
 pub use crate::hub::KeyInterest;
 

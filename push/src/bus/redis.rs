@@ -13,9 +13,11 @@
 //!   silent loss, and reconnects (with backoff) when the connection is lost, following every
 //!   key again.
 //!
-//! Channels are plain pub/sub (`SUBSCRIBE`/`PUBLISH`) on one Redis server. Their names carry
-//! a hash tag ([`channel_name`]) so that sharded pub/sub on Redis Cluster can map a
-//! partition to its slot; sharded mode is not implemented yet.
+//! On one Redis server, channels are plain pub/sub (`SUBSCRIBE`/`PUBLISH`). On a Redis
+//! Cluster ([`RedisBusServers::Cluster`]) they are sharded pub/sub: a channel's name carries
+//! its key's hash tag ([`channel_name`]), so `SPUBLISH` sends each message to the primary
+//! owning that slot only (not to every node of the cluster), and the subscriber follows each
+//! channel with `SSUBSCRIBE` on that primary ([`super::sharded`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
@@ -55,7 +58,7 @@ const GAP_RETRY: Duration = Duration::from_millis(500);
 const SUBSCRIBE_BATCH: usize = 512;
 
 /// How long a SUBSCRIBE, UNSUBSCRIBE or PING may take before the connection is taken as lost.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the subscriber pings its connection unless configured otherwise, to notice a
 /// connection lost silently (no reset from the peer) within seconds.
@@ -67,11 +70,20 @@ const RECONNECT_MIN: Duration = Duration::from_millis(50);
 /// Longest wait between reconnection attempts.
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
+/// The Redis a [`RedisBus`] runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisBusServers {
+    /// One server (or a primary with replicas behind one address): classic pub/sub.
+    Single(String),
+    /// A Redis Cluster, given by the URLs of some of its nodes: sharded pub/sub.
+    Cluster(Vec<String>),
+}
+
 /// How a [`RedisBus`] connects and names its channels.
 #[derive(Clone, Debug)]
 pub struct RedisBusConfig {
-    /// Redis URL, e.g. `redis://host:6379/`.
-    pub url: String,
+    /// Where Redis is.
+    pub servers: RedisBusServers,
     /// Prefix of every channel name ([`DEFAULT_CHANNEL_PREFIX`]).
     pub channel_prefix: Vec<u8>,
     /// This node's id on the bus: messages with this origin are its own and are ignored.
@@ -81,10 +93,21 @@ pub struct RedisBusConfig {
 }
 
 impl RedisBusConfig {
-    /// Returns the configuration for `url` with the default prefix and a random node id.
+    /// Returns the configuration for the server at `url` with the default prefix and a
+    /// random node id.
     pub fn new(url: impl Into<String>) -> Self {
+        Self::on(RedisBusServers::Single(url.into()))
+    }
+
+    /// Returns the configuration for the Redis Cluster reached through `seed_urls` (sharded
+    /// pub/sub), with the default prefix and a random node id.
+    pub fn cluster(seed_urls: Vec<String>) -> Self {
+        Self::on(RedisBusServers::Cluster(seed_urls))
+    }
+
+    fn on(servers: RedisBusServers) -> Self {
         Self {
-            url: url.into(),
+            servers,
             channel_prefix: DEFAULT_CHANNEL_PREFIX.as_bytes().to_vec(),
             node_id: random_node_id(),
             ping_interval: DEFAULT_PING_INTERVAL,
@@ -126,6 +149,9 @@ pub struct BusStats {
     pub follows_confirmed: AtomicU64,
     /// Pings the pub/sub connection answered.
     pub pings: AtomicU64,
+    /// Redis Cluster: sharded channels subscribed again after their primary's connection was
+    /// lost or their slot moved (each confirmation makes the key's subscribers catch up).
+    pub shard_resubscribes: AtomicU64,
 }
 
 /// One message waiting for the publisher.
@@ -159,9 +185,9 @@ impl LostRanges {
 }
 
 /// The keys whose interest changed since the subscriber last looked: `true` to follow.
-struct Follows<K> {
+pub(super) struct Follows<K> {
     pending: Mutex<HashMap<K, bool>>,
-    changed: Notify,
+    pub(super) changed: Notify,
 }
 
 impl<K: BusKey> KeyInterest<K> for Follows<K> {
@@ -177,8 +203,13 @@ impl<K: BusKey> KeyInterest<K> for Follows<K> {
 }
 
 impl<K: BusKey> Follows<K> {
+    /// Returns an empty set of interest changes.
+    pub(super) fn new() -> Self {
+        Self { pending: Mutex::new(HashMap::new()), changed: Notify::new() }
+    }
+
     /// Follows `keys` again (after a reconnect), unless they were unfollowed meanwhile.
-    fn refollow(&self, keys: impl Iterator<Item = K>) {
+    pub(super) fn refollow(&self, keys: impl Iterator<Item = K>) {
         let mut pending = self.pending.lock();
         for key in keys {
             pending.entry(key).or_insert(true);
@@ -187,7 +218,7 @@ impl<K: BusKey> Follows<K> {
         self.changed.notify_one();
     }
 
-    fn take(&self) -> HashMap<K, bool> {
+    pub(super) fn take(&self) -> HashMap<K, bool> {
         std::mem::take(&mut *self.pending.lock())
     }
 }
@@ -212,13 +243,8 @@ impl<K: BusKey> RedisBus<K> {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Self>, RedisBusError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(RedisBusError::Connect)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let publisher =
-            client.get_connection_manager_with_config(manager_config).await.map_err(RedisBusError::Connect)?;
-        let follows = Arc::new(Follows { pending: Mutex::new(HashMap::new()), changed: Notify::new() });
+        let publisher = PublishConnection::connect(&config.servers).await.map_err(RedisBusError::Connect)?;
+        let follows = Arc::new(Follows::new());
         hub.set_key_interest(follows.clone())?;
         follows.refollow(hub.keys().into_iter());
         let (queue, outgoing) = mpsc::channel(PUBLISH_QUEUE_MESSAGES);
@@ -233,7 +259,6 @@ impl<K: BusKey> RedisBus<K> {
         };
         tracker.spawn(publishing.run(shutdown.clone()));
         let subscriber = Subscriber {
-            client,
             hub: hub.clone(),
             follows,
             prefix: config.channel_prefix.clone(),
@@ -241,7 +266,15 @@ impl<K: BusKey> RedisBus<K> {
             ping_interval: config.ping_interval,
             stats: stats.clone(),
         };
-        tracker.spawn(subscriber.run(shutdown));
+        match config.servers {
+            RedisBusServers::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(RedisBusError::Connect)?;
+                tracker.spawn(subscriber.run(client, shutdown));
+            }
+            RedisBusServers::Cluster(seeds) => {
+                tracker.spawn(subscriber.run_sharded(seeds, shutdown));
+            }
+        }
         Ok(Arc::new(Self { node_id: config.node_id, prefix: config.channel_prefix, hub, queue, lost, stats }))
     }
 
@@ -278,9 +311,82 @@ impl<K: BusKey> NodeBus<K> for RedisBus<K> {
     }
 }
 
+/// The publisher's connection: to one server, or to a Redis Cluster (which routes each
+/// `SPUBLISH` to the primary of its channel's slot, following `MOVED` redirections).
+enum PublishConnection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl PublishConnection {
+    async fn connect(servers: &RedisBusServers) -> redis::RedisResult<Self> {
+        match servers {
+            RedisBusServers::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                    .set_response_timeout(Some(COMMAND_TIMEOUT));
+                Ok(Self::Single(client.get_connection_manager_with_config(config).await?))
+            }
+            RedisBusServers::Cluster(seeds) => {
+                let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(COMMAND_TIMEOUT)
+                    .response_timeout(COMMAND_TIMEOUT)
+                    .build()?;
+                Ok(Self::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// Sends `messages` (channel, payload), those of one channel in their order. Returns
+    /// the channels whose messages may not all have been sent, with the error.
+    async fn send(&mut self, messages: Vec<(&[u8], &[u8])>) -> Vec<(Vec<u8>, redis::RedisError)> {
+        match self {
+            Self::Single(connection) => {
+                let mut pipeline = redis::pipe();
+                for (channel, payload) in &messages {
+                    pipeline.cmd("PUBLISH").arg(*channel).arg(*payload).ignore();
+                }
+                match pipeline.exec_async(connection).await {
+                    Ok(()) => Vec::new(),
+                    Err(error) => messages.iter().map(|(channel, _)| (channel.to_vec(), error.clone())).collect(),
+                }
+            }
+            // A cluster pipeline must stay in one slot: one SPUBLISH per message, the
+            // channels concurrently (the connection pipelines them per primary), each
+            // channel's in order.
+            Self::Cluster(connection) => {
+                let mut by_channel: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
+                let mut index: HashMap<&[u8], usize> = HashMap::new();
+                for (channel, payload) in messages {
+                    let at = *index.entry(channel).or_insert_with(|| {
+                        by_channel.push((channel, Vec::new()));
+                        by_channel.len() - 1
+                    });
+                    by_channel[at].1.push(payload);
+                }
+                let sends = by_channel.into_iter().map(|(channel, payloads)| {
+                    let mut connection = connection.clone();
+                    async move {
+                        for payload in payloads {
+                            let sent: redis::RedisResult<i64> =
+                                redis::cmd("SPUBLISH").arg(channel).arg(payload).query_async(&mut connection).await;
+                            if let Err(error) = sent {
+                                return Some((channel.to_vec(), error));
+                            }
+                        }
+                        None
+                    }
+                });
+                futures_util::future::join_all(sends).await.into_iter().flatten().collect()
+            }
+        }
+    }
+}
+
 /// The publisher task's state.
 struct Publisher {
-    connection: ConnectionManager,
+    connection: PublishConnection,
     queue: mpsc::Receiver<Outgoing>,
     lost: Arc<LostRanges>,
     stats: Arc<BusStats>,
@@ -303,27 +409,35 @@ impl Publisher {
             if batch.is_empty() && gaps.is_empty() {
                 continue;
             }
-            let mut pipeline = redis::pipe();
-            for (channel, to) in &gaps {
-                let gap = BusMessage::Gap { origin: self.node_id, to: *to }.encode();
-                pipeline.cmd("PUBLISH").arg(channel).arg(gap).ignore();
-            }
-            for outgoing in &batch {
-                pipeline.cmd("PUBLISH").arg(&outgoing.channel).arg(&outgoing.payload).ignore();
-            }
-            match pipeline.exec_async(&mut self.connection).await {
-                Ok(()) => {
-                    self.stats.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    self.stats.gaps_sent.fetch_add(gaps.len() as u64, Ordering::Relaxed);
+            let gap_messages: Vec<(&[u8], Vec<u8>)> = gaps
+                .iter()
+                .map(|(channel, to)| (channel.as_slice(), BusMessage::Gap { origin: self.node_id, to: *to }.encode()))
+                .collect();
+            let mut messages: Vec<(&[u8], &[u8])> =
+                gap_messages.iter().map(|(channel, gap)| (*channel, gap.as_slice())).collect();
+            messages.extend(batch.iter().map(|outgoing| (outgoing.channel.as_slice(), outgoing.payload.as_slice())));
+            let failed = self.connection.send(messages).await;
+            if failed.is_empty() {
+                self.stats.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.stats.gaps_sent.fetch_add(gaps.len() as u64, Ordering::Relaxed);
+            } else {
+                let failed: HashMap<Vec<u8>, redis::RedisError> = failed.into_iter().collect();
+                if let Some(error) = failed.values().next() {
+                    tracing::warn!(%error, channels = failed.len(), "node bus publish failed, announcing gaps later");
                 }
-                Err(error) => {
-                    tracing::warn!(%error, messages = batch.len(), "node bus publish failed, announcing gaps later");
-                    self.stats.publish_lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    for (channel, to) in gaps {
-                        self.lost.record(channel, to);
+                for (channel, to) in &gaps {
+                    if failed.contains_key(channel) {
+                        self.lost.record(channel.clone(), *to);
+                    } else {
+                        self.stats.gaps_sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    for outgoing in &batch {
+                }
+                for outgoing in &batch {
+                    if failed.contains_key(&outgoing.channel) {
+                        self.stats.publish_lost.fetch_add(1, Ordering::Relaxed);
                         self.lost.record(outgoing.channel.clone(), outgoing.to);
+                    } else {
+                        self.stats.published.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -332,57 +446,32 @@ impl Publisher {
     }
 }
 
-/// The subscriber task's state.
-struct Subscriber<K: BusKey> {
-    client: redis::Client,
-    hub: Arc<Hub<K>>,
-    follows: Arc<Follows<K>>,
-    prefix: Vec<u8>,
-    node_id: u64,
-    ping_interval: Duration,
-    stats: Arc<BusStats>,
+/// The subscriber task's state (one server: [`Subscriber::run`]; a Redis Cluster:
+/// [`Subscriber::run_sharded`]).
+pub(super) struct Subscriber<K: BusKey> {
+    pub(super) hub: Arc<Hub<K>>,
+    pub(super) follows: Arc<Follows<K>>,
+    pub(super) prefix: Vec<u8>,
+    pub(super) node_id: u64,
+    pub(super) ping_interval: Duration,
+    pub(super) stats: Arc<BusStats>,
 }
 
 /// Why a pub/sub connection was given up.
-enum ConnectionEnd {
+pub(super) enum ConnectionEnd {
     Shutdown,
     Lost,
 }
 
 impl<K: BusKey> Subscriber<K> {
-    /// Keeps a pub/sub connection following the hub's keys until shutdown, reconnecting with
-    /// backoff.
-    async fn run(self, shutdown: CancellationToken) {
+    /// Keeps a pub/sub connection from `client` following the hub's keys until shutdown,
+    /// reconnecting with backoff.
+    async fn run(self, client: redis::Client, shutdown: CancellationToken) {
         // Channel → key, for the channels subscribed on the current connection.
         let mut subscribed: HashMap<Vec<u8>, K> = HashMap::new();
-        let mut backoff = RECONNECT_MIN;
         let mut connected_before = false;
         loop {
-            let connected = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return,
-                connected = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub()) => connected,
-            };
-            let pubsub = match connected {
-                Ok(Ok(pubsub)) => pubsub,
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, ?backoff, "node bus cannot connect its pub/sub connection");
-                    if wait_or_shutdown(backoff, &shutdown).await {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(RECONNECT_MAX);
-                    continue;
-                }
-                Err(_elapsed) => {
-                    tracing::warn!(?backoff, "node bus pub/sub connection timed out");
-                    if wait_or_shutdown(backoff, &shutdown).await {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(RECONNECT_MAX);
-                    continue;
-                }
-            };
-            backoff = RECONNECT_MIN;
+            let Some(pubsub) = connect_until_up(|| client.get_async_pubsub(), &shutdown).await else { return };
             if connected_before {
                 self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(keys = subscribed.len(), "node bus pub/sub reconnected, following every key again");
@@ -477,7 +566,7 @@ impl<K: BusKey> Subscriber<K> {
 
     /// Hands one received message to the hub. A malformed one is logged and counted, and
     /// the key's live subscribers catch up from the log (whatever it carried is lost).
-    fn deliver(&self, message: &redis::Msg, subscribed: &HashMap<Vec<u8>, K>) {
+    pub(super) fn deliver(&self, message: &redis::Msg, subscribed: &HashMap<Vec<u8>, K>) {
         let channel: Vec<u8> = message.get_channel().unwrap_or_default();
         let Some(key) = subscribed.get(&channel) else {
             self.stats.unfollowed_skipped.fetch_add(1, Ordering::Relaxed);
@@ -514,14 +603,16 @@ impl<K: BusKey> Subscriber<K> {
 
 /// A SUBSCRIBE or UNSUBSCRIBE that failed or did not finish in time.
 #[derive(Debug, thiserror::Error)]
-enum SubscriptionFailed {
+pub(super) enum SubscriptionFailed {
     #[error("redis refused the command: {0}")]
     Refused(#[source] redis::RedisError),
     #[error("redis did not answer within {COMMAND_TIMEOUT:?}")]
     TimedOut,
 }
 
-async fn within_timeout(command: impl Future<Output = redis::RedisResult<()>>) -> Result<(), SubscriptionFailed> {
+pub(super) async fn within_timeout(
+    command: impl Future<Output = redis::RedisResult<()>>,
+) -> Result<(), SubscriptionFailed> {
     match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(SubscriptionFailed::Refused(error)),
@@ -545,8 +636,33 @@ fn wall_clock_micros(at: Instant) -> u64 {
     wall.duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// Calls `connect` until it succeeds (each attempt within [`COMMAND_TIMEOUT`]), waiting
+/// with backoff between failures; `None` at shutdown.
+pub(super) async fn connect_until_up<T, F: Future<Output = redis::RedisResult<T>>>(
+    mut connect: impl FnMut() -> F,
+    shutdown: &CancellationToken,
+) -> Option<T> {
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        let connected = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            connected = tokio::time::timeout(COMMAND_TIMEOUT, connect()) => connected,
+        };
+        match connected {
+            Ok(Ok(connection)) => return Some(connection),
+            Ok(Err(error)) => tracing::warn!(%error, ?backoff, "node bus cannot connect its pub/sub connection"),
+            Err(_elapsed) => tracing::warn!(?backoff, "node bus pub/sub connection timed out"),
+        }
+        if wait_or_shutdown(backoff, shutdown).await {
+            return None;
+        }
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
 /// Waits `delay`; returns true if shutdown fired first.
-async fn wait_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
+pub(super) async fn wait_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => true,
         () = tokio::time::sleep(delay) => false,

@@ -5,7 +5,10 @@
 //! channel restarted, perhaps as a new release); when a source's schema differs from the one stored, every
 //! device connected to this node gets `SyncState{SYNC_STATUS_SCHEMA_CHANGED}` for the
 //! source's partition it may hold (its own for `user` sources, `*` for `app` sources), and
-//! the device library syncs that partition again from cursor 0.
+//! the device library syncs that partition again from cursor 0. In cluster mode the node
+//! that noticed the change tells the others over the control channel
+//! ([`ControlMessage::SchemaChanged`]), and each tells its own devices at once (and takes the
+//! new schema as known, so that its own next check does not tell them twice).
 //!
 //! A schema is the source's description with its fields sorted by name (their order in
 //! `Describe` does not matter): partitioning, capabilities and each field's name, type and
@@ -23,6 +26,7 @@ use syncline_proto::v1::{ServerFrame, SourceDescription, SyncState, SyncStatus, 
 
 use super::capture_counters::CaptureCounters;
 use super::grpc::ChannelConnection;
+use crate::cluster::{ControlMessage, ControlPublisher};
 use crate::config::{Capture, Partitioning, SourceSettings};
 use crate::gateway::DeviceConnections;
 use crate::storage::{CapturePosition, Store};
@@ -43,6 +47,8 @@ pub struct SchemaWatch {
     known: parking_lot::Mutex<BTreeMap<String, Vec<u8>>>,
     /// Change capture's health: a watch stream that connects again triggers a check.
     capture: Option<Arc<CaptureCounters>>,
+    /// The other nodes, told of the changes this node notices (cluster mode).
+    peers: Option<Arc<ControlPublisher>>,
 }
 
 impl SchemaWatch {
@@ -54,7 +60,14 @@ impl SchemaWatch {
     ) -> Self {
         let sources = sources.iter().filter(|(_, source)| source.channel.is_some());
         let sources = sources.map(|(name, source)| (name.clone(), source.clone())).collect();
-        Self { store, sources, connections, known: parking_lot::Mutex::default(), capture: None }
+        Self { store, sources, connections, known: parking_lot::Mutex::default(), capture: None, peers: None }
+    }
+
+    /// Tells the other nodes of a cluster (through `peers`) about the changes this node
+    /// notices.
+    pub fn with_peers(mut self, peers: Option<Arc<ControlPublisher>>) -> Self {
+        self.peers = peers;
+        self
     }
 
     /// Checks again when a watched source's stream connects again, as `capture` reports it.
@@ -104,8 +117,28 @@ impl SchemaWatch {
         }
         for source in &changed {
             self.tell_devices(source).await;
+            let schema_hash = self.known.lock().get(source).cloned().unwrap_or_default();
+            if let Some(peers) = &self.peers {
+                peers.publish(&ControlMessage::SchemaChanged { source: source.clone(), schema_hash }).await;
+            }
         }
         changed
+    }
+
+    /// Acts on another node's notice that `source`'s schema is now the one hashed
+    /// `schema_hash`: tells this node's devices, unless this node already knows that
+    /// schema (it noticed the change itself). Returns whether they were told.
+    pub async fn changed_elsewhere(&self, source: &str, schema_hash: Vec<u8>) -> bool {
+        if !self.sources.contains_key(source) {
+            return false;
+        }
+        let before = self.known.lock().insert(source.to_owned(), schema_hash.clone());
+        if before.as_deref() == Some(schema_hash.as_slice()) {
+            return false;
+        }
+        tracing::info!(source, "another node saw the source's schema change; its devices here sync it again");
+        self.tell_devices(source).await;
+        true
     }
 
     /// Stores the schema of `description`'s source; returns true when it differs from the

@@ -42,8 +42,9 @@ impl RedisLink {
     }
 }
 
-/// Returns the URL pub/sub connections use: the server, or a cluster's first seed node
-/// (classic pub/sub reaches every node of a Redis Cluster).
+/// Returns the URL the control channel's pub/sub connections use: the server, or a
+/// cluster's first seed node (classic pub/sub reaches every node of a Redis Cluster; the
+/// node bus uses sharded pub/sub there instead).
 pub fn pubsub_url(endpoint: &RedisEndpoint) -> Option<&str> {
     match endpoint {
         RedisEndpoint::Single(url) => Some(url),

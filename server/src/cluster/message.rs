@@ -17,6 +17,9 @@ pub enum ControlMessage {
     /// Send `client_id`'s unacknowledged commands to its connections, and record them
     /// delivered.
     DeliverCommands { client_id: String },
+    /// The schema of `source` changed to the one hashed `schema_hash`: tell this node's
+    /// devices of the source (issue 18's `SCHEMA_CHANGED`), and know the new schema.
+    SchemaChanged { source: String, schema_hash: Vec<u8> },
 }
 
 /// Why a control message could not be read.
@@ -36,6 +39,7 @@ pub enum ControlMessageError {
 const CLOSE_USER: i32 = 1;
 const TO_DEVICE: i32 = 2;
 const DELIVER_COMMANDS: i32 = 3;
+const SCHEMA_CHANGED: i32 = 4;
 
 /// A control message on the wire.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -45,7 +49,7 @@ struct Envelope {
     origin: String,
     #[prost(int32, tag = "2")]
     kind: i32,
-    /// The user (`CLOSE_USER`) or device (the others) it is about.
+    /// The user (`CLOSE_USER`), source (`SCHEMA_CHANGED`) or device (the others) it is about.
     #[prost(string, tag = "3")]
     subject: String,
     /// `CLOSE_USER`: the device protocol's error code.
@@ -57,6 +61,9 @@ struct Envelope {
     /// `TO_DEVICE`: the encoded `ServerFrame`.
     #[prost(bytes = "vec", tag = "6")]
     frame: Vec<u8>,
+    /// `SCHEMA_CHANGED`: the new schema's hash.
+    #[prost(bytes = "vec", tag = "7")]
+    schema_hash: Vec<u8>,
 }
 
 impl ControlMessage {
@@ -79,6 +86,11 @@ impl ControlMessage {
                 envelope.kind = DELIVER_COMMANDS;
                 envelope.subject.clone_from(client_id);
             }
+            ControlMessage::SchemaChanged { source, schema_hash } => {
+                envelope.kind = SCHEMA_CHANGED;
+                envelope.subject.clone_from(source);
+                envelope.schema_hash.clone_from(schema_hash);
+            }
         }
         envelope.encode_to_vec()
     }
@@ -98,6 +110,9 @@ impl ControlMessage {
                 client_id: envelope.subject,
             },
             DELIVER_COMMANDS => ControlMessage::DeliverCommands { client_id: envelope.subject },
+            SCHEMA_CHANGED => {
+                ControlMessage::SchemaChanged { source: envelope.subject, schema_hash: envelope.schema_hash }
+            }
             other => return Err(ControlMessageError::UnknownKind(other)),
         };
         Ok((envelope.origin, message))

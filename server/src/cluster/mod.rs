@@ -9,7 +9,9 @@
 //!   is connected to queues the `MutationResult` ([`ControlMessage::ToDevice`]);
 //! - an operator's command is stored on a node the device is not connected to: the node it is
 //!   connected to sends the device's unacknowledged commands and records them delivered
-//!   ([`ControlMessage::DeliverCommands`]).
+//!   ([`ControlMessage::DeliverCommands`]);
+//! - a node notices that a channel changed a source's schema: every node tells its devices
+//!   of the source to sync it again ([`ControlMessage::SchemaChanged`]).
 //!
 //! Per-user connection caps hold across the nodes too ([`ClusterSessions`]).
 //!
@@ -26,7 +28,8 @@
 //! message is: a device resends its unanswered mutations after each Welcome and is answered
 //! from the stored outcome, gets its unacknowledged commands after each Welcome, and a
 //! disabled or deleted user is refused at their next Hello on every node (the store is
-//! shared). The channel only makes these take effect at once.
+//! shared), and each node's own schema check notices a change within
+//! `grpc.describe_interval_secs`. The channel only makes these take effect at once.
 
 pub mod lease;
 mod link;

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use super::ControlMessage;
 use super::link::RedisLink;
+use crate::channel::schema::SchemaWatch;
 use crate::devices::{CommandDelivery as _, DeviceManagement};
 use crate::gateway::DeviceConnections;
 use crate::reply::DeviceReplies as _;
@@ -55,11 +56,13 @@ impl ControlPublisher {
     }
 }
 
-/// What the receiving side acts on: this node's connections and device management.
+/// What the receiving side acts on: this node's connections, device management, and the
+/// schema watch that tells devices of schema changes.
 #[derive(Clone)]
 pub struct ControlTargets {
     pub connections: Arc<DeviceConnections>,
     pub devices: Arc<DeviceManagement>,
+    pub schemas: Option<Arc<SchemaWatch>>,
 }
 
 /// Follows the control channel `channel` on the Redis at `url` until `shutdown`, acting on
@@ -172,6 +175,11 @@ pub async fn apply(message: ControlMessage, targets: &ControlTargets) {
             }
             if let Err(error) = targets.devices.mark_delivered(&client_id, &delivered).await {
                 tracing::warn!(client_id, %error, "cannot record commands delivered for another node");
+            }
+        }
+        ControlMessage::SchemaChanged { source, schema_hash } => {
+            if let Some(schemas) = &targets.schemas {
+                schemas.changed_elsewhere(&source, schema_hash).await;
             }
         }
     }

@@ -14,6 +14,7 @@ fn every_message_round_trips_with_its_origin() {
         ControlMessage::CloseUser { user_id: "bob".into(), class: ErrorClass::Unauthenticated, message: String::new() },
         ControlMessage::ToDevice { client_id: "c1".into(), frame: result_frame() },
         ControlMessage::DeliverCommands { client_id: "c2".into() },
+        ControlMessage::SchemaChanged { source: "Note".into(), schema_hash: vec![7; 32] },
     ];
     for message in messages {
         let (origin, decoded) = ControlMessage::decode(&message.encode("node-a")).unwrap();
@@ -91,7 +92,7 @@ mod over_redis {
             Arc::new(DeviceRelay::local(connections.clone())),
             Arc::new(CommitTimes::default()),
         ));
-        let targets = ControlTargets { connections: connections.clone(), devices };
+        let targets = ControlTargets { connections: connections.clone(), devices, schemas: None };
         follow(url, CHANNEL, "node-b", targets, tracker, shutdown.clone()).expect("follows");
         (connections, receiver, outbox)
     }

@@ -90,6 +90,12 @@ pub(super) fn partition_member(partition: &PartitionName) -> String {
     pair_member(&partition.source, &partition.key)
 }
 
+/// Returns what is inside the hash tag of `partition`'s keys, `p:<hex source>:<hex key>`:
+/// whatever else carries it (the node bus's channel of the partition) maps to their slot.
+pub fn partition_hash_tag(partition: &PartitionName) -> String {
+    format!("p:{}", partition_member(partition))
+}
+
 /// The keys of one partition (one hash tag, one slot).
 pub(super) struct PartitionKeys {
     pub(super) state: String,
@@ -100,7 +106,7 @@ pub(super) struct PartitionKeys {
 
 impl PartitionKeys {
     pub(super) fn new(partition: &PartitionName) -> Self {
-        let tag = format!("syncline:{{p:{}}}", partition_member(partition));
+        let tag = format!("syncline:{{{}}}", partition_hash_tag(partition));
         Self {
             state: format!("{tag}:state"),
             records: format!("{tag}:records"),

@@ -56,7 +56,7 @@ use self::connection::{Connection, ConnectionPool};
 pub use self::connection::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisEndpoint};
 pub use self::durability::DEFAULT_WAIT_TIMEOUT;
 use self::durability::Durability;
-pub use self::keys::{LeaseSlot, lease_keys};
+pub use self::keys::{LeaseSlot, lease_keys, partition_hash_tag};
 use self::scripts::Scripts;
 use super::{CommitListener, StoreError, StoreResult, StoreStats, WriteStats};
 use crate::metrics::histogram::{AtomicHistogram, HistogramSnapshot};

@@ -19,12 +19,15 @@ pub(crate) const DEFAULT_ACK_EVERY: u64 = 100;
 /// Who the devices are and what they sync (shared by the fleet scenarios).
 #[derive(Clone, Debug, Args)]
 pub(crate) struct FleetArgs {
-    /// The device endpoint; loopback addresses only.
+    /// The device endpoint, or a comma-separated list of the endpoints of one cluster's
+    /// nodes; loopback addresses only. With several endpoints (here or `--also-url`) the
+    /// devices are spread over them in turn (device i on endpoint i mod n, the first login on
+    /// the first), and a device whose connection drops after it caught up resumes on the next
+    /// endpoint with its reconnect backoff, as behind a load balancer (see `fleet::failover`).
     #[arg(long, default_value = "ws://127.0.0.1:7700/v1/sync")]
     pub(crate) url: String,
-    /// More device endpoints of the same cluster (repeat the flag): the devices are spread
-    /// over `--url` and these in turn (device i on endpoint i mod n), the first login on
-    /// `--url`; loopback addresses only.
+    /// More device endpoints of the same cluster (repeat the flag), after those of `--url`;
+    /// loopback addresses only.
     #[arg(long = "also-url")]
     pub(crate) also_urls: Vec<String>,
     /// Simulated devices (each one WebSocket).
@@ -77,9 +80,16 @@ pub(crate) struct FleetParams {
 }
 
 impl FleetArgs {
-    /// Returns the device endpoints: `--url`, then each `--also-url`.
+    /// Returns the device endpoints: those of `--url` (split at commas), then each
+    /// `--also-url`.
     pub(crate) fn urls(&self) -> Vec<String> {
-        std::iter::once(self.url.clone()).chain(self.also_urls.iter().cloned()).collect()
+        let listed = self.url.split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::to_owned);
+        listed.chain(self.also_urls.iter().cloned()).collect()
+    }
+
+    /// Returns the first device endpoint (the one the password login goes to).
+    pub(crate) fn first_url(&self) -> String {
+        self.urls().into_iter().next().unwrap_or_default()
     }
 
     /// Returns what a report repeats of these arguments.

@@ -1,6 +1,8 @@
 //! One fleet device: a raw subscriber's protocol state machine (subscribe, ack, count probes,
 //! notice gaps and duplicates), its reconnects after a reconnect order (with the device
-//! library's jittered [`Backoff`]), and the stall the coordinator may order.
+//! library's jittered [`Backoff`]), its move to the next endpoint when its connection drops
+//! and the fleet has several (see [`super::failover`]), and the stall the coordinator may
+//! order.
 
 use std::{
     net::IpAddr,
@@ -28,10 +30,11 @@ const RECONNECT_BACKOFF: BackoffConfig =
 
 /// How a device opens (and reopens) its session from this source address: a session token
 /// shared by the fleet (from one password login), or a Hello of its own (e.g. its own user's
-/// backend token).
+/// backend token); on `urls[at]`, the next of `urls` after its connection drops.
 #[derive(Clone)]
 pub(super) struct Dial {
-    pub(super) url: Arc<str>,
+    pub(super) urls: Arc<[Arc<str>]>,
+    pub(super) at: usize,
     pub(super) credentials: DialCredentials,
     pub(super) local: Option<IpAddr>,
 }
@@ -44,11 +47,22 @@ pub(super) enum DialCredentials {
 
 impl Dial {
     async fn open(&self) -> anyhow::Result<Connection> {
+        let url = &self.urls[self.at % self.urls.len()];
         let (connection, _welcome) = match &self.credentials {
-            DialCredentials::SessionToken(token) => resume(&self.url, self.local, token).await?,
-            DialCredentials::Hello(credentials) => open_session(&self.url, self.local, credentials.clone()).await?,
+            DialCredentials::SessionToken(token) => resume(url, self.local, token).await?,
+            DialCredentials::Hello(credentials) => open_session(url, self.local, credentials.clone()).await?,
         };
         Ok(connection)
+    }
+
+    /// Whether a dropped connection moves on to another endpoint (the fleet has several).
+    fn fails_over(&self) -> bool {
+        self.urls.len() > 1
+    }
+
+    /// Moves on to the next endpoint, as a load balancer would after a node's loss.
+    fn move_on(&mut self) {
+        self.at = (self.at + 1) % self.urls.len();
     }
 }
 
@@ -69,6 +83,10 @@ struct DeviceState {
     connection_caught_up: bool,
     /// The target this device last counted in `Shared::at_target` for.
     counted_target: Option<u64>,
+    /// Moving to another endpoint after its connection dropped, not caught up there yet.
+    moving: bool,
+    /// While moving: the new session was opened (recorded once per move).
+    moved_session: bool,
 }
 
 impl DeviceState {
@@ -84,6 +102,8 @@ impl DeviceState {
             generation: control.generation,
             connection_caught_up: false,
             counted_target: None,
+            moving: false,
+            moved_session: false,
         }
     }
 
@@ -131,7 +151,7 @@ enum Ended {
 pub(super) async fn run_device(
     index: usize,
     first: Option<Connection>,
-    dial: Dial,
+    mut dial: Dial,
     shared: Arc<Shared>,
     mut control: watch::Receiver<Control>,
     permits: Arc<Semaphore>,
@@ -174,14 +194,27 @@ pub(super) async fn run_device(
             Ended::Reconnect => connection.cut(),
             Ended::Failed(error) if state.resuming() => {
                 // A resumed session that broke before catching up: retried like a refused
-                // connect.
+                // connect (on the next endpoint when there are several).
                 connection.cut();
                 state.outcome.reconnect_failures += 1;
                 state.outcome.error = Some(error);
+                if dial.fails_over() {
+                    dial.move_on();
+                }
             }
             Ended::Failed(error) if !state.outcome.caught_up => {
                 settle_failed(&shared, &mut state.outcome, error);
                 break;
+            }
+            Ended::Failed(error) if dial.fails_over() && !shared.stopping.load(Ordering::SeqCst) => {
+                // Its node is gone: resume on the next endpoint.
+                connection.cut();
+                shared.failover.dropped(shared.now_ns());
+                state.outcome.failovers += 1;
+                state.outcome.error = Some(error);
+                state.moving = true;
+                state.moved_session = false;
+                dial.move_on();
             }
             Ended::Failed(error) => {
                 if !shared.stopping.load(Ordering::SeqCst) {
@@ -190,7 +223,7 @@ pub(super) async fn run_device(
                 break;
             }
         }
-        match reconnect(&dial, &shared, &mut control, &mut state).await {
+        match reconnect(&mut dial, &shared, &mut control, &mut state).await {
             Some(reopened) => connection = reopened,
             None => break,
         }
@@ -203,7 +236,7 @@ pub(super) async fn run_device(
 /// Opens a new session after a reconnect order, retrying failures with a bounded, jittered
 /// backoff until it succeeds or the fleet stops (`None`).
 async fn reconnect(
-    dial: &Dial,
+    dial: &mut Dial,
     shared: &Shared,
     control: &mut watch::Receiver<Control>,
     state: &mut DeviceState,
@@ -227,11 +260,18 @@ async fn reconnect(
                 state.outcome.reconnects += 1;
                 // A failure earlier in this streak was recovered from.
                 state.outcome.error = None;
+                if state.moving && !state.moved_session {
+                    state.moved_session = true;
+                    shared.failover.reconnected(shared.now_ns());
+                }
                 return Some(connection);
             }
             Err(error) => {
                 state.outcome.reconnect_failures += 1;
                 state.outcome.error = Some(format!("reconnecting: {error:#}"));
+                if dial.fails_over() {
+                    dial.move_on();
+                }
             }
         }
         let delay = backoff.next_delay();
@@ -415,6 +455,9 @@ fn on_sync_state(
                 shared.settled.add(1);
             } else if state.connection_caught_up {
                 state.outcome.recatchups += 1;
+            } else if state.moving {
+                state.moving = false;
+                shared.failover.caught_up(shared.now_ns());
             } else {
                 let ordered_ns = shared.reconnect_ordered_ns.load(Ordering::SeqCst);
                 shared.resume_latency.lock().saturating_record(shared.now_ns().saturating_sub(ordered_ns));

@@ -13,12 +13,14 @@
 //! - `protocol`: the frames, Hello (password or token) and the partition's head.
 //! - `ramp_up`: one login, then every device connected and caught up ([`RampUp`]).
 //! - `device`: one device's protocol state machine and reconnects.
+//! - `failover`: devices that move to another endpoint when their node dies ([`Failover`]).
 //! - `totals`: what each device did and the fleet's [`FleetTotals`].
 //! - this module: the run's shared counters ([`Shared`], [`Milestone`]), the coordinator's
 //!   orders ([`Control`]), the running [`Fleet`], and [`run_bounded`].
 
 mod args;
 mod device;
+mod failover;
 mod protocol;
 mod ramp_up;
 mod totals;
@@ -49,6 +51,7 @@ pub(crate) use self::{
         DEFAULT_ACK_EVERY, DEFAULT_CONNECT_CONCURRENCY, DEFAULT_SOURCE_ADDRS, FleetArgs, FleetParams, RunArgs,
         check_rate,
     },
+    failover::{Failover, FailoverSummary, KillArgs},
     protocol::{HelloAnswer, ack_frame, describe_code, describe_error, hello, login, resume},
     ramp_up::{Logins, RampUp, ramp_up},
     totals::FleetTotals,
@@ -149,6 +152,8 @@ pub(crate) struct Shared {
     /// different partitions (`personal`): keys are fixed before the fleet starts; records
     /// of other keys are not counted here. Empty: not counted per key.
     pub(crate) delivered_by_key: HashMap<String, AtomicU64>,
+    /// Devices that moved to another endpoint after their connection dropped.
+    pub(crate) failover: Failover,
 }
 
 impl Shared {
@@ -176,6 +181,7 @@ impl Shared {
             others_latency: [Mutex::new(latency_histogram()), Mutex::new(latency_histogram())],
             stopping: AtomicBool::new(false),
             delivered_by_key: HashMap::new(),
+            failover: Failover::default(),
         }
     }
 
@@ -304,11 +310,12 @@ impl Fleet {
         let (control, _) = watch::channel(Control::default());
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        let urls: Vec<Arc<str>> = urls.iter().map(|url| Arc::from(url.as_str())).collect();
+        let urls: Arc<[Arc<str>]> = urls.iter().map(|url| Arc::from(url.as_str())).collect();
         let mut devices = 0;
         for (index, credentials) in credentials.enumerate() {
             let dial = Dial {
-                url: Arc::clone(&urls[index % urls.len()]),
+                urls: Arc::clone(&urls),
+                at: index % urls.len(),
                 credentials,
                 local: (!local_addrs.is_empty()).then(|| local_addrs[index % local_addrs.len()]),
             };

@@ -73,11 +73,12 @@ pub(crate) async fn ramp_up(
     run_start: Instant,
     deadline: Instant,
 ) -> anyhow::Result<(Fleet, Arc<Shared>, RampUp)> {
-    let server = crate::loopback::check_url(&args.url, &["ws"]).await?;
-    for url in &args.also_urls {
+    let urls = args.urls();
+    let first_url = urls.first().context("--url names no endpoint")?;
+    let server = crate::loopback::check_url(first_url, &["ws"]).await?;
+    for url in &urls[1..] {
         crate::loopback::check_url(url, &["ws"]).await?;
     }
-    let urls = args.urls();
     let open_files_limit = crate::loopback::raise_open_files_limit()?;
     let devices = match &logins {
         Logins::Password => args.devices,
@@ -93,7 +94,7 @@ pub(crate) async fn ramp_up(
     let login_started = Instant::now();
     let (fleet, shared, cursor, login_secs, connect_started) = match logins {
         Logins::Password => {
-            let (mut first, welcome) = tokio::time::timeout_at(deadline, login(&args.url, &args.user, &args.password))
+            let (mut first, welcome) = tokio::time::timeout_at(deadline, login(first_url, &args.user, &args.password))
                 .await
                 .context("timed out logging in")??;
             let login_secs = login_started.elapsed();

@@ -31,6 +31,8 @@ pub(crate) struct DeviceOutcome {
     pub(crate) resume_pages: u64,
     /// Records of this run in those pages.
     pub(crate) resume_records: u64,
+    /// Moves to the next endpoint after the connection dropped (several endpoints).
+    pub(crate) failovers: u64,
     /// The cursor when the fleet stopped.
     pub(crate) cursor: u64,
     pub(crate) in_stall_set: bool,
@@ -75,6 +77,8 @@ pub(crate) struct FleetTotals {
     pub(crate) resume_pages: u64,
     /// Records of this run received in those pages.
     pub(crate) resume_records: u64,
+    /// Moves to the next endpoint after a connection dropped (several endpoints).
+    pub(crate) failovers: u64,
     /// The same accounting for the stall set alone (when there was one).
     pub(crate) stall_set: Option<StallSetTotals>,
     pub(crate) acks_sent: u64,
@@ -120,8 +124,8 @@ impl FleetTotals {
         let short = self.target.map_or(0, |target| target.saturating_sub(outcome.cursor));
         let ended_early = outcome.error.is_some() && outcome.caught_up;
         add_counters!(self, outcome; live_frames, live_records, catchup_pages, catchup_records, recatchups, gaps,
-            missing_seqs, duplicate_seqs, reconnects, reconnect_failures, resume_pages, resume_records, acks_sent,
-            error_frames);
+            missing_seqs, duplicate_seqs, reconnects, reconnect_failures, resume_pages, resume_records, failovers,
+            acks_sent, error_frames);
         count_short(&mut self.short_of_target, &mut self.short_of_target_seqs, short);
         if let Some(stall_set) = self.stall_set.as_mut().filter(|_| outcome.in_stall_set) {
             add_counters!(stall_set, outcome; catchup_pages, recatchups, missing_seqs, duplicate_seqs);

@@ -21,6 +21,12 @@
 //! Delivered/s is every delivery of the run over the time from the first write's send to
 //! the last delivery (not to the last write's return), so a server that acknowledges writes
 //! fast but fans out late does not look faster than it is.
+//!
+//! Failover: with several endpoints (`--url a,b,c`) and `--kill-pid` (a node's PID), the
+//! node is killed with SIGKILL `--kill-after-secs` into the writes; its devices move to the
+//! next endpoint and resume from their cursors, and the report's `failover` says when they
+//! were connected and caught up again (see `fleet::failover`). Their missed records, read
+//! while resuming, count as delivered: lost and extra must stay 0.
 
 use std::sync::Arc;
 
@@ -31,7 +37,9 @@ use syncline_proto::v1::channel_client::ChannelClient;
 use tokio::time::Instant;
 
 use crate::{
-    fleet::{FleetArgs, FleetParams, FleetTotals, Logins, RampUp, RunArgs, STOP_GRACE, ramp_up},
+    fleet::{
+        FailoverSummary, FleetArgs, FleetParams, FleetTotals, KillArgs, Logins, RampUp, RunArgs, STOP_GRACE, ramp_up,
+    },
     push_driver::{
         ClosingRows, DeliverySummary, IngestArgs, ProbeRecords, PushSummary, WriteLoad, Writer, WriterThread,
         push_and_drain,
@@ -74,6 +82,9 @@ pub(crate) struct LatencyArgs {
     /// `--changes`, `--rate`, `--max-in-flight`.
     #[command(flatten)]
     load: WriteLoad,
+    /// `--kill-pid`, `--kill-after-secs`: a node killed during the writes.
+    #[command(flatten)]
+    kill: KillArgs,
     #[command(flatten)]
     pub(crate) run: RunArgs,
 }
@@ -88,6 +99,8 @@ struct Params {
     channel: Option<String>,
     #[serde(flatten)]
     load: WriteLoad,
+    #[serde(flatten)]
+    kill: KillArgs,
     #[serde(flatten)]
     run: RunArgs,
 }
@@ -106,6 +119,8 @@ struct LatencyReport {
     delivered_live: u64,
     /// Records of this run received in catch-up pages after a demotion.
     delivered_catchup: u64,
+    /// Records of this run received while resuming on another node (failover).
+    delivered_resume: u64,
     /// Expected − delivered (never negative).
     lost: u64,
     /// Delivered − expected, when positive (duplicates).
@@ -114,6 +129,9 @@ struct LatencyReport {
     drained: bool,
     #[serde(flatten)]
     delivery: DeliverySummary,
+    /// Devices that moved to another node when theirs died (several endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failover: Option<FailoverSummary>,
     fleet: FleetTotals,
 }
 
@@ -136,7 +154,14 @@ pub(crate) async fn run(mut args: LatencyArgs, run_start: Instant, deadline: Ins
         Via::Channel => Ok(Writer::Channel(ChannelClient::new(grpc))),
     })
     .await?;
-    let push = writes.run(plan, Arc::clone(&shared), deadline);
+    let push = async {
+        let (pushes, killed) = tokio::join!(
+            writes.run(plan, Arc::clone(&shared), deadline),
+            args.kill.kill_when_due(&shared.failover, || shared.now_ns())
+        );
+        killed?;
+        pushes
+    };
     let caught_up = ramp_up.caught_up as u64;
     let phase =
         push_and_drain(&shared, server, args.run.drain_secs, deadline, push, |pushes| caught_up * pushes.pushed)
@@ -144,7 +169,7 @@ pub(crate) async fn run(mut args: LatencyArgs, run_start: Instant, deadline: Ins
 
     let totals = fleet.stop(Instant::now() + STOP_GRACE).await;
     let expected = caught_up * phase.pushes.pushed;
-    let delivered = totals.live_records + totals.catchup_records;
+    let delivered = totals.live_records + totals.catchup_records + totals.resume_records;
     let report = LatencyReport {
         scenario: "fanout",
         unix_time: unix_time_secs(),
@@ -155,6 +180,7 @@ pub(crate) async fn run(mut args: LatencyArgs, run_start: Instant, deadline: Ins
             grpc: args.ingest.grpc.clone(),
             channel: args.channel.clone(),
             load: args.load,
+            kill: args.kill,
             run: args.run.clone(),
         },
         ramp_up,
@@ -162,10 +188,12 @@ pub(crate) async fn run(mut args: LatencyArgs, run_start: Instant, deadline: Ins
         expected,
         delivered_live: totals.live_records,
         delivered_catchup: totals.catchup_records,
+        delivered_resume: totals.resume_records,
         lost: expected.saturating_sub(delivered),
         extra: delivered.saturating_sub(expected),
         drained: phase.drained,
         delivery: DeliverySummary::of(&phase, &shared),
+        failover: shared.failover.summary(),
         fleet: totals,
     };
     print_table(&report, &phase.usage, phase.delivered_at_end);
@@ -187,13 +215,22 @@ fn print_table(report: &LatencyReport, usage: &WindowUsage, delivered: u64) {
         .row("written", pushes.line())
         .row("write call p50/p90/p99/max", pushes.push_call.line())
         .row("expected", report.expected)
-        .row("delivered", format!("{} live + {} catch-up", report.delivered_live, report.delivered_catchup))
+        .row(
+            "delivered",
+            format!(
+                "{} live + {} catch-up + {} resumed",
+                report.delivered_live, report.delivered_catchup, report.delivered_resume
+            ),
+        )
         .row("lost / extra", format!("{} / {}", report.lost, report.extra))
         .row("latency p50/p90/p99/max", delivery.latency.line())
         .row(
             "delivered/s",
             format!("{:.0} (first send to last delivery: {:.3} s)", delivery.delivered_per_sec, delivery.delivery_secs),
         );
+    if let Some(failover) = &report.failover {
+        failover.add_rows(&mut table);
+    }
     let closing = ClosingRows { delivery, fleet: &report.fleet, delivered_catchup: report.delivered_catchup, pushes };
     closing.add_to(&mut table, usage, delivered, "first write error");
     table.print();

@@ -245,7 +245,7 @@ async fn login_writers(args: &MutationsArgs, deadline: Instant) -> anyhow::Resul
     let mut connections = Vec::with_capacity(args.writers);
     for writer in 0..args.writers {
         let (connection, _) =
-            tokio::time::timeout_at(deadline, login(&args.fleet.url, &args.fleet.user, &args.fleet.password))
+            tokio::time::timeout_at(deadline, login(&args.fleet.first_url(), &args.fleet.user, &args.fleet.password))
                 .await
                 .context("timed out")
                 .and_then(|login| login)
