@@ -502,11 +502,7 @@ impl SyncEngine {
 
     fn apply_changes(&mut self, changes: Changes, now: Instant, reaction: &mut Reaction) {
         let id = PartitionId::new(&changes.source, &changes.key);
-        self.stats.partitions_seen.insert(id.clone());
-        let subscribed = |partition: &&mut PartitionSync| !matches!(partition.phase, Phase::Idle | Phase::Bulk);
-        let Some(partition) = self.partitions.get_mut(&id).filter(subscribed) else {
-            warn!(partition = %id, "changes for a partition not subscribed");
-            self.stats.unexpected_frames += 1;
+        let Some(partition) = subscribed_partition(&mut self.partitions, &mut self.stats, &id, "changes") else {
             return;
         };
         if changes.page == 1 || changes.reset {
@@ -625,6 +621,23 @@ impl SyncEngine {
             }));
         }
     }
+}
+
+/// Returns partition `id` when it is subscribed on this connection (counting it as seen);
+/// a frame about another is unexpected (counted, logged with `what` it was).
+fn subscribed_partition<'p>(
+    partitions: &'p mut BTreeMap<PartitionId, PartitionSync>,
+    stats: &mut DeviceStats,
+    id: &PartitionId,
+    what: &str,
+) -> Option<&'p mut PartitionSync> {
+    stats.partitions_seen.insert(id.clone());
+    let partition = partitions.get_mut(id).filter(|partition| !matches!(partition.phase, Phase::Idle | Phase::Bulk));
+    if partition.is_none() {
+        warn!(partition = %id, what, "a frame for a partition not subscribed");
+        stats.unexpected_frames += 1;
+    }
+    partition
 }
 
 /// Returns the partition key a subscription means once the server named the user's

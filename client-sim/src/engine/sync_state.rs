@@ -4,18 +4,14 @@
 use syncline_proto::v1::{Error as ErrorFrame, SyncState, SyncStatus};
 use tracing::{debug, info, warn};
 
-use super::{PartitionSync, Phase, Reaction, SyncEngine, error_code, sync_notification};
+use super::{Phase, Reaction, SyncEngine, error_code, subscribed_partition, sync_notification};
 use crate::notification::{Notification, SyncNotificationStatus};
 use crate::replica::PartitionId;
 
 impl SyncEngine {
     pub(super) fn on_sync_state(&mut self, state: SyncState, reaction: &mut Reaction) {
         let id = PartitionId::new(&state.source, &state.key);
-        self.stats.partitions_seen.insert(id.clone());
-        let subscribed = |partition: &&mut PartitionSync| !matches!(partition.phase, Phase::Idle | Phase::Bulk);
-        let Some(partition) = self.partitions.get_mut(&id).filter(subscribed) else {
-            warn!(partition = %id, "sync state for a partition not subscribed");
-            self.stats.unexpected_frames += 1;
+        let Some(partition) = subscribed_partition(&mut self.partitions, &mut self.stats, &id, "sync state") else {
             return;
         };
         let Ok(status) = SyncStatus::try_from(state.status) else {
