@@ -101,7 +101,8 @@ for path in sorted(out.glob("*.json")):
     rates = ", ".join(f"{run['records_per_sec']:.0f}" for run in runs)
     extra = ""
     if runs and runs[0].get("server_peak_rss_mb") is not None:
-        extra = f"; server CPU {runs[0]['server_cpu_secs']} s, peak RSS {runs[0]['server_peak_rss_mb']} MB"
+        extra = (f"; server CPU {runs[0]['server_cpu_secs']} s, peak RSS {runs[0]['server_peak_rss_mb']} MB"
+                 f" (during the run at most {runs[0].get('server_rss_during_mb')} MB), simulator CPU {runs[0].get('sim_cpu_secs')} s")
     verified = all(run["verified"] for run in runs)
     parts = ""
     if runs and runs[0].get("bulk_download_secs") is not None:

@@ -122,6 +122,10 @@ struct SyncRun {
     server_cpu_secs: Option<f64>,
     /// The server's peak resident memory after the sync, when `--server-pid` is given.
     server_peak_rss_mb: Option<f64>,
+    /// The most resident memory the server had while the sync ran (sampled every 50 ms).
+    server_rss_during_mb: Option<f64>,
+    /// The simulator's own CPU time (utime + stime) during the sync.
+    sim_cpu_secs: Option<f64>,
     /// With `--bulk`: BulkRequest sent to the file read and checked (of the slowest device).
     bulk_file_secs: Option<f64>,
     /// With `--bulk`: the file's size.
@@ -157,7 +161,9 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for _ in 0..args.repeat {
         let cpu_before = server.map(Process::cpu_time).transpose()?;
-        let run = tokio::time::timeout_at(deadline, sync_devices(&args, &welcome.session_token))
+        let sim_cpu_before = Process::Current.cpu_time()?;
+        let syncs = sync_devices(&args, &welcome.session_token);
+        let (run, rss_during) = tokio::time::timeout_at(deadline, sampling_rss(server, syncs))
             .await
             .context("the syncs overran --max-secs")??;
         let server_cpu = match (server, cpu_before) {
@@ -166,7 +172,13 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
         };
         let peak_rss =
             server.map(Process::memory).transpose()?.map(|memory| round(memory.peak_rss_kb as f64 / 1024.0, 1));
-        runs.push(SyncRun { server_cpu_secs: server_cpu, server_peak_rss_mb: peak_rss, ..run });
+        runs.push(SyncRun {
+            server_cpu_secs: server_cpu,
+            server_peak_rss_mb: peak_rss,
+            server_rss_during_mb: rss_during.map(|kb| round(kb as f64 / 1024.0, 1)),
+            sim_cpu_secs: Some(secs(Process::Current.cpu_time()?.saturating_sub(sim_cpu_before))),
+            ..run
+        });
     }
     let report = InitialSyncReport {
         scenario: "initial-sync",
@@ -192,6 +204,32 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
     };
     print_table(&report);
     write_json(args.json_out.as_deref(), &report)
+}
+
+/// How often the server's resident memory is read while syncs run.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// Runs `syncs` while reading the server's resident memory (when its PID is known); returns
+/// their outcome and the most resident memory seen, in KiB. The server's `VmHWM` keeps its
+/// peak since it started (the demo's import included), so the run's own peak is sampled.
+async fn sampling_rss(
+    server: Option<Process>,
+    syncs: impl std::future::Future<Output = anyhow::Result<SyncRun>>,
+) -> anyhow::Result<(SyncRun, Option<u64>)> {
+    tokio::pin!(syncs);
+    let mut most = None;
+    let mut every = tokio::time::interval(RSS_SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            run = &mut syncs => return Ok((run?, most)),
+            _ = every.tick(), if server.is_some() => {
+                if let Some(server) = server {
+                    let rss = server.memory()?.rss_kb;
+                    most = Some(most.map_or(rss, |most: u64| most.max(rss)));
+                }
+            }
+        }
+    }
 }
 
 /// A device's copy of the partition, enough to verify count and checksum: id → version
@@ -270,6 +308,8 @@ async fn sync_devices(args: &InitialSyncArgs, token: &str) -> anyhow::Result<Syn
         verified: runs.iter().all(|run| run.verified),
         server_cpu_secs: None,
         server_peak_rss_mb: None,
+        server_rss_during_mb: None,
+        sim_cpu_secs: None,
         bulk_file_secs: slowest(|run| run.bulk_file_secs),
         bulk_file_bytes: runs.iter().find_map(|run| run.bulk_file_bytes),
         bulk_ready_secs: slowest(|run| run.bulk_ready_secs),
@@ -339,6 +379,8 @@ async fn sync_once(
         verified,
         server_cpu_secs: None,
         server_peak_rss_mb: None,
+        server_rss_during_mb: None,
+        sim_cpu_secs: None,
         bulk_file_secs: bulk_file.map(|(secs, _)| secs),
         bulk_file_bytes: bulk_file.map(|(_, fetched)| fetched.bytes),
         bulk_ready_secs: bulk_file.map(|(_, fetched)| secs(fetched.ready)),
@@ -582,6 +624,11 @@ fn print_table(report: &InitialSyncReport) {
     for (index, run) in report.runs.iter().enumerate() {
         let cpu = run.server_cpu_secs.map(|cpu| format!(", server CPU {cpu:.2} s")).unwrap_or_default();
         let rss = run.server_peak_rss_mb.map(|rss| format!(", server peak RSS {rss:.0} MB")).unwrap_or_default();
+        let rss_during = run
+            .server_rss_during_mb
+            .map(|rss| format!(", server RSS during the run at most {rss:.0} MB"))
+            .unwrap_or_default();
+        let sim_cpu = run.sim_cpu_secs.map(|cpu| format!(", simulator CPU {cpu:.2} s")).unwrap_or_default();
         let file = match (run.bulk_file_secs, run.bulk_file_bytes) {
             (Some(secs), Some(bytes)) => format!(
                 ", file of {bytes} bytes ready and read after {secs:.3} s (BulkReady {:.3} s, download {:.3} s, \
@@ -595,7 +642,7 @@ fn print_table(report: &InitialSyncReport) {
         table.row(
             format!("run {}", index + 1),
             format!(
-                "{} records in {} pages, {:.3} s, {:.0} records/s, first page {:.1} ms, {}{file}{cpu}{rss}",
+                "{} records in {} pages, {:.3} s, {:.0} records/s, first page {:.1} ms, {}{file}{cpu}{rss}{rss_during}{sim_cpu}",
                 run.records,
                 run.pages,
                 run.secs,
