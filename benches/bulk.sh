@@ -59,6 +59,16 @@ sim() {
     --page-size "$PAGE_SIZE" --window "$WINDOW" --server-pid "$SERVER_PID" --max-secs "$SIM_MAX_SECS" "$@"
 }
 
+# arm LABEL ARGS...: waits for quiet cores, runs the simulator, notes the load average after.
+arm() {
+  local label=$1
+  shift
+  wait_quiet "$label"
+  echo "== $label"
+  sim "$@"
+  echo "$label: load average after the arm $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN_LOG"
+}
+
 SYNCLINE_DATA_DIR=$DATA SYNCLINE_DEVICE_ADDR=127.0.0.1:$DEVICE_PORT SYNCLINE_GRPC_ADDR=127.0.0.1:$GRPC_PORT \
   SYNCLINE_ADMIN_ADDR=127.0.0.1:0 SYNCLINE_DEMO_RECORDS=$RECORDS \
   start_server "$OUT/server.log" syncline "$DEVICE_PORT $GRPC_PORT" "$SERVER_BIN" serve
@@ -75,19 +85,11 @@ for attempt in $(seq 1 60); do
   sleep 5
 done
 for pair in $(seq 1 "$PAIRS"); do
-  wait_quiet "paged $pair"
-  echo "== paged $pair"
-  sim --repeat "$REPEAT" --json-out "$OUT/paged-$pair.json"
-  wait_quiet "bulk $pair"
-  echo "== bulk $pair"
-  sim --bulk --repeat "$REPEAT" --json-out "$OUT/bulk-$pair.json"
-  wait_quiet "bulk-parsed $pair"
-  echo "== bulk, fields parsed, $pair"
-  sim --bulk --parse-fields --repeat "$REPEAT" --json-out "$OUT/bulk-parsed-$pair.json"
+  arm "paged $pair" --repeat "$REPEAT" --json-out "$OUT/paged-$pair.json"
+  arm "bulk $pair" --bulk --repeat "$REPEAT" --json-out "$OUT/bulk-$pair.json"
+  arm "bulk-parsed $pair" --bulk --parse-fields --repeat "$REPEAT" --json-out "$OUT/bulk-parsed-$pair.json"
 done
-wait_quiet "fleet"
-echo "== fleet: $DEVICES devices bulk-syncing at once"
-sim --bulk --devices "$DEVICES" --repeat 1 --json-out "$OUT/fleet.json"
+arm "fleet: $DEVICES devices bulk-syncing at once" --bulk --devices "$DEVICES" --repeat 1 --json-out "$OUT/fleet.json"
 stop_server
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
@@ -99,7 +101,12 @@ for path in sorted(out.glob("*.json")):
     rates = ", ".join(f"{run['records_per_sec']:.0f}" for run in runs)
     extra = ""
     if runs and runs[0].get("server_peak_rss_mb") is not None:
-        extra = f"; server CPU {runs[0]['server_cpu_secs']} s, peak RSS {runs[0]['server_peak_rss_mb']} MB"
+        extra = (f"; server CPU {runs[0]['server_cpu_secs']} s, peak RSS {runs[0]['server_peak_rss_mb']} MB"
+                 f" (during the run at most {runs[0].get('server_rss_during_mb')} MB), simulator CPU {runs[0].get('sim_cpu_secs')} s")
     verified = all(run["verified"] for run in runs)
-    print(f"{path.stem:10} records/s per run: {rates} (median {report['median_records_per_sec']:.0f}){extra}; verified: {verified}")
+    parts = ""
+    if runs and runs[0].get("bulk_download_secs") is not None:
+        parts = "; BulkReady/download/check s per run: " + ", ".join(
+            f"{run['bulk_ready_secs']}/{run['bulk_download_secs']}/{run['bulk_check_secs']}" for run in runs)
+    print(f"{path.stem:10} records/s per run: {rates} (median {report['median_records_per_sec']:.0f}){extra}{parts}; verified: {verified}")
 PY

@@ -27,6 +27,13 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// Bytes buffered before a write to the downloaded file.
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
+/// Most bytes of a downloaded file SQLite maps into memory to read it.
+const READ_MMAP_BYTES: i64 = 1 << 30;
+
+/// Most records a load reserves room for before reading them (a file's count is its own
+/// claim until checked).
+const MAX_PREALLOCATED: usize = 1 << 20;
+
 /// Bytes between two download progress reports.
 pub const PROGRESS_EVERY_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -226,13 +233,15 @@ pub fn load_file(
     partition: &PartitionId,
     expected: &v1::BulkFile,
 ) -> Result<PartitionView, BulkLoadError> {
-    let mut records = BTreeMap::new();
+    let mut records = Vec::with_capacity(usize::try_from(expected.record_count).unwrap_or(0).min(MAX_PREALLOCATED));
     let checked = scan_file(path, partition, expected, true, |id, version, fields| {
-        let fields = serde_json::from_str(fields.unwrap_or("{}"))
+        let fields = bulk_file::decode_fields(fields.unwrap_or_default())
             .map_err(|error| BulkLoadError::Format(format!("record {id}: fields: {error}")))?;
-        records.insert(id.clone(), Record { id, fields, version });
+        records.push((id.to_owned(), Record { id: id.to_owned(), fields, version }));
         Ok(())
     })?;
+    // In id order already: the map is built in one pass.
+    let records = records.into_iter().collect();
     Ok(PartitionView { cursor: checked.sequence, total: checked.record_count, checksum: checked.checksum, records })
 }
 
@@ -248,16 +257,51 @@ pub struct CheckedFile {
 }
 
 /// Checks a downloaded bulk file as [`load_file`] does and hands each record's id, version
-/// and (when `with_fields`) typed-JSON fields to `each`, in id order: for a device that
-/// keeps the file itself as its local store, only ids and versions need reading.
+/// and (when `with_fields`) encoded fields ([`bulk_file::decode_fields`]) to `each`, in id
+/// order. Without fields only the file's `(id, version)` index is read: a device that keeps
+/// the file itself as its local store checks it without reading the records' fields.
 pub fn scan_file(
     path: &Path,
     partition: &PartitionId,
     expected: &v1::BulkFile,
     with_fields: bool,
-    mut each: impl FnMut(String, u64, Option<&str>) -> Result<(), BulkLoadError>,
+    mut each: impl FnMut(&str, u64, Option<&[u8]>) -> Result<(), BulkLoadError>,
 ) -> Result<CheckedFile, BulkLoadError> {
-    let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let connection = open_read_only(path)?;
+    let sequence = check_meta(&connection, partition, expected)?;
+    let mut checksum = Checksum::default();
+    let mut count = 0u64;
+    let query = if with_fields { bulk_file::SELECT_RECORDS } else { bulk_file::SELECT_IDS_AND_VERSIONS };
+    let mut statement = connection.prepare(query)?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let id = row.get_ref(0)?.as_str()?;
+        let version = u64::try_from(row.get::<_, i64>(1)?)
+            .map_err(|_| BulkLoadError::Format(format!("record {id} has a negative version")))?;
+        checksum.add(id, version);
+        count += 1;
+        let fields = if with_fields { Some(row.get_ref(2)?.as_blob()?) } else { None };
+        each(id, version, fields)?;
+    }
+    let got = (count, checksum.0);
+    if got != (expected.record_count, expected.checksum) {
+        return Err(BulkLoadError::Checksum { expected: (expected.record_count, expected.checksum), got });
+    }
+    Ok(CheckedFile { sequence, record_count: count, checksum: checksum.0 })
+}
+
+/// Opens a downloaded file read-only, mapped into memory (its pages are read straight from
+/// the OS's cache, not copied into SQLite's).
+fn open_read_only(path: &Path) -> Result<Connection, BulkLoadError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.pragma_update_and_check(None, "mmap_size", READ_MMAP_BYTES, |row| row.get::<_, i64>(0))?;
+    Ok(connection)
+}
+
+/// Checks the file's `meta` table against the partition and `expected` (BulkReady's
+/// announcement) and returns the file's sequence.
+fn check_meta(connection: &Connection, partition: &PartitionId, expected: &v1::BulkFile) -> Result<u64, BulkLoadError> {
     let values: BTreeMap<String, String> = connection
         .prepare("SELECT name, value FROM meta")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
@@ -277,24 +321,13 @@ pub fn scan_file(
         return Err(BulkLoadError::Format(format!("sequence {sequence}, announced {}", expected.sequence)));
     }
     let announced = (number(meta::RECORD_COUNT)?, number(meta::CHECKSUM)?);
-    let mut checksum = Checksum::default();
-    let mut count = 0u64;
-    let query = if with_fields { "SELECT id, version, fields FROM records" } else { "SELECT id, version FROM records" };
-    let mut statement = connection.prepare(query)?;
-    let mut rows = statement.query([])?;
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        let version = row.get::<_, i64>(1)? as u64;
-        checksum.add(&id, version);
-        count += 1;
-        let fields = if with_fields { Some(row.get_ref(2)?.as_str()?) } else { None };
-        each(id, version, fields)?;
+    if announced != (expected.record_count, expected.checksum) {
+        return Err(BulkLoadError::Format(format!(
+            "the file states {announced:?} (records, checksum), BulkReady {:?}",
+            (expected.record_count, expected.checksum)
+        )));
     }
-    let got = (count, checksum.0);
-    if got != announced || announced != (expected.record_count, expected.checksum) {
-        return Err(BulkLoadError::Checksum { expected: (expected.record_count, expected.checksum), got });
-    }
-    Ok(CheckedFile { sequence, record_count: count, checksum: checksum.0 })
+    Ok(sequence)
 }
 
 /// Downloads a partition's file into `dir` and loads it, reporting progress and the
@@ -437,6 +470,94 @@ impl Drop for BulkRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use syncline_proto::v1::Value;
+
+    /// Writes a file of `records` (id, version, n) as the server's writer lays it out, with
+    /// the meta values given; returns what BulkReady would announce for it.
+    fn write_file(path: &Path, records: &[(&str, u64, i64)], format_version: u32) -> v1::BulkFile {
+        let connection = Connection::open(path).expect("open");
+        connection.execute_batch(bulk_file::SCHEMA).expect("schema");
+        let mut checksum = Checksum::default();
+        for (id, version, n) in records {
+            let mut fields = Vec::new();
+            bulk_file::encode_fields(&BTreeMap::from([("n".to_owned(), Value::int(*n))]), &mut fields);
+            connection
+                .execute(bulk_file::UPSERT_RECORD, rusqlite::params![id, *version as i64, fields])
+                .expect("insert");
+            checksum.add(id, *version);
+        }
+        let file = v1::BulkFile {
+            source: "Account".into(),
+            key: "*".into(),
+            sequence: 9,
+            record_count: records.len() as u64,
+            checksum: checksum.0,
+            ..v1::BulkFile::default()
+        };
+        let meta = [
+            (meta::FORMAT_VERSION, format_version.to_string()),
+            (meta::SOURCE, file.source.clone()),
+            (meta::KEY, file.key.clone()),
+            (meta::SEQUENCE, file.sequence.to_string()),
+            (meta::CHECKSUM, file.checksum.to_string()),
+            (meta::RECORD_COUNT, file.record_count.to_string()),
+            (meta::CREATED_MS, "1".to_owned()),
+        ];
+        for (name, value) in meta {
+            connection.execute("INSERT INTO meta (name, value) VALUES (?1, ?2)", [name, value.as_str()]).expect("meta");
+        }
+        file
+    }
+
+    const RECORDS: [(&str, u64, i64); 3] = [("a", 3, 1), ("b", 9, -2), ("c", 5, 3)];
+
+    #[test]
+    fn a_file_loads_with_its_fields_and_scans_ids_and_versions_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("f.sqlite");
+        let file = write_file(&path, &RECORDS, bulk_file::FORMAT_VERSION);
+        let partition = PartitionId::new("Account", "*");
+        let view = load_file(&path, &partition, &file).expect("loads");
+        assert_eq!((view.cursor, view.total, view.checksum), (9, 3, file.checksum));
+        assert_eq!(view.records["b"].fields["n"], Value::int(-2));
+        assert_eq!(view.records["b"].version, 9);
+        let mut seen = Vec::new();
+        scan_file(&path, &partition, &file, false, |id, version, fields| {
+            assert!(fields.is_none());
+            seen.push((id.to_owned(), version));
+            Ok(())
+        })
+        .expect("checks");
+        assert_eq!(seen, [("a".to_owned(), 3), ("b".to_owned(), 9), ("c".to_owned(), 5)]);
+    }
+
+    #[test]
+    fn another_format_partition_count_or_checksum_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let partition = PartitionId::new("Account", "*");
+        let old = dir.path().join("old.sqlite");
+        let file = write_file(&old, &RECORDS, 1);
+        assert!(
+            matches!(load_file(&old, &partition, &file), Err(BulkLoadError::Format(message)) if message.contains("format version 1"))
+        );
+
+        let path = dir.path().join("f.sqlite");
+        let file = write_file(&path, &RECORDS, bulk_file::FORMAT_VERSION);
+        let other = PartitionId::new("Account", "u1");
+        assert!(matches!(scan_file(&path, &other, &file, false, |_, _, _| Ok(())), Err(BulkLoadError::Format(_))));
+        let announced_otherwise = v1::BulkFile { checksum: file.checksum ^ 1, ..file.clone() };
+        assert!(matches!(load_file(&path, &partition, &announced_otherwise), Err(BulkLoadError::Format(_))));
+        // A record changed after the file was written: its meta no longer adds up.
+        Connection::open(&path)
+            .expect("open")
+            .execute("UPDATE records SET version = 4 WHERE id = 'a'", [])
+            .expect("tamper");
+        for with_fields in [false, true] {
+            let scanned = scan_file(&path, &partition, &file, with_fields, |_, _, _| Ok(()));
+            assert!(matches!(scanned, Err(BulkLoadError::Checksum { .. })), "{with_fields}: {scanned:?}");
+        }
+    }
 
     #[test]
     fn relative_urls_resolve_against_the_socket() {

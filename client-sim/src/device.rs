@@ -12,7 +12,7 @@
 //! Business calls ([`DeviceHandle::call`]) are online-only: see [`crate::rpc`].
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -20,7 +20,7 @@ use std::{
 use parking_lot::Mutex;
 use syncline_proto::{
     close_code,
-    v1::{Value, server_frame},
+    v1::{ClientFrame, Value, server_frame},
 };
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -36,7 +36,7 @@ use crate::{
     bulk::BulkRunner,
     config::DeviceConfig,
     engine::{AfterDisconnect, Disconnect, ReconnectDelay, SearchError, SearchQuery, SearchResults, SyncEngine},
-    notification::Notification,
+    notification::{Notification, NotificationOutbox},
     outbox::{MutationQueue, OutboxError, QueuedMutation, Resolution, Resolved},
     replica::{PartitionId, PartitionView},
     rpc::{CallError, CallResult, DEFAULT_CALL_TIMEOUT, OutgoingCall, PendingCalls},
@@ -109,7 +109,7 @@ impl Device {
             engine: Arc::clone(&engine),
             state: state_tx,
             control: control_rx,
-            outbox: NotificationOutbox { sender: notification_tx, queue: VecDeque::new() },
+            outbox: NotificationOutbox::new(notification_tx),
             connections: 0,
             published: DeviceState::default(),
             calls: PendingCalls::default(),
@@ -403,59 +403,6 @@ enum SessionEnd {
     Stopped(StopReason),
 }
 
-/// Notifications produced but not yet taken by the channel. The session loop stops reading
-/// the socket while any are queued, so this holds at most one frame's worth.
-struct NotificationOutbox {
-    sender: Option<mpsc::Sender<Notification>>,
-    queue: VecDeque<Notification>,
-}
-
-impl NotificationOutbox {
-    fn extend(&mut self, notifications: Vec<Notification>) {
-        if self.sender.is_some() {
-            self.queue.extend(notifications);
-        }
-    }
-
-    fn has_pending(&self) -> bool {
-        !self.queue.is_empty()
-    }
-
-    /// Waits for room in the channel and hands over the oldest queued notification.
-    /// Cancel-safe: a notification leaves the queue only when it is sent.
-    async fn deliver_one(&mut self) {
-        let Some(sender) = &self.sender else {
-            self.queue.clear();
-            return;
-        };
-        let delivered = match sender.reserve().await {
-            Ok(permit) => {
-                if let Some(notification) = self.queue.pop_front() {
-                    permit.send(notification);
-                }
-                true
-            }
-            Err(_) => false,
-        };
-        if !delivered {
-            // The app dropped the receiver: notifications are off from now on.
-            self.sender = None;
-            self.queue.clear();
-        }
-    }
-
-    /// Hands over what fits without waiting (used when the device stops).
-    fn deliver_without_waiting(&mut self) {
-        let Some(sender) = &self.sender else { return };
-        while let Some(notification) = self.queue.pop_front() {
-            if sender.try_send(notification).is_err() {
-                break;
-            }
-        }
-        self.queue.clear();
-    }
-}
-
 struct DeviceTask {
     url: String,
     options: ConnectOptions,
@@ -682,17 +629,15 @@ impl DeviceTask {
                             continue;
                         }
                         let frame = self.calls.register(call);
-                        if let Err(error) = connection.send(&frame).await {
-                            debug!(error = %error, "send failed");
-                            return SessionEnd::Disconnected(Disconnect::Lost);
+                        if let Err(end) = send_frames(&mut connection, &[frame]).await {
+                            return end;
                         }
                     }
                     Some(Control::Search(query, reply)) => {
                         let (search_id, frame) = self.engine.lock().start_search(query);
                         self.searches.insert(search_id, reply);
-                        if let Err(error) = connection.send(&frame).await {
-                            debug!(error = %error, "send failed");
-                            return SessionEnd::Disconnected(Disconnect::Lost);
+                        if let Err(end) = send_frames(&mut connection, &[frame]).await {
+                            return end;
                         }
                     }
                     Some(Control::Flush) => {
@@ -704,11 +649,8 @@ impl DeviceTask {
                             frames
                         };
                         self.send_state();
-                        for frame in &frames {
-                            if let Err(error) = connection.send(frame).await {
-                                debug!(error = %error, "send failed");
-                                return SessionEnd::Disconnected(Disconnect::Lost);
-                            }
+                        if let Err(end) = send_frames(&mut connection, &frames).await {
+                            return end;
                         }
                     }
                 },
@@ -744,11 +686,8 @@ impl DeviceTask {
                                 let _ = reply.send(outcome);
                             }
                         }
-                        for frame in &reaction.frames {
-                            if let Err(error) = connection.send(frame).await {
-                                debug!(error = %error, "send failed");
-                                return SessionEnd::Disconnected(Disconnect::Lost);
-                            }
+                        if let Err(end) = send_frames(&mut connection, &reaction.frames).await {
+                            return end;
                         }
                         if let Some(reason) = reaction.stop {
                             if matches!(reason, StopReason::Command { .. }) {
@@ -771,51 +710,19 @@ impl DeviceTask {
                 },
                 // At the app's pace too: a file is swapped in once the app took what came before.
                 event = self.bulk.next_event(), if !self.outbox.has_pending() => {
-                    let reaction = {
-                        let mut engine = self.engine.lock();
-                        let reaction = engine.on_bulk_event(event);
-                        engine.publish(&mut self.published);
-                        reaction
-                    };
-                    self.send_state();
-                    self.outbox.extend(reaction.notifications);
-                    for frame in &reaction.frames {
-                        if let Err(error) = connection.send(frame).await {
-                            debug!(error = %error, "send failed");
-                            return SessionEnd::Disconnected(Disconnect::Lost);
-                        }
+                    if let Err(end) = self.on_bulk_event(event, &mut connection).await {
+                        return end;
                     }
                 }
                 () = sleep_until(ack_timer), if ack_deadline.is_some() => {
                     let frames = self.engine.lock().due_live_acks(Instant::now());
-                    for frame in &frames {
-                        if let Err(error) = connection.send(frame).await {
-                            debug!(error = %error, "send failed");
-                            return SessionEnd::Disconnected(Disconnect::Lost);
-                        }
+                    if let Err(end) = send_frames(&mut connection, &frames).await {
+                        return end;
                     }
                     self.publish();
                 }
             }
         }
-    }
-
-    /// Sends the frames (mutations that may go now) and queues the notifications (failed
-    /// mutations) that follow the end of a blob upload.
-    async fn apply_blob_reaction(
-        &mut self,
-        reaction: crate::engine::Reaction,
-        connection: &mut Connection,
-    ) -> Result<(), SessionEnd> {
-        self.publish();
-        self.outbox.extend(reaction.notifications);
-        for frame in &reaction.frames {
-            if let Err(error) = connection.send(frame).await {
-                debug!(error = %error, "send failed");
-                return Err(SessionEnd::Disconnected(Disconnect::Lost));
-            }
-        }
-        Ok(())
     }
 
     fn set_phase(&mut self, phase: ConnectionPhase) {
@@ -837,6 +744,17 @@ impl DeviceTask {
     fn send_state(&self) {
         self.state.send_modify(|state| state.clone_from(&self.published));
     }
+}
+
+/// Sends `frames` in order; a failed send ends the session as a lost connection.
+async fn send_frames(connection: &mut Connection, frames: &[ClientFrame]) -> Result<(), SessionEnd> {
+    for frame in frames {
+        if let Err(error) = connection.send(frame).await {
+            debug!(error = %error, "send failed");
+            return Err(SessionEnd::Disconnected(Disconnect::Lost));
+        }
+    }
+    Ok(())
 }
 
 /// Fails a call made while the device is not connected.
@@ -867,3 +785,5 @@ async fn close_quietly(connection: &mut Connection) {
         debug!(error = %error, "close failed");
     }
 }
+
+mod transfers;

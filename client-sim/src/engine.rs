@@ -21,11 +21,11 @@ use syncline_proto::{
     APP_PARTITION_KEY, PROTOCOL_VERSION, close_code,
     v1::{
         Ack, Changes, ClientFrame, DeviceInfo, Error as ErrorFrame, ErrorCode, Hello, Login, Pull, ServerFrame,
-        Subscribe, SyncState, SyncStatus, Welcome, client_frame, hello, server_frame,
+        Subscribe, Welcome, client_frame, hello, server_frame,
     },
 };
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::{
     config::{DeviceConfig, LiveAckPolicy, SubscriptionConfig},
@@ -502,11 +502,7 @@ impl SyncEngine {
 
     fn apply_changes(&mut self, changes: Changes, now: Instant, reaction: &mut Reaction) {
         let id = PartitionId::new(&changes.source, &changes.key);
-        self.stats.partitions_seen.insert(id.clone());
-        let subscribed = |partition: &&mut PartitionSync| !matches!(partition.phase, Phase::Idle | Phase::Bulk);
-        let Some(partition) = self.partitions.get_mut(&id).filter(subscribed) else {
-            warn!(partition = %id, "changes for a partition not subscribed");
-            self.stats.unexpected_frames += 1;
+        let Some(partition) = subscribed_partition(&mut self.partitions, &mut self.stats, &id, "changes") else {
             return;
         };
         if changes.page == 1 || changes.reset {
@@ -591,168 +587,6 @@ impl SyncEngine {
         }
     }
 
-    fn on_sync_state(&mut self, state: SyncState, reaction: &mut Reaction) {
-        let id = PartitionId::new(&state.source, &state.key);
-        self.stats.partitions_seen.insert(id.clone());
-        let subscribed = |partition: &&mut PartitionSync| !matches!(partition.phase, Phase::Idle | Phase::Bulk);
-        let Some(partition) = self.partitions.get_mut(&id).filter(subscribed) else {
-            warn!(partition = %id, "sync state for a partition not subscribed");
-            self.stats.unexpected_frames += 1;
-            return;
-        };
-        let Ok(status) = SyncStatus::try_from(state.status) else {
-            debug!(partition = %id, status = state.status, "unknown sync status ignored");
-            return;
-        };
-        match status {
-            SyncStatus::CaughtUp => {
-                // Live pushes may be queued right behind the catch-up and applied before this
-                // arrives: the replica is then past the server's cursor, already verified by
-                // each push's own checksum.
-                let live_ahead = !partition.replica.is_receiving_snapshot()
-                    && state.cursor < partition.replica.cursor()
-                    && !partition.awaiting_restart;
-                if !live_ahead
-                    && (state.cursor != partition.replica.cursor() || partition.replica.is_receiving_snapshot())
-                {
-                    self.stats.gaps += 1;
-                    if partition.awaiting_restart {
-                        debug!(partition = %id, "sync state of a previous subscription skipped");
-                        return;
-                    }
-                    warn!(
-                        partition = %id,
-                        server_cursor = state.cursor,
-                        cursor = partition.replica.cursor(),
-                        "caught up at another cursor; resubscribing"
-                    );
-                    self.stats.resubscribes += 1;
-                    self.complete_reported = false;
-                    reaction.frames.extend(partition.subscribe(&id));
-                    return;
-                }
-                partition.awaiting_restart = false;
-                partition.server_total = state.total;
-                let verified = if live_ahead { Ok(()) } else { partition.replica.verify(state.total, state.checksum) };
-                match verified {
-                    Ok(()) => {
-                        if partition.phase != Phase::CaughtUp {
-                            partition.phase = Phase::CaughtUp;
-                            self.searches.forget(&id);
-                            if self.notifications_enabled {
-                                reaction.notifications.push(sync_notification(
-                                    &id,
-                                    SyncNotificationStatus::Ok,
-                                    state.total,
-                                    0,
-                                    partition.cumulative,
-                                ));
-                            }
-                        }
-                        self.check_complete(reaction);
-                    }
-                    Err(mismatch) => {
-                        warn!(partition = %id, ?mismatch, "checksum mismatch; resyncing from cursor 0");
-                        self.stats.checksum_mismatches += 1;
-                        self.stats.resyncs += 1;
-                        self.complete_reported = false;
-                        partition.replica.clear();
-                        reaction.frames.extend(partition.subscribe(&id));
-                    }
-                }
-            }
-            SyncStatus::InProgress | SyncStatus::Reset => {
-                if status == SyncStatus::Reset {
-                    // The server cannot continue from the cursor (compacted past it, or its
-                    // data was reset): a snapshot follows.
-                    self.stats.resyncs += 1;
-                }
-                if partition.phase == Phase::CaughtUp {
-                    partition.phase = Phase::CatchingUp;
-                    self.complete_reported = false;
-                }
-                if status == SyncStatus::Reset && self.bulk_instead_of_reset(&id, reaction) {
-                    self.complete_reported = false;
-                }
-            }
-            SyncStatus::Error => {
-                let error = state.error.unwrap_or_default();
-                let error = (error_code(error.code), error.message);
-                warn!(partition = %id, ?error, "subscription failed");
-                partition.phase = Phase::Failed;
-                partition.error = Some(error.clone());
-                if self.notifications_enabled {
-                    let mut notification = sync_notification(
-                        &id,
-                        SyncNotificationStatus::Error,
-                        partition.server_total,
-                        0,
-                        partition.cumulative,
-                    );
-                    if let Notification::Sync(sync) = &mut notification {
-                        sync.error = Some(error);
-                    }
-                    reaction.notifications.push(notification);
-                }
-                self.check_complete(reaction);
-            }
-            SyncStatus::SchemaChanged => {
-                // What the device holds may not match the new schema: sync it again from 0.
-                info!(partition = %id, "the source's schema changed; resyncing from cursor 0");
-                self.stats.resyncs += 1;
-                self.stats.schema_changes += 1;
-                self.complete_reported = false;
-                partition.replica.clear();
-                reaction.frames.extend(partition.subscribe(&id));
-                if self.notifications_enabled {
-                    let total = partition.server_total;
-                    let cumulative = partition.cumulative;
-                    let status = SyncNotificationStatus::SchemaChanged;
-                    reaction.notifications.push(sync_notification(&id, status, total, 0, cumulative));
-                }
-            }
-            SyncStatus::Unspecified => {}
-        }
-    }
-
-    fn on_error(&mut self, error: ErrorFrame, reaction: &mut Reaction) {
-        let code = error_code(error.code);
-        warn!(?code, message = %error.message, fatal = error.fatal, source = %error.source, key = %error.key, "server error");
-        let mut failed = Vec::new();
-        if !error.source.is_empty() {
-            if !error.key.is_empty() {
-                self.stats.partitions_seen.insert(PartitionId::new(&error.source, &error.key));
-            }
-            // A subscription still catching up that the error names has failed; errors about
-            // a caught-up partition concern something else (e.g. a mutation).
-            for (id, partition) in &mut self.partitions {
-                let named = id.source == error.source && (error.key.is_empty() || id.key == error.key);
-                if named && partition.phase == Phase::CatchingUp {
-                    partition.phase = Phase::Failed;
-                    partition.error = Some((code, error.message.clone()));
-                    failed.push((id.clone(), partition.server_total, partition.cumulative));
-                }
-            }
-        }
-        if self.notifications_enabled {
-            if failed.is_empty() {
-                let id = PartitionId::new(&error.source, &error.key);
-                failed.push((id, 0, 0));
-            }
-            for (id, total, cumulative) in &failed {
-                let mut notification = sync_notification(id, SyncNotificationStatus::Error, *total, 0, *cumulative);
-                if let Notification::Sync(sync) = &mut notification {
-                    sync.error = Some((code, error.message.clone()));
-                }
-                reaction.notifications.push(notification);
-            }
-        }
-        if error.fatal {
-            self.fatal_error = Some(error);
-        }
-        self.check_complete(reaction);
-    }
-
     /// Reports `Complete` when every subscribed partition is caught up or failed.
     fn check_complete(&mut self, reaction: &mut Reaction) {
         if self.complete_reported {
@@ -787,6 +621,23 @@ impl SyncEngine {
             }));
         }
     }
+}
+
+/// Returns partition `id` when it is subscribed on this connection (counting it as seen);
+/// a frame about another is unexpected (counted, logged with `what` it was).
+fn subscribed_partition<'p>(
+    partitions: &'p mut BTreeMap<PartitionId, PartitionSync>,
+    stats: &mut DeviceStats,
+    id: &PartitionId,
+    what: &str,
+) -> Option<&'p mut PartitionSync> {
+    stats.partitions_seen.insert(id.clone());
+    let partition = partitions.get_mut(id).filter(|partition| !matches!(partition.phase, Phase::Idle | Phase::Bulk));
+    if partition.is_none() {
+        warn!(partition = %id, what, "a frame for a partition not subscribed");
+        stats.unexpected_frames += 1;
+    }
+    partition
 }
 
 /// Returns the partition key a subscription means once the server named the user's
@@ -848,6 +699,7 @@ mod bulk;
 mod commands;
 mod mutations;
 mod search;
+mod sync_state;
 
 use search::Searches;
 pub use search::{SearchError, SearchQuery, SearchResults};

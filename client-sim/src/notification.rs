@@ -13,7 +13,10 @@
 //! receiver turns notifications off. When the device stops, notifications still queued inside
 //! it are handed over only as far as the channel has room.
 
+use std::collections::VecDeque;
+
 use syncline_proto::v1::{ErrorCode, Link, MutationOp, Record};
+use tokio::sync::mpsc;
 
 /// One notification to the app.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,4 +155,64 @@ pub enum MutationOutcome {
         /// On `CONFLICT`: the backend's current record.
         current: Option<Record>,
     },
+}
+
+/// Notifications produced but not yet taken by the channel. The session loop stops reading
+/// the socket while any are queued, so this holds at most one frame's worth.
+pub(crate) struct NotificationOutbox {
+    sender: Option<mpsc::Sender<Notification>>,
+    queue: VecDeque<Notification>,
+}
+
+impl NotificationOutbox {
+    /// Returns an outbox handing notifications to `sender` (none: notifications are off).
+    pub(crate) fn new(sender: Option<mpsc::Sender<Notification>>) -> Self {
+        Self { sender, queue: VecDeque::new() }
+    }
+
+    /// Queues `notifications` (dropped when notifications are off).
+    pub(crate) fn extend(&mut self, notifications: Vec<Notification>) {
+        if self.sender.is_some() {
+            self.queue.extend(notifications);
+        }
+    }
+
+    /// Returns true while notifications wait for room in the channel.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Waits for room in the channel and hands over the oldest queued notification.
+    /// Cancel-safe: a notification leaves the queue only when it is sent.
+    pub(crate) async fn deliver_one(&mut self) {
+        let Some(sender) = &self.sender else {
+            self.queue.clear();
+            return;
+        };
+        let delivered = match sender.reserve().await {
+            Ok(permit) => {
+                if let Some(notification) = self.queue.pop_front() {
+                    permit.send(notification);
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        if !delivered {
+            // The app dropped the receiver: notifications are off from now on.
+            self.sender = None;
+            self.queue.clear();
+        }
+    }
+
+    /// Hands over what fits without waiting (used when the device stops).
+    pub(crate) fn deliver_without_waiting(&mut self) {
+        let Some(sender) = &self.sender else { return };
+        while let Some(notification) = self.queue.pop_front() {
+            if sender.try_send(notification).is_err() {
+                break;
+            }
+        }
+        self.queue.clear();
+    }
 }

@@ -364,11 +364,20 @@ async fn initial_sync_by_bulk_file_reports_verified_runs_beside_the_paged_one() 
     ] {
         let report = initial_sync(&server, dir.path(), name, args).await;
         let runs = report["runs"].as_array().expect("runs");
+        // After the first bulk arm the partition moves (below the reuse threshold): later
+        // arms get the same file and these changes from the log after it, applied on top of
+        // the file's records (a version looked up in the file, a new record, a delete).
+        let logged = if matches!(name, "parsed" | "fleet") { 2 } else { 0 };
         for run in runs {
             assert_eq!(run["verified"], true, "{name}: {run}");
             let devices = if name == "fleet" { 3 } else { 1 };
-            assert_eq!(run["records"], 5_000 * devices, "{name}: {run}");
+            assert_eq!(run["records"], (5_000 + logged) * devices, "{name}: {run}");
             assert_eq!(run["bulk_file_bytes"].is_u64(), name != "paged", "{name}: {run}");
+        }
+        if name == "bulk" {
+            let mut ingest = server.ingest_client().await;
+            let changed = vec![record("acc-00001", -1), record("acc-new", -2)];
+            push(&mut ingest, "Account", "*", changed, vec!["acc-00002".to_owned()]).await.expect("durable");
         }
     }
     assert_eq!(server.server.services.bulk.catalog().files().len(), 1, "every bulk run reused the first file");

@@ -8,6 +8,7 @@ use syncline_proto::{
 use super::*;
 use crate::config::{DEFAULT_LIVE_ACK_INTERVAL, SubscriptionConfig};
 use crate::state::StopCommand;
+use syncline_proto::v1::{SyncState, SyncStatus};
 
 const SOURCE: &str = "Account";
 const USER: &str = "u1";

@@ -34,6 +34,10 @@ const READ_LIMIT: PageLimit = PageLimit { items: READ_BATCH, bytes: READ_BATCH_B
 /// faster than the writer reads gets a typed error instead of an endless write.
 const MAX_CATCH_UP_PAGES: usize = 1_000;
 
+/// SQLite's page cache while writing a file, in KiB: the B-trees are filled left to right,
+/// so only the right edge of each needs to stay cached; beyond that, pages go to the file.
+const WRITE_CACHE_KIB: u32 = 8 * 1024;
+
 /// Attempts at a snapshot when compaction passes the sequence it started at.
 const MAX_ATTEMPTS: usize = 3;
 
@@ -81,8 +85,11 @@ fn write_temp(
     let mut connection = Connection::open(temp)?;
     // The file is private until renamed and synced as a whole afterwards: no journal and
     // no syncs of SQLite's own are needed while writing it.
-    connection
-        .execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;")?;
+    connection.execute_batch(&format!(
+        "PRAGMA page_size = {}; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
+         PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -{WRITE_CACHE_KIB};",
+        bulk_file::PAGE_SIZE
+    ))?;
     connection.execute_batch(bulk_file::SCHEMA)?;
     let transaction = connection.transaction()?;
     let mut attempt = 0;
@@ -121,7 +128,7 @@ fn snapshot_into(
     partition: &PartitionName,
     transaction: &Connection,
 ) -> Result<Option<WrittenSnapshot>, BulkError> {
-    let mut records = RecordsTable { transaction, count: 0, checksum: Checksum::default() };
+    let mut records = RecordsTable { transaction, count: 0, checksum: Checksum::default(), fields: Vec::new() };
     let mut at = store.partition_state(partition)?.head;
     let mut after_id: Option<String> = None;
     loop {
@@ -171,6 +178,8 @@ struct RecordsTable<'t> {
     transaction: &'t Connection,
     count: u64,
     checksum: Checksum,
+    /// The encoded fields of the record being written (one buffer, reused).
+    fields: Vec<u8>,
 }
 
 impl RecordsTable<'_> {
@@ -202,12 +211,16 @@ impl RecordsTable<'_> {
         Ok(())
     }
 
-    fn write(&self, record: &Record) -> Result<(), BulkError> {
-        let fields = serde_json::to_string(&record.fields)
-            .map_err(|error| BulkError::Internal(format!("record {} does not encode as JSON: {error}", record.id)))?;
+    fn write(&mut self, record: &Record) -> Result<(), BulkError> {
+        self.fields.clear();
+        bulk_file::encode_fields(&record.fields, &mut self.fields);
         let version = i64::try_from(record.version)
             .map_err(|_| BulkError::Internal(format!("record {} has a version past i64", record.id)))?;
-        self.transaction.prepare_cached(bulk_file::UPSERT_RECORD)?.execute(params![record.id, version, fields])?;
+        self.transaction.prepare_cached(bulk_file::UPSERT_RECORD)?.execute(params![
+            record.id,
+            version,
+            self.fields.as_slice()
+        ])?;
         Ok(())
     }
 }

@@ -2,7 +2,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::Connection;
-use syncline_proto::v1::Value;
 
 use super::*;
 use crate::storage::{
@@ -28,8 +27,8 @@ fn file_records(path: &Path) -> Vec<(String, u64, i64)> {
     let mut statement = connection.prepare("SELECT id, version, fields FROM records ORDER BY id").expect("prepare");
     statement
         .query_map([], |row| {
-            let fields: String = row.get(2)?;
-            let fields: std::collections::BTreeMap<String, Value> = serde_json::from_str(&fields).expect("typed JSON");
+            let fields: Vec<u8> = row.get(2)?;
+            let fields = bulk_file::decode_fields(&fields).expect("protobuf fields");
             let n = match fields["n"].kind {
                 Some(syncline_proto::v1::value::Kind::IntValue(n)) => n,
                 ref other => panic!("n is {other:?}"),
@@ -157,4 +156,19 @@ fn a_failed_write_leaves_no_file_behind() {
     let path = dir.path().join("missing-dir").join("f.sqlite");
     assert!(write_partition(store.as_ref(), &partition(), &path, 1).is_err());
     assert!(!path.exists() && !path.with_extension("tmp").exists());
+}
+
+#[test]
+fn ids_and_versions_are_read_from_the_covering_index_of_large_pages() {
+    let (dir, store) = temp_store();
+    seed(store.as_ref(), 0..100);
+    let path = dir.path().join("f.sqlite");
+    write_partition(store.as_ref(), &partition(), &path, 1).expect("write");
+    let connection = Connection::open(&path).expect("open");
+    let plan: String = connection
+        .query_row(&format!("EXPLAIN QUERY PLAN {}", bulk_file::SELECT_IDS_AND_VERSIONS), [], |row| row.get(3))
+        .expect("a plan");
+    assert!(plan.contains("COVERING INDEX records_check"), "{plan}");
+    let page_size: u32 = connection.query_row("PRAGMA page_size", [], |row| row.get(0)).expect("page size");
+    assert_eq!(page_size, bulk_file::PAGE_SIZE);
 }

@@ -7,11 +7,14 @@
 //! fast run that lost records does not pass as fast.
 //!
 //! With `--bulk` each sync asks for the partition as a bulk file instead (BulkRequest),
-//! downloads it over HTTP, checks and reads it (the device library's `bulk::load_file`),
-//! then subscribes from the file's sequence and pages through what changed since: the clock
-//! runs from the BulkRequest to `caught_up`, so the numbers compare with the paged run's.
-//! `--devices N` runs N such syncs at once per repetition (the server's CPU and peak RSS
-//! show what a fleet of new devices costs it).
+//! downloads it over HTTP, checks it (the device library's `bulk::scan_file`: ids and
+//! versions against the file's checksum; with `--parse-fields`, `bulk::load_file`), then
+//! subscribes from the file's sequence and pages through what changed since: the clock runs
+//! from the BulkRequest to `caught_up`, so the numbers compare with the paged run's; the
+//! report splits the file's part into BulkReady, download and check. The socket is read
+//! meanwhile (the server's pings are answered), and checks run off the runtime on blocking
+//! threads, `bulk::CONCURRENT_CHECKS` at a time. `--devices N` runs N such syncs at once
+//! per repetition (the server's CPU and peak RSS show what a fleet of new devices costs it).
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -119,10 +122,19 @@ struct SyncRun {
     server_cpu_secs: Option<f64>,
     /// The server's peak resident memory after the sync, when `--server-pid` is given.
     server_peak_rss_mb: Option<f64>,
+    /// The most resident memory the server had while the sync ran (sampled every 50 ms).
+    server_rss_during_mb: Option<f64>,
+    /// The simulator's own CPU time (utime + stime) during the sync.
+    sim_cpu_secs: Option<f64>,
     /// With `--bulk`: BulkRequest sent to the file read and checked (of the slowest device).
     bulk_file_secs: Option<f64>,
     /// With `--bulk`: the file's size.
     bulk_file_bytes: Option<u64>,
+    /// With `--bulk`: BulkRequest sent to BulkReady (the server wrote or reused the file),
+    /// the download, and the file's check (of the slowest device each).
+    bulk_ready_secs: Option<f64>,
+    bulk_download_secs: Option<f64>,
+    bulk_check_secs: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,7 +161,9 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for _ in 0..args.repeat {
         let cpu_before = server.map(Process::cpu_time).transpose()?;
-        let run = tokio::time::timeout_at(deadline, sync_devices(&args, &welcome.session_token))
+        let sim_cpu_before = Process::Current.cpu_time()?;
+        let syncs = sync_devices(&args, &welcome.session_token);
+        let (run, rss_during) = tokio::time::timeout_at(deadline, sampling_rss(server, syncs))
             .await
             .context("the syncs overran --max-secs")??;
         let server_cpu = match (server, cpu_before) {
@@ -158,7 +172,13 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
         };
         let peak_rss =
             server.map(Process::memory).transpose()?.map(|memory| round(memory.peak_rss_kb as f64 / 1024.0, 1));
-        runs.push(SyncRun { server_cpu_secs: server_cpu, server_peak_rss_mb: peak_rss, ..run });
+        runs.push(SyncRun {
+            server_cpu_secs: server_cpu,
+            server_peak_rss_mb: peak_rss,
+            server_rss_during_mb: rss_during.map(|kb| round(kb as f64 / 1024.0, 1)),
+            sim_cpu_secs: Some(secs(Process::Current.cpu_time()?.saturating_sub(sim_cpu_before))),
+            ..run
+        });
     }
     let report = InitialSyncReport {
         scenario: "initial-sync",
@@ -186,44 +206,83 @@ pub(crate) async fn run(args: InitialSyncArgs) -> anyhow::Result<()> {
     write_json(args.json_out.as_deref(), &report)
 }
 
-/// A device's copy of the partition: id → version, enough to verify count and checksum.
+/// How often the server's resident memory is read while syncs run.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// Runs `syncs` while reading the server's resident memory (when its PID is known); returns
+/// their outcome and the most resident memory seen, in KiB. The server's `VmHWM` keeps its
+/// peak since it started (the demo's import included), so the run's own peak is sampled.
+async fn sampling_rss(
+    server: Option<Process>,
+    syncs: impl std::future::Future<Output = anyhow::Result<SyncRun>>,
+) -> anyhow::Result<(SyncRun, Option<u64>)> {
+    tokio::pin!(syncs);
+    let mut most = None;
+    let mut every = tokio::time::interval(RSS_SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            run = &mut syncs => return Ok((run?, most)),
+            _ = every.tick(), if server.is_some() => {
+                if let Some(server) = server {
+                    let rss = server.memory()?.rss_kb;
+                    most = Some(most.map_or(rss, |most: u64| most.max(rss)));
+                }
+            }
+        }
+    }
+}
+
+/// A device's copy of the partition, enough to verify count and checksum: id → version
+/// of what pages brought, or a checked bulk file kept as the device's store (RhoConnect's
+/// model) with the changes the log brought after it.
 #[derive(Debug, Default)]
 struct Held {
     versions: HashMap<String, u64>,
+    file: Option<bulk::FileStore>,
     cursor: u64,
-    /// With `--devices` above 1 (a fleet), a bulk file's records are checked and counted but
-    /// not held (a hundred copies of a million ids would measure the simulator's memory):
-    /// its record count and checksum, which the caught-up state must equal when no change
-    /// followed the file.
-    file_summary: Option<(u64, u64)>,
 }
 
 impl Held {
-    fn apply(&mut self, changes: &Changes) {
-        if !changes.upserts.is_empty() || !changes.deletes.is_empty() {
-            // A fleet device does not hold the file's ids: it cannot verify changes on top.
-            self.file_summary = None;
-        }
+    fn apply(&mut self, changes: &Changes) -> anyhow::Result<()> {
         if changes.reset {
+            // A snapshot replaces everything, a file too.
+            self.file = None;
             self.versions.clear();
         }
-        for id in &changes.deletes {
-            self.versions.remove(id);
-        }
-        for record in &changes.upserts {
-            self.versions.insert(record.id.clone(), record.version);
+        match &mut self.file {
+            Some(file) => {
+                for id in &changes.deletes {
+                    file.delete(id)?;
+                }
+                for record in &changes.upserts {
+                    file.upsert(&record.id, record.version)?;
+                }
+            }
+            None => {
+                for id in &changes.deletes {
+                    self.versions.remove(id);
+                }
+                for record in &changes.upserts {
+                    self.versions.insert(record.id.clone(), record.version);
+                }
+            }
         }
         if !changes.snapshot || changes.snapshot_done {
             self.cursor = changes.to;
         }
+        Ok(())
     }
 
-    fn checksum(&self) -> u64 {
+    /// Returns the record count and checksum of what the device holds.
+    fn summary(&self) -> (u64, u64) {
+        if let Some(file) = &self.file {
+            return file.summary();
+        }
         let mut checksum = Checksum::default();
         for (id, version) in &self.versions {
             checksum.add(id, *version);
         }
-        checksum.0
+        (self.versions.len() as u64, checksum.0)
     }
 }
 
@@ -231,14 +290,14 @@ impl Held {
 /// all of theirs, verified when each is.
 async fn sync_devices(args: &InitialSyncArgs, token: &str) -> anyhow::Result<SyncRun> {
     let started = Instant::now();
-    let syncs = (0..args.devices).map(|device| sync_once(args, token, device));
+    let checks = tokio::sync::Semaphore::new(bulk::CONCURRENT_CHECKS);
+    let syncs = (0..args.devices).map(|device| sync_once(args, token, device, &checks));
     let runs = futures_util::future::try_join_all(syncs).await?;
     let elapsed = started.elapsed();
     let records: u64 = runs.iter().map(|run| run.records).sum();
-    let slowest_file = runs
-        .iter()
-        .filter_map(|run| run.bulk_file_secs)
-        .fold(None, |max: Option<f64>, secs| Some(max.map_or(secs, |max| max.max(secs))));
+    let slowest = |part: fn(&SyncRun) -> Option<f64>| {
+        runs.iter().filter_map(part).fold(None, |max: Option<f64>, secs| Some(max.map_or(secs, |max| max.max(secs))))
+    };
     Ok(SyncRun {
         secs: secs(elapsed),
         records,
@@ -249,19 +308,29 @@ async fn sync_devices(args: &InitialSyncArgs, token: &str) -> anyhow::Result<Syn
         verified: runs.iter().all(|run| run.verified),
         server_cpu_secs: None,
         server_peak_rss_mb: None,
-        bulk_file_secs: slowest_file,
+        server_rss_during_mb: None,
+        sim_cpu_secs: None,
+        bulk_file_secs: slowest(|run| run.bulk_file_secs),
         bulk_file_bytes: runs.iter().find_map(|run| run.bulk_file_bytes),
+        bulk_ready_secs: slowest(|run| run.bulk_ready_secs),
+        bulk_download_secs: slowest(|run| run.bulk_download_secs),
+        bulk_check_secs: slowest(|run| run.bulk_check_secs),
     })
 }
 
-async fn sync_once(args: &InitialSyncArgs, token: &str, device: u32) -> anyhow::Result<SyncRun> {
+async fn sync_once(
+    args: &InitialSyncArgs,
+    token: &str,
+    device: u32,
+    checks: &tokio::sync::Semaphore,
+) -> anyhow::Result<SyncRun> {
     let (mut connection, _) = resume(&args.url, None, token).await?;
     let started = Instant::now();
     let mut held = Held::default();
     let mut bulk_file = None;
     if args.bulk {
-        let bytes = bulk::fetch(&mut connection, args, device, &mut held).await?;
-        bulk_file = Some((secs(started.elapsed()), bytes));
+        let fetched = bulk::fetch(&mut connection, args, device, &mut held, checks).await?;
+        bulk_file = Some((secs(started.elapsed()), fetched));
     }
     let subscribe = Subscribe {
         source: args.source.clone(),
@@ -271,14 +340,14 @@ async fn sync_once(args: &InitialSyncArgs, token: &str, device: u32) -> anyhow::
         window: args.window,
     };
     connection.send(&ClientFrame { msg: Some(client_frame::Msg::Subscribe(subscribe)) }).await?;
-    let mut records = held.file_summary.map_or(held.versions.len() as u64, |(count, _)| count);
+    let mut records = held.file.as_ref().map_or(held.versions.len() as u64, |file| file.summary().0);
     let mut pages = 0;
     let mut first_page = None;
     let caught_up = loop {
         match next_frame(&mut connection).await? {
             server_frame::Msg::Changes(changes) => {
                 first_page.get_or_insert_with(|| started.elapsed());
-                held.apply(&changes);
+                held.apply(&changes)?;
                 records += changes.upserts.len() as u64;
                 pages += 1;
                 if changes.page > 0 {
@@ -299,16 +368,7 @@ async fn sync_once(args: &InitialSyncArgs, token: &str, device: u32) -> anyhow::
     };
     let elapsed = started.elapsed();
     let _ = connection.close(1000, "synced").await;
-    let verified = match held.file_summary {
-        Some((count, checksum)) => {
-            held.cursor == caught_up.cursor && count == caught_up.total && checksum == caught_up.checksum
-        }
-        None => {
-            held.cursor == caught_up.cursor
-                && held.versions.len() as u64 == caught_up.total
-                && held.checksum() == caught_up.checksum
-        }
-    };
+    let verified = held.cursor == caught_up.cursor && held.summary() == (caught_up.total, caught_up.checksum);
     Ok(SyncRun {
         secs: secs(elapsed),
         records,
@@ -319,31 +379,60 @@ async fn sync_once(args: &InitialSyncArgs, token: &str, device: u32) -> anyhow::
         verified,
         server_cpu_secs: None,
         server_peak_rss_mb: None,
+        server_rss_during_mb: None,
+        sim_cpu_secs: None,
         bulk_file_secs: bulk_file.map(|(secs, _)| secs),
-        bulk_file_bytes: bulk_file.map(|(_, bytes)| bytes),
+        bulk_file_bytes: bulk_file.map(|(_, fetched)| fetched.bytes),
+        bulk_ready_secs: bulk_file.map(|(_, fetched)| secs(fetched.ready)),
+        bulk_download_secs: bulk_file.map(|(_, fetched)| secs(fetched.download)),
+        bulk_check_secs: bulk_file.map(|(_, fetched)| secs(fetched.check)),
     })
 }
 
 /// The bulk part of a `--bulk` sync.
 mod bulk {
-    use anyhow::{Context as _, bail};
-    use syncline_client_sim::PartitionId;
-    use syncline_client_sim::bulk::{download_file, load_file, resolve_url, scan_file};
-    use syncline_proto::v1::{BulkRequest, ClientFrame, client_frame, server_frame};
-
     use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use anyhow::{Context as _, bail};
+    use rusqlite::OptionalExtension as _;
+    use syncline_client_sim::bulk::{CheckedFile, download_file, load_file, resolve_url, scan_file};
+    use syncline_client_sim::{Connection, Incoming, PartitionId};
+    use syncline_proto::checksum::Checksum;
+    use syncline_proto::v1::{BulkRequest, ClientFrame, client_frame, server_frame};
+    use tokio::sync::Semaphore;
+    use tokio::time::Instant;
 
     use super::{Held, InitialSyncArgs, next_frame};
-    use syncline_client_sim::Connection;
+
+    /// Files checked at once. The simulator runs on one core: more checks at once only
+    /// share it (and keep more downloaded files on disk while they wait their turn).
+    pub(super) const CONCURRENT_CHECKS: usize = 2;
+
+    /// What a fetch took, part by part.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Fetched {
+        /// The file's size.
+        pub(super) bytes: u64,
+        /// BulkRequest sent to BulkReady received (the server wrote or reused the file).
+        pub(super) ready: Duration,
+        /// BulkReady to the whole file on disk.
+        pub(super) download: Duration,
+        /// The file's records read and checked (after waiting for a turn).
+        pub(super) check: Duration,
+    }
 
     /// Asks for the partition's file, downloads, checks and reads it into `held` (at the
-    /// file's sequence); returns the file's size.
+    /// file's sequence); `checks` bounds the files checked at once.
     pub(super) async fn fetch(
         connection: &mut Connection,
         args: &InitialSyncArgs,
         device: u32,
         held: &mut Held,
-    ) -> anyhow::Result<u64> {
+        checks: &Semaphore,
+    ) -> anyhow::Result<Fetched> {
+        let started = Instant::now();
         let request_id = format!("initial-sync-{device}");
         let request =
             BulkRequest { request_id: request_id.clone(), sources: vec![args.source.clone()], min_records: 0 };
@@ -355,45 +444,145 @@ mod bulk {
                 _ => {}
             }
         };
+        let ready_after = started.elapsed();
         if let Some(error) = ready.error {
             bail!("the bulk request failed: {} ({})", error.message, error.code);
         }
         let file = ready.files.into_iter().next().context("BulkReady names no file")?;
-        let path = std::env::temp_dir().join(format!("syncline-sim-bulk-{}-{device}.sqlite", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let client = reqwest::Client::new();
+        let path =
+            TempFile(std::env::temp_dir().join(format!("syncline-sim-bulk-{}-{device}.sqlite", std::process::id())));
+        let _ = std::fs::remove_file(&path.0);
         let url = resolve_url(&args.url, &file.url);
-        download_file(&client, &url, &file.token, &path, file.bytes, |_| {}).await?;
         let partition = PartitionId::new(&file.source, &file.key);
         let parse_fields = args.parse_fields;
-        let hold = args.devices == 1;
-        let loaded = {
-            let (path, file) = (path.clone(), file.clone());
-            tokio::task::spawn_blocking(move || -> anyhow::Result<(HashMap<String, u64>, u64)> {
-                if !hold {
-                    let checked = scan_file(&path, &partition, &file, parse_fields, |_, _, _| Ok(()))?;
-                    return Ok((HashMap::new(), checked.sequence));
-                }
-                if parse_fields {
-                    let view = load_file(&path, &partition, &file)?;
-                    Ok((view.records.into_iter().map(|(id, record)| (id, record.version)).collect(), view.cursor))
-                } else {
-                    let mut versions = HashMap::with_capacity(file.record_count as usize);
-                    let checked = scan_file(&path, &partition, &file, false, |id, version, _| {
-                        versions.insert(id, version);
-                        Ok(())
-                    })?;
-                    Ok((versions, checked.sequence))
-                }
-            })
-            .await?
+        let work = async {
+            let client = reqwest::Client::new();
+            download_file(&client, &url, &file.token, &path.0, file.bytes, |_| {}).await?;
+            let downloaded = Instant::now();
+            let _turn = checks.acquire().await?;
+            let (path, file) = (path.0.clone(), file.clone());
+            let checked = tokio::task::spawn_blocking(move || check(&path, &partition, &file, parse_fields)).await??;
+            anyhow::Ok((checked, downloaded))
         };
-        let _ = std::fs::remove_file(&path);
-        (held.versions, held.cursor) = loaded?;
-        if !hold {
-            held.file_summary = Some((file.record_count, file.checksum));
+        let (checked, downloaded) = answering_pings(connection, work).await?;
+        held.cursor = checked.sequence;
+        held.file = Some(FileStore::open(path, checked)?);
+        Ok(Fetched {
+            bytes: file.bytes,
+            ready: ready_after,
+            download: downloaded.duration_since(started).saturating_sub(ready_after),
+            check: downloaded.elapsed(),
+        })
+    }
+
+    /// Checks a downloaded file: its ids and versions read against its checksum and count
+    /// (from the file's `(id, version)` index), or with `parse_fields` every record read
+    /// with its fields into the device library's in-memory replica, then dropped.
+    fn check(
+        path: &Path,
+        partition: &PartitionId,
+        file: &syncline_proto::v1::BulkFile,
+        parse_fields: bool,
+    ) -> anyhow::Result<CheckedFile> {
+        if parse_fields {
+            let view = load_file(path, partition, file)?;
+            return Ok(CheckedFile { sequence: view.cursor, record_count: view.total, checksum: view.checksum });
         }
-        Ok(file.bytes)
+        Ok(scan_file(path, partition, file, false, |_, _, _| Ok(()))?)
+    }
+
+    /// A file the simulator wrote, deleted when dropped.
+    #[derive(Debug)]
+    struct TempFile(PathBuf);
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A checked bulk file kept as the device's store: changes after it are applied to the
+    /// count and checksum, the version they replace looked up in the file (or among the
+    /// changes before them), as a device that updates its file would.
+    #[derive(Debug)]
+    pub(super) struct FileStore {
+        connection: rusqlite::Connection,
+        /// Versions the log changed after the file (`None`: deleted).
+        changed: HashMap<String, Option<u64>>,
+        count: u64,
+        checksum: Checksum,
+        /// Declared last: the file is deleted after the connection is closed.
+        _file: TempFile,
+    }
+
+    impl FileStore {
+        fn open(file: TempFile, checked: CheckedFile) -> anyhow::Result<Self> {
+            let connection =
+                rusqlite::Connection::open_with_flags(&file.0, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            Ok(Self {
+                connection,
+                changed: HashMap::new(),
+                count: checked.record_count,
+                checksum: Checksum(checked.checksum),
+                _file: file,
+            })
+        }
+
+        /// Returns the record count and checksum of the file with the changes after it.
+        pub(super) fn summary(&self) -> (u64, u64) {
+            (self.count, self.checksum.0)
+        }
+
+        pub(super) fn upsert(&mut self, id: &str, version: u64) -> anyhow::Result<()> {
+            self.delete(id)?;
+            self.checksum.add(id, version);
+            self.count += 1;
+            self.changed.insert(id.to_owned(), Some(version));
+            Ok(())
+        }
+
+        pub(super) fn delete(&mut self, id: &str) -> anyhow::Result<()> {
+            if let Some(version) = self.version_of(id)? {
+                self.checksum.remove(id, version);
+                self.count -= 1;
+            }
+            self.changed.insert(id.to_owned(), None);
+            Ok(())
+        }
+
+        fn version_of(&self, id: &str) -> anyhow::Result<Option<u64>> {
+            if let Some(version) = self.changed.get(id) {
+                return Ok(*version);
+            }
+            let version: Option<i64> = self
+                .connection
+                .prepare_cached("SELECT version FROM records WHERE id = ?1")?
+                .query_row([id], |row| row.get(0))
+                .optional()?;
+            Ok(version.map(|version| version as u64))
+        }
+    }
+
+    /// Runs `work` while reading `connection`: the WebSocket layer answers the server's
+    /// pings only while the socket is read, and a socket left unread for the server's idle
+    /// timeout is closed (a fleet of devices downloading and checking large files on one
+    /// core takes longer than that). Nothing is subscribed yet, so no frame is expected.
+    async fn answering_pings<T>(
+        connection: &mut Connection,
+        work: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                incoming = connection.recv() => match incoming? {
+                    Incoming::Frame(_) => {}
+                    Incoming::Closed { code, reason } => {
+                        bail!("closed by the server while the file was fetched: {code} {reason}")
+                    }
+                },
+            }
+        }
     }
 }
 
@@ -435,14 +624,25 @@ fn print_table(report: &InitialSyncReport) {
     for (index, run) in report.runs.iter().enumerate() {
         let cpu = run.server_cpu_secs.map(|cpu| format!(", server CPU {cpu:.2} s")).unwrap_or_default();
         let rss = run.server_peak_rss_mb.map(|rss| format!(", server peak RSS {rss:.0} MB")).unwrap_or_default();
+        let rss_during = run
+            .server_rss_during_mb
+            .map(|rss| format!(", server RSS during the run at most {rss:.0} MB"))
+            .unwrap_or_default();
+        let sim_cpu = run.sim_cpu_secs.map(|cpu| format!(", simulator CPU {cpu:.2} s")).unwrap_or_default();
         let file = match (run.bulk_file_secs, run.bulk_file_bytes) {
-            (Some(secs), Some(bytes)) => format!(", file of {bytes} bytes ready and read after {secs:.3} s"),
+            (Some(secs), Some(bytes)) => format!(
+                ", file of {bytes} bytes ready and read after {secs:.3} s (BulkReady {:.3} s, download {:.3} s, \
+                 check {:.3} s)",
+                run.bulk_ready_secs.unwrap_or_default(),
+                run.bulk_download_secs.unwrap_or_default(),
+                run.bulk_check_secs.unwrap_or_default()
+            ),
             _ => String::new(),
         };
         table.row(
             format!("run {}", index + 1),
             format!(
-                "{} records in {} pages, {:.3} s, {:.0} records/s, first page {:.1} ms, {}{file}{cpu}{rss}",
+                "{} records in {} pages, {:.3} s, {:.0} records/s, first page {:.1} ms, {}{file}{cpu}{rss}{rss_during}{sim_cpu}",
                 run.records,
                 run.pages,
                 run.secs,
