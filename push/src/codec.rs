@@ -67,7 +67,11 @@ pub fn decode_client(message: &Message) -> Result<Option<DecodedFrame>, CodecErr
 /// A server frame encoded once and shared by every connection it is queued to.
 #[derive(Debug)]
 pub struct EncodedFrame {
-    frame: ServerFrame,
+    /// The frame, decoded: given, or decoded from `binary` on first use (a frame spliced
+    /// from encoded parts is sent to binary devices without ever being decoded).
+    frame: OnceLock<ServerFrame>,
+    /// The frame's type ([`crate::stats::server_kind`]).
+    kind: Option<usize>,
     binary: Bytes,
     json: OnceLock<Utf8Bytes>,
     /// For a live frame: when the commit it carries became durable, so that the session can
@@ -78,15 +82,38 @@ pub struct EncodedFrame {
 impl EncodedFrame {
     /// Encodes `frame` to protobuf now; the JSON form is made on first use.
     pub fn new(frame: ServerFrame) -> Arc<Self> {
+        Self::decoded(frame, None)
+    }
+
+    /// Builds a frame of changes from the protobuf encoding of its `Changes` message, made
+    /// from parts already encoded (a catch-up page spliced from the store's record bytes):
+    /// it is decoded only if a text device needs its JSON form.
+    pub fn changes_from_encoded(changes: &[u8]) -> Arc<Self> {
+        // ServerFrame.changes: field 2, length-delimited.
+        let len = changes.len() as u64;
+        let mut binary = Vec::with_capacity(1 + prost::encoding::encoded_len_varint(len) + changes.len());
+        binary.push((2 << 3) | 2);
+        prost::encoding::encode_varint(len, &mut binary);
+        binary.extend_from_slice(changes);
+        Arc::new(Self {
+            frame: OnceLock::new(),
+            kind: crate::stats::server_kind(Some(&syncline_proto::v1::server_frame::Msg::Changes(Default::default()))),
+            binary: Bytes::from(binary),
+            json: OnceLock::new(),
+            committed_at: None,
+        })
+    }
+
+    fn decoded(frame: ServerFrame, committed_at: Option<Instant>) -> Arc<Self> {
         let binary = Bytes::from(frame.encode_to_vec());
-        Arc::new(Self { frame, binary, json: OnceLock::new(), committed_at: None })
+        let kind = crate::stats::server_kind(frame.msg.as_ref());
+        Arc::new(Self { frame: OnceLock::from(frame), kind, binary, json: OnceLock::new(), committed_at })
     }
 
     /// Encodes a live frame of changes that became durable at `committed_at`: its push lag
     /// is observed when a session writes it.
     pub fn live(frame: ServerFrame, committed_at: Instant) -> Arc<Self> {
-        let binary = Bytes::from(frame.encode_to_vec());
-        Arc::new(Self { frame, binary, json: OnceLock::new(), committed_at: Some(committed_at) })
+        Self::decoded(frame, Some(committed_at))
     }
 
     /// Builds a frame from its protobuf encoding, made once by another node (the node bus):
@@ -95,7 +122,8 @@ impl EncodedFrame {
     /// the commit became durable, on this node's clock, for the push lag.
     pub fn from_encoded(binary: Bytes, committed_at: Option<Instant>) -> Result<Arc<Self>, prost::DecodeError> {
         let frame = ServerFrame::decode(binary.as_ref())?;
-        Ok(Arc::new(Self { frame, binary, json: OnceLock::new(), committed_at }))
+        let kind = crate::stats::server_kind(frame.msg.as_ref());
+        Ok(Arc::new(Self { frame: OnceLock::from(frame), kind, binary, json: OnceLock::new(), committed_at }))
     }
 
     /// Returns when the commit a live frame carries became durable (`None` for other frames).
@@ -105,7 +133,7 @@ impl EncodedFrame {
 
     /// Returns the index of the frame's type in [`SERVER_FRAME_KINDS`](crate::stats::SERVER_FRAME_KINDS).
     pub fn kind(&self) -> Option<usize> {
-        crate::stats::server_kind(self.frame.msg.as_ref())
+        self.kind
     }
 
     /// Returns a copy that shares nothing with `self` (its own buffer and reference counts),
@@ -116,8 +144,13 @@ impl EncodedFrame {
         if let Some(text) = self.json.get() {
             let _ = json.set(Utf8Bytes::from(text.as_str().to_owned()));
         }
+        let frame = OnceLock::new();
+        if let Some(decoded) = self.frame.get() {
+            let _ = frame.set(decoded.clone());
+        }
         Arc::new(Self {
-            frame: self.frame.clone(),
+            frame,
+            kind: self.kind,
             binary: Bytes::copy_from_slice(&self.binary),
             json,
             committed_at: self.committed_at,
@@ -126,7 +159,9 @@ impl EncodedFrame {
 
     /// Returns the frame.
     pub fn frame(&self) -> &ServerFrame {
-        &self.frame
+        // Frames built here from encoded parts are valid encodings by construction; were one
+        // not, a text device would get an empty frame rather than the session panicking.
+        self.frame.get_or_init(|| ServerFrame::decode(self.binary.as_ref()).unwrap_or_default())
     }
 
     /// Returns the protobuf encoding.
@@ -143,7 +178,7 @@ impl EncodedFrame {
                     .get_or_init(|| {
                         // Serializing generated pbjson types cannot fail: every field is a
                         // plain value with a defined JSON form.
-                        serde_json::to_string(&self.frame).unwrap_or_else(|_| String::from("{}")).into()
+                        serde_json::to_string(self.frame()).unwrap_or_else(|_| String::from("{}")).into()
                     })
                     .clone(),
             ),

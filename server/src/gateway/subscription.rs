@@ -13,7 +13,7 @@ use syncline_push::{Outbox, Subscription};
 use super::replies::{frame, partition_error, sync_state, wire_error};
 use super::{DeviceSession, blocking};
 use crate::error::ErrorClass;
-use crate::storage::{LogPage, PageLimit, PartitionName, PartitionState, SnapshotPage, StoreError};
+use crate::storage::{EncodedSnapshotPage, LogPage, PageLimit, PartitionName, PartitionState, StoreError};
 use crate::sync::pages;
 
 /// Where a subscription is in its sync.
@@ -284,15 +284,15 @@ impl DeviceSession {
             match sync.phase.clone() {
                 Phase::Live => return Ok(()),
                 Phase::Snapshot { at, after_id, first, sent } => {
-                    let page: SnapshotPage =
-                        blocking(move || store.read_snapshot(&name, after_id.as_deref(), limit)).await?;
-                    let next_after = page.records.last().map(|record| record.id.clone());
+                    let page: EncodedSnapshotPage =
+                        blocking(move || store.read_snapshot_encoded(&name, after_id.as_deref(), limit)).await?;
+                    let next_after = page.last_id.clone();
                     let done = page.done;
-                    let sent = sent + page.records.len() as u64;
+                    let sent = sent + page.count as u64;
                     let remaining = if done {
                         0
                     } else {
-                        pages::pages_remaining(page.state.total.saturating_sub(sent), page.records.len())
+                        pages::pages_remaining(page.state.total.saturating_sub(sent), page.count)
                     };
                     let number = sync.page_sent(remaining);
                     sync.phase = if done {
@@ -300,8 +300,7 @@ impl DeviceSession {
                     } else {
                         Phase::Snapshot { at, after_id: next_after, first: false, sent }
                     };
-                    let changes = pages::snapshot_changes(partition, at, page, number, first, remaining);
-                    outbox.send_frame(frame(server_frame::Msg::Changes(changes))).await?;
+                    outbox.send(pages::snapshot_frame(partition, at, &page, number, first, remaining)).await?;
                 }
                 Phase::Log { after } => {
                     let page: LogPage = blocking(move || store.read_log(&name, after, limit)).await?;

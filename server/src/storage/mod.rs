@@ -29,7 +29,7 @@ pub mod redis;
 
 pub use self::blobs::{BlobMeta, BlobStore, MAX_BLOB_PARTITIONS};
 pub use self::error::{StoreError, StoreResult};
-pub use self::page::{PageFill, PageLimit, delete_item_bytes, record_item_bytes};
+pub use self::page::{PageFill, PageLimit, delete_item_bytes, record_item_bytes, record_parts_item_bytes};
 
 use syncline_proto::v1::Record;
 
@@ -294,6 +294,65 @@ pub struct SnapshotPage {
     pub state: PartitionState,
 }
 
+/// A page of a partition's live records like [`SnapshotPage`], the records already encoded
+/// as items of `Changes.upserts` ([`EncodedSnapshotPage::push_record`]): a catch-up page is
+/// spliced from them with no record decoded and encoded again.
+#[derive(Clone, Debug, Default)]
+pub struct EncodedSnapshotPage {
+    /// The records in id order, each one `Changes.upserts` element (key, length, `Record`),
+    /// byte for byte what prost encodes for the same records.
+    pub upserts: Vec<u8>,
+    /// How many records `upserts` holds.
+    pub count: usize,
+    /// The id of the last record (`None` for an empty page).
+    pub last_id: Option<String>,
+    /// True when no live record follows the last one.
+    pub done: bool,
+    /// The partition's state when the page was read.
+    pub state: PartitionState,
+}
+
+impl EncodedSnapshotPage {
+    /// Encodes a page of decoded records.
+    pub fn from_page(page: SnapshotPage) -> Self {
+        let mut encoded = Self { done: page.done, state: page.state, ..Self::default() };
+        for record in &page.records {
+            encoded.push_record(record);
+        }
+        encoded.last_id = page.records.last().map(|record| record.id.clone());
+        encoded
+    }
+
+    /// Appends a record.
+    pub fn push_record(&mut self, record: &Record) {
+        self.upserts.push(page::UPSERTS_KEY);
+        prost::encoding::encode_varint(prost::Message::encoded_len(record) as u64, &mut self.upserts);
+        prost::Message::encode_raw(record, &mut self.upserts);
+        self.count += 1;
+    }
+
+    /// Appends a record from its stored parts: its id, version, and the encoding of the
+    /// record with id and version cleared (its fields alone), in prost's field order (id 1,
+    /// fields 2, version 3) so that the bytes are those of [`EncodedSnapshotPage::push_record`].
+    pub fn push_parts(&mut self, id: &str, version: u64, fields: &[u8]) {
+        use prost::encoding::encode_varint;
+        let buf = &mut self.upserts;
+        buf.push(page::UPSERTS_KEY);
+        encode_varint(page::record_parts_len(id, version, fields.len()) as u64, buf);
+        if !id.is_empty() {
+            buf.push((1 << 3) | 2);
+            encode_varint(id.len() as u64, buf);
+            buf.extend_from_slice(id.as_bytes());
+        }
+        buf.extend_from_slice(fields);
+        if version != 0 {
+            buf.push(3 << 3);
+            encode_varint(version, buf);
+        }
+        self.count += 1;
+    }
+}
+
 /// What one compaction of a partition did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompactionReport {
@@ -423,6 +482,18 @@ pub trait PartitionStore: Send + Sync + 'static {
         after_id: Option<&str>,
         limit: PageLimit,
     ) -> StoreResult<SnapshotPage>;
+
+    /// Reads like [`PartitionStore::read_snapshot`], the records encoded
+    /// ([`EncodedSnapshotPage`]): the same records, pages and `done`, as bytes. The default
+    /// encodes the decoded page; a backend that stores records encoded splices its bytes.
+    fn read_snapshot_encoded(
+        &self,
+        partition: &PartitionName,
+        after_id: Option<&str>,
+        limit: PageLimit,
+    ) -> StoreResult<EncodedSnapshotPage> {
+        self.read_snapshot(partition, after_id, limit).map(EncodedSnapshotPage::from_page)
+    }
 
     /// Compacts a partition's log: removes every entry at or below `head - keep_recent` that
     /// a later entry for the same id supersedes, purges delete tombstones at or below that

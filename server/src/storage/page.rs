@@ -2,6 +2,10 @@
 
 use syncline_proto::v1::Record;
 
+/// The key of `Changes.upserts` (field 5, length-delimited): what precedes each record of an
+/// encoded page.
+pub(super) const UPSERTS_KEY: u8 = (5 << 3) | 2;
+
 /// Returns the bytes a record adds to an encoded page, which holds it as one element of a
 /// repeated message field numbered below 16 (`Changes.upserts`): one key byte, the length
 /// prefix, and the record's encoding.
@@ -13,6 +17,21 @@ pub fn record_item_bytes(record: &Record) -> usize {
 /// a repeated string field numbered below 16 (`Changes.deletes`).
 pub fn delete_item_bytes(id: &str) -> usize {
     length_delimited_item_bytes(id.len())
+}
+
+/// Returns the bytes a record adds to an encoded page from its stored parts (see
+/// [`EncodedSnapshotPage::push_parts`](super::EncodedSnapshotPage::push_parts)): what
+/// [`record_item_bytes`] returns for the same record.
+pub fn record_parts_item_bytes(id: &str, version: u64, fields_len: usize) -> usize {
+    length_delimited_item_bytes(record_parts_len(id, version, fields_len))
+}
+
+/// Returns the length of a record's encoding from its stored parts: its id and version as
+/// prost encodes them (nothing for an empty id or a version 0) and its fields' encoding.
+pub(super) fn record_parts_len(id: &str, version: u64, fields_len: usize) -> usize {
+    let id_len = if id.is_empty() { 0 } else { length_delimited_item_bytes(id.len()) };
+    let version_len = if version == 0 { 0 } else { 1 + prost::encoding::encoded_len_varint(version) };
+    id_len + fields_len + version_len
 }
 
 fn length_delimited_item_bytes(len: usize) -> usize {

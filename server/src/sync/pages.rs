@@ -9,11 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use prost::Message as _;
 use syncline_proto::v1::{Changes, Record};
+use syncline_push::codec::EncodedFrame;
 
-use crate::storage::{Change, CommittedBatch, LogPage, PageFill, PageLimit, PartitionName, SnapshotPage};
+use crate::storage::{Change, CommittedBatch, EncodedSnapshotPage, LogPage, PageFill, PageLimit, PartitionName};
 
 /// Returns the most bytes a `Changes` frame of `partition` (in its `ServerFrame`) takes
 /// besides its upserts and deletes, for a frame of up to `max_bytes`: every number
@@ -158,29 +160,34 @@ pub fn log_changes(partition: &PartitionName, after: u64, log: &LogPage, page: u
     }
 }
 
-/// Returns a snapshot page at sequence `at`, numbered `page`.
-pub fn snapshot_changes(
+/// Returns a snapshot page at sequence `at`, numbered `page`, as a frame spliced from the
+/// page's encoded records: the header fields before `upserts` (field 5) encoded, the records'
+/// bytes as they came from the store, then the header fields after it, which is byte for
+/// byte what prost encodes for the decoded page.
+pub fn snapshot_frame(
     partition: &PartitionName,
     at: u64,
-    snapshot: SnapshotPage,
+    snapshot: &EncodedSnapshotPage,
     page: u64,
     first: bool,
     remaining: u64,
-) -> Changes {
-    Changes {
-        source: partition.source.clone(),
-        key: partition.key.clone(),
-        from: 0,
-        to: at,
+) -> Arc<EncodedFrame> {
+    let before =
+        Changes { source: partition.source.clone(), key: partition.key.clone(), from: 0, to: at, ..Changes::default() };
+    let after = Changes {
         total: snapshot.state.total,
         remaining,
         page,
         snapshot: true,
         reset: first,
         snapshot_done: snapshot.done,
-        upserts: snapshot.records,
         ..Changes::default()
-    }
+    };
+    let mut changes = Vec::with_capacity(before.encoded_len() + snapshot.upserts.len() + after.encoded_len());
+    before.encode_raw(&mut changes);
+    changes.extend_from_slice(&snapshot.upserts);
+    after.encode_raw(&mut changes);
+    EncodedFrame::changes_from_encoded(&changes)
 }
 
 /// Estimates the pages still to come after a page of `page_items` items (pages are bounded
@@ -194,6 +201,7 @@ pub fn pages_remaining(items_left: u64, page_items: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::SnapshotPage;
 
     fn upsert(id: &str, version: u64) -> Change {
         Change::Upsert(Record { id: id.into(), version, ..Record::default() })
@@ -205,9 +213,32 @@ mod tests {
         Record { id: id.into(), version, fields }
     }
 
-    fn encoded(changes: Changes) -> usize {
+    #[test]
+    fn a_spliced_snapshot_frame_is_the_encoding_of_its_changes() {
         use syncline_proto::v1::{ServerFrame, server_frame};
-        ServerFrame { msg: Some(server_frame::Msg::Changes(changes)) }.encoded_len()
+        let partition = PartitionName::new("Account", "*");
+        let records: Vec<Record> = (0..20).map(|i| padded(&format!("r{i:02}"), i, (i as usize * 13) % 90)).collect();
+        let state = crate::storage::PartitionState { head: 40, horizon: 0, total: 20, checksum: 7 };
+        let page = SnapshotPage { records: records.clone(), done: false, state };
+        let frame = snapshot_frame(&partition, 40, &EncodedSnapshotPage::from_page(page), 3, true, 2);
+        let expected = ServerFrame {
+            msg: Some(server_frame::Msg::Changes(Changes {
+                source: "Account".into(),
+                key: "*".into(),
+                to: 40,
+                total: 20,
+                remaining: 2,
+                page: 3,
+                snapshot: true,
+                reset: true,
+                upserts: records,
+                ..Changes::default()
+            })),
+        };
+        // Byte for byte what prost encodes, so devices see no difference at all.
+        assert_eq!(frame.binary().as_ref(), expected.encode_to_vec().as_slice());
+        assert_eq!(frame.frame(), &expected);
+        assert_eq!(frame.kind(), syncline_push::stats::server_kind(expected.msg.as_ref()));
     }
 
     #[test]
@@ -239,8 +270,8 @@ mod tests {
             assert!(records.len() > 1, "{max_bytes}: room for more than one record");
             // Every header field at its longest.
             let state = crate::storage::PartitionState { head: u64::MAX, horizon: 0, total: u64::MAX, checksum: 1 };
-            let page = SnapshotPage { records, done: true, state };
-            let size = encoded(snapshot_changes(&partition, u64::MAX, page, u64::MAX, true, u64::MAX));
+            let page = EncodedSnapshotPage::from_page(SnapshotPage { records, done: true, state });
+            let size = snapshot_frame(&partition, u64::MAX, &page, u64::MAX, true, u64::MAX).encoded_len();
             assert!(size <= max_bytes, "{max_bytes}: the page encodes to {size} bytes");
             assert!(size + 800 > max_bytes, "{max_bytes}: the page ends within one record of the bound ({size})");
         }

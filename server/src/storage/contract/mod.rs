@@ -75,6 +75,7 @@ macro_rules! contract {
                 partitions::concurrent_batches_are_gap_free_and_notified_in_order,
                 partitions::snapshot_pages_cover_live_records_once_in_id_order,
                 partitions::pages_stop_at_their_bytes,
+                partitions::encoded_snapshot_pages_are_the_encoded_decoded_pages,
                 partitions::log_pages_report_what_they_cover,
                 partitions::compaction_keeps_recent_entries_and_the_latest_per_id,
                 partitions::compaction_spanning_several_steps_removes_everything_superseded,

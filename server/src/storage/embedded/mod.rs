@@ -71,9 +71,9 @@ use self::tables::*;
 pub use self::writer::SLOW_COMMIT;
 use self::writer::{CommitMarker, WRITE_QUEUE_CAPACITY, WriteRequest, run_writer, validate_batch};
 use super::{
-    CapturePosition, Change, CommitListener, CommittedBatch, CompactionReport, LogPage, PageFill, PageLimit,
-    PartitionName, PartitionState, PartitionStore, PartitionWrite, SnapshotPage, StoreError, StoreResult, StoreStats,
-    WriteStats, record_item_bytes,
+    CapturePosition, Change, CommitListener, CommittedBatch, CompactionReport, EncodedSnapshotPage, LogPage, PageFill,
+    PageLimit, PartitionName, PartitionState, PartitionStore, PartitionWrite, SnapshotPage, StoreError, StoreResult,
+    StoreStats, WriteStats, record_item_bytes, record_parts_item_bytes,
 };
 use crate::metrics::histogram::{AtomicHistogram, HistogramSnapshot};
 
@@ -324,6 +324,40 @@ impl PartitionStore for EmbeddedStore {
             }
         }
         Ok(SnapshotPage { records: page, done, state })
+    }
+
+    fn read_snapshot_encoded(
+        &self,
+        partition: &PartitionName,
+        after_id: Option<&str>,
+        limit: PageLimit,
+    ) -> StoreResult<EncodedSnapshotPage> {
+        let txn = self.begin_read()?;
+        let Some((id, state)) = read_partition(&txn, partition)? else {
+            return Ok(EncodedSnapshotPage { done: true, ..EncodedSnapshotPage::default() });
+        };
+        let records = txn.open_table(RECORDS).map_err(store_error)?;
+        let lower = match after_id {
+            Some(after_id) => Bound::Excluded((id, after_id)),
+            None => Bound::Included((id, "")),
+        };
+        let range = records.range::<(u64, &str)>((lower, Bound::Excluded((id + 1, "")))).map_err(store_error)?;
+        let mut page = EncodedSnapshotPage { state, done: true, ..EncodedSnapshotPage::default() };
+        let mut fill = PageFill::new(limit);
+        let mut last_id = None;
+        for entry in range {
+            let (key, value) = entry.map_err(store_error)?;
+            let (record_id, value) = (key.value().1, value.value());
+            let (version, fields) = split_record_value(value)?;
+            if fill.is_full() || !fill.admit(record_parts_item_bytes(record_id, version, fields.len())) {
+                page.done = false;
+                break;
+            }
+            page.push_parts(record_id, version, fields);
+            last_id = Some(key);
+        }
+        page.last_id = last_id.map(|key| key.value().1.to_owned());
+        Ok(page)
     }
 
     fn compact(&self, partition: &PartitionName, keep_recent: u64) -> StoreResult<CompactionReport> {
