@@ -6,6 +6,7 @@
 // lazy chunks (sql.js's JavaScript, imported on a first bulk sync only) are reported apart.
 //
 // Usage: npm run bench:size
+import { Buffer } from "node:buffer";
 import { build } from "esbuild";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

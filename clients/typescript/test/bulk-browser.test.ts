@@ -14,6 +14,8 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket as NodeWebSocket } from "ws";
 import { SynclineClient } from "../src/client.js";
+import type { IndexedDbStorage } from "../src/indexeddb.js";
+import type { BlobRef } from "../src/values.js";
 import type { WebSocketLike } from "../src/client.js";
 import { serveBulkPage } from "./pages/serve-bulk-page.js";
 import { CHROMIUM, CHROMIUM_FLAGS, ServerProcess, serverBinary, waitForDemoAccounts } from "./server-process.js";
@@ -34,6 +36,9 @@ interface BulkTestWindow {
     failure?: string;
   };
 }
+
+/** What the page exposes for tests of the store alone. */
+type Library = { BlobRef: typeof BlobRef; IndexedDbStorage: typeof IndexedDbStorage };
 
 let server: ServerProcess;
 let web: Server;
@@ -153,6 +158,28 @@ describe.skipIf(!available)("bulk first sync in headless Chromium", () => {
     expect(reloaded.verified).toBeGreaterThanOrEqual(1);
     expect(await page.evaluate(() => (window as unknown as BulkTestWindow).bulkTest.calls.length)).toBe(0);
     expect((await pageSnapshot(page)).sort()).toEqual(paged);
+    await page.close();
+  });
+
+  it("gives blob references back as BlobRef from the browser's IndexedDB after a reload", async () => {
+    const page = await open("blob-store");
+    await page.evaluate(async () => {
+      const { BlobRef, IndexedDbStorage } = (window as unknown as { library: Library }).library;
+      const store = await IndexedDbStorage.open("blob-refs");
+      const photo = new BlobRef("0f".repeat(32), 123456n, "image/jpeg", "face.jpg");
+      await store.writePage("Gallery", "*", { clear: true, deletes: [], upserts: [{ id: "p1", fields: { photo, title: "me" }, version: 7n }], cursor: 7n });
+      store.close();
+    });
+    await page.reload();
+    await page.waitForFunction(() => (window as unknown as { library?: unknown }).library !== undefined, null, { timeout: TIMEOUT });
+    const back = await page.evaluate(async () => {
+      const { BlobRef, IndexedDbStorage } = (window as unknown as { library: Library }).library;
+      const store = await IndexedDbStorage.open("blob-refs");
+      const photo = (await store.load()).partitions[0]?.records[0]?.fields.photo;
+      store.close();
+      return { typed: photo instanceof BlobRef, text: String(photo), same: photo instanceof BlobRef && photo.equals(new BlobRef("0f".repeat(32), 123456n, "image/jpeg", "face.jpg")) };
+    });
+    expect(back).toEqual({ typed: true, text: `blob:${"0f".repeat(32)}`, same: true });
     await page.close();
   });
 

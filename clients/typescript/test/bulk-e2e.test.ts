@@ -142,6 +142,7 @@ describe.skipIf(!binary)("bulk first sync end to end against syncline serve", ()
     expect(downloads.at(-1)?.bytes).toBe(start?.totalBytes);
     expect(client.stats.bulkSyncs).toBe(1);
     expect(client.stats.checksumMismatches).toBe(0);
+    expect(client.stats.verified).toBeGreaterThanOrEqual(1);
     expect(client.stats.pages).toBeLessThanOrEqual(2);
     const accounts = client.source("Account");
     expect(accounts.get("acc-1")?.fields.name).toBe("changed during the bulk download");

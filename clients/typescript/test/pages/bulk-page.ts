@@ -3,7 +3,7 @@
 // a CORS request with a preflight). Query: url (the socket), db (IndexedDB name), hold (the
 // first bulk answer waits for window.bulkTest.release()), cut (the first bulk answer's body
 // breaks half-way), forge (the bulk token is replaced with a forged one).
-import { IndexedDbStorage, SynclineClient } from "../../src/index.js";
+import { BlobRef, IndexedDbStorage, SynclineClient } from "../../src/index.js";
 import type { FetchLike, Notification } from "../../src/index.js";
 
 interface Note {
@@ -30,6 +30,8 @@ const released = new Promise<void>((resolve) => {
 });
 const test: BulkTest = { notes: [], calls: [], release: () => release() };
 (window as unknown as { bulkTest: BulkTest }).bulkTest = test;
+// For tests of the store alone.
+(window as unknown as { library: unknown }).library = { BlobRef, IndexedDbStorage };
 
 const fetchForTest: FetchLike = async (url, init) => {
   const headers = new Headers(init?.headers);
