@@ -28,6 +28,15 @@ import type { Storage } from "./storage.js";
 import { fromRecord, toValues } from "./values.js";
 import type { Fields, SyncRecord } from "./values.js";
 import { binaryFrames, SUBPROTOCOL } from "./wire.js";
+import { downloadBulkFile, readBulkFile, sqlJsLoader } from "./bulk.js";
+import type { SqlJsLoader, SqlJsOptions } from "./bulk.js";
+import { bulkNotification } from "./bulk-sync.js";
+import type { BulkDownloadJob } from "./bulk-sync.js";
+import { downloadBlob, uploadBlob } from "./blobs.js";
+import type { BlobRecordHint, BlobTransferOptions } from "./blobs.js";
+import { defaultFetch, httpBase, resolveUrl } from "./http.js";
+import type { FetchLike } from "./http.js";
+import type { BlobRef } from "./values.js";
 import type { FrameCodec, FrameFormat } from "./wire.js";
 
 /** The part of the WHATWG WebSocket API the client uses (browsers' and the `ws` package's). */
@@ -43,6 +52,30 @@ export interface WebSocketLike {
 
 /** Opens a WebSocket to `url` with subprotocol `protocol`. */
 export type WebSocketFactory = (url: string, protocol: string) => WebSocketLike;
+
+/** Partitions of at least this many records come by bulk file by default. */
+export const DEFAULT_BULK_MIN_RECORDS = 5000;
+
+/** Bytes between two `download` notifications of a bulk file (and one at the end). */
+export const BULK_PROGRESS_BYTES = 512 * 1024;
+
+/**
+ * Bulk first sync (docs/BULK.md): a natural partition that starts from nothing (a new
+ * device, or a cursor the server's log no longer reaches) is downloaded as one SQLite file,
+ * checked against its checksum and swapped in at once, then followed from the log.
+ */
+export interface BulkOptions extends SqlJsOptions {
+  /** On unless false. */
+  enabled?: boolean;
+  /** Partitions with fewer records page as usual (default {@link DEFAULT_BULK_MIN_RECORDS}). */
+  minRecords?: number;
+  /** Loads sql.js another way (default: `wasmUrl` / `wasmBinary`, or node_modules in Node). */
+  sqlJs?: SqlJsLoader;
+  /** Download attempts before the partition pages instead (default 20). */
+  maxAttempts?: number;
+  /** Delays between download attempts. */
+  backoff?: BackoffOptions;
+}
 
 /** Settings of a client. */
 export interface ClientOptions {
@@ -70,6 +103,10 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** A session that lasted this long resets the backoff when it ends (default 5 s). */
   healthyAfterMs?: number;
+  /** Bulk first sync of large partitions (off when absent). */
+  bulk?: BulkOptions;
+  /** HTTP requests (bulk files, blobs; default: the global `fetch`). */
+  fetch?: FetchLike;
 }
 
 /** Where the connection stands. */
@@ -131,6 +168,8 @@ export class SynclineClient {
   private readonly calls = new PendingRequests<Uint8Array>("call");
   private readonly searches = new PendingRequests<SearchAnswer>("search");
   private readonly searchSources = new Map<string, string>();
+  private readonly downloads = new Set<AbortController>();
+  private readonly loadSqlJs: SqlJsLoader;
 
   private constructor(
     private readonly options: ClientOptions,
@@ -139,6 +178,7 @@ export class SynclineClient {
   ) {
     this.backoff = new Backoff(options.backoff);
     this.codec = options.format === undefined || options.format === "binary" ? binaryFrames : options.format;
+    this.loadSqlJs = options.bulk?.sqlJs ?? sqlJsLoader(options.bulk ?? {});
   }
 
   /** Opens the local store, restores what it holds and starts connecting. */
@@ -153,6 +193,7 @@ export class SynclineClient {
         ...(options.device ? { device: options.device } : {}),
         ...(options.liveAck ? { liveAck: options.liveAck } : {}),
         ...(options.maxQueuedMutations ? { maxQueuedMutations: options.maxQueuedMutations } : {}),
+        ...(options.bulk && options.bulk.enabled !== false ? { bulk: { minRecords: options.bulk.minRecords ?? DEFAULT_BULK_MIN_RECORDS } } : {}),
       },
       storage,
       stored,
@@ -296,6 +337,24 @@ export class SynclineClient {
     }
   }
 
+  /**
+   * Uploads a file for records to reference (resumable; the server checks its SHA-256) and
+   * returns the {@link BlobRef} to put in a record's fields. Needs a session (after Welcome).
+   */
+  async uploadBlob(bytes: Uint8Array, mediaType: string, name = "", options: BlobTransferOptions = {}): Promise<BlobRef> {
+    const token = this.sessionToken();
+    return uploadBlob(httpBase(this.options.url), token, bytes, mediaType, name, { ...this.transferDefaults(), ...options });
+  }
+
+  /**
+   * Downloads the bytes of a blob a record references (resuming with `Range`); name the
+   * record (`{ source, key, id }`) unless this device uploaded the blob.
+   */
+  async downloadBlob(ref: BlobRef | string, record?: BlobRecordHint, options: BlobTransferOptions = {}): Promise<Uint8Array> {
+    const token = this.sessionToken();
+    return downloadBlob(httpBase(this.options.url), token, ref, record, { ...this.transferDefaults(), ...options });
+  }
+
   /** Drops the connection as a network loss would; the client reconnects and resumes. */
   cut(): void {
     if (!this.socket) return;
@@ -343,6 +402,54 @@ export class SynclineClient {
   private afterLocalChange(): void {
     this.send(this.engine.mutationFrames());
     this.checkWaiters();
+  }
+
+  private sessionToken(): string {
+    if (this.connectionState === "stopped") throw new SynclineError("STOPPED", "the client has stopped");
+    const token = this.engine.sessionState.sessionToken;
+    if (token === undefined) throw new SynclineError("OFFLINE", "no session yet: blobs need the session token of a Welcome");
+    return token;
+  }
+
+  private transferDefaults(): BlobTransferOptions {
+    return this.options.fetch ? { fetch: this.options.fetch } : {};
+  }
+
+  /**
+   * Downloads and checks a bulk file off the frame loop, reporting progress, then hands the
+   * outcome to the engine (in turn with frames) to swap it in and follow the log.
+   */
+  private async bulkDownload(job: BulkDownloadJob): Promise<void> {
+    const abort = new AbortController();
+    this.downloads.add(abort);
+    const { source, key, url, token } = job.file;
+    const totalBytes = Number(job.file.bytes);
+    let reported = 0;
+    const onProgress = (bytes: number, total: number): void => {
+      if (bytes - reported < BULK_PROGRESS_BYTES && bytes < total) return;
+      reported = bytes;
+      this.emit(bulkNotification(source, key, "download", { bytes, totalBytes: total, sequence: job.file.sequence }));
+    };
+    let outcome: Parameters<SyncEngine["onBulkLoaded"]>[1];
+    try {
+      const bulk = this.options.bulk ?? {};
+      const downloaded = await downloadBulkFile(resolveUrl(this.options.url, url), token, {
+        fetch: this.options.fetch ?? defaultFetch(),
+        expectedBytes: totalBytes,
+        onProgress,
+        signal: abort.signal,
+        ...(bulk.maxAttempts !== undefined ? { maxAttempts: bulk.maxAttempts } : {}),
+        ...(bulk.backoff ? { backoff: bulk.backoff } : {}),
+      });
+      const expected = { source, key, sequence: job.file.sequence, recordCount: job.file.recordCount, checksum: job.file.checksum };
+      outcome = { ok: true, contents: await readBulkFile(downloaded.bytes, expected, this.loadSqlJs) };
+    } catch (error) {
+      outcome = { ok: false, error };
+    } finally {
+      this.downloads.delete(abort);
+    }
+    if (this.connectionState === "stopped") return;
+    await this.run(async () => this.react(await this.engine.onBulkLoaded(job.partition, outcome)));
   }
 
   private requireOnline(): void {
@@ -448,6 +555,7 @@ export class SynclineClient {
 
   private react(reaction: Reaction): void {
     this.send(reaction.frames);
+    for (const job of reaction.bulkDownloads) void this.bulkDownload(job);
     if (reaction.changed.size > 0) this.invalidateAll();
     for (const notification of reaction.notifications) {
       if (notification.type === "sync" && notification.status === "complete") this.backoff.reset();
@@ -517,6 +625,8 @@ export class SynclineClient {
     this.liveAckTimer = undefined;
     this.calls.rejectAll("STOPPED", "the client has stopped");
     this.searches.rejectAll("STOPPED", "the client has stopped");
+    for (const download of this.downloads) download.abort();
+    this.downloads.clear();
     const socket = this.socket;
     this.socket = undefined;
     this.generation += 1;

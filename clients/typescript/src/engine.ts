@@ -31,6 +31,8 @@ import { PartitionReplica } from "./replica.js";
 import type { PageWrite } from "./replica.js";
 import type { SessionState, Storage, StoredState } from "./storage.js";
 import { SearchMerges } from "./layers.js";
+import { BulkSync } from "./bulk-sync.js";
+import type { BulkDownloadJob, BulkOutcome } from "./bulk-sync.js";
 import type { SyncRecord } from "./values.js";
 
 /** The protocol version this library speaks. */
@@ -56,6 +58,8 @@ export interface Reaction {
   changed: Set<string>;
   /** Set when the device must stop (after sending `frames`). */
   stop?: StopReason;
+  /** Bulk files to download (the client hands each back with `onBulkLoaded`). */
+  bulkDownloads: BulkDownloadJob[];
 }
 
 /** How a connection ended. */
@@ -78,6 +82,8 @@ export interface EngineStats {
   resubscribes: number;
   /** Schema changes the server reported (each dropped the partition and resynced it from 0). */
   schemaChanges: number;
+  /** Partitions that arrived by a bulk file. */
+  bulkSyncs: number;
 }
 
 /** Settings of the engine. */
@@ -88,10 +94,15 @@ export interface EngineOptions {
   /** Live pushes are acked after this many changes or this long after the first. */
   liveAck?: { maxChanges: number; intervalMs: number };
   maxQueuedMutations?: number;
+  /**
+   * Bulk sync of natural partitions (no explicit key) from `minRecords` records: a first
+   * sync asks for a SQLite file instead of snapshot pages (docs/BULK.md).
+   */
+  bulk?: { minRecords: number };
 }
 
 function newReaction(): Reaction {
-  return { frames: [], notifications: [], changed: new Set() };
+  return { frames: [], notifications: [], changed: new Set(), bulkDownloads: [] };
 }
 
 type ClientMsg = MessageInitShape<typeof ClientFrameSchema>["msg"];
@@ -114,9 +125,10 @@ export class SyncEngine {
   private completeReported = false;
   readonly mutations: Mutations;
   /** What the engine did so far. */
-  readonly stats: EngineStats = { pages: 0, livePushes: 0, verified: 0, checksumMismatches: 0, resubscribes: 0, schemaChanges: 0 };
+  readonly stats: EngineStats = { pages: 0, livePushes: 0, verified: 0, checksumMismatches: 0, resubscribes: 0, schemaChanges: 0, bulkSyncs: 0 };
   readonly searches = new SearchMerges();
   private readonly liveAck: { maxChanges: number; intervalMs: number };
+  private readonly bulk: BulkSync;
 
   constructor(
     private readonly options: EngineOptions,
@@ -126,6 +138,15 @@ export class SyncEngine {
     this.session = { ...stored.session };
     this.subscriptions = [...options.subscriptions];
     this.liveAck = options.liveAck ?? { maxChanges: 100, intervalMs: 1000 };
+    const welcomed = (): boolean => this.welcomedValue;
+    this.bulk = new BulkSync({
+      get welcomed() {
+        return welcomed();
+      },
+      storage,
+      partitions: () => this.partitions.entries(),
+      replaced: (partition) => this.mutations.prune(partition),
+    });
     for (const partition of stored.partitions) {
       // A cursor of 0 is a snapshot that never finished: useless.
       if (partition.cursor === 0n) continue;
@@ -199,6 +220,10 @@ export class SyncEngine {
       case "command":
         await this.onCommand(msg.value, reaction);
         break;
+      case "bulkReady":
+        this.bulk.onReady(msg.value, reaction);
+        this.checkComplete(reaction);
+        break;
       case "mutationAck": {
         const notification = this.mutations.onAck(msg.value.mutationId);
         if (notification) reaction.notifications.push(notification);
@@ -217,6 +242,18 @@ export class SyncEngine {
         break;
     }
     await this.mutations.queue.flushed();
+    return reaction;
+  }
+
+  /**
+   * Takes the outcome of a bulk download (a checked file, or why it failed): the file
+   * replaces the partition's records, stored and in memory, then it follows the log.
+   */
+  async onBulkLoaded(partition: string, outcome: BulkOutcome): Promise<Reaction> {
+    const reaction = newReaction();
+    await this.bulk.onLoaded(partition, outcome, reaction);
+    this.stats.bulkSyncs = this.bulk.completed;
+    this.checkComplete(reaction);
     return reaction;
   }
 
@@ -286,7 +323,7 @@ export class SyncEngine {
       this.mutations.queue.mutations.map((row) => this.resolvePartition(row.source, row.key)).filter((key) => key !== undefined),
     );
     for (const [key, partition] of this.partitions) {
-      if (partition.phase === "idle") continue;
+      if (partition.phase === "idle" || partition.phase === "bulk") continue;
       if (filter.source !== undefined && partition.id.source !== filter.source) continue;
       if (filter.changedOnly && !changed.has(key)) continue;
       frames.push(...(await this.subscribe(partition)));
@@ -342,6 +379,7 @@ export class SyncEngine {
     this.welcomedValue = false;
     this.completeReported = false;
     this.mutations.resetConnection();
+    this.bulk.resetConnection();
     for (const partition of this.partitions.values()) {
       partition.phase = "idle";
       partition.awaitingRestart = false;
@@ -355,6 +393,9 @@ export class SyncEngine {
     let partition = this.partitions.get(id);
     if (!partition) {
       partition = new PartitionSync({ source: subscription.source, key }, subscription.pageSize ?? 0, subscription.window ?? DEFAULT_WINDOW);
+      // Bulk files hold a source's natural partition only.
+      const bulk = this.options.bulk;
+      if (bulk && subscription.key === undefined) partition.bulkMinRecords = BigInt(Math.max(0, Math.floor(bulk.minRecords)));
       const restored = this.restored.get(id);
       if (restored) {
         partition.replica = restored;
@@ -367,7 +408,7 @@ export class SyncEngine {
 
   private async subscribe(partition: PartitionSync): Promise<ClientFrame[]> {
     if (partition.mustClearOnSubscribe) await this.clearPartition(partition);
-    return partition.subscribe();
+    return this.bulk.begin(partition) ?? partition.subscribe();
   }
 
   private async clearPartition(partition: PartitionSync): Promise<void> {
@@ -410,7 +451,7 @@ export class SyncEngine {
 
   private async applyChanges(id: string, changes: Changes, now: number, reaction: Reaction): Promise<void> {
     const partition = this.partitions.get(id);
-    if (!partition || partition.phase === "idle" || partition.error?.code === "STORAGE") return;
+    if (!partition || partition.phase === "idle" || partition.phase === "bulk" || partition.error?.code === "STORAGE") return;
     if (changes.page === 1n || changes.reset) partition.awaitingRestart = false;
     const outcome = partition.replica.apply(changes);
     switch (outcome.kind) {
@@ -500,13 +541,23 @@ export class SyncEngine {
   private async onSyncState(state: SyncState, reaction: Reaction): Promise<void> {
     const id = partitionKey(state.source, state.key);
     const partition = this.partitions.get(id);
-    if (!partition || partition.phase === "idle") return;
+    if (!partition || partition.phase === "idle" || partition.phase === "bulk") return;
     switch (state.status) {
       case SyncStatus.CAUGHT_UP:
         await this.onCaughtUp(partition, state, reaction);
         return;
-      case SyncStatus.IN_PROGRESS:
       case SyncStatus.RESET:
+        // The cursor is below the horizon: a file instead of the snapshot, if bulk is on.
+        if (this.bulk.insteadOfReset(partition, reaction)) {
+          this.completeReported = false;
+          return;
+        }
+        if (partition.phase === "caught_up") {
+          partition.phase = "catching_up";
+          this.completeReported = false;
+        }
+        return;
+      case SyncStatus.IN_PROGRESS:
         if (partition.phase === "caught_up") {
           partition.phase = "catching_up";
           this.completeReported = false;
@@ -694,7 +745,7 @@ export class SyncEngine {
     if (this.completeReported) return;
     const subscribed = [...this.partitions.values()].filter((partition) => partition.phase !== "idle");
     if (subscribed.length === 0) return;
-    if (subscribed.some((partition) => partition.phase === "catching_up")) return;
+    if (subscribed.some((partition) => partition.phase === "catching_up" || partition.phase === "bulk")) return;
     this.completeReported = true;
     let total = 0n;
     let cumulative = 0;

@@ -20,8 +20,9 @@
  *
  * @module
  */
-export { SynclineClient } from "./client.js";
+export { BULK_PROGRESS_BYTES, DEFAULT_BULK_MIN_RECORDS, SynclineClient } from "./client.js";
 export type {
+  BulkOptions,
   ClientOptions,
   ConnectionState,
   PendingChange,
@@ -38,6 +39,8 @@ export { IndexedDbStorage } from "./indexeddb.js";
 export { SynclineError, errorCodeName } from "./errors.js";
 export type { ErrorCodeName, ProtocolErrorCode } from "./errors.js";
 export type {
+  BulkNotification,
+  BulkStatusName,
   ChangedNotification,
   CommandNotification,
   MutationNotification,
@@ -56,7 +59,23 @@ export { PartitionReplica } from "./replica.js";
 export type { ApplyOutcome, ChecksumMismatch, PageWrite } from "./replica.js";
 export { Backoff } from "./backoff.js";
 export type { BackoffOptions } from "./backoff.js";
-export { BlobRef, fromValue, toValue, fromRecord, toRecord } from "./values.js";
+export { BlobRef, fromValue, toValue, fromRecord, toRecord, reviveFields } from "./values.js";
+export {
+  BULK_FORMAT_VERSION,
+  BulkFileError,
+  decodeFields,
+  DEFAULT_DOWNLOAD_ATTEMPTS,
+  downloadBulkFile,
+  readBulkFile,
+  SELECT_IDS_AND_VERSIONS,
+  SELECT_RECORDS,
+  sqlJsLoader,
+} from "./bulk.js";
+export type { BulkDownloadOptions, BulkFileContents, BulkFileExpectation, BulkFileProblem, DownloadedFile, SqlJsLoader, SqlJsOptions } from "./bulk.js";
+export { BLOBS_PATH, blobHash, DEFAULT_BLOB_ATTEMPTS, DEFAULT_PIECE_BYTES, downloadBlob, uploadBlob } from "./blobs.js";
+export type { BlobRecordHint, BlobTransferOptions } from "./blobs.js";
+export { HttpError, httpBase, resolveUrl } from "./http.js";
+export type { FetchLike } from "./http.js";
 export type { FieldValue, Fields, SyncRecord } from "./values.js";
 export {
   binaryFrames,

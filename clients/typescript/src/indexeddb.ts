@@ -13,6 +13,7 @@ import type { PageWrite } from "./replica.js";
 import type { QueuedMutation } from "./outbox.js";
 import type { SessionState, Storage, StoredPartition, StoredState } from "./storage.js";
 import { SynclineError } from "./errors.js";
+import { reviveFields } from "./values.js";
 import type { SyncRecord } from "./values.js";
 
 const RECORDS = "records";
@@ -125,6 +126,8 @@ export class IndexedDbStorage implements Storage {
       if (!partition || !index) return;
       const chunk = new Map<string, SyncRecord>();
       for (const record of chunks[position] ?? []) {
+        // Blob references come back from the structured clone as plain objects.
+        reviveFields(record.fields);
         partition.records.push(record);
         chunk.set(record.id, record);
         index.chunkOf.set(record.id, number);
@@ -133,14 +136,16 @@ export class IndexedDbStorage implements Storage {
       index.open = Math.max(index.open, number);
     });
     mutations.sort((a, b) => a.position - b.position);
+    for (const mutation of mutations) reviveFields(mutation.fields);
     return { session: session ?? {}, partitions: [...partitions.values()], mutations };
   }
 
   async writePage(source: string, key: string, write: PageWrite): Promise<void> {
     const id = partitionId(source, key);
-    let index = this.index.get(id);
+    // A clearing write (a snapshot's first page, a bulk file's records) starts from nothing:
+    // the chunks held before are deleted in the same transaction, unread.
+    let index = write.clear ? emptyChunks() : this.index.get(id);
     if (!index) index = await this.readChunks(source, key);
-    if (write.clear) index = emptyChunks();
     const dirty = new Set<number>();
     for (const deleted of write.deletes) {
       const number = index.chunkOf.get(deleted);
@@ -191,6 +196,7 @@ export class IndexedDbStorage implements Storage {
     const index = emptyChunks();
     keys.forEach((chunkKey, position) => {
       const number = (chunkKey as [string, string, number])[2];
+      for (const record of chunks[position] ?? []) reviveFields(record.fields);
       index.chunks.set(number, new Map((chunks[position] ?? []).map((record) => [record.id, record])));
       for (const record of chunks[position] ?? []) index.chunkOf.set(record.id, number);
       index.open = Math.max(index.open, number);

@@ -64,5 +64,36 @@ export interface CommandNotification {
   reason: string;
 }
 
+/**
+ * Where a partition's bulk sync stands (RhoConnect's `bulk_status`): `start` (the server
+ * announced a file, `totalBytes` its size), `download` (bytes so far of `totalBytes`),
+ * `change_db` (the file is checked; the local data is being replaced with its `records`),
+ * `blobs` (the file's records reference `blobs` files, fetched on demand with
+ * `client.downloadBlob`), `ok` (the partition holds the file and follows the log from its
+ * sequence), `complete` (no partition waits for a file any more; source and key empty),
+ * `error` (why in `error`; the partition pages instead).
+ */
+export type BulkStatusName = "start" | "download" | "change_db" | "blobs" | "ok" | "complete" | "error";
+
+/** Progress of a bulk sync (docs/BULK.md). */
+export interface BulkNotification {
+  type: "bulk";
+  source: string;
+  key: string;
+  status: BulkStatusName;
+  /** Bytes of the file downloaded so far. */
+  bytes: number;
+  /** The file's size. */
+  totalBytes: number;
+  /** Records in the file (from `change_db` on). */
+  records: number;
+  /** Blob references in the file's records (`blobs`, `ok`). */
+  blobs: number;
+  /** The file's sequence: the cursor the partition follows the log from. */
+  sequence: bigint;
+  /** For `error`: why (e.g. `UNAUTHENTICATED` for a refused token, `PROTOCOL` for a bad file). */
+  error?: { code: ErrorCodeName; message: string };
+}
+
 /** One notification to the app. */
-export type Notification = SyncNotification | ChangedNotification | MutationNotification | CommandNotification;
+export type Notification = SyncNotification | ChangedNotification | MutationNotification | CommandNotification | BulkNotification;

@@ -32,8 +32,11 @@ export interface SubscriptionOptions {
   window?: number;
 }
 
-/** A partition's progress on the current connection. */
-export type Phase = "idle" | "catching_up" | "caught_up" | "failed";
+/** A partition's progress on the current connection ("bulk": waiting for a bulk file). */
+export type Phase = "idle" | "catching_up" | "caught_up" | "failed" | "bulk";
+
+/** Where a partition's bulk sync stands (see bulk-sync.ts). */
+export type BulkPhase = { kind: "idle" } | { kind: "requested"; requestId: string } | { kind: "downloading"; sequence: bigint };
 
 /** Default credit window: pages the server may send ahead of the device's acks. */
 export const DEFAULT_WINDOW = 4;
@@ -55,6 +58,12 @@ export class PartitionSync {
   error: { code: ErrorCodeName; message: string } | undefined;
   /** Live pushes applied and not acked yet: their count and when the first came. */
   pendingLiveAck: { changes: number; since: number } | undefined;
+  /** Bulk sync from this many records (undefined: never; a natural partition's option). */
+  bulkMinRecords: bigint | undefined;
+  /** Where its bulk sync stands. */
+  bulk: BulkPhase = { kind: "idle" };
+  /** Bulk sync failed or the server said "page instead": the partition pages from now on. */
+  bulkDeclined = false;
 
   constructor(
     readonly id: PartitionId,

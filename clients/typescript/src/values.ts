@@ -140,6 +140,23 @@ export function toRecord(record: SyncRecord): RecordMessage {
   return create(RecordSchema, { id: record.id, fields: toValues(record.fields), version: record.version });
 }
 
+/**
+ * Returns `fields` with every {@link BlobRef} that lost its class on the way through a
+ * structured clone (IndexedDB, `postMessage`: what comes back is a plain object with the same
+ * properties) made a `BlobRef` again. Other values are kept as they are; `fields` is changed
+ * in place and returned.
+ */
+export function reviveFields(fields: Fields): Fields {
+  for (const [name, value] of Object.entries(fields)) {
+    if (value === null || typeof value !== "object" || value instanceof Uint8Array || value instanceof BlobRef) continue;
+    const plain = value as { hash?: unknown; size?: unknown; mediaType?: unknown; name?: unknown };
+    if (typeof plain.hash === "string" && typeof plain.size === "bigint" && typeof plain.mediaType === "string") {
+      fields[name] = new BlobRef(plain.hash, plain.size, plain.mediaType, typeof plain.name === "string" ? plain.name : "");
+    }
+  }
+  return fields;
+}
+
 /** Returns a copy of a record whose field map can be changed without touching the original. */
 export function copyRecord(record: SyncRecord): SyncRecord {
   return { id: record.id, fields: { ...record.fields }, version: record.version };

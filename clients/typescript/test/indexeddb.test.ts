@@ -3,6 +3,7 @@ import "fake-indexeddb/auto";
 import { describe, expect, it } from "vitest";
 import { IndexedDbStorage } from "../src/indexeddb.js";
 import type { QueuedMutation } from "../src/outbox.js";
+import { BlobRef } from "../src/values.js";
 
 // fake-indexeddb implements the IndexedDB API in Node; the same class runs on the browser's
 // own IndexedDB.
@@ -94,5 +95,47 @@ describe("IndexedDB store", () => {
     await expect(failed).rejects.toMatchObject({ code: "STORAGE" });
     const state = await store.load();
     expect(state.partitions[0]).toMatchObject({ cursor: 1n, records: [{ id: "a" }] });
+  });
+
+  it("gives blob references back as BlobRef after a reload, in records and queued mutations", async () => {
+    const factory = new IDBFactory();
+    const store = await IndexedDbStorage.open("blobs", factory);
+    const photo = new BlobRef("0f".repeat(32), 123456n, "image/jpeg", "face.jpg");
+    const nameless = new BlobRef("a1".repeat(32), 0n, "application/octet-stream");
+    // A bulk file's records replace the partition in one clearing write, as pages do.
+    await store.writePage("Gallery", "*", {
+      clear: true,
+      deletes: [],
+      upserts: [{ id: "p1", fields: { photo, title: "me", other: nameless }, version: 7n }],
+      cursor: 7n,
+    });
+    const mutation: QueuedMutation = {
+      position: 1,
+      mutationId: "m1",
+      source: "Gallery",
+      key: "",
+      op: "create",
+      id: "tmp-1",
+      fields: { photo },
+      baseVersion: 0n,
+      state: "pending",
+      sent: false,
+    };
+    await store.writeMutations([mutation], []);
+    store.close();
+    const reopened = await IndexedDbStorage.open("blobs", factory);
+    const state = await reopened.load();
+    const fields = state.partitions[0]?.records[0]?.fields ?? {};
+    expect(fields.photo).toBeInstanceOf(BlobRef);
+    expect((fields.photo as BlobRef).equals(photo)).toBe(true);
+    expect(String(fields.photo)).toBe(`blob:${photo.hash}`);
+    expect(fields.other).toBeInstanceOf(BlobRef);
+    expect((fields.other as BlobRef).equals(nameless)).toBe(true);
+    expect(fields.title).toBe("me");
+    expect(state.mutations[0]?.fields.photo).toBeInstanceOf(BlobRef);
+    // A write after a reload (its chunk index read from the database) keeps them typed too.
+    await reopened.writePage("Gallery", "*", { clear: false, deletes: [], upserts: [{ id: "p2", fields: {}, version: 8n }], cursor: 8n });
+    const again = await reopened.load();
+    expect(again.partitions[0]?.records.find((record) => record.id === "p1")?.fields.photo).toBeInstanceOf(BlobRef);
   });
 });

@@ -148,6 +148,9 @@ pub const DEFAULT_GRPC_THREADS: usize = 1;
 pub const MAX_GRPC_THREADS: usize = 256;
 /// Default push interval: every commit is pushed at once (0).
 pub const DEFAULT_PUSH_INTERVAL_MS: u64 = 0;
+/// The `device.cors_origins` entry that allows any origin (the default; safe because the
+/// device listener's HTTP routes take bearer tokens, never cookies).
+pub const ANY_ORIGIN: &str = "*";
 /// Longest push interval (`device.push_interval_ms`).
 pub const MAX_PUSH_INTERVAL_MS: u64 = 1_000;
 /// Time allowed for graceful shutdown before the process exits anyway

@@ -35,8 +35,8 @@ pub use defaults::*;
 pub use env::{ENV_VARS, EnvVar};
 pub use settings::{
     AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, BulkSettings, Capture, ClusterSettings,
-    DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings,
-    Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
+    CorsOrigins, DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings,
+    RpcSettings, Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
 };
 pub use validate::valid_source_name;
 
@@ -181,6 +181,16 @@ pub struct DeviceSection {
     /// milliseconds: changes that follow a push within it are held and go out together, in
     /// one socket write per device (0: each commit is pushed at once).
     pub push_interval_ms: u64,
+    /// Web origins (`https://app.example.com`) whose pages may call the device listener's
+    /// HTTP routes (bulk file downloads, blob uploads and downloads) from a browser, i.e. the
+    /// CORS allow-list; `"*"`: any origin (the default); empty: none (same origin only).
+    ///
+    /// Any origin is safe by default only because those routes authenticate with a bearer
+    /// token the page must hold (`Authorization`), never with cookies or other ambient
+    /// credentials: a foreign page can send nothing the user's browser would attach for it,
+    /// and CORS responses never allow credentials. List origins to also keep pages of other
+    /// sites from using a token they obtained.
+    pub cors_origins: Vec<String>,
 }
 
 /// The gRPC endpoint backends call (Ingest).
@@ -487,6 +497,7 @@ impl Default for DeviceSection {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_pending_mutations: DEFAULT_MAX_PENDING_MUTATIONS,
             push_interval_ms: DEFAULT_PUSH_INTERVAL_MS,
+            cors_origins: vec![ANY_ORIGIN.to_owned()],
         }
     }
 }

@@ -103,6 +103,19 @@ pub struct DeviceSettings {
     pub max_pending_mutations: u64,
     /// Shortest time between two live pushes of a partition (zero: each commit at once).
     pub push_interval: Duration,
+    /// Which web origins may call the device listener's HTTP routes (CORS).
+    pub cors_origins: CorsOrigins,
+}
+
+/// The web origins allowed to call the device listener's HTTP routes from a browser
+/// (`device.cors_origins`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin (`"*"`): safe because the routes take bearer tokens, never cookies.
+    Any,
+    /// These origins only (`scheme://host[:port]`, as browsers send them); none: same
+    /// origin only.
+    List(Vec<String>),
 }
 
 /// The gRPC endpoint and the runtime it runs on.

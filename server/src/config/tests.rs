@@ -515,3 +515,22 @@ fn the_store_backend_comes_from_the_environment_and_redis_passwords_are_redacted
     let config = Config::load(None, &env(&[("SYNCLINE_REDIS_CLUSTER_URLS", "redis://a:1, redis://b:2")])).unwrap();
     assert_eq!(config.store.redis_cluster_urls, ["redis://a:1", "redis://b:2"]);
 }
+
+#[test]
+fn cors_origins_are_any_by_default_a_list_or_none_and_checked() {
+    assert_eq!(Config::default().validate().unwrap().device.cors_origins, CorsOrigins::Any);
+    let mut config = Config::default();
+    config.apply_env(&env(&[("SYNCLINE_CORS_ORIGINS", "https://app.example.com, http://localhost:5173")])).unwrap();
+    let expected = vec!["https://app.example.com".to_owned(), "http://localhost:5173".to_owned()];
+    assert_eq!(config.validate().unwrap().device.cors_origins, CorsOrigins::List(expected));
+    config.device.cors_origins = Vec::new();
+    assert_eq!(config.validate().unwrap().device.cors_origins, CorsOrigins::List(Vec::new()));
+    for bad in [
+        vec!["*".to_owned(), "https://a.example".to_owned()],
+        vec!["app.example.com".to_owned()],
+        vec!["https://app.example.com/path".to_owned()],
+    ] {
+        let error = validate_error(|config| config.device.cors_origins = bad.clone());
+        assert!(error.contains("device.cors_origins"), "{error}");
+    }
+}

@@ -12,11 +12,11 @@ use syncline_push::{ListenerConfig, SessionConfig};
 
 use super::settings::{
     AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, BulkSettings, Capture, ClusterSettings,
-    DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings, RpcSettings,
-    Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
+    CorsOrigins, DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings,
+    RpcSettings, Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
 };
 use super::{
-    AdminSection, AuthSection, BlobSection, BulkSection, CaptureMode, ClusterSection, Config, ConfigError,
+    ANY_ORIGIN, AdminSection, AuthSection, BlobSection, BulkSection, CaptureMode, ClusterSection, Config, ConfigError,
     DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY,
     MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS, MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES,
     MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection, SourceSection, StoreBackend, StoreSection, TlsSection,
@@ -164,7 +164,30 @@ fn device(device: &DeviceSection) -> Result<DeviceSettings, ConfigError> {
         max_subscriptions: positive_count("device.max_subscriptions", device.max_subscriptions)?,
         max_pending_mutations: positive("device.max_pending_mutations", device.max_pending_mutations)?,
         push_interval: Duration::from_millis(device.push_interval_ms),
+        cors_origins: cors_origins(&device.cors_origins)?,
     })
+}
+
+/// Checks `device.cors_origins`: `"*"` alone, or origins as browsers send them
+/// (`scheme://host[:port]`, no path).
+fn cors_origins(origins: &[String]) -> Result<CorsOrigins, ConfigError> {
+    const KEY: &str = "device.cors_origins";
+    if origins.iter().any(|origin| origin == ANY_ORIGIN) {
+        if origins.len() > 1 {
+            return Err(invalid(KEY, &origins.join(","), "\"*\" allows any origin: list it alone"));
+        }
+        return Ok(CorsOrigins::Any);
+    }
+    for origin in origins {
+        let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+        let valid = rest.is_some_and(|host| {
+            !host.is_empty() && !host.contains('/') && host.bytes().all(|byte| byte.is_ascii_graphic())
+        });
+        if !valid {
+            return Err(invalid(KEY, origin, "expected an origin like https://app.example.com[:port], or \"*\""));
+        }
+    }
+    Ok(CorsOrigins::List(origins.to_vec()))
 }
 
 /// Checks `[grpc]`.

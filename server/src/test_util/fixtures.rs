@@ -99,6 +99,7 @@ pub(crate) fn device_limits() -> DeviceSettings {
         max_subscriptions: 4,
         max_pending_mutations: 16,
         push_interval: Duration::ZERO,
+        cors_origins: crate::config::CorsOrigins::Any,
     }
 }
 

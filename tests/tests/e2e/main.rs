@@ -16,6 +16,7 @@ mod cluster_failover;
 mod cluster_nodes;
 mod cluster_sim_failover;
 mod connections;
+mod cors;
 mod crash_recovery;
 mod crm_channel;
 mod device_commands;

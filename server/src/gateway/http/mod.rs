@@ -9,6 +9,8 @@
 //! One file per kind of route; [`router`] joins them:
 //!
 //! - `bulk.rs`: `GET /v1/bulk/{file}`, bulk sync files (with the token of their BulkReady).
+//! - `blobs.rs`: `HEAD`/`PUT`/`GET /v1/blobs/{hash}`, files records reference.
+//! - `cors.rs`: the CORS layer over all of them, so browser apps on other origins can call them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use super::GatewayServices;
 
 pub mod blobs;
 mod bulk;
+pub mod cors;
 
 /// Connections waiting to be served.
 pub const HANDOFF_QUEUE: usize = 64;
@@ -74,7 +77,8 @@ impl Connected<IncomingStream<'_, DeviceHttpListener>> for DevicePeer {
 
 /// The routes served beside the socket.
 pub fn router(services: Arc<GatewayServices>) -> Router {
-    Router::new().merge(blobs::routes()).merge(bulk::routes()).fallback(not_found).with_state(services)
+    let cors = cors::layer(&services.limits.cors_origins);
+    Router::new().merge(blobs::routes()).merge(bulk::routes()).fallback(not_found).layer(cors).with_state(services)
 }
 
 async fn not_found() -> Response {
