@@ -255,7 +255,8 @@ async fn unreferenced_blobs_are_collected_after_their_grace_period_only() {
     assert_eq!((report.referenced, report.deleted, report.kept), (2, 0, 1));
     // A pass after the grace period: only the orphan goes.
     let later = crate::auth::now_ms() + 5_400_001;
-    let report = gc::collect(&*fixture.store, &fixture.service.files, grace, later).unwrap();
+    let report =
+        gc::collect(&fixture.store, &fixture.service.files, &*fixture.service.bytes, grace, later).await.unwrap();
     assert_eq!((report.referenced, report.deleted, report.kept), (2, 1, 0));
     assert_eq!(fixture.store.blob(&hash_of(&orphan)).unwrap(), None);
     assert!(fixture.service.files.stored_size(&hash_of(&orphan)).await.unwrap().is_none(), "its file is gone");
