@@ -126,9 +126,15 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         &shutdown,
     )?;
     // A bucket that does not exist or refuses the credentials stops the start here, with
-    // the service's reason, rather than failing each upload later.
+    // the service's reason, rather than failing each upload later; the tasks started so far
+    // stop first (they hold the store).
     let blob_storage = services.blobs.storage();
-    services.blobs.check_storage().await.with_context(|| format!("blob storage ({blob_storage}) is not usable"))?;
+    if let Err(error) = services.blobs.check_storage().await {
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        return Err(anyhow::Error::new(error).context(format!("blob storage ({blob_storage}) is not usable")));
+    }
     tracing::info!(storage = %blob_storage, "blob bytes stored");
     let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
     let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));

@@ -106,13 +106,16 @@ impl Bucket {
         ObjectPath::from(format!("{}{key}", self.prefix))
     }
 
-    /// Checks that the bucket exists and these credentials may write, read and delete in
-    /// it: writes, reads back and deletes a small object.
+    /// Checks that the bucket exists and these credentials may list, write, read and
+    /// delete in it: lists the prefix, then writes, reads back and deletes a small object.
     pub async fn check(&self) -> std::io::Result<()> {
         let path = self.path(PROBE_KEY);
         let fail = |what: &str, error: object_store::Error| {
             std::io::Error::other(format!("cannot {what} in bucket {}: {}", self.name, describe(&error)))
         };
+        // Listing names a missing bucket as such (a write to it may not, on some services).
+        let root = self.path("probe");
+        self.store.list_with_delimiter(Some(&root)).await.map_err(|error| fail("list", error))?;
         self.store.put(&path, Bytes::from_static(b"ok").into()).await.map_err(|error| fail("write", error))?;
         self.store.head(&path).await.map_err(|error| fail("read", error))?;
         self.store.delete(&path).await.map_err(|error| fail("delete", error))?;

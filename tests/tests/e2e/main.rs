@@ -32,6 +32,7 @@ mod python_channel;
 mod record_limits;
 mod redis_store;
 mod rpc;
+mod s3_blobs;
 mod schema_changes;
 mod sim_scenarios;
 mod sync_e2e;
