@@ -404,6 +404,9 @@ fn gateway_services(
             .with_context(|| format!("cannot open blob storage (directory {})", settings.blob.dir.display()))?;
     let bulk = crate::bulk::BulkSnapshots::open(store.clone(), settings.sources.clone(), settings.bulk.clone())
         .with_context(|| format!("cannot open the bulk directory {}", settings.bulk.dir.display()))?;
+    // Bulk files go to the blob bucket too, when there is one (`bulk/` under its prefix).
+    let bulk_bucket = settings.blob.s3.as_ref().map(crate::blobs::Bucket::open).transpose()?;
+    let bulk = bulk.with_bucket(bulk_bucket);
     let bulk = Arc::new(bulk);
     bulk.spawn(tracker, shutdown);
     let services = GatewayServices {

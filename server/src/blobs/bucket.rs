@@ -141,6 +141,28 @@ impl Bucket {
         Ok(())
     }
 
+    /// Puts the small object `key` (a few kilobytes of metadata) in one request.
+    pub async fn put_bytes(&self, key: &str, bytes: Bytes) -> std::io::Result<()> {
+        self.store.put(&self.path(key), bytes.into()).await.map(drop).map_err(|error| self.io_error(error))
+    }
+
+    /// Returns the small object `key`, if it exists; one larger than `max_bytes` is an
+    /// error (never read whole).
+    pub async fn get_bytes(&self, key: &str, max_bytes: u64) -> std::io::Result<Option<Bytes>> {
+        let result = match self.store.get(&self.path(key)).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(self.io_error(error)),
+        };
+        if result.meta.size > max_bytes {
+            return Err(std::io::Error::other(format!(
+                "object {key} has {} bytes, more than expected",
+                result.meta.size
+            )));
+        }
+        result.bytes().await.map(Some).map_err(|error| self.io_error(error))
+    }
+
     /// Returns the size and last change of object `key`, if it exists.
     pub async fn head(&self, key: &str) -> std::io::Result<Option<(u64, SystemTime)>> {
         match self.store.head(&self.path(key)).await {
