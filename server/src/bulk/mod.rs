@@ -452,9 +452,6 @@ impl BulkSnapshots {
         }
         let unknown = || BulkError::UnknownFile(file_id.to_owned());
         let Some(shared) = &self.shared else { return Err(unknown()) };
-        if claims.file_id != file_id {
-            return Err(BulkError::Forbidden("the token was issued for another bulk file".to_owned()));
-        }
         let file = shared.find(file_id).await?.ok_or_else(unknown)?;
         let ttl_ms = self.settings.file_ttl.as_millis() as i64;
         if crate::auth::now_ms().saturating_sub(file.created_ms) >= ttl_ms {
