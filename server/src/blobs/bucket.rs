@@ -23,7 +23,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig};
 use tokio::io::AsyncWriteExt as _;
 
-use super::bytes::{BlobBytes, BlobReader, StoredBlob};
+use super::blob_bytes::{BlobBytes, BlobReader, StoredBlob};
 use crate::config::S3Settings;
 
 /// Bytes per part of an upload: S3's smallest part is 5 MiB, and each upload holds at most

@@ -23,7 +23,7 @@ use futures_util::{Stream, StreamExt as _};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
-use super::bytes::{BlobBytes, BlobReader, READ_CHUNK_BYTES, StoredBlob};
+use super::blob_bytes::{BlobBytes, BlobReader, READ_CHUNK_BYTES, StoredBlob};
 use super::{BlobError, Result, hex};
 
 /// Sub-directory of uploads in progress.

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::bytes::BlobBytes;
+use super::blob_bytes::BlobBytes;
 use super::files::BlobFiles;
 use super::{Result, blocking};
 use crate::storage::{PageLimit, PartitionName, Store};

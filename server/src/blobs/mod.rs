@@ -4,7 +4,7 @@
 //! - this file: [`BlobService`], what the device listener's blob routes and the gateway ask
 //!   (upload a piece, open a blob for a reader, check a mutation's references), and
 //!   [`BlobError`], the one error of the module;
-//! - `bytes.rs`: [`BlobBytes`], where complete blobs' bytes are kept, and [`BlobReader`],
+//! - `blob_bytes.rs`: [`BlobBytes`], where complete blobs' bytes are kept, and [`BlobReader`],
 //!   an open blob streamed by ranges;
 //! - `files.rs`: the blob directory — uploads in progress at
 //!   `<dir>/partial/<hash>.<uploader>`, made complete by verifying the SHA-256 and fsync,
@@ -20,8 +20,8 @@
 //! backend; the bytes are in the bucket when `[blob.s3]` is configured (what a cluster
 //! needs), else files in the blob directory (which the nodes of a cluster must share).
 
+mod blob_bytes;
 pub mod bucket;
-mod bytes;
 mod files;
 mod gc;
 #[cfg(test)]
@@ -31,13 +31,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::bytes::Bytes;
+use bytes::Bytes;
 use futures_util::Stream;
 use syncline_proto::record::is_blob_hash;
 use syncline_proto::v1::{Blob, BlobRequest, Caller, Value};
 
+pub use self::blob_bytes::{BlobBytes, BlobReader, StoredBlob};
 pub use self::bucket::{Bucket, BucketBlobs};
-pub use self::bytes::{BlobBytes, BlobReader, StoredBlob};
 pub use self::files::BlobFiles;
 pub use self::gc::GcReport;
 use crate::auth::Identity;

@@ -318,7 +318,6 @@ pub struct BlobSection {
     /// How often unreferenced blobs are looked for.
     pub gc_interval_secs: u64,
     /// An S3-compatible bucket for the bytes (and bulk files), used when `bucket` is set.
-    #[serde(skip_serializing_if = "BlobS3Section::is_unset")]
     pub s3: BlobS3Section,
 }
 

@@ -190,7 +190,7 @@ async fn s3_a_missing_bucket_or_wrong_credentials_stop_the_start_with_the_reason
     let mut config = test_config(data.path());
     config.blob.s3 = s3.section("app");
     config.blob.s3.allow_http = false;
-    let error = config.validate().err().expect("refused").to_string();
+    let error = config.validate().expect_err("refused").to_string();
     assert!(error.contains("blob.s3.endpoint") && error.contains("allow_http"), "{error}");
     // The right bucket starts.
     let server = start(s3.section("app")).await.expect("the server starts");
