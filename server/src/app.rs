@@ -125,6 +125,17 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningServer> {
         &tracker,
         &shutdown,
     )?;
+    // A bucket that does not exist or refuses the credentials stops the start here, with
+    // the service's reason, rather than failing each upload later; the tasks started so far
+    // stop first (they hold the store).
+    let blob_storage = services.blobs.storage();
+    if let Err(error) = services.blobs.check_storage().await {
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        return Err(anyhow::Error::new(error).context(format!("blob storage ({blob_storage}) is not usable")));
+    }
+    tracing::info!(storage = %blob_storage, "blob bytes stored");
     let captured = settings.sources.iter().filter(|(_, source)| source.capture != Capture::Ingest);
     let capture = Arc::new(capture::CaptureCounters::new(captured.map(|(name, _)| name)));
     let schemas =
@@ -390,9 +401,12 @@ fn gateway_services(
     let devices = Arc::new(DeviceManagement::new(store.clone(), relay.clone(), commit_times));
     let blobs =
         crate::blobs::BlobService::open(store.clone(), &settings.blob, settings.sources.clone(), channels.clone())
-            .with_context(|| format!("cannot open the blob directory {}", settings.blob.dir.display()))?;
+            .with_context(|| format!("cannot open blob storage (directory {})", settings.blob.dir.display()))?;
     let bulk = crate::bulk::BulkSnapshots::open(store.clone(), settings.sources.clone(), settings.bulk.clone())
         .with_context(|| format!("cannot open the bulk directory {}", settings.bulk.dir.display()))?;
+    // Bulk files go to the blob bucket too, when there is one (`bulk/` under its prefix).
+    let bulk_bucket = settings.blob.s3.as_ref().map(crate::blobs::Bucket::open).transpose()?;
+    let bulk = bulk.with_bucket(bulk_bucket);
     let bulk = Arc::new(bulk);
     bulk.spawn(tracker, shutdown);
     let services = GatewayServices {

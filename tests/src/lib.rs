@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod process;
+pub mod s3;
 
 use std::future::Future;
 use std::io::BufRead as _;

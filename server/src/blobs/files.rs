@@ -1,4 +1,6 @@
-//! The blob directory: complete blobs at `<dir>/<hash[..2]>/<hash>` (so no directory holds
+//! The blob directory, which holds uploads in progress on every configuration and the
+//! complete blobs when no bucket is configured (it is then the [`BlobBytes`] of the
+//! service): complete blobs at `<dir>/<hash[..2]>/<hash>` (so no directory holds
 //! more than a 256th of them), uploads in progress at `<dir>/partial/<hash>.<uploader>`
 //! (one per uploading device, so two devices uploading the same file do not mix their
 //! bytes). A partial file becomes a blob only after its SHA-256 matches, it is fsynced, and
@@ -9,25 +11,23 @@
 //! many bytes survived and resumes from there; bytes a crash garbled fail the final hash
 //! check, which discards the upload.
 
-use std::io::{ErrorKind, Read as _, SeekFrom};
+use std::io::{ErrorKind, Read as _};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt as _};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 
+use super::blob_bytes::{BlobBytes, BlobReader, READ_CHUNK_BYTES, StoredBlob};
 use super::{BlobError, Result, hex};
 
 /// Sub-directory of uploads in progress.
 const PARTIAL_DIR: &str = "partial";
-
-/// Bytes read at a time when hashing or serving a blob: large enough for few system calls,
-/// small enough that many downloads at once hold little memory.
-pub(super) const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// A piece's body, as the HTTP layer hands it over.
 pub(super) type Body<'a, E> = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, E>> + Send + 'a>>;
@@ -36,39 +36,6 @@ pub(super) type Body<'a, E> = Pin<Box<dyn Stream<Item = std::result::Result<Byte
 #[derive(Clone, Debug)]
 pub struct BlobFiles {
     dir: Arc<PathBuf>,
-}
-
-/// An open blob, ready to stream.
-#[derive(Debug)]
-pub struct BlobReader {
-    /// The blob's size in bytes.
-    pub size: u64,
-    file: tokio::fs::File,
-}
-
-impl BlobReader {
-    /// Streams `len` bytes from offset `start`, [`READ_CHUNK_BYTES`] at a time: the blob is
-    /// never held in memory whole.
-    pub async fn stream(mut self, start: u64, len: u64) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>>> {
-        self.file.seek(SeekFrom::Start(start)).await?;
-        Ok(futures_util::stream::unfold((self.file, len), |(mut file, left)| async move {
-            if left == 0 {
-                return None;
-            }
-            let want = usize::try_from(left).map_or(READ_CHUNK_BYTES, |left| left.min(READ_CHUNK_BYTES));
-            let mut buffer = vec![0; want];
-            match file.read(&mut buffer).await {
-                Ok(0) => {
-                    Some((Err(std::io::Error::new(ErrorKind::UnexpectedEof, "the blob file is shorter")), (file, 0)))
-                }
-                Ok(read) => {
-                    buffer.truncate(read);
-                    Some((Ok(Bytes::from(buffer)), (file, left - read as u64)))
-                }
-                Err(error) => Some((Err(error), (file, 0))),
-            }
-        }))
-    }
 }
 
 impl BlobFiles {
@@ -145,14 +112,13 @@ impl BlobFiles {
         }
     }
 
-    /// Makes `client_id`'s upload of `hash` the stored blob: checks its SHA-256 (a mismatch
-    /// deletes the upload), fsyncs it, renames it into place and fsyncs the directory.
-    /// Returns its size.
-    pub(super) async fn complete(&self, hash: &str, client_id: &str) -> Result<u64> {
+    /// Checks the SHA-256 of `client_id`'s complete upload of `hash` (a mismatch deletes
+    /// the upload) and fsyncs it; returns where the verified file is and its size, for
+    /// [`BlobBytes::put_verified`].
+    pub(super) async fn verify(&self, hash: &str, client_id: &str) -> Result<(PathBuf, u64)> {
         let partial = self.partial_path(hash, client_id);
-        let target = self.path(hash);
         let expected = hash.to_owned();
-        let done = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let done = tokio::task::spawn_blocking(move || -> Result<(PathBuf, u64)> {
             let mut file = std::fs::File::open(&partial)?;
             let mut hasher = Sha256::new();
             let mut buffer = vec![0; READ_CHUNK_BYTES];
@@ -171,14 +137,20 @@ impl BlobFiles {
                 return Err(BlobError::HashMismatch { expected, actual });
             }
             file.sync_all()?;
-            let parent = target.parent().ok_or_else(|| std::io::Error::other("a blob path has no parent"))?;
-            std::fs::create_dir_all(parent)?;
-            std::fs::rename(&partial, &target)?;
-            std::fs::File::open(parent)?.sync_all()?;
-            Ok(size)
+            Ok((partial, size))
         })
         .await;
         done.unwrap_or_else(|error| Err(std::io::Error::other(format!("blob task failed: {error}")).into()))
+    }
+
+    /// Renames the verified file at `verified` into place as blob `hash` and fsyncs the
+    /// directory.
+    fn store_verified(&self, hash: &str, verified: &Path) -> std::io::Result<()> {
+        let target = self.path(hash);
+        let parent = target.parent().ok_or_else(|| std::io::Error::other("a blob path has no parent"))?;
+        std::fs::create_dir_all(parent)?;
+        std::fs::rename(verified, &target)?;
+        std::fs::File::open(parent)?.sync_all()
     }
 
     /// Opens stored blob `hash` for reading.
@@ -186,7 +158,7 @@ impl BlobFiles {
         match tokio::fs::File::open(self.path(hash)).await {
             Ok(file) => {
                 let size = file.metadata().await?.len();
-                Ok(Some(BlobReader { size, file }))
+                Ok(Some(BlobReader::file(size, file)))
             }
             Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
@@ -217,6 +189,74 @@ impl BlobFiles {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Lists the complete blobs of `dir`: the files of its two-hex-digit sub-directories.
+fn list_blobs(dir: &Path) -> std::io::Result<Vec<StoredBlob>> {
+    let mut blobs = Vec::new();
+    for shard in std::fs::read_dir(dir)? {
+        let shard = shard?;
+        let name = shard.file_name();
+        let is_shard = name.len() == 2 && name.to_str().is_some_and(|name| name.chars().all(|c| c.is_ascii_hexdigit()));
+        if !is_shard || !shard.file_type()?.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(shard.path())? {
+            let entry = entry?;
+            let Some(hash) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let metadata = match entry.metadata() {
+                Ok(metadata) => metadata,
+                // Deleted meanwhile.
+                Err(error) if error.kind() == ErrorKind::NotFound => continue,
+                Err(error) => return Err(error),
+            };
+            blobs.push(StoredBlob { hash, size: metadata.len(), modified: metadata.modified()? });
+        }
+    }
+    Ok(blobs)
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking_io<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| Err(std::io::Error::other(format!("blob task failed: {error}"))))
+}
+
+impl BlobBytes for BlobFiles {
+    fn size<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, std::io::Result<Option<u64>>> {
+        Box::pin(self.stored_size(hash))
+    }
+
+    fn put_verified<'a>(&'a self, hash: &'a str, file: &'a Path) -> BoxFuture<'a, std::io::Result<()>> {
+        let (files, hash, file) = (self.clone(), hash.to_owned(), file.to_owned());
+        Box::pin(blocking_io(move || files.store_verified(&hash, &file)))
+    }
+
+    fn open<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, std::io::Result<Option<BlobReader>>> {
+        Box::pin(self.open_blob(hash))
+    }
+
+    fn delete<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, std::io::Result<()>> {
+        let (files, hash) = (self.clone(), hash.to_owned());
+        Box::pin(blocking_io(move || files.remove(&hash).map(drop)))
+    }
+
+    fn list(&self) -> BoxFuture<'_, std::io::Result<Vec<StoredBlob>>> {
+        let dir = self.dir.clone();
+        Box::pin(blocking_io(move || list_blobs(&dir)))
+    }
+
+    fn check(&self) -> BoxFuture<'_, std::io::Result<()>> {
+        // Opening the directory created it; a full disk or lost permissions show on use.
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn describe(&self) -> String {
+        format!("directory {}", self.dir.display())
     }
 }
 

@@ -11,10 +11,12 @@
 //! Ingest), which lets their readers download it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::blob_bytes::BlobBytes;
 use super::files::BlobFiles;
-use super::{BlobError, Result};
+use super::{Result, blocking};
 use crate::storage::{PageLimit, PartitionName, Store};
 
 /// Records read per snapshot page while looking for references: bounds one read.
@@ -35,10 +37,40 @@ pub struct GcReport {
     pub kept: u64,
     /// Stale partial uploads deleted.
     pub partials_deleted: u64,
+    /// Stored bytes without metadata (older than the grace period) deleted.
+    pub orphans_deleted: u64,
 }
 
-/// Runs one pass at `now_ms` (see the module docs).
-pub(super) fn collect(store: &dyn Store, files: &BlobFiles, grace: Duration, now_ms: i64) -> Result<GcReport> {
+/// Runs one pass at `now_ms` (see the module docs): the store's work off the async
+/// threads, the bytes deleted through `bytes` (the directory or the bucket).
+pub(super) async fn collect(
+    store: &Arc<dyn Store>,
+    files: &BlobFiles,
+    bytes: &dyn BlobBytes,
+    grace: Duration,
+    now_ms: i64,
+) -> Result<GcReport> {
+    let (scanning, doomed_grace) = (store.clone(), grace);
+    let (mut report, doomed) = blocking(move || select_unreferenced(&*scanning, doomed_grace, now_ms)).await?;
+    for hash in doomed {
+        // The bytes first: metadata without bytes reads as "not found", bytes without
+        // metadata are stored again by their next upload (or collected below).
+        bytes.delete(&hash).await?;
+        let (deleting, name) = (store.clone(), hash.clone());
+        blocking(move || deleting.delete_blob(&name)).await?;
+        report.deleted += 1;
+        tracing::debug!(%hash, "unreferenced blob collected");
+    }
+    report.orphans_deleted = collect_orphans(store, bytes, grace, now_ms).await?;
+    let cutoff = SystemTime::now().checked_sub(grace.max(MIN_PARTIAL_AGE)).unwrap_or(SystemTime::UNIX_EPOCH);
+    let files = files.clone();
+    report.partials_deleted = blocking(move || files.remove_partials_before(cutoff)).await?;
+    Ok(report)
+}
+
+/// Notes new references and returns the report so far with the hashes of the blobs to
+/// delete: unreferenced, and past their grace period.
+fn select_unreferenced(store: &dyn Store, grace: Duration, now_ms: i64) -> Result<(GcReport, Vec<String>)> {
     let references = references(store)?;
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX / 2);
     // A referenced blob's time is refreshed only once half the grace period old (not on
@@ -47,6 +79,7 @@ pub(super) fn collect(store: &dyn Store, files: &BlobFiles, grace: Duration, now
     // its last reference.
     let refresh_after = grace_ms / 2;
     let mut report = GcReport::default();
+    let mut doomed = Vec::new();
     for meta in store.blobs()? {
         if let Some(partitions) = references.get(&meta.hash) {
             report.referenced += 1;
@@ -64,16 +97,30 @@ pub(super) fn collect(store: &dyn Store, files: &BlobFiles, grace: Duration, now
             report.kept += 1;
             continue;
         }
-        // The file first: metadata without a file reads as "not found", a file without
-        // metadata is stored again by its next upload.
-        files.remove(&meta.hash)?;
-        store.delete_blob(&meta.hash)?;
-        report.deleted += 1;
-        tracing::debug!(hash = %meta.hash, size = meta.size, "unreferenced blob collected");
+        doomed.push(meta.hash);
     }
-    let cutoff = SystemTime::now().checked_sub(grace.max(MIN_PARTIAL_AGE)).unwrap_or(SystemTime::UNIX_EPOCH);
-    report.partials_deleted = files.remove_partials_before(cutoff).map_err(BlobError::Io)?;
-    Ok(report)
+    Ok((report, doomed))
+}
+
+/// Deletes stored bytes that no metadata names and that are older than the grace period
+/// (a crash between storing the bytes and their metadata); returns how many.
+async fn collect_orphans(store: &Arc<dyn Store>, bytes: &dyn BlobBytes, grace: Duration, now_ms: i64) -> Result<u64> {
+    let cutoff = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
+    let cutoff = cutoff.checked_sub(grace.max(MIN_PARTIAL_AGE)).unwrap_or(SystemTime::UNIX_EPOCH);
+    let stale: Vec<String> =
+        bytes.list().await?.into_iter().filter(|blob| blob.modified < cutoff).map(|blob| blob.hash).collect();
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let listing = store.clone();
+    let known: BTreeSet<String> = blocking(move || listing.blobs()).await?.into_iter().map(|meta| meta.hash).collect();
+    let mut deleted = 0;
+    for hash in stale.into_iter().filter(|hash| !known.contains(hash)) {
+        bytes.delete(&hash).await?;
+        deleted += 1;
+        tracing::debug!(%hash, "blob bytes without metadata collected");
+    }
+    Ok(deleted)
 }
 
 /// Returns every blob hash referenced by a live record (with the partitions holding such

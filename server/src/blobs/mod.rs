@@ -4,17 +4,24 @@
 //! - this file: [`BlobService`], what the device listener's blob routes and the gateway ask
 //!   (upload a piece, open a blob for a reader, check a mutation's references), and
 //!   [`BlobError`], the one error of the module;
-//! - `files.rs`: the blob directory — complete blobs at `<dir>/<hash[..2]>/<hash>`, uploads
-//!   in progress at `<dir>/partial/<hash>.<uploader>`, each made complete by verifying the
-//!   SHA-256, fsync and an atomic rename;
+//! - `blob_bytes.rs`: [`BlobBytes`], where complete blobs' bytes are kept, and [`BlobReader`],
+//!   an open blob streamed by ranges;
+//! - `files.rs`: the blob directory — uploads in progress at
+//!   `<dir>/partial/<hash>.<uploader>`, made complete by verifying the SHA-256 and fsync,
+//!   and (without a bucket) complete blobs at `<dir>/<hash[..2]>/<hash>`, placed by an
+//!   atomic rename;
+//! - `bucket.rs`: an S3-compatible bucket (`[blob.s3]`): [`Bucket`], shared with bulk
+//!   files, and [`BucketBlobs`], complete blobs at `<prefix>blobs/<hash>`;
 //! - `gc.rs`: the collection of blobs no live record and no pending mutation references,
 //!   after a grace period.
 //!
 //! The metadata (hash, size, media type, uploader, times, partitions known to reference
 //! the blob) goes through the store contract ([`crate::storage::BlobStore`]) on either
-//! backend; the bytes are always files in the blob directory, which the nodes of a cluster
-//! must share.
+//! backend; the bytes are in the bucket when `[blob.s3]` is configured (what a cluster
+//! needs), else files in the blob directory (which the nodes of a cluster must share).
 
+mod blob_bytes;
+pub mod bucket;
 mod files;
 mod gc;
 #[cfg(test)]
@@ -29,7 +36,9 @@ use futures_util::Stream;
 use syncline_proto::record::is_blob_hash;
 use syncline_proto::v1::{Blob, BlobRequest, Caller, Value};
 
-pub use self::files::{BlobFiles, BlobReader};
+pub use self::blob_bytes::{BlobBytes, BlobReader, StoredBlob};
+pub use self::bucket::{Bucket, BucketBlobs};
+pub use self::files::BlobFiles;
 pub use self::gc::GcReport;
 use crate::auth::Identity;
 use crate::channel::ChannelRegistry;
@@ -183,7 +192,10 @@ pub struct RecordHint {
 /// The blob store the device listener and the gateway use.
 pub struct BlobService {
     store: Arc<dyn Store>,
+    /// Uploads in progress (and, without a bucket, the complete blobs).
     files: BlobFiles,
+    /// Where complete blobs are kept: `files`, or the bucket.
+    bytes: Arc<dyn BlobBytes>,
     sources: BTreeMap<String, SourceSettings>,
     /// Channels that may keep blob bytes themselves (`ReadBlob`).
     channels: Arc<ChannelRegistry>,
@@ -195,8 +207,10 @@ pub struct BlobService {
 const CHANNEL_UPLOADER: &str = "channel";
 
 impl BlobService {
-    /// Opens the blob directory of `settings` (creating it) over `store`'s metadata; blobs
-    /// it lacks are asked of the `channels` of the records referencing them.
+    /// Opens the blob directory of `settings` (creating it), and the bucket when
+    /// `[blob.s3]` is configured, over `store`'s metadata; blobs it lacks are asked of the
+    /// `channels` of the records referencing them. Sends nothing to the bucket: see
+    /// [`BlobService::check_storage`].
     pub fn open(
         store: Arc<dyn Store>,
         settings: &BlobSettings,
@@ -204,8 +218,28 @@ impl BlobService {
         channels: Arc<ChannelRegistry>,
     ) -> std::io::Result<Self> {
         let files = BlobFiles::open(&settings.dir)?;
+        let bytes: Arc<dyn BlobBytes> = match &settings.s3 {
+            Some(s3) => Arc::new(BucketBlobs::new(Bucket::open(s3)?)),
+            None => Arc::new(files.clone()),
+        };
         let (max_bytes, gc_grace) = (settings.max_bytes, settings.gc_grace);
-        Ok(Self { store, files, sources, channels, max_bytes, gc_grace })
+        Ok(Self { store, files, bytes, sources, channels, max_bytes, gc_grace })
+    }
+
+    /// Checks that complete blobs can be stored, read and deleted where they are kept (a
+    /// bucket that does not exist, or refuses these credentials, fails here).
+    pub async fn check_storage(&self) -> std::io::Result<()> {
+        self.bytes.check().await
+    }
+
+    /// Says where complete blobs are kept, for logs and errors.
+    pub fn storage(&self) -> String {
+        self.bytes.describe()
+    }
+
+    /// Returns where complete blobs are kept (tests read the bucket through it).
+    pub fn bytes(&self) -> &Arc<dyn BlobBytes> {
+        &self.bytes
     }
 
     /// Returns the largest blob accepted.
@@ -216,7 +250,7 @@ impl BlobService {
     /// Returns how much of blob `hash` the server holds for `uploader`'s device.
     pub async fn held(&self, uploader: &Identity, hash: &str) -> Result<Held> {
         check_hash(hash)?;
-        if let Some(size) = self.files.stored_size(hash).await? {
+        if let Some(size) = self.bytes.size(hash).await? {
             return Ok(Held::Stored { size });
         }
         Ok(Held::Partial { held: self.files.partial_len(hash, &uploader.client_id).await? })
@@ -243,7 +277,7 @@ impl BlobService {
         if piece.total > self.max_bytes {
             return Err(BlobError::TooLarge { size: piece.total, max: self.max_bytes });
         }
-        if let Some(size) = self.files.stored_size(hash).await? {
+        if let Some(size) = self.bytes.size(hash).await? {
             // A crash between the rename and the metadata leaves a file without metadata.
             self.record_upload(uploader, hash, media_type, size).await?;
             return Ok(UploadOutcome::AlreadyStored { size });
@@ -256,9 +290,22 @@ impl BlobService {
         if held < piece.total {
             return Ok(UploadOutcome::Partial { held });
         }
-        let size = self.files.complete(hash, &uploader.client_id).await?;
+        let size = self.store_verified(hash, &uploader.client_id).await?;
         self.record_upload(uploader, hash, media_type, size).await?;
         Ok(UploadOutcome::Stored { size })
+    }
+
+    /// Verifies `client_id`'s complete upload of `hash` and stores it where complete blobs
+    /// are kept; returns its size. The bytes are stored before any metadata names them.
+    async fn store_verified(&self, hash: &str, client_id: &str) -> Result<u64> {
+        let (verified, size) = self.files.verify(hash, client_id).await?;
+        if let Err(error) = self.bytes.put_verified(hash, &verified).await {
+            // The verified upload stays: the device's next request (HEAD says all bytes are
+            // held) completes it again.
+            tracing::warn!(%error, hash, storage = %self.bytes.describe(), "could not store a verified blob");
+            return Err(BlobError::Io(error));
+        }
+        Ok(size)
     }
 
     /// Stores the metadata of a blob `uploader` completed (kept as it was when known).
@@ -293,7 +340,7 @@ impl BlobService {
         if !self.may_read(reader, &meta, hint).await? {
             return Err(BlobError::Forbidden(hash.to_owned()));
         }
-        self.files.open_blob(hash).await?.ok_or_else(|| BlobError::NotFound(hash.to_owned()))
+        self.bytes.open(hash).await?.ok_or_else(|| BlobError::NotFound(hash.to_owned()))
     }
 
     /// Reads blob `hash` from the channel of the record `hint` names (which `reader` must
@@ -334,7 +381,7 @@ impl BlobService {
                 reference.size
             ))));
         }
-        let size = self.files.complete(hash, CHANNEL_UPLOADER).await?;
+        let size = self.store_verified(hash, CHANNEL_UPLOADER).await?;
         let meta = BlobMeta {
             hash: hash.to_owned(),
             size,
@@ -419,8 +466,7 @@ impl BlobService {
     /// neither stored nor referenced within the grace period, and partial uploads older
     /// than it.
     pub async fn collect_garbage(&self) -> Result<GcReport> {
-        let (store, files, grace) = (self.store.clone(), self.files.clone(), self.gc_grace);
-        blocking(move || gc::collect(&*store, &files, grace, crate::auth::now_ms())).await
+        gc::collect(&self.store, &self.files, &*self.bytes, self.gc_grace, crate::auth::now_ms()).await
     }
 }
 

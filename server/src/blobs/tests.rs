@@ -33,6 +33,7 @@ fn fixture(grace: Duration) -> Fixture {
         max_bytes: MAX_BYTES,
         gc_grace: grace,
         gc_interval: Duration::from_secs(60),
+        s3: None,
     };
     let sources = BTreeMap::from([
         ("Photo".to_owned(), SourceSettings::ingest(Partitioning::User)),
@@ -255,7 +256,8 @@ async fn unreferenced_blobs_are_collected_after_their_grace_period_only() {
     assert_eq!((report.referenced, report.deleted, report.kept), (2, 0, 1));
     // A pass after the grace period: only the orphan goes.
     let later = crate::auth::now_ms() + 5_400_001;
-    let report = gc::collect(&*fixture.store, &fixture.service.files, grace, later).unwrap();
+    let report =
+        gc::collect(&fixture.store, &fixture.service.files, &*fixture.service.bytes, grace, later).await.unwrap();
     assert_eq!((report.referenced, report.deleted, report.kept), (2, 1, 0));
     assert_eq!(fixture.store.blob(&hash_of(&orphan)).unwrap(), None);
     assert!(fixture.service.files.stored_size(&hash_of(&orphan)).await.unwrap().is_none(), "its file is gone");
@@ -271,4 +273,47 @@ fn blob_field(hash: &str, size: u64) -> BTreeMap<String, Value> {
 
 fn record(id: &str, fields: BTreeMap<String, Value>) -> Record {
     Record { id: id.to_owned(), fields, version: 0 }
+}
+
+#[tokio::test]
+async fn the_directory_stores_lists_streams_ranges_and_deletes_verified_blobs() {
+    let fixture = fixture(Duration::from_secs(3600));
+    let ann = user("ann", "c1");
+    let bytes: Vec<u8> = (0..200u8).collect();
+    let hash = hash_of(&bytes);
+    let outcome = fixture.service.upload(&ann, &hash, None, whole(&bytes), body(&bytes)).await.unwrap();
+    assert_eq!(outcome, UploadOutcome::Stored { size: 200 });
+    let stored = fixture.service.bytes();
+    assert_eq!(stored.size(&hash).await.unwrap(), Some(200));
+    let listed = stored.list().await.unwrap();
+    assert_eq!(listed.iter().map(|blob| (blob.hash.as_str(), blob.size)).collect::<Vec<_>>(), [(hash.as_str(), 200)]);
+    let reader = stored.open(&hash).await.unwrap().expect("stored");
+    let mut range = Vec::new();
+    let mut stream = reader.stream(50, 10).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        range.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(range, &bytes[50..60]);
+    stored.delete(&hash).await.unwrap();
+    stored.delete(&hash).await.unwrap();
+    assert_eq!(stored.size(&hash).await.unwrap(), None);
+    assert!(stored.list().await.unwrap().is_empty());
+    assert!(stored.describe().starts_with("directory "));
+}
+
+#[tokio::test]
+async fn bytes_without_metadata_are_collected_after_the_grace_period() {
+    let fixture = fixture(Duration::from_secs(60));
+    let ann = user("ann", "c1");
+    let bytes = b"stored, then the metadata was lost".to_vec();
+    let hash = hash_of(&bytes);
+    fixture.service.upload(&ann, &hash, None, whole(&bytes), body(&bytes)).await.unwrap();
+    fixture.store.delete_blob(&hash).unwrap();
+    let report = fixture.service.collect_garbage().await.unwrap();
+    assert_eq!(report.orphans_deleted, 0, "young bytes stay");
+    let later = crate::auth::now_ms() + 3_600_000;
+    let files = &fixture.service.files;
+    let report = gc::collect(&fixture.store, files, &*fixture.service.bytes, Duration::from_secs(60), later).await;
+    assert_eq!(report.unwrap().orphans_deleted, 1);
+    assert_eq!(fixture.service.bytes.size(&hash).await.unwrap(), None);
 }

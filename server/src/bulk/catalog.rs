@@ -17,7 +17,7 @@ use super::BulkError;
 use crate::storage::{PartitionName, PartitionState};
 
 /// The extension of finished bulk files.
-const FILE_EXTENSION: &str = "sqlite";
+pub(super) const FILE_EXTENSION: &str = "sqlite";
 
 /// One finished bulk file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,9 +12,12 @@
 //!   a request may reuse, and which are expired.
 //! - `pending`: the manifests that make accepted jobs survive a restart.
 //! - `tokens`: HMAC-signed download tokens scoped to one file and one user.
+//! - `shared`: the copies of files in the S3-compatible bucket (`[blob.s3]`), which let any
+//!   node of a cluster serve any file.
 
 mod catalog;
 mod pending;
+mod shared;
 pub mod tokens;
 mod writer;
 
@@ -33,6 +36,7 @@ use tokio_util::task::TaskTracker;
 pub use self::catalog::{BulkFile, FileCatalog, read_file_meta};
 pub use self::pending::JobManifest;
 use self::pending::PendingJobs;
+pub use self::shared::SharedFiles;
 pub use self::tokens::{TokenClaims, TokenError, TokenSigner};
 pub use self::writer::{READ_BATCH, WrittenSnapshot, write_partition};
 use crate::config::{BulkSettings, Partitioning, SourceSettings};
@@ -155,6 +159,17 @@ pub struct BulkSnapshots {
     inflight: Mutex<HashMap<PartitionName, Inflight>>,
     writers: Semaphore,
     queued: AtomicUsize,
+    /// The bucket every written file is also put in, when configured.
+    shared: Option<SharedFiles>,
+}
+
+/// Where a download's bytes come from.
+#[derive(Debug)]
+pub enum FileLocation {
+    /// This node's disk.
+    Local(PathBuf),
+    /// The bucket (the file was written by another node).
+    Shared(SharedFiles),
 }
 
 impl std::fmt::Debug for BulkSnapshots {
@@ -183,8 +198,17 @@ impl BulkSnapshots {
             inflight: Mutex::new(HashMap::new()),
             writers: Semaphore::new(settings.max_concurrent_writes),
             queued: AtomicUsize::new(0),
+            shared: None,
             settings,
         })
+    }
+
+    /// Puts every file written from now on in `bucket` too (under `bulk/`), and serves
+    /// files other nodes wrote from it.
+    #[must_use]
+    pub fn with_bucket(mut self, bucket: Option<crate::blobs::Bucket>) -> Self {
+        self.shared = bucket.map(SharedFiles::new);
+        self
     }
 
     /// Returns the settings.
@@ -316,7 +340,7 @@ impl BulkSnapshots {
             millis = started.elapsed().as_millis() as u64,
             "bulk file written"
         );
-        Ok(self.catalog.insert(BulkFile {
+        let file = BulkFile {
             id,
             partition: partition.clone(),
             sequence: written.sequence,
@@ -324,7 +348,15 @@ impl BulkSnapshots {
             record_count: written.record_count,
             bytes: written.bytes,
             created_ms,
-        }))
+        };
+        if let Some(shared) = &self.shared {
+            // Before the file is handed out: a device whose node dies mid-download resumes
+            // from the bucket on another. A bucket that fails leaves the file served here only.
+            if let Err(error) = shared.put(&file, &self.catalog.path(&file.id)).await {
+                tracing::warn!(file = %file.id, %error, "bulk file not shared: only this node serves it");
+            }
+        }
+        Ok(self.catalog.insert(file))
     }
 
     async fn partition_state(&self, partition: &PartitionName) -> Result<crate::storage::PartitionState, BulkError> {
@@ -400,12 +432,43 @@ impl BulkSnapshots {
     }
 
     /// Checks a download of `file_id` with the bearer `token`; returns the file and where it
-    /// is. 401 for a missing or invalid token, 404 for an unknown file, 403 for a token of
-    /// another file, or of a user who may not read the file's partition.
+    /// is on this node's disk. 401 for a missing or invalid token, 404 for an unknown file,
+    /// 403 for a token of another file, or of a user who may not read the file's partition.
     pub fn authorize(&self, file_id: &str, token: Option<&str>) -> Result<(Arc<BulkFile>, PathBuf), BulkError> {
-        let token = token.ok_or(BulkError::MissingToken)?;
-        let claims = self.signer.verify(token, crate::auth::now_ms()).map_err(BulkError::Token)?;
+        let claims = self.verify_token(token)?;
         let file = self.catalog.get(file_id).ok_or_else(|| BulkError::UnknownFile(file_id.to_owned()))?;
+        self.check_access(&claims, &file)?;
+        Ok((file.clone(), self.catalog.path(&file.id)))
+    }
+
+    /// Checks a download as [`BulkSnapshots::authorize`] does, and finds the file on this
+    /// node's disk or, when not there, in the bucket (written by another node). The token
+    /// is checked before the bucket is asked anything.
+    pub async fn locate(&self, file_id: &str, token: Option<&str>) -> Result<(Arc<BulkFile>, FileLocation), BulkError> {
+        let claims = self.verify_token(token)?;
+        if let Some(file) = self.catalog.get(file_id) {
+            self.check_access(&claims, &file)?;
+            return Ok((file.clone(), FileLocation::Local(self.catalog.path(&file.id))));
+        }
+        let unknown = || BulkError::UnknownFile(file_id.to_owned());
+        let Some(shared) = &self.shared else { return Err(unknown()) };
+        let file = shared.find(file_id).await?.ok_or_else(unknown)?;
+        let ttl_ms = self.settings.file_ttl.as_millis() as i64;
+        if crate::auth::now_ms().saturating_sub(file.created_ms) >= ttl_ms {
+            return Err(unknown());
+        }
+        self.check_access(&claims, &file)?;
+        Ok((Arc::new(file), FileLocation::Shared(shared.clone())))
+    }
+
+    /// Returns the claims of a download's bearer `token` (401 when missing or invalid).
+    fn verify_token(&self, token: Option<&str>) -> Result<TokenClaims, BulkError> {
+        let token = token.ok_or(BulkError::MissingToken)?;
+        self.signer.verify(token, crate::auth::now_ms()).map_err(BulkError::Token)
+    }
+
+    /// Checks that `claims` open `file`: issued for it, to a user who may read its partition.
+    fn check_access(&self, claims: &TokenClaims, file: &BulkFile) -> Result<(), BulkError> {
         if claims.file_id != file.id {
             return Err(BulkError::Forbidden("the token was issued for another bulk file".to_owned()));
         }
@@ -413,7 +476,7 @@ impl BulkSnapshots {
         if partitioning == Some(Partitioning::User) && file.partition.key != claims.user_id {
             return Err(BulkError::Forbidden("the bulk file belongs to another user".to_owned()));
         }
-        Ok((file.clone(), self.catalog.path(&file.id)))
+        Ok(())
     }
 
     /// Starts the background work on `tracker`: unfinished jobs of an earlier run are
@@ -452,6 +515,13 @@ impl BulkSnapshots {
                 let collected = bulk.collect_expired();
                 if collected > 0 {
                     tracing::info!(files = collected, "expired bulk files deleted");
+                }
+                if let Some(shared) = &bulk.shared {
+                    match shared.collect_expired(bulk.settings.file_ttl).await {
+                        Ok(0) => {}
+                        Ok(files) => tracing::info!(files, "expired bulk files deleted from the bucket"),
+                        Err(error) => tracing::warn!(%error, "could not delete expired bulk files from the bucket"),
+                    }
                 }
             }
         });

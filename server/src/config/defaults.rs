@@ -132,6 +132,9 @@ pub const DEFAULT_BLOB_GC_GRACE_SECS: u64 = 24 * 3600;
 pub const DEFAULT_BLOB_GC_INTERVAL_SECS: u64 = 3600;
 /// Directory of blob files under `data_dir` when `blob.dir` is not set.
 pub const DEFAULT_BLOB_DIR_NAME: &str = "blobs";
+/// Region of `[blob.s3]` when none is set: AWS's default, which most S3-compatible
+/// services (MinIO, R2) accept whatever their own location.
+pub const DEFAULT_BLOB_S3_REGION: &str = "us-east-1";
 /// How often channels are described again to notice schema changes
 /// (`grpc.describe_interval_secs`): a schema changes with a backend release, rarely.
 pub const DEFAULT_DESCRIBE_INTERVAL_SECS: u64 = 300;

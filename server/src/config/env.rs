@@ -141,6 +141,17 @@ pub const ENV_VARS: &[EnvVar] = &[
     var!("SYNCLINE_BLOB_MAX_BYTES", "blob.max_bytes", config => config.blob.max_bytes),
     var!("SYNCLINE_BLOB_GC_GRACE_SECS", "blob.gc_grace_secs", config => config.blob.gc_grace_secs),
     var!("SYNCLINE_BLOB_GC_INTERVAL_SECS", "blob.gc_interval_secs", config => config.blob.gc_interval_secs),
+    var!("SYNCLINE_BLOB_S3_BUCKET", "blob.s3.bucket", config => config.blob.s3.bucket),
+    var!("SYNCLINE_BLOB_S3_ENDPOINT", "blob.s3.endpoint", config => config.blob.s3.endpoint),
+    var!("SYNCLINE_BLOB_S3_REGION", "blob.s3.region", config => config.blob.s3.region),
+    var!("SYNCLINE_BLOB_S3_ACCESS_KEY_ID", "blob.s3.access_key_id", config => config.blob.s3.access_key_id),
+    var!(
+        "SYNCLINE_BLOB_S3_SECRET_ACCESS_KEY",
+        "blob.s3.secret_access_key",
+        config => config.blob.s3.secret_access_key
+    ),
+    var!("SYNCLINE_BLOB_S3_PREFIX", "blob.s3.prefix", config => config.blob.s3.prefix),
+    var!("SYNCLINE_BLOB_S3_ALLOW_HTTP", "blob.s3.allow_http", config => config.blob.s3.allow_http),
     var!("SYNCLINE_BULK_DIR", "bulk.dir", config => config.bulk.dir),
     var!("SYNCLINE_BULK_REUSE_CHANGES", "bulk.reuse_changes", config => config.bulk.reuse_changes),
     var!("SYNCLINE_BULK_TOKEN_TTL_SECS", "bulk.token_ttl_secs", config => config.bulk.token_ttl_secs),

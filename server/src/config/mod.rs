@@ -36,7 +36,7 @@ pub use env::{ENV_VARS, EnvVar};
 pub use settings::{
     AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, BulkSettings, Capture, ClusterSettings,
     CorsOrigins, DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings,
-    RpcSettings, Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
+    RpcSettings, S3Settings, Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
 };
 pub use validate::valid_source_name;
 
@@ -327,6 +327,8 @@ pub struct BlobSection {
     pub gc_grace_secs: u64,
     /// How often unreferenced blobs are looked for.
     pub gc_interval_secs: u64,
+    /// An S3-compatible bucket for the bytes (and bulk files), used when `bucket` is set.
+    pub s3: BlobS3Section,
 }
 
 impl Default for BlobSection {
@@ -336,7 +338,58 @@ impl Default for BlobSection {
             max_bytes: DEFAULT_BLOB_MAX_BYTES,
             gc_grace_secs: DEFAULT_BLOB_GC_GRACE_SECS,
             gc_interval_secs: DEFAULT_BLOB_GC_INTERVAL_SECS,
+            s3: BlobS3Section::default(),
         }
+    }
+}
+
+/// `[blob.s3]`: an S3-compatible bucket (AWS S3, MinIO, R2, ...) holding complete blobs at
+/// `<prefix>blobs/<hash>` and bulk files at `<prefix>bulk/<file id>.sqlite`. Uploads in
+/// progress stay in `blob.dir` until verified.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobS3Section {
+    /// The bucket; setting it turns the bucket on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The service's URL (`https://host[:port]`) when it is not AWS S3 (MinIO, R2, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The region (default `us-east-1`; most S3-compatible services accept any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The access key id; with `secret_access_key`, or neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// The secret access key (never logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// Prefix of every key the server writes (e.g. `syncline/`), so a bucket can be shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Allows a plain-HTTP `endpoint` (a MinIO on loopback; never across a network).
+    pub allow_http: bool,
+}
+
+impl BlobS3Section {
+    /// Returns true when no key of the section is set.
+    pub fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl std::fmt::Debug for BlobS3Section {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BlobS3Section")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("prefix", &self.prefix)
+            .field("allow_http", &self.allow_http)
+            .finish()
     }
 }
 
@@ -629,6 +682,9 @@ impl Config {
             copy.store.redis_cluster_urls.iter().map(|url| redact_url_password(url)).collect();
         if copy.auth.backend_token_secret.is_some() {
             copy.auth.backend_token_secret = Some("<redacted>".into());
+        }
+        if copy.blob.s3.secret_access_key.is_some() {
+            copy.blob.s3.secret_access_key = Some("<redacted>".into());
         }
         serde_json::to_string(&copy).unwrap_or_default()
     }

@@ -226,6 +226,38 @@ pub struct BlobSettings {
     pub gc_grace: Duration,
     /// How often unreferenced blobs are looked for.
     pub gc_interval: Duration,
+    /// The bucket holding complete blobs and bulk files, when configured.
+    pub s3: Option<S3Settings>,
+}
+
+/// An S3-compatible bucket (`[blob.s3]`), checked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// The service's URL; `None` for AWS S3 itself.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// The access key id and secret, or none (the bucket is public, or credentials come
+    /// from elsewhere).
+    pub credentials: Option<(String, String)>,
+    /// Prefix of every key: empty, or ending with `/`.
+    pub prefix: String,
+    pub allow_http: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.credentials.as_ref().map(|(id, _)| id))
+            .field("secret_access_key", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field("prefix", &self.prefix)
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
 }
 
 /// Which store holds the data (`store.backend`).

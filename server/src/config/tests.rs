@@ -58,6 +58,15 @@ fn every_key_set() -> Config {
     config.store.redis_url = Some("redis://127.0.0.1:6379/".into());
     config.cluster.node_id = Some("node-1".into());
     config.blob.dir = Some("blobs".into());
+    config.blob.s3 = BlobS3Section {
+        bucket: Some("bucket".into()),
+        endpoint: Some("https://s3.example.com".into()),
+        region: Some("eu-west-1".into()),
+        access_key_id: Some("id".into()),
+        secret_access_key: Some("secret".into()),
+        prefix: Some("syncline".into()),
+        allow_http: false,
+    };
     config.bulk.dir = Some("bulk".into());
     config.bulk.public_url = Some("https://sync.example.com".into());
     config
@@ -392,6 +401,50 @@ fn backend_token_secrets_are_checked_and_never_shown() {
     config.auth.backend_token_audience = Some("syncline".into());
     let error = config.validate().unwrap_err().to_string();
     assert!(error.contains("auth.backend_token_audience"), "{error}");
+}
+
+#[test]
+fn an_s3_bucket_is_checked_and_its_secret_never_shown() {
+    let secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+    let vars = [
+        ("SYNCLINE_BLOB_S3_BUCKET", "photos"),
+        ("SYNCLINE_BLOB_S3_ENDPOINT", "http://127.0.0.1:9000/"),
+        ("SYNCLINE_BLOB_S3_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("SYNCLINE_BLOB_S3_SECRET_ACCESS_KEY", secret),
+        ("SYNCLINE_BLOB_S3_PREFIX", "/apps/crm/"),
+        ("SYNCLINE_BLOB_S3_ALLOW_HTTP", "true"),
+    ];
+    let config = Config::load(None, &env(&vars)).unwrap();
+    let s3 = config.validate().unwrap().blob.s3.expect("the bucket is on");
+    assert_eq!(s3.bucket, "photos");
+    assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!((s3.region.as_str(), s3.prefix.as_str()), (DEFAULT_BLOB_S3_REGION, "apps/crm/"));
+    assert_eq!(s3.credentials, Some(("AKIDEXAMPLE".to_owned(), secret.to_owned())));
+    assert!(!format!("{s3:?}").contains(secret), "{s3:?}");
+    assert!(!format!("{:?}", config.blob.s3).contains(secret));
+    assert!(!config.redacted().contains(secret), "{}", config.redacted());
+    assert!(Config::default().validate().unwrap().blob.s3.is_none(), "off by default");
+
+    let with = |change: fn(&mut BlobS3Section)| {
+        let mut config = Config::load(None, &env(&vars)).unwrap();
+        change(&mut config.blob.s3);
+        config.validate().map(drop).unwrap_err().to_string()
+    };
+    type Case = (fn(&mut BlobS3Section), &'static str, &'static str);
+    let cases: [Case; 7] = [
+        (|s3| s3.bucket = None, "blob.s3.bucket", "required"),
+        (|s3| s3.bucket = Some("Bad Bucket".into()), "blob.s3.bucket", "bucket name"),
+        (|s3| s3.endpoint = Some("ftp://host".into()), "blob.s3.endpoint", "http(s)://"),
+        (|s3| s3.allow_http = false, "blob.s3.endpoint", "allow_http"),
+        (|s3| s3.secret_access_key = None, "blob.s3.access_key_id", "both"),
+        (|s3| s3.region = Some(String::new()), "blob.s3.region", "region"),
+        (|s3| s3.prefix = Some("a//b".into()), "blob.s3.prefix", "segments"),
+    ];
+    for (change, key, says) in cases {
+        let error = with(change);
+        assert!(error.contains(key) && error.contains(says), "{key}: {error}");
+        assert!(!error.contains(secret), "the secret leaked into {error}");
+    }
 }
 
 #[test]

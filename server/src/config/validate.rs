@@ -13,11 +13,11 @@ use syncline_push::{ListenerConfig, SessionConfig};
 use super::settings::{
     AdminSettings, AuthSettings, BackendTokenSettings, BlobSettings, BulkSettings, Capture, ClusterSettings,
     CorsOrigins, DemoSettings, DeviceSettings, FailedLoginPolicy, GrpcSettings, LoginLimits, RpcServiceSettings,
-    RpcSettings, Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
+    RpcSettings, S3Settings, Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
 };
 use super::{
-    ANY_ORIGIN, AdminSection, AuthSection, BlobSection, BulkSection, CaptureMode, ClusterSection, Config, ConfigError,
-    DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY,
+    ANY_ORIGIN, AdminSection, AuthSection, BlobS3Section, BlobSection, BulkSection, CaptureMode, ClusterSection,
+    Config, ConfigError, DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY,
     MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS, MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES,
     MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection, SourceSection, StoreBackend, StoreSection, TlsSection,
 };
@@ -337,7 +337,76 @@ fn blob(data_dir: &Path, blob: &BlobSection) -> Result<BlobSettings, ConfigError
         max_bytes: positive("blob.max_bytes", blob.max_bytes)?,
         gc_grace: Duration::from_secs(blob.gc_grace_secs),
         gc_interval: Duration::from_secs(positive("blob.gc_interval_secs", blob.gc_interval_secs)?),
+        s3: blob_s3(&blob.s3)?,
     })
+}
+
+/// Checks `[blob.s3]`: none of its keys (no bucket), or a bucket with a well-formed
+/// endpoint, both credentials or neither, and a prefix of path segments.
+fn blob_s3(s3: &BlobS3Section) -> Result<Option<S3Settings>, ConfigError> {
+    let Some(bucket) = s3.bucket.as_deref() else {
+        if s3.is_unset() {
+            return Ok(None);
+        }
+        return Err(invalid("blob.s3.bucket", &"", "is required when other blob.s3 keys are set"));
+    };
+    let bucket_chars = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_');
+    if bucket.len() < 3 || bucket.len() > 63 || !bucket.chars().all(bucket_chars) {
+        return Err(invalid(
+            "blob.s3.bucket",
+            &bucket,
+            "must be a bucket name: 3 to 63 lowercase letters, digits, '-', '.' or '_'",
+        ));
+    }
+    let endpoint = match s3.endpoint.as_deref().map(|endpoint| endpoint.trim_end_matches('/')) {
+        None => None,
+        Some(endpoint) => {
+            let plain = endpoint.strip_prefix("http://").is_some();
+            let rest = endpoint.strip_prefix("https://").or_else(|| endpoint.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {}
+                Some(_) | None => {
+                    return Err(invalid("blob.s3.endpoint", &endpoint, "must be a URL: http(s)://host[:port]"));
+                }
+            }
+            if plain && !s3.allow_http {
+                return Err(invalid(
+                    "blob.s3.endpoint",
+                    &endpoint,
+                    "is plain HTTP: use https, or set blob.s3.allow_http = true for a loopback endpoint",
+                ));
+            }
+            Some(endpoint.to_owned())
+        }
+    };
+    let credentials = match (&s3.access_key_id, &s3.secret_access_key) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Some((id.clone(), secret.clone())),
+        (None, None) => None,
+        // The secret's value is never echoed.
+        _ => {
+            return Err(invalid(
+                "blob.s3.access_key_id",
+                &s3.access_key_id.as_deref().unwrap_or(""),
+                "set both blob.s3.access_key_id and blob.s3.secret_access_key (neither empty), or neither",
+            ));
+        }
+    };
+    let region = s3.region.clone().unwrap_or_else(|| super::DEFAULT_BLOB_S3_REGION.to_owned());
+    if region.is_empty() {
+        return Err(invalid("blob.s3.region", &"", "name a region, or leave it out for us-east-1"));
+    }
+    let prefix = s3.prefix.as_deref().unwrap_or("").trim_matches('/');
+    if prefix.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") && !prefix.is_empty() {
+        return Err(invalid("blob.s3.prefix", &prefix, "must be path segments such as `syncline` or `apps/crm`"));
+    }
+    Ok(Some(S3Settings {
+        bucket: bucket.to_owned(),
+        endpoint,
+        region,
+        credentials,
+        prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
+        allow_http: s3.allow_http,
+    }))
 }
 
 /// Checks the store backend's keys: Redis needs exactly one of `redis_url` and

@@ -204,6 +204,7 @@ pub(crate) fn test_blobs(store: &Arc<dyn Store>, dir: &std::path::Path) -> crate
         max_bytes: crate::config::DEFAULT_BLOB_MAX_BYTES,
         gc_grace: Duration::from_secs(crate::config::DEFAULT_BLOB_GC_GRACE_SECS),
         gc_interval: Duration::from_secs(crate::config::DEFAULT_BLOB_GC_INTERVAL_SECS),
+        s3: None,
     };
     crate::blobs::BlobService::open(store.clone(), &settings, BTreeMap::new(), Arc::default()).expect("blob directory")
 }

@@ -24,10 +24,10 @@ use tokio_util::sync::DropGuard;
 /// A channel that stores what devices create (the record under a backend id) and
 /// remembers every write it received.
 #[derive(Default)]
-struct PhotoChannel {
-    received: Mutex<Vec<Record>>,
+pub(crate) struct PhotoChannel {
+    pub(crate) received: Mutex<Vec<Record>>,
     /// Blob bytes the channel keeps itself, by hash (served through ReadBlob).
-    kept: Mutex<BTreeMap<String, Vec<u8>>>,
+    pub(crate) kept: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 #[tonic::async_trait]
@@ -69,13 +69,13 @@ impl ChannelBackend for PhotoChannel {
 
 /// A server with sources `Gallery` (shared by every user) and `Private` (one partition per
 /// user), both written through the photo channel, and users ann, bob and carol.
-struct Setup {
-    server: TestServer,
-    channel: Arc<PhotoChannel>,
+pub(crate) struct Setup {
+    pub(crate) server: TestServer,
+    pub(crate) channel: Arc<PhotoChannel>,
     _stop: DropGuard,
 }
 
-async fn setup(customize: impl FnOnce(&mut Config)) -> Setup {
+pub(crate) async fn setup(customize: impl FnOnce(&mut Config)) -> Setup {
     let channel = Arc::new(PhotoChannel::default());
     let (url, stop) = serve_channel(channel.clone()).await;
     let server = TestServer::start_with(move |config| {
@@ -93,7 +93,7 @@ async fn setup(customize: impl FnOnce(&mut Config)) -> Setup {
     Setup { server, channel, _stop: stop }
 }
 
-fn device_config(url: &str, user: &str, dir: &Path) -> DeviceConfig {
+pub(crate) fn device_config(url: &str, user: &str, dir: &Path) -> DeviceConfig {
     let mut config = DeviceConfig::new(url, user, format!("{user}-pw"))
         .subscribe(SubscriptionConfig::new("Gallery"))
         .with_mutation_store(dir.join(format!("{user}-outbox.sqlite")))
@@ -103,7 +103,7 @@ fn device_config(url: &str, user: &str, dir: &Path) -> DeviceConfig {
 }
 
 /// Returns a URL where nothing listens: a device pointed at it is offline.
-async fn nowhere() -> String {
+pub(crate) async fn nowhere() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
@@ -111,7 +111,7 @@ async fn nowhere() -> String {
 }
 
 /// Returns a session token of `user`, from a Welcome on a raw connection.
-async fn session_token(server: &TestServer, user: &str) -> String {
+pub(crate) async fn session_token(server: &TestServer, user: &str) -> String {
     let mut connection = raw_login(&server.url(), user, &format!("{user}-pw")).await;
     loop {
         let incoming = tokio::time::timeout(DEADLINE, connection.recv()).await.expect("Welcome in time").unwrap();
@@ -123,24 +123,24 @@ async fn session_token(server: &TestServer, user: &str) -> String {
     }
 }
 
-fn blob_url(server: &TestServer, hash: &str) -> String {
+pub(crate) fn blob_url(server: &TestServer, hash: &str) -> String {
     let origin = server.url().replace("ws://", "http://").replace(syncline_proto::SYNC_PATH, "");
     format!("{origin}{}/{hash}", syncline_proto::BLOBS_PATH)
 }
 
 /// Returns the status and the JSON error code of a response.
-async fn status_and_code(response: reqwest::Response) -> (u16, String) {
+pub(crate) async fn status_and_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     (status, body["code"].as_str().unwrap_or_default().to_owned())
 }
 
-fn photo_bytes(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn photo_bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|n| (n as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 /// Waits until the device's queue is empty and `succeeded` mutations succeeded so far.
-async fn wait_until_done(device: &DeviceHandle, succeeded: u64) {
+pub(crate) async fn wait_until_done(device: &DeviceHandle, succeeded: u64) {
     eventually(DEADLINE, "the mutations finish", || async {
         (device.mutations().is_empty() && device.stats().mutations_succeeded >= succeeded).then_some(())
     })

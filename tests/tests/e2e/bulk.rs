@@ -21,10 +21,10 @@ use syncline_tests::admin::AdminClient;
 use syncline_tests::{DEADLINE, TestServer, assert_converges, push, raw_login, record};
 
 /// The first bytes of every SQLite file.
-const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
+pub(crate) const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
 
 /// Commits `count` records to `source`/`key` straight into the server's store.
-fn seed(server: &TestServer, source: &str, key: &str, count: u32, record: impl Fn(u32) -> Record) {
+pub(crate) fn seed(server: &TestServer, source: &str, key: &str, count: u32, record: impl Fn(u32) -> Record) {
     let partition = PartitionName::new(source, key);
     let records: Vec<Record> = (0..count).map(record).collect();
     for batch in records.chunks(5_000) {
@@ -33,7 +33,7 @@ fn seed(server: &TestServer, source: &str, key: &str, count: u32, record: impl F
 }
 
 /// Sends a BulkRequest on a raw session and returns its BulkReady.
-async fn ask_bulk(connection: &mut Connection, request_id: &str, source: &str) -> BulkReady {
+pub(crate) async fn ask_bulk(connection: &mut Connection, request_id: &str, source: &str) -> BulkReady {
     let request = BulkRequest { request_id: request_id.to_owned(), sources: vec![source.to_owned()], min_records: 0 };
     connection.send(&ClientFrame { msg: Some(client_frame::Msg::BulkRequest(request)) }).await.expect("sends");
     loop {
@@ -50,7 +50,12 @@ async fn ask_bulk(connection: &mut Connection, request_id: &str, source: &str) -
 }
 
 /// GETs `url` with `token` (and a range start when given): the status and the whole body.
-async fn get(http: &reqwest::Client, url: &str, token: Option<&str>, from: Option<u64>) -> (StatusCode, Vec<u8>) {
+pub(crate) async fn get(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    from: Option<u64>,
+) -> (StatusCode, Vec<u8>) {
     let mut request = http.get(url);
     if let Some(token) = token {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));
@@ -179,7 +184,7 @@ async fn a_download_cut_at_10_random_offsets_resumes_with_range_each_time() {
     assert_eq!((view.cursor, view.total, view.checksum), (state.head, state.total, state.checksum));
 }
 
-fn url_file_id(url: &str) -> &str {
+pub(crate) fn url_file_id(url: &str) -> &str {
     url.rsplit('/').next().expect("a path")
 }
 

@@ -33,6 +33,8 @@ mod python_channel;
 mod record_limits;
 mod redis_store;
 mod rpc;
+mod s3_blobs;
+mod s3_bulk;
 mod schema_changes;
 mod sim_scenarios;
 mod sync_e2e;

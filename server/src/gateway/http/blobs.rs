@@ -127,7 +127,7 @@ async fn download(
 
 /// Reads `Range: bytes=first-[last]` against a blob of `size` bytes; returns (start, len).
 /// Several ranges, suffix ranges and ranges past the end are 416.
-fn parse_range(range: &str, size: u64) -> Result<(u64, u64), ApiError> {
+pub(super) fn parse_range(range: &str, size: u64) -> Result<(u64, u64), ApiError> {
     let unsatisfiable = || ApiError {
         status: StatusCode::RANGE_NOT_SATISFIABLE,
         code: "range_not_satisfiable",

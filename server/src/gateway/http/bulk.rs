@@ -7,19 +7,25 @@
 //! stopped), `If-Range`/`If-Modified-Since`, and `HEAD`; the server never holds a file in
 //! memory. Refusals carry no byte of any file: 401 (no token, or a forged or expired one),
 //! 403 (a token of another file or user), 404 (no such file, or collected).
+//!
+//! With `[blob.s3]`, a file not on this node's disk (another node wrote it) streams from the
+//! bucket after the same checks, with `Range` passed through: a device whose node died
+//! mid-download resumes on any other.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
 use crate::admin::ApiError;
-use crate::bulk::{BulkError, DOWNLOAD_PATH};
+use crate::bulk::{BulkError, BulkFile, DOWNLOAD_PATH, FileLocation, SharedFiles};
+use crate::error::ErrorClass;
 use crate::gateway::GatewayServices;
 
 /// The bulk download routes.
@@ -32,15 +38,23 @@ async fn download(
     Path(file_id): Path<String>,
     request: Request,
 ) -> Response {
-    let token = bearer_token(&request);
-    let (file, path) = match services.bulk.authorize(&file_id, token) {
+    let token = bearer_token(&request).map(str::to_owned);
+    let (file, location) = match services.bulk.locate(&file_id, token.as_deref()).await {
         Ok(found) => found,
         Err(error) => return refusal(&error),
     };
-    let served = ServeFile::new(&path).oneshot(request).await;
+    let served = match location {
+        FileLocation::Local(path) => {
+            ServeFile::new(&path).oneshot(request).await.map(|response| response.map(Body::new))
+        }
+        FileLocation::Shared(shared) => {
+            let range = request.headers().get(header::RANGE).map(|range| range.to_str().map(str::to_owned));
+            let head = request.method() == Method::HEAD;
+            Ok(serve_shared(&shared, &file, range, head).await)
+        }
+    };
     match served {
-        Ok(response) => {
-            let mut response = response.map(axum::body::Body::new);
+        Ok(mut response) => {
             let headers = response.headers_mut();
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
             if headers.contains_key(header::CONTENT_TYPE) {
@@ -57,6 +71,52 @@ async fn download(
         }
         Err(error) => ApiError::internal(format!("cannot serve bulk file {file_id}: {error}")).into_response(),
     }
+}
+
+/// Serves a file another node wrote from the bucket: the whole file, or the one range of
+/// `Range: bytes=first-[last]` (206 with `Content-Range`; 416 past the end), streamed as
+/// the bucket sends it. A file never changes under its id, so `If-Range` always holds.
+async fn serve_shared(
+    shared: &SharedFiles,
+    file: &BulkFile,
+    range: Option<Result<String, header::ToStrError>>,
+    head: bool,
+) -> Response {
+    let size = file.bytes;
+    let range = match range {
+        None => None,
+        Some(Ok(range)) => match super::blobs::parse_range(&range, size) {
+            Ok(range) => Some(range),
+            Err(error) => return error.into_response(),
+        },
+        Some(Err(_)) => return ApiError::bad_request("the Range header is not text").into_response(),
+    };
+    let (start, len) = range.unwrap_or((0, size));
+    let body = if head {
+        Body::empty()
+    } else {
+        match shared.stream(&file.id, start, len).await {
+            Ok(stream) => Body::from_stream(stream),
+            Err(error) => {
+                tracing::warn!(file = %file.id, %error, "cannot read a bulk file from the bucket");
+                return ApiError::of_class(ErrorClass::Unavailable, "the bulk file cannot be read now; retry")
+                    .into_response();
+            }
+        }
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sqlite3"));
+    if range.is_some() {
+        let content_range = format!("bytes {start}-{}/{size}", (start + len).saturating_sub(1));
+        if let Ok(value) = HeaderValue::try_from(content_range) {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    response
 }
 
 /// Returns the token of an `Authorization: Bearer <token>` header.
