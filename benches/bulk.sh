@@ -25,7 +25,8 @@
 # usage: benches/bulk.sh
 # env: OUT (benches/results/bulk), RECORDS (1000000), REPEAT (3), PAIRS (2), DEVICES (100),
 #      PAGE_SIZE (2000), WINDOW (8), SERVER_BIN and SIM_BIN, DEVICE_PORT (7750),
-#      GRPC_PORT (7751), SRV_CPU (0), LOAD_CPU (1), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (300)
+#      GRPC_PORT (7751), SRV_CPU (0), LOAD_CPU (1), QUIET_MAX_PCT (10), QUIET_WAIT_SECS (300),
+#      ARMS ("paged bulk bulk-parsed fleet": the arms to run)
 set -euo pipefail
 # shellcheck source=load/lib.sh
 source "$(dirname "$0")/load/lib.sh"
@@ -42,6 +43,8 @@ GRPC_PORT=${GRPC_PORT:-7751}
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-300}
 SERVER_MAX_SECS=3600
 SIM_MAX_SECS=900
+ARMS=${ARMS:-paged bulk bulk-parsed fleet}
+wanted() { [[ " $ARMS " == *" $1 "* ]]; }
 
 release_binaries
 mkdir -p "$OUT"
@@ -85,11 +88,15 @@ for attempt in $(seq 1 60); do
   sleep 5
 done
 for pair in $(seq 1 "$PAIRS"); do
-  arm "paged $pair" --repeat "$REPEAT" --json-out "$OUT/paged-$pair.json"
-  arm "bulk $pair" --bulk --repeat "$REPEAT" --json-out "$OUT/bulk-$pair.json"
-  arm "bulk-parsed $pair" --bulk --parse-fields --repeat "$REPEAT" --json-out "$OUT/bulk-parsed-$pair.json"
+  if wanted paged; then arm "paged $pair" --repeat "$REPEAT" --json-out "$OUT/paged-$pair.json"; fi
+  if wanted bulk; then arm "bulk $pair" --bulk --repeat "$REPEAT" --json-out "$OUT/bulk-$pair.json"; fi
+  if wanted bulk-parsed; then
+    arm "bulk-parsed $pair" --bulk --parse-fields --repeat "$REPEAT" --json-out "$OUT/bulk-parsed-$pair.json"
+  fi
 done
-arm "fleet: $DEVICES devices bulk-syncing at once" --bulk --devices "$DEVICES" --repeat 1 --json-out "$OUT/fleet.json"
+if wanted fleet; then
+  arm "fleet: $DEVICES devices bulk-syncing at once" --bulk --devices "$DEVICES" --repeat 1 --json-out "$OUT/fleet.json"
+fi
 stop_server
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"

@@ -4,7 +4,7 @@
 # schemathesis against the server's own OpenAPI document: no 5xx and no response that breaks
 # the document's schemas or content types. Bounded in time (a few examples per operation,
 # --max-time). Revoking tokens is left out (the run would revoke its own token once a
-# listing shows its id); tests/tests/admin_api.rs covers it. Creates the venv .venv/ here if missing and installs requirements.txt (pinned,
+# listing shows its id); tests/tests/e2e/admin_api.rs covers it. Creates the venv .venv/ here if missing and installs requirements.txt (pinned,
 # with hashes). SYNCLINE_BIN names the binary (default: target/debug/syncline of the
 # workspace, which must be built). Extra arguments go to schemathesis.
 set -euo pipefail
