@@ -137,6 +137,16 @@ fn reads(c: &mut Criterion) {
             page
         });
     });
+    // The same page as the bytes catch-up frames are spliced from.
+    group.bench_function(BenchmarkId::new("read_snapshot_encoded", PAGE_ITEMS), |b| {
+        b.iter_with_large_drop(|| {
+            let page = store
+                .read_snapshot_encoded(&partition, Some(black_box(&after_id)), PageLimit::items(PAGE_ITEMS))
+                .expect("snapshot page");
+            assert_eq!(page.count, PAGE_ITEMS);
+            page
+        });
+    });
     group.finish();
 }
 
