@@ -73,7 +73,7 @@ use self::writer::{CommitMarker, WRITE_QUEUE_CAPACITY, WriteRequest, run_writer,
 use super::{
     CapturePosition, Change, CommitListener, CommittedBatch, CompactionReport, EncodedSnapshotPage, LogPage, PageFill,
     PageLimit, PartitionName, PartitionState, PartitionStore, PartitionWrite, SnapshotPage, StoreError, StoreResult,
-    StoreStats, WriteStats, record_item_bytes, record_parts_item_bytes,
+    StoreStats, WriteStats, record_parts_item_bytes,
 };
 use crate::metrics::histogram::{AtomicHistogram, HistogramSnapshot};
 
@@ -190,6 +190,43 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Visits the stored values (id, `records` value) of a partition's live records with ids
+    /// greater than `after_id`, by id, as many as `limit` allows (each counted as
+    /// [`record_parts_item_bytes`], which is what the decoded record's
+    /// [`record_item_bytes`](super::record_item_bytes) is). Returns whether no live record
+    /// follows the last visited, and the partition's state.
+    fn scan_snapshot(
+        &self,
+        partition: &PartitionName,
+        after_id: Option<&str>,
+        limit: PageLimit,
+        mut visit: impl FnMut(&str, &[u8]) -> StoreResult<()>,
+    ) -> StoreResult<(bool, PartitionState)> {
+        let txn = self.begin_read()?;
+        let Some((id, state)) = read_partition(&txn, partition)? else {
+            return Ok((true, PartitionState::default()));
+        };
+        let records = txn.open_table(RECORDS).map_err(store_error)?;
+        let lower = match after_id {
+            Some(after_id) => Bound::Excluded((id, after_id)),
+            None => Bound::Included((id, "")),
+        };
+        let range = records.range::<(u64, &str)>((lower, Bound::Excluded((id + 1, "")))).map_err(store_error)?;
+        let mut fill = PageFill::new(limit);
+        for entry in range {
+            let (key, value) = entry.map_err(store_error)?;
+            let (record_id, value) = (key.value().1, value.value());
+            let (version, fields) = split_record_value(value)?;
+            if fill.is_full() || !fill.admit(record_parts_item_bytes(record_id, version, fields.len())) {
+                return Ok((false, state));
+            }
+            visit(record_id, value)?;
+        }
+        Ok((true, state))
+    }
+}
+
 impl StoreStats for EmbeddedStore {
     fn write_stats(&self) -> WriteStats {
         WriteStats {
@@ -299,31 +336,12 @@ impl PartitionStore for EmbeddedStore {
         after_id: Option<&str>,
         limit: PageLimit,
     ) -> StoreResult<SnapshotPage> {
-        let txn = self.begin_read()?;
-        let Some((id, state)) = read_partition(&txn, partition)? else {
-            return Ok(SnapshotPage { records: Vec::new(), done: true, state: Default::default() });
-        };
-        let records = txn.open_table(RECORDS).map_err(store_error)?;
-        let lower = match after_id {
-            Some(after_id) => Bound::Excluded((id, after_id)),
-            None => Bound::Included((id, "")),
-        };
-        let range = records.range::<(u64, &str)>((lower, Bound::Excluded((id + 1, "")))).map_err(store_error)?;
-        let mut page = Vec::new();
-        let mut fill = PageFill::new(limit);
-        let mut done = true;
-        for entry in range {
-            let (key, value) = entry.map_err(store_error)?;
-            let record = if fill.is_full() { None } else { Some(decode_record(key.value().1, value.value())?) };
-            match record {
-                Some(record) if fill.admit(record_item_bytes(&record)) => page.push(record),
-                _ => {
-                    done = false;
-                    break;
-                }
-            }
-        }
-        Ok(SnapshotPage { records: page, done, state })
+        let mut records = Vec::new();
+        let (done, state) = self.scan_snapshot(partition, after_id, limit, |id, value| {
+            records.push(decode_record(id, value)?);
+            Ok(())
+        })?;
+        Ok(SnapshotPage { records, done, state })
     }
 
     fn read_snapshot_encoded(
@@ -332,32 +350,15 @@ impl PartitionStore for EmbeddedStore {
         after_id: Option<&str>,
         limit: PageLimit,
     ) -> StoreResult<EncodedSnapshotPage> {
-        let txn = self.begin_read()?;
-        let Some((id, state)) = read_partition(&txn, partition)? else {
-            return Ok(EncodedSnapshotPage { done: true, ..EncodedSnapshotPage::default() });
-        };
-        let records = txn.open_table(RECORDS).map_err(store_error)?;
-        let lower = match after_id {
-            Some(after_id) => Bound::Excluded((id, after_id)),
-            None => Bound::Included((id, "")),
-        };
-        let range = records.range::<(u64, &str)>((lower, Bound::Excluded((id + 1, "")))).map_err(store_error)?;
-        let mut page = EncodedSnapshotPage { state, done: true, ..EncodedSnapshotPage::default() };
-        let mut fill = PageFill::new(limit);
+        let mut page = EncodedSnapshotPage::default();
         let mut last_id = None;
-        for entry in range {
-            let (key, value) = entry.map_err(store_error)?;
-            let (record_id, value) = (key.value().1, value.value());
+        let (done, state) = self.scan_snapshot(partition, after_id, limit, |id, value| {
             let (version, fields) = split_record_value(value)?;
-            if fill.is_full() || !fill.admit(record_parts_item_bytes(record_id, version, fields.len())) {
-                page.done = false;
-                break;
-            }
-            page.push_parts(record_id, version, fields);
-            last_id = Some(key);
-        }
-        page.last_id = last_id.map(|key| key.value().1.to_owned());
-        Ok(page)
+            page.push_parts(id, version, fields);
+            last_id = Some(id.to_owned());
+            Ok(())
+        })?;
+        Ok(EncodedSnapshotPage { done, state, last_id, ..page })
     }
 
     fn compact(&self, partition: &PartitionName, keep_recent: u64) -> StoreResult<CompactionReport> {

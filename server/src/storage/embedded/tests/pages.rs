@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 
 use super::*;
+use crate::storage::record_item_bytes;
 
 /// A record with a `pad` field of `pad` bytes.
 fn padded(id: &str, pad: usize) -> Record {
