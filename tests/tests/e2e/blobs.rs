@@ -321,15 +321,18 @@ async fn a_mutation_naming_a_blob_not_uploaded_is_refused_as_retryable_then_acce
     assert_eq!(received[0].fields["signature"].as_blob(), Some(&blob));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreferenced_blob_is_collected_and_a_referenced_one_stays() {
-    let setup = setup(|config| {
-        config.blob.gc_grace_secs = 1;
-        config.blob.gc_interval_secs = 1;
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let ann = Device::start(device_config(&setup.server.url(), "ann", dir.path()));
+/// A device that created a record with a photo (`kept`, referenced) and, over HTTP with its
+/// session token, uploaded a blob no record references (`orphan`).
+pub(crate) struct Kept {
+    pub(crate) ann: DeviceHandle,
+    pub(crate) kept: Vec<u8>,
+    pub(crate) orphan: Vec<u8>,
+    pub(crate) token: String,
+    pub(crate) client: reqwest::Client,
+}
+
+pub(crate) async fn kept_and_orphan(setup: &Setup, dir: &Path) -> Kept {
+    let ann = Device::start(device_config(&setup.server.url(), "ann", dir));
     let kept = photo_bytes(1500, 11);
     let value = ann.attach_blob(&kept, "image/jpeg", "kept.jpg").unwrap();
     ann.create("Gallery", None, BTreeMap::from([("photo".to_owned(), value)])).unwrap();
@@ -339,6 +342,18 @@ async fn an_unreferenced_blob_is_collected_and_a_referenced_one_stays() {
     let client = reqwest::Client::new();
     let response = client.put(blob_url(&setup.server, &blob_hash(&orphan))).bearer_auth(&token).body(orphan.clone());
     assert_eq!(response.send().await.unwrap().status().as_u16(), 201);
+    Kept { ann, kept, orphan, token, client }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreferenced_blob_is_collected_and_a_referenced_one_stays() {
+    let setup = setup(|config| {
+        config.blob.gc_grace_secs = 1;
+        config.blob.gc_interval_secs = 1;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let Kept { ann, kept, orphan, token, client } = kept_and_orphan(&setup, dir.path()).await;
     let store = setup.server.server.store();
     eventually(DEADLINE, "the orphan is collected", || async {
         store.blob(&blob_hash(&orphan)).unwrap().is_none().then_some(())

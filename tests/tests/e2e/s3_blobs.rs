@@ -12,7 +12,9 @@ use syncline_server::app;
 use syncline_tests::s3::S3Server;
 use syncline_tests::{DEADLINE, eventually, push, test_config};
 
-use crate::blobs::{blob_url, device_config, photo_bytes, session_token, setup, status_and_code, wait_until_done};
+use crate::blobs::{
+    Kept, blob_url, device_config, kept_and_orphan, photo_bytes, session_token, setup, status_and_code, wait_until_done,
+};
 
 /// The key of blob `hash` in the bucket under prefix `app`.
 fn blob_key(hash: &str) -> String {
@@ -112,16 +114,7 @@ async fn s3_an_unreferenced_blob_is_collected_from_the_bucket() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let ann = Device::start(device_config(&setup.server.url(), "ann", dir.path()));
-    let kept = photo_bytes(1500, 11);
-    let value = ann.attach_blob(&kept, "image/jpeg", "kept.jpg").unwrap();
-    ann.create("Gallery", None, BTreeMap::from([("photo".to_owned(), value)])).unwrap();
-    wait_until_done(&ann, 1).await;
-    let token = session_token(&setup.server, "ann").await;
-    let orphan = photo_bytes(700, 13);
-    let client = reqwest::Client::new();
-    let response = client.put(blob_url(&setup.server, &blob_hash(&orphan))).bearer_auth(&token).body(orphan.clone());
-    assert_eq!(response.send().await.unwrap().status().as_u16(), 201);
+    let Kept { ann, kept, orphan, token, client } = kept_and_orphan(&setup, dir.path()).await;
     assert_eq!(s3.keys("app/blobs").await.len(), 2);
     let orphan_key = blob_key(&blob_hash(&orphan));
     eventually(DEADLINE, "the orphan leaves the bucket", || async {
