@@ -22,7 +22,9 @@ pub fn free_port() -> u16 {
 }
 
 impl ServerProcess {
-    /// Starts the server and waits until its listeners are up (it logs them).
+    /// Starts the server and waits until its listeners are up (it logs them). A port of 0
+    /// lets the server pick a free one; the URLs are read from its log either way, so no
+    /// other process can take a port between choosing it and binding it.
     pub fn start(bin: &str, data_dir: &Path, device_port: u16, grpc_port: u16) -> Self {
         Self::start_with(bin, data_dir, device_port, grpc_port, None)
     }
@@ -34,10 +36,9 @@ impl ServerProcess {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
-        let admin_port = free_port();
         let mut child = command
             .env("SYNCLINE_DATA_DIR", data_dir)
-            .env("SYNCLINE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("SYNCLINE_ADMIN_ADDR", "127.0.0.1:0")
             .env("SYNCLINE_DEVICE_ADDR", format!("127.0.0.1:{device_port}"))
             .env("SYNCLINE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("SYNCLINE_DEMO_RECORDS", "100")
@@ -49,24 +50,39 @@ impl ServerProcess {
             .expect("the server binary starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let mut lines = BufReader::new(stderr).lines();
-        let mut up = false;
+        let (mut device_url, mut grpc_url, mut admin_url) = (None, None, None);
+        let mut log = Vec::new();
         for line in lines.by_ref() {
             let line = line.expect("server log line");
-            // The admin endpoint is the last listener to start.
-            if line.contains("admin endpoint listening") {
-                up = true;
+            let url = logged_url(&line);
+            if line.contains("device endpoint listening") {
+                device_url = url;
+            } else if line.contains("gRPC endpoint listening") {
+                grpc_url = url;
+            } else if line.contains("admin endpoint listening") {
+                // The admin endpoint is the last listener to start.
+                admin_url = url;
                 break;
             }
+            log.push(line);
         }
-        assert!(up, "the server exited before listening");
+        let (Some(device_url), Some(grpc_url), Some(admin_url)) = (device_url, grpc_url, admin_url) else {
+            let _ = child.wait();
+            panic!("the server exited before listening; its log:\n{}", log.join("\n"));
+        };
         // Keep draining the log so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            device_url: format!("ws://127.0.0.1:{device_port}/v1/sync"),
-            grpc_url: format!("http://127.0.0.1:{grpc_port}"),
-            admin_url: format!("http://127.0.0.1:{admin_port}"),
-        }
+        Self { child, device_url, grpc_url, admin_url }
+    }
+
+    /// The port the device endpoint listens on (to start the server again on it).
+    pub fn device_port(&self) -> u16 {
+        url_port(&self.device_url)
+    }
+
+    /// The port the gRPC endpoint listens on.
+    pub fn grpc_port(&self) -> u16 {
+        url_port(&self.grpc_url)
     }
 
     /// Returns the process id (for signals such as SIGSTOP).
@@ -92,4 +108,16 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `url` field of a JSON log line, if it has one.
+fn logged_url(line: &str) -> Option<String> {
+    let line: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some(line.pointer("/fields/url")?.as_str()?.to_owned())
+}
+
+/// The port of `scheme://host:port/path`.
+fn url_port(url: &str) -> u16 {
+    let authority = url.split("://").nth(1).and_then(|rest| rest.split('/').next()).expect("a URL with a host");
+    authority.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a URL with a port")
 }

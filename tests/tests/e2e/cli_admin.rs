@@ -46,7 +46,7 @@ async fn user_and_token_commands_work_on_a_stopped_store_and_through_a_running_s
     stdout(&syncline(&["admin", "create", "--password", "console-pw-1"], &config, &[]));
     assert!(stdout(&syncline(&["user", "list"], &config, &[])).contains("ann"));
 
-    let server = ServerProcess::start_with(SERVER, &data, free_port(), free_port(), Some(&config));
+    let server = ServerProcess::start_with(SERVER, &data, 0, 0, Some(&config));
     let addr = server.admin_url.trim_start_matches("http://").to_owned();
     // Running, without a token: refused, saying what to do.
     let refused = syncline(&["user", "add", "nina", "--password", "pw-nina"], &config, &[]);
@@ -116,7 +116,7 @@ async fn device_commands_work_through_a_running_server_and_on_a_stopped_store() 
     let token = stdout(&syncline(&["admin", "token", "create", "--name", "ci", "--role", "admin"], &config, &[]));
     stdout(&syncline(&["user", "add", "ann", "--password", "pw-ann"], &config, &[]));
 
-    let server = ServerProcess::start_with(SERVER, &data, free_port(), free_port(), Some(&config));
+    let server = ServerProcess::start_with(SERVER, &data, 0, 0, Some(&config));
     let addr = server.admin_url.trim_start_matches("http://").to_owned();
     let env = [("SYNCLINE_ADMIN_TOKEN", token.trim()), ("SYNCLINE_ADMIN_ADDR", addr.as_str())];
     let welcome = login_answer(&server.device_url, "ann", "pw-ann").await;
@@ -152,7 +152,7 @@ async fn device_commands_work_through_a_running_server_and_on_a_stopped_store() 
     let unknown = syncline(&["device", "lock", "no-such-device"], &config, &[]);
     assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("no-such-device"));
 
-    let server = ServerProcess::start_with(SERVER, &data, free_port(), free_port(), Some(&config));
+    let server = ServerProcess::start_with(SERVER, &data, 0, 0, Some(&config));
     let welcome = login_as_answer(&server.device_url, "ann", "pw-ann", &client_id).await;
     assert!(matches!(welcome, server_frame::Msg::Welcome(_)), "unlocked while stopped: {welcome:?}");
     server.stop();

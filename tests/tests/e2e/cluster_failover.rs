@@ -56,6 +56,7 @@ impl Node {
     fn start(config: &Path, data_dir: PathBuf, device_port: u16, grpc_port: u16) -> Self {
         std::fs::create_dir_all(&data_dir).unwrap();
         let process = ServerProcess::start_with(SERVER, &data_dir, device_port, grpc_port, Some(config));
+        let (device_port, grpc_port) = (process.device_port(), process.grpc_port());
         Self { process, device_port, grpc_port, data_dir }
     }
 
@@ -137,7 +138,7 @@ impl Cluster {
         let store = RedisStore::open(&RedisOptions::single(redis.url()), None).expect("the store opens");
         syncline_server::auth::add_user(&store, USER, USER).expect("user added");
         let nodes = (0..nodes)
-            .map(|index| Some(Node::start(&config, dir.path().join(format!("node-{index}")), free_port(), free_port())))
+            .map(|index| Some(Node::start(&config, dir.path().join(format!("node-{index}")), 0, 0)))
             .collect();
         Self { redis, channel, config, dir, nodes }
     }

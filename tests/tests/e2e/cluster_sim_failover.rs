@@ -10,7 +10,7 @@ use std::process::Stdio;
 use syncline_server::storage::redis::{RedisOptions, RedisStore};
 use syncline_server::test_util::redis_server::RedisServer;
 use syncline_tests::DEADLINE;
-use syncline_tests::process::{ServerProcess, free_port};
+use syncline_tests::process::ServerProcess;
 
 /// The server binary under test.
 const SERVER: &str = env!("CARGO_BIN_EXE_syncline-under-test");
@@ -34,7 +34,7 @@ async fn devices_of_a_killed_node_resume_on_the_next_one_and_lose_nothing() {
         .map(|index| {
             let data = dir.path().join(format!("node-{index}"));
             std::fs::create_dir_all(&data).unwrap();
-            ServerProcess::start_with(SERVER, &data, free_port(), free_port(), Some(&config))
+            ServerProcess::start_with(SERVER, &data, 0, 0, Some(&config))
         })
         .collect();
     let urls = nodes.iter().map(|node| node.device_url.clone()).collect::<Vec<_>>().join(",");

@@ -8,7 +8,7 @@ use std::process::Command;
 use syncline_client_sim::{Device, DeviceConfig, SubscriptionConfig};
 use syncline_proto::v1::ingest_client::IngestClient;
 use syncline_proto::v1::{PushRequest, Record};
-use syncline_tests::process::{ServerProcess, free_port};
+use syncline_tests::process::ServerProcess;
 use syncline_tests::{DEADLINE, eventually, record};
 
 /// The server binary under test.
@@ -26,8 +26,8 @@ async fn connect_ingest(url: &str) -> IngestClient<tonic::transport::Channel> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_changes_survive_sigkill_and_devices_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let (device_port, grpc_port) = (free_port(), free_port());
-    let server = ServerProcess::start(SERVER, dir.path(), device_port, grpc_port);
+    let server = ServerProcess::start(SERVER, dir.path(), 0, 0);
+    let (device_port, grpc_port) = (server.device_port(), server.grpc_port());
 
     // A device syncs the demo's app partition and stays connected across the crash.
     let config =
@@ -139,10 +139,10 @@ async fn a_mutation_queued_before_a_sigkill_reaches_the_backend_once_after_resta
         .status()
         .unwrap();
     assert!(added.success());
-    let (device_port, grpc_port) = (free_port(), free_port());
-    let server = ServerProcess::start_with(SERVER, &data_dir, device_port, grpc_port, Some(&config));
+    let server = ServerProcess::start_with(SERVER, &data_dir, 0, 0, Some(&config));
+    let (device_port, grpc_port) = (server.device_port(), server.grpc_port());
 
-    let url = format!("ws://127.0.0.1:{device_port}/v1/sync");
+    let url = server.device_url.clone();
     let mut first = syncline_tests::raw_login(&url, "demo", "demo").await;
     let client_id = syncline_tests::welcome_client_id(&mut first).await;
     drop(first);
