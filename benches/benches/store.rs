@@ -1,5 +1,5 @@
 //! Embedded store (redb): durable ingest through `apply_batch` (fsync per group commit) and
-//! catch-up reads of the log and of the live records.
+//! catch-up reads of the log and of the live records; the same reads from the Redis store.
 
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -9,7 +9,9 @@ use criterion::{
     BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, measurement::WallTime,
 };
 use syncline_server::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use syncline_server::storage::redis::{RedisOptions, RedisStore};
 use syncline_server::storage::{PageLimit, PartitionName, PartitionStore, StoreStats};
+use syncline_server::test_util::redis_server::RedisServer;
 use tempfile::TempDir;
 
 use crate::fixtures;
@@ -112,6 +114,24 @@ fn reads(c: &mut Criterion) {
     let mut group = c.benchmark_group("store/read");
     group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
     let (store, _dir) = open_store();
+    read_pages(&mut group, &store);
+    group.finish();
+}
+
+/// The same pages from the Redis store, on a private `redis-server` (AOF, `appendfsync
+/// always`, as the store requires) on a loopback port: each page is a script call or more.
+fn redis_reads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store/read_redis");
+    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let server = RedisServer::start();
+    let store = RedisStore::open(&RedisOptions::single(server.url()), None).expect("the Redis store opens");
+    read_pages(&mut group, &store);
+    group.finish();
+}
+
+/// Seeds a partition of [`READ_PARTITION_RECORDS`] and benches reading one page of its log,
+/// of its records decoded, and of its records as the bytes catch-up frames are spliced from.
+fn read_pages(group: &mut BenchmarkGroup<'_, WallTime>, store: &impl PartitionStore) {
     let partition = fixtures::partition();
     for first in (0..READ_PARTITION_RECORDS).step_by(1_000) {
         store.apply_batch(&partition, fixtures::records(first, 1_000), Vec::new()).expect("seed batch commits");
@@ -137,7 +157,6 @@ fn reads(c: &mut Criterion) {
             page
         });
     });
-    // The same page as the bytes catch-up frames are spliced from.
     group.bench_function(BenchmarkId::new("read_snapshot_encoded", PAGE_ITEMS), |b| {
         b.iter_with_large_drop(|| {
             let page = store
@@ -147,7 +166,6 @@ fn reads(c: &mut Criterion) {
             page
         });
     });
-    group.finish();
 }
 
-criterion_group!(benches, ingest, concurrent_ingest, reads);
+criterion_group!(benches, ingest, concurrent_ingest, reads, redis_reads);

@@ -15,8 +15,9 @@ use crate::storage::embedded::tables::{
 };
 use crate::storage::embedded::writer::validate_batch;
 use crate::storage::{
-    CapturePosition, Change, CommittedBatch, CompactionReport, Fence, LogPage, PageFill, PageLimit, PartitionName,
-    PartitionState, PartitionStore, PartitionWrite, SnapshotPage, StoreError, StoreResult, record_item_bytes,
+    CapturePosition, Change, CommittedBatch, CompactionReport, EncodedSnapshotPage, Fence, LogPage, PageFill,
+    PageLimit, PartitionName, PartitionState, PartitionStore, PartitionWrite, SnapshotPage, StoreError, StoreResult,
+    record_parts_item_bytes,
 };
 
 /// Times a partition write is recomputed after losing the compare-and-set to another
@@ -410,43 +411,29 @@ impl PartitionStore for RedisStore {
         after_id: Option<&str>,
         limit: PageLimit,
     ) -> StoreResult<SnapshotPage> {
-        let keys = PartitionKeys::new(partition);
-        let mut fill = PageFill::new(limit);
-        let mut records: Vec<Record> = Vec::new();
-        let mut state: Option<PartitionState> = None;
-        let done = 'pages: loop {
-            let want = limit.items.saturating_sub(records.len()).saturating_add(1).min(READ_CHUNK);
-            let after = records.last().map(|record| record.id.as_str()).or(after_id);
-            let (fields, ids, values): SnapshotChunk = self.run(|connection| {
-                self.scripts
-                    .read_snapshot
-                    .key(&keys.state)
-                    .key(&keys.ids)
-                    .key(&keys.records)
-                    .arg(if after.is_some() { "1" } else { "0" })
-                    .arg(after.unwrap_or_default())
-                    .arg(want)
-                    .invoke(connection)
-            })?;
-            if state.is_none() {
-                state = Some(parse_state(&fields)?);
-            }
-            let read = ids.len();
-            for (id, value) in ids.into_iter().zip(values) {
-                let value = value.ok_or_else(|| {
-                    StoreError::Corrupt(format!("record {id:?} of {partition} is listed without a value"))
-                })?;
-                let record = decode_record(&id, &value)?;
-                if fill.is_full() || !fill.admit(record_item_bytes(&record)) {
-                    break 'pages false;
-                }
-                records.push(record);
-            }
-            if read < want {
-                break true;
-            }
-        };
-        Ok(SnapshotPage { records, done, state: state.unwrap_or_default() })
+        let mut records = Vec::new();
+        let (done, state) = self.scan_snapshot(partition, after_id, limit, |id, value| {
+            records.push(decode_record(id, value)?);
+            Ok(())
+        })?;
+        Ok(SnapshotPage { records, done, state })
+    }
+
+    fn read_snapshot_encoded(
+        &self,
+        partition: &PartitionName,
+        after_id: Option<&str>,
+        limit: PageLimit,
+    ) -> StoreResult<EncodedSnapshotPage> {
+        let mut page = EncodedSnapshotPage::default();
+        let mut last_id = None;
+        let (done, state) = self.scan_snapshot(partition, after_id, limit, |id, value| {
+            let (version, fields) = split_record_value(value)?;
+            page.push_parts(id, version, fields);
+            last_id = Some(id.to_owned());
+            Ok(())
+        })?;
+        Ok(EncodedSnapshotPage { done, state, last_id, ..page })
     }
 
     fn compact(&self, partition: &PartitionName, keep_recent: u64) -> StoreResult<CompactionReport> {
@@ -533,5 +520,59 @@ impl RedisStore {
             }
         }
         Ok(doomed)
+    }
+}
+
+impl RedisStore {
+    /// Visits the stored value (version and encoded fields) of each record of `partition`
+    /// after `after_id`, in id order, while the page has room; returns whether the snapshot
+    /// is complete and the partition's state as of the first chunk read. The one scan behind
+    /// [`PartitionStore::read_snapshot`] and [`PartitionStore::read_snapshot_encoded`].
+    fn scan_snapshot(
+        &self,
+        partition: &PartitionName,
+        after_id: Option<&str>,
+        limit: PageLimit,
+        mut visit: impl FnMut(&str, &[u8]) -> StoreResult<()>,
+    ) -> StoreResult<(bool, PartitionState)> {
+        let keys = PartitionKeys::new(partition);
+        let mut fill = PageFill::new(limit);
+        let (mut admitted, mut last_id) = (0usize, None::<String>);
+        let mut state: Option<PartitionState> = None;
+        let done = 'pages: loop {
+            let want = limit.items.saturating_sub(admitted).saturating_add(1).min(READ_CHUNK);
+            let after = last_id.as_deref().or(after_id);
+            let (fields, ids, values): SnapshotChunk = self.run(|connection| {
+                self.scripts
+                    .read_snapshot
+                    .key(&keys.state)
+                    .key(&keys.ids)
+                    .key(&keys.records)
+                    .arg(if after.is_some() { "1" } else { "0" })
+                    .arg(after.unwrap_or_default())
+                    .arg(want)
+                    .invoke(connection)
+            })?;
+            if state.is_none() {
+                state = Some(parse_state(&fields)?);
+            }
+            let read = ids.len();
+            for (id, value) in ids.into_iter().zip(values) {
+                let value = value.ok_or_else(|| {
+                    StoreError::Corrupt(format!("record {id:?} of {partition} is listed without a value"))
+                })?;
+                let (version, encoded_fields) = split_record_value(&value)?;
+                if fill.is_full() || !fill.admit(record_parts_item_bytes(&id, version, encoded_fields.len())) {
+                    break 'pages false;
+                }
+                visit(&id, &value)?;
+                admitted += 1;
+                last_id = Some(id);
+            }
+            if read < want {
+                break true;
+            }
+        };
+        Ok((done, state.unwrap_or_default()))
     }
 }
