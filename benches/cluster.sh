@@ -8,7 +8,9 @@
 #            FANOUT_RATE/s, arms alternating ROUNDS times: `embedded` (one node on the embedded
 #            store), `redis-1` (one node on Redis: devices and Ingest on it) and `cross` (three
 #            nodes on one Redis: Ingest at node 0, the devices on nodes 1 and 2, so every
-#            change crosses the node bus): push latency p50/p99 of each.
+#            change crosses the node bus) and, with CLUSTER_ARM=1, `cross-cluster` (the same
+#            three nodes on a Redis Cluster of three primaries: sharded pub/sub, `SPUBLISH`):
+#            push latency p50/p99 of each.
 #   spread   `syncline-sim fanout --rate 0` (a burst of SPREAD_CHANGES changes to
 #            SPREAD_DEVICES devices): deliveries/s with the devices on one Redis node against
 #            spread over three nodes (`spread-1`, `spread-3`), alternating, ROUNDS times.
@@ -31,7 +33,9 @@
 #      INGEST_BATCHES ("1 100 1000"), INGEST_RECORDS_1 (3000), INGEST_RECORDS (100000),
 #      FANOUT_DEVICES (1000), FANOUT_CHANGES (1000), FANOUT_RATE (100), SPREAD_DEVICES (1500),
 #      SPREAD_CHANGES (1000), FAILOVER_DEVICES (3000), FAILOVER_CHANGES (600), FAILOVER_RATE (20),
-#      FAILOVER_KILL_AFTER (10), BASE_PORT (7740), REDIS_PORT (7739), SERVER_BIN, SIM_BIN
+#      FAILOVER_KILL_AFTER (10), BASE_PORT (7740), REDIS_PORT (7739), CLUSTER_ARM (0),
+#      REDIS_CLUSTER_PORT (7730: the cluster's primaries on it and the next two ports, their
+#      cluster buses 20 below), SERVER_BIN, SIM_BIN
 set -euo pipefail
 source "$(dirname "$0")/load/lib.sh"
 
@@ -52,6 +56,9 @@ FAILOVER_RATE=${FAILOVER_RATE:-20}
 FAILOVER_KILL_AFTER=${FAILOVER_KILL_AFTER:-10}
 BASE_PORT=${BASE_PORT:-7740}
 REDIS_PORT=${REDIS_PORT:-7739}
+CLUSTER_ARM=${CLUSTER_ARM:-0}
+REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-7730}
+REDIS_CLUSTER_PRIMARIES=3
 SERVER_MAX_SECS=600
 SIM_MAX_SECS=300
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-60}
@@ -112,18 +119,51 @@ start_redis() {
   wait_port "$REDIS_PORT"
 }
 
+# start_redis_cluster: three durable primaries joined by `redis-cli --cluster create`, ready
+# when every primary reports `cluster_state:ok` (at most 60 s).
+start_redis_cluster() {
+  local i port tries
+  local -a addresses=()
+  for ((i = 0; i < REDIS_CLUSTER_PRIMARIES; i++)); do
+    port=$((REDIS_CLUSTER_PORT + i))
+    rm -rf "$WORK/redis-$i" && mkdir -p "$WORK/redis-$i"
+    spawn "$WORK/redis-$i.log" redis-server --port "$port" --bind 127.0.0.1 --dir "$WORK/redis-$i" \
+      --appendonly yes --appendfsync always --save "" --daemonize no \
+      --cluster-enabled yes --cluster-port $((port - 20)) --cluster-config-file nodes.conf
+    wait_port "$port"
+    addresses+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${addresses[@]}" --cluster-replicas 0 --cluster-yes </dev/null >"$WORK/cluster-create.log" 2>&1 ||
+    die "redis-cli --cluster create failed (log in $WORK/cluster-create.log)"
+  for ((i = 0; i < REDIS_CLUSTER_PRIMARIES; i++)); do
+    tries=600
+    until redis-cli -p $((REDIS_CLUSTER_PORT + i)) cluster info 2>/dev/null | grep -q cluster_state:ok; do
+      ((tries-- > 0)) || die "the Redis Cluster is not ok after 60 s (logs in $WORK)"
+      sleep 0.1
+    done
+  done
+}
+
+# redis_cluster_urls: the cluster's seed URLs, comma-separated.
+redis_cluster_urls() {
+  local i urls=()
+  for ((i = 0; i < REDIS_CLUSTER_PRIMARIES; i++)); do urls+=("redis://127.0.0.1:$((REDIS_CLUSTER_PORT + i))/"); done
+  (IFS=,; echo "${urls[*]}")
+}
+
 # node_ports I: the device, gRPC and admin ports of node I.
 device_port() { echo $((BASE_PORT + 3 * $1)); }
 grpc_port() { echo $((BASE_PORT + 3 * $1 + 1)); }
 
-# start_node I BACKEND: node I on "embedded" or "redis", its own data directory.
+# start_node I BACKEND: node I on "embedded", "redis" or "redis-cluster", its own data directory.
 start_node() {
   local i=$1 backend=$2 data=$WORK/node$1
   rm -rf "$data" && mkdir -p "$data"
   local -a env=(SYNCLINE_DATA_DIR="$data" SYNCLINE_DEVICE_ADDR=127.0.0.1:"$(device_port "$i")"
     SYNCLINE_GRPC_ADDR=127.0.0.1:"$(grpc_port "$i")" SYNCLINE_ADMIN_ADDR=127.0.0.1:$((BASE_PORT + 3 * i + 2))
-    SYNCLINE_STORE_BACKEND="$backend")
+    SYNCLINE_STORE_BACKEND="${backend%-cluster}")
   [[ $backend == redis ]] && env+=(SYNCLINE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/")
+  [[ $backend == redis-cluster ]] && env+=(SYNCLINE_REDIS_CLUSTER_URLS="$(redis_cluster_urls)")
   env "${env[@]}" "$SERVER_BIN" user add "$USER_NAME" --config "$WORK/node.toml" --password "$USER_PASSWORD" \
     >/dev/null 2>&1 || true
   spawn "$WORK/node$i.log" env "${env[@]}" "$SERVER_BIN" serve --config "$WORK/node.toml"
@@ -138,11 +178,13 @@ node_pid() {
   ss -ltnpH "sport = :$port" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1
 }
 
-# cluster BACKEND NODES: a fresh cluster (Redis when BACKEND is redis) of NODES nodes.
+# cluster BACKEND NODES: a fresh cluster of NODES nodes (and a fresh Redis or Redis Cluster
+# when BACKEND is redis or redis-cluster).
 cluster() {
   local backend=$1 nodes=$2 i
   stop_all
   [[ $backend == redis ]] && start_redis
+  [[ $backend == redis-cluster ]] && start_redis_cluster
   for ((i = 0; i < nodes; i++)); do start_node "$i" "$backend"; done
 }
 
@@ -188,6 +230,11 @@ part_push() {
     cluster redis 3
     fanout cross "$FANOUT_DEVICES" "$FANOUT_CHANGES" "$FANOUT_RATE" "$OUT/push-cross-r$round.json" \
       --url "$(url 1)" --also-url "$(url 2)"
+    if [[ $CLUSTER_ARM == 1 ]]; then
+      cluster redis-cluster 3
+      fanout cross-cluster "$FANOUT_DEVICES" "$FANOUT_CHANGES" "$FANOUT_RATE" "$OUT/push-cross-cluster-r$round.json" \
+        --url "$(url 1)" --also-url "$(url 2)"
+    fi
   done
 }
 

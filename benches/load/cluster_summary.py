@@ -109,11 +109,18 @@ def main():
     lines += ingest_table(directory)
     push = load(os.path.join(directory, "push-*.json"))
     if push:
-        lines += ["## Push latency (Ingest at node 0; devices on node 0, or on nodes 1 and 2 for `cross`)", ""]
-        lines += fanout_rows(push, ["push-embedded", "push-redis-1", "push-cross"])
+        lines += ["## Push latency (Ingest at node 0; devices on node 0, or on nodes 1 and 2 for `cross` and `cross-cluster`)", ""]
+        arms = ["push-embedded", "push-redis-1", "push-cross"]
+        if "push-cross-cluster" in push:
+            arms.append("push-cross-cluster")
+        lines += fanout_rows(push, arms)
         single = median(push.get("push-redis-1", []), lambda r: r["latency"]["p99_ms"])
-        cross = median(push.get("push-cross", []), lambda r: r["latency"]["p99_ms"])
-        lines += ["", f"cross-node p99 / single-node (Redis) p99: {cross / single:.2f} (target at most 2)", ""]
+        lines.append("")
+        for arm, what in [("push-cross", "cross-node"), ("push-cross-cluster", "cross-node on Redis Cluster")]:
+            if arm in push:
+                cross = median(push[arm], lambda r: r["latency"]["p99_ms"])
+                lines.append(f"{what} p99 / single-node (Redis) p99: {cross / single:.2f} (target at most 2)")
+        lines.append("")
     spread = load(os.path.join(directory, "spread-*.json"))
     if spread:
         lines += ["## Aggregate deliveries (burst; devices on one node against spread over three)", ""]
