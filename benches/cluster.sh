@@ -14,6 +14,12 @@
 #   spread   `syncline-sim fanout --rate 0` (a burst of SPREAD_CHANGES changes to
 #            SPREAD_DEVICES devices): deliveries/s with the devices on one Redis node against
 #            spread over three nodes (`spread-1`, `spread-3`), alternating, ROUNDS times.
+#   herd     the `spread-1` burst (SPREAD_DEVICES devices on one Redis node, SPREAD_CHANGES
+#            changes at once: most devices fall behind and catch up from the log together)
+#            with `device.catch_up_reads` at each of HERD_READS, alternating, ROUNDS times:
+#            deliveries/s, the node's peak RSS, CPU and catch-ups of each. With BASE_SERVER_BIN
+#            (a build before a change), an arm `herd-base` runs that server at its defaults
+#            in each round too.
 #   failover `syncline-sim fanout` over three nodes on one Redis (AOF), FAILOVER_DEVICES
 #            devices spread over all three (`--url` with the three endpoints: a device whose
 #            node dies resumes on the next, as behind a load balancer), FAILOVER_CHANGES
@@ -33,8 +39,9 @@
 #      INGEST_BATCHES ("1 100 1000"), INGEST_RECORDS_1 (3000), INGEST_RECORDS (100000),
 #      FANOUT_DEVICES (1000), FANOUT_CHANGES (1000), FANOUT_RATE (100), SPREAD_DEVICES (1500),
 #      SPREAD_CHANGES (1000), FAILOVER_DEVICES (3000), FAILOVER_CHANGES (600), FAILOVER_RATE (20),
-#      FAILOVER_KILL_AFTER (10), BASE_PORT (7740), REDIS_PORT (7739), CLUSTER_ARM (0),
-#      REDIS_CLUSTER_PORT (7730: the cluster's primaries on it and the next two ports, their
+#      HERD_READS ("512 0": as many as tokio's blocking threads, and the default of four per
+#      core), BASE_SERVER_BIN (none), FAILOVER_KILL_AFTER (10), BASE_PORT (7740),
+#      REDIS_PORT (7739), CLUSTER_ARM (0), REDIS_CLUSTER_PORT (7730: the cluster's primaries on it and the next two ports, their
 #      cluster buses 20 below), SERVER_BIN, SIM_BIN
 set -euo pipefail
 source "$(dirname "$0")/load/lib.sh"
@@ -54,6 +61,9 @@ FAILOVER_DEVICES=${FAILOVER_DEVICES:-3000}
 FAILOVER_CHANGES=${FAILOVER_CHANGES:-600}
 FAILOVER_RATE=${FAILOVER_RATE:-20}
 FAILOVER_KILL_AFTER=${FAILOVER_KILL_AFTER:-10}
+HERD_READS=${HERD_READS:-512 0}
+# Extra environment of the nodes the next `cluster` starts (an arm's setting).
+NODE_ENV=()
 BASE_PORT=${BASE_PORT:-7740}
 REDIS_PORT=${REDIS_PORT:-7739}
 CLUSTER_ARM=${CLUSTER_ARM:-0}
@@ -68,6 +78,13 @@ USER_PASSWORD=bench-$RANDOM-$RANDOM
 
 command -v redis-server >/dev/null || die "redis-server is not installed (apt-get install redis-server)"
 frozen_release_binaries
+if [[ -n ${BASE_SERVER_BIN:-} ]]; then
+  # A frozen copy too, under the server's own name (the process name the scripts check).
+  base_dir=$(mktemp -d /tmp/syncline-base-binary.XXXXXX)
+  on_exit "rm -rf '$base_dir'"
+  cp "$BASE_SERVER_BIN" "$base_dir/syncline"
+  BASE_SERVER_BIN=$base_dir/syncline
+fi
 WORK=$(mktemp -d /tmp/syncline-cluster-bench.XXXXXX)
 on_exit "rm -rf '$WORK'"
 on_exit 'stop_all'
@@ -164,6 +181,7 @@ start_node() {
     SYNCLINE_STORE_BACKEND="${backend%-cluster}")
   [[ $backend == redis ]] && env+=(SYNCLINE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/")
   [[ $backend == redis-cluster ]] && env+=(SYNCLINE_REDIS_CLUSTER_URLS="$(redis_cluster_urls)")
+  env+=("${NODE_ENV[@]}")
   env "${env[@]}" "$SERVER_BIN" user add "$USER_NAME" --config "$WORK/node.toml" --password "$USER_PASSWORD" \
     >/dev/null 2>&1 || true
   spawn "$WORK/node$i.log" env "${env[@]}" "$SERVER_BIN" serve --config "$WORK/node.toml"
@@ -249,6 +267,25 @@ part_spread() {
   done
 }
 
+part_herd() {
+  local round reads
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for reads in $HERD_READS; do
+      NODE_ENV=(SYNCLINE_CATCH_UP_READS="$reads")
+      cluster redis 1
+      NODE_ENV=()
+      fanout "herd-reads$reads" "$SPREAD_DEVICES" "$SPREAD_CHANGES" 0 "$OUT/herd-reads$reads-r$round.json" --url "$(url 0)"
+    done
+    if [[ -n ${BASE_SERVER_BIN:-} ]]; then
+      local server=$SERVER_BIN
+      SERVER_BIN=$BASE_SERVER_BIN
+      cluster redis 1
+      SERVER_BIN=$server
+      fanout herd-base "$SPREAD_DEVICES" "$SPREAD_CHANGES" 0 "$OUT/herd-base-r$round.json" --url "$(url 0)"
+    fi
+  done
+}
+
 part_failover() {
   local round victim
   for ((round = 1; round <= ROUNDS; round++)); do
@@ -267,8 +304,9 @@ for part in $PARTS; do
     ingest) part_ingest ;;
     push) part_push ;;
     spread) part_spread ;;
+    herd) part_herd ;;
     failover) part_failover ;;
-    *) die "unknown part $part (ingest, push, spread, failover)" ;;
+    *) die "unknown part $part (ingest, push, spread, herd, failover)" ;;
   esac
 done
 stop_all

@@ -70,6 +70,33 @@ def fanout_rows(arms, names):
     return rows
 
 
+def herd_table(directory):
+    """The catch-up herd: the same burst with each `device.catch_up_reads`."""
+    arms = load(os.path.join(directory, "herd-*.json"))
+    if not arms:
+        return []
+    lines = ["## Catch-up herd (burst to devices on one Redis node; by `device.catch_up_reads`)", ""]
+    lines += ["| arm | rounds | deliveries/s | via catch-up | catch-ups | live p99 ms | peak RSS MiB | node CPU s | lost | extra |"]
+    lines += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in sorted(arms):
+        reports = arms[name]
+        lines.append(
+            "| {} | {} | {:,.0f} | {:,.0f} | {:,.0f} | {:.0f} | {:.0f} | {:.2f} | {} | {} |".format(
+                name,
+                len(reports),
+                median(reports, lambda r: r["delivered_per_sec"]),
+                median(reports, lambda r: r["delivered_catchup"]),
+                median(reports, lambda r: r["fleet"]["recatchups"]),
+                median(reports, lambda r: r["latency"]["p99_ms"]),
+                median(reports, lambda r: r["server"]["memory_after"]["peak_rss_kb"] / 1024),
+                median(reports, lambda r: r["server"]["cpu_secs"]),
+                sum(r["lost"] for r in reports),
+                sum(r["extra"] for r in reports),
+            )
+        )
+    return lines + [""]
+
+
 def failover_table(directory):
     """One row per round of the failover arm: node 2 killed mid-run, its devices resumed elsewhere."""
     rounds = sorted(glob.glob(os.path.join(directory, "failover-r*.json")))
@@ -128,6 +155,7 @@ def main():
         one = median(spread.get("spread-1", []), lambda r: r["delivered_per_sec"])
         three = median(spread.get("spread-3", []), lambda r: r["delivered_per_sec"])
         lines += ["", f"three nodes / one node deliveries/s: {three / one:.2f}", ""]
+    lines += herd_table(directory)
     lines += failover_table(directory)
     print("\n".join(lines))
 

@@ -415,6 +415,7 @@ fn gateway_services(
         auth,
         sources: settings.sources.clone(),
         limits: settings.device.clone(),
+        catch_up_reads: Arc::new(tokio::sync::Semaphore::new(settings.device.catch_up_reads)),
         cursors: Arc::new(CursorRecorder::default()),
         capture_requests,
         mutations,

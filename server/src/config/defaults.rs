@@ -149,6 +149,12 @@ pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_GRPC_THREADS: usize = 1;
 /// At most this many of those threads.
 pub const MAX_GRPC_THREADS: usize = 256;
+/// Catch-up page reads (store read and frame encoding) a node runs at once, per CPU core, when
+/// `device.catch_up_reads` is 0 (the default).
+pub const CATCH_UP_READS_PER_CORE: usize = 4;
+/// Most catch-up page reads at once (`device.catch_up_reads`): each runs on a blocking
+/// thread, and tokio's blocking pool has 512.
+pub const MAX_CATCH_UP_READS: usize = 512;
 /// Default push interval: every commit is pushed at once (0).
 pub const DEFAULT_PUSH_INTERVAL_MS: u64 = 0;
 /// The `device.cors_origins` entry that allows any origin (the default; safe because the

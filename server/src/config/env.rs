@@ -79,6 +79,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         config => config.device.max_pending_mutations
     ),
     var!("SYNCLINE_PUSH_INTERVAL_MS", "device.push_interval_ms", config => config.device.push_interval_ms),
+    var!("SYNCLINE_CATCH_UP_READS", "device.catch_up_reads", config => config.device.catch_up_reads),
     var!("SYNCLINE_CORS_ORIGINS", "device.cors_origins", config => config.device.cors_origins),
     var!("SYNCLINE_GRPC_ADDR", "grpc.addr", config => config.grpc.addr),
     var!("SYNCLINE_INGEST_TOKEN", "grpc.ingest_token", config => config.grpc.ingest_token),

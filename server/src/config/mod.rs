@@ -181,6 +181,11 @@ pub struct DeviceSection {
     /// milliseconds: changes that follow a push within it are held and go out together, in
     /// one socket write per device (0: each commit is pushed at once).
     pub push_interval_ms: u64,
+    /// Catch-up pages (a store read and the frame's encoding) this node reads at once for all
+    /// its devices together; more wait their turn (0: four per CPU core). Bounds the memory
+    /// and threads a herd of devices catching up at once takes: every device demoted by a
+    /// burst, or resuming after a node's loss.
+    pub catch_up_reads: usize,
     /// Web origins (`https://app.example.com`) whose pages may call the device listener's
     /// HTTP routes (bulk file downloads, blob uploads and downloads) from a browser, i.e. the
     /// CORS allow-list; `"*"`: any origin (the default); empty: none (same origin only).
@@ -550,6 +555,7 @@ impl Default for DeviceSection {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_pending_mutations: DEFAULT_MAX_PENDING_MUTATIONS,
             push_interval_ms: DEFAULT_PUSH_INTERVAL_MS,
+            catch_up_reads: 0,
             cors_origins: vec![ANY_ORIGIN.to_owned()],
         }
     }

@@ -103,6 +103,8 @@ pub struct DeviceSettings {
     pub max_pending_mutations: u64,
     /// Shortest time between two live pushes of a partition (zero: each commit at once).
     pub push_interval: Duration,
+    /// Catch-up page reads this node runs at once (resolved: never 0).
+    pub catch_up_reads: usize,
     /// Which web origins may call the device listener's HTTP routes (CORS).
     pub cors_origins: CorsOrigins,
 }

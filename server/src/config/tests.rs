@@ -213,6 +213,7 @@ fn validation_errors_name_the_key() {
         case("device.max_connections", |config| config.device.max_connections = 0),
         case("device.max_subscriptions", |config| config.device.max_subscriptions = 0),
         case("device.max_pending_mutations", |config| config.device.max_pending_mutations = 0),
+        case("device.catch_up_reads", |config| config.device.catch_up_reads = MAX_CATCH_UP_READS + 1),
         case("grpc.addr", |config| config.grpc.addr = "7701".into()),
         case("tls.key", |config| config.tls.cert = Some("cert.pem".into())),
         case("tls.cert", |config| config.tls.key = Some("key.pem".into())),
@@ -586,4 +587,14 @@ fn cors_origins_are_any_by_default_a_list_or_none_and_checked() {
         let error = validate_error(|config| config.device.cors_origins = bad.clone());
         assert!(error.contains("device.cors_origins"), "{error}");
     }
+}
+
+#[test]
+fn catch_up_reads_default_to_four_per_core_and_take_a_configured_count() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let settings = Config::default().validate().unwrap();
+    assert_eq!(settings.device.catch_up_reads, cores * CATCH_UP_READS_PER_CORE);
+    let mut config = Config::default();
+    config.device.catch_up_reads = 3;
+    assert_eq!(config.validate().unwrap().device.catch_up_reads, 3);
 }

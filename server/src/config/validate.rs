@@ -16,10 +16,11 @@ use super::settings::{
     RpcSettings, S3Settings, Settings, SourceSettings, StoreBackendSettings, StoreSettings, TlsSettings,
 };
 use super::{
-    ANY_ORIGIN, AdminSection, AuthSection, BlobS3Section, BlobSection, BulkSection, CaptureMode, ClusterSection,
-    Config, ConfigError, DeviceSection, GrpcSection, MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY,
-    MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS, MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES,
-    MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection, SourceSection, StoreBackend, StoreSection, TlsSection,
+    ANY_ORIGIN, AdminSection, AuthSection, BlobS3Section, BlobSection, BulkSection, CATCH_UP_READS_PER_CORE,
+    CaptureMode, ClusterSection, Config, ConfigError, DeviceSection, GrpcSection, MAX_CATCH_UP_READS,
+    MAX_FAILED_LOGIN_SECS, MAX_GRPC_THREADS, MAX_LOGIN_CONCURRENCY, MAX_LOGIN_QUEUE_TIMEOUT_MS, MAX_PUSH_INTERVAL_MS,
+    MIN_ADMIN_PASSWORD_CHARS, MIN_BACKEND_TOKEN_SECRET_BYTES, MIN_MAX_FRAME_BYTES, MIN_MAX_PAGE_BYTES, RpcSection,
+    SourceSection, StoreBackend, StoreSection, TlsSection,
 };
 use crate::storage::redis::{DEFAULT_WAIT_TIMEOUT, RedisEndpoint, RedisOptions};
 
@@ -164,8 +165,22 @@ fn device(device: &DeviceSection) -> Result<DeviceSettings, ConfigError> {
         max_subscriptions: positive_count("device.max_subscriptions", device.max_subscriptions)?,
         max_pending_mutations: positive("device.max_pending_mutations", device.max_pending_mutations)?,
         push_interval: Duration::from_millis(device.push_interval_ms),
+        catch_up_reads: catch_up_reads(device.catch_up_reads)?,
         cors_origins: cors_origins(&device.cors_origins)?,
     })
+}
+
+/// Checks `device.catch_up_reads` (0: four per CPU core).
+fn catch_up_reads(configured: usize) -> Result<usize, ConfigError> {
+    if configured > MAX_CATCH_UP_READS {
+        let message = format!("must be 0 (four per CPU core) to {MAX_CATCH_UP_READS}");
+        return Err(invalid("device.catch_up_reads", &configured, &message));
+    }
+    if configured > 0 {
+        return Ok(configured);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    Ok((cores * CATCH_UP_READS_PER_CORE).min(MAX_CATCH_UP_READS))
 }
 
 /// Checks `device.cors_origins`: `"*"` alone, or origins as browsers send them

@@ -24,6 +24,9 @@ pub struct GatewayServices {
     pub sources: BTreeMap<String, SourceSettings>,
     /// The limits applied to devices, as configured (`[device]`).
     pub limits: DeviceSettings,
+    /// The catch-up page reads this node runs at once, for all its devices together
+    /// (`device.catch_up_reads`).
+    pub catch_up_reads: Arc<tokio::sync::Semaphore>,
     pub cursors: Arc<cursors::CursorRecorder>,
     /// Asks change capture to poll or load a partition now (a device subscribed).
     pub capture_requests: crate::channel::wiring::CaptureRequests,

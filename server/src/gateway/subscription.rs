@@ -8,7 +8,7 @@
 //! last sequence queued to it.
 
 use syncline_proto::v1::{self, SyncStatus, server_frame};
-use syncline_push::{Outbox, Subscription};
+use syncline_push::{EncodedFrame, Outbox, Subscription};
 
 use super::replies::{frame, partition_error, sync_state, wire_error};
 use super::{DeviceSession, blocking};
@@ -284,6 +284,9 @@ impl DeviceSession {
             match sync.phase.clone() {
                 Phase::Live => return Ok(()),
                 Phase::Snapshot { at, after_id, first, sent } => {
+                    // The read and the frame's encoding take one of the node's catch-up reads;
+                    // the send, which waits on this device, does not.
+                    let read = self.services.catch_up_reads.acquire().await.ok();
                     let page: EncodedSnapshotPage =
                         blocking(move || store.read_snapshot_encoded(&name, after_id.as_deref(), limit)).await?;
                     let next_after = page.last_id.clone();
@@ -300,11 +303,15 @@ impl DeviceSession {
                     } else {
                         Phase::Snapshot { at, after_id: next_after, first: false, sent }
                     };
-                    outbox.send(pages::snapshot_frame(partition, at, &page, number, first, remaining)).await?;
+                    let encoded = pages::snapshot_frame(partition, at, &page, number, first, remaining);
+                    drop((page, read));
+                    outbox.send(encoded).await?;
                 }
                 Phase::Log { after } => {
+                    let read = self.services.catch_up_reads.acquire().await.ok();
                     let page: LogPage = blocking(move || store.read_log(&name, after, limit)).await?;
                     if after < page.state.horizon {
+                        drop(read);
                         // Compaction passed this cursor (a long snapshot, or a demoted device far
                         // behind): start over with a snapshot.
                         outbox.send_frame(sync_state(partition, SyncStatus::Reset, after, &page.state)).await?;
@@ -312,6 +319,7 @@ impl DeviceSession {
                         continue;
                     }
                     if page.covered_to == after {
+                        drop(read);
                         // At the head: go live unless something was published meanwhile.
                         if sync.subscription.go_live(after) {
                             sync.phase = Phase::Live;
@@ -328,7 +336,10 @@ impl DeviceSession {
                     let number = sync.page_sent(remaining);
                     sync.phase = Phase::Log { after: page.covered_to };
                     let changes = pages::log_changes(partition, after, &page, number, remaining);
-                    outbox.send_frame(frame(server_frame::Msg::Changes(changes))).await?;
+                    drop(page);
+                    let encoded = EncodedFrame::new(frame(server_frame::Msg::Changes(changes)));
+                    drop(read);
+                    outbox.send(encoded).await?;
                 }
             }
         }

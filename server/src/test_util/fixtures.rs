@@ -99,6 +99,9 @@ pub(crate) fn device_limits() -> DeviceSettings {
         max_subscriptions: 4,
         max_pending_mutations: 16,
         push_interval: Duration::ZERO,
+        // One at a time: every gateway test then shows that a catch-up read is never held
+        // while a page waits for its device.
+        catch_up_reads: 1,
         cors_origins: crate::config::CorsOrigins::Any,
     }
 }
@@ -174,6 +177,7 @@ impl TestGateway {
             auth,
             channels: Arc::new(ChannelRegistry::new(&sources).expect("channel endpoints")),
             sources,
+            catch_up_reads: Arc::new(tokio::sync::Semaphore::new(limits.catch_up_reads)),
             limits,
             cursors: Arc::new(CursorRecorder::default()),
             capture_requests,

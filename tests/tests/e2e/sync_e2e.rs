@@ -319,6 +319,58 @@ async fn a_device_that_stops_reading_is_switched_to_catch_up_and_converges() {
     server.stop().await;
 }
 
+/// A node's catch-up reads (`device.catch_up_reads`) are taken only to read and encode a page,
+/// never while the page waits for its device: with one read for the whole node, a device that
+/// stops reading in the middle of its snapshot does not hold up another device's catch-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_stalled_in_catch_up_does_not_hold_the_nodes_catch_up_reads() {
+    const RECORD_BYTES: usize = 64 * 1024;
+    const RECORDS: usize = 400;
+    let server = TestServer::start_with(|config| {
+        config.device.catch_up_reads = 1;
+        config.device.outbound_queue = 1;
+        config.device.max_page_bytes = 1024 * 1024;
+    })
+    .await;
+    server.add_user("ann", "ann-pw");
+    let mut ingest = server.ingest_client().await;
+    // 25 MiB: far more than the stalled device's window of pages leaves in socket buffers.
+    let big = "x".repeat(RECORD_BYTES);
+    for batch in 0..RECORDS / 10 {
+        let upserts = (0..10)
+            .map(|i| {
+                let mut upsert = record(&format!("big-{:04}", batch * 10 + i), i as i64);
+                upsert.fields.insert("blob".into(), syncline_proto::v1::Value::string(big.clone()));
+                upsert
+            })
+            .collect();
+        push(&mut ingest, "Account", "*", upserts, vec![]).await.unwrap();
+    }
+    let subscription = || SubscriptionConfig::new("Account").with_page_size(16).with_window(16);
+
+    // The app of the first device does not read its notifications, so the device stops
+    // reading its socket during the snapshot.
+    let stalled = DeviceConfig::new(server.url(), "ann", "ann-pw").subscribe(subscription()).with_notifications(1);
+    let mut stalled = Device::start(stalled);
+    let mut notifications = stalled.take_notifications().expect("notifications are on");
+    drop(notifications.recv().await.expect("a first notification"));
+
+    let reader = Device::start(DeviceConfig::new(server.url(), "ann", "ann-pw").subscribe(subscription()));
+    assert_converges(&reader, &server, "Account", "*", DEADLINE).await;
+
+    // The stalled device's app wakes up: it converges too.
+    let drain = tokio::spawn(async move { while notifications.recv().await.is_some() {} });
+    assert_converges(&stalled, &server, "Account", "*", DEADLINE).await;
+    for device in [&reader, &stalled] {
+        let stats = device.stats();
+        assert_eq!(stats.duplicates + stats.gaps + stats.checksum_mismatches, 0, "{stats:?}");
+    }
+    reader.stop().await;
+    stalled.stop().await;
+    drain.abort();
+    server.stop().await;
+}
+
 /// With `device.push_interval_ms`, a lone live change goes out at once, what follows it within
 /// the interval is held until the interval has passed, and nothing is lost or repeated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
