@@ -3,7 +3,9 @@
 #
 #   ingest   `syncline-sim ingest` (records/s through Ingest/Push, no device) at batch sizes
 #            INGEST_BATCHES against one node on the embedded store and one node on Redis
-#            (AOF, appendfsync always), alternating, ROUNDS times.
+#            (AOF, appendfsync always), alternating, ROUNDS times; INGEST_IN_FLIGHT calls in
+#            flight at once. With BASE_SERVER_BIN, a third arm `redis_base` runs that build on
+#            Redis too.
 #   push     `syncline-sim fanout`, FANOUT_DEVICES devices x FANOUT_CHANGES changes at
 #            FANOUT_RATE/s, arms alternating ROUNDS times: `embedded` (one node on the embedded
 #            store), `redis-1` (one node on Redis: devices and Ingest on it) and `cross` (three
@@ -37,6 +39,7 @@
 # usage: benches/cluster.sh
 # env: OUT (benches/results/cluster), PARTS ("ingest push spread"), ROUNDS (3),
 #      INGEST_BATCHES ("1 100 1000"), INGEST_RECORDS_1 (3000), INGEST_RECORDS (100000),
+#      INGEST_IN_FLIGHT (1),
 #      FANOUT_DEVICES (1000), FANOUT_CHANGES (1000), FANOUT_RATE (100), SPREAD_DEVICES (1500),
 #      SPREAD_CHANGES (1000), FAILOVER_DEVICES (3000), FAILOVER_CHANGES (600), FAILOVER_RATE (20),
 #      HERD_READS ("512 0": as many as tokio's blocking threads, and the default of four per
@@ -52,6 +55,7 @@ ROUNDS=${ROUNDS:-3}
 INGEST_BATCHES=${INGEST_BATCHES:-1 100 1000}
 INGEST_RECORDS_1=${INGEST_RECORDS_1:-3000}
 INGEST_RECORDS=${INGEST_RECORDS:-100000}
+INGEST_IN_FLIGHT=${INGEST_IN_FLIGHT:-1}
 FANOUT_DEVICES=${FANOUT_DEVICES:-1000}
 FANOUT_CHANGES=${FANOUT_CHANGES:-1000}
 FANOUT_RATE=${FANOUT_RATE:-100}
@@ -213,19 +217,34 @@ sim() {
 url() { echo "ws://127.0.0.1:$(device_port "$1")/v1/sync"; }
 
 part_ingest() {
-  local round backend batch records
+  local round arm backend batch records
+  local arms="embedded redis"
+  [[ -n ${BASE_SERVER_BIN:-} ]] && arms+=" redis_base"
   for ((round = 1; round <= ROUNDS; round++)); do
-    for backend in embedded redis; do
+    for arm in $arms; do
       for batch in $INGEST_BATCHES; do
         records=$INGEST_RECORDS
         ((batch == 1)) && records=$INGEST_RECORDS_1
-        cluster "$backend" 1
-        wait_quiet "ingest $backend batch $batch round $round"
+        backend=${arm%_base}
+        if [[ $arm == redis_base ]]; then
+          with_base_server cluster "$backend" 1
+        else
+          cluster "$backend" 1
+        fi
+        wait_quiet "ingest $arm batch $batch round $round"
         sim ingest --grpc "http://127.0.0.1:$(grpc_port 0)" --batch "$batch" --records "$records" \
-          --server-pid "$(node_pid 0)" --json-out "$OUT/ingest-$backend-b$batch-r$round.json"
+          --in-flight "$INGEST_IN_FLIGHT" --server-pid "$(node_pid 0)" --json-out "$OUT/ingest-$arm-b$batch-r$round.json"
       done
     done
   done
+}
+
+# with_base_server COMMAND...: COMMAND with BASE_SERVER_BIN as the server binary.
+with_base_server() {
+  local server=$SERVER_BIN
+  SERVER_BIN=$BASE_SERVER_BIN
+  "$@"
+  SERVER_BIN=$server
 }
 
 # fanout ARM DEVICES CHANGES RATE FILE URL_ARGS...: one fanout run with Ingest at node 0.
@@ -277,10 +296,7 @@ part_herd() {
       fanout "herd-reads$reads" "$SPREAD_DEVICES" "$SPREAD_CHANGES" 0 "$OUT/herd-reads$reads-r$round.json" --url "$(url 0)"
     done
     if [[ -n ${BASE_SERVER_BIN:-} ]]; then
-      local server=$SERVER_BIN
-      SERVER_BIN=$BASE_SERVER_BIN
-      cluster redis 1
-      SERVER_BIN=$server
+      with_base_server cluster redis 1
       fanout herd-base "$SPREAD_DEVICES" "$SPREAD_CHANGES" 0 "$OUT/herd-base-r$round.json" --url "$(url 0)"
     fi
   done

@@ -33,9 +33,14 @@ def ingest_table(directory):
     arms = load(os.path.join(directory, "ingest-*.json"))
     if not arms:
         return []
+    base = any(arm.startswith("ingest-redis_base-") for arm in arms)
     lines = ["## Ingest (records/s through Ingest/Push, no device; median of rounds)", ""]
-    lines += ["| batch | embedded records/s | redis records/s | redis / embedded | embedded call p99 ms | redis call p99 ms |"]
-    lines += ["|---:|---:|---:|---:|---:|---:|"]
+    header = "| batch | embedded records/s | redis records/s | redis / embedded | embedded call p99 ms | redis call p99 ms |"
+    rule = "|---:|---:|---:|---:|---:|---:|"
+    if base:
+        header += " redis (base build) records/s | redis / base |"
+        rule += "---:|---:|"
+    lines += [header, rule]
     batches = sorted({int(re.search(r"-b(\d+)$", arm).group(1)) for arm in arms})
     for batch in batches:
         embedded = arms.get(f"ingest-embedded-b{batch}", [])
@@ -44,7 +49,11 @@ def ingest_table(directory):
         r_rate = median(redis, lambda r: r["records_per_sec"])
         e_p99 = median(embedded, lambda r: r["call_latency"]["p99_ms"])
         r_p99 = median(redis, lambda r: r["call_latency"]["p99_ms"])
-        lines.append(f"| {batch} | {e_rate:,.0f} | {r_rate:,.0f} | {r_rate / e_rate:.2f} | {e_p99:.2f} | {r_p99:.2f} |")
+        row = f"| {batch} | {e_rate:,.0f} | {r_rate:,.0f} | {r_rate / e_rate:.2f} | {e_p99:.2f} | {r_p99:.2f} |"
+        if base:
+            b_rate = median(arms.get(f"ingest-redis_base-b{batch}", []), lambda r: r["records_per_sec"])
+            row += f" {b_rate:,.0f} | {r_rate / b_rate:.2f} |"
+        lines.append(row)
     return lines + [""]
 
 

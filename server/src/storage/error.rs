@@ -5,8 +5,9 @@ use syncline_proto::record::RecordError;
 use super::MAX_BATCH_CHANGES;
 use crate::error::ErrorClass;
 
-/// Why a store operation failed, in the caller's terms.
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed, in the caller's terms. `Clone`: one failed write of a group
+/// commit fails each write of the group.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory is held by another process (usually a running server).
     #[error("the data store {path} is in use by another process (is a server running on it?)")]

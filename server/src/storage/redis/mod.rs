@@ -13,7 +13,9 @@
 //! one read. A writer that lost the race reads again and recomputes, so two nodes writing
 //! one partition never interleave or reuse a sequence. Within one node, writes of one
 //! partition also take a local lock (striped by partition), which keeps them from racing
-//! each other and calls the [`CommitListener`] in sequence order per partition.
+//! each other and calls the [`CommitListener`] in sequence order per partition; single-partition
+//! writes that queue for that lock meanwhile are committed together, as one script and one
+//! fsync (`group_commit.rs`).
 //!
 //! **Writes to several partitions** (`apply_capture`, `finish_mutation`) cannot be one
 //! script in a Redis Cluster (the partitions and the capture position or mutation queue sit
@@ -28,7 +30,8 @@
 //! **Durability** is checked at open (`durability.rs`): AOF with `appendfsync always`, or
 //! `WAIT` for replicas after each acknowledged write, or the explicit `allow_volatile`.
 //!
-//! Where the code is: `partitions.rs` partitions (writes, pages, compaction);
+//! Where the code is: `partitions.rs` partitions (writes, pages, compaction); `group_commit.rs`
+//! grouped partition writes;
 //! `mutations.rs` device mutation queues; `accounts.rs` users, devices, secrets, cursors;
 //! `admin.rs` the admin plane; `devices.rs` the device listing and commands; `scripts/` the
 //! Lua scripts.
@@ -39,6 +42,7 @@ mod blobs;
 mod connection;
 mod devices;
 mod durability;
+mod group_commit;
 mod keys;
 mod mutations;
 mod partitions;
@@ -102,7 +106,8 @@ pub struct RedisStore {
     durability: Durability,
     wait_timeout: Duration,
     listener: Option<Arc<dyn CommitListener>>,
-    partition_locks: Vec<Mutex<()>>,
+    /// Partition writes, striped by partition: each stripe's lock and group-commit queue.
+    stripes: Vec<group_commit::WriteStripe>,
     submitted_batches: AtomicU64,
     answered_batches: AtomicU64,
     commits: AtomicU64,
@@ -129,7 +134,7 @@ impl RedisStore {
             durability,
             wait_timeout: options.wait_timeout,
             listener,
-            partition_locks: (0..PARTITION_LOCKS).map(|_| Mutex::new(())).collect(),
+            stripes: (0..PARTITION_LOCKS).map(|_| group_commit::WriteStripe::default()).collect(),
             submitted_batches: AtomicU64::new(0),
             answered_batches: AtomicU64::new(0),
             commits: AtomicU64::new(0),
@@ -167,9 +172,14 @@ impl RedisStore {
 
     /// Returns the local lock of `partition`'s writes.
     fn partition_lock(&self, partition: &crate::storage::PartitionName) -> &Mutex<()> {
+        &self.stripe(partition).lock
+    }
+
+    /// Returns the write stripe of `partition` (its lock and group-commit queue).
+    fn stripe(&self, partition: &crate::storage::PartitionName) -> &group_commit::WriteStripe {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         partition.hash(&mut hasher);
-        &self.partition_locks[(hasher.finish() as usize) % PARTITION_LOCKS]
+        &self.stripes[(hasher.finish() as usize) % PARTITION_LOCKS]
     }
 
     /// Counts a durable commit that started at `started`.

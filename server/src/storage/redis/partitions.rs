@@ -47,16 +47,43 @@ enum Assigned {
 }
 
 /// A batch computed against one read of its partition, ready for the write script.
-struct Plan {
+pub(super) struct Plan {
     assigned: Vec<Assigned>,
     first_seq: u64,
     expected_head: u64,
-    state: PartitionState,
-    deleted: Vec<usize>,
+    pub(super) state: PartitionState,
+    /// Indexes of the deleted ids that took a sequence.
+    pub(super) deleted: Vec<usize>,
     /// (upsert index, stored value).
-    sets: Vec<(usize, Vec<u8>)>,
+    pub(super) sets: Vec<(usize, Vec<u8>)>,
     /// (sequence, log member).
-    log: Vec<(u64, Vec<u8>)>,
+    pub(super) log: Vec<(u64, Vec<u8>)>,
+}
+
+/// What one write script applies (`write_partition.lua`): the ids to delete, the records to
+/// set, the log entries to add, if the head is still `expected_head`, leaving `state`.
+pub(super) struct WriteScript<'a> {
+    expected_head: u64,
+    state: PartitionState,
+    pub(super) deletes: Vec<&'a str>,
+    pub(super) sets: Vec<(&'a str, &'a [u8])>,
+    pub(super) log: Vec<(u64, &'a [u8])>,
+}
+
+impl<'a> WriteScript<'a> {
+    pub(super) fn new(expected_head: u64, state: PartitionState) -> Self {
+        Self { expected_head, state, deletes: Vec::new(), sets: Vec::new(), log: Vec::new() }
+    }
+
+    /// The script of one write's plan.
+    fn of_plan(write: &'a PartitionWrite, plan: &'a Plan) -> Self {
+        let mut script = Self::new(plan.expected_head, plan.state);
+        script.deletes = plan.deleted.iter().map(|&index| write.deletes[index].as_str()).collect();
+        script.sets =
+            plan.sets.iter().map(|(index, value)| (write.upserts[*index].id.as_str(), value.as_slice())).collect();
+        script.log = plan.log.iter().map(|(seq, member)| (*seq, member.as_slice())).collect();
+        script
+    }
 }
 
 /// Returns a log member: the sequence (8 bytes BE, so equal entries at two sequences stay
@@ -77,7 +104,7 @@ fn split_log_member(member: &[u8]) -> StoreResult<(u64, &[u8])> {
 }
 
 /// Parses the state hash's `head`, `horizon`, `total`, `checksum` (absent: 0).
-fn parse_state(fields: &[Option<String>]) -> StoreResult<PartitionState> {
+pub(super) fn parse_state(fields: &[Option<String>]) -> StoreResult<PartitionState> {
     let field = |at: usize, what: &str| -> StoreResult<u64> {
         fields.get(at).and_then(Option::as_deref).map_or(Ok(0), |value| parse_u64(value, what))
     };
@@ -92,7 +119,7 @@ fn parse_state(fields: &[Option<String>]) -> StoreResult<PartitionState> {
 /// Computes a batch like the embedded writer: deletes first, then upserts, each in input
 /// order; unchanged upserts and deletes of absent ids take no sequence. `stored` holds the
 /// stored values of the deleted ids, then of the upserted ids.
-fn plan_batch(
+pub(super) fn plan_batch(
     write: &PartitionWrite,
     fields: &[Vec<u8>],
     mut state: PartitionState,
@@ -150,7 +177,7 @@ fn plan_batch(
 }
 
 /// Reads `fields` of `hash` (any number, in bounded `HMGET`s).
-fn read_fields(
+pub(super) fn read_fields(
     connection: &mut dyn ConnectionLike,
     hash: &str,
     fields: &[&str],
@@ -163,7 +190,10 @@ fn read_fields(
     Ok(values)
 }
 
-fn read_state(connection: &mut dyn ConnectionLike, keys: &PartitionKeys) -> redis::RedisResult<Vec<Option<String>>> {
+pub(super) fn read_state(
+    connection: &mut dyn ConnectionLike,
+    keys: &PartitionKeys,
+) -> redis::RedisResult<Vec<Option<String>>> {
     redis::cmd("HMGET").arg(&keys.state).arg(&["head", "horizon", "total", "checksum"]).query(connection)
 }
 
@@ -181,12 +211,17 @@ impl RedisStore {
     /// Applies one validated partition write: compare-and-set against the head read,
     /// recomputed when another writer moved it. Under a `fence`, refused when a later grant
     /// of its lease has written the partition (see `write_partition.lua`).
-    fn write_partition(&self, mut write: PartitionWrite, fence: Option<&Fence>) -> StoreResult<CommittedBatch> {
+    fn write_partition(&self, write: PartitionWrite, fence: Option<&Fence>) -> StoreResult<CommittedBatch> {
+        let _local = self.partition_lock(&write.partition).lock();
+        self.write_locked(write, fence)
+    }
+
+    /// [`RedisStore::write_partition`] with the partition's stripe lock held.
+    pub(super) fn write_locked(&self, mut write: PartitionWrite, fence: Option<&Fence>) -> StoreResult<CommittedBatch> {
         let keys = PartitionKeys::new(&write.partition);
         let fields: Vec<Vec<u8>> = write.upserts.iter_mut().map(encode_fields).collect();
         let ids: Vec<&str> =
             write.deletes.iter().map(String::as_str).chain(write.upserts.iter().map(|r| r.id.as_str())).collect();
-        let _local = self.partition_lock(&write.partition).lock();
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let (state, stored) = self.run(|connection| {
                 let state = read_state(connection, &keys)?;
@@ -210,7 +245,7 @@ impl RedisStore {
                 self.run(|connection| redis::cmd("SADD").arg(keys::PARTITIONS).arg(member).query::<()>(connection))?;
             }
             let started = Instant::now();
-            let applied = self.apply_plan(&keys, &write, &plan, fence)?;
+            let applied = self.apply_write_script(&keys, &WriteScript::of_plan(&write, &plan), fence)?;
             if applied < 0 {
                 let lease = fence.map_or_else(String::new, |fence| fence.lease.clone());
                 return Err(StoreError::LeaseLost { lease });
@@ -227,37 +262,36 @@ impl RedisStore {
         Err(StoreError::Contention { subject: format!("partition {}", write.partition) })
     }
 
-    /// Runs the write script for `plan`; returns 1 when applied, 0 when the head moved, -1
-    /// when `fence` is stale.
-    fn apply_plan(
+    /// Runs the write script; returns 1 when applied, 0 when the head moved, -1 when `fence`
+    /// is stale.
+    pub(super) fn apply_write_script(
         &self,
         keys: &PartitionKeys,
-        write: &PartitionWrite,
-        plan: &Plan,
+        script: &WriteScript<'_>,
         fence: Option<&Fence>,
     ) -> StoreResult<i64> {
         let mut invocation = self.scripts.write_partition.prepare_invoke();
         invocation.key(&keys.state).key(&keys.records).key(&keys.ids).key(&keys.log);
         invocation
-            .arg(plan.expected_head)
-            .arg(plan.state.head)
-            .arg(plan.state.total)
-            .arg(plan.state.checksum.to_string())
-            .arg(plan.deleted.len())
-            .arg(plan.sets.len())
-            .arg(plan.log.len());
+            .arg(script.expected_head)
+            .arg(script.state.head)
+            .arg(script.state.total)
+            .arg(script.state.checksum.to_string())
+            .arg(script.deletes.len())
+            .arg(script.sets.len())
+            .arg(script.log.len());
         match fence {
             Some(fence) => invocation.arg(keys::partition_fence_field(&fence.lease)).arg(fence.token),
             None => invocation.arg("").arg(0),
         };
-        for index in &plan.deleted {
-            invocation.arg(write.deletes[*index].as_str());
+        for id in &script.deletes {
+            invocation.arg(*id);
         }
-        for (index, value) in &plan.sets {
-            invocation.arg(write.upserts[*index].id.as_str()).arg(value.as_slice());
+        for (id, value) in &script.sets {
+            invocation.arg(*id).arg(*value);
         }
-        for (seq, member) in &plan.log {
-            invocation.arg(*seq).arg(member.as_slice());
+        for (seq, member) in &script.log {
+            invocation.arg(*seq).arg(*member);
         }
         self.run_durable(|connection| {
             let applied: i64 = invocation.invoke(connection)?;
@@ -282,7 +316,7 @@ impl RedisStore {
 }
 
 /// Builds what the caller and the listener get from a written plan.
-fn committed_batch(write: PartitionWrite, plan: Plan) -> CommittedBatch {
+pub(super) fn committed_batch(write: PartitionWrite, plan: Plan) -> CommittedBatch {
     let PartitionWrite { partition, mut upserts, mut deletes } = write;
     let changes: Vec<Change> = (plan.first_seq..)
         .zip(&plan.assigned)
@@ -295,8 +329,9 @@ fn committed_batch(write: PartitionWrite, plan: Plan) -> CommittedBatch {
             }
         })
         .collect();
-    let last_seq = changes.last().map_or(0, Change::seq);
-    CommittedBatch { partition, first_seq: plan.first_seq, last_seq, changes, state: plan.state }
+    // A batch that changed nothing took no sequence: 0..0, as the embedded store answers.
+    let (first_seq, last_seq) = changes.last().map_or((0, 0), |last| (plan.first_seq, last.seq()));
+    CommittedBatch { partition, first_seq, last_seq, changes, state: plan.state }
 }
 
 impl PartitionStore for RedisStore {
@@ -308,7 +343,7 @@ impl PartitionStore for RedisStore {
     ) -> StoreResult<CommittedBatch> {
         let write = PartitionWrite { partition: partition.clone(), upserts, deletes };
         self.submit(std::slice::from_ref(&write))?;
-        self.answered(self.write_partition(write, None))
+        self.answered(self.write_grouped(write))
     }
 
     fn apply_fenced(&self, writes: Vec<PartitionWrite>, fence: &Fence) -> StoreResult<Vec<CommittedBatch>> {

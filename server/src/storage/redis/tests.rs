@@ -152,3 +152,73 @@ fn a_batch_of_the_most_changes_is_one_script() {
     assert_eq!((state.head, state.total, state.checksum), (2 * crate::storage::MAX_BATCH_CHANGES as u64, 0, 0));
     assert_eq!(store.write_stats().commits, 2);
 }
+
+/// Writes queued behind a held partition lock are committed by the next holder as one
+/// script, with exactly the sequences, log, records, total and checksum that committing them
+/// one by one (on the embedded store) gives, each caller answered with its own range.
+#[test]
+fn writes_queued_behind_the_lock_commit_as_one_script_as_if_one_by_one() {
+    const WRITERS: usize = 12;
+    let server = RedisServer::start();
+    let listener = Arc::new(RecordingListener::default());
+    let store = Arc::new(open(&server, Some(listener.clone())));
+    let name = PartitionName::new("Account", "grouped");
+    let seed = || (0..10).map(|i| record(&format!("r{i}"), i)).collect::<Vec<_>>();
+    store.apply_batch(&name, seed(), Vec::new()).expect("seed");
+    // Each writer creates its own record, rewrites a shared one, leaves r0 as it is (no
+    // sequence), deletes a seeded record (some twice: the second delete takes no sequence),
+    // and the later ones re-create a seeded record another writer may delete.
+    let writes: Vec<(Vec<Record>, Vec<String>)> = (0..WRITERS)
+        .map(|w| {
+            let mut upserts = vec![record(&format!("w{w}"), w as i64), record("shared", w as i64), record("r0", 0)];
+            if w >= 6 {
+                upserts.push(record(&format!("r{}", (w - 6) % 9 + 1), 100 + w as i64));
+            }
+            (upserts, vec![format!("r{}", w % 9 + 1)])
+        })
+        .chain(std::iter::once((vec![record("r0", 0)], Vec::new())))
+        .collect();
+
+    let lock = store.partition_lock(&name).lock();
+    let commits_before = store.write_stats().commits;
+    let handles: Vec<_> = writes
+        .iter()
+        .cloned()
+        .map(|(upserts, deletes)| {
+            let (store, name) = (Arc::clone(&store), name.clone());
+            std::thread::spawn(move || store.apply_batch(&name, upserts, deletes).expect("grouped write"))
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.queued_writes(&name) < writes.len() {
+        assert!(std::time::Instant::now() < deadline, "the writers queue behind the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(lock);
+    let answers: Vec<_> = handles.into_iter().map(|handle| handle.join().expect("writer")).collect();
+    assert_eq!(store.write_stats().commits - commits_before, 1, "one script for every queued write");
+
+    // The same writes one by one on the embedded store, in the order the group gave them.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let embedded = EmbeddedStore::open(&dir.path().join("syncline.redb"), EmbeddedOptions::default()).expect("open");
+    embedded.apply_batch(&name, seed(), Vec::new()).expect("seed");
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    order.sort_by_key(|&at| (answers[at].first_seq == 0, answers[at].first_seq));
+    for at in order {
+        let (upserts, deletes) = writes[at].clone();
+        let alone = embedded.apply_batch(&name, upserts, deletes).expect("embedded write");
+        let grouped = &answers[at];
+        assert_eq!(
+            (grouped.first_seq, grouped.last_seq, &grouped.changes),
+            (alone.first_seq, alone.last_seq, &alone.changes),
+            "write {at}"
+        );
+    }
+    assert_eq!(answers[WRITERS].first_seq, 0, "the write that changed nothing took no sequence");
+    assert_eq!(store.partition_state(&name).expect("state"), embedded.partition_state(&name).expect("state"));
+    let log = |store: &dyn Store| store.read_log(&name, 0, PageLimit::unbounded()).expect("log").changes;
+    assert_eq!(log(store.as_ref()), log(&embedded));
+    assert_eq!(snapshot(store.as_ref(), &name, 7), snapshot(&embedded, &name, 7));
+    let seen = listener.batches.lock().expect("lock");
+    assert!(seen.windows(2).all(|pair| pair[0].2 + 1 == pair[1].1), "the listener saw gap-free order: {seen:?}");
+}
