@@ -309,6 +309,13 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Subscription<K> {
         self.partition.known_head.fetch_max(head, Ordering::Relaxed);
     }
 
+    /// Returns the partition's head as this node knows it: the greatest published, or read
+    /// from the store by a session.
+    pub fn head(&self) -> u64 {
+        let read = self.partition.known_head.load(Ordering::Relaxed);
+        read.max(self.partition.last_published.load(Ordering::Acquire))
+    }
+
     /// Returns (once) the sequence up to which frames were queued if the hub demoted this
     /// subscription since the last call: the session must catch up from the log after it and
     /// go live again.

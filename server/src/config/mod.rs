@@ -182,9 +182,10 @@ pub struct DeviceSection {
     /// one socket write per device (0: each commit is pushed at once).
     pub push_interval_ms: u64,
     /// Catch-up pages (a store read and the frame's encoding) this node reads at once for all
-    /// its devices together; more wait their turn (0: four per CPU core). Bounds the memory
-    /// and threads a herd of devices catching up at once takes: every device demoted by a
-    /// burst, or resuming after a node's loss.
+    /// its devices together; more wait their turn, except the small reads at the tail of a
+    /// catch-up (0: four per CPU core). Bounds the memory and threads a herd of devices
+    /// catching up at once takes: every device demoted by a burst, or resuming after a
+    /// node's loss.
     pub catch_up_reads: usize,
     /// Web origins (`https://app.example.com`) whose pages may call the device listener's
     /// HTTP routes (bulk file downloads, blob uploads and downloads) from a browser, i.e. the

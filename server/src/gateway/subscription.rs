@@ -120,6 +120,11 @@ impl Subscriptions {
     }
 }
 
+/// Changes behind the head this node knows below which a log page is read without one of the
+/// node's catch-up reads (`device.catch_up_reads`): a few tens of kilobytes even for every
+/// device of a node at once.
+const TAIL_READ_CHANGES: u64 = 256;
+
 /// A failure that ends a step of the session.
 enum StepError {
     /// The connection is gone; stop quietly.
@@ -308,8 +313,17 @@ impl DeviceSession {
                     outbox.send(encoded).await?;
                 }
                 Phase::Log { after } => {
-                    let read = self.services.catch_up_reads.acquire().await.ok();
+                    // The tail of a catch-up is read at once, without a turn: it is small,
+                    // and a device that queued behind a herd for every step could never find
+                    // the head while changes keep coming.
+                    let behind = sync.subscription.head().saturating_sub(after);
+                    let read = if behind <= TAIL_READ_CHANGES {
+                        None
+                    } else {
+                        self.services.catch_up_reads.acquire().await.ok()
+                    };
                     let page: LogPage = blocking(move || store.read_log(&name, after, limit)).await?;
+                    sync.subscription.head_read(page.state.head);
                     if after < page.state.horizon {
                         drop(read);
                         // Compaction passed this cursor (a long snapshot, or a demoted device far

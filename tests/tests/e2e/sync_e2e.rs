@@ -2,7 +2,8 @@
 //! across concurrent ingest, connection cuts and compaction.
 
 use std::collections::BTreeSet;
-
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -368,6 +369,71 @@ async fn a_device_stalled_in_catch_up_does_not_hold_the_nodes_catch_up_reads() {
     reader.stop().await;
     stalled.stop().await;
     drain.abort();
+    server.stop().await;
+}
+
+/// A herd of devices catching up at once through a single catch-up read (on Redis, where each
+/// page read is a round trip) all go live while changes keep coming, and converge.
+///
+/// What made resumed devices miss the head at scale (1,000 devices of a killed node moved to
+/// another while changes kept coming: about 800 stayed in catch-up, a few changes a page, until
+/// the changes stopped) needs the failover benchmark's load to show
+/// (`benches/cluster.sh PARTS=failover`); the tail of a catch-up is now read without a turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_catching_up_under_a_steady_stream_goes_live_before_the_stream_ends() {
+    const DEVICES: usize = 100;
+    /// Bounds the writer: at one change per 3 ms, longer than the test's deadline.
+    const MOST_CHANGES: usize = 30_000;
+    // On Redis, where each page read is a round trip: a turn costs what it does in a cluster.
+    let redis = syncline_server::test_util::redis_server::RedisServer::start();
+    let server = TestServer::start_with(|config| {
+        config.device.catch_up_reads = 1;
+        config.store.backend = syncline_server::config::StoreBackend::Redis;
+        config.store.redis_url = Some(redis.url());
+    })
+    .await;
+    server.add_user("ann", "ann-pw");
+    let mut ingest = server.ingest_client().await;
+    for batch in 0..10 {
+        let records = (0..50).map(|i| record(&format!("seed-{batch}-{i}"), i)).collect();
+        push(&mut ingest, "Account", "*", records, vec![]).await.unwrap();
+    }
+    let streaming = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (streaming, mut ingest) = (streaming.clone(), server.ingest_client().await);
+        tokio::spawn(async move {
+            // A steady rate, not a wait for anything: one change every 3 ms.
+            let mut pace = tokio::time::interval(Duration::from_millis(3));
+            for n in 0..MOST_CHANGES {
+                if !streaming.load(Ordering::Relaxed) {
+                    break;
+                }
+                pace.tick().await;
+                push(&mut ingest, "Account", "*", vec![record(&format!("live-{n}"), 1)], vec![]).await.unwrap();
+            }
+        })
+    };
+    let devices: Vec<DeviceHandle> = (0..DEVICES)
+        .map(|_| {
+            let subscription = SubscriptionConfig::new("Account").with_page_size(100);
+            Device::start(DeviceConfig::new(server.url(), "ann", "ann-pw").subscribe(subscription))
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for device in &devices {
+        device.wait_for(deadline, |state| state.is_caught_up()).await.expect("live while changes keep coming");
+    }
+    assert!(streaming.load(Ordering::Relaxed) && !writer.is_finished(), "the stream was still running");
+    streaming.store(false, Ordering::Relaxed);
+    writer.await.unwrap();
+    for device in &devices {
+        assert_converges(device, &server, "Account", "*", DEADLINE).await;
+        let stats = device.stats();
+        assert_eq!(stats.duplicates + stats.gaps + stats.checksum_mismatches, 0, "{stats:?}");
+    }
+    for device in devices {
+        device.stop().await;
+    }
     server.stop().await;
 }
 
