@@ -222,3 +222,34 @@ fn writes_queued_behind_the_lock_commit_as_one_script_as_if_one_by_one() {
     let seen = listener.batches.lock().expect("lock");
     assert!(seen.windows(2).all(|pair| pair[0].2 + 1 == pair[1].1), "the listener saw gap-free order: {seen:?}");
 }
+
+/// A group whose script cannot reach Redis fails each of its writes with the store's typed
+/// error (UNAVAILABLE), never a panic or a write left without an answer.
+#[test]
+fn a_group_that_cannot_reach_redis_fails_each_write_unavailable() {
+    const WRITERS: usize = 4;
+    let server = RedisServer::start();
+    let store = Arc::new(open(&server, None));
+    let name = PartitionName::new("Account", "grouped");
+    store.apply_batch(&name, vec![record("seed", 1)], Vec::new()).expect("seed");
+    let lock = store.partition_lock(&name).lock();
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, name) = (Arc::clone(&store), name.clone());
+            std::thread::spawn(move || store.apply_batch(&name, vec![record(&format!("w{w}"), 1)], Vec::new()))
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.queued_writes(&name) < WRITERS {
+        assert!(std::time::Instant::now() < deadline, "the writers queue behind the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(server);
+    drop(lock);
+    for handle in handles {
+        let error = handle.join().expect("writer").expect_err("Redis is gone");
+        assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+    }
+    let stats = store.write_stats();
+    assert_eq!(stats.submitted_batches, stats.answered_batches);
+}
