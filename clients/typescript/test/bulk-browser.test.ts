@@ -148,8 +148,15 @@ describe.skipIf(!available)("bulk first sync in headless Chromium", () => {
     await page.reload();
     await page.waitForFunction(() => (window as unknown as BulkTestWindow).bulkTest.client !== undefined, null, { timeout: TIMEOUT });
     expect(await page.evaluate(() => (window as unknown as BulkTestWindow).bulkTest.restoredSize)).toBe(paged.length);
+    // Caught up again on the server's word: the partition is listed (an empty list would be
+    // "every partition caught up" before the client has even subscribed) and was verified
+    // against the server's checksum at the cursor it came back with.
     await page.waitForFunction(
-      () => (window as unknown as BulkTestWindow).bulkTest.client?.partitions().every((partition) => partition.phase === "caught_up") === true,
+      () => {
+        const client = (window as unknown as BulkTestWindow).bulkTest.client;
+        const partitions = client?.partitions() ?? [];
+        return partitions.length === 1 && partitions.every((partition) => partition.phase === "caught_up") && (client?.stats.verified ?? 0) >= 1;
+      },
       null,
       { timeout: TIMEOUT },
     );
