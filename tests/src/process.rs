@@ -110,6 +110,20 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Reads a server's JSON log (`SYNCLINE_LOG_FORMAT=json`) until its admin endpoint, the last
+/// listener to start, listens; returns that endpoint's URL (`None`: the server exited first)
+/// and keeps draining the log on a thread of its own, so the server never blocks on it.
+pub fn admin_url_from_log(log: std::process::ChildStderr) -> Option<String> {
+    let mut lines = BufReader::new(log).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("admin endpoint listening"))
+        .and_then(|line| logged_url(&line));
+    std::thread::spawn(move || for _ in lines {});
+    url
+}
+
 /// The `url` field of a JSON log line, if it has one.
 fn logged_url(line: &str) -> Option<String> {
     let line: serde_json::Value = serde_json::from_str(line).ok()?;

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use syncline_client_sim::Incoming;
 use syncline_proto::v1::server_frame;
 use syncline_tests::DEADLINE;
-use syncline_tests::process::{ServerProcess, free_port};
+use syncline_tests::process::ServerProcess;
 
 /// The server binary under test.
 const SERVER: &str = env!("CARGO_BIN_EXE_syncline-under-test");
@@ -168,33 +168,38 @@ fn printed_password(stdout: std::process::ChildStdout) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_prints_a_working_admin_password_once_at_its_first_start() {
     let dir = tempfile::tempdir().unwrap();
-    let admin_port = free_port();
+    // Every listener on a port the server picks; the admin URL is read from its log.
     let start = || {
-        Command::new(SERVER)
+        let mut child = Command::new(SERVER)
             .arg("serve")
             .env("SYNCLINE_DATA_DIR", dir.path())
             .env("SYNCLINE_DEVICE_ADDR", "127.0.0.1:0")
             .env("SYNCLINE_GRPC_ADDR", "127.0.0.1:0")
-            .env("SYNCLINE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("SYNCLINE_ADMIN_ADDR", "127.0.0.1:0")
             .env("SYNCLINE_DEMO_RECORDS", "10")
+            .env("SYNCLINE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("the server starts")
+            .expect("the server starts");
+        let log = child.stderr.take().unwrap();
+        let admin = tokio::task::spawn_blocking(move || syncline_tests::process::admin_url_from_log(log));
+        (child, admin)
     };
-    let mut first = start();
+    let (mut first, admin) = start();
     let stdout = first.stdout.take().unwrap();
     let password =
         tokio::task::spawn_blocking(move || printed_password(stdout)).await.unwrap().expect("a password line");
-    let base = format!("http://127.0.0.1:{admin_port}");
+    let base = admin.await.unwrap().expect("the admin endpoint listens");
     let http = reqwest::Client::new();
-    let login = |password: String| {
+    let login = |base: &str, password: String| {
         let http = http.clone();
         let url = format!("{base}/v1/admin/session");
         async move { http.post(url).json(&serde_json::json!({"name": "admin", "password": password})).send().await }
     };
     let answer = syncline_tests::eventually(DEADLINE, "the admin endpoint answers", || {
-        let attempt = login(password.clone());
+        let attempt = login(&base, password.clone());
         async move { attempt.await.ok() }
     })
     .await;
@@ -216,11 +221,12 @@ async fn the_demo_prints_a_working_admin_password_once_at_its_first_start() {
     first.wait().unwrap();
 
     // Second start: nothing printed (stdout ends when the process is killed after it is up).
-    let mut second = start();
+    let (mut second, admin) = start();
     let stdout = second.stdout.take().unwrap();
     let printed = tokio::task::spawn_blocking(move || printed_password(stdout));
+    let base = admin.await.unwrap().expect("the admin endpoint listens again");
     let answer = syncline_tests::eventually(DEADLINE, "the admin endpoint answers again", || {
-        let attempt = login(password.clone());
+        let attempt = login(&base, password.clone());
         async move { attempt.await.ok() }
     })
     .await;
