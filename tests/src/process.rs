@@ -7,9 +7,14 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// Warnings and errors of a server under test kept for a failing test to show (the last ones).
+const KEPT_PROBLEMS: usize = 50;
+
 /// A `syncline serve` child process on fixed loopback ports, killed when dropped.
 pub struct ServerProcess {
     child: Child,
+    /// Its last warnings and errors, printed if the test fails while it runs.
+    problems: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
     pub device_url: String,
     pub grpc_url: String,
     /// The admin listener's base URL (on a free port of its own).
@@ -70,9 +75,21 @@ impl ServerProcess {
             let _ = child.wait();
             panic!("the server exited before listening; its log:\n{}", log.join("\n"));
         };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, device_url, grpc_url, admin_url }
+        // Keep draining the log so the child never blocks on a full pipe, keeping its problems.
+        let problems = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let kept = problems.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#) {
+                    let mut kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if kept.len() == KEPT_PROBLEMS {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            }
+        });
+        Self { child, problems, device_url, grpc_url, admin_url }
     }
 
     /// The port the device endpoint listens on (to start the server again on it).
@@ -103,10 +120,17 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
-    /// A failing test unwinds past `stop`: the server process must not outlive it.
+    /// A failing test unwinds past `stop`: the server process must not outlive it, and what
+    /// it warned about is shown with the failure.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let problems = self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for line in problems.iter() {
+                eprintln!("server {} (pid {}): {line}", self.device_url, self.child.id());
+            }
+        }
     }
 }
 

@@ -125,6 +125,38 @@ impl Subscriptions {
 /// device of a node at once.
 const TAIL_READ_CHANGES: u64 = 256;
 
+/// Tries of a catch-up page read that fails for a passing reason (UNAVAILABLE: a dropped
+/// connection, a timeout) before the partition is reported unreadable to its device.
+const READ_TRIES: u32 = 3;
+
+/// Pause before the second try of a failed page read; doubled before each later one.
+const READ_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs a catch-up page read off the async workers, trying it again after a pause when the
+/// store was unavailable: reads change nothing, so a read whose connection broke is simply
+/// made again on a fresh one.
+async fn read_retrying<T: Send + 'static>(
+    peer: &std::net::SocketAddr,
+    partition: &PartitionName,
+    read: impl Fn() -> Result<T, StoreError> + Send + Sync + 'static,
+) -> Result<T, StoreError> {
+    let read = std::sync::Arc::new(read);
+    let mut pause = READ_RETRY_PAUSE;
+    for _ in 1..READ_TRIES {
+        let attempt = read.clone();
+        match blocking(move || attempt()).await {
+            Err(error) if error.class() == ErrorClass::Unavailable => {
+                tracing::warn!(%peer, %partition, %error, "catch-up read failed; trying again");
+                // A pause before the next try, not a wait for anything.
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            done => return done,
+        }
+    }
+    blocking(move || read()).await
+}
+
 /// A failure that ends a step of the session.
 enum StepError {
     /// The connection is gone; stop quietly.
@@ -292,8 +324,10 @@ impl DeviceSession {
                     // The read and the frame's encoding take one of the node's catch-up reads;
                     // the send, which waits on this device, does not.
                     let read = self.services.catch_up_reads.acquire().await.ok();
-                    let page: EncodedSnapshotPage =
-                        blocking(move || store.read_snapshot_encoded(&name, after_id.as_deref(), limit)).await?;
+                    let page: EncodedSnapshotPage = read_retrying(&self.peer, partition, move || {
+                        store.read_snapshot_encoded(&name, after_id.as_deref(), limit)
+                    })
+                    .await?;
                     let next_after = page.last_id.clone();
                     let done = page.done;
                     let sent = sent + page.count as u64;
@@ -322,7 +356,8 @@ impl DeviceSession {
                     } else {
                         self.services.catch_up_reads.acquire().await.ok()
                     };
-                    let page: LogPage = blocking(move || store.read_log(&name, after, limit)).await?;
+                    let page: LogPage =
+                        read_retrying(&self.peer, partition, move || store.read_log(&name, after, limit)).await?;
                     sync.subscription.head_read(page.state.head);
                     if after < page.state.horizon {
                         drop(read);
