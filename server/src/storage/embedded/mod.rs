@@ -336,12 +336,7 @@ impl PartitionStore for EmbeddedStore {
         after_id: Option<&str>,
         limit: PageLimit,
     ) -> StoreResult<SnapshotPage> {
-        let mut records = Vec::new();
-        let (done, state) = self.scan_snapshot(partition, after_id, limit, |id, value| {
-            records.push(decode_record(id, value)?);
-            Ok(())
-        })?;
-        Ok(SnapshotPage { records, done, state })
+        decoded_snapshot(|visit| self.scan_snapshot(partition, after_id, limit, visit))
     }
 
     fn read_snapshot_encoded(
@@ -350,15 +345,7 @@ impl PartitionStore for EmbeddedStore {
         after_id: Option<&str>,
         limit: PageLimit,
     ) -> StoreResult<EncodedSnapshotPage> {
-        let mut page = EncodedSnapshotPage::default();
-        let mut last_id = None;
-        let (done, state) = self.scan_snapshot(partition, after_id, limit, |id, value| {
-            let (version, fields) = split_record_value(value)?;
-            page.push_parts(id, version, fields);
-            last_id = Some(id.to_owned());
-            Ok(())
-        })?;
-        Ok(EncodedSnapshotPage { done, state, last_id, ..page })
+        encoded_snapshot(|visit| self.scan_snapshot(partition, after_id, limit, visit))
     }
 
     fn compact(&self, partition: &PartitionName, keep_recent: u64) -> StoreResult<CompactionReport> {

@@ -7,7 +7,9 @@ use prost::Message;
 use redb::{DatabaseError, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use syncline_proto::v1::Record;
 
-use crate::storage::{Change, PartitionName, PartitionState, StoreError, StoreResult};
+use crate::storage::{
+    Change, EncodedSnapshotPage, PartitionName, PartitionState, SnapshotPage, StoreError, StoreResult,
+};
 
 /// Version of the stored layout described in the module docs; an older file is migrated, a
 /// newer one is refused rather than misread.
@@ -115,6 +117,38 @@ pub(in crate::storage) fn decode_record(id: &str, value: &[u8]) -> StoreResult<R
     record.id = id.to_owned();
     record.version = version;
     Ok(record)
+}
+
+/// A visit of each stored record value of a snapshot page, in id order: the backends' scan,
+/// answering whether the snapshot is complete and the partition's state.
+pub(in crate::storage) type SnapshotScan<'a> = &'a mut dyn FnMut(&str, &[u8]) -> StoreResult<()>;
+
+/// The snapshot page a backend's scan of stored record values gives, decoded (both backends
+/// store records as [`record_value`]).
+pub(in crate::storage) fn decoded_snapshot(
+    scan: impl FnOnce(SnapshotScan<'_>) -> StoreResult<(bool, PartitionState)>,
+) -> StoreResult<SnapshotPage> {
+    let mut records = Vec::new();
+    let (done, state) = scan(&mut |id, value| {
+        records.push(decode_record(id, value)?);
+        Ok(())
+    })?;
+    Ok(SnapshotPage { records, done, state })
+}
+
+/// The same page as the bytes catch-up frames are spliced from: no record decoded.
+pub(in crate::storage) fn encoded_snapshot(
+    scan: impl FnOnce(SnapshotScan<'_>) -> StoreResult<(bool, PartitionState)>,
+) -> StoreResult<EncodedSnapshotPage> {
+    let mut page = EncodedSnapshotPage::default();
+    let mut last_id = None;
+    let (done, state) = scan(&mut |id, value| {
+        let (version, fields) = split_record_value(value)?;
+        page.push_parts(id, version, fields);
+        last_id = Some(id.to_owned());
+        Ok(())
+    })?;
+    Ok(EncodedSnapshotPage { done, state, last_id, ..page })
 }
 
 pub(in crate::storage) fn upsert_log_value(id: &str, fields: &[u8]) -> Vec<u8> {

@@ -10,8 +10,8 @@ use syncline_proto::v1::Record;
 use super::keys::{self, PartitionKeys};
 use super::{RedisStore, parse_u64};
 use crate::storage::embedded::tables::{
-    LogValue, decode_log_entry, decode_record, delete_log_value, encode_fields, record_value, split_log_value,
-    split_record_value, upsert_log_value,
+    LogValue, decode_log_entry, decode_record, decoded_snapshot, delete_log_value, encode_fields, encoded_snapshot,
+    record_value, split_log_value, split_record_value, upsert_log_value,
 };
 use crate::storage::embedded::writer::validate_batch;
 use crate::storage::{
@@ -446,12 +446,7 @@ impl PartitionStore for RedisStore {
         after_id: Option<&str>,
         limit: PageLimit,
     ) -> StoreResult<SnapshotPage> {
-        let mut records = Vec::new();
-        let (done, state) = self.scan_snapshot(partition, after_id, limit, |id, value| {
-            records.push(decode_record(id, value)?);
-            Ok(())
-        })?;
-        Ok(SnapshotPage { records, done, state })
+        decoded_snapshot(|visit| self.scan_snapshot(partition, after_id, limit, visit))
     }
 
     fn read_snapshot_encoded(
@@ -460,15 +455,7 @@ impl PartitionStore for RedisStore {
         after_id: Option<&str>,
         limit: PageLimit,
     ) -> StoreResult<EncodedSnapshotPage> {
-        let mut page = EncodedSnapshotPage::default();
-        let mut last_id = None;
-        let (done, state) = self.scan_snapshot(partition, after_id, limit, |id, value| {
-            let (version, fields) = split_record_value(value)?;
-            page.push_parts(id, version, fields);
-            last_id = Some(id.to_owned());
-            Ok(())
-        })?;
-        Ok(EncodedSnapshotPage { done, state, last_id, ..page })
+        encoded_snapshot(|visit| self.scan_snapshot(partition, after_id, limit, visit))
     }
 
     fn compact(&self, partition: &PartitionName, keep_recent: u64) -> StoreResult<CompactionReport> {
